@@ -1,0 +1,60 @@
+# sluice — `make` builds build/sluice; `make demo` and `make test` are the
+# README's two commands and install what they need first.
+
+CC      ?= cc
+PKGS    := libzmq libxxhash libpq msgpack liblz4 sqlite3 jansson
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LIBS    = $(PKG_LIBS) -lpthread -lm
+
+LIB_SRC := base/sl.c $(wildcard merkle/*.c proto/*.c connectors/*.c worker/*.c coordinator/*.c)
+CLI_SRC := $(wildcard cli/*.c)
+HDRS    := $(wildcard */*.h)
+UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+
+OPT_FLAGS  := -O2 -g
+SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+.PHONY: all deps demo test unit integration clean format bench
+
+all: build/sluice
+
+build/sluice: $(LIB_SRC) $(CLI_SRC) $(HDRS)
+	@mkdir -p build
+	$(CC) $(CSTD) $(WARN) $(OPT_FLAGS) $(PKG_CFLAGS) -o $@ $(LIB_SRC) $(CLI_SRC) $(LIBS)
+
+build/asan/sluice: $(LIB_SRC) $(CLI_SRC) $(HDRS)
+	@mkdir -p build/asan
+	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -o $@ $(LIB_SRC) $(CLI_SRC) $(LIBS)
+
+build/asan/test_%: tests/test_%.c $(LIB_SRC) $(HDRS) tests/tap.h
+	@mkdir -p build/asan
+	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+
+deps:
+	@bash scripts/deps.sh
+
+demo: deps build/sluice
+	@bash scripts/demo.sh
+
+# Unit tests, then integration tests (real PostgreSQL started by the
+# harness, real SQLite files, the ASan+UBSan sluice binary).
+test:
+	@bash scripts/deps.sh --test
+	@$(MAKE) --no-print-directory build/asan/sluice $(addprefix build/asan/,$(UNIT))
+	SLUICE=$(CURDIR)/build/asan/sluice prove --exec '' $(addprefix build/asan/,$(UNIT)) \
+	    $(wildcard tests/integration/test_*.py) tests/integration/test_demo.sh
+
+unit: $(addprefix build/asan/,$(UNIT))
+	prove --exec '' $^
+
+bench: build/sluice
+	@bash bench/run.sh
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(HDRS) tests/*.c tests/*.h
+
+clean:
+	rm -rf build

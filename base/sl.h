@@ -1,0 +1,41 @@
+/* base: the two value types every sluice module shares.
+ *
+ * sl_err  — an error a library function fills instead of printing; the caller
+ *           (only cli/) decides what to show and which exit status to use.
+ * sl_buf  — a growable byte buffer, reused across rows so hot paths do not
+ *           allocate once it has reached its working size.
+ */
+#ifndef SL_H
+#define SL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl_err {
+    char msg[512];
+} sl_err;
+
+/* Formats msg into err (if err is not NULL) and returns -1, so callers can
+ * write `return sl_err_set(err, "...")`. */
+int sl_err_set(sl_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Prefixes err->msg with a context string: "reading source: <old msg>". */
+int sl_err_wrap(sl_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+typedef struct sl_buf {
+    uint8_t *p;
+    size_t len, cap;
+} sl_buf;
+
+/* All return 0, or -1 when memory runs out (the buffer is left as it was). */
+int sl_buf_reserve(sl_buf *b, size_t extra);
+int sl_buf_append(sl_buf *b, const void *p, size_t n);
+int sl_buf_putc(sl_buf *b, uint8_t c);
+int sl_buf_printf(sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void sl_buf_reset(sl_buf *b) { b->len = 0; }
+void sl_buf_free(sl_buf *b);
+
+/* Returns a malloc'd NUL-terminated copy of the buffer's contents, or NULL. */
+char *sl_buf_strdup(const sl_buf *b);
+
+#endif

@@ -1,0 +1,994 @@
+#include "enc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+/* Value tags of encoding v1. Never renumber: a stored hash depends on them. */
+enum {
+    T_NULL = 0x00,
+    T_NUMBER = 0x01,  /* canonical decimal "<digits>E<exp>", shared by int/numeric/float */
+    T_NUMSPEC = 0x02, /* NaN, Infinity, -Infinity */
+    T_BOOL = 0x03,
+    T_TEXT = 0x04,
+    T_BYTES = 0x05,
+    T_DATE = 0x06,
+    T_TIME = 0x07, /* timestamp and timestamptz: microseconds since epoch, UTC */
+    T_UUID = 0x09,
+    T_JSON = 0x0a,
+    T_FALLBACK = 0x0b, /* a value that did not parse as its class: its text */
+};
+
+/* Key tags: one per key class, so a composite key's columns stay aligned. */
+enum { K_INT = 0x10, K_TEXT = 0x20, K_UUID = 0x30, K_BYTES = 0x40 };
+
+static const char *const class_names[] = {
+    "?", "int", "numeric", "float", "bool", "text", "bytea", "date", "timestamp",
+    "timestamptz", "uuid", "json", "other"};
+
+const char *enc_class_name(int cls)
+{
+    return cls > 0 && cls < ENC_CLASS_END ? class_names[cls] : "?";
+}
+
+static int is_number_class(int c) { return c == ENC_INT || c == ENC_NUMERIC || c == ENC_FLOAT; }
+static int is_loose_text(int c) { return c == ENC_TEXT || c == ENC_OTHER; }
+
+int enc_class_common(int a, int b, int flags)
+{
+    if (a == b)
+        return a;
+    if (flags & ENC_STRICT)
+        return 0;
+    if (is_number_class(a) && is_number_class(b))
+        return ENC_NUMERIC;
+    if ((a == ENC_TIMESTAMP && b == ENC_TIMESTAMPTZ) || (b == ENC_TIMESTAMP && a == ENC_TIMESTAMPTZ))
+        return ENC_TIMESTAMPTZ;
+    /* A loosely typed side (SQLite TEXT, a PostgreSQL enum) is read as the
+     * other side's class. */
+    if (is_loose_text(a))
+        return is_loose_text(b) ? ENC_TEXT : b;
+    if (is_loose_text(b))
+        return a;
+    if ((a == ENC_INT && b == ENC_BOOL) || (a == ENC_BOOL && b == ENC_INT))
+        return ENC_BOOL;
+    return 0;
+}
+
+/* ---- framing -------------------------------------------------------- */
+
+static int put_frame(sl_buf *out, int tag, int cls, int flags, const void *p, size_t n)
+{
+    uint8_t hdr[6];
+    size_t h = 0;
+    hdr[h++] = (uint8_t)tag;
+    if (flags & ENC_STRICT)
+        hdr[h++] = (uint8_t)cls;
+    hdr[h++] = (uint8_t)(n >> 24);
+    hdr[h++] = (uint8_t)(n >> 16);
+    hdr[h++] = (uint8_t)(n >> 8);
+    hdr[h++] = (uint8_t)n;
+    if (sl_buf_append(out, hdr, h) != 0)
+        return -1;
+    return sl_buf_append(out, p, n);
+}
+
+static void put_be64(uint8_t *b, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *b)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+/* ---- numbers --------------------------------------------------------- */
+
+/* Parses a decimal literal ([+-]digits[.digits][e[+-]digits]) into the
+ * canonical form "[-]D E X" meaning D * 10^X with D free of leading and
+ * trailing zeros; zero is "0". Returns 0, 1 for NaN/Infinity (written to
+ * spec), -1 when s is not a number. */
+static int canon_decimal(const char *s, size_t n, char *dst, size_t dstcap, const char **spec)
+{
+    size_t i = 0;
+    while (i < n && isspace((unsigned char)s[i]))
+        i++;
+    while (n > i && isspace((unsigned char)s[n - 1]))
+        n--;
+    int neg = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        neg = s[i++] == '-';
+    size_t rest = n - i;
+    if ((rest == 3 && strncasecmp(s + i, "nan", 3) == 0)) {
+        *spec = "NaN";
+        return 1;
+    }
+    if ((rest == 3 && strncasecmp(s + i, "inf", 3) == 0) ||
+        (rest == 8 && strncasecmp(s + i, "infinity", 8) == 0)) {
+        *spec = neg ? "-Infinity" : "Infinity";
+        return 1;
+    }
+    char digits[512];
+    size_t nd = 0, seen = 0;
+    long ndig_int = 0;
+    long point = -1;
+    for (; i < n && (isdigit((unsigned char)s[i]) || s[i] == '.'); i++) {
+        if (s[i] == '.') {
+            if (point >= 0)
+                return -1;
+            point = (long)seen;
+            continue;
+        }
+        seen++;
+        if (nd == 0 && s[i] == '0') { /* leading zero: shifts nothing if before point */
+            if (point < 0)
+                continue;
+            ndig_int--; /* a zero after the point lowers the exponent */
+            continue;
+        }
+        if (nd >= sizeof digits)
+            return -1;
+        digits[nd++] = s[i];
+        if (point < 0)
+            ndig_int++;
+    }
+    if (seen == 0)
+        return -1;
+    long e = 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        char *end;
+        char tmp[32];
+        size_t m = n - i < sizeof tmp - 1 ? n - i : sizeof tmp - 1;
+        memcpy(tmp, s + i, m);
+        tmp[m] = '\0';
+        errno = 0;
+        e = strtol(tmp, &end, 10);
+        if (end == tmp || *end || errno || e > 100000 || e < -100000)
+            return -1;
+        i = n;
+    }
+    if (i != n)
+        return -1;
+    while (nd > 0 && digits[nd - 1] == '0')
+        nd--;
+    if (nd == 0) {
+        snprintf(dst, dstcap, "0");
+        return 0;
+    }
+    /* value = 0.digits * 10^(ndig_int + e) = digits * 10^(ndig_int + e - nd) */
+    long x = ndig_int + e - (long)nd;
+    int w = snprintf(dst, dstcap, "%s%.*sE%ld", neg ? "-" : "", (int)nd, digits, x);
+    return w > 0 && (size_t)w < dstcap ? 0 : -1;
+}
+
+/* Shortest text that reads back as exactly d. */
+static void float_shortest(double d, char *dst, size_t cap)
+{
+    for (int prec = 0; prec < 17; prec++) {
+        snprintf(dst, cap, "%.*e", prec, d);
+        if (strtod(dst, NULL) == d)
+            return;
+    }
+    snprintf(dst, cap, "%.17e", d);
+}
+
+static int put_number_text(sl_buf *out, int cls, int flags, const char *s, size_t n)
+{
+    char canon[600];
+    const char *spec = NULL;
+    int r = canon_decimal(s, n, canon, sizeof canon, &spec);
+    if (r == 1)
+        return put_frame(out, T_NUMSPEC, cls, flags, spec, strlen(spec));
+    if (r < 0)
+        return put_frame(out, T_FALLBACK, cls, flags, s, n);
+    return put_frame(out, T_NUMBER, cls, flags, canon, strlen(canon));
+}
+
+static int put_number(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    char txt[64];
+    switch (v->kind) {
+    case ENC_V_INT:
+        snprintf(txt, sizeof txt, "%lld", (long long)v->i);
+        return put_number_text(out, cls, flags, txt, strlen(txt));
+    case ENC_V_FLOAT:
+        if (isnan(v->d) || isinf(v->d)) {
+            const char *spec = isnan(v->d) ? "NaN" : v->d > 0 ? "Infinity" : "-Infinity";
+            return put_frame(out, T_NUMSPEC, cls, flags, spec, strlen(spec));
+        }
+        float_shortest(v->d, txt, sizeof txt);
+        return put_number_text(out, cls, flags, txt, strlen(txt));
+    case ENC_V_TEXT:
+        if (cls == ENC_FLOAT) { /* re-read through double: "1.10" and "1.1" are one float */
+            char tmp[128];
+            if (v->len < sizeof tmp) {
+                memcpy(tmp, v->p, v->len);
+                tmp[v->len] = '\0';
+                char *end;
+                double d = strtod(tmp, &end);
+                if (end != tmp && *end == '\0') {
+                    enc_val f = {.kind = ENC_V_FLOAT, .d = d};
+                    return put_number(out, cls, &f, flags);
+                }
+            }
+        }
+        return put_number_text(out, cls, flags, v->p, v->len);
+    default:
+        return put_frame(out, T_FALLBACK, cls, flags, v->p, v->len);
+    }
+}
+
+/* ---- dates and times ------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's method). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int read_digits(const char *s, size_t n, size_t *i, int count, int *out)
+{
+    int v = 0;
+    for (int k = 0; k < count; k++, (*i)++) {
+        if (*i >= n || !isdigit((unsigned char)s[*i]))
+            return -1;
+        v = v * 10 + (s[*i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses "YYYY-MM-DD" (and, if want_time, "[ T]HH:MM[:SS[.ffffff]][Z|±HH[:MM[:SS]]]").
+ * Returns 0 with days and micros-of-day (UTC) filled, -1 if it does not parse. */
+static int parse_datetime(const char *s, size_t n, int want_time, int64_t *days, int64_t *micros)
+{
+    size_t i = 0;
+    int y, mo, d, h = 0, mi = 0, sec = 0;
+    long frac = 0;
+    if (read_digits(s, n, &i, 4, &y) || i >= n || s[i++] != '-' || read_digits(s, n, &i, 2, &mo) ||
+        i >= n || s[i++] != '-' || read_digits(s, n, &i, 2, &d))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31)
+        return -1;
+    long off = 0;
+    if (i < n && want_time && (s[i] == ' ' || s[i] == 'T')) {
+        i++;
+        if (read_digits(s, n, &i, 2, &h) || i >= n || s[i++] != ':' || read_digits(s, n, &i, 2, &mi))
+            return -1;
+        if (i < n && s[i] == ':') {
+            i++;
+            if (read_digits(s, n, &i, 2, &sec))
+                return -1;
+            if (i < n && s[i] == '.') {
+                i++;
+                int nd = 0;
+                while (i < n && isdigit((unsigned char)s[i])) {
+                    if (nd < 6) {
+                        frac = frac * 10 + (s[i] - '0');
+                        nd++;
+                    }
+                    i++;
+                }
+                if (nd == 0)
+                    return -1;
+                while (nd++ < 6)
+                    frac *= 10;
+            }
+        }
+        if (h > 24 || mi > 59 || sec > 60)
+            return -1;
+        if (i < n && (s[i] == 'Z' || s[i] == 'z')) {
+            i++;
+        } else if (i < n && (s[i] == '+' || s[i] == '-')) {
+            int sign = s[i++] == '-' ? -1 : 1, oh, om = 0, os = 0;
+            if (read_digits(s, n, &i, 2, &oh))
+                return -1;
+            if (i < n && s[i] == ':') {
+                i++;
+                if (read_digits(s, n, &i, 2, &om))
+                    return -1;
+                if (i < n && s[i] == ':') {
+                    i++;
+                    if (read_digits(s, n, &i, 2, &os))
+                        return -1;
+                }
+            } else if (i + 1 < n && isdigit((unsigned char)s[i])) {
+                if (read_digits(s, n, &i, 2, &om))
+                    return -1;
+            }
+            off = sign * ((long)oh * 3600 + om * 60 + os);
+        }
+    }
+    if (i != n)
+        return -1;
+    *days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    *micros = ((int64_t)h * 3600 + mi * 60 + sec - off) * 1000000 + frac;
+    return 0;
+}
+
+static int put_time(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    int64_t days, micros;
+    if (v->kind != ENC_V_TEXT || parse_datetime(v->p, v->len, cls != ENC_DATE, &days, &micros) != 0)
+        goto fallback;
+    uint8_t b[8];
+    if (cls == ENC_DATE) {
+        if (micros != 0)
+            goto fallback;
+        put_be64(b, (uint64_t)days);
+        return put_frame(out, T_DATE, cls, flags, b, 8);
+    }
+    put_be64(b, (uint64_t)(days * 86400000000LL + micros));
+    return put_frame(out, T_TIME, cls, flags, b, 8);
+fallback:;
+    sl_buf tmp = {0};
+    if (enc_display(&tmp, v) != 0)
+        return -1;
+    int r = put_frame(out, T_FALLBACK, cls, flags, tmp.p, tmp.len);
+    sl_buf_free(&tmp);
+    return r;
+}
+
+/* ---- uuid, bytes ----------------------------------------------------- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Reads a uuid in any of PostgreSQL's accepted spellings into 16 bytes. */
+static int parse_uuid(const char *s, size_t n, uint8_t out[16])
+{
+    int k = 0, hi = -1;
+    size_t i = 0;
+    if (n && s[0] == '{') {
+        if (s[n - 1] != '}')
+            return -1;
+        i = 1;
+        n--;
+    }
+    for (; i < n; i++) {
+        if (s[i] == '-')
+            continue;
+        int h = hexval((unsigned char)s[i]);
+        if (h < 0 || k >= 16)
+            return -1;
+        if (hi < 0) {
+            hi = h;
+        } else {
+            out[k++] = (uint8_t)(hi << 4 | h);
+            hi = -1;
+        }
+    }
+    return k == 16 && hi < 0 ? 0 : -1;
+}
+
+static int put_uuid(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    uint8_t u[16];
+    if (v->kind == ENC_V_BLOB && v->len == 16)
+        return put_frame(out, T_UUID, cls, flags, v->p, 16);
+    if (v->kind == ENC_V_TEXT && parse_uuid(v->p, v->len, u) == 0)
+        return put_frame(out, T_UUID, cls, flags, u, 16);
+    sl_buf tmp = {0};
+    if (enc_display(&tmp, v) != 0)
+        return -1;
+    int r = put_frame(out, T_FALLBACK, cls, flags, tmp.p, tmp.len);
+    sl_buf_free(&tmp);
+    return r;
+}
+
+/* PostgreSQL's hex bytea output "\x0a1b..." to bytes; other text is taken as
+ * its own bytes (SQLite keeps whatever was stored). */
+static int bytea_from_text(const char *s, size_t n, sl_buf *dst)
+{
+    if (n >= 2 && s[0] == '\\' && s[1] == 'x' && n % 2 == 0) {
+        if (sl_buf_reserve(dst, (n - 2) / 2) != 0)
+            return -1;
+        for (size_t i = 2; i < n; i += 2) {
+            int a = hexval((unsigned char)s[i]), b = hexval((unsigned char)s[i + 1]);
+            if (a < 0 || b < 0)
+                return 1;
+            dst->p[dst->len++] = (uint8_t)(a << 4 | b);
+        }
+        return 0;
+    }
+    return sl_buf_append(dst, s, n);
+}
+
+static int put_bytes(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    if (v->kind == ENC_V_BLOB)
+        return put_frame(out, T_BYTES, cls, flags, v->p, v->len);
+    sl_buf tmp = {0};
+    int r;
+    if (v->kind == ENC_V_TEXT) {
+        r = bytea_from_text(v->p, v->len, &tmp);
+        if (r == 0)
+            r = put_frame(out, T_BYTES, cls, flags, tmp.p, tmp.len);
+        else if (r == 1)
+            r = put_frame(out, T_FALLBACK, cls, flags, v->p, v->len);
+    } else {
+        r = enc_display(&tmp, v);
+        if (r == 0)
+            r = put_frame(out, T_FALLBACK, cls, flags, tmp.p, tmp.len);
+    }
+    sl_buf_free(&tmp);
+    return r;
+}
+
+static int put_bool(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    int b = -1;
+    if (v->kind == ENC_V_INT && (v->i == 0 || v->i == 1)) {
+        b = (int)v->i;
+    } else if (v->kind == ENC_V_TEXT) {
+        static const char *const t[] = {"t", "true", "1", "yes", "on", "y"};
+        static const char *const f[] = {"f", "false", "0", "no", "off", "n"};
+        for (size_t k = 0; k < 6; k++) {
+            if (v->len == strlen(t[k]) && strncasecmp(v->p, t[k], v->len) == 0)
+                b = 1;
+            if (v->len == strlen(f[k]) && strncasecmp(v->p, f[k], v->len) == 0)
+                b = 0;
+        }
+    }
+    if (b < 0) {
+        sl_buf tmp = {0};
+        if (enc_display(&tmp, v) != 0)
+            return -1;
+        int r = put_frame(out, T_FALLBACK, cls, flags, tmp.p, tmp.len);
+        sl_buf_free(&tmp);
+        return r;
+    }
+    uint8_t c = (uint8_t)b;
+    return put_frame(out, T_BOOL, cls, flags, &c, 1);
+}
+
+/* ---- json ------------------------------------------------------------ */
+
+/* Re-serializes JSON with object keys sorted bytewise (duplicates: last
+ * wins, as jsonb does), no whitespace, strings unescaped to UTF-8 and
+ * re-escaped minimally, numbers in canonical decimal form. */
+typedef struct jp {
+    const char *s;
+    size_t n, i;
+    int depth;
+} jp;
+
+static void jp_ws(jp *p)
+{
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' ||
+                           p->s[p->i] == '\r'))
+        p->i++;
+}
+
+static int put_utf8(sl_buf *b, unsigned cp)
+{
+    uint8_t u[4];
+    size_t k;
+    if (cp < 0x80) {
+        u[0] = (uint8_t)cp;
+        k = 1;
+    } else if (cp < 0x800) {
+        u[0] = (uint8_t)(0xc0 | cp >> 6);
+        u[1] = (uint8_t)(0x80 | (cp & 0x3f));
+        k = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (uint8_t)(0xe0 | cp >> 12);
+        u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (uint8_t)(0x80 | (cp & 0x3f));
+        k = 3;
+    } else {
+        u[0] = (uint8_t)(0xf0 | cp >> 18);
+        u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
+        u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+        u[3] = (uint8_t)(0x80 | (cp & 0x3f));
+        k = 4;
+    }
+    return sl_buf_append(b, u, k);
+}
+
+static int jp_hex4(jp *p, unsigned *cp)
+{
+    if (p->i + 4 > p->n)
+        return -1;
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        int h = hexval((unsigned char)p->s[p->i++]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | (unsigned)h;
+    }
+    *cp = v;
+    return 0;
+}
+
+/* Reads a JSON string (at the opening quote) as raw UTF-8 into raw. */
+static int jp_string(jp *p, sl_buf *raw)
+{
+    p->i++;
+    while (p->i < p->n) {
+        unsigned char c = (unsigned char)p->s[p->i++];
+        if (c == '"')
+            return 0;
+        if (c < 0x20)
+            return -1;
+        if (c != '\\') {
+            if (sl_buf_putc(raw, c))
+                return -1;
+            continue;
+        }
+        if (p->i >= p->n)
+            return -1;
+        c = (unsigned char)p->s[p->i++];
+        unsigned cp;
+        switch (c) {
+        case '"': case '\\': case '/': cp = c; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (jp_hex4(p, &cp))
+                return -1;
+            if (cp >= 0xd800 && cp < 0xdc00 && p->i + 6 <= p->n && p->s[p->i] == '\\' &&
+                p->s[p->i + 1] == 'u') {
+                unsigned lo;
+                p->i += 2;
+                if (jp_hex4(p, &lo) || lo < 0xdc00 || lo > 0xdfff)
+                    return -1;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            }
+            break;
+        default: return -1;
+        }
+        if (put_utf8(raw, cp))
+            return -1;
+    }
+    return -1;
+}
+
+static int put_json_string(sl_buf *out, const uint8_t *s, size_t n)
+{
+    if (sl_buf_putc(out, '"'))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c == '"' || c == '\\') {
+            uint8_t e[2] = {'\\', c};
+            if (sl_buf_append(out, e, 2))
+                return -1;
+        } else if (c < 0x20) {
+            if (sl_buf_printf(out, "\\u%04x", c))
+                return -1;
+        } else if (sl_buf_putc(out, c)) {
+            return -1;
+        }
+    }
+    return sl_buf_putc(out, '"');
+}
+
+typedef struct jmember {
+    size_t koff, klen, voff, vlen, order;
+} jmember;
+
+static int jp_value(jp *p, sl_buf *out);
+
+static int jmember_cmp(const void *a, const void *b, void *base)
+{
+    const jmember *x = a, *y = b;
+    const uint8_t *s = base;
+    size_t m = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(s + x->koff, s + y->koff, m);
+    if (c)
+        return c;
+    if (x->klen != y->klen)
+        return x->klen < y->klen ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Insertion sort keeps this free of qsort_r portability questions; objects
+ * are small. */
+static void jsort(jmember *m, size_t n, const uint8_t *base)
+{
+    for (size_t i = 1; i < n; i++) {
+        jmember t = m[i];
+        size_t j = i;
+        while (j > 0 && jmember_cmp(&m[j - 1], &t, (void *)base) > 0) {
+            m[j] = m[j - 1];
+            j--;
+        }
+        m[j] = t;
+    }
+}
+
+static int jp_object(jp *p, sl_buf *out)
+{
+    sl_buf store = {0}, mem = {0};
+    int rc = -1;
+    size_t count = 0;
+    p->i++;
+    jp_ws(p);
+    if (p->i < p->n && p->s[p->i] == '}') {
+        p->i++;
+        return sl_buf_append(out, "{}", 2);
+    }
+    for (;;) {
+        jp_ws(p);
+        if (p->i >= p->n || p->s[p->i] != '"')
+            goto done;
+        jmember m = {.koff = store.len, .order = count};
+        if (jp_string(p, &store))
+            goto done;
+        m.klen = store.len - m.koff;
+        jp_ws(p);
+        if (p->i >= p->n || p->s[p->i++] != ':')
+            goto done;
+        m.voff = store.len;
+        if (jp_value(p, &store))
+            goto done;
+        m.vlen = store.len - m.voff;
+        if (sl_buf_append(&mem, &m, sizeof m))
+            goto done;
+        count++;
+        jp_ws(p);
+        if (p->i < p->n && p->s[p->i] == ',') {
+            p->i++;
+            continue;
+        }
+        if (p->i < p->n && p->s[p->i] == '}') {
+            p->i++;
+            break;
+        }
+        goto done;
+    }
+    jmember *ms = (jmember *)mem.p;
+    jsort(ms, count, store.p);
+    if (sl_buf_putc(out, '{'))
+        goto done;
+    int first = 1;
+    for (size_t k = 0; k < count; k++) {
+        /* equal keys sort by order of appearance; keep only the last */
+        if (k + 1 < count && ms[k].klen == ms[k + 1].klen &&
+            memcmp(store.p + ms[k].koff, store.p + ms[k + 1].koff, ms[k].klen) == 0)
+            continue;
+        if (!first && sl_buf_putc(out, ','))
+            goto done;
+        first = 0;
+        if (put_json_string(out, store.p + ms[k].koff, ms[k].klen) || sl_buf_putc(out, ':') ||
+            sl_buf_append(out, store.p + ms[k].voff, ms[k].vlen))
+            goto done;
+    }
+    rc = sl_buf_putc(out, '}');
+done:
+    sl_buf_free(&store);
+    sl_buf_free(&mem);
+    return rc;
+}
+
+static int jp_value(jp *p, sl_buf *out)
+{
+    if (++p->depth > 200)
+        return -1;
+    jp_ws(p);
+    if (p->i >= p->n)
+        return -1;
+    int rc = -1;
+    char c = p->s[p->i];
+    if (c == '{') {
+        rc = jp_object(p, out);
+    } else if (c == '[') {
+        p->i++;
+        jp_ws(p);
+        if (sl_buf_putc(out, '['))
+            return -1;
+        if (p->i < p->n && p->s[p->i] == ']') {
+            p->i++;
+            rc = sl_buf_putc(out, ']');
+        } else {
+            for (;;) {
+                if (jp_value(p, out))
+                    return -1;
+                jp_ws(p);
+                if (p->i < p->n && p->s[p->i] == ',') {
+                    p->i++;
+                    if (sl_buf_putc(out, ','))
+                        return -1;
+                    continue;
+                }
+                if (p->i < p->n && p->s[p->i] == ']') {
+                    p->i++;
+                    rc = sl_buf_putc(out, ']');
+                }
+                break;
+            }
+        }
+    } else if (c == '"') {
+        sl_buf raw = {0};
+        rc = jp_string(p, &raw);
+        if (rc == 0)
+            rc = put_json_string(out, raw.p, raw.len);
+        sl_buf_free(&raw);
+    } else if (p->n - p->i >= 4 && memcmp(p->s + p->i, "true", 4) == 0) {
+        p->i += 4;
+        rc = sl_buf_append(out, "true", 4);
+    } else if (p->n - p->i >= 5 && memcmp(p->s + p->i, "false", 5) == 0) {
+        p->i += 5;
+        rc = sl_buf_append(out, "false", 5);
+    } else if (p->n - p->i >= 4 && memcmp(p->s + p->i, "null", 4) == 0) {
+        p->i += 4;
+        rc = sl_buf_append(out, "null", 4);
+    } else if (c == '-' || isdigit((unsigned char)c)) {
+        size_t st = p->i;
+        while (p->i < p->n && strchr("+-.eE0123456789", p->s[p->i]))
+            p->i++;
+        char canon[600];
+        const char *spec;
+        if (canon_decimal(p->s + st, p->i - st, canon, sizeof canon, &spec) == 0)
+            rc = sl_buf_append(out, canon, strlen(canon));
+    }
+    p->depth--;
+    return rc;
+}
+
+static int put_json(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    if (v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB) {
+        sl_buf tmp = {0};
+        jp p = {.s = v->p, .n = v->len};
+        int ok = jp_value(&p, &tmp) == 0;
+        jp_ws(&p);
+        ok = ok && p.i == p.n;
+        int r = ok ? put_frame(out, T_JSON, cls, flags, tmp.p, tmp.len)
+                   : put_frame(out, T_FALLBACK, cls, flags, v->p, v->len);
+        sl_buf_free(&tmp);
+        return r;
+    }
+    return put_number(out, cls, v, flags);
+}
+
+/* ---- values ---------------------------------------------------------- */
+
+int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    if (v->kind == ENC_V_NULL) {
+        uint8_t t[2] = {T_NULL, (uint8_t)cls};
+        return sl_buf_append(out, t, (flags & ENC_STRICT) ? 2 : 1);
+    }
+    switch (cls) {
+    case ENC_INT:
+    case ENC_NUMERIC:
+    case ENC_FLOAT: return put_number(out, cls, v, flags);
+    case ENC_BOOL: return put_bool(out, cls, v, flags);
+    case ENC_BYTEA: return put_bytes(out, cls, v, flags);
+    case ENC_DATE:
+    case ENC_TIMESTAMP:
+    case ENC_TIMESTAMPTZ: return put_time(out, cls, v, flags);
+    case ENC_UUID: return put_uuid(out, cls, v, flags);
+    case ENC_JSON: return put_json(out, cls, v, flags);
+    default: break;
+    }
+    /* text, and the fallback for every other type: its text form */
+    if (v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB)
+        return put_frame(out, T_TEXT, cls, flags, v->p, v->len);
+    sl_buf tmp = {0};
+    if (enc_display(&tmp, v) != 0)
+        return -1;
+    int r = put_frame(out, T_TEXT, cls, flags, tmp.p, tmp.len);
+    sl_buf_free(&tmp);
+    return r;
+}
+
+/* ---- keys ------------------------------------------------------------ */
+
+int enc_key_is_supported(int cls)
+{
+    return cls == ENC_INT || cls == ENC_TEXT || cls == ENC_UUID || cls == ENC_BYTEA ||
+           cls == ENC_OTHER;
+}
+
+/* Byte strings in keys: 0x00 becomes 0x00 0xff and the end is 0x00 0x00, so
+ * a prefix sorts first and composite keys stay in order. */
+static int put_escaped(sl_buf *out, const uint8_t *s, size_t n)
+{
+    if (sl_buf_reserve(out, n + 2) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == 0) {
+            if (sl_buf_putc(out, 0) || sl_buf_putc(out, 0xff))
+                return -1;
+        } else if (sl_buf_putc(out, s[i])) {
+            return -1;
+        }
+    }
+    return sl_buf_append(out, "\0\0", 2);
+}
+
+int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
+{
+    if (v->kind == ENC_V_NULL)
+        return sl_err_set(err, "NULL in a key column; a key must identify each row: pass --key "
+                               "with NOT NULL columns");
+    switch (cls) {
+    case ENC_INT: {
+        int64_t x;
+        if (v->kind == ENC_V_INT) {
+            x = v->i;
+        } else if (v->kind == ENC_V_TEXT && v->len < 32) {
+            char tmp[32], *end;
+            memcpy(tmp, v->p, v->len);
+            tmp[v->len] = '\0';
+            errno = 0;
+            x = strtoll(tmp, &end, 10);
+            if (end == tmp || *end || errno)
+                return sl_err_set(err, "integer key value \"%s\" does not parse as an integer",
+                                  tmp);
+        } else {
+            return sl_err_set(err, "integer key column holds a non-integer value");
+        }
+        uint8_t b[9] = {K_INT};
+        put_be64(b + 1, (uint64_t)x ^ (1ULL << 63));
+        return sl_buf_append(out, b, 9) ? sl_err_set(err, "out of memory") : 0;
+    }
+    case ENC_UUID: {
+        uint8_t b[17] = {K_UUID};
+        if (v->kind == ENC_V_BLOB && v->len == 16)
+            memcpy(b + 1, v->p, 16);
+        else if (v->kind != ENC_V_TEXT || parse_uuid(v->p, v->len, b + 1) != 0)
+            return sl_err_set(err, "uuid key value does not parse as a uuid");
+        return sl_buf_append(out, b, 17) ? sl_err_set(err, "out of memory") : 0;
+    }
+    case ENC_BYTEA: {
+        sl_buf tmp = {0};
+        int r = -1;
+        if (v->kind == ENC_V_BLOB)
+            r = sl_buf_append(&tmp, v->p, v->len);
+        else if (v->kind == ENC_V_TEXT)
+            r = bytea_from_text(v->p, v->len, &tmp);
+        if (r == 0)
+            r = sl_buf_putc(out, K_BYTES) || put_escaped(out, tmp.p, tmp.len) ? -1 : 0;
+        sl_buf_free(&tmp);
+        return r ? sl_err_set(err, "bytea key value could not be read") : 0;
+    }
+    case ENC_TEXT:
+    case ENC_OTHER:
+        if (v->kind != ENC_V_TEXT && v->kind != ENC_V_BLOB)
+            return sl_err_set(err, "text key column holds a non-text value (SQLite: an integer "
+                                   "stored in a TEXT key); the key order would differ");
+        if (sl_buf_putc(out, K_TEXT) || put_escaped(out, (const uint8_t *)v->p, v->len))
+            return sl_err_set(err, "out of memory");
+        return 0;
+    default:
+        return sl_err_set(err, "key column of type %s cannot be ordered across databases; pass "
+                               "--key with integer, text, uuid or bytea columns",
+                          enc_class_name(cls));
+    }
+}
+
+int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch, enc_val *out,
+                   sl_err *err)
+{
+    sl_buf_reset(scratch);
+    /* decoded text never grows beyond 3x the encoding (uuids), so pointers
+     * into scratch stay valid once reserved */
+    if (sl_buf_reserve(scratch, len * 3 + 64) != 0)
+        return sl_err_set(err, "out of memory");
+    size_t i = 0;
+    for (size_t c = 0; c < ncols; c++) {
+        if (i >= len)
+            return sl_err_set(err, "encoded key is shorter than its %zu columns", ncols);
+        uint8_t tag = key[i++];
+        enc_val *v = &out[c];
+        memset(v, 0, sizeof *v);
+        if (tag == K_INT) {
+            if (len - i < 8)
+                return sl_err_set(err, "encoded key is truncated");
+            v->kind = ENC_V_INT;
+            v->i = (int64_t)(get_be64(key + i) ^ (1ULL << 63));
+            i += 8;
+        } else if (tag == K_UUID) {
+            if (len - i < 16)
+                return sl_err_set(err, "encoded key is truncated");
+            char *d = (char *)scratch->p + scratch->len;
+            static const char hx[] = "0123456789abcdef";
+            size_t o = 0;
+            for (int k = 0; k < 16; k++) {
+                if (k == 4 || k == 6 || k == 8 || k == 10)
+                    d[o++] = '-';
+                d[o++] = hx[key[i + k] >> 4];
+                d[o++] = hx[key[i + k] & 15];
+            }
+            scratch->len += o;
+            v->kind = ENC_V_TEXT;
+            v->p = d;
+            v->len = o;
+            i += 16;
+        } else if (tag == K_TEXT || tag == K_BYTES) {
+            char *d = (char *)scratch->p + scratch->len;
+            size_t o = 0;
+            for (;;) {
+                if (i >= len)
+                    return sl_err_set(err, "encoded key is truncated");
+                if (key[i] == 0) {
+                    if (i + 1 >= len)
+                        return sl_err_set(err, "encoded key is truncated");
+                    if (key[i + 1] == 0) {
+                        i += 2;
+                        break;
+                    }
+                    if (key[i + 1] != 0xff)
+                        return sl_err_set(err, "encoded key has a bad escape");
+                    d[o++] = 0;
+                    i += 2;
+                } else {
+                    d[o++] = (char)key[i++];
+                }
+            }
+            scratch->len += o;
+            v->kind = tag == K_TEXT ? ENC_V_TEXT : ENC_V_BLOB;
+            v->p = d;
+            v->len = o;
+        } else {
+            return sl_err_set(err, "encoded key has unknown tag 0x%02x", tag);
+        }
+    }
+    if (i != len)
+        return sl_err_set(err, "encoded key is longer than its %zu columns", ncols);
+    return 0;
+}
+
+int enc_display(sl_buf *out, const enc_val *v)
+{
+    char tmp[64];
+    switch (v->kind) {
+    case ENC_V_NULL: return 0;
+    case ENC_V_INT: return sl_buf_printf(out, "%lld", (long long)v->i);
+    case ENC_V_FLOAT:
+        if (isnan(v->d))
+            return sl_buf_printf(out, "NaN");
+        if (isinf(v->d))
+            return sl_buf_printf(out, v->d > 0 ? "Infinity" : "-Infinity");
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(tmp, sizeof tmp, "%.*g", prec, v->d);
+            if (strtod(tmp, NULL) == v->d)
+                break;
+        }
+        return sl_buf_append(out, tmp, strlen(tmp));
+    case ENC_V_TEXT: return sl_buf_append(out, v->p, v->len);
+    case ENC_V_BLOB:
+        if (sl_buf_append(out, "\\x", 2))
+            return -1;
+        for (size_t i = 0; i < v->len; i++)
+            if (sl_buf_printf(out, "%02x", (unsigned char)v->p[i]))
+                return -1;
+        return 0;
+    }
+    return 0;
+}
+
+void enc_hash(const void *p, size_t len, uint8_t out[16])
+{
+    XXH128_hash_t h = XXH3_128bits(p, len);
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    memcpy(out, c.digest, 16);
+}

@@ -1,0 +1,84 @@
+/* enc: canonical encoding v1 — the contract that makes cross-database diffs
+ * correct. Two rows are equal exactly when their encodings are equal. The
+ * value-by-value rules are in merkle/README.md; change them only by bumping
+ * ENC_VERSION.
+ *
+ * Values arrive as an enc_val in whatever form the database handed them out
+ * (text from PostgreSQL, typed values from SQLite) together with the column's
+ * comparison class, chosen by the coordinator so both sides normalize alike.
+ */
+#ifndef ENC_H
+#define ENC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/sl.h"
+
+#define ENC_VERSION 1
+
+enum enc_class {
+    ENC_INT = 1,
+    ENC_NUMERIC,
+    ENC_FLOAT,
+    ENC_BOOL,
+    ENC_TEXT,
+    ENC_BYTEA,
+    ENC_DATE,
+    ENC_TIMESTAMP,
+    ENC_TIMESTAMPTZ,
+    ENC_UUID,
+    ENC_JSON,
+    ENC_OTHER,
+    ENC_CLASS_END
+};
+
+typedef enum { ENC_V_NULL, ENC_V_TEXT, ENC_V_INT, ENC_V_FLOAT, ENC_V_BLOB } enc_vkind;
+
+/* A value as read. p/len hold TEXT and BLOB bytes (not NUL-terminated). */
+typedef struct enc_val {
+    enc_vkind kind;
+    const char *p;
+    size_t len;
+    int64_t i;
+    double d;
+} enc_val;
+
+/* Flags for enc_value. ENC_STRICT keeps the class in the encoding, so an
+ * integer 10 and a numeric 10.0 differ. */
+enum { ENC_STRICT = 1 };
+
+/* "int", "numeric", ... ; "?" for an unknown class. */
+const char *enc_class_name(int cls);
+
+/* The class both sides of a column are encoded with, or 0 when the two
+ * classes cannot be compared (e.g. uuid against integer). */
+int enc_class_common(int a, int b, int flags);
+
+/* Appends the canonical encoding of v, read as class cls, to out.
+ * Returns 0, or -1 when memory runs out. Values that do not parse as their
+ * class (a date column holding "hello") fall back to a tagged text form, so
+ * they compare unequal to any well-formed value rather than failing. */
+int enc_value(sl_buf *out, int cls, const enc_val *v, int flags);
+
+/* Whether a column of this class can be part of a key (ordered, splittable). */
+int enc_key_is_supported(int cls);
+
+/* Appends the order-preserving encoding of one key column: memcmp over the
+ * concatenated encodings of a composite key gives the databases' key order
+ * (PostgreSQL COLLATE "C", SQLite BINARY). Fails on NULL or unparsable input. */
+int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err);
+
+/* Splits an encoded key of ncols columns back into values fit to bind as
+ * parameters. Pointers in out[] point into scratch, which is reset first and
+ * must outlive out[]. */
+int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch, enc_val *out,
+                   sl_err *err);
+
+/* Appends a human-readable text form of v (no quoting; NULL appends nothing). */
+int enc_display(sl_buf *out, const enc_val *v);
+
+/* XXH3-128 of an encoded row, big-endian bytes. */
+void enc_hash(const void *p, size_t len, uint8_t out[16]);
+
+#endif
