@@ -1,0 +1,375 @@
+#include "msg.h"
+
+#include <lz4.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const type_names[] = {"?",     "hello",   "describe", "split",
+                                         "tree",  "nodes",   "rows",     "fetch",
+                                         "release", "shutdown", "reply",  "error"};
+
+const char *msg_type_name(int type)
+{
+    return type > 0 && type < MSG_TYPE_END ? type_names[type] : "?";
+}
+
+struct msg_writer {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+};
+
+msg_writer *msg_writer_new(int type, uint64_t id, uint32_t nfields)
+{
+    msg_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    msgpack_sbuffer_init(&w->sb);
+    msgpack_packer_init(&w->pk, &w->sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&w->pk, nfields + 3);
+    msg_key(w, "v");
+    msgpack_pack_int(&w->pk, MSG_VERSION);
+    msg_key(w, "t");
+    msgpack_pack_int(&w->pk, type);
+    msg_key(w, "id");
+    msgpack_pack_uint64(&w->pk, id);
+    return w;
+}
+
+void msg_writer_free(msg_writer *w)
+{
+    if (!w)
+        return;
+    msgpack_sbuffer_destroy(&w->sb);
+    free(w);
+}
+
+void msg_key(msg_writer *w, const char *key)
+{
+    size_t n = strlen(key);
+    msgpack_pack_str(&w->pk, n);
+    msgpack_pack_str_body(&w->pk, key, n);
+}
+void msg_pack_int(msg_writer *w, int64_t v) { msgpack_pack_int64(&w->pk, v); }
+void msg_pack_uint(msg_writer *w, uint64_t v) { msgpack_pack_uint64(&w->pk, v); }
+void msg_pack_str(msg_writer *w, const char *s, size_t n)
+{
+    msgpack_pack_str(&w->pk, n);
+    msgpack_pack_str_body(&w->pk, s, n);
+}
+void msg_pack_cstr(msg_writer *w, const char *s)
+{
+    if (s)
+        msg_pack_str(w, s, strlen(s));
+    else
+        msgpack_pack_nil(&w->pk);
+}
+void msg_pack_bin(msg_writer *w, const void *p, size_t n)
+{
+    msgpack_pack_bin(&w->pk, n);
+    msgpack_pack_bin_body(&w->pk, p, n);
+}
+void msg_pack_nil(msg_writer *w) { msgpack_pack_nil(&w->pk); }
+void msg_pack_array(msg_writer *w, uint32_t n) { msgpack_pack_array(&w->pk, n); }
+
+int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
+{
+    sl_buf_reset(out);
+    size_t n = w->sb.size;
+    if (!w->sb.data && n)
+        return sl_err_set(err, "out of memory while packing a message");
+    if (n > MSG_MAX_RAW)
+        return sl_err_set(err, "message of %zu bytes exceeds the %u-byte limit", n, MSG_MAX_RAW);
+    if (n >= MSG_COMPRESS_MIN) {
+        int bound = LZ4_compressBound((int)n);
+        if (sl_buf_reserve(out, (size_t)bound + 5) != 0)
+            return sl_err_set(err, "out of memory");
+        out->p[0] = 1;
+        out->p[1] = (uint8_t)(n >> 24);
+        out->p[2] = (uint8_t)(n >> 16);
+        out->p[3] = (uint8_t)(n >> 8);
+        out->p[4] = (uint8_t)n;
+        int c = LZ4_compress_default(w->sb.data, (char *)out->p + 5, (int)n, bound);
+        if (c <= 0)
+            return sl_err_set(err, "lz4 compression failed");
+        out->len = (size_t)c + 5;
+        return 0;
+    }
+    if (sl_buf_putc(out, 0) || sl_buf_append(out, w->sb.data, n))
+        return sl_err_set(err, "out of memory");
+    return 0;
+}
+
+struct msg {
+    msgpack_unpacked up;
+    char *raw; /* decompressed body, when the frame was compressed */
+    int type;
+    uint64_t id;
+};
+
+void msg_free(msg *m)
+{
+    if (!m)
+        return;
+    msgpack_unpacked_destroy(&m->up);
+    free(m->raw);
+    free(m);
+}
+
+static int key_is(const msgpack_object *k, const char *key)
+{
+    size_t n = strlen(key);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+           memcmp(k->via.str.ptr, key, n) == 0;
+}
+
+const msgpack_object *msg_get(const msg *m, const char *key)
+{
+    const msgpack_object_map *map = &m->up.data.via.map;
+    for (uint32_t i = 0; i < map->size; i++)
+        if (key_is(&map->ptr[i].key, key))
+            return &map->ptr[i].val;
+    return NULL;
+}
+
+int msg_obj_int(const msgpack_object *o, int64_t *v)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
+        *v = (int64_t)o->via.u64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *v = o->via.i64;
+        return 0;
+    }
+    return -1;
+}
+
+int msg_obj_str(const msgpack_object *o, const char **p, size_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return -1;
+    *p = o->via.str.ptr;
+    *n = o->via.str.size;
+    return 0;
+}
+
+int msg_obj_bin(const msgpack_object *o, const uint8_t **p, size_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_BIN)
+        return -1;
+    *p = (const uint8_t *)o->via.bin.ptr;
+    *n = o->via.bin.size;
+    return 0;
+}
+
+int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return -1;
+    *items = o->via.array.ptr;
+    *n = o->via.array.size;
+    return 0;
+}
+
+static int field_err(const msg *m, const char *key, const char *want, sl_err *err)
+{
+    return sl_err_set(err, "malformed %s message: field \"%s\" is missing or not %s",
+                      msg_type_name(m->type), key, want);
+}
+
+int msg_get_str(const msg *m, const char *key, const char **p, size_t *n, sl_err *err)
+{
+    const msgpack_object *o = msg_get(m, key);
+    return o && msg_obj_str(o, p, n) == 0 ? 0 : field_err(m, key, "a string", err);
+}
+
+int msg_get_int(const msg *m, const char *key, int64_t *v, sl_err *err)
+{
+    const msgpack_object *o = msg_get(m, key);
+    return o && msg_obj_int(o, v) == 0 ? 0 : field_err(m, key, "an integer", err);
+}
+
+int msg_get_bin(const msg *m, const char *key, const uint8_t **p, size_t *n, sl_err *err)
+{
+    const msgpack_object *o = msg_get(m, key);
+    return o && msg_obj_bin(o, p, n) == 0 ? 0 : field_err(m, key, "binary", err);
+}
+
+int msg_get_array(const msg *m, const char *key, const msgpack_object **items, uint32_t *n,
+                  sl_err *err)
+{
+    const msgpack_object *o = msg_get(m, key);
+    return o && msg_obj_array(o, items, n) == 0 ? 0 : field_err(m, key, "an array", err);
+}
+
+/* Walks the msgpack bytes before msgpack-c sees them: its unpacker
+ * allocates what a header declares, so a 5-byte "array of 2^32 items" from
+ * the network must be refused here. Every declared item needs at least one
+ * byte, and every declared string or binary must fit. */
+static int msgpack_is_plausible(const uint8_t *p, size_t len)
+{
+    size_t pos = 0;
+    uint64_t pending = 1;
+    while (pending > 0) {
+        if (pos >= len)
+            return 0;
+        uint8_t c = p[pos++];
+        pending--;
+        uint64_t skip = 0, items = 0;
+        size_t hdr = 0;
+        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+            ;
+        } else if (c >= 0x80 && c <= 0x8f) {
+            items = 2ull * (c & 0x0f);
+        } else if (c >= 0x90 && c <= 0x9f) {
+            items = c & 0x0f;
+        } else if (c >= 0xa0 && c <= 0xbf) {
+            skip = c & 0x1f;
+        } else {
+            switch (c) {
+            case 0xc4: case 0xd9: hdr = 1; break; /* bin8, str8 */
+            case 0xc5: case 0xda: hdr = 2; break;
+            case 0xc6: case 0xdb: hdr = 4; break;
+            case 0xc7: hdr = 1; skip = 1; break; /* ext8: len + type */
+            case 0xc8: hdr = 2; skip = 1; break;
+            case 0xc9: hdr = 4; skip = 1; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break; /* fixext */
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+                size_t w = (c == 0xdc || c == 0xde) ? 2 : 4;
+                if (len - pos < w)
+                    return 0;
+                uint64_t n = 0;
+                for (size_t k = 0; k < w; k++)
+                    n = n << 8 | p[pos + k];
+                pos += w;
+                items = c >= 0xde ? 2 * n : n;
+                break;
+            }
+            default: return 0; /* 0xc1: never used */
+            }
+        }
+        if (hdr) {
+            if (len - pos < hdr)
+                return 0;
+            uint64_t n = 0;
+            for (size_t k = 0; k < hdr; k++)
+                n = n << 8 | p[pos + k];
+            pos += hdr;
+            skip += n;
+        }
+        if (skip > len - pos)
+            return 0;
+        pos += skip;
+        pending += items;
+        if (pending > len - pos)
+            return 0;
+    }
+    return 1;
+}
+
+msg *msg_decode(const void *frame, size_t len, sl_err *err)
+{
+    const uint8_t *f = frame;
+    if (len < 2)
+        return sl_err_set(err, "malformed message: frame of %zu bytes is too short", len), NULL;
+    if (f[0] > 1)
+        return sl_err_set(err, "malformed message: unknown frame flags 0x%02x", f[0]), NULL;
+    msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return sl_err_set(err, "out of memory"), NULL;
+    msgpack_unpacked_init(&m->up);
+    const char *body = (const char *)f + 1;
+    size_t blen = len - 1;
+    if (f[0] & 1) {
+        if (len < 6) {
+            sl_err_set(err, "malformed message: compressed frame is truncated");
+            goto fail;
+        }
+        uint32_t raw = (uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 8 | f[4];
+        if (raw == 0 || raw > MSG_MAX_RAW) {
+            sl_err_set(err, "malformed message: compressed length %u out of bounds", raw);
+            goto fail;
+        }
+        m->raw = malloc(raw);
+        if (!m->raw) {
+            sl_err_set(err, "out of memory");
+            goto fail;
+        }
+        int d = LZ4_decompress_safe((const char *)f + 5, m->raw, (int)(len - 5), (int)raw);
+        if (d != (int)raw) {
+            sl_err_set(err, "malformed message: lz4 body does not decompress");
+            goto fail;
+        }
+        body = m->raw;
+        blen = raw;
+    }
+    size_t off = 0;
+    if (!msgpack_is_plausible((const uint8_t *)body, blen)) {
+        sl_err_set(err, "malformed message: body is not well-formed msgpack");
+        goto fail;
+    }
+    if (msgpack_unpack_next(&m->up, body, blen, &off) != MSGPACK_UNPACK_SUCCESS) {
+        sl_err_set(err, "malformed message: body is not complete msgpack");
+        goto fail;
+    }
+    if (off != blen) {
+        sl_err_set(err, "malformed message: %zu trailing bytes after the body", blen - off);
+        goto fail;
+    }
+    if (m->up.data.type != MSGPACK_OBJECT_MAP) {
+        sl_err_set(err, "malformed message: body is not a map");
+        goto fail;
+    }
+    int64_t v, t, id = 0;
+    const msgpack_object *o = msg_get(m, "v");
+    if (!o || msg_obj_int(o, &v) != 0) {
+        sl_err_set(err, "malformed message: no protocol version");
+        goto fail;
+    }
+    if (v != MSG_VERSION) {
+        sl_err_set(err, "message of protocol version %lld; this sluice speaks version %d",
+                   (long long)v, MSG_VERSION);
+        goto fail;
+    }
+    o = msg_get(m, "t");
+    if (!o || msg_obj_int(o, &t) != 0 || t <= 0 || t >= MSG_TYPE_END) {
+        sl_err_set(err, "malformed message: missing or unknown type");
+        goto fail;
+    }
+    o = msg_get(m, "id");
+    if (o && msg_obj_int(o, &id) != 0) {
+        sl_err_set(err, "malformed message: id is not an integer");
+        goto fail;
+    }
+    m->type = (int)t;
+    m->id = (uint64_t)id;
+    return m;
+fail:
+    msg_free(m);
+    return NULL;
+}
+
+int msg_type(const msg *m) { return m->type; }
+uint64_t msg_id(const msg *m) { return m->id; }
+
+int msg_error_frame(uint64_t id, const char *message, sl_buf *out)
+{
+    msg_writer *w = msg_writer_new(MSG_ERROR, id, 1);
+    if (!w)
+        return -1;
+    msg_key(w, "error");
+    msg_pack_cstr(w, message);
+    int r = msg_writer_finish(w, out, NULL);
+    msg_writer_free(w);
+    return r;
+}

@@ -1,0 +1,99 @@
+/* msg: the wire messages between coordinator, workers and clients.
+ *
+ * A frame is one flag byte followed by a body. Flag bit 0 set: the body is
+ * a 4-byte big-endian raw length plus an lz4 block (used for bodies over
+ * MSG_COMPRESS_MIN bytes); clear: the body is the msgpack bytes themselves.
+ * The msgpack is always a map holding "v" (protocol version), "t" (message
+ * type) and "id" (request id, echoed by the reply), plus the type's fields
+ * documented in proto/README.md.
+ *
+ * Decoding never trusts the sender: a frame that is truncated, not msgpack,
+ * not a map, of another version or of an unknown type yields an error, and
+ * every accessor checks the field's type.
+ */
+#ifndef MSG_H
+#define MSG_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/sl.h"
+
+#define MSG_VERSION 1
+#define MSG_COMPRESS_MIN 4096
+#define MSG_MAX_RAW (256u << 20)
+
+enum msg_type {
+    MSG_HELLO = 1, /* worker -> coordinator: databases it reaches */
+    MSG_DESCRIBE,  /* columns, types and key of a table */
+    MSG_SPLIT,     /* split keys for N ranges */
+    MSG_TREE,      /* build a range's Merkle tree, reply with its root */
+    MSG_NODES,     /* children of a tree node */
+    MSG_ROWS,      /* (key, row hash) of every row in a key span */
+    MSG_FETCH,     /* full values of rows by key */
+    MSG_RELEASE,   /* forget a tree */
+    MSG_SHUTDOWN,  /* worker: stop */
+    MSG_REPLY,     /* success reply to a request */
+    MSG_ERROR,     /* failure reply: "error" holds the message */
+    MSG_TYPE_END
+};
+
+const char *msg_type_name(int type);
+
+/* ---- writing -------------------------------------------------------- */
+
+typedef struct msg_writer msg_writer;
+
+/* Starts a message of type with request id and nfields fields of its own
+ * (v, t and id are added). NULL when memory runs out. */
+msg_writer *msg_writer_new(int type, uint64_t id, uint32_t nfields);
+void msg_writer_free(msg_writer *w);
+
+/* Writes a field's key; follow it with exactly one value written by the
+ * msg_pack_* calls (arrays: msg_pack_array then its items). */
+void msg_key(msg_writer *w, const char *key);
+void msg_pack_int(msg_writer *w, int64_t v);
+void msg_pack_uint(msg_writer *w, uint64_t v);
+void msg_pack_str(msg_writer *w, const char *s, size_t n);
+void msg_pack_cstr(msg_writer *w, const char *s); /* NULL packs nil */
+void msg_pack_bin(msg_writer *w, const void *p, size_t n);
+void msg_pack_nil(msg_writer *w);
+void msg_pack_array(msg_writer *w, uint32_t n);
+
+/* Writes the finished frame into out (reset first). Returns 0 or -1. */
+int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err);
+
+/* ---- reading -------------------------------------------------------- */
+
+typedef struct msg msg;
+
+/* Decodes a frame. Returns NULL with err set on any malformation. */
+msg *msg_decode(const void *frame, size_t len, sl_err *err);
+void msg_free(msg *m);
+
+int msg_type(const msg *m);
+uint64_t msg_id(const msg *m);
+
+/* The field's value, or NULL when absent. */
+const msgpack_object *msg_get(const msg *m, const char *key);
+
+/* Typed field getters: 0 on success, -1 (err names the field) when absent
+ * or of the wrong type. Pointers point into m. */
+int msg_get_str(const msg *m, const char *key, const char **p, size_t *n, sl_err *err);
+int msg_get_int(const msg *m, const char *key, int64_t *v, sl_err *err);
+int msg_get_bin(const msg *m, const char *key, const uint8_t **p, size_t *n, sl_err *err);
+int msg_get_array(const msg *m, const char *key, const msgpack_object **items, uint32_t *n,
+                  sl_err *err);
+
+/* The same checks on a value inside an array. */
+int msg_obj_int(const msgpack_object *o, int64_t *v);
+int msg_obj_str(const msgpack_object *o, const char **p, size_t *n);
+int msg_obj_bin(const msgpack_object *o, const uint8_t **p, size_t *n);
+int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_t *n);
+static inline int msg_obj_is_nil(const msgpack_object *o) { return o->type == MSGPACK_OBJECT_NIL; }
+
+/* Builds an ERROR reply frame for request id. */
+int msg_error_frame(uint64_t id, const char *message, sl_buf *out);
+
+#endif
