@@ -70,6 +70,11 @@ void msg_pack_bin(msg_writer *w, const void *p, size_t n)
 }
 void msg_pack_nil(msg_writer *w) { msgpack_pack_nil(&w->pk); }
 void msg_pack_array(msg_writer *w, uint32_t n) { msgpack_pack_array(&w->pk, n); }
+void msg_pack_raw(msg_writer *w, const void *p, size_t n)
+{
+    if (n)
+        msgpack_sbuffer_write(&w->sb, p, n);
+}
 
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
 {
@@ -101,7 +106,7 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
 
 struct msg {
     msgpack_unpacked up;
-    char *raw; /* decompressed body, when the frame was compressed */
+    char *raw; /* the body, decompressed: msgpack objects point into it */
     int type;
     uint64_t id;
 };
@@ -312,6 +317,16 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
         }
         body = m->raw;
         blen = raw;
+    } else {
+        /* msgpack-c's objects point into the buffer they were read from:
+         * keep our own copy so the caller may free the frame */
+        m->raw = malloc(blen);
+        if (!m->raw) {
+            sl_err_set(err, "out of memory");
+            goto fail;
+        }
+        memcpy(m->raw, body, blen);
+        body = m->raw;
     }
     size_t off = 0;
     if (!msgpack_is_plausible((const uint8_t *)body, blen)) {

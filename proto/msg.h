@@ -60,6 +60,8 @@ void msg_pack_cstr(msg_writer *w, const char *s); /* NULL packs nil */
 void msg_pack_bin(msg_writer *w, const void *p, size_t n);
 void msg_pack_nil(msg_writer *w);
 void msg_pack_array(msg_writer *w, uint32_t n);
+/* Appends bytes that are already msgpack (items packed elsewhere). */
+void msg_pack_raw(msg_writer *w, const void *p, size_t n);
 
 /* Writes the finished frame into out (reset first). Returns 0 or -1. */
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err);

@@ -1,0 +1,292 @@
+#include "conn_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+conn *conn_open(const char *dsn, sl_err *err)
+{
+    if (strncmp(dsn, "sqlite:", 7) == 0)
+        return conn_sqlite_open(dsn + 7, err);
+    return conn_pg_open(dsn, err);
+}
+
+void conn_free(conn *c)
+{
+    if (c)
+        c->ops->free(c);
+}
+
+const char *conn_name(const conn *c)
+{
+    return c->name;
+}
+
+int conn_describe(conn *c, const char *table, conn_table **out, sl_err *err)
+{
+    return c->ops->describe(c, table, out, err);
+}
+
+void conn_table_free(conn_table *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->ncols; i++) {
+        free(t->cols[i].name);
+        free(t->cols[i].type);
+    }
+    for (size_t i = 0; i < t->nkey; i++)
+        free(t->key[i]);
+    free(t->cols);
+    free(t->key);
+    free(t);
+}
+
+/* ---- SQL building ----------------------------------------------------- */
+
+/* "schema.table" -> "schema"."table"; a name without a dot is one part. */
+static int put_table(conn *c, sl_buf *sql, const char *table)
+{
+    const char *dot = strchr(table, '.');
+    if (!dot)
+        return c->ops->quote(c, sql, table);
+    char *schema = strndup(table, (size_t)(dot - table));
+    if (!schema)
+        return -1;
+    int r = c->ops->quote(c, sql, schema) || sl_buf_putc(sql, '.') ||
+            c->ops->quote(c, sql, dot + 1);
+    free(schema);
+    return r ? -1 : 0;
+}
+
+static int put_keycol(conn *c, sl_buf *sql, const conn_query *q, size_t k)
+{
+    if (c->ops->quote(c, sql, q->cols[k]))
+        return -1;
+    if (q->cls[k] == ENC_TEXT || q->cls[k] == ENC_OTHER)
+        return sl_buf_printf(sql, "%s", c->ops->text_key_collate);
+    return 0;
+}
+
+static int put_param(conn *c, sl_buf *sql, size_t n)
+{
+    return sl_buf_printf(sql, "%c%zu", c->ops->numbered_dollar ? '$' : '?', n);
+}
+
+/* (k1, k2) OP ($n, $n+1): row-value comparison, supported by PostgreSQL and
+ * SQLite >= 3.15. */
+static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op, size_t *param)
+{
+    int multi = q->nkey > 1;
+    if (multi && sl_buf_putc(sql, '('))
+        return -1;
+    for (size_t k = 0; k < q->nkey; k++)
+        if ((k && sl_buf_append(sql, ", ", 2)) || put_keycol(c, sql, q, k))
+            return -1;
+    if (sl_buf_printf(sql, "%s %s %s", multi ? ")" : "", op, multi ? "(" : ""))
+        return -1;
+    for (size_t k = 0; k < q->nkey; k++)
+        if ((k && sl_buf_append(sql, ", ", 2)) || put_param(c, sql, (*param)++))
+            return -1;
+    return multi ? sl_buf_putc(sql, ')') : 0;
+}
+
+static int put_select(conn *c, sl_buf *sql, const conn_query *q, size_t first, size_t ncols)
+{
+    if (sl_buf_printf(sql, "SELECT "))
+        return -1;
+    for (size_t k = first; k < first + ncols; k++)
+        if ((k > first && sl_buf_append(sql, ", ", 2)) || c->ops->quote(c, sql, q->cols[k]))
+            return -1;
+    if (sl_buf_printf(sql, " FROM ") || put_table(c, sql, q->table))
+        return -1;
+    return sl_buf_printf(sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1");
+}
+
+static int put_order(conn *c, sl_buf *sql, const conn_query *q)
+{
+    if (sl_buf_printf(sql, " ORDER BY "))
+        return -1;
+    for (size_t k = 0; k < q->nkey; k++)
+        if ((k && sl_buf_append(sql, ", ", 2)) || put_keycol(c, sql, q, k))
+            return -1;
+    return 0;
+}
+
+/* Decodes a bound's key into params[*np..]. */
+static int bound_params(const mk_bound *b, const conn_query *q, sl_buf *scratch, enc_val *params,
+                        size_t *np, sl_err *err)
+{
+    if (enc_key_decode(b->key, b->len, q->nkey, scratch, params + *np, err) != 0)
+        return -1;
+    *np += q->nkey;
+    return 0;
+}
+
+int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,
+                      conn_row_fn fn, void *ctx, sl_err *err)
+{
+    sl_buf sql = {0}, s1 = {0}, s2 = {0};
+    enc_val *params = calloc(2 * q->nkey + 1, sizeof *params);
+    size_t np = 0, param = 1;
+    int rc = -1;
+    if (!params || put_select(c, &sql, q, 0, q->ncols)) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    if (lo->kind != MK_UNBOUNDED) {
+        if (bound_params(lo, q, &s1, params, &np, err))
+            goto done;
+        if (sl_buf_printf(&sql, " AND ") ||
+            put_key_cmp(c, &sql, q, lo->kind == MK_INCL ? ">=" : ">", &param))
+            goto oom;
+    }
+    if (hi->kind != MK_UNBOUNDED) {
+        if (bound_params(hi, q, &s2, params, &np, err))
+            goto done;
+        if (sl_buf_printf(&sql, " AND ") ||
+            put_key_cmp(c, &sql, q, hi->kind == MK_INCL ? "<=" : "<", &param))
+            goto oom;
+    }
+    if (put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+        goto oom;
+    rc = c->ops->query(c, (const char *)sql.p, params, np, q->ncols, q->cls, fn, ctx, err);
+    goto done;
+oom:
+    sl_err_set(err, "out of memory");
+done:
+    free(params);
+    sl_buf_free(&sql);
+    sl_buf_free(&s1);
+    sl_buf_free(&s2);
+    return rc;
+}
+
+int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, const size_t *lens,
+                    size_t nkeys, conn_row_fn fn, void *ctx, sl_err *err)
+{
+    sl_buf sql = {0}, scratch = {0};
+    enc_val *params = calloc(q->nkey + 1, sizeof *params);
+    size_t param = 1;
+    int rc = -1;
+    if (!params || put_select(c, &sql, q, 0, q->ncols) || sl_buf_printf(&sql, " AND ") ||
+        put_key_cmp(c, &sql, q, "=", &param) || sl_buf_putc(&sql, 0)) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < nkeys; i++) {
+        if (enc_key_decode(keys[i], lens[i], q->nkey, &scratch, params, err) != 0)
+            goto done;
+        if (c->ops->query(c, (const char *)sql.p, params, q->nkey, q->ncols, q->cls, fn, ctx,
+                          err) != 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    free(params);
+    sl_buf_free(&sql);
+    sl_buf_free(&scratch);
+    return rc;
+}
+
+typedef struct count_ctx {
+    uint64_t n;
+    enc_val lo, hi;
+    int have;
+} count_ctx;
+
+static int take_count(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    count_ctx *cc = ctx;
+    (void)n;
+    if (v[0].kind == ENC_V_INT)
+        cc->n = (uint64_t)v[0].i;
+    else if (v[0].kind == ENC_V_TEXT)
+        cc->n = strtoull(v[0].p, NULL, 10);
+    else
+        return sl_err_set(err, "count(*) returned no number");
+    return 0;
+}
+
+static int take_minmax(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    count_ctx *cc = ctx;
+    (void)n;
+    (void)err;
+    if (v[0].kind == ENC_V_NULL || v[1].kind == ENC_V_NULL)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        enc_val *d = k ? &cc->hi : &cc->lo;
+        d->kind = ENC_V_INT;
+        d->i = v[k].kind == ENC_V_INT ? v[k].i : strtoll(v[k].p, NULL, 10);
+    }
+    cc->have = 1;
+    return 0;
+}
+
+int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows, conn_row_fn fn,
+                    void *ctx, sl_err *err)
+{
+    sl_buf sql = {0};
+    count_ctx cc = {0};
+    int rc = -1;
+    int intcls = ENC_INT;
+    if (sl_buf_printf(&sql, "SELECT count(*) FROM ") || put_table(c, &sql, q->table) ||
+        sl_buf_printf(&sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1") ||
+        sl_buf_putc(&sql, 0))
+        goto oom;
+    if (c->ops->query(c, (const char *)sql.p, NULL, 0, 1, &intcls, take_count, &cc, err))
+        goto done;
+    *rows = cc.n;
+    if (nranges < 2 || cc.n < 2) {
+        rc = 0;
+        goto done;
+    }
+    if (q->nkey == 1 && q->cls[0] == ENC_INT) {
+        /* integer key: evenly spaced bounds between min and max, no scan */
+        int cls2[2] = {ENC_INT, ENC_INT};
+        sl_buf_reset(&sql);
+        if (sl_buf_printf(&sql, "SELECT min(") || c->ops->quote(c, &sql, q->cols[0]) ||
+            sl_buf_printf(&sql, "), max(") || c->ops->quote(c, &sql, q->cols[0]) ||
+            sl_buf_printf(&sql, ") FROM ") || put_table(c, &sql, q->table) ||
+            sl_buf_printf(&sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1") ||
+            sl_buf_putc(&sql, 0))
+            goto oom;
+        if (c->ops->query(c, (const char *)sql.p, NULL, 0, 2, cls2, take_minmax, &cc, err))
+            goto done;
+        if (!cc.have) {
+            rc = 0;
+            goto done;
+        }
+        long double span = (long double)cc.hi.i - (long double)cc.lo.i + 1;
+        int64_t prev = cc.lo.i;
+        for (size_t i = 1; i < nranges; i++) {
+            enc_val v = {.kind = ENC_V_INT};
+            v.i = cc.lo.i + (int64_t)(span * (long double)i / (long double)nranges);
+            if (v.i <= prev || v.i > cc.hi.i)
+                continue;
+            prev = v.i;
+            if (fn(ctx, &v, 1, err))
+                goto done;
+        }
+        rc = 0;
+        goto done;
+    }
+    /* other keys: the key at each quantile's offset, read through the key
+     * order (an index walk when the key is the primary key) */
+    sl_buf_reset(&sql);
+    if (put_select(c, &sql, q, 0, q->nkey) || put_order(c, &sql, q) ||
+        sl_buf_printf(&sql, " LIMIT 1 OFFSET ") || put_param(c, &sql, 1) || sl_buf_putc(&sql, 0))
+        goto oom;
+    for (size_t i = 1; i < nranges; i++) {
+        enc_val off = {.kind = ENC_V_INT, .i = (int64_t)(cc.n * i / nranges)};
+        if (c->ops->query(c, (const char *)sql.p, &off, 1, q->nkey, q->cls, fn, ctx, err))
+            goto done;
+    }
+    rc = 0;
+    goto done;
+oom:
+    sl_err_set(err, "out of memory");
+done:
+    sl_buf_free(&sql);
+    return rc;
+}

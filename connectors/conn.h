@@ -1,0 +1,80 @@
+/* conn: one interface to a database.
+ *
+ * A DSN is "sqlite:PATH" for a SQLite file (opened read-only) or anything
+ * libpq accepts (postgresql:// URIs, "host=... dbname=..." conninfo; PGHOST,
+ * PGPASSWORD, .pgpass honoured as libpq does).
+ *
+ * Rows come out in key order as enc_val arrays (first the key columns in key
+ * order, then the rest of the query's columns), never as SQL text: every
+ * value sent to the database is a bound parameter and every identifier is
+ * quoted by the driver's own function. Text keys are ordered bytewise
+ * (PostgreSQL COLLATE "C", SQLite BINARY) to match the key encoding.
+ */
+#ifndef CONN_H
+#define CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/sl.h"
+#include "../merkle/enc.h"
+#include "../merkle/mk_diff.h"
+
+typedef struct conn conn;
+
+typedef struct conn_col {
+    char *name;
+    char *type; /* the database's own spelling, e.g. "numeric(12,2)" */
+    int cls;    /* enc_class */
+} conn_col;
+
+/* A described table. key[] names the primary key columns in key order
+ * (nkey 0 when there is none). */
+typedef struct conn_table {
+    conn_col *cols;
+    size_t ncols;
+    char **key;
+    size_t nkey;
+} conn_table;
+
+/* What to read: cols[0..nkey) are the key, cls[] the class each column is
+ * read as, where an optional SQL filter (the user's own, like
+ * pt-table-checksum's --where). */
+typedef struct conn_query {
+    const char *table;
+    const char *const *cols;
+    const int *cls;
+    size_t ncols, nkey;
+    const char *where;
+} conn_query;
+
+/* Receives one row; a non-zero return stops the read with that error. */
+typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err);
+
+/* Opens a connection; NULL with err set (never containing a password). */
+conn *conn_open(const char *dsn, sl_err *err);
+void conn_free(conn *c);
+
+/* A name for messages: driver, host, port, database — no secrets. */
+const char *conn_name(const conn *c);
+
+/* Describes table ("name" or "schema.name", taken literally). The caller
+ * frees *out with conn_table_free. Missing table: error. */
+int conn_describe(conn *c, const char *table, conn_table **out, sl_err *err);
+void conn_table_free(conn_table *t);
+
+/* Counts the rows of q and picks up to nranges - 1 split keys so that the
+ * ranges between them hold about equal numbers of rows; calls fn with the
+ * nkey key values of each, in increasing order. */
+int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows, conn_row_fn fn,
+                    void *ctx, sl_err *err);
+
+/* Streams the rows of q whose encoded key lies within lo..hi, in key order. */
+int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,
+                      conn_row_fn fn, void *ctx, sl_err *err);
+
+/* Reads the rows with the given encoded keys (absent keys are skipped). */
+int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, const size_t *lens,
+                    size_t nkeys, conn_row_fn fn, void *ctx, sl_err *err);
+
+#endif

@@ -1,0 +1,28 @@
+/* Private to connectors/: what a driver implements, and the SQL builder the
+ * drivers share. */
+#ifndef CONN_IMPL_H
+#define CONN_IMPL_H
+
+#include "conn.h"
+
+typedef struct conn_ops {
+    void (*free)(conn *c);
+    int (*describe)(conn *c, const char *table, conn_table **out, sl_err *err);
+    /* Runs sql with params; calls fn per row. */
+    int (*query)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
+                 const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
+    /* Appends a quoted identifier. */
+    int (*quote)(conn *c, sl_buf *out, const char *ident);
+    const char *text_key_collate; /* appended to text key columns */
+    int numbered_dollar;          /* $1 (PostgreSQL) rather than ?1 (SQLite) */
+} conn_ops;
+
+struct conn {
+    const conn_ops *ops;
+    char name[256];
+};
+
+conn *conn_pg_open(const char *dsn, sl_err *err);
+conn *conn_sqlite_open(const char *path, sl_err *err);
+
+#endif

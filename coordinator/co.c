@@ -1,0 +1,1198 @@
+#include "co.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "../merkle/enc.h"
+#include "../merkle/mk_diff.h"
+#include "../proto/msg.h"
+
+#define CO_MAX_WORKERS 256
+#define CO_MAX_COLS 512
+#define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
+
+typedef struct co_worker {
+    uint8_t ident[256];
+    size_t identlen;
+    char **dbs;
+    size_t ndbs;
+    uint64_t busy_req; /* request id of the tree task it runs, 0 if idle */
+    long busy_task;
+} co_worker;
+
+/* A message received but not yet handled (a reply that arrived while the
+ * coordinator waited for another). */
+typedef struct pending {
+    int worker;
+    msg *m;
+    struct pending *next;
+} pending;
+
+struct co {
+    void *sock;
+    co_worker w[CO_MAX_WORKERS];
+    size_t nw;
+    uint64_t next_id;
+    pending *backlog, *backlog_tail;
+    sl_buf frame;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- sockets ---------------------------------------------------------- */
+
+co *co_new(void *zctx, const char *endpoint, sl_err *err)
+{
+    co *c = calloc(1, sizeof *c);
+    if (!c)
+        return sl_err_set(err, "out of memory"), NULL;
+    c->next_id = 1;
+    c->sock = zmq_socket(zctx, ZMQ_ROUTER);
+    if (!c->sock) {
+        sl_err_set(err, "cannot create coordinator socket: %s", zmq_strerror(zmq_errno()));
+        free(c);
+        return NULL;
+    }
+    int one = 1, linger = 0;
+    zmq_setsockopt(c->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(c->sock, endpoint) != 0) {
+        sl_err_set(err, "cannot bind coordinator socket %s: %s", endpoint,
+                   zmq_strerror(zmq_errno()));
+        co_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void worker_clear(co_worker *w)
+{
+    for (size_t i = 0; i < w->ndbs; i++)
+        free(w->dbs[i]);
+    free(w->dbs);
+    w->dbs = NULL;
+    w->ndbs = 0;
+}
+
+void co_free(co *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nw; i++)
+        worker_clear(&c->w[i]);
+    while (c->backlog) {
+        pending *p = c->backlog;
+        c->backlog = p->next;
+        msg_free(p->m);
+        free(p);
+    }
+    if (c->sock)
+        zmq_close(c->sock);
+    sl_buf_free(&c->frame);
+    free(c);
+}
+
+static int send_to(co *c, int wi, const sl_buf *frame, sl_err *err)
+{
+    co_worker *w = &c->w[wi];
+    if (zmq_send(c->sock, w->ident, w->identlen, ZMQ_SNDMORE) < 0 ||
+        zmq_send(c->sock, frame->p, frame->len, 0) < 0)
+        return sl_err_set(err, "cannot send to worker %d: %s", wi, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+static int find_worker(co *c, const void *ident, size_t len)
+{
+    for (size_t i = 0; i < c->nw; i++)
+        if (c->w[i].identlen == len && memcmp(c->w[i].ident, ident, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void register_worker(co *c, int wi, const void *ident, size_t len, const msg *m)
+{
+    const msgpack_object *dbs;
+    uint32_t n;
+    if (wi < 0) {
+        if (c->nw == CO_MAX_WORKERS || len > sizeof c->w[0].ident)
+            return;
+        wi = (int)c->nw++;
+        memset(&c->w[wi], 0, sizeof c->w[wi]);
+        memcpy(c->w[wi].ident, ident, len);
+        c->w[wi].identlen = len;
+    }
+    co_worker *w = &c->w[wi];
+    worker_clear(w);
+    if (msg_get_array(m, "dbs", &dbs, &n, NULL) != 0)
+        return;
+    w->dbs = calloc(n ? n : 1, sizeof *w->dbs);
+    if (!w->dbs)
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *p;
+        size_t l;
+        if (msg_obj_str(&dbs[i], &p, &l) == 0 && (w->dbs[w->ndbs] = strndup(p, l)))
+            w->ndbs++;
+    }
+}
+
+/* Receives one message from a known worker, registering hellos and
+ * answering garbage with an error. Returns 1 with a worker and message set,
+ * 0 on timeout,
+ * -1 on socket failure. */
+static int recv_one(co *c, int timeout_ms, int *wi, msg **out, sl_err *err)
+{
+    if (c->backlog) {
+        pending *p = c->backlog;
+        c->backlog = p->next;
+        if (!c->backlog)
+            c->backlog_tail = NULL;
+        *wi = p->worker;
+        *out = p->m;
+        free(p);
+        return 1;
+    }
+    zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
+    int r = zmq_poll(&it, 1, timeout_ms);
+    if (r < 0)
+        return zmq_errno() == EINTR ? 0 : sl_err_set(err, "poll: %s", zmq_strerror(zmq_errno()));
+    if (r == 0)
+        return 0;
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    int more = 0, rc = 0;
+    if (zmq_msg_recv(&id, c->sock, 0) < 0) {
+        rc = sl_err_set(err, "receive: %s", zmq_strerror(zmq_errno()));
+        goto done;
+    }
+    if (!zmq_msg_more(&id))
+        goto done; /* a bare identity frame: nothing to answer */
+    if (zmq_msg_recv(&body, c->sock, 0) < 0) {
+        rc = sl_err_set(err, "receive: %s", zmq_strerror(zmq_errno()));
+        goto done;
+    }
+    more = zmq_msg_more(&body);
+    while (more) { /* extra frames are not part of the protocol: drop them */
+        zmq_msg_t x;
+        zmq_msg_init(&x);
+        zmq_msg_recv(&x, c->sock, 0);
+        more = zmq_msg_more(&x);
+        zmq_msg_close(&x);
+    }
+    sl_err e;
+    msg *m = msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), &e);
+    int w = find_worker(c, zmq_msg_data(&id), zmq_msg_size(&id));
+    if (!m) {
+        sl_buf f = {0};
+        if (msg_error_frame(0, e.msg, &f) == 0) {
+            zmq_send(c->sock, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE);
+            zmq_send(c->sock, f.p, f.len, 0);
+        }
+        sl_buf_free(&f);
+        goto done;
+    }
+    if (msg_type(m) == MSG_HELLO) {
+        register_worker(c, w, zmq_msg_data(&id), zmq_msg_size(&id), m);
+        msg_free(m);
+        goto done;
+    }
+    if (w < 0 || (msg_type(m) != MSG_REPLY && msg_type(m) != MSG_ERROR)) {
+        msg_free(m);
+        goto done;
+    }
+    *wi = w;
+    *out = m;
+    rc = 1;
+done:
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+    return rc;
+}
+
+static void backlog_push(co *c, int wi, msg *m)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p) {
+        msg_free(m);
+        return;
+    }
+    p->worker = wi;
+    p->m = m;
+    if (c->backlog_tail)
+        c->backlog_tail->next = p;
+    else
+        c->backlog = p;
+    c->backlog_tail = p;
+}
+
+/* Waits for the replies to ids[0..n), from any order of arrival; other
+ * messages are kept for the main loop. An ERROR reply fails the call. */
+static int wait_replies(co *c, const uint64_t *ids, msg **replies, size_t n, sl_err *err)
+{
+    size_t got = 0;
+    pending *seen = c->backlog; /* the backlog is checked once, then the socket */
+    c->backlog = c->backlog_tail = NULL;
+    while (seen) {
+        pending *p = seen;
+        seen = p->next;
+        size_t k;
+        for (k = 0; k < n && !(ids[k] == msg_id(p->m) && !replies[k]); k++) {
+        }
+        if (k < n) {
+            replies[k] = p->m;
+            got++;
+            free(p);
+        } else {
+            p->next = NULL;
+            if (c->backlog_tail)
+                c->backlog_tail->next = p;
+            else
+                c->backlog = p;
+            c->backlog_tail = p;
+        }
+    }
+    pending *keep = c->backlog;
+    c->backlog = c->backlog_tail = NULL;
+    while (got < n) {
+        int wi;
+        msg *m;
+        int r = recv_one(c, 1000, &wi, &m, err);
+        if (r < 0)
+            goto fail;
+        if (r == 0)
+            continue;
+        size_t k;
+        for (k = 0; k < n && !(ids[k] == msg_id(m) && !replies[k]); k++) {
+        }
+        if (k < n) {
+            replies[k] = m;
+            got++;
+        } else {
+            pending *p = calloc(1, sizeof *p);
+            if (!p) {
+                msg_free(m);
+                continue;
+            }
+            p->worker = wi;
+            p->m = m;
+            p->next = keep;
+            keep = p;
+        }
+    }
+    /* restore what was set aside, oldest first */
+    while (keep) {
+        pending *p = keep;
+        keep = p->next;
+        p->next = c->backlog;
+        c->backlog = p;
+        if (!c->backlog_tail)
+            c->backlog_tail = p;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (msg_type(replies[k]) == MSG_ERROR) {
+            const char *s;
+            size_t l;
+            if (msg_get_str(replies[k], "error", &s, &l, NULL) == 0)
+                sl_err_set(err, "%.*s", (int)l, s);
+            else
+                sl_err_set(err, "a worker failed without saying why");
+            return -1;
+        }
+    }
+    return 0;
+fail:
+    while (keep) {
+        pending *p = keep;
+        keep = p->next;
+        msg_free(p->m);
+        free(p);
+    }
+    return -1;
+}
+
+int co_wait_workers(co *c, size_t n, int timeout_ms, sl_err *err)
+{
+    double deadline = now_s() + timeout_ms / 1000.0;
+    while (c->nw < n) {
+        double left = deadline - now_s();
+        if (left <= 0)
+            return sl_err_set(err, "only %zu of %zu workers connected within %d s", c->nw, n,
+                              timeout_ms / 1000);
+        int wi;
+        msg *m;
+        int r = recv_one(c, (int)(left * 1000) + 1, &wi, &m, err);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            backlog_push(c, wi, m);
+    }
+    return 0;
+}
+
+void co_shutdown_workers(co *c)
+{
+    sl_buf f = {0};
+    msg_writer *w = msg_writer_new(MSG_SHUTDOWN, 0, 0);
+    if (w && msg_writer_finish(w, &f, NULL) == 0)
+        for (size_t i = 0; i < c->nw; i++)
+            send_to(c, (int)i, &f, NULL);
+    msg_writer_free(w);
+    sl_buf_free(&f);
+}
+
+static int worker_has_db(const co_worker *w, const char *db)
+{
+    for (size_t i = 0; i < w->ndbs; i++)
+        if (strcmp(w->dbs[i], db) == 0)
+            return 1;
+    return 0;
+}
+
+static int pick_worker(co *c, const char *db, sl_err *err)
+{
+    for (size_t i = 0; i < c->nw; i++)
+        if (worker_has_db(&c->w[i], db))
+            return (int)i;
+    return sl_err_set(err, "no connected worker can reach database \"%s\"", db);
+}
+
+/* ---- the job ---------------------------------------------------------- */
+
+typedef struct side_desc {
+    char *name[CO_MAX_COLS];
+    char *type[CO_MAX_COLS];
+    int cls[CO_MAX_COLS];
+    size_t n;
+    char *key[32];
+    size_t nkey;
+    char source[256];
+} side_desc;
+
+typedef struct range {
+    sl_buf lo, hi; /* encoded bounds; empty with the flag off when unbounded */
+    int has_lo, has_hi;
+    mk_nodelist root[2];
+    int worker[2];
+    int state[2]; /* 0 pending, 1 running, 2 tree built */
+    uint64_t rows[2];
+} range;
+
+typedef struct job {
+    co *c;
+    const co_diff_opts *o;
+    const co_callbacks *cb;
+    co_summary *sum;
+    const char *db[2], *table[2];
+    /* the compared columns: key first; class each side reads them as */
+    const char *cols[CO_MAX_COLS];
+    int cls[CO_MAX_COLS];
+    size_t ncols, nkey;
+    range *r;
+    size_t nr;
+    uint64_t tree_base;
+    size_t ranges_done;
+    uint64_t rows_done, rows_expected;
+    sl_buf scratch;
+    range *cur; /* the range being compared */
+} job;
+
+static void side_free(side_desc *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->name[i]);
+        free(d->type[i]);
+    }
+    for (size_t i = 0; i < d->nkey; i++)
+        free(d->key[i]);
+}
+
+/* Sends a request (and frees its writer) without waiting for the reply. */
+static int call(co *c, int wi, msg_writer *mw, sl_err *err)
+{
+    int r = msg_writer_finish(mw, &c->frame, err);
+    msg_writer_free(mw);
+    return r ? -1 : send_to(c, wi, &c->frame, err);
+}
+
+static msg_writer *request(co *c, int type, uint32_t nfields, uint64_t *id)
+{
+    *id = c->next_id++;
+    return msg_writer_new(type, *id, nfields);
+}
+
+static int rpc(co *c, int wi, msg_writer *mw, uint64_t id, msg **reply, sl_err *err)
+{
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    *reply = NULL;
+    if (call(c, wi, mw, err))
+        return -1;
+    return wait_replies(c, &id, reply, 1, err);
+}
+
+static int describe(job *j, int side, side_desc *d, sl_err *err)
+{
+    co *c = j->c;
+    int wi = pick_worker(c, j->db[side], err);
+    if (wi < 0)
+        return -1;
+    uint64_t id;
+    msg_writer *mw = request(c, MSG_DESCRIBE, 2, &id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_key(mw, "db");
+    msg_pack_cstr(mw, j->db[side]);
+    msg_key(mw, "table");
+    msg_pack_cstr(mw, j->table[side]);
+    msg *m;
+    if (rpc(c, wi, mw, id, &m, err))
+        return -1;
+    const msgpack_object *cols, *keys;
+    uint32_t nc, nk;
+    const char *s;
+    size_t l;
+    int rc = -1;
+    if (msg_get_array(m, "columns", &cols, &nc, err) || msg_get_array(m, "key", &keys, &nk, err))
+        goto done;
+    if (msg_get_str(m, "source", &s, &l, NULL) == 0)
+        snprintf(d->source, sizeof d->source, "%.*s", (int)l, s);
+    if (nc > CO_MAX_COLS || nk > 32) {
+        sl_err_set(err, "table \"%s\" has too many columns (%u) or key columns (%u)",
+                   j->table[side], nc, nk);
+        goto done;
+    }
+    for (uint32_t i = 0; i < nc; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        const char *ts;
+        size_t tl;
+        int64_t cls;
+        if (msg_obj_array(&cols[i], &f, &nf) || nf != 3 || msg_obj_str(&f[0], &s, &l) ||
+            msg_obj_str(&f[1], &ts, &tl) || msg_obj_int(&f[2], &cls) || cls <= 0 ||
+            cls >= ENC_CLASS_END) {
+            sl_err_set(err, "malformed describe reply from a worker");
+            goto done;
+        }
+        d->name[d->n] = strndup(s, l);
+        d->type[d->n] = strndup(ts, tl);
+        d->cls[d->n] = (int)cls;
+        d->n++;
+        if (!d->name[d->n - 1] || !d->type[d->n - 1]) {
+            sl_err_set(err, "out of memory");
+            goto done;
+        }
+    }
+    for (uint32_t i = 0; i < nk; i++) {
+        if (msg_obj_str(&keys[i], &s, &l) || !(d->key[d->nkey] = strndup(s, l))) {
+            sl_err_set(err, "malformed describe reply from a worker");
+            goto done;
+        }
+        d->nkey++;
+    }
+    rc = 0;
+done:
+    msg_free(m);
+    return rc;
+}
+
+static int find_col(const side_desc *d, const char *name)
+{
+    for (size_t i = 0; i < d->n; i++)
+        if (strcmp(d->name[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int in_list(const char *const *list, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static int emit_schema(job *j, const char *column, const char *detail, const char *st,
+                       const char *tt, sl_err *err)
+{
+    co_event ev = {.kind = CO_SCHEMA, .column = column, .detail = detail, .source_type = st,
+                   .target_type = tt};
+    j->sum->schema++;
+    if (j->cb->event && j->cb->event(j->cb->ctx, &ev))
+        return sl_err_set(err, "stopped by the caller");
+    return 0;
+}
+
+/* Decides the key and the compared columns, and reports schema drift. */
+static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
+{
+    const co_diff_opts *o = j->o;
+    const char *key[32];
+    size_t nkey;
+    int flags = o->strict ? ENC_STRICT : 0;
+    if (o->nkey) {
+        if (o->nkey > 32)
+            return sl_err_set(err, "--key names %zu columns; at most 32", o->nkey);
+        for (size_t i = 0; i < o->nkey; i++)
+            key[i] = o->key[i];
+        nkey = o->nkey;
+    } else {
+        if (s->nkey == 0)
+            return sl_err_set(err, "table \"%s\" in source has no primary key; pass --key COLUMNS",
+                              j->table[0]);
+        if (t->nkey == 0)
+            return sl_err_set(err, "table \"%s\" in target has no primary key; pass --key COLUMNS",
+                              j->table[1]);
+        int same = s->nkey == t->nkey;
+        for (size_t i = 0; same && i < s->nkey; i++)
+            same = strcmp(s->key[i], t->key[i]) == 0;
+        if (!same) {
+            char a[256] = "", b[256] = "";
+            for (size_t i = 0; i < s->nkey; i++)
+                snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", i ? ", " : "", s->key[i]);
+            for (size_t i = 0; i < t->nkey; i++)
+                snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", i ? ", " : "", t->key[i]);
+            return sl_err_set(err, "key columns differ: source (%s), target (%s); pass --key "
+                                   "to choose one", a, b);
+        }
+        for (size_t i = 0; i < s->nkey; i++)
+            key[i] = s->key[i];
+        nkey = s->nkey;
+    }
+    j->ncols = 0;
+    for (size_t i = 0; i < nkey; i++) {
+        int a = find_col(s, key[i]), b = find_col(t, key[i]);
+        if (a < 0 || b < 0)
+            return sl_err_set(err, "key column \"%s\" does not exist in %s table \"%s\"", key[i],
+                              a < 0 ? "source" : "target", a < 0 ? j->table[0] : j->table[1]);
+        int cls = enc_class_common(s->cls[a], t->cls[b], flags);
+        if (!cls || !enc_key_is_supported(cls))
+            return sl_err_set(err, "key column \"%s\" has type %s in source and %s in target, "
+                                   "which sluice cannot order alike; key columns must be "
+                                   "integer, text, uuid or bytea (pass --key to choose others)",
+                              key[i], s->type[a], t->type[b]);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(key[k], key[i]) == 0)
+                return sl_err_set(err, "--key names \"%s\" twice", key[i]);
+        j->cols[j->ncols] = s->name[a];
+        j->cls[j->ncols++] = cls;
+    }
+    j->nkey = nkey;
+    for (size_t i = 0; i < o->ncolumns; i++) {
+        if (find_col(s, o->columns[i]) < 0)
+            return sl_err_set(err, "--columns: column \"%s\" does not exist in source table \"%s\"",
+                              o->columns[i], j->table[0]);
+        if (find_col(t, o->columns[i]) < 0)
+            return sl_err_set(err, "--columns: column \"%s\" does not exist in target table \"%s\"",
+                              o->columns[i], j->table[1]);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const char *name = s->name[i];
+        if (in_list(j->cols, j->nkey, name) || in_list(o->exclude, o->nexclude, name))
+            continue;
+        if (o->ncolumns && !in_list(o->columns, o->ncolumns, name))
+            continue;
+        int b = find_col(t, name);
+        if (b < 0) {
+            if (emit_schema(j, name, "missing in target", s->type[i], NULL, err))
+                return -1;
+            continue;
+        }
+        int cls = enc_class_common(s->cls[i], t->cls[b], flags);
+        if (!cls) {
+            if (emit_schema(j, name, "incompatible types", s->type[i], t->type[b], err))
+                return -1;
+            continue;
+        }
+        j->cols[j->ncols] = name;
+        j->cls[j->ncols++] = cls;
+    }
+    for (size_t i = 0; i < t->n; i++) {
+        const char *name = t->name[i];
+        if (find_col(s, name) >= 0 || in_list(o->exclude, o->nexclude, name) ||
+            (o->ncolumns && !in_list(o->columns, o->ncolumns, name)))
+            continue;
+        if (emit_schema(j, name, "extra in target", NULL, t->type[i], err))
+            return -1;
+    }
+    return 0;
+}
+
+static void pack_spec(job *j, msg_writer *mw, int side)
+{
+    msg_key(mw, "db");
+    msg_pack_cstr(mw, j->db[side]);
+    msg_key(mw, "table");
+    msg_pack_cstr(mw, j->table[side]);
+    msg_key(mw, "cols");
+    msg_pack_array(mw, (uint32_t)j->ncols);
+    for (size_t i = 0; i < j->ncols; i++)
+        msg_pack_cstr(mw, j->cols[i]);
+    msg_key(mw, "cls");
+    msg_pack_array(mw, (uint32_t)j->ncols);
+    for (size_t i = 0; i < j->ncols; i++)
+        msg_pack_int(mw, j->cls[i]);
+    msg_key(mw, "nkey");
+    msg_pack_uint(mw, j->nkey);
+    msg_key(mw, "where");
+    msg_pack_cstr(mw, j->o->where);
+    msg_key(mw, "flags");
+    msg_pack_int(mw, j->o->strict ? ENC_STRICT : 0);
+}
+#define SPEC_FIELDS 7
+
+static void pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t *p, size_t n)
+{
+    msg_key(mw, key);
+    msg_pack_array(mw, 2);
+    msg_pack_int(mw, kind);
+    if (kind == MK_UNBOUNDED)
+        msg_pack_nil(mw);
+    else
+        msg_pack_bin(mw, p, n);
+}
+
+/* Asks one side for its row count and split keys. */
+static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, sl_err *err)
+{
+    int wi = pick_worker(j->c, j->db[side], err);
+    if (wi < 0)
+        return -1;
+    uint64_t id;
+    msg_writer *mw = request(j->c, MSG_SPLIT, SPEC_FIELDS + 1, &id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    pack_spec(j, mw, side);
+    msg_key(mw, "ranges");
+    msg_pack_uint(mw, nranges);
+    if (rpc(j->c, wi, mw, id, reply, err))
+        return -1;
+    int64_t n;
+    if (msg_get_int(*reply, "rows", &n, err))
+        return -1;
+    *rows = (uint64_t)n;
+    return 0;
+}
+
+static int plan(job *j, sl_err *err)
+{
+    size_t want = j->o->ranges ? j->o->ranges : 4 * j->c->nw;
+    msg *rep[2] = {NULL, NULL};
+    uint64_t rows[2];
+    int rc = -1;
+    for (int s = 0; s < 2; s++)
+        if (split(j, s, want, &rep[s], &rows[s], err))
+            goto done;
+    /* split on the larger side, with enough ranges to keep each small */
+    int big = rows[1] > rows[0];
+    uint64_t most = rows[big];
+    j->rows_expected = rows[0] + rows[1];
+    if (!j->o->ranges && most / want > CO_ROWS_PER_RANGE) {
+        want = (size_t)(most / CO_ROWS_PER_RANGE + 1);
+        msg_free(rep[big]);
+        rep[big] = NULL;
+        if (split(j, big, want, &rep[big], &rows[big], err))
+            goto done;
+    }
+    const msgpack_object *b;
+    uint32_t nb;
+    if (msg_get_array(rep[big], "bounds", &b, &nb, err))
+        goto done;
+    j->r = calloc((size_t)nb + 1, sizeof *j->r);
+    if (!j->r) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    j->nr = (size_t)nb + 1;
+    for (size_t i = 0; i < j->nr; i++) {
+        range *r = &j->r[i];
+        const uint8_t *p;
+        size_t n;
+        if (i > 0) {
+            if (msg_obj_bin(&b[i - 1], &p, &n) || sl_buf_append(&r->lo, p, n)) {
+                sl_err_set(err, "malformed split reply from a worker");
+                goto done;
+            }
+            r->has_lo = 1;
+        }
+        if (i < nb) {
+            if (msg_obj_bin(&b[i], &p, &n) || sl_buf_append(&r->hi, p, n)) {
+                sl_err_set(err, "malformed split reply from a worker");
+                goto done;
+            }
+            r->has_hi = 1;
+        }
+        r->worker[0] = r->worker[1] = -1;
+    }
+    rc = 0;
+done:
+    msg_free(rep[0]);
+    msg_free(rep[1]);
+    return rc;
+}
+
+static mk_bound range_lo(const range *r)
+{
+    mk_bound b = {r->has_lo ? MK_INCL : MK_UNBOUNDED, r->lo.p, r->lo.len};
+    return b;
+}
+
+static mk_bound range_hi(const range *r)
+{
+    mk_bound b = {r->has_hi ? MK_EXCL : MK_UNBOUNDED, r->hi.p, r->hi.len};
+    return b;
+}
+
+static uint64_t tree_id(job *j, size_t ri, int side)
+{
+    return j->tree_base + ri * 2 + (uint64_t)side;
+}
+
+static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
+{
+    range *r = &j->r[ri];
+    uint64_t id;
+    msg_writer *mw = request(j->c, MSG_TREE, SPEC_FIELDS + 3, &id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    pack_spec(j, mw, side);
+    mk_bound lo = range_lo(r), hi = range_hi(r);
+    pack_bound(mw, "lo", lo.kind, lo.key, lo.len);
+    pack_bound(mw, "hi", hi.kind, hi.key, hi.len);
+    msg_key(mw, "tree");
+    msg_pack_uint(mw, tree_id(j, ri, side));
+    if (call(j->c, wi, mw, err))
+        return -1;
+    j->c->w[wi].busy_req = id;
+    j->c->w[wi].busy_task = (long)(ri * 2 + (size_t)side);
+    r->state[side] = 1;
+    r->worker[side] = wi;
+    return 0;
+}
+
+static int read_nodes(const msg *m, mk_nodelist *out, sl_err *err)
+{
+    const msgpack_object *nodes;
+    uint32_t n;
+    if (msg_get_array(m, "nodes", &nodes, &n, err))
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        int64_t level, index, rows;
+        const uint8_t *hash, *key;
+        size_t hl, kl;
+        if (msg_obj_array(&nodes[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &level) ||
+            msg_obj_int(&f[1], &index) || msg_obj_bin(&f[2], &hash, &hl) || hl != 16 ||
+            msg_obj_int(&f[3], &rows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 ||
+            level > 64 || index < 0 || index > UINT32_MAX || rows < 0)
+            return sl_err_set(err, "malformed tree node from a worker");
+        if (mk_nodelist_add(out, (uint32_t)level, (uint32_t)index, hash, (uint64_t)rows, key, kl))
+            return sl_err_set(err, "out of memory");
+    }
+    return 0;
+}
+
+static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *out, sl_err *err)
+{
+    job *j = ctx;
+    range *r = j->cur;
+    uint64_t id;
+    msg_writer *mw = request(j->c, MSG_NODES, 3, &id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_key(mw, "tree");
+    msg_pack_uint(mw, tree_id(j, (size_t)(r - j->r), side));
+    msg_key(mw, "level");
+    msg_pack_uint(mw, parent->level);
+    msg_key(mw, "index");
+    msg_pack_uint(mw, parent->index);
+    msg *m;
+    if (rpc(j->c, r->worker[side], mw, id, &m, err))
+        return -1;
+    int rc = read_nodes(m, out, err);
+    msg_free(m);
+    return rc;
+}
+
+/* Turns an encoded key into display strings; vals point into j->scratch and
+ * strs. */
+static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs,
+                       const char **vals, sl_err *err)
+{
+    enc_val v[32];
+    if (enc_key_decode(key, klen, j->nkey, &j->scratch, v, err))
+        return -1;
+    size_t offs[32];
+    sl_buf_reset(strs);
+    for (size_t k = 0; k < j->nkey; k++) {
+        offs[k] = strs->len;
+        if (enc_display(strs, &v[k]) || sl_buf_putc(strs, 0))
+            return sl_err_set(err, "out of memory");
+    }
+    for (size_t k = 0; k < j->nkey; k++)
+        vals[k] = (const char *)strs->p + offs[k];
+    return 0;
+}
+
+static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
+                    size_t ncols, sl_err *err)
+{
+    sl_buf strs = {0};
+    const char *vals[32];
+    int rc = key_display(j, key, klen, &strs, vals, err);
+    if (rc == 0) {
+        co_event ev = {.kind = kind, .key = key, .klen = klen, .key_cols = j->cols,
+                       .key_vals = vals, .nkey = j->nkey, .cols = cols, .ncols = ncols};
+        if (kind == CO_MISSING)
+            j->sum->missing++;
+        else if (kind == CO_EXTRA)
+            j->sum->extra++;
+        else
+            j->sum->changed++;
+        if (j->cb->event && j->cb->event(j->cb->ctx, &ev))
+            rc = sl_err_set(err, "stopped by the caller");
+    }
+    sl_buf_free(&strs);
+    return rc;
+}
+
+static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t m = al < bl ? al : bl;
+    int c = m ? memcmp(a, b, m) : 0;
+    return c ? c : (al < bl ? -1 : al > bl);
+}
+
+/* Column-level comparison of rows whose hashes differ. */
+static int compare_changed(job *j, const msgpack_object *keys, uint32_t nkeys, sl_err *err)
+{
+    range *r = j->cur;
+    uint64_t ids[2];
+    msg *rep[2] = {NULL, NULL};
+    int rc = -1;
+    for (int s = 0; s < 2; s++) {
+        msg_writer *mw = request(j->c, MSG_FETCH, SPEC_FIELDS + 1, &ids[s]);
+        if (!mw)
+            return sl_err_set(err, "out of memory");
+        pack_spec(j, mw, s);
+        msg_key(mw, "keys");
+        msg_pack_array(mw, nkeys);
+        for (uint32_t i = 0; i < nkeys; i++)
+            msg_pack_bin(mw, keys[i].via.bin.ptr, keys[i].via.bin.size);
+        if (call(j->c, r->worker[s], mw, err))
+            return -1;
+    }
+    if (wait_replies(j->c, ids, rep, 2, err))
+        goto done;
+    const msgpack_object *rows[2];
+    uint32_t nrows[2];
+    if (msg_get_array(rep[0], "rows", &rows[0], &nrows[0], err) ||
+        msg_get_array(rep[1], "rows", &rows[1], &nrows[1], err))
+        goto done;
+    co_coldiff diffs[CO_MAX_COLS];
+    char *texts[2 * CO_MAX_COLS];
+    uint32_t i = 0, k = 0;
+    while (i < nrows[0] || k < nrows[1]) {
+        const msgpack_object *fa = NULL, *fb = NULL;
+        uint32_t na = 0, nb = 0;
+        const uint8_t *ka = NULL, *kb = NULL;
+        size_t kla = 0, klb = 0;
+        if (i < nrows[0] && (msg_obj_array(&rows[0][i], &fa, &na) || na != 3 ||
+                             msg_obj_bin(&fa[0], &ka, &kla)))
+            goto bad;
+        if (k < nrows[1] && (msg_obj_array(&rows[1][k], &fb, &nb) || nb != 3 ||
+                             msg_obj_bin(&fb[0], &kb, &klb)))
+            goto bad;
+        int c = !fa ? 1 : !fb ? -1 : keycmp(ka, kla, kb, klb);
+        if (c < 0) { /* vanished from target since the row scan */
+            if (emit_row(j, CO_MISSING, ka, kla, NULL, 0, err))
+                goto done;
+            i++;
+            continue;
+        }
+        if (c > 0) {
+            if (emit_row(j, CO_EXTRA, kb, klb, NULL, 0, err))
+                goto done;
+            k++;
+            continue;
+        }
+        const msgpack_object *ea, *eb, *da, *db;
+        uint32_t nea, neb, nda, ndb;
+        if (msg_obj_array(&fa[1], &ea, &nea) || msg_obj_array(&fb[1], &eb, &neb) ||
+            msg_obj_array(&fa[2], &da, &nda) || msg_obj_array(&fb[2], &db, &ndb) ||
+            nea != j->ncols || neb != j->ncols || nda != j->ncols || ndb != j->ncols)
+            goto bad;
+        size_t nd = 0, nt = 0;
+        int fail = 0;
+        for (size_t col = j->nkey; col < j->ncols; col++) {
+            const uint8_t *pa, *pb;
+            size_t la, lb;
+            if (msg_obj_bin(&ea[col], &pa, &la) || msg_obj_bin(&eb[col], &pb, &lb)) {
+                fail = 1;
+                break;
+            }
+            if (la == lb && memcmp(pa, pb, la) == 0)
+                continue;
+            const char *sp;
+            size_t sl;
+            char *st = NULL, *tt = NULL;
+            if (!msg_obj_is_nil(&da[col]) && msg_obj_str(&da[col], &sp, &sl) == 0)
+                st = texts[nt++] = strndup(sp, sl);
+            if (!msg_obj_is_nil(&db[col]) && msg_obj_str(&db[col], &sp, &sl) == 0)
+                tt = texts[nt++] = strndup(sp, sl);
+            diffs[nd++] = (co_coldiff){j->cols[col], st, tt};
+        }
+        int r2 = fail ? -1 : nd ? emit_row(j, CO_CHANGED, ka, kla, diffs, nd, err) : 0;
+        for (size_t t = 0; t < nt; t++)
+            free(texts[t]);
+        if (fail)
+            goto bad;
+        if (r2)
+            goto done;
+        i++;
+        k++;
+    }
+    rc = 0;
+    goto done;
+bad:
+    sl_err_set(err, "malformed fetch reply from a worker");
+done:
+    msg_free(rep[0]);
+    msg_free(rep[1]);
+    return rc;
+}
+
+/* A differing span: both sides' (key, row hash) lists, merged. */
+static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+{
+    job *j = ctx;
+    range *r = j->cur;
+    uint64_t ids[2];
+    msg *rep[2] = {NULL, NULL};
+    int rc = -1;
+    for (int s = 0; s < 2; s++) {
+        msg_writer *mw = request(j->c, MSG_ROWS, SPEC_FIELDS + 2, &ids[s]);
+        if (!mw)
+            return sl_err_set(err, "out of memory");
+        pack_spec(j, mw, s);
+        pack_bound(mw, "lo", lo->kind, lo->key, lo->len);
+        pack_bound(mw, "hi", hi->kind, hi->key, hi->len);
+        if (call(j->c, r->worker[s], mw, err))
+            return -1;
+    }
+    if (wait_replies(j->c, ids, rep, 2, err))
+        goto done;
+    const msgpack_object *rows[2];
+    uint32_t n[2];
+    if (msg_get_array(rep[0], "rows", &rows[0], &n[0], err) ||
+        msg_get_array(rep[1], "rows", &rows[1], &n[1], err))
+        goto done;
+    /* changed keys are gathered, then fetched in one round trip per side */
+    const msgpack_object **changed = calloc((size_t)n[0] + 1, sizeof *changed);
+    uint32_t nchanged = 0, i = 0, k = 0;
+    if (!changed) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    while (i < n[0] || k < n[1]) {
+        const msgpack_object *fa = NULL, *fb = NULL;
+        uint32_t na, nb;
+        const uint8_t *ka = NULL, *kb = NULL, *ha = NULL, *hb = NULL;
+        size_t kla = 0, klb = 0, hla = 0, hlb = 0;
+        if (i < n[0] && (msg_obj_array(&rows[0][i], &fa, &na) || na != 2 ||
+                         msg_obj_bin(&fa[0], &ka, &kla) || msg_obj_bin(&fa[1], &ha, &hla)))
+            goto bad;
+        if (k < n[1] && (msg_obj_array(&rows[1][k], &fb, &nb) || nb != 2 ||
+                         msg_obj_bin(&fb[0], &kb, &klb) || msg_obj_bin(&fb[1], &hb, &hlb)))
+            goto bad;
+        int c = !fa ? 1 : !fb ? -1 : keycmp(ka, kla, kb, klb);
+        if (c < 0) {
+            if (emit_row(j, CO_MISSING, ka, kla, NULL, 0, err))
+                goto fail;
+            i++;
+        } else if (c > 0) {
+            if (emit_row(j, CO_EXTRA, kb, klb, NULL, 0, err))
+                goto fail;
+            k++;
+        } else {
+            if (hla != hlb || memcmp(ha, hb, hla) != 0)
+                changed[nchanged++] = &fa[0];
+            i++;
+            k++;
+        }
+    }
+    if (nchanged) {
+        /* compare_changed wants a contiguous array of key objects */
+        msgpack_object *keys = calloc(nchanged, sizeof *keys);
+        if (!keys) {
+            sl_err_set(err, "out of memory");
+            goto fail;
+        }
+        for (uint32_t x = 0; x < nchanged; x++)
+            keys[x] = *changed[x];
+        int r2 = compare_changed(j, keys, nchanged, err);
+        free(keys);
+        if (r2)
+            goto fail;
+    }
+    rc = 0;
+    goto fail;
+bad:
+    sl_err_set(err, "malformed rows reply from a worker");
+fail:
+    free(changed);
+done:
+    msg_free(rep[0]);
+    msg_free(rep[1]);
+    return rc;
+}
+
+static int release(job *j, size_t ri)
+{
+    for (int s = 0; s < 2; s++) {
+        uint64_t id;
+        msg_writer *mw = request(j->c, MSG_RELEASE, 1, &id);
+        if (!mw)
+            return -1;
+        msg_key(mw, "tree");
+        msg_pack_uint(mw, tree_id(j, ri, s));
+        if (call(j->c, j->r[ri].worker[s], mw, NULL))
+            return -1;
+    }
+    return 0;
+}
+
+static int compare_range(job *j, size_t ri, sl_err *err)
+{
+    range *r = &j->r[ri];
+    j->cur = r;
+    mk_bound lo = range_lo(r), hi = range_hi(r);
+    int rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
+    release(j, ri);
+    mk_nodelist_free(&r->root[0]);
+    mk_nodelist_free(&r->root[1]);
+    j->sum->source_rows += r->rows[0];
+    j->sum->target_rows += r->rows[1];
+    j->rows_done += r->rows[0] + r->rows[1];
+    j->ranges_done++;
+    if (j->cb->progress) {
+        co_progress p = {j->ranges_done, j->nr, j->rows_done, j->rows_expected};
+        j->cb->progress(j->cb->ctx, &p);
+    }
+    return rc;
+}
+
+/* Gives each idle worker the next tree task it can serve. */
+static int dispatch(job *j, size_t *next, sl_err *err)
+{
+    co *c = j->c;
+    for (size_t wi = 0; wi < c->nw; wi++) {
+        if (c->w[wi].busy_req)
+            continue;
+        for (size_t t = *next; t < 2 * j->nr; t++) {
+            size_t ri = t / 2;
+            int side = (int)(t % 2);
+            if (j->r[ri].state[side] != 0 || !worker_has_db(&c->w[wi], j->db[side]))
+                continue;
+            if (send_tree(j, ri, side, (int)wi, err))
+                return -1;
+            break;
+        }
+    }
+    while (*next < 2 * j->nr && j->r[*next / 2].state[*next % 2] != 0)
+        (*next)++;
+    return 0;
+}
+
+int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *sum, sl_err *err)
+{
+    double t0 = now_s();
+    job j = {.c = c, .o = o, .cb = cb, .sum = sum};
+    side_desc sd[2];
+    int rc = -1;
+    memset(sd, 0, sizeof sd);
+    memset(sum, 0, sizeof *sum);
+    j.db[0] = o->source_db;
+    j.db[1] = o->target_db;
+    j.table[0] = o->table;
+    j.table[1] = o->target_table ? o->target_table : o->table;
+    j.tree_base = c->next_id << 20;
+    for (int s = 0; s < 2; s++)
+        if (describe(&j, s, &sd[s], err))
+            goto done;
+    snprintf(sum->source_name, sizeof sum->source_name, "%s", sd[0].source);
+    snprintf(sum->target_name, sizeof sum->target_name, "%s", sd[1].source);
+    if (reconcile(&j, &sd[0], &sd[1], err) || plan(&j, err))
+        goto done;
+    sum->ranges = j.nr;
+    sum->workers = c->nw;
+    for (int s = 0; s < 2; s++) /* the tree tasks need workers for both sides */
+        if (pick_worker(c, j.db[s], err) < 0)
+            goto done;
+    size_t next = 0;
+    while (j.ranges_done < j.nr) {
+        if (dispatch(&j, &next, err))
+            goto done;
+        int wi;
+        msg *m;
+        int r = recv_one(c, 1000, &wi, &m, err);
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            continue;
+        co_worker *w = &c->w[wi];
+        if (!w->busy_req || msg_id(m) != w->busy_req) {
+            msg_free(m); /* a late reply to something already settled */
+            continue;
+        }
+        size_t ri = (size_t)w->busy_task / 2;
+        int side = (int)(w->busy_task % 2);
+        w->busy_req = 0;
+        if (msg_type(m) == MSG_ERROR) {
+            const char *s;
+            size_t l;
+            if (msg_get_str(m, "error", &s, &l, NULL) == 0)
+                sl_err_set(err, "%.*s", (int)l, s);
+            else
+                sl_err_set(err, "a worker failed without saying why");
+            msg_free(m);
+            goto done;
+        }
+        int64_t rows;
+        range *rg = &j.r[ri];
+        if (msg_get_int(m, "rows", &rows, err) || read_nodes(m, &rg->root[side], err)) {
+            msg_free(m);
+            goto done;
+        }
+        msg_free(m);
+        rg->rows[side] = (uint64_t)rows;
+        rg->state[side] = 2;
+        if (rg->state[0] == 2 && rg->state[1] == 2 && compare_range(&j, ri, err))
+            goto done;
+    }
+    rc = 0;
+done:
+    /* leave no worker holding trees or tasks of this job */
+    for (size_t wi = 0; wi < c->nw; wi++)
+        c->w[wi].busy_req = 0;
+    for (size_t i = 0; i < j.nr; i++) {
+        sl_buf_free(&j.r[i].lo);
+        sl_buf_free(&j.r[i].hi);
+        mk_nodelist_free(&j.r[i].root[0]);
+        mk_nodelist_free(&j.r[i].root[1]);
+    }
+    free(j.r);
+    side_free(&sd[0]);
+    side_free(&sd[1]);
+    sl_buf_free(&j.scratch);
+    sum->elapsed = now_s() - t0;
+    return rc;
+}

@@ -1,0 +1,635 @@
+#include "wk.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "../connectors/conn.h"
+#include "../merkle/enc.h"
+#include "../merkle/mk_tree.h"
+#include "../proto/msg.h"
+
+#define WK_MAX_COLS 512
+
+typedef struct wk_dbconn {
+    char *name, *dsn;
+    conn *c; /* opened on first use */
+} wk_dbconn;
+
+typedef struct wk_tree {
+    uint64_t id;
+    mk_tree *t;
+} wk_tree;
+
+struct wk {
+    void *sock;
+    wk_dbconn *dbs;
+    size_t ndbs;
+    wk_tree *trees;
+    size_t ntrees, captrees;
+    sl_buf out;
+};
+
+/* A request's query spec, pointing into the message. */
+typedef struct spec {
+    conn_query q;
+    char *table, *where;
+    char *cols[WK_MAX_COLS];
+    int cls[WK_MAX_COLS];
+    int flags;
+} spec;
+
+static void spec_free(spec *s)
+{
+    free(s->table);
+    free(s->where);
+    for (size_t i = 0; i < s->q.ncols; i++)
+        free(s->cols[i]);
+}
+
+static int spec_read(const msg *m, spec *s, sl_err *err)
+{
+    const char *p;
+    size_t n;
+    const msgpack_object *cols, *cls;
+    uint32_t nc, ncl;
+    int64_t nkey, flags = 0;
+    memset(s, 0, sizeof *s);
+    if (msg_get_str(m, "table", &p, &n, err) || !(s->table = strndup(p, n)))
+        return -1;
+    if (msg_get_array(m, "cols", &cols, &nc, err) || msg_get_array(m, "cls", &cls, &ncl, err) ||
+        msg_get_int(m, "nkey", &nkey, err))
+        return -1;
+    if (nc == 0 || nc > WK_MAX_COLS || ncl != nc || nkey < 1 || nkey > (int64_t)nc || nkey > 32)
+        return sl_err_set(err, "malformed request: %u columns, %u classes, %lld key columns", nc,
+                          ncl, (long long)nkey);
+    const msgpack_object *w = msg_get(m, "where");
+    if (w && !msg_obj_is_nil(w)) {
+        if (msg_obj_str(w, &p, &n) || !(s->where = strndup(p, n)))
+            return sl_err_set(err, "malformed request: where is not a string");
+    }
+    const msgpack_object *f = msg_get(m, "flags");
+    if (f && msg_obj_int(f, &flags))
+        return sl_err_set(err, "malformed request: flags is not an integer");
+    for (uint32_t i = 0; i < nc; i++) {
+        int64_t c;
+        if (msg_obj_str(&cols[i], &p, &n) || msg_obj_int(&cls[i], &c) || c <= 0 ||
+            c >= ENC_CLASS_END)
+            return sl_err_set(err, "malformed request: column %u is not a (name, class)", i);
+        if (!(s->cols[i] = strndup(p, n)))
+            return sl_err_set(err, "out of memory");
+        s->cls[i] = (int)c;
+        s->q.ncols = i + 1;
+    }
+    s->q.table = s->table;
+    s->q.cols = (const char *const *)s->cols;
+    s->q.cls = s->cls;
+    s->q.nkey = (size_t)nkey;
+    s->q.where = s->where;
+    s->flags = (int)flags & ENC_STRICT;
+    return 0;
+}
+
+static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
+{
+    const msgpack_object *items;
+    uint32_t n;
+    int64_t kind;
+    if (msg_get_array(m, key, &items, &n, err))
+        return -1;
+    if (n != 2 || msg_obj_int(&items[0], &kind) || kind < MK_UNBOUNDED || kind > MK_EXCL)
+        return sl_err_set(err, "malformed request: bound \"%s\" is not [kind, key]", key);
+    b->kind = (int)kind;
+    b->key = NULL;
+    b->len = 0;
+    if (kind != MK_UNBOUNDED && msg_obj_bin(&items[1], &b->key, &b->len))
+        return sl_err_set(err, "malformed request: bound \"%s\" has no key", key);
+    return 0;
+}
+
+static conn *db_get(wk *w, const msg *m, sl_err *err)
+{
+    const char *p;
+    size_t n;
+    if (msg_get_str(m, "db", &p, &n, err))
+        return NULL;
+    for (size_t i = 0; i < w->ndbs; i++) {
+        wk_dbconn *d = &w->dbs[i];
+        if (strlen(d->name) != n || memcmp(d->name, p, n) != 0)
+            continue;
+        if (!d->c && !(d->c = conn_open(d->dsn, err)))
+            return sl_err_wrap(err, "%s", d->name), NULL;
+        return d->c;
+    }
+    return sl_err_set(err, "this worker has no database named \"%.*s\"", (int)n, p), NULL;
+}
+
+/* Forgets a connection after an error, so the next task reconnects
+ * instead of reusing a broken session. */
+static void db_drop(wk *w, conn *c)
+{
+    for (size_t i = 0; i < w->ndbs; i++)
+        if (w->dbs[i].c == c) {
+            conn_free(c);
+            w->dbs[i].c = NULL;
+        }
+}
+
+/* ---- row encoding --------------------------------------------------- */
+
+typedef struct rowenc {
+    const spec *s;
+    sl_buf key, row;
+    uint8_t hash[16];
+} rowenc;
+
+static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
+{
+    sl_buf_reset(&r->key);
+    sl_buf_reset(&r->row);
+    for (size_t k = 0; k < r->s->q.nkey; k++)
+        if (enc_key(&r->key, r->s->cls[k], &v[k], err))
+            return sl_err_wrap(err, "key column \"%s\"", r->s->cols[k]);
+    for (size_t k = 0; k < r->s->q.ncols; k++)
+        if (enc_value(&r->row, r->s->cls[k], &v[k], r->s->flags))
+            return sl_err_set(err, "out of memory");
+    enc_hash(r->row.p, r->row.len, r->hash);
+    return 0;
+}
+
+static void rowenc_free(rowenc *r)
+{
+    sl_buf_free(&r->key);
+    sl_buf_free(&r->row);
+}
+
+/* ---- handlers -------------------------------------------------------- */
+
+static void pack_node(msg_writer *mw, const mk_nodelist *l, size_t i)
+{
+    const mk_node *n = &l->v[i];
+    msg_pack_array(mw, 5);
+    msg_pack_uint(mw, n->level);
+    msg_pack_uint(mw, n->index);
+    msg_pack_bin(mw, n->hash, 16);
+    msg_pack_uint(mw, n->rows);
+    msg_pack_bin(mw, mk_nodelist_key(l, i), n->klen);
+}
+
+static int reply_nodes(wk *w, uint64_t id, uint64_t tree, uint64_t rows, const mk_nodelist *l,
+                       sl_err *err)
+{
+    msg_writer *mw = msg_writer_new(MSG_REPLY, id, 3);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_key(mw, "tree");
+    msg_pack_uint(mw, tree);
+    msg_key(mw, "rows");
+    msg_pack_uint(mw, rows);
+    msg_key(mw, "nodes");
+    msg_pack_array(mw, (uint32_t)l->n);
+    for (size_t i = 0; i < l->n; i++)
+        pack_node(mw, l, i);
+    int r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    return r;
+}
+
+static int do_describe(wk *w, const msg *m, sl_err *err)
+{
+    const char *p;
+    size_t n;
+    conn *c = db_get(w, m, err);
+    if (!c || msg_get_str(m, "table", &p, &n, err))
+        return -1;
+    char *table = strndup(p, n);
+    conn_table *t = NULL;
+    if (!table)
+        return sl_err_set(err, "out of memory");
+    int r = conn_describe(c, table, &t, err);
+    free(table);
+    if (r)
+        return -1;
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 3);
+    if (!mw) {
+        conn_table_free(t);
+        return sl_err_set(err, "out of memory");
+    }
+    msg_key(mw, "source");
+    msg_pack_cstr(mw, conn_name(c));
+    msg_key(mw, "columns");
+    msg_pack_array(mw, (uint32_t)t->ncols);
+    for (size_t i = 0; i < t->ncols; i++) {
+        msg_pack_array(mw, 3);
+        msg_pack_cstr(mw, t->cols[i].name);
+        msg_pack_cstr(mw, t->cols[i].type);
+        msg_pack_int(mw, t->cols[i].cls);
+    }
+    msg_key(mw, "key");
+    msg_pack_array(mw, (uint32_t)t->nkey);
+    for (size_t i = 0; i < t->nkey; i++)
+        msg_pack_cstr(mw, t->key[i]);
+    r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    conn_table_free(t);
+    return r;
+}
+
+typedef struct split_ctx {
+    rowenc re;
+    sl_buf keys; /* [u32 len][key] ... */
+    sl_buf last;
+    uint32_t n;
+} split_ctx;
+
+static int take_split(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    split_ctx *s = ctx;
+    (void)n;
+    sl_buf_reset(&s->re.key);
+    for (size_t k = 0; k < s->re.s->q.nkey; k++)
+        if (enc_key(&s->re.key, s->re.s->cls[k], &v[k], err))
+            return sl_err_wrap(err, "key column \"%s\"", s->re.s->cols[k]);
+    /* quantiles of a small table can repeat: keep bounds strictly rising */
+    if (s->n && (s->last.len == s->re.key.len && !memcmp(s->last.p, s->re.key.p, s->last.len)))
+        return 0;
+    uint32_t len = (uint32_t)s->re.key.len;
+    sl_buf_reset(&s->last);
+    if (sl_buf_append(&s->last, s->re.key.p, len) || sl_buf_append(&s->keys, &len, 4) ||
+        sl_buf_append(&s->keys, s->re.key.p, len))
+        return sl_err_set(err, "out of memory");
+    s->n++;
+    return 0;
+}
+
+static int do_split(wk *w, const msg *m, sl_err *err)
+{
+    spec s;
+    split_ctx sc = {0};
+    int64_t nranges;
+    int rc = -1;
+    conn *c = db_get(w, m, err);
+    if (!c || spec_read(m, &s, err) || msg_get_int(m, "ranges", &nranges, err))
+        goto done;
+    if (nranges < 1 || nranges > 1000000) {
+        sl_err_set(err, "malformed request: %lld ranges", (long long)nranges);
+        goto done;
+    }
+    sc.re.s = &s;
+    uint64_t rows = 0;
+    if (conn_split_keys(c, &s.q, (size_t)nranges, &rows, take_split, &sc, err)) {
+        db_drop(w, c);
+        goto done;
+    }
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 2);
+    if (!mw)
+        goto done;
+    msg_key(mw, "rows");
+    msg_pack_uint(mw, rows);
+    msg_key(mw, "bounds");
+    msg_pack_array(mw, sc.n);
+    for (size_t off = 0; off < sc.keys.len;) {
+        uint32_t len;
+        memcpy(&len, sc.keys.p + off, 4);
+        msg_pack_bin(mw, sc.keys.p + off + 4, len);
+        off += 4 + len;
+    }
+    rc = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+done:
+    spec_free(&s);
+    rowenc_free(&sc.re);
+    sl_buf_free(&sc.keys);
+    sl_buf_free(&sc.last);
+    return rc;
+}
+
+typedef struct tree_ctx {
+    rowenc re;
+    mk_tree *t;
+} tree_ctx;
+
+static int take_tree_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    tree_ctx *tc = ctx;
+    (void)n;
+    if (encode_row(&tc->re, v, err))
+        return -1;
+    return mk_tree_add_row(tc->t, tc->re.key.p, tc->re.key.len, tc->re.hash, err);
+}
+
+static mk_tree *tree_find(wk *w, uint64_t id)
+{
+    for (size_t i = 0; i < w->ntrees; i++)
+        if (w->trees[i].id == id)
+            return w->trees[i].t;
+    return NULL;
+}
+
+static void tree_release(wk *w, uint64_t id)
+{
+    for (size_t i = 0; i < w->ntrees; i++)
+        if (w->trees[i].id == id) {
+            mk_tree_free(w->trees[i].t);
+            w->trees[i] = w->trees[--w->ntrees];
+            return;
+        }
+}
+
+static int do_tree(wk *w, const msg *m, sl_err *err)
+{
+    spec s;
+    tree_ctx tc = {0};
+    mk_bound lo, hi;
+    int64_t id;
+    mk_nodelist root = {0};
+    int rc = -1;
+    conn *c = db_get(w, m, err);
+    if (!c || spec_read(m, &s, err) || bound_read(m, "lo", &lo, err) ||
+        bound_read(m, "hi", &hi, err) || msg_get_int(m, "tree", &id, err))
+        goto done;
+    tree_release(w, (uint64_t)id); /* a re-issued task replaces the old tree */
+    tc.re.s = &s;
+    if (!(tc.t = mk_tree_new(0))) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    if (conn_stream_range(c, &s.q, &lo, &hi, take_tree_row, &tc, err)) {
+        db_drop(w, c);
+        goto done;
+    }
+    if (mk_tree_finish(tc.t, err) || mk_tree_root(tc.t, &root, err))
+        goto done;
+    if (w->ntrees == w->captrees) {
+        size_t cap = w->captrees ? w->captrees * 2 : 8;
+        wk_tree *t = realloc(w->trees, cap * sizeof *t);
+        if (!t) {
+            sl_err_set(err, "out of memory");
+            goto done;
+        }
+        w->trees = t;
+        w->captrees = cap;
+    }
+    w->trees[w->ntrees++] = (wk_tree){(uint64_t)id, tc.t};
+    mk_tree *t = tc.t;
+    tc.t = NULL;
+    rc = reply_nodes(w, msg_id(m), (uint64_t)id, mk_tree_rows(t), &root, err);
+done:
+    mk_tree_free(tc.t);
+    mk_nodelist_free(&root);
+    rowenc_free(&tc.re);
+    spec_free(&s);
+    return rc;
+}
+
+static int do_nodes(wk *w, const msg *m, sl_err *err)
+{
+    int64_t id, level, index;
+    mk_nodelist l = {0};
+    if (msg_get_int(m, "tree", &id, err) || msg_get_int(m, "level", &level, err) ||
+        msg_get_int(m, "index", &index, err))
+        return -1;
+    mk_tree *t = tree_find(w, (uint64_t)id);
+    if (!t)
+        return sl_err_set(err, "no tree %lld on this worker", (long long)id);
+    if (level < 0 || level > UINT32_MAX || index < 0 || index > UINT32_MAX)
+        return sl_err_set(err, "malformed request: node (%lld, %lld)", (long long)level,
+                          (long long)index);
+    int rc = mk_tree_children(t, (uint32_t)level, (uint32_t)index, &l, err);
+    if (rc == 0)
+        rc = reply_nodes(w, msg_id(m), (uint64_t)id, 0, &l, err);
+    mk_nodelist_free(&l);
+    return rc;
+}
+
+typedef struct rows_ctx {
+    rowenc re;
+    msgpack_sbuffer sb; /* the rows, packed as they come */
+    msgpack_packer pk;
+    uint32_t n;
+    int fetch; /* FETCH: also per-column encodings and display text */
+    sl_buf col, disp;
+} rows_ctx;
+
+static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    rows_ctx *rc = ctx;
+    if (encode_row(&rc->re, v, err))
+        return -1;
+    msgpack_pack_array(&rc->pk, rc->fetch ? 3 : 2);
+    msgpack_pack_bin(&rc->pk, rc->re.key.len);
+    msgpack_pack_bin_body(&rc->pk, rc->re.key.p, rc->re.key.len);
+    if (!rc->fetch) {
+        msgpack_pack_bin(&rc->pk, 16);
+        msgpack_pack_bin_body(&rc->pk, rc->re.hash, 16);
+    } else {
+        msgpack_pack_array(&rc->pk, (uint32_t)n);
+        for (size_t k = 0; k < n; k++) {
+            sl_buf_reset(&rc->col);
+            if (enc_value(&rc->col, rc->re.s->cls[k], &v[k], rc->re.s->flags))
+                return sl_err_set(err, "out of memory");
+            msgpack_pack_bin(&rc->pk, rc->col.len);
+            msgpack_pack_bin_body(&rc->pk, rc->col.p, rc->col.len);
+        }
+        msgpack_pack_array(&rc->pk, (uint32_t)n);
+        for (size_t k = 0; k < n; k++) {
+            if (v[k].kind == ENC_V_NULL) {
+                msgpack_pack_nil(&rc->pk);
+                continue;
+            }
+            sl_buf_reset(&rc->disp);
+            if (enc_display(&rc->disp, &v[k]))
+                return sl_err_set(err, "out of memory");
+            msgpack_pack_str(&rc->pk, rc->disp.len);
+            msgpack_pack_str_body(&rc->pk, rc->disp.p, rc->disp.len);
+        }
+    }
+    rc->n++;
+    if (rc->sb.size > MSG_MAX_RAW / 2)
+        return sl_err_set(err, "span holds too many rows for one reply");
+    return 0;
+}
+
+static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
+{
+    spec s;
+    rows_ctx rc = {0};
+    int r = -1;
+    msgpack_sbuffer_init(&rc.sb);
+    msgpack_packer_init(&rc.pk, &rc.sb, msgpack_sbuffer_write);
+    rc.fetch = fetch;
+    conn *c = db_get(w, m, err);
+    if (!c || spec_read(m, &s, err))
+        goto done;
+    rc.re.s = &s;
+    if (!fetch) {
+        mk_bound lo, hi;
+        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err))
+            goto done;
+        if (conn_stream_range(c, &s.q, &lo, &hi, take_rows_row, &rc, err)) {
+            db_drop(w, c);
+            goto done;
+        }
+    } else {
+        const msgpack_object *keys;
+        uint32_t nk;
+        if (msg_get_array(m, "keys", &keys, &nk, err))
+            goto done;
+        const uint8_t **kp = calloc(nk + 1, sizeof *kp);
+        size_t *kl = calloc(nk + 1, sizeof *kl);
+        int bad = !kp || !kl;
+        for (uint32_t i = 0; !bad && i < nk; i++)
+            bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0;
+        if (bad) {
+            sl_err_set(err, "malformed request: keys are not binary");
+        } else if (conn_fetch_keys(c, &s.q, kp, kl, nk, take_rows_row, &rc, err)) {
+            db_drop(w, c);
+            bad = 1;
+        }
+        free(kp);
+        free(kl);
+        if (bad)
+            goto done;
+    }
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    if (!mw) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    msg_key(mw, "rows");
+    msg_pack_array(mw, rc.n);
+    msg_pack_raw(mw, rc.sb.data, rc.sb.size); /* rows packed as they came */
+    r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+done:
+    spec_free(&s);
+    rowenc_free(&rc.re);
+    sl_buf_free(&rc.col);
+    sl_buf_free(&rc.disp);
+    msgpack_sbuffer_destroy(&rc.sb);
+    return r;
+}
+
+/* ---- the loop --------------------------------------------------------- */
+
+static int send_frame(wk *w, const sl_buf *b)
+{
+    return zmq_send(w->sock, b->p, b->len, 0) < 0 ? -1 : 0;
+}
+
+static int send_hello(wk *w, sl_err *err)
+{
+    msg_writer *mw = msg_writer_new(MSG_HELLO, 0, 1);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_key(mw, "dbs");
+    msg_pack_array(mw, (uint32_t)w->ndbs);
+    for (size_t i = 0; i < w->ndbs; i++)
+        msg_pack_cstr(mw, w->dbs[i].name);
+    int r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    if (r == 0 && send_frame(w, &w->out))
+        r = sl_err_set(err, "cannot send hello: %s", zmq_strerror(zmq_errno()));
+    return r;
+}
+
+wk *wk_new(const wk_config *cfg, sl_err *err)
+{
+    wk *w = calloc(1, sizeof *w);
+    if (!w)
+        return sl_err_set(err, "out of memory"), NULL;
+    w->dbs = calloc(cfg->ndbs ? cfg->ndbs : 1, sizeof *w->dbs);
+    if (!w->dbs)
+        goto oom;
+    for (size_t i = 0; i < cfg->ndbs; i++) {
+        w->dbs[i].name = strdup(cfg->dbs[i].name);
+        w->dbs[i].dsn = strdup(cfg->dbs[i].dsn);
+        w->ndbs = i + 1;
+        if (!w->dbs[i].name || !w->dbs[i].dsn)
+            goto oom;
+    }
+    w->sock = zmq_socket(cfg->zctx, ZMQ_DEALER);
+    if (!w->sock) {
+        sl_err_set(err, "cannot create worker socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    int linger = 0;
+    zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(w->sock, cfg->endpoint) != 0) {
+        sl_err_set(err, "cannot connect to coordinator at %s: %s", cfg->endpoint,
+                   zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return w;
+oom:
+    sl_err_set(err, "out of memory");
+fail:
+    wk_free(w);
+    return NULL;
+}
+
+void wk_free(wk *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->ndbs; i++) {
+        conn_free(w->dbs[i].c);
+        free(w->dbs[i].name);
+        free(w->dbs[i].dsn);
+    }
+    free(w->dbs);
+    for (size_t i = 0; i < w->ntrees; i++)
+        mk_tree_free(w->trees[i].t);
+    free(w->trees);
+    if (w->sock)
+        zmq_close(w->sock);
+    sl_buf_free(&w->out);
+    free(w);
+}
+
+int wk_run(wk *w, sl_err *err)
+{
+    if (send_hello(w, err))
+        return -1;
+    zmq_msg_t in;
+    for (;;) {
+        zmq_msg_init(&in);
+        if (zmq_msg_recv(&in, w->sock, 0) < 0) {
+            zmq_msg_close(&in);
+            if (zmq_errno() == EINTR)
+                continue;
+            return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
+        }
+        sl_err e = {{0}};
+        msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
+        zmq_msg_close(&in);
+        int r = -1, reply = 1;
+        uint64_t id = m ? msg_id(m) : 0;
+        if (m) {
+            switch (msg_type(m)) {
+            case MSG_DESCRIBE: r = do_describe(w, m, &e); break;
+            case MSG_SPLIT: r = do_split(w, m, &e); break;
+            case MSG_TREE: r = do_tree(w, m, &e); break;
+            case MSG_NODES: r = do_nodes(w, m, &e); break;
+            case MSG_ROWS: r = do_rows(w, m, 0, &e); break;
+            case MSG_FETCH: r = do_rows(w, m, 1, &e); break;
+            case MSG_RELEASE: {
+                int64_t t;
+                if (msg_get_int(m, "tree", &t, &e) == 0)
+                    tree_release(w, (uint64_t)t);
+                reply = 0;
+                break;
+            }
+            case MSG_SHUTDOWN: msg_free(m); return 0;
+            default: sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
+            }
+            msg_free(m);
+        }
+        if (!reply)
+            continue;
+        if (r != 0 && msg_error_frame(id, e.msg, &w->out) != 0)
+            return sl_err_set(err, "out of memory");
+        if (send_frame(w, &w->out))
+            return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
+    }
+}

@@ -1,0 +1,36 @@
+/* wk: the worker. It connects a DEALER socket to a coordinator, says which
+ * databases it can reach (by name: credentials never leave the worker), and
+ * then serves requests one at a time: describe, split, tree, nodes, rows,
+ * fetch, release, until it is told to shut down. Trees it built are kept
+ * until the coordinator releases them, so that it can drill into them. */
+#ifndef WK_H
+#define WK_H
+
+#include <stddef.h>
+
+#include "../base/sl.h"
+
+/* A database the worker can reach: name as the coordinator knows it
+ * ("source", "target", ...) and the DSN, which stays here. */
+typedef struct wk_db {
+    const char *name;
+    const char *dsn;
+} wk_db;
+
+typedef struct wk_config {
+    void *zctx;           /* ZeroMQ context (shared with inproc peers) */
+    const char *endpoint; /* the coordinator's worker socket */
+    const wk_db *dbs;
+    size_t ndbs;
+} wk_config;
+
+typedef struct wk wk;
+
+/* Copies what it needs from cfg. NULL with err set on failure. */
+wk *wk_new(const wk_config *cfg, sl_err *err);
+void wk_free(wk *w);
+
+/* Serves until a shutdown message arrives (0) or the socket fails (-1). */
+int wk_run(wk *w, sl_err *err);
+
+#endif
