@@ -387,8 +387,9 @@ static int cmd_diff(int argc, char **argv)
         }
         case 'h': fputs(usage_diff, stdout); return 0;
         default:
-            fprintf(stderr, "sluice: unknown or incomplete option \"%s\"\n%s", argv[optind - 1],
-                    usage_diff);
+            /* up to any '=': the value may be a DSN with a password */
+            fprintf(stderr, "sluice: unknown or incomplete option \"%.*s\"\n%s",
+                    (int)strcspn(argv[optind - 1], "="), argv[optind - 1], usage_diff);
             return 2;
         }
     }
@@ -450,7 +451,8 @@ static int cmd_diff(int argc, char **argv)
                          "check --table and --where, or pass --allow-empty");
         goto out;
     }
-    qsort(rep.v, rep.n, sizeof *rep.v, div_cmp);
+    if (rep.n)
+        qsort(rep.v, rep.n, sizeof *rep.v, div_cmp);
     const char *tt = o.target_table ? o.target_table : o.table;
     if (strcmp(format, "json") == 0)
         print_json(&rep, &sum, o.table, tt);
@@ -498,6 +500,14 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "diff"))
         return cmd_diff(argc - 1, argv + 1);
-    fprintf(stderr, "sluice: unknown command \"%s\"; try: sluice help\n", argv[1]);
+    /* echo the word only if it cannot be a DSN carrying a password */
+    int plain = strlen(argv[1]) < 32;
+    for (const char *p = argv[1]; *p; p++)
+        plain = plain && ((*p >= 'a' && *p <= 'z') || *p == '-');
+    if (plain)
+        fprintf(stderr, "sluice: unknown command \"%s\"; try: sluice help\n", argv[1]);
+    else
+        fprintf(stderr, "sluice: unknown command; the first word must be a command such as "
+                        "diff (try: sluice help)\n");
     return 2;
 }

@@ -1,0 +1,151 @@
+"""Test harness: a real PostgreSQL server of our own, TAP output, and a way
+to run the sluice binary under test.
+
+PgServer runs initdb as an unprivileged user (nobody, when we are root) in
+a temporary directory, starts postgres on a free loopback port with
+password authentication over TCP, and stops and removes it at exit.
+"""
+import atexit
+import glob
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import psycopg2
+
+SLUICE = os.environ.get("SLUICE") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "asan", "sluice")
+# Sanitizer reports must not look like "exit 1 = different".
+SAN_ENV = {
+    "ASAN_OPTIONS": "exitcode=86:detect_leaks=1:abort_on_error=0",
+    "UBSAN_OPTIONS": "halt_on_error=1:exitcode=87:print_stacktrace=1",
+    "LSAN_OPTIONS": "exitcode=88",
+}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class PgServer:
+    PASSWORD = "s3cret-pw-for-tests"
+    USER = "sluice"
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("PostgreSQL server binaries not found; run scripts/deps.sh --test")
+        self.bindir = os.path.dirname(bins[-1])
+        self.dir = tempfile.mkdtemp(prefix="sluice-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.runas = []
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
+            self.runas = ["runuser", "-u", "nobody", "--"]
+        pwfile = os.path.join(self.dir, "pw")
+        with open(pwfile, "w") as f:
+            f.write(self.PASSWORD + "\n")
+        if self.runas:
+            os.chown(pwfile, nobody.pw_uid, nobody.pw_gid)
+        self._run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", self.USER,
+                   "--pwfile", pwfile, "--auth-local=trust", "--auth-host=scram-sha-256",
+                   "-E", "UTF8", "--locale=C.UTF-8"])
+        atexit.register(self.stop)
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
+                   os.path.join(self.dir, "log"), "-w", "-t", "60", "-o",
+                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off", "start"])
+        self.started = True
+
+    def _run(self, cmd):
+        r = subprocess.run(self.runas + cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {r.stderr or r.stdout}")
+
+    def stop(self):
+        if getattr(self, "started", False):
+            subprocess.run(self.runas + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
+                                         "-m", "immediate", "-w", "stop"], capture_output=True)
+            self.started = False
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def dsn(self, db="postgres", password=None):
+        pw = self.PASSWORD if password is None else password
+        return f"postgresql://{self.USER}:{pw}@127.0.0.1:{self.port}/{db}"
+
+    def connect(self, db="postgres"):
+        c = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.USER,
+                             password=self.PASSWORD, dbname=db)
+        c.autocommit = True
+        return c
+
+    def createdb(self, name):
+        c = self.connect()
+        c.cursor().execute(f'CREATE DATABASE "{name}"')
+        c.close()
+        return name
+
+
+def sluice(*args, env=None):
+    """Runs sluice; returns (exit status, stdout, stderr)."""
+    e = dict(os.environ)
+    e.update(SAN_ENV)
+    e.pop("PGPASSWORD", None)
+    if env:
+        e.update(env)
+    r = subprocess.run([SLUICE] + list(args), capture_output=True, text=True, env=e,
+                       timeout=300)
+    return r.returncode, r.stdout, r.stderr
+
+
+def sluice_json(*args, env=None):
+    code, out, err = sluice(*args, "--format", "json", "--no-progress", env=env)
+    try:
+        doc = json.loads(out) if out.strip() else None
+    except ValueError:
+        doc = None
+    return code, doc, err
+
+
+class Tap:
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, name, diag=None):
+        self.n += 1
+        print(f"{'' if cond else 'not '}ok {self.n} - {name}", flush=True)
+        if not cond:
+            self.failed += 1
+            if diag:
+                for line in str(diag).splitlines()[:40]:
+                    print(f"#   {line}", flush=True)
+        return cond
+
+    def diag(self, msg):
+        print(f"# {msg}", flush=True)
+
+    def done(self):
+        print(f"1..{self.n}", flush=True)
+        sys.exit(1 if self.failed else 0)
+
+
+def divergence_set(doc):
+    """{(kind, key tuple, columns tuple)} from a sluice JSON report."""
+    out = set()
+    for d in doc["divergences"]:
+        key = tuple(d["key"][k] for k in d["key"])
+        cols = tuple(sorted(c["column"] for c in d.get("columns", [])))
+        out.add((d["kind"], key, cols))
+    return out
