@@ -388,14 +388,14 @@ static int cmd_diff(int argc, char **argv)
         case 'h': fputs(usage_diff, stdout); return 0;
         default:
             /* up to any '=': the value may be a DSN with a password */
-            fprintf(stderr, "sluice: unknown or incomplete option \"%.*s\"\n%s",
-                    (int)strcspn(argv[optind - 1], "="), argv[optind - 1], usage_diff);
+            fprintf(stderr, "sluice: unknown or incomplete option \"%.*s\" (try: sluice diff --help)\n",
+                    (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
             return 2;
         }
     }
     if (argc - optind != 2) {
-        fprintf(stderr, "sluice: diff needs exactly two databases, SOURCE and TARGET\n%s",
-                usage_diff);
+        fprintf(stderr, "sluice: diff needs exactly two databases, SOURCE and TARGET (try: sluice "
+                        "diff --help)\n");
         return 2;
     }
     if (!o.table)

@@ -296,7 +296,8 @@ static int wait_replies(co *c, const uint64_t *ids, msg **replies, size_t n, sl_
         if (!c->backlog_tail)
             c->backlog_tail = p;
     }
-    for (size_t k = 0; k < n; k++) {
+    int failed = 0;
+    for (size_t k = 0; k < n && !failed; k++) {
         if (msg_type(replies[k]) == MSG_ERROR) {
             const char *s;
             size_t l;
@@ -304,11 +305,20 @@ static int wait_replies(co *c, const uint64_t *ids, msg **replies, size_t n, sl_
                 sl_err_set(err, "%.*s", (int)l, s);
             else
                 sl_err_set(err, "a worker failed without saying why");
-            return -1;
+            failed = 1;
         }
     }
-    return 0;
+    if (failed) /* the caller gets the error, not the replies */
+        for (size_t k = 0; k < n; k++) {
+            msg_free(replies[k]);
+            replies[k] = NULL;
+        }
+    return failed ? -1 : 0;
 fail:
+    for (size_t k = 0; k < n; k++) {
+        msg_free(replies[k]);
+        replies[k] = NULL;
+    }
     while (keep) {
         pending *p = keep;
         keep = p->next;
@@ -574,9 +584,9 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                               a < 0 ? "source" : "target", a < 0 ? j->table[0] : j->table[1]);
         int cls = enc_class_common(s->cls[a], t->cls[b], flags);
         if (!cls || !enc_key_is_supported(cls))
-            return sl_err_set(err, "key column \"%s\" has type %s in source and %s in target, "
-                                   "which sluice cannot order alike; key columns must be "
-                                   "integer, text, uuid or bytea (pass --key to choose others)",
+            return sl_err_set(err, "key column \"%s\" has type %s (source) and %s (target); "
+                                   "sluice orders keys of integer, text, uuid or bytea type only: "
+                                   "pass --key with such columns",
                               key[i], s->type[a], t->type[b]);
         for (size_t k = 0; k < i; k++)
             if (strcmp(key[k], key[i]) == 0)
