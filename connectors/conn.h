@@ -35,6 +35,7 @@ typedef struct conn_table {
     size_t ncols;
     char **key;
     size_t nkey;
+    int is_loosely_typed; /* SQLite: declared types are hints, not rules */
 } conn_table;
 
 /* What to read: cols[0..nkey) are the key, cls[] the class each column is

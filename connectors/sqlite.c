@@ -206,6 +206,7 @@ static int sq_describe(conn *c, const char *table, conn_table **out, sl_err *err
             }
         t->nkey = maxpk;
     }
+    t->is_loosely_typed = 1;
     *out = t;
     t = NULL;
     rc = 0;

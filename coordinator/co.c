@@ -383,6 +383,7 @@ typedef struct side_desc {
     size_t n;
     char *key[32];
     size_t nkey;
+    int loose; /* declared types are hints (SQLite) */
     char source[256];
 } side_desc;
 
@@ -474,6 +475,10 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
         goto done;
     if (msg_get_str(m, "source", &s, &l, NULL) == 0)
         snprintf(d->source, sizeof d->source, "%.*s", (int)l, s);
+    int64_t loose = 0;
+    if (msg_get(m, "loose"))
+        msg_get_int(m, "loose", &loose, NULL);
+    d->loose = loose != 0;
     if (nc > CO_MAX_COLS || nk > 32) {
         sl_err_set(err, "table \"%s\" has too many columns (%u) or key columns (%u)",
                    j->table[side], nc, nk);
@@ -621,6 +626,11 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                 return -1;
             continue;
         }
+        /* between two strictly typed databases a changed type class is drift
+         * worth reporting, even when the values still compare */
+        if (s->cls[i] != t->cls[b] && !s->loose && !t->loose &&
+            emit_schema(j, name, "type changed", s->type[i], t->type[b], err))
+            return -1;
         j->cols[j->ncols] = name;
         j->cls[j->ncols++] = cls;
     }

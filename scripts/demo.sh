@@ -44,7 +44,7 @@ INSERT INTO orders VALUES (120001, 42, 19.99, 'EUR', 'pending', 'late insert',
 SQL
 echo "sluice demo: sluice diff sqlite:$dir/source.db sqlite:$dir/target.db --table orders --workers 2" >&2
 set +e
-build/sluice diff "sqlite:$dir/source.db" "sqlite:$dir/target.db" --table orders --workers 2
+"${SLUICE:-build/sluice}" diff "sqlite:$dir/source.db" "sqlite:$dir/target.db" --table orders --workers 2
 status=$?
 set -e
 # Finding divergence is the demo's purpose: exit 1 ("different") is success.

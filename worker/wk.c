@@ -210,7 +210,7 @@ static int do_describe(wk *w, const msg *m, sl_err *err)
     free(table);
     if (r)
         return -1;
-    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 3);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 4);
     if (!mw) {
         conn_table_free(t);
         return sl_err_set(err, "out of memory");
@@ -225,6 +225,8 @@ static int do_describe(wk *w, const msg *m, sl_err *err)
         msg_pack_cstr(mw, t->cols[i].type);
         msg_pack_int(mw, t->cols[i].cls);
     }
+    msg_key(mw, "loose");
+    msg_pack_int(mw, t->is_loosely_typed);
     msg_key(mw, "key");
     msg_pack_array(mw, (uint32_t)t->nkey);
     for (size_t i = 0; i < t->nkey; i++)
