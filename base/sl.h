@@ -32,7 +32,10 @@ int sl_buf_reserve(sl_buf *b, size_t extra);
 int sl_buf_append(sl_buf *b, const void *p, size_t n);
 int sl_buf_putc(sl_buf *b, uint8_t c);
 int sl_buf_printf(sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static inline void sl_buf_reset(sl_buf *b) { b->len = 0; }
+static inline void sl_buf_reset(sl_buf *b)
+{
+    b->len = 0;
+}
 void sl_buf_free(sl_buf *b);
 
 /* Returns a malloc'd NUL-terminated copy of the buffer's contents, or NULL. */

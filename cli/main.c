@@ -164,10 +164,14 @@ static void report_free(report *r)
 static const char *kind_name(int kind)
 {
     switch (kind) {
-    case CO_MISSING: return "missing-in-target";
-    case CO_EXTRA: return "extra-in-target";
-    case CO_CHANGED: return "changed";
-    default: return "schema";
+    case CO_MISSING:
+        return "missing-in-target";
+    case CO_EXTRA:
+        return "extra-in-target";
+    case CO_CHANGED:
+        return "changed";
+    default:
+        return "schema";
     }
 }
 
@@ -203,8 +207,7 @@ static void print_key(FILE *f, const report *r, const div_rec *d)
     }
 }
 
-static void print_text(const report *r, const co_summary *s, const char *table,
-                       const char *ttable)
+static void print_text(const report *r, const co_summary *s, const char *table, const char *ttable)
 {
     for (size_t i = 0; i < r->n; i++) {
         const div_rec *d = &r->v[i];
@@ -257,8 +260,8 @@ static void print_json(const report *r, const co_summary *s, const char *table, 
     json_object_set_new(root, "format_version", json_integer(1));
     json_object_set_new(root, "encoding_version", json_integer(ENC_VERSION));
     json_object_set_new(root, "source",
-                        json_pack("{s:s, s:s, s:I}", "name", s->source_name, "table", table,
-                                  "rows", (json_int_t)s->source_rows));
+                        json_pack("{s:s, s:s, s:I}", "name", s->source_name, "table", table, "rows",
+                                  (json_int_t)s->source_rows));
     json_object_set_new(root, "target",
                         json_pack("{s:s, s:s, s:I}", "name", s->target_name, "table", ttable,
                                   "rows", (json_int_t)s->target_rows));
@@ -277,23 +280,22 @@ static void print_json(const report *r, const co_summary *s, const char *table, 
         if (d->kind == CO_CHANGED) {
             json_t *cols = json_array();
             for (size_t k = 0; k < d->ncols; k++)
-                json_array_append_new(cols, json_pack("{s:s, s:o, s:o}", "column",
-                                                      d->cols[k].column, "source",
-                                                      jstr(d->cols[k].source), "target",
-                                                      jstr(d->cols[k].target)));
+                json_array_append_new(
+                    cols, json_pack("{s:s, s:o, s:o}", "column", d->cols[k].column, "source",
+                                    jstr(d->cols[k].source), "target", jstr(d->cols[k].target)));
             json_object_set_new(o, "columns", cols);
         }
         json_array_append_new(divs, o);
     }
     json_object_set_new(root, "schema", schema);
     json_object_set_new(root, "divergences", divs);
-    json_object_set_new(
-        root, "summary",
-        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal", r->n == 0, "changed",
-                  (json_int_t)s->changed, "missing_in_target", (json_int_t)s->missing,
-                  "extra_in_target", (json_int_t)s->extra, "schema", (json_int_t)s->schema,
-                  "ranges", (json_int_t)s->ranges, "workers", (json_int_t)s->workers,
-                  "elapsed_seconds", s->elapsed));
+    json_object_set_new(root, "summary",
+                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal", r->n == 0,
+                                  "changed", (json_int_t)s->changed, "missing_in_target",
+                                  (json_int_t)s->missing, "extra_in_target", (json_int_t)s->extra,
+                                  "schema", (json_int_t)s->schema, "ranges", (json_int_t)s->ranges,
+                                  "workers", (json_int_t)s->workers, "elapsed_seconds",
+                                  s->elapsed));
     char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (txt)
         puts(txt);
@@ -345,14 +347,20 @@ static int fail2(const char *fmt, const char *arg)
 
 static int cmd_diff(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"table", required_argument, 0, 't'},     {"target-table", required_argument, 0, 'T'},
-        {"key", required_argument, 0, 'k'},       {"columns", required_argument, 0, 'c'},
-        {"exclude-columns", required_argument, 0, 'x'}, {"where", required_argument, 0, 'w'},
-        {"workers", required_argument, 0, 'n'},   {"format", required_argument, 0, 'f'},
-        {"strict", no_argument, 0, 's'},          {"ranges", required_argument, 0, 'r'},
-        {"allow-empty", no_argument, 0, 'e'},     {"no-progress", no_argument, 0, 'P'},
-        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    static const struct option opts[] = {{"table", required_argument, 0, 't'},
+                                         {"target-table", required_argument, 0, 'T'},
+                                         {"key", required_argument, 0, 'k'},
+                                         {"columns", required_argument, 0, 'c'},
+                                         {"exclude-columns", required_argument, 0, 'x'},
+                                         {"where", required_argument, 0, 'w'},
+                                         {"workers", required_argument, 0, 'n'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"strict", no_argument, 0, 's'},
+                                         {"ranges", required_argument, 0, 'r'},
+                                         {"allow-empty", no_argument, 0, 'e'},
+                                         {"no-progress", no_argument, 0, 'P'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     co_diff_opts o = {.source_db = "source", .target_db = "target"};
     const char *format = "text", *keys = NULL, *cols = NULL, *excl = NULL;
     long workers = 2;
@@ -363,16 +371,36 @@ static int cmd_diff(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end;
         switch (ch) {
-        case 't': o.table = optarg; break;
-        case 'T': o.target_table = optarg; break;
-        case 'k': keys = optarg; break;
-        case 'c': cols = optarg; break;
-        case 'x': excl = optarg; break;
-        case 'w': o.where = optarg; break;
-        case 'f': format = optarg; break;
-        case 's': o.strict = 1; break;
-        case 'e': allow_empty = 1; break;
-        case 'P': progress = 0; break;
+        case 't':
+            o.table = optarg;
+            break;
+        case 'T':
+            o.target_table = optarg;
+            break;
+        case 'k':
+            keys = optarg;
+            break;
+        case 'c':
+            cols = optarg;
+            break;
+        case 'x':
+            excl = optarg;
+            break;
+        case 'w':
+            o.where = optarg;
+            break;
+        case 'f':
+            format = optarg;
+            break;
+        case 's':
+            o.strict = 1;
+            break;
+        case 'e':
+            allow_empty = 1;
+            break;
+        case 'P':
+            progress = 0;
+            break;
         case 'n':
             workers = strtol(optarg, &end, 10);
             if (*end || workers < 1 || workers > 64)
@@ -385,10 +413,13 @@ static int cmd_diff(int argc, char **argv)
             o.ranges = (size_t)r;
             break;
         }
-        case 'h': fputs(usage_diff, stdout); return 0;
+        case 'h':
+            fputs(usage_diff, stdout);
+            return 0;
         default:
             /* up to any '=': the value may be a DSN with a password */
-            fprintf(stderr, "sluice: unknown or incomplete option \"%.*s\" (try: sluice diff --help)\n",
+            fprintf(stderr,
+                    "sluice: unknown or incomplete option \"%.*s\" (try: sluice diff --help)\n",
                     (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
             return 2;
         }

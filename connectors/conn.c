@@ -52,8 +52,8 @@ static int put_table(conn *c, sl_buf *sql, const char *table)
     char *schema = strndup(table, (size_t)(dot - table));
     if (!schema)
         return -1;
-    int r = c->ops->quote(c, sql, schema) || sl_buf_putc(sql, '.') ||
-            c->ops->quote(c, sql, dot + 1);
+    int r =
+        c->ops->quote(c, sql, schema) || sl_buf_putc(sql, '.') || c->ops->quote(c, sql, dot + 1);
     free(schema);
     return r ? -1 : 0;
 }

@@ -151,13 +151,26 @@ static int classify(const char *typname)
         const char *name;
         int cls;
     } map[] = {
-        {"int2", ENC_INT},      {"int4", ENC_INT},           {"int8", ENC_INT},
-        {"oid", ENC_INT},       {"numeric", ENC_NUMERIC},    {"float4", ENC_FLOAT},
-        {"float8", ENC_FLOAT},  {"bool", ENC_BOOL},          {"text", ENC_TEXT},
-        {"varchar", ENC_TEXT},  {"bpchar", ENC_TEXT},        {"name", ENC_TEXT},
-        {"citext", ENC_TEXT},   {"bytea", ENC_BYTEA},        {"date", ENC_DATE},
-        {"timestamp", ENC_TIMESTAMP}, {"timestamptz", ENC_TIMESTAMPTZ}, {"uuid", ENC_UUID},
-        {"json", ENC_JSON},     {"jsonb", ENC_JSON},
+        {"int2", ENC_INT},
+        {"int4", ENC_INT},
+        {"int8", ENC_INT},
+        {"oid", ENC_INT},
+        {"numeric", ENC_NUMERIC},
+        {"float4", ENC_FLOAT},
+        {"float8", ENC_FLOAT},
+        {"bool", ENC_BOOL},
+        {"text", ENC_TEXT},
+        {"varchar", ENC_TEXT},
+        {"bpchar", ENC_TEXT},
+        {"name", ENC_TEXT},
+        {"citext", ENC_TEXT},
+        {"bytea", ENC_BYTEA},
+        {"date", ENC_DATE},
+        {"timestamp", ENC_TIMESTAMP},
+        {"timestamptz", ENC_TIMESTAMPTZ},
+        {"uuid", ENC_UUID},
+        {"json", ENC_JSON},
+        {"jsonb", ENC_JSON},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcmp(map[i].name, typname) == 0)
@@ -238,8 +251,10 @@ static int pg_describe(conn *c, const char *table, conn_table **out, sl_err *err
     if (pg_query(c, "SELECT to_regclass($1)::oid", &p, 1, 1, cls, found_rel, &found, err))
         goto done;
     if (!found) {
-        sl_err_set(err, "%s: table \"%s\" does not exist (names are case-sensitive; use "
-                        "schema.table)", c->name, table);
+        sl_err_set(err,
+                   "%s: table \"%s\" does not exist (names are case-sensitive; use "
+                   "schema.table)",
+                   c->name, table);
         goto done;
     }
     desc_ctx d = {t, 0, 0};
@@ -296,8 +311,11 @@ conn *conn_pg_open(const char *dsn, sl_err *err)
         first_line(perr ? perr : "out of memory", line, sizeof line);
         PQfreemem(perr);
         free(p);
-        return sl_err_set(err, "invalid connection string: %s (expected postgresql://... or "
-                               "sqlite:PATH)", line), NULL;
+        return sl_err_set(err,
+                          "invalid connection string: %s (expected postgresql://... or "
+                          "sqlite:PATH)",
+                          line),
+               NULL;
     }
     PQconninfoFree(opts);
     p->pg = PQconnectdb(dsn);

@@ -48,11 +48,21 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
         int b;
         const enc_val *v = &params[i];
         switch (v->kind) {
-        case ENC_V_INT: b = sqlite3_bind_int64(st, (int)i + 1, v->i); break;
-        case ENC_V_FLOAT: b = sqlite3_bind_double(st, (int)i + 1, v->d); break;
-        case ENC_V_TEXT: b = sqlite3_bind_text(st, (int)i + 1, v->p, (int)v->len, SQLITE_STATIC); break;
-        case ENC_V_BLOB: b = sqlite3_bind_blob(st, (int)i + 1, v->p, (int)v->len, SQLITE_STATIC); break;
-        default: b = sqlite3_bind_null(st, (int)i + 1); break;
+        case ENC_V_INT:
+            b = sqlite3_bind_int64(st, (int)i + 1, v->i);
+            break;
+        case ENC_V_FLOAT:
+            b = sqlite3_bind_double(st, (int)i + 1, v->d);
+            break;
+        case ENC_V_TEXT:
+            b = sqlite3_bind_text(st, (int)i + 1, v->p, (int)v->len, SQLITE_STATIC);
+            break;
+        case ENC_V_BLOB:
+            b = sqlite3_bind_blob(st, (int)i + 1, v->p, (int)v->len, SQLITE_STATIC);
+            break;
+        default:
+            b = sqlite3_bind_null(st, (int)i + 1);
+            break;
         }
         if (b != SQLITE_OK)
             rc = sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
@@ -89,7 +99,9 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
                 if (!row[k].p)
                     row[k].p = "";
                 break;
-            default: row[k] = (enc_val){.kind = ENC_V_NULL}; break;
+            default:
+                row[k] = (enc_val){.kind = ENC_V_NULL};
+                break;
             }
         }
         rc = fn(ctx, row, ncols, err);

@@ -537,7 +537,10 @@ static int in_list(const char *const *list, size_t n, const char *name)
 static int emit_schema(job *j, const char *column, const char *detail, const char *st,
                        const char *tt, sl_err *err)
 {
-    co_event ev = {.kind = CO_SCHEMA, .column = column, .detail = detail, .source_type = st,
+    co_event ev = {.kind = CO_SCHEMA,
+                   .column = column,
+                   .detail = detail,
+                   .source_type = st,
                    .target_type = tt};
     j->sum->schema++;
     if (j->cb->event && j->cb->event(j->cb->ctx, &ev))
@@ -574,8 +577,10 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                 snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", i ? ", " : "", s->key[i]);
             for (size_t i = 0; i < t->nkey; i++)
                 snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", i ? ", " : "", t->key[i]);
-            return sl_err_set(err, "key columns differ: source (%s), target (%s); pass --key "
-                                   "to choose one", a, b);
+            return sl_err_set(err,
+                              "key columns differ: source (%s), target (%s); pass --key "
+                              "to choose one",
+                              a, b);
         }
         for (size_t i = 0; i < s->nkey; i++)
             key[i] = s->key[i];
@@ -589,9 +594,10 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                               a < 0 ? "source" : "target", a < 0 ? j->table[0] : j->table[1]);
         int cls = enc_class_common(s->cls[a], t->cls[b], flags);
         if (!cls || !enc_key_is_supported(cls))
-            return sl_err_set(err, "key column \"%s\" has type %s (source) and %s (target); "
-                                   "sluice orders keys of integer, text, uuid or bytea type only: "
-                                   "pass --key with such columns",
+            return sl_err_set(err,
+                              "key column \"%s\" has type %s (source) and %s (target); "
+                              "sluice orders keys of integer, text, uuid or bytea type only: "
+                              "pass --key with such columns",
                               key[i], s->type[a], t->type[b]);
         for (size_t k = 0; k < i; k++)
             if (strcmp(key[k], key[i]) == 0)
@@ -811,8 +817,8 @@ static int read_nodes(const msg *m, mk_nodelist *out, sl_err *err)
         size_t hl, kl;
         if (msg_obj_array(&nodes[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &level) ||
             msg_obj_int(&f[1], &index) || msg_obj_bin(&f[2], &hash, &hl) || hl != 16 ||
-            msg_obj_int(&f[3], &rows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 ||
-            level > 64 || index < 0 || index > UINT32_MAX || rows < 0)
+            msg_obj_int(&f[3], &rows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 || level > 64 ||
+            index < 0 || index > UINT32_MAX || rows < 0)
             return sl_err_set(err, "malformed tree node from a worker");
         if (mk_nodelist_add(out, (uint32_t)level, (uint32_t)index, hash, (uint64_t)rows, key, kl))
             return sl_err_set(err, "out of memory");
@@ -844,8 +850,8 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
 
 /* Turns an encoded key into display strings; vals point into j->scratch and
  * strs. */
-static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs,
-                       const char **vals, sl_err *err)
+static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs, const char **vals,
+                       sl_err *err)
 {
     enc_val v[32];
     if (enc_key_decode(key, klen, j->nkey, &j->scratch, v, err))
@@ -869,8 +875,14 @@ static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_
     const char *vals[32];
     int rc = key_display(j, key, klen, &strs, vals, err);
     if (rc == 0) {
-        co_event ev = {.kind = kind, .key = key, .klen = klen, .key_cols = j->cols,
-                       .key_vals = vals, .nkey = j->nkey, .cols = cols, .ncols = ncols};
+        co_event ev = {.kind = kind,
+                       .key = key,
+                       .klen = klen,
+                       .key_cols = j->cols,
+                       .key_vals = vals,
+                       .nkey = j->nkey,
+                       .cols = cols,
+                       .ncols = ncols};
         if (kind == CO_MISSING)
             j->sum->missing++;
         else if (kind == CO_EXTRA)
@@ -925,11 +937,11 @@ static int compare_changed(job *j, const msgpack_object *keys, uint32_t nkeys, s
         uint32_t na = 0, nb = 0;
         const uint8_t *ka = NULL, *kb = NULL;
         size_t kla = 0, klb = 0;
-        if (i < nrows[0] && (msg_obj_array(&rows[0][i], &fa, &na) || na != 3 ||
-                             msg_obj_bin(&fa[0], &ka, &kla)))
+        if (i < nrows[0] &&
+            (msg_obj_array(&rows[0][i], &fa, &na) || na != 3 || msg_obj_bin(&fa[0], &ka, &kla)))
             goto bad;
-        if (k < nrows[1] && (msg_obj_array(&rows[1][k], &fb, &nb) || nb != 3 ||
-                             msg_obj_bin(&fb[0], &kb, &klb)))
+        if (k < nrows[1] &&
+            (msg_obj_array(&rows[1][k], &fb, &nb) || nb != 3 || msg_obj_bin(&fb[0], &kb, &klb)))
             goto bad;
         int c = !fa ? 1 : !fb ? -1 : keycmp(ka, kla, kb, klb);
         if (c < 0) { /* vanished from target since the row scan */

@@ -26,17 +26,23 @@ enum {
 /* Key tags: one per key class, so a composite key's columns stay aligned. */
 enum { K_INT = 0x10, K_TEXT = 0x20, K_UUID = 0x30, K_BYTES = 0x40 };
 
-static const char *const class_names[] = {
-    "?", "int", "numeric", "float", "bool", "text", "bytea", "date", "timestamp",
-    "timestamptz", "uuid", "json", "other"};
+static const char *const class_names[] = {"?",    "int",   "numeric", "float",     "bool",
+                                          "text", "bytea", "date",    "timestamp", "timestamptz",
+                                          "uuid", "json",  "other"};
 
 const char *enc_class_name(int cls)
 {
     return cls > 0 && cls < ENC_CLASS_END ? class_names[cls] : "?";
 }
 
-static int is_number_class(int c) { return c == ENC_INT || c == ENC_NUMERIC || c == ENC_FLOAT; }
-static int is_loose_text(int c) { return c == ENC_TEXT || c == ENC_OTHER; }
+static int is_number_class(int c)
+{
+    return c == ENC_INT || c == ENC_NUMERIC || c == ENC_FLOAT;
+}
+static int is_loose_text(int c)
+{
+    return c == ENC_TEXT || c == ENC_OTHER;
+}
 
 int enc_class_common(int a, int b, int flags)
 {
@@ -46,7 +52,8 @@ int enc_class_common(int a, int b, int flags)
         return 0;
     if (is_number_class(a) && is_number_class(b))
         return ENC_NUMERIC;
-    if ((a == ENC_TIMESTAMP && b == ENC_TIMESTAMPTZ) || (b == ENC_TIMESTAMP && a == ENC_TIMESTAMPTZ))
+    if ((a == ENC_TIMESTAMP && b == ENC_TIMESTAMPTZ) ||
+        (b == ENC_TIMESTAMP && a == ENC_TIMESTAMPTZ))
         return ENC_TIMESTAMPTZ;
     /* A loosely typed side (SQLite TEXT, a PostgreSQL enum) is read as the
      * other side's class. */
@@ -268,7 +275,8 @@ static int parse_datetime(const char *s, size_t n, int want_time, int64_t *days,
     long off = 0;
     if (i < n && want_time && (s[i] == ' ' || s[i] == 'T')) {
         i++;
-        if (read_digits(s, n, &i, 2, &h) || i >= n || s[i++] != ':' || read_digits(s, n, &i, 2, &mi))
+        if (read_digits(s, n, &i, 2, &h) || i >= n || s[i++] != ':' ||
+            read_digits(s, n, &i, 2, &mi))
             return -1;
         if (i < n && s[i] == ':') {
             i++;
@@ -475,8 +483,8 @@ typedef struct jp {
 
 static void jp_ws(jp *p)
 {
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' ||
-                           p->s[p->i] == '\r'))
+    while (p->i < p->n &&
+           (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
         p->i++;
 }
 
@@ -541,12 +549,26 @@ static int jp_string(jp *p, sl_buf *raw)
         c = (unsigned char)p->s[p->i++];
         unsigned cp;
         switch (c) {
-        case '"': case '\\': case '/': cp = c; break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
+        case '"':
+        case '\\':
+        case '/':
+            cp = c;
+            break;
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 't':
+            cp = '\t';
+            break;
         case 'u':
             if (jp_hex4(p, &cp))
                 return -1;
@@ -559,7 +581,8 @@ static int jp_string(jp *p, sl_buf *raw)
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
             break;
-        default: return -1;
+        default:
+            return -1;
         }
         if (put_utf8(raw, cp))
             return -1;
@@ -777,15 +800,22 @@ int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
     switch (cls) {
     case ENC_INT:
     case ENC_NUMERIC:
-    case ENC_FLOAT: return put_number(out, cls, v, flags);
-    case ENC_BOOL: return put_bool(out, cls, v, flags);
-    case ENC_BYTEA: return put_bytes(out, cls, v, flags);
+    case ENC_FLOAT:
+        return put_number(out, cls, v, flags);
+    case ENC_BOOL:
+        return put_bool(out, cls, v, flags);
+    case ENC_BYTEA:
+        return put_bytes(out, cls, v, flags);
     case ENC_DATE:
     case ENC_TIMESTAMP:
-    case ENC_TIMESTAMPTZ: return put_time(out, cls, v, flags);
-    case ENC_UUID: return put_uuid(out, cls, v, flags);
-    case ENC_JSON: return put_json(out, cls, v, flags);
-    default: break;
+    case ENC_TIMESTAMPTZ:
+        return put_time(out, cls, v, flags);
+    case ENC_UUID:
+        return put_uuid(out, cls, v, flags);
+    case ENC_JSON:
+        return put_json(out, cls, v, flags);
+    default:
+        break;
     }
     /* text, and the fallback for every other type: its text form */
     if (v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB)
@@ -878,8 +908,9 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
             return sl_err_set(err, "out of memory");
         return 0;
     default:
-        return sl_err_set(err, "key column of type %s cannot be ordered across databases; pass "
-                               "--key with integer, text, uuid or bytea columns",
+        return sl_err_set(err,
+                          "key column of type %s cannot be ordered across databases; pass "
+                          "--key with integer, text, uuid or bytea columns",
                           enc_class_name(cls));
     }
 }
@@ -960,8 +991,10 @@ int enc_display(sl_buf *out, const enc_val *v)
 {
     char tmp[64];
     switch (v->kind) {
-    case ENC_V_NULL: return 0;
-    case ENC_V_INT: return sl_buf_printf(out, "%lld", (long long)v->i);
+    case ENC_V_NULL:
+        return 0;
+    case ENC_V_INT:
+        return sl_buf_printf(out, "%lld", (long long)v->i);
     case ENC_V_FLOAT:
         if (isnan(v->d))
             return sl_buf_printf(out, "NaN");
@@ -973,7 +1006,8 @@ int enc_display(sl_buf *out, const enc_val *v)
                 break;
         }
         return sl_buf_append(out, tmp, strlen(tmp));
-    case ENC_V_TEXT: return sl_buf_append(out, v->p, v->len);
+    case ENC_V_TEXT:
+        return sl_buf_append(out, v->p, v->len);
     case ENC_V_BLOB:
         if (sl_buf_append(out, "\\x", 2))
             return -1;

@@ -4,9 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const type_names[] = {"?",     "hello",   "describe", "split",
-                                         "tree",  "nodes",   "rows",     "fetch",
-                                         "release", "shutdown", "reply",  "error"};
+static const char *const type_names[] = {"?",    "hello", "describe", "split",    "tree",  "nodes",
+                                         "rows", "fetch", "release",  "shutdown", "reply", "error"};
 
 const char *msg_type_name(int type)
 {
@@ -49,8 +48,14 @@ void msg_key(msg_writer *w, const char *key)
     msgpack_pack_str(&w->pk, n);
     msgpack_pack_str_body(&w->pk, key, n);
 }
-void msg_pack_int(msg_writer *w, int64_t v) { msgpack_pack_int64(&w->pk, v); }
-void msg_pack_uint(msg_writer *w, uint64_t v) { msgpack_pack_uint64(&w->pk, v); }
+void msg_pack_int(msg_writer *w, int64_t v)
+{
+    msgpack_pack_int64(&w->pk, v);
+}
+void msg_pack_uint(msg_writer *w, uint64_t v)
+{
+    msgpack_pack_uint64(&w->pk, v);
+}
 void msg_pack_str(msg_writer *w, const char *s, size_t n)
 {
     msgpack_pack_str(&w->pk, n);
@@ -68,8 +73,14 @@ void msg_pack_bin(msg_writer *w, const void *p, size_t n)
     msgpack_pack_bin(&w->pk, n);
     msgpack_pack_bin_body(&w->pk, p, n);
 }
-void msg_pack_nil(msg_writer *w) { msgpack_pack_nil(&w->pk); }
-void msg_pack_array(msg_writer *w, uint32_t n) { msgpack_pack_array(&w->pk, n); }
+void msg_pack_nil(msg_writer *w)
+{
+    msgpack_pack_nil(&w->pk);
+}
+void msg_pack_array(msg_writer *w, uint32_t n)
+{
+    msgpack_pack_array(&w->pk, n);
+}
 void msg_pack_raw(msg_writer *w, const void *p, size_t n)
 {
     if (n)
@@ -232,24 +243,71 @@ static int msgpack_is_plausible(const uint8_t *p, size_t len)
             skip = c & 0x1f;
         } else {
             switch (c) {
-            case 0xc4: case 0xd9: hdr = 1; break; /* bin8, str8 */
-            case 0xc5: case 0xda: hdr = 2; break;
-            case 0xc6: case 0xdb: hdr = 4; break;
-            case 0xc7: hdr = 1; skip = 1; break; /* ext8: len + type */
-            case 0xc8: hdr = 2; skip = 1; break;
-            case 0xc9: hdr = 4; skip = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break; /* fixext */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+            case 0xc4:
+            case 0xd9:
+                hdr = 1;
+                break; /* bin8, str8 */
+            case 0xc5:
+            case 0xda:
+                hdr = 2;
+                break;
+            case 0xc6:
+            case 0xdb:
+                hdr = 4;
+                break;
+            case 0xc7:
+                hdr = 1;
+                skip = 1;
+                break; /* ext8: len + type */
+            case 0xc8:
+                hdr = 2;
+                skip = 1;
+                break;
+            case 0xc9:
+                hdr = 4;
+                skip = 1;
+                break;
+            case 0xca:
+                skip = 4;
+                break;
+            case 0xcb:
+                skip = 8;
+                break;
+            case 0xcc:
+            case 0xd0:
+                skip = 1;
+                break;
+            case 0xcd:
+            case 0xd1:
+                skip = 2;
+                break;
+            case 0xce:
+            case 0xd2:
+                skip = 4;
+                break;
+            case 0xcf:
+            case 0xd3:
+                skip = 8;
+                break;
+            case 0xd4:
+                skip = 2;
+                break; /* fixext */
+            case 0xd5:
+                skip = 3;
+                break;
+            case 0xd6:
+                skip = 5;
+                break;
+            case 0xd7:
+                skip = 9;
+                break;
+            case 0xd8:
+                skip = 17;
+                break;
+            case 0xdc:
+            case 0xdd:
+            case 0xde:
+            case 0xdf: {
                 size_t w = (c == 0xdc || c == 0xde) ? 2 : 4;
                 if (len - pos < w)
                     return 0;
@@ -260,7 +318,8 @@ static int msgpack_is_plausible(const uint8_t *p, size_t len)
                 items = c >= 0xde ? 2 * n : n;
                 break;
             }
-            default: return 0; /* 0xc1: never used */
+            default:
+                return 0; /* 0xc1: never used */
             }
         }
         if (hdr) {
@@ -374,8 +433,14 @@ fail:
     return NULL;
 }
 
-int msg_type(const msg *m) { return m->type; }
-uint64_t msg_id(const msg *m) { return m->id; }
+int msg_type(const msg *m)
+{
+    return m->type;
+}
+uint64_t msg_id(const msg *m)
+{
+    return m->id;
+}
 
 int msg_error_frame(uint64_t id, const char *message, sl_buf *out)
 {

@@ -93,7 +93,10 @@ int msg_obj_int(const msgpack_object *o, int64_t *v);
 int msg_obj_str(const msgpack_object *o, const char **p, size_t *n);
 int msg_obj_bin(const msgpack_object *o, const uint8_t **p, size_t *n);
 int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_t *n);
-static inline int msg_obj_is_nil(const msgpack_object *o) { return o->type == MSGPACK_OBJECT_NIL; }
+static inline int msg_obj_is_nil(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_NIL;
+}
 
 /* Builds an ERROR reply frame for request id. */
 int msg_error_frame(uint64_t id, const char *message, sl_buf *out);

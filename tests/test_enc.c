@@ -5,11 +5,26 @@
 #include "../merkle/enc.h"
 #include "tap.h"
 
-static enc_val T(const char *s) { return (enc_val){.kind = ENC_V_TEXT, .p = s, .len = strlen(s)}; }
-static enc_val I(long long i) { return (enc_val){.kind = ENC_V_INT, .i = i}; }
-static enc_val F(double d) { return (enc_val){.kind = ENC_V_FLOAT, .d = d}; }
-static enc_val B(const char *s, size_t n) { return (enc_val){.kind = ENC_V_BLOB, .p = s, .len = n}; }
-static enc_val N(void) { return (enc_val){.kind = ENC_V_NULL}; }
+static enc_val T(const char *s)
+{
+    return (enc_val){.kind = ENC_V_TEXT, .p = s, .len = strlen(s)};
+}
+static enc_val I(long long i)
+{
+    return (enc_val){.kind = ENC_V_INT, .i = i};
+}
+static enc_val F(double d)
+{
+    return (enc_val){.kind = ENC_V_FLOAT, .d = d};
+}
+static enc_val B(const char *s, size_t n)
+{
+    return (enc_val){.kind = ENC_V_BLOB, .p = s, .len = n};
+}
+static enc_val N(void)
+{
+    return (enc_val){.kind = ENC_V_NULL};
+}
 
 static int same(int ca, enc_val a, int cb, enc_val b, int flags)
 {
@@ -71,7 +86,12 @@ int main(void)
     ok(!same(ENC_BOOL, T("t"), ENC_BOOL, T("f"), 0), "true differs from false");
 
     /* bytea, uuid */
-    ok(same(ENC_BYTEA, T("\\x00ff41"), ENC_BYTEA, B("\0\xff" "A", 3), 0), "bytea hex equals blob");
+    ok(same(ENC_BYTEA, T("\\x00ff41"), ENC_BYTEA,
+            B("\0\xff"
+              "A",
+              3),
+            0),
+       "bytea hex equals blob");
     ok(!same(ENC_BYTEA, T("\\x00ff"), ENC_BYTEA, T("\\x00fe"), 0), "different bytes differ");
     ok(same(ENC_UUID, T("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), ENC_UUID,
             T("{a0eebc999c0b4ef8bb6d6bb9bd380a11}"), 0),
@@ -107,7 +127,8 @@ int main(void)
        "json \\u escapes equal UTF-8");
     ok(same(ENC_JSON, T("{\"a\":1,\"a\":2}"), ENC_JSON, T("{\"a\":2}"), 0),
        "json duplicate keys: last wins, as jsonb");
-    ok(!same(ENC_JSON, T("{\"a\":1}"), ENC_JSON, T("{\"a\":\"1\"}"), 0), "json 1 differs from \"1\"");
+    ok(!same(ENC_JSON, T("{\"a\":1}"), ENC_JSON, T("{\"a\":\"1\"}"), 0),
+       "json 1 differs from \"1\"");
     ok(!same(ENC_JSON, T("[1,2]"), ENC_JSON, T("[2,1]"), 0), "json array order matters");
 
     /* keys: order-preserving */

@@ -110,7 +110,8 @@ int main(void)
     for (int round = 0; round < 60; round++) {
         int universe = 1 + rand() % (round < 50 ? 3000 : 100000);
         unsigned bits = round % 3 == 0 ? 2 : round % 3 == 1 ? 3 : 5;
-        int *ver_a = calloc((size_t)universe, sizeof(int)), *ver_b = calloc((size_t)universe, sizeof(int));
+        int *ver_a = calloc((size_t)universe, sizeof(int)),
+            *ver_b = calloc((size_t)universe, sizeof(int));
         int pct = rand() % 100;
         for (int k = 0; k < universe; k++)
             ver_a[k] = ver_b[k] = rand() % 100 < pct ? 1 : 0;
@@ -204,7 +205,8 @@ int main(void)
         mk_tree_root(b.tree, &rb, &e);
         ok(ra.n == 1 && rb.n == 1 && memcmp(ra.v[0].hash, rb.v[0].hash, 16) != 0,
            "one changed row changes the root");
-        ok(ra.v[0].rows == 1000, "root counts 1000 rows (got %llu)", (unsigned long long)ra.v[0].rows);
+        ok(ra.v[0].rows == 1000, "root counts 1000 rows (got %llu)",
+           (unsigned long long)ra.v[0].rows);
         mk_nodelist_free(&ra);
         mk_nodelist_free(&rb);
         /* out-of-order rows are refused */

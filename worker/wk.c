@@ -609,12 +609,24 @@ int wk_run(wk *w, sl_err *err)
         uint64_t id = m ? msg_id(m) : 0;
         if (m) {
             switch (msg_type(m)) {
-            case MSG_DESCRIBE: r = do_describe(w, m, &e); break;
-            case MSG_SPLIT: r = do_split(w, m, &e); break;
-            case MSG_TREE: r = do_tree(w, m, &e); break;
-            case MSG_NODES: r = do_nodes(w, m, &e); break;
-            case MSG_ROWS: r = do_rows(w, m, 0, &e); break;
-            case MSG_FETCH: r = do_rows(w, m, 1, &e); break;
+            case MSG_DESCRIBE:
+                r = do_describe(w, m, &e);
+                break;
+            case MSG_SPLIT:
+                r = do_split(w, m, &e);
+                break;
+            case MSG_TREE:
+                r = do_tree(w, m, &e);
+                break;
+            case MSG_NODES:
+                r = do_nodes(w, m, &e);
+                break;
+            case MSG_ROWS:
+                r = do_rows(w, m, 0, &e);
+                break;
+            case MSG_FETCH:
+                r = do_rows(w, m, 1, &e);
+                break;
             case MSG_RELEASE: {
                 int64_t t;
                 if (msg_get_int(m, "tree", &t, &e) == 0)
@@ -622,8 +634,11 @@ int wk_run(wk *w, sl_err *err)
                 reply = 0;
                 break;
             }
-            case MSG_SHUTDOWN: msg_free(m); return 0;
-            default: sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
+            case MSG_SHUTDOWN:
+                msg_free(m);
+                return 0;
+            default:
+                sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
             }
             msg_free(m);
         }

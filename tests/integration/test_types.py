@@ -103,12 +103,16 @@ for name, keycols in (("comp", ["a", "b"]), ("tkey", ["k"]), ("ukey", ["u"])):
     cur.execute(f"UPDATE {name}_t SET w = 'changed' WHERE {where(picks[0])}", picks[0])
     cur.execute(f"DELETE FROM {name}_t WHERE {where(picks[1])}", picks[1])
     cur.execute(f"UPDATE {name}_t SET v = NULL WHERE {where(picks[2])}", picks[2])
+    # an extra row: a key just past a real one
+    cur.execute(f"INSERT INTO {name}_t SELECT {', '.join(keycols[:-1] + [keycols[-1] + ' || ' + repr('x') if keycols[-1] != 'u' else 'md5(u::text)::uuid'])}, 0, 'new' "
+                f"FROM {name}_s WHERE {where(picks[0])} RETURNING {', '.join(c + '::text' for c in keycols)}", picks[0])
+    extra = tuple(cur.fetchone())
     exp = {("changed", tuple(picks[0]), ("w",)), ("missing-in-target", tuple(picks[1]), ()),
-           ("changed", tuple(picks[2]), ("v",))}
+           ("changed", tuple(picks[2]), ("v",)), ("extra-in-target", extra, ())}
     code, doc, err = sluice_json("diff", D, D, "--table", name + "_s", "--target-table",
                                  name + "_t", "--ranges", "7")
     got = divergence_set(doc) if doc else set()
-    t.ok(code == 1 and got == exp, f"{name}: changed, missing and NULLed rows found exactly",
+    t.ok(code == 1 and got == exp, f"{name}: changed, missing, extra and NULLed rows found exactly",
          f"exit {code}\nexpected {exp}\ngot {got}\n{err}")
 
 # ---- C: PostgreSQL against SQLite ------------------------------------------
