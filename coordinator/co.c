@@ -412,7 +412,9 @@ typedef struct job {
     size_t ranges_done;
     uint64_t rows_done, rows_expected;
     sl_buf scratch;
-    range *cur; /* the range being compared */
+    range *cur;     /* the range being compared */
+    sl_buf changed; /* keys of a span whose hashes differ: [u32 len][key]... */
+    uint32_t nchanged;
 } job;
 
 static void side_free(side_desc *d)
@@ -903,185 +905,174 @@ static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
     return c ? c : (al < bl ? -1 : al > bl);
 }
 
-/* Column-level comparison of rows whose hashes differ. */
-static int compare_changed(job *j, const msgpack_object *keys, uint32_t nkeys, sl_err *err)
+/* Walks two key-ordered row lists from the two sides (each row an array of
+ * `width` fields whose first is the encoded key) and calls fn once per key:
+ * with both rows, or with NULL for the side that lacks it. */
+typedef int (*merge_fn)(job *j, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+
+static int merge_rows(job *j, const msgpack_object *ra, uint32_t na, const msgpack_object *rb,
+                      uint32_t nb, uint32_t width, merge_fn fn, sl_err *err)
 {
-    range *r = j->cur;
-    uint64_t ids[2];
-    msg *rep[2] = {NULL, NULL};
-    int rc = -1;
-    for (int s = 0; s < 2; s++) {
-        msg_writer *mw = request(j->c, MSG_FETCH, SPEC_FIELDS + 1, &ids[s]);
-        if (!mw)
-            return sl_err_set(err, "out of memory");
-        pack_spec(j, mw, s);
-        msg_key(mw, "keys");
-        msg_pack_array(mw, nkeys);
-        for (uint32_t i = 0; i < nkeys; i++)
-            msg_pack_bin(mw, keys[i].via.bin.ptr, keys[i].via.bin.size);
-        if (call(j->c, r->worker[s], mw, err))
-            return -1;
-    }
-    if (wait_replies(j->c, ids, rep, 2, err))
-        goto done;
-    const msgpack_object *rows[2];
-    uint32_t nrows[2];
-    if (msg_get_array(rep[0], "rows", &rows[0], &nrows[0], err) ||
-        msg_get_array(rep[1], "rows", &rows[1], &nrows[1], err))
-        goto done;
-    co_coldiff diffs[CO_MAX_COLS];
-    char *texts[2 * CO_MAX_COLS];
     uint32_t i = 0, k = 0;
-    while (i < nrows[0] || k < nrows[1]) {
+    while (i < na || k < nb) {
         const msgpack_object *fa = NULL, *fb = NULL;
-        uint32_t na = 0, nb = 0;
+        uint32_t wa, wb;
         const uint8_t *ka = NULL, *kb = NULL;
         size_t kla = 0, klb = 0;
-        if (i < nrows[0] &&
-            (msg_obj_array(&rows[0][i], &fa, &na) || na != 3 || msg_obj_bin(&fa[0], &ka, &kla)))
-            goto bad;
-        if (k < nrows[1] &&
-            (msg_obj_array(&rows[1][k], &fb, &nb) || nb != 3 || msg_obj_bin(&fb[0], &kb, &klb)))
-            goto bad;
+        if (i < na &&
+            (msg_obj_array(&ra[i], &fa, &wa) || wa != width || msg_obj_bin(&fa[0], &ka, &kla)))
+            return sl_err_set(err, "malformed row list from a worker");
+        if (k < nb &&
+            (msg_obj_array(&rb[k], &fb, &wb) || wb != width || msg_obj_bin(&fb[0], &kb, &klb)))
+            return sl_err_set(err, "malformed row list from a worker");
         int c = !fa ? 1 : !fb ? -1 : keycmp(ka, kla, kb, klb);
-        if (c < 0) { /* vanished from target since the row scan */
-            if (emit_row(j, CO_MISSING, ka, kla, NULL, 0, err))
-                goto done;
-            i++;
-            continue;
-        }
-        if (c > 0) {
-            if (emit_row(j, CO_EXTRA, kb, klb, NULL, 0, err))
-                goto done;
-            k++;
-            continue;
-        }
-        const msgpack_object *ea, *eb, *da, *db;
-        uint32_t nea, neb, nda, ndb;
-        if (msg_obj_array(&fa[1], &ea, &nea) || msg_obj_array(&fb[1], &eb, &neb) ||
-            msg_obj_array(&fa[2], &da, &nda) || msg_obj_array(&fb[2], &db, &ndb) ||
-            nea != j->ncols || neb != j->ncols || nda != j->ncols || ndb != j->ncols)
-            goto bad;
-        size_t nd = 0, nt = 0;
-        int fail = 0;
-        for (size_t col = j->nkey; col < j->ncols; col++) {
-            const uint8_t *pa, *pb;
-            size_t la, lb;
-            if (msg_obj_bin(&ea[col], &pa, &la) || msg_obj_bin(&eb[col], &pb, &lb)) {
-                fail = 1;
-                break;
-            }
-            if (la == lb && memcmp(pa, pb, la) == 0)
-                continue;
-            const char *sp;
-            size_t sl;
-            char *st = NULL, *tt = NULL;
-            if (!msg_obj_is_nil(&da[col]) && msg_obj_str(&da[col], &sp, &sl) == 0)
-                st = texts[nt++] = strndup(sp, sl);
-            if (!msg_obj_is_nil(&db[col]) && msg_obj_str(&db[col], &sp, &sl) == 0)
-                tt = texts[nt++] = strndup(sp, sl);
-            diffs[nd++] = (co_coldiff){j->cols[col], st, tt};
-        }
-        int r2 = fail ? -1 : nd ? emit_row(j, CO_CHANGED, ka, kla, diffs, nd, err) : 0;
-        for (size_t t = 0; t < nt; t++)
-            free(texts[t]);
-        if (fail)
-            goto bad;
-        if (r2)
-            goto done;
-        i++;
-        k++;
+        if (fn(j, c <= 0 ? fa : NULL, c >= 0 ? fb : NULL, err))
+            return -1;
+        i += c <= 0;
+        k += c >= 0;
     }
-    rc = 0;
-    goto done;
-bad:
-    sl_err_set(err, "malformed fetch reply from a worker");
-done:
+    return 0;
+}
+
+/* Sends the same kind of request to both sides' workers and waits for both
+ * replies' "rows". */
+static int ask_both(job *j, msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
+                    const msgpack_object *rows[2], uint32_t n[2], sl_err *err)
+{
+    for (int s = 0; s < 2; s++) {
+        if (call(j->c, j->cur->worker[s], mw[s], err)) {
+            if (s == 0)
+                msg_writer_free(mw[1]);
+            return -1;
+        }
+    }
+    if (wait_replies(j->c, ids, rep, 2, err))
+        return -1;
+    for (int s = 0; s < 2; s++)
+        if (msg_get_array(rep[s], "rows", &rows[s], &n[s], err))
+            return -1;
+    return 0;
+}
+
+/* One key of a fetch: [key, [column encodings], [display text]]. A row gone
+ * from one side since the row scan is reported as missing or extra. */
+static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b, sl_err *err)
+{
+    const uint8_t *key;
+    size_t klen;
+    msg_obj_bin(&(a ? a : b)[0], &key, &klen);
+    if (!a || !b)
+        return emit_row(j, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    const msgpack_object *ea, *eb, *da, *db;
+    uint32_t nea, neb, nda, ndb;
+    if (msg_obj_array(&a[1], &ea, &nea) || msg_obj_array(&b[1], &eb, &neb) ||
+        msg_obj_array(&a[2], &da, &nda) || msg_obj_array(&b[2], &db, &ndb) || nea != j->ncols ||
+        neb != j->ncols || nda != j->ncols || ndb != j->ncols)
+        return sl_err_set(err, "malformed fetch reply from a worker");
+    co_coldiff diffs[CO_MAX_COLS];
+    char *texts[2 * CO_MAX_COLS];
+    size_t nd = 0, nt = 0;
+    int rc = 0;
+    for (size_t col = j->nkey; col < j->ncols && rc == 0; col++) {
+        const uint8_t *pa, *pb;
+        size_t la, lb;
+        if (msg_obj_bin(&ea[col], &pa, &la) || msg_obj_bin(&eb[col], &pb, &lb)) {
+            rc = sl_err_set(err, "malformed fetch reply from a worker");
+            break;
+        }
+        if (la == lb && memcmp(pa, pb, la) == 0)
+            continue;
+        const char *sp;
+        size_t sl;
+        char *st = NULL, *tt = NULL;
+        if (msg_obj_str(&da[col], &sp, &sl) == 0)
+            st = texts[nt++] = strndup(sp, sl);
+        if (msg_obj_str(&db[col], &sp, &sl) == 0)
+            tt = texts[nt++] = strndup(sp, sl);
+        diffs[nd++] = (co_coldiff){j->cols[col], st, tt};
+    }
+    if (rc == 0 && nd)
+        rc = emit_row(j, CO_CHANGED, key, klen, diffs, nd, err);
+    for (size_t t = 0; t < nt; t++)
+        free(texts[t]);
+    return rc;
+}
+
+/* Column-level comparison of the rows whose hashes differed. */
+static int compare_changed(job *j, sl_err *err)
+{
+    msg_writer *mw[2] = {NULL, NULL};
+    uint64_t ids[2];
+    msg *rep[2] = {NULL, NULL};
+    const msgpack_object *rows[2];
+    uint32_t n[2];
+    int rc = -1;
+    for (int s = 0; s < 2; s++) {
+        if (!(mw[s] = request(j->c, MSG_FETCH, SPEC_FIELDS + 1, &ids[s]))) {
+            msg_writer_free(mw[0]);
+            return sl_err_set(err, "out of memory");
+        }
+        pack_spec(j, mw[s], s);
+        msg_key(mw[s], "keys");
+        msg_pack_array(mw[s], j->nchanged);
+        for (size_t off = 0; off < j->changed.len;) {
+            uint32_t len;
+            memcpy(&len, j->changed.p + off, 4);
+            msg_pack_bin(mw[s], j->changed.p + off + 4, len);
+            off += 4 + len;
+        }
+    }
+    if (ask_both(j, mw, ids, rep, rows, n, err) == 0)
+        rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
     msg_free(rep[0]);
     msg_free(rep[1]);
     return rc;
+}
+
+/* One key of a span: [key, row hash]. Equal keys with different hashes are
+ * gathered for one fetch. */
+static int span_row(job *j, const msgpack_object *a, const msgpack_object *b, sl_err *err)
+{
+    const uint8_t *key, *ha, *hb;
+    size_t klen, hla, hlb;
+    msg_obj_bin(&(a ? a : b)[0], &key, &klen);
+    if (!a || !b)
+        return emit_row(j, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    if (msg_obj_bin(&a[1], &ha, &hla) || msg_obj_bin(&b[1], &hb, &hlb))
+        return sl_err_set(err, "malformed rows reply from a worker");
+    if (hla == hlb && memcmp(ha, hb, hla) == 0)
+        return 0;
+    uint32_t len = (uint32_t)klen;
+    if (sl_buf_append(&j->changed, &len, 4) || sl_buf_append(&j->changed, key, klen))
+        return sl_err_set(err, "out of memory");
+    j->nchanged++;
+    return 0;
 }
 
 /* A differing span: both sides' (key, row hash) lists, merged. */
 static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 {
     job *j = ctx;
-    range *r = j->cur;
+    msg_writer *mw[2] = {NULL, NULL};
     uint64_t ids[2];
     msg *rep[2] = {NULL, NULL};
-    int rc = -1;
-    for (int s = 0; s < 2; s++) {
-        msg_writer *mw = request(j->c, MSG_ROWS, SPEC_FIELDS + 2, &ids[s]);
-        if (!mw)
-            return sl_err_set(err, "out of memory");
-        pack_spec(j, mw, s);
-        pack_bound(mw, "lo", lo->kind, lo->key, lo->len);
-        pack_bound(mw, "hi", hi->kind, hi->key, hi->len);
-        if (call(j->c, r->worker[s], mw, err))
-            return -1;
-    }
-    if (wait_replies(j->c, ids, rep, 2, err))
-        goto done;
     const msgpack_object *rows[2];
     uint32_t n[2];
-    if (msg_get_array(rep[0], "rows", &rows[0], &n[0], err) ||
-        msg_get_array(rep[1], "rows", &rows[1], &n[1], err))
-        goto done;
-    /* changed keys are gathered, then fetched in one round trip per side */
-    const msgpack_object **changed = calloc((size_t)n[0] + 1, sizeof *changed);
-    uint32_t nchanged = 0, i = 0, k = 0;
-    if (!changed) {
-        sl_err_set(err, "out of memory");
-        goto done;
-    }
-    while (i < n[0] || k < n[1]) {
-        const msgpack_object *fa = NULL, *fb = NULL;
-        uint32_t na, nb;
-        const uint8_t *ka = NULL, *kb = NULL, *ha = NULL, *hb = NULL;
-        size_t kla = 0, klb = 0, hla = 0, hlb = 0;
-        if (i < n[0] && (msg_obj_array(&rows[0][i], &fa, &na) || na != 2 ||
-                         msg_obj_bin(&fa[0], &ka, &kla) || msg_obj_bin(&fa[1], &ha, &hla)))
-            goto bad;
-        if (k < n[1] && (msg_obj_array(&rows[1][k], &fb, &nb) || nb != 2 ||
-                         msg_obj_bin(&fb[0], &kb, &klb) || msg_obj_bin(&fb[1], &hb, &hlb)))
-            goto bad;
-        int c = !fa ? 1 : !fb ? -1 : keycmp(ka, kla, kb, klb);
-        if (c < 0) {
-            if (emit_row(j, CO_MISSING, ka, kla, NULL, 0, err))
-                goto fail;
-            i++;
-        } else if (c > 0) {
-            if (emit_row(j, CO_EXTRA, kb, klb, NULL, 0, err))
-                goto fail;
-            k++;
-        } else {
-            if (hla != hlb || memcmp(ha, hb, hla) != 0)
-                changed[nchanged++] = &fa[0];
-            i++;
-            k++;
+    int rc = -1;
+    for (int s = 0; s < 2; s++) {
+        if (!(mw[s] = request(j->c, MSG_ROWS, SPEC_FIELDS + 2, &ids[s]))) {
+            msg_writer_free(mw[0]);
+            return sl_err_set(err, "out of memory");
         }
+        pack_spec(j, mw[s], s);
+        pack_bound(mw[s], "lo", lo->kind, lo->key, lo->len);
+        pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
     }
-    if (nchanged) {
-        /* compare_changed wants a contiguous array of key objects */
-        msgpack_object *keys = calloc(nchanged, sizeof *keys);
-        if (!keys) {
-            sl_err_set(err, "out of memory");
-            goto fail;
-        }
-        for (uint32_t x = 0; x < nchanged; x++)
-            keys[x] = *changed[x];
-        int r2 = compare_changed(j, keys, nchanged, err);
-        free(keys);
-        if (r2)
-            goto fail;
-    }
-    rc = 0;
-    goto fail;
-bad:
-    sl_err_set(err, "malformed rows reply from a worker");
-fail:
-    free(changed);
-done:
+    sl_buf_reset(&j->changed);
+    j->nchanged = 0;
+    if (ask_both(j, mw, ids, rep, rows, n, err) == 0 &&
+        merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err) == 0)
+        rc = j->nchanged ? compare_changed(j, err) : 0;
     msg_free(rep[0]);
     msg_free(rep[1]);
     return rc;
@@ -1225,6 +1216,7 @@ done:
     side_free(&sd[0]);
     side_free(&sd[1]);
     sl_buf_free(&j.scratch);
+    sl_buf_free(&j.changed);
     sum->elapsed = now_s() - t0;
     return rc;
 }
