@@ -456,7 +456,7 @@ static int cmd_diff(int argc, char **argv)
     if (!wt || !zctx || !(c = co_new(zctx, endpoint, &err)))
         goto out;
     for (; started < workers; started++) {
-        wk_config cfg = {zctx, endpoint, dbs, 2};
+        wk_config cfg = {zctx, endpoint, dbs, 2, 0};
         if (!(wt[started].w = wk_new(&cfg, &err)))
             goto out;
         if (pthread_create(&wt[started].t, NULL, worker_main, &wt[started])) {
@@ -467,7 +467,7 @@ static int cmd_diff(int argc, char **argv)
     }
     if (co_wait_workers(c, (size_t)workers, 10000, &err))
         goto out;
-    co_callbacks cb = {on_event, on_progress, &rep};
+    co_callbacks cb = {.event = on_event, .progress = on_progress, .ctx = &rep};
     int r = co_diff(c, &o, &cb, &sum, &err);
     if (rep.progress)
         fprintf(stderr, "\r\033[K");

@@ -16,6 +16,11 @@ void conn_free(conn *c)
         c->ops->free(c);
 }
 
+int conn_is_broken(const conn *c)
+{
+    return c->ops->is_broken ? c->ops->is_broken(c) : 0;
+}
+
 const char *conn_name(const conn *c)
 {
     return c->name;

@@ -56,6 +56,10 @@ typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err
 conn *conn_open(const char *dsn, sl_err *err);
 void conn_free(conn *c);
 
+/* Whether the connection itself failed (server gone, backend terminated),
+ * as opposed to a query error: the caller may reconnect and retry. */
+int conn_is_broken(const conn *c);
+
 /* A name for messages: driver, host, port, database — no secrets. */
 const char *conn_name(const conn *c);
 

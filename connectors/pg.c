@@ -287,8 +287,14 @@ done:
     return rc;
 }
 
+static int pg_is_broken(const conn *c)
+{
+    return PQstatus(((const pg_conn *)c)->pg) != CONNECTION_OK;
+}
+
 static const conn_ops pg_ops = {
     .free = pg_free,
+    .is_broken = pg_is_broken,
     .describe = pg_describe,
     .query = pg_query,
     .quote = pg_quote,

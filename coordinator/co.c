@@ -12,6 +12,7 @@
 #define CO_MAX_WORKERS 256
 #define CO_MAX_COLS 512
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
+#define CO_MAX_RETRIES 20
 
 typedef struct co_worker {
     uint8_t ident[256];
@@ -20,6 +21,8 @@ typedef struct co_worker {
     size_t ndbs;
     uint64_t busy_req; /* request id of the tree task it runs, 0 if idle */
     long busy_task;
+    double last_seen; /* monotonic seconds of its last message */
+    int alive;        /* 0 once silent past the heartbeat timeout */
 } co_worker;
 
 /* A message received but not yet handled (a reply that arrived while the
@@ -37,6 +40,12 @@ struct co {
     uint64_t next_id;
     pending *backlog, *backlog_tail;
     sl_buf frame;
+    int hb_timeout_ms; /* 0: never give up on a worker */
+    size_t lost;       /* workers lost so far (for re-issuing their work) */
+    void *svc_sock;    /* another socket to serve while jobs run */
+    void (*svc_fn)(void *ctx);
+    void *svc_ctx;
+    int cancel;
 };
 
 static double now_s(void)
@@ -116,13 +125,13 @@ static int find_worker(co *c, const void *ident, size_t len)
     return -1;
 }
 
-static void register_worker(co *c, int wi, const void *ident, size_t len, const msg *m)
+static int register_worker(co *c, int wi, const void *ident, size_t len, const msg *m)
 {
     const msgpack_object *dbs;
     uint32_t n;
     if (wi < 0) {
         if (c->nw == CO_MAX_WORKERS || len > sizeof c->w[0].ident)
-            return;
+            return -1;
         wi = (int)c->nw++;
         memset(&c->w[wi], 0, sizeof c->w[wi]);
         memcpy(c->w[wi].ident, ident, len);
@@ -130,47 +139,51 @@ static void register_worker(co *c, int wi, const void *ident, size_t len, const 
     }
     co_worker *w = &c->w[wi];
     worker_clear(w);
+    w->alive = 1;
+    w->busy_req = 0;
+    w->last_seen = now_s();
     if (msg_get_array(m, "dbs", &dbs, &n, NULL) != 0)
-        return;
+        return wi;
     w->dbs = calloc(n ? n : 1, sizeof *w->dbs);
     if (!w->dbs)
-        return;
+        return wi;
     for (uint32_t i = 0; i < n; i++) {
         const char *p;
         size_t l;
         if (msg_obj_str(&dbs[i], &p, &l) == 0 && (w->dbs[w->ndbs] = strndup(p, l)))
             w->ndbs++;
     }
+    return wi;
 }
 
-/* Receives one message from a known worker, registering hellos and
- * answering garbage with an error. Returns 1 with a worker and message set,
- * 0 on timeout,
- * -1 on socket failure. */
-static int recv_one(co *c, int timeout_ms, int *wi, msg **out, sl_err *err)
+/* Marks workers silent for longer than the heartbeat timeout as lost. */
+static void check_workers(co *c)
 {
-    if (c->backlog) {
-        pending *p = c->backlog;
-        c->backlog = p->next;
-        if (!c->backlog)
-            c->backlog_tail = NULL;
-        *wi = p->worker;
-        *out = p->m;
-        free(p);
-        return 1;
+    if (c->hb_timeout_ms <= 0)
+        return;
+    double now = now_s();
+    for (size_t i = 0; i < c->nw; i++) {
+        co_worker *w = &c->w[i];
+        if (w->alive && now - w->last_seen > c->hb_timeout_ms / 1000.0) {
+            w->alive = 0;
+            w->busy_req = 0;
+            c->lost++;
+        }
     }
-    zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-    int r = zmq_poll(&it, 1, timeout_ms);
-    if (r < 0)
-        return zmq_errno() == EINTR ? 0 : sl_err_set(err, "poll: %s", zmq_strerror(zmq_errno()));
-    if (r == 0)
-        return 0;
+}
+
+/* Reads one message from the worker socket, registering hellos and
+ * heartbeats and answering garbage with an error. Returns 1 with a known
+ * worker's reply, 0 when there was nothing for the caller, -1 on failure. */
+static int read_worker(co *c, int *wi, msg **out, sl_err *err)
+{
     zmq_msg_t id, body;
     zmq_msg_init(&id);
     zmq_msg_init(&body);
-    int more = 0, rc = 0;
-    if (zmq_msg_recv(&id, c->sock, 0) < 0) {
-        rc = sl_err_set(err, "receive: %s", zmq_strerror(zmq_errno()));
+    int rc = 0;
+    if (zmq_msg_recv(&id, c->sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq_errno() != EAGAIN && zmq_errno() != EINTR)
+            rc = sl_err_set(err, "receive: %s", zmq_strerror(zmq_errno()));
         goto done;
     }
     if (!zmq_msg_more(&id))
@@ -179,8 +192,7 @@ static int recv_one(co *c, int timeout_ms, int *wi, msg **out, sl_err *err)
         rc = sl_err_set(err, "receive: %s", zmq_strerror(zmq_errno()));
         goto done;
     }
-    more = zmq_msg_more(&body);
-    while (more) { /* extra frames are not part of the protocol: drop them */
+    for (int more = zmq_msg_more(&body); more;) { /* extra frames: not ours, dropped */
         zmq_msg_t x;
         zmq_msg_init(&x);
         zmq_msg_recv(&x, c->sock, 0);
@@ -193,18 +205,22 @@ static int recv_one(co *c, int timeout_ms, int *wi, msg **out, sl_err *err)
     if (!m) {
         sl_buf f = {0};
         if (msg_error_frame(0, e.msg, &f) == 0) {
-            zmq_send(c->sock, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE);
-            zmq_send(c->sock, f.p, f.len, 0);
+            zmq_send(c->sock, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+            zmq_send(c->sock, f.p, f.len, ZMQ_DONTWAIT);
         }
         sl_buf_free(&f);
         goto done;
     }
-    if (msg_type(m) == MSG_HELLO) {
-        register_worker(c, w, zmq_msg_data(&id), zmq_msg_size(&id), m);
-        msg_free(m);
-        goto done;
+    int t = msg_type(m);
+    if (t == MSG_HELLO || t == MSG_HEARTBEAT) {
+        /* a hello, or a heartbeat from a worker we do not know (we
+         * restarted) or had given up on (it was too slow): (re)register */
+        if (t == MSG_HELLO || w < 0 || !c->w[w].alive)
+            w = register_worker(c, w, zmq_msg_data(&id), zmq_msg_size(&id), m);
     }
-    if (w < 0 || (msg_type(m) != MSG_REPLY && msg_type(m) != MSG_ERROR)) {
+    if (w >= 0 && c->w[w].alive)
+        c->w[w].last_seen = now_s();
+    if (w < 0 || !c->w[w].alive || (t != MSG_REPLY && t != MSG_ERROR)) {
         msg_free(m);
         goto done;
     }
@@ -215,6 +231,38 @@ done:
     zmq_msg_close(&id);
     zmq_msg_close(&body);
     return rc;
+}
+
+/* Waits up to timeout_ms for a worker reply (taken from the backlog first
+ * when use_backlog), serving the side socket meanwhile. Returns 1 with a
+ * reply, 0 on timeout, -1 on failure. */
+static int recv_one(co *c, int timeout_ms, int use_backlog, int *wi, msg **out, sl_err *err)
+{
+    if (use_backlog && c->backlog) {
+        pending *p = c->backlog;
+        c->backlog = p->next;
+        if (!c->backlog)
+            c->backlog_tail = NULL;
+        *wi = p->worker;
+        *out = p->m;
+        free(p);
+        return 1;
+    }
+    double deadline = now_s() + timeout_ms / 1000.0;
+    for (;;) {
+        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->svc_sock, 0, ZMQ_POLLIN, 0}};
+        int left = (int)((deadline - now_s()) * 1000);
+        int r = zmq_poll(it, c->svc_sock ? 2 : 1, left > 0 ? left : 0);
+        if (r < 0 && zmq_errno() != EINTR)
+            return sl_err_set(err, "poll: %s", zmq_strerror(zmq_errno()));
+        if (r > 0 && c->svc_sock && (it[1].revents & ZMQ_POLLIN))
+            c->svc_fn(c->svc_ctx);
+        check_workers(c);
+        if (r > 0 && (it[0].revents & ZMQ_POLLIN))
+            return read_worker(c, wi, out, err); /* 0 after a hello: callers re-check */
+        if (now_s() >= deadline)
+            return 0;
+    }
 }
 
 static void backlog_push(co *c, int wi, msg *m)
@@ -233,40 +281,54 @@ static void backlog_push(co *c, int wi, msg *m)
     c->backlog_tail = p;
 }
 
-/* Waits for the replies to ids[0..n), from any order of arrival; other
- * messages are kept for the main loop. An ERROR reply fails the call. */
-static int wait_replies(co *c, const uint64_t *ids, msg **replies, size_t n, sl_err *err)
+/* Takes the reply to one of ids[] out of the backlog, if it is there. */
+static msg *backlog_take(co *c, uint64_t id)
+{
+    for (pending **pp = &c->backlog, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        pending *p = *pp;
+        if (msg_id(p->m) != id)
+            continue;
+        *pp = p->next;
+        if (c->backlog_tail == p)
+            c->backlog_tail = prev;
+        msg *m = p->m;
+        free(p);
+        return m;
+    }
+    return NULL;
+}
+
+/* Waits for the replies to ids[0..n) from workers from[0..n), in any order
+ * of arrival; other messages are kept for the main loop. Returns 0; -1 on
+ * an ERROR reply or a socket failure; CO_LOST when a worker it waits for is
+ * lost (the caller redoes the work elsewhere). */
+#define CO_LOST (-2)
+static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, size_t n,
+                        sl_err *err)
 {
     size_t got = 0;
-    pending *seen = c->backlog; /* the backlog is checked once, then the socket */
-    c->backlog = c->backlog_tail = NULL;
-    while (seen) {
-        pending *p = seen;
-        seen = p->next;
-        size_t k;
-        for (k = 0; k < n && !(ids[k] == msg_id(p->m) && !replies[k]); k++) {
-        }
-        if (k < n) {
-            replies[k] = p->m;
+    int rc = 0;
+    for (size_t k = 0; k < n; k++)
+        if ((replies[k] = backlog_take(c, ids[k])))
             got++;
-            free(p);
-        } else {
-            p->next = NULL;
-            if (c->backlog_tail)
-                c->backlog_tail->next = p;
-            else
-                c->backlog = p;
-            c->backlog_tail = p;
-        }
-    }
-    pending *keep = c->backlog;
-    c->backlog = c->backlog_tail = NULL;
     while (got < n) {
+        for (size_t k = 0; k < n; k++)
+            if (!replies[k] && !c->w[from[k]].alive) {
+                rc = CO_LOST;
+                sl_err_set(err, "worker %d was lost", from[k]);
+                goto out;
+            }
+        if (c->cancel) {
+            rc = sl_err_set(err, "job cancelled");
+            goto out;
+        }
         int wi;
         msg *m;
-        int r = recv_one(c, 1000, &wi, &m, err);
-        if (r < 0)
-            goto fail;
+        int r = recv_one(c, 200, 0, &wi, &m, err);
+        if (r < 0) {
+            rc = -1;
+            goto out;
+        }
         if (r == 0)
             continue;
         size_t k;
@@ -276,28 +338,10 @@ static int wait_replies(co *c, const uint64_t *ids, msg **replies, size_t n, sl_
             replies[k] = m;
             got++;
         } else {
-            pending *p = calloc(1, sizeof *p);
-            if (!p) {
-                msg_free(m);
-                continue;
-            }
-            p->worker = wi;
-            p->m = m;
-            p->next = keep;
-            keep = p;
+            backlog_push(c, wi, m);
         }
     }
-    /* restore what was set aside, oldest first */
-    while (keep) {
-        pending *p = keep;
-        keep = p->next;
-        p->next = c->backlog;
-        c->backlog = p;
-        if (!c->backlog_tail)
-            c->backlog_tail = p;
-    }
-    int failed = 0;
-    for (size_t k = 0; k < n && !failed; k++) {
+    for (size_t k = 0; k < n && rc == 0; k++) {
         if (msg_type(replies[k]) == MSG_ERROR) {
             const char *s;
             size_t l;
@@ -305,45 +349,87 @@ static int wait_replies(co *c, const uint64_t *ids, msg **replies, size_t n, sl_
                 sl_err_set(err, "%.*s", (int)l, s);
             else
                 sl_err_set(err, "a worker failed without saying why");
-            failed = 1;
+            rc = -1;
         }
     }
-    if (failed) /* the caller gets the error, not the replies */
+out:
+    if (rc != 0) /* the caller gets the error, not the replies */
         for (size_t k = 0; k < n; k++) {
             msg_free(replies[k]);
             replies[k] = NULL;
         }
-    return failed ? -1 : 0;
-fail:
-    for (size_t k = 0; k < n; k++) {
-        msg_free(replies[k]);
-        replies[k] = NULL;
-    }
-    while (keep) {
-        pending *p = keep;
-        keep = p->next;
-        msg_free(p->m);
-        free(p);
-    }
-    return -1;
+    return rc;
+}
+
+size_t co_alive_workers(const co *c)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->nw; i++)
+        n += c->w[i].alive;
+    return n;
 }
 
 int co_wait_workers(co *c, size_t n, int timeout_ms, sl_err *err)
 {
     double deadline = now_s() + timeout_ms / 1000.0;
-    while (c->nw < n) {
+    while (co_alive_workers(c) < n) {
         double left = deadline - now_s();
         if (left <= 0)
-            return sl_err_set(err, "only %zu of %zu workers connected within %d s", c->nw, n,
-                              timeout_ms / 1000);
+            return sl_err_set(err, "only %zu of %zu workers connected within %d s",
+                              co_alive_workers(c), n, timeout_ms / 1000);
         int wi;
         msg *m;
-        int r = recv_one(c, (int)(left * 1000) + 1, &wi, &m, err);
+        int r = recv_one(c, (int)(left * 1000) + 1, 1, &wi, &m, err);
         if (r < 0)
             return -1;
         if (r > 0)
             backlog_push(c, wi, m);
     }
+    return 0;
+}
+
+void co_set_heartbeat_timeout(co *c, int ms)
+{
+    c->hb_timeout_ms = ms;
+}
+
+void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx)
+{
+    c->svc_sock = sock;
+    c->svc_fn = fn;
+    c->svc_ctx = ctx;
+}
+
+void co_cancel(co *c, int on)
+{
+    c->cancel = on;
+}
+
+int co_poll(co *c, int timeout_ms, sl_err *err)
+{
+    int wi;
+    msg *m;
+    int r = recv_one(c, timeout_ms, 0, &wi, &m, err);
+    if (r > 0)
+        msg_free(m); /* between jobs, replies are stale */
+    return r < 0 ? -1 : 0;
+}
+
+size_t co_worker_count(const co *c)
+{
+    return c->nw;
+}
+
+int co_worker_info(const co *c, size_t i, co_worker_view *out)
+{
+    if (i >= c->nw)
+        return -1;
+    const co_worker *w = &c->w[i];
+    out->alive = w->alive;
+    out->busy = w->busy_req != 0;
+    out->dbs = (const char *const *)w->dbs;
+    out->ndbs = w->ndbs;
+    out->idle_s = now_s() - w->last_seen;
     return 0;
 }
 
@@ -366,10 +452,11 @@ static int worker_has_db(const co_worker *w, const char *db)
     return 0;
 }
 
+/* The least recently used live worker that reaches db. */
 static int pick_worker(co *c, const char *db, sl_err *err)
 {
     for (size_t i = 0; i < c->nw; i++)
-        if (worker_has_db(&c->w[i], db))
+        if (c->w[i].alive && worker_has_db(&c->w[i], db))
             return (int)i;
     return sl_err_set(err, "no connected worker can reach database \"%s\"", db);
 }
@@ -392,8 +479,10 @@ typedef struct range {
     int has_lo, has_hi;
     mk_nodelist root[2];
     int worker[2];
-    int state[2]; /* 0 pending, 1 running, 2 tree built */
+    int state[2]; /* 0 pending, 1 running, 2 tree built, 3 compared */
     uint64_t rows[2];
+    int attempts;   /* compares cut short by a lost worker */
+    sl_buf emitted; /* after such a cut: [kind][u32 len][key] already reported */
 } range;
 
 typedef struct job {
@@ -415,6 +504,8 @@ typedef struct job {
     range *cur;     /* the range being compared */
     sl_buf changed; /* keys of a span whose hashes differ: [u32 len][key]... */
     uint32_t nchanged;
+    int retries;      /* describe/split redone after a lost worker */
+    size_t lost_seen; /* c->lost when the ranges were last checked */
 } job;
 
 static void side_free(side_desc *d)
@@ -448,7 +539,7 @@ static int rpc(co *c, int wi, msg_writer *mw, uint64_t id, msg **reply, sl_err *
     *reply = NULL;
     if (call(c, wi, mw, err))
         return -1;
-    return wait_replies(c, &id, reply, 1, err);
+    return wait_replies(c, &id, &wi, reply, 1, err);
 }
 
 static int describe(job *j, int side, side_desc *d, sl_err *err)
@@ -466,7 +557,10 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     msg_key(mw, "table");
     msg_pack_cstr(mw, j->table[side]);
     msg *m;
-    if (rpc(c, wi, mw, id, &m, err))
+    int r = rpc(c, wi, mw, id, &m, err);
+    if (r == CO_LOST && ++j->retries < CO_MAX_RETRIES)
+        return describe(j, side, d, err);
+    if (r)
         return -1;
     const msgpack_object *cols, *keys;
     uint32_t nc, nk;
@@ -700,7 +794,10 @@ static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, 
     pack_spec(j, mw, side);
     msg_key(mw, "ranges");
     msg_pack_uint(mw, nranges);
-    if (rpc(j->c, wi, mw, id, reply, err))
+    int r = rpc(j->c, wi, mw, id, reply, err);
+    if (r == CO_LOST && ++j->retries < CO_MAX_RETRIES)
+        return split(j, side, nranges, reply, rows, err);
+    if (r)
         return -1;
     int64_t n;
     if (msg_get_int(*reply, "rows", &n, err))
@@ -709,9 +806,45 @@ static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, 
     return 0;
 }
 
+/* Builds the ranges from n bounds (keys[i], lens[i]); range i is
+ * [bound i-1, bound i). */
+static int make_ranges(job *j, size_t n, const uint8_t *const *keys, const size_t *lens,
+                       sl_err *err)
+{
+    j->r = calloc(n + 1, sizeof *j->r);
+    if (!j->r)
+        return sl_err_set(err, "out of memory");
+    j->nr = n + 1;
+    for (size_t i = 0; i < j->nr; i++) {
+        range *r = &j->r[i];
+        if (i > 0 && sl_buf_append(&r->lo, keys[i - 1], lens[i - 1]))
+            return sl_err_set(err, "out of memory");
+        if (i < n && sl_buf_append(&r->hi, keys[i], lens[i]))
+            return sl_err_set(err, "out of memory");
+        r->has_lo = i > 0;
+        r->has_hi = i < n;
+        r->worker[0] = r->worker[1] = -1;
+    }
+    return 0;
+}
+
 static int plan(job *j, sl_err *err)
 {
-    size_t want = j->o->ranges ? j->o->ranges : 4 * j->c->nw;
+    const co_diff_opts *o = j->o;
+    if (o->resume_done) { /* a restarted job keeps its ranges */
+        if (make_ranges(j, o->resume_nbounds, o->resume_bounds, o->resume_lens, err))
+            return -1;
+        for (size_t i = 0; i < j->nr; i++)
+            if (o->resume_done[i]) {
+                j->r[i].state[0] = j->r[i].state[1] = 3;
+                j->ranges_done++;
+            }
+        j->sum->source_rows = o->resume_rows[0];
+        j->sum->target_rows = o->resume_rows[1];
+        j->rows_done = j->rows_expected = o->resume_rows[0] + o->resume_rows[1];
+        return 0;
+    }
+    size_t want = j->o->ranges ? j->o->ranges : 4 * co_alive_workers(j->c);
     msg *rep[2] = {NULL, NULL};
     uint64_t rows[2];
     int rc = -1;
@@ -733,33 +866,22 @@ static int plan(job *j, sl_err *err)
     uint32_t nb;
     if (msg_get_array(rep[big], "bounds", &b, &nb, err))
         goto done;
-    j->r = calloc((size_t)nb + 1, sizeof *j->r);
-    if (!j->r) {
+    const uint8_t **keys = calloc((size_t)nb + 1, sizeof *keys);
+    size_t *lens = calloc((size_t)nb + 1, sizeof *lens);
+    int bad = 0;
+    for (uint32_t i = 0; keys && lens && i < nb; i++)
+        bad |= msg_obj_bin(&b[i], &keys[i], &lens[i]);
+    if (!keys || !lens)
         sl_err_set(err, "out of memory");
-        goto done;
-    }
-    j->nr = (size_t)nb + 1;
-    for (size_t i = 0; i < j->nr; i++) {
-        range *r = &j->r[i];
-        const uint8_t *p;
-        size_t n;
-        if (i > 0) {
-            if (msg_obj_bin(&b[i - 1], &p, &n) || sl_buf_append(&r->lo, p, n)) {
-                sl_err_set(err, "malformed split reply from a worker");
-                goto done;
-            }
-            r->has_lo = 1;
-        }
-        if (i < nb) {
-            if (msg_obj_bin(&b[i], &p, &n) || sl_buf_append(&r->hi, p, n)) {
-                sl_err_set(err, "malformed split reply from a worker");
-                goto done;
-            }
-            r->has_hi = 1;
-        }
-        r->worker[0] = r->worker[1] = -1;
-    }
-    rc = 0;
+    else if (bad)
+        sl_err_set(err, "malformed split reply from a worker");
+    else if (make_ranges(j, nb, keys, lens, err) == 0 &&
+             (!j->cb->planned || j->cb->planned(j->cb->ctx, nb, keys, lens) == 0))
+        rc = 0;
+    else if (j->cb->planned)
+        sl_err_set(err, "could not record the job's plan");
+    free(keys);
+    free(lens);
 done:
     msg_free(rep[0]);
     msg_free(rep[1]);
@@ -870,9 +992,30 @@ static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs, co
     return 0;
 }
 
+/* Whether this divergence was already reported by an earlier, interrupted
+ * compare of the same range; records it otherwise. */
+static int already_emitted(range *r, int kind, const uint8_t *key, size_t klen)
+{
+    uint32_t len = (uint32_t)klen;
+    if (r->attempts > 0)
+        for (size_t off = 0; off < r->emitted.len;) {
+            uint32_t l;
+            memcpy(&l, r->emitted.p + off + 1, 4);
+            if (r->emitted.p[off] == kind && l == len && !memcmp(r->emitted.p + off + 5, key, l))
+                return 1;
+            off += 5 + l;
+        }
+    uint8_t k = (uint8_t)kind;
+    if (sl_buf_append(&r->emitted, &k, 1) == 0 && sl_buf_append(&r->emitted, &len, 4) == 0)
+        sl_buf_append(&r->emitted, key, klen);
+    return 0;
+}
+
 static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
                     size_t ncols, sl_err *err)
 {
+    if (already_emitted(j->cur, kind, key, klen))
+        return 0;
     sl_buf strs = {0};
     const char *vals[32];
     int rc = key_display(j, key, klen, &strs, vals, err);
@@ -946,8 +1089,9 @@ static int ask_both(job *j, msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
             return -1;
         }
     }
-    if (wait_replies(j->c, ids, rep, 2, err))
-        return -1;
+    int r = wait_replies(j->c, ids, j->cur->worker, rep, 2, err);
+    if (r)
+        return r;
     for (int s = 0; s < 2; s++)
         if (msg_get_array(rep[s], "rows", &rows[s], &n[s], err))
             return -1;
@@ -1087,7 +1231,12 @@ static int release(job *j, size_t ri)
             return -1;
         msg_key(mw, "tree");
         msg_pack_uint(mw, tree_id(j, ri, s));
-        if (call(j->c, j->r[ri].worker[s], mw, NULL))
+        int wi = j->r[ri].worker[s];
+        if (wi < 0 || !j->c->w[wi].alive) {
+            msg_writer_free(mw);
+            continue;
+        }
+        if (call(j->c, wi, mw, NULL))
             return -1;
     }
     return 0;
@@ -1099,18 +1248,47 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     j->cur = r;
     mk_bound lo = range_lo(r), hi = range_hi(r);
     int rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
+    if (rc == CO_LOST) { /* the lost side is rebuilt elsewhere, then compared again */
+        r->attempts++;
+        return 0;
+    }
     release(j, ri);
     mk_nodelist_free(&r->root[0]);
     mk_nodelist_free(&r->root[1]);
+    sl_buf_free(&r->emitted);
+    if (rc)
+        return rc;
+    r->state[0] = r->state[1] = 3;
     j->sum->source_rows += r->rows[0];
     j->sum->target_rows += r->rows[1];
     j->rows_done += r->rows[0] + r->rows[1];
     j->ranges_done++;
+    if (j->cb->range_done && j->cb->range_done(j->cb->ctx, ri, r->rows[0], r->rows[1]))
+        return sl_err_set(err, "could not record a finished range");
     if (j->cb->progress) {
         co_progress p = {j->ranges_done, j->nr, j->rows_done, j->rows_expected};
         j->cb->progress(j->cb->ctx, &p);
     }
-    return rc;
+    return 0;
+}
+
+/* After workers were lost: every tree they were building or holding is
+ * built again elsewhere. */
+static void requeue_lost(job *j)
+{
+    if (j->lost_seen == j->c->lost)
+        return;
+    j->lost_seen = j->c->lost;
+    for (size_t i = 0; i < j->nr; i++)
+        for (int s = 0; s < 2; s++) {
+            range *r = &j->r[i];
+            int wi = r->worker[s];
+            if ((r->state[s] == 1 || r->state[s] == 2) && wi >= 0 && !j->c->w[wi].alive) {
+                r->state[s] = 0;
+                r->worker[s] = -1;
+                mk_nodelist_free(&r->root[s]);
+            }
+        }
 }
 
 /* Gives each idle worker the next tree task it can serve. */
@@ -1118,7 +1296,7 @@ static int dispatch(job *j, size_t *next, sl_err *err)
 {
     co *c = j->c;
     for (size_t wi = 0; wi < c->nw; wi++) {
-        if (c->w[wi].busy_req)
+        if (c->w[wi].busy_req || !c->w[wi].alive)
             continue;
         for (size_t t = *next; t < 2 * j->nr; t++) {
             size_t ri = t / 2;
@@ -1132,6 +1310,15 @@ static int dispatch(job *j, size_t *next, sl_err *err)
     }
     while (*next < 2 * j->nr && j->r[*next / 2].state[*next % 2] != 0)
         (*next)++;
+    return 0;
+}
+
+/* Whether some live worker reaches db. */
+static int can_reach(co *c, const char *db)
+{
+    for (size_t i = 0; i < c->nw; i++)
+        if (c->w[i].alive && worker_has_db(&c->w[i], db))
+            return 1;
     return 0;
 }
 
@@ -1156,17 +1343,36 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
     if (reconcile(&j, &sd[0], &sd[1], err) || plan(&j, err))
         goto done;
     sum->ranges = j.nr;
-    sum->workers = c->nw;
-    for (int s = 0; s < 2; s++) /* the tree tasks need workers for both sides */
-        if (pick_worker(c, j.db[s], err) < 0)
-            goto done;
+    sum->workers = co_alive_workers(c);
+    j.lost_seen = c->lost;
     size_t next = 0;
+    double stranded = 0; /* since when no live worker reaches a side */
     while (j.ranges_done < j.nr) {
+        if (c->cancel) {
+            sl_err_set(err, "job cancelled");
+            goto done;
+        }
+        if (j.lost_seen != c->lost) {
+            requeue_lost(&j);
+            next = 0;
+        }
+        if (!can_reach(c, j.db[0]) || !can_reach(c, j.db[1])) {
+            if (!stranded)
+                stranded = now_s();
+            if (now_s() - stranded >
+                3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000) {
+                sl_err_set(err, "no live worker can reach database \"%s\"",
+                           can_reach(c, j.db[0]) ? j.db[1] : j.db[0]);
+                goto done;
+            }
+        } else {
+            stranded = 0;
+        }
         if (dispatch(&j, &next, err))
             goto done;
         int wi;
         msg *m;
-        int r = recv_one(c, 1000, &wi, &m, err);
+        int r = recv_one(c, 200, 1, &wi, &m, err);
         if (r < 0)
             goto done;
         if (r == 0)
@@ -1191,6 +1397,7 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
         }
         int64_t rows;
         range *rg = &j.r[ri];
+        mk_nodelist_reset(&rg->root[side]);
         if (msg_get_int(m, "rows", &rows, err) || read_nodes(m, &rg->root[side], err)) {
             msg_free(m);
             goto done;
@@ -1211,6 +1418,7 @@ done:
         sl_buf_free(&j.r[i].hi);
         mk_nodelist_free(&j.r[i].root[0]);
         mk_nodelist_free(&j.r[i].root[1]);
+        sl_buf_free(&j.r[i].emitted);
     }
     free(j.r);
     side_free(&sd[0]);

@@ -50,6 +50,10 @@ typedef struct co_progress {
 typedef struct co_callbacks {
     int (*event)(void *ctx, const co_event *ev); /* non-zero aborts the job */
     void (*progress)(void *ctx, const co_progress *p);
+    /* Optional, for a job that must survive a coordinator restart: the split
+     * keys once chosen, and each range once compared (non-zero aborts). */
+    int (*planned)(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens);
+    int (*range_done)(void *ctx, size_t range, uint64_t source_rows, uint64_t target_rows);
     void *ctx;
 } co_callbacks;
 
@@ -65,6 +69,13 @@ typedef struct co_diff_opts {
     const char *where;
     int strict;    /* keep type classes in the hash */
     size_t ranges; /* 0: chosen from worker count and table size */
+    /* Resuming: the recorded split keys, which ranges are done (n + 1
+     * flags) and the rows those counted. NULL resume_done: a new job. */
+    size_t resume_nbounds;
+    const uint8_t *const *resume_bounds;
+    const size_t *resume_lens;
+    const unsigned char *resume_done;
+    uint64_t resume_rows[2];
 } co_diff_opts;
 
 typedef struct co_summary {
@@ -90,5 +101,31 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
 
 /* Tells every known worker to stop. */
 void co_shutdown_workers(co *c);
+
+/* A worker silent for longer than ms is lost, and its work re-issued.
+ * 0 (the default) never gives up on a worker. */
+void co_set_heartbeat_timeout(co *c, int ms);
+
+/* While the coordinator waits on workers, fn(ctx) is called whenever sock
+ * is readable (a client socket to serve during jobs). */
+void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx);
+
+/* Makes the running job (if any) stop with "job cancelled"; 0 clears it. */
+void co_cancel(co *c, int on);
+
+/* Between jobs: serves hellos, heartbeats and the service socket for up to
+ * timeout_ms. */
+int co_poll(co *c, int timeout_ms, sl_err *err);
+
+typedef struct co_worker_view {
+    int alive, busy;
+    const char *const *dbs;
+    size_t ndbs;
+    double idle_s; /* seconds since its last message */
+} co_worker_view;
+
+size_t co_worker_count(const co *c);
+size_t co_alive_workers(const co *c);
+int co_worker_info(const co *c, size_t i, co_worker_view *out);
 
 #endif

@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const type_names[] = {"?",    "hello", "describe", "split",    "tree",  "nodes",
-                                         "rows", "fetch", "release",  "shutdown", "reply", "error"};
+static const char *const type_names[] = {"?",      "hello",   "describe",  "split",   "tree",
+                                         "nodes",  "rows",    "fetch",     "release", "shutdown",
+                                         "reply",  "error",   "heartbeat", "submit",  "status",
+                                         "cancel", "workers", "event"};
 
 const char *msg_type_name(int type)
 {

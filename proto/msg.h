@@ -36,6 +36,12 @@ enum msg_type {
     MSG_SHUTDOWN,  /* worker: stop */
     MSG_REPLY,     /* success reply to a request */
     MSG_ERROR,     /* failure reply: "error" holds the message */
+    MSG_HEARTBEAT, /* worker -> coordinator: still alive */
+    MSG_SUBMIT,    /* client -> coordinator: run a diff job */
+    MSG_STATUS,    /* client -> coordinator: a job's state and summary */
+    MSG_CANCEL,    /* client -> coordinator: stop a job */
+    MSG_WORKERS,   /* client -> coordinator: the connected workers */
+    MSG_EVENT,     /* coordinator PUB: divergence, progress, job state */
     MSG_TYPE_END
 };
 

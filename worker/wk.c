@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "../connectors/conn.h"
@@ -23,6 +24,8 @@ typedef struct wk_tree {
 
 struct wk {
     void *sock;
+    int heartbeat_ms;
+    double last_sent; /* monotonic seconds of the last message sent */
     wk_dbconn *dbs;
     size_t ndbs;
     wk_tree *trees;
@@ -138,13 +141,19 @@ static void db_drop(wk *w, conn *c)
 /* ---- row encoding --------------------------------------------------- */
 
 typedef struct rowenc {
+    wk *w;
+    uint64_t n;
     const spec *s;
     sl_buf key, row;
     uint8_t hash[16];
 } rowenc;
 
+static void tick(wk *w);
+
 static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
 {
+    if ((++r->n & 1023) == 0)
+        tick(r->w); /* a long range must not look like a dead worker */
     sl_buf_reset(&r->key);
     sl_buf_reset(&r->row);
     for (size_t k = 0; k < r->s->q.nkey; k++)
@@ -266,12 +275,13 @@ static int take_split(void *ctx, const enc_val *v, size_t n, sl_err *err)
 
 static int do_split(wk *w, const msg *m, sl_err *err)
 {
-    spec s;
+    spec s = {0};
     split_ctx sc = {0};
     int64_t nranges;
     int rc = -1;
-    conn *c = db_get(w, m, err);
-    if (!c || spec_read(m, &s, err) || msg_get_int(m, "ranges", &nranges, err))
+    conn *c = NULL;
+    if (spec_read(m, &s, err) || msg_get_int(m, "ranges", &nranges, err) ||
+        !(c = db_get(w, m, err)))
         goto done;
     if (nranges < 1 || nranges > 1000000) {
         sl_err_set(err, "malformed request: %lld ranges", (long long)nranges);
@@ -338,26 +348,66 @@ static void tree_release(wk *w, uint64_t id)
         }
 }
 
+/* Streams a range, reconnecting with backoff when the connection broke
+ * (a restarted server, pg_terminate_backend): reset is called before each
+ * new attempt so the consumer starts over. SQL errors are not retried. */
+static int stream_retry(wk *w, const msg *m, const conn_query *q, const mk_bound *lo,
+                        const mk_bound *hi, conn_row_fn fn, void (*reset)(void *), void *ctx,
+                        sl_err *err)
+{
+    const int attempts = 5;
+    for (int a = 0; a < attempts; a++) {
+        if (a > 0) {
+            reset(ctx);
+            for (int k = 0; k < (1 << a); k++) { /* 0.2 s, 0.4 s, 0.8 s, 1.6 s */
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+                tick(w);
+            }
+        }
+        conn *c = db_get(w, m, err);
+        if (!c)
+            continue; /* the database may be coming back */
+        if (conn_stream_range(c, q, lo, hi, fn, ctx, err) == 0)
+            return 0;
+        int broken = conn_is_broken(c);
+        db_drop(w, c);
+        if (!broken)
+            return -1;
+    }
+    return sl_err_wrap(err, "gave up after %d attempts", attempts);
+}
+
+static void tree_reset(void *ctx)
+{
+    tree_ctx *tc = ctx;
+    mk_tree_free(tc->t);
+    tc->t = mk_tree_new(0);
+    tc->re.n = 0;
+}
+
 static int do_tree(wk *w, const msg *m, sl_err *err)
 {
-    spec s;
+    spec s = {0};
     tree_ctx tc = {0};
     mk_bound lo, hi;
     int64_t id;
     mk_nodelist root = {0};
     int rc = -1;
-    conn *c = db_get(w, m, err);
-    if (!c || spec_read(m, &s, err) || bound_read(m, "lo", &lo, err) ||
-        bound_read(m, "hi", &hi, err) || msg_get_int(m, "tree", &id, err))
+    if (spec_read(m, &s, err) || bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
+        msg_get_int(m, "tree", &id, err))
         goto done;
     tree_release(w, (uint64_t)id); /* a re-issued task replaces the old tree */
     tc.re.s = &s;
+    tc.re.w = w;
     if (!(tc.t = mk_tree_new(0))) {
         sl_err_set(err, "out of memory");
         goto done;
     }
-    if (conn_stream_range(c, &s.q, &lo, &hi, take_tree_row, &tc, err)) {
-        db_drop(w, c);
+    if (stream_retry(w, m, &s.q, &lo, &hi, take_tree_row, tree_reset, &tc, err))
+        goto done;
+    if (!tc.t) {
+        sl_err_set(err, "out of memory");
         goto done;
     }
     if (mk_tree_finish(tc.t, err) || mk_tree_root(tc.t, &root, err))
@@ -452,27 +502,35 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
     return 0;
 }
 
+static void rows_reset(void *ctx)
+{
+    rows_ctx *rc = ctx;
+    msgpack_sbuffer_clear(&rc->sb);
+    rc->n = 0;
+    rc->re.n = 0;
+}
+
 static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
 {
-    spec s;
+    spec s = {0};
     rows_ctx rc = {0};
     int r = -1;
     msgpack_sbuffer_init(&rc.sb);
     msgpack_packer_init(&rc.pk, &rc.sb, msgpack_sbuffer_write);
     rc.fetch = fetch;
-    conn *c = db_get(w, m, err);
-    if (!c || spec_read(m, &s, err))
+    if (spec_read(m, &s, err))
         goto done;
     rc.re.s = &s;
+    rc.re.w = w;
     if (!fetch) {
         mk_bound lo, hi;
-        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err))
+        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
+            stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
             goto done;
-        if (conn_stream_range(c, &s.q, &lo, &hi, take_rows_row, &rc, err)) {
-            db_drop(w, c);
-            goto done;
-        }
     } else {
+        conn *c = db_get(w, m, err);
+        if (!c)
+            goto done;
         const msgpack_object *keys;
         uint32_t nk;
         if (msg_get_array(m, "keys", &keys, &nk, err))
@@ -514,25 +572,43 @@ done:
 
 /* ---- the loop --------------------------------------------------------- */
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static int send_frame(wk *w, const sl_buf *b)
 {
+    w->last_sent = now_s();
     return zmq_send(w->sock, b->p, b->len, 0) < 0 ? -1 : 0;
 }
 
-static int send_hello(wk *w, sl_err *err)
+/* Hello and heartbeat carry the same body, so a coordinator that restarted
+ * learns about this worker from its next heartbeat. */
+static int send_hello(wk *w, int type, sl_err *err)
 {
-    msg_writer *mw = msg_writer_new(MSG_HELLO, 0, 1);
+    sl_buf f = {0};
+    msg_writer *mw = msg_writer_new(type, 0, 1);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);
     for (size_t i = 0; i < w->ndbs; i++)
         msg_pack_cstr(mw, w->dbs[i].name);
-    int r = msg_writer_finish(mw, &w->out, err);
+    int r = msg_writer_finish(mw, &f, err);
     msg_writer_free(mw);
-    if (r == 0 && send_frame(w, &w->out))
+    if (r == 0 && send_frame(w, &f))
         r = sl_err_set(err, "cannot send hello: %s", zmq_strerror(zmq_errno()));
+    sl_buf_free(&f);
     return r;
+}
+
+static void tick(wk *w)
+{
+    if (w->heartbeat_ms > 0 && now_s() - w->last_sent >= w->heartbeat_ms / 1000.0)
+        send_hello(w, MSG_HEARTBEAT, NULL);
 }
 
 wk *wk_new(const wk_config *cfg, sl_err *err)
@@ -550,6 +626,7 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
         if (!w->dbs[i].name || !w->dbs[i].dsn)
             goto oom;
     }
+    w->heartbeat_ms = cfg->heartbeat_ms;
     w->sock = zmq_socket(cfg->zctx, ZMQ_DEALER);
     if (!w->sock) {
         sl_err_set(err, "cannot create worker socket: %s", zmq_strerror(zmq_errno()));
@@ -591,10 +668,17 @@ void wk_free(wk *w)
 
 int wk_run(wk *w, sl_err *err)
 {
-    if (send_hello(w, err))
+    if (send_hello(w, MSG_HELLO, err))
         return -1;
     zmq_msg_t in;
     for (;;) {
+        zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
+        int pr = zmq_poll(&it, 1, w->heartbeat_ms > 0 ? w->heartbeat_ms : -1);
+        if (pr < 0 && zmq_errno() != EINTR)
+            return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
+        tick(w);
+        if (pr <= 0)
+            continue;
         zmq_msg_init(&in);
         if (zmq_msg_recv(&in, w->sock, 0) < 0) {
             zmq_msg_close(&in);

@@ -22,6 +22,7 @@ typedef struct wk_config {
     const char *endpoint; /* the coordinator's worker socket */
     const wk_db *dbs;
     size_t ndbs;
+    int heartbeat_ms; /* 0: none; else a heartbeat at least this often */
 } wk_config;
 
 typedef struct wk wk;
