@@ -62,7 +62,9 @@ co *co_new(void *zctx, const char *endpoint, sl_err *err)
     co *c = calloc(1, sizeof *c);
     if (!c)
         return sl_err_set(err, "out of memory"), NULL;
-    c->next_id = 1;
+    /* ids never repeat across coordinator restarts, so a late reply to a
+     * previous incarnation's request cannot be taken for a new one */
+    c->next_id = (uint64_t)time(NULL) << 32;
     c->sock = zmq_socket(zctx, ZMQ_ROUTER);
     if (!c->sock) {
         sl_err_set(err, "cannot create coordinator socket: %s", zmq_strerror(zmq_errno()));
@@ -481,8 +483,9 @@ typedef struct range {
     int worker[2];
     int state[2]; /* 0 pending, 1 running, 2 tree built, 3 compared */
     uint64_t rows[2];
-    int attempts;   /* compares cut short by a lost worker */
-    sl_buf emitted; /* after such a cut: [kind][u32 len][key] already reported */
+    int attempts;       /* compares cut short by a lost worker */
+    int64_t read_at_ms; /* wall clock when both sides' trees were in */
+    sl_buf emitted;     /* after such a cut: [kind][u32 len][key] already reported */
 } range;
 
 typedef struct job {
@@ -1027,7 +1030,8 @@ static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_
                        .key_vals = vals,
                        .nkey = j->nkey,
                        .cols = cols,
-                       .ncols = ncols};
+                       .ncols = ncols,
+                       .read_at_ms = j->cur->read_at_ms};
         if (kind == CO_MISSING)
             j->sum->missing++;
         else if (kind == CO_EXTRA)
@@ -1334,7 +1338,8 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
     j.db[1] = o->target_db;
     j.table[0] = o->table;
     j.table[1] = o->target_table ? o->target_table : o->table;
-    j.tree_base = c->next_id << 20;
+    j.tree_base = c->next_id;
+    c->next_id += 1u << 24; /* room for the tree ids of 8M ranges */
     for (int s = 0; s < 2; s++)
         if (describe(&j, s, &sd[s], err))
             goto done;
@@ -1405,6 +1410,11 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
         msg_free(m);
         rg->rows[side] = (uint64_t)rows;
         rg->state[side] = 2;
+        if (rg->state[0] == 2 && rg->state[1] == 2) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            rg->read_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        }
         if (rg->state[0] == 2 && rg->state[1] == 2 && compare_range(&j, ri, err))
             goto done;
     }

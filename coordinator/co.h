@@ -40,6 +40,7 @@ typedef struct co_event {
     const co_coldiff *cols;
     size_t ncols;
     const char *column, *detail, *source_type, *target_type;
+    int64_t read_at_ms; /* wall clock when the range's rows had been read */
 } co_event;
 
 typedef struct co_progress {

@@ -25,6 +25,7 @@ typedef struct wk_tree {
 struct wk {
     void *sock;
     int heartbeat_ms;
+    volatile sig_atomic_t *stop;
     double last_sent; /* monotonic seconds of the last message sent */
     wk_dbconn *dbs;
     size_t ndbs;
@@ -627,6 +628,7 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
             goto oom;
     }
     w->heartbeat_ms = cfg->heartbeat_ms;
+    w->stop = cfg->stop;
     w->sock = zmq_socket(cfg->zctx, ZMQ_DEALER);
     if (!w->sock) {
         sl_err_set(err, "cannot create worker socket: %s", zmq_strerror(zmq_errno()));
@@ -673,7 +675,12 @@ int wk_run(wk *w, sl_err *err)
     zmq_msg_t in;
     for (;;) {
         zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
-        int pr = zmq_poll(&it, 1, w->heartbeat_ms > 0 ? w->heartbeat_ms : -1);
+        int wait = w->heartbeat_ms > 0 ? w->heartbeat_ms : -1;
+        if (w->stop && (wait < 0 || wait > 200))
+            wait = 200;
+        int pr = zmq_poll(&it, 1, wait);
+        if (w->stop && *w->stop)
+            return 0; /* between tasks: the current one was finished and answered */
         if (pr < 0 && zmq_errno() != EINTR)
             return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
         tick(w);

@@ -6,6 +6,7 @@
 #ifndef WK_H
 #define WK_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "../base/sl.h"
@@ -22,7 +23,8 @@ typedef struct wk_config {
     const char *endpoint; /* the coordinator's worker socket */
     const wk_db *dbs;
     size_t ndbs;
-    int heartbeat_ms; /* 0: none; else a heartbeat at least this often */
+    int heartbeat_ms;            /* 0: none; else a heartbeat at least this often */
+    volatile sig_atomic_t *stop; /* optional: when set, stop between tasks */
 } wk_config;
 
 typedef struct wk wk;

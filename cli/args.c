@@ -1,0 +1,211 @@
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char *usage_diff =
+    "usage: sluice diff SOURCE TARGET --table TABLE [options]\n"
+    "       sluice submit SOURCE TARGET --table TABLE [--coordinator EP] [--wait] [options]\n"
+    "  SOURCE, TARGET       diff: postgresql://... (or libpq conninfo), or sqlite:PATH\n"
+    "                       submit: database names the workers announced (--db NAME=DSN)\n"
+    "  --table T            table to compare (schema.table allowed)\n"
+    "  --target-table T     table name on the target, if different\n"
+    "  --key A,B            key columns (default: the primary key)\n"
+    "  --columns A,B        compare only these columns (plus the key)\n"
+    "  --exclude-columns A  leave these columns out\n"
+    "  --where SQL          filter applied on both sides\n"
+    "  --workers N          diff: parallel workers (default 2)\n"
+    "  --ranges N           key ranges (default: 4 per worker, more for big tables)\n"
+    "  --format text|json   report format (default text)\n"
+    "  --strict             integer 10 and numeric 10.0 differ (keep type classes)\n"
+    "  --allow-empty        two empty tables are equal instead of an error\n"
+    "  --no-progress        no progress line on stderr\n"
+    "  --coordinator EP     submit: the coordinator's client endpoint (" CLI_DEFAULT_CLIENTS_EP
+    ")\n"
+    "  --wait               submit: follow the job and print its report\n"
+    "exit status: 0 equal, 1 different, 2 trouble\n";
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("sluice: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+/* Splits "a,b,c" into n strings pointing into *store (a copy). */
+static char **split_list(const char *s, size_t *n, char **store)
+{
+    *n = 0;
+    *store = strdup(s);
+    if (!*store)
+        return NULL;
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    char **v = calloc(cap, sizeof *v);
+    if (!v)
+        return NULL;
+    for (char *tok = strtok(*store, ","); tok; tok = strtok(NULL, ","))
+        v[(*n)++] = tok;
+    return v;
+}
+
+int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
+{
+    static const struct option opts[] = {{"table", required_argument, 0, 't'},
+                                         {"target-table", required_argument, 0, 'T'},
+                                         {"key", required_argument, 0, 'k'},
+                                         {"columns", required_argument, 0, 'c'},
+                                         {"exclude-columns", required_argument, 0, 'x'},
+                                         {"where", required_argument, 0, 'w'},
+                                         {"workers", required_argument, 0, 'n'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"strict", no_argument, 0, 's'},
+                                         {"ranges", required_argument, 0, 'r'},
+                                         {"allow-empty", no_argument, 0, 'e'},
+                                         {"no-progress", no_argument, 0, 'P'},
+                                         {"coordinator", required_argument, 0, 'C'},
+                                         {"wait", no_argument, 0, 'W'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *cmd = cluster ? "submit" : "diff";
+    const char *lists[3] = {NULL, NULL, NULL};
+    memset(a, 0, sizeof *a);
+    a->format = "text";
+    a->workers = 2;
+    a->progress = isatty(2);
+    a->coordinator = CLI_DEFAULT_CLIENTS_EP;
+    int ch;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 't':
+            a->o.table = optarg;
+            break;
+        case 'T':
+            a->o.target_table = optarg;
+            break;
+        case 'k':
+            lists[0] = optarg;
+            break;
+        case 'c':
+            lists[1] = optarg;
+            break;
+        case 'x':
+            lists[2] = optarg;
+            break;
+        case 'w':
+            a->o.where = optarg;
+            break;
+        case 'f':
+            a->format = optarg;
+            break;
+        case 's':
+            a->o.strict = 1;
+            break;
+        case 'e':
+            a->allow_empty = 1;
+            break;
+        case 'P':
+            a->progress = 0;
+            break;
+        case 'C':
+            a->coordinator = optarg;
+            break;
+        case 'W':
+            a->wait = 1;
+            break;
+        case 'n':
+            a->workers = strtol(optarg, &end, 10);
+            if (*end || a->workers < 1 || a->workers > 64)
+                return cli_fail("--workers must be a number from 1 to 64, not \"%s\"", optarg);
+            break;
+        case 'r': {
+            long r = strtol(optarg, &end, 10);
+            if (*end || r < 1 || r > 1000000)
+                return cli_fail("--ranges must be a number from 1 to 1000000, not \"%s\"", optarg);
+            a->o.ranges = (size_t)r;
+            break;
+        }
+        case 'h':
+            fputs(usage_diff, stdout);
+            return 0;
+        default:
+            /* up to any '=': the value may be a DSN with a password */
+            return cli_fail("unknown or incomplete option \"%.*s\" (try: sluice %s --help)",
+                            (int)strcspn(argv[optind - 1], "="), argv[optind - 1], cmd);
+        }
+    }
+    if (argc - optind != 2)
+        return cli_fail("%s needs exactly two databases, SOURCE and TARGET (try: sluice %s "
+                        "--help)",
+                        cmd, cmd);
+    a->source = argv[optind];
+    a->target = argv[optind + 1];
+    if (!a->o.table)
+        return cli_fail("%s needs --table TABLE", cmd);
+    if (strcmp(a->format, "text") && strcmp(a->format, "json"))
+        return cli_fail("--format must be text or json, not \"%s\"", a->format);
+    size_t *counts[3] = {&a->o.nkey, &a->o.ncolumns, &a->o.nexclude};
+    for (int i = 0; i < 3; i++)
+        if (lists[i] && !(a->lists[i] = split_list(lists[i], counts[i], &a->store[i])))
+            return cli_fail("out of memory");
+    a->o.key = (const char *const *)a->lists[0];
+    a->o.columns = (const char *const *)a->lists[1];
+    a->o.exclude = (const char *const *)a->lists[2];
+    return -1;
+}
+
+void diff_args_free(diff_args *a)
+{
+    for (int i = 0; i < 3; i++) {
+        free(a->lists[i]);
+        free(a->store[i]);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    sl_err err;
+    wk_run(arg, &err);
+    return NULL;
+}
+
+int wk_threads_start(wk_threads *wt, long n, const wk_config *cfg, sl_err *err)
+{
+    wt->n = 0;
+    wt->t = calloc((size_t)n, sizeof *wt->t);
+    wt->w = calloc((size_t)n, sizeof *wt->w);
+    if (!wt->t || !wt->w)
+        return sl_err_set(err, "out of memory");
+    for (; wt->n < n; wt->n++) {
+        if (!(wt->w[wt->n] = wk_new(cfg, err)))
+            return -1;
+        if (pthread_create(&wt->t[wt->n], NULL, worker_main, wt->w[wt->n])) {
+            wk_free(wt->w[wt->n]);
+            return sl_err_set(err, "cannot start a worker thread");
+        }
+    }
+    return 0;
+}
+
+void wk_threads_join(wk_threads *wt)
+{
+    for (long i = 0; i < wt->n; i++) {
+        pthread_join(wt->t[i], NULL);
+        wk_free(wt->w[i]);
+    }
+    free(wt->t);
+    free(wt->w);
+    wt->n = 0;
+}

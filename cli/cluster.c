@@ -1,0 +1,821 @@
+/* The cluster commands: coordinator, worker, and the clients submit,
+ * status, watch and workers. */
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "../coordinator/server.h"
+#include "../proto/msg.h"
+#include "cli.h"
+#include "report.h"
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static int parse_seconds(const char *s, const char *opt, int *ms)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || v <= 0 || v > 3600)
+        return cli_fail("%s must be a number of seconds from 0 to 3600, not \"%s\"", opt, s);
+    *ms = (int)(v * 1000);
+    return -1;
+}
+
+/* ---- sluice coordinator ----------------------------------------------------- */
+
+int cmd_coordinator(int argc, char **argv)
+{
+    static const struct option opts[] = {{"workers-endpoint", required_argument, 0, 'w'},
+                                         {"clients-endpoint", required_argument, 0, 'c'},
+                                         {"events-endpoint", required_argument, 0, 'e'},
+                                         {"state", required_argument, 0, 's'},
+                                         {"heartbeat-timeout", required_argument, 0, 't'},
+                                         {"quiet", no_argument, 0, 'q'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    co_server_config cfg = {CLI_DEFAULT_WORKERS_EP,
+                            CLI_DEFAULT_CLIENTS_EP,
+                            CLI_DEFAULT_EVENTS_EP,
+                            "sqlite:sluice-state.db",
+                            5000,
+                            1};
+    int ch, st;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'w':
+            cfg.workers_endpoint = optarg;
+            break;
+        case 'c':
+            cfg.clients_endpoint = optarg;
+            break;
+        case 'e':
+            cfg.events_endpoint = optarg;
+            break;
+        case 's':
+            cfg.state = optarg;
+            break;
+        case 'q':
+            cfg.verbose = 0;
+            break;
+        case 't':
+            if ((st = parse_seconds(optarg, "--heartbeat-timeout", &cfg.heartbeat_timeout_ms)) >= 0)
+                return st;
+            break;
+        case 'h':
+            printf("usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
+                   "         [--events-endpoint EP] [--state sqlite:PATH] "
+                   "[--heartbeat-timeout SECONDS] [--quiet]\n"
+                   "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
+                   CLI_DEFAULT_WORKERS_EP, CLI_DEFAULT_CLIENTS_EP, CLI_DEFAULT_EVENTS_EP);
+            return 0;
+        default:
+            return cli_fail(
+                "unknown or incomplete option \"%.*s\" (try: sluice coordinator --help)",
+                (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_fail("coordinator takes no arguments, only options (try --help)");
+    sl_err err = {{0}};
+    catch_signals();
+    co_server *s = co_server_new(&cfg, &err);
+    if (!s)
+        return cli_fail("%s", err.msg);
+    if (cfg.verbose)
+        fprintf(stderr, "sluice coordinator: workers %s, clients %s, events %s, state %s\n",
+                cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, cfg.state);
+    int r = co_server_run(s, &stop_flag, &err);
+    co_server_free(s);
+    if (r)
+        return cli_fail("%s", err.msg);
+    if (cfg.verbose)
+        fprintf(stderr, "sluice coordinator: stopped\n");
+    return 0;
+}
+
+/* ---- sluice worker ---------------------------------------------------------- */
+
+/* --db NAME=DSN. The DSN is copied and blanked out of argv, so a password
+ * in it does not show in ps or /proc/PID/cmdline. */
+static int add_db(wk_db *dbs, size_t *n, char *arg, char **owned)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !eq[1])
+        return cli_fail("--db wants NAME=DSN, e.g. --db source=postgresql://db1/shop");
+    if (*n == 64)
+        return cli_fail("at most 64 --db options");
+    char *copy = strdup(arg);
+    if (!copy)
+        return cli_fail("out of memory");
+    copy[eq - arg] = '\0';
+    dbs[*n].name = copy;
+    dbs[*n].dsn = copy + (eq - arg) + 1;
+    owned[(*n)++] = copy;
+    memset(eq + 1, '*', strlen(eq + 1));
+    return -1;
+}
+
+static int add_db_file(wk_db *dbs, size_t *n, const char *path, char **owned)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return cli_fail("cannot read --db-file \"%s\"", path);
+    char line[4096];
+    int st = -1, lineno = 0;
+    while (st < 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#')
+            continue;
+        if (!strchr(line, '=')) {
+            st = cli_fail("%s:%d: expected NAME=DSN", path, lineno);
+            break;
+        }
+        st = add_db(dbs, n, line, owned);
+    }
+    fclose(f);
+    return st;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    static const struct option opts[] = {{"coordinator", required_argument, 0, 'c'},
+                                         {"db", required_argument, 0, 'd'},
+                                         {"db-file", required_argument, 0, 'f'},
+                                         {"slots", required_argument, 0, 's'},
+                                         {"heartbeat", required_argument, 0, 'b'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    wk_db dbs[64];
+    char *owned[64];
+    size_t ndbs = 0;
+    long slots = 2;
+    int hb = 1000, st = -1, ch;
+    const char *ep = CLI_DEFAULT_WORKERS_EP;
+    optind = 1;
+    opterr = 0;
+    while (st < 0 && (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'c':
+            ep = optarg;
+            break;
+        case 'd':
+            st = add_db(dbs, &ndbs, optarg, owned);
+            break;
+        case 'f':
+            st = add_db_file(dbs, &ndbs, optarg, owned);
+            break;
+        case 'b':
+            st = parse_seconds(optarg, "--heartbeat", &hb);
+            break;
+        case 's':
+            slots = strtol(optarg, &end, 10);
+            if (*end || slots < 1 || slots > 64)
+                st = cli_fail("--slots must be a number from 1 to 64, not \"%s\"", optarg);
+            break;
+        case 'h':
+            printf("usage: sluice worker --db NAME=DSN [--db NAME=DSN ...] [--db-file FILE]\n"
+                   "         [--coordinator EP] [--slots N] [--heartbeat SECONDS]\n"
+                   "  --db-file FILE: lines NAME=DSN (keeps passwords off the command line)\n"
+                   "defaults: %s, 2 slots, 1 s\n",
+                   CLI_DEFAULT_WORKERS_EP);
+            st = 0;
+            break;
+        default:
+            st = cli_fail("unknown or incomplete option \"%.*s\" (try: sluice worker --help)",
+                          (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+        }
+    }
+    if (st < 0 && ndbs == 0)
+        st = cli_fail("a worker needs at least one --db NAME=DSN");
+    if (st < 0) {
+        sl_err err = {{0}};
+        void *zctx = zmq_ctx_new();
+        catch_signals();
+        wk_config cfg = {.zctx = zctx,
+                         .endpoint = ep,
+                         .dbs = dbs,
+                         .ndbs = ndbs,
+                         .heartbeat_ms = hb,
+                         .stop = &stop_flag};
+        wk_threads wt = {0};
+        if (wk_threads_start(&wt, slots, &cfg, &err)) {
+            stop_flag = 1;
+            st = cli_fail("%s", err.msg);
+        } else {
+            fprintf(stderr, "sluice worker: %ld slots connected to %s\n", slots, ep);
+            st = 0;
+        }
+        wk_threads_join(&wt);
+        zmq_ctx_term(zctx);
+    }
+    for (size_t i = 0; i < ndbs; i++)
+        free(owned[i]);
+    return st;
+}
+
+/* ---- clients -------------------------------------------------------------- */
+
+/* One request/reply with the coordinator. Returns the reply, or NULL with
+ * err set (an ERROR reply's message, or no answer in time). */
+static msg *ask(void *zctx, const char *ep, msg_writer *w, int timeout_ms, sl_err *err)
+{
+    sl_buf f = {0};
+    msg *m = NULL;
+    void *sock = zmq_socket(zctx, ZMQ_DEALER);
+    int linger = 0;
+    if (!sock || msg_writer_finish(w, &f, err))
+        goto out;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, ep) != 0) {
+        sl_err_set(err, "cannot connect to coordinator at %s: %s", ep, zmq_strerror(zmq_errno()));
+        goto out;
+    }
+    zmq_send(sock, f.p, f.len, 0);
+    zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0) {
+        sl_err_set(err, "no answer from the coordinator at %s within %d s; is it running?", ep,
+                   timeout_ms / 1000);
+        goto out;
+    }
+    zmq_msg_t in;
+    zmq_msg_init(&in);
+    if (zmq_msg_recv(&in, sock, 0) >= 0)
+        m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), err);
+    zmq_msg_close(&in);
+    if (m && msg_type(m) == MSG_ERROR) {
+        const char *s;
+        size_t n;
+        if (msg_get_str(m, "error", &s, &n, NULL) == 0)
+            sl_err_set(err, "%.*s", (int)n, s);
+        else
+            sl_err_set(err, "the coordinator refused the request");
+        msg_free(m);
+        m = NULL;
+    }
+out:
+    msg_writer_free(w);
+    if (sock)
+        zmq_close(sock);
+    sl_buf_free(&f);
+    return m;
+}
+
+static uint64_t get_u(const msg *m, const char *key)
+{
+    int64_t v = 0;
+    msg_get_int(m, key, &v, NULL);
+    return (uint64_t)v;
+}
+
+static void get_s(const msg *m, const char *key, char *out, size_t cap)
+{
+    const char *p;
+    size_t n;
+    out[0] = '\0';
+    if (msg_get_str(m, key, &p, &n, NULL) == 0)
+        snprintf(out, cap, "%.*s", (int)n, p);
+}
+
+/* Turns a stored divergence event into the report's record. */
+static int event_into_report(report *r, const uint8_t *frame, size_t len)
+{
+    sl_err e;
+    msg *m = msg_decode(frame, len, &e);
+    if (!m)
+        return -1;
+    char kind[32], column[256], problem[64];
+    get_s(m, "kind", kind, sizeof kind);
+    co_event ev = {0};
+    const char *vals[32], *names[32];
+    co_coldiff cols[512];
+    char *strs[2048];
+    size_t ns = 0;
+    const msgpack_object *items, *f;
+    uint32_t n, nf;
+    if (!strcmp(kind, "schema")) {
+        ev.kind = CO_SCHEMA;
+        get_s(m, "column", column, sizeof column);
+        get_s(m, "problem", problem, sizeof problem);
+        ev.column = column;
+        ev.detail = problem;
+        if (msg_get_array(m, "types", &items, &n, NULL) == 0 && n == 2) {
+            const char *p;
+            size_t l;
+            if (msg_obj_str(&items[0], &p, &l) == 0)
+                ev.source_type = strs[ns++] = strndup(p, l);
+            if (msg_obj_str(&items[1], &p, &l) == 0)
+                ev.target_type = strs[ns++] = strndup(p, l);
+        }
+    } else {
+        ev.kind = !strcmp(kind, "changed")             ? CO_CHANGED
+                  : !strcmp(kind, "missing-in-target") ? CO_MISSING
+                                                       : CO_EXTRA;
+        msg_get_bin(m, "k", &ev.key, &ev.klen, NULL);
+        if (msg_get_array(m, "key", &items, &n, NULL) == 0 && n <= 32) {
+            for (uint32_t i = 0; i < n; i++) {
+                const char *p;
+                size_t l;
+                if (msg_obj_array(&items[i], &f, &nf) || nf != 2)
+                    continue;
+                names[ev.nkey] = msg_obj_str(&f[0], &p, &l) ? "" : (strs[ns++] = strndup(p, l));
+                vals[ev.nkey] = msg_obj_str(&f[1], &p, &l) ? "" : (strs[ns++] = strndup(p, l));
+                ev.nkey++;
+            }
+        }
+        if (msg_get_array(m, "columns", &items, &n, NULL) == 0 && n <= 512) {
+            for (uint32_t i = 0; i < n; i++) {
+                const char *p;
+                size_t l;
+                if (msg_obj_array(&items[i], &f, &nf) || nf != 3)
+                    continue;
+                co_coldiff *c = &cols[ev.ncols++];
+                c->column = msg_obj_str(&f[0], &p, &l) ? "" : (strs[ns++] = strndup(p, l));
+                c->source = msg_obj_str(&f[1], &p, &l) ? NULL : (strs[ns++] = strndup(p, l));
+                c->target = msg_obj_str(&f[2], &p, &l) ? NULL : (strs[ns++] = strndup(p, l));
+            }
+        }
+        ev.key_cols = names;
+        ev.key_vals = vals;
+        ev.cols = cols;
+    }
+    int rc = report_add(r, &ev);
+    for (size_t i = 0; i < ns; i++)
+        free(strs[i]);
+    msg_free(m);
+    return rc;
+}
+
+static msg *status_of(void *zctx, const char *ep, int64_t job, int events, sl_err *err)
+{
+    msg_writer *w = msg_writer_new(MSG_STATUS, 1, 2);
+    if (!w)
+        return sl_err_set(err, "out of memory"), NULL;
+    msg_key(w, "job");
+    msg_pack_int(w, job);
+    msg_key(w, "events");
+    msg_pack_int(w, events);
+    return ask(zctx, ep, w, 5000, err);
+}
+
+static void summary_of(const msg *m, co_summary *s)
+{
+    memset(s, 0, sizeof *s);
+    get_s(m, "source", s->source_name, sizeof s->source_name);
+    get_s(m, "target", s->target_name, sizeof s->target_name);
+    s->source_rows = get_u(m, "source_rows");
+    s->target_rows = get_u(m, "target_rows");
+    s->ranges = get_u(m, "ranges");
+    s->workers = get_u(m, "workers");
+    s->missing = get_u(m, "missing");
+    s->extra = get_u(m, "extra");
+    s->changed = get_u(m, "changed");
+    s->schema = get_u(m, "schema");
+    s->elapsed = (double)get_u(m, "elapsed_ms") / 1000;
+}
+
+/* Follows a job to its end and prints its report like sluice diff. */
+static int wait_job(void *zctx, const diff_args *a, int64_t job)
+{
+    sl_err err = {{0}};
+    char state[32] = "";
+    report rep = {.progress = 0};
+    int status = 2;
+    msg *m = NULL;
+    for (;;) {
+        m = status_of(zctx, a->coordinator, job, 0, &err);
+        if (!m)
+            goto out;
+        get_s(m, "state", state, sizeof state);
+        if (strcmp(state, "queued") && strcmp(state, "running"))
+            break;
+        if (a->progress)
+            fprintf(stderr, "\rsluice: job %lld %s, %llu/%llu ranges", (long long)job, state,
+                    (unsigned long long)get_u(m, "ranges_done"),
+                    (unsigned long long)get_u(m, "ranges"));
+        msg_free(m);
+        m = NULL;
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (a->progress)
+        fprintf(stderr, "\r\033[K");
+    if (strcmp(state, "done")) {
+        char e[512];
+        get_s(m, "error", e, sizeof e);
+        sl_err_set(&err, "job %lld %s%s%s", (long long)job, state, e[0] ? ": " : "", e);
+        goto out;
+    }
+    msg_free(m);
+    if (!(m = status_of(zctx, a->coordinator, job, 1, &err)))
+        goto out;
+    const msgpack_object *ev;
+    uint32_t nev;
+    if (msg_get_array(m, "events", &ev, &nev, &err))
+        goto out;
+    for (uint32_t i = 0; i < nev; i++) {
+        const uint8_t *p;
+        size_t n;
+        if (msg_obj_bin(&ev[i], &p, &n) == 0)
+            event_into_report(&rep, p, n);
+    }
+    co_summary sum;
+    summary_of(m, &sum);
+    if (sum.source_rows == 0 && sum.target_rows == 0 && !a->allow_empty) {
+        sl_err_set(&err, "both tables are empty (0 rows compared), so nothing was verified; "
+                         "check --table and --where, or pass --allow-empty");
+        goto out;
+    }
+    report_sort(&rep);
+    const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
+    if (!strcmp(a->format, "json"))
+        report_print_json(&rep, &sum, a->o.table, tt);
+    else
+        report_print_text(&rep, &sum, a->o.table, tt);
+    status = rep.n ? 1 : 0;
+out:
+    msg_free(m);
+    report_free(&rep);
+    if (status == 2)
+        cli_fail("%s", err.msg);
+    return status;
+}
+
+static void pack_list(msg_writer *w, const char *key, const char *const *v, size_t n)
+{
+    msg_key(w, key);
+    msg_pack_array(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        msg_pack_cstr(w, v[i]);
+}
+
+int cmd_submit(int argc, char **argv)
+{
+    diff_args a;
+    int st = diff_args_parse(argc, argv, 1, &a);
+    if (st >= 0) {
+        diff_args_free(&a);
+        return st;
+    }
+    sl_err err = {{0}};
+    void *zctx = zmq_ctx_new();
+    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 10);
+    if (!w) {
+        diff_args_free(&a);
+        return cli_fail("out of memory");
+    }
+    msg_key(w, "source");
+    msg_pack_cstr(w, a.source);
+    msg_key(w, "target");
+    msg_pack_cstr(w, a.target);
+    msg_key(w, "table");
+    msg_pack_cstr(w, a.o.table);
+    msg_key(w, "target_table");
+    msg_pack_cstr(w, a.o.target_table);
+    msg_key(w, "where");
+    msg_pack_cstr(w, a.o.where);
+    pack_list(w, "key", a.o.key, a.o.nkey);
+    pack_list(w, "columns", a.o.columns, a.o.ncolumns);
+    pack_list(w, "exclude", a.o.exclude, a.o.nexclude);
+    msg_key(w, "strict");
+    msg_pack_int(w, a.o.strict);
+    msg_key(w, "ranges");
+    msg_pack_uint(w, a.o.ranges);
+    msg *m = ask(zctx, a.coordinator, w, 5000, &err);
+    if (!m) {
+        st = cli_fail("%s", err.msg);
+    } else {
+        int64_t job = (int64_t)get_u(m, "job");
+        msg_free(m);
+        if (a.wait) {
+            fprintf(stderr, "sluice: job %lld submitted\n", (long long)job);
+            st = wait_job(zctx, &a, job);
+        } else {
+            printf("%lld\n", (long long)job);
+            st = 0;
+        }
+    }
+    zmq_ctx_term(zctx);
+    diff_args_free(&a);
+    return st;
+}
+
+/* Options shared by status, watch and workers. */
+typedef struct client_args {
+    const char *coordinator, *events, *format;
+    int64_t job;
+    long count;
+    int timeout_ms;
+} client_args;
+
+static int client_parse(int argc, char **argv, const char *cmd, int want_job, client_args *a)
+{
+    static const struct option opts[] = {{"coordinator", required_argument, 0, 'c'},
+                                         {"events", required_argument, 0, 'e'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"job", required_argument, 0, 'j'},
+                                         {"count", required_argument, 0, 'n'},
+                                         {"timeout", required_argument, 0, 't'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    a->coordinator = CLI_DEFAULT_CLIENTS_EP;
+    a->events = CLI_DEFAULT_EVENTS_EP;
+    a->format = "text";
+    int ch, st;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (ch) {
+        case 'c':
+            a->coordinator = optarg;
+            break;
+        case 'e':
+            a->events = optarg;
+            break;
+        case 'f':
+            a->format = optarg;
+            break;
+        case 'j':
+            a->job = strtoll(optarg, &end, 10);
+            if (*end || a->job <= 0)
+                return cli_fail("--job must be a job id, not \"%s\"", optarg);
+            break;
+        case 'n':
+            a->count = strtol(optarg, &end, 10);
+            if (*end || a->count <= 0)
+                return cli_fail("--count must be a positive number, not \"%s\"", optarg);
+            break;
+        case 't':
+            if ((st = parse_seconds(optarg, "--timeout", &a->timeout_ms)) >= 0)
+                return st;
+            break;
+        case 'h':
+            printf("usage: sluice %s%s [--coordinator EP] [--events EP] [--format text|json]\n"
+                   "       (watch: [--job JOB] [--count N] [--timeout SECONDS])\n",
+                   cmd, want_job ? " JOB" : "");
+            return 0;
+        default:
+            return cli_fail("unknown or incomplete option \"%s\" (try: sluice %s --help)",
+                            argv[optind - 1], cmd);
+        }
+    }
+    if (strcmp(a->format, "text") && strcmp(a->format, "json"))
+        return cli_fail("--format must be text or json, not \"%s\"", a->format);
+    if (want_job) {
+        char *end;
+        if (argc - optind != 1 || (a->job = strtoll(argv[optind], &end, 10)) <= 0 || *end)
+            return cli_fail("%s needs one job id (sluice submit prints it)", cmd);
+    } else if (optind != argc) {
+        return cli_fail("%s takes no arguments, only options (try --help)", cmd);
+    }
+    return -1;
+}
+
+int cmd_status(int argc, char **argv)
+{
+    client_args a;
+    int st = client_parse(argc, argv, "status", 1, &a);
+    if (st >= 0)
+        return st;
+    sl_err err;
+    void *zctx = zmq_ctx_new();
+    msg *m = status_of(zctx, a.coordinator, a.job, 0, &err);
+    if (!m) {
+        zmq_ctx_term(zctx);
+        return cli_fail("%s", err.msg);
+    }
+    char state[32], table[256], error[512];
+    get_s(m, "state", state, sizeof state);
+    get_s(m, "table", table, sizeof table);
+    get_s(m, "error", error, sizeof error);
+    co_summary s;
+    summary_of(m, &s);
+    uint64_t done = get_u(m, "ranges_done");
+    if (!strcmp(a.format, "json")) {
+        json_t *o = json_pack(
+            "{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "job",
+            (json_int_t)a.job, "state", state, "table", table, "source", s.source_name, "target",
+            s.target_name, "source_rows", (json_int_t)s.source_rows, "target_rows",
+            (json_int_t)s.target_rows, "ranges", (json_int_t)s.ranges, "ranges_done",
+            (json_int_t)done, "changed", (json_int_t)s.changed, "missing_in_target",
+            (json_int_t)s.missing, "extra_in_target", (json_int_t)s.extra, "schema",
+            (json_int_t)s.schema, "elapsed_seconds", s.elapsed);
+        if (error[0])
+            json_object_set_new(o, "error", json_string(error));
+        char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
+        puts(txt ? txt : "{}");
+        free(txt);
+        json_decref(o);
+    } else {
+        printf("job %lld %s: table %s, %llu/%zu ranges, %llu source rows, %llu target rows\n",
+               (long long)a.job, state, table, (unsigned long long)done, s.ranges,
+               (unsigned long long)s.source_rows, (unsigned long long)s.target_rows);
+        printf("divergences: %llu changed, %llu missing-in-target, %llu extra-in-target, %llu "
+               "schema\n",
+               (unsigned long long)s.changed, (unsigned long long)s.missing,
+               (unsigned long long)s.extra, (unsigned long long)s.schema);
+        if (error[0])
+            printf("error: %s\n", error);
+    }
+    msg_free(m);
+    zmq_ctx_term(zctx);
+    return 0;
+}
+
+int cmd_workers(int argc, char **argv)
+{
+    client_args a;
+    int st = client_parse(argc, argv, "workers", 0, &a);
+    if (st >= 0)
+        return st;
+    sl_err err;
+    void *zctx = zmq_ctx_new();
+    msg_writer *w = msg_writer_new(MSG_WORKERS, 1, 0);
+    msg *m = w ? ask(zctx, a.coordinator, w, 5000, &err) : NULL;
+    const msgpack_object *items, *f, *dbs;
+    uint32_t n, nf, nd;
+    if (!m || msg_get_array(m, "workers", &items, &n, &err)) {
+        msg_free(m);
+        zmq_ctx_term(zctx);
+        return cli_fail("%s", err.msg);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        int64_t id, alive, busy, idle;
+        if (msg_obj_array(&items[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &id) ||
+            msg_obj_int(&f[1], &alive) || msg_obj_int(&f[2], &busy) || msg_obj_int(&f[3], &idle) ||
+            msg_obj_array(&f[4], &dbs, &nd))
+            continue;
+        printf("worker %lld  %-5s %-4s last seen %.1f s ago  databases:", (long long)id,
+               alive ? "alive" : "lost", busy ? "busy" : "idle", (double)idle / 1000);
+        for (uint32_t k = 0; k < nd; k++) {
+            const char *p;
+            size_t l;
+            if (msg_obj_str(&dbs[k], &p, &l) == 0)
+                printf(" %.*s", (int)l, p);
+        }
+        printf("\n");
+    }
+    printf("%u workers\n", n);
+    msg_free(m);
+    zmq_ctx_term(zctx);
+    return 0;
+}
+
+/* Prints one event: JSON lines, or one readable line. */
+static void print_event(const msg *m, int json)
+{
+    char event[32], kind[32], state[32], error[512];
+    get_s(m, "event", event, sizeof event);
+    get_s(m, "kind", kind, sizeof kind);
+    get_s(m, "state", state, sizeof state);
+    get_s(m, "error", error, sizeof error);
+    int64_t job = (int64_t)get_u(m, "job"), at = (int64_t)get_u(m, "at_ms");
+    int64_t read_at = (int64_t)get_u(m, "read_at_ms");
+    json_t *o = json_pack("{s:s, s:I, s:I}", "event", event, "job", (json_int_t)job, "at_ms",
+                          (json_int_t)at);
+    sl_buf line = {0};
+    if (!strcmp(event, "divergence")) {
+        json_object_set_new(o, "kind", json_string(kind));
+        json_object_set_new(o, "read_at_ms", json_integer(read_at));
+        sl_buf_printf(&line, "job %lld %s", (long long)job, kind);
+        const msgpack_object *items, *f;
+        uint32_t n, nf;
+        const char *p;
+        size_t l;
+        if (!strcmp(kind, "schema")) {
+            char column[256], problem[64];
+            get_s(m, "column", column, sizeof column);
+            get_s(m, "problem", problem, sizeof problem);
+            json_object_set_new(o, "column", json_string(column));
+            json_object_set_new(o, "problem", json_string(problem));
+            sl_buf_printf(&line, " column \"%s\" %s", column, problem);
+        }
+        if (msg_get_array(m, "key", &items, &n, NULL) == 0) {
+            json_t *key = json_object();
+            for (uint32_t i = 0; i < n; i++)
+                if (msg_obj_array(&items[i], &f, &nf) == 0 && nf == 2) {
+                    char name[256], val[1024] = "";
+                    snprintf(name, sizeof name, "%.*s", msg_obj_str(&f[0], &p, &l) ? 0 : (int)l,
+                             msg_obj_str(&f[0], &p, &l) ? "" : p);
+                    if (msg_obj_str(&f[1], &p, &l) == 0)
+                        snprintf(val, sizeof val, "%.*s", (int)l, p);
+                    json_object_set_new(key, name, json_string(val));
+                    sl_buf_printf(&line, " %s=%s", name, val);
+                }
+            json_object_set_new(o, "key", key);
+        }
+        if (msg_get_array(m, "columns", &items, &n, NULL) == 0 && n) {
+            json_t *cols = json_array();
+            for (uint32_t i = 0; i < n; i++)
+                if (msg_obj_array(&items[i], &f, &nf) == 0 && nf == 3 &&
+                    msg_obj_str(&f[0], &p, &l) == 0) {
+                    json_array_append_new(cols, json_stringn(p, l));
+                    sl_buf_printf(&line, "%s%.*s", i ? "," : " columns ", (int)l, p);
+                }
+            json_object_set_new(o, "columns", cols);
+        }
+    } else if (!strcmp(event, "progress")) {
+        uint64_t done = get_u(m, "ranges_done"), total = get_u(m, "ranges");
+        json_object_set_new(o, "ranges_done", json_integer((json_int_t)done));
+        json_object_set_new(o, "ranges", json_integer((json_int_t)total));
+        sl_buf_printf(&line, "job %lld progress %llu/%llu ranges", (long long)job,
+                      (unsigned long long)done, (unsigned long long)total);
+    } else {
+        json_object_set_new(o, "state", json_string(state));
+        if (error[0])
+            json_object_set_new(o, "error", json_string(error));
+        sl_buf_printf(&line, "job %lld %s%s%s", (long long)job, state, error[0] ? ": " : "", error);
+    }
+    if (json) {
+        char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (txt)
+            puts(txt);
+        free(txt);
+    } else if (line.len) {
+        printf("%.*s\n", (int)line.len, (const char *)line.p);
+    }
+    fflush(stdout);
+    json_decref(o);
+    sl_buf_free(&line);
+}
+
+int cmd_watch(int argc, char **argv)
+{
+    client_args a;
+    int st = client_parse(argc, argv, "watch", 0, &a);
+    if (st >= 0)
+        return st;
+    catch_signals();
+    void *zctx = zmq_ctx_new();
+    void *sub = zmq_socket(zctx, ZMQ_SUB);
+    char topic[48];
+    int n = a.job ? snprintf(topic, sizeof topic, "job.%lld", (long long)a.job) : 0;
+    /* "job.1" would also match "job.12": the topic is matched as a prefix,
+     * so the job number is checked again on each event */
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, topic, (size_t)n);
+    if (zmq_connect(sub, a.events) != 0) {
+        zmq_close(sub);
+        zmq_ctx_term(zctx);
+        return cli_fail("cannot connect to events at %s: %s", a.events, zmq_strerror(zmq_errno()));
+    }
+    long seen = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!stop_flag && (!a.count || seen < a.count)) {
+        zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 200) <= 0) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if (a.timeout_ms &&
+                (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > a.timeout_ms)
+                break;
+            continue;
+        }
+        zmq_msg_t tp, body;
+        zmq_msg_init(&tp);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&tp, sub, 0) >= 0 && zmq_msg_more(&tp) &&
+            zmq_msg_recv(&body, sub, 0) >= 0) {
+            sl_err e;
+            msg *m = msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), &e);
+            if (m && msg_type(m) == MSG_EVENT && (!a.job || (int64_t)get_u(m, "job") == a.job)) {
+                print_event(m, !strcmp(a.format, "json"));
+                seen++;
+            }
+            msg_free(m);
+        }
+        zmq_msg_close(&tp);
+        zmq_msg_close(&body);
+    }
+    zmq_close(sub);
+    zmq_ctx_term(zctx);
+    return a.count && seen < a.count
+               ? cli_fail("watch ended after %ld of %ld events", seen, a.count)
+               : 0;
+}

@@ -1,0 +1,71 @@
+/* sluice diff: the coordinator and N worker threads in one process over
+ * inproc:// — the same code path as the cluster, run small. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "cli.h"
+#include "report.h"
+
+int cmd_diff(int argc, char **argv)
+{
+    diff_args a;
+    int st = diff_args_parse(argc, argv, 0, &a);
+    if (st >= 0) {
+        diff_args_free(&a);
+        return st;
+    }
+    a.o.source_db = "source";
+    a.o.target_db = "target";
+    int status = 2;
+    sl_err err = {{0}};
+    report rep = {.progress = a.progress};
+    co_summary sum;
+    wk_threads wt = {0};
+    void *zctx = zmq_ctx_new();
+    co *c = NULL;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://sluice-diff-%ld", (long)getpid());
+    wk_db dbs[2] = {{"source", a.source}, {"target", a.target}};
+    wk_config cfg = {.zctx = zctx, .endpoint = endpoint, .dbs = dbs, .ndbs = 2};
+    if (!zctx || !(c = co_new(zctx, endpoint, &err)) ||
+        wk_threads_start(&wt, a.workers, &cfg, &err) ||
+        co_wait_workers(c, (size_t)a.workers, 10000, &err))
+        goto out;
+    co_callbacks cb = {.event = report_add, .progress = report_progress, .ctx = &rep};
+    int r = co_diff(c, &a.o, &cb, &sum, &err);
+    if (rep.progress)
+        fprintf(stderr, "\r\033[K");
+    if (r != 0)
+        goto out;
+    if (rep.oom) {
+        sl_err_set(&err, "out of memory while collecting the report");
+        goto out;
+    }
+    if (sum.source_rows == 0 && sum.target_rows == 0 && !a.allow_empty) {
+        sl_err_set(&err, "both tables are empty (0 rows compared), so nothing was verified; "
+                         "check --table and --where, or pass --allow-empty");
+        goto out;
+    }
+    report_sort(&rep);
+    const char *tt = a.o.target_table ? a.o.target_table : a.o.table;
+    if (strcmp(a.format, "json") == 0)
+        report_print_json(&rep, &sum, a.o.table, tt);
+    else
+        report_print_text(&rep, &sum, a.o.table, tt);
+    status = rep.n ? 1 : 0;
+out:
+    if (c)
+        co_shutdown_workers(c);
+    wk_threads_join(&wt);
+    co_free(c);
+    if (zctx)
+        zmq_ctx_term(zctx);
+    report_free(&rep);
+    diff_args_free(&a);
+    if (status == 2)
+        cli_fail("%s", err.msg[0] ? err.msg : "failed");
+    fflush(stdout);
+    return status;
+}

@@ -1,0 +1,630 @@
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "../proto/msg.h"
+#include "co.h"
+#include "store.h"
+
+#define SPEC_MAX_LIST 512
+
+struct co_server {
+    void *zctx;
+    co *c;
+    void *clients, *pub;
+    co_store *store;
+    int64_t running; /* job id, 0 when idle */
+    int verbose;
+    sl_buf frame;
+    volatile sig_atomic_t *stop;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- job specs (the submit message) ------------------------------------- */
+
+typedef struct spec {
+    co_diff_opts o;
+    char *strs[8];
+    char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
+} spec;
+
+static void spec_free(spec *s)
+{
+    for (int i = 0; i < 8; i++)
+        free(s->strs[i]);
+    for (size_t i = 0; i < s->o.nkey; i++)
+        free(s->key[i]);
+    for (size_t i = 0; i < s->o.ncolumns; i++)
+        free(s->cols[i]);
+    for (size_t i = 0; i < s->o.nexclude; i++)
+        free(s->excl[i]);
+    memset(s, 0, sizeof *s);
+}
+
+static int opt_str(const msg *m, const char *key, int required, char **out, sl_err *err)
+{
+    const msgpack_object *o = msg_get(m, key);
+    const char *p;
+    size_t n;
+    if (!o || msg_obj_is_nil(o)) {
+        *out = NULL;
+        return required ? sl_err_set(err, "submit: \"%s\" is required", key) : 0;
+    }
+    if (msg_obj_str(o, &p, &n) || n == 0 || memchr(p, 0, n))
+        return sl_err_set(err, "submit: \"%s\" must be a non-empty string", key);
+    return (*out = strndup(p, n)) ? 0 : sl_err_set(err, "out of memory");
+}
+
+static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err *err)
+{
+    const msgpack_object *o = msg_get(m, key), *items;
+    uint32_t ni;
+    *n = 0;
+    if (!o || msg_obj_is_nil(o))
+        return 0;
+    if (msg_obj_array(o, &items, &ni) || ni > SPEC_MAX_LIST)
+        return sl_err_set(err, "submit: \"%s\" must be a list of at most %d names", key,
+                          SPEC_MAX_LIST);
+    for (uint32_t i = 0; i < ni; i++) {
+        const char *p;
+        size_t l;
+        if (msg_obj_str(&items[i], &p, &l) || l == 0 || memchr(p, 0, l))
+            return sl_err_set(err, "submit: \"%s\" must hold non-empty names", key);
+        if (!(out[i] = strndup(p, l)))
+            return sl_err_set(err, "out of memory");
+        *n = i + 1;
+    }
+    return 0;
+}
+
+/* Reads a submit message into opts; the one validation both the submit
+ * reply and a resumed job rely on. */
+static int spec_read(const msg *m, spec *s, sl_err *err)
+{
+    memset(s, 0, sizeof *s);
+    int64_t strict = 0, ranges = 0;
+    const msgpack_object *o;
+    if (opt_str(m, "source", 1, &s->strs[0], err) || opt_str(m, "target", 1, &s->strs[1], err) ||
+        opt_str(m, "table", 1, &s->strs[2], err) ||
+        opt_str(m, "target_table", 0, &s->strs[3], err) ||
+        opt_str(m, "where", 0, &s->strs[4], err) || opt_list(m, "key", s->key, &s->o.nkey, err) ||
+        opt_list(m, "columns", s->cols, &s->o.ncolumns, err) ||
+        opt_list(m, "exclude", s->excl, &s->o.nexclude, err))
+        return -1;
+    if ((o = msg_get(m, "strict")) && msg_obj_int(o, &strict))
+        return sl_err_set(err, "submit: \"strict\" must be 0 or 1");
+    if ((o = msg_get(m, "ranges")) && (msg_obj_int(o, &ranges) || ranges < 0 || ranges > 1000000))
+        return sl_err_set(err, "submit: \"ranges\" must be a number from 0 to 1000000");
+    s->o.source_db = s->strs[0];
+    s->o.target_db = s->strs[1];
+    s->o.table = s->strs[2];
+    s->o.target_table = s->strs[3];
+    s->o.where = s->strs[4];
+    s->o.key = (const char *const *)s->key;
+    s->o.columns = (const char *const *)s->cols;
+    s->o.exclude = (const char *const *)s->excl;
+    s->o.strict = strict != 0;
+    s->o.ranges = (size_t)ranges;
+    return 0;
+}
+
+/* ---- events --------------------------------------------------------------- */
+
+typedef struct run_ctx {
+    co_server *s;
+    int64_t job;
+    int failed; /* the control database refused a write */
+    sl_err err;
+} run_ctx;
+
+static void publish(co_server *s, int64_t job, const sl_buf *frame)
+{
+    char topic[32];
+    int n = snprintf(topic, sizeof topic, "job.%lld", (long long)job);
+    zmq_send(s->pub, topic, (size_t)n, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(s->pub, frame->p, frame->len, ZMQ_DONTWAIT);
+}
+
+static const char *kind_name(int kind)
+{
+    switch (kind) {
+    case CO_MISSING:
+        return "missing-in-target";
+    case CO_EXTRA:
+        return "extra-in-target";
+    case CO_CHANGED:
+        return "changed";
+    default:
+        return "schema";
+    }
+}
+
+static int on_event(void *ctx, const co_event *ev)
+{
+    run_ctx *r = ctx;
+    co_server *s = r->s;
+    int schema = ev->kind == CO_SCHEMA;
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 8);
+    if (!w)
+        return -1;
+    msg_key(w, "event");
+    msg_pack_cstr(w, "divergence");
+    msg_key(w, "job");
+    msg_pack_int(w, r->job);
+    msg_key(w, "kind");
+    msg_pack_cstr(w, kind_name(ev->kind));
+    msg_key(w, "at_ms");
+    msg_pack_int(w, wall_ms());
+    msg_key(w, "read_at_ms");
+    msg_pack_int(w, ev->read_at_ms);
+    if (schema) {
+        msg_key(w, "column");
+        msg_pack_cstr(w, ev->column);
+        msg_key(w, "problem");
+        msg_pack_cstr(w, ev->detail);
+        msg_key(w, "types");
+        msg_pack_array(w, 2);
+        msg_pack_cstr(w, ev->source_type);
+        msg_pack_cstr(w, ev->target_type);
+    } else {
+        msg_key(w, "k"); /* the encoded key: sorts rows as the databases do */
+        msg_pack_bin(w, ev->key, ev->klen);
+        msg_key(w, "key");
+        msg_pack_array(w, (uint32_t)ev->nkey);
+        for (size_t k = 0; k < ev->nkey; k++) {
+            msg_pack_array(w, 2);
+            msg_pack_cstr(w, ev->key_cols[k]);
+            msg_pack_cstr(w, ev->key_vals[k]);
+        }
+        msg_key(w, "columns");
+        msg_pack_array(w, (uint32_t)ev->ncols);
+        for (size_t k = 0; k < ev->ncols; k++) {
+            msg_pack_array(w, 3);
+            msg_pack_cstr(w, ev->cols[k].column);
+            msg_pack_cstr(w, ev->cols[k].source);
+            msg_pack_cstr(w, ev->cols[k].target);
+        }
+    }
+    int rc = msg_writer_finish(w, &s->frame, &r->err);
+    msg_writer_free(w);
+    if (rc)
+        return -1;
+    publish(s, r->job, &s->frame);
+    if (co_store_add_event(s->store, r->job, s->frame.p, s->frame.len, &r->err)) {
+        r->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static void publish_state(co_server *s, int64_t job, const char *state, const char *error)
+{
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 5);
+    if (!w)
+        return;
+    msg_key(w, "event");
+    msg_pack_cstr(w, "job");
+    msg_key(w, "job");
+    msg_pack_int(w, job);
+    msg_key(w, "state");
+    msg_pack_cstr(w, state);
+    msg_key(w, "error");
+    msg_pack_cstr(w, error);
+    msg_key(w, "at_ms");
+    msg_pack_int(w, wall_ms());
+    if (msg_writer_finish(w, &s->frame, NULL) == 0)
+        publish(s, job, &s->frame);
+    msg_writer_free(w);
+}
+
+static void on_progress(void *ctx, const co_progress *p)
+{
+    run_ctx *r = ctx;
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 6);
+    if (!w)
+        return;
+    msg_key(w, "event");
+    msg_pack_cstr(w, "progress");
+    msg_key(w, "job");
+    msg_pack_int(w, r->job);
+    msg_key(w, "ranges_done");
+    msg_pack_uint(w, p->ranges_done);
+    msg_key(w, "ranges");
+    msg_pack_uint(w, p->ranges);
+    msg_key(w, "rows_done");
+    msg_pack_uint(w, p->rows_done);
+    msg_key(w, "at_ms");
+    msg_pack_int(w, wall_ms());
+    if (msg_writer_finish(w, &r->s->frame, NULL) == 0)
+        publish(r->s, r->job, &r->s->frame);
+    msg_writer_free(w);
+}
+
+static int on_planned(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens)
+{
+    run_ctx *r = ctx;
+    if (co_store_save_plan(r->s->store, r->job, n, keys, lens, &r->err))
+        return r->failed = -1;
+    return 0;
+}
+
+static int on_range_done(void *ctx, size_t ri, uint64_t src, uint64_t tgt)
+{
+    run_ctx *r = ctx;
+    if (co_store_range_done(r->s->store, r->job, ri, src, tgt, &r->err))
+        return r->failed = -1;
+    return 0;
+}
+
+/* ---- clients ------------------------------------------------------------ */
+
+static void reply(co_server *s, const void *ident, size_t ilen, msg_writer *w)
+{
+    if (!w)
+        return;
+    if (msg_writer_finish(w, &s->frame, NULL) == 0) {
+        zmq_send(s->clients, ident, ilen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(s->clients, s->frame.p, s->frame.len, ZMQ_DONTWAIT);
+    }
+    msg_writer_free(w);
+}
+
+static void reply_error(co_server *s, const void *ident, size_t ilen, uint64_t id, const char *e)
+{
+    if (msg_error_frame(id, e, &s->frame) == 0) {
+        zmq_send(s->clients, ident, ilen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(s->clients, s->frame.p, s->frame.len, ZMQ_DONTWAIT);
+    }
+}
+
+typedef struct ev_collect {
+    msg_writer *w;
+} ev_collect;
+
+static int count_event(void *ctx, const void *frame, size_t len)
+{
+    (void)frame;
+    (void)len;
+    (*(uint32_t *)ctx)++;
+    return 0;
+}
+
+static int pack_event(void *ctx, const void *frame, size_t len)
+{
+    msg_pack_bin(((ev_collect *)ctx)->w, frame, len);
+    return 0;
+}
+
+static void serve_status(co_server *s, const void *ident, size_t ilen, const msg *m)
+{
+    sl_err e;
+    int64_t job;
+    co_job_row row;
+    if (msg_get_int(m, "job", &job, &e))
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    int r = co_store_get_job(s->store, job, &row, &e);
+    if (r <= 0)
+        return reply_error(s, ident, ilen, msg_id(m),
+                           r < 0 ? e.msg : "no such job; sluice submit prints the job id");
+    size_t done = 0, total = 0;
+    co_store_ranges_done(s->store, job, &done, &total, &e);
+    const msgpack_object *want = msg_get(m, "events");
+    int64_t with_events = 0;
+    if (want)
+        msg_obj_int(want, &with_events);
+    uint32_t nev = 0;
+    if (with_events && co_store_each_event(s->store, job, count_event, &nev, &e))
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 19 : 18);
+    if (!w)
+        return;
+    msg_key(w, "job");
+    msg_pack_int(w, job);
+    msg_key(w, "state");
+    msg_pack_cstr(w, row.state);
+    msg_key(w, "error");
+    msg_pack_cstr(w, row.error[0] ? row.error : NULL);
+    msg_key(w, "table");
+    msg_pack_cstr(w, row.table);
+    msg_key(w, "source");
+    msg_pack_cstr(w, row.sum.source_name);
+    msg_key(w, "target");
+    msg_pack_cstr(w, row.sum.target_name);
+    msg_key(w, "source_rows");
+    msg_pack_uint(w, row.sum.source_rows);
+    msg_key(w, "target_rows");
+    msg_pack_uint(w, row.sum.target_rows);
+    msg_key(w, "ranges");
+    msg_pack_uint(w, total);
+    msg_key(w, "ranges_done");
+    msg_pack_uint(w, done);
+    msg_key(w, "workers");
+    msg_pack_uint(w, row.sum.workers);
+    msg_key(w, "missing");
+    msg_pack_uint(w, row.sum.missing);
+    msg_key(w, "extra");
+    msg_pack_uint(w, row.sum.extra);
+    msg_key(w, "changed");
+    msg_pack_uint(w, row.sum.changed);
+    msg_key(w, "schema");
+    msg_pack_uint(w, row.sum.schema);
+    msg_key(w, "elapsed_ms");
+    msg_pack_int(w, (int64_t)(row.sum.elapsed * 1000));
+    msg_key(w, "submitted_ms");
+    msg_pack_int(w, (int64_t)(row.submitted * 1000));
+    msg_key(w, "finished_ms");
+    msg_pack_int(w, (int64_t)(row.finished * 1000));
+    if (with_events) {
+        ev_collect ec = {w};
+        msg_key(w, "events");
+        msg_pack_array(w, nev);
+        co_store_each_event(s->store, job, pack_event, &ec, &e);
+    }
+    reply(s, ident, ilen, w);
+}
+
+static void serve_workers(co_server *s, const void *ident, size_t ilen, const msg *m)
+{
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    if (!w)
+        return;
+    size_t n = co_worker_count(s->c);
+    msg_key(w, "workers");
+    msg_pack_array(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        co_worker_view v;
+        co_worker_info(s->c, i, &v);
+        msg_pack_array(w, 5);
+        msg_pack_uint(w, i);
+        msg_pack_int(w, v.alive);
+        msg_pack_int(w, v.busy);
+        msg_pack_int(w, (int64_t)(v.idle_s * 1000));
+        msg_pack_array(w, (uint32_t)v.ndbs);
+        for (size_t k = 0; k < v.ndbs; k++)
+            msg_pack_cstr(w, v.dbs[k]);
+    }
+    reply(s, ident, ilen, w);
+}
+
+/* Serves one client request; called between jobs and while a job runs. */
+static void serve_client(void *ctx)
+{
+    co_server *s = ctx;
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&id, s->clients, ZMQ_DONTWAIT) < 0 || !zmq_msg_more(&id) ||
+        zmq_msg_recv(&body, s->clients, 0) < 0)
+        goto done;
+    for (int more = zmq_msg_more(&body); more;) {
+        zmq_msg_t x;
+        zmq_msg_init(&x);
+        zmq_msg_recv(&x, s->clients, 0);
+        more = zmq_msg_more(&x);
+        zmq_msg_close(&x);
+    }
+    const void *ident = zmq_msg_data(&id);
+    size_t ilen = zmq_msg_size(&id);
+    sl_err e;
+    msg *m = msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), &e);
+    if (!m) {
+        reply_error(s, ident, ilen, 0, e.msg);
+        goto done;
+    }
+    switch (msg_type(m)) {
+    case MSG_SUBMIT: {
+        spec sp;
+        int64_t job;
+        if (spec_read(m, &sp, &e) || co_store_add_job(s->store, zmq_msg_data(&body),
+                                                      zmq_msg_size(&body), sp.o.table, &job, &e)) {
+            reply_error(s, ident, ilen, msg_id(m), e.msg);
+        } else {
+            msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+            if (w) {
+                msg_key(w, "job");
+                msg_pack_int(w, job);
+            }
+            reply(s, ident, ilen, w);
+            publish_state(s, job, "queued", NULL);
+        }
+        spec_free(&sp);
+        break;
+    }
+    case MSG_STATUS:
+        serve_status(s, ident, ilen, m);
+        break;
+    case MSG_WORKERS:
+        serve_workers(s, ident, ilen, m);
+        break;
+    case MSG_CANCEL: {
+        int64_t job;
+        if (msg_get_int(m, "job", &job, &e) || co_store_cancel_job(s->store, job, &e)) {
+            reply_error(s, ident, ilen, msg_id(m), e.msg);
+            break;
+        }
+        if (job == s->running)
+            co_cancel(s->c, 1);
+        reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
+        publish_state(s, job, "cancelled", NULL);
+        break;
+    }
+    default:
+        reply_error(s, ident, ilen, msg_id(m), "clients may send submit, status, cancel, workers");
+    }
+    msg_free(m);
+done:
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void run_job(co_server *s, int64_t job, const sl_buf *specframe, int resuming)
+{
+    sl_err e = {{0}};
+    spec sp;
+    run_ctx r = {.s = s, .job = job};
+    co_summary sum;
+    sl_buf plan = {0};
+    unsigned char *done = NULL;
+    const uint8_t **keys = NULL;
+    size_t *lens = NULL;
+    msg *m = msg_decode(specframe->p, specframe->len, &e);
+    memset(&sp, 0, sizeof sp);
+    if (!m || spec_read(m, &sp, &e))
+        goto failed;
+    if (resuming) {
+        size_t nb = 0;
+        uint64_t rows[2];
+        int got = co_store_load_plan(s->store, job, &plan, &nb, &done, rows, &e);
+        if (got < 0)
+            goto failed;
+        if (got) {
+            keys = calloc(nb + 1, sizeof *keys);
+            lens = calloc(nb + 1, sizeof *lens);
+            if (!keys || !lens)
+                goto failed;
+            for (size_t i = 0, off = 0; i < nb; i++) {
+                uint32_t len;
+                memcpy(&len, plan.p + off, 4);
+                keys[i] = plan.p + off + 4;
+                lens[i] = len;
+                off += 4 + len;
+            }
+            sp.o.resume_nbounds = nb;
+            sp.o.resume_bounds = keys;
+            sp.o.resume_lens = lens;
+            sp.o.resume_done = done;
+            sp.o.resume_rows[0] = rows[0];
+            sp.o.resume_rows[1] = rows[1];
+        }
+    }
+    if (co_store_set_state(s->store, job, "running", NULL, NULL, &e))
+        goto failed;
+    s->running = job;
+    publish_state(s, job, resuming ? "resumed" : "running", NULL);
+    if (s->verbose)
+        fprintf(stderr, "sluice coordinator: job %lld %s: %s\n", (long long)job,
+                resuming ? "resumed" : "started", sp.o.table);
+    co_callbacks cb = {.event = on_event,
+                       .progress = on_progress,
+                       .planned = on_planned,
+                       .range_done = on_range_done,
+                       .ctx = &r};
+    co_cancel(s->c, 0);
+    int rc = co_diff(s->c, &sp.o, &cb, &sum, &e);
+    s->running = 0;
+    if (*s->stop) /* shutting down: leave it running, to resume */
+        goto out;
+    if (rc == 0) {
+        co_store_set_state(s->store, job, "done", NULL, &sum, &e);
+        publish_state(s, job, "done", NULL);
+        if (s->verbose)
+            fprintf(stderr, "sluice coordinator: job %lld done in %.2f s\n", (long long)job,
+                    sum.elapsed);
+        goto out;
+    }
+    if (r.failed)
+        e = r.err;
+    co_job_row row;
+    if (co_store_get_job(s->store, job, &row, NULL) == 1 && !strcmp(row.state, "cancelled"))
+        goto out; /* the cancel already recorded and published it */
+failed:
+    if (!e.msg[0])
+        sl_err_set(&e, "out of memory");
+    co_store_set_state(s->store, job, "failed", e.msg, NULL, NULL);
+    publish_state(s, job, "failed", e.msg);
+    if (s->verbose)
+        fprintf(stderr, "sluice coordinator: job %lld failed: %s\n", (long long)job, e.msg);
+out:
+    spec_free(&sp);
+    msg_free(m);
+    sl_buf_free(&plan);
+    free(done);
+    free(keys);
+    free(lens);
+}
+
+int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
+{
+    s->stop = stop;
+    sl_buf specframe = {0};
+    while (!*stop) {
+        int64_t job;
+        int resuming;
+        int r = co_store_next_job(s->store, &job, &specframe, &resuming, err);
+        if (r < 0)
+            break;
+        if (r > 0 && co_alive_workers(s->c) > 0) {
+            run_job(s, job, &specframe, resuming);
+            continue;
+        }
+        if (co_poll(s->c, 200, err))
+            break;
+    }
+    sl_buf_free(&specframe);
+    return *stop ? 0 : -1;
+}
+
+static void *bound_socket(void *zctx, int type, const char *ep, const char *what, sl_err *err)
+{
+    void *sock = zmq_socket(zctx, type);
+    int linger = 0;
+    if (!sock)
+        return sl_err_set(err, "cannot create %s socket: %s", what, zmq_strerror(zmq_errno())),
+               NULL;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(sock, ep) != 0) {
+        sl_err_set(err, "cannot bind %s endpoint %s: %s", what, ep, zmq_strerror(zmq_errno()));
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+co_server *co_server_new(const co_server_config *cfg, sl_err *err)
+{
+    co_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return sl_err_set(err, "out of memory"), NULL;
+    s->verbose = cfg->verbose;
+    if (!(s->store = co_store_open(cfg->state, err)) || !(s->zctx = zmq_ctx_new()) ||
+        !(s->c = co_new(s->zctx, cfg->workers_endpoint, err)) ||
+        !(s->clients = bound_socket(s->zctx, ZMQ_ROUTER, cfg->clients_endpoint, "client", err)) ||
+        !(s->pub = bound_socket(s->zctx, ZMQ_PUB, cfg->events_endpoint, "events", err))) {
+        if (!err || !err->msg[0])
+            sl_err_set(err, "cannot start the coordinator");
+        co_server_free(s);
+        return NULL;
+    }
+    co_set_heartbeat_timeout(s->c, cfg->heartbeat_timeout_ms);
+    co_set_service(s->c, s->clients, serve_client, s);
+    return s;
+}
+
+void co_server_free(co_server *s)
+{
+    if (!s)
+        return;
+    if (s->c)
+        co_free(s->c);
+    if (s->clients)
+        zmq_close(s->clients);
+    if (s->pub)
+        zmq_close(s->pub);
+    if (s->zctx)
+        zmq_ctx_term(s->zctx);
+    co_store_close(s->store);
+    sl_buf_free(&s->frame);
+    free(s);
+}

@@ -1,0 +1,32 @@
+/* server: the long-running coordinator. It binds three ZeroMQ endpoints —
+ * a ROUTER for workers, a ROUTER for clients (submit, status, cancel,
+ * workers) and a PUB socket for events (divergence, progress, job state) —
+ * and runs the queued jobs one after another, keeping everything in the
+ * control database so that a restarted coordinator resumes where it was.
+ */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include <signal.h>
+
+#include "../base/sl.h"
+
+typedef struct co_server_config {
+    const char *workers_endpoint;
+    const char *clients_endpoint;
+    const char *events_endpoint;
+    const char *state; /* control database: "sqlite:PATH" or a path */
+    int heartbeat_timeout_ms;
+    int verbose; /* log job starts and ends to stderr */
+} co_server_config;
+
+typedef struct co_server co_server;
+
+co_server *co_server_new(const co_server_config *cfg, sl_err *err);
+void co_server_free(co_server *s);
+
+/* Serves until *stop becomes non-zero. A job running then is left
+ * "running" in the control database and resumes at the next start. */
+int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err);
+
+#endif

@@ -1,0 +1,67 @@
+/* store: the coordinator's control database — jobs, their plans and range
+ * progress (so a restarted coordinator resumes without redoing finished
+ * ranges), divergence events, and drift history per table. SQLite file.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/sl.h"
+#include "co.h"
+
+typedef struct co_store co_store;
+
+/* Opens (creating if needed) "sqlite:PATH" or a plain path. */
+co_store *co_store_open(const char *where, sl_err *err);
+void co_store_close(co_store *s);
+
+/* Queues a job; spec is the submit frame, kept verbatim. */
+int co_store_add_job(co_store *s, const void *spec, size_t len, const char *table, int64_t *id,
+                     sl_err *err);
+
+/* The job to run next: one left running by a previous coordinator first
+ * (*resuming = 1), else the oldest queued. Returns 1 with id and spec, 0 if
+ * none, -1 on error. */
+int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_err *err);
+
+int co_store_set_state(co_store *s, int64_t id, const char *state, const char *error,
+                       const co_summary *sum, sl_err *err);
+
+int co_store_save_plan(co_store *s, int64_t id, size_t n, const uint8_t *const *keys,
+                       const size_t *lens, sl_err *err);
+int co_store_range_done(co_store *s, int64_t id, size_t range, uint64_t src_rows, uint64_t tgt_rows,
+                        sl_err *err);
+
+/* A recorded plan: nbounds keys packed in buf as [u32 len][key]..., and
+ * done[] (nbounds + 1 flags, malloc'd). Returns 1 if there is one. */
+int co_store_load_plan(co_store *s, int64_t id, sl_buf *buf, size_t *nbounds, unsigned char **done,
+                       uint64_t rows[2], sl_err *err);
+
+/* How many ranges of the job were compared (for tests and status). */
+int co_store_ranges_done(co_store *s, int64_t id, size_t *done, size_t *total, sl_err *err);
+
+int co_store_add_event(co_store *s, int64_t id, const void *frame, size_t len, sl_err *err);
+
+/* Calls fn for each stored event frame of a job, in order. */
+int co_store_each_event(co_store *s, int64_t id,
+                        int (*fn)(void *ctx, const void *frame, size_t len), void *ctx,
+                        sl_err *err);
+
+typedef struct co_job_row {
+    int64_t id;
+    char state[16];
+    char error[512];
+    char table[256];
+    co_summary sum;
+    double submitted, started, finished; /* unix seconds; 0 if not yet */
+} co_job_row;
+
+/* Returns 1 with the job, 0 if there is no such job. */
+int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err);
+
+/* Jobs left "running" or "queued" are set to state (e.g. "cancelled"). */
+int co_store_cancel_job(co_store *s, int64_t id, sl_err *err);
+
+#endif
