@@ -324,7 +324,11 @@ conn *conn_pg_open(const char *dsn, sl_err *err)
                NULL;
     }
     PQconninfoFree(opts);
-    p->pg = PQconnectdb(dsn);
+    /* the DSN's own settings win; a DBA sees "sluice" in pg_stat_activity
+     * unless it names itself otherwise */
+    const char *const keys[] = {"fallback_application_name", "dbname", NULL};
+    const char *const vals[] = {"sluice", dsn, NULL};
+    p->pg = PQconnectdbParams(keys, vals, 1);
     if (!p->pg) {
         free(p);
         return sl_err_set(err, "out of memory"), NULL;

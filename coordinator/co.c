@@ -110,12 +110,35 @@ void co_free(co *c)
     free(c);
 }
 
+#define CO_LOST (-2) /* a worker went away: redo its work elsewhere */
+
+static void lose_worker(co *c, co_worker *w)
+{
+    if (!w->alive)
+        return;
+    w->alive = 0;
+    w->busy_req = 0;
+    c->lost++;
+}
+
+/* Sends a frame to a worker. A worker that is gone (its connection closed:
+ * EHOSTUNREACH under ROUTER_MANDATORY) is lost at once, without waiting for
+ * its heartbeats to stop, and CO_LOST returned. */
 static int send_to(co *c, int wi, const sl_buf *frame, sl_err *err)
 {
     co_worker *w = &c->w[wi];
+    if (!w->alive)
+        return sl_err_set(err, "worker %d was lost", wi), CO_LOST;
     if (zmq_send(c->sock, w->ident, w->identlen, ZMQ_SNDMORE) < 0 ||
-        zmq_send(c->sock, frame->p, frame->len, 0) < 0)
-        return sl_err_set(err, "cannot send to worker %d: %s", wi, zmq_strerror(zmq_errno()));
+        zmq_send(c->sock, frame->p, frame->len, 0) < 0) {
+        int e = zmq_errno();
+        sl_err_set(err, "cannot send to worker %d: %s", wi, zmq_strerror(e));
+        if (e == EHOSTUNREACH) {
+            lose_worker(c, w);
+            return CO_LOST;
+        }
+        return -1;
+    }
     return 0;
 }
 
@@ -166,11 +189,8 @@ static void check_workers(co *c)
     double now = now_s();
     for (size_t i = 0; i < c->nw; i++) {
         co_worker *w = &c->w[i];
-        if (w->alive && now - w->last_seen > c->hb_timeout_ms / 1000.0) {
-            w->alive = 0;
-            w->busy_req = 0;
-            c->lost++;
-        }
+        if (w->alive && now - w->last_seen > c->hb_timeout_ms / 1000.0)
+            lose_worker(c, w);
     }
 }
 
@@ -304,7 +324,6 @@ static msg *backlog_take(co *c, uint64_t id)
  * of arrival; other messages are kept for the main loop. Returns 0; -1 on
  * an ERROR reply or a socket failure; CO_LOST when a worker it waits for is
  * lost (the caller redoes the work elsewhere). */
-#define CO_LOST (-2)
 static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, size_t n,
                         sl_err *err)
 {
@@ -540,9 +559,8 @@ static int rpc(co *c, int wi, msg_writer *mw, uint64_t id, msg **reply, sl_err *
     if (!mw)
         return sl_err_set(err, "out of memory");
     *reply = NULL;
-    if (call(c, wi, mw, err))
-        return -1;
-    return wait_replies(c, &id, &wi, reply, 1, err);
+    int r = call(c, wi, mw, err);
+    return r ? r : wait_replies(c, &id, &wi, reply, 1, err);
 }
 
 static int describe(job *j, int side, side_desc *d, sl_err *err)
@@ -921,8 +939,9 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     pack_bound(mw, "hi", hi.kind, hi.key, hi.len);
     msg_key(mw, "tree");
     msg_pack_uint(mw, tree_id(j, ri, side));
-    if (call(j->c, wi, mw, err))
-        return -1;
+    int rc = call(j->c, wi, mw, err);
+    if (rc)
+        return rc;
     j->c->w[wi].busy_req = id;
     j->c->w[wi].busy_task = (long)(ri * 2 + (size_t)side);
     r->state[side] = 1;
@@ -968,9 +987,10 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     msg_key(mw, "index");
     msg_pack_uint(mw, parent->index);
     msg *m;
-    if (rpc(j->c, r->worker[side], mw, id, &m, err))
-        return -1;
-    int rc = read_nodes(m, out, err);
+    int rc = rpc(j->c, r->worker[side], mw, id, &m, err);
+    if (rc)
+        return rc; /* CO_LOST passes through mk_diff to compare_range */
+    rc = read_nodes(m, out, err);
     msg_free(m);
     return rc;
 }
@@ -1087,10 +1107,11 @@ static int ask_both(job *j, msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
                     const msgpack_object *rows[2], uint32_t n[2], sl_err *err)
 {
     for (int s = 0; s < 2; s++) {
-        if (call(j->c, j->cur->worker[s], mw[s], err)) {
+        int r = call(j->c, j->cur->worker[s], mw[s], err);
+        if (r) {
             if (s == 0)
                 msg_writer_free(mw[1]);
-            return -1;
+            return r;
         }
     }
     int r = wait_replies(j->c, ids, j->cur->worker, rep, 2, err);
@@ -1170,7 +1191,8 @@ static int compare_changed(job *j, sl_err *err)
             off += 4 + len;
         }
     }
-    if (ask_both(j, mw, ids, rep, rows, n, err) == 0)
+    rc = ask_both(j, mw, ids, rep, rows, n, err);
+    if (rc == 0)
         rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
     msg_free(rep[0]);
     msg_free(rep[1]);
@@ -1218,8 +1240,8 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     }
     sl_buf_reset(&j->changed);
     j->nchanged = 0;
-    if (ask_both(j, mw, ids, rep, rows, n, err) == 0 &&
-        merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err) == 0)
+    rc = ask_both(j, mw, ids, rep, rows, n, err);
+    if (rc == 0 && (rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err)) == 0)
         rc = j->nchanged ? compare_changed(j, err) : 0;
     msg_free(rep[0]);
     msg_free(rep[1]);
@@ -1307,7 +1329,8 @@ static int dispatch(job *j, size_t *next, sl_err *err)
             int side = (int)(t % 2);
             if (j->r[ri].state[side] != 0 || !worker_has_db(&c->w[wi], j->db[side]))
                 continue;
-            if (send_tree(j, ri, side, (int)wi, err))
+            int r = send_tree(j, ri, side, (int)wi, err);
+            if (r && r != CO_LOST) /* a lost worker's task stays pending */
                 return -1;
             break;
         }

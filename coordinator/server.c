@@ -199,11 +199,16 @@ static int on_event(void *ctx, const co_event *ev)
     msg_writer_free(w);
     if (rc)
         return -1;
-    publish(s, r->job, &s->frame);
-    if (co_store_add_event(s->store, r->job, s->frame.p, s->frame.len, &r->err)) {
+    int added;
+    const void *k = schema ? (const void *)ev->column : (const void *)ev->key;
+    size_t klen = schema ? strlen(ev->column) : ev->klen;
+    if (co_store_add_event(s->store, r->job, kind_name(ev->kind), k, klen, s->frame.p, s->frame.len,
+                           &added, &r->err)) {
         r->failed = 1;
         return -1;
     }
+    if (added) /* a redone range's repeats are neither stored nor published */
+        publish(s, r->job, &s->frame);
     return 0;
 }
 
@@ -527,6 +532,9 @@ static void run_job(co_server *s, int64_t job, const sl_buf *specframe, int resu
     if (*s->stop) /* shutting down: leave it running, to resume */
         goto out;
     if (rc == 0) {
+        /* counted from the control database: a resumed job's earlier
+         * divergences count too, repeats do not */
+        co_store_count_events(s->store, job, &sum, &e);
         co_store_set_state(s->store, job, "done", NULL, &sum, &e);
         publish_state(s, job, "done", NULL);
         if (s->verbose)

@@ -24,8 +24,11 @@ static const char *schema =
     "CREATE TABLE IF NOT EXISTS ranges ("
     "  job INTEGER NOT NULL, idx INTEGER NOT NULL, hi BLOB, done INTEGER NOT NULL DEFAULT 0,"
     "  source_rows INTEGER, target_rows INTEGER, finished REAL, PRIMARY KEY (job, idx));"
+    /* (job, kind, k) is unique: a range redone after a restart or a lost
+     * worker reports its divergences again, and they are kept once */
     "CREATE TABLE IF NOT EXISTS events ("
-    "  id INTEGER PRIMARY KEY, job INTEGER NOT NULL, frame BLOB NOT NULL, at REAL NOT NULL);"
+    "  id INTEGER PRIMARY KEY, job INTEGER NOT NULL, kind TEXT NOT NULL, k BLOB NOT NULL,"
+    "  frame BLOB NOT NULL, at REAL NOT NULL, UNIQUE (job, kind, k));"
     "CREATE INDEX IF NOT EXISTS events_job ON events (job, id);"
     "CREATE TABLE IF NOT EXISTS drift ("
     "  tbl TEXT NOT NULL, job INTEGER NOT NULL, at REAL NOT NULL, source_rows INTEGER,"
@@ -298,15 +301,48 @@ int co_store_ranges_done(co_store *s, int64_t id, size_t *done, size_t *total, s
     return rc;
 }
 
-int co_store_add_event(co_store *s, int64_t id, const void *frame, size_t len, sl_err *err)
+int co_store_add_event(co_store *s, int64_t id, const char *kind, const void *k, size_t klen,
+                       const void *frame, size_t len, int *added, sl_err *err)
 {
-    sqlite3_stmt *st = prep(s, "INSERT INTO events (job, frame, at) VALUES (?1, ?2, ?3)", err);
+    sqlite3_stmt *st = prep(s,
+                            "INSERT OR IGNORE INTO events (job, kind, k, frame, at) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5)",
+                            err);
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_blob(st, 2, frame, (int)len, SQLITE_TRANSIENT);
-    sqlite3_bind_double(st, 3, wall());
-    return step_done(s, st, err);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 3, k, (int)klen, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 4, frame, (int)len, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 5, wall());
+    if (step_done(s, st, err))
+        return -1;
+    *added = sqlite3_changes(s->db) > 0;
+    return 0;
+}
+
+int co_store_count_events(co_store *s, int64_t id, co_summary *sum, sl_err *err)
+{
+    sqlite3_stmt *st =
+        prep(s, "SELECT kind, count(*) FROM events WHERE job = ?1 GROUP BY kind", err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    sum->missing = sum->extra = sum->changed = sum->schema = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *kind = (const char *)sqlite3_column_text(st, 0);
+        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+        if (!strcmp(kind, "missing-in-target"))
+            sum->missing = n;
+        else if (!strcmp(kind, "extra-in-target"))
+            sum->extra = n;
+        else if (!strcmp(kind, "changed"))
+            sum->changed = n;
+        else
+            sum->schema = n;
+    }
+    sqlite3_finalize(st);
+    return 0;
 }
 
 int co_store_each_event(co_store *s, int64_t id,

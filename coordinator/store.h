@@ -42,7 +42,14 @@ int co_store_load_plan(co_store *s, int64_t id, sl_buf *buf, size_t *nbounds, un
 /* How many ranges of the job were compared (for tests and status). */
 int co_store_ranges_done(co_store *s, int64_t id, size_t *done, size_t *total, sl_err *err);
 
-int co_store_add_event(co_store *s, int64_t id, const void *frame, size_t len, sl_err *err);
+/* Stores a divergence event of kind for key k (the encoded key, or the
+ * column name for schema drift) unless the job already has it; *added
+ * says whether it was new. */
+int co_store_add_event(co_store *s, int64_t id, const char *kind, const void *k, size_t klen,
+                       const void *frame, size_t len, int *added, sl_err *err);
+
+/* Sets sum's divergence counts from the stored events. */
+int co_store_count_events(co_store *s, int64_t id, co_summary *sum, sl_err *err);
 
 /* Calls fn for each stored event frame of a job, in order. */
 int co_store_each_event(co_store *s, int64_t id,

@@ -79,7 +79,7 @@ static int diff_segment(dctx *d, const mk_nodelist *a, size_t ia, size_t ea, con
         for (size_t k = from[s]; k <= to[s]; k++) {
             const mk_node *nd = &src[s]->v[k];
             if (nd->level == top) {
-                if (d->children(d->ctx, s, nd, dst[s], d->err) != 0)
+                if ((rc = d->children(d->ctx, s, nd, dst[s], d->err)) != 0)
                     goto done;
             } else if (mk_nodelist_add(dst[s], nd->level, nd->index, nd->hash, nd->rows,
                                        mk_nodelist_key(src[s], k), nd->klen) != 0) {
@@ -116,8 +116,9 @@ static int diff_lists(dctx *d, const mk_nodelist *a, const mk_nodelist *b, const
             continue;
         }
         int equal = ia == i && jb == j && memcmp(a->v[i].hash, b->v[j].hash, 16) == 0;
-        if (!equal && diff_segment(d, a, ia, i, b, jb, j, &seg_lo, &ua) != 0)
-            return -1;
+        int rc = equal ? 0 : diff_segment(d, a, ia, i, b, jb, j, &seg_lo, &ua);
+        if (rc != 0)
+            return rc; /* the callback's own code, so callers can tell causes apart */
         seg_lo.kind = MK_EXCL;
         seg_lo.key = ua.key;
         seg_lo.len = ua.len;

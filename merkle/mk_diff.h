@@ -30,7 +30,8 @@ typedef int (*mk_children_fn)(void *ctx, int side, const mk_node *parent, mk_nod
 typedef int (*mk_span_fn)(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err);
 
 /* Compares two root lists (as from mk_tree_root) of trees built over the key
- * range [lo, hi). Returns 0, or the first error of a callback. */
+ * range [lo, hi). Returns 0, or the first non-zero return of a callback (as
+ * it returned it), or -1 when memory runs out. */
 int mk_diff(const mk_nodelist *a, const mk_nodelist *b, const mk_bound *lo, const mk_bound *hi,
             mk_children_fn children, mk_span_fn span, void *ctx, sl_err *err);
 

@@ -1,0 +1,106 @@
+"""A sluice cluster on loopback for tests: a coordinator process and worker
+processes (the sanitizer build), each started and killed for real."""
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+from harness import SAN_ENV, SLUICE, free_port
+
+
+class Cluster:
+    def __init__(self, dbs, hb_timeout=2.0):
+        self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
+        self.ports = [free_port() for _ in range(3)]
+        self.workers_ep, self.clients_ep, self.events_ep = (
+            f"tcp://127.0.0.1:{p}" for p in self.ports)
+        self.state = os.path.join(self.dir, "state.db")
+        self.dbfile = os.path.join(self.dir, "dbs.conf")
+        with open(self.dbfile, "w") as f:  # DSNs with passwords stay off argv
+            for name, dsn in dbs.items():
+                f.write(f"{name}={dsn}\n")
+        self.hb_timeout = hb_timeout
+        self.env = dict(os.environ, **SAN_ENV)
+        self.coordinator = None
+        self.workers = []
+        self.logs = []
+
+    def _log(self, name):
+        f = open(os.path.join(self.dir, name + ".log"), "a")
+        self.logs.append(f)
+        return f
+
+    def start_coordinator(self):
+        self.coordinator = subprocess.Popen(
+            [SLUICE, "coordinator", "--workers-endpoint", self.workers_ep, "--clients-endpoint",
+             self.clients_ep, "--events-endpoint", self.events_ep, "--state", "sqlite:" + self.state,
+             "--heartbeat-timeout", str(self.hb_timeout)],
+            stdout=subprocess.DEVNULL, stderr=self._log("coordinator"), env=self.env)
+        return self.coordinator
+
+    def start_worker(self, slots=2, dbfile=None):
+        p = subprocess.Popen(
+            [SLUICE, "worker", "--coordinator", self.workers_ep, "--db-file", dbfile or self.dbfile,
+             "--slots", str(slots), "--heartbeat", "0.3"],
+            stdout=subprocess.DEVNULL, stderr=self._log(f"worker{len(self.workers)}"),
+            env=self.env)
+        self.workers.append(p)
+        return p
+
+    def run(self, *args, timeout=300):
+        r = subprocess.run([SLUICE] + list(args), capture_output=True, text=True, env=self.env,
+                           timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+    def client(self, cmd, *args):
+        return self.run(cmd, *args, "--coordinator", self.clients_ep)
+
+    def submit(self, source, target, *args):
+        code, out, err = self.client("submit", source, target, "--no-progress", *args)
+        return int(out.strip()) if code == 0 and out.strip().isdigit() else None
+
+    def wait_workers(self, n, timeout=20):
+        end = time.time() + timeout
+        while time.time() < end:
+            code, out, _ = self.client("workers")
+            if code == 0 and out.count(" alive ") >= n:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def status(self, job):
+        import json
+        code, out, err = self.client("status", str(job), "--format", "json")
+        return json.loads(out) if code == 0 else None
+
+    def wait_state(self, job, states=("done", "failed", "cancelled"), timeout=300):
+        end = time.time() + timeout
+        while time.time() < end:
+            s = self.status(job)
+            if s and s["state"] in states:
+                return s
+            time.sleep(0.2)
+        return None
+
+    def stop(self):
+        for p in self.workers + [self.coordinator]:
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.workers + [self.coordinator]:
+            if p:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        for f in self.logs:
+            f.close()
+
+    def sanitizer_reports(self):
+        out = []
+        for name in os.listdir(self.dir):
+            if name.endswith(".log"):
+                text = open(os.path.join(self.dir, name)).read()
+                if "Sanitizer" in text or "runtime error" in text:
+                    out.append(f"{name}:\n{text[-3000:]}")
+        return out

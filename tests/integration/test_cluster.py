@@ -1,0 +1,278 @@
+#!/usr/bin/python3
+"""The cluster: a coordinator and three worker processes on loopback, a real
+PostgreSQL. Jobs submitted over sockets give the exact answer through the
+randomized differential test, a worker SIGKILLed mid-job, the coordinator
+SIGKILLed and restarted mid-job (finished ranges not redone, counted from
+the control database), and a PostgreSQL backend terminated mid-range.
+Malformed messages to each socket are answered or dropped; divergence
+events arrive on the PUB socket while the job still runs."""
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import Cluster  # noqa: E402
+from harness import SLUICE, PgServer, Tap  # noqa: E402
+
+t = Tap()
+seed = int(os.environ.get("SEED", int(time.time())))
+rnd = random.Random(seed)
+t.diag(f"seed {seed}")
+pg = PgServer()
+db = pg.createdb("cl")
+conn = pg.connect(db)
+cur = conn.cursor()
+cl = Cluster({"source": pg.dsn(db), "target": pg.dsn(db)})
+cl.start_coordinator()
+for _ in range(3):
+    cl.start_worker(slots=1)
+t.ok(cl.wait_workers(3), "three worker processes registered with the coordinator")
+code, out, err = cl.client("workers")
+t.ok(pg.PASSWORD not in out + err and "source target" in out,
+     "workers listing names databases, never their DSNs", out)
+for p in cl.workers:
+    cmdline = open(f"/proc/{p.pid}/cmdline", "rb").read().decode(errors="replace")
+    t.ok(pg.PASSWORD not in cmdline, f"worker {p.pid}: no password on its command line")
+    break
+
+
+def oracle(src, tgt, keycols, cols):
+    on = " AND ".join(f"s.{k} = t.{k}" for k in keycols)
+    k0 = keycols[0]
+    diffs = " OR ".join(f"s.{c} IS DISTINCT FROM t.{c}" for c in cols)
+    arr = ", ".join(f"CASE WHEN s.{c} IS DISTINCT FROM t.{c} THEN '{c}' END" for c in cols)
+    keyexpr = ", ".join(f"coalesce(s.{k}, t.{k})::text" for k in keycols)
+    cur.execute(f"""SELECT {keyexpr}, CASE WHEN s.{k0} IS NULL THEN 'extra-in-target'
+        WHEN t.{k0} IS NULL THEN 'missing-in-target' ELSE 'changed' END,
+        array_remove(ARRAY[{arr}], NULL) FROM {src} s FULL JOIN {tgt} t ON {on}
+        WHERE s.{k0} IS NULL OR t.{k0} IS NULL OR {diffs}""")
+    out = set()
+    for row in cur.fetchall():
+        n = len(keycols)
+        kind = row[n]
+        out.add((kind, tuple(row[:n]), tuple(sorted(row[n + 1])) if kind == "changed" else ()))
+    return out
+
+
+def report_set(doc):
+    s = set()
+    for d in doc["divergences"]:
+        s.add((d["kind"], tuple(d["key"].values()),
+               tuple(sorted(c["column"] for c in d.get("columns", [])))))
+    return s
+
+
+def submit_wait(*args):
+    code, out, err = cl.client("submit", "source", "target", "--wait", "--format", "json",
+                               "--no-progress", *args)
+    try:
+        return code, json.loads(out), err
+    except ValueError:
+        return code, None, err
+
+
+# ---- randomized differential test through the cluster ------------------------
+COLS = ["a", "b", "c", "d"]
+bad = 0
+for sc in range(int(os.environ.get("CLUSTER_SCENARIOS", "40"))):
+    src, tgt = f"rs{sc}", f"rt{sc}"
+    for tab in (src, tgt):
+        cur.execute(f"CREATE TABLE {tab} (id int PRIMARY KEY, a int, b numeric(8,2), c text, "
+                    "d timestamptz)")
+    n = rnd.choice([1, 50, 700, 3000])
+    cur.execute(f"INSERT INTO {src} SELECT i * 3, i % 17, i / 7.0, md5(i::text), "
+                f"timestamptz '2024-01-01' + i * interval '1 minute' FROM generate_series(1, {n}) i")
+    cur.execute(f"INSERT INTO {tgt} SELECT * FROM {src}")
+    for _ in range(rnd.randint(0, 8)):
+        op, k = rnd.random(), rnd.randint(0, n + 5) * 3
+        if op < 0.5:
+            col = rnd.choice(COLS)
+            val = {"a": "NULL", "b": "b + 1", "c": "'x'", "d": "d + interval '1 second'"}[col]
+            cur.execute(f"UPDATE {tgt} SET {col} = {val} WHERE id = %s", (k,))
+        elif op < 0.75:
+            cur.execute(f"DELETE FROM {tgt} WHERE id = %s", (k,))
+        else:
+            cur.execute(f"INSERT INTO {tgt} (id, a) VALUES (%s, 1) ON CONFLICT DO NOTHING",
+                        (k + 1,))
+    expected = oracle(src, tgt, ["id"], COLS)
+    code, doc, err = submit_wait("--table", src, "--target-table", tgt, "--ranges",
+                                 str(rnd.randint(1, 12)))
+    if code != (1 if expected else 0) or doc is None or report_set(doc) != expected:
+        bad += 1
+        t.diag(f"scenario {sc}: exit {code}, {err.strip()}")
+        if doc:
+            t.diag(f"  missed {expected - report_set(doc)} false {report_set(doc) - expected}")
+t.ok(bad == 0, f"randomized differential test through the cluster: {bad} scenarios wrong")
+
+# ---- a big table for the fault tests -----------------------------------------
+cur.execute("CREATE TABLE big_s (id bigint PRIMARY KEY, v int, note text)")
+cur.execute("INSERT INTO big_s SELECT i, i % 1000, repeat(md5(i::text), 3) "
+            "FROM generate_series(1, 400000) i")
+cur.execute("CREATE TABLE big_t AS SELECT * FROM big_s")
+cur.execute("ALTER TABLE big_t ADD PRIMARY KEY (id)")
+cur.execute("UPDATE big_t SET v = -1 WHERE id % 39989 = 0")
+cur.execute("DELETE FROM big_t WHERE id % 100003 = 0")
+cur.execute("INSERT INTO big_t VALUES (400001, 1, 'new'), (400002, 2, 'new')")
+BIG_EXPECTED = oracle("big_s", "big_t", ["id"], ["v", "note"])
+t.diag(f"big table: {len(BIG_EXPECTED)} divergences expected")
+BIG = ["--table", "big_s", "--target-table", "big_t", "--ranges", "40"]
+
+
+def wait_ranges(job, n, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        s = cl.status(job)
+        if s and (s["ranges_done"] >= n or s["state"] != "running" and s["state"] != "queued"):
+            return s
+        time.sleep(0.05)
+    return None
+
+
+def events_of(job):
+    con = sqlite3.connect(cl.state)
+    rows = con.execute("SELECT frame FROM events WHERE job = ?", (job,)).fetchall()
+    con.close()
+    import msgpack
+    out = set()
+    for (frame,) in rows:
+        assert frame[0] == 0, "events are small and never compressed"
+        m = msgpack.unpackb(frame[1:], raw=False)
+        if m.get("event") != "divergence" or m.get("kind") == "schema":
+            continue
+        key = tuple(v for _, v in m["key"])
+        out.add((m["kind"], key, tuple(sorted(c[0] for c in m["columns"]))
+                 if m["kind"] == "changed" else ()))
+    return out
+
+
+def exact(job, label):
+    s = cl.wait_state(job)
+    got = events_of(job)
+    ok = s is not None and s["state"] == "done" and got == BIG_EXPECTED
+    t.ok(ok, label, f"state {s and s['state']} {s and s.get('error')}\n"
+                    f"missed {sorted(BIG_EXPECTED - got)[:5]}\nfalse {sorted(got - BIG_EXPECTED)[:5]}")
+    dup = s and (s["changed"] + s["missing_in_target"] + s["extra_in_target"]) != len(BIG_EXPECTED)
+    t.ok(not dup, f"{label}: summary counts each divergence once", s)
+
+
+# ---- a worker SIGKILLed mid-job ------------------------------------------------
+job = cl.submit("source", "target", *BIG)
+s = wait_ranges(job, 3)
+victim = cl.workers[0]
+victim.kill()
+victim.wait()
+t.diag(f"killed worker {victim.pid} with {s and s['ranges_done']}/40 ranges done")
+exact(job, "worker SIGKILLed mid-job: the job finishes with the exact answer")
+cl.start_worker(slots=1)
+
+# ---- a PostgreSQL backend terminated mid-range ---------------------------------
+job = cl.submit("source", "target", *BIG)
+wait_ranges(job, 1)
+killer = pg.connect()
+kc = killer.cursor()
+terminated = 0
+end = time.time() + 10
+while terminated == 0 and time.time() < end and cl.status(job)["state"] == "running":
+    kc.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+               "WHERE application_name = 'sluice' AND state = 'active' AND query LIKE '%%big_%%'")
+    terminated = kc.fetchone()[0]
+t.ok(terminated > 0, f"terminated {terminated} sluice backends while they were reading")
+exact(job, "PostgreSQL backends terminated mid-range: retried, exact answer")
+
+# ---- the coordinator SIGKILLed and restarted mid-job ---------------------------
+job = cl.submit("source", "target", *BIG)
+s = wait_ranges(job, 8)
+cl.coordinator.kill()
+cl.coordinator.wait()
+con = sqlite3.connect(cl.state)
+before = dict(con.execute("SELECT idx, finished FROM ranges WHERE job = ? AND done = 1",
+                          (job,)).fetchall())
+con.close()
+t.diag(f"coordinator killed with {len(before)} ranges recorded done")
+cl.start_coordinator()
+s = cl.wait_state(job)
+con = sqlite3.connect(cl.state)
+after = dict(con.execute("SELECT idx, finished FROM ranges WHERE job = ? AND done = 1",
+                         (job,)).fetchall())
+con.close()
+t.ok(len(before) > 0 and all(after.get(i) == f for i, f in before.items()),
+     f"after the restart, the {len(before)} finished ranges were not redone "
+     "(their finish times in the control database are unchanged)")
+exact(job, "coordinator SIGKILLed and restarted mid-job: the exact answer")
+
+# ---- divergence events on the PUB socket while the job runs ---------------------
+events = []
+
+
+def reader(p):
+    for line in p.stdout:
+        events.append((time.time(), json.loads(line)))
+
+
+watch = subprocess.Popen([SLUICE, "watch", "--events", cl.events_ep, "--format", "json",
+                          "--timeout", "120"], stdout=subprocess.PIPE, text=True, env=cl.env)
+th = threading.Thread(target=reader, args=(watch,), daemon=True)
+th.start()
+time.sleep(0.5)  # let the subscription reach the coordinator
+job = cl.submit("source", "target", *BIG)
+cl.wait_state(job)
+time.sleep(0.5)
+watch.terminate()
+watch.wait()
+mine = [(ts, e) for ts, e in events if e.get("job") == job]
+divs = [e for _, e in mine if e["event"] == "divergence"]
+done_at = [e["at_ms"] for _, e in mine if e["event"] == "job" and e.get("state") == "done"]
+t.ok(len(divs) == len(BIG_EXPECTED), f"{len(divs)} divergence events received on the PUB socket "
+     f"(expected {len(BIG_EXPECTED)})")
+early = [e for e in divs if done_at and e["at_ms"] <= done_at[0]]
+t.ok(len(early) == len(divs) and done_at,
+     "every divergence event was published while the job was still running")
+lat = sorted(e["at_ms"] - e["read_at_ms"] for e in divs if e.get("read_at_ms"))
+if lat:
+    t.diag(f"range read -> event published: median {lat[len(lat) // 2]} ms, max {lat[-1]} ms")
+t.ok(lat and lat[-1] < 5000, "each event published within 5 s of its range being read")
+
+# ---- malformed messages ------------------------------------------------------------
+import zmq  # noqa: E402
+ctx = zmq.Context()
+answered = {}
+for name, ep in (("worker", cl.workers_ep), ("client", cl.clients_ep)):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(ep)
+    for i in range(1000):
+        kind = i % 4
+        if kind == 0:
+            payload = os.urandom(rnd.randint(0, 64))
+        elif kind == 1:
+            payload = b"\x00" + os.urandom(rnd.randint(0, 64))
+        elif kind == 2:
+            payload = b"\x01\xff\xff\xff\xff" + os.urandom(8)
+        else:
+            payload = b"\x00\xdd\xff\xff\xff\xff"  # array of 4G items, 0 bytes
+        s.send(payload)
+    got = 0
+    end = time.time() + 10
+    while time.time() < end and got < 1000:
+        if s.poll(500):
+            s.recv()
+            got += 1
+    answered[name] = got
+    s.close()
+ctx.term()
+t.ok(cl.coordinator.poll() is None, "the coordinator survived 2,000 malformed messages")
+t.ok(answered["client"] == 1000 and answered["worker"] == 1000,
+     f"every malformed message was answered with an error: {answered}")
+job = cl.submit("source", "target", *BIG)
+exact(job, "after the garbage, a job still gives the exact answer")
+
+cl.stop()
+reports = cl.sanitizer_reports()
+t.ok(not reports, "no sanitizer report from the coordinator or any worker", "\n".join(reports))
+t.done()
