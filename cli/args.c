@@ -22,6 +22,9 @@ static const char *usage_diff =
     "  --ranges N           key ranges (default: 4 per worker, more for big tables)\n"
     "  --format text|json   report format (default text)\n"
     "  --strict             integer 10 and numeric 10.0 differ (keep type classes)\n"
+    "  --rechecks N         live data: fetch a differing row again N times before\n"
+    "                       confirming it; one that comes back equal is transient\n"
+    "  --settle SECONDS     wait between re-checks (default 5 with --rechecks)\n"
     "  --allow-empty        two empty tables are equal instead of an error\n"
     "  --no-progress        no progress line on stderr\n"
     "  --coordinator EP     submit: the coordinator's client endpoint (" CLI_DEFAULT_CLIENTS_EP
@@ -74,6 +77,8 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
                                          {"no-progress", no_argument, 0, 'P'},
                                          {"coordinator", required_argument, 0, 'C'},
                                          {"wait", no_argument, 0, 'W'},
+                                         {"rechecks", required_argument, 0, 'R'},
+                                         {"settle", required_argument, 0, 'S'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = cluster ? "submit" : "diff";
@@ -125,6 +130,21 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
         case 'W':
             a->wait = 1;
             break;
+        case 'R': {
+            long r = strtol(optarg, &end, 10);
+            if (*end || r < 0 || r > 100)
+                return cli_fail("--rechecks must be a number from 0 to 100, not \"%s\"", optarg);
+            a->o.rechecks = (int)r;
+            break;
+        }
+        case 'S': {
+            double s = strtod(optarg, &end);
+            if (*end || s < 0 || s > 3600)
+                return cli_fail("--settle must be seconds from 0 to 3600, not \"%s\"", optarg);
+            a->o.settle_ms = (int)(s * 1000);
+            a->settle_given = 1;
+            break;
+        }
         case 'n':
             a->workers = strtol(optarg, &end, 10);
             if (*end || a->workers < 1 || a->workers > 64)
@@ -160,6 +180,8 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
     for (int i = 0; i < 3; i++)
         if (lists[i] && !(a->lists[i] = split_list(lists[i], counts[i], &a->store[i])))
             return cli_fail("out of memory");
+    if (a->o.rechecks && !a->settle_given)
+        a->o.settle_ms = 5000;
     a->o.key = (const char *const *)a->lists[0];
     a->o.columns = (const char *const *)a->lists[1];
     a->o.exclude = (const char *const *)a->lists[2];

@@ -21,7 +21,7 @@ typedef struct diff_args {
     const char *source, *target; /* DSNs for diff, database names for submit */
     const char *format;
     long workers;
-    int allow_empty, progress, wait;
+    int allow_empty, progress, wait, settle_given;
     const char *coordinator;
     char *store[3];
     char **lists[3];

@@ -332,6 +332,11 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
                 ev.target_type = strs[ns++] = strndup(p, l);
         }
     } else {
+        char status[16];
+        get_s(m, "status", status, sizeof status);
+        ev.status = !strcmp(status, "transient")   ? CO_TRANSIENT
+                    : !strcmp(status, "confirmed") ? CO_CONFIRMED
+                                                   : 0;
         ev.kind = !strcmp(kind, "changed")             ? CO_CHANGED
                   : !strcmp(kind, "missing-in-target") ? CO_MISSING
                                                        : CO_EXTRA;
@@ -395,6 +400,7 @@ static void summary_of(const msg *m, co_summary *s)
     s->extra = get_u(m, "extra");
     s->changed = get_u(m, "changed");
     s->schema = get_u(m, "schema");
+    s->transient = get_u(m, "transient");
     s->elapsed = (double)get_u(m, "elapsed_ms") / 1000;
 }
 
@@ -456,7 +462,7 @@ static int wait_job(void *zctx, const diff_args *a, int64_t job)
         report_print_json(&rep, &sum, a->o.table, tt);
     else
         report_print_text(&rep, &sum, a->o.table, tt);
-    status = rep.n ? 1 : 0;
+    status = report_differs(&rep) ? 1 : 0;
 out:
     msg_free(m);
     report_free(&rep);
@@ -483,7 +489,7 @@ int cmd_submit(int argc, char **argv)
     }
     sl_err err = {{0}};
     void *zctx = zmq_ctx_new();
-    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 10);
+    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 12);
     if (!w) {
         diff_args_free(&a);
         return cli_fail("out of memory");
@@ -505,6 +511,10 @@ int cmd_submit(int argc, char **argv)
     msg_pack_int(w, a.o.strict);
     msg_key(w, "ranges");
     msg_pack_uint(w, a.o.ranges);
+    msg_key(w, "rechecks");
+    msg_pack_int(w, a.o.rechecks);
+    msg_key(w, "settle_ms");
+    msg_pack_int(w, a.o.settle_ms);
     msg *m = ask(zctx, a.coordinator, w, 5000, &err);
     if (!m) {
         st = cli_fail("%s", err.msg);
@@ -701,9 +711,14 @@ static void print_event(const msg *m, int json)
                           (json_int_t)at);
     sl_buf line = {0};
     if (!strcmp(event, "divergence")) {
+        char status[16];
+        get_s(m, "status", status, sizeof status);
         json_object_set_new(o, "kind", json_string(kind));
+        if (status[0])
+            json_object_set_new(o, "status", json_string(status));
         json_object_set_new(o, "read_at_ms", json_integer(read_at));
-        sl_buf_printf(&line, "job %lld %s", (long long)job, kind);
+        sl_buf_printf(&line, "job %lld %s%s%s", (long long)job, status[0] ? status : "",
+                      status[0] ? " " : "", kind);
         const msgpack_object *items, *f;
         uint32_t n, nf;
         const char *p;

@@ -54,7 +54,7 @@ int cmd_diff(int argc, char **argv)
         report_print_json(&rep, &sum, a.o.table, tt);
     else
         report_print_text(&rep, &sum, a.o.table, tt);
-    status = rep.n ? 1 : 0;
+    status = report_differs(&rep) ? 1 : 0;
 out:
     if (c)
         co_shutdown_workers(c);

@@ -28,6 +28,7 @@ int report_add(void *ctx, const co_event *ev)
     div_rec *d = &r->v[r->n++];
     memset(d, 0, sizeof *d);
     d->kind = ev->kind;
+    d->status = ev->status;
     if (ev->kind == CO_SCHEMA) {
         d->column = dup_or_null(ev->column);
         d->detail = dup_or_null(ev->detail);
@@ -81,6 +82,8 @@ static int div_cmp(const void *a, const void *b)
         return x->kind == CO_SCHEMA ? -1 : 1;
     if (x->kind == CO_SCHEMA)
         return 0;
+    if ((x->status == CO_TRANSIENT) != (y->status == CO_TRANSIENT))
+        return x->status == CO_TRANSIENT ? 1 : -1; /* transient ones last */
     size_t m = x->klen < y->klen ? x->klen : y->klen;
     int c = memcmp(x->key, y->key, m);
     return c ? c : (x->klen < y->klen ? -1 : x->klen > y->klen);
@@ -163,6 +166,14 @@ void report_sort(report *r)
         qsort(r->v, r->n, sizeof *r->v, div_cmp);
 }
 
+int report_differs(const report *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->v[i].status != CO_TRANSIENT)
+            return 1;
+    return 0;
+}
+
 void report_print_text(const report *r, const co_summary *s, const char *table, const char *ttable)
 {
     for (size_t i = 0; i < r->n; i++) {
@@ -176,6 +187,8 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
             printf("\n");
             continue;
         }
+        if (d->status == CO_TRANSIENT)
+            printf("transient ");
         printf("%-18s ", kind_name(d->kind));
         print_key(stdout, r, d);
         for (size_t k = 0; k < d->ncols; k++) {
@@ -195,7 +208,10 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
     double rate = s->elapsed > 0 ? (double)(s->source_rows + s->target_rows) / s->elapsed : 0;
     printf("compared in %zu ranges with %zu workers in %.2f s (%.0f rows/s)\n", s->ranges,
            s->workers, s->elapsed, rate);
-    if (r->n == 0)
+    if (s->transient)
+        printf("%llu transient: differed, then matched on a re-check (changes in flight)\n",
+               (unsigned long long)s->transient);
+    if (!report_differs(r))
         printf("tables are identical\n");
     else
         printf("tables differ: %llu changed, %llu missing-in-target, %llu extra-in-target, "
@@ -233,6 +249,9 @@ void report_print_json(const report *r, const co_summary *s, const char *table, 
         for (size_t k = 0; k < d->nkey; k++)
             json_object_set_new(key, r->key_cols[k], json_string(d->key_vals[k]));
         json_t *o = json_pack("{s:s, s:o}", "kind", kind_name(d->kind), "key", key);
+        if (d->status)
+            json_object_set_new(o, "status",
+                                json_string(d->status == CO_TRANSIENT ? "transient" : "confirmed"));
         if (d->kind == CO_CHANGED) {
             json_t *cols = json_array();
             for (size_t k = 0; k < d->ncols; k++)
@@ -246,7 +265,8 @@ void report_print_json(const report *r, const co_summary *s, const char *table, 
     json_object_set_new(root, "schema", schema);
     json_object_set_new(root, "divergences", divs);
     json_object_set_new(root, "summary",
-                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal", r->n == 0,
+                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
+                                  !report_differs(r), "transient", (json_int_t)s->transient,
                                   "changed", (json_int_t)s->changed, "missing_in_target",
                                   (json_int_t)s->missing, "extra_in_target", (json_int_t)s->extra,
                                   "schema", (json_int_t)s->schema, "ranges", (json_int_t)s->ranges,

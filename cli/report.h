@@ -14,6 +14,7 @@ typedef struct col_rec {
 
 typedef struct div_rec {
     int kind;
+    int status; /* CO_CONFIRMED, CO_TRANSIENT, or 0 without re-checks */
     uint8_t *key;
     size_t klen;
     char **key_vals;
@@ -37,6 +38,8 @@ int report_add(void *ctx, const co_event *ev);
 /* A co_callbacks.progress: a progress line on stderr if r->progress. */
 void report_progress(void *ctx, const co_progress *p);
 void report_sort(report *r);
+/* Whether any divergence is not transient (what exit status 1 means). */
+int report_differs(const report *r);
 void report_print_text(const report *r, const co_summary *s, const char *table, const char *ttable);
 void report_print_json(const report *r, const co_summary *s, const char *table, const char *ttable);
 void report_free(report *r);

@@ -503,9 +503,19 @@ typedef struct range {
     int state[2]; /* 0 pending, 1 running, 2 tree built, 3 compared */
     uint64_t rows[2];
     int attempts;       /* compares cut short by a lost worker */
+    int compared;       /* the trees were compared; done once re-checks settle too */
+    size_t pending;     /* its keys waiting in the re-check queue */
     int64_t read_at_ms; /* wall clock when both sides' trees were in */
     sl_buf emitted;     /* after such a cut: [kind][u32 len][key] already reported */
 } range;
+
+typedef struct recheck {
+    uint8_t *key;
+    size_t klen;
+    int kind, seen, hit;
+    size_t range;
+    double due;
+} recheck;
 
 typedef struct job {
     co *c;
@@ -526,8 +536,14 @@ typedef struct job {
     range *cur;     /* the range being compared */
     sl_buf changed; /* keys of a span whose hashes differ: [u32 len][key]... */
     uint32_t nchanged;
-    int retries;      /* describe/split redone after a lost worker */
-    size_t lost_seen; /* c->lost when the ranges were last checked */
+    int retries; /* describe/split redone after a lost worker */
+    /* live re-checks (--rechecks N --settle S): differing keys wait here
+     * and are fetched again; persisting ones are confirmed, others transient */
+    struct recheck *rq;
+    size_t nrq, caprq;
+    int recheck_mode;         /* fetched_row is resolving a batch of re-checks */
+    size_t batch_lo, batch_n; /* the batch: rq[batch_lo .. batch_lo + batch_n) */
+    size_t lost_seen;         /* c->lost when the ranges were last checked */
 } job;
 
 static void side_free(side_desc *d)
@@ -1034,8 +1050,8 @@ static int already_emitted(range *r, int kind, const uint8_t *key, size_t klen)
     return 0;
 }
 
-static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
-                    size_t ncols, sl_err *err)
+static int emit_row(job *j, int kind, int status, const uint8_t *key, size_t klen,
+                    const co_coldiff *cols, size_t ncols, sl_err *err)
 {
     if (already_emitted(j->cur, kind, key, klen))
         return 0;
@@ -1051,8 +1067,11 @@ static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_
                        .nkey = j->nkey,
                        .cols = cols,
                        .ncols = ncols,
-                       .read_at_ms = j->cur->read_at_ms};
-        if (kind == CO_MISSING)
+                       .read_at_ms = j->cur->read_at_ms,
+                       .status = status};
+        if (status == CO_TRANSIENT)
+            j->sum->transient++;
+        else if (kind == CO_MISSING)
             j->sum->missing++;
         else if (kind == CO_EXTRA)
             j->sum->extra++;
@@ -1063,6 +1082,53 @@ static int emit_row(job *j, int kind, const uint8_t *key, size_t klen, const co_
     }
     sl_buf_free(&strs);
     return rc;
+}
+
+/* A divergence seen in a compare or a re-check. Without re-checks it is
+ * reported at once; with them it waits in the queue until it has persisted
+ * through every re-check (confirmed). */
+static int found(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
+                 size_t ncols, sl_err *err)
+{
+    const co_diff_opts *o = j->o;
+    if (o->rechecks <= 0)
+        return emit_row(j, kind, 0, key, klen, cols, ncols, err);
+    if (j->recheck_mode) {
+        for (size_t i = j->batch_lo; i < j->batch_lo + j->batch_n; i++) {
+            recheck *q = &j->rq[i];
+            if (q->hit || q->klen != klen || memcmp(q->key, key, klen))
+                continue;
+            q->hit = 1;
+            q->kind = kind;
+            if (++q->seen < o->rechecks)
+                return 0;
+            j->cur = &j->r[q->range];
+            q->seen = -1; /* resolved: confirmed */
+            return emit_row(j, kind, CO_CONFIRMED, key, klen, cols, ncols, err);
+        }
+        return 0;
+    }
+    if (j->nrq == j->caprq) {
+        size_t cap = j->caprq ? j->caprq * 2 : 64;
+        recheck *v = realloc(j->rq, cap * sizeof *v);
+        if (!v)
+            return sl_err_set(err, "out of memory");
+        j->rq = v;
+        j->caprq = cap;
+    }
+    recheck *q = &j->rq[j->nrq];
+    if (!(q->key = malloc(klen ? klen : 1)))
+        return sl_err_set(err, "out of memory");
+    memcpy(q->key, key, klen);
+    q->klen = klen;
+    q->kind = kind;
+    q->seen = 0;
+    q->hit = 0;
+    q->range = (size_t)(j->cur - j->r);
+    q->due = now_s() + o->settle_ms / 1000.0;
+    j->nrq++;
+    j->cur->pending++;
+    return 0;
 }
 
 static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
@@ -1103,18 +1169,18 @@ static int merge_rows(job *j, const msgpack_object *ra, uint32_t na, const msgpa
 
 /* Sends the same kind of request to both sides' workers and waits for both
  * replies' "rows". */
-static int ask_both(job *j, msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
+static int ask_both(job *j, const int workers[2], msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
                     const msgpack_object *rows[2], uint32_t n[2], sl_err *err)
 {
     for (int s = 0; s < 2; s++) {
-        int r = call(j->c, j->cur->worker[s], mw[s], err);
+        int r = call(j->c, workers[s], mw[s], err);
         if (r) {
             if (s == 0)
                 msg_writer_free(mw[1]);
             return r;
         }
     }
-    int r = wait_replies(j->c, ids, j->cur->worker, rep, 2, err);
+    int r = wait_replies(j->c, ids, workers, rep, 2, err);
     if (r)
         return r;
     for (int s = 0; s < 2; s++)
@@ -1131,7 +1197,7 @@ static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b,
     size_t klen;
     msg_obj_bin(&(a ? a : b)[0], &key, &klen);
     if (!a || !b)
-        return emit_row(j, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+        return found(j, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
     const msgpack_object *ea, *eb, *da, *db;
     uint32_t nea, neb, nda, ndb;
     if (msg_obj_array(&a[1], &ea, &nea) || msg_obj_array(&b[1], &eb, &neb) ||
@@ -1161,14 +1227,15 @@ static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b,
         diffs[nd++] = (co_coldiff){j->cols[col], st, tt};
     }
     if (rc == 0 && nd)
-        rc = emit_row(j, CO_CHANGED, key, klen, diffs, nd, err);
+        rc = found(j, CO_CHANGED, key, klen, diffs, nd, err);
     for (size_t t = 0; t < nt; t++)
         free(texts[t]);
     return rc;
 }
 
-/* Column-level comparison of the rows whose hashes differed. */
-static int compare_changed(job *j, sl_err *err)
+/* Column-level comparison of the rows whose keys are in j->changed, read
+ * through workers[0] (source) and workers[1] (target). */
+static int compare_changed(job *j, const int workers[2], sl_err *err)
 {
     msg_writer *mw[2] = {NULL, NULL};
     uint64_t ids[2];
@@ -1191,7 +1258,7 @@ static int compare_changed(job *j, sl_err *err)
             off += 4 + len;
         }
     }
-    rc = ask_both(j, mw, ids, rep, rows, n, err);
+    rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
     if (rc == 0)
         rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
     msg_free(rep[0]);
@@ -1207,7 +1274,7 @@ static int span_row(job *j, const msgpack_object *a, const msgpack_object *b, sl
     size_t klen, hla, hlb;
     msg_obj_bin(&(a ? a : b)[0], &key, &klen);
     if (!a || !b)
-        return emit_row(j, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+        return found(j, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
     if (msg_obj_bin(&a[1], &ha, &hla) || msg_obj_bin(&b[1], &hb, &hlb))
         return sl_err_set(err, "malformed rows reply from a worker");
     if (hla == hlb && memcmp(ha, hb, hla) == 0)
@@ -1240,9 +1307,9 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     }
     sl_buf_reset(&j->changed);
     j->nchanged = 0;
-    rc = ask_both(j, mw, ids, rep, rows, n, err);
+    rc = ask_both(j, j->cur->worker, mw, ids, rep, rows, n, err);
     if (rc == 0 && (rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err)) == 0)
-        rc = j->nchanged ? compare_changed(j, err) : 0;
+        rc = j->nchanged ? compare_changed(j, j->cur->worker, err) : 0;
     msg_free(rep[0]);
     msg_free(rep[1]);
     return rc;
@@ -1268,6 +1335,90 @@ static int release(job *j, size_t ri)
     return 0;
 }
 
+/* A range is finished when its trees were compared and none of its keys
+ * waits for a re-check: only then is it recorded, so a restarted
+ * coordinator never skips a divergence that was still being re-checked. */
+static int finish_range(job *j, size_t ri, sl_err *err)
+{
+    range *r = &j->r[ri];
+    sl_buf_free(&r->emitted);
+    j->sum->source_rows += r->rows[0];
+    j->sum->target_rows += r->rows[1];
+    j->rows_done += r->rows[0] + r->rows[1];
+    j->ranges_done++;
+    if (j->cb->range_done && j->cb->range_done(j->cb->ctx, ri, r->rows[0], r->rows[1]))
+        return sl_err_set(err, "could not record a finished range");
+    if (j->cb->progress) {
+        co_progress p = {j->ranges_done, j->nr, j->rows_done, j->rows_expected};
+        j->cb->progress(j->cb->ctx, &p);
+    }
+    return 0;
+}
+
+/* Fetches the due keys of the re-check queue again, one batch. Keys still
+ * differing stay queued until confirmed; keys now equal are transient. The
+ * queue is in due order, since every key waits the same settle time. */
+static int run_rechecks(job *j, double now, sl_err *err)
+{
+    size_t n = 0;
+    while (n < j->nrq && n < 1000 && j->rq[n].due <= now)
+        n++;
+    if (n == 0)
+        return 0;
+    int workers[2];
+    for (int s = 0; s < 2; s++)
+        if ((workers[s] = pick_worker(j->c, j->db[s], err)) < 0)
+            return CO_LOST;
+    sl_buf_reset(&j->changed);
+    j->nchanged = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = (uint32_t)j->rq[i].klen;
+        j->rq[i].hit = 0;
+        if (sl_buf_append(&j->changed, &len, 4) || sl_buf_append(&j->changed, j->rq[i].key, len))
+            return sl_err_set(err, "out of memory");
+        j->nchanged++;
+    }
+    j->recheck_mode = 1;
+    j->batch_lo = 0;
+    j->batch_n = n;
+    int rc = compare_changed(j, workers, err);
+    j->recheck_mode = 0;
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        recheck *q = &j->rq[i];
+        if (!q->hit) { /* equal again: it was a change in flight */
+            j->cur = &j->r[q->range];
+            rc = emit_row(j, q->kind, CO_TRANSIENT, q->key, q->klen, NULL, 0, err);
+            q->seen = -1;
+        } else if (q->seen >= 0) {
+            q->due = now + j->o->settle_ms / 1000.0;
+        }
+    }
+    /* the batch leaves the head of the queue: resolved keys are dropped
+     * (finishing their range when it has no other), the rest go to the end */
+    recheck *later = calloc(n, sizeof *later);
+    if (!later)
+        return sl_err_set(err, "out of memory");
+    size_t nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        recheck *q = &j->rq[i];
+        if (q->seen >= 0) {
+            later[nl++] = *q;
+            continue;
+        }
+        range *r = &j->r[q->range];
+        free(q->key);
+        if (--r->pending == 0 && r->compared && rc == 0)
+            rc = finish_range(j, q->range, err);
+    }
+    memmove(j->rq, j->rq + n, (j->nrq - n) * sizeof *j->rq);
+    memcpy(j->rq + (j->nrq - n), later, nl * sizeof *later);
+    j->nrq = j->nrq - n + nl;
+    free(later);
+    return rc;
+}
+
 static int compare_range(job *j, size_t ri, sl_err *err)
 {
     range *r = &j->r[ri];
@@ -1281,21 +1432,11 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     release(j, ri);
     mk_nodelist_free(&r->root[0]);
     mk_nodelist_free(&r->root[1]);
-    sl_buf_free(&r->emitted);
     if (rc)
         return rc;
     r->state[0] = r->state[1] = 3;
-    j->sum->source_rows += r->rows[0];
-    j->sum->target_rows += r->rows[1];
-    j->rows_done += r->rows[0] + r->rows[1];
-    j->ranges_done++;
-    if (j->cb->range_done && j->cb->range_done(j->cb->ctx, ri, r->rows[0], r->rows[1]))
-        return sl_err_set(err, "could not record a finished range");
-    if (j->cb->progress) {
-        co_progress p = {j->ranges_done, j->nr, j->rows_done, j->rows_expected};
-        j->cb->progress(j->cb->ctx, &p);
-    }
-    return 0;
+    r->compared = 1;
+    return r->pending ? 0 : finish_range(j, ri, err);
 }
 
 /* After workers were lost: every tree they were building or holding is
@@ -1398,9 +1539,14 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
         }
         if (dispatch(&j, &next, err))
             goto done;
+        if (j.nrq) {
+            int rr = run_rechecks(&j, now_s(), err);
+            if (rr && rr != CO_LOST)
+                goto done;
+        }
         int wi;
         msg *m;
-        int r = recv_one(c, 200, 1, &wi, &m, err);
+        int r = recv_one(c, j.nrq ? 50 : 200, 1, &wi, &m, err);
         if (r < 0)
             goto done;
         if (r == 0)
@@ -1454,6 +1600,9 @@ done:
         sl_buf_free(&j.r[i].emitted);
     }
     free(j.r);
+    for (size_t i = 0; i < j.nrq; i++)
+        free(j.rq[i].key);
+    free(j.rq);
     side_free(&sd[0]);
     side_free(&sd[1]);
     sl_buf_free(&j.scratch);

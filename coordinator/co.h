@@ -41,7 +41,10 @@ typedef struct co_event {
     size_t ncols;
     const char *column, *detail, *source_type, *target_type;
     int64_t read_at_ms; /* wall clock when the range's rows had been read */
+    int status;         /* with re-checks: CO_CONFIRMED or CO_TRANSIENT; else 0 */
 } co_event;
+
+enum { CO_CONFIRMED = 1, CO_TRANSIENT = 2 };
 
 typedef struct co_progress {
     size_t ranges_done, ranges;
@@ -69,6 +72,8 @@ typedef struct co_diff_opts {
     size_t nexclude;
     const char *where;
     int strict;    /* keep type classes in the hash */
+    int rechecks;  /* re-fetch a differing key this many times before confirming */
+    int settle_ms; /* ... each time after this long */
     size_t ranges; /* 0: chosen from worker count and table size */
     /* Resuming: the recorded split keys, which ranges are done (n + 1
      * flags) and the rows those counted. NULL resume_done: a new job. */
@@ -82,7 +87,8 @@ typedef struct co_diff_opts {
 typedef struct co_summary {
     uint64_t source_rows, target_rows;
     size_t ranges, workers;
-    uint64_t missing, extra, changed, schema;
+    uint64_t missing, extra, changed, schema; /* confirmed (or all, without re-checks) */
+    uint64_t transient;                       /* differences gone on a re-check */
     double elapsed;
     char source_name[256], target_name[256];
 } co_summary;

@@ -92,7 +92,7 @@ static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err
 static int spec_read(const msg *m, spec *s, sl_err *err)
 {
     memset(s, 0, sizeof *s);
-    int64_t strict = 0, ranges = 0;
+    int64_t strict = 0, ranges = 0, rechecks = 0, settle = 0;
     const msgpack_object *o;
     if (opt_str(m, "source", 1, &s->strs[0], err) || opt_str(m, "target", 1, &s->strs[1], err) ||
         opt_str(m, "table", 1, &s->strs[2], err) ||
@@ -105,6 +105,14 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         return sl_err_set(err, "submit: \"strict\" must be 0 or 1");
     if ((o = msg_get(m, "ranges")) && (msg_obj_int(o, &ranges) || ranges < 0 || ranges > 1000000))
         return sl_err_set(err, "submit: \"ranges\" must be a number from 0 to 1000000");
+    if ((o = msg_get(m, "rechecks")) &&
+        (msg_obj_int(o, &rechecks) || rechecks < 0 || rechecks > 100))
+        return sl_err_set(err, "submit: \"rechecks\" must be a number from 0 to 100");
+    if ((o = msg_get(m, "settle_ms")) &&
+        (msg_obj_int(o, &settle) || settle < 0 || settle > 3600000))
+        return sl_err_set(err, "submit: \"settle_ms\" must be from 0 to 3600000");
+    s->o.rechecks = (int)rechecks;
+    s->o.settle_ms = (int)settle;
     s->o.source_db = s->strs[0];
     s->o.target_db = s->strs[1];
     s->o.table = s->strs[2];
@@ -154,7 +162,7 @@ static int on_event(void *ctx, const co_event *ev)
     run_ctx *r = ctx;
     co_server *s = r->s;
     int schema = ev->kind == CO_SCHEMA;
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 8);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 9);
     if (!w)
         return -1;
     msg_key(w, "event");
@@ -167,6 +175,10 @@ static int on_event(void *ctx, const co_event *ev)
     msg_pack_int(w, wall_ms());
     msg_key(w, "read_at_ms");
     msg_pack_int(w, ev->read_at_ms);
+    msg_key(w, "status");
+    msg_pack_cstr(w, ev->status == CO_CONFIRMED   ? "confirmed"
+                     : ev->status == CO_TRANSIENT ? "transient"
+                                                  : NULL);
     if (schema) {
         msg_key(w, "column");
         msg_pack_cstr(w, ev->column);
@@ -202,8 +214,9 @@ static int on_event(void *ctx, const co_event *ev)
     int added;
     const void *k = schema ? (const void *)ev->column : (const void *)ev->key;
     size_t klen = schema ? strlen(ev->column) : ev->klen;
-    if (co_store_add_event(s->store, r->job, kind_name(ev->kind), k, klen, s->frame.p, s->frame.len,
-                           &added, &r->err)) {
+    const char *skind = ev->status == CO_TRANSIENT ? "transient" : kind_name(ev->kind);
+    if (co_store_add_event(s->store, r->job, skind, k, klen, s->frame.p, s->frame.len, &added,
+                           &r->err)) {
         r->failed = 1;
         return -1;
     }
@@ -330,7 +343,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     uint32_t nev = 0;
     if (with_events && co_store_each_event(s->store, job, count_event, &nev, &e))
         return reply_error(s, ident, ilen, msg_id(m), e.msg);
-    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 19 : 18);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 20 : 19);
     if (!w)
         return;
     msg_key(w, "job");
@@ -363,6 +376,8 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     msg_pack_uint(w, row.sum.changed);
     msg_key(w, "schema");
     msg_pack_uint(w, row.sum.schema);
+    msg_key(w, "transient");
+    msg_pack_uint(w, row.sum.transient);
     msg_key(w, "elapsed_ms");
     msg_pack_int(w, (int64_t)(row.sum.elapsed * 1000));
     msg_key(w, "submitted_ms");

@@ -20,7 +20,7 @@ static const char *schema =
     "  source_name TEXT, target_name TEXT, source_rows INTEGER DEFAULT 0,"
     "  target_rows INTEGER DEFAULT 0, ranges INTEGER DEFAULT 0, workers INTEGER DEFAULT 0,"
     "  missing INTEGER DEFAULT 0, extra INTEGER DEFAULT 0, changed INTEGER DEFAULT 0,"
-    "  schema_drift INTEGER DEFAULT 0, elapsed REAL DEFAULT 0);"
+    "  schema_drift INTEGER DEFAULT 0, transient INTEGER DEFAULT 0, elapsed REAL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS ranges ("
     "  job INTEGER NOT NULL, idx INTEGER NOT NULL, hi BLOB, done INTEGER NOT NULL DEFAULT 0,"
     "  source_rows INTEGER, target_rows INTEGER, finished REAL, PRIMARY KEY (job, idx));"
@@ -151,7 +151,7 @@ int co_store_set_state(co_store *s, int64_t id, const char *state, const char *e
              "ranges = coalesce(?10, ranges), workers = coalesce(?11, workers), "
              "missing = coalesce(?12, missing), extra = coalesce(?13, extra), "
              "changed = coalesce(?14, changed), schema_drift = coalesce(?15, schema_drift), "
-             "elapsed = coalesce(?16, elapsed) WHERE id = ?1",
+             "elapsed = coalesce(?16, elapsed), transient = coalesce(?17, transient) WHERE id = ?1",
              err);
     if (!st)
         return -1;
@@ -173,6 +173,7 @@ int co_store_set_state(co_store *s, int64_t id, const char *state, const char *e
         sqlite3_bind_int64(st, 14, (sqlite3_int64)sum->changed);
         sqlite3_bind_int64(st, 15, (sqlite3_int64)sum->schema);
         sqlite3_bind_double(st, 16, sum->elapsed);
+        sqlite3_bind_int64(st, 17, (sqlite3_int64)sum->transient);
     }
     if (step_done(s, st, err))
         return -1;
@@ -328,7 +329,7 @@ int co_store_count_events(co_store *s, int64_t id, co_summary *sum, sl_err *err)
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, id);
-    sum->missing = sum->extra = sum->changed = sum->schema = 0;
+    sum->missing = sum->extra = sum->changed = sum->schema = sum->transient = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *kind = (const char *)sqlite3_column_text(st, 0);
         uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
@@ -338,6 +339,8 @@ int co_store_count_events(co_store *s, int64_t id, co_summary *sum, sl_err *err)
             sum->extra = n;
         else if (!strcmp(kind, "changed"))
             sum->changed = n;
+        else if (!strcmp(kind, "transient"))
+            sum->transient = n;
         else
             sum->schema = n;
     }
@@ -370,7 +373,8 @@ int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err)
                             "SELECT state, coalesce(error, ''), tbl, coalesce(source_name, ''), "
                             "coalesce(target_name, ''), source_rows, target_rows, ranges, "
                             "workers, missing, extra, changed, schema_drift, elapsed, submitted, "
-                            "coalesce(started, 0), coalesce(finished, 0) FROM jobs WHERE id = ?1",
+                            "coalesce(started, 0), coalesce(finished, 0), transient "
+                            "FROM jobs WHERE id = ?1",
                             err);
     if (!st)
         return -1;
@@ -398,6 +402,7 @@ int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err)
         out->submitted = sqlite3_column_double(st, 14);
         out->started = sqlite3_column_double(st, 15);
         out->finished = sqlite3_column_double(st, 16);
+        out->sum.transient = (uint64_t)sqlite3_column_int64(st, 17);
         rc = 1;
     } else if (r != SQLITE_DONE) {
         rc = fail(s, err, "read job");
