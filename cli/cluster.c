@@ -42,6 +42,129 @@ static int parse_seconds(const char *s, const char *opt, int *ms)
     return -1;
 }
 
+/* ---- schedules ---------------------------------------------------------------- */
+
+static void pack_list(msg_writer *w, const char *key, const char *const *v, size_t n);
+static msg_writer *submit_writer(const char *source, const char *target, const co_diff_opts *o);
+
+/* "90", "90s", "15m", "2h", "1d" -> seconds; -1 if not one of those. */
+static long parse_every(json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 ? (long)json_integer_value(v) : -1;
+    if (!json_is_string(v))
+        return -1;
+    char *end;
+    long n = strtol(json_string_value(v), &end, 10);
+    long mult = !*end               ? 1
+                : !strcmp(end, "s") ? 1
+                : !strcmp(end, "m") ? 60
+                : !strcmp(end, "h") ? 3600
+                : !strcmp(end, "d") ? 86400
+                                    : -1;
+    return n > 0 && mult > 0 && n < 86400L * 366 / mult ? n * mult : -1;
+}
+
+/* A list of names: ["a", "b"] or "a,b". Strings point into the JSON. */
+static int json_names(json_t *v, const char **out, size_t *n)
+{
+    *n = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            if (!json_is_string(x) || *n == 64)
+                return -1;
+            out[(*n)++] = json_string_value(x);
+        }
+        return 0;
+    }
+    return -1;
+}
+
+typedef struct schedule {
+    co_schedule *v;
+    size_t n;
+    sl_buf *frames;
+    json_t *doc;
+} schedule;
+
+static void schedule_free(schedule *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        sl_buf_free(&s->frames[i]);
+    free(s->frames);
+    free(s->v);
+    if (s->doc)
+        json_decref(s->doc);
+}
+
+/* Reads a schedule file: {"audits": [{"name", "every", "source", "target",
+ * "table", and any of "target_table", "key", "columns", "exclude",
+ * "where", "strict", "rechecks", "settle", "ranges"}]}. */
+static int schedule_load(const char *path, schedule *s)
+{
+    json_error_t je;
+    memset(s, 0, sizeof *s);
+    s->doc = json_load_file(path, 0, &je);
+    if (!s->doc)
+        return cli_fail("schedule %s:%d: %s", path, je.line, je.text);
+    json_t *audits = json_object_get(s->doc, "audits");
+    if (!json_is_array(audits) || json_array_size(audits) == 0)
+        return cli_fail("schedule %s: expected {\"audits\": [ ... ]} with at least one audit",
+                        path);
+    size_t n = json_array_size(audits);
+    s->v = calloc(n, sizeof *s->v);
+    s->frames = calloc(n, sizeof *s->frames);
+    if (!s->v || !s->frames)
+        return cli_fail("out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = json_array_get(audits, i);
+        const char *name = json_string_value(json_object_get(a, "name"));
+        long every = parse_every(json_object_get(a, "every"));
+        const char *key[64], *cols[64], *excl[64];
+        co_diff_opts o = {0};
+        if (!name)
+            return cli_fail("schedule %s: audit %zu has no \"name\"", path, i + 1);
+        if (every <= 0)
+            return cli_fail("schedule %s: audit \"%s\": \"every\" must be like 30s, 15m, 2h, 1d",
+                            path, name);
+        if (json_names(json_object_get(a, "key"), key, &o.nkey) ||
+            json_names(json_object_get(a, "columns"), cols, &o.ncolumns) ||
+            json_names(json_object_get(a, "exclude"), excl, &o.nexclude))
+            return cli_fail("schedule %s: audit \"%s\": key, columns and exclude are lists "
+                            "of names",
+                            path, name);
+        o.key = key;
+        o.columns = cols;
+        o.exclude = excl;
+        o.table = json_string_value(json_object_get(a, "table"));
+        o.target_table = json_string_value(json_object_get(a, "target_table"));
+        o.where = json_string_value(json_object_get(a, "where"));
+        o.strict = json_is_true(json_object_get(a, "strict"));
+        o.ranges = (size_t)json_integer_value(json_object_get(a, "ranges"));
+        o.rechecks = (int)json_integer_value(json_object_get(a, "rechecks"));
+        json_t *settle = json_object_get(a, "settle");
+        o.settle_ms = settle ? (int)(json_number_value(settle) * 1000) : o.rechecks ? 5000 : 0;
+        msg_writer *w = submit_writer(json_string_value(json_object_get(a, "source")),
+                                      json_string_value(json_object_get(a, "target")), &o);
+        sl_err err;
+        if (!w || msg_writer_finish(w, &s->frames[i], &err)) {
+            msg_writer_free(w);
+            return cli_fail("out of memory");
+        }
+        msg_writer_free(w);
+        s->n = i + 1; /* frames[i] is schedule_free's to release from here */
+        if (co_server_check_spec(s->frames[i].p, s->frames[i].len, &err))
+            return cli_fail("schedule %s: audit \"%s\": %s", path, name, err.msg);
+        s->v[i] = (co_schedule){name, (int)every, s->frames[i].p, s->frames[i].len};
+    }
+    return -1;
+}
+
 /* ---- sluice coordinator ----------------------------------------------------- */
 
 int cmd_coordinator(int argc, char **argv)
@@ -52,14 +175,16 @@ int cmd_coordinator(int argc, char **argv)
                                          {"state", required_argument, 0, 's'},
                                          {"heartbeat-timeout", required_argument, 0, 't'},
                                          {"quiet", no_argument, 0, 'q'},
+                                         {"schedule", required_argument, 0, 'S'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    co_server_config cfg = {CLI_DEFAULT_WORKERS_EP,
-                            CLI_DEFAULT_CLIENTS_EP,
-                            CLI_DEFAULT_EVENTS_EP,
-                            "sqlite:sluice-state.db",
-                            5000,
-                            1};
+    co_server_config cfg = {.workers_endpoint = CLI_DEFAULT_WORKERS_EP,
+                            .clients_endpoint = CLI_DEFAULT_CLIENTS_EP,
+                            .events_endpoint = CLI_DEFAULT_EVENTS_EP,
+                            .state = "sqlite:sluice-state.db",
+                            .heartbeat_timeout_ms = 5000,
+                            .verbose = 1};
+    const char *schedule_file = NULL;
     int ch, st;
     optind = 1;
     opterr = 0;
@@ -80,16 +205,22 @@ int cmd_coordinator(int argc, char **argv)
         case 'q':
             cfg.verbose = 0;
             break;
+        case 'S':
+            schedule_file = optarg;
+            break;
         case 't':
             if ((st = parse_seconds(optarg, "--heartbeat-timeout", &cfg.heartbeat_timeout_ms)) >= 0)
                 return st;
             break;
         case 'h':
-            printf("usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
-                   "         [--events-endpoint EP] [--state sqlite:PATH] "
-                   "[--heartbeat-timeout SECONDS] [--quiet]\n"
-                   "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
-                   CLI_DEFAULT_WORKERS_EP, CLI_DEFAULT_CLIENTS_EP, CLI_DEFAULT_EVENTS_EP);
+            printf(
+                "usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
+                "         [--events-endpoint EP] [--state sqlite:PATH] "
+                "[--heartbeat-timeout SECONDS] [--schedule FILE] [--quiet]\n"
+                "  --schedule FILE: JSON {\"audits\": [{\"name\", \"every\": \"1h\", \"source\", "
+                "\"target\", \"table\", ...}]}\n"
+                "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
+                CLI_DEFAULT_WORKERS_EP, CLI_DEFAULT_CLIENTS_EP, CLI_DEFAULT_EVENTS_EP);
             return 0;
         default:
             return cli_fail(
@@ -100,15 +231,28 @@ int cmd_coordinator(int argc, char **argv)
     if (optind != argc)
         return cli_fail("coordinator takes no arguments, only options (try --help)");
     sl_err err = {{0}};
+    schedule sched = {0};
+    if (schedule_file) {
+        int st2 = schedule_load(schedule_file, &sched);
+        if (st2 >= 0) {
+            schedule_free(&sched);
+            return st2;
+        }
+        cfg.schedule = sched.v;
+        cfg.nschedule = sched.n;
+    }
     catch_signals();
     co_server *s = co_server_new(&cfg, &err);
-    if (!s)
+    if (!s) {
+        schedule_free(&sched);
         return cli_fail("%s", err.msg);
+    }
     if (cfg.verbose)
         fprintf(stderr, "sluice coordinator: workers %s, clients %s, events %s, state %s\n",
                 cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, cfg.state);
     int r = co_server_run(s, &stop_flag, &err);
     co_server_free(s);
+    schedule_free(&sched);
     if (r)
         return cli_fail("%s", err.msg);
     if (cfg.verbose)
@@ -479,6 +623,37 @@ static void pack_list(msg_writer *w, const char *key, const char *const *v, size
         msg_pack_cstr(w, v[i]);
 }
 
+/* The submit message for a job: the one format both `submit` and a
+ * coordinator's schedule file produce. */
+static msg_writer *submit_writer(const char *source, const char *target, const co_diff_opts *o)
+{
+    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 12);
+    if (!w)
+        return NULL;
+    msg_key(w, "source");
+    msg_pack_cstr(w, source);
+    msg_key(w, "target");
+    msg_pack_cstr(w, target);
+    msg_key(w, "table");
+    msg_pack_cstr(w, o->table);
+    msg_key(w, "target_table");
+    msg_pack_cstr(w, o->target_table);
+    msg_key(w, "where");
+    msg_pack_cstr(w, o->where);
+    pack_list(w, "key", o->key, o->nkey);
+    pack_list(w, "columns", o->columns, o->ncolumns);
+    pack_list(w, "exclude", o->exclude, o->nexclude);
+    msg_key(w, "strict");
+    msg_pack_int(w, o->strict);
+    msg_key(w, "ranges");
+    msg_pack_uint(w, o->ranges);
+    msg_key(w, "rechecks");
+    msg_pack_int(w, o->rechecks);
+    msg_key(w, "settle_ms");
+    msg_pack_int(w, o->settle_ms);
+    return w;
+}
+
 int cmd_submit(int argc, char **argv)
 {
     diff_args a;
@@ -489,32 +664,11 @@ int cmd_submit(int argc, char **argv)
     }
     sl_err err = {{0}};
     void *zctx = zmq_ctx_new();
-    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 12);
+    msg_writer *w = submit_writer(a.source, a.target, &a.o);
     if (!w) {
         diff_args_free(&a);
         return cli_fail("out of memory");
     }
-    msg_key(w, "source");
-    msg_pack_cstr(w, a.source);
-    msg_key(w, "target");
-    msg_pack_cstr(w, a.target);
-    msg_key(w, "table");
-    msg_pack_cstr(w, a.o.table);
-    msg_key(w, "target_table");
-    msg_pack_cstr(w, a.o.target_table);
-    msg_key(w, "where");
-    msg_pack_cstr(w, a.o.where);
-    pack_list(w, "key", a.o.key, a.o.nkey);
-    pack_list(w, "columns", a.o.columns, a.o.ncolumns);
-    pack_list(w, "exclude", a.o.exclude, a.o.nexclude);
-    msg_key(w, "strict");
-    msg_pack_int(w, a.o.strict);
-    msg_key(w, "ranges");
-    msg_pack_uint(w, a.o.ranges);
-    msg_key(w, "rechecks");
-    msg_pack_int(w, a.o.rechecks);
-    msg_key(w, "settle_ms");
-    msg_pack_int(w, a.o.settle_ms);
     msg *m = ask(zctx, a.coordinator, w, 5000, &err);
     if (!m) {
         st = cli_fail("%s", err.msg);

@@ -21,7 +21,18 @@ struct co_server {
     int verbose;
     sl_buf frame;
     volatile sig_atomic_t *stop;
+    const co_schedule *sched;
+    size_t nsched;
+    double *next_due;  /* per schedule entry, monotonic seconds */
+    int64_t *last_job; /* per schedule entry, 0 before its first run */
 };
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static int64_t wall_ms(void)
 {
@@ -578,6 +589,52 @@ out:
     free(lens);
 }
 
+int co_server_check_spec(const void *frame, size_t len, sl_err *err)
+{
+    msg *m = msg_decode(frame, len, err);
+    if (!m)
+        return -1;
+    spec sp;
+    int rc = msg_type(m) == MSG_SUBMIT ? spec_read(m, &sp, err)
+                                       : sl_err_set(err, "not a submit message");
+    if (msg_type(m) == MSG_SUBMIT)
+        spec_free(&sp);
+    msg_free(m);
+    return rc;
+}
+
+/* Queues each scheduled audit that is due, unless its last run is still
+ * waiting or running. */
+static void run_schedule(co_server *s)
+{
+    double now = mono();
+    for (size_t i = 0; i < s->nsched; i++) {
+        if (now < s->next_due[i])
+            continue;
+        s->next_due[i] = now + s->sched[i].interval_s;
+        co_job_row row;
+        if (s->last_job[i] && co_store_get_job(s->store, s->last_job[i], &row, NULL) == 1 &&
+            (!strcmp(row.state, "queued") || !strcmp(row.state, "running")))
+            continue;
+        msg *m = msg_decode(s->sched[i].spec, s->sched[i].len, NULL);
+        const char *table;
+        size_t n;
+        char tbl[256] = "";
+        if (m && msg_get_str(m, "table", &table, &n, NULL) == 0)
+            snprintf(tbl, sizeof tbl, "%.*s", (int)n, table);
+        msg_free(m);
+        int64_t job;
+        sl_err e;
+        if (co_store_add_job(s->store, s->sched[i].spec, s->sched[i].len, tbl, &job, &e) == 0) {
+            s->last_job[i] = job;
+            publish_state(s, job, "queued", NULL);
+            if (s->verbose)
+                fprintf(stderr, "sluice coordinator: scheduled audit %s queued as job %lld\n",
+                        s->sched[i].name, (long long)job);
+        }
+    }
+}
+
 int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
 {
     s->stop = stop;
@@ -585,6 +642,7 @@ int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
     while (!*stop) {
         int64_t job;
         int resuming;
+        run_schedule(s);
         int r = co_store_next_job(s->store, &job, &specframe, &resuming, err);
         if (r < 0)
             break;
@@ -621,6 +679,15 @@ co_server *co_server_new(const co_server_config *cfg, sl_err *err)
     if (!s)
         return sl_err_set(err, "out of memory"), NULL;
     s->verbose = cfg->verbose;
+    s->sched = cfg->schedule;
+    s->nsched = cfg->nschedule;
+    s->next_due = calloc(s->nsched + 1, sizeof *s->next_due);
+    s->last_job = calloc(s->nsched + 1, sizeof *s->last_job);
+    if (!s->next_due || !s->last_job) {
+        sl_err_set(err, "out of memory");
+        co_server_free(s);
+        return NULL;
+    }
     if (!(s->store = co_store_open(cfg->state, err)) || !(s->zctx = zmq_ctx_new()) ||
         !(s->c = co_new(s->zctx, cfg->workers_endpoint, err)) ||
         !(s->clients = bound_socket(s->zctx, ZMQ_ROUTER, cfg->clients_endpoint, "client", err)) ||
@@ -649,5 +716,7 @@ void co_server_free(co_server *s)
         zmq_ctx_term(s->zctx);
     co_store_close(s->store);
     sl_buf_free(&s->frame);
+    free(s->next_due);
+    free(s->last_job);
     free(s);
 }

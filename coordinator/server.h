@@ -11,6 +11,15 @@
 
 #include "../base/sl.h"
 
+/* A scheduled audit: a submit frame queued again every interval_s seconds
+ * (not while its previous run is still queued or running). */
+typedef struct co_schedule {
+    const char *name;
+    int interval_s;
+    const void *spec;
+    size_t len;
+} co_schedule;
+
 typedef struct co_server_config {
     const char *workers_endpoint;
     const char *clients_endpoint;
@@ -18,7 +27,12 @@ typedef struct co_server_config {
     const char *state; /* control database: "sqlite:PATH" or a path */
     int heartbeat_timeout_ms;
     int verbose; /* log job starts and ends to stderr */
+    const co_schedule *schedule;
+    size_t nschedule;
 } co_server_config;
+
+/* Checks that a submit frame describes a valid job; 0 or -1 with err. */
+int co_server_check_spec(const void *frame, size_t len, sl_err *err);
 
 typedef struct co_server co_server;
 

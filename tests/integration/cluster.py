@@ -1,6 +1,8 @@
 """A sluice cluster on loopback for tests: a coordinator process and worker
 processes (the sanitizer build), each started and killed for real."""
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -12,6 +14,7 @@ from harness import SAN_ENV, SLUICE, free_port
 class Cluster:
     def __init__(self, dbs, hb_timeout=2.0):
         self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
+        atexit.register(shutil.rmtree, self.dir, True)
         self.ports = [free_port() for _ in range(3)]
         self.workers_ep, self.clients_ep, self.events_ep = (
             f"tcp://127.0.0.1:{p}" for p in self.ports)
