@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../proto/curve.h"
 #include "cli.h"
 
 static const char *usage_diff =
@@ -30,7 +31,26 @@ static const char *usage_diff =
     "  --coordinator EP     submit: the coordinator's client endpoint (" CLI_DEFAULT_CLIENTS_EP
     ")\n"
     "  --wait               submit: follow the job and print its report\n"
+    "  --curve-server-key K submit: the coordinator's CURVE public key (or key file)\n"
+    "  --curve-key FILE     submit: this client's CURVE secret key file\n"
     "exit status: 0 equal, 1 different, 2 trouble\n";
+
+int cli_curve_load(cli_curve *c, const char *server_arg, const char *key_arg)
+{
+    sl_err err;
+    memset(c, 0, sizeof *c);
+    if (!server_arg && !key_arg)
+        return -1;
+    if (!server_arg)
+        return cli_fail("--curve-key needs --curve-server-key (the coordinator's public key)");
+    if (curve_read_key(server_arg, c->server, &err))
+        return cli_fail("--curve-server-key: %s", err.msg);
+    if (key_arg && curve_read_key(key_arg, c->secret, &err))
+        return cli_fail("--curve-key: %s", err.msg);
+    c->on = 1;
+    c->has_secret = key_arg != NULL;
+    return -1;
+}
 
 int cli_fail(const char *fmt, ...)
 {
@@ -78,6 +98,8 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
                                          {"coordinator", required_argument, 0, 'C'},
                                          {"wait", no_argument, 0, 'W'},
                                          {"rechecks", required_argument, 0, 'R'},
+                                         {"curve-server-key", required_argument, 0, 'K'},
+                                         {"curve-key", required_argument, 0, 'k' + 256},
                                          {"settle", required_argument, 0, 'S'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -129,6 +151,12 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
             break;
         case 'W':
             a->wait = 1;
+            break;
+        case 'K':
+            a->curve_server = optarg;
+            break;
+        case 'k' + 256:
+            a->curve_key = optarg;
             break;
         case 'R': {
             long r = strtol(optarg, &end, 10);

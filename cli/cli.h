@@ -14,6 +14,16 @@
 #define CLI_DEFAULT_CLIENTS_EP "tcp://127.0.0.1:7702"
 #define CLI_DEFAULT_EVENTS_EP "tcp://127.0.0.1:7703"
 
+/* CURVE keys of a client (worker, submit, status, watch, workers). */
+typedef struct cli_curve {
+    int on, has_secret;
+    char server[41], secret[41];
+} cli_curve;
+
+/* Loads --curve-server-key (a key or key file) and --curve-key (this
+ * client's secret key file); either may be NULL. -1 to go on, else 2. */
+int cli_curve_load(cli_curve *c, const char *server_arg, const char *key_arg);
+
 /* The options of a diff job, as parsed from argv (strings point into argv
  * or into the owned lists). */
 typedef struct diff_args {
@@ -23,6 +33,7 @@ typedef struct diff_args {
     long workers;
     int allow_empty, progress, wait, settle_given;
     const char *coordinator;
+    const char *curve_server, *curve_key; /* submit: --curve-server-key, --curve-key */
     char *store[3];
     char **lists[3];
 } diff_args;
@@ -52,5 +63,6 @@ int cmd_submit(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 #endif

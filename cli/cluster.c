@@ -1,5 +1,6 @@
 /* The cluster commands: coordinator, worker, and the clients submit,
  * status, watch and workers. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <zmq.h>
 
 #include "../coordinator/server.h"
+#include "../proto/curve.h"
 #include "../proto/msg.h"
 #include "cli.h"
 #include "report.h"
@@ -165,6 +167,82 @@ static int schedule_load(const char *path, schedule *s)
     return -1;
 }
 
+/* Reads one Z85 public key per line ("public: KEY" or "KEY"; '#' lines
+ * skipped). Prints the error and returns -1 on failure. */
+static int read_keys(const char *path, char (**out)[41], size_t *n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cli_fail("cannot read --curve-clients file \"%s\"", path);
+        return -1;
+    }
+    char line[256];
+    size_t cap = 0;
+    *n = 0;
+    *out = NULL;
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#')
+            continue;
+        char *k = strrchr(line, ' ');
+        k = k ? k + 1 : line;
+        if (strlen(k) != 40) {
+            fclose(f);
+            free(*out);
+            cli_fail("%s:%d: expected a 40-character Z85 public key", path, lineno);
+            return -1;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            char(*v)[41] = realloc(*out, cap * sizeof *v);
+            if (!v) {
+                fclose(f);
+                free(*out);
+                cli_fail("out of memory");
+                return -1;
+            }
+            *out = v;
+        }
+        memcpy((*out)[(*n)++], k, 41);
+    }
+    fclose(f);
+    return 0;
+}
+
+/* sluice keygen [PREFIX]: a CURVE key pair, printed, or written to
+ * PREFIX.key (secret, mode 0600) and PREFIX.pub. */
+int cmd_keygen(int argc, char **argv)
+{
+    char pub[41], sec[41];
+    if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
+        return cli_fail("usage: sluice keygen [PREFIX]  (writes PREFIX.key and PREFIX.pub)");
+    if (zmq_curve_keypair(pub, sec))
+        return cli_fail("cannot make a CURVE key pair: %s (libzmq built without CURVE?)",
+                        zmq_strerror(zmq_errno()));
+    if (argc < 2) {
+        printf("public: %s\nsecret: %s\n", pub, sec);
+        return 0;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s.key", argv[1]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f)
+        return cli_fail("cannot create %s (it must not exist yet)", path);
+    fprintf(f, "# sluice CURVE secret key: keep it private\nsecret: %s\n", sec);
+    fclose(f);
+    snprintf(path, sizeof path, "%s.pub", argv[1]);
+    f = fopen(path, "w");
+    if (!f)
+        return cli_fail("cannot create %s", path);
+    fprintf(f, "public: %s\n", pub);
+    fclose(f);
+    printf("public: %s\n", pub);
+    return 0;
+}
+
 /* ---- sluice coordinator ----------------------------------------------------- */
 
 int cmd_coordinator(int argc, char **argv)
@@ -176,6 +254,8 @@ int cmd_coordinator(int argc, char **argv)
                                          {"heartbeat-timeout", required_argument, 0, 't'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"schedule", required_argument, 0, 'S'},
+                                         {"curve-secret", required_argument, 0, 'K'},
+                                         {"curve-clients", required_argument, 0, 'A'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     co_server_config cfg = {.workers_endpoint = CLI_DEFAULT_WORKERS_EP,
@@ -184,7 +264,7 @@ int cmd_coordinator(int argc, char **argv)
                             .state = "sqlite:sluice-state.db",
                             .heartbeat_timeout_ms = 5000,
                             .verbose = 1};
-    const char *schedule_file = NULL;
+    const char *schedule_file = NULL, *curve_secret = NULL, *curve_clients = NULL;
     int ch, st;
     optind = 1;
     opterr = 0;
@@ -208,6 +288,12 @@ int cmd_coordinator(int argc, char **argv)
         case 'S':
             schedule_file = optarg;
             break;
+        case 'K':
+            curve_secret = optarg;
+            break;
+        case 'A':
+            curve_clients = optarg;
+            break;
         case 't':
             if ((st = parse_seconds(optarg, "--heartbeat-timeout", &cfg.heartbeat_timeout_ms)) >= 0)
                 return st;
@@ -217,6 +303,9 @@ int cmd_coordinator(int argc, char **argv)
                 "usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
                 "         [--events-endpoint EP] [--state sqlite:PATH] "
                 "[--heartbeat-timeout SECONDS] [--schedule FILE] [--quiet]\n"
+                "         [--curve-secret FILE [--curve-clients FILE]]\n"
+                "  --curve-secret FILE: serve CURVE-encrypted (keys from sluice keygen)\n"
+                "  --curve-clients FILE: public keys allowed to connect, one per line\n"
                 "  --schedule FILE: JSON {\"audits\": [{\"name\", \"every\": \"1h\", \"source\", "
                 "\"target\", \"table\", ...}]}\n"
                 "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
@@ -231,11 +320,37 @@ int cmd_coordinator(int argc, char **argv)
     if (optind != argc)
         return cli_fail("coordinator takes no arguments, only options (try --help)");
     sl_err err = {{0}};
+    char secret[41];
+    char(*allowed)[41] = NULL;
+    const char **allowed_v = NULL;
+    if (curve_clients && !curve_secret)
+        return cli_fail("--curve-clients needs --curve-secret");
+    if (curve_secret) {
+        if (curve_read_key(curve_secret, secret, &err))
+            return cli_fail("--curve-secret: %s", err.msg);
+        cfg.curve_secret = secret;
+    }
+    if (curve_clients) {
+        size_t n = 0;
+        if (read_keys(curve_clients, &allowed, &n))
+            return 2;
+        allowed_v = calloc(n + 1, sizeof *allowed_v);
+        if (!allowed_v) {
+            free(allowed);
+            return cli_fail("out of memory");
+        }
+        for (size_t i = 0; i < n; i++)
+            allowed_v[i] = allowed[i];
+        cfg.curve_clients = allowed_v;
+        cfg.ncurve_clients = n;
+    }
     schedule sched = {0};
     if (schedule_file) {
         int st2 = schedule_load(schedule_file, &sched);
         if (st2 >= 0) {
             schedule_free(&sched);
+            free(allowed);
+            free(allowed_v);
             return st2;
         }
         cfg.schedule = sched.v;
@@ -245,6 +360,8 @@ int cmd_coordinator(int argc, char **argv)
     co_server *s = co_server_new(&cfg, &err);
     if (!s) {
         schedule_free(&sched);
+        free(allowed);
+        free(allowed_v);
         return cli_fail("%s", err.msg);
     }
     if (cfg.verbose)
@@ -253,6 +370,8 @@ int cmd_coordinator(int argc, char **argv)
     int r = co_server_run(s, &stop_flag, &err);
     co_server_free(s);
     schedule_free(&sched);
+    free(allowed);
+    free(allowed_v);
     if (r)
         return cli_fail("%s", err.msg);
     if (cfg.verbose)
@@ -311,6 +430,8 @@ int cmd_worker(int argc, char **argv)
                                          {"db-file", required_argument, 0, 'f'},
                                          {"slots", required_argument, 0, 's'},
                                          {"heartbeat", required_argument, 0, 'b'},
+                                         {"curve-server-key", required_argument, 0, 'K'},
+                                         {"curve-key", required_argument, 0, 'k'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     wk_db dbs[64];
@@ -318,7 +439,7 @@ int cmd_worker(int argc, char **argv)
     size_t ndbs = 0;
     long slots = 2;
     int hb = 1000, st = -1, ch;
-    const char *ep = CLI_DEFAULT_WORKERS_EP;
+    const char *ep = CLI_DEFAULT_WORKERS_EP, *curve_server = NULL, *curve_key = NULL;
     optind = 1;
     opterr = 0;
     while (st < 0 && (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -335,6 +456,12 @@ int cmd_worker(int argc, char **argv)
             break;
         case 'b':
             st = parse_seconds(optarg, "--heartbeat", &hb);
+            break;
+        case 'K':
+            curve_server = optarg;
+            break;
+        case 'k':
+            curve_key = optarg;
             break;
         case 's':
             slots = strtol(optarg, &end, 10);
@@ -356,11 +483,16 @@ int cmd_worker(int argc, char **argv)
     }
     if (st < 0 && ndbs == 0)
         st = cli_fail("a worker needs at least one --db NAME=DSN");
+    cli_curve cc;
+    if (st < 0)
+        st = cli_curve_load(&cc, curve_server, curve_key);
     if (st < 0) {
         sl_err err = {{0}};
         void *zctx = zmq_ctx_new();
         catch_signals();
-        wk_config cfg = {.zctx = zctx,
+        wk_config cfg = {.curve_server_key = cc.on ? cc.server : NULL,
+                         .curve_secret = cc.has_secret ? cc.secret : NULL,
+                         .zctx = zctx,
                          .endpoint = ep,
                          .dbs = dbs,
                          .ndbs = ndbs,
@@ -386,13 +518,16 @@ int cmd_worker(int argc, char **argv)
 
 /* One request/reply with the coordinator. Returns the reply, or NULL with
  * err set (an ERROR reply's message, or no answer in time). */
-static msg *ask(void *zctx, const char *ep, msg_writer *w, int timeout_ms, sl_err *err)
+static msg *ask(void *zctx, const char *ep, const cli_curve *cc, msg_writer *w, int timeout_ms,
+                sl_err *err)
 {
     sl_buf f = {0};
     msg *m = NULL;
     void *sock = zmq_socket(zctx, ZMQ_DEALER);
     int linger = 0;
     if (!sock || msg_writer_finish(w, &f, err))
+        goto out;
+    if (cc && cc->on && curve_client(sock, cc->server, cc->has_secret ? cc->secret : NULL, err))
         goto out;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(sock, ep) != 0) {
@@ -402,8 +537,10 @@ static msg *ask(void *zctx, const char *ep, msg_writer *w, int timeout_ms, sl_er
     zmq_send(sock, f.p, f.len, 0);
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&it, 1, timeout_ms) <= 0) {
-        sl_err_set(err, "no answer from the coordinator at %s within %d s; is it running?", ep,
-                   timeout_ms / 1000);
+        sl_err_set(err, "no answer from the coordinator at %s within %d s; is it running%s?", ep,
+                   timeout_ms / 1000,
+                   cc && cc->on ? ", and does it accept this CURVE key"
+                                : " (if it uses CURVE, pass --curve-server-key)");
         goto out;
     }
     zmq_msg_t in;
@@ -519,7 +656,8 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
     return rc;
 }
 
-static msg *status_of(void *zctx, const char *ep, int64_t job, int events, sl_err *err)
+static msg *status_of(void *zctx, const char *ep, const cli_curve *cc, int64_t job, int events,
+                      sl_err *err)
 {
     msg_writer *w = msg_writer_new(MSG_STATUS, 1, 2);
     if (!w)
@@ -528,7 +666,7 @@ static msg *status_of(void *zctx, const char *ep, int64_t job, int events, sl_er
     msg_pack_int(w, job);
     msg_key(w, "events");
     msg_pack_int(w, events);
-    return ask(zctx, ep, w, 5000, err);
+    return ask(zctx, ep, cc, w, 5000, err);
 }
 
 static void summary_of(const msg *m, co_summary *s)
@@ -549,7 +687,7 @@ static void summary_of(const msg *m, co_summary *s)
 }
 
 /* Follows a job to its end and prints its report like sluice diff. */
-static int wait_job(void *zctx, const diff_args *a, int64_t job)
+static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t job)
 {
     sl_err err = {{0}};
     char state[32] = "";
@@ -557,7 +695,7 @@ static int wait_job(void *zctx, const diff_args *a, int64_t job)
     int status = 2;
     msg *m = NULL;
     for (;;) {
-        m = status_of(zctx, a->coordinator, job, 0, &err);
+        m = status_of(zctx, a->coordinator, cc, job, 0, &err);
         if (!m)
             goto out;
         get_s(m, "state", state, sizeof state);
@@ -581,7 +719,7 @@ static int wait_job(void *zctx, const diff_args *a, int64_t job)
         goto out;
     }
     msg_free(m);
-    if (!(m = status_of(zctx, a->coordinator, job, 1, &err)))
+    if (!(m = status_of(zctx, a->coordinator, cc, job, 1, &err)))
         goto out;
     const msgpack_object *ev;
     uint32_t nev;
@@ -669,7 +807,14 @@ int cmd_submit(int argc, char **argv)
         diff_args_free(&a);
         return cli_fail("out of memory");
     }
-    msg *m = ask(zctx, a.coordinator, w, 5000, &err);
+    cli_curve cc;
+    if ((st = cli_curve_load(&cc, a.curve_server, a.curve_key)) >= 0) {
+        msg_writer_free(w);
+        zmq_ctx_term(zctx);
+        diff_args_free(&a);
+        return st;
+    }
+    msg *m = ask(zctx, a.coordinator, &cc, w, 5000, &err);
     if (!m) {
         st = cli_fail("%s", err.msg);
     } else {
@@ -677,7 +822,7 @@ int cmd_submit(int argc, char **argv)
         msg_free(m);
         if (a.wait) {
             fprintf(stderr, "sluice: job %lld submitted\n", (long long)job);
-            st = wait_job(zctx, &a, job);
+            st = wait_job(zctx, &a, &cc, job);
         } else {
             printf("%lld\n", (long long)job);
             st = 0;
@@ -691,6 +836,7 @@ int cmd_submit(int argc, char **argv)
 /* Options shared by status, watch and workers. */
 typedef struct client_args {
     const char *coordinator, *events, *format;
+    cli_curve cc;
     int64_t job;
     long count;
     int timeout_ms;
@@ -704,12 +850,15 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
                                          {"job", required_argument, 0, 'j'},
                                          {"count", required_argument, 0, 'n'},
                                          {"timeout", required_argument, 0, 't'},
+                                         {"curve-server-key", required_argument, 0, 'K'},
+                                         {"curve-key", required_argument, 0, 'k'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->coordinator = CLI_DEFAULT_CLIENTS_EP;
     a->events = CLI_DEFAULT_EVENTS_EP;
     a->format = "text";
+    const char *curve_server = NULL, *curve_key = NULL;
     int ch, st;
     optind = 1;
     opterr = 0;
@@ -739,9 +888,16 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
             if ((st = parse_seconds(optarg, "--timeout", &a->timeout_ms)) >= 0)
                 return st;
             break;
+        case 'K':
+            curve_server = optarg;
+            break;
+        case 'k':
+            curve_key = optarg;
+            break;
         case 'h':
             printf("usage: sluice %s%s [--coordinator EP] [--events EP] [--format text|json]\n"
-                   "       (watch: [--job JOB] [--count N] [--timeout SECONDS])\n",
+                   "       (watch: [--job JOB] [--count N] [--timeout SECONDS])\n"
+                   "       [--curve-server-key KEY|FILE [--curve-key FILE]]\n",
                    cmd, want_job ? " JOB" : "");
             return 0;
         default:
@@ -758,7 +914,7 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
     } else if (optind != argc) {
         return cli_fail("%s takes no arguments, only options (try --help)", cmd);
     }
-    return -1;
+    return cli_curve_load(&a->cc, curve_server, curve_key);
 }
 
 int cmd_status(int argc, char **argv)
@@ -769,7 +925,7 @@ int cmd_status(int argc, char **argv)
         return st;
     sl_err err;
     void *zctx = zmq_ctx_new();
-    msg *m = status_of(zctx, a.coordinator, a.job, 0, &err);
+    msg *m = status_of(zctx, a.coordinator, &a.cc, a.job, 0, &err);
     if (!m) {
         zmq_ctx_term(zctx);
         return cli_fail("%s", err.msg);
@@ -821,7 +977,7 @@ int cmd_workers(int argc, char **argv)
     sl_err err;
     void *zctx = zmq_ctx_new();
     msg_writer *w = msg_writer_new(MSG_WORKERS, 1, 0);
-    msg *m = w ? ask(zctx, a.coordinator, w, 5000, &err) : NULL;
+    msg *m = w ? ask(zctx, a.coordinator, &a.cc, w, 5000, &err) : NULL;
     const msgpack_object *items, *f, *dbs;
     uint32_t n, nf, nd;
     if (!m || msg_get_array(m, "workers", &items, &n, &err)) {
@@ -948,6 +1104,12 @@ int cmd_watch(int argc, char **argv)
     /* "job.1" would also match "job.12": the topic is matched as a prefix,
      * so the job number is checked again on each event */
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, topic, (size_t)n);
+    sl_err cerr;
+    if (a.cc.on && curve_client(sub, a.cc.server, a.cc.has_secret ? a.cc.secret : NULL, &cerr)) {
+        zmq_close(sub);
+        zmq_ctx_term(zctx);
+        return cli_fail("%s", cerr.msg);
+    }
     if (zmq_connect(sub, a.events) != 0) {
         zmq_close(sub);
         zmq_ctx_term(zctx);

@@ -22,6 +22,7 @@ int main(int argc, char **argv)
                "  status JOB                       a job's state and summary\n"
                "  watch [--job JOB]                follow the event stream\n"
                "  workers                          the workers a coordinator knows\n"
+               "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
                "  version                          print the version\n"
                "each command takes --help\n",
                SLUICE_VERSION);
@@ -35,9 +36,10 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"diff", cmd_diff},      {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
-                {"submit", cmd_submit},  {"status", cmd_status},           {"watch", cmd_watch},
-                {"workers", cmd_workers}};
+    } cmds[] = {{"diff", cmd_diff},       {"coordinator", cmd_coordinator},
+                {"worker", cmd_worker},   {"submit", cmd_submit},
+                {"status", cmd_status},   {"watch", cmd_watch},
+                {"workers", cmd_workers}, {"keygen", cmd_keygen}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -7,6 +7,7 @@
 
 #include "../merkle/enc.h"
 #include "../merkle/mk_diff.h"
+#include "../proto/curve.h"
 #include "../proto/msg.h"
 
 #define CO_MAX_WORKERS 256
@@ -57,7 +58,7 @@ static double now_s(void)
 
 /* ---- sockets ---------------------------------------------------------- */
 
-co *co_new(void *zctx, const char *endpoint, sl_err *err)
+co *co_new(void *zctx, const char *endpoint, const char *curve_secret, sl_err *err)
 {
     co *c = calloc(1, sizeof *c);
     if (!c)
@@ -74,6 +75,10 @@ co *co_new(void *zctx, const char *endpoint, sl_err *err)
     int one = 1, linger = 0;
     zmq_setsockopt(c->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (curve_secret && curve_server(c->sock, curve_secret, err)) {
+        co_free(c);
+        return NULL;
+    }
     if (zmq_bind(c->sock, endpoint) != 0) {
         sl_err_set(err, "cannot bind coordinator socket %s: %s", endpoint,
                    zmq_strerror(zmq_errno()));

@@ -95,8 +95,9 @@ typedef struct co_summary {
 
 typedef struct co co;
 
-/* Binds the worker socket at endpoint on zctx. NULL with err set. */
-co *co_new(void *zctx, const char *endpoint, sl_err *err);
+/* Binds the worker socket at endpoint on zctx, as a CURVE server when
+ * curve_secret (Z85) is given. NULL with err set. */
+co *co_new(void *zctx, const char *endpoint, const char *curve_secret, sl_err *err);
 void co_free(co *c);
 
 /* Waits until n workers have said hello, or fails after timeout_ms. */

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "../proto/curve.h"
 #include "../proto/msg.h"
 #include "co.h"
 #include "store.h"
@@ -21,6 +22,7 @@ struct co_server {
     int verbose;
     sl_buf frame;
     volatile sig_atomic_t *stop;
+    curve_zap *zap;
     const co_schedule *sched;
     size_t nsched;
     double *next_due;  /* per schedule entry, monotonic seconds */
@@ -657,7 +659,8 @@ int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
     return *stop ? 0 : -1;
 }
 
-static void *bound_socket(void *zctx, int type, const char *ep, const char *what, sl_err *err)
+static void *bound_socket(void *zctx, int type, const char *ep, const char *what,
+                          const char *curve_secret, sl_err *err)
 {
     void *sock = zmq_socket(zctx, type);
     int linger = 0;
@@ -665,6 +668,10 @@ static void *bound_socket(void *zctx, int type, const char *ep, const char *what
         return sl_err_set(err, "cannot create %s socket: %s", what, zmq_strerror(zmq_errno())),
                NULL;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (curve_secret && curve_server(sock, curve_secret, err)) {
+        zmq_close(sock);
+        return NULL;
+    }
     if (zmq_bind(sock, ep) != 0) {
         sl_err_set(err, "cannot bind %s endpoint %s: %s", what, ep, zmq_strerror(zmq_errno()));
         zmq_close(sock);
@@ -689,9 +696,13 @@ co_server *co_server_new(const co_server_config *cfg, sl_err *err)
         return NULL;
     }
     if (!(s->store = co_store_open(cfg->state, err)) || !(s->zctx = zmq_ctx_new()) ||
-        !(s->c = co_new(s->zctx, cfg->workers_endpoint, err)) ||
-        !(s->clients = bound_socket(s->zctx, ZMQ_ROUTER, cfg->clients_endpoint, "client", err)) ||
-        !(s->pub = bound_socket(s->zctx, ZMQ_PUB, cfg->events_endpoint, "events", err))) {
+        (cfg->curve_clients &&
+         !(s->zap = curve_zap_start(s->zctx, cfg->curve_clients, cfg->ncurve_clients, err))) ||
+        !(s->c = co_new(s->zctx, cfg->workers_endpoint, cfg->curve_secret, err)) ||
+        !(s->clients = bound_socket(s->zctx, ZMQ_ROUTER, cfg->clients_endpoint, "client",
+                                    cfg->curve_secret, err)) ||
+        !(s->pub = bound_socket(s->zctx, ZMQ_PUB, cfg->events_endpoint, "events", cfg->curve_secret,
+                                err))) {
         if (!err || !err->msg[0])
             sl_err_set(err, "cannot start the coordinator");
         co_server_free(s);
@@ -706,6 +717,10 @@ void co_server_free(co_server *s)
 {
     if (!s)
         return;
+    if (s->zap) { /* unblocks the ZAP thread before the context waits for it */
+        zmq_ctx_shutdown(s->zctx);
+        curve_zap_stop(s->zap);
+    }
     if (s->c)
         co_free(s->c);
     if (s->clients)

@@ -29,6 +29,9 @@ typedef struct co_server_config {
     int verbose; /* log job starts and ends to stderr */
     const co_schedule *schedule;
     size_t nschedule;
+    const char *curve_secret;         /* Z85; NULL: no CURVE */
+    const char *const *curve_clients; /* Z85 public keys allowed; NULL: any */
+    size_t ncurve_clients;
 } co_server_config;
 
 /* Checks that a submit frame describes a valid job; 0 or -1 with err. */

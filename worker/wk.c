@@ -8,6 +8,7 @@
 #include "../connectors/conn.h"
 #include "../merkle/enc.h"
 #include "../merkle/mk_tree.h"
+#include "../proto/curve.h"
 #include "../proto/msg.h"
 
 #define WK_MAX_COLS 512
@@ -636,6 +637,9 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
     }
     int linger = 0;
     zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (cfg->curve_server_key &&
+        curve_client(w->sock, cfg->curve_server_key, cfg->curve_secret, err))
+        goto fail;
     if (zmq_connect(w->sock, cfg->endpoint) != 0) {
         sl_err_set(err, "cannot connect to coordinator at %s: %s", cfg->endpoint,
                    zmq_strerror(zmq_errno()));

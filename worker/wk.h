@@ -23,8 +23,10 @@ typedef struct wk_config {
     const char *endpoint; /* the coordinator's worker socket */
     const wk_db *dbs;
     size_t ndbs;
-    int heartbeat_ms;            /* 0: none; else a heartbeat at least this often */
-    volatile sig_atomic_t *stop; /* optional: when set, stop between tasks */
+    int heartbeat_ms;             /* 0: none; else a heartbeat at least this often */
+    volatile sig_atomic_t *stop;  /* optional: when set, stop between tasks */
+    const char *curve_server_key; /* the coordinator's public key (Z85); NULL: no CURVE */
+    const char *curve_secret;     /* this worker's secret key; NULL: ephemeral */
 } wk_config;
 
 typedef struct wk wk;
