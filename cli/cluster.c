@@ -245,7 +245,17 @@ int cmd_keygen(int argc, char **argv)
 
 /* ---- sluice coordinator ----------------------------------------------------- */
 
+static int coordinator_main(int argc, char **argv, char **state_copy);
+
 int cmd_coordinator(int argc, char **argv)
+{
+    char *state_copy = NULL;
+    int st = coordinator_main(argc, argv, &state_copy);
+    free(state_copy);
+    return st;
+}
+
+static int coordinator_main(int argc, char **argv, char **state_copy)
 {
     static const struct option opts[] = {{"workers-endpoint", required_argument, 0, 'w'},
                                          {"clients-endpoint", required_argument, 0, 'c'},
@@ -280,7 +290,14 @@ int cmd_coordinator(int argc, char **argv)
             cfg.events_endpoint = optarg;
             break;
         case 's':
-            cfg.state = optarg;
+            /* a PostgreSQL DSN may hold a password: keep a copy, blank argv
+             * so ps and /proc/PID/cmdline do not show it */
+            free(*state_copy);
+            if (!(*state_copy = strdup(optarg)))
+                return cli_fail("out of memory");
+            cfg.state = *state_copy;
+            if (strncmp(optarg, "postgres", 8) == 0)
+                memset(optarg, '*', strlen(optarg));
             break;
         case 'q':
             cfg.verbose = 0;

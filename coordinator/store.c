@@ -1,16 +1,37 @@
+/* The control database, on SQLite or PostgreSQL. Every statement is written
+ * once, in the SQL both understand ($n parameters, ON CONFLICT, RETURNING);
+ * only the table definitions and the driver calls differ. */
 #include "store.h"
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+/* A value going into or coming out of a statement. */
+typedef struct sval {
+    enum { V_NULL, V_INT, V_REAL, V_TEXT, V_BLOB } t;
+    int64_t i;
+    double d;
+    const void *p;
+    size_t n;
+} sval;
+
+#define I(x) ((sval){.t = V_INT, .i = (int64_t)(x)})
+#define R(x) ((sval){.t = V_REAL, .d = (x)})
+#define T(x) ((x) ? (sval){.t = V_TEXT, .p = (x), .n = strlen(x)} : (sval){.t = V_NULL})
+#define B(x, len) ((sval){.t = V_BLOB, .p = (x), .n = (len)})
+
+typedef int (*row_fn)(void *ctx, const sval *cols, int n);
+
 struct co_store {
-    sqlite3 *db;
+    sqlite3 *lite;
+    PGconn *pg;
 };
 
-static const char *schema =
+static const char *schema_sqlite =
     "PRAGMA journal_mode = WAL;"
     "PRAGMA synchronous = NORMAL;"
     "CREATE TABLE IF NOT EXISTS jobs ("
@@ -35,6 +56,27 @@ static const char *schema =
     "  target_rows INTEGER, missing INTEGER, extra INTEGER, changed INTEGER,"
     "  schema_drift INTEGER);";
 
+static const char *schema_pg =
+    "SET client_min_messages = warning;"
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    "  id bigserial PRIMARY KEY, spec bytea NOT NULL, tbl text NOT NULL,"
+    "  state text NOT NULL DEFAULT 'queued', error text,"
+    "  submitted float8 NOT NULL, started float8, finished float8,"
+    "  source_name text, target_name text, source_rows bigint DEFAULT 0,"
+    "  target_rows bigint DEFAULT 0, ranges bigint DEFAULT 0, workers bigint DEFAULT 0,"
+    "  missing bigint DEFAULT 0, extra bigint DEFAULT 0, changed bigint DEFAULT 0,"
+    "  schema_drift bigint DEFAULT 0, transient bigint DEFAULT 0, elapsed float8 DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS ranges ("
+    "  job bigint NOT NULL, idx bigint NOT NULL, hi bytea, done int NOT NULL DEFAULT 0,"
+    "  source_rows bigint, target_rows bigint, finished float8, PRIMARY KEY (job, idx));"
+    "CREATE TABLE IF NOT EXISTS events ("
+    "  id bigserial PRIMARY KEY, job bigint NOT NULL, kind text NOT NULL, k bytea NOT NULL,"
+    "  frame bytea NOT NULL, at float8 NOT NULL, UNIQUE (job, kind, k));"
+    "CREATE INDEX IF NOT EXISTS events_job ON events (job, id);"
+    "CREATE TABLE IF NOT EXISTS drift ("
+    "  tbl text NOT NULL, job bigint NOT NULL, at float8 NOT NULL, source_rows bigint,"
+    "  target_rows bigint, missing bigint, extra bigint, changed bigint, schema_drift bigint);";
+
 static double wall(void)
 {
     struct timespec ts;
@@ -42,31 +84,207 @@ static double wall(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int fail(co_store *s, sl_err *err, const char *what)
+/* ---- the two drivers ------------------------------------------------------ */
+
+static int q_sqlite(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
+                    sl_err *err)
 {
-    return sl_err_set(err, "control database: %s: %s", what, sqlite3_errmsg(s->db));
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->lite, sql, -1, &st, NULL) != SQLITE_OK)
+        return sl_err_set(err, "control database: %s", sqlite3_errmsg(s->lite));
+    for (int k = 0; k < np; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "$%d", k + 1);
+        int idx = sqlite3_bind_parameter_index(st, name);
+        if (!idx)
+            continue;
+        const sval *v = &ps[k];
+        switch (v->t) {
+        case V_INT:
+            sqlite3_bind_int64(st, idx, v->i);
+            break;
+        case V_REAL:
+            sqlite3_bind_double(st, idx, v->d);
+            break;
+        case V_TEXT:
+            sqlite3_bind_text(st, idx, v->p, (int)v->n, SQLITE_TRANSIENT);
+            break;
+        case V_BLOB:
+            sqlite3_bind_blob(st, idx, v->p, (int)v->n, SQLITE_TRANSIENT);
+            break;
+        default:
+            sqlite3_bind_null(st, idx);
+            break;
+        }
+    }
+    int r, rc = 0;
+    sval cols[32];
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        int n = sqlite3_column_count(st);
+        n = n > 32 ? 32 : n;
+        for (int c = 0; c < n; c++) {
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_INTEGER:
+                cols[c] = I(sqlite3_column_int64(st, c));
+                break;
+            case SQLITE_FLOAT:
+                cols[c] = R(sqlite3_column_double(st, c));
+                break;
+            case SQLITE_NULL:
+                cols[c] = (sval){.t = V_NULL};
+                break;
+            default:
+                cols[c] = (sval){.t = sqlite3_column_type(st, c) == SQLITE_BLOB ? V_BLOB : V_TEXT,
+                                 .p = sqlite3_column_blob(st, c),
+                                 .n = (size_t)sqlite3_column_bytes(st, c)};
+            }
+        }
+        if (fn && fn(ctx, cols, n)) {
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && r != SQLITE_DONE)
+        rc = sl_err_set(err, "control database: %s", sqlite3_errmsg(s->lite));
+    sqlite3_finalize(st);
+    return rc;
 }
+
+static int q_pg(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
+                sl_err *err)
+{
+    const char *vals[32];
+    int lens[32], fmts[32];
+    char nums[32][32];
+    for (int k = 0; k < np && k < 32; k++) {
+        const sval *v = &ps[k];
+        fmts[k] = v->t == V_BLOB;
+        lens[k] = (int)v->n;
+        vals[k] = v->p;
+        if (v->t == V_INT)
+            snprintf(nums[k], sizeof nums[k], "%lld", (long long)v->i), vals[k] = nums[k];
+        else if (v->t == V_REAL)
+            snprintf(nums[k], sizeof nums[k], "%.17g", v->d), vals[k] = nums[k];
+        else if (v->t == V_NULL)
+            vals[k] = NULL;
+    }
+    /* text parameters must be NUL-terminated: all ours are C strings */
+    PGresult *res = PQexecParams(s->pg, sql, np, NULL, vals, lens, fmts, 0);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = 0;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        char line[300];
+        const char *m = PQresultErrorMessage(res);
+        snprintf(line, sizeof line, "%.*s", (int)strcspn(m, "\n"), m);
+        rc = sl_err_set(err, "control database: %s", line);
+    }
+    int nr = rc ? 0 : PQntuples(res), nc = PQnfields(res) > 32 ? 32 : PQnfields(res);
+    for (int r = 0; r < nr && rc == 0; r++) {
+        sval cols[32];
+        unsigned char *freeme[32];
+        int nf = 0;
+        for (int c = 0; c < nc; c++) {
+            const char *txt = PQgetvalue(res, r, c);
+            if (PQgetisnull(res, r, c)) {
+                cols[c] = (sval){.t = V_NULL};
+            } else if (PQftype(res, c) == 17) { /* bytea */
+                size_t n;
+                unsigned char *b = PQunescapeBytea((const unsigned char *)txt, &n);
+                freeme[nf++] = b;
+                cols[c] = B(b, n);
+            } else if (PQftype(res, c) == 20 || PQftype(res, c) == 23 || PQftype(res, c) == 21) {
+                cols[c] = I(strtoll(txt, NULL, 10));
+            } else if (PQftype(res, c) == 701 || PQftype(res, c) == 1700) {
+                cols[c] = R(strtod(txt, NULL));
+            } else {
+                cols[c] = T(txt);
+            }
+        }
+        if (fn && fn(ctx, cols, nc))
+            rc = -1;
+        for (int k = 0; k < nf; k++)
+            PQfreemem(freeme[k]);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int q(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
+             sl_err *err)
+{
+    return s->pg ? q_pg(s, sql, ps, np, fn, ctx, err) : q_sqlite(s, sql, ps, np, fn, ctx, err);
+}
+
+static int exec_script(co_store *s, const char *sql, sl_err *err)
+{
+    if (s->pg) {
+        PGresult *r = PQexec(s->pg, sql);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        if (!ok) {
+            const char *m = PQresultErrorMessage(r);
+            sl_err_set(err, "control database: %.*s", (int)strcspn(m, "\n"), m);
+        }
+        PQclear(r);
+        return ok ? 0 : -1;
+    }
+    char *msg = NULL;
+    if (sqlite3_exec(s->lite, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        sl_err_set(err, "control database: %s", msg ? msg : sqlite3_errmsg(s->lite));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Row helpers: take an integer, a real, a text into a buffer. */
+static int64_t vi(const sval *v)
+{
+    return v->t == V_INT ? v->i : v->t == V_REAL ? (int64_t)v->d : 0;
+}
+static double vd(const sval *v)
+{
+    return v->t == V_REAL ? v->d : v->t == V_INT ? (double)v->i : 0;
+}
+static void vs(const sval *v, char *out, size_t cap)
+{
+    snprintf(out, cap, "%.*s", v->t == V_TEXT ? (int)v->n : 0,
+             v->t == V_TEXT ? (const char *)v->p : "");
+}
+
+static int take_int(void *ctx, const sval *c, int n)
+{
+    (void)n;
+    *(int64_t *)ctx = vi(&c[0]);
+    return 0;
+}
+
+/* ---- open ----------------------------------------------------------------- */
 
 co_store *co_store_open(const char *where, sl_err *err)
 {
-    const char *path = strncmp(where, "sqlite:", 7) == 0 ? where + 7 : where;
-    if (strncmp(where, "postgresql:", 11) == 0 || strncmp(where, "postgres:", 9) == 0)
-        return sl_err_set(err, "a PostgreSQL control database is not supported yet; use "
-                               "--state sqlite:PATH"),
-               NULL;
     co_store *s = calloc(1, sizeof *s);
     if (!s)
         return sl_err_set(err, "out of memory"), NULL;
-    char *msg = NULL;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+    if (strncmp(where, "postgresql:", 11) == 0 || strncmp(where, "postgres:", 9) == 0) {
+        s->pg = PQconnectdb(where);
+        if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
+            const char *m = s->pg ? PQerrorMessage(s->pg) : "out of memory";
+            sl_err_set(err, "cannot open the PostgreSQL control database: %.*s",
+                       (int)strcspn(m, "\n"), m);
+            co_store_close(s);
+            return NULL;
+        }
+        if (exec_script(s, schema_pg, err)) {
+            co_store_close(s);
+            return NULL;
+        }
+        return s;
+    }
+    const char *path = strncmp(where, "sqlite:", 7) == 0 ? where + 7 : where;
+    if (sqlite3_open_v2(path, &s->lite, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
             SQLITE_OK ||
-        sqlite3_busy_timeout(s->db, 5000) != SQLITE_OK ||
-        sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-        sl_err_set(err, "cannot open control database \"%s\": %s", path,
-                   msg     ? msg
-                   : s->db ? sqlite3_errmsg(s->db)
-                           : "out of memory");
-        sqlite3_free(msg);
+        sqlite3_busy_timeout(s->lite, 5000) != SQLITE_OK || exec_script(s, schema_sqlite, err)) {
+        sl_err_wrap(err, "cannot open control database \"%s\"", path);
         co_store_close(s);
         return NULL;
     }
@@ -77,349 +295,318 @@ void co_store_close(co_store *s)
 {
     if (!s)
         return;
-    sqlite3_close(s->db);
+    if (s->lite)
+        sqlite3_close(s->lite);
+    if (s->pg)
+        PQfinish(s->pg);
     free(s);
 }
 
-/* Prepares sql; the caller binds, steps and finalizes. */
-static sqlite3_stmt *prep(co_store *s, const char *sql, sl_err *err)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fail(s, err, "prepare");
-        return NULL;
-    }
-    return st;
-}
-
-static int step_done(co_store *s, sqlite3_stmt *st, sl_err *err)
-{
-    int r = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return r == SQLITE_DONE ? 0 : fail(s, err, "write");
-}
+/* ---- jobs ------------------------------------------------------------------- */
 
 int co_store_add_job(co_store *s, const void *spec, size_t len, const char *table, int64_t *id,
                      sl_err *err)
 {
-    sqlite3_stmt *st = prep(s, "INSERT INTO jobs (spec, tbl, submitted) VALUES (?1, ?2, ?3)", err);
-    if (!st)
+    sval p[] = {B(spec, len), T(table), R(wall())};
+    *id = 0;
+    if (q(s, "INSERT INTO jobs (spec, tbl, submitted) VALUES ($1, $2, $3) RETURNING id", p, 3,
+          take_int, id, err))
         return -1;
-    sqlite3_bind_blob(st, 1, spec, (int)len, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, table, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_double(st, 3, wall());
-    if (step_done(s, st, err))
-        return -1;
-    *id = sqlite3_last_insert_rowid(s->db);
+    return *id ? 0 : sl_err_set(err, "control database: the new job got no id");
+}
+
+typedef struct next_ctx {
+    int64_t *id;
+    sl_buf *spec;
+    int *resuming, found, oom;
+} next_ctx;
+
+static int take_next(void *ctx, const sval *c, int n)
+{
+    next_ctx *x = ctx;
+    (void)n;
+    *x->id = vi(&c[0]);
+    sl_buf_reset(x->spec);
+    x->oom = sl_buf_append(x->spec, c[1].p, c[1].n);
+    *x->resuming = c[2].t == V_TEXT && c[2].n == 7 && !memcmp(c[2].p, "running", 7);
+    x->found = 1;
     return 0;
 }
 
 int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT id, spec, state FROM jobs WHERE state IN ('running', 'queued') "
-                            "ORDER BY state = 'running' DESC, id LIMIT 1",
-                            err);
-    if (!st)
+    next_ctx x = {id, spec, resuming, 0, 0};
+    if (q(s,
+          "SELECT id, spec, state FROM jobs WHERE state IN ('running', 'queued') "
+          "ORDER BY state = 'running' DESC, id LIMIT 1",
+          NULL, 0, take_next, &x, err))
         return -1;
-    int r = sqlite3_step(st), rc = 0;
-    if (r == SQLITE_ROW) {
-        *id = sqlite3_column_int64(st, 0);
-        *resuming = strcmp((const char *)sqlite3_column_text(st, 2), "running") == 0;
-        sl_buf_reset(spec);
-        rc = sl_buf_append(spec, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1))
-                 ? sl_err_set(err, "out of memory")
-                 : 1;
-    } else if (r != SQLITE_DONE) {
-        rc = fail(s, err, "read jobs");
-    }
-    sqlite3_finalize(st);
-    return rc;
+    if (x.oom)
+        return sl_err_set(err, "out of memory");
+    return x.found;
 }
 
 int co_store_set_state(co_store *s, int64_t id, const char *state, const char *error,
                        const co_summary *sum, sl_err *err)
 {
-    int running = strcmp(state, "running") == 0;
-    sqlite3_stmt *st =
-        prep(s,
-             "UPDATE jobs SET state = ?2, error = ?3, "
-             "started = CASE WHEN ?4 THEN coalesce(started, ?5) ELSE started END, "
-             "finished = CASE WHEN ?4 THEN NULL ELSE ?5 END, "
-             "source_name = coalesce(?6, source_name), target_name = coalesce(?7, target_name), "
-             "source_rows = coalesce(?8, source_rows), target_rows = coalesce(?9, target_rows), "
-             "ranges = coalesce(?10, ranges), workers = coalesce(?11, workers), "
-             "missing = coalesce(?12, missing), extra = coalesce(?13, extra), "
-             "changed = coalesce(?14, changed), schema_drift = coalesce(?15, schema_drift), "
-             "elapsed = coalesce(?16, elapsed), transient = coalesce(?17, transient) WHERE id = ?1",
-             err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, state, -1, SQLITE_TRANSIENT);
-    if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int(st, 4, running);
-    sqlite3_bind_double(st, 5, wall());
-    if (sum) {
-        sqlite3_bind_text(st, 6, sum->source_name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 7, sum->target_name, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 8, (sqlite3_int64)sum->source_rows);
-        sqlite3_bind_int64(st, 9, (sqlite3_int64)sum->target_rows);
-        sqlite3_bind_int64(st, 10, (sqlite3_int64)sum->ranges);
-        sqlite3_bind_int64(st, 11, (sqlite3_int64)sum->workers);
-        sqlite3_bind_int64(st, 12, (sqlite3_int64)sum->missing);
-        sqlite3_bind_int64(st, 13, (sqlite3_int64)sum->extra);
-        sqlite3_bind_int64(st, 14, (sqlite3_int64)sum->changed);
-        sqlite3_bind_int64(st, 15, (sqlite3_int64)sum->schema);
-        sqlite3_bind_double(st, 16, sum->elapsed);
-        sqlite3_bind_int64(st, 17, (sqlite3_int64)sum->transient);
-    }
-    if (step_done(s, st, err))
+    sval n = {.t = V_NULL};
+    sval p[] = {I(id),
+                T(state),
+                T(error),
+                I(strcmp(state, "running") == 0),
+                R(wall()),
+                sum ? T(sum->source_name) : n,
+                sum ? T(sum->target_name) : n,
+                sum ? I(sum->source_rows) : n,
+                sum ? I(sum->target_rows) : n,
+                sum ? I(sum->ranges) : n,
+                sum ? I(sum->workers) : n,
+                sum ? I(sum->missing) : n,
+                sum ? I(sum->extra) : n,
+                sum ? I(sum->changed) : n,
+                sum ? I(sum->schema) : n,
+                sum ? R(sum->elapsed) : n,
+                sum ? I(sum->transient) : n};
+    if (q(s,
+          "UPDATE jobs SET state = $2, error = $3, "
+          "started = CASE WHEN $4 = 1 THEN coalesce(started, $5) ELSE started END, "
+          "finished = CASE WHEN $4 = 1 THEN NULL ELSE $5 END, "
+          "source_name = coalesce($6, source_name), target_name = coalesce($7, target_name), "
+          "source_rows = coalesce($8, source_rows), target_rows = coalesce($9, target_rows), "
+          "ranges = coalesce($10, ranges), workers = coalesce($11, workers), "
+          "missing = coalesce($12, missing), extra = coalesce($13, extra), "
+          "changed = coalesce($14, changed), schema_drift = coalesce($15, schema_drift), "
+          "elapsed = coalesce($16, elapsed), transient = coalesce($17, transient) WHERE id = $1",
+          p, 17, NULL, NULL, err))
         return -1;
     if (strcmp(state, "done") != 0 || !sum)
         return 0;
-    st = prep(s,
-              "INSERT INTO drift SELECT tbl, id, ?2, source_rows, target_rows, missing, extra, "
-              "changed, schema_drift FROM jobs WHERE id = ?1",
-              err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_double(st, 2, wall());
-    return step_done(s, st, err);
+    sval d[] = {I(id), R(wall())};
+    return q(s,
+             "INSERT INTO drift SELECT tbl, id, CAST($2 AS DOUBLE PRECISION), source_rows, "
+             "target_rows, missing, extra, "
+             "changed, schema_drift FROM jobs WHERE id = $1",
+             d, 2, NULL, NULL, err);
 }
+
+int co_store_cancel_job(co_store *s, int64_t id, sl_err *err)
+{
+    sval p[] = {I(id), R(wall())};
+    return q(s,
+             "UPDATE jobs SET state = 'cancelled', finished = $2 "
+             "WHERE id = $1 AND state IN ('queued', 'running')",
+             p, 2, NULL, NULL, err);
+}
+
+static int take_job(void *ctx, const sval *c, int n)
+{
+    co_job_row *o = ctx;
+    (void)n;
+    vs(&c[0], o->state, sizeof o->state);
+    vs(&c[1], o->error, sizeof o->error);
+    vs(&c[2], o->table, sizeof o->table);
+    vs(&c[3], o->sum.source_name, sizeof o->sum.source_name);
+    vs(&c[4], o->sum.target_name, sizeof o->sum.target_name);
+    o->sum.source_rows = (uint64_t)vi(&c[5]);
+    o->sum.target_rows = (uint64_t)vi(&c[6]);
+    o->sum.ranges = (size_t)vi(&c[7]);
+    o->sum.workers = (size_t)vi(&c[8]);
+    o->sum.missing = (uint64_t)vi(&c[9]);
+    o->sum.extra = (uint64_t)vi(&c[10]);
+    o->sum.changed = (uint64_t)vi(&c[11]);
+    o->sum.schema = (uint64_t)vi(&c[12]);
+    o->sum.elapsed = vd(&c[13]);
+    o->submitted = vd(&c[14]);
+    o->started = vd(&c[15]);
+    o->finished = vd(&c[16]);
+    o->sum.transient = (uint64_t)vi(&c[17]);
+    o->id = 1; /* found */
+    return 0;
+}
+
+int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err)
+{
+    sval p[] = {I(id)};
+    memset(out, 0, sizeof *out);
+    if (q(s,
+          "SELECT state, coalesce(error, ''), tbl, coalesce(source_name, ''), "
+          "coalesce(target_name, ''), source_rows, target_rows, ranges, workers, missing, extra, "
+          "changed, schema_drift, elapsed, submitted, coalesce(started, 0), "
+          "coalesce(finished, 0), transient FROM jobs WHERE id = $1",
+          p, 1, take_job, out, err))
+        return -1;
+    if (!out->id)
+        return 0;
+    out->id = id;
+    return 1;
+}
+
+/* ---- plans and ranges --------------------------------------------------------- */
 
 int co_store_save_plan(co_store *s, int64_t id, size_t n, const uint8_t *const *keys,
                        const size_t *lens, sl_err *err)
 {
-    if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-        return fail(s, err, "begin");
-    sqlite3_stmt *st =
-        prep(s, "INSERT OR REPLACE INTO ranges (job, idx, hi) VALUES (?1, ?2, ?3)", err);
-    int rc = st ? 0 : -1;
+    if (exec_script(s, "BEGIN", err))
+        return -1;
+    int rc = 0;
     for (size_t i = 0; rc == 0 && i <= n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        if (i < n)
-            sqlite3_bind_blob(st, 3, keys[i], (int)lens[i], SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_null(st, 3); /* the last range is unbounded above */
-        if (sqlite3_step(st) != SQLITE_DONE)
-            rc = fail(s, err, "save plan");
+        /* the last range is unbounded above: NULL */
+        sval p[] = {I(id), I(i), i < n ? B(keys[i], lens[i]) : (sval){.t = V_NULL}};
+        rc = q(s,
+               "INSERT INTO ranges (job, idx, hi) VALUES ($1, $2, $3) "
+               "ON CONFLICT (job, idx) DO UPDATE SET hi = excluded.hi, done = 0",
+               p, 3, NULL, NULL, err);
     }
-    sqlite3_finalize(st);
-    if (sqlite3_exec(s->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL) != SQLITE_OK && !rc)
-        rc = fail(s, err, "commit");
+    if (exec_script(s, rc ? "ROLLBACK" : "COMMIT", rc ? NULL : err) && rc == 0)
+        rc = -1;
     return rc;
 }
 
 int co_store_range_done(co_store *s, int64_t id, size_t range, uint64_t src_rows, uint64_t tgt_rows,
                         sl_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "UPDATE ranges SET done = 1, source_rows = ?3, target_rows = ?4, "
-                            "finished = ?5 WHERE job = ?1 AND idx = ?2",
-                            err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)range);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)src_rows);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)tgt_rows);
-    sqlite3_bind_double(st, 5, wall());
-    return step_done(s, st, err);
+    sval p[] = {I(id), I(range), I(src_rows), I(tgt_rows), R(wall())};
+    return q(s,
+             "UPDATE ranges SET done = 1, source_rows = $3, target_rows = $4, finished = $5 "
+             "WHERE job = $1 AND idx = $2",
+             p, 5, NULL, NULL, err);
+}
+
+typedef struct plan_ctx {
+    sl_buf *buf;
+    unsigned char *done;
+    size_t n, cap;
+    uint64_t *rows;
+    int oom;
+} plan_ctx;
+
+static int take_range(void *ctx, const sval *c, int nc)
+{
+    plan_ctx *x = ctx;
+    (void)nc;
+    if (x->n == x->cap) {
+        x->cap = x->cap ? x->cap * 2 : 64;
+        unsigned char *d = realloc(x->done, x->cap);
+        if (!d)
+            return x->oom = 1;
+        x->done = d;
+    }
+    x->done[x->n] = (unsigned char)vi(&c[1]);
+    if (x->done[x->n]) {
+        x->rows[0] += (uint64_t)vi(&c[2]);
+        x->rows[1] += (uint64_t)vi(&c[3]);
+    }
+    if (c[0].t == V_BLOB) {
+        uint32_t len = (uint32_t)c[0].n;
+        if (sl_buf_append(x->buf, &len, 4) || sl_buf_append(x->buf, c[0].p, len))
+            return x->oom = 1;
+    }
+    x->n++;
+    return 0;
 }
 
 int co_store_load_plan(co_store *s, int64_t id, sl_buf *buf, size_t *nbounds, unsigned char **done,
                        uint64_t rows[2], sl_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT hi, done, coalesce(source_rows, 0), coalesce(target_rows, 0) "
-                            "FROM ranges WHERE job = ?1 ORDER BY idx",
-                            err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    size_t n = 0, cap = 0;
-    unsigned char *d = NULL;
-    int r, rc = 0;
+    plan_ctx x = {.buf = buf, .rows = rows};
+    sval p[] = {I(id)};
     sl_buf_reset(buf);
     rows[0] = rows[1] = 0;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            unsigned char *nd = realloc(d, cap);
-            if (!nd) {
-                rc = sl_err_set(err, "out of memory");
-                break;
-            }
-            d = nd;
-        }
-        d[n] = (unsigned char)sqlite3_column_int(st, 1);
-        if (d[n]) {
-            rows[0] += (uint64_t)sqlite3_column_int64(st, 2);
-            rows[1] += (uint64_t)sqlite3_column_int64(st, 3);
-        }
-        if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
-            uint32_t len = (uint32_t)sqlite3_column_bytes(st, 0);
-            if (sl_buf_append(buf, &len, 4) ||
-                sl_buf_append(buf, sqlite3_column_blob(st, 0), len)) {
-                rc = sl_err_set(err, "out of memory");
-                break;
-            }
-        }
-        n++;
+    int rc = q(s,
+               "SELECT hi, done, coalesce(source_rows, 0), coalesce(target_rows, 0) "
+               "FROM ranges WHERE job = $1 ORDER BY idx",
+               p, 1, take_range, &x, err);
+    if (rc || x.oom || x.n == 0) {
+        free(x.done);
+        return rc || x.oom ? (x.oom ? sl_err_set(err, "out of memory") : -1) : 0;
     }
-    if (rc == 0 && r != SQLITE_DONE)
-        rc = fail(s, err, "read plan");
-    sqlite3_finalize(st);
-    if (rc || n == 0) {
-        free(d);
-        return rc ? -1 : 0;
-    }
-    *nbounds = n - 1;
-    *done = d;
+    *nbounds = x.n - 1;
+    *done = x.done;
     return 1;
+}
+
+typedef struct count2 {
+    size_t *a, *b;
+} count2;
+
+static int take_counts(void *ctx, const sval *c, int n)
+{
+    count2 *x = ctx;
+    (void)n;
+    *x->a = (size_t)vi(&c[0]);
+    *x->b = (size_t)vi(&c[1]);
+    return 0;
 }
 
 int co_store_ranges_done(co_store *s, int64_t id, size_t *done, size_t *total, sl_err *err)
 {
-    sqlite3_stmt *st =
-        prep(s, "SELECT coalesce(sum(done), 0), count(*) FROM ranges WHERE job = ?1", err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int rc = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        *done = (size_t)sqlite3_column_int64(st, 0);
-        *total = (size_t)sqlite3_column_int64(st, 1);
-    } else {
-        rc = fail(s, err, "read ranges");
-    }
-    sqlite3_finalize(st);
-    return rc;
+    count2 x = {done, total};
+    sval p[] = {I(id)};
+    *done = *total = 0;
+    return q(s, "SELECT coalesce(sum(done), 0), count(*) FROM ranges WHERE job = $1", p, 1,
+             take_counts, &x, err);
 }
+
+/* ---- events ------------------------------------------------------------------- */
 
 int co_store_add_event(co_store *s, int64_t id, const char *kind, const void *k, size_t klen,
                        const void *frame, size_t len, int *added, sl_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "INSERT OR IGNORE INTO events (job, kind, k, frame, at) "
-                            "VALUES (?1, ?2, ?3, ?4, ?5)",
-                            err);
-    if (!st)
+    sval p[] = {I(id), T(kind), B(k, klen), B(frame, len), R(wall())};
+    int64_t new_id = 0;
+    if (q(s,
+          "INSERT INTO events (job, kind, k, frame, at) VALUES ($1, $2, $3, $4, $5) "
+          "ON CONFLICT (job, kind, k) DO NOTHING RETURNING id",
+          p, 5, take_int, &new_id, err))
         return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(st, 3, k, (int)klen, SQLITE_TRANSIENT);
-    sqlite3_bind_blob(st, 4, frame, (int)len, SQLITE_TRANSIENT);
-    sqlite3_bind_double(st, 5, wall());
-    if (step_done(s, st, err))
-        return -1;
-    *added = sqlite3_changes(s->db) > 0;
+    *added = new_id != 0;
+    return 0;
+}
+
+static int take_kind_count(void *ctx, const sval *c, int n)
+{
+    co_summary *sum = ctx;
+    char kind[32];
+    (void)n;
+    vs(&c[0], kind, sizeof kind);
+    uint64_t v = (uint64_t)vi(&c[1]);
+    if (!strcmp(kind, "missing-in-target"))
+        sum->missing = v;
+    else if (!strcmp(kind, "extra-in-target"))
+        sum->extra = v;
+    else if (!strcmp(kind, "changed"))
+        sum->changed = v;
+    else if (!strcmp(kind, "transient"))
+        sum->transient = v;
+    else
+        sum->schema = v;
     return 0;
 }
 
 int co_store_count_events(co_store *s, int64_t id, co_summary *sum, sl_err *err)
 {
-    sqlite3_stmt *st =
-        prep(s, "SELECT kind, count(*) FROM events WHERE job = ?1 GROUP BY kind", err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
+    sval p[] = {I(id)};
     sum->missing = sum->extra = sum->changed = sum->schema = sum->transient = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *kind = (const char *)sqlite3_column_text(st, 0);
-        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
-        if (!strcmp(kind, "missing-in-target"))
-            sum->missing = n;
-        else if (!strcmp(kind, "extra-in-target"))
-            sum->extra = n;
-        else if (!strcmp(kind, "changed"))
-            sum->changed = n;
-        else if (!strcmp(kind, "transient"))
-            sum->transient = n;
-        else
-            sum->schema = n;
-    }
-    sqlite3_finalize(st);
-    return 0;
+    return q(s, "SELECT kind, count(*) FROM events WHERE job = $1 GROUP BY kind", p, 1,
+             take_kind_count, sum, err);
+}
+
+typedef struct each_ctx {
+    int (*fn)(void *ctx, const void *frame, size_t len);
+    void *ctx;
+} each_ctx;
+
+static int take_event(void *ctx, const sval *c, int n)
+{
+    each_ctx *x = ctx;
+    (void)n;
+    return x->fn(x->ctx, c[0].p, c[0].n);
 }
 
 int co_store_each_event(co_store *s, int64_t id,
                         int (*fn)(void *ctx, const void *frame, size_t len), void *ctx, sl_err *err)
 {
-    sqlite3_stmt *st = prep(s, "SELECT frame FROM events WHERE job = ?1 ORDER BY id", err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int r, rc = 0;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW)
-        if (fn(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0))) {
-            rc = -1;
-            break;
-        }
-    if (rc == 0 && r != SQLITE_DONE)
-        rc = fail(s, err, "read events");
-    sqlite3_finalize(st);
-    return rc;
-}
-
-int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err)
-{
-    sqlite3_stmt *st = prep(s,
-                            "SELECT state, coalesce(error, ''), tbl, coalesce(source_name, ''), "
-                            "coalesce(target_name, ''), source_rows, target_rows, ranges, "
-                            "workers, missing, extra, changed, schema_drift, elapsed, submitted, "
-                            "coalesce(started, 0), coalesce(finished, 0), transient "
-                            "FROM jobs WHERE id = ?1",
-                            err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    int r = sqlite3_step(st), rc = 0;
-    if (r == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = id;
-        snprintf(out->state, sizeof out->state, "%s", sqlite3_column_text(st, 0));
-        snprintf(out->error, sizeof out->error, "%s", sqlite3_column_text(st, 1));
-        snprintf(out->table, sizeof out->table, "%s", sqlite3_column_text(st, 2));
-        snprintf(out->sum.source_name, sizeof out->sum.source_name, "%s",
-                 sqlite3_column_text(st, 3));
-        snprintf(out->sum.target_name, sizeof out->sum.target_name, "%s",
-                 sqlite3_column_text(st, 4));
-        out->sum.source_rows = (uint64_t)sqlite3_column_int64(st, 5);
-        out->sum.target_rows = (uint64_t)sqlite3_column_int64(st, 6);
-        out->sum.ranges = (size_t)sqlite3_column_int64(st, 7);
-        out->sum.workers = (size_t)sqlite3_column_int64(st, 8);
-        out->sum.missing = (uint64_t)sqlite3_column_int64(st, 9);
-        out->sum.extra = (uint64_t)sqlite3_column_int64(st, 10);
-        out->sum.changed = (uint64_t)sqlite3_column_int64(st, 11);
-        out->sum.schema = (uint64_t)sqlite3_column_int64(st, 12);
-        out->sum.elapsed = sqlite3_column_double(st, 13);
-        out->submitted = sqlite3_column_double(st, 14);
-        out->started = sqlite3_column_double(st, 15);
-        out->finished = sqlite3_column_double(st, 16);
-        out->sum.transient = (uint64_t)sqlite3_column_int64(st, 17);
-        rc = 1;
-    } else if (r != SQLITE_DONE) {
-        rc = fail(s, err, "read job");
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
-int co_store_cancel_job(co_store *s, int64_t id, sl_err *err)
-{
-    sqlite3_stmt *st = prep(s,
-                            "UPDATE jobs SET state = 'cancelled', finished = ?2 "
-                            "WHERE id = ?1 AND state IN ('queued', 'running')",
-                            err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_double(st, 2, wall());
-    return step_done(s, st, err);
+    each_ctx x = {fn, ctx};
+    sval p[] = {I(id)};
+    return q(s, "SELECT frame FROM events WHERE job = $1 ORDER BY id", p, 1, take_event, &x, err);
 }

@@ -12,13 +12,14 @@ from harness import SAN_ENV, SLUICE, free_port
 
 
 class Cluster:
-    def __init__(self, dbs, hb_timeout=2.0):
+    def __init__(self, dbs, hb_timeout=2.0, state=None):
         self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
         atexit.register(shutil.rmtree, self.dir, True)
         self.ports = [free_port() for _ in range(3)]
         self.workers_ep, self.clients_ep, self.events_ep = (
             f"tcp://127.0.0.1:{p}" for p in self.ports)
         self.state = os.path.join(self.dir, "state.db")
+        self.state_arg = state or "sqlite:" + self.state
         self.dbfile = os.path.join(self.dir, "dbs.conf")
         with open(self.dbfile, "w") as f:  # DSNs with passwords stay off argv
             for name, dsn in dbs.items():
@@ -37,7 +38,7 @@ class Cluster:
     def start_coordinator(self):
         self.coordinator = subprocess.Popen(
             [SLUICE, "coordinator", "--workers-endpoint", self.workers_ep, "--clients-endpoint",
-             self.clients_ep, "--events-endpoint", self.events_ep, "--state", "sqlite:" + self.state,
+             self.clients_ep, "--events-endpoint", self.events_ep, "--state", self.state_arg,
              "--heartbeat-timeout", str(self.hb_timeout)],
             stdout=subprocess.DEVNULL, stderr=self._log("coordinator"), env=self.env)
         return self.coordinator
