@@ -45,7 +45,7 @@ test:
 	@bash scripts/deps.sh --test
 	@$(MAKE) --no-print-directory build/asan/sluice $(addprefix build/asan/,$(UNIT))
 	SLUICE=$(CURDIR)/build/asan/sluice prove --exec '' $(addprefix build/asan/,$(UNIT)) \
-	    $(wildcard tests/integration/test_*.py) tests/integration/test_demo.sh
+	    $(wildcard tests/integration/test_*.py tests/integration/test_*.sh)
 
 unit: $(addprefix build/asan/,$(UNIT))
 	prove --exec '' $^

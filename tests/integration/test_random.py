@@ -4,7 +4,9 @@ a source and a target table in one PostgreSQL database, mutates the target
 at random (updates of every type, NULLs, equal-but-respelled values,
 deletes, inserts), runs sluice diff, and checks its answer against an SQL
 oracle (FULL OUTER JOIN ... IS DISTINCT FROM): zero missed, zero false
-reports. SEED=n replays a run; SCENARIOS=n changes the count."""
+reports. SEED=n replays a run; SCENARIOS=n changes the count.
+With THROUGH_CLUSTER=1 every job goes through a coordinator and three worker
+processes (sluice submit --wait) instead of sluice diff."""
 import json
 import os
 import random
@@ -23,6 +25,14 @@ t.diag(f"seed {seed} (SEED={seed} replays), {scenarios} scenarios")
 
 pg = PgServer()
 db = pg.createdb("rnd")
+cluster = None
+if os.environ.get("THROUGH_CLUSTER") == "1":
+    from cluster import Cluster
+    cluster = Cluster({"source": pg.dsn(db), "target": pg.dsn(db)})
+    cluster.start_coordinator()
+    for _ in range(3):
+        cluster.start_worker(slots=1)
+    t.ok(cluster.wait_workers(3), "a coordinator and three worker processes are up")
 conn = pg.connect(db)
 cur = conn.cursor()
 
@@ -167,7 +177,18 @@ for sc in range(scenarios):
             "--workers", str(workers), "--allow-empty"]
     if rnd.random() < 0.5:
         args += ["--ranges", str(rnd.randint(1, 20))]
-    code, doc, err = sluice_json(*args)
+    if cluster:
+        args = ["source", "target"] + args[3:]
+        i = args.index("--workers")
+        del args[i:i + 2]
+        code, out, err = cluster.client("submit", *args, "--wait", "--format", "json",
+                                        "--no-progress")
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+    else:
+        code, doc, err = sluice_json(*args)
     want_code = 1 if expected else 0
     if doc is None or code != want_code:
         runs_failed += 1
@@ -188,4 +209,8 @@ t.diag(f"{scenarios} scenarios in {time.time() - started:.1f} s")
 t.ok(runs_failed == 0, f"every sluice run exited as expected ({runs_failed} did not)")
 t.ok(missed_total == 0, f"zero missed divergences over {scenarios} scenarios ({missed_total} missed)")
 t.ok(false_total == 0, f"zero false reports over {scenarios} scenarios ({false_total} false)")
+if cluster:
+    cluster.stop()
+    t.ok(not cluster.sanitizer_reports(), "no sanitizer report from the cluster",
+         "\n".join(cluster.sanitizer_reports()))
 t.done()
