@@ -50,8 +50,9 @@ test:
 unit: $(addprefix build/asan/,$(UNIT))
 	prove --exec '' $^
 
-bench: build/sluice
-	@bash bench/run.sh
+bench: deps build/sluice
+	@bash scripts/deps.sh --test
+	/usr/bin/python3 bench/bench.py
 
 format:
 	clang-format -i $(LIB_SRC) $(CLI_SRC) $(HDRS) tests/*.c tests/*.h

@@ -26,6 +26,8 @@ static const char *usage_diff =
     "  --rechecks N         live data: fetch a differing row again N times before\n"
     "                       confirming it; one that comes back equal is transient\n"
     "  --settle SECONDS     wait between re-checks (default 5 with --rechecks)\n"
+    "  --max-rows-per-second N  throttle reading (both sides together) for a busy\n"
+    "                       production database\n"
     "  --allow-empty        two empty tables are equal instead of an error\n"
     "  --no-progress        no progress line on stderr\n"
     "  --coordinator EP     submit: the coordinator's client endpoint (" CLI_DEFAULT_CLIENTS_EP
@@ -99,6 +101,7 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
                                          {"wait", no_argument, 0, 'W'},
                                          {"rechecks", required_argument, 0, 'R'},
                                          {"curve-server-key", required_argument, 0, 'K'},
+                                         {"max-rows-per-second", required_argument, 0, 'M'},
                                          {"curve-key", required_argument, 0, 'k' + 256},
                                          {"settle", required_argument, 0, 'S'},
                                          {"help", no_argument, 0, 'h'},
@@ -155,6 +158,14 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
         case 'K':
             a->curve_server = optarg;
             break;
+        case 'M': {
+            long long r = strtoll(optarg, &end, 10);
+            if (*end || r < 1)
+                return cli_fail("--max-rows-per-second must be a positive number, not \"%s\"",
+                                optarg);
+            a->o.max_rows_per_second = r;
+            break;
+        }
         case 'k' + 256:
             a->curve_key = optarg;
             break;

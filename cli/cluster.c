@@ -149,6 +149,7 @@ static int schedule_load(const char *path, schedule *s)
         o.strict = json_is_true(json_object_get(a, "strict"));
         o.ranges = (size_t)json_integer_value(json_object_get(a, "ranges"));
         o.rechecks = (int)json_integer_value(json_object_get(a, "rechecks"));
+        o.max_rows_per_second = json_integer_value(json_object_get(a, "max_rows_per_second"));
         json_t *settle = json_object_get(a, "settle");
         o.settle_ms = settle ? (int)(json_number_value(settle) * 1000) : o.rechecks ? 5000 : 0;
         msg_writer *w = submit_writer(json_string_value(json_object_get(a, "source")),
@@ -782,7 +783,7 @@ static void pack_list(msg_writer *w, const char *key, const char *const *v, size
  * coordinator's schedule file produce. */
 static msg_writer *submit_writer(const char *source, const char *target, const co_diff_opts *o)
 {
-    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 12);
+    msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 13);
     if (!w)
         return NULL;
     msg_key(w, "source");
@@ -806,6 +807,8 @@ static msg_writer *submit_writer(const char *source, const char *target, const c
     msg_pack_int(w, o->rechecks);
     msg_key(w, "settle_ms");
     msg_pack_int(w, o->settle_ms);
+    msg_key(w, "max_rows_per_second");
+    msg_pack_int(w, o->max_rows_per_second);
     return w;
 }
 

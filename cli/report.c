@@ -114,20 +114,6 @@ void report_free(report *r)
     free(r->key_cols);
 }
 
-static const char *kind_name(int kind)
-{
-    switch (kind) {
-    case CO_MISSING:
-        return "missing-in-target";
-    case CO_EXTRA:
-        return "extra-in-target";
-    case CO_CHANGED:
-        return "changed";
-    default:
-        return "schema";
-    }
-}
-
 /* SQL-literal style: 'text' with '' doubled, NULL bare. */
 static void print_value(FILE *f, const char *v)
 {
@@ -189,7 +175,7 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
         }
         if (d->status == CO_TRANSIENT)
             printf("transient ");
-        printf("%-18s ", kind_name(d->kind));
+        printf("%-18s ", co_kind_name(d->kind));
         print_key(stdout, r, d);
         for (size_t k = 0; k < d->ncols; k++) {
             printf("%s%s: ", k ? "; " : "  ", d->cols[k].column);
@@ -248,7 +234,7 @@ void report_print_json(const report *r, const co_summary *s, const char *table, 
         json_t *key = json_object();
         for (size_t k = 0; k < d->nkey; k++)
             json_object_set_new(key, r->key_cols[k], json_string(d->key_vals[k]));
-        json_t *o = json_pack("{s:s, s:o}", "kind", kind_name(d->kind), "key", key);
+        json_t *o = json_pack("{s:s, s:o}", "kind", co_kind_name(d->kind), "key", key);
         if (d->status)
             json_object_set_new(o, "status",
                                 json_string(d->status == CO_TRANSIENT ? "transient" : "confirmed"));

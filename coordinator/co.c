@@ -387,6 +387,20 @@ out:
     return rc;
 }
 
+const char *co_kind_name(int kind)
+{
+    switch (kind) {
+    case CO_MISSING:
+        return "missing-in-target";
+    case CO_EXTRA:
+        return "extra-in-target";
+    case CO_CHANGED:
+        return "changed";
+    default:
+        return "schema";
+    }
+}
+
 size_t co_alive_workers(const co *c)
 {
     size_t n = 0;
@@ -809,8 +823,16 @@ static void pack_spec(job *j, msg_writer *mw, int side)
     msg_pack_cstr(mw, j->o->where);
     msg_key(mw, "flags");
     msg_pack_int(mw, j->o->strict ? ENC_STRICT : 0);
+    /* the job's rate, shared by the streams that run at once (one per
+     * worker slot) */
+    size_t streams = co_alive_workers(j->c);
+    msg_key(mw, "max_rps");
+    msg_pack_int(mw, j->o->max_rows_per_second > 0
+                         ? (j->o->max_rows_per_second + (int64_t)streams - 1) /
+                               (int64_t)(streams ? streams : 1)
+                         : 0);
 }
-#define SPEC_FIELDS 7
+#define SPEC_FIELDS 8
 
 static void pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t *p, size_t n)
 {

@@ -46,6 +46,10 @@ typedef struct co_event {
 
 enum { CO_CONFIRMED = 1, CO_TRANSIENT = 2 };
 
+/* "missing-in-target", "extra-in-target", "changed", "schema": the names
+ * reports and events use. */
+const char *co_kind_name(int kind);
+
 typedef struct co_progress {
     size_t ranges_done, ranges;
     uint64_t rows_done, rows_expected;
@@ -74,6 +78,7 @@ typedef struct co_diff_opts {
     int strict;    /* keep type classes in the hash */
     int rechecks;  /* re-fetch a differing key this many times before confirming */
     int settle_ms; /* ... each time after this long */
+    int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
     size_t ranges; /* 0: chosen from worker count and table size */
     /* Resuming: the recorded split keys, which ranges are done (n + 1
      * flags) and the rows those counted. NULL resume_done: a new job. */

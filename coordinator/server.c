@@ -124,6 +124,10 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if ((o = msg_get(m, "settle_ms")) &&
         (msg_obj_int(o, &settle) || settle < 0 || settle > 3600000))
         return sl_err_set(err, "submit: \"settle_ms\" must be from 0 to 3600000");
+    int64_t mrps = 0;
+    if ((o = msg_get(m, "max_rows_per_second")) && (msg_obj_int(o, &mrps) || mrps < 0))
+        return sl_err_set(err, "submit: \"max_rows_per_second\" must be 0 or more");
+    s->o.max_rows_per_second = mrps;
     s->o.rechecks = (int)rechecks;
     s->o.settle_ms = (int)settle;
     s->o.source_db = s->strs[0];
@@ -156,20 +160,6 @@ static void publish(co_server *s, int64_t job, const sl_buf *frame)
     zmq_send(s->pub, frame->p, frame->len, ZMQ_DONTWAIT);
 }
 
-static const char *kind_name(int kind)
-{
-    switch (kind) {
-    case CO_MISSING:
-        return "missing-in-target";
-    case CO_EXTRA:
-        return "extra-in-target";
-    case CO_CHANGED:
-        return "changed";
-    default:
-        return "schema";
-    }
-}
-
 static int on_event(void *ctx, const co_event *ev)
 {
     run_ctx *r = ctx;
@@ -183,7 +173,7 @@ static int on_event(void *ctx, const co_event *ev)
     msg_key(w, "job");
     msg_pack_int(w, r->job);
     msg_key(w, "kind");
-    msg_pack_cstr(w, kind_name(ev->kind));
+    msg_pack_cstr(w, co_kind_name(ev->kind));
     msg_key(w, "at_ms");
     msg_pack_int(w, wall_ms());
     msg_key(w, "read_at_ms");
@@ -227,7 +217,7 @@ static int on_event(void *ctx, const co_event *ev)
     int added;
     const void *k = schema ? (const void *)ev->column : (const void *)ev->key;
     size_t klen = schema ? strlen(ev->column) : ev->klen;
-    const char *skind = ev->status == CO_TRANSIENT ? "transient" : kind_name(ev->kind);
+    const char *skind = ev->status == CO_TRANSIENT ? "transient" : co_kind_name(ev->kind);
     if (co_store_add_event(s->store, r->job, skind, k, klen, s->frame.p, s->frame.len, &added,
                            &r->err)) {
         r->failed = 1;

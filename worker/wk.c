@@ -42,6 +42,7 @@ typedef struct spec {
     char *cols[WK_MAX_COLS];
     int cls[WK_MAX_COLS];
     int flags;
+    int64_t max_rps; /* 0: read as fast as the database serves */
 } spec;
 
 static void spec_free(spec *s)
@@ -76,6 +77,9 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     const msgpack_object *f = msg_get(m, "flags");
     if (f && msg_obj_int(f, &flags))
         return sl_err_set(err, "malformed request: flags is not an integer");
+    f = msg_get(m, "max_rps");
+    if (f && (msg_obj_int(f, &s->max_rps) || s->max_rps < 0))
+        return sl_err_set(err, "malformed request: max_rps is not a rate");
     for (uint32_t i = 0; i < nc; i++) {
         int64_t c;
         if (msg_obj_str(&cols[i], &p, &n) || msg_obj_int(&cls[i], &c) || c <= 0 ||
@@ -145,17 +149,37 @@ static void db_drop(wk *w, conn *c)
 typedef struct rowenc {
     wk *w;
     uint64_t n;
+    double t0; /* when the stream started, for the rate limit */
     const spec *s;
     sl_buf key, row;
     uint8_t hash[16];
 } rowenc;
 
 static void tick(wk *w);
+static double now_s(void);
+
+/* Holds a stream to its rate: sleeps until the rows read so far are due.
+ * Short sleeps (a few ms per 256 rows) keep heartbeats flowing. */
+static void throttle(rowenc *r)
+{
+    double now = now_s();
+    if (r->t0 == 0)
+        r->t0 = now - (double)r->n / (double)r->s->max_rps;
+    double due = r->t0 + (double)r->n / (double)r->s->max_rps;
+    if (due > now) {
+        double d = due - now;
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
 {
-    if ((++r->n & 1023) == 0)
+    if ((++r->n & 255) == 0) {
+        if (r->s->max_rps > 0)
+            throttle(r);
         tick(r->w); /* a long range must not look like a dead worker */
+    }
     sl_buf_reset(&r->key);
     sl_buf_reset(&r->row);
     for (size_t k = 0; k < r->s->q.nkey; k++)
@@ -386,6 +410,7 @@ static void tree_reset(void *ctx)
     mk_tree_free(tc->t);
     tc->t = mk_tree_new(0);
     tc->re.n = 0;
+    tc->re.t0 = 0;
 }
 
 static int do_tree(wk *w, const msg *m, sl_err *err)
@@ -510,6 +535,7 @@ static void rows_reset(void *ctx)
     msgpack_sbuffer_clear(&rc->sb);
     rc->n = 0;
     rc->re.n = 0;
+    rc->re.t0 = 0;
 }
 
 static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)

@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""make bench: how long sluice takes against simply reading both tables.
+
+Starts two PostgreSQL servers of its own (source and target), loads the same
+deterministic orders table (bigint key, int, numeric(12,2), text status,
+~60-byte text note, two timestamptz) into both, plus a copy with 100 known
+divergences on the target, and measures, alternating, BENCH_REPS times each
+(medians reported):
+
+  floor     both tables streamed at once: COPY (SELECT ... ORDER BY id) TO
+            STDOUT (FORMAT binary) into /dev/null, one connection per side
+  pushdown  one checksum aggregate query per side, run at once (data-diff style)
+  sluice    sluice diff --workers 2 on the identical tables and on the
+            diverged ones (its answer checked against the injected set),
+            with its peak RSS
+  throttle  sluice diff --max-rows-per-second R: the rate it held
+
+BENCH_ROWS (default 1000000; several sizes: "1000000 10000000"),
+BENCH_REPS (default 3), BENCH_OUT (default bench/RESULTS.md; "-" for none).
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
+from harness import PgServer  # noqa: E402
+
+SLUICE = os.environ.get("SLUICE") or os.path.join(here, "..", "build", "sluice")
+SIZES = [int(x) for x in os.environ.get("BENCH_ROWS", "1000000").split()]
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+OUT = os.environ.get("BENCH_OUT", os.path.join(here, "RESULTS.md"))
+COLS = "id, customer_id, amount, status, note, created_at, updated_at"
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def load(pg, rows):
+    c = pg.connect()
+    cur = c.cursor()
+    cur.execute("DROP TABLE IF EXISTS orders, orders_div")
+    cur.execute("""CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
+        amount numeric(12,2) NOT NULL, status text NOT NULL, note text,
+        created_at timestamptz NOT NULL, updated_at timestamptz)""")
+    cur.execute(f"""INSERT INTO orders SELECT i, (i * 7919) % 100000,
+        ((i * 104729) % 1000000) / 100.0,
+        (ARRAY['pending','paid','shipped','delivered','cancelled'])[1 + i % 5],
+        'note ' || md5(i::text) || ' ' || (i % 997),
+        timestamptz '2023-01-01 00:00:00+00' + i * interval '1 second',
+        CASE WHEN i % 3 = 0 THEN NULL ELSE timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' END
+        FROM generate_series(1::bigint, {rows}) i""")
+    cur.execute("VACUUM (FREEZE, ANALYZE) orders")
+    c.close()
+
+
+def diverge(pg, rows):
+    """100 scattered divergences on a copy: 40 changed, 30 missing, 30 extra."""
+    c = pg.connect()
+    cur = c.cursor()
+    cur.execute("CREATE TABLE orders_div AS SELECT * FROM orders")
+    cur.execute("ALTER TABLE orders_div ADD PRIMARY KEY (id)")
+    step = rows // 101
+    ids = [step * (k + 1) for k in range(70)]
+    changed, missing = ids[:40], ids[40:70]
+    extra = [rows + 1 + k for k in range(30)]
+    cur.execute("UPDATE orders_div SET amount = amount + 1 WHERE id = ANY(%s)", (changed,))
+    cur.execute("DELETE FROM orders_div WHERE id = ANY(%s)", (missing,))
+    cur.execute("INSERT INTO orders_div SELECT id + %s, customer_id, amount, status, note, "
+                "created_at, updated_at FROM orders WHERE id <= 30", (rows,))
+    cur.execute("VACUUM (FREEZE, ANALYZE) orders_div")
+    c.close()
+    return ({("changed", (str(i),)) for i in changed} | {("missing-in-target", (str(i),))
+            for i in missing} | {("extra-in-target", (str(i),)) for i in extra})
+
+
+def timed(cmds):
+    """Runs shell commands at once; returns the wall time until all ended."""
+    t0 = time.time()
+    ps = [subprocess.Popen(c, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+          for c in cmds]
+    for p in ps:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(err.decode()[-500:])
+    return time.time() - t0
+
+
+def psql(pg, sql):
+    return f"psql -X -q '{pg.dsn()}' -c \"{sql}\""
+
+
+def sluice(src, tgt, table, *extra):
+    cmd = ["/usr/bin/time", "-f", "%M", SLUICE, "diff", src.dsn(), tgt.dsn(), "--table", "orders",
+           "--target-table", table, "--workers", "2", "--no-progress", "--format", "json"] + \
+        list(extra)
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    rss_kb = int(r.stderr.strip().splitlines()[-1]) if r.stderr.strip() else 0
+    doc = json.loads(r.stdout) if r.stdout.strip().startswith("{") else None
+    return r.returncode, doc, wall, rss_kb, r.stderr
+
+
+def bench(rows):
+    log(f"{rows} rows: starting two PostgreSQL servers and loading")
+    src, tgt = PgServer(), PgServer()
+    t0 = time.time()
+    load(src, rows)
+    load(tgt, rows)
+    injected = diverge(tgt, rows)
+    log(f"loaded in {time.time() - t0:.0f} s")
+    res = {k: [] for k in ("floor", "floor_text", "pushdown", "identical", "diverged")}
+    rss = []
+    wrong = 0
+    floor_sql = f"COPY (SELECT {COLS} FROM orders ORDER BY id) TO STDOUT"
+    push_sql = ("SELECT sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), count(*) "
+                "FROM orders t")
+    for rep in range(REPS):
+        res["floor"].append(timed([psql(p, floor_sql + " (FORMAT binary)") for p in (src, tgt)]))
+        res["floor_text"].append(timed([psql(p, floor_sql) for p in (src, tgt)]))
+        res["pushdown"].append(timed([psql(p, push_sql) for p in (src, tgt)]))
+        code, doc, wall, kb, err = sluice(src, tgt, "orders")
+        if code != 0:
+            raise RuntimeError(f"sluice on identical tables: exit {code}: {err[-500:]}")
+        res["identical"].append(wall)
+        rss.append(kb)
+        code, doc, wall, kb, err = sluice(src, tgt, "orders_div")
+        got = {(d["kind"], tuple(d["key"].values())) for d in (doc or {}).get("divergences", [])}
+        if code != 1 or got != injected:
+            wrong += 1
+            log(f"diverged run {rep}: exit {code}, {len(got ^ injected)} wrong")
+        res["diverged"].append(wall)
+        rss.append(kb)
+        log(f"rep {rep + 1}/{REPS}: floor {res['floor'][-1]:.2f} s, pushdown "
+            f"{res['pushdown'][-1]:.2f} s, sluice {res['identical'][-1]:.2f} / "
+            f"{res['diverged'][-1]:.2f} s")
+    med = {k: statistics.median(v) for k, v in res.items()}
+    # throttle: a quarter of the unthrottled rate
+    rate = int(2 * rows / med["identical"] / 4)
+    code, doc, wall, kb, err = sluice(src, tgt, "orders", "--max-rows-per-second", str(rate))
+    held = 2 * rows / doc["summary"]["elapsed_seconds"] if doc else 0
+    src.stop()
+    tgt.stop()
+    return {"rows": rows, "med": med, "rss_mb": max(rss) / 1024, "wrong": wrong,
+            "throttle": (rate, held)}
+
+
+def machine():
+    cpu = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(open("/proc/meminfo").readline().split()[1]) // 1024 // 1024
+    pgv = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, {platform.system()} " \
+           f"{platform.release()}, {pgv}"
+
+
+def main():
+    results = [bench(n) for n in SIZES]
+    lines = ["| rows per table | floor: binary COPY (s) | text COPY (s) | push-down md5 (s) | "
+             "sluice identical (s) | sluice 100 diverged (s) | sluice / floor | "
+             "sluice / push-down | peak RSS (MiB) | answer | throttle asked → held (rows/s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["med"]
+        rate, held = r["throttle"]
+        lines.append(
+            f"| {r['rows']:,} | {m['floor']:.2f} | {m['floor_text']:.2f} | {m['pushdown']:.2f} | "
+            f"{m['identical']:.2f} | {m['diverged']:.2f} | {m['identical'] / m['floor']:.2f}x "
+            f"(diverged {m['diverged'] / m['floor']:.2f}x) | "
+            f"{m['identical'] / m['pushdown']:.2f}x | {r['rss_mb']:.0f} | "
+            f"{'exact' if not r['wrong'] else str(r['wrong']) + ' runs wrong'} | "
+            f"{rate:,} → {held:,.0f} ({(held - rate) / rate * 100:+.0f}%) |")
+    table = "\n".join(lines)
+    print(table)
+    if OUT != "-":
+        cmd = f"BENCH_ROWS=\"{' '.join(map(str, SIZES))}\" BENCH_REPS={REPS} make bench"
+        with open(OUT, "w") as f:
+            f.write(f"# sluice benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} with "
+                    f"`{cmd}` on {machine()}.\nMedians of {REPS} alternating runs; both tables "
+                    f"read at once (2 connections for the floor and push-down, `--workers 2` for "
+                    f"sluice). RSS is the whole `sluice diff` process (coordinator and both "
+                    f"workers in one process).\n\n{table}\n")
+        log(f"wrote {OUT}")
+    return 1 if any(r["wrong"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
