@@ -154,7 +154,8 @@ int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk
     }
     if (put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
         goto oom;
-    rc = c->ops->query(c, (const char *)sql.p, params, np, q->ncols, q->cls, fn, ctx, err);
+    rc = (c->ops->stream ? c->ops->stream : c->ops->query)(c, (const char *)sql.p, params, np,
+                                                           q->ncols, q->cls, fn, ctx, err);
     goto done;
 oom:
     sl_err_set(err, "out of memory");

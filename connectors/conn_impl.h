@@ -11,6 +11,10 @@ typedef struct conn_ops {
     /* Runs sql with params; calls fn per row. */
     int (*query)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
                  const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
+    /* Like query, for a result of any size (a whole range): optional, where
+     * a driver has a cheaper way than one row at a time. */
+    int (*stream)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
+                  const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
     int (*is_broken)(const conn *c);
     /* Appends a quoted identifier. */
     int (*quote)(conn *c, sl_buf *out, const char *ident);

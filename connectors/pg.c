@@ -145,6 +145,74 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
     return rc;
 }
 
+/* A range through a cursor, fetched in batches: one result per batch rather
+ * than one per row (single-row mode costs a result allocation per row). The
+ * cursor's transaction also gives the whole range one snapshot. Memory: one
+ * batch. */
+#define PG_BATCH 8192
+static int pg_stream(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
+                     const int *cls, conn_row_fn fn, void *ctx, sl_err *err)
+{
+    pg_conn *p = (pg_conn *)c;
+    sl_buf decl = {0};
+    int rc = 0;
+    enc_val row[512];
+    if (ncols > 512)
+        return sl_err_set(err, "too many columns (limit 512)");
+    PGresult *r = PQexec(p->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = pg_error(p, r, err);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    if (sl_buf_printf(&decl, "DECLARE sluice_range NO SCROLL CURSOR FOR %s", sql) ||
+        sl_buf_putc(&decl, 0)) {
+        rc = sl_err_set(err, "out of memory");
+        goto end;
+    }
+    /* DECLARE takes the range's bounds as bound parameters, like any query */
+    if ((rc = pg_query(c, (const char *)decl.p, params, nparams, 0, cls, NULL, NULL, err)))
+        goto end;
+    char fetch[64];
+    snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM sluice_range", PG_BATCH);
+    for (;;) {
+        r = PQexecParams(p->pg, fetch, 0, NULL, NULL, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            rc = pg_error(p, r, err);
+            PQclear(r);
+            break;
+        }
+        int n = PQntuples(r);
+        if ((size_t)PQnfields(r) != ncols) {
+            rc = sl_err_set(err, "%s: query returned %d columns, expected %zu", p->base.name,
+                            PQnfields(r), ncols);
+            n = 0;
+        }
+        for (int i = 0; i < n && rc == 0; i++) {
+            for (size_t k = 0; k < ncols; k++) {
+                if (PQgetisnull(r, i, (int)k))
+                    row[k] = (enc_val){.kind = ENC_V_NULL};
+                else
+                    row[k] = (enc_val){.kind = ENC_V_TEXT,
+                                       .p = PQgetvalue(r, i, (int)k),
+                                       .len = (size_t)PQgetlength(r, i, (int)k)};
+            }
+            rc = fn(ctx, row, ncols, err);
+        }
+        PQclear(r);
+        if (rc || n < PG_BATCH)
+            break;
+    }
+end:
+    sl_buf_free(&decl);
+    r = PQexec(p->pg, rc ? "ROLLBACK" : "COMMIT");
+    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = pg_error(p, r, err);
+    PQclear(r);
+    return rc;
+}
+
 static int classify(const char *typname)
 {
     static const struct {
@@ -295,6 +363,7 @@ static int pg_is_broken(const conn *c)
 static const conn_ops pg_ops = {
     .free = pg_free,
     .is_broken = pg_is_broken,
+    .stream = pg_stream,
     .describe = pg_describe,
     .query = pg_query,
     .quote = pg_quote,

@@ -100,6 +100,23 @@ static uint64_t get_be64(const uint8_t *b)
 
 /* ---- numbers --------------------------------------------------------- */
 
+/* Writes v in decimal at dst (no NUL); returns the length (at most 20). */
+static size_t put_long(char *dst, long long v)
+{
+    char tmp[24];
+    size_t n = 0, o = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        dst[o++] = '-';
+    while (n)
+        dst[o++] = tmp[--n];
+    return o;
+}
+
 /* Parses a decimal literal ([+-]digits[.digits][e[+-]digits]) into the
  * canonical form "[-]D E X" meaning D * 10^X with D free of leading and
  * trailing zeros; zero is "0". Returns 0, 1 for NaN/Infinity (written to
@@ -172,10 +189,20 @@ static int canon_decimal(const char *s, size_t n, char *dst, size_t dstcap, cons
         snprintf(dst, dstcap, "0");
         return 0;
     }
-    /* value = 0.digits * 10^(ndig_int + e) = digits * 10^(ndig_int + e - nd) */
+    /* value = 0.digits * 10^(ndig_int + e) = digits * 10^(ndig_int + e - nd);
+     * written by hand: this runs for every numeric value of every row */
     long x = ndig_int + e - (long)nd;
-    int w = snprintf(dst, dstcap, "%s%.*sE%ld", neg ? "-" : "", (int)nd, digits, x);
-    return w > 0 && (size_t)w < dstcap ? 0 : -1;
+    if (nd + 24 > dstcap)
+        return -1;
+    size_t o = 0;
+    if (neg)
+        dst[o++] = '-';
+    memcpy(dst + o, digits, nd);
+    o += nd;
+    dst[o++] = 'E';
+    o += put_long(dst + o, x);
+    dst[o] = '\0';
+    return 0;
 }
 
 /* Shortest text that reads back as exactly d. */
@@ -206,8 +233,7 @@ static int put_number(sl_buf *out, int cls, const enc_val *v, int flags)
     char txt[64];
     switch (v->kind) {
     case ENC_V_INT:
-        snprintf(txt, sizeof txt, "%lld", (long long)v->i);
-        return put_number_text(out, cls, flags, txt, strlen(txt));
+        return put_number_text(out, cls, flags, txt, put_long(txt, v->i));
     case ENC_V_FLOAT:
         if (isnan(v->d) || isinf(v->d)) {
             const char *spec = isnan(v->d) ? "NaN" : v->d > 0 ? "Infinity" : "-Infinity";

@@ -147,8 +147,12 @@ kc = killer.cursor()
 terminated = 0
 end = time.time() + 10
 while terminated == 0 and time.time() < end and cl.status(job)["state"] == "running":
+    # workers read a range through a cursor: between fetches the backend is
+    # "idle in transaction", still in the middle of the range
     kc.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-               "WHERE application_name = 'sluice' AND state = 'active' AND query LIKE '%%big_%%'")
+               "WHERE application_name = 'sluice' AND datname = %s "
+               "AND state IN ('active', 'idle in transaction') "
+               "AND (query LIKE '%%big_%%' OR query LIKE 'FETCH%%')", (db,))
     terminated = kc.fetchone()[0]
 t.ok(terminated > 0, f"terminated {terminated} sluice backends while they were reading")
 exact(job, "PostgreSQL backends terminated mid-range: retried, exact answer")
