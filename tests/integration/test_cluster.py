@@ -139,6 +139,20 @@ t.diag(f"killed worker {victim.pid} with {s and s['ranges_done']}/40 ranges done
 exact(job, "worker SIGKILLed mid-job: the job finishes with the exact answer")
 cl.start_worker(slots=1)
 
+# ---- a worker stopped with SIGTERM mid-job: it finishes its task and leaves ------
+job = cl.submit("source", "target", *BIG)
+wait_ranges(job, 3)
+leaving = cl.workers[1]
+leaving.send_signal(signal.SIGTERM)
+try:
+    leaving.wait(timeout=30)
+    left_ok = leaving.returncode == 0
+except subprocess.TimeoutExpired:
+    left_ok = False
+t.ok(left_ok, "a worker sent SIGTERM mid-job exits by itself, status 0")
+exact(job, "worker stopped with SIGTERM mid-job: the job still gives the exact answer")
+cl.start_worker(slots=1)
+
 # ---- a PostgreSQL backend terminated mid-range ---------------------------------
 job = cl.submit("source", "target", *BIG)
 wait_ranges(job, 1)
