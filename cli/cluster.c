@@ -1066,8 +1066,9 @@ static void print_event(const msg *m, int json)
             for (uint32_t i = 0; i < n; i++)
                 if (msg_obj_array(&items[i], &f, &nf) == 0 && nf == 2) {
                     char name[256], val[1024] = "";
-                    snprintf(name, sizeof name, "%.*s", msg_obj_str(&f[0], &p, &l) ? 0 : (int)l,
-                             msg_obj_str(&f[0], &p, &l) ? "" : p);
+                    name[0] = '\0';
+                    if (msg_obj_str(&f[0], &p, &l) == 0)
+                        snprintf(name, sizeof name, "%.*s", (int)l, p);
                     if (msg_obj_str(&f[1], &p, &l) == 0)
                         snprintf(val, sizeof val, "%.*s", (int)l, p);
                     json_object_set_new(key, name, json_string(val));

@@ -492,7 +492,8 @@ static int worker_has_db(const co_worker *w, const char *db)
     return 0;
 }
 
-/* The least recently used live worker that reaches db. */
+/* The first live worker that reaches db (describe, split, re-checks: one
+ * request at a time, so no balancing is needed). */
 static int pick_worker(co *c, const char *db, sl_err *err)
 {
     for (size_t i = 0; i < c->nw; i++)
