@@ -1314,6 +1314,35 @@ static int span_row(job *j, const msgpack_object *a, const msgpack_object *b, sl
     return 0;
 }
 
+/* Who reads a span's rows for side s: they come from the database, not
+ * from the tree, so any worker reaching it will do. The tree's holder may
+ * be busy streaming its next range; an idle worker answers sooner. */
+static void pick_readers(job *j, int readers[2])
+{
+    readers[0] = j->cur->worker[0];
+    readers[1] = j->cur->worker[1];
+    for (int s = 0; s < 2; s++) {
+        int h = readers[s];
+        if (h >= 0 && j->c->w[h].alive && !j->c->w[h].busy_req)
+            continue;
+        int same = -1; /* an idle worker already reading the other side */
+        for (size_t i = 0; i < j->c->nw; i++) {
+            co_worker *w = &j->c->w[i];
+            if (!w->alive || w->busy_req || !worker_has_db(w, j->db[s]))
+                continue;
+            if ((int)i == readers[1 - s]) {
+                same = (int)i;
+                continue;
+            }
+            readers[s] = (int)i;
+            same = -1;
+            break;
+        }
+        if (same >= 0) /* reading both sides in turn beats waiting for a busy one */
+            readers[s] = same;
+    }
+}
+
 /* A differing span: both sides' (key, row hash) lists, merged. */
 static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 {
@@ -1335,9 +1364,11 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     }
     sl_buf_reset(&j->changed);
     j->nchanged = 0;
-    rc = ask_both(j, j->cur->worker, mw, ids, rep, rows, n, err);
+    int readers[2];
+    pick_readers(j, readers);
+    rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
     if (rc == 0 && (rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err)) == 0)
-        rc = j->nchanged ? compare_changed(j, j->cur->worker, err) : 0;
+        rc = j->nchanged ? compare_changed(j, readers, err) : 0;
     msg_free(rep[0]);
     msg_free(rep[1]);
     return rc;
@@ -1452,10 +1483,18 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     range *r = &j->r[ri];
     j->cur = r;
     mk_bound lo = range_lo(r), hi = range_hi(r);
-    int rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
-    if (rc == CO_LOST) { /* the lost side is rebuilt elsewhere, then compared again */
+    int rc;
+    for (;;) {
+        rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
+        if (rc != CO_LOST)
+            break;
         r->attempts++;
-        return 0;
+        /* a lost tree holder: its side is rebuilt elsewhere, then compared
+         * again; a lost reader only: compare again now */
+        if (!j->c->w[r->worker[0]].alive || !j->c->w[r->worker[1]].alive)
+            return 0;
+        if (r->attempts > 100)
+            return sl_err_set(err, "range %zu: gave up after 100 lost workers", ri);
     }
     release(j, ri);
     mk_nodelist_free(&r->root[0]);

@@ -23,8 +23,17 @@ typedef struct wk_tree {
     mk_tree *t;
 } wk_tree;
 
+/* A request that arrived while a range was streaming, kept for later. */
+typedef struct deferred {
+    struct deferred *next;
+    size_t len;
+    uint8_t data[];
+} deferred;
+
 struct wk {
     void *sock;
+    deferred *deferred, **deferred_tail;
+    int in_busy_tick;
     int heartbeat_ms;
     volatile sig_atomic_t *stop;
     double last_sent; /* monotonic seconds of the last message sent */
@@ -156,6 +165,7 @@ typedef struct rowenc {
 } rowenc;
 
 static void tick(wk *w);
+static void busy_tick(wk *w);
 static double now_s(void);
 
 /* Holds a stream to its rate: sleeps until the rows read so far are due.
@@ -178,7 +188,7 @@ static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
     if ((++r->n & 255) == 0) {
         if (r->s->max_rps > 0)
             throttle(r);
-        tick(r->w); /* a long range must not look like a dead worker */
+        busy_tick(r->w); /* heartbeats, and the drill-down's quick requests */
     }
     sl_buf_reset(&r->key);
     sl_buf_reset(&r->row);
@@ -654,6 +664,7 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
         if (!w->dbs[i].name || !w->dbs[i].dsn)
             goto oom;
     }
+    w->deferred_tail = &w->deferred;
     w->heartbeat_ms = cfg->heartbeat_ms;
     w->stop = cfg->stop;
     w->sock = zmq_socket(cfg->zctx, ZMQ_DEALER);
@@ -692,18 +703,127 @@ void wk_free(wk *w)
     for (size_t i = 0; i < w->ntrees; i++)
         mk_tree_free(w->trees[i].t);
     free(w->trees);
+    while (w->deferred) {
+        deferred *d = w->deferred;
+        w->deferred = d->next;
+        free(d);
+    }
     if (w->sock)
         zmq_close(w->sock);
     sl_buf_free(&w->out);
     free(w);
 }
 
+/* Serves one decoded request. Returns 0, 1 after shutdown, -1 when the
+ * socket failed. *m is consumed. */
+static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
+{
+    sl_err e = {{0}};
+    int r = -1, reply = 1;
+    uint64_t id = m ? msg_id(m) : 0;
+    if (!m)
+        e = *decode_err;
+    else {
+        switch (msg_type(m)) {
+        case MSG_DESCRIBE:
+            r = do_describe(w, m, &e);
+            break;
+        case MSG_SPLIT:
+            r = do_split(w, m, &e);
+            break;
+        case MSG_TREE:
+            r = do_tree(w, m, &e);
+            break;
+        case MSG_NODES:
+            r = do_nodes(w, m, &e);
+            break;
+        case MSG_ROWS:
+            r = do_rows(w, m, 0, &e);
+            break;
+        case MSG_FETCH:
+            r = do_rows(w, m, 1, &e);
+            break;
+        case MSG_RELEASE: {
+            int64_t t;
+            if (msg_get_int(m, "tree", &t, &e) == 0)
+                tree_release(w, (uint64_t)t);
+            reply = 0;
+            break;
+        }
+        case MSG_SHUTDOWN:
+            msg_free(m);
+            return 1;
+        default:
+            sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
+        }
+        msg_free(m);
+    }
+    if (!reply)
+        return 0;
+    if (r != 0 && msg_error_frame(id, e.msg, &w->out) != 0)
+        return sl_err_set(err, "out of memory");
+    if (send_frame(w, &w->out))
+        return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* While a range streams: requests that need no database (a tree's
+ * children, releasing a tree, garbage) are answered at once, so the
+ * coordinator's drill-down into an earlier range does not wait for this
+ * one; the others wait in w->deferred, in order. */
+static void busy_tick(wk *w)
+{
+    tick(w);
+    if (w->in_busy_tick)
+        return;
+    w->in_busy_tick = 1;
+    for (;;) {
+        zmq_msg_t in;
+        zmq_msg_init(&in);
+        if (zmq_msg_recv(&in, w->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&in);
+            break;
+        }
+        sl_err e = {{0}};
+        msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
+        int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE;
+        if (!quick) {
+            msg_free(m);
+            deferred *d = malloc(sizeof *d + zmq_msg_size(&in));
+            if (d) { /* out of memory: the coordinator re-issues after a timeout */
+                d->next = NULL;
+                d->len = zmq_msg_size(&in);
+                memcpy(d->data, zmq_msg_data(&in), d->len);
+                *w->deferred_tail = d;
+                w->deferred_tail = &d->next;
+            }
+            zmq_msg_close(&in);
+            continue;
+        }
+        zmq_msg_close(&in);
+        handle(w, m, &e, NULL);
+    }
+    w->in_busy_tick = 0;
+}
+
 int wk_run(wk *w, sl_err *err)
 {
     if (send_hello(w, MSG_HELLO, err))
         return -1;
-    zmq_msg_t in;
     for (;;) {
+        if (w->deferred) {
+            deferred *d = w->deferred;
+            w->deferred = d->next;
+            if (!w->deferred)
+                w->deferred_tail = &w->deferred;
+            sl_err e = {{0}};
+            msg *m = msg_decode(d->data, d->len, &e);
+            free(d);
+            int r = handle(w, m, &e, err);
+            if (r)
+                return r > 0 ? 0 : -1;
+            continue;
+        }
         zmq_pollitem_t it = {w->sock, 0, ZMQ_POLLIN, 0};
         int wait = w->heartbeat_ms > 0 ? w->heartbeat_ms : -1;
         if (w->stop && (wait < 0 || wait > 200))
@@ -716,6 +836,7 @@ int wk_run(wk *w, sl_err *err)
         tick(w);
         if (pr <= 0)
             continue;
+        zmq_msg_t in;
         zmq_msg_init(&in);
         if (zmq_msg_recv(&in, w->sock, 0) < 0) {
             zmq_msg_close(&in);
@@ -726,48 +847,8 @@ int wk_run(wk *w, sl_err *err)
         sl_err e = {{0}};
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
         zmq_msg_close(&in);
-        int r = -1, reply = 1;
-        uint64_t id = m ? msg_id(m) : 0;
-        if (m) {
-            switch (msg_type(m)) {
-            case MSG_DESCRIBE:
-                r = do_describe(w, m, &e);
-                break;
-            case MSG_SPLIT:
-                r = do_split(w, m, &e);
-                break;
-            case MSG_TREE:
-                r = do_tree(w, m, &e);
-                break;
-            case MSG_NODES:
-                r = do_nodes(w, m, &e);
-                break;
-            case MSG_ROWS:
-                r = do_rows(w, m, 0, &e);
-                break;
-            case MSG_FETCH:
-                r = do_rows(w, m, 1, &e);
-                break;
-            case MSG_RELEASE: {
-                int64_t t;
-                if (msg_get_int(m, "tree", &t, &e) == 0)
-                    tree_release(w, (uint64_t)t);
-                reply = 0;
-                break;
-            }
-            case MSG_SHUTDOWN:
-                msg_free(m);
-                return 0;
-            default:
-                sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
-            }
-            msg_free(m);
-        }
-        if (!reply)
-            continue;
-        if (r != 0 && msg_error_frame(id, e.msg, &w->out) != 0)
-            return sl_err_set(err, "out of memory");
-        if (send_frame(w, &w->out))
-            return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
+        int r = handle(w, m, &e, err);
+        if (r)
+            return r > 0 ? 0 : -1;
     }
 }
