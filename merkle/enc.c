@@ -415,6 +415,20 @@ static int parse_uuid(const char *s, size_t n, uint8_t out[16])
     return k == 16 && hi < 0 ? 0 : -1;
 }
 
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" in lowercase hex, as PostgreSQL
+ * prints a uuid. */
+static int is_canonical_uuid(const char *s, size_t n)
+{
+    if (n != 36)
+        return 0;
+    for (size_t i = 0; i < 36; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
 static int put_uuid(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     uint8_t u[16];
@@ -911,6 +925,13 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
             memcpy(b + 1, v->p, 16);
         else if (v->kind != ENC_V_TEXT || parse_uuid(v->p, v->len, b + 1) != 0)
             return sl_err_set(err, "uuid key value does not parse as a uuid");
+        else if (!is_canonical_uuid(v->p, v->len))
+            /* a text uuid is ranged and ordered as text by its database:
+             * only the canonical spelling orders like the 16 bytes */
+            return sl_err_set(err,
+                              "uuid key value \"%.*s\" is not in canonical form "
+                              "(lowercase, 8-4-4-4-12); store uuid keys that way",
+                              (int)(v->len < 40 ? v->len : 40), v->p);
         return sl_buf_append(out, b, 17) ? sl_err_set(err, "out of memory") : 0;
     }
     case ENC_BYTEA: {

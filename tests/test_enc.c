@@ -169,6 +169,11 @@ int main(void)
         enc_val n = N();
         ok(enc_key(&x, ENC_INT, &n, &e) != 0 && strstr(e.msg, "NULL"), "NULL key is an error: %s",
            e.msg);
+        enc_val up = T("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11");
+        ok(enc_key(&x, ENC_UUID, &up, &e) != 0 && strstr(e.msg, "canonical"),
+           "uppercase text uuid key is refused (text order would differ): %s", e.msg);
+        enc_val low = T("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        ok(enc_key(&x, ENC_UUID, &low, &e) == 0, "canonical text uuid key is accepted");
         enc_val f = F(1.5);
         ok(enc_key(&x, ENC_FLOAT, &f, &e) != 0, "float key is refused: %s", e.msg);
         sl_buf_free(&x);
