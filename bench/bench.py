@@ -107,6 +107,37 @@ def sluice(src, tgt, table, *extra):
     return r.returncode, doc, wall, rss_kb, r.stderr
 
 
+def peak_rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cluster_run(src, tgt):
+    """The same diff through a coordinator and two worker processes, for
+    their peak RSS apiece (VmHWM, read before they stop)."""
+    import cluster
+    cluster.SLUICE = SLUICE  # the binary under test, not the sanitizer build
+    cl = cluster.Cluster({"source": src.dsn(), "target": tgt.dsn()})
+    cl.env.pop("ASAN_OPTIONS", None)
+    cl.start_coordinator()
+    for _ in range(2):
+        cl.start_worker(slots=1)
+    try:
+        if not cl.wait_workers(2):
+            raise RuntimeError("cluster workers did not register")
+        t0 = time.time()
+        code, out, err = cl.client("submit", "source", "target", "--table", "orders",
+                                   "--target-table", "orders_div", "--wait", "--no-progress")
+        wall = time.time() - t0
+        if code != 1:
+            raise RuntimeError(f"cluster run: exit {code}: {err[-300:]}")
+        return wall, peak_rss_mb(cl.coordinator.pid), max(peak_rss_mb(w.pid) for w in cl.workers)
+    finally:
+        cl.stop()
+
+
 def bench(rows):
     log(f"{rows} rows: starting two PostgreSQL servers and loading")
     src, tgt = PgServer(), PgServer()
@@ -145,6 +176,8 @@ def bench(rows):
     rate = int(2 * rows / med["identical"] / 4)
     code, doc, wall, kb, err = sluice(src, tgt, "orders", "--max-rows-per-second", str(rate))
     held = 2 * rows / doc["summary"]["elapsed_seconds"] if doc else 0
+    cl_wall, co_mb, wk_mb = cluster_run(src, tgt)
+    log(f"cluster: {cl_wall:.2f} s, coordinator {co_mb:.0f} MiB, worker {wk_mb:.0f} MiB")
     c = src.connect()
     cur = c.cursor()
     cur.execute("SELECT avg(pg_column_size(t.*)) FROM orders t")
@@ -153,7 +186,8 @@ def bench(rows):
     src.stop()
     tgt.stop()
     return {"rows": rows, "med": med, "rss_mb": max(rss) / 1024, "wrong": wrong,
-            "throttle": (rate, held), "row_bytes": row_bytes}
+            "throttle": (rate, held), "row_bytes": row_bytes,
+            "cluster": (cl_wall, co_mb, wk_mb)}
 
 
 def scaling(results):
@@ -198,8 +232,9 @@ def main():
     results = [bench(n) for n in SIZES]
     lines = ["| rows per table | floor: binary COPY (s) | text COPY (s) | push-down md5 (s) | "
              "sluice identical (s) | sluice 100 diverged (s) | sluice / floor | "
-             "sluice / push-down | peak RSS (MiB) | answer | throttle asked → held (rows/s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "sluice / push-down | peak RSS (MiB) | answer | throttle asked → held (rows/s) | "
+             "cluster, diverged: time (s), coordinator / worker peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["med"]
         rate, held = r["throttle"]
@@ -209,7 +244,8 @@ def main():
             f"(diverged {m['diverged'] / m['floor']:.2f}x) | "
             f"{m['identical'] / m['pushdown']:.2f}x | {r['rss_mb']:.0f} | "
             f"{'exact' if not r['wrong'] else str(r['wrong']) + ' runs wrong'} | "
-            f"{rate:,} → {held:,.0f} ({(held - rate) / rate * 100:+.0f}%) |")
+            f"{rate:,} → {held:,.0f} ({(held - rate) / rate * 100:+.0f}%) | "
+            f"{r['cluster'][0]:.2f} s, {r['cluster'][1]:.0f} / {r['cluster'][2]:.0f} |")
     table = "\n".join(lines)
     print(table)
     if OUT != "-":
@@ -218,8 +254,10 @@ def main():
             f.write(f"# sluice benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} with "
                     f"`{cmd}` on {machine()}.\nMedians of {REPS} alternating runs; both tables "
                     f"read at once (2 connections for the floor and push-down, `--workers 2` for "
-                    f"sluice). RSS is the whole `sluice diff` process (coordinator and both "
-                    f"workers in one process).\n\n{table}\n")
+                    f"sluice). \"peak RSS\" is the whole `sluice diff` process (coordinator "
+                    f"and both workers in one process); the last column runs the diverged "
+                    f"diff through `sluice coordinator` and two `sluice worker` processes "
+                    f"(one slot each) and reads each one's VmHWM.\n\n{table}\n")
             if len(results) > 1:
                 f.write(scaling(results))
         log(f"wrote {OUT}")
