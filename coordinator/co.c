@@ -1261,6 +1261,21 @@ static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b,
     return rc;
 }
 
+/* Starts the same request for both sides: a writer each, with the side's
+ * spec packed and room for `extra` more fields. */
+static int both_requests(job *j, int type, uint32_t extra, msg_writer *mw[2], uint64_t ids[2],
+                         sl_err *err)
+{
+    for (int s = 0; s < 2; s++) {
+        if (!(mw[s] = request(j->c, type, SPEC_FIELDS + extra, &ids[s]))) {
+            msg_writer_free(mw[0]);
+            return sl_err_set(err, "out of memory");
+        }
+        pack_spec(j, mw[s], s);
+    }
+    return 0;
+}
+
 /* Column-level comparison of the rows whose keys are in j->changed, read
  * through workers[0] (source) and workers[1] (target). */
 static int compare_changed(job *j, const int workers[2], sl_err *err)
@@ -1270,13 +1285,10 @@ static int compare_changed(job *j, const int workers[2], sl_err *err)
     msg *rep[2] = {NULL, NULL};
     const msgpack_object *rows[2];
     uint32_t n[2];
-    int rc = -1;
+    int rc;
+    if (both_requests(j, MSG_FETCH, 1, mw, ids, err))
+        return -1;
     for (int s = 0; s < 2; s++) {
-        if (!(mw[s] = request(j->c, MSG_FETCH, SPEC_FIELDS + 1, &ids[s]))) {
-            msg_writer_free(mw[0]);
-            return sl_err_set(err, "out of memory");
-        }
-        pack_spec(j, mw[s], s);
         msg_key(mw[s], "keys");
         msg_pack_array(mw[s], j->nchanged);
         for (size_t off = 0; off < j->changed.len;) {
@@ -1352,13 +1364,10 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     msg *rep[2] = {NULL, NULL};
     const msgpack_object *rows[2];
     uint32_t n[2];
-    int rc = -1;
+    int rc;
+    if (both_requests(j, MSG_ROWS, 2, mw, ids, err))
+        return -1;
     for (int s = 0; s < 2; s++) {
-        if (!(mw[s] = request(j->c, MSG_ROWS, SPEC_FIELDS + 2, &ids[s]))) {
-            msg_writer_free(mw[0]);
-            return sl_err_set(err, "out of memory");
-        }
-        pack_spec(j, mw[s], s);
         pack_bound(mw[s], "lo", lo->kind, lo->key, lo->len);
         pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
     }

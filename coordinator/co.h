@@ -75,11 +75,11 @@ typedef struct co_diff_opts {
     const char *const *exclude;
     size_t nexclude;
     const char *where;
-    int strict;    /* keep type classes in the hash */
-    int rechecks;  /* re-fetch a differing key this many times before confirming */
-    int settle_ms; /* ... each time after this long */
+    int strict;                  /* keep type classes in the hash */
+    int rechecks;                /* re-fetch a differing key this many times before confirming */
+    int settle_ms;               /* ... each time after this long */
     int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
-    size_t ranges; /* 0: chosen from worker count and table size */
+    size_t ranges;               /* 0: chosen from worker count and table size */
     /* Resuming: the recorded split keys, which ranges are done (n + 1
      * flags) and the rows those counted. NULL resume_done: a new job. */
     size_t resume_nbounds;

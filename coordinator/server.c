@@ -549,11 +549,13 @@ static void run_job(co_server *s, int64_t job, const sl_buf *specframe, int resu
     s->running = 0;
     if (*s->stop) /* shutting down: leave it running, to resume */
         goto out;
+    /* counted from the control database: a resumed job's earlier
+     * divergences count too, repeats do not; a job whose result cannot be
+     * recorded is failed, never "done" with wrong counts */
+    if (rc == 0 && (co_store_count_events(s->store, job, &sum, &e) ||
+                    co_store_set_state(s->store, job, "done", NULL, &sum, &e)))
+        goto failed;
     if (rc == 0) {
-        /* counted from the control database: a resumed job's earlier
-         * divergences count too, repeats do not */
-        co_store_count_events(s->store, job, &sum, &e);
-        co_store_set_state(s->store, job, "done", NULL, &sum, &e);
         publish_state(s, job, "done", NULL);
         if (s->verbose)
             fprintf(stderr, "sluice coordinator: job %lld done in %.2f s\n", (long long)job,

@@ -70,8 +70,9 @@ int main(void)
     }
     ok(trunc_ok, "truncated compressed frames are all rejected");
 
-    /* random garbage and bit flips: decode or reject, never crash */
-    int survived = 1;
+    /* random garbage and bit flips: decode or reject with a message, never
+     * crash; a decoded one must be a well-formed message */
+    int survived = 1, rejected = 0;
     for (int i = 0; i < 20000; i++) {
         uint8_t buf[256];
         size_t len = (size_t)(rand() % 256);
@@ -79,18 +80,29 @@ int main(void)
             buf[k] = (uint8_t)rand();
         if (i % 2 && len > 1)
             buf[0] = (uint8_t)(rand() % 2);
+        e.msg[0] = '\0';
         m = msg_decode(buf, len, &e);
+        if (m && (msg_type(m) <= 0 || msg_type(m) >= MSG_TYPE_END))
+            survived = 0;
+        if (!m && !e.msg[0])
+            survived = 0; /* a rejection must say why */
+        rejected += !m;
         msg_free(m);
     }
     for (int i = 0; i < 5000; i++) {
         sl_buf x = {0};
         sl_buf_append(&x, good.p, good.len);
         x.p[rand() % x.len] ^= (uint8_t)(1 + rand() % 255);
+        e.msg[0] = '\0';
         m = msg_decode(x.p, x.len, &e);
+        if (!m && !e.msg[0])
+            survived = 0;
         msg_free(m);
         sl_buf_free(&x);
     }
-    ok(survived, "25000 garbage and bit-flipped frames decoded or rejected without a crash");
+    ok(survived, "25000 garbage and bit-flipped frames: each decoded to a known type or rejected "
+                 "with a message");
+    ok(rejected > 19000, "random bytes are (almost) always rejected: %d of 20000", rejected);
 
     /* wrong version, unknown type, not a map */
     {
