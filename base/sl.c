@@ -39,7 +39,7 @@ int sl_err_wrap(sl_err *err, const char *fmt, ...)
     return -1;
 }
 
-int sl_buf_reserve(sl_buf *b, size_t extra)
+int sl_buf_grow(sl_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
         return 0;
@@ -55,21 +55,6 @@ int sl_buf_reserve(sl_buf *b, size_t extra)
     b->p = p;
     b->cap = cap;
     return 0;
-}
-
-int sl_buf_append(sl_buf *b, const void *p, size_t n)
-{
-    if (sl_buf_reserve(b, n) != 0)
-        return -1;
-    if (n)
-        memcpy(b->p + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-int sl_buf_putc(sl_buf *b, uint8_t c)
-{
-    return sl_buf_append(b, &c, 1);
 }
 
 int sl_buf_printf(sl_buf *b, const char *fmt, ...)

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct sl_err {
     char msg[512];
@@ -27,10 +28,30 @@ typedef struct sl_buf {
     size_t len, cap;
 } sl_buf;
 
-/* All return 0, or -1 when memory runs out (the buffer is left as it was). */
-int sl_buf_reserve(sl_buf *b, size_t extra);
-int sl_buf_append(sl_buf *b, const void *p, size_t n);
-int sl_buf_putc(sl_buf *b, uint8_t c);
+/* All return 0, or -1 when memory runs out (the buffer is left as it was).
+ * reserve, append and putc are inline: they run per value on the hot path,
+ * where a call and a generic memcpy cost more than the copy. */
+int sl_buf_grow(sl_buf *b, size_t extra);
+static inline int sl_buf_reserve(sl_buf *b, size_t extra)
+{
+    return b->cap - b->len >= extra ? 0 : sl_buf_grow(b, extra);
+}
+static inline int sl_buf_append(sl_buf *b, const void *p, size_t n)
+{
+    if (sl_buf_reserve(b, n) != 0)
+        return -1;
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+static inline int sl_buf_putc(sl_buf *b, uint8_t c)
+{
+    if (sl_buf_reserve(b, 1) != 0)
+        return -1;
+    b->p[b->len++] = c;
+    return 0;
+}
 int sl_buf_printf(sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void sl_buf_reset(sl_buf *b)
 {

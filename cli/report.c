@@ -197,6 +197,9 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
     if (s->transient)
         printf("%llu transient: differed, then matched on a re-check (changes in flight)\n",
                (unsigned long long)s->transient);
+    if (s->matched_on_fetch)
+        printf("%llu rows hashed differently but matched when read again (changes in flight)\n",
+               (unsigned long long)s->matched_on_fetch);
     if (!report_differs(r))
         printf("tables are identical\n");
     else
@@ -251,9 +254,10 @@ void report_print_json(const report *r, const co_summary *s, const char *table, 
     json_object_set_new(root, "schema", schema);
     json_object_set_new(root, "divergences", divs);
     json_object_set_new(root, "summary",
-                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
+                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
                                   !report_differs(r), "transient", (json_int_t)s->transient,
-                                  "changed", (json_int_t)s->changed, "missing_in_target",
+                                  "matched_on_fetch", (json_int_t)s->matched_on_fetch, "changed",
+                                  (json_int_t)s->changed, "missing_in_target",
                                   (json_int_t)s->missing, "extra_in_target", (json_int_t)s->extra,
                                   "schema", (json_int_t)s->schema, "ranges", (json_int_t)s->ranges,
                                   "workers", (json_int_t)s->workers, "elapsed_seconds",

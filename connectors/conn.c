@@ -72,14 +72,17 @@ static int put_keycol(conn *c, sl_buf *sql, const conn_query *q, size_t k)
     return 0;
 }
 
-static int put_param(conn *c, sl_buf *sql, size_t n)
+static int put_param(conn *c, sl_buf *sql, size_t n, const char *const *ptext)
 {
+    if (ptext)
+        return sl_buf_printf(sql, "%s", ptext[n - 1]);
     return sl_buf_printf(sql, "%c%zu", c->ops->numbered_dollar ? '$' : '?', n);
 }
 
 /* (k1, k2) OP ($n, $n+1): row-value comparison, supported by PostgreSQL and
- * SQLite >= 3.15. */
-static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op, size_t *param)
+ * SQLite >= 3.15. ptext, when given, replaces parameter n by ptext[n - 1]. */
+static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op, size_t *param,
+                       const char *const *ptext)
 {
     int multi = q->nkey > 1;
     if (multi && sl_buf_putc(sql, '('))
@@ -90,7 +93,7 @@ static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op
     if (sl_buf_printf(sql, "%s %s %s", multi ? ")" : "", op, multi ? "(" : ""))
         return -1;
     for (size_t k = 0; k < q->nkey; k++)
-        if ((k && sl_buf_append(sql, ", ", 2)) || put_param(c, sql, (*param)++))
+        if ((k && sl_buf_append(sql, ", ", 2)) || put_param(c, sql, (*param)++, ptext))
             return -1;
     return multi ? sl_buf_putc(sql, ')') : 0;
 }
@@ -127,38 +130,47 @@ static int bound_params(const mk_bound *b, const conn_query *q, sl_buf *scratch,
     return 0;
 }
 
+int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const char *const *ptext,
+                   sl_buf *sql)
+{
+    size_t param = 1;
+    if (put_select(c, sql, q, 0, q->ncols))
+        return -1;
+    if (lo_kind != MK_UNBOUNDED &&
+        (sl_buf_printf(sql, " AND ") ||
+         put_key_cmp(c, sql, q, lo_kind == MK_INCL ? ">=" : ">", &param, ptext)))
+        return -1;
+    if (hi_kind != MK_UNBOUNDED &&
+        (sl_buf_printf(sql, " AND ") ||
+         put_key_cmp(c, sql, q, hi_kind == MK_INCL ? "<=" : "<", &param, ptext)))
+        return -1;
+    return put_order(c, sql, q) || sl_buf_putc(sql, 0) ? -1 : 0;
+}
+
 int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,
                       conn_row_fn fn, void *ctx, sl_err *err)
 {
     sl_buf sql = {0}, s1 = {0}, s2 = {0};
     enc_val *params = calloc(2 * q->nkey + 1, sizeof *params);
-    size_t np = 0, param = 1;
+    size_t np = 0;
     int rc = -1;
-    if (!params || put_select(c, &sql, q, 0, q->ncols)) {
+    if (!params) {
         sl_err_set(err, "out of memory");
         goto done;
     }
-    if (lo->kind != MK_UNBOUNDED) {
-        if (bound_params(lo, q, &s1, params, &np, err))
-            goto done;
-        if (sl_buf_printf(&sql, " AND ") ||
-            put_key_cmp(c, &sql, q, lo->kind == MK_INCL ? ">=" : ">", &param))
-            goto oom;
+    if ((lo->kind != MK_UNBOUNDED && bound_params(lo, q, &s1, params, &np, err)) ||
+        (hi->kind != MK_UNBOUNDED && bound_params(hi, q, &s2, params, &np, err)))
+        goto done;
+    if (c->ops->stream_range) {
+        rc = c->ops->stream_range(c, q, lo->kind, hi->kind, params, np, fn, ctx, err);
+        goto done;
     }
-    if (hi->kind != MK_UNBOUNDED) {
-        if (bound_params(hi, q, &s2, params, &np, err))
-            goto done;
-        if (sl_buf_printf(&sql, " AND ") ||
-            put_key_cmp(c, &sql, q, hi->kind == MK_INCL ? "<=" : "<", &param))
-            goto oom;
+    if (conn_range_sql(c, q, lo->kind, hi->kind, NULL, &sql)) {
+        sl_err_set(err, "out of memory");
+        goto done;
     }
-    if (put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
-        goto oom;
     rc = (c->ops->stream ? c->ops->stream : c->ops->query)(c, (const char *)sql.p, params, np,
                                                            q->ncols, q->cls, fn, ctx, err);
-    goto done;
-oom:
-    sl_err_set(err, "out of memory");
 done:
     free(params);
     sl_buf_free(&sql);
@@ -175,7 +187,7 @@ int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, co
     size_t param = 1;
     int rc = -1;
     if (!params || put_select(c, &sql, q, 0, q->ncols) || sl_buf_printf(&sql, " AND ") ||
-        put_key_cmp(c, &sql, q, "=", &param) || sl_buf_putc(&sql, 0)) {
+        put_key_cmp(c, &sql, q, "=", &param, NULL) || sl_buf_putc(&sql, 0)) {
         sl_err_set(err, "out of memory");
         goto done;
     }
@@ -281,7 +293,8 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
      * order (an index walk when the key is the primary key) */
     sl_buf_reset(&sql);
     if (put_select(c, &sql, q, 0, q->nkey) || put_order(c, &sql, q) ||
-        sl_buf_printf(&sql, " LIMIT 1 OFFSET ") || put_param(c, &sql, 1) || sl_buf_putc(&sql, 0))
+        sl_buf_printf(&sql, " LIMIT 1 OFFSET ") || put_param(c, &sql, 1, NULL) ||
+        sl_buf_putc(&sql, 0))
         goto oom;
     for (size_t i = 1; i < nranges; i++) {
         enc_val off = {.kind = ENC_V_INT, .i = (int64_t)(cc.n * i / nranges)};

@@ -15,6 +15,12 @@ typedef struct conn_ops {
      * a driver has a cheaper way than one row at a time. */
     int (*stream)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
                   const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
+    /* Like stream, given the range rather than its SQL (params are the
+     * decoded bounds, lo's first): optional, for a driver that needs to
+     * shape the SQL itself (conn_range_sql). */
+    int (*stream_range)(conn *c, const conn_query *q, int lo_kind, int hi_kind,
+                        const enc_val *params, size_t nparams, conn_row_fn fn, void *ctx,
+                        sl_err *err);
     int (*is_broken)(const conn *c);
     /* Appends a quoted identifier. */
     int (*quote)(conn *c, sl_buf *out, const char *ident);
@@ -26,6 +32,12 @@ struct conn {
     const conn_ops *ops;
     char name[256];
 };
+
+/* The SELECT of a key range (bounds of kind MK_*), its parameters written
+ * as ptext[n - 1] when ptext is given, else as the driver's placeholders.
+ * NUL-terminated. -1 when memory runs out. */
+int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const char *const *ptext,
+                   sl_buf *sql);
 
 conn *conn_pg_open(const char *dsn, sl_err *err);
 conn *conn_sqlite_open(const char *path, sl_err *err);

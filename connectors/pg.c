@@ -8,11 +8,14 @@
 #include <string.h>
 
 #include "conn_impl.h"
+#include "pg_bin.h"
 
 typedef struct pg_conn {
     conn base;
     PGconn *pg;
     sl_buf scratch;
+    sl_buf colbuf[512]; /* per column: bytes a binary value decodes to */
+    int text_only;      /* sluice.read=text: ranges as text, through a cursor */
 } pg_conn;
 
 /* libpq messages are multi-line ("FATAL: ...\nDETAIL: ..."); keep the
@@ -31,6 +34,8 @@ static void pg_free(conn *c)
     pg_conn *p = (pg_conn *)c;
     PQfinish(p->pg);
     sl_buf_free(&p->scratch);
+    for (size_t k = 0; k < sizeof p->colbuf / sizeof p->colbuf[0]; k++)
+        sl_buf_free(&p->colbuf[k]);
     free(p);
 }
 
@@ -145,39 +150,53 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
     return rc;
 }
 
-/* A range through a cursor, fetched in batches: one result per batch rather
- * than one per row (single-row mode costs a result allocation per row). The
- * cursor's transaction also gives the whole range one snapshot. Memory: one
- * batch. */
-#define PG_BATCH 8192
-static int pg_stream(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
-                     const int *cls, conn_row_fn fn, void *ctx, sl_err *err)
+static int pg_exec_ok(pg_conn *p, const char *sql, sl_err *err)
 {
-    pg_conn *p = (pg_conn *)c;
+    PGresult *r = PQexec(p->pg, sql);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_error(p, r, err);
+    PQclear(r);
+    return rc;
+}
+
+/* Ends the range's transaction: COMMIT after success, else ROLLBACK
+ * (whose own failure adds nothing to the first error). */
+static int pg_end(pg_conn *p, int rc, sl_err *err)
+{
+    PGresult *r = PQexec(p->pg, rc ? "ROLLBACK" : "COMMIT");
+    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
+        rc = pg_error(p, r, err);
+    PQclear(r);
+    return rc;
+}
+
+/* A range through a cursor, fetched in batches: one result per batch rather
+ * than one per row (single-row mode costs a result allocation per row).
+ * Runs inside the caller's transaction; binary when oids (the result's
+ * column types) is given. Memory: one batch. */
+#define PG_BATCH 8192
+static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t nparams,
+                     size_t ncols, const int *cls, const unsigned *oids, conn_row_fn fn, void *ctx,
+                     sl_err *err)
+{
     sl_buf decl = {0};
     int rc = 0;
     enc_val row[512];
     if (ncols > 512)
         return sl_err_set(err, "too many columns (limit 512)");
-    PGresult *r = PQexec(p->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rc = pg_error(p, r, err);
-        PQclear(r);
-        return rc;
-    }
-    PQclear(r);
     if (sl_buf_printf(&decl, "DECLARE sluice_range NO SCROLL CURSOR FOR %s", sql) ||
         sl_buf_putc(&decl, 0)) {
-        rc = sl_err_set(err, "out of memory");
-        goto end;
+        sl_buf_free(&decl);
+        return sl_err_set(err, "out of memory");
     }
     /* DECLARE takes the range's bounds as bound parameters, like any query */
-    if ((rc = pg_query(c, (const char *)decl.p, params, nparams, 0, cls, NULL, NULL, err)))
-        goto end;
+    rc = pg_query(&p->base, (const char *)decl.p, params, nparams, 0, cls, NULL, NULL, err);
+    sl_buf_free(&decl);
+    if (rc)
+        return rc;
     char fetch[64];
     snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM sluice_range", PG_BATCH);
     for (;;) {
-        r = PQexecParams(p->pg, fetch, 0, NULL, NULL, NULL, NULL, 0);
+        PGresult *r = PQexecParams(p->pg, fetch, 0, NULL, NULL, NULL, NULL, oids != NULL);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = pg_error(p, r, err);
             PQclear(r);
@@ -190,26 +209,282 @@ static int pg_stream(conn *c, const char *sql, const enc_val *params, size_t npa
             n = 0;
         }
         for (int i = 0; i < n && rc == 0; i++) {
-            for (size_t k = 0; k < ncols; k++) {
+            for (size_t k = 0; k < ncols && rc == 0; k++) {
+                const char *v = PQgetvalue(r, i, (int)k);
+                size_t len = (size_t)PQgetlength(r, i, (int)k);
                 if (PQgetisnull(r, i, (int)k))
                     row[k] = (enc_val){.kind = ENC_V_NULL};
+                else if (oids)
+                    rc = pg_bin_decode(oids[k], v, len, &p->colbuf[k], &row[k], err);
                 else
-                    row[k] = (enc_val){.kind = ENC_V_TEXT,
-                                       .p = PQgetvalue(r, i, (int)k),
-                                       .len = (size_t)PQgetlength(r, i, (int)k)};
+                    row[k] = (enc_val){.kind = ENC_V_TEXT, .p = v, .len = len};
             }
-            rc = fn(ctx, row, ncols, err);
+            if (rc == 0)
+                rc = fn(ctx, row, ncols, err);
         }
         PQclear(r);
         if (rc || n < PG_BATCH)
             break;
     }
-end:
-    sl_buf_free(&decl);
-    r = PQexec(p->pg, rc ? "ROLLBACK" : "COMMIT");
-    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
+    return rc;
+}
+
+static int pg_stream(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
+                     const int *cls, conn_row_fn fn, void *ctx, sl_err *err)
+{
+    pg_conn *p = (pg_conn *)c;
+    int rc = pg_exec_ok(p, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
+    if (rc)
+        return rc;
+    rc = pg_cursor(p, sql, params, nparams, ncols, cls, NULL, fn, ctx, err);
+    return pg_end(p, rc, err);
+}
+
+/* ---- COPY: the range as PostgreSQL's fastest way out ----------------- */
+
+static uint32_t be32(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* The type names a range's bounds are cast to in the COPY form, for the
+ * parameter types PostgreSQL infers for key columns; others use the cursor. */
+static const char *param_type(unsigned oid)
+{
+    switch (oid) {
+    case 20:
+        return "bigint";
+    case 21:
+        return "smallint";
+    case 23:
+        return "integer";
+    case 25:
+        return "text";
+    case 1043:
+        return "character varying";
+    case 1042:
+        return "bpchar";
+    case 19:
+        return "name";
+    case 2950:
+        return "uuid";
+    case 17:
+        return "bytea";
+    default:
+        return NULL;
+    }
+}
+
+/* Reads the rows of one CopyData message: a binary COPY stream's tuples,
+ * after its header in the first message. *done is set at the trailer. */
+static int copy_rows(pg_conn *p, const uint8_t *b, size_t n, int first, size_t ncols,
+                     const unsigned *oids, enc_val *row, int *done, conn_row_fn fn, void *ctx,
+                     sl_err *err)
+{
+    static const uint8_t sig[11] = "PGCOPY\n\377\r\n";
+    size_t o = 0;
+    if (first) {
+        if (n < 19 || memcmp(b, sig, 11) != 0)
+            return sl_err_set(err, "%s: malformed COPY header", p->base.name);
+        uint32_t ext = be32(b + 15);
+        if (ext > n - 19)
+            return sl_err_set(err, "%s: malformed COPY header", p->base.name);
+        o = 19 + ext;
+    }
+    while (o < n) {
+        if (n - o < 2)
+            goto bad;
+        int16_t nf = (int16_t)(b[o] << 8 | b[o + 1]);
+        o += 2;
+        if (nf == -1) {
+            *done = 1;
+            return 0;
+        }
+        if ((size_t)nf != ncols)
+            return sl_err_set(err, "%s: COPY row of %d columns, expected %zu", p->base.name, nf,
+                              ncols);
+        for (size_t k = 0; k < ncols; k++) {
+            if (n - o < 4)
+                goto bad;
+            int32_t len = (int32_t)be32(b + o);
+            o += 4;
+            if (len == -1) {
+                row[k] = (enc_val){.kind = ENC_V_NULL};
+                continue;
+            }
+            if (len < 0 || (size_t)len > n - o)
+                goto bad;
+            if (pg_bin_decode(oids[k], (const char *)b + o, (size_t)len, &p->colbuf[k], &row[k],
+                              err))
+                return -1;
+            o += (size_t)len;
+        }
+        if (fn(ctx, row, ncols, err))
+            return -1;
+    }
+    return 0;
+bad:
+    return sl_err_set(err, "%s: malformed COPY row", p->base.name);
+}
+
+static int ignore_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    (void)ctx, (void)v, (void)n, (void)err;
+    return 0;
+}
+
+/* The range as COPY (SELECT ...) TO STDOUT (FORMAT binary): what a dump
+ * costs the server, and no per-row result to build here. COPY takes no
+ * parameters, so the bounds are bound to set_config() first and the query
+ * reads them back with current_setting(), cast to the key's type. */
+static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, const enc_val *params,
+                   size_t np, const unsigned *ptypes, const unsigned *oids, conn_row_fn fn,
+                   void *ctx, sl_err *err)
+{
+    sl_buf set = {0}, sql = {0}, hex = {0};
+    char ptext[64][96];
+    const char *pt[64];
+    enc_val sp[64];
+    enc_val row[512];
+    int rc = -1;
+    if (np > 32 || q->ncols > 512)
+        return sl_err_set(err, "too many key columns or columns (limits: 16 and 512)");
+    if (sl_buf_printf(&set, "SELECT 1"))
+        goto oom;
+    for (size_t i = 0; i < np; i++) {
+        snprintf(ptext[i], sizeof ptext[i], "CAST(current_setting('sluice.p%zu') AS %s)", i + 1,
+                 param_type(ptypes[i]));
+        pt[i] = ptext[i];
+        if (sl_buf_printf(&set, ", set_config('sluice.p%zu', $%zu, true)", i + 1, i + 1))
+            goto oom;
+        sp[i] = params[i];
+        if (params[i].kind == ENC_V_BLOB) /* set_config takes text: bytea's hex form */
+            sp[i] = (enc_val){.kind = ENC_V_TEXT, .len = 2 + 2 * params[i].len};
+    }
+    /* the hex forms, written once the buffer is its final size */
+    size_t need = 0;
+    for (size_t i = 0; i < np; i++)
+        if (params[i].kind == ENC_V_BLOB)
+            need += sp[i].len;
+    if (sl_buf_putc(&set, 0) || sl_buf_reserve(&hex, need + 1))
+        goto oom;
+    for (size_t i = 0; i < np; i++) {
+        if (params[i].kind != ENC_V_BLOB)
+            continue;
+        sp[i].p = (const char *)hex.p + hex.len;
+        sl_buf_append(&hex, "\\x", 2);
+        for (size_t k = 0; k < params[i].len; k++) {
+            static const char d[] = "0123456789abcdef";
+            uint8_t c = (uint8_t)params[i].p[k];
+            sl_buf_putc(&hex, d[c >> 4]);
+            sl_buf_putc(&hex, d[c & 15]);
+        }
+    }
+    if (np &&
+        pg_query(&p->base, (const char *)set.p, sp, np, np + 1, q->cls, ignore_row, NULL, err))
+        goto done;
+    if (sl_buf_printf(&sql, "COPY (") ||
+        conn_range_sql(&p->base, q, lo_kind, hi_kind, np ? pt : NULL, &sql))
+        goto oom;
+    sql.len--; /* the builder's NUL */
+    if (sl_buf_printf(&sql, ") TO STDOUT (FORMAT binary)") || sl_buf_putc(&sql, 0))
+        goto oom;
+    PGresult *r = PQexec(p->pg, (const char *)sql.p);
+    if (PQresultStatus(r) != PGRES_COPY_OUT) {
         rc = pg_error(p, r, err);
+        PQclear(r);
+        goto done;
+    }
     PQclear(r);
+    int first = 1, done = 0, n;
+    char *buf;
+    rc = 0;
+    while ((n = PQgetCopyData(p->pg, &buf, 0)) > 0) {
+        if (rc == 0 && !done)
+            rc = copy_rows(p, (const uint8_t *)buf, (size_t)n, first, q->ncols, oids, row, &done,
+                           fn, ctx, err);
+        PQfreemem(buf);
+        first = 0;
+        if (rc && !done) { /* stop the server; the loop drains what is in flight */
+            PGcancel *cn = PQgetCancel(p->pg);
+            char ebuf[256];
+            if (cn) {
+                PQcancel(cn, ebuf, sizeof ebuf);
+                PQfreeCancel(cn);
+            }
+            done = 1;
+        }
+    }
+    if (rc == 0 && n == -2)
+        rc = pg_error(p, NULL, err);
+    while ((r = PQgetResult(p->pg)) != NULL) {
+        if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = pg_error(p, r, err);
+        PQclear(r);
+    }
+    if (rc == 0 && !done && !first)
+        rc = sl_err_set(err, "%s: COPY ended without its trailer", p->base.name);
+    goto done;
+oom:
+    rc = sl_err_set(err, "out of memory");
+done:
+    sl_buf_free(&set);
+    sl_buf_free(&sql);
+    sl_buf_free(&hex);
+    return rc;
+}
+
+/* A range: its SELECT is described first (prepared, not run). When every
+ * column has a binary decoder for its class and every bound a known key
+ * type, the range streams through COPY; otherwise through a cursor, in
+ * binary when the columns allow it, else as text. One REPEATABLE READ
+ * transaction either way. */
+static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kind,
+                           const enc_val *params, size_t np, conn_row_fn fn, void *ctx, sl_err *err)
+{
+    pg_conn *p = (pg_conn *)c;
+    sl_buf sql = {0};
+    unsigned oids[512], ptypes[64];
+    int rc, binary, copy;
+    if (q->ncols > 512 || np > 64)
+        return sl_err_set(err, "too many key columns or columns (limits: 32 and 512)");
+    if (conn_range_sql(c, q, lo_kind, hi_kind, NULL, &sql))
+        return sl_err_set(err, "out of memory");
+    if ((rc = pg_exec_ok(p, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err)))
+        goto done;
+    PGresult *r = PQprepare(p->pg, "", (const char *)sql.p, (int)np, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = pg_error(p, r, err);
+        PQclear(r);
+        goto end;
+    }
+    PQclear(r);
+    r = PQdescribePrepared(p->pg, "");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = pg_error(p, r, err);
+        PQclear(r);
+        goto end;
+    }
+    binary = !p->text_only && (size_t)PQnfields(r) == q->ncols;
+    for (size_t k = 0; k < q->ncols && binary; k++) {
+        oids[k] = (unsigned)PQftype(r, (int)k);
+        binary = pg_bin_class(oids[k]) == q->cls[k];
+    }
+    copy = binary && (size_t)PQnparams(r) == np;
+    for (size_t i = 0; i < np && copy; i++) {
+        ptypes[i] = (unsigned)PQparamtype(r, (int)i);
+        copy = param_type(ptypes[i]) != NULL;
+    }
+    PQclear(r);
+    if (copy)
+        rc = pg_copy(p, q, lo_kind, hi_kind, params, np, ptypes, oids, fn, ctx, err);
+    else
+        rc = pg_cursor(p, (const char *)sql.p, params, np, q->ncols, q->cls, binary ? oids : NULL,
+                       fn, ctx, err);
+end:
+    rc = pg_end(p, rc, err);
+done:
+    sl_buf_free(&sql);
     return rc;
 }
 
@@ -364,6 +639,7 @@ static const conn_ops pg_ops = {
     .free = pg_free,
     .is_broken = pg_is_broken,
     .stream = pg_stream,
+    .stream_range = pg_stream_range,
     .describe = pg_describe,
     .query = pg_query,
     .quote = pg_quote,
@@ -420,6 +696,12 @@ conn *conn_pg_open(const char *dsn, sl_err *err)
         pg_free(&p->base);
         return NULL;
     }
+    PQclear(r);
+    /* sluice.read=text (a setting the DSN can carry: options=-csluice.read=text)
+     * turns the binary reader off, to rule it out when a result is in doubt */
+    r = PQexec(p->pg, "SELECT current_setting('sluice.read', true)");
+    p->text_only = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                   strcmp(PQgetvalue(r, 0, 0), "text") == 0;
     PQclear(r);
     return &p->base;
 }

@@ -1256,6 +1256,8 @@ static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b,
     }
     if (rc == 0 && nd)
         rc = found(j, CO_CHANGED, key, klen, diffs, nd, err);
+    else if (rc == 0 && !j->recheck_mode)
+        j->sum->matched_on_fetch++;
     for (size_t t = 0; t < nt; t++)
         free(texts[t]);
     return rc;

@@ -94,6 +94,9 @@ typedef struct co_summary {
     size_t ranges, workers;
     uint64_t missing, extra, changed, schema; /* confirmed (or all, without re-checks) */
     uint64_t transient;                       /* differences gone on a re-check */
+    /* rows whose hashes differed but whose values, read again by key,
+     * matched: a change in flight; on a quiet database, an alarm */
+    uint64_t matched_on_fetch;
     double elapsed;
     char source_name[256], target_name[256];
 } co_summary;

@@ -70,18 +70,20 @@ int enc_class_common(int a, int b, int flags)
 
 static int put_frame(sl_buf *out, int tag, int cls, int flags, const void *p, size_t n)
 {
-    uint8_t hdr[6];
-    size_t h = 0;
-    hdr[h++] = (uint8_t)tag;
-    if (flags & ENC_STRICT)
-        hdr[h++] = (uint8_t)cls;
-    hdr[h++] = (uint8_t)(n >> 24);
-    hdr[h++] = (uint8_t)(n >> 16);
-    hdr[h++] = (uint8_t)(n >> 8);
-    hdr[h++] = (uint8_t)n;
-    if (sl_buf_append(out, hdr, h) != 0)
+    if (sl_buf_reserve(out, n + 6) != 0)
         return -1;
-    return sl_buf_append(out, p, n);
+    uint8_t *o = out->p + out->len;
+    *o++ = (uint8_t)tag;
+    if (flags & ENC_STRICT)
+        *o++ = (uint8_t)cls;
+    *o++ = (uint8_t)(n >> 24);
+    *o++ = (uint8_t)(n >> 16);
+    *o++ = (uint8_t)(n >> 8);
+    *o++ = (uint8_t)n;
+    if (n)
+        memcpy(o, p, n);
+    out->len = (size_t)(o - out->p) + n;
+    return 0;
 }
 
 static void put_be64(uint8_t *b, uint64_t v)
@@ -183,26 +185,40 @@ static int canon_decimal(const char *s, size_t n, char *dst, size_t dstcap, cons
     }
     if (i != n)
         return -1;
-    while (nd > 0 && digits[nd - 1] == '0')
-        nd--;
-    if (nd == 0) {
-        snprintf(dst, dstcap, "0");
-        return 0;
-    }
-    /* value = 0.digits * 10^(ndig_int + e) = digits * 10^(ndig_int + e - nd);
-     * written by hand: this runs for every numeric value of every row */
-    long x = ndig_int + e - (long)nd;
+    /* value = 0.digits * 10^(ndig_int + e) = digits * 10^(ndig_int + e - nd) */
     if (nd + 24 > dstcap)
         return -1;
+    size_t o = enc_decimal(dst, neg, digits, nd, ndig_int + e - (long)nd);
+    if (o == 0)
+        return -1;
+    dst[o] = '\0';
+    return 0;
+}
+
+/* Written by hand: this runs for every numeric value of every row. */
+size_t enc_decimal(char *dst, int neg, const char *digits, size_t nd, long exp)
+{
+    while (nd > 0 && digits[0] == '0') {
+        digits++;
+        nd--;
+    }
+    if (nd > ENC_DEC_MAX)
+        return 0;
+    while (nd > 0 && digits[nd - 1] == '0') {
+        nd--;
+        exp++;
+    }
+    if (nd == 0) {
+        dst[0] = '0';
+        return 1;
+    }
     size_t o = 0;
     if (neg)
         dst[o++] = '-';
     memcpy(dst + o, digits, nd);
     o += nd;
     dst[o++] = 'E';
-    o += put_long(dst + o, x);
-    dst[o] = '\0';
-    return 0;
+    return o + put_long(dst + o, exp);
 }
 
 /* Shortest text that reads back as exactly d. */
@@ -232,8 +248,34 @@ static int put_number(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     char txt[64];
     switch (v->kind) {
-    case ENC_V_INT:
-        return put_number_text(out, cls, flags, txt, put_long(txt, v->i));
+    case ENC_V_INT: { /* the canonical form directly: digits, trailing zeros as exponent */
+        unsigned long long u =
+            v->i < 0 ? 0ULL - (unsigned long long)v->i : (unsigned long long)v->i;
+        if (u == 0)
+            return put_frame(out, T_NUMBER, cls, flags, "0", 1);
+        int x = 0;
+        while (u % 10 == 0) {
+            u /= 10;
+            x++;
+        }
+        char tmp[24];
+        size_t n = 0, o = 0;
+        do {
+            tmp[n++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (v->i < 0)
+            txt[o++] = '-';
+        while (n)
+            txt[o++] = tmp[--n];
+        txt[o++] = 'E';
+        if (x >= 10)
+            txt[o++] = (char)('0' + x / 10);
+        txt[o++] = (char)('0' + x % 10);
+        return put_frame(out, T_NUMBER, cls, flags, txt, o);
+    }
+    case ENC_V_DEC:
+        return put_frame(out, T_NUMBER, cls, flags, v->p, v->len);
     case ENC_V_FLOAT:
         if (isnan(v->d) || isinf(v->d)) {
             const char *spec = isnan(v->d) ? "NaN" : v->d > 0 ? "Infinity" : "-Infinity";
@@ -358,9 +400,14 @@ static int parse_datetime(const char *s, size_t n, int want_time, int64_t *days,
 static int put_time(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     int64_t days, micros;
-    if (v->kind != ENC_V_TEXT || parse_datetime(v->p, v->len, cls != ENC_DATE, &days, &micros) != 0)
-        goto fallback;
     uint8_t b[8];
+    if (v->kind == ENC_V_TIME) {
+        days = v->i / 86400000000LL - (v->i % 86400000000LL < 0);
+        micros = v->i - days * 86400000000LL;
+    } else if (v->kind != ENC_V_TEXT ||
+               parse_datetime(v->p, v->len, cls != ENC_DATE, &days, &micros) != 0) {
+        goto fallback;
+    }
     if (cls == ENC_DATE) {
         if (micros != 0)
             goto fallback;
@@ -1034,10 +1081,71 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
     return 0;
 }
 
+/* Year, month, day of a day count since 1970-01-01 (H. Hinnant's method). */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int put_zeros(sl_buf *out, long n)
+{
+    for (; n > 0; n--)
+        if (sl_buf_putc(out, '0'))
+            return -1;
+    return 0;
+}
+
+/* A canonical decimal "[-]DIGITS E exp" as plain decimal text. */
+static int display_decimal(sl_buf *out, const char *p, size_t n)
+{
+    const char *e = memchr(p, 'E', n), *end = p + n;
+    if (!e)
+        return sl_buf_append(out, p, n); /* "0" */
+    int neg = p[0] == '-', xneg = e + 1 < end && e[1] == '-';
+    const char *d = p + neg;
+    long nd = (long)(e - d), x = 0;
+    for (const char *q = e + 1 + xneg; q < end; q++)
+        x = x * 10 + (*q - '0');
+    if (xneg)
+        x = -x;
+    if (neg && sl_buf_putc(out, '-'))
+        return -1;
+    if (x >= 0)
+        return sl_buf_append(out, d, (size_t)nd) || put_zeros(out, x) ? -1 : 0;
+    if (nd + x > 0)
+        return sl_buf_append(out, d, (size_t)(nd + x)) || sl_buf_putc(out, '.') ||
+                       sl_buf_append(out, d + nd + x, (size_t)-x)
+                   ? -1
+                   : 0;
+    return sl_buf_append(out, "0.", 2) || put_zeros(out, -(nd + x)) ||
+                   sl_buf_append(out, d, (size_t)nd)
+               ? -1
+               : 0;
+}
+
 int enc_display(sl_buf *out, const enc_val *v)
 {
     char tmp[64];
     switch (v->kind) {
+    case ENC_V_DEC:
+        return display_decimal(out, v->p, v->len);
+    case ENC_V_TIME: {
+        int64_t days = v->i / 86400000000LL - (v->i % 86400000000LL < 0), y;
+        int64_t us = v->i - days * 86400000000LL;
+        unsigned m, d;
+        civil_from_days(days, &y, &m, &d);
+        return sl_buf_printf(out, "%04lld-%02u-%02u %02lld:%02lld:%02lld.%06lld", (long long)y, m,
+                             d, (long long)(us / 3600000000LL), (long long)(us / 60000000 % 60),
+                             (long long)(us / 1000000 % 60), (long long)(us % 1000000));
+    }
     case ENC_V_NULL:
         return 0;
     case ENC_V_INT:

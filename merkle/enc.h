@@ -33,9 +33,19 @@ enum enc_class {
     ENC_CLASS_END
 };
 
-typedef enum { ENC_V_NULL, ENC_V_TEXT, ENC_V_INT, ENC_V_FLOAT, ENC_V_BLOB } enc_vkind;
+typedef enum {
+    ENC_V_NULL,
+    ENC_V_TEXT,
+    ENC_V_INT,
+    ENC_V_FLOAT,
+    ENC_V_BLOB,
+    ENC_V_DEC, /* p/len: a decimal already in canonical form (enc_decimal) */
+    ENC_V_TIME /* i: microseconds since 1970-01-01 UTC, years 1..9999 */
+} enc_vkind;
 
-/* A value as read. p/len hold TEXT and BLOB bytes (not NUL-terminated). */
+/* A value as read. p/len hold TEXT, BLOB and DEC bytes (not NUL-terminated).
+ * DEC and TIME let a driver that reads binary values skip the text round
+ * trip; they encode exactly as the database's text form of the same value. */
 typedef struct enc_val {
     enc_vkind kind;
     const char *p;
@@ -74,6 +84,14 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err);
  * must outlive out[]. */
 int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch, enc_val *out,
                    sl_err *err);
+
+/* Writes the canonical form of (neg ? -1 : 1) * digits * 10^exp, digits
+ * being nd ASCII digits (leading and trailing zeros allowed), to dst, which
+ * holds at least nd + 24 bytes. Returns its length, or 0 when the value has
+ * more than ENC_DEC_MAX digits from its first non-zero one on (the text form
+ * of such a value is encoded as text, and so must it be). */
+#define ENC_DEC_MAX 512
+size_t enc_decimal(char *dst, int neg, const char *digits, size_t nd, long exp);
 
 /* Appends a human-readable text form of v (no quoting; NULL appends nothing). */
 int enc_display(sl_buf *out, const enc_val *v);

@@ -1,5 +1,7 @@
 /* Canonical encoding v1: equal values encode equally across the forms
  * databases hand them out in; different values never do. */
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../merkle/enc.h"
@@ -177,6 +179,51 @@ int main(void)
         enc_val f = F(1.5);
         ok(enc_key(&x, ENC_FLOAT, &f, &e) != 0, "float key is refused: %s", e.msg);
         sl_buf_free(&x);
+    }
+    {
+        /* the forms a binary reader hands over encode as the text forms do */
+        static const long long ints[] = {0,    1,    -1,         10,          -10, 100, 120,
+                                         1000, 1001, 1000000000, -9000000000, 7,   -120};
+        int all = 1;
+        char txt[32];
+        for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+            snprintf(txt, sizeof txt, "%lld", ints[k]);
+            all &= same(ENC_INT, I(ints[k]), ENC_INT, T(txt), 0) &&
+                   same(ENC_NUMERIC, I(ints[k]), ENC_NUMERIC, T(txt), 0);
+        }
+        all &= same(ENC_INT, I(INT64_MIN), ENC_INT, T("-9223372036854775808"), 0) &&
+               same(ENC_INT, I(INT64_MAX), ENC_INT, T("9223372036854775807"), 0) &&
+               same(ENC_INT, I(1000000000000000000LL), ENC_INT, T("1000000000000000000"), 0);
+        ok(all, "integers encode as their decimal text, trailing zeros and extremes included");
+        char dst[64];
+        size_t n = enc_decimal(dst, 0, "0012340", 7, -3);
+        enc_val d = {.kind = ENC_V_DEC, .p = dst, .len = n};
+        ok(same(ENC_NUMERIC, d, ENC_NUMERIC, T("12.340"), 0),
+           "digits 0012340 e-3 encode as 12.340");
+        n = enc_decimal(dst, 1, "000", 3, 5);
+        d.len = n;
+        ok(n == 1 && same(ENC_NUMERIC, d, ENC_NUMERIC, T("0"), 0), "all zeros are 0");
+        char big[600];
+        memset(big, '7', sizeof big);
+        ok(enc_decimal(dst, 0, big, ENC_DEC_MAX + 1, 0) == 0,
+           "more than ENC_DEC_MAX digits: no canonical form (the text path keeps such as text)");
+        sl_buf shown = {0};
+        n = enc_decimal(dst, 1, "12340", 5, -7);
+        d.len = n;
+        enc_display(&shown, &d);
+        ok(shown.len == 9 && memcmp(shown.p, "-0.001234", 9) == 0,
+           "a canonical decimal displays as plain decimal: %.*s", (int)shown.len,
+           (const char *)shown.p);
+        sl_buf_free(&shown);
+        enc_val tm = {.kind = ENC_V_TIME, .i = 1672576496789000LL}; /* 2023-01-01 12:34:56.789 */
+        ok(same(ENC_TIMESTAMPTZ, tm, ENC_TIMESTAMPTZ, T("2023-01-01 12:34:56.789+00"), 0) &&
+               same(ENC_TIMESTAMP, tm, ENC_TIMESTAMP, T("2023-01-01 12:34:56.789"), 0),
+           "microseconds since 1970 encode as the ISO text");
+        enc_val before = {.kind = ENC_V_TIME, .i = -1};
+        ok(same(ENC_TIMESTAMP, before, ENC_TIMESTAMP, T("1969-12-31 23:59:59.999999"), 0),
+           "and before 1970");
+        enc_val day = {.kind = ENC_V_TIME, .i = -719162LL * 86400000000LL};
+        ok(same(ENC_DATE, day, ENC_DATE, T("0001-01-01"), 0), "a date at midnight encodes as it");
     }
     ok(enc_class_common(ENC_INT, ENC_FLOAT, 0) == ENC_NUMERIC, "int and float compare as numbers");
     ok(enc_class_common(ENC_UUID, ENC_TEXT, 0) == ENC_UUID, "text side is read as uuid");

@@ -1,0 +1,306 @@
+/* PostgreSQL's binary send formats (the *send functions of src/backend/utils/adt) read into
+ * enc_val. Rare values whose text form the encoder keeps as text (dates
+ * outside years 1..9999, infinities, numerics of over ENC_DEC_MAX digits)
+ * are spelled here exactly as PostgreSQL prints them, so they encode as the
+ * text path would. */
+#include "pg_bin.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    OID_BOOL = 16,
+    OID_BYTEA = 17,
+    OID_NAME = 19,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_TEXT = 25,
+    OID_OID = 26,
+    OID_JSON = 114,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_BPCHAR = 1042,
+    OID_VARCHAR = 1043,
+    OID_DATE = 1082,
+    OID_TIMESTAMP = 1114,
+    OID_TIMESTAMPTZ = 1184,
+    OID_NUMERIC = 1700,
+    OID_UUID = 2950,
+    OID_JSONB = 3802,
+};
+
+#define US_PER_DAY 86400000000LL
+#define PG_EPOCH_DAYS 10957 /* 2000-01-01, PostgreSQL's epoch, in Unix days */
+#define DAY_MIN (-719162)   /* 0001-01-01 */
+#define DAY_END 2932897     /* 10000-01-01 */
+
+int pg_bin_class(unsigned oid)
+{
+    switch (oid) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+    case OID_OID:
+        return ENC_INT;
+    case OID_NUMERIC:
+        return ENC_NUMERIC;
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+        return ENC_FLOAT;
+    case OID_BOOL:
+        return ENC_BOOL;
+    case OID_TEXT:
+    case OID_VARCHAR:
+    case OID_BPCHAR:
+    case OID_NAME:
+        return ENC_TEXT;
+    case OID_BYTEA:
+        return ENC_BYTEA;
+    case OID_DATE:
+        return ENC_DATE;
+    case OID_TIMESTAMP:
+        return ENC_TIMESTAMP;
+    case OID_TIMESTAMPTZ:
+        return ENC_TIMESTAMPTZ;
+    case OID_UUID:
+        return ENC_UUID;
+    case OID_JSON:
+    case OID_JSONB:
+        return ENC_JSON;
+    default:
+        return 0;
+    }
+}
+
+static uint64_t be(const char *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | (uint8_t)p[i];
+    return v;
+}
+
+static int text_into(sl_buf *scratch, enc_val *v)
+{
+    *v = (enc_val){.kind = ENC_V_TEXT, .p = (const char *)scratch->p, .len = scratch->len};
+    return 0;
+}
+
+/* Year, month, day of a Unix day count (H. Hinnant's method). */
+static void civil(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+/* The ISO text PostgreSQL prints for a date or timestamp (DateStyle ISO,
+ * TimeZone UTC): a year of 0 or less is "BC", seconds lose trailing zeros. */
+static int time_text(sl_buf *out, int64_t days, int64_t us, int with_time, int tz)
+{
+    int64_t y;
+    unsigned m, d;
+    civil(days, &y, &m, &d);
+    int bc = y <= 0;
+    if (sl_buf_printf(out, "%04lld-%02u-%02u", (long long)(bc ? 1 - y : y), m, d))
+        return -1;
+    if (with_time) {
+        long long s = us / 1000000, f = us % 1000000;
+        if (sl_buf_printf(out, " %02lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60))
+            return -1;
+        if (f) {
+            char frac[8];
+            int n = snprintf(frac, sizeof frac, "%06lld", f);
+            while (n > 0 && frac[n - 1] == '0')
+                n--;
+            if (sl_buf_printf(out, ".%.*s", n, frac))
+                return -1;
+        }
+        if (tz && sl_buf_append(out, "+00", 3))
+            return -1;
+    }
+    return bc ? sl_buf_append(out, " BC", 3) : 0;
+}
+
+static int dec_time(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_val *v)
+{
+    int64_t days, us = 0;
+    if (oid == OID_DATE) {
+        int32_t d = (int32_t)(uint32_t)be(p, 4);
+        if (d == INT32_MAX || d == INT32_MIN)
+            return sl_buf_printf(scratch, d > 0 ? "infinity" : "-infinity") ||
+                   text_into(scratch, v);
+        days = (int64_t)d + PG_EPOCH_DAYS;
+    } else {
+        int64_t t = (int64_t)be(p, len);
+        if (t == INT64_MAX || t == INT64_MIN)
+            return sl_buf_printf(scratch, t > 0 ? "infinity" : "-infinity") ||
+                   text_into(scratch, v);
+        days = t / US_PER_DAY - (t % US_PER_DAY < 0) + PG_EPOCH_DAYS;
+        us = t - (days - PG_EPOCH_DAYS) * US_PER_DAY;
+    }
+    if (days >= DAY_MIN && days < DAY_END) {
+        *v = (enc_val){.kind = ENC_V_TIME, .i = days * US_PER_DAY + us};
+        return 0;
+    }
+    return time_text(scratch, days, us, oid != OID_DATE, oid == OID_TIMESTAMPTZ) ||
+           text_into(scratch, v);
+}
+
+/* numeric: ndigits, weight, sign, dscale (int16 each), then ndigits base-10000
+ * digits, the first weighing 10000^weight. */
+static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, sl_err *err)
+{
+    if (len < 8)
+        return sl_err_set(err, "malformed numeric from the server");
+    long nd = (int16_t)be(p, 2), weight = (int16_t)be(p + 2, 2), dscale = (int16_t)be(p + 6, 2);
+    unsigned sign = (unsigned)be(p + 4, 2);
+    if (nd < 0 || dscale < 0 || len != 8 + 2 * (size_t)nd)
+        return sl_err_set(err, "malformed numeric from the server");
+    if (sign == 0xC000 || sign == 0xD000 || sign == 0xF000) {
+        *v = (enc_val){.kind = ENC_V_FLOAT,
+                       .d = sign == 0xC000   ? NAN
+                            : sign == 0xD000 ? INFINITY
+                                             : -INFINITY};
+        return 0;
+    }
+    if (sign != 0 && sign != 0x4000)
+        return sl_err_set(err, "malformed numeric from the server");
+    /* the digits as numeric_out prints them: the integer part (at least
+     * one digit), then exactly dscale fraction digits */
+    long intd = weight >= 0 ? 4 * (weight + 1) : 1;
+    size_t cap = (size_t)(intd + dscale);
+    sl_buf_reset(scratch);
+    if (sl_buf_reserve(scratch, 2 * cap + 32))
+        return sl_err_set(err, "out of memory");
+    char *dig = (char *)scratch->p, *o = dig;
+    if (weight < 0)
+        *o++ = '0';
+    /* group k weighs 10000^(weight - k); groups outside the stored ones are 0 */
+    for (long k = weight < 0 ? weight + 1 : 0; o < dig + cap; k++) {
+        unsigned x = k >= 0 && k < nd ? (unsigned)be(p + 8 + 2 * k, 2) : 0;
+        if (x > 9999)
+            return sl_err_set(err, "malformed numeric from the server");
+        const char four[4] = {(char)('0' + x / 1000), (char)('0' + x / 100 % 10),
+                              (char)('0' + x / 10 % 10), (char)('0' + x % 10)};
+        for (int i = 0; i < 4 && o < dig + cap; i++)
+            *o++ = four[i];
+    }
+    char *canon = dig + cap;
+    size_t n = enc_decimal(canon, sign == 0x4000, dig, cap, -dscale);
+    if (n) {
+        *v = (enc_val){.kind = ENC_V_DEC, .p = canon, .len = n};
+        return 0;
+    }
+    /* too long for the canonical form: the text form, as the text path has */
+    size_t lead = 0;
+    while (lead + 1 < (size_t)intd && dig[lead] == '0')
+        lead++;
+    sl_buf txt = {0};
+    int r = (sign == 0x4000 && sl_buf_putc(&txt, '-')) ||
+            sl_buf_append(&txt, dig + lead, (size_t)intd - lead) ||
+            (dscale > 0 && (sl_buf_putc(&txt, '.') || sl_buf_append(&txt, dig + intd, dscale)));
+    sl_buf_reset(scratch);
+    r = r || sl_buf_append(scratch, txt.p, txt.len);
+    sl_buf_free(&txt);
+    if (r)
+        return sl_err_set(err, "out of memory");
+    return text_into(scratch, v);
+}
+
+/* float4 as PostgreSQL prints it: the shortest digits that read back as the
+ * same float (the text path then reads those digits as a double). */
+static int dec_float4(const char *p, sl_buf *scratch, enc_val *v)
+{
+    uint32_t u = (uint32_t)be(p, 4);
+    float f;
+    memcpy(&f, &u, 4);
+    if (isnan(f) || isinf(f)) {
+        *v = (enc_val){.kind = ENC_V_FLOAT, .d = f};
+        return 0;
+    }
+    char t[32];
+    for (int prec = 0; prec < 9; prec++) {
+        snprintf(t, sizeof t, "%.*e", prec, (double)f);
+        if (strtof(t, NULL) == f)
+            break;
+    }
+    return sl_buf_append(scratch, t, strlen(t)) || text_into(scratch, v);
+}
+
+int pg_bin_decode(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_val *v, sl_err *err)
+{
+    sl_buf_reset(scratch);
+    switch (oid) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+    case OID_OID:
+    case OID_BOOL: {
+        size_t want = oid == OID_INT8 ? 8 : oid == OID_INT2 ? 2 : oid == OID_BOOL ? 1 : 4;
+        if (len != want)
+            break;
+        uint64_t u = be(p, len);
+        int64_t i = oid == OID_INT8   ? (int64_t)u
+                    : oid == OID_INT4 ? (int32_t)(uint32_t)u
+                    : oid == OID_INT2 ? (int16_t)(uint16_t)u
+                                      : (int64_t)u; /* oid is unsigned; bool 0/1 */
+        *v = (enc_val){.kind = ENC_V_INT, .i = i};
+        return 0;
+    }
+    case OID_FLOAT8: {
+        if (len != 8)
+            break;
+        uint64_t u = be(p, 8);
+        double d;
+        memcpy(&d, &u, 8);
+        *v = (enc_val){.kind = ENC_V_FLOAT, .d = d};
+        return 0;
+    }
+    case OID_FLOAT4:
+        if (len != 4)
+            break;
+        return dec_float4(p, scratch, v) ? sl_err_set(err, "out of memory") : 0;
+    case OID_NUMERIC:
+        return dec_numeric(p, len, scratch, v, err);
+    case OID_DATE:
+    case OID_TIMESTAMP:
+    case OID_TIMESTAMPTZ:
+        if (len != (oid == OID_DATE ? 4u : 8u))
+            break;
+        return dec_time(oid, p, len, scratch, v) ? sl_err_set(err, "out of memory") : 0;
+    case OID_UUID:
+        if (len != 16)
+            break;
+        *v = (enc_val){.kind = ENC_V_BLOB, .p = p, .len = 16};
+        return 0;
+    case OID_BYTEA:
+        *v = (enc_val){.kind = ENC_V_BLOB, .p = p, .len = len};
+        return 0;
+    case OID_JSONB: /* a version byte (1), then the text */
+        if (len < 1 || p[0] != 1)
+            break;
+        *v = (enc_val){.kind = ENC_V_TEXT, .p = p + 1, .len = len - 1};
+        return 0;
+    case OID_TEXT:
+    case OID_VARCHAR:
+    case OID_BPCHAR:
+    case OID_NAME:
+    case OID_JSON:
+        *v = (enc_val){.kind = ENC_V_TEXT, .p = p, .len = len};
+        return 0;
+    default:
+        return sl_err_set(err, "no binary decoder for type %u", oid);
+    }
+    return sl_err_set(err, "malformed value of type %u from the server", oid);
+}
