@@ -76,12 +76,25 @@ int pg_bin_class(unsigned oid)
     }
 }
 
-static uint64_t be(const char *p, size_t n)
+static inline uint16_t be16(const char *p)
 {
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = v << 8 | (uint8_t)p[i];
-    return v;
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return __builtin_bswap16(v);
+}
+
+static inline uint32_t be32(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return __builtin_bswap32(v);
+}
+
+static inline uint64_t be64(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
 }
 
 static int text_into(sl_buf *scratch, enc_val *v)
@@ -132,17 +145,22 @@ static int time_text(sl_buf *out, int64_t days, int64_t us, int with_time, int t
     return bc ? sl_buf_append(out, " BC", 3) : 0;
 }
 
-static int dec_time(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_val *v)
+static int dec_time(unsigned oid, const char *p, sl_buf *scratch, enc_val *v)
 {
     int64_t days, us = 0;
     if (oid == OID_DATE) {
-        int32_t d = (int32_t)(uint32_t)be(p, 4);
+        int32_t d = (int32_t)be32(p);
         if (d == INT32_MAX || d == INT32_MIN)
             return sl_buf_printf(scratch, d > 0 ? "infinity" : "-infinity") ||
                    text_into(scratch, v);
         days = (int64_t)d + PG_EPOCH_DAYS;
     } else {
-        int64_t t = (int64_t)be(p, len);
+        int64_t t = (int64_t)be64(p);
+        if (t >= (DAY_MIN - PG_EPOCH_DAYS) * US_PER_DAY &&
+            t < (DAY_END - PG_EPOCH_DAYS) * US_PER_DAY) {
+            *v = (enc_val){.kind = ENC_V_TIME, .i = t + PG_EPOCH_DAYS * US_PER_DAY};
+            return 0; /* the common case, without a division */
+        }
         if (t == INT64_MAX || t == INT64_MIN)
             return sl_buf_printf(scratch, t > 0 ? "infinity" : "-infinity") ||
                    text_into(scratch, v);
@@ -163,8 +181,8 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
 {
     if (len < 8)
         return sl_err_set(err, "malformed numeric from the server");
-    long nd = (int16_t)be(p, 2), weight = (int16_t)be(p + 2, 2), dscale = (int16_t)be(p + 6, 2);
-    unsigned sign = (unsigned)be(p + 4, 2);
+    long nd = (int16_t)be16(p), weight = (int16_t)be16(p + 2), dscale = (int16_t)be16(p + 6);
+    unsigned sign = be16(p + 4);
     if (nd < 0 || dscale < 0 || len != 8 + 2 * (size_t)nd)
         return sl_err_set(err, "malformed numeric from the server");
     if (sign == 0xC000 || sign == 0xD000 || sign == 0xF000) {
@@ -176,6 +194,23 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
     }
     if (sign != 0 && sign != 0x4000)
         return sl_err_set(err, "malformed numeric from the server");
+    /* the common case in integer arithmetic: up to 16 significant digits,
+     * a short text form (far under ENC_DEC_MAX digits) */
+    if (nd <= 4 && weight >= -8 && weight <= 8 && dscale <= 64) {
+        uint64_t m = 0;
+        for (long k = 0; k < nd; k++) {
+            unsigned x = be16(p + 8 + 2 * k);
+            if (x > 9999)
+                return sl_err_set(err, "malformed numeric from the server");
+            m = m * 10000 + x;
+        }
+        sl_buf_reset(scratch);
+        if (sl_buf_reserve(scratch, 48))
+            return sl_err_set(err, "out of memory");
+        size_t n = enc_decimal_u64((char *)scratch->p, sign == 0x4000, m, 4 * (weight - nd + 1));
+        *v = (enc_val){.kind = ENC_V_DEC, .p = (const char *)scratch->p, .len = n};
+        return 0;
+    }
     /* the digits as numeric_out prints them: the integer part (at least
      * one digit), then exactly dscale fraction digits */
     long intd = weight >= 0 ? 4 * (weight + 1) : 1;
@@ -188,7 +223,7 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
         *o++ = '0';
     /* group k weighs 10000^(weight - k); groups outside the stored ones are 0 */
     for (long k = weight < 0 ? weight + 1 : 0; o < dig + cap; k++) {
-        unsigned x = k >= 0 && k < nd ? (unsigned)be(p + 8 + 2 * k, 2) : 0;
+        unsigned x = k >= 0 && k < nd ? be16(p + 8 + 2 * k) : 0;
         if (x > 9999)
             return sl_err_set(err, "malformed numeric from the server");
         const char four[4] = {(char)('0' + x / 1000), (char)('0' + x / 100 % 10),
@@ -222,7 +257,7 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
  * same float (the text path then reads those digits as a double). */
 static int dec_float4(const char *p, sl_buf *scratch, enc_val *v)
 {
-    uint32_t u = (uint32_t)be(p, 4);
+    uint32_t u = be32(p);
     float f;
     memcpy(&f, &u, 4);
     if (isnan(f) || isinf(f)) {
@@ -238,7 +273,8 @@ static int dec_float4(const char *p, sl_buf *scratch, enc_val *v)
     return sl_buf_append(scratch, t, strlen(t)) || text_into(scratch, v);
 }
 
-int pg_bin_decode(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_val *v, sl_err *err)
+int pg_bin_decode_any(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_val *v,
+                      sl_err *err)
 {
     sl_buf_reset(scratch);
     switch (oid) {
@@ -250,18 +286,18 @@ int pg_bin_decode(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_
         size_t want = oid == OID_INT8 ? 8 : oid == OID_INT2 ? 2 : oid == OID_BOOL ? 1 : 4;
         if (len != want)
             break;
-        uint64_t u = be(p, len);
-        int64_t i = oid == OID_INT8   ? (int64_t)u
-                    : oid == OID_INT4 ? (int32_t)(uint32_t)u
-                    : oid == OID_INT2 ? (int16_t)(uint16_t)u
-                                      : (int64_t)u; /* oid is unsigned; bool 0/1 */
+        int64_t i = oid == OID_INT8   ? (int64_t)be64(p)
+                    : oid == OID_INT4 ? (int32_t)be32(p)
+                    : oid == OID_INT2 ? (int16_t)be16(p)
+                    : oid == OID_OID  ? (int64_t)be32(p) /* unsigned */
+                                      : (uint8_t)p[0];    /* bool 0/1 */
         *v = (enc_val){.kind = ENC_V_INT, .i = i};
         return 0;
     }
     case OID_FLOAT8: {
         if (len != 8)
             break;
-        uint64_t u = be(p, 8);
+        uint64_t u = be64(p);
         double d;
         memcpy(&d, &u, 8);
         *v = (enc_val){.kind = ENC_V_FLOAT, .d = d};
@@ -278,7 +314,7 @@ int pg_bin_decode(unsigned oid, const char *p, size_t len, sl_buf *scratch, enc_
     case OID_TIMESTAMPTZ:
         if (len != (oid == OID_DATE ? 4u : 8u))
             break;
-        return dec_time(oid, p, len, scratch, v) ? sl_err_set(err, "out of memory") : 0;
+        return dec_time(oid, p, scratch, v) ? sl_err_set(err, "out of memory") : 0;
     case OID_UUID:
         if (len != 16)
             break;

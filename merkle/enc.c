@@ -68,7 +68,8 @@ int enc_class_common(int a, int b, int flags)
 
 /* ---- framing -------------------------------------------------------- */
 
-static int put_frame(sl_buf *out, int tag, int cls, int flags, const void *p, size_t n)
+static inline __attribute__((always_inline)) int put_frame(sl_buf *out, int tag, int cls, int flags,
+                                                           const void *p, size_t n)
 {
     if (sl_buf_reserve(out, n + 6) != 0)
         return -1;
@@ -80,43 +81,102 @@ static int put_frame(sl_buf *out, int tag, int cls, int flags, const void *p, si
     *o++ = (uint8_t)(n >> 16);
     *o++ = (uint8_t)(n >> 8);
     *o++ = (uint8_t)n;
-    if (n)
-        memcpy(o, p, n);
+    const uint8_t *src = p;
+    if (n >= 8 && n <= 16) { /* two overlapping words: no call for the common sizes */
+        memcpy(o, src, 8);
+        memcpy(o + n - 8, src + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(o, src, 4);
+        memcpy(o + n - 4, src + n - 4, 4);
+    } else if (n < 4) {
+        for (size_t k = 0; k < n; k++)
+            o[k] = src[k];
+    } else {
+        memcpy(o, src, n);
+    }
     out->len = (size_t)(o - out->p) + n;
     return 0;
 }
 
 static void put_be64(uint8_t *b, uint64_t v)
 {
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        b[i] = (uint8_t)v;
+    v = __builtin_bswap64(v);
+    memcpy(b, &v, 8);
 }
 
 static uint64_t get_be64(const uint8_t *b)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | b[i];
-    return v;
+    uint64_t v;
+    memcpy(&v, b, 8);
+    return __builtin_bswap64(v);
+}
+
+/* Writes u in decimal ending just before end, two digits a step; returns
+ * where the digits begin. */
+static char *put_digits(char *end, uint64_t u)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    while (u >= 100) {
+        end -= 2;
+        memcpy(end, pairs + 2 * (u % 100), 2);
+        u /= 100;
+    }
+    if (u >= 10) {
+        end -= 2;
+        memcpy(end, pairs + 2 * u, 2);
+    } else {
+        *--end = (char)('0' + u);
+    }
+    return end;
 }
 
 /* ---- numbers --------------------------------------------------------- */
 
+/* How many decimal digits u has. */
+static size_t digits_len(uint64_t u)
+{
+    size_t n = 1;
+    for (; u >= 100; u /= 100)
+        n += 2;
+    return n + (u >= 10);
+}
+
 /* Writes v in decimal at dst (no NUL); returns the length (at most 20). */
 static size_t put_long(char *dst, long long v)
 {
-    char tmp[24];
-    size_t n = 0, o = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        dst[o++] = '-';
-    while (n)
-        dst[o++] = tmp[--n];
-    return o;
+    size_t o = v < 0;
+    uint64_t u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t n = digits_len(u);
+    dst[0] = '-';
+    put_digits(dst + o + n, u);
+    return o + n;
+}
+
+size_t enc_decimal_u64(char *dst, int neg, uint64_t m, long exp)
+{
+    if (m == 0) {
+        dst[0] = '0';
+        return 1;
+    }
+    while (m % 10 == 0) {
+        m /= 10;
+        exp++;
+    }
+    /* digits end mid-buffer so a fixed-size copy (no call) may run past them */
+    char tmp[48], *end = tmp + 24, *d = put_digits(end, m);
+    size_t o = neg != 0;
+    dst[0] = '-';
+    memcpy(dst + o, d, 24);
+    o += (size_t)(end - d);
+    dst[o++] = 'E';
+    if (exp >= 0 && exp < 10) {
+        dst[o++] = (char)('0' + exp);
+        return o;
+    }
+    return o + put_long(dst + o, exp);
 }
 
 /* Parses a decimal literal ([+-]digits[.digits][e[+-]digits]) into the
@@ -248,31 +308,9 @@ static int put_number(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     char txt[64];
     switch (v->kind) {
-    case ENC_V_INT: { /* the canonical form directly: digits, trailing zeros as exponent */
-        unsigned long long u =
-            v->i < 0 ? 0ULL - (unsigned long long)v->i : (unsigned long long)v->i;
-        if (u == 0)
-            return put_frame(out, T_NUMBER, cls, flags, "0", 1);
-        int x = 0;
-        while (u % 10 == 0) {
-            u /= 10;
-            x++;
-        }
-        char tmp[24];
-        size_t n = 0, o = 0;
-        do {
-            tmp[n++] = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        if (v->i < 0)
-            txt[o++] = '-';
-        while (n)
-            txt[o++] = tmp[--n];
-        txt[o++] = 'E';
-        if (x >= 10)
-            txt[o++] = (char)('0' + x / 10);
-        txt[o++] = (char)('0' + x % 10);
-        return put_frame(out, T_NUMBER, cls, flags, txt, o);
+    case ENC_V_INT: { /* the canonical form directly, without a text round trip */
+        uint64_t u = v->i < 0 ? 0ULL - (uint64_t)v->i : (uint64_t)v->i;
+        return put_frame(out, T_NUMBER, cls, flags, txt, enc_decimal_u64(txt, v->i < 0, u, 0));
     }
     case ENC_V_DEC:
         return put_frame(out, T_NUMBER, cls, flags, v->p, v->len);
@@ -401,6 +439,10 @@ static int put_time(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     int64_t days, micros;
     uint8_t b[8];
+    if (v->kind == ENC_V_TIME && cls != ENC_DATE) {
+        put_be64(b, (uint64_t)v->i);
+        return put_frame(out, T_TIME, cls, flags, b, 8);
+    }
     if (v->kind == ENC_V_TIME) {
         days = v->i / 86400000000LL - (v->i % 86400000000LL < 0);
         micros = v->i - days * 86400000000LL;

@@ -93,6 +93,9 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
 #define ENC_DEC_MAX 512
 size_t enc_decimal(char *dst, int neg, const char *digits, size_t nd, long exp);
 
+/* The same for (neg ? -1 : 1) * m * 10^exp; dst holds at least 48 bytes. */
+size_t enc_decimal_u64(char *dst, int neg, uint64_t m, long exp);
+
 /* Appends a human-readable text form of v (no quoting; NULL appends nothing). */
 int enc_display(sl_buf *out, const enc_val *v);
 

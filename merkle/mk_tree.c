@@ -33,6 +33,7 @@ struct mk_tree {
     int root_level; /* -1: empty */
     level lv[MK_MAX_LEVELS];
     open_node open[MK_MAX_LEVELS];
+    sl_buf leaf;    /* the open leaf's bytes, hashed at once when it closes */
     sl_buf arena;   /* node keys */
     sl_buf lastkey; /* key of the previous row */
     uint64_t rows;
@@ -78,9 +79,14 @@ void mk_nodelist_free(mk_nodelist *l)
 static void open_reset(mk_tree *t, int l)
 {
     open_node *o = &t->open[l];
-    XXH3_128bits_reset(&o->st);
     uint8_t lvl = (uint8_t)l;
-    XXH3_128bits_update(&o->st, &lvl, 1);
+    if (l == 0) { /* leaves: rows buffered, one hash call per leaf */
+        t->leaf.len = 0;
+        sl_buf_putc(&t->leaf, lvl); /* the first reserve: mk_tree_new checks it */
+    } else {
+        XXH3_128bits_reset(&o->st);
+        XXH3_128bits_update(&o->st, &lvl, 1);
+    }
     o->rows = 0;
     o->nchild = 0;
     o->first_child = 0;
@@ -95,6 +101,10 @@ mk_tree *mk_tree_new(unsigned bits)
     t->root_level = -1;
     for (int l = 0; l < MK_MAX_LEVELS; l++)
         open_reset(t, l);
+    if (t->leaf.len != 1) {
+        mk_tree_free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -106,34 +116,46 @@ void mk_tree_free(mk_tree *t)
         free(t->lv[l].v);
     sl_buf_free(&t->arena);
     sl_buf_free(&t->lastkey);
+    sl_buf_free(&t->leaf);
     free(t);
 }
 
-static void hash_child(XXH3_state_t *st, const uint8_t *key, size_t klen, const uint8_t hash[16],
-                       uint64_t rows)
+/* A child as its parent's hash covers it: key length (4 bytes, big-endian),
+ * key, hash, rows (8 bytes, big-endian). */
+static void put_child(sl_buf *b, const uint8_t *key, size_t klen, const uint8_t hash[16],
+                      uint64_t rows)
 {
-    /* one update of the whole record (the same bytes as four updates):
-     * each update call costs more than the few bytes it hashes */
-    uint8_t rec[4 + 64 + 16 + 8], *o = rec;
-    if (klen > 64) {
-        uint8_t hdr[4] = {(uint8_t)(klen >> 24), (uint8_t)(klen >> 16), (uint8_t)(klen >> 8),
-                          (uint8_t)klen};
-        XXH3_128bits_update(st, hdr, 4);
-        XXH3_128bits_update(st, key, klen);
-    } else {
-        *o++ = (uint8_t)(klen >> 24);
-        *o++ = (uint8_t)(klen >> 16);
-        *o++ = (uint8_t)(klen >> 8);
-        *o++ = (uint8_t)klen;
-        memcpy(o, key, klen);
-        o += klen;
-    }
+    uint8_t *o = b->p + b->len;
+    *o++ = (uint8_t)(klen >> 24);
+    *o++ = (uint8_t)(klen >> 16);
+    *o++ = (uint8_t)(klen >> 8);
+    *o++ = (uint8_t)klen;
+    memcpy(o, key, klen);
+    o += klen;
     memcpy(o, hash, 16);
     o += 16;
     for (int i = 7; i >= 0; i--, rows >>= 8)
         o[i] = (uint8_t)rows;
-    o += 8;
-    XXH3_128bits_update(st, rec, (size_t)(o - rec));
+    b->len += 28 + klen;
+}
+
+static int hash_child(XXH3_state_t *st, const uint8_t *key, size_t klen, const uint8_t hash[16],
+                      uint64_t rows)
+{
+    uint8_t rec[28 + 64];
+    if (klen <= 64) { /* one update: each call costs more than the bytes it hashes */
+        sl_buf b = {rec, 0, sizeof rec};
+        put_child(&b, key, klen, hash, rows);
+        XXH3_128bits_update(st, rec, b.len);
+        return 0;
+    }
+    sl_buf b = {0};
+    if (sl_buf_reserve(&b, 28 + klen))
+        return -1;
+    put_child(&b, key, klen, hash, rows);
+    XXH3_128bits_update(st, b.p, b.len);
+    sl_buf_free(&b);
+    return 0;
 }
 
 static int boundary_height(const mk_tree *t, const uint8_t *key, size_t klen)
@@ -162,7 +184,7 @@ static int close_level(mk_tree *t, int l, const uint8_t *key, size_t klen)
         lv->cap = cap;
     }
     stored *s = &lv->v[lv->n];
-    XXH128_hash_t h = XXH3_128bits_digest(&o->st);
+    XXH128_hash_t h = l == 0 ? XXH3_128bits(t->leaf.p, t->leaf.len) : XXH3_128bits_digest(&o->st);
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, h);
     memcpy(s->hash, c.digest, 16);
@@ -181,7 +203,8 @@ static int close_level(mk_tree *t, int l, const uint8_t *key, size_t klen)
             up->first_child = idx;
         up->nchild++;
         up->rows += s->rows;
-        hash_child(&up->st, key, klen, s->hash, s->rows);
+        if (hash_child(&up->st, key, klen, s->hash, s->rows))
+            return -1;
     }
     return 0;
 }
@@ -205,7 +228,9 @@ int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t r
     open_node *o = &t->open[0];
     o->nchild++;
     o->rows++;
-    hash_child(&o->st, key, klen, rowhash, 1);
+    if (sl_buf_reserve(&t->leaf, 28 + klen) != 0)
+        return sl_err_set(err, "out of memory");
+    put_child(&t->leaf, key, klen, rowhash, 1);
     t->rows++;
     int h = boundary_height(t, key, klen);
     for (int l = 0; l < h; l++)
@@ -267,7 +292,7 @@ uint64_t mk_tree_rows(const mk_tree *t)
 
 size_t mk_tree_memory(const mk_tree *t)
 {
-    size_t m = sizeof *t + t->arena.cap + t->lastkey.cap;
+    size_t m = sizeof *t + t->arena.cap + t->lastkey.cap + t->leaf.cap;
     for (int l = 0; l < MK_MAX_LEVELS; l++)
         m += t->lv[l].cap * sizeof(stored);
     return m;
