@@ -70,7 +70,8 @@ void conn_table_free(conn_table *t);
 
 /* Counts the rows of q and picks up to nranges - 1 split keys so that the
  * ranges between them hold about equal numbers of rows; calls fn with the
- * nkey key values of each, in increasing order. */
+ * nkey key values of each, in increasing order. *rows is for planning: on a
+ * big PostgreSQL table it is the planner's estimate, not count(*). */
 int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows, conn_row_fn fn,
                     void *ctx, sl_err *err);
 

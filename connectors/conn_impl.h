@@ -21,12 +21,17 @@ typedef struct conn_ops {
     int (*stream_range)(conn *c, const conn_query *q, int lo_kind, int hi_kind,
                         const enc_val *params, size_t nparams, conn_row_fn fn, void *ctx,
                         sl_err *err);
+    /* The database's own estimate of the rows sql returns, without running
+     * it: optional. Used instead of count(*) from CONN_ESTIMATE_MIN rows. */
+    int (*estimate)(conn *c, const char *sql, uint64_t *rows, sl_err *err);
     int (*is_broken)(const conn *c);
     /* Appends a quoted identifier. */
     int (*quote)(conn *c, sl_buf *out, const char *ident);
     const char *text_key_collate; /* appended to text key columns */
     int numbered_dollar;          /* $1 (PostgreSQL) rather than ?1 (SQLite) */
 } conn_ops;
+
+#define CONN_ESTIMATE_MIN 1000000
 
 struct conn {
     const conn_ops *ops;

@@ -630,6 +630,33 @@ done:
     return rc;
 }
 
+static int take_plan_rows(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    uint64_t *rows = ctx;
+    (void)n, (void)err;
+    if (*rows == 0 && v[0].kind == ENC_V_TEXT) { /* the top node: "... rows=N width=M)" */
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)(v[0].len < 511 ? v[0].len : 511), v[0].p);
+        const char *r = strstr(line, " rows=");
+        *rows = r ? strtoull(r + 6, NULL, 10) : 0;
+        if (*rows == 0)
+            *rows = 1; /* read: later lines are not the top node */
+    }
+    return 0;
+}
+
+static int pg_estimate(conn *c, const char *sql, uint64_t *rows, sl_err *err)
+{
+    sl_buf ex = {0};
+    int cls = ENC_TEXT;
+    *rows = 0;
+    if (sl_buf_printf(&ex, "EXPLAIN %s", sql) || sl_buf_putc(&ex, 0))
+        return sl_err_set(err, "out of memory");
+    int rc = pg_query(c, (const char *)ex.p, NULL, 0, 1, &cls, take_plan_rows, rows, err);
+    sl_buf_free(&ex);
+    return rc;
+}
+
 static int pg_is_broken(const conn *c)
 {
     return PQstatus(((const pg_conn *)c)->pg) != CONNECTION_OK;
@@ -640,6 +667,7 @@ static const conn_ops pg_ops = {
     .is_broken = pg_is_broken,
     .stream = pg_stream,
     .stream_range = pg_stream_range,
+    .estimate = pg_estimate,
     .describe = pg_describe,
     .query = pg_query,
     .quote = pg_quote,
