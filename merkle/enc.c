@@ -119,11 +119,18 @@ static char *put_digits(char *end, uint64_t u)
                                 "25262728293031323334353637383940414243444546474849"
                                 "50515253545556575859606162636465666768697071727374"
                                 "75767778798081828384858687888990919293949596979899";
-    while (u >= 100) {
+    while (u > UINT32_MAX) {
         end -= 2;
         memcpy(end, pairs + 2 * (u % 100), 2);
         u /= 100;
     }
+    uint32_t w = (uint32_t)u; /* 32-bit division is the cheaper one */
+    while (w >= 100) {
+        end -= 2;
+        memcpy(end, pairs + 2 * (w % 100), 2);
+        w /= 100;
+    }
+    u = w;
     if (u >= 10) {
         end -= 2;
         memcpy(end, pairs + 2 * u, 2);
@@ -161,7 +168,7 @@ size_t enc_decimal_u64(char *dst, int neg, uint64_t m, long exp)
         dst[0] = '0';
         return 1;
     }
-    while (m % 10 == 0) {
+    while (m <= UINT32_MAX ? (uint32_t)m % 10 == 0 : m % 10 == 0) {
         m /= 10;
         exp++;
     }
