@@ -103,27 +103,13 @@ static int text_into(sl_buf *scratch, enc_val *v)
     return 0;
 }
 
-/* Year, month, day of a Unix day count (H. Hinnant's method). */
-static void civil(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
 /* The ISO text PostgreSQL prints for a date or timestamp (DateStyle ISO,
  * TimeZone UTC): a year of 0 or less is "BC", seconds lose trailing zeros. */
 static int time_text(sl_buf *out, int64_t days, int64_t us, int with_time, int tz)
 {
     int64_t y;
     unsigned m, d;
-    civil(days, &y, &m, &d);
+    enc_civil(days, &y, &m, &d);
     int bc = y <= 0;
     if (sl_buf_printf(out, "%04lld-%02u-%02u", (long long)(bc ? 1 - y : y), m, d))
         return -1;

@@ -1130,8 +1130,7 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
     return 0;
 }
 
-/* Year, month, day of a day count since 1970-01-01 (H. Hinnant's method). */
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+void enc_civil(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -1190,7 +1189,7 @@ int enc_display(sl_buf *out, const enc_val *v)
         int64_t days = v->i / 86400000000LL - (v->i % 86400000000LL < 0), y;
         int64_t us = v->i - days * 86400000000LL;
         unsigned m, d;
-        civil_from_days(days, &y, &m, &d);
+        enc_civil(days, &y, &m, &d);
         return sl_buf_printf(out, "%04lld-%02u-%02u %02lld:%02lld:%02lld.%06lld", (long long)y, m,
                              d, (long long)(us / 3600000000LL), (long long)(us / 60000000 % 60),
                              (long long)(us / 1000000 % 60), (long long)(us % 1000000));

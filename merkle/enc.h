@@ -96,6 +96,10 @@ size_t enc_decimal(char *dst, int neg, const char *digits, size_t nd, long exp);
 /* The same for (neg ? -1 : 1) * m * 10^exp; dst holds at least 48 bytes. */
 size_t enc_decimal_u64(char *dst, int neg, uint64_t m, long exp);
 
+/* Year, month and day (proleptic Gregorian; year 0 is 1 BC) of a day
+ * count since 1970-01-01 (H. Hinnant's method). */
+void enc_civil(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
 /* Appends a human-readable text form of v (no quoting; NULL appends nothing). */
 int enc_display(sl_buf *out, const enc_val *v);
 

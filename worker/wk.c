@@ -15,7 +15,9 @@
 
 typedef struct wk_dbconn {
     char *name, *dsn;
-    conn *c; /* opened on first use */
+    conn *c;    /* opened on first use */
+    conn *side; /* a second session, for span rows and fetches asked for
+                 * while c streams a range (busy_tick) */
 } wk_dbconn;
 
 typedef struct wk_tree {
@@ -135,9 +137,10 @@ static conn *db_get(wk *w, const msg *m, sl_err *err)
         wk_dbconn *d = &w->dbs[i];
         if (strlen(d->name) != n || memcmp(d->name, p, n) != 0)
             continue;
-        if (!d->c && !(d->c = conn_open(d->dsn, err)))
+        conn **c = w->in_busy_tick ? &d->side : &d->c;
+        if (!*c && !(*c = conn_open(d->dsn, err)))
             return sl_err_wrap(err, "%s", d->name), NULL;
-        return d->c;
+        return *c;
     }
     return sl_err_set(err, "this worker has no database named \"%.*s\"", (int)n, p), NULL;
 }
@@ -146,11 +149,16 @@ static conn *db_get(wk *w, const msg *m, sl_err *err)
  * instead of reusing a broken session. */
 static void db_drop(wk *w, conn *c)
 {
-    for (size_t i = 0; i < w->ndbs; i++)
-        if (w->dbs[i].c == c) {
-            conn_free(c);
+    for (size_t i = 0; i < w->ndbs; i++) {
+        if (w->dbs[i].c == c)
             w->dbs[i].c = NULL;
-        }
+        else if (w->dbs[i].side == c)
+            w->dbs[i].side = NULL;
+        else
+            continue;
+        conn_free(c);
+        return;
+    }
 }
 
 /* ---- row encoding --------------------------------------------------- */
@@ -696,6 +704,7 @@ void wk_free(wk *w)
         return;
     for (size_t i = 0; i < w->ndbs; i++) {
         conn_free(w->dbs[i].c);
+        conn_free(w->dbs[i].side);
         free(w->dbs[i].name);
         free(w->dbs[i].dsn);
     }
@@ -786,7 +795,11 @@ static void busy_tick(wk *w)
         }
         sl_err e = {{0}};
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
-        int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE;
+        /* the drill-down's requests are answered at once: nodes from the
+         * trees held, span rows and fetches on the database's second
+         * session, so no divergence waits for a whole range to stream */
+        int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
+                    msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));
