@@ -205,7 +205,8 @@ def scaling(results):
     out = [f"\n## Scaling\n",
            f"- From {a['rows']:,} to {b['rows']:,} rows ({k:.0f}x), sluice's wall time grew "
            f"{t:.1f}x and its peak RSS from {a['rss_mb']:.0f} to {b['rss_mb']:.0f} MiB: time "
-           f"is linear in rows, memory is flat (trees are per range; ranges hold at most "
+           f"grows with the rows (a little under linearly: start-up and the drill-down are "
+           f"fixed costs), memory is flat (trees are per range; ranges hold at most "
            f"200,000 rows).",
            f"- By arithmetic, 1,000,000,000 rows per table at the measured "
            f"{per_row * 1e6:.2f} s per million rows on this 2-core machine: "

@@ -1,5 +1,6 @@
 #include "conn_impl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,16 +99,40 @@ static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op
     return multi ? sl_buf_putc(sql, ')') : 0;
 }
 
-static int put_select(conn *c, sl_buf *sql, const conn_query *q, size_t first, size_t ncols)
+/* SELECT cols FROM table [sample] WHERE (where) */
+static int put_select_sample(conn *c, sl_buf *sql, const conn_query *q, size_t first, size_t ncols,
+                             const char *sample)
 {
     if (sl_buf_printf(sql, "SELECT "))
         return -1;
     for (size_t k = first; k < first + ncols; k++)
         if ((k > first && sl_buf_append(sql, ", ", 2)) || c->ops->quote(c, sql, q->cols[k]))
             return -1;
-    if (sl_buf_printf(sql, " FROM ") || put_table(c, sql, q->table))
+    if (sl_buf_printf(sql, " FROM ") || put_table(c, sql, q->table) ||
+        sl_buf_printf(sql, "%s", sample))
         return -1;
     return sl_buf_printf(sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1");
+}
+
+static int put_select(conn *c, sl_buf *sql, const conn_query *q, size_t first, size_t ncols)
+{
+    return put_select_sample(c, sql, q, first, ncols, "");
+}
+
+typedef struct every_ctx {
+    conn_row_fn fn;
+    void *ctx;
+    uint64_t seen, step, emitted, most;
+} every_ctx;
+
+/* Passes on every step-th row, at most `most` of them. */
+static int take_every(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    every_ctx *e = ctx;
+    if (++e->seen % e->step || e->emitted == e->most)
+        return 0;
+    e->emitted++;
+    return e->fn(e->ctx, v, n, err);
 }
 
 static int put_order(conn *c, sl_buf *sql, const conn_query *q)
@@ -302,6 +327,24 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
                 goto done;
         }
         rc = 0;
+        goto done;
+    }
+    /* other keys on a big table: quantiles of a sample of its pages, sorted
+     * (about 200 sampled keys a range); an OFFSET per quantile would walk the
+     * key index from its start each time, ranges times over */
+    if (c->ops->tablesample && cc.n >= CONN_SAMPLE_MIN) {
+        double pct = 100.0 * 200.0 * (double)nranges / (double)cc.n;
+        every_ctx e = {fn, ctx, 0, 200, 0, nranges - 1};
+        enc_val p = {.kind = ENC_V_TEXT};
+        char pcts[32];
+        snprintf(pcts, sizeof pcts, "%.6f", pct < 100 ? pct : 100);
+        p.p = pcts;
+        p.len = strlen(pcts);
+        sl_buf_reset(&sql);
+        if (put_select_sample(c, &sql, q, 0, q->nkey, c->ops->tablesample) ||
+            put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+            goto oom;
+        rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e, err);
         goto done;
     }
     /* other keys: the key at each quantile's offset, read through the key

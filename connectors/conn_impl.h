@@ -28,10 +28,14 @@ typedef struct conn_ops {
     /* Appends a quoted identifier. */
     int (*quote)(conn *c, sl_buf *out, const char *ident);
     const char *text_key_collate; /* appended to text key columns */
-    int numbered_dollar;          /* $1 (PostgreSQL) rather than ?1 (SQLite) */
+    /* appended to the table to read a sample of its pages, percentage as
+     * parameter $1 (optional) */
+    const char *tablesample;
+    int numbered_dollar; /* $1 (PostgreSQL) rather than ?1 (SQLite) */
 } conn_ops;
 
 #define CONN_ESTIMATE_MIN 1000000
+#define CONN_SAMPLE_MIN 100000 /* rows from which split keys come from a sample */
 
 struct conn {
     const conn_ops *ops;

@@ -672,6 +672,7 @@ static const conn_ops pg_ops = {
     .query = pg_query,
     .quote = pg_quote,
     .text_key_collate = " COLLATE \"C\"",
+    .tablesample = " TABLESAMPLE SYSTEM ($1::float4)",
     .numbered_dollar = 1,
 };
 

@@ -113,5 +113,23 @@ t.ok(code == 1 and got == {("changed", ("k3", "94"), ("v",)), ("missing-in-targe
      "composite text key, 8 ranges: COPY against cursor finds exactly the 2 changes",
      f"{got} {err[-300:]}")
 
+# a text key on a table big enough (150,000 rows) that split keys come from
+# a sample of its pages rather than an OFFSET per quantile
+for tab in ("big_s", "big_t"):
+    cur.execute(f"CREATE TABLE {tab} AS SELECT md5(i::text) AS k, i FROM "
+                "generate_series(1, 150000) i")
+    cur.execute(f"ALTER TABLE {tab} ADD PRIMARY KEY (k)")
+    cur.execute(f"ANALYZE {tab}")
+cur.execute("UPDATE big_t SET i = -1 WHERE i = 77777")
+cur.execute("SELECT md5('77777')")
+k77 = cur.fetchone()[0]
+code, doc, err = sluice_json("diff", D, D, "--table", "big_s", "--target-table", "big_t",
+                             "--ranges", "6")
+got = divergence_set(doc) if doc else set()
+t.ok(code == 1 and got == {("changed", (k77,), ("i",))} and doc["summary"]["ranges"] >= 4 and
+     doc["source"]["rows"] == 150000,
+     "150,000 text keys split from a page sample: the one change, in several ranges",
+     f"{got} {doc and doc['summary']} {err[-300:]}")
+
 pg.stop()
 t.done()
