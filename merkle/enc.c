@@ -927,7 +927,8 @@ static int put_json(sl_buf *out, int cls, const enc_val *v, int flags)
 
 /* ---- values ---------------------------------------------------------- */
 
-int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
+static inline __attribute__((always_inline)) int value(sl_buf *out, int cls, const enc_val *v,
+                                                       int flags)
 {
     if (v->kind == ENC_V_NULL) {
         uint8_t t[2] = {T_NULL, (uint8_t)cls};
@@ -937,14 +938,27 @@ int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
     case ENC_INT:
     case ENC_NUMERIC:
     case ENC_FLOAT:
+        if (v->kind == ENC_V_INT) { /* inline: the commonest value there is */
+            char txt[64];
+            uint64_t u = v->i < 0 ? 0ULL - (uint64_t)v->i : (uint64_t)v->i;
+            return put_frame(out, T_NUMBER, cls, flags, txt, enc_decimal_u64(txt, v->i < 0, u, 0));
+        }
+        if (v->kind == ENC_V_DEC)
+            return put_frame(out, T_NUMBER, cls, flags, v->p, v->len);
         return put_number(out, cls, v, flags);
     case ENC_BOOL:
         return put_bool(out, cls, v, flags);
     case ENC_BYTEA:
         return put_bytes(out, cls, v, flags);
-    case ENC_DATE:
     case ENC_TIMESTAMP:
     case ENC_TIMESTAMPTZ:
+        if (v->kind == ENC_V_TIME) { /* inline, as above */
+            uint8_t b[8];
+            put_be64(b, (uint64_t)v->i);
+            return put_frame(out, T_TIME, cls, flags, b, 8);
+        }
+        return put_time(out, cls, v, flags);
+    case ENC_DATE:
         return put_time(out, cls, v, flags);
     case ENC_UUID:
         return put_uuid(out, cls, v, flags);
@@ -965,6 +979,19 @@ int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
 }
 
 /* ---- keys ------------------------------------------------------------ */
+
+int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
+{
+    return value(out, cls, v, flags);
+}
+
+int enc_values(sl_buf *out, const int *cls, const enc_val *v, size_t n, int flags)
+{
+    for (size_t k = 0; k < n; k++)
+        if (value(out, cls[k], &v[k], flags))
+            return -1;
+    return 0;
+}
 
 int enc_key_is_supported(int cls)
 {

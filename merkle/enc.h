@@ -71,6 +71,10 @@ int enc_class_common(int a, int b, int flags);
  * they compare unequal to any well-formed value rather than failing. */
 int enc_value(sl_buf *out, int cls, const enc_val *v, int flags);
 
+/* enc_value over a row's n values, read as classes cls[0..n) (one call a
+ * row: it runs for every row). */
+int enc_values(sl_buf *out, const int *cls, const enc_val *v, size_t n, int flags);
+
 /* Whether a column of this class can be part of a key (ordered, splittable). */
 int enc_key_is_supported(int cls);
 

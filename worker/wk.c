@@ -203,9 +203,8 @@ static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
     for (size_t k = 0; k < r->s->q.nkey; k++)
         if (enc_key(&r->key, r->s->cls[k], &v[k], err))
             return sl_err_wrap(err, "key column \"%s\"", r->s->cols[k]);
-    for (size_t k = 0; k < r->s->q.ncols; k++)
-        if (enc_value(&r->row, r->s->cls[k], &v[k], r->s->flags))
-            return sl_err_set(err, "out of memory");
+    if (enc_values(&r->row, r->s->cls, v, r->s->q.ncols, r->s->flags))
+        return sl_err_set(err, "out of memory");
     enc_hash(r->row.p, r->row.len, r->hash);
     return 0;
 }
