@@ -194,8 +194,7 @@ int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk
         sl_err_set(err, "out of memory");
         goto done;
     }
-    rc = (c->ops->stream ? c->ops->stream : c->ops->query)(c, (const char *)sql.p, params, np,
-                                                           q->ncols, q->cls, fn, ctx, err);
+    rc = c->ops->query(c, (const char *)sql.p, params, np, q->ncols, q->cls, fn, ctx, err);
 done:
     free(params);
     sl_buf_free(&sql);

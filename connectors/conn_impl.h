@@ -11,13 +11,9 @@ typedef struct conn_ops {
     /* Runs sql with params; calls fn per row. */
     int (*query)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
                  const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
-    /* Like query, for a result of any size (a whole range): optional, where
-     * a driver has a cheaper way than one row at a time. */
-    int (*stream)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
-                  const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
-    /* Like stream, given the range rather than its SQL (params are the
-     * decoded bounds, lo's first): optional, for a driver that needs to
-     * shape the SQL itself (conn_range_sql). */
+    /* A whole key range (params are the decoded bounds, lo's first):
+     * optional, for a driver with a cheaper way than query's one row at a
+     * time; it shapes the SQL itself (conn_range_sql). */
     int (*stream_range)(conn *c, const conn_query *q, int lo_kind, int hi_kind,
                         const enc_val *params, size_t nparams, conn_row_fn fn, void *ctx,
                         sl_err *err);

@@ -1,7 +1,9 @@
-/* PostgreSQL through libpq. Rows stream in single-row mode, so memory stays
- * at one row whatever the range size. The session is pinned to UTC, ISO
- * dates, hex bytea and shortest-exact floats, so text output is canonical
- * input for the encoder whatever the server's defaults. */
+/* PostgreSQL through libpq. Ranges stream as binary COPY (pg_copy), one row
+ * at a time, decoded by pg_bin; other queries run in single-row mode, as
+ * text. Memory stays at one row whatever the range size. The session is
+ * pinned to UTC, ISO dates, hex bytea and shortest-exact floats, so text
+ * output is canonical input for the encoder whatever the server's defaults
+ * (and binary values decode to what that text would encode as). */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,17 +229,6 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
             break;
     }
     return rc;
-}
-
-static int pg_stream(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
-                     const int *cls, conn_row_fn fn, void *ctx, sl_err *err)
-{
-    pg_conn *p = (pg_conn *)c;
-    int rc = pg_exec_ok(p, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
-    if (rc)
-        return rc;
-    rc = pg_cursor(p, sql, params, nparams, ncols, cls, NULL, fn, ctx, err);
-    return pg_end(p, rc, err);
 }
 
 /* ---- COPY: the range as PostgreSQL's fastest way out ----------------- */
@@ -665,7 +656,6 @@ static int pg_is_broken(const conn *c)
 static const conn_ops pg_ops = {
     .free = pg_free,
     .is_broken = pg_is_broken,
-    .stream = pg_stream,
     .stream_range = pg_stream_range,
     .estimate = pg_estimate,
     .describe = pg_describe,
