@@ -203,30 +203,67 @@ done:
     return rc;
 }
 
+/* Keys a fetch asks for in one statement: (k1, k2) IN ((..), (..)) with at
+ * most about 500 parameters (old SQLite builds allow 999). */
+#define FETCH_BATCH_PARAMS 500
+
 int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, const size_t *lens,
                     size_t nkeys, conn_row_fn fn, void *ctx, sl_err *err)
 {
-    sl_buf sql = {0}, scratch = {0};
-    enc_val *params = calloc(q->nkey + 1, sizeof *params);
-    size_t param = 1;
+    size_t batch = q->nkey ? FETCH_BATCH_PARAMS / q->nkey : 1;
+    if (batch < 1)
+        batch = 1;
+    if (batch > 64)
+        batch = 64;
+    sl_buf sql = {0}, *scratch = calloc(batch, sizeof *scratch);
+    enc_val *params = calloc(batch * q->nkey + 1, sizeof *params);
     int rc = -1;
-    if (!params || put_select(c, &sql, q, 0, q->ncols) || sl_buf_printf(&sql, " AND ") ||
-        put_key_cmp(c, &sql, q, "=", &param, NULL) || sl_buf_putc(&sql, 0)) {
+    if (!params || !scratch) {
         sl_err_set(err, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < nkeys; i++) {
-        if (enc_key_decode(keys[i], lens[i], q->nkey, &scratch, params, err) != 0)
-            goto done;
-        if (c->ops->query(c, (const char *)sql.p, params, q->nkey, q->ncols, q->cls, fn, ctx,
+    for (size_t i = 0; i < nkeys; i += batch) {
+        size_t m = nkeys - i < batch ? nkeys - i : batch, param = 1;
+        for (size_t k = 0; k < m; k++)
+            if (enc_key_decode(keys[i + k], lens[i + k], q->nkey, &scratch[k], params + k * q->nkey,
+                               err) != 0)
+                goto done;
+        /* rows come back in key order whatever the order asked in: the
+         * caller merges both sides' replies as sorted lists */
+        sl_buf_reset(&sql);
+        int multi = q->nkey > 1;
+        if (put_select(c, &sql, q, 0, q->ncols) || sl_buf_printf(&sql, " AND %s", multi ? "(" : ""))
+            goto oom;
+        for (size_t k = 0; k < q->nkey; k++)
+            if ((k && sl_buf_append(&sql, ", ", 2)) || put_keycol(c, &sql, q, k))
+                goto oom;
+        if (sl_buf_printf(&sql, "%s IN (", multi ? ")" : ""))
+            goto oom;
+        for (size_t k = 0; k < m; k++) {
+            if ((k && sl_buf_append(&sql, ", ", 2)) || (multi && sl_buf_putc(&sql, '(')))
+                goto oom;
+            for (size_t col = 0; col < q->nkey; col++)
+                if ((col && sl_buf_append(&sql, ", ", 2)) || put_param(c, &sql, param++, NULL))
+                    goto oom;
+            if (multi && sl_buf_putc(&sql, ')'))
+                goto oom;
+        }
+        if (sl_buf_putc(&sql, ')') || put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+            goto oom;
+        if (c->ops->query(c, (const char *)sql.p, params, m * q->nkey, q->ncols, q->cls, fn, ctx,
                           err) != 0)
             goto done;
     }
     rc = 0;
+    goto done;
+oom:
+    sl_err_set(err, "out of memory");
 done:
     free(params);
+    for (size_t k = 0; scratch && k < batch; k++)
+        sl_buf_free(&scratch[k]);
+    free(scratch);
     sl_buf_free(&sql);
-    sl_buf_free(&scratch);
     return rc;
 }
 

@@ -67,12 +67,12 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
 {
     (void)cls;
     pg_conn *p = (pg_conn *)c;
-    const char *vals[64];
-    int lens[64], fmts[64];
-    char nums[64][24];
+    const char *vals[512];
+    int lens[512], fmts[512];
+    char nums[512][24];
     enc_val row[512];
-    if (nparams > 64 || ncols > 512)
-        return sl_err_set(err, "too many key columns or columns (limits: 32 and 512)");
+    if (nparams > 512 || ncols > 512)
+        return sl_err_set(err, "too many parameters or columns (limits: 512 and 512)");
     for (size_t i = 0; i < nparams; i++) {
         fmts[i] = 0;
         if (params[i].kind == ENC_V_INT) {

@@ -1280,6 +1280,17 @@ static int both_requests(job *j, int type, uint32_t extra, msg_writer *mw[2], ui
 
 /* Column-level comparison of the rows whose keys are in j->changed, read
  * through workers[0] (source) and workers[1] (target). */
+typedef struct keyref {
+    const uint8_t *p;
+    uint32_t len;
+} keyref;
+
+static int keyref_cmp(const void *a, const void *b)
+{
+    const keyref *x = a, *y = b;
+    return keycmp(x->p, x->len, y->p, y->len);
+}
+
 static int compare_changed(job *j, const int workers[2], sl_err *err)
 {
     msg_writer *mw[2] = {NULL, NULL};
@@ -1288,18 +1299,29 @@ static int compare_changed(job *j, const int workers[2], sl_err *err)
     const msgpack_object *rows[2];
     uint32_t n[2];
     int rc;
-    if (both_requests(j, MSG_FETCH, 1, mw, ids, err))
+    /* asked for in key order: the replies are merged as sorted lists, and a
+     * re-check batch comes in due order, not key order */
+    keyref *refs = calloc(j->nchanged + 1, sizeof *refs);
+    if (!refs)
+        return sl_err_set(err, "out of memory");
+    size_t nk = 0;
+    for (size_t off = 0; off < j->changed.len && nk < j->nchanged; nk++) {
+        memcpy(&refs[nk].len, j->changed.p + off, 4);
+        refs[nk].p = j->changed.p + off + 4;
+        off += 4 + refs[nk].len;
+    }
+    qsort(refs, nk, sizeof *refs, keyref_cmp);
+    if (both_requests(j, MSG_FETCH, 1, mw, ids, err)) {
+        free(refs);
         return -1;
+    }
     for (int s = 0; s < 2; s++) {
         msg_key(mw[s], "keys");
-        msg_pack_array(mw[s], j->nchanged);
-        for (size_t off = 0; off < j->changed.len;) {
-            uint32_t len;
-            memcpy(&len, j->changed.p + off, 4);
-            msg_pack_bin(mw[s], j->changed.p + off + 4, len);
-            off += 4 + len;
-        }
+        msg_pack_array(mw[s], (uint32_t)nk);
+        for (size_t k = 0; k < nk; k++)
+            msg_pack_bin(mw[s], refs[k].p, refs[k].len);
     }
+    free(refs);
     rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
     if (rc == 0)
         rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
