@@ -555,6 +555,11 @@ typedef struct job {
     sl_buf scratch;
     range *cur;     /* the range being compared */
     sl_buf changed; /* keys of a span whose hashes differ: [u32 len][key]... */
+    /* adjacent differing spans, gathered into one request for their rows:
+     * where most leaves differ, one span a leaf would cost a round trip
+     * to each database for every 32 rows */
+    sl_buf pend_lo, pend_hi;
+    int pend_lo_kind, pend_hi_kind, pend_n;
     uint32_t nchanged;
     int retries; /* describe/split redone after a lost worker */
     /* live re-checks (--rechecks N --settle S): differing keys wait here
@@ -1380,9 +1385,8 @@ static void pick_readers(job *j, int readers[2])
 }
 
 /* A differing span: both sides' (key, row hash) lists, merged. */
-static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+static int span_rows(job *j, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 {
-    job *j = ctx;
     msg_writer *mw[2] = {NULL, NULL};
     uint64_t ids[2];
     msg *rep[2] = {NULL, NULL};
@@ -1405,6 +1409,43 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     msg_free(rep[0]);
     msg_free(rep[1]);
     return rc;
+}
+
+/* Reads the gathered spans' rows, if any. */
+static int span_flush(job *j, sl_err *err)
+{
+    if (j->pend_n == 0)
+        return 0;
+    mk_bound lo = {j->pend_lo_kind, j->pend_lo.p, j->pend_lo.len};
+    mk_bound hi = {j->pend_hi_kind, j->pend_hi.p, j->pend_hi.len};
+    j->pend_n = 0;
+    return span_rows(j, &lo, &hi, err);
+}
+
+#define CO_SPANS_GATHERED 64 /* about 2,000 rows a request at most */
+
+/* mk_diff's spans come in key order: one that starts where the gathered
+ * ones end joins them; any other first sends them. */
+static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+{
+    job *j = ctx;
+    int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
+                j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
+                memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
+    if (!joins) {
+        int rc = span_flush(j, err);
+        if (rc)
+            return rc;
+        sl_buf_reset(&j->pend_lo);
+        if (sl_buf_append(&j->pend_lo, lo->key, lo->len))
+            return sl_err_set(err, "out of memory");
+        j->pend_lo_kind = lo->kind;
+    }
+    sl_buf_reset(&j->pend_hi);
+    if (sl_buf_append(&j->pend_hi, hi->key, hi->len))
+        return sl_err_set(err, "out of memory");
+    j->pend_hi_kind = hi->kind;
+    return ++j->pend_n >= CO_SPANS_GATHERED ? span_flush(j, err) : 0;
 }
 
 static int release(job *j, size_t ri)
@@ -1518,7 +1559,10 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     mk_bound lo = range_lo(r), hi = range_hi(r);
     int rc;
     for (;;) {
+        j->pend_n = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
+        if (rc == 0)
+            rc = span_flush(j, err);
         if (rc != CO_LOST)
             break;
         r->attempts++;
@@ -1707,6 +1751,8 @@ done:
     side_free(&sd[1]);
     sl_buf_free(&j.scratch);
     sl_buf_free(&j.changed);
+    sl_buf_free(&j.pend_lo);
+    sl_buf_free(&j.pend_hi);
     sum->elapsed = now_s() - t0;
     return rc;
 }
