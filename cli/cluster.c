@@ -756,7 +756,6 @@ static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t
                          "check --table and --where, or pass --allow-empty");
         goto out;
     }
-    report_sort(&rep);
     const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
     if (!strcmp(a->format, "json"))
         report_print_json(&rep, &sum, a->o.table, tt);

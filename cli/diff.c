@@ -40,7 +40,7 @@ int cmd_diff(int argc, char **argv)
     if (r != 0)
         goto out;
     if (rep.oom) {
-        sl_err_set(&err, "out of memory while collecting the report");
+        sl_err_set(&err, "could not keep the report (out of memory or temporary disk space)");
         goto out;
     }
     if (sum.source_rows == 0 && sum.target_rows == 0 && !a.allow_empty) {
@@ -48,7 +48,6 @@ int cmd_diff(int argc, char **argv)
                          "check --table and --where, or pass --allow-empty");
         goto out;
     }
-    report_sort(&rep);
     const char *tt = a.o.target_table ? a.o.target_table : a.o.table;
     if (strcmp(a.format, "json") == 0)
         report_print_json(&rep, &sum, a.o.table, tt);

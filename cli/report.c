@@ -1,6 +1,7 @@
 #include "report.h"
 
 #include <jansson.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,22 +15,63 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+static json_t *jstr(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+/* The spill file: "" makes SQLite a private temporary file, gone at close. */
+static int rows_open(report *r)
+{
+    if (sqlite3_open("", &r->db) != SQLITE_OK ||
+        sqlite3_exec(r->db,
+                     "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
+                     "CREATE TABLE d (transient INTEGER, key BLOB, kind INTEGER, "
+                     "status INTEGER, body TEXT)",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(r->db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &r->ins, NULL) !=
+            SQLITE_OK)
+        return -1;
+    return 0;
+}
+
+/* Calls fn with each row divergence: transient ones last, else in key order. */
+static void rows_each(const report *r,
+                      void (*fn)(const report *r, int kind, int status, const json_t *body,
+                                 void *ctx),
+                      void *ctx)
+{
+    sqlite3_stmt *st;
+    if (!r->db || sqlite3_prepare_v2(r->db,
+                                     "SELECT kind, status, body FROM d "
+                                     "ORDER BY transient, key, rowid",
+                                     -1, &st, NULL) != SQLITE_OK)
+        return;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *body = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
+        if (body)
+            fn(r, sqlite3_column_int(st, 0), sqlite3_column_int(st, 1), body, ctx);
+        json_decref(body);
+    }
+    sqlite3_finalize(st);
+}
+
 int report_add(void *ctx, const co_event *ev)
 {
     report *r = ctx;
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 64;
-        div_rec *v = realloc(r->v, cap * sizeof *v);
-        if (!v)
-            return r->oom = 1;
-        r->v = v;
-        r->cap = cap;
-    }
-    div_rec *d = &r->v[r->n++];
-    memset(d, 0, sizeof *d);
-    d->kind = ev->kind;
-    d->status = ev->status;
-    if (ev->kind == CO_SCHEMA) {
+    if (ev->kind == CO_SCHEMA) { /* a few per table: kept in memory */
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 16;
+            div_rec *v = realloc(r->v, cap * sizeof *v);
+            if (!v)
+                return r->oom = 1;
+            r->v = v;
+            r->cap = cap;
+        }
+        div_rec *d = &r->v[r->n++];
+        memset(d, 0, sizeof *d);
+        d->kind = ev->kind;
+        d->status = ev->status;
         d->column = dup_or_null(ev->column);
         d->detail = dup_or_null(ev->detail);
         d->stype = dup_or_null(ev->source_type);
@@ -44,22 +86,32 @@ int report_add(void *ctx, const co_event *ev)
             r->key_cols[k] = strdup(ev->key_cols[k]);
         r->nkey = ev->nkey;
     }
-    d->key = malloc(ev->klen ? ev->klen : 1);
-    d->key_vals = calloc(ev->nkey, sizeof *d->key_vals);
-    d->cols = calloc(ev->ncols ? ev->ncols : 1, sizeof *d->cols);
-    if (!d->key || !d->key_vals || !d->cols)
+    if (!r->db && rows_open(r))
         return r->oom = 1;
-    memcpy(d->key, ev->key, ev->klen);
-    d->klen = ev->klen;
-    d->nkey = ev->nkey;
+    /* body: [[key values], [[column, source, target], ...]] */
+    json_t *key = json_array(), *cols = json_array();
     for (size_t k = 0; k < ev->nkey; k++)
-        d->key_vals[k] = strdup(ev->key_vals[k]);
-    for (size_t k = 0; k < ev->ncols; k++) {
-        d->cols[k].column = strdup(ev->cols[k].column);
-        d->cols[k].source = dup_or_null(ev->cols[k].source);
-        d->cols[k].target = dup_or_null(ev->cols[k].target);
-    }
-    d->ncols = ev->ncols;
+        json_array_append_new(key, json_string(ev->key_vals[k]));
+    for (size_t k = 0; k < ev->ncols; k++)
+        json_array_append_new(cols, json_pack("[s, o, o]", ev->cols[k].column,
+                                              jstr(ev->cols[k].source), jstr(ev->cols[k].target)));
+    json_t *body = json_pack("[o, o]", key, cols);
+    char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!txt)
+        return r->oom = 1;
+    sqlite3_reset(r->ins);
+    sqlite3_bind_int(r->ins, 1, ev->status == CO_TRANSIENT);
+    sqlite3_bind_blob(r->ins, 2, ev->key, (int)ev->klen, SQLITE_TRANSIENT);
+    sqlite3_bind_int(r->ins, 3, ev->kind);
+    sqlite3_bind_int(r->ins, 4, ev->status);
+    sqlite3_bind_text(r->ins, 5, txt, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(r->ins);
+    free(txt);
+    if (rc != SQLITE_DONE)
+        return r->oom = 1;
+    r->nrows++;
+    r->ndiffer += ev->status != CO_TRANSIENT;
     return 0;
 }
 
@@ -75,34 +127,10 @@ void report_progress(void *ctx, const co_progress *p)
     fflush(stderr);
 }
 
-static int div_cmp(const void *a, const void *b)
-{
-    const div_rec *x = a, *y = b;
-    if ((x->kind == CO_SCHEMA) != (y->kind == CO_SCHEMA))
-        return x->kind == CO_SCHEMA ? -1 : 1;
-    if (x->kind == CO_SCHEMA)
-        return 0;
-    if ((x->status == CO_TRANSIENT) != (y->status == CO_TRANSIENT))
-        return x->status == CO_TRANSIENT ? 1 : -1; /* transient ones last */
-    size_t m = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->key, y->key, m);
-    return c ? c : (x->klen < y->klen ? -1 : x->klen > y->klen);
-}
-
 void report_free(report *r)
 {
     for (size_t i = 0; i < r->n; i++) {
         div_rec *d = &r->v[i];
-        free(d->key);
-        for (size_t k = 0; d->key_vals && k < d->nkey; k++)
-            free(d->key_vals[k]);
-        free(d->key_vals);
-        for (size_t k = 0; d->cols && k < d->ncols; k++) {
-            free(d->cols[k].column);
-            free(d->cols[k].source);
-            free(d->cols[k].target);
-        }
-        free(d->cols);
         free(d->column);
         free(d->detail);
         free(d->stype);
@@ -112,6 +140,8 @@ void report_free(report *r)
     for (size_t k = 0; k < r->nkey; k++)
         free(r->key_cols[k]);
     free(r->key_cols);
+    sqlite3_finalize(r->ins);
+    sqlite3_close(r->db);
 }
 
 /* SQL-literal style: 'text' with '' doubled, NULL bare. */
@@ -130,12 +160,12 @@ static void print_value(FILE *f, const char *v)
     fputc('\'', f);
 }
 
-static void print_key(FILE *f, const report *r, const div_rec *d)
+static void print_key(FILE *f, const report *r, const json_t *vals)
 {
-    for (size_t k = 0; k < d->nkey; k++) {
-        const char *v = d->key_vals[k];
-        int numeric = *v != '\0';
-        for (const char *p = v; *p; p++)
+    for (size_t k = 0; k < r->nkey && k < json_array_size(vals); k++) {
+        const char *v = json_string_value(json_array_get(vals, k));
+        int numeric = v && *v != '\0';
+        for (const char *p = v; numeric && *p; p++)
             if (!((*p >= '0' && *p <= '9') || (p == v && *p == '-')))
                 numeric = 0;
         fprintf(f, "%s%s=", k ? " " : "", r->key_cols[k]);
@@ -146,46 +176,42 @@ static void print_key(FILE *f, const report *r, const div_rec *d)
     }
 }
 
-void report_sort(report *r)
-{
-    if (r->n)
-        qsort(r->v, r->n, sizeof *r->v, div_cmp);
-}
-
 int report_differs(const report *r)
 {
-    for (size_t i = 0; i < r->n; i++)
-        if (r->v[i].status != CO_TRANSIENT)
-            return 1;
-    return 0;
+    return r->n > 0 || r->ndiffer > 0; /* schema drift, or a row not transient */
+}
+
+static void print_row_text(const report *r, int kind, int status, const json_t *body, void *ctx)
+{
+    (void)ctx;
+    const json_t *cols = json_array_get(body, 1);
+    if (status == CO_TRANSIENT)
+        printf("transient ");
+    printf("%-18s ", co_kind_name(kind));
+    print_key(stdout, r, json_array_get(body, 0));
+    for (size_t k = 0; k < json_array_size(cols); k++) {
+        const json_t *c = json_array_get(cols, k);
+        printf("%s%s: ", k ? "; " : "  ", json_string_value(json_array_get(c, 0)));
+        print_value(stdout, json_string_value(json_array_get(c, 1)));
+        printf(" -> ");
+        print_value(stdout, json_string_value(json_array_get(c, 2)));
+    }
+    printf("\n");
 }
 
 void report_print_text(const report *r, const co_summary *s, const char *table, const char *ttable)
 {
     for (size_t i = 0; i < r->n; i++) {
         const div_rec *d = &r->v[i];
-        if (d->kind == CO_SCHEMA) {
-            printf("schema             column \"%s\" %s", d->column, d->detail);
-            if (d->stype && d->ttype)
-                printf(" (source %s, target %s)", d->stype, d->ttype);
-            else if (d->stype || d->ttype)
-                printf(" (%s)", d->stype ? d->stype : d->ttype);
-            printf("\n");
-            continue;
-        }
-        if (d->status == CO_TRANSIENT)
-            printf("transient ");
-        printf("%-18s ", co_kind_name(d->kind));
-        print_key(stdout, r, d);
-        for (size_t k = 0; k < d->ncols; k++) {
-            printf("%s%s: ", k ? "; " : "  ", d->cols[k].column);
-            print_value(stdout, d->cols[k].source);
-            printf(" -> ");
-            print_value(stdout, d->cols[k].target);
-        }
+        printf("schema             column \"%s\" %s", d->column, d->detail);
+        if (d->stype && d->ttype)
+            printf(" (source %s, target %s)", d->stype, d->ttype);
+        else if (d->stype || d->ttype)
+            printf(" (%s)", d->stype ? d->stype : d->ttype);
         printf("\n");
     }
-    if (r->n)
+    rows_each(r, print_row_text, NULL);
+    if (r->n || r->nrows)
         printf("--\n");
     printf("source %s table %s: %llu rows\n", s->source_name, table,
            (unsigned long long)s->source_rows);
@@ -209,62 +235,87 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
                (unsigned long long)s->extra, (unsigned long long)s->schema);
 }
 
-static json_t *jstr(const char *s)
+/* Prints v as a JSON value nested `indent` spaces deep, so the document
+ * can be written piece by piece: the divergences are never all in memory. */
+static void put_json(const json_t *v, int indent)
 {
-    return s ? json_string(s) : json_null();
+    char *txt = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    for (const char *p = txt; p && *p; p++) {
+        putchar(*p);
+        if (*p == '\n')
+            printf("%*s", indent, "");
+    }
+    free(txt);
+}
+
+static void put_member(const char *name, json_t *v, int last)
+{
+    printf("  \"%s\": ", name);
+    put_json(v, 2);
+    printf("%s\n", last ? "" : ",");
+    json_decref(v);
+}
+
+static void print_row_json(const report *r, int kind, int status, const json_t *body, void *ctx)
+{
+    size_t *n = ctx;
+    const json_t *vals = json_array_get(body, 0), *cols = json_array_get(body, 1);
+    json_t *key = json_object();
+    for (size_t k = 0; k < r->nkey; k++)
+        json_object_set_new(key, r->key_cols[k], json_incref(json_array_get(vals, k)));
+    json_t *o = json_pack("{s:s, s:o}", "kind", co_kind_name(kind), "key", key);
+    if (status)
+        json_object_set_new(o, "status",
+                            json_string(status == CO_TRANSIENT ? "transient" : "confirmed"));
+    if (kind == CO_CHANGED) {
+        json_t *list = json_array();
+        for (size_t k = 0; k < json_array_size(cols); k++) {
+            const json_t *c = json_array_get(cols, k);
+            json_array_append_new(list, json_pack("{s:O, s:O, s:O}", "column", json_array_get(c, 0),
+                                                  "source", json_array_get(c, 1), "target",
+                                                  json_array_get(c, 2)));
+        }
+        json_object_set_new(o, "columns", list);
+    }
+    printf("%s\n    ", (*n)++ ? "," : "");
+    put_json(o, 4);
+    json_decref(o);
 }
 
 void report_print_json(const report *r, const co_summary *s, const char *table, const char *ttable)
 {
-    json_t *root = json_object(), *schema = json_array(), *divs = json_array();
-    json_object_set_new(root, "format", json_string("sluice.diff"));
-    json_object_set_new(root, "format_version", json_integer(1));
-    json_object_set_new(root, "encoding_version", json_integer(ENC_VERSION));
-    json_object_set_new(root, "source",
-                        json_pack("{s:s, s:s, s:I}", "name", s->source_name, "table", table, "rows",
-                                  (json_int_t)s->source_rows));
-    json_object_set_new(root, "target",
-                        json_pack("{s:s, s:s, s:I}", "name", s->target_name, "table", ttable,
-                                  "rows", (json_int_t)s->target_rows));
+    json_t *schema = json_array();
     for (size_t i = 0; i < r->n; i++) {
         const div_rec *d = &r->v[i];
-        if (d->kind == CO_SCHEMA) {
-            json_array_append_new(schema, json_pack("{s:s, s:s, s:o, s:o}", "column", d->column,
-                                                    "problem", d->detail, "source_type",
-                                                    jstr(d->stype), "target_type", jstr(d->ttype)));
-            continue;
-        }
-        json_t *key = json_object();
-        for (size_t k = 0; k < d->nkey; k++)
-            json_object_set_new(key, r->key_cols[k], json_string(d->key_vals[k]));
-        json_t *o = json_pack("{s:s, s:o}", "kind", co_kind_name(d->kind), "key", key);
-        if (d->status)
-            json_object_set_new(o, "status",
-                                json_string(d->status == CO_TRANSIENT ? "transient" : "confirmed"));
-        if (d->kind == CO_CHANGED) {
-            json_t *cols = json_array();
-            for (size_t k = 0; k < d->ncols; k++)
-                json_array_append_new(
-                    cols, json_pack("{s:s, s:o, s:o}", "column", d->cols[k].column, "source",
-                                    jstr(d->cols[k].source), "target", jstr(d->cols[k].target)));
-            json_object_set_new(o, "columns", cols);
-        }
-        json_array_append_new(divs, o);
+        json_array_append_new(schema, json_pack("{s:s, s:s, s:o, s:o}", "column", d->column,
+                                                "problem", d->detail, "source_type", jstr(d->stype),
+                                                "target_type", jstr(d->ttype)));
     }
-    json_object_set_new(root, "schema", schema);
-    json_object_set_new(root, "divergences", divs);
-    json_object_set_new(root, "summary",
-                        json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
-                                  !report_differs(r), "transient", (json_int_t)s->transient,
-                                  "matched_on_fetch", (json_int_t)s->matched_on_fetch, "changed",
-                                  (json_int_t)s->changed, "missing_in_target",
-                                  (json_int_t)s->missing, "extra_in_target", (json_int_t)s->extra,
-                                  "schema", (json_int_t)s->schema, "ranges", (json_int_t)s->ranges,
-                                  "workers", (json_int_t)s->workers, "elapsed_seconds",
-                                  s->elapsed));
-    char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    if (txt)
-        puts(txt);
-    free(txt);
-    json_decref(root);
+    printf("{\n");
+    put_member("format", json_string("sluice.diff"), 0);
+    put_member("format_version", json_integer(1), 0);
+    put_member("encoding_version", json_integer(ENC_VERSION), 0);
+    put_member("source",
+               json_pack("{s:s, s:s, s:I}", "name", s->source_name, "table", table, "rows",
+                         (json_int_t)s->source_rows),
+               0);
+    put_member("target",
+               json_pack("{s:s, s:s, s:I}", "name", s->target_name, "table", ttable, "rows",
+                         (json_int_t)s->target_rows),
+               0);
+    put_member("schema", schema, 0);
+    printf("  \"divergences\": [");
+    size_t n = 0;
+    rows_each(r, print_row_json, &n);
+    printf("%s],\n", n ? "\n  " : "");
+    put_member("summary",
+               json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
+                         !report_differs(r), "transient", (json_int_t)s->transient,
+                         "matched_on_fetch", (json_int_t)s->matched_on_fetch, "changed",
+                         (json_int_t)s->changed, "missing_in_target", (json_int_t)s->missing,
+                         "extra_in_target", (json_int_t)s->extra, "schema", (json_int_t)s->schema,
+                         "ranges", (json_int_t)s->ranges, "workers", (json_int_t)s->workers,
+                         "elapsed_seconds", s->elapsed),
+               1);
+    printf("}\n");
 }

@@ -8,27 +8,25 @@
 
 #include "../coordinator/co.h"
 
-typedef struct col_rec {
-    char *column, *source, *target;
-} col_rec;
-
+/* A schema divergence. */
 typedef struct div_rec {
     int kind;
-    int status; /* CO_CONFIRMED, CO_TRANSIENT, or 0 without re-checks */
-    uint8_t *key;
-    size_t klen;
-    char **key_vals;
-    size_t nkey;
-    col_rec *cols;
-    size_t ncols;
+    int status;
     char *column, *detail, *stype, *ttype;
 } div_rec;
 
+/* Schema divergences stay in memory (a few per table); row divergences go to
+ * a private temporary SQLite file and come back sorted by key, so a table
+ * that differs everywhere costs disk, not memory. Zero-initialise, then
+ * report_free. */
 typedef struct report {
-    div_rec *v;
+    div_rec *v; /* schema divergences */
     size_t n, cap;
     char **key_cols;
     size_t nkey;
+    struct sqlite3 *db; /* row divergences, opened at the first */
+    struct sqlite3_stmt *ins;
+    uint64_t nrows, ndiffer;
     int progress;
     int oom;
 } report;
@@ -37,7 +35,6 @@ typedef struct report {
 int report_add(void *ctx, const co_event *ev);
 /* A co_callbacks.progress: a progress line on stderr if r->progress. */
 void report_progress(void *ctx, const co_progress *p);
-void report_sort(report *r);
 /* Whether any divergence is not transient (what exit status 1 means). */
 int report_differs(const report *r);
 void report_print_text(const report *r, const co_summary *s, const char *table, const char *ttable);

@@ -132,6 +132,9 @@ got = divergence_set(doc) if doc else set()
 t.ok(code == 1 and got == want and len(want) == 380,
      "380 divergences of a composite key, fetched in batches: exactly those",
      f"{len(got ^ want)} wrong {sorted(got ^ want)[:5]} {err[-300:]}")
+order = [(d["key"]["a"], int(d["key"]["b"])) for d in (doc or {}).get("divergences", [])]
+t.ok(len(order) == 380 and order == sorted(order),
+     "the report lists them in key order (sorted in its spill file)")
 
 # a text key on a table big enough (150,000 rows) that split keys come from
 # a sample of its pages rather than an OFFSET per quantile
