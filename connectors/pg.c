@@ -267,7 +267,9 @@ static const char *param_type(unsigned oid)
 }
 
 /* Reads the rows of one CopyData message: a binary COPY stream's tuples,
- * after its header in the first message. *done is set at the trailer. */
+ * after its header in the first message. *done is set at the trailer. The
+ * server sends whole rows per message; a row cut across two would be
+ * refused as malformed, never misread. */
 static int copy_rows(pg_conn *p, const uint8_t *b, size_t n, int first, size_t ncols,
                      const unsigned *oids, enc_val *row, int *done, conn_row_fn fn, void *ctx,
                      sl_err *err)
