@@ -751,17 +751,8 @@ static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t
     }
     co_summary sum;
     summary_of(m, &sum);
-    if (sum.source_rows == 0 && sum.target_rows == 0 && !a->allow_empty) {
-        sl_err_set(&err, "both tables are empty (0 rows compared), so nothing was verified; "
-                         "check --table and --where, or pass --allow-empty");
-        goto out;
-    }
-    const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
-    if (!strcmp(a->format, "json"))
-        report_print_json(&rep, &sum, a->o.table, tt);
-    else
-        report_print_text(&rep, &sum, a->o.table, tt);
-    status = report_differs(&rep) ? 1 : 0;
+    if ((status = report_finish(&rep, &sum, a, &err)) < 0)
+        status = 2;
 out:
     msg_free(m);
     report_free(&rep);

@@ -39,21 +39,8 @@ int cmd_diff(int argc, char **argv)
         fprintf(stderr, "\r\033[K");
     if (r != 0)
         goto out;
-    if (rep.oom) {
-        sl_err_set(&err, "could not keep the report (out of memory or temporary disk space)");
-        goto out;
-    }
-    if (sum.source_rows == 0 && sum.target_rows == 0 && !a.allow_empty) {
-        sl_err_set(&err, "both tables are empty (0 rows compared), so nothing was verified; "
-                         "check --table and --where, or pass --allow-empty");
-        goto out;
-    }
-    const char *tt = a.o.target_table ? a.o.target_table : a.o.table;
-    if (strcmp(a.format, "json") == 0)
-        report_print_json(&rep, &sum, a.o.table, tt);
-    else
-        report_print_text(&rep, &sum, a.o.table, tt);
-    status = report_differs(&rep) ? 1 : 0;
+    if ((status = report_finish(&rep, &sum, &a, &err)) < 0)
+        status = 2;
 out:
     if (c)
         co_shutdown_workers(c);

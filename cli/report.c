@@ -35,25 +35,37 @@ static int rows_open(report *r)
     return 0;
 }
 
-/* Calls fn with each row divergence: transient ones last, else in key order. */
-static void rows_each(const report *r,
-                      void (*fn)(const report *r, int kind, int status, const json_t *body,
-                                 void *ctx),
-                      void *ctx)
+/* Calls fn with each row divergence: transient ones last, else in key order.
+ * -1 with err set when the spill file cannot be read back. */
+static int rows_each(const report *r,
+                     void (*fn)(const report *r, int kind, int status, const json_t *body,
+                                void *ctx),
+                     void *ctx, sl_err *err)
 {
     sqlite3_stmt *st;
-    if (!r->db || sqlite3_prepare_v2(r->db,
-                                     "SELECT kind, status, body FROM d "
-                                     "ORDER BY transient, key, rowid",
-                                     -1, &st, NULL) != SQLITE_OK)
-        return;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    if (!r->db)
+        return 0;
+    if (sqlite3_prepare_v2(r->db, "SELECT kind, status, body FROM d ORDER BY transient, key, rowid",
+                           -1, &st, NULL) != SQLITE_OK)
+        goto fail;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *body = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
-        if (body)
-            fn(r, sqlite3_column_int(st, 0), sqlite3_column_int(st, 1), body, ctx);
+        if (!body) {
+            sqlite3_finalize(st);
+            return sl_err_set(err, "the report's temporary file holds an unreadable row");
+        }
+        fn(r, sqlite3_column_int(st, 0), sqlite3_column_int(st, 1), body, ctx);
         json_decref(body);
     }
     sqlite3_finalize(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+fail:
+    return sl_err_set(err,
+                      "could not read the report back from its temporary file: %s (check the "
+                      "space in TMPDIR)",
+                      sqlite3_errmsg(r->db));
 }
 
 int report_add(void *ctx, const co_event *ev)
@@ -176,7 +188,8 @@ static void print_key(FILE *f, const report *r, const json_t *vals)
     }
 }
 
-int report_differs(const report *r)
+/* Whether any divergence is not transient (what exit status 1 means). */
+static int report_differs(const report *r)
 {
     return r->n > 0 || r->ndiffer > 0; /* schema drift, or a row not transient */
 }
@@ -199,7 +212,8 @@ static void print_row_text(const report *r, int kind, int status, const json_t *
     printf("\n");
 }
 
-void report_print_text(const report *r, const co_summary *s, const char *table, const char *ttable)
+static int print_text(const report *r, const co_summary *s, const char *table, const char *ttable,
+                      sl_err *err)
 {
     for (size_t i = 0; i < r->n; i++) {
         const div_rec *d = &r->v[i];
@@ -210,7 +224,8 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
             printf(" (%s)", d->stype ? d->stype : d->ttype);
         printf("\n");
     }
-    rows_each(r, print_row_text, NULL);
+    if (rows_each(r, print_row_text, NULL, err))
+        return -1;
     if (r->n || r->nrows)
         printf("--\n");
     printf("source %s table %s: %llu rows\n", s->source_name, table,
@@ -233,6 +248,7 @@ void report_print_text(const report *r, const co_summary *s, const char *table, 
                "%llu schema\n",
                (unsigned long long)s->changed, (unsigned long long)s->missing,
                (unsigned long long)s->extra, (unsigned long long)s->schema);
+    return 0;
 }
 
 /* Prints v as a JSON value nested `indent` spaces deep, so the document
@@ -282,7 +298,8 @@ static void print_row_json(const report *r, int kind, int status, const json_t *
     json_decref(o);
 }
 
-void report_print_json(const report *r, const co_summary *s, const char *table, const char *ttable)
+static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
+                      sl_err *err)
 {
     json_t *schema = json_array();
     for (size_t i = 0; i < r->n; i++) {
@@ -306,7 +323,8 @@ void report_print_json(const report *r, const co_summary *s, const char *table, 
     put_member("schema", schema, 0);
     printf("  \"divergences\": [");
     size_t n = 0;
-    rows_each(r, print_row_json, &n);
+    if (rows_each(r, print_row_json, &n, err))
+        return -1;
     printf("%s],\n", n ? "\n  " : "");
     put_member("summary",
                json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
@@ -318,4 +336,19 @@ void report_print_json(const report *r, const co_summary *s, const char *table, 
                          "elapsed_seconds", s->elapsed),
                1);
     printf("}\n");
+    return 0;
+}
+
+int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *err)
+{
+    if (r->oom)
+        return sl_err_set(err, "could not keep the report (out of memory, or no space left in "
+                               "TMPDIR for its temporary file)");
+    if (s->source_rows == 0 && s->target_rows == 0 && !a->allow_empty)
+        return sl_err_set(err, "both tables are empty (0 rows compared), so nothing was verified; "
+                               "check --table and --where, or pass --allow-empty");
+    const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
+    int rc = strcmp(a->format, "json") == 0 ? print_json(r, s, a->o.table, tt, err)
+                                            : print_text(r, s, a->o.table, tt, err);
+    return rc ? -1 : report_differs(r);
 }

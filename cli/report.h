@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "../coordinator/co.h"
+#include "cli.h"
 
 /* A schema divergence. */
 typedef struct div_rec {
@@ -35,10 +36,11 @@ typedef struct report {
 int report_add(void *ctx, const co_event *ev);
 /* A co_callbacks.progress: a progress line on stderr if r->progress. */
 void report_progress(void *ctx, const co_progress *p);
-/* Whether any divergence is not transient (what exit status 1 means). */
-int report_differs(const report *r);
-void report_print_text(const report *r, const co_summary *s, const char *table, const char *ttable);
-void report_print_json(const report *r, const co_summary *s, const char *table, const char *ttable);
+/* The end of a job, for diff and submit --wait: refuses a report that could
+ * not be kept and a job that compared no row (unless --allow-empty), then
+ * prints the report as a->format asks. Returns the exit status, 0 (equal)
+ * or 1 (different), or -1 with err set. */
+int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *err);
 void report_free(report *r);
 
 #endif

@@ -80,23 +80,30 @@ static int put_param(conn *c, sl_buf *sql, size_t n, const char *const *ptext)
     return sl_buf_printf(sql, "%c%zu", c->ops->numbered_dollar ? '$' : '?', n);
 }
 
-/* (k1, k2) OP ($n, $n+1): row-value comparison, supported by PostgreSQL and
- * SQLite >= 3.15. ptext, when given, replaces parameter n by ptext[n - 1]. */
-static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op, size_t *param,
-                       const char *const *ptext)
+/* The key columns as a row value "(k1, k2)" (param NULL), or the next nkey
+ * parameters "($n, $n+1)"; a single column goes bare. */
+static int put_key_tuple(conn *c, sl_buf *sql, const conn_query *q, size_t *param,
+                         const char *const *ptext)
 {
     int multi = q->nkey > 1;
     if (multi && sl_buf_putc(sql, '('))
         return -1;
     for (size_t k = 0; k < q->nkey; k++)
-        if ((k && sl_buf_append(sql, ", ", 2)) || put_keycol(c, sql, q, k))
-            return -1;
-    if (sl_buf_printf(sql, "%s %s %s", multi ? ")" : "", op, multi ? "(" : ""))
-        return -1;
-    for (size_t k = 0; k < q->nkey; k++)
-        if ((k && sl_buf_append(sql, ", ", 2)) || put_param(c, sql, (*param)++, ptext))
+        if ((k && sl_buf_append(sql, ", ", 2)) ||
+            (param ? put_param(c, sql, (*param)++, ptext) : put_keycol(c, sql, q, k)))
             return -1;
     return multi ? sl_buf_putc(sql, ')') : 0;
+}
+
+/* (k1, k2) OP ($n, $n+1): row-value comparison, supported by PostgreSQL and
+ * SQLite >= 3.15. ptext, when given, replaces parameter n by ptext[n - 1]. */
+static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op, size_t *param,
+                       const char *const *ptext)
+{
+    return put_key_tuple(c, sql, q, NULL, ptext) || sl_buf_printf(sql, " %s ", op) ||
+                   put_key_tuple(c, sql, q, param, ptext)
+               ? -1
+               : 0;
 }
 
 /* SELECT cols FROM table [sample] WHERE (where) */
@@ -231,23 +238,12 @@ int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, co
         /* rows come back in key order whatever the order asked in: the
          * caller merges both sides' replies as sorted lists */
         sl_buf_reset(&sql);
-        int multi = q->nkey > 1;
-        if (put_select(c, &sql, q, 0, q->ncols) || sl_buf_printf(&sql, " AND %s", multi ? "(" : ""))
+        if (put_select(c, &sql, q, 0, q->ncols) || sl_buf_printf(&sql, " AND ") ||
+            put_key_tuple(c, &sql, q, NULL, NULL) || sl_buf_printf(&sql, " IN ("))
             goto oom;
-        for (size_t k = 0; k < q->nkey; k++)
-            if ((k && sl_buf_append(&sql, ", ", 2)) || put_keycol(c, &sql, q, k))
+        for (size_t k = 0; k < m; k++)
+            if ((k && sl_buf_append(&sql, ", ", 2)) || put_key_tuple(c, &sql, q, &param, NULL))
                 goto oom;
-        if (sl_buf_printf(&sql, "%s IN (", multi ? ")" : ""))
-            goto oom;
-        for (size_t k = 0; k < m; k++) {
-            if ((k && sl_buf_append(&sql, ", ", 2)) || (multi && sl_buf_putc(&sql, '(')))
-                goto oom;
-            for (size_t col = 0; col < q->nkey; col++)
-                if ((col && sl_buf_append(&sql, ", ", 2)) || put_param(c, &sql, param++, NULL))
-                    goto oom;
-            if (multi && sl_buf_putc(&sql, ')'))
-                goto oom;
-        }
         if (sl_buf_putc(&sql, ')') || put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
             goto oom;
         if (c->ops->query(c, (const char *)sql.p, params, m * q->nkey, q->ncols, q->cls, fn, ctx,

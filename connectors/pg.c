@@ -329,7 +329,8 @@ static int ignore_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 /* The range as COPY (SELECT ...) TO STDOUT (FORMAT binary): what a dump
  * costs the server, and no per-row result to build here. COPY takes no
  * parameters, so the bounds are bound to set_config() first and the query
- * reads them back with current_setting(), cast to the key's type. */
+ * reads them back with current_setting(), cast to the key's type. Called by
+ * pg_stream_range, which holds np to 64 and the columns to 512. */
 static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, const enc_val *params,
                    size_t np, const unsigned *ptypes, const unsigned *oids, conn_row_fn fn,
                    void *ctx, sl_err *err)
@@ -340,8 +341,6 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
     enc_val sp[64];
     enc_val row[512];
     int rc = -1;
-    if (np > 32 || q->ncols > 512)
-        return sl_err_set(err, "too many key columns or columns (limits: 16 and 512)");
     if (sl_buf_printf(&set, "SELECT 1"))
         goto oom;
     for (size_t i = 0; i < np; i++) {
@@ -439,7 +438,7 @@ static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kin
     sl_buf sql = {0};
     unsigned oids[512], ptypes[64];
     int rc, binary, copy;
-    if (q->ncols > 512 || np > 64)
+    if (q->ncols > 512 || np > 64) /* the range's bounds: two per key column */
         return sl_err_set(err, "too many key columns or columns (limits: 32 and 512)");
     if (conn_range_sql(c, q, lo_kind, hi_kind, NULL, &sql))
         return sl_err_set(err, "out of memory");

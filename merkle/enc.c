@@ -311,14 +311,21 @@ static int put_number_text(sl_buf *out, int cls, int flags, const char *s, size_
     return put_frame(out, T_NUMBER, cls, flags, canon, strlen(canon));
 }
 
+/* An integer's canonical form, without a text round trip. Inline: value()
+ * takes this path for the commonest value there is. */
+static inline __attribute__((always_inline)) int put_int(sl_buf *out, int cls, int flags, int64_t i)
+{
+    char txt[48];
+    uint64_t u = i < 0 ? 0ULL - (uint64_t)i : (uint64_t)i;
+    return put_frame(out, T_NUMBER, cls, flags, txt, enc_decimal_u64(txt, i < 0, u, 0));
+}
+
 static int put_number(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     char txt[64];
     switch (v->kind) {
-    case ENC_V_INT: { /* the canonical form directly, without a text round trip */
-        uint64_t u = v->i < 0 ? 0ULL - (uint64_t)v->i : (uint64_t)v->i;
-        return put_frame(out, T_NUMBER, cls, flags, txt, enc_decimal_u64(txt, v->i < 0, u, 0));
-    }
+    case ENC_V_INT:
+        return put_int(out, cls, flags, v->i);
     case ENC_V_DEC:
         return put_frame(out, T_NUMBER, cls, flags, v->p, v->len);
     case ENC_V_FLOAT:
@@ -442,14 +449,21 @@ static int parse_datetime(const char *s, size_t n, int want_time, int64_t *days,
     return 0;
 }
 
+/* A timestamp as microseconds since 1970 UTC; inline, as put_int. */
+static inline __attribute__((always_inline)) int put_micros(sl_buf *out, int cls, int flags,
+                                                            int64_t us)
+{
+    uint8_t b[8];
+    put_be64(b, (uint64_t)us);
+    return put_frame(out, T_TIME, cls, flags, b, 8);
+}
+
 static int put_time(sl_buf *out, int cls, const enc_val *v, int flags)
 {
     int64_t days, micros;
     uint8_t b[8];
-    if (v->kind == ENC_V_TIME && cls != ENC_DATE) {
-        put_be64(b, (uint64_t)v->i);
-        return put_frame(out, T_TIME, cls, flags, b, 8);
-    }
+    if (v->kind == ENC_V_TIME && cls != ENC_DATE)
+        return put_micros(out, cls, flags, v->i);
     if (v->kind == ENC_V_TIME) {
         days = v->i / 86400000000LL - (v->i % 86400000000LL < 0);
         micros = v->i - days * 86400000000LL;
@@ -938,11 +952,8 @@ static inline __attribute__((always_inline)) int value(sl_buf *out, int cls, con
     case ENC_INT:
     case ENC_NUMERIC:
     case ENC_FLOAT:
-        if (v->kind == ENC_V_INT) { /* inline: the commonest value there is */
-            char txt[64];
-            uint64_t u = v->i < 0 ? 0ULL - (uint64_t)v->i : (uint64_t)v->i;
-            return put_frame(out, T_NUMBER, cls, flags, txt, enc_decimal_u64(txt, v->i < 0, u, 0));
-        }
+        if (v->kind == ENC_V_INT)
+            return put_int(out, cls, flags, v->i);
         if (v->kind == ENC_V_DEC)
             return put_frame(out, T_NUMBER, cls, flags, v->p, v->len);
         return put_number(out, cls, v, flags);
@@ -952,11 +963,8 @@ static inline __attribute__((always_inline)) int value(sl_buf *out, int cls, con
         return put_bytes(out, cls, v, flags);
     case ENC_TIMESTAMP:
     case ENC_TIMESTAMPTZ:
-        if (v->kind == ENC_V_TIME) { /* inline, as above */
-            uint8_t b[8];
-            put_be64(b, (uint64_t)v->i);
-            return put_frame(out, T_TIME, cls, flags, b, 8);
-        }
+        if (v->kind == ENC_V_TIME)
+            return put_micros(out, cls, flags, v->i);
         return put_time(out, cls, v, flags);
     case ENC_DATE:
         return put_time(out, cls, v, flags);

@@ -224,6 +224,15 @@ int msg_get_array(const msg *m, const char *key, const msgpack_object **items, u
  * allocates what a header declares, so a 5-byte "array of 2^32 items" from
  * the network must be refused here. Every declared item needs at least one
  * byte, and every declared string or binary must fit. */
+/* A big-endian unsigned integer of w bytes (a msgpack length). */
+static uint64_t be_uint(const uint8_t *p, size_t w)
+{
+    uint64_t n = 0;
+    for (size_t k = 0; k < w; k++)
+        n = n << 8 | p[k];
+    return n;
+}
+
 static int msgpack_is_plausible(const uint8_t *p, size_t len)
 {
     size_t pos = 0;
@@ -313,9 +322,7 @@ static int msgpack_is_plausible(const uint8_t *p, size_t len)
                 size_t w = (c == 0xdc || c == 0xde) ? 2 : 4;
                 if (len - pos < w)
                     return 0;
-                uint64_t n = 0;
-                for (size_t k = 0; k < w; k++)
-                    n = n << 8 | p[pos + k];
+                uint64_t n = be_uint(p + pos, w);
                 pos += w;
                 items = c >= 0xde ? 2 * n : n;
                 break;
@@ -327,11 +334,8 @@ static int msgpack_is_plausible(const uint8_t *p, size_t len)
         if (hdr) {
             if (len - pos < hdr)
                 return 0;
-            uint64_t n = 0;
-            for (size_t k = 0; k < hdr; k++)
-                n = n << 8 | p[pos + k];
+            skip += be_uint(p + pos, hdr);
             pos += hdr;
-            skip += n;
         }
         if (skip > len - pos)
             return 0;

@@ -153,6 +153,10 @@ t.ok(code == 1 and got == {("changed", (k77,), ("i",))} and doc["summary"]["rang
      doc["source"]["rows"] == 150000,
      "150,000 text keys split from a page sample: the one change, in several ranges",
      f"{got} {doc and doc['summary']} {err[-300:]}")
+log = open(os.path.join(pg.dir, "log"), errors="replace").read()
+t.ok('FROM "big_s" TABLESAMPLE SYSTEM' in log and 'FROM "big_s" WHERE (1=1) ORDER BY "k" '
+     'COLLATE "C" LIMIT 1 OFFSET' not in log,
+     "the split keys came from the sample, not from an OFFSET per quantile")
 
 pg.stop()
 t.done()
