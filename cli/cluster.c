@@ -680,10 +680,8 @@ static msg *status_of(void *zctx, const char *ep, const cli_curve *cc, int64_t j
     msg_writer *w = msg_writer_new(MSG_STATUS, 1, 2);
     if (!w)
         return sl_err_set(err, "out of memory"), NULL;
-    msg_key(w, "job");
-    msg_pack_int(w, job);
-    msg_key(w, "events");
-    msg_pack_int(w, events);
+    msg_put_int(w, "job", job);
+    msg_put_int(w, "events", events);
     return ask(zctx, ep, cc, w, 5000, err);
 }
 
@@ -776,29 +774,19 @@ static msg_writer *submit_writer(const char *source, const char *target, const c
     msg_writer *w = msg_writer_new(MSG_SUBMIT, 1, 13);
     if (!w)
         return NULL;
-    msg_key(w, "source");
-    msg_pack_cstr(w, source);
-    msg_key(w, "target");
-    msg_pack_cstr(w, target);
-    msg_key(w, "table");
-    msg_pack_cstr(w, o->table);
-    msg_key(w, "target_table");
-    msg_pack_cstr(w, o->target_table);
-    msg_key(w, "where");
-    msg_pack_cstr(w, o->where);
+    msg_put_cstr(w, "source", source);
+    msg_put_cstr(w, "target", target);
+    msg_put_cstr(w, "table", o->table);
+    msg_put_cstr(w, "target_table", o->target_table);
+    msg_put_cstr(w, "where", o->where);
     pack_list(w, "key", o->key, o->nkey);
     pack_list(w, "columns", o->columns, o->ncolumns);
     pack_list(w, "exclude", o->exclude, o->nexclude);
-    msg_key(w, "strict");
-    msg_pack_int(w, o->strict);
-    msg_key(w, "ranges");
-    msg_pack_uint(w, o->ranges);
-    msg_key(w, "rechecks");
-    msg_pack_int(w, o->rechecks);
-    msg_key(w, "settle_ms");
-    msg_pack_int(w, o->settle_ms);
-    msg_key(w, "max_rows_per_second");
-    msg_pack_int(w, o->max_rows_per_second);
+    msg_put_int(w, "strict", o->strict);
+    msg_put_uint(w, "ranges", o->ranges);
+    msg_put_int(w, "rechecks", o->rechecks);
+    msg_put_int(w, "settle_ms", o->settle_ms);
+    msg_put_int(w, "max_rows_per_second", o->max_rows_per_second);
     return w;
 }
 

@@ -614,10 +614,8 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     msg_writer *mw = request(c, MSG_DESCRIBE, 2, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
-    msg_key(mw, "db");
-    msg_pack_cstr(mw, j->db[side]);
-    msg_key(mw, "table");
-    msg_pack_cstr(mw, j->table[side]);
+    msg_put_cstr(mw, "db", j->db[side]);
+    msg_put_cstr(mw, "table", j->table[side]);
     msg *m;
     int r = rpc(c, wi, mw, id, &m, err);
     if (r == CO_LOST && ++j->retries < CO_MAX_RETRIES)
@@ -811,10 +809,8 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
 
 static void pack_spec(job *j, msg_writer *mw, int side)
 {
-    msg_key(mw, "db");
-    msg_pack_cstr(mw, j->db[side]);
-    msg_key(mw, "table");
-    msg_pack_cstr(mw, j->table[side]);
+    msg_put_cstr(mw, "db", j->db[side]);
+    msg_put_cstr(mw, "table", j->table[side]);
     msg_key(mw, "cols");
     msg_pack_array(mw, (uint32_t)j->ncols);
     for (size_t i = 0; i < j->ncols; i++)
@@ -823,20 +819,16 @@ static void pack_spec(job *j, msg_writer *mw, int side)
     msg_pack_array(mw, (uint32_t)j->ncols);
     for (size_t i = 0; i < j->ncols; i++)
         msg_pack_int(mw, j->cls[i]);
-    msg_key(mw, "nkey");
-    msg_pack_uint(mw, j->nkey);
-    msg_key(mw, "where");
-    msg_pack_cstr(mw, j->o->where);
-    msg_key(mw, "flags");
-    msg_pack_int(mw, j->o->strict ? ENC_STRICT : 0);
+    msg_put_uint(mw, "nkey", j->nkey);
+    msg_put_cstr(mw, "where", j->o->where);
+    msg_put_int(mw, "flags", j->o->strict ? ENC_STRICT : 0);
     /* the job's rate, shared by the streams that run at once (one per
      * worker slot) */
     size_t streams = co_alive_workers(j->c);
-    msg_key(mw, "max_rps");
-    msg_pack_int(mw, j->o->max_rows_per_second > 0
-                         ? (j->o->max_rows_per_second + (int64_t)streams - 1) /
-                               (int64_t)(streams ? streams : 1)
-                         : 0);
+    msg_put_int(mw, "max_rps",
+                j->o->max_rows_per_second > 0 ? (j->o->max_rows_per_second + (int64_t)streams - 1) /
+                                                    (int64_t)(streams ? streams : 1)
+                                              : 0);
 }
 #define SPEC_FIELDS 8
 
@@ -862,8 +854,7 @@ static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, 
     if (!mw)
         return sl_err_set(err, "out of memory");
     pack_spec(j, mw, side);
-    msg_key(mw, "ranges");
-    msg_pack_uint(mw, nranges);
+    msg_put_uint(mw, "ranges", nranges);
     int r = rpc(j->c, wi, mw, id, reply, err);
     if (r == CO_LOST && ++j->retries < CO_MAX_RETRIES)
         return split(j, side, nranges, reply, rows, err);
@@ -986,8 +977,7 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     mk_bound lo = range_lo(r), hi = range_hi(r);
     pack_bound(mw, "lo", lo.kind, lo.key, lo.len);
     pack_bound(mw, "hi", hi.kind, hi.key, hi.len);
-    msg_key(mw, "tree");
-    msg_pack_uint(mw, tree_id(j, ri, side));
+    msg_put_uint(mw, "tree", tree_id(j, ri, side));
     int rc = call(j->c, wi, mw, err);
     if (rc)
         return rc;
@@ -1029,12 +1019,9 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     msg_writer *mw = request(j->c, MSG_NODES, 3, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
-    msg_key(mw, "tree");
-    msg_pack_uint(mw, tree_id(j, (size_t)(r - j->r), side));
-    msg_key(mw, "level");
-    msg_pack_uint(mw, parent->level);
-    msg_key(mw, "index");
-    msg_pack_uint(mw, parent->index);
+    msg_put_uint(mw, "tree", tree_id(j, (size_t)(r - j->r), side));
+    msg_put_uint(mw, "level", parent->level);
+    msg_put_uint(mw, "index", parent->index);
     msg *m;
     int rc = rpc(j->c, r->worker[side], mw, id, &m, err);
     if (rc)
@@ -1455,8 +1442,7 @@ static int release(job *j, size_t ri)
         msg_writer *mw = request(j->c, MSG_RELEASE, 1, &id);
         if (!mw)
             return -1;
-        msg_key(mw, "tree");
-        msg_pack_uint(mw, tree_id(j, ri, s));
+        msg_put_uint(mw, "tree", tree_id(j, ri, s));
         int wi = j->r[ri].worker[s];
         if (wi < 0 || !j->c->w[wi].alive) {
             msg_writer_free(mw);

@@ -168,25 +168,18 @@ static int on_event(void *ctx, const co_event *ev)
     msg_writer *w = msg_writer_new(MSG_EVENT, 0, 9);
     if (!w)
         return -1;
-    msg_key(w, "event");
-    msg_pack_cstr(w, "divergence");
-    msg_key(w, "job");
-    msg_pack_int(w, r->job);
-    msg_key(w, "kind");
-    msg_pack_cstr(w, co_kind_name(ev->kind));
-    msg_key(w, "at_ms");
-    msg_pack_int(w, wall_ms());
-    msg_key(w, "read_at_ms");
-    msg_pack_int(w, ev->read_at_ms);
-    msg_key(w, "status");
-    msg_pack_cstr(w, ev->status == CO_CONFIRMED   ? "confirmed"
-                     : ev->status == CO_TRANSIENT ? "transient"
-                                                  : NULL);
+    msg_put_cstr(w, "event", "divergence");
+    msg_put_int(w, "job", r->job);
+    msg_put_cstr(w, "kind", co_kind_name(ev->kind));
+    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "read_at_ms", ev->read_at_ms);
+    msg_put_cstr(w, "status",
+                 ev->status == CO_CONFIRMED   ? "confirmed"
+                 : ev->status == CO_TRANSIENT ? "transient"
+                                              : NULL);
     if (schema) {
-        msg_key(w, "column");
-        msg_pack_cstr(w, ev->column);
-        msg_key(w, "problem");
-        msg_pack_cstr(w, ev->detail);
+        msg_put_cstr(w, "column", ev->column);
+        msg_put_cstr(w, "problem", ev->detail);
         msg_key(w, "types");
         msg_pack_array(w, 2);
         msg_pack_cstr(w, ev->source_type);
@@ -233,16 +226,11 @@ static void publish_state(co_server *s, int64_t job, const char *state, const ch
     msg_writer *w = msg_writer_new(MSG_EVENT, 0, 5);
     if (!w)
         return;
-    msg_key(w, "event");
-    msg_pack_cstr(w, "job");
-    msg_key(w, "job");
-    msg_pack_int(w, job);
-    msg_key(w, "state");
-    msg_pack_cstr(w, state);
-    msg_key(w, "error");
-    msg_pack_cstr(w, error);
-    msg_key(w, "at_ms");
-    msg_pack_int(w, wall_ms());
+    msg_put_cstr(w, "event", "job");
+    msg_put_int(w, "job", job);
+    msg_put_cstr(w, "state", state);
+    msg_put_cstr(w, "error", error);
+    msg_put_int(w, "at_ms", wall_ms());
     if (msg_writer_finish(w, &s->frame, NULL) == 0)
         publish(s, job, &s->frame);
     msg_writer_free(w);
@@ -254,18 +242,12 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_writer *w = msg_writer_new(MSG_EVENT, 0, 6);
     if (!w)
         return;
-    msg_key(w, "event");
-    msg_pack_cstr(w, "progress");
-    msg_key(w, "job");
-    msg_pack_int(w, r->job);
-    msg_key(w, "ranges_done");
-    msg_pack_uint(w, p->ranges_done);
-    msg_key(w, "ranges");
-    msg_pack_uint(w, p->ranges);
-    msg_key(w, "rows_done");
-    msg_pack_uint(w, p->rows_done);
-    msg_key(w, "at_ms");
-    msg_pack_int(w, wall_ms());
+    msg_put_cstr(w, "event", "progress");
+    msg_put_int(w, "job", r->job);
+    msg_put_uint(w, "ranges_done", p->ranges_done);
+    msg_put_uint(w, "ranges", p->ranges);
+    msg_put_uint(w, "rows_done", p->rows_done);
+    msg_put_int(w, "at_ms", wall_ms());
     if (msg_writer_finish(w, &r->s->frame, NULL) == 0)
         publish(r->s, r->job, &r->s->frame);
     msg_writer_free(w);
@@ -349,44 +331,25 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 20 : 19);
     if (!w)
         return;
-    msg_key(w, "job");
-    msg_pack_int(w, job);
-    msg_key(w, "state");
-    msg_pack_cstr(w, row.state);
-    msg_key(w, "error");
-    msg_pack_cstr(w, row.error[0] ? row.error : NULL);
-    msg_key(w, "table");
-    msg_pack_cstr(w, row.table);
-    msg_key(w, "source");
-    msg_pack_cstr(w, row.sum.source_name);
-    msg_key(w, "target");
-    msg_pack_cstr(w, row.sum.target_name);
-    msg_key(w, "source_rows");
-    msg_pack_uint(w, row.sum.source_rows);
-    msg_key(w, "target_rows");
-    msg_pack_uint(w, row.sum.target_rows);
-    msg_key(w, "ranges");
-    msg_pack_uint(w, total);
-    msg_key(w, "ranges_done");
-    msg_pack_uint(w, done);
-    msg_key(w, "workers");
-    msg_pack_uint(w, row.sum.workers);
-    msg_key(w, "missing");
-    msg_pack_uint(w, row.sum.missing);
-    msg_key(w, "extra");
-    msg_pack_uint(w, row.sum.extra);
-    msg_key(w, "changed");
-    msg_pack_uint(w, row.sum.changed);
-    msg_key(w, "schema");
-    msg_pack_uint(w, row.sum.schema);
-    msg_key(w, "transient");
-    msg_pack_uint(w, row.sum.transient);
-    msg_key(w, "elapsed_ms");
-    msg_pack_int(w, (int64_t)(row.sum.elapsed * 1000));
-    msg_key(w, "submitted_ms");
-    msg_pack_int(w, (int64_t)(row.submitted * 1000));
-    msg_key(w, "finished_ms");
-    msg_pack_int(w, (int64_t)(row.finished * 1000));
+    msg_put_int(w, "job", job);
+    msg_put_cstr(w, "state", row.state);
+    msg_put_cstr(w, "error", row.error[0] ? row.error : NULL);
+    msg_put_cstr(w, "table", row.table);
+    msg_put_cstr(w, "source", row.sum.source_name);
+    msg_put_cstr(w, "target", row.sum.target_name);
+    msg_put_uint(w, "source_rows", row.sum.source_rows);
+    msg_put_uint(w, "target_rows", row.sum.target_rows);
+    msg_put_uint(w, "ranges", total);
+    msg_put_uint(w, "ranges_done", done);
+    msg_put_uint(w, "workers", row.sum.workers);
+    msg_put_uint(w, "missing", row.sum.missing);
+    msg_put_uint(w, "extra", row.sum.extra);
+    msg_put_uint(w, "changed", row.sum.changed);
+    msg_put_uint(w, "schema", row.sum.schema);
+    msg_put_uint(w, "transient", row.sum.transient);
+    msg_put_int(w, "elapsed_ms", (int64_t)(row.sum.elapsed * 1000));
+    msg_put_int(w, "submitted_ms", (int64_t)(row.submitted * 1000));
+    msg_put_int(w, "finished_ms", (int64_t)(row.finished * 1000));
     if (with_events) {
         ev_collect ec = {w};
         msg_key(w, "events");
@@ -454,8 +417,7 @@ static void serve_client(void *ctx)
         } else {
             msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
             if (w) {
-                msg_key(w, "job");
-                msg_pack_int(w, job);
+                msg_put_int(w, "job", job);
             }
             reply(s, ident, ilen, w);
             publish_state(s, job, "queued", NULL);

@@ -50,6 +50,21 @@ void msg_key(msg_writer *w, const char *key)
     msgpack_pack_str(&w->pk, n);
     msgpack_pack_str_body(&w->pk, key, n);
 }
+void msg_put_int(msg_writer *w, const char *key, int64_t v)
+{
+    msg_key(w, key);
+    msg_pack_int(w, v);
+}
+void msg_put_uint(msg_writer *w, const char *key, uint64_t v)
+{
+    msg_key(w, key);
+    msg_pack_uint(w, v);
+}
+void msg_put_cstr(msg_writer *w, const char *key, const char *s)
+{
+    msg_key(w, key);
+    msg_pack_cstr(w, s);
+}
 void msg_pack_int(msg_writer *w, int64_t v)
 {
     msgpack_pack_int64(&w->pk, v);

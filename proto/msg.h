@@ -66,6 +66,10 @@ void msg_pack_cstr(msg_writer *w, const char *s); /* NULL packs nil */
 void msg_pack_bin(msg_writer *w, const void *p, size_t n);
 void msg_pack_nil(msg_writer *w);
 void msg_pack_array(msg_writer *w, uint32_t n);
+/* A whole field: msg_key then the value. */
+void msg_put_int(msg_writer *w, const char *key, int64_t v);
+void msg_put_uint(msg_writer *w, const char *key, uint64_t v);
+void msg_put_cstr(msg_writer *w, const char *key, const char *s);
 /* Appends bytes that are already msgpack (items packed elsewhere). */
 void msg_pack_raw(msg_writer *w, const void *p, size_t n);
 

@@ -234,10 +234,8 @@ static int reply_nodes(wk *w, uint64_t id, uint64_t tree, uint64_t rows, const m
     msg_writer *mw = msg_writer_new(MSG_REPLY, id, 3);
     if (!mw)
         return sl_err_set(err, "out of memory");
-    msg_key(mw, "tree");
-    msg_pack_uint(mw, tree);
-    msg_key(mw, "rows");
-    msg_pack_uint(mw, rows);
+    msg_put_uint(mw, "tree", tree);
+    msg_put_uint(mw, "rows", rows);
     msg_key(mw, "nodes");
     msg_pack_array(mw, (uint32_t)l->n);
     for (size_t i = 0; i < l->n; i++)
@@ -267,8 +265,7 @@ static int do_describe(wk *w, const msg *m, sl_err *err)
         conn_table_free(t);
         return sl_err_set(err, "out of memory");
     }
-    msg_key(mw, "source");
-    msg_pack_cstr(mw, conn_name(c));
+    msg_put_cstr(mw, "source", conn_name(c));
     msg_key(mw, "columns");
     msg_pack_array(mw, (uint32_t)t->ncols);
     for (size_t i = 0; i < t->ncols; i++) {
@@ -277,8 +274,7 @@ static int do_describe(wk *w, const msg *m, sl_err *err)
         msg_pack_cstr(mw, t->cols[i].type);
         msg_pack_int(mw, t->cols[i].cls);
     }
-    msg_key(mw, "loose");
-    msg_pack_int(mw, t->is_loosely_typed);
+    msg_put_int(mw, "loose", t->is_loosely_typed);
     msg_key(mw, "key");
     msg_pack_array(mw, (uint32_t)t->nkey);
     for (size_t i = 0; i < t->nkey; i++)
@@ -339,8 +335,7 @@ static int do_split(wk *w, const msg *m, sl_err *err)
     msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 2);
     if (!mw)
         goto done;
-    msg_key(mw, "rows");
-    msg_pack_uint(mw, rows);
+    msg_put_uint(mw, "rows", rows);
     msg_key(mw, "bounds");
     msg_pack_array(mw, sc.n);
     for (size_t off = 0; off < sc.keys.len;) {
