@@ -1,7 +1,6 @@
 /* PostgreSQL's binary send formats (the *send functions of src/backend/utils/adt) read into
  * enc_val. Rare values whose text form the encoder keeps as text (dates
- * outside years 1..9999, infinities, numerics of over ENC_DEC_MAX digits)
- * are spelled here exactly as PostgreSQL prints them, so they encode as the
+ * outside years 1..9999, infinities) are spelled here exactly as PostgreSQL prints them, so they encode as the
  * text path would. */
 #include "pg_bin.h"
 
@@ -167,9 +166,11 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
 {
     if (len < 8)
         return sl_err_set(err, "malformed numeric from the server");
-    long nd = (int16_t)be16(p), weight = (int16_t)be16(p + 2), dscale = (int16_t)be16(p + 6);
+    /* ndigits and dscale are unsigned on the wire (numeric_recv): a value
+     * of PostgreSQL's full range has over 32767 groups */
+    long nd = be16(p), weight = (int16_t)be16(p + 2), dscale = be16(p + 6);
     unsigned sign = be16(p + 4);
-    if (nd < 0 || dscale < 0 || len != 8 + 2 * (size_t)nd)
+    if (len != 8 + 2 * (size_t)nd)
         return sl_err_set(err, "malformed numeric from the server");
     if (sign == 0xC000 || sign == 0xD000 || sign == 0xF000) {
         *v = (enc_val){.kind = ENC_V_FLOAT,
@@ -180,9 +181,8 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
     }
     if (sign != 0 && sign != 0x4000)
         return sl_err_set(err, "malformed numeric from the server");
-    /* the common case in integer arithmetic: up to 16 significant digits,
-     * a short text form (far under ENC_DEC_MAX digits) */
-    if (nd <= 4 && weight >= -8 && weight <= 8 && dscale <= 64) {
+    /* the common case, in integer arithmetic: up to 16 significant digits */
+    if (nd <= 4 && weight >= -8 && weight <= 8) {
         uint64_t m = 0;
         for (long k = 0; k < nd; k++) {
             unsigned x = be16(p + 8 + 2 * k);
@@ -190,53 +190,48 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
                 return sl_err_set(err, "malformed numeric from the server");
             m = m * 10000 + x;
         }
+        long exp = 4 * (weight - nd + 1);
+        for (; exp < -dscale; exp++) /* the last group's padding (see below) */
+            m /= 10;
         sl_buf_reset(scratch);
         if (sl_buf_reserve(scratch, 48))
             return sl_err_set(err, "out of memory");
-        size_t n = enc_decimal_u64((char *)scratch->p, sign == 0x4000, m, 4 * (weight - nd + 1));
+        size_t n = enc_decimal_u64((char *)scratch->p, sign == 0x4000, m, exp);
         *v = (enc_val){.kind = ENC_V_DEC, .p = (const char *)scratch->p, .len = n};
         return 0;
     }
-    /* the digits as numeric_out prints them: the integer part (at least
-     * one digit), then exactly dscale fraction digits */
-    long intd = weight >= 0 ? 4 * (weight + 1) : 1;
-    size_t cap = (size_t)(intd + dscale);
+    /* any other value, of any length: the stored base-10000 digits, four
+     * decimal digits a group, the last group weighing 10^(4 * (weight - nd
+     * + 1)). Zeros PostgreSQL does not store (those a dscale implies) add
+     * nothing to the canonical form. numeric_out prints exactly dscale
+     * fraction digits, so digits past dscale (numeric_recv never stores
+     * such) are cut as it would. scratch takes 8 bytes a group, reused
+     * from row to row. */
+    size_t nd4 = 4 * (size_t)nd;
     sl_buf_reset(scratch);
-    if (sl_buf_reserve(scratch, 2 * cap + 32))
+    if (sl_buf_reserve(scratch, 2 * nd4 + 32))
         return sl_err_set(err, "out of memory");
-    char *dig = (char *)scratch->p, *o = dig;
-    if (weight < 0)
-        *o++ = '0';
-    /* group k weighs 10000^(weight - k); groups outside the stored ones are 0 */
-    for (long k = weight < 0 ? weight + 1 : 0; o < dig + cap; k++) {
-        unsigned x = k >= 0 && k < nd ? be16(p + 8 + 2 * k) : 0;
+    char *dig = (char *)scratch->p;
+    for (long k = 0; k < nd; k++) {
+        unsigned x = be16(p + 8 + 2 * k);
         if (x > 9999)
             return sl_err_set(err, "malformed numeric from the server");
-        const char four[4] = {(char)('0' + x / 1000), (char)('0' + x / 100 % 10),
-                              (char)('0' + x / 10 % 10), (char)('0' + x % 10)};
-        for (int i = 0; i < 4 && o < dig + cap; i++)
-            *o++ = four[i];
+        dig[4 * k] = (char)('0' + x / 1000);
+        dig[4 * k + 1] = (char)('0' + x / 100 % 10);
+        dig[4 * k + 2] = (char)('0' + x / 10 % 10);
+        dig[4 * k + 3] = (char)('0' + x % 10);
     }
-    char *canon = dig + cap;
-    size_t n = enc_decimal(canon, sign == 0x4000, dig, cap, -dscale);
-    if (n) {
-        *v = (enc_val){.kind = ENC_V_DEC, .p = canon, .len = n};
-        return 0;
+    size_t used = nd4;
+    long exp = 4 * (weight - nd + 1);
+    if (exp < -dscale) {
+        size_t cut = (size_t)(-dscale - exp);
+        used = cut < used ? used - cut : 0;
+        exp = -dscale;
     }
-    /* too long for the canonical form: the text form, as the text path has */
-    size_t lead = 0;
-    while (lead + 1 < (size_t)intd && dig[lead] == '0')
-        lead++;
-    sl_buf txt = {0};
-    int r = (sign == 0x4000 && sl_buf_putc(&txt, '-')) ||
-            sl_buf_append(&txt, dig + lead, (size_t)intd - lead) ||
-            (dscale > 0 && (sl_buf_putc(&txt, '.') || sl_buf_append(&txt, dig + intd, dscale)));
-    sl_buf_reset(scratch);
-    r = r || sl_buf_append(scratch, txt.p, txt.len);
-    sl_buf_free(&txt);
-    if (r)
-        return sl_err_set(err, "out of memory");
-    return text_into(scratch, v);
+    char *canon = dig + nd4;
+    size_t n = enc_decimal(canon, sign == 0x4000, dig, used, exp);
+    *v = (enc_val){.kind = ENC_V_DEC, .p = canon, .len = n};
+    return 0;
 }
 
 /* float4 as PostgreSQL prints it: the shortest digits that read back as the

@@ -186,11 +186,19 @@ size_t enc_decimal_u64(char *dst, int neg, uint64_t m, long exp)
     return o + put_long(dst + o, exp);
 }
 
-/* Parses a decimal literal ([+-]digits[.digits][e[+-]digits]) into the
- * canonical form "[-]D E X" meaning D * 10^X with D free of leading and
- * trailing zeros; zero is "0". Returns 0, 1 for NaN/Infinity (written to
- * spec), -1 when s is not a number. */
-static int canon_decimal(const char *s, size_t n, char *dst, size_t dstcap, const char **spec)
+/* Largest exponent a decimal literal may carry: far beyond PostgreSQL's
+ * numeric range (10^131072 .. 10^-16383), small enough that exponent
+ * arithmetic cannot overflow. */
+#define EXP_MAX 1000000000LL
+
+/* Appends to out the canonical form of the decimal literal s[0..n)
+ * ([+-]digits[.digits][e[+-]digits], surrounding spaces allowed): "[-]D E X"
+ * meaning D * 10^X with D free of leading and trailing zeros; zero is "0".
+ * Any number of digits: nothing is copied but the significant ones, straight
+ * into out (no scratch, no allocation besides out's own growth). Returns 0;
+ * 1 for NaN/Infinity (the spelling in *spec, nothing appended); -1 when s is
+ * not a number and -2 when memory runs out (out unchanged either way). */
+static int canon_decimal(sl_buf *out, const char *s, size_t n, const char **spec)
 {
     size_t i = 0;
     while (i < n && isspace((unsigned char)s[i]))
@@ -210,55 +218,67 @@ static int canon_decimal(const char *s, size_t n, char *dst, size_t dstcap, cons
         *spec = neg ? "-Infinity" : "Infinity";
         return 1;
     }
-    char digits[512];
-    size_t nd = 0, seen = 0;
-    long ndig_int = 0;
-    long point = -1;
-    for (; i < n && (isdigit((unsigned char)s[i]) || s[i] == '.'); i++) {
-        if (s[i] == '.') {
-            if (point >= 0)
-                return -1;
-            point = (long)seen;
-            continue;
-        }
-        seen++;
-        if (nd == 0 && s[i] == '0') { /* leading zero: shifts nothing if before point */
-            if (point < 0)
-                continue;
-            ndig_int--; /* a zero after the point lowers the exponent */
-            continue;
-        }
-        if (nd >= sizeof digits)
-            return -1;
-        digits[nd++] = s[i];
-        if (point < 0)
-            ndig_int++;
-    }
-    if (seen == 0)
-        return -1;
-    long e = 0;
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+    /* the integer digits are s[a..b), the fraction digits s[c..d) */
+    size_t a = i;
+    while (i < n && isdigit((unsigned char)s[i]))
         i++;
-        char *end;
-        char tmp[32];
-        size_t m = n - i < sizeof tmp - 1 ? n - i : sizeof tmp - 1;
-        memcpy(tmp, s + i, m);
-        tmp[m] = '\0';
-        errno = 0;
-        e = strtol(tmp, &end, 10);
-        if (end == tmp || *end || errno || e > 100000 || e < -100000)
+    size_t b = i, c = i, d = i;
+    if (i < n && s[i] == '.') {
+        c = ++i;
+        while (i < n && isdigit((unsigned char)s[i]))
+            i++;
+        d = i;
+    }
+    if (a == b && c == d)
+        return -1;
+    long long e = 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        int eneg = 0;
+        if (++i < n && (s[i] == '+' || s[i] == '-'))
+            eneg = s[i++] == '-';
+        size_t st = i;
+        for (; i < n && isdigit((unsigned char)s[i]); i++)
+            if ((e = e * 10 + (s[i] - '0')) > EXP_MAX)
+                return -1;
+        if (i == st)
             return -1;
-        i = n;
+        if (eneg)
+            e = -e;
     }
     if (i != n)
         return -1;
-    /* value = 0.digits * 10^(ndig_int + e) = digits * 10^(ndig_int + e - nd) */
-    if (nd + 24 > dstcap)
-        return -1;
-    size_t o = enc_decimal(dst, neg, digits, nd, ndig_int + e - (long)nd);
-    if (o == 0)
-        return -1;
-    dst[o] = '\0';
+    /* significant digits: leading zeros of the integer part, then (when it
+     * is all zeros) of the fraction, go; trailing zeros likewise from the
+     * other end. What is left is s[a..b) then s[c..d), either maybe empty. */
+    while (d > c && s[d - 1] == '0')
+        d--;
+    long long exp = e - (long long)(d - c); /* the last digit weighs 10^exp */
+    while (a < b && s[a] == '0')
+        a++;
+    if (a == b)
+        while (c < d && s[c] == '0')
+            c++;
+    if (c == d) {
+        while (b > a && s[b - 1] == '0') {
+            b--;
+            exp++;
+        }
+    }
+    size_t nd = (b - a) + (d - c);
+    if (nd == 0)
+        return sl_buf_putc(out, '0') ? -2 : 0;
+    if (sl_buf_reserve(out, nd + 24))
+        return -2;
+    char *o = (char *)out->p + out->len, *o0 = o;
+    if (neg)
+        *o++ = '-';
+    memcpy(o, s + a, b - a);
+    o += b - a;
+    memcpy(o, s + c, d - c);
+    o += d - c;
+    *o++ = 'E';
+    o += put_long(o, exp);
+    out->len += (size_t)(o - o0);
     return 0;
 }
 
@@ -269,8 +289,6 @@ size_t enc_decimal(char *dst, int neg, const char *digits, size_t nd, long exp)
         digits++;
         nd--;
     }
-    if (nd > ENC_DEC_MAX)
-        return 0;
     while (nd > 0 && digits[nd - 1] == '0') {
         nd--;
         exp++;
@@ -299,16 +317,34 @@ static void float_shortest(double d, char *dst, size_t cap)
     snprintf(dst, cap, "%.17e", d);
 }
 
+/* The canonical decimal goes straight into out behind a frame header whose
+ * length is filled in afterwards: a value of any length, no copy. */
 static int put_number_text(sl_buf *out, int cls, int flags, const char *s, size_t n)
 {
-    char canon[600];
+    size_t start = out->len, hdr = (flags & ENC_STRICT) ? 6 : 5;
     const char *spec = NULL;
-    int r = canon_decimal(s, n, canon, sizeof canon, &spec);
-    if (r == 1)
-        return put_frame(out, T_NUMSPEC, cls, flags, spec, strlen(spec));
-    if (r < 0)
-        return put_frame(out, T_FALLBACK, cls, flags, s, n);
-    return put_frame(out, T_NUMBER, cls, flags, canon, strlen(canon));
+    if (sl_buf_reserve(out, hdr))
+        return -1;
+    out->len += hdr;
+    int r = canon_decimal(out, s, n, &spec);
+    if (r != 0) {
+        out->len = start;
+        if (r == 1)
+            return put_frame(out, T_NUMSPEC, cls, flags, spec, strlen(spec));
+        if (r == -1)
+            return put_frame(out, T_FALLBACK, cls, flags, s, n);
+        return -1;
+    }
+    size_t len = out->len - start - hdr;
+    uint8_t *o = out->p + start;
+    *o++ = T_NUMBER;
+    if (flags & ENC_STRICT)
+        *o++ = (uint8_t)cls;
+    o[0] = (uint8_t)(len >> 24);
+    o[1] = (uint8_t)(len >> 16);
+    o[2] = (uint8_t)(len >> 8);
+    o[3] = (uint8_t)len;
+    return 0;
 }
 
 /* An integer's canonical form, without a text round trip. Inline: value()
@@ -914,10 +950,8 @@ static int jp_value(jp *p, sl_buf *out)
         size_t st = p->i;
         while (p->i < p->n && strchr("+-.eE0123456789", p->s[p->i]))
             p->i++;
-        char canon[600];
         const char *spec;
-        if (canon_decimal(p->s + st, p->i - st, canon, sizeof canon, &spec) == 0)
-            rc = sl_buf_append(out, canon, strlen(canon));
+        rc = canon_decimal(out, p->s + st, p->i - st, &spec) == 0 ? 0 : -1;
     }
     p->depth--;
     return rc;

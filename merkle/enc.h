@@ -90,11 +90,8 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
                    sl_err *err);
 
 /* Writes the canonical form of (neg ? -1 : 1) * digits * 10^exp, digits
- * being nd ASCII digits (leading and trailing zeros allowed), to dst, which
- * holds at least nd + 24 bytes. Returns its length, or 0 when the value has
- * more than ENC_DEC_MAX digits from its first non-zero one on (the text form
- * of such a value is encoded as text, and so must it be). */
-#define ENC_DEC_MAX 512
+ * being nd ASCII digits (leading and trailing zeros allowed, any number of
+ * them), to dst, which holds at least nd + 24 bytes. Returns its length. */
 size_t enc_decimal(char *dst, int neg, const char *digits, size_t nd, long exp);
 
 /* The same for (neg ? -1 : 1) * m * 10^exp; dst holds at least 48 bytes. */
