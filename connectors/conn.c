@@ -1,5 +1,6 @@
 #include "conn_impl.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,14 +348,21 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
             rc = 0;
             goto done;
         }
-        long double span = (long double)cc.hi.i - (long double)cc.lo.i + 1;
-        int64_t prev = cc.lo.i;
+        /* in unsigned 128-bit arithmetic: the span of -2^63..2^63-1 is
+         * 2^64, and span * i overflows 64 bits; offsets stay below span */
+        uint64_t lo = (uint64_t)cc.lo.i ^ (1ULL << 63), hi = (uint64_t)cc.hi.i ^ (1ULL << 63);
+        if (hi < lo) {
+            rc = sl_err_set(err, "min() of the key is above its max()");
+            goto done;
+        }
+        unsigned __int128 span = (unsigned __int128)(hi - lo) + 1;
+        uint64_t prev = lo;
         for (size_t i = 1; i < nranges; i++) {
-            enc_val v = {.kind = ENC_V_INT};
-            v.i = cc.lo.i + (int64_t)(span * (long double)i / (long double)nranges);
-            if (v.i <= prev || v.i > cc.hi.i)
+            uint64_t at = lo + (uint64_t)(span * i / nranges);
+            if (at <= prev) /* more ranges than keys: skip repeats */
                 continue;
-            prev = v.i;
+            prev = at;
+            enc_val v = {.kind = ENC_V_INT, .i = (int64_t)(at ^ (1ULL << 63))};
             if (fn(ctx, &v, 1, err))
                 goto done;
         }
@@ -387,7 +395,8 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
         sl_buf_putc(&sql, 0))
         goto oom;
     for (size_t i = 1; i < nranges; i++) {
-        enc_val off = {.kind = ENC_V_INT, .i = (int64_t)(cc.n * i / nranges)};
+        uint64_t at = (uint64_t)((unsigned __int128)cc.n * i / nranges);
+        enc_val off = {.kind = ENC_V_INT, .i = at > INT64_MAX ? INT64_MAX : (int64_t)at};
         if (c->ops->query(c, (const char *)sql.p, &off, 1, q->nkey, q->cls, fn, ctx, err))
             goto done;
     }

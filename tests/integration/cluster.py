@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import SAN_ENV, SLUICE, free_port
+from harness import SAN_ENV, SLUICE, check_sanitizer, free_port
 
 
 class Cluster:
@@ -55,6 +55,7 @@ class Cluster:
     def run(self, *args, timeout=300):
         r = subprocess.run([SLUICE] + list(args), capture_output=True, text=True, env=self.env,
                            timeout=timeout)
+        check_sanitizer(r.returncode, r.stderr, "sluice " + " ".join(args[:3]))
         return r.returncode, r.stdout, r.stderr
 
     def client(self, cmd, *args):
@@ -99,6 +100,13 @@ class Cluster:
                     p.kill()
         for f in self.logs:
             f.close()
+        # a coordinator or worker that died of a sanitizer report fails the file
+        for name, p in [("coordinator", self.coordinator)] + [
+                (f"worker{i}", w) for i, w in enumerate(self.workers)]:
+            if p and p.returncode in (86, 87, 88):
+                log = os.path.join(self.dir, name + ".log")
+                text = open(log).read() if os.path.exists(log) else ""
+                check_sanitizer(p.returncode, text, f"sluice {name}")
 
     def sanitizer_reports(self):
         out = []

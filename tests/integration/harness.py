@@ -20,12 +20,28 @@ import psycopg2
 
 SLUICE = os.environ.get("SLUICE") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build", "asan", "sluice")
-# Sanitizer reports must not look like "exit 1 = different".
+# Sanitizer reports must not look like "exit 1 = different". The sanitizer
+# build has these exit codes compiled in (base/san_options.c); the
+# environment says the same for any older binary.
 SAN_ENV = {
     "ASAN_OPTIONS": "exitcode=86:detect_leaks=1:abort_on_error=0",
     "UBSAN_OPTIONS": "halt_on_error=1:exitcode=87:print_stacktrace=1",
     "LSAN_OPTIONS": "exitcode=88",
 }
+SAN_EXIT = {86: "AddressSanitizer", 87: "UndefinedBehaviorSanitizer", 88: "LeakSanitizer"}
+SAN_FAILURES = []
+
+
+def check_sanitizer(code, err, what):
+    """A sanitizer exit (86-88) is a failure of the test file whatever the
+    test expected: its report is shown now, and Tap.done() fails."""
+    if code not in SAN_EXIT:
+        return False
+    SAN_FAILURES.append(f"{SAN_EXIT[code]} (exit {code}): {what}")
+    print(f"# {SAN_EXIT[code]} report (exit {code}) from {what}:", flush=True)
+    for line in (err or "").splitlines()[-80:]:
+        print(f"#   {line}", flush=True)
+    return True
 
 
 def free_port():
@@ -106,6 +122,7 @@ def sluice(*args, env=None):
         e.update(env)
     r = subprocess.run([SLUICE] + list(args), capture_output=True, text=True, env=e,
                        timeout=300)
+    check_sanitizer(r.returncode, r.stderr, "sluice " + " ".join(args[:3]))
     return r.returncode, r.stdout, r.stderr
 
 
@@ -137,6 +154,9 @@ class Tap:
         print(f"# {msg}", flush=True)
 
     def done(self):
+        if SAN_FAILURES:
+            self.ok(False, f"no sanitizer reports ({len(SAN_FAILURES)} runs exited 86-88)",
+                    "\n".join(SAN_FAILURES))
         print(f"1..{self.n}", flush=True)
         sys.exit(1 if self.failed else 0)
 
