@@ -78,7 +78,7 @@ static int json_names(json_t *v, const char **out, size_t *n)
         json_t *x;
         json_array_foreach(v, i, x)
         {
-            if (!json_is_string(x) || *n == 64)
+            if (!json_is_string(x) || *n == CO_MAX_COLS)
                 return -1;
             out[(*n)++] = json_string_value(x);
         }
@@ -127,7 +127,7 @@ static int schedule_load(const char *path, schedule *s)
         json_t *a = json_array_get(audits, i);
         const char *name = json_string_value(json_object_get(a, "name"));
         long every = parse_every(json_object_get(a, "every"));
-        const char *key[64], *cols[64], *excl[64];
+        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS];
         co_diff_opts o = {0};
         if (!name)
             return cli_fail("schedule %s: audit %zu has no \"name\"", path, i + 1);
@@ -611,8 +611,8 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
     get_s(m, "kind", kind, sizeof kind);
     co_event ev = {0};
     const char *vals[32], *names[32];
-    co_coldiff cols[512];
-    char *strs[2048];
+    co_coldiff cols[CO_MAX_COLS];
+    char *strs[2 + 2 * 32 + 3 * CO_MAX_COLS]; /* types, key names and values, columns */
     size_t ns = 0;
     const msgpack_object *items, *f;
     uint32_t n, nf;
@@ -651,7 +651,7 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
                 ev.nkey++;
             }
         }
-        if (msg_get_array(m, "columns", &items, &n, NULL) == 0 && n <= 512) {
+        if (msg_get_array(m, "columns", &items, &n, NULL) == 0 && n <= CO_MAX_COLS) {
             for (uint32_t i = 0; i < n; i++) {
                 const char *p;
                 size_t l;

@@ -22,6 +22,10 @@
 
 typedef struct conn conn;
 
+/* Most columns a query may read: PostgreSQL's own limit per table. Only the
+ * compared columns count; a described table may have more (SQLite). */
+#define CONN_MAX_COLS 1600
+
 typedef struct conn_col {
     char *name;
     char *type; /* the database's own spelling, e.g. "numeric(12,2)" */

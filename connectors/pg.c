@@ -16,7 +16,8 @@ typedef struct pg_conn {
     conn base;
     PGconn *pg;
     sl_buf scratch;
-    sl_buf colbuf[512]; /* per column: bytes a binary value decodes to */
+    sl_buf *colbuf;  /* per column: bytes a binary value decodes to */
+    size_t ncolbuf;  /* grown to a range's columns, kept for the next */
     int text_only;      /* sluice.read=text: ranges as text, through a cursor */
 } pg_conn;
 
@@ -36,8 +37,9 @@ static void pg_free(conn *c)
     pg_conn *p = (pg_conn *)c;
     PQfinish(p->pg);
     sl_buf_free(&p->scratch);
-    for (size_t k = 0; k < sizeof p->colbuf / sizeof p->colbuf[0]; k++)
+    for (size_t k = 0; k < p->ncolbuf; k++)
         sl_buf_free(&p->colbuf[k]);
+    free(p->colbuf);
     free(p);
 }
 
@@ -70,9 +72,9 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
     const char *vals[512];
     int lens[512], fmts[512];
     char nums[512][24];
-    enc_val row[512];
-    if (nparams > 512 || ncols > 512)
-        return sl_err_set(err, "too many parameters or columns (limits: 512 and 512)");
+    if (nparams > 512 || ncols > CONN_MAX_COLS)
+        return sl_err_set(err, "too many parameters or columns (limits: 512 and %d)",
+                          CONN_MAX_COLS);
     for (size_t i = 0; i < nparams; i++) {
         fmts[i] = 0;
         if (params[i].kind == ENC_V_INT) {
@@ -106,11 +108,18 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
         p->scratch.len += params[i].len + 1;
         vals[i] = d;
     }
-    if (!PQsendQueryParams(p->pg, sql, (int)nparams, NULL, vals, lens, fmts, 0))
+    /* the row, once a query (not on the stack: up to CONN_MAX_COLS values) */
+    enc_val *row = malloc((ncols ? ncols : 1) * sizeof *row);
+    if (!row)
+        return sl_err_set(err, "out of memory");
+    if (!PQsendQueryParams(p->pg, sql, (int)nparams, NULL, vals, lens, fmts, 0)) {
+        free(row);
         return pg_error(p, NULL, err);
+    }
     if (!PQsetSingleRowMode(p->pg)) {
         while (PQgetResult(p->pg) != NULL) {
         }
+        free(row);
         return sl_err_set(err, "%s: cannot enter single-row mode", p->base.name);
     }
     int rc = 0;
@@ -147,6 +156,7 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
         }
         PQclear(res);
     }
+    free(row);
     if (rc == 0 && PQstatus(p->pg) != CONNECTION_OK)
         rc = pg_error(p, NULL, err);
     return rc;
@@ -182,9 +192,8 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
 {
     sl_buf decl = {0};
     int rc = 0;
-    enc_val row[512];
-    if (ncols > 512)
-        return sl_err_set(err, "too many columns (limit 512)");
+    if (ncols > CONN_MAX_COLS)
+        return sl_err_set(err, "too many columns (limit %d)", CONN_MAX_COLS);
     if (sl_buf_printf(&decl, "DECLARE sluice_range NO SCROLL CURSOR FOR %s", sql) ||
         sl_buf_putc(&decl, 0)) {
         sl_buf_free(&decl);
@@ -197,6 +206,9 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
         return rc;
     char fetch[64];
     snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM sluice_range", PG_BATCH);
+    enc_val *row = malloc((ncols ? ncols : 1) * sizeof *row);
+    if (!row)
+        return sl_err_set(err, "out of memory");
     for (;;) {
         PGresult *r = PQexecParams(p->pg, fetch, 0, NULL, NULL, NULL, NULL, oids != NULL);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -228,6 +240,7 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
         if (rc || n < PG_BATCH)
             break;
     }
+    free(row);
     return rc;
 }
 
@@ -330,7 +343,7 @@ static int ignore_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
  * costs the server, and no per-row result to build here. COPY takes no
  * parameters, so the bounds are bound to set_config() first and the query
  * reads them back with current_setting(), cast to the key's type. Called by
- * pg_stream_range, which holds np to 64 and the columns to 512. */
+ * pg_stream_range, which holds np to 64 and the columns to CONN_MAX_COLS. */
 static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, const enc_val *params,
                    size_t np, const unsigned *ptypes, const unsigned *oids, conn_row_fn fn,
                    void *ctx, sl_err *err)
@@ -339,9 +352,9 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
     char ptext[64][96];
     const char *pt[64];
     enc_val sp[64];
-    enc_val row[512];
+    enc_val *row = malloc(q->ncols * sizeof *row);
     int rc = -1;
-    if (sl_buf_printf(&set, "SELECT 1"))
+    if (!row || sl_buf_printf(&set, "SELECT 1"))
         goto oom;
     for (size_t i = 0; i < np; i++) {
         snprintf(ptext[i], sizeof ptext[i], "CAST(current_setting('sluice.p%zu') AS %s)", i + 1,
@@ -420,6 +433,7 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
 oom:
     rc = sl_err_set(err, "out of memory");
 done:
+    free(row);
     sl_buf_free(&set);
     sl_buf_free(&sql);
     sl_buf_free(&hex);
@@ -436,12 +450,25 @@ static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kin
 {
     pg_conn *p = (pg_conn *)c;
     sl_buf sql = {0};
-    unsigned oids[512], ptypes[64];
+    unsigned *oids, ptypes[64];
     int rc, binary, copy;
-    if (q->ncols > 512 || np > 64) /* the range's bounds: two per key column */
-        return sl_err_set(err, "too many key columns or columns (limits: 32 and 512)");
-    if (conn_range_sql(c, q, lo_kind, hi_kind, NULL, &sql))
+    if (q->ncols > CONN_MAX_COLS || np > 64) /* the range's bounds: two per key column */
+        return sl_err_set(err, "too many key columns or columns (limits: 32 and %d)",
+                          CONN_MAX_COLS);
+    if (p->ncolbuf < q->ncols) { /* once a connection, as wide as its widest range */
+        sl_buf *b = realloc(p->colbuf, q->ncols * sizeof *b);
+        if (!b)
+            return sl_err_set(err, "out of memory");
+        memset(b + p->ncolbuf, 0, (q->ncols - p->ncolbuf) * sizeof *b);
+        p->colbuf = b;
+        p->ncolbuf = q->ncols;
+    }
+    if (!(oids = malloc(q->ncols * sizeof *oids)))
         return sl_err_set(err, "out of memory");
+    if (conn_range_sql(c, q, lo_kind, hi_kind, NULL, &sql)) {
+        free(oids);
+        return sl_err_set(err, "out of memory");
+    }
     if ((rc = pg_exec_ok(p, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err)))
         goto done;
     PGresult *r = PQprepare(p->pg, "", (const char *)sql.p, (int)np, NULL);
@@ -476,6 +503,7 @@ static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kin
 end:
     rc = pg_end(p, rc, err);
 done:
+    free(oids);
     sl_buf_free(&sql);
     return rc;
 }

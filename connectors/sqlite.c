@@ -38,12 +38,13 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
     (void)cls;
     sq_conn *s = (sq_conn *)c;
     sqlite3_stmt *st = NULL;
-    enc_val row[512];
-    if (ncols > 512)
-        return sl_err_set(err, "too many columns (limit 512)");
+    if (ncols > CONN_MAX_COLS)
+        return sl_err_set(err, "too many columns (limit %d)", CONN_MAX_COLS);
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         return sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
-    int rc = 0;
+    /* the row, once a query (not on the stack: up to CONN_MAX_COLS values) */
+    enc_val *row = malloc((ncols ? ncols : 1) * sizeof *row);
+    int rc = row ? 0 : sl_err_set(err, "out of memory");
     for (size_t i = 0; i < nparams && rc == 0; i++) {
         int b;
         const enc_val *v = &params[i];
@@ -107,6 +108,7 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
         rc = fn(ctx, row, ncols, err);
     }
     sqlite3_finalize(st);
+    free(row);
     return rc;
 }
 
@@ -156,6 +158,7 @@ static int sq_describe(conn *c, const char *table, conn_table **out, sl_err *err
     const char *name = dot ? dot + 1 : table;
     int rc = -1;
     size_t cap = 0, maxpk = 0;
+    int *pkpos = NULL; /* per column: its place in the primary key, 0 if none */
     if (!t || (dot && !schema)) {
         sl_err_set(err, "out of memory");
         goto done;
@@ -168,20 +171,18 @@ static int sq_describe(conn *c, const char *table, conn_table **out, sl_err *err
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, schema ? schema : "main", -1, SQLITE_STATIC);
     int step;
-    int pkpos[512];
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        if (t->ncols == 512) {
-            sl_err_set(err, "%s: table \"%s\" has more than 512 columns", c->name, table);
-            goto done;
-        }
         if (t->ncols == cap) {
             cap = cap ? cap * 2 : 16;
             conn_col *cols = realloc(t->cols, cap * sizeof *cols);
-            if (!cols) {
+            if (cols)
+                t->cols = cols;
+            int *pk = cols ? realloc(pkpos, cap * sizeof *pk) : NULL;
+            if (!pk) {
                 sl_err_set(err, "out of memory");
                 goto done;
             }
-            t->cols = cols;
+            pkpos = pk;
         }
         conn_col *col = &t->cols[t->ncols];
         const char *decl = (const char *)sqlite3_column_text(st, 1);
@@ -224,6 +225,7 @@ static int sq_describe(conn *c, const char *table, conn_table **out, sl_err *err
     rc = 0;
 done:
     sqlite3_finalize(st);
+    free(pkpos);
     free(schema);
     conn_table_free(t);
     return rc;

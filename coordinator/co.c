@@ -11,7 +11,9 @@
 #include "../proto/msg.h"
 
 #define CO_MAX_WORKERS 256
-#define CO_MAX_COLS 512
+/* Columns of a described table: SQLite's hard limit (PostgreSQL's is
+ * 1600); only the compared ones count against CO_MAX_COLS (co.h). */
+#define CO_MAX_TABLE_COLS 32767
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
 
@@ -505,9 +507,8 @@ static int pick_worker(co *c, const char *db, sl_err *err)
 /* ---- the job ---------------------------------------------------------- */
 
 typedef struct side_desc {
-    char *name[CO_MAX_COLS];
-    char *type[CO_MAX_COLS];
-    int cls[CO_MAX_COLS];
+    char **name, **type; /* n of each, on the heap: a table may be wide */
+    int *cls;
     size_t n;
     char *key[32];
     size_t nkey;
@@ -577,6 +578,9 @@ static void side_free(side_desc *d)
         free(d->name[i]);
         free(d->type[i]);
     }
+    free(d->name);
+    free(d->type);
+    free(d->cls);
     for (size_t i = 0; i < d->nkey; i++)
         free(d->key[i]);
 }
@@ -635,9 +639,16 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     if (msg_get(m, "loose"))
         msg_get_int(m, "loose", &loose, NULL);
     d->loose = loose != 0;
-    if (nc > CO_MAX_COLS || nk > 32) {
+    if (nc > CO_MAX_TABLE_COLS || nk > 32) {
         sl_err_set(err, "table \"%s\" has too many columns (%u) or key columns (%u)",
                    j->table[side], nc, nk);
+        goto done;
+    }
+    d->name = calloc(nc + 1, sizeof *d->name);
+    d->type = calloc(nc + 1, sizeof *d->type);
+    d->cls = calloc(nc + 1, sizeof *d->cls);
+    if (!d->name || !d->type || !d->cls) {
+        sl_err_set(err, "out of memory");
         goto done;
     }
     for (uint32_t i = 0; i < nc; i++) {
@@ -793,6 +804,11 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
         if (s->cls[i] != t->cls[b] && !s->loose && !t->loose &&
             emit_schema(j, name, "type changed", s->type[i], t->type[b], err))
             return -1;
+        if (j->ncols == CO_MAX_COLS)
+            return sl_err_set(err,
+                              "table \"%s\" has more than %d columns to compare; pass --columns "
+                              "or --exclude-columns to compare at most %d",
+                              j->table[0], CO_MAX_COLS, CO_MAX_COLS);
         j->cols[j->ncols] = name;
         j->cls[j->ncols++] = cls;
     }

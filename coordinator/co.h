@@ -13,6 +13,10 @@
 
 #include "../base/sl.h"
 
+/* Most columns one diff compares (key columns included): PostgreSQL's own
+ * limit per table. Wider tables are compared on a --columns selection. */
+#define CO_MAX_COLS 1600
+
 enum co_kind {
     CO_MISSING = 1, /* row in source, not in target */
     CO_EXTRA,       /* row in target, not in source */

@@ -11,7 +11,7 @@
 #include "co.h"
 #include "store.h"
 
-#define SPEC_MAX_LIST 512
+#define SPEC_MAX_LIST CO_MAX_COLS /* names in --key, --columns, --exclude-columns */
 
 struct co_server {
     void *zctx;

@@ -11,7 +11,7 @@
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 
-#define WK_MAX_COLS 512
+#define WK_MAX_COLS CONN_MAX_COLS /* compared columns a request may name */
 
 typedef struct wk_dbconn {
     char *name, *dsn;

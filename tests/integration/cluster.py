@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import SAN_ENV, SLUICE, check_sanitizer, free_port
+from harness import SAN_ENV, SLUICE, check_sanitizer, describe_run, free_port
 
 
 class Cluster:
@@ -55,7 +55,7 @@ class Cluster:
     def run(self, *args, timeout=300):
         r = subprocess.run([SLUICE] + list(args), capture_output=True, text=True, env=self.env,
                            timeout=timeout)
-        check_sanitizer(r.returncode, r.stderr, "sluice " + " ".join(args[:3]))
+        check_sanitizer(r.returncode, r.stderr, describe_run(args))
         return r.returncode, r.stdout, r.stderr
 
     def client(self, cmd, *args):

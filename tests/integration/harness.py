@@ -32,6 +32,13 @@ SAN_EXIT = {86: "AddressSanitizer", 87: "UndefinedBehaviorSanitizer", 88: "LeakS
 SAN_FAILURES = []
 
 
+def describe_run(args):
+    """A command line fit to print: database names (which may carry a
+    password) are left out."""
+    return "sluice " + " ".join("<db>" if "://" in a or "=" in a or a.startswith("sqlite:")
+                                else a for a in args[:8])
+
+
 def check_sanitizer(code, err, what):
     """A sanitizer exit (86-88) is a failure of the test file whatever the
     test expected: its report is shown now, and Tap.done() fails."""
@@ -122,7 +129,7 @@ def sluice(*args, env=None):
         e.update(env)
     r = subprocess.run([SLUICE] + list(args), capture_output=True, text=True, env=e,
                        timeout=300)
-    check_sanitizer(r.returncode, r.stderr, "sluice " + " ".join(args[:3]))
+    check_sanitizer(r.returncode, r.stderr, describe_run(args))
     return r.returncode, r.stdout, r.stderr
 
 
