@@ -16,8 +16,8 @@ typedef struct pg_conn {
     conn base;
     PGconn *pg;
     sl_buf scratch;
-    sl_buf *colbuf;  /* per column: bytes a binary value decodes to */
-    size_t ncolbuf;  /* grown to a range's columns, kept for the next */
+    sl_buf *colbuf;     /* per column: bytes a binary value decodes to */
+    size_t ncolbuf;     /* grown to a range's columns, kept for the next */
     int text_only;      /* sluice.read=text: ranges as text, through a cursor */
 } pg_conn;
 

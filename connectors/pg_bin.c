@@ -1,7 +1,7 @@
 /* PostgreSQL's binary send formats (the *send functions of src/backend/utils/adt) read into
  * enc_val. Rare values whose text form the encoder keeps as text (dates
- * outside years 1..9999, infinities) are spelled here exactly as PostgreSQL prints them, so they encode as the
- * text path would. */
+ * outside years 1..9999, infinities) are spelled here exactly as PostgreSQL prints them, so they
+ * encode as the text path would. */
 #include "pg_bin.h"
 
 #include <math.h>
