@@ -36,7 +36,7 @@ def describe_run(args):
     """A command line fit to print: database names (which may carry a
     password) are left out."""
     return "sluice " + " ".join("<db>" if "://" in a or "=" in a or a.startswith("sqlite:")
-                                else a for a in args[:8])
+                                else a for a in args[:12])
 
 
 def check_sanitizer(code, err, what):

@@ -13,6 +13,7 @@ Decisions this file holds sluice to (merkle/README.md): a SQLite TEXT column
 holding a decimal's text compares as that exact decimal; a SQLite NUMERIC
 column holds what SQLite's affinity made of it (an integer when exact, else
 a double), and sluice compares what SQLite holds."""
+import json
 import os
 import sqlite3
 import subprocess
@@ -207,6 +208,27 @@ code, got, doc, err = diff(D, D, "--table", "w600_s", "--target-table", "w600_d"
 t.ok(code == 1 and got == {("changed", ("3",), ("c1",)), ("changed", ("4",), ("c500",))},
      "601 columns whole: both changes", f"{code} {got} {err[-500:]}")
 
+# wider than 1600 (SQLite allows 2000 by default): only compared columns count
+ddl = ", ".join(f"c{k} INTEGER" for k in range(1, 1801))
+for tab in ("w1800_s", "w1800_d"):
+    lite.execute(f"CREATE TABLE {tab} (id INTEGER PRIMARY KEY, {ddl})")
+    lite.execute(f"INSERT INTO {tab} (id, c1, c1800) VALUES (1, 1, 1), (2, 2, 2)")
+lite.execute("UPDATE w1800_d SET c1800 = -2 WHERE id = 2")
+lite.commit()
+code, got, doc, err = diff(L, L, "--table", "w1800_s", "--target-table", "w1800_d")
+t.ok(code == 2 and "more than 1600 columns to compare" in err and "--columns" in err and
+     len(err.strip().splitlines()) == 1,
+     "1801 columns to compare: one line saying the limit and what to do", f"{code} {err[-300:]}")
+code, got, doc, err = diff(L, L, "--table", "w1800_s", "--target-table", "w1800_d",
+                           "--columns", "id,c1,c1800")
+t.ok(code == 1 and got == {("changed", ("2",), ("c1800",))},
+     "1801 columns, --columns id,c1,c1800: the change found", f"{code} {got} {err[-300:]}")
+excl = ",".join(f"c{k}" for k in range(2, 300))
+code, got, doc, err = diff(L, L, "--table", "w1800_s", "--target-table", "w1800_d",
+                           "--exclude-columns", excl)
+t.ok(code == 1 and got == {("changed", ("2",), ("c1800",))},
+     "1801 columns, 298 excluded (1503 compared): the change found", f"{code} {got} {err[-300:]}")
+
 # through a cluster: a coordinator and a worker process
 cl = Cluster({"pg": D, "lite": L})
 cl.start_coordinator()
@@ -216,7 +238,6 @@ for src, tgt in (("pg", "pg"), ("pg", "lite")):
     code, out, err = cl.client("submit", src, tgt, "--wait", "--format", "json", "--no-progress",
                                "--table", "wide_s", "--target-table", "wide_d", "--ranges", "2")
     try:
-        import json
         got = divergence_set(json.loads(out))
     except ValueError:
         got = None
