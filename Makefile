@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo test unit integration clean format bench
+.PHONY: all deps demo test unit integration clean format bench test-random
 
 all: build/sluice
 
@@ -53,6 +53,15 @@ test:
 
 unit: $(addprefix build/asan/,$(UNIT))
 	prove --exec '' $^
+
+# The randomized differential test alone, as long as asked:
+# make test-random SCENARIOS=10000 [SEED=n] [HOSTILE_SHARE=0.25]
+SCENARIOS ?= 2000
+test-random:
+	@bash scripts/deps.sh --test
+	@$(MAKE) --no-print-directory build/asan/sluice
+	SLUICE=$(CURDIR)/build/asan/sluice SCENARIOS=$(SCENARIOS) prove -v --exec '' \
+	    tests/integration/test_random.py
 
 bench: deps build/sluice
 	@bash scripts/deps.sh --test

@@ -153,6 +153,65 @@ static int put_order(conn *c, sl_buf *sql, const conn_query *q)
     return 0;
 }
 
+/* Where values carry a storage class (SQLite), a key value stored in
+ * another class than its key's (an integer key holding '5' as text, a uuid
+ * as a blob) sorts apart from its peers and matches no parameter of the
+ * key's class: a range would misplace it and a fetch miss it. Refused. */
+typedef struct storage_ctx {
+    conn_row_fn fn;
+    void *ctx;
+    const conn_query *q;
+} storage_ctx;
+
+static enc_vkind key_storage_kind(int cls)
+{
+    switch (cls) {
+    case ENC_INT:
+        return ENC_V_INT;
+    case ENC_BYTEA:
+        return ENC_V_BLOB;
+    default: /* text, uuid (canonical text), other */
+        return ENC_V_TEXT;
+    }
+}
+
+static int check_key_storage(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    storage_ctx *s = ctx;
+    for (size_t k = 0; k < s->q->nkey && k < n; k++) {
+        enc_vkind want = key_storage_kind(s->q->cls[k]);
+        if (v[k].kind != want && v[k].kind != ENC_V_NULL)
+            return sl_err_set(err,
+                              "key column \"%s\" holds a value stored as %s, its key being read as %s; "
+                              "store every key value of a column in one type (SQLite: e.g. "
+                              "UPDATE ... SET k = CAST(k AS %s))",
+                              s->q->cols[k],
+                              v[k].kind == ENC_V_INT     ? "an integer"
+                              : v[k].kind == ENC_V_FLOAT ? "a real"
+                              : v[k].kind == ENC_V_BLOB  ? "a blob"
+                                                         : "text",
+                              enc_class_name(s->q->cls[k]),
+                              want == ENC_V_INT    ? "INTEGER"
+                              : want == ENC_V_BLOB ? "BLOB"
+                                                   : "TEXT");
+    }
+    return s->fn(s->ctx, v, n, err);
+}
+
+/* The row callback for a read of q's keys: fn itself, or fn behind the
+ * storage check where the driver needs it. */
+static conn_row_fn key_reader(conn *c, const conn_query *q, conn_row_fn fn, void *ctx,
+                              storage_ctx *s, void **out_ctx)
+{
+    if (!c->ops->has_storage_classes) {
+        *out_ctx = ctx;
+        return fn;
+    }
+    *s = (storage_ctx){fn, ctx, q};
+    *out_ctx = s;
+    return check_key_storage;
+}
+
 /* Decodes a bound's key into params[*np..]. */
 static int bound_params(const mk_bound *b, const conn_query *q, sl_buf *scratch, enc_val *params,
                         size_t *np, sl_err *err)
@@ -202,7 +261,10 @@ int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk
         sl_err_set(err, "out of memory");
         goto done;
     }
-    rc = c->ops->query(c, (const char *)sql.p, params, np, q->ncols, q->cls, fn, ctx, err);
+    storage_ctx sc;
+    void *rctx;
+    conn_row_fn rfn = key_reader(c, q, fn, ctx, &sc, &rctx);
+    rc = c->ops->query(c, (const char *)sql.p, params, np, q->ncols, q->cls, rfn, rctx, err);
 done:
     free(params);
     sl_buf_free(&sql);
@@ -247,7 +309,10 @@ int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, co
                 goto oom;
         if (sl_buf_putc(&sql, ')') || put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
             goto oom;
-        if (c->ops->query(c, (const char *)sql.p, params, m * q->nkey, q->ncols, q->cls, fn, ctx,
+        storage_ctx sc;
+        void *rctx;
+        conn_row_fn rfn = key_reader(c, q, fn, ctx, &sc, &rctx);
+        if (c->ops->query(c, (const char *)sql.p, params, m * q->nkey, q->ncols, q->cls, rfn, rctx,
                           err) != 0)
             goto done;
     }
@@ -397,7 +462,10 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
     for (size_t i = 1; i < nranges; i++) {
         uint64_t at = (uint64_t)((unsigned __int128)cc.n * i / nranges);
         enc_val off = {.kind = ENC_V_INT, .i = at > INT64_MAX ? INT64_MAX : (int64_t)at};
-        if (c->ops->query(c, (const char *)sql.p, &off, 1, q->nkey, q->cls, fn, ctx, err))
+        storage_ctx sc;
+        void *rctx;
+        conn_row_fn rfn = key_reader(c, q, fn, ctx, &sc, &rctx);
+        if (c->ops->query(c, (const char *)sql.p, &off, 1, q->nkey, q->cls, rfn, rctx, err))
             goto done;
     }
     rc = 0;

@@ -28,6 +28,10 @@ typedef struct conn_ops {
      * parameter $1 (optional) */
     const char *tablesample;
     int numbered_dollar; /* $1 (PostgreSQL) rather than ?1 (SQLite) */
+    /* Values come out in their storage class, which the database orders by
+     * before the value (SQLite: integers < text < blobs) and which a bound
+     * parameter must share to match: key values are checked against it. */
+    int has_storage_classes;
 } conn_ops;
 
 #define CONN_ESTIMATE_MIN 1000000

@@ -238,6 +238,7 @@ static const conn_ops sq_ops = {
     .quote = sq_quote,
     .text_key_collate = " COLLATE BINARY",
     .numbered_dollar = 0,
+    .has_storage_classes = 1,
 };
 
 conn *conn_sqlite_open(const char *path, sl_err *err)

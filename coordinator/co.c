@@ -766,6 +766,18 @@ static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                               "sluice orders keys of integer, text, uuid or bytea type only: "
                               "pass --key with such columns",
                               key[i], s->type[a], t->type[b]);
+        /* Each side reads its ranges in its own column type's order: an
+         * integer column numerically, a text column bytewise ('10' < '9').
+         * Read as one class, such keys would be bounded and merged in an
+         * order one side does not keep, so ranges would overlap or leak. */
+        if ((s->cls[a] == ENC_INT && t->cls[b] == ENC_TEXT) ||
+            (s->cls[a] == ENC_TEXT && t->cls[b] == ENC_INT))
+            return sl_err_set(err,
+                              "key column \"%s\" is %s in source (%s) but %s in target (%s), "
+                              "and the two order keys differently; make the key types agree, or "
+                              "compare through a view that casts the key on one side (with --key)",
+                              key[i], enc_class_name(s->cls[a]), s->type[a],
+                              enc_class_name(t->cls[b]), t->type[b]);
         for (size_t k = 0; k < i; k++)
             if (strcmp(key[k], key[i]) == 0)
                 return sl_err_set(err, "--key names \"%s\" twice", key[i]);
@@ -1709,7 +1721,7 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
             const char *s;
             size_t l;
             if (msg_get_str(m, "error", &s, &l, NULL) == 0)
-                sl_err_set(err, "%.*s", (int)l, s);
+                sl_err_set(err, "%s: %.*s", side ? "target" : "source", (int)l, s);
             else
                 sl_err_set(err, "a worker failed without saying why");
             msg_free(m);

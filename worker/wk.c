@@ -169,6 +169,8 @@ typedef struct rowenc {
     double t0; /* when the stream started, for the rate limit */
     const spec *s;
     sl_buf key, row;
+    sl_buf prev;            /* the previous row's key (swapped with key, not copied) */
+    const mk_bound *lo, *hi; /* a range read: every key must lie inside */
     uint8_t hash[16];
 } rowenc;
 
@@ -191,6 +193,32 @@ static void throttle(rowenc *r)
     }
 }
 
+/* Every stream (a range, a span, a fetch) must hand rows out strictly
+ * increasing in canonical key order, and a range only keys inside its
+ * bounds: the trees, the bounds of neighbouring ranges and the merge of both
+ * sides' rows all assume it, and a database whose order differs (a
+ * collation, a key read as another type) would otherwise make rows seem
+ * missing on one side and extra on the other. */
+static int check_key_order(const rowenc *r, sl_err *err)
+{
+    const char *why = NULL;
+    if (r->n > 1) {
+        size_t m = r->key.len < r->prev.len ? r->key.len : r->prev.len;
+        int c = memcmp(r->prev.p, r->key.p, m);
+        if (c > 0 || (c == 0 && r->prev.len >= r->key.len))
+            why = "out of key order or with a duplicate key";
+    }
+    if (!why && r->lo && r->hi && !mk_bound_contains(r->lo, r->hi, r->key.p, r->key.len))
+        why = "outside the requested key range";
+    if (!why)
+        return 0;
+    return sl_err_set(err,
+                      "table \"%s\": the database returned rows %s; its key order must match "
+                      "byte order (text keys need a binary collation, and both sides' key "
+                      "columns one type)",
+                      r->s->q.table, why);
+}
+
 static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
 {
     if ((++r->n & 255) == 0) {
@@ -198,11 +226,16 @@ static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
             throttle(r);
         busy_tick(r->w); /* heartbeats, and the drill-down's quick requests */
     }
+    sl_buf t = r->prev;
+    r->prev = r->key;
+    r->key = t;
     sl_buf_reset(&r->key);
     sl_buf_reset(&r->row);
     for (size_t k = 0; k < r->s->q.nkey; k++)
         if (enc_key(&r->key, r->s->cls[k], &v[k], err))
             return sl_err_wrap(err, "key column \"%s\"", r->s->cols[k]);
+    if (check_key_order(r, err))
+        return -1;
     if (enc_values(&r->row, r->s->cls, v, r->s->q.ncols, r->s->flags))
         return sl_err_set(err, "out of memory");
     enc_hash(r->row.p, r->row.len, r->hash);
@@ -211,6 +244,7 @@ static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
 
 static void rowenc_free(rowenc *r)
 {
+    sl_buf_free(&r->prev);
     sl_buf_free(&r->key);
     sl_buf_free(&r->row);
 }
@@ -300,9 +334,20 @@ static int take_split(void *ctx, const enc_val *v, size_t n, sl_err *err)
     for (size_t k = 0; k < s->re.s->q.nkey; k++)
         if (enc_key(&s->re.key, s->re.s->cls[k], &v[k], err))
             return sl_err_wrap(err, "key column \"%s\"", s->re.s->cols[k]);
-    /* quantiles of a small table can repeat: keep bounds strictly rising */
-    if (s->n && (s->last.len == s->re.key.len && !memcmp(s->last.p, s->re.key.p, s->last.len)))
-        return 0;
+    /* quantiles of a small table can repeat: keep bounds strictly rising;
+     * one that falls means the database's key order is not canonical */
+    if (s->n) {
+        size_t m = s->re.key.len < s->last.len ? s->re.key.len : s->last.len;
+        int c = memcmp(s->last.p, s->re.key.p, m);
+        if (c == 0 && s->last.len == s->re.key.len)
+            return 0;
+        if (c > 0 || (c == 0 && s->last.len > s->re.key.len))
+            return sl_err_set(err,
+                              "table \"%s\": the database returned split keys out of key "
+                              "order; its key order must match byte order (text keys need a "
+                              "binary collation, and both sides' key columns one type)",
+                              s->re.s->q.table);
+    }
     uint32_t len = (uint32_t)s->re.key.len;
     sl_buf_reset(&s->last);
     if (sl_buf_append(&s->last, s->re.key.p, len) || sl_buf_append(&s->keys, &len, 4) ||
@@ -439,6 +484,8 @@ static int do_tree(wk *w, const msg *m, sl_err *err)
     tree_release(w, (uint64_t)id); /* a re-issued task replaces the old tree */
     tc.re.s = &s;
     tc.re.w = w;
+    tc.re.lo = &lo;
+    tc.re.hi = &hi;
     if (!(tc.t = mk_tree_new(0))) {
         sl_err_set(err, "out of memory");
         goto done;
@@ -562,8 +609,10 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         goto done;
     rc.re.s = &s;
     rc.re.w = w;
+    mk_bound lo, hi;
     if (!fetch) {
-        mk_bound lo, hi;
+        rc.re.lo = &lo;
+        rc.re.hi = &hi;
         if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
             stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
             goto done;

@@ -10,15 +10,22 @@ processes (sluice submit --wait) instead of sluice diff."""
 import json
 import os
 import random
+import sqlite3
 import sys
+import tempfile
 import time
 import uuid
+from decimal import Decimal
+
+import psycopg2
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import PgServer, Tap, divergence_set, sluice_json  # noqa: E402
 
 seed = int(os.environ.get("SEED", int(time.time())))
 scenarios = int(os.environ.get("SCENARIOS", "200"))
+HOSTILE_SHARE = float(os.environ.get("HOSTILE_SHARE", "0.25"))
+sqlite_dir = tempfile.mkdtemp(prefix="sluice-rnd-")
 rnd = random.Random(seed)
 t = Tap()
 t.diag(f"seed {seed} (SEED={seed} replays), {scenarios} scenarios")
@@ -111,10 +118,208 @@ def q(name):
     return '"' + name + '"'
 
 
+# ---- hostile scenarios ---------------------------------------------------
+# Keys of another type on each side (refused, or answered exactly), integer
+# extremes, text keys whose columns collate differently, huge numerics
+# written differently, long text and binary values, wide tables, and a
+# SQLite target. The oracle is Python: Decimal equality is numeric equality
+# (1.000 == 1), as sluice's is.
+HAS_ICU = False
+cur.execute("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'")
+HAS_ICU = cur.fetchone() is not None
+KEY_PAIRS = [("int8", "int8"), ("int4", "int8"), ("int8", "int4"), ("text", "varchar(400)"),
+             ("text", "text"), ("int8", "text"), ("text", "int4"), ("int2", "varchar(10)")]
+if HAS_ICU:
+    KEY_PAIRS.append(('text COLLATE "und-x-icu"', 'text COLLATE "C"'))
+INT64 = (-2**63, 2**63 - 1)
+KEY_TEXT = "aAbBzZ09 _-éÉ✓ß\t"
+
+
+def is_int(ty):
+    return ty.startswith("int")
+
+
+def int_bound(ty):
+    return {"int2": 2**15, "int4": 2**31, "int8": 2**63}[ty]
+
+
+def hostile_key(ty_s, ty_t, used):
+    while True:
+        if is_int(ty_s) or is_int(ty_t):
+            lim = min(int_bound(ty) for ty in (ty_s, ty_t) if is_int(ty))
+            k = rnd.choice([-lim, lim - 1, 0, -1, 1, rnd.randint(-lim, lim - 1),
+                            rnd.randint(-1000, 1000)])
+        else:
+            k = "".join(rnd.choice(KEY_TEXT) for _ in range(rnd.randint(1, 6)))
+        if k not in used:
+            used.add(k)
+            return k
+
+
+def huge_numeric():
+    ip = str(rnd.randint(0, 9)) + "".join(rnd.choice("0123456789")
+                                          for _ in range(rnd.choice([0, 5, 300, 1200])))
+    fp = "".join(rnd.choice("0123456789") for _ in range(rnd.choice([0, 3, 700])))
+    return Decimal(("-" if rnd.random() < 0.3 else "") + ip + ("." + fp if fp else ""))
+
+
+def num_text(d, respell=False):
+    s = format(d, "f")
+    if respell:  # trailing zeros, as a numeric of a bigger scale prints it
+        frac = len(s.split(".")[1]) if "." in s else 0
+        zeros = min(rnd.choice([1, 50, 600, 16000]), 16383 - frac)  # PostgreSQL's most
+        s = s + ("" if "." in s else ".") + "0" * zeros
+    return s
+
+
+def hostile_value(ty):
+    if rnd.random() < 0.1:
+        return None
+    if ty == "numeric":
+        return huge_numeric()
+    if ty == "text":
+        n = 100000 if rnd.random() < 0.03 else rnd.choice([0, 5, 40, 3000])
+        return "".join(rnd.choice(ALPHABET) for _ in range(min(n, 50))) * max(1, n // 50)
+    if ty == "bytea":
+        n = 70000 if rnd.random() < 0.03 else rnd.choice([0, 1, 16, 300])
+        return bytes(rnd.getrandbits(8) for _ in range(min(n, 256))) * max(1, n // 256)
+    if ty == "int8":
+        return rnd.choice([INT64[0], INT64[1], 0, rnd.randint(*INT64)])
+    return rnd.randint(-2**31, 2**31 - 1)  # int4
+
+
+def hostile(sc):
+    """One scenario; returns (ok, description, diagnostics)."""
+    ty_s, ty_t = rnd.choice(KEY_PAIRS)
+    refuse = is_int(ty_s) != is_int(ty_t)
+    wide = rnd.random() < 0.08
+    if wide:
+        vtypes = ["int4"] * rnd.choice([300, 1000, 1599])
+    else:
+        vtypes = [rnd.choice(["numeric", "text", "bytea", "int8"]) for _ in range(rnd.randint(1, 4))]
+    to_sqlite = (not wide and not refuse and "COLLATE" not in ty_s and ty_s in ("int8", "text")
+                 and rnd.random() < 0.35)
+    size = rnd.choice([1, 3, rnd.randint(5, 60)]) if not wide else rnd.randint(1, 12)
+    names = ["k"] + [f"c{i}" for i in range(len(vtypes))]
+    used = set()
+    src = {}
+    for _ in range(size):
+        src[hostile_key(ty_s, ty_t, used)] = [hostile_value(ty) for ty in vtypes]
+    tgt = {k: list(v) for k, v in src.items()}
+    respelled = {}
+    for _ in range(0 if rnd.random() < 0.2 else rnd.randint(1, 6)):
+        op = rnd.random()
+        if tgt and op < 0.5:
+            k = rnd.choice(list(tgt))
+            i = rnd.randrange(len(vtypes))
+            if vtypes[i] == "numeric" and tgt[k][i] is not None and rnd.random() < 0.5:
+                respelled[(k, i)] = True  # the same value, written with more zeros
+            else:
+                tgt[k][i] = hostile_value(vtypes[i])
+                respelled.pop((k, i), None)
+        elif tgt and op < 0.7:
+            del tgt[rnd.choice(list(tgt))]
+        elif op < 0.9:
+            k = hostile_key(ty_s, ty_t, used)
+            tgt[k] = [hostile_value(ty) for ty in vtypes]
+        elif src:
+            del src[rnd.choice(list(src))]
+    expected = set()
+    for k in src:
+        if k not in tgt:
+            expected.add(("missing-in-target", (str(k),), ()))
+        elif src[k] != tgt[k]:
+            cols = tuple(sorted(names[i + 1] for i in range(len(vtypes)) if src[k][i] != tgt[k][i]))
+            expected.add(("changed", (str(k),), cols))
+    for k in tgt:
+        if k not in src:
+            expected.add(("extra-in-target", (str(k),), ()))
+
+    def pg_row(k, vals, tgt_side):
+        out = [str(k)]
+        for i, (ty, v) in enumerate(zip(vtypes, vals)):
+            if v is None:
+                out.append(None)
+            elif ty == "numeric":
+                out.append(num_text(v, tgt_side and (k, i) in respelled))
+            elif ty == "bytea":
+                out.append(psycopg2.Binary(v))
+            else:
+                out.append(v)
+        return out
+
+    stab, ttab = f"hs{sc}", f"ht{sc}"
+    coldefs = ", ".join(f"{q(n)} {ty}" for n, ty in zip(names[1:], vtypes))
+    cur.execute(f"CREATE TABLE {stab} (k {ty_s} PRIMARY KEY, {coldefs})")
+    ph = ", ".join(["%s"] * len(names))
+    if src:
+        cur.executemany(f"INSERT INTO {stab} VALUES ({ph})", [pg_row(k, v, False)
+                                                              for k, v in src.items()])
+    target_dsn = pg.dsn(db)
+    if to_sqlite:
+        path = os.path.join(sqlite_dir, f"{ttab}.db")
+        lite = sqlite3.connect(path)
+        lty = {"numeric": "TEXT", "text": "TEXT", "bytea": "BLOB", "int8": "INTEGER"}
+        lite.execute(f"CREATE TABLE {ttab} (k {'INTEGER' if is_int(ty_t) else 'TEXT'} "
+                     f"PRIMARY KEY, " + ", ".join(f"{q(n)} {lty[ty]}" for n, ty in
+                                                  zip(names[1:], vtypes)) + ")")
+        rows = []
+        for k, vals in tgt.items():
+            r = pg_row(k, vals, True)
+            r[0] = k
+            for i, ty in enumerate(vtypes):
+                if ty == "bytea" and vals[i] is not None:
+                    r[i + 1] = vals[i]
+            rows.append(r)
+        lite.executemany(f"INSERT INTO {ttab} VALUES ({ph.replace('%s', '?')})", rows)
+        lite.commit()
+        lite.close()
+        target_dsn = "sqlite:" + path
+    else:
+        cur.execute(f"CREATE TABLE {ttab} (k {ty_t} PRIMARY KEY, {coldefs})")
+        if tgt:
+            cur.executemany(f"INSERT INTO {ttab} VALUES ({ph})", [pg_row(k, v, True)
+                                                                  for k, v in tgt.items()])
+    args = ["diff", pg.dsn(db), target_dsn, "--table", stab, "--target-table", ttab,
+            "--allow-empty", "--ranges", str(rnd.randint(1, 8))]
+    desc = (f"hostile scenario {sc}: key {ty_s} vs {ty_t}, {len(vtypes)} columns "
+            f"({','.join(vtypes) if len(vtypes) < 10 else 'int4'}), {size} rows, "
+            f"{'SQLite' if to_sqlite else 'PostgreSQL'} target")
+    if cluster and not to_sqlite:
+        a = ["source", "target"] + args[3:]
+        code, out, err = cluster.client("submit", *a, "--wait", "--format", "json", "--no-progress")
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+    else:
+        code, doc, err = sluice_json(*args)
+    cur.execute(f"DROP TABLE {stab}")
+    if not to_sqlite:
+        cur.execute(f"DROP TABLE {ttab}")
+    if refuse:
+        lines = [x for x in err.splitlines() if x.strip()]
+        return (code == 2 and len(lines) == 1 and '"k"' in err, desc + " refused",
+                f"exit {code}\n{err[:2000]}")
+    if doc is None or code != (1 if expected else 0):
+        return False, desc, f"exit {code}, expected {1 if expected else 0}\n{err[:2000]}"
+    got = divergence_set(doc)
+    return (got == expected, desc, f"missed: {sorted(expected - got)[:5]}\n"
+            f"false: {sorted(got - expected)[:5]}")
+
+
 missed_total = false_total = 0
 runs_failed = 0
+hostile_failed = hostile_run = 0
 started = time.time()
 for sc in range(scenarios):
+    if rnd.random() < HOSTILE_SHARE:
+        hostile_run += 1
+        good, desc, diag = hostile(sc)
+        if not good:
+            hostile_failed += 1
+            t.ok(False, desc, diag)
+        continue
     kind = rnd.choice(list(KEYS))
     keycols = KEYS[kind]
     size = rnd.choice([0, rnd.randint(1, 8), rnd.randint(10, 300), rnd.randint(1000, 3000)])
@@ -209,6 +414,8 @@ t.diag(f"{scenarios} scenarios in {time.time() - started:.1f} s")
 t.ok(runs_failed == 0, f"every sluice run exited as expected ({runs_failed} did not)")
 t.ok(missed_total == 0, f"zero missed divergences over {scenarios} scenarios ({missed_total} missed)")
 t.ok(false_total == 0, f"zero false reports over {scenarios} scenarios ({false_total} false)")
+t.ok(hostile_failed == 0, f"{hostile_run} hostile scenarios answered exactly or refused as they "
+     f"must ({hostile_failed} were not)")
 if cluster:
     cluster.stop()
     t.ok(not cluster.sanitizer_reports(), "no sanitizer report from the cluster",
