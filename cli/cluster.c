@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "../base/dsn.h"
 #include "../coordinator/server.h"
 #include "../proto/curve.h"
 #include "../proto/msg.h"
@@ -382,9 +383,12 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
         free(allowed_v);
         return cli_fail("%s", err.msg);
     }
-    if (cfg.verbose)
+    if (cfg.verbose) {
+        char state[512];
+        dsn_redact(cfg.state, state, sizeof state); /* a PostgreSQL --state may hold a password */
         fprintf(stderr, "sluice coordinator: workers %s, clients %s, events %s, state %s\n",
-                cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, cfg.state);
+                cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, state);
+    }
     int r = co_server_run(s, &stop_flag, &err);
     co_server_free(s);
     schedule_free(&sched);
@@ -450,13 +454,14 @@ int cmd_worker(int argc, char **argv)
                                          {"heartbeat", required_argument, 0, 'b'},
                                          {"curve-server-key", required_argument, 0, 'K'},
                                          {"curve-key", required_argument, 0, 'k'},
+                                         {"read-timeout", required_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     wk_db dbs[64];
     char *owned[64];
     size_t ndbs = 0;
     long slots = 2;
-    int hb = 1000, st = -1, ch;
+    int hb = 1000, read_timeout = 0, st = -1, ch;
     const char *ep = CLI_DEFAULT_WORKERS_EP, *curve_server = NULL, *curve_key = NULL;
     optind = 1;
     opterr = 0;
@@ -475,6 +480,9 @@ int cmd_worker(int argc, char **argv)
         case 'b':
             st = parse_seconds(optarg, "--heartbeat", &hb);
             break;
+        case 'D':
+            st = cli_parse_timeout(optarg, "--read-timeout", &read_timeout);
+            break;
         case 'K':
             curve_server = optarg;
             break;
@@ -489,7 +497,11 @@ int cmd_worker(int argc, char **argv)
         case 'h':
             printf("usage: sluice worker --db NAME=DSN [--db NAME=DSN ...] [--db-file FILE]\n"
                    "         [--coordinator EP] [--slots N] [--heartbeat SECONDS]\n"
+                   "         [--read-timeout SECONDS]\n"
                    "  --db-file FILE: lines NAME=DSN (keeps passwords off the command line)\n"
+                   "  --read-timeout: give up on a database silent this long in a query\n"
+                   "    (default 300; connecting gives up after 10 s unless the DSN sets\n"
+                   "    connect_timeout or PGCONNECT_TIMEOUT is set)\n"
                    "defaults: %s, 2 slots, 1 s\n",
                    CLI_DEFAULT_WORKERS_EP);
             st = 0;
@@ -515,6 +527,7 @@ int cmd_worker(int argc, char **argv)
                          .dbs = dbs,
                          .ndbs = ndbs,
                          .heartbeat_ms = hb,
+                         .read_timeout_ms = read_timeout,
                          .stop = &stop_flag};
         wk_threads wt = {0};
         if (wk_threads_start(&wt, slots, &cfg, &err)) {
