@@ -218,6 +218,12 @@ static int read_keys(const char *path, char (**out)[41], size_t *n)
 int cmd_keygen(int argc, char **argv)
 {
     char pub[41], sec[41];
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: sluice keygen [PREFIX]\n"
+               "  prints a CURVE key pair, or writes PREFIX.key (secret, mode 0600) and\n"
+               "  PREFIX.pub (public)\n");
+        return 0;
+    }
     if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
         return cli_fail("usage: sluice keygen [PREFIX]  (writes PREFIX.key and PREFIX.pub)");
     if (zmq_curve_keypair(pub, sec))
@@ -715,11 +721,14 @@ static void summary_of(const msg *m, co_summary *s)
     s->elapsed = (double)get_u(m, "elapsed_ms") / 1000;
 }
 
-/* Follows a job to its end and prints its report like sluice diff. */
-static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t job)
+/* Prints a finished job's report like sluice diff and returns the same
+ * exit status. wait: follow the job to its end (submit --wait); else a
+ * job not finished yet is an error (sluice report). The tables named in
+ * the report are a->o's, or the job's own when a->o.table is NULL. */
+static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t job, int wait)
 {
     sl_err err = {{0}};
-    char state[32] = "";
+    char state[32] = "", table[256], ttable[256];
     report rep = {.progress = 0};
     int status = 2;
     msg *m = NULL;
@@ -730,6 +739,14 @@ static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t
         get_s(m, "state", state, sizeof state);
         if (strcmp(state, "queued") && strcmp(state, "running"))
             break;
+        if (!wait) {
+            sl_err_set(&err,
+                       "job %lld is %s (%llu/%llu ranges), so it has no report yet; try again "
+                       "when it is done (sluice status %lld)",
+                       (long long)job, state, (unsigned long long)get_u(m, "ranges_done"),
+                       (unsigned long long)get_u(m, "ranges"), (long long)job);
+            goto out;
+        }
         if (a->progress)
             fprintf(stderr, "\rsluice: job %lld %s, %llu/%llu ranges", (long long)job, state,
                     (unsigned long long)get_u(m, "ranges_done"),
@@ -762,7 +779,14 @@ static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t
     }
     co_summary sum;
     summary_of(m, &sum);
-    if ((status = report_finish(&rep, &sum, a, &err)) < 0)
+    diff_args named = *a;
+    if (!named.o.table) {
+        get_s(m, "table", table, sizeof table);
+        get_s(m, "target_table", ttable, sizeof ttable);
+        named.o.table = table;
+        named.o.target_table = ttable[0] ? ttable : NULL;
+    }
+    if ((status = report_finish(&rep, &sum, &named, &err)) < 0)
         status = 2;
 out:
     msg_free(m);
@@ -833,7 +857,7 @@ int cmd_submit(int argc, char **argv)
         msg_free(m);
         if (a.wait) {
             fprintf(stderr, "sluice: job %lld submitted\n", (long long)job);
-            st = wait_job(zctx, &a, &cc, job);
+            st = wait_job(zctx, &a, &cc, job, 1);
         } else {
             printf("%lld\n", (long long)job);
             st = 0;
@@ -851,6 +875,7 @@ typedef struct client_args {
     int64_t job;
     long count;
     int timeout_ms;
+    int allow_empty; /* report */
 } client_args;
 
 static int client_parse(int argc, char **argv, const char *cmd, int want_job, client_args *a)
@@ -863,6 +888,7 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
                                          {"timeout", required_argument, 0, 't'},
                                          {"curve-server-key", required_argument, 0, 'K'},
                                          {"curve-key", required_argument, 0, 'k'},
+                                         {"allow-empty", no_argument, 0, 'E'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -905,9 +931,14 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
         case 'k':
             curve_key = optarg;
             break;
+        case 'E':
+            a->allow_empty = 1;
+            break;
         case 'h':
             printf("usage: sluice %s%s [--coordinator EP] [--events EP] [--format text|json]\n"
                    "       (watch: [--job JOB] [--count N] [--timeout SECONDS])\n"
+                   "       (report: [--allow-empty]; prints a finished job's report as\n"
+                   "        submit --wait does; exit 0 equal, 1 different, 2 trouble)\n"
                    "       [--curve-server-key KEY|FILE [--curve-key FILE]]\n",
                    cmd, want_job ? " JOB" : "");
             return 0;
@@ -977,6 +1008,25 @@ int cmd_status(int argc, char **argv)
     msg_free(m);
     zmq_ctx_term(zctx);
     return 0;
+}
+
+/* sluice report JOB: the report of a job submitted without --wait. */
+int cmd_report(int argc, char **argv)
+{
+    client_args a;
+    int st = client_parse(argc, argv, "report", 1, &a);
+    if (st >= 0)
+        return st;
+    diff_args d;
+    memset(&d, 0, sizeof d);
+    d.coordinator = a.coordinator;
+    d.format = a.format;
+    d.allow_empty = a.allow_empty;
+    void *zctx = zmq_ctx_new();
+    st = wait_job(zctx, &d, &a.cc, a.job, 0);
+    zmq_ctx_term(zctx);
+    fflush(stdout);
+    return st;
 }
 
 int cmd_workers(int argc, char **argv)

@@ -381,6 +381,19 @@ int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_
     return x.found;
 }
 
+int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err)
+{
+    int64_t got;
+    int resuming;
+    next_ctx x = {&got, spec, &resuming, 0, 0};
+    sval p[] = {I(id)};
+    if (q(s, "SELECT id, spec, state FROM jobs WHERE id = $1", p, 1, take_next, &x, err))
+        return -1;
+    if (x.oom)
+        return sl_err_set(err, "out of memory");
+    return x.found;
+}
+
 int co_store_set_state(co_store *s, int64_t id, const char *state, const char *error,
                        const co_summary *sum, sl_err *err)
 {
