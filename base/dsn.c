@@ -107,10 +107,9 @@ static void scrub_span(char *msg, size_t cap, const char *s, size_t len, int uri
 void dsn_scrub(char *msg, size_t cap, const char *dsn)
 {
     span sp[8];
-    if (!dsn)
-        return;
-    dsn_scrub_secret(msg, cap, dsn);
-    size_t n = secret_spans(dsn, sp, 8);
+    size_t n = dsn ? secret_spans(dsn, sp, 8) : 0;
+    if (n) /* a DSN without a password ("shop") may show, as libpq's names do */
+        dsn_scrub_secret(msg, cap, dsn);
     for (size_t i = 0; i < n; i++)
         scrub_span(msg, cap, dsn + sp[i].off, sp[i].len, uri_rest(dsn) != NULL);
 }

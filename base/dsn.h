@@ -18,9 +18,10 @@
  * (a NUL-terminated string in a buffer of cap bytes) with "***". */
 void dsn_scrub_secret(char *msg, size_t cap, const char *secret);
 
-/* Scrubs from msg what dsn's own text could leak: the whole DSN, and each
- * password as written in it (a URI's user:PASSWORD@, a password=VALUE of
- * a conninfo string or a URI query, quoted or %-encoded as typed). */
+/* Scrubs from msg what dsn's own text could leak: each password as written
+ * in it (a URI's user:PASSWORD@, a password=VALUE of a conninfo string or a
+ * URI query; as typed, and as libpq decodes it), and the whole DSN when it
+ * holds one. */
 void dsn_scrub(char *msg, size_t cap, const char *dsn);
 
 /* Copies dsn into out (cap bytes) with each password replaced by "***":

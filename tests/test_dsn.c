@@ -38,6 +38,10 @@ int main(void)
     ok(scrubbed("postgresql://a:pw@[::1/db", "URI: \"postgresql://a:pw@[::1/db\"", "pw@"),
        "the whole DSN");
 
+    snprintf(m, sizeof m, "database \"shop\" does not exist");
+    dsn_scrub(m, sizeof m, "shop");
+    ok(!strcmp(m, "database \"shop\" does not exist"), "a DSN without a password stays: %s", m);
+
     dsn_redact("postgresql://app:S3cret@db1:5432/shop?sslmode=require", m, sizeof m);
     ok(!strcmp(m, "postgresql://app:***@db1:5432/shop?sslmode=require"), "redact a URI: %s", m);
     dsn_redact("host=db1 password='x y' user=a", m, sizeof m);
