@@ -30,6 +30,9 @@ static const char *usage_diff =
     "                       production database\n"
     "  --allow-empty        two empty tables are equal instead of an error\n"
     "  --no-progress        no progress line on stderr\n"
+    "  --read-timeout SECONDS  diff: give up on a database silent this long in a\n"
+    "                       query (a lock, a stalled server; default 300); connecting\n"
+    "                       gives up after 10 s (DSN connect_timeout, PGCONNECT_TIMEOUT)\n"
     "  --coordinator EP     submit: the coordinator's client endpoint (" CLI_DEFAULT_CLIENTS_EP
     ")\n"
     "  --wait               submit: follow the job and print its report\n"
@@ -104,6 +107,7 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
                                          {"max-rows-per-second", required_argument, 0, 'M'},
                                          {"curve-key", required_argument, 0, 'k' + 256},
                                          {"settle", required_argument, 0, 'S'},
+                                         {"read-timeout", required_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = cluster ? "submit" : "diff";
@@ -184,6 +188,15 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
             a->settle_given = 1;
             break;
         }
+        case 'D': {
+            int st = cli_parse_timeout(optarg, "--read-timeout", &a->read_timeout_ms);
+            if (st >= 0)
+                return st;
+            if (cluster)
+                return cli_fail("--read-timeout belongs to the workers that read the databases "
+                                "(sluice worker --read-timeout)");
+            break;
+        }
         case 'n':
             a->workers = strtol(optarg, &end, 10);
             if (*end || a->workers < 1 || a->workers > 64)
@@ -211,6 +224,19 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
                         cmd, cmd);
     a->source = argv[optind];
     a->target = argv[optind + 1];
+    /* diff: a DSN may hold a password; keep copies and blank argv so ps and
+     * /proc/PID/cmdline do not show it (SQLite paths stay readable) */
+    for (int i = 0; i < 2 && !cluster; i++) {
+        char *arg = argv[optind + i];
+        if (!(a->dsn_store[i] = strdup(arg)))
+            return cli_fail("out of memory");
+        if (strncmp(arg, "sqlite:", 7) != 0)
+            memset(arg, '*', strlen(arg));
+    }
+    if (!cluster) {
+        a->source = a->dsn_store[0];
+        a->target = a->dsn_store[1];
+    }
     if (!a->o.table)
         return cli_fail("%s needs --table TABLE", cmd);
     if (strcmp(a->format, "text") && strcmp(a->format, "json"))
@@ -233,6 +259,18 @@ void diff_args_free(diff_args *a)
         free(a->lists[i]);
         free(a->store[i]);
     }
+    free(a->dsn_store[0]);
+    free(a->dsn_store[1]);
+}
+
+int cli_parse_timeout(const char *s, const char *opt, int *ms)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= 1 && v <= 86400))
+        return cli_fail("%s must be a number of seconds from 1 to 86400, not \"%s\"", opt, s);
+    *ms = (int)(v * 1000);
+    return -1;
 }
 
 static void *worker_main(void *arg)

@@ -34,6 +34,8 @@ typedef struct diff_args {
     int allow_empty, progress, wait, settle_given;
     const char *coordinator;
     const char *curve_server, *curve_key; /* submit: --curve-server-key, --curve-key */
+    int read_timeout_ms;                  /* diff: --read-timeout, 0 for the default */
+    char *dsn_store[2];                   /* diff: SOURCE and TARGET, copied off argv */
     char *store[3];
     char **lists[3];
 } diff_args;
@@ -42,6 +44,10 @@ typedef struct diff_args {
  * go on, else the exit status (0 after --help, 2 after a printed error). */
 int diff_args_parse(int argc, char **argv, int cluster, diff_args *a);
 void diff_args_free(diff_args *a);
+
+/* Parses --read-timeout SECONDS (1 to 86400) into *ms. -1 to go on, else
+ * 2 after a printed error. */
+int cli_parse_timeout(const char *s, const char *opt, int *ms);
 
 /* Prints "sluice: <msg>" on stderr and returns 2. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -63,6 +69,7 @@ int cmd_submit(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 
 #endif

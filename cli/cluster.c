@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "../base/dsn.h"
 #include "../coordinator/server.h"
 #include "../proto/curve.h"
 #include "../proto/msg.h"
@@ -217,6 +218,12 @@ static int read_keys(const char *path, char (**out)[41], size_t *n)
 int cmd_keygen(int argc, char **argv)
 {
     char pub[41], sec[41];
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: sluice keygen [PREFIX]\n"
+               "  prints a CURVE key pair, or writes PREFIX.key (secret, mode 0600) and\n"
+               "  PREFIX.pub (public)\n");
+        return 0;
+    }
     if (argc > 2 || (argc == 2 && argv[1][0] == '-'))
         return cli_fail("usage: sluice keygen [PREFIX]  (writes PREFIX.key and PREFIX.pub)");
     if (zmq_curve_keypair(pub, sec))
@@ -382,9 +389,12 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
         free(allowed_v);
         return cli_fail("%s", err.msg);
     }
-    if (cfg.verbose)
+    if (cfg.verbose) {
+        char state[512];
+        dsn_redact(cfg.state, state, sizeof state); /* a PostgreSQL --state may hold a password */
         fprintf(stderr, "sluice coordinator: workers %s, clients %s, events %s, state %s\n",
-                cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, cfg.state);
+                cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, state);
+    }
     int r = co_server_run(s, &stop_flag, &err);
     co_server_free(s);
     schedule_free(&sched);
@@ -450,13 +460,14 @@ int cmd_worker(int argc, char **argv)
                                          {"heartbeat", required_argument, 0, 'b'},
                                          {"curve-server-key", required_argument, 0, 'K'},
                                          {"curve-key", required_argument, 0, 'k'},
+                                         {"read-timeout", required_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     wk_db dbs[64];
     char *owned[64];
     size_t ndbs = 0;
     long slots = 2;
-    int hb = 1000, st = -1, ch;
+    int hb = 1000, read_timeout = 0, st = -1, ch;
     const char *ep = CLI_DEFAULT_WORKERS_EP, *curve_server = NULL, *curve_key = NULL;
     optind = 1;
     opterr = 0;
@@ -475,6 +486,9 @@ int cmd_worker(int argc, char **argv)
         case 'b':
             st = parse_seconds(optarg, "--heartbeat", &hb);
             break;
+        case 'D':
+            st = cli_parse_timeout(optarg, "--read-timeout", &read_timeout);
+            break;
         case 'K':
             curve_server = optarg;
             break;
@@ -489,7 +503,11 @@ int cmd_worker(int argc, char **argv)
         case 'h':
             printf("usage: sluice worker --db NAME=DSN [--db NAME=DSN ...] [--db-file FILE]\n"
                    "         [--coordinator EP] [--slots N] [--heartbeat SECONDS]\n"
+                   "         [--read-timeout SECONDS]\n"
                    "  --db-file FILE: lines NAME=DSN (keeps passwords off the command line)\n"
+                   "  --read-timeout: give up on a database silent this long in a query\n"
+                   "    (default 300; connecting gives up after 10 s unless the DSN sets\n"
+                   "    connect_timeout or PGCONNECT_TIMEOUT is set)\n"
                    "defaults: %s, 2 slots, 1 s\n",
                    CLI_DEFAULT_WORKERS_EP);
             st = 0;
@@ -515,6 +533,7 @@ int cmd_worker(int argc, char **argv)
                          .dbs = dbs,
                          .ndbs = ndbs,
                          .heartbeat_ms = hb,
+                         .read_timeout_ms = read_timeout,
                          .stop = &stop_flag};
         wk_threads wt = {0};
         if (wk_threads_start(&wt, slots, &cfg, &err)) {
@@ -702,11 +721,14 @@ static void summary_of(const msg *m, co_summary *s)
     s->elapsed = (double)get_u(m, "elapsed_ms") / 1000;
 }
 
-/* Follows a job to its end and prints its report like sluice diff. */
-static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t job)
+/* Prints a finished job's report like sluice diff and returns the same
+ * exit status. wait: follow the job to its end (submit --wait); else a
+ * job not finished yet is an error (sluice report). The tables named in
+ * the report are a->o's, or the job's own when a->o.table is NULL. */
+static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t job, int wait)
 {
     sl_err err = {{0}};
-    char state[32] = "";
+    char state[32] = "", table[256], ttable[256];
     report rep = {.progress = 0};
     int status = 2;
     msg *m = NULL;
@@ -717,6 +739,14 @@ static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t
         get_s(m, "state", state, sizeof state);
         if (strcmp(state, "queued") && strcmp(state, "running"))
             break;
+        if (!wait) {
+            sl_err_set(&err,
+                       "job %lld is %s (%llu/%llu ranges), so it has no report yet; try again "
+                       "when it is done (sluice status %lld)",
+                       (long long)job, state, (unsigned long long)get_u(m, "ranges_done"),
+                       (unsigned long long)get_u(m, "ranges"), (long long)job);
+            goto out;
+        }
         if (a->progress)
             fprintf(stderr, "\rsluice: job %lld %s, %llu/%llu ranges", (long long)job, state,
                     (unsigned long long)get_u(m, "ranges_done"),
@@ -749,7 +779,14 @@ static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t
     }
     co_summary sum;
     summary_of(m, &sum);
-    if ((status = report_finish(&rep, &sum, a, &err)) < 0)
+    diff_args named = *a;
+    if (!named.o.table) {
+        get_s(m, "table", table, sizeof table);
+        get_s(m, "target_table", ttable, sizeof ttable);
+        named.o.table = table;
+        named.o.target_table = ttable[0] ? ttable : NULL;
+    }
+    if ((status = report_finish(&rep, &sum, &named, &err)) < 0)
         status = 2;
 out:
     msg_free(m);
@@ -820,7 +857,7 @@ int cmd_submit(int argc, char **argv)
         msg_free(m);
         if (a.wait) {
             fprintf(stderr, "sluice: job %lld submitted\n", (long long)job);
-            st = wait_job(zctx, &a, &cc, job);
+            st = wait_job(zctx, &a, &cc, job, 1);
         } else {
             printf("%lld\n", (long long)job);
             st = 0;
@@ -838,6 +875,7 @@ typedef struct client_args {
     int64_t job;
     long count;
     int timeout_ms;
+    int allow_empty; /* report */
 } client_args;
 
 static int client_parse(int argc, char **argv, const char *cmd, int want_job, client_args *a)
@@ -850,6 +888,7 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
                                          {"timeout", required_argument, 0, 't'},
                                          {"curve-server-key", required_argument, 0, 'K'},
                                          {"curve-key", required_argument, 0, 'k'},
+                                         {"allow-empty", no_argument, 0, 'E'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
@@ -892,9 +931,14 @@ static int client_parse(int argc, char **argv, const char *cmd, int want_job, cl
         case 'k':
             curve_key = optarg;
             break;
+        case 'E':
+            a->allow_empty = 1;
+            break;
         case 'h':
             printf("usage: sluice %s%s [--coordinator EP] [--events EP] [--format text|json]\n"
                    "       (watch: [--job JOB] [--count N] [--timeout SECONDS])\n"
+                   "       (report: [--allow-empty]; prints a finished job's report as\n"
+                   "        submit --wait does; exit 0 equal, 1 different, 2 trouble)\n"
                    "       [--curve-server-key KEY|FILE [--curve-key FILE]]\n",
                    cmd, want_job ? " JOB" : "");
             return 0;
@@ -964,6 +1008,25 @@ int cmd_status(int argc, char **argv)
     msg_free(m);
     zmq_ctx_term(zctx);
     return 0;
+}
+
+/* sluice report JOB: the report of a job submitted without --wait. */
+int cmd_report(int argc, char **argv)
+{
+    client_args a;
+    int st = client_parse(argc, argv, "report", 1, &a);
+    if (st >= 0)
+        return st;
+    diff_args d;
+    memset(&d, 0, sizeof d);
+    d.coordinator = a.coordinator;
+    d.format = a.format;
+    d.allow_empty = a.allow_empty;
+    void *zctx = zmq_ctx_new();
+    st = wait_job(zctx, &d, &a.cc, a.job, 0);
+    zmq_ctx_term(zctx);
+    fflush(stdout);
+    return st;
 }
 
 int cmd_workers(int argc, char **argv)

@@ -28,7 +28,11 @@ int cmd_diff(int argc, char **argv)
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "inproc://sluice-diff-%ld", (long)getpid());
     wk_db dbs[2] = {{"source", a.source}, {"target", a.target}};
-    wk_config cfg = {.zctx = zctx, .endpoint = endpoint, .dbs = dbs, .ndbs = 2};
+    wk_config cfg = {.zctx = zctx,
+                     .endpoint = endpoint,
+                     .dbs = dbs,
+                     .ndbs = 2,
+                     .read_timeout_ms = a.read_timeout_ms};
     if (!zctx || !(c = co_new(zctx, endpoint, NULL, &err)) ||
         wk_threads_start(&wt, a.workers, &cfg, &err) ||
         co_wait_workers(c, (size_t)a.workers, 10000, &err))

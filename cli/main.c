@@ -20,6 +20,7 @@ int main(int argc, char **argv)
                "  worker --db NAME=DSN [options]   run workers for a coordinator\n"
                "  submit SRC TGT --table T [--wait]  submit a diff job to a coordinator\n"
                "  status JOB                       a job's state and summary\n"
+               "  report JOB                       a finished job's report, as diff prints it\n"
                "  watch [--job JOB]                follow the event stream\n"
                "  workers                          the workers a coordinator knows\n"
                "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
@@ -36,10 +37,9 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"diff", cmd_diff},       {"coordinator", cmd_coordinator},
-                {"worker", cmd_worker},   {"submit", cmd_submit},
-                {"status", cmd_status},   {"watch", cmd_watch},
-                {"workers", cmd_workers}, {"keygen", cmd_keygen}};
+    } cmds[] = {{"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
+                {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
+                {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -5,11 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-conn *conn_open(const char *dsn, sl_err *err)
+conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err)
 {
     if (strncmp(dsn, "sqlite:", 7) == 0)
-        return conn_sqlite_open(dsn + 7, err);
-    return conn_pg_open(dsn, err);
+        return conn_sqlite_open(dsn + 7, read_timeout_ms, err);
+    return conn_pg_open(dsn, read_timeout_ms, err);
 }
 
 void conn_free(conn *c)

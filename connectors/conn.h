@@ -56,8 +56,18 @@ typedef struct conn_query {
 /* Receives one row; a non-zero return stops the read with that error. */
 typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err);
 
-/* Opens a connection; NULL with err set (never containing a password). */
-conn *conn_open(const char *dsn, sl_err *err);
+/* A PostgreSQL connection attempt gives up after this many seconds unless
+ * the DSN sets connect_timeout or PGCONNECT_TIMEOUT is set. */
+#define CONN_CONNECT_TIMEOUT_S 10
+/* The default read-inactivity deadline: a query whose server sends nothing
+ * for this long (a lock, a stalled host) fails and its session is
+ * dropped. */
+#define CONN_READ_TIMEOUT_MS 300000
+
+/* Opens a connection; NULL with err set (never containing a password).
+ * read_timeout_ms: the PostgreSQL read-inactivity deadline, 0 for
+ * CONN_READ_TIMEOUT_MS (SQLite waits up to that long for a lock). */
+conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err);
 void conn_free(conn *c);
 
 /* Whether the connection itself failed (server gone, backend terminated),

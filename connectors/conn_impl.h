@@ -48,7 +48,7 @@ struct conn {
 int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const char *const *ptext,
                    sl_buf *sql);
 
-conn *conn_pg_open(const char *dsn, sl_err *err);
-conn *conn_sqlite_open(const char *path, sl_err *err);
+conn *conn_pg_open(const char *dsn, int read_timeout_ms, sl_err *err);
+conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err);
 
 #endif

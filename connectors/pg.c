@@ -4,11 +4,14 @@
  * pinned to UTC, ISO dates, hex bytea and shortest-exact floats, so text
  * output is canonical input for the encoder whatever the server's defaults
  * (and binary values decode to what that text would encode as). */
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/dsn.h"
 #include "conn_impl.h"
 #include "pg_bin.h"
 
@@ -19,6 +22,10 @@ typedef struct pg_conn {
     sl_buf *colbuf;     /* per column: bytes a binary value decodes to */
     size_t ncolbuf;     /* grown to a range's columns, kept for the next */
     int text_only;      /* sluice.read=text: ranges as text, through a cursor */
+    int read_timeout_ms;
+    /* Set when the server stayed silent past read_timeout_ms: the session
+     * is abandoned mid-query, so nothing more is sent or awaited on it. */
+    int timed_out;
 } pg_conn;
 
 /* libpq messages are multi-line ("FATAL: ...\nDETAIL: ..."); keep the
@@ -54,13 +61,82 @@ static int pg_quote(conn *c, sl_buf *out, const char *ident)
     return r;
 }
 
+/* Every libpq message may quote what the server or libpq saw, and a
+ * mistyped DSN can put part of a password anywhere: none reaches an error
+ * with the password in it. */
 static int pg_error(pg_conn *p, PGresult *res, sl_err *err)
 {
     char line[400];
+    if (p->timed_out)
+        return sl_err_set(err,
+                          "%s: no data from the server for %d s (a lock? a stalled server?); "
+                          "the session was dropped: find what blocks it, or raise "
+                          "--read-timeout",
+                          p->base.name, p->read_timeout_ms / 1000);
     first_line(res ? PQresultErrorMessage(res) : PQerrorMessage(p->pg), line, sizeof line);
     if (!line[0])
         first_line(PQerrorMessage(p->pg), line, sizeof line);
+    dsn_scrub_secret(line, sizeof line, PQpass(p->pg));
     return sl_err_set(err, "%s: %s", p->base.name, line);
+}
+
+/* Waits for the server to send something, then reads it in: libpq has no
+ * read timeout of its own, and a server that accepted a query may never
+ * answer (a lock, a hung host behind a live TCP peer). -1 after
+ * read_timeout_ms of silence (p->timed_out set), else 0, also when the
+ * connection broke (libpq then reports that). */
+static int pg_await(pg_conn *p)
+{
+    struct pollfd pf = {.fd = PQsocket(p->pg), .events = POLLIN};
+    if (pf.fd < 0)
+        return 0;
+    int r;
+    while ((r = poll(&pf, 1, p->read_timeout_ms > 0 ? p->read_timeout_ms : -1)) < 0 &&
+           errno == EINTR) {
+    }
+    if (r == 0) {
+        p->timed_out = 1;
+        return -1;
+    }
+    PQconsumeInput(p->pg);
+    return 0;
+}
+
+/* PQgetResult with the read deadline. NULL at the end of the results, or
+ * after a timeout (p->timed_out) or a failed send. */
+static PGresult *pg_next(pg_conn *p)
+{
+    if (p->timed_out)
+        return NULL;
+    while (PQisBusy(p->pg) && PQstatus(p->pg) == CONNECTION_OK)
+        if (pg_await(p))
+            return NULL;
+    return PQgetResult(p->pg);
+}
+
+/* What PQexec returns for a query sent with PQsend* (sent: its return):
+ * the last result, or the first error, stopping at COPY OUT. NULL when the
+ * send failed or the server timed out; pg_error explains either. */
+static PGresult *pg_collect(pg_conn *p, int sent)
+{
+    PGresult *last = NULL, *r;
+    if (!sent || p->timed_out)
+        return NULL;
+    while ((r = pg_next(p)) != NULL) {
+        if (last && PQresultStatus(last) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+            continue;
+        }
+        PQclear(last);
+        last = r;
+        if (PQresultStatus(r) == PGRES_COPY_OUT || PQresultStatus(r) == PGRES_COPY_IN)
+            break;
+    }
+    if (p->timed_out) {
+        PQclear(last);
+        return NULL;
+    }
+    return last;
 }
 
 /* Params: INT as decimal text, TEXT as text, BLOB in binary format. */
@@ -117,14 +193,15 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
         return pg_error(p, NULL, err);
     }
     if (!PQsetSingleRowMode(p->pg)) {
-        while (PQgetResult(p->pg) != NULL) {
-        }
+        PGresult *r;
+        while ((r = pg_next(p)) != NULL)
+            PQclear(r);
         free(row);
         return sl_err_set(err, "%s: cannot enter single-row mode", p->base.name);
     }
     int rc = 0;
     PGresult *res;
-    while ((res = PQgetResult(p->pg)) != NULL) {
+    while ((res = pg_next(p)) != NULL) {
         ExecStatusType st = PQresultStatus(res);
         if (rc == 0 && st == PGRES_SINGLE_TUPLE) {
             if ((size_t)PQnfields(res) != ncols) {
@@ -157,14 +234,14 @@ static int pg_query(conn *c, const char *sql, const enc_val *params, size_t npar
         PQclear(res);
     }
     free(row);
-    if (rc == 0 && PQstatus(p->pg) != CONNECTION_OK)
+    if (rc == 0 && (p->timed_out || PQstatus(p->pg) != CONNECTION_OK))
         rc = pg_error(p, NULL, err);
     return rc;
 }
 
 static int pg_exec_ok(pg_conn *p, const char *sql, sl_err *err)
 {
-    PGresult *r = PQexec(p->pg, sql);
+    PGresult *r = pg_collect(p, PQsendQuery(p->pg, sql));
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : pg_error(p, r, err);
     PQclear(r);
     return rc;
@@ -174,7 +251,7 @@ static int pg_exec_ok(pg_conn *p, const char *sql, sl_err *err)
  * (whose own failure adds nothing to the first error). */
 static int pg_end(pg_conn *p, int rc, sl_err *err)
 {
-    PGresult *r = PQexec(p->pg, rc ? "ROLLBACK" : "COMMIT");
+    PGresult *r = pg_collect(p, PQsendQuery(p->pg, rc ? "ROLLBACK" : "COMMIT"));
     if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
         rc = pg_error(p, r, err);
     PQclear(r);
@@ -210,7 +287,8 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
     if (!row)
         return sl_err_set(err, "out of memory");
     for (;;) {
-        PGresult *r = PQexecParams(p->pg, fetch, 0, NULL, NULL, NULL, NULL, oids != NULL);
+        PGresult *r =
+            pg_collect(p, PQsendQueryParams(p->pg, fetch, 0, NULL, NULL, NULL, NULL, oids != NULL));
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = pg_error(p, r, err);
             PQclear(r);
@@ -394,7 +472,7 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
     sql.len--; /* the builder's NUL */
     if (sl_buf_printf(&sql, ") TO STDOUT (FORMAT binary)") || sl_buf_putc(&sql, 0))
         goto oom;
-    PGresult *r = PQexec(p->pg, (const char *)sql.p);
+    PGresult *r = pg_collect(p, PQsendQuery(p->pg, (const char *)sql.p));
     if (PQresultStatus(r) != PGRES_COPY_OUT) {
         rc = pg_error(p, r, err);
         PQclear(r);
@@ -404,7 +482,15 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
     int first = 1, done = 0, n;
     char *buf;
     rc = 0;
-    while ((n = PQgetCopyData(p->pg, &buf, 0)) > 0) {
+    /* async reads (0: nothing complete yet), so a silent server times out */
+    while ((n = PQgetCopyData(p->pg, &buf, 1)) >= 0) {
+        if (n == 0) {
+            if (pg_await(p)) {
+                n = -2;
+                break;
+            }
+            continue;
+        }
         if (rc == 0 && !done)
             rc = copy_rows(p, (const uint8_t *)buf, (size_t)n, first, q->ncols, oids, row, &done,
                            fn, ctx, err);
@@ -422,7 +508,7 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
     }
     if (rc == 0 && n == -2)
         rc = pg_error(p, NULL, err);
-    while ((r = PQgetResult(p->pg)) != NULL) {
+    while ((r = pg_next(p)) != NULL) {
         if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK)
             rc = pg_error(p, r, err);
         PQclear(r);
@@ -471,14 +557,14 @@ static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kin
     }
     if ((rc = pg_exec_ok(p, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err)))
         goto done;
-    PGresult *r = PQprepare(p->pg, "", (const char *)sql.p, (int)np, NULL);
+    PGresult *r = pg_collect(p, PQsendPrepare(p->pg, "", (const char *)sql.p, (int)np, NULL));
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         rc = pg_error(p, r, err);
         PQclear(r);
         goto end;
     }
     PQclear(r);
-    r = PQdescribePrepared(p->pg, "");
+    r = pg_collect(p, PQsendDescribePrepared(p->pg, ""));
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         rc = pg_error(p, r, err);
         PQclear(r);
@@ -695,49 +781,105 @@ static const conn_ops pg_ops = {
     .numbered_dollar = 1,
 };
 
-conn *conn_pg_open(const char *dsn, sl_err *err)
+static void drop_notice(void *arg, const char *message)
 {
+    (void)arg, (void)message;
+}
+
+/* The DSN as libpq reads it, refused in our own words when it cannot be:
+ * libpq's parse errors quote the DSN. Copies its connect_timeout, if it
+ * sets one, into timeout (else ""). */
+static int parse_dsn(const char *dsn, char *timeout, size_t cap, sl_err *err)
+{
+    char *perr = NULL;
+    if (dsn_check_uri(dsn, "invalid connection string", err))
+        return -1;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
+    if (!opts) {
+        int r = sl_err_set(err,
+                           "invalid connection string: %s (expected postgresql://USER@HOST/DB, "
+                           "host=... dbname=..., or sqlite:PATH)",
+                           perr ? dsn_parse_hint(perr) : "out of memory");
+        PQfreemem(perr);
+        return r;
+    }
+    timeout[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (!strcmp(o->keyword, "connect_timeout") && o->val)
+            snprintf(timeout, cap, "%s", o->val);
+    PQconninfoFree(opts);
+    return 0;
+}
+
+/* A failed connection's error: one line, no password, and for a timeout
+ * the server and the setting to change. */
+static void connect_error(PGconn *pg, const char *dsn, const char *timeout, sl_err *err)
+{
+    char line[400];
+    const char *m = pg ? PQerrorMessage(pg) : "out of memory";
+    if (strstr(m, "timeout expired")) {
+        const char *host = PQhost(pg), *port = PQport(pg);
+        snprintf(line, sizeof line,
+                 "cannot connect to PostgreSQL at %s:%s: no answer within %s s; check the host "
+                 "and port, or set connect_timeout=SECONDS in the DSN (or PGCONNECT_TIMEOUT)",
+                 host && host[0] ? host : "localhost", port && port[0] ? port : "5432", timeout);
+    } else {
+        snprintf(line, sizeof line, "cannot connect to PostgreSQL: ");
+        size_t n = strlen(line);
+        first_line(m, line + n, sizeof line - n);
+    }
+    if (pg)
+        dsn_scrub_secret(line, sizeof line, PQpass(pg));
+    dsn_scrub(line, sizeof line, dsn);
+    sl_err_set(err, "%s", line);
+}
+
+conn *conn_pg_open(const char *dsn, int read_timeout_ms, sl_err *err)
+{
+    char timeout[16];
+    if (parse_dsn(dsn, timeout, sizeof timeout, err))
+        return NULL;
     pg_conn *p = calloc(1, sizeof *p);
     if (!p)
         return sl_err_set(err, "out of memory"), NULL;
     p->base.ops = &pg_ops;
-    /* Parse first: a malformed DSN gets libpq's own explanation, and we can
-     * name the server without ever touching the password. */
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
-    if (!opts) {
-        char line[300];
-        first_line(perr ? perr : "out of memory", line, sizeof line);
-        PQfreemem(perr);
-        free(p);
-        return sl_err_set(err,
-                          "invalid connection string: %s (expected postgresql://... or "
-                          "sqlite:PATH)",
-                          line),
-               NULL;
+    p->read_timeout_ms = read_timeout_ms > 0 ? read_timeout_ms : CONN_READ_TIMEOUT_MS;
+    /* the DSN's own settings win (it comes last); a DBA sees "sluice" in
+     * pg_stat_activity unless it names itself otherwise, and a server that
+     * never answers is given up after CONN_CONNECT_TIMEOUT_S unless the DSN
+     * or PGCONNECT_TIMEOUT says otherwise */
+    const char *env = getenv("PGCONNECT_TIMEOUT");
+    const char *keys[4] = {"fallback_application_name"}, *vals[4] = {"sluice"};
+    int nk = 1;
+    if (!timeout[0] && env && env[0]) {
+        snprintf(timeout, sizeof timeout, "%s", env);
+    } else if (!timeout[0]) {
+        snprintf(timeout, sizeof timeout, "%d", CONN_CONNECT_TIMEOUT_S);
+        keys[nk] = "connect_timeout";
+        vals[nk++] = timeout;
     }
-    PQconninfoFree(opts);
-    /* the DSN's own settings win; a DBA sees "sluice" in pg_stat_activity
-     * unless it names itself otherwise */
-    const char *const keys[] = {"fallback_application_name", "dbname", NULL};
-    const char *const vals[] = {"sluice", dsn, NULL};
+    keys[nk] = "dbname";
+    vals[nk++] = dsn;
+    keys[nk] = vals[nk] = NULL;
     p->pg = PQconnectdbParams(keys, vals, 1);
-    if (!p->pg) {
-        free(p);
-        return sl_err_set(err, "out of memory"), NULL;
-    }
-    if (PQstatus(p->pg) != CONNECTION_OK) {
-        char line[400];
-        first_line(PQerrorMessage(p->pg), line, sizeof line);
-        sl_err_set(err, "cannot connect to PostgreSQL: %s", line);
-        pg_free(&p->base);
+    if (!p->pg || PQstatus(p->pg) != CONNECTION_OK) {
+        connect_error(p->pg, dsn, timeout, err);
+        if (p->pg)
+            pg_free(&p->base);
+        else
+            free(p);
         return NULL;
     }
+    /* libpq prints NOTICEs and WARNINGs on stderr by default: raw lines in
+     * the middle of our output. The server's log keeps them. */
+    PQsetNoticeProcessor(p->pg, drop_notice, NULL);
     snprintf(p->base.name, sizeof p->base.name, "postgresql://%s@%s:%s/%s", PQuser(p->pg),
              PQhost(p->pg), PQport(p->pg), PQdb(p->pg));
-    PGresult *r = PQexec(p->pg, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
-                                "SET extra_float_digits = 3; SET bytea_output = 'hex'; "
-                                "SET IntervalStyle = 'postgres'");
+    dsn_scrub_secret(p->base.name, sizeof p->base.name, PQpass(p->pg));
+    PGresult *r =
+        pg_collect(p, PQsendQuery(p->pg, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
+                                         "SET extra_float_digits = 3; SET bytea_output = 'hex'; "
+                                         "SET IntervalStyle = 'postgres'"));
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         pg_error(p, r, err);
         PQclear(r);
@@ -747,7 +889,7 @@ conn *conn_pg_open(const char *dsn, sl_err *err)
     PQclear(r);
     /* sluice.read=text (a setting the DSN can carry: options=-csluice.read=text)
      * turns the binary reader off, to rule it out when a result is in doubt */
-    r = PQexec(p->pg, "SELECT current_setting('sluice.read', true)");
+    r = pg_collect(p, PQsendQuery(p->pg, "SELECT current_setting('sluice.read', true)"));
     p->text_only = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
                    strcmp(PQgetvalue(r, 0, 0), "text") == 0;
     PQclear(r);

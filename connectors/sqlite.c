@@ -2,17 +2,28 @@
  * error instead of a new empty database. Values come out typed (integer,
  * real, text, blob); the declared column type picks the comparison class,
  * following SQLite's own affinity rules where they apply. */
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "conn_impl.h"
 
 typedef struct sq_conn {
     conn base;
     sqlite3 *db;
+    int busy_ms; /* how long a lock held by another process is waited out */
 } sq_conn;
+
+static int sq_busy_error(sq_conn *s, sl_err *err)
+{
+    return sl_err_set(err,
+                      "%s: the database stayed locked by another process for %d s; retry when "
+                      "its writer is done, or raise --read-timeout",
+                      s->base.name, s->busy_ms / 1000);
+}
 
 static void sq_free(conn *c)
 {
@@ -75,6 +86,10 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
         int step = sqlite3_step(st);
         if (step == SQLITE_DONE)
             break;
+        if (step == SQLITE_BUSY) {
+            rc = sq_busy_error(s, err);
+            break;
+        }
         if (step != SQLITE_ROW) {
             rc = sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
             break;
@@ -241,12 +256,23 @@ static const conn_ops sq_ops = {
     .has_storage_classes = 1,
 };
 
-conn *conn_sqlite_open(const char *path, sl_err *err)
+conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err)
 {
+    struct stat st;
+    /* SQLite opens "" as a new empty temporary database, which then has no
+     * tables: say what is wrong instead */
+    if (!path[0])
+        return sl_err_set(err, "the SQLite path is empty: write sqlite:PATH, e.g. sqlite:shop.db"),
+               NULL;
+    if (strcmp(path, ":memory:") != 0 && stat(path, &st) != 0)
+        return sl_err_set(err, "SQLite database \"%s\" does not exist (%s); check the path", path,
+                          strerror(errno)),
+               NULL;
     sq_conn *s = calloc(1, sizeof *s);
     if (!s)
         return sl_err_set(err, "out of memory"), NULL;
     s->base.ops = &sq_ops;
+    s->busy_ms = read_timeout_ms > 0 ? read_timeout_ms : CONN_READ_TIMEOUT_MS;
     snprintf(s->base.name, sizeof s->base.name, "sqlite:%s", path);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
         sl_err_set(err, "cannot open SQLite database \"%s\": %s", path,
@@ -254,14 +280,19 @@ conn *conn_sqlite_open(const char *path, sl_err *err)
         sq_free(&s->base);
         return NULL;
     }
+    /* a writer's lock is waited out up to the read deadline, then an error */
+    sqlite3_busy_timeout(s->db, s->busy_ms);
     /* a file that is not a database only says so on first read */
     char *msg = NULL;
-    if (sqlite3_exec(s->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, &msg) != SQLITE_OK) {
-        sl_err_set(err, "cannot read SQLite database \"%s\": %s", path, msg ? msg : "?");
+    int rc = sqlite3_exec(s->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        if (rc == SQLITE_BUSY)
+            sq_busy_error(s, err);
+        else
+            sl_err_set(err, "cannot read SQLite database \"%s\": %s", path, msg ? msg : "?");
         sqlite3_free(msg);
         sq_free(&s->base);
         return NULL;
     }
-    sqlite3_busy_timeout(s->db, 5000);
     return &s->base;
 }

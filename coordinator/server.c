@@ -328,13 +328,27 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     uint32_t nev = 0;
     if (with_events && co_store_each_event(s->store, job, count_event, &nev, &e))
         return reply_error(s, ident, ilen, msg_id(m), e.msg);
-    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 20 : 19);
+    /* the target's table name, for a report printed from the status
+     * (sluice report): only the submit frame keeps it */
+    char ttable[256] = "";
+    sl_buf spec = {0};
+    if (co_store_get_spec(s->store, job, &spec, &e) == 1) {
+        msg *sm = msg_decode(spec.p, spec.len, &e);
+        const char *tp;
+        size_t tn;
+        if (sm && msg_get_str(sm, "target_table", &tp, &tn, NULL) == 0)
+            snprintf(ttable, sizeof ttable, "%.*s", (int)tn, tp);
+        msg_free(sm);
+    }
+    sl_buf_free(&spec);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 21 : 20);
     if (!w)
         return;
     msg_put_int(w, "job", job);
     msg_put_cstr(w, "state", row.state);
     msg_put_cstr(w, "error", row.error[0] ? row.error : NULL);
     msg_put_cstr(w, "table", row.table);
+    msg_put_cstr(w, "target_table", ttable[0] ? ttable : NULL);
     msg_put_cstr(w, "source", row.sum.source_name);
     msg_put_cstr(w, "target", row.sum.target_name);
     msg_put_uint(w, "source_rows", row.sum.source_rows);

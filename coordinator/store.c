@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../base/dsn.h"
+
 /* A value going into or coming out of a statement. */
 typedef struct sval {
     enum { V_NULL, V_INT, V_REAL, V_TEXT, V_BLOB } t;
@@ -25,6 +27,9 @@ typedef struct sval {
 #define B(x, len) ((sval){.t = V_BLOB, .p = (x), .n = (len)})
 
 typedef int (*row_fn)(void *ctx, const sval *cols, int n);
+
+struct co_store;
+static int pg_fail(struct co_store *s, const PGresult *res, sl_err *err);
 
 struct co_store {
     sqlite3 *lite;
@@ -172,12 +177,8 @@ static int q_pg(co_store *s, const char *sql, const sval *ps, int np, row_fn fn,
     PGresult *res = PQexecParams(s->pg, sql, np, NULL, vals, lens, fmts, 0);
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char line[300];
-        const char *m = PQresultErrorMessage(res);
-        snprintf(line, sizeof line, "%.*s", (int)strcspn(m, "\n"), m);
-        rc = sl_err_set(err, "control database: %s", line);
-    }
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        rc = pg_fail(s, res, err);
     int nr = rc ? 0 : PQntuples(res), nc = PQnfields(res) > 32 ? 32 : PQnfields(res);
     for (int r = 0; r < nr && rc == 0; r++) {
         sval cols[32];
@@ -209,6 +210,22 @@ static int q_pg(co_store *s, const char *sql, const sval *ps, int np, row_fn fn,
     return rc;
 }
 
+/* The first line of libpq's error, never with the password in it. */
+static int pg_fail(co_store *s, const PGresult *res, sl_err *err)
+{
+    char line[300];
+    const char *m =
+        res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(s->pg);
+    snprintf(line, sizeof line, "%.*s", (int)strcspn(m, "\n"), m);
+    dsn_scrub_secret(line, sizeof line, PQpass(s->pg));
+    return sl_err_set(err, "control database: %s", line);
+}
+
+static void drop_notice(void *arg, const char *message)
+{
+    (void)arg, (void)message;
+}
+
 static int q(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
              sl_err *err)
 {
@@ -220,10 +237,8 @@ static int exec_script(co_store *s, const char *sql, sl_err *err)
     if (s->pg) {
         PGresult *r = PQexec(s->pg, sql);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-        if (!ok) {
-            const char *m = PQresultErrorMessage(r);
-            sl_err_set(err, "control database: %.*s", (int)strcspn(m, "\n"), m);
-        }
+        if (!ok)
+            pg_fail(s, r, err);
         PQclear(r);
         return ok ? 0 : -1;
     }
@@ -266,14 +281,34 @@ co_store *co_store_open(const char *where, sl_err *err)
     if (!s)
         return sl_err_set(err, "out of memory"), NULL;
     if (strncmp(where, "postgresql:", 11) == 0 || strncmp(where, "postgres:", 9) == 0) {
+        /* libpq's parse errors quote the DSN, and its connect errors may
+         * show what a mistyped DSN put where: our own words, or scrubbed */
+        char *perr = NULL;
+        PQconninfoOption *opts = NULL;
+        int bad = dsn_check_uri(where, "--state is not a valid PostgreSQL URI", err);
+        if (!bad && !(opts = PQconninfoParse(where, &perr)))
+            bad = sl_err_set(err, "--state is not a valid PostgreSQL connection string or URI: %s",
+                             perr ? dsn_parse_hint(perr) : "out of memory");
+        if (bad) {
+            PQfreemem(perr);
+            free(s);
+            return NULL;
+        }
+        PQconninfoFree(opts);
         s->pg = PQconnectdb(where);
         if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
+            char line[400];
             const char *m = s->pg ? PQerrorMessage(s->pg) : "out of memory";
-            sl_err_set(err, "cannot open the PostgreSQL control database: %.*s",
-                       (int)strcspn(m, "\n"), m);
+            snprintf(line, sizeof line, "cannot open the PostgreSQL control database: %.*s",
+                     (int)strcspn(m, "\n"), m);
+            if (s->pg)
+                dsn_scrub_secret(line, sizeof line, PQpass(s->pg));
+            dsn_scrub(line, sizeof line, where);
+            sl_err_set(err, "%s", line);
             co_store_close(s);
             return NULL;
         }
+        PQsetNoticeProcessor(s->pg, drop_notice, NULL);
         if (exec_script(s, schema_pg, err)) {
             co_store_close(s);
             return NULL;
@@ -340,6 +375,19 @@ int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_
           "SELECT id, spec, state FROM jobs WHERE state IN ('running', 'queued') "
           "ORDER BY state = 'running' DESC, id LIMIT 1",
           NULL, 0, take_next, &x, err))
+        return -1;
+    if (x.oom)
+        return sl_err_set(err, "out of memory");
+    return x.found;
+}
+
+int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err)
+{
+    int64_t got;
+    int resuming;
+    next_ctx x = {&got, spec, &resuming, 0, 0};
+    sval p[] = {I(id)};
+    if (q(s, "SELECT id, spec, state FROM jobs WHERE id = $1", p, 1, take_next, &x, err))
         return -1;
     if (x.oom)
         return sl_err_set(err, "out of memory");

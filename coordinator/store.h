@@ -26,6 +26,10 @@ int co_store_add_job(co_store *s, const void *spec, size_t len, const char *tabl
  * none, -1 on error. */
 int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_err *err);
 
+/* A job's submit frame, into spec. 1, 0 if there is no such job, -1 on
+ * error. */
+int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err);
+
 int co_store_set_state(co_store *s, int64_t id, const char *state, const char *error,
                        const co_summary *sum, sl_err *err);
 

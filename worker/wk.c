@@ -37,6 +37,7 @@ struct wk {
     deferred *deferred, **deferred_tail;
     int in_busy_tick;
     int heartbeat_ms;
+    int read_timeout_ms;
     volatile sig_atomic_t *stop;
     double last_sent; /* monotonic seconds of the last message sent */
     wk_dbconn *dbs;
@@ -138,7 +139,7 @@ static conn *db_get(wk *w, const msg *m, sl_err *err)
         if (strlen(d->name) != n || memcmp(d->name, p, n) != 0)
             continue;
         conn **c = w->in_busy_tick ? &d->side : &d->c;
-        if (!*c && !(*c = conn_open(d->dsn, err)))
+        if (!*c && !(*c = conn_open(d->dsn, w->read_timeout_ms, err)))
             return sl_err_wrap(err, "%s", d->name), NULL;
         return *c;
     }
@@ -292,8 +293,10 @@ static int do_describe(wk *w, const msg *m, sl_err *err)
         return sl_err_set(err, "out of memory");
     int r = conn_describe(c, table, &t, err);
     free(table);
-    if (r)
+    if (r) { /* the session may be unusable (timed out, broken): the next task reconnects */
+        db_drop(w, c);
         return -1;
+    }
     msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 4);
     if (!mw) {
         conn_table_free(t);
@@ -717,6 +720,7 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
     }
     w->deferred_tail = &w->deferred;
     w->heartbeat_ms = cfg->heartbeat_ms;
+    w->read_timeout_ms = cfg->read_timeout_ms;
     w->stop = cfg->stop;
     w->sock = zmq_socket(cfg->zctx, ZMQ_DEALER);
     if (!w->sock) {

@@ -27,6 +27,7 @@ typedef struct wk_config {
     volatile sig_atomic_t *stop;  /* optional: when set, stop between tasks */
     const char *curve_server_key; /* the coordinator's public key (Z85); NULL: no CURVE */
     const char *curve_secret;     /* this worker's secret key; NULL: ephemeral */
+    int read_timeout_ms;          /* database read deadline; 0: CONN_READ_TIMEOUT_MS */
 } wk_config;
 
 typedef struct wk wk;
