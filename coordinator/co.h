@@ -130,6 +130,10 @@ void co_set_heartbeat_timeout(co *c, int ms);
  * is readable (a client socket to serve during jobs). */
 void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx);
 
+/* fn(ctx, line) is told, in one line, of each worker dropped for breaking
+ * the protocol (its work goes to the others). NULL: nobody is told. */
+void co_set_log(co *c, void (*fn)(void *ctx, const char *line), void *ctx);
+
 /* Makes the running job (if any) stop with "job cancelled"; 0 clears it. */
 void co_cancel(co *c, int on);
 
