@@ -148,6 +148,13 @@ typedef struct co_worker_view {
     double idle_s; /* seconds since its last message */
 } co_worker_view;
 
+/* For tests/fuzz only: takes frame as a worker's reply to a request of
+ * type (MSG_SPLIT, MSG_TREE, MSG_NODES, MSG_ROWS or MSG_FETCH) in a job
+ * built for the purpose (key (int, text), one more column, one range), and
+ * runs it through the checks and, if they pass, the handling a job gives
+ * it. 0: accepted; 1: rejected; -1: out of memory. */
+int co_fuzz_reply(int type, const uint8_t *frame, size_t len);
+
 size_t co_worker_count(const co *c);
 size_t co_alive_workers(const co *c);
 int co_worker_info(const co *c, size_t i, co_worker_view *out);
