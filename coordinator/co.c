@@ -1059,8 +1059,8 @@ static int plan(job *j, sl_err *err)
     j->rows_expected = rows[0] + rows[1];
     if (!j->o->ranges && most / want > CO_ROWS_PER_RANGE) {
         /* the count is the worker's word: capped as the workers cap it */
-        want = most / CO_ROWS_PER_RANGE < 1000000 ? (size_t)(most / CO_ROWS_PER_RANGE + 1)
-                                                   : 1000000;
+        want =
+            most / CO_ROWS_PER_RANGE < 1000000 ? (size_t)(most / CO_ROWS_PER_RANGE + 1) : 1000000;
         msg_free(rep[big]);
         rep[big] = NULL;
         if (split(j, big, want, &rep[big], &rows[big], err))
@@ -1474,19 +1474,21 @@ static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, con
             msg_obj_array(&f[1], &enc, &ne) || msg_obj_array(&f[2], &txt, &nt))
             return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
         if (ne != j->ncols || nt != j->ncols)
-            return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i,
-                              ne, nt, j->ncols);
+            return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i, ne,
+                              nt, j->ncols);
         for (size_t c = 0; c < j->ncols; c++) {
             const char *sp;
-            if (msg_obj_bin(&enc[c], &p, &l) || (!msg_obj_is_nil(&txt[c]) &&
-                                                 msg_obj_str(&txt[c], &sp, &l)))
+            if (msg_obj_bin(&enc[c], &p, &l) ||
+                (!msg_obj_is_nil(&txt[c]) && msg_obj_str(&txt[c], &sp, &l)))
                 return sl_err_set(why, "has row %u whose column %zu is not binary and text", i, c);
         }
         while (at < nk && keycmp(refs[at].p, refs[at].len, key, klen) < 0)
             at++;
         if (at == nk || keycmp(refs[at].p, refs[at].len, key, klen) != 0)
-            return sl_err_set(why, "has row %u under a key that was not asked for (or out of "
-                                   "order)", i);
+            return sl_err_set(why,
+                              "has row %u under a key that was not asked for (or out of "
+                              "order)",
+                              i);
         at++; /* each key once, in rising order */
     }
     return 0;
@@ -2011,7 +2013,8 @@ static int fuzz_event(void *ctx, const co_event *ev)
 /* The key (int, text) of fuzz_job's table. */
 static void fuzz_key(sl_buf *out, int64_t id, const char *name)
 {
-    enc_val a = {.kind = ENC_V_INT, .i = id}, b = {.kind = ENC_V_TEXT, .p = name, .len = strlen(name)};
+    enc_val a = {.kind = ENC_V_INT, .i = id},
+            b = {.kind = ENC_V_TEXT, .p = name, .len = strlen(name)};
     enc_key(out, ENC_INT, &a, NULL);
     enc_key(out, ENC_TEXT, &b, NULL);
 }

@@ -1199,15 +1199,29 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
     return 0;
 }
 
+/* The tag enc_key writes for a key column of class cls, -1 for none. */
+static int key_tag(int cls)
+{
+    switch (cls) {
+    case ENC_INT:
+        return K_INT;
+    case ENC_UUID:
+        return K_UUID;
+    case ENC_BYTEA:
+        return K_BYTES;
+    case ENC_TEXT:
+    case ENC_OTHER:
+        return K_TEXT;
+    default:
+        return -1;
+    }
+}
+
 int enc_key_check(const uint8_t *key, size_t len, const int *cls, size_t ncols, sl_err *err)
 {
     size_t i = 0;
     for (size_t c = 0; c < ncols; c++) {
-        int want = cls[c] == ENC_INT     ? K_INT
-                   : cls[c] == ENC_UUID  ? K_UUID
-                   : cls[c] == ENC_BYTEA ? K_BYTES
-                   : cls[c] == ENC_TEXT || cls[c] == ENC_OTHER ? K_TEXT
-                                                                : -1;
+        int want = key_tag(cls[c]);
         if (want < 0)
             return sl_err_set(err, "key column %zu is of class %s, which cannot be a key", c,
                               enc_class_name(cls[c]));

@@ -439,8 +439,10 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
     uint64_t items;
     int walk = msgpack_walk((const uint8_t *)body, blen, &items);
     if (walk == WALK_TOO_MANY) {
-        sl_err_set(err, "malformed message: body declares over %u msgpack items (the per-frame "
-                   "limit)", MSG_MAX_ITEMS);
+        sl_err_set(err,
+                   "malformed message: body declares over %u msgpack items (the per-frame "
+                   "limit)",
+                   MSG_MAX_ITEMS);
         goto fail;
     }
     if (walk != WALK_OK) {

@@ -14,8 +14,8 @@
  * lz4-compressed (compressed: the claimed raw length may be overridden). */
 static void nil_bomb(sl_buf *frame, uint32_t n, uint32_t claim)
 {
-    static const uint8_t head[] = {0x84, 0xa1, 'v', 1, 0xa1, 't', 10, 0xa2, 'i', 'd', 0,
-                                   0xa4, 'r',  'o', 'w', 's', 0xdd};
+    static const uint8_t head[] = {0x84, 0xa1, 'v',  1,   0xa1, 't', 10,  0xa2, 'i',
+                                   'd',  0,    0xa4, 'r', 'o',  'w', 's', 0xdd};
     size_t raw = sizeof head + 4 + n;
     char *b = malloc(raw);
     memcpy(b, head, sizeof head);
