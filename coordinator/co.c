@@ -1795,6 +1795,11 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     for (;;) {
         j->pend_n = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
+        if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
+            sl_err why = *err;
+            rc = reject_worker(j->c, r->worker[rc - MK_BAD_CHILDREN], err, "its nodes reply: %s",
+                               why.msg);
+        }
         if (rc == 0)
             rc = span_flush(j, err);
         if (rc != CO_LOST)

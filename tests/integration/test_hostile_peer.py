@@ -96,6 +96,11 @@ def lie_nodes_order(m):
     return len(m["nodes"]) > 1
 
 
+def lie_nodes_lastkey(m):
+    m["nodes"][-1][4] = int_key(10 ** 6)  # the children end past their parent
+    return True
+
+
 def lie_rows_order(m):
     m["rows"].reverse()
     return len(m["rows"]) > 1
@@ -138,6 +143,7 @@ SCENARIOS = {
     "tree-rows": (T_TREE, lie_tree_rows, 1, True),
     "nodes-level": (T_NODES, lie_nodes_level, 1, True),
     "nodes-order": (T_NODES, lie_nodes_order, 1, True),
+    "nodes-lastkey": (T_NODES, lie_nodes_lastkey, 1, True),
     "rows-order": (T_ROWS, lie_rows_order, 1, True),
     "rows-badkey": (T_ROWS, lie_rows_badkey, 1, True),
     "rows-hash": (T_ROWS, lie_rows_hash, 1, True),
