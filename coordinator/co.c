@@ -1496,12 +1496,7 @@ static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, con
 
 static int compare_changed(job *j, const int workers[2], sl_err *err)
 {
-    msg_writer *mw[2] = {NULL, NULL};
-    uint64_t ids[2];
-    msg *rep[2] = {NULL, NULL};
-    const msgpack_object *rows[2];
-    uint32_t n[2];
-    int rc;
+    int rc = 0;
     /* asked for in key order: the replies are merged as sorted lists, and a
      * re-check batch comes in due order, not key order */
     keyref *refs = calloc(j->nchanged + 1, sizeof *refs);
@@ -1514,27 +1509,38 @@ static int compare_changed(job *j, const int workers[2], sl_err *err)
         off += 4 + refs[nk].len;
     }
     qsort(refs, nk, sizeof *refs, keyref_cmp);
-    if (both_requests(j, MSG_FETCH, 1, mw, ids, err)) {
-        free(refs);
-        return -1;
-    }
-    for (int s = 0; s < 2; s++) {
-        msg_key(mw[s], "keys");
-        msg_pack_array(mw[s], (uint32_t)nk);
-        for (size_t k = 0; k < nk; k++)
-            msg_pack_bin(mw[s], refs[k].p, refs[k].len);
-    }
-    rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
-    for (int s = 0; s < 2 && rc == 0; s++) {
-        sl_err why;
-        if (check_fetch(j, rows[s], n[s], refs, nk, &why))
-            rc = reject_worker(j->c, workers[s], err, "its fetch reply %s", why.msg);
+    /* a reply row is 2 items a column and a few more: keys are asked for in
+     * batches whose replies stay within half the per-frame item limit */
+    size_t batch = MSG_MAX_ITEMS / 2 / (2 * j->ncols + 8);
+    for (size_t from = 0; from < nk && rc == 0; from += batch) {
+        size_t cnt = nk - from < batch ? nk - from : batch;
+        msg_writer *mw[2] = {NULL, NULL};
+        uint64_t ids[2];
+        msg *rep[2] = {NULL, NULL};
+        const msgpack_object *rows[2];
+        uint32_t n[2];
+        if (both_requests(j, MSG_FETCH, 1, mw, ids, err)) {
+            rc = -1;
+            break;
+        }
+        for (int s = 0; s < 2; s++) {
+            msg_key(mw[s], "keys");
+            msg_pack_array(mw[s], (uint32_t)cnt);
+            for (size_t k = from; k < from + cnt; k++)
+                msg_pack_bin(mw[s], refs[k].p, refs[k].len);
+        }
+        rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            sl_err why;
+            if (check_fetch(j, rows[s], n[s], refs + from, cnt, &why))
+                rc = reject_worker(j->c, workers[s], err, "its fetch reply %s", why.msg);
+        }
+        if (rc == 0)
+            rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
+        msg_free(rep[0]);
+        msg_free(rep[1]);
     }
     free(refs);
-    if (rc == 0)
-        rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
-    msg_free(rep[0]);
-    msg_free(rep[1]);
     return rc;
 }
 
