@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int kind = data[1] % 7, flags = (data[1] >> 3) & ENC_STRICT;
     const uint8_t *p = data + 2;
     size_t n = size - 2;
-    char dec[ENC_DEC_MAX + 64 + 24];
+    char dec[64 + 24]; /* enc_decimal: nd + 24 bytes, nd <= 64 */
     enc_val v = {0};
     switch (kind) {
     case 0:
