@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo test unit integration clean format bench test-random
+.PHONY: all deps demo test unit integration clean format bench test-random fuzz
 
 all: build/sluice
 
@@ -36,6 +36,22 @@ build/asan/sluice: $(LIB_SRC) $(CLI_SRC) $(HDRS) $(SAN_SRC)
 build/asan/test_%: tests/test_%.c $(LIB_SRC) $(HDRS) tests/tap.h $(SAN_SRC)
 	@mkdir -p build/asan
 	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB_SRC) $(SAN_SRC) $(LIBS)
+
+# libFuzzer targets (tests/fuzz/README.md): `make fuzz` runs each for FUZZ_SECONDS.
+FUZZ         := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined
+FUZZ_SRC_msg      := base/sl.c proto/msg.c
+FUZZ_SRC_enc      := base/sl.c merkle/enc.c
+FUZZ_SRC_co_reply := base/sl.c $(wildcard merkle/*.c proto/*.c) coordinator/co.c
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(HDRS)
+	@mkdir -p build/fuzz
+	clang $(CSTD) $(WARN) $(FUZZ_FLAGS) $(PKG_CFLAGS) -o $@ $< $(or $(FUZZ_SRC_$*),$(LIB_SRC)) $(LIBS)
+
+fuzz: $(FUZZ)
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ)
 
 deps:
 	@bash scripts/deps.sh

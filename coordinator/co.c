@@ -1,5 +1,7 @@
 #include "co.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +28,7 @@ typedef struct co_worker {
     long busy_task;
     double last_seen; /* monotonic seconds of its last message */
     int alive;        /* 0 once silent past the heartbeat timeout */
+    int rejected;     /* broke the protocol: ignored for the rest of its connection */
 } co_worker;
 
 /* A message received but not yet handled (a reply that arrived while the
@@ -49,6 +52,9 @@ struct co {
     void (*svc_fn)(void *ctx);
     void *svc_ctx;
     int cancel;
+    void (*log_fn)(void *ctx, const char *line);
+    void *log_ctx;
+    char rejected[320]; /* why the last worker was dropped, for a stranded job's error */
 };
 
 static double now_s(void)
@@ -126,6 +132,36 @@ static void lose_worker(co *c, co_worker *w)
     w->alive = 0;
     w->busy_req = 0;
     c->lost++;
+}
+
+#define CO_MAX_BACKLOG 64 /* replies a worker may have waiting: more were never asked for */
+
+/* A worker whose reply breaks the protocol (undecodable, inconsistent
+ * counts, keys out of order or not keys of the job) may be broken or
+ * hostile: it is dropped for the rest of its connection (a restarted worker
+ * connects anew), the reason logged, and CO_LOST returned so its work is
+ * re-issued to the others exactly as for a worker that died. Nothing it
+ * sent is used. */
+static int reject_worker(co *c, int wi, sl_err *err, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    snprintf(c->rejected, sizeof c->rejected, "worker %d dropped: %s", wi, why);
+    if (c->log_fn)
+        c->log_fn(c->log_ctx, c->rejected);
+    lose_worker(c, &c->w[wi]);
+    c->w[wi].rejected = 1;
+    sl_err_set(err, "%s", c->rejected);
+    return CO_LOST;
+}
+
+void co_set_log(co *c, void (*fn)(void *ctx, const char *line), void *ctx)
+{
+    c->log_fn = fn;
+    c->log_ctx = ctx;
 }
 
 /* Sends a frame to a worker. A worker that is gone (its connection closed:
@@ -238,6 +274,13 @@ static int read_worker(co *c, int *wi, msg **out, sl_err *err)
             zmq_send(c->sock, f.p, f.len, ZMQ_DONTWAIT);
         }
         sl_buf_free(&f);
+        /* a worker we wait on would otherwise be waited on forever */
+        if (w >= 0 && c->w[w].alive)
+            reject_worker(c, w, NULL, "sent an undecodable frame (%s)", e.msg);
+        goto done;
+    }
+    if (w >= 0 && c->w[w].rejected) {
+        msg_free(m);
         goto done;
     }
     int t = msg_type(m);
@@ -296,6 +339,14 @@ static int recv_one(co *c, int timeout_ms, int use_backlog, int *wi, msg **out, 
 
 static void backlog_push(co *c, int wi, msg *m)
 {
+    size_t held = 0;
+    for (pending *q = c->backlog; q; q = q->next)
+        held += q->worker == wi;
+    if (held >= CO_MAX_BACKLOG) {
+        reject_worker(c, wi, NULL, "sent over %d replies nobody was waiting for", CO_MAX_BACKLOG);
+        msg_free(m);
+        return;
+    }
     pending *p = calloc(1, sizeof *p);
     if (!p) {
         msg_free(m);
@@ -310,12 +361,13 @@ static void backlog_push(co *c, int wi, msg *m)
     c->backlog_tail = p;
 }
 
-/* Takes the reply to one of ids[] out of the backlog, if it is there. */
-static msg *backlog_take(co *c, uint64_t id)
+/* Takes worker wi's reply to request id out of the backlog, if it is there
+ * (a reply counts only from the worker that was asked). */
+static msg *backlog_take(co *c, uint64_t id, int wi)
 {
     for (pending **pp = &c->backlog, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
         pending *p = *pp;
-        if (msg_id(p->m) != id)
+        if (msg_id(p->m) != id || p->worker != wi || !c->w[wi].alive)
             continue;
         *pp = p->next;
         if (c->backlog_tail == p)
@@ -337,7 +389,7 @@ static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **repli
     size_t got = 0;
     int rc = 0;
     for (size_t k = 0; k < n; k++)
-        if ((replies[k] = backlog_take(c, ids[k])))
+        if ((replies[k] = backlog_take(c, ids[k], from[k])))
             got++;
     while (got < n) {
         for (size_t k = 0; k < n; k++)
@@ -360,7 +412,7 @@ static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **repli
         if (r == 0)
             continue;
         size_t k;
-        for (k = 0; k < n && !(ids[k] == msg_id(m) && !replies[k]); k++) {
+        for (k = 0; k < n && !(ids[k] == msg_id(m) && from[k] == wi && !replies[k]); k++) {
         }
         if (k < n) {
             replies[k] = m;
@@ -501,7 +553,8 @@ static int pick_worker(co *c, const char *db, sl_err *err)
     for (size_t i = 0; i < c->nw; i++)
         if (c->w[i].alive && worker_has_db(&c->w[i], db))
             return (int)i;
-    return sl_err_set(err, "no connected worker can reach database \"%s\"", db);
+    return sl_err_set(err, "no connected worker can reach database \"%s\"%s%s%s", db,
+                      c->rejected[0] ? " (" : "", c->rejected, c->rejected[0] ? ")" : "");
 }
 
 /* ---- the job ---------------------------------------------------------- */
@@ -630,9 +683,13 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     uint32_t nc, nk;
     const char *s;
     size_t l;
-    int rc = -1;
-    if (msg_get_array(m, "columns", &cols, &nc, err) || msg_get_array(m, "key", &keys, &nk, err))
+    int rc = -1, bad = 0;
+    sl_err why = {{0}};
+    if (msg_get_array(m, "columns", &cols, &nc, &why) ||
+        msg_get_array(m, "key", &keys, &nk, &why)) {
+        bad = 1;
         goto done;
+    }
     if (msg_get_str(m, "source", &s, &l, NULL) == 0)
         snprintf(d->source, sizeof d->source, "%.*s", (int)l, s);
     int64_t loose = 0;
@@ -660,7 +717,8 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
         if (msg_obj_array(&cols[i], &f, &nf) || nf != 3 || msg_obj_str(&f[0], &s, &l) ||
             msg_obj_str(&f[1], &ts, &tl) || msg_obj_int(&f[2], &cls) || cls <= 0 ||
             cls >= ENC_CLASS_END) {
-            sl_err_set(err, "malformed describe reply from a worker");
+            sl_err_set(&why, "column %u is not [name, type, class]", i);
+            bad = 1;
             goto done;
         }
         d->name[d->n] = strndup(s, l);
@@ -673,8 +731,13 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
         }
     }
     for (uint32_t i = 0; i < nk; i++) {
-        if (msg_obj_str(&keys[i], &s, &l) || !(d->key[d->nkey] = strndup(s, l))) {
-            sl_err_set(err, "malformed describe reply from a worker");
+        if (msg_obj_str(&keys[i], &s, &l)) {
+            sl_err_set(&why, "key column %u is not a name", i);
+            bad = 1;
+            goto done;
+        }
+        if (!(d->key[d->nkey] = strndup(s, l))) {
+            sl_err_set(err, "out of memory");
             goto done;
         }
         d->nkey++;
@@ -682,6 +745,13 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     rc = 0;
 done:
     msg_free(m);
+    if (bad) {
+        side_free(d);
+        memset(d, 0, sizeof *d);
+        if (reject_worker(c, wi, err, "its describe reply is malformed: %s", why.msg) == CO_LOST &&
+            ++j->retries < CO_MAX_RETRIES)
+            return describe(j, side, d, err);
+    }
     return rc;
 }
 
@@ -871,6 +941,49 @@ static void pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t 
         msg_pack_bin(mw, p, n);
 }
 
+static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t m = al < bl ? al : bl;
+    int c = m ? memcmp(a, b, m) : 0;
+    return c ? c : (al < bl ? -1 : al > bl);
+}
+
+/* Whether key is a key of this job (well-formed for its key classes). */
+static int is_job_key(const job *j, const uint8_t *key, size_t len, sl_err *why)
+{
+    return enc_key_check(key, len, j->cls, j->nkey, why) == 0;
+}
+
+/* A split reply: a row count, and at most nranges bounds that are keys of
+ * the job in strictly rising order (ranges are built between them). 0, or
+ * -1 with why saying what is wrong. */
+static int check_split(const job *j, const msg *m, size_t nranges, uint64_t *rows, sl_err *why)
+{
+    int64_t n;
+    const msgpack_object *b;
+    uint32_t nb;
+    if (msg_get_int(m, "rows", &n, why) || msg_get_array(m, "bounds", &b, &nb, why))
+        return -1;
+    if (n < 0)
+        return sl_err_set(why, "claims %lld rows", (long long)n);
+    if (nb > nranges)
+        return sl_err_set(why, "has %u bounds for %zu ranges", nb, nranges);
+    const uint8_t *prev = NULL, *k;
+    size_t plen = 0, klen;
+    for (uint32_t i = 0; i < nb; i++) {
+        if (msg_obj_bin(&b[i], &k, &klen))
+            return sl_err_set(why, "has bound %u that is not binary", i);
+        if (!is_job_key(j, k, klen, why))
+            return sl_err_wrap(why, "bound %u", i);
+        if (prev && keycmp(prev, plen, k, klen) >= 0)
+            return sl_err_set(why, "has bound %u not above bound %u", i, i - 1);
+        prev = k;
+        plen = klen;
+    }
+    *rows = (uint64_t)n;
+    return 0;
+}
+
 /* Asks one side for its row count and split keys. */
 static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, sl_err *err)
 {
@@ -884,15 +997,15 @@ static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, 
     pack_spec(j, mw, side);
     msg_put_uint(mw, "ranges", nranges);
     int r = rpc(j->c, wi, mw, id, reply, err);
+    sl_err why;
+    if (r == 0 && check_split(j, *reply, nranges, rows, &why)) {
+        msg_free(*reply);
+        *reply = NULL;
+        r = reject_worker(j->c, wi, err, "its split reply %s", why.msg);
+    }
     if (r == CO_LOST && ++j->retries < CO_MAX_RETRIES)
         return split(j, side, nranges, reply, rows, err);
-    if (r)
-        return -1;
-    int64_t n;
-    if (msg_get_int(*reply, "rows", &n, err))
-        return -1;
-    *rows = (uint64_t)n;
-    return 0;
+    return r ? -1 : 0;
 }
 
 /* Builds the ranges from n bounds (keys[i], lens[i]); range i is
@@ -945,7 +1058,9 @@ static int plan(job *j, sl_err *err)
     uint64_t most = rows[big];
     j->rows_expected = rows[0] + rows[1];
     if (!j->o->ranges && most / want > CO_ROWS_PER_RANGE) {
-        want = (size_t)(most / CO_ROWS_PER_RANGE + 1);
+        /* the count is the worker's word: capped as the workers cap it */
+        want =
+            most / CO_ROWS_PER_RANGE < 1000000 ? (size_t)(most / CO_ROWS_PER_RANGE + 1) : 1000000;
         msg_free(rep[big]);
         rep[big] = NULL;
         if (split(j, big, want, &rep[big], &rows[big], err))
@@ -1016,26 +1131,61 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     return 0;
 }
 
-static int read_nodes(const msg *m, mk_nodelist *out, sl_err *err)
+/* Reads a tree or nodes reply's "nodes", appending them to out, and checks
+ * what every honest tree gives: nodes whose last keys are keys of the job,
+ * rising strictly and inside range r; for a tree reply (parent NULL) at most
+ * the one root, holding all `rows` of the range; for children, at least
+ * one, each a level below the parent and numbered consecutively, whose rows
+ * (each at least 1) add up to the parent's. Returns 0; 1 with why saying
+ * what is wrong (the worker is to be rejected); -1 when memory runs out. */
+static int read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,
+                      mk_nodelist *out, sl_err *why)
 {
     const msgpack_object *nodes;
     uint32_t n;
-    if (msg_get_array(m, "nodes", &nodes, &n, err))
-        return -1;
+    if (msg_get_array(m, "nodes", &nodes, &n, why))
+        return 1;
+    if (parent ? n == 0 : n > 1)
+        return sl_err_set(why, "has %u nodes", n), 1;
+    mk_bound lo = range_lo(r), hi = range_hi(r);
+    size_t first = out->n;
+    uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *f;
         uint32_t nf;
-        int64_t level, index, rows;
+        int64_t level, index, nrows;
         const uint8_t *hash, *key;
         size_t hl, kl;
         if (msg_obj_array(&nodes[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &level) ||
             msg_obj_int(&f[1], &index) || msg_obj_bin(&f[2], &hash, &hl) || hl != 16 ||
-            msg_obj_int(&f[3], &rows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 || level > 64 ||
-            index < 0 || index > UINT32_MAX || rows < 0)
-            return sl_err_set(err, "malformed tree node from a worker");
-        if (mk_nodelist_add(out, (uint32_t)level, (uint32_t)index, hash, (uint64_t)rows, key, kl))
-            return sl_err_set(err, "out of memory");
+            msg_obj_int(&f[3], &nrows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 ||
+            level > 64 || index < 0 || index > UINT32_MAX || nrows < 1)
+            return sl_err_set(why, "has node %u that is not [level, index, hash, rows, key]", i), 1;
+        if (parent && (uint64_t)level + 1 != parent->level)
+            return sl_err_set(why, "has a child at level %lld under a node at level %u",
+                              (long long)level, parent->level),
+                   1;
+        if (parent && out->n > first && (uint64_t)index != (uint64_t)out->v[out->n - 1].index + 1)
+            return sl_err_set(why, "numbers its children out of sequence"), 1;
+        if (!is_job_key(j, key, kl, why))
+            return sl_err_wrap(why, "node %u", i), 1;
+        if (!mk_bound_contains(&lo, &hi, key, kl))
+            return sl_err_set(why, "has node %u whose key lies outside the range", i), 1;
+        if (out->n > first &&
+            keycmp(mk_nodelist_key(out, out->n - 1), out->v[out->n - 1].klen, key, kl) >= 0)
+            return sl_err_set(why, "has node %u whose key is not above the one before", i), 1;
+        if ((uint64_t)nrows > rows - sum)
+            return sl_err_set(why, "has nodes holding more than the %llu rows claimed",
+                              (unsigned long long)rows),
+                   1;
+        sum += (uint64_t)nrows;
+        if (mk_nodelist_add(out, (uint32_t)level, (uint32_t)index, hash, (uint64_t)nrows, key, kl))
+            return -1;
     }
+    if (sum != rows)
+        return sl_err_set(why, "has nodes holding %llu rows, not the %llu claimed",
+                          (unsigned long long)sum, (unsigned long long)rows),
+               1;
     return 0;
 }
 
@@ -1054,9 +1204,12 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     int rc = rpc(j->c, r->worker[side], mw, id, &m, err);
     if (rc)
         return rc; /* CO_LOST passes through mk_diff to compare_range */
-    rc = read_nodes(m, out, err);
+    sl_err why;
+    rc = read_nodes(j, r, m, parent, parent->rows, out, &why);
     msg_free(m);
-    return rc;
+    if (rc > 0) /* its tree is rebuilt elsewhere, as for a lost worker */
+        return reject_worker(j->c, r->worker[side], err, "its nodes reply %s", why.msg);
+    return rc ? sl_err_set(err, "out of memory") : 0;
 }
 
 /* Turns an encoded key into display strings; vals point into j->scratch and
@@ -1177,13 +1330,6 @@ static int found(job *j, int kind, const uint8_t *key, size_t klen, const co_col
     j->nrq++;
     j->cur->pending++;
     return 0;
-}
-
-static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-    size_t m = al < bl ? al : bl;
-    int c = m ? memcmp(a, b, m) : 0;
-    return c ? c : (al < bl ? -1 : al > bl);
 }
 
 /* Walks two key-ordered row lists from the two sides (each row an array of
@@ -1311,14 +1457,46 @@ static int keyref_cmp(const void *a, const void *b)
     return keycmp(x->p, x->len, y->p, y->len);
 }
 
+/* A fetch reply's rows: [key, [encoding per column], [text or nil per
+ * column]], with keys rising strictly, each one of the nk keys asked for
+ * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
+ * saying what is wrong. */
+static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const keyref *refs,
+                       size_t nk, sl_err *why)
+{
+    size_t at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *f, *enc, *txt;
+        uint32_t nf, ne, nt;
+        const uint8_t *key, *p;
+        size_t klen, l;
+        if (msg_obj_array(&rows[i], &f, &nf) || nf != 3 || msg_obj_bin(&f[0], &key, &klen) ||
+            msg_obj_array(&f[1], &enc, &ne) || msg_obj_array(&f[2], &txt, &nt))
+            return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
+        if (ne != j->ncols || nt != j->ncols)
+            return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i, ne,
+                              nt, j->ncols);
+        for (size_t c = 0; c < j->ncols; c++) {
+            const char *sp;
+            if (msg_obj_bin(&enc[c], &p, &l) ||
+                (!msg_obj_is_nil(&txt[c]) && msg_obj_str(&txt[c], &sp, &l)))
+                return sl_err_set(why, "has row %u whose column %zu is not binary and text", i, c);
+        }
+        while (at < nk && keycmp(refs[at].p, refs[at].len, key, klen) < 0)
+            at++;
+        if (at == nk || keycmp(refs[at].p, refs[at].len, key, klen) != 0)
+            return sl_err_set(why,
+                              "has row %u under a key that was not asked for (or out of "
+                              "order)",
+                              i);
+        at++; /* each key once, in rising order */
+    }
+    return 0;
+}
+
 static int compare_changed(job *j, const int workers[2], sl_err *err)
 {
-    msg_writer *mw[2] = {NULL, NULL};
-    uint64_t ids[2];
-    msg *rep[2] = {NULL, NULL};
-    const msgpack_object *rows[2];
-    uint32_t n[2];
-    int rc;
+    int rc = 0;
     /* asked for in key order: the replies are merged as sorted lists, and a
      * re-check batch comes in due order, not key order */
     keyref *refs = calloc(j->nchanged + 1, sizeof *refs);
@@ -1331,22 +1509,38 @@ static int compare_changed(job *j, const int workers[2], sl_err *err)
         off += 4 + refs[nk].len;
     }
     qsort(refs, nk, sizeof *refs, keyref_cmp);
-    if (both_requests(j, MSG_FETCH, 1, mw, ids, err)) {
-        free(refs);
-        return -1;
-    }
-    for (int s = 0; s < 2; s++) {
-        msg_key(mw[s], "keys");
-        msg_pack_array(mw[s], (uint32_t)nk);
-        for (size_t k = 0; k < nk; k++)
-            msg_pack_bin(mw[s], refs[k].p, refs[k].len);
+    /* a reply row is 2 items a column and a few more: keys are asked for in
+     * batches whose replies stay within half the per-frame item limit */
+    size_t batch = MSG_MAX_ITEMS / 2 / (2 * j->ncols + 8);
+    for (size_t from = 0; from < nk && rc == 0; from += batch) {
+        size_t cnt = nk - from < batch ? nk - from : batch;
+        msg_writer *mw[2] = {NULL, NULL};
+        uint64_t ids[2];
+        msg *rep[2] = {NULL, NULL};
+        const msgpack_object *rows[2];
+        uint32_t n[2];
+        if (both_requests(j, MSG_FETCH, 1, mw, ids, err)) {
+            rc = -1;
+            break;
+        }
+        for (int s = 0; s < 2; s++) {
+            msg_key(mw[s], "keys");
+            msg_pack_array(mw[s], (uint32_t)cnt);
+            for (size_t k = from; k < from + cnt; k++)
+                msg_pack_bin(mw[s], refs[k].p, refs[k].len);
+        }
+        rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            sl_err why;
+            if (check_fetch(j, rows[s], n[s], refs + from, cnt, &why))
+                rc = reject_worker(j->c, workers[s], err, "its fetch reply %s", why.msg);
+        }
+        if (rc == 0)
+            rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
+        msg_free(rep[0]);
+        msg_free(rep[1]);
     }
     free(refs);
-    rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
-    if (rc == 0)
-        rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
-    msg_free(rep[0]);
-    msg_free(rep[1]);
     return rc;
 }
 
@@ -1399,6 +1593,33 @@ static void pick_readers(job *j, int readers[2])
     }
 }
 
+/* A rows reply: [key, row hash] for keys of the job rising strictly inside
+ * the span [lo, hi] asked for. 0, or -1 with why saying what is wrong. */
+static int check_rows(const job *j, const msgpack_object *rows, uint32_t n, const mk_bound *lo,
+                      const mk_bound *hi, sl_err *why)
+{
+    const uint8_t *prev = NULL;
+    size_t plen = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        const uint8_t *key, *h;
+        size_t klen, hl;
+        if (msg_obj_array(&rows[i], &f, &nf) || nf != 2 || msg_obj_bin(&f[0], &key, &klen) ||
+            msg_obj_bin(&f[1], &h, &hl) || hl != 16)
+            return sl_err_set(why, "has row %u that is not [key, hash]", i);
+        if (!is_job_key(j, key, klen, why))
+            return sl_err_wrap(why, "row %u", i);
+        if (!mk_bound_contains(lo, hi, key, klen))
+            return sl_err_set(why, "has row %u whose key lies outside the span asked for", i);
+        if (prev && keycmp(prev, plen, key, klen) >= 0)
+            return sl_err_set(why, "has row %u whose key is not above the one before", i);
+        prev = key;
+        plen = klen;
+    }
+    return 0;
+}
+
 /* A differing span: both sides' (key, row hash) lists, merged. */
 static int span_rows(job *j, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 {
@@ -1419,6 +1640,11 @@ static int span_rows(job *j, const mk_bound *lo, const mk_bound *hi, sl_err *err
     int readers[2];
     pick_readers(j, readers);
     rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
+    for (int s = 0; s < 2 && rc == 0; s++) {
+        sl_err why;
+        if (check_rows(j, rows[s], n[s], lo, hi, &why))
+            rc = reject_worker(j->c, readers[s], err, "its rows reply %s", why.msg);
+    }
     if (rc == 0 && (rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err)) == 0)
         rc = j->nchanged ? compare_changed(j, readers, err) : 0;
     msg_free(rep[0]);
@@ -1575,6 +1801,11 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     for (;;) {
         j->pend_n = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, j, err);
+        if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
+            sl_err why = *err;
+            rc = reject_worker(j->c, r->worker[rc - MK_BAD_CHILDREN], err, "its nodes reply: %s",
+                               why.msg);
+        }
         if (rc == 0)
             rc = span_flush(j, err);
         if (rc != CO_LOST)
@@ -1688,8 +1919,9 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
                 stranded = now_s();
             if (now_s() - stranded >
                 3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000) {
-                sl_err_set(err, "no live worker can reach database \"%s\"",
-                           can_reach(c, j.db[0]) ? j.db[1] : j.db[0]);
+                sl_err_set(err, "no live worker can reach database \"%s\"%s%s%s",
+                           can_reach(c, j.db[0]) ? j.db[1] : j.db[0], c->rejected[0] ? " (" : "",
+                           c->rejected, c->rejected[0] ? ")" : "");
                 goto done;
             }
         } else {
@@ -1730,11 +1962,20 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
         int64_t rows;
         range *rg = &j.r[ri];
         mk_nodelist_reset(&rg->root[side]);
-        if (msg_get_int(m, "rows", &rows, err) || read_nodes(m, &rg->root[side], err)) {
-            msg_free(m);
+        sl_err why;
+        int bad = msg_get_int(m, "rows", &rows, &why) ? 1
+                  : rows < 0 ? (sl_err_set(&why, "claims %lld rows", (long long)rows), 1)
+                             : read_nodes(&j, rg, m, NULL, (uint64_t)rows, &rg->root[side], &why);
+        msg_free(m);
+        if (bad < 0) {
+            sl_err_set(err, "out of memory");
             goto done;
         }
-        msg_free(m);
+        if (bad) { /* requeue_lost gives the task to another worker */
+            mk_nodelist_reset(&rg->root[side]);
+            reject_worker(c, wi, NULL, "its tree reply for range %zu %s", ri, why.msg);
+            continue;
+        }
         rg->rows[side] = (uint64_t)rows;
         rg->state[side] = 2;
         if (rg->state[0] == 2 && rg->state[1] == 2) {
@@ -1768,5 +2009,99 @@ done:
     sl_buf_free(&j.pend_lo);
     sl_buf_free(&j.pend_hi);
     sum->elapsed = now_s() - t0;
+    return rc;
+}
+
+/* ---- a job without sockets, for the fuzzer ---------------------------- */
+
+static int fuzz_event(void *ctx, const co_event *ev)
+{
+    (void)ev;
+    ++*(size_t *)ctx;
+    return 0;
+}
+
+/* The key (int, text) of fuzz_job's table. */
+static void fuzz_key(sl_buf *out, int64_t id, const char *name)
+{
+    enc_val a = {.kind = ENC_V_INT, .i = id},
+            b = {.kind = ENC_V_TEXT, .p = name, .len = strlen(name)};
+    enc_key(out, ENC_INT, &a, NULL);
+    enc_key(out, ENC_TEXT, &b, NULL);
+}
+
+int co_fuzz_reply(int type, const uint8_t *frame, size_t len)
+{
+    static const char *const cols[] = {"id", "name", "v"};
+    co_diff_opts o = {.source_db = "s", .target_db = "t", .table = "x"};
+    size_t events = 0;
+    co_callbacks cb = {.event = fuzz_event, .ctx = &events};
+    co_summary sum = {0};
+    range r = {.has_lo = 1, .has_hi = 1, .worker = {-1, -1}};
+    job j = {.o = &o, .cb = &cb, .sum = &sum, .r = &r, .nr = 1, .cur = &r, .ncols = 3, .nkey = 2};
+    for (size_t i = 0; i < 3; i++)
+        j.cols[i] = cols[i];
+    j.cls[0] = ENC_INT;
+    j.cls[1] = j.cls[2] = ENC_TEXT;
+    fuzz_key(&r.lo, 1, "a");
+    fuzz_key(&r.hi, 9, "z");
+    sl_buf asked = {0}; /* keys a fetch asked for: (1, "b") .. (8, "b") */
+    keyref refs[8];
+    for (int k = 0; k < 8; k++)
+        fuzz_key(&asked, k + 1, "b");
+    for (size_t k = 0, each = asked.len / 8; k < 8; k++)
+        refs[k] = (keyref){asked.p + k * each, (uint32_t)each};
+    mk_nodelist out = {0};
+    sl_err why, err;
+    int rc = 1;
+    msg *m = msg_decode(frame, len, &why);
+    if (!m || msg_type(m) != MSG_REPLY)
+        goto done;
+    const msgpack_object *rows;
+    uint32_t n;
+    uint64_t count;
+    int64_t claimed;
+    mk_bound lo = range_lo(&r), hi = range_hi(&r);
+    switch (type) {
+    case MSG_SPLIT:
+        rc = check_split(&j, m, 8, &count, &why) ? 1 : 0;
+        break;
+    case MSG_TREE:
+        if (msg_get_int(m, "rows", &claimed, &why) == 0 && claimed >= 0)
+            rc = read_nodes(&j, &r, m, NULL, (uint64_t)claimed, &out, &why);
+        break;
+    case MSG_NODES: {
+        mk_node parent = {.level = 2, .index = 3, .rows = 100};
+        rc = read_nodes(&j, &r, m, &parent, parent.rows, &out, &why);
+        break;
+    }
+    case MSG_ROWS:
+    case MSG_FETCH:
+        if (msg_get_array(m, "rows", &rows, &n, &why))
+            break;
+        if (type == MSG_ROWS ? check_rows(&j, rows, n, &lo, &hi, &why)
+                             : check_fetch(&j, rows, n, refs, 8, &why))
+            break;
+        /* accepted: merged against itself (all equal) and against nothing
+         * (every row reported) */
+        merge_fn fn = type == MSG_ROWS ? span_row : fetched_row;
+        uint32_t width = type == MSG_ROWS ? 2 : 3;
+        rc = merge_rows(&j, rows, n, rows, n, width, fn, &err) ||
+                     merge_rows(&j, rows, n, NULL, 0, width, fn, &err)
+                 ? -1
+                 : 0;
+        if (rc == 0 && events != n)
+            abort(); /* a broken invariant: each row once */
+        break;
+    }
+done:
+    msg_free(m);
+    mk_nodelist_free(&out);
+    sl_buf_free(&asked);
+    sl_buf_free(&r.lo);
+    sl_buf_free(&r.hi);
+    sl_buf_free(&r.emitted);
+    sl_buf_free(&j.scratch);
+    sl_buf_free(&j.changed);
     return rc;
 }

@@ -130,6 +130,10 @@ void co_set_heartbeat_timeout(co *c, int ms);
  * is readable (a client socket to serve during jobs). */
 void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx);
 
+/* fn(ctx, line) is told, in one line, of each worker dropped for breaking
+ * the protocol (its work goes to the others). NULL: nobody is told. */
+void co_set_log(co *c, void (*fn)(void *ctx, const char *line), void *ctx);
+
 /* Makes the running job (if any) stop with "job cancelled"; 0 clears it. */
 void co_cancel(co *c, int on);
 
@@ -143,6 +147,13 @@ typedef struct co_worker_view {
     size_t ndbs;
     double idle_s; /* seconds since its last message */
 } co_worker_view;
+
+/* For tests/fuzz only: takes frame as a worker's reply to a request of
+ * type (MSG_SPLIT, MSG_TREE, MSG_NODES, MSG_ROWS or MSG_FETCH) in a job
+ * built for the purpose (key (int, text), one more column, one range), and
+ * runs it through the checks and, if they pass, the handling a job gives
+ * it. 0: accepted; 1: rejected; -1: out of memory. */
+int co_fuzz_reply(int type, const uint8_t *frame, size_t len);
 
 size_t co_worker_count(const co *c);
 size_t co_alive_workers(const co *c);

@@ -397,6 +397,13 @@ static void serve_workers(co_server *s, const void *ident, size_t ilen, const ms
 }
 
 /* Serves one client request; called between jobs and while a job runs. */
+/* A worker dropped for breaking the protocol: the operator should know. */
+static void log_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "sluice coordinator: %s\n", line);
+}
+
 static void serve_client(void *ctx)
 {
     co_server *s = ctx;
@@ -678,6 +685,7 @@ co_server *co_server_new(const co_server_config *cfg, sl_err *err)
     }
     co_set_heartbeat_timeout(s->c, cfg->heartbeat_timeout_ms);
     co_set_service(s->c, s->clients, serve_client, s);
+    co_set_log(s->c, log_line, NULL);
     return s;
 }
 

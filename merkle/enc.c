@@ -1199,6 +1199,61 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
     return 0;
 }
 
+/* The tag enc_key writes for a key column of class cls, -1 for none. */
+static int key_tag(int cls)
+{
+    switch (cls) {
+    case ENC_INT:
+        return K_INT;
+    case ENC_UUID:
+        return K_UUID;
+    case ENC_BYTEA:
+        return K_BYTES;
+    case ENC_TEXT:
+    case ENC_OTHER:
+        return K_TEXT;
+    default:
+        return -1;
+    }
+}
+
+int enc_key_check(const uint8_t *key, size_t len, const int *cls, size_t ncols, sl_err *err)
+{
+    size_t i = 0;
+    for (size_t c = 0; c < ncols; c++) {
+        int want = key_tag(cls[c]);
+        if (want < 0)
+            return sl_err_set(err, "key column %zu is of class %s, which cannot be a key", c,
+                              enc_class_name(cls[c]));
+        if (i >= len)
+            return sl_err_set(err, "encoded key is shorter than its %zu columns", ncols);
+        if (key[i] != want)
+            return sl_err_set(err, "encoded key column %zu has tag 0x%02x, not that of %s", c,
+                              key[i], enc_class_name(cls[c]));
+        i++;
+        if (want == K_INT || want == K_UUID) {
+            size_t w = want == K_INT ? 8 : 16;
+            if (len - i < w)
+                return sl_err_set(err, "encoded key is truncated");
+            i += w;
+            continue;
+        }
+        for (;;) { /* escaped bytes: 0x00 0xff is a zero byte, 0x00 0x00 the end */
+            const uint8_t *z = i < len ? memchr(key + i, 0, len - i) : NULL;
+            if (!z || (size_t)(z - key) + 1 >= len)
+                return sl_err_set(err, "encoded key is truncated");
+            i = (size_t)(z - key) + 2;
+            if (z[1] == 0)
+                break;
+            if (z[1] != 0xff)
+                return sl_err_set(err, "encoded key has a bad escape");
+        }
+    }
+    if (i != len)
+        return sl_err_set(err, "encoded key is longer than its %zu columns", ncols);
+    return 0;
+}
+
 void enc_civil(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
     z += 719468;

@@ -89,6 +89,12 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err);
 int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch, enc_val *out,
                    sl_err *err);
 
+/* Checks that key is exactly what enc_key writes for ncols columns of
+ * classes cls[0..ncols): each column's tag is its class's, escapes are
+ * intact, nothing is left over. 0, or -1 with err saying what is wrong. For
+ * keys that arrive from another process, before they are trusted. */
+int enc_key_check(const uint8_t *key, size_t len, const int *cls, size_t ncols, sl_err *err);
+
 /* Writes the canonical form of (neg ? -1 : 1) * digits * 10^exp, digits
  * being nd ASCII digits (leading and trailing zeros allowed, any number of
  * them), to dst, which holds at least nd + 24 bytes. Returns its length. */

@@ -57,6 +57,34 @@ static mk_bound node_ub(const mk_nodelist *l, size_t i, const mk_bound *hi)
 static int diff_lists(dctx *d, const mk_nodelist *a, const mk_nodelist *b, const mk_bound *lo,
                       const mk_bound *hi);
 
+/* Whether l[first..] are children that cover exactly the span of parent
+ * (key pkey), which starts after lo or after l[first - 1]'s key. */
+static int children_cover(const mk_nodelist *l, size_t first, const mk_node *parent,
+                          const uint8_t *pkey, const mk_bound *lo)
+{
+    if (l->n == first)
+        return 0;
+    for (size_t k = first; k < l->n; k++) {
+        const uint8_t *key = mk_nodelist_key(l, k);
+        size_t len = l->v[k].klen;
+        if (l->v[k].level + 1 != parent->level)
+            return 0;
+        if (k > first) {
+            if (keycmp(mk_nodelist_key(l, k - 1), l->v[k - 1].klen, key, len) >= 0)
+                return 0;
+        } else if (first > 0) {
+            if (keycmp(mk_nodelist_key(l, first - 1), l->v[first - 1].klen, key, len) >= 0)
+                return 0;
+        } else if (lo->kind != MK_UNBOUNDED) {
+            int c = keycmp(key, len, lo->key, lo->len);
+            if (c < 0 || (c == 0 && lo->kind == MK_EXCL))
+                return 0;
+        }
+    }
+    size_t last = l->n - 1;
+    return keycmp(mk_nodelist_key(l, last), l->v[last].klen, pkey, parent->klen) == 0;
+}
+
 /* Nodes a[ia..ea] and b[jb..eb] end at the same key and differ: expand the
  * highest of them into their children and compare again, or, if all are
  * leaves, report the span. */
@@ -79,8 +107,15 @@ static int diff_segment(dctx *d, const mk_nodelist *a, size_t ia, size_t ea, con
         for (size_t k = from[s]; k <= to[s]; k++) {
             const mk_node *nd = &src[s]->v[k];
             if (nd->level == top) {
+                size_t first = dst[s]->n;
                 if ((rc = d->children(d->ctx, s, nd, dst[s], d->err)) != 0)
                     goto done;
+                if (!children_cover(dst[s], first, nd, mk_nodelist_key(src[s], k), lo)) {
+                    sl_err_set(d->err, "the children of node (%u, %u) do not cover its span",
+                               nd->level, nd->index);
+                    rc = MK_BAD_CHILDREN + s;
+                    goto done;
+                }
             } else if (mk_nodelist_add(dst[s], nd->level, nd->index, nd->hash, nd->rows,
                                        mk_nodelist_key(src[s], k), nd->klen) != 0) {
                 sl_err_set(d->err, "out of memory");

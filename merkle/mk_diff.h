@@ -31,7 +31,12 @@ typedef int (*mk_span_fn)(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_
 
 /* Compares two root lists (as from mk_tree_root) of trees built over the key
  * range [lo, hi). Returns 0, or the first non-zero return of a callback (as
- * it returned it), or -1 when memory runs out. */
+ * it returned it), or -1 when memory runs out, or MK_BAD_CHILDREN + side
+ * when the children listed for a node of that side do not cover exactly its
+ * span (one level below it, keys rising strictly above the node before it,
+ * the last at its own key): trees from elsewhere are checked, since the
+ * comparison aligns nodes by key and would otherwise go astray. */
+#define MK_BAD_CHILDREN (-100)
 int mk_diff(const mk_nodelist *a, const mk_nodelist *b, const mk_bound *lo, const mk_bound *hi,
             mk_children_fn children, mk_span_fn span, void *ctx, sl_err *err);
 

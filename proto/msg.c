@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum { WALK_OK = 0, WALK_MALFORMED = -1, WALK_TOO_MANY = -2 };
+static int msgpack_walk(const uint8_t *p, size_t len, uint64_t *items_out);
+
 static const char *const type_names[] = {"?",      "hello",   "describe",  "split",   "tree",
                                          "nodes",  "rows",    "fetch",     "release", "shutdown",
                                          "reply",  "error",   "heartbeat", "submit",  "status",
@@ -112,6 +115,12 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
         return sl_err_set(err, "out of memory while packing a message");
     if (n > MSG_MAX_RAW)
         return sl_err_set(err, "message of %zu bytes exceeds the %u-byte limit", n, MSG_MAX_RAW);
+    /* what a reader would refuse is refused here, with a clearer error: a
+     * body of n bytes holds at most n items, so only big ones are walked */
+    uint64_t items;
+    if (n > MSG_MAX_ITEMS && msgpack_walk((const uint8_t *)w->sb.data, n, &items) == WALK_TOO_MANY)
+        return sl_err_set(err, "message of over %u msgpack items exceeds the per-frame limit",
+                          MSG_MAX_ITEMS);
     if (n >= MSG_COMPRESS_MIN) {
         int bound = LZ4_compressBound((int)n);
         if (sl_buf_reserve(out, (size_t)bound + 5) != 0)
@@ -235,10 +244,6 @@ int msg_get_array(const msg *m, const char *key, const msgpack_object **items, u
     return o && msg_obj_array(o, items, n) == 0 ? 0 : field_err(m, key, "an array", err);
 }
 
-/* Walks the msgpack bytes before msgpack-c sees them: its unpacker
- * allocates what a header declares, so a 5-byte "array of 2^32 items" from
- * the network must be refused here. Every declared item needs at least one
- * byte, and every declared string or binary must fit. */
 /* A big-endian unsigned integer of w bytes (a msgpack length). */
 static uint64_t be_uint(const uint8_t *p, size_t w)
 {
@@ -248,13 +253,21 @@ static uint64_t be_uint(const uint8_t *p, size_t w)
     return n;
 }
 
-static int msgpack_is_plausible(const uint8_t *p, size_t len)
+/* Walks the msgpack bytes before msgpack-c sees them: its unpacker
+ * allocates what a header declares, sizeof(msgpack_object) for every item
+ * of an array and two for every pair of a map, so a 5-byte "array of 2^32
+ * items", or 1 MB of lz4 that expands to 256 MiB of nils (6 GB of
+ * objects), must be refused here. Every declared item needs at least one
+ * byte, every declared string or binary must fit (msgpack-c points into
+ * the buffer for those), and all the items declared together stay within
+ * MSG_MAX_ITEMS. Returns WALK_*; *items gets the count. */
+static int msgpack_walk(const uint8_t *p, size_t len, uint64_t *items_out)
 {
     size_t pos = 0;
-    uint64_t pending = 1;
+    uint64_t pending = 1, total = 0;
     while (pending > 0) {
         if (pos >= len)
-            return 0;
+            return WALK_MALFORMED;
         uint8_t c = p[pos++];
         pending--;
         uint64_t skip = 0, items = 0;
@@ -336,30 +349,36 @@ static int msgpack_is_plausible(const uint8_t *p, size_t len)
             case 0xdf: {
                 size_t w = (c == 0xdc || c == 0xde) ? 2 : 4;
                 if (len - pos < w)
-                    return 0;
+                    return WALK_MALFORMED;
                 uint64_t n = be_uint(p + pos, w);
                 pos += w;
                 items = c >= 0xde ? 2 * n : n;
                 break;
             }
             default:
-                return 0; /* 0xc1: never used */
+                return WALK_MALFORMED; /* 0xc1: never used */
             }
         }
         if (hdr) {
             if (len - pos < hdr)
-                return 0;
+                return WALK_MALFORMED;
             skip += be_uint(p + pos, hdr);
             pos += hdr;
         }
         if (skip > len - pos)
-            return 0;
+            return WALK_MALFORMED;
         pos += skip;
         pending += items;
         if (pending > len - pos)
-            return 0;
+            return WALK_MALFORMED;
+        total += items;
+        if (total > MSG_MAX_ITEMS) {
+            *items_out = total;
+            return WALK_TOO_MANY;
+        }
     }
-    return 1;
+    *items_out = total;
+    return WALK_OK;
 }
 
 msg *msg_decode(const void *frame, size_t len, sl_err *err)
@@ -383,6 +402,14 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
         uint32_t raw = (uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 8 | f[4];
         if (raw == 0 || raw > MSG_MAX_RAW) {
             sl_err_set(err, "malformed message: compressed length %u out of bounds", raw);
+            goto fail;
+        }
+        /* an lz4 block expands at most 255-fold (a length byte of 255 per
+         * 255 bytes out): a claim beyond that is a lie, refused before the
+         * buffer is allocated */
+        if ((uint64_t)raw > (uint64_t)(len - 5) * 255 + 32) {
+            sl_err_set(err, "malformed message: %zu bytes of lz4 cannot expand to %u", len - 5,
+                       raw);
             goto fail;
         }
         m->raw = malloc(raw);
@@ -409,7 +436,16 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
         body = m->raw;
     }
     size_t off = 0;
-    if (!msgpack_is_plausible((const uint8_t *)body, blen)) {
+    uint64_t items;
+    int walk = msgpack_walk((const uint8_t *)body, blen, &items);
+    if (walk == WALK_TOO_MANY) {
+        sl_err_set(err,
+                   "malformed message: body declares over %u msgpack items (the per-frame "
+                   "limit)",
+                   MSG_MAX_ITEMS);
+        goto fail;
+    }
+    if (walk != WALK_OK) {
         sl_err_set(err, "malformed message: body is not well-formed msgpack");
         goto fail;
     }

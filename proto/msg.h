@@ -22,7 +22,12 @@
 
 #define MSG_VERSION 1
 #define MSG_COMPRESS_MIN 4096
-#define MSG_MAX_RAW (256u << 20)
+/* Per-frame limits, checked before anything is allocated for a frame (see
+ * proto/README.md): the msgpack body at most MSG_MAX_RAW bytes (after lz4),
+ * declaring at most MSG_MAX_ITEMS items (array elements, map keys and
+ * values), which bounds msgpack-c's objects to 24 bytes each, 96 MiB. */
+#define MSG_MAX_RAW (64u << 20)
+#define MSG_MAX_ITEMS (4u << 20)
 
 enum msg_type {
     MSG_HELLO = 1, /* worker -> coordinator: databases it reaches */

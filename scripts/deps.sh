@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libzmq3-dev libxxhash-dev libpq-dev libmsgpack-dev
       liblz4-dev libsqlite3-dev sqlite3 libjansson-dev)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(postgresql postgresql-client python3 python3-psycopg2 python3-zmq python3-msgpack python3-yaml perl time)
+    pkgs+=(postgresql postgresql-client python3 python3-psycopg2 python3-zmq python3-msgpack python3-yaml perl time
+           clang libclang-rt-dev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,8 +4,143 @@
 #include <string.h>
 #include <time.h>
 
+#include <lz4.h>
+
+#include "../merkle/enc.h"
 #include "../proto/msg.h"
 #include "tap.h"
+
+/* A frame whose msgpack is the map {v: 1, t: reply, id: 0, rows: [n nils]},
+ * lz4-compressed (compressed: the claimed raw length may be overridden). */
+static void nil_bomb(sl_buf *frame, uint32_t n, uint32_t claim)
+{
+    static const uint8_t head[] = {0x84, 0xa1, 'v',  1,   0xa1, 't', 10,  0xa2, 'i',
+                                   'd',  0,    0xa4, 'r', 'o',  'w', 's', 0xdd};
+    size_t raw = sizeof head + 4 + n;
+    char *b = malloc(raw);
+    memcpy(b, head, sizeof head);
+    b[sizeof head] = (char)(n >> 24);
+    b[sizeof head + 1] = (char)(n >> 16);
+    b[sizeof head + 2] = (char)(n >> 8);
+    b[sizeof head + 3] = (char)n;
+    memset(b + sizeof head + 4, 0xc0, n);
+    int bound = LZ4_compressBound((int)raw);
+    sl_buf_reset(frame);
+    sl_buf_reserve(frame, (size_t)bound + 5);
+    uint32_t c = claim ? claim : (uint32_t)raw;
+    frame->p[0] = 1;
+    frame->p[1] = (uint8_t)(c >> 24);
+    frame->p[2] = (uint8_t)(c >> 16);
+    frame->p[3] = (uint8_t)(c >> 8);
+    frame->p[4] = (uint8_t)c;
+    frame->len = 5 + (size_t)LZ4_compress_default(b, (char *)frame->p + 5, (int)raw, bound);
+    free(b);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Per-frame limits: a decompression bomb, headers that declare more items
+ * than the frame holds or than the budget allows, nesting, and the writer
+ * refusing what readers would refuse. */
+static void test_limits(void)
+{
+    sl_err e = {{0}};
+    sl_buf f = {0};
+    msg *m;
+
+    /* the frame: ~1 MB of lz4 claiming 256 MiB of nils */
+    nil_bomb(&f, 1u << 20, 256u << 20);
+    m = msg_decode(f.p, f.len, &e);
+    ok(!m && strstr(e.msg, "out of bounds"),
+       "a frame claiming 256 MiB decompressed is refused before decompressing: %s", e.msg);
+
+    /* within the raw cap but over the item budget: refused by the walk,
+     * before msgpack-c allocates 24 bytes an item */
+    nil_bomb(&f, MSG_MAX_ITEMS + 1, 0);
+    double t0 = now_s();
+    m = msg_decode(f.p, f.len, &e);
+    double dt = now_s() - t0;
+    ok(!m && strstr(e.msg, "items"), "a %zu-byte frame of %u nils is refused: %s", f.len,
+       MSG_MAX_ITEMS + 1, e.msg);
+    ok(dt < 2.0, "... in %.3f s", dt);
+
+    /* under the budget: decodes */
+    nil_bomb(&f, 100000, 0);
+    m = msg_decode(f.p, f.len, &e);
+    const msgpack_object *items;
+    uint32_t ni;
+    ok(m && msg_get_array(m, "rows", &items, &ni, &e) == 0 && ni == 100000,
+       "a frame of 100000 nils decodes");
+    msg_free(m);
+
+    /* a claimed length lz4 cannot reach from the bytes given */
+    uint8_t tiny[] = {1, 0x03, 0xff, 0xff, 0xff, 0x1f, 0xc0, 0, 0, 0, 0, 0};
+    m = msg_decode(tiny, sizeof tiny, &e);
+    ok(!m && strstr(e.msg, "cannot expand"), "7 bytes of lz4 claiming 64 MiB are refused: %s",
+       e.msg);
+
+    /* a map header declaring 65535 pairs in an 8-byte body */
+    uint8_t map[] = {0, 0xde, 0xff, 0xff, 0xc0, 0xc0, 0xc0, 0xc0};
+    m = msg_decode(map, sizeof map, &e);
+    ok(!m && strstr(e.msg, "well-formed"), "a map declaring more pairs than bytes is refused: %s",
+       e.msg);
+
+    /* deep nesting: msgpack-c's own stack is 32 deep; no crash either way */
+    uint8_t deep[2 + 200];
+    deep[0] = 0;
+    for (int i = 1; i < 201; i++)
+        deep[i] = 0x91;
+    deep[201] = 0xc0;
+    m = msg_decode(deep, sizeof deep, &e);
+    ok(!m, "200 nested arrays are refused: %s", e.msg);
+
+    /* the writer refuses what a reader would */
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    msg_key(w, "rows");
+    msg_pack_array(w, MSG_MAX_ITEMS + 1);
+    for (uint32_t i = 0; i < MSG_MAX_ITEMS + 1; i++)
+        msg_pack_nil(w);
+    ok(msg_writer_finish(w, &f, &e) != 0 && strstr(e.msg, "items"),
+       "a message over the item budget is refused by its writer: %s", e.msg);
+    msg_writer_free(w);
+    sl_buf_free(&f);
+}
+
+/* enc_key_check accepts exactly what enc_key writes for the classes. */
+static void test_key_check(void)
+{
+    sl_err e = {{0}};
+    sl_buf k = {0};
+    int cls[3] = {ENC_INT, ENC_TEXT, ENC_UUID};
+    enc_val v[3] = {{.kind = ENC_V_INT, .i = -5},
+                    {.kind = ENC_V_TEXT, .p = "a\0b", .len = 3},
+                    {.kind = ENC_V_TEXT, .p = "123e4567-e89b-12d3-a456-426614174000", .len = 36}};
+    for (int c = 0; c < 3; c++)
+        enc_key(&k, cls[c], &v[c], &e);
+    ok(enc_key_check(k.p, k.len, cls, 3, &e) == 0, "an (int, text, uuid) key checks out");
+    int wrong[3] = {ENC_INT, ENC_BYTEA, ENC_UUID};
+    ok(enc_key_check(k.p, k.len, wrong, 3, &e) != 0 && strstr(e.msg, "tag"),
+       "the same key is not a (int, bytea, uuid) key: %s", e.msg);
+    ok(enc_key_check(k.p, k.len - 1, cls, 3, &e) != 0, "one byte short: %s", e.msg);
+    ok(enc_key_check(k.p, k.len, cls, 2, &e) != 0 && strstr(e.msg, "longer"),
+       "a column too many: %s", e.msg);
+    int bad = 1;
+    for (size_t cut = 0; cut < k.len; cut++)
+        bad &= enc_key_check(k.p, cut, cls, 3, NULL) != 0;
+    ok(bad, "every truncation is refused");
+    k.p[9 + 3] = 0x01; /* after the zero byte of "a\0b": 0x00 0x01 is no escape */
+    ok(enc_key_check(k.p, k.len, cls, 3, &e) != 0 && strstr(e.msg, "escape"),
+       "a bad escape is refused: %s", e.msg);
+    int other[1] = {ENC_FLOAT};
+    uint8_t f9[9] = {0x10};
+    ok(enc_key_check(f9, 9, other, 1, &e) != 0, "a float key column is refused: %s", e.msg);
+    sl_buf_free(&k);
+}
 
 int main(void)
 {
@@ -137,5 +272,7 @@ int main(void)
     }
     sl_buf_free(&good);
     sl_buf_free(&f);
+    test_limits();
+    test_key_check();
     return done_testing();
 }
