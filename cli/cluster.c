@@ -263,6 +263,53 @@ int cmd_coordinator(int argc, char **argv)
     return st;
 }
 
+/* Whether a ZeroMQ bind endpoint is reachable from this host only:
+ * tcp:// on a loopback address or the lo interface, ipc://, inproc://. */
+static int is_local_endpoint(const char *ep)
+{
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
+        return 1;
+    if (strncmp(ep, "tcp://", 6))
+        return 0;
+    const char *host = ep + 6, *colon = strrchr(host, ':');
+    if (!colon)
+        return 0;
+    size_t n = (size_t)(colon - host);
+    char h[256];
+    if (n >= sizeof h)
+        return 0;
+    memcpy(h, host, n);
+    h[n] = '\0';
+    if (!strcmp(h, "localhost") || !strcmp(h, "lo") || !strcmp(h, "[::1]") || !strcmp(h, "::1"))
+        return 1;
+    unsigned a, b, c, d;
+    char extra;
+    return sscanf(h, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256;
+}
+
+/* Without CURVE, whoever reaches an endpoint is trusted: clients submit
+ * jobs and read results, workers are believed about what the databases
+ * hold, subscribers read every divergence's values. So a non-local
+ * endpoint needs --curve-secret, or --insecure said out loud. */
+static int check_endpoints(const co_server_config *cfg, int insecure)
+{
+    const struct {
+        const char *opt, *ep, *who;
+    } eps[] = {{"--clients-endpoint", cfg->clients_endpoint, "submit jobs and read their results"},
+               {"--workers-endpoint", cfg->workers_endpoint, "pose as a worker and feed it lies"},
+               {"--events-endpoint", cfg->events_endpoint, "read every divergence's values"}};
+    if (cfg->curve_secret || insecure)
+        return -1;
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++)
+        if (!is_local_endpoint(eps[i].ep))
+            return cli_fail("%s %s is not loopback, and without CURVE anyone who reaches it can "
+                            "%s; pass --curve-secret FILE (from sluice keygen), or --insecure on "
+                            "a network you trust",
+                            eps[i].opt, eps[i].ep, eps[i].who);
+    return -1;
+}
+
 static int coordinator_main(int argc, char **argv, char **state_copy)
 {
     static const struct option opts[] = {{"workers-endpoint", required_argument, 0, 'w'},
@@ -274,6 +321,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                                          {"schedule", required_argument, 0, 'S'},
                                          {"curve-secret", required_argument, 0, 'K'},
                                          {"curve-clients", required_argument, 0, 'A'},
+                                         {"insecure", no_argument, 0, 'I'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     co_server_config cfg = {.workers_endpoint = CLI_DEFAULT_WORKERS_EP,
@@ -283,7 +331,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                             .heartbeat_timeout_ms = 5000,
                             .verbose = 1};
     const char *schedule_file = NULL, *curve_secret = NULL, *curve_clients = NULL;
-    int ch, st;
+    int ch, st, insecure = 0;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -319,6 +367,9 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
         case 'A':
             curve_clients = optarg;
             break;
+        case 'I':
+            insecure = 1;
+            break;
         case 't':
             if ((st = parse_seconds(optarg, "--heartbeat-timeout", &cfg.heartbeat_timeout_ms)) >= 0)
                 return st;
@@ -328,9 +379,10 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                 "usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
                 "         [--events-endpoint EP] [--state sqlite:PATH] "
                 "[--heartbeat-timeout SECONDS] [--schedule FILE] [--quiet]\n"
-                "         [--curve-secret FILE [--curve-clients FILE]]\n"
+                "         [--curve-secret FILE [--curve-clients FILE]] [--insecure]\n"
                 "  --curve-secret FILE: serve CURVE-encrypted (keys from sluice keygen)\n"
                 "  --curve-clients FILE: public keys allowed to connect, one per line\n"
+                "  --insecure: allow endpoints other than loopback without CURVE\n"
                 "  --schedule FILE: JSON {\"audits\": [{\"name\", \"every\": \"1h\", \"source\", "
                 "\"target\", \"table\", ...}]}\n"
                 "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
@@ -355,6 +407,8 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
             return cli_fail("--curve-secret: %s", err.msg);
         cfg.curve_secret = secret;
     }
+    if ((st = check_endpoints(&cfg, insecure)) >= 0)
+        return st;
     if (curve_clients) {
         size_t n = 0;
         if (read_keys(curve_clients, &allowed, &n))
