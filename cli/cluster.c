@@ -620,6 +620,7 @@ int cmd_worker(int argc, char **argv)
             printf("usage: sluice worker --db NAME=DSN [--db NAME=DSN ...] [--db-file FILE]\n"
                    "         [--coordinator EP] [--slots N] [--heartbeat SECONDS]\n"
                    "         [--read-timeout SECONDS] [--allow-where NAME[,NAME...]|'*']\n"
+                   "         [--curve-server-key KEY|FILE [--curve-key FILE]]\n"
                    "  --db-file FILE: lines NAME=DSN (keeps passwords off the command line),\n"
                    "                  and allow-where NAME[,NAME...] lines\n"
                    "  --read-timeout: give up on a database silent this long in a query\n"
