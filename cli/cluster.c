@@ -263,6 +263,53 @@ int cmd_coordinator(int argc, char **argv)
     return st;
 }
 
+/* Whether a ZeroMQ bind endpoint is reachable from this host only:
+ * tcp:// on a loopback address or the lo interface, ipc://, inproc://. */
+static int is_local_endpoint(const char *ep)
+{
+    if (!strncmp(ep, "ipc://", 6) || !strncmp(ep, "inproc://", 9))
+        return 1;
+    if (strncmp(ep, "tcp://", 6))
+        return 0;
+    const char *host = ep + 6, *colon = strrchr(host, ':');
+    if (!colon)
+        return 0;
+    size_t n = (size_t)(colon - host);
+    char h[256];
+    if (n >= sizeof h)
+        return 0;
+    memcpy(h, host, n);
+    h[n] = '\0';
+    if (!strcmp(h, "localhost") || !strcmp(h, "lo") || !strcmp(h, "[::1]") || !strcmp(h, "::1"))
+        return 1;
+    unsigned a, b, c, d;
+    char extra;
+    return sscanf(h, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256;
+}
+
+/* Without CURVE, whoever reaches an endpoint is trusted: clients submit
+ * jobs and read results, workers are believed about what the databases
+ * hold, subscribers read every divergence's values. So a non-local
+ * endpoint needs --curve-secret, or --insecure said out loud. */
+static int check_endpoints(const co_server_config *cfg, int insecure)
+{
+    const struct {
+        const char *opt, *ep, *who;
+    } eps[] = {{"--clients-endpoint", cfg->clients_endpoint, "submit jobs and read their results"},
+               {"--workers-endpoint", cfg->workers_endpoint, "pose as a worker and feed it lies"},
+               {"--events-endpoint", cfg->events_endpoint, "read every divergence's values"}};
+    if (cfg->curve_secret || insecure)
+        return -1;
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++)
+        if (!is_local_endpoint(eps[i].ep))
+            return cli_fail("%s %s is not loopback, and without CURVE anyone who reaches it can "
+                            "%s; pass --curve-secret FILE (from sluice keygen), or --insecure on "
+                            "a network you trust",
+                            eps[i].opt, eps[i].ep, eps[i].who);
+    return -1;
+}
+
 static int coordinator_main(int argc, char **argv, char **state_copy)
 {
     static const struct option opts[] = {{"workers-endpoint", required_argument, 0, 'w'},
@@ -274,6 +321,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                                          {"schedule", required_argument, 0, 'S'},
                                          {"curve-secret", required_argument, 0, 'K'},
                                          {"curve-clients", required_argument, 0, 'A'},
+                                         {"insecure", no_argument, 0, 'I'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     co_server_config cfg = {.workers_endpoint = CLI_DEFAULT_WORKERS_EP,
@@ -283,7 +331,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                             .heartbeat_timeout_ms = 5000,
                             .verbose = 1};
     const char *schedule_file = NULL, *curve_secret = NULL, *curve_clients = NULL;
-    int ch, st;
+    int ch, st, insecure = 0;
     optind = 1;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -319,6 +367,9 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
         case 'A':
             curve_clients = optarg;
             break;
+        case 'I':
+            insecure = 1;
+            break;
         case 't':
             if ((st = parse_seconds(optarg, "--heartbeat-timeout", &cfg.heartbeat_timeout_ms)) >= 0)
                 return st;
@@ -328,9 +379,10 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                 "usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
                 "         [--events-endpoint EP] [--state sqlite:PATH] "
                 "[--heartbeat-timeout SECONDS] [--schedule FILE] [--quiet]\n"
-                "         [--curve-secret FILE [--curve-clients FILE]]\n"
+                "         [--curve-secret FILE [--curve-clients FILE]] [--insecure]\n"
                 "  --curve-secret FILE: serve CURVE-encrypted (keys from sluice keygen)\n"
                 "  --curve-clients FILE: public keys allowed to connect, one per line\n"
+                "  --insecure: allow endpoints other than loopback without CURVE\n"
                 "  --schedule FILE: JSON {\"audits\": [{\"name\", \"every\": \"1h\", \"source\", "
                 "\"target\", \"table\", ...}]}\n"
                 "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
@@ -355,6 +407,8 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
             return cli_fail("--curve-secret: %s", err.msg);
         cfg.curve_secret = secret;
     }
+    if ((st = check_endpoints(&cfg, insecure)) >= 0)
+        return st;
     if (curve_clients) {
         size_t n = 0;
         if (read_keys(curve_clients, &allowed, &n))
@@ -429,7 +483,48 @@ static int add_db(wk_db *dbs, size_t *n, char *arg, char **owned)
     return -1;
 }
 
-static int add_db_file(wk_db *dbs, size_t *n, const char *path, char **owned)
+/* --allow-where NAMES: a comma-separated list of database names, or "*"
+ * for all; kept until every --db is known, then checked by allow_where. */
+static int add_allow_where(const char **names, size_t *n, const char *arg)
+{
+    if (*n == 64)
+        return cli_fail("at most 64 --allow-where options");
+    names[(*n)++] = arg;
+    return -1;
+}
+
+/* Marks the databases --allow-where named; a name no --db declares is an
+ * error (a typo would silently leave --where refused). */
+static int allow_where(wk_db *dbs, size_t ndbs, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p = names[i];
+        while (*p) {
+            size_t len = strcspn(p, ",");
+            int found = 0;
+            for (size_t d = 0; d < ndbs; d++)
+                if ((len == 1 && *p == '*') ||
+                    (strlen(dbs[d].name) == len && !memcmp(dbs[d].name, p, len)))
+                    found = dbs[d].allow_where = 1;
+            if (!found && len)
+                return cli_fail("--allow-where names database \"%.*s\", which no --db declares",
+                                (int)len, p);
+            p += len + (p[len] == ',');
+        }
+    }
+    return -1;
+}
+
+static void worker_log(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "sluice worker: %s\n", line);
+}
+
+/* Lines NAME=DSN, and "allow-where NAMES" (as --allow-where), whose
+ * NAMES are copied into allow[] (the caller frees them). */
+static int add_db_file(wk_db *dbs, size_t *n, const char *path, char **owned, char **allow,
+                       size_t *nallow)
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -441,8 +536,24 @@ static int add_db_file(wk_db *dbs, size_t *n, const char *path, char **owned)
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0] || line[0] == '#')
             continue;
+        if (!strncmp(line, "allow-where", 11) && (line[11] == ' ' || line[11] == '\t') &&
+            !strchr(line, '=')) {
+            char *names = line + 11 + strspn(line + 11, " \t");
+            names[strcspn(names, " \t")] = '\0';
+            if (*nallow == 64 || !*names) {
+                st = cli_fail("%s:%d: expected allow-where NAME[,NAME...] (at most 64 lines)",
+                              path, lineno);
+                break;
+            }
+            if (!(allow[*nallow] = strdup(names))) {
+                st = cli_fail("out of memory");
+                break;
+            }
+            ++*nallow;
+            continue;
+        }
         if (!strchr(line, '=')) {
-            st = cli_fail("%s:%d: expected NAME=DSN", path, lineno);
+            st = cli_fail("%s:%d: expected NAME=DSN or allow-where NAME", path, lineno);
             break;
         }
         st = add_db(dbs, n, line, owned);
@@ -461,11 +572,13 @@ int cmd_worker(int argc, char **argv)
                                          {"curve-server-key", required_argument, 0, 'K'},
                                          {"curve-key", required_argument, 0, 'k'},
                                          {"read-timeout", required_argument, 0, 'D'},
+                                         {"allow-where", required_argument, 0, 'W'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    wk_db dbs[64];
-    char *owned[64];
-    size_t ndbs = 0;
+    wk_db dbs[64] = {{0}};
+    char *owned[64], *allow_file[64];
+    const char *allow_opt[64];
+    size_t ndbs = 0, nallow_file = 0, nallow_opt = 0;
     long slots = 2;
     int hb = 1000, read_timeout = 0, st = -1, ch;
     const char *ep = CLI_DEFAULT_WORKERS_EP, *curve_server = NULL, *curve_key = NULL;
@@ -481,7 +594,10 @@ int cmd_worker(int argc, char **argv)
             st = add_db(dbs, &ndbs, optarg, owned);
             break;
         case 'f':
-            st = add_db_file(dbs, &ndbs, optarg, owned);
+            st = add_db_file(dbs, &ndbs, optarg, owned, allow_file, &nallow_file);
+            break;
+        case 'W':
+            st = add_allow_where(allow_opt, &nallow_opt, optarg);
             break;
         case 'b':
             st = parse_seconds(optarg, "--heartbeat", &hb);
@@ -503,11 +619,15 @@ int cmd_worker(int argc, char **argv)
         case 'h':
             printf("usage: sluice worker --db NAME=DSN [--db NAME=DSN ...] [--db-file FILE]\n"
                    "         [--coordinator EP] [--slots N] [--heartbeat SECONDS]\n"
-                   "         [--read-timeout SECONDS]\n"
-                   "  --db-file FILE: lines NAME=DSN (keeps passwords off the command line)\n"
+                   "         [--read-timeout SECONDS] [--allow-where NAME[,NAME...]|'*']\n"
+                   "         [--curve-server-key KEY|FILE [--curve-key FILE]]\n"
+                   "  --db-file FILE: lines NAME=DSN (keeps passwords off the command line),\n"
+                   "                  and allow-where NAME[,NAME...] lines\n"
                    "  --read-timeout: give up on a database silent this long in a query\n"
                    "    (default 300; connecting gives up after 10 s unless the DSN sets\n"
                    "    connect_timeout or PGCONNECT_TIMEOUT is set)\n"
+                   "  --allow-where NAMES: run --where clauses from the cluster on these\n"
+                   "                  databases ('*': all); refused by default\n"
                    "defaults: %s, 2 slots, 1 s\n",
                    CLI_DEFAULT_WORKERS_EP);
             st = 0;
@@ -519,6 +639,10 @@ int cmd_worker(int argc, char **argv)
     }
     if (st < 0 && ndbs == 0)
         st = cli_fail("a worker needs at least one --db NAME=DSN");
+    if (st < 0)
+        st = allow_where(dbs, ndbs, allow_opt, nallow_opt);
+    if (st < 0)
+        st = allow_where(dbs, ndbs, (const char *const *)allow_file, nallow_file);
     cli_curve cc;
     if (st < 0)
         st = cli_curve_load(&cc, curve_server, curve_key);
@@ -534,6 +658,7 @@ int cmd_worker(int argc, char **argv)
                          .ndbs = ndbs,
                          .heartbeat_ms = hb,
                          .read_timeout_ms = read_timeout,
+                         .log = worker_log,
                          .stop = &stop_flag};
         wk_threads wt = {0};
         if (wk_threads_start(&wt, slots, &cfg, &err)) {
@@ -548,6 +673,8 @@ int cmd_worker(int argc, char **argv)
     }
     for (size_t i = 0; i < ndbs; i++)
         free(owned[i]);
+    for (size_t i = 0; i < nallow_file; i++)
+        free(allow_file[i]);
     return st;
 }
 

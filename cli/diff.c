@@ -27,12 +27,14 @@ int cmd_diff(int argc, char **argv)
     co *c = NULL;
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "inproc://sluice-diff-%ld", (long)getpid());
-    wk_db dbs[2] = {{"source", a.source}, {"target", a.target}};
+    /* the user holds both DSNs: their --where runs, and its errors show whole */
+    wk_db dbs[2] = {{"source", a.source, 1}, {"target", a.target, 1}};
     wk_config cfg = {.zctx = zctx,
                      .endpoint = endpoint,
                      .dbs = dbs,
                      .ndbs = 2,
-                     .read_timeout_ms = a.read_timeout_ms};
+                     .read_timeout_ms = a.read_timeout_ms,
+                     .relay_where_errors = 1};
     if (!zctx || !(c = co_new(zctx, endpoint, NULL, &err)) ||
         wk_threads_start(&wt, a.workers, &cfg, &err) ||
         co_wait_workers(c, (size_t)a.workers, 10000, &err))

@@ -12,7 +12,7 @@
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 
-#define CO_MAX_WORKERS 256
+#define CO_MAX_WORKERS 256 /* connected at once; a lost worker's slot is reused */
 /* Columns of a described table: SQLite's hard limit (PostgreSQL's is
  * 1600); only the compared ones count against CO_MAX_COLS (co.h). */
 #define CO_MAX_TABLE_COLS 32767
@@ -29,12 +29,17 @@ typedef struct co_worker {
     double last_seen; /* monotonic seconds of its last message */
     int alive;        /* 0 once silent past the heartbeat timeout */
     int rejected;     /* broke the protocol: ignored for the rest of its connection */
+    /* Slots are reused (a lost worker's, or its own identity's on a new
+     * hello), so anything that outlives one message names a worker by
+     * (slot, gen): gen is new at every registration. */
+    uint32_t gen;
 } co_worker;
 
 /* A message received but not yet handled (a reply that arrived while the
  * coordinator waited for another). */
 typedef struct pending {
     int worker;
+    uint32_t gen; /* the worker's registration it came from */
     msg *m;
     struct pending *next;
 } pending;
@@ -48,6 +53,7 @@ struct co {
     sl_buf frame;
     int hb_timeout_ms; /* 0: never give up on a worker */
     size_t lost;       /* workers lost so far (for re-issuing their work) */
+    uint32_t gens;     /* registrations so far: the next worker's gen */
     void *svc_sock;    /* another socket to serve while jobs run */
     void (*svc_fn)(void *ctx);
     void *svc_ctx;
@@ -164,14 +170,22 @@ void co_set_log(co *c, void (*fn)(void *ctx, const char *line), void *ctx)
     c->log_ctx = ctx;
 }
 
+/* Whether slot wi still holds, alive, the registration gen: a reference
+ * to a worker that was lost, or whose slot another worker took since,
+ * is stale. */
+static int worker_is(const co *c, int wi, uint32_t gen)
+{
+    return wi >= 0 && (size_t)wi < c->nw && c->w[wi].alive && c->w[wi].gen == gen;
+}
+
 /* Sends a frame to a worker. A worker that is gone (its connection closed:
  * EHOSTUNREACH under ROUTER_MANDATORY) is lost at once, without waiting for
  * its heartbeats to stop, and CO_LOST returned. */
 static int send_to(co *c, int wi, const sl_buf *frame, sl_err *err)
 {
-    co_worker *w = &c->w[wi];
-    if (!w->alive)
+    if (wi < 0 || !c->w[wi].alive)
         return sl_err_set(err, "worker %d was lost", wi), CO_LOST;
+    co_worker *w = &c->w[wi];
     if (zmq_send(c->sock, w->ident, w->identlen, ZMQ_SNDMORE) < 0 ||
         zmq_send(c->sock, frame->p, frame->len, 0) < 0) {
         int e = zmq_errno();
@@ -193,21 +207,39 @@ static int find_worker(co *c, const void *ident, size_t len)
     return -1;
 }
 
+/* A slot for a new identity: a lost worker's (the first one), else a new
+ * one; -1 when CO_MAX_WORKERS are connected at once. So a coordinator
+ * outlives any number of worker restarts. */
+static int free_slot(co *c)
+{
+    for (size_t i = 0; i < c->nw; i++)
+        if (!c->w[i].alive) {
+            worker_clear(&c->w[i]);
+            return (int)i;
+        }
+    return c->nw < CO_MAX_WORKERS ? (int)c->nw++ : -1;
+}
+
+/* Registers the worker at ident (slot wi, or a free slot when wi < 0).
+ * Every registration is a new gen: a known identity saying hello again is
+ * a restarted worker, whose trees and task are gone with its previous
+ * registration (lost, so the job re-issues them). */
 static int register_worker(co *c, int wi, const void *ident, size_t len, const msg *m)
 {
     const msgpack_object *dbs;
     uint32_t n;
     if (wi < 0) {
-        if (c->nw == CO_MAX_WORKERS || len > sizeof c->w[0].ident)
+        if (len > sizeof c->w[0].ident || (wi = free_slot(c)) < 0)
             return -1;
-        wi = (int)c->nw++;
         memset(&c->w[wi], 0, sizeof c->w[wi]);
         memcpy(c->w[wi].ident, ident, len);
         c->w[wi].identlen = len;
     }
     co_worker *w = &c->w[wi];
+    lose_worker(c, w);
     worker_clear(w);
     w->alive = 1;
+    w->gen = ++c->gens;
     w->busy_req = 0;
     w->last_seen = now_s();
     if (msg_get_array(m, "dbs", &dbs, &n, NULL) != 0)
@@ -310,15 +342,19 @@ done:
  * reply, 0 on timeout, -1 on failure. */
 static int recv_one(co *c, int timeout_ms, int use_backlog, int *wi, msg **out, sl_err *err)
 {
-    if (use_backlog && c->backlog) {
+    while (use_backlog && c->backlog) {
         pending *p = c->backlog;
         c->backlog = p->next;
         if (!c->backlog)
             c->backlog_tail = NULL;
+        int fresh = worker_is(c, p->worker, p->gen);
         *wi = p->worker;
         *out = p->m;
         free(p);
-        return 1;
+        if (fresh)
+            return 1;
+        msg_free(*out); /* its worker is gone: the work was re-issued */
+        *out = NULL;
     }
     double deadline = now_s() + timeout_ms / 1000.0;
     for (;;) {
@@ -353,6 +389,7 @@ static void backlog_push(co *c, int wi, msg *m)
         return;
     }
     p->worker = wi;
+    p->gen = c->w[wi].gen;
     p->m = m;
     if (c->backlog_tail)
         c->backlog_tail->next = p;
@@ -379,7 +416,7 @@ static msg *backlog_take(co *c, uint64_t id, int wi)
     return NULL;
 }
 
-/* Waits for the replies to ids[0..n) from workers from[0..n), in any order
+/* Waits for the replies to ids[0..n), n <= 2, just sent to workers from[0..n), in any order
  * of arrival; other messages are kept for the main loop. Returns 0; -1 on
  * an ERROR reply or a socket failure; CO_LOST when a worker it waits for is
  * lost (the caller redoes the work elsewhere). */
@@ -388,12 +425,17 @@ static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **repli
 {
     size_t got = 0;
     int rc = 0;
+    uint32_t gen[2]; /* the requests were just sent to these registrations */
+    if (n > 2)
+        return sl_err_set(err, "internal error: waiting for %zu replies", n);
+    for (size_t k = 0; k < n; k++)
+        gen[k] = from[k] >= 0 ? c->w[from[k]].gen : 0;
     for (size_t k = 0; k < n; k++)
         if ((replies[k] = backlog_take(c, ids[k], from[k])))
             got++;
     while (got < n) {
         for (size_t k = 0; k < n; k++)
-            if (!replies[k] && !c->w[from[k]].alive) {
+            if (!replies[k] && !worker_is(c, from[k], gen[k])) {
                 rc = CO_LOST;
                 sl_err_set(err, "worker %d was lost", from[k]);
                 goto out;
@@ -573,7 +615,8 @@ typedef struct range {
     sl_buf lo, hi; /* encoded bounds; empty with the flag off when unbounded */
     int has_lo, has_hi;
     mk_nodelist root[2];
-    int worker[2];
+    int worker[2];     /* the slot building or holding each side's tree ... */
+    uint32_t gen[2];   /* ... as registered then (co_worker.gen) */
     int state[2]; /* 0 pending, 1 running, 2 tree built, 3 compared */
     uint64_t rows[2];
     int attempts;       /* compares cut short by a lost worker */
@@ -1128,6 +1171,7 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     j->c->w[wi].busy_task = (long)(ri * 2 + (size_t)side);
     r->state[side] = 1;
     r->worker[side] = wi;
+    r->gen[side] = j->c->w[wi].gen;
     return 0;
 }
 
@@ -1194,6 +1238,8 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     job *j = ctx;
     range *r = j->cur;
     uint64_t id;
+    if (!worker_is(j->c, r->worker[side], r->gen[side]))
+        return sl_err_set(err, "worker %d was lost", r->worker[side]), CO_LOST;
     msg_writer *mw = request(j->c, MSG_NODES, 3, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
@@ -1569,11 +1615,11 @@ static int span_row(job *j, const msgpack_object *a, const msgpack_object *b, sl
  * be busy streaming its next range; an idle worker answers sooner. */
 static void pick_readers(job *j, int readers[2])
 {
-    readers[0] = j->cur->worker[0];
-    readers[1] = j->cur->worker[1];
+    for (int s = 0; s < 2; s++) /* a holder gone since: -1, lost at send if no one else */
+        readers[s] = worker_is(j->c, j->cur->worker[s], j->cur->gen[s]) ? j->cur->worker[s] : -1;
     for (int s = 0; s < 2; s++) {
         int h = readers[s];
-        if (h >= 0 && j->c->w[h].alive && !j->c->w[h].busy_req)
+        if (h >= 0 && !j->c->w[h].busy_req)
             continue;
         int same = -1; /* an idle worker already reading the other side */
         for (size_t i = 0; i < j->c->nw; i++) {
@@ -1698,7 +1744,7 @@ static int release(job *j, size_t ri)
             return -1;
         msg_put_uint(mw, "tree", tree_id(j, ri, s));
         int wi = j->r[ri].worker[s];
-        if (wi < 0 || !j->c->w[wi].alive) {
+        if (!worker_is(j->c, wi, j->r[ri].gen[s])) {
             msg_writer_free(mw);
             continue;
         }
@@ -1813,7 +1859,8 @@ static int compare_range(job *j, size_t ri, sl_err *err)
         r->attempts++;
         /* a lost tree holder: its side is rebuilt elsewhere, then compared
          * again; a lost reader only: compare again now */
-        if (!j->c->w[r->worker[0]].alive || !j->c->w[r->worker[1]].alive)
+        if (!worker_is(j->c, r->worker[0], r->gen[0]) ||
+            !worker_is(j->c, r->worker[1], r->gen[1]))
             return 0;
         if (r->attempts > 100)
             return sl_err_set(err, "range %zu: gave up after 100 lost workers", ri);
@@ -1839,7 +1886,8 @@ static void requeue_lost(job *j)
         for (int s = 0; s < 2; s++) {
             range *r = &j->r[i];
             int wi = r->worker[s];
-            if ((r->state[s] == 1 || r->state[s] == 2) && wi >= 0 && !j->c->w[wi].alive) {
+            if ((r->state[s] == 1 || r->state[s] == 2) && wi >= 0 &&
+                !worker_is(j->c, wi, r->gen[s])) {
                 r->state[s] = 0;
                 r->worker[s] = -1;
                 mk_nodelist_free(&r->root[s]);

@@ -15,6 +15,7 @@
 
 typedef struct wk_dbconn {
     char *name, *dsn;
+    int allow_where;
     conn *c;    /* opened on first use */
     conn *side; /* a second session, for span rows and fetches asked for
                  * while c streams a range (busy_tick) */
@@ -38,6 +39,9 @@ struct wk {
     int in_busy_tick;
     int heartbeat_ms;
     int read_timeout_ms;
+    int relay_where_errors;
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
     volatile sig_atomic_t *stop;
     double last_sent; /* monotonic seconds of the last message sent */
     wk_dbconn *dbs;
@@ -714,6 +718,7 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
     for (size_t i = 0; i < cfg->ndbs; i++) {
         w->dbs[i].name = strdup(cfg->dbs[i].name);
         w->dbs[i].dsn = strdup(cfg->dbs[i].dsn);
+        w->dbs[i].allow_where = cfg->dbs[i].allow_where;
         w->ndbs = i + 1;
         if (!w->dbs[i].name || !w->dbs[i].dsn)
             goto oom;
@@ -721,6 +726,9 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
     w->deferred_tail = &w->deferred;
     w->heartbeat_ms = cfg->heartbeat_ms;
     w->read_timeout_ms = cfg->read_timeout_ms;
+    w->relay_where_errors = cfg->relay_where_errors;
+    w->log = cfg->log;
+    w->log_ctx = cfg->log_ctx;
     w->stop = cfg->stop;
     w->sock = zmq_socket(cfg->zctx, ZMQ_DEALER);
     if (!w->sock) {
@@ -770,6 +778,60 @@ void wk_free(wk *w)
     free(w);
 }
 
+/* The database a request names, if this worker has it. */
+static wk_dbconn *db_named(wk *w, const msg *m)
+{
+    const char *p;
+    size_t n;
+    if (msg_get_str(m, "db", &p, &n, NULL))
+        return NULL;
+    for (size_t i = 0; i < w->ndbs; i++)
+        if (strlen(w->dbs[i].name) == n && memcmp(w->dbs[i].name, p, n) == 0)
+            return &w->dbs[i];
+    return NULL;
+}
+
+/* Whether m carries a where clause (any non-nil value: the handlers refuse
+ * one that is not a string). */
+static int has_where(const msg *m)
+{
+    const msgpack_object *o = msg_get(m, "where");
+    return o && !msg_obj_is_nil(o);
+}
+
+/* Refuses a where clause for a database whose operator did not allow
+ * one: 0 to go on, -1 with err. */
+static int check_where(wk *w, const msg *m, sl_err *err)
+{
+    wk_dbconn *d = db_named(w, m);
+    if (!has_where(m) || !d || d->allow_where)
+        return 0;
+    return sl_err_set(err,
+                      "worker for database \"%s\" does not accept --where from the cluster; its "
+                      "operator can allow it with sluice worker --allow-where %s (or a line "
+                      "\"allow-where %s\" in its --db-file)",
+                      d->name, d->name, d->name);
+}
+
+/* A request with a where clause failed: the database's message may quote
+ * what the clause read, so the coordinator (and its clients) get a fixed
+ * one, and the worker's log the full text. */
+static void redact_where_error(wk *w, const msg *m, sl_err *e)
+{
+    wk_dbconn *d = db_named(w, m);
+    const char *name = d ? d->name : "?";
+    if (w->log) {
+        char line[700];
+        snprintf(line, sizeof line, "a %s request with --where on database \"%s\" failed: %s",
+                 msg_type_name(msg_type(m)), name, e->msg);
+        w->log(w->log_ctx, line);
+    }
+    sl_err_set(e,
+               "database \"%s\" failed a query with --where; the database's message is in the "
+               "worker's log only, since it can quote data the clause read",
+               name);
+}
+
 /* Serves one decoded request. Returns 0, 1 after shutdown, -1 when the
  * socket failed. *m is consumed. */
 static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
@@ -779,7 +841,7 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
     uint64_t id = m ? msg_id(m) : 0;
     if (!m)
         e = *decode_err;
-    else {
+    else if (check_where(w, m, &e) == 0) {
         switch (msg_type(m)) {
         case MSG_DESCRIBE:
             r = do_describe(w, m, &e);
@@ -812,6 +874,10 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
         default:
             sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
         }
+        if (r != 0 && reply && has_where(m) && !w->relay_where_errors)
+            redact_where_error(w, m, &e);
+        msg_free(m);
+    } else {
         msg_free(m);
     }
     if (!reply)

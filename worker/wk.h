@@ -16,6 +16,10 @@
 typedef struct wk_db {
     const char *name;
     const char *dsn;
+    /* Whether a request may carry a where clause for this database: SQL
+     * from whoever reaches the coordinator, run with this worker's role, so
+     * off unless the operator allowed it (sluice worker --allow-where). */
+    int allow_where;
 } wk_db;
 
 typedef struct wk_config {
@@ -28,6 +32,13 @@ typedef struct wk_config {
     const char *curve_server_key; /* the coordinator's public key (Z85); NULL: no CURVE */
     const char *curve_secret;     /* this worker's secret key; NULL: ephemeral */
     int read_timeout_ms;          /* database read deadline; 0: CONN_READ_TIMEOUT_MS */
+    /* A failed request that carried a where clause is answered with a fixed
+     * message, since the database's text can quote data the clause read
+     * (a cast error shows the value); the full text goes to log. Non-zero:
+     * answer with the full text (sluice diff, whose user holds the DSNs). */
+    int relay_where_errors;
+    void (*log)(void *ctx, const char *line); /* optional: the worker's own log */
+    void *log_ctx;
 } wk_config;
 
 typedef struct wk wk;

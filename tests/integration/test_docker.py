@@ -28,6 +28,10 @@ for name, svc in services.items():
         t.ok(src in doc.get("secrets", {}), f"{name}: secret {src} is defined")
     if svc.get("image", "").startswith("postgres"):
         continue
+    if svc.get("entrypoint", [None])[0] == "sh":  # a shell step: the key pair, made once
+        t.ok("sluice keygen " in svc["entrypoint"][-1] and "test -f" in svc["entrypoint"][-1],
+             f"{name}: makes a CURVE key pair with sluice keygen, only if there is none")
+        continue
     cmd = svc.get("command", [])
     sub = cmd[0]
     r = subprocess.run([SLUICE, sub, "--help"], capture_output=True, text=True)
@@ -37,6 +41,15 @@ for name, svc in services.items():
          f"{name}: `sluice {sub}` accepts {' '.join(opts) or 'no options'}", r.stdout + str(missing))
     t.ok(not re.search(r"postgresql://[^@\s]*:[^@\s]*@", str(svc)),
          f"{name}: no password in its command or environment")
+coord = services["coordinator"]["command"]
+beyond = [coord[i + 1] for i, a in enumerate(coord)
+          if a.endswith("-endpoint") and "127.0.0.1" not in coord[i + 1]]
+t.ok(not beyond or "--curve-secret" in coord or "--insecure" in coord,
+     "a coordinator listening beyond loopback uses CURVE (or says --insecure)", coord)
+for name, svc in services.items():
+    cmd = svc.get("command", [])
+    if cmd and cmd[0] in ("worker", "workers", "submit") and "--curve-secret" in coord:
+        t.ok("--curve-server-key" in cmd, f"{name}: knows the coordinator's CURVE key", cmd)
 for cfg in doc.get("configs", {}).values():
     t.ok(":" not in cfg["content"].split("//")[1].split("@")[0],
          "worker database configs carry no password")
