@@ -758,7 +758,8 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
     co_event ev = {0};
     const char *vals[32], *names[32];
     co_coldiff cols[CO_MAX_COLS];
-    char *strs[2 + 2 * 32 + 3 * CO_MAX_COLS]; /* types, key names and values, columns */
+    /* types, key names and values, columns (name, values, cut values' hashes) */
+    char *strs[2 + 2 * 32 + 5 * CO_MAX_COLS];
     size_t ns = 0;
     const msgpack_object *items, *f;
     uint32_t n, nf;
@@ -801,12 +802,23 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
             for (uint32_t i = 0; i < n; i++) {
                 const char *p;
                 size_t l;
-                if (msg_obj_array(&items[i], &f, &nf) || nf != 3)
+                if (msg_obj_array(&items[i], &f, &nf) || (nf != 3 && nf != 5))
                     continue;
                 co_coldiff *c = &cols[ev.ncols++];
+                memset(c, 0, sizeof *c);
                 c->column = msg_obj_str(&f[0], &p, &l) ? "" : (strs[ns++] = strndup(p, l));
                 c->source = msg_obj_str(&f[1], &p, &l) ? NULL : (strs[ns++] = strndup(p, l));
                 c->target = msg_obj_str(&f[2], &p, &l) ? NULL : (strs[ns++] = strndup(p, l));
+                for (uint32_t s = 0; nf == 5 && s < 2; s++) { /* a value cut short */
+                    const msgpack_object *cut;
+                    uint32_t ncut;
+                    int64_t len;
+                    if (msg_obj_array(&f[3 + s], &cut, &ncut) || ncut != 2 ||
+                        msg_obj_int(&cut[0], &len) || msg_obj_str(&cut[1], &p, &l))
+                        continue;
+                    *(s ? &c->target_hash : &c->source_hash) = strs[ns++] = strndup(p, l);
+                    *(s ? &c->target_len : &c->source_len) = (uint64_t)len;
+                }
             }
         }
         ev.key_cols = names;
@@ -1247,7 +1259,7 @@ static void print_event(const msg *m, int json)
         if (msg_get_array(m, "columns", &items, &n, NULL) == 0 && n) {
             json_t *cols = json_array();
             for (uint32_t i = 0; i < n; i++)
-                if (msg_obj_array(&items[i], &f, &nf) == 0 && nf == 3 &&
+                if (msg_obj_array(&items[i], &f, &nf) == 0 && nf >= 3 &&
                     msg_obj_str(&f[0], &p, &l) == 0) {
                     json_array_append_new(cols, json_stringn(p, l));
                     sl_buf_printf(&line, "%s%.*s", i ? "," : " columns ", (int)l, p);

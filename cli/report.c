@@ -20,6 +20,12 @@ static json_t *jstr(const char *s)
     return s ? json_string(s) : json_null();
 }
 
+/* A value that came cut short: [length, hash]; null for a whole one. */
+static json_t *cut_json(const char *hash, uint64_t len)
+{
+    return hash ? json_pack("[I, s]", (json_int_t)len, hash) : json_null();
+}
+
 /* The spill file: "" makes SQLite a private temporary file, gone at close. */
 static int rows_open(report *r)
 {
@@ -100,13 +106,18 @@ int report_add(void *ctx, const co_event *ev)
     }
     if (!r->db && rows_open(r))
         return r->oom = 1;
-    /* body: [[key values], [[column, source, target], ...]] */
+    /* body: [[key values], [[column, source, target, source cut, target cut], ...]],
+     * a cut being null for a whole value, else [length, hash] */
     json_t *key = json_array(), *cols = json_array();
     for (size_t k = 0; k < ev->nkey; k++)
         json_array_append_new(key, json_string(ev->key_vals[k]));
-    for (size_t k = 0; k < ev->ncols; k++)
-        json_array_append_new(cols, json_pack("[s, o, o]", ev->cols[k].column,
-                                              jstr(ev->cols[k].source), jstr(ev->cols[k].target)));
+    for (size_t k = 0; k < ev->ncols; k++) {
+        const co_coldiff *c = &ev->cols[k];
+        json_array_append_new(cols,
+                              json_pack("[s, o, o, o, o]", c->column, jstr(c->source),
+                                        jstr(c->target), cut_json(c->source_hash, c->source_len),
+                                        cut_json(c->target_hash, c->target_len)));
+    }
     json_t *body = json_pack("[o, o]", key, cols);
     char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -172,6 +183,24 @@ static void print_value(FILE *f, const char *v)
     fputc('\'', f);
 }
 
+/* A value as print_value shows it; one cut short (cut is [length, hash])
+ * ends in an ellipsis and gives its full length and hash. */
+static void print_cut_value(FILE *f, const char *v, const json_t *cut)
+{
+    if (!v || !json_is_array(cut)) {
+        print_value(f, v);
+        return;
+    }
+    fputc('\'', f);
+    for (const char *p = v; *p; p++) {
+        if (*p == '\'')
+            fputc('\'', f);
+        fputc(*p, f);
+    }
+    fprintf(f, "\u2026' (%" JSON_INTEGER_FORMAT " bytes, xxh3 %s)",
+            json_integer_value(json_array_get(cut, 0)), json_string_value(json_array_get(cut, 1)));
+}
+
 static void print_key(FILE *f, const report *r, const json_t *vals)
 {
     for (size_t k = 0; k < r->nkey && k < json_array_size(vals); k++) {
@@ -205,9 +234,9 @@ static void print_row_text(const report *r, int kind, int status, const json_t *
     for (size_t k = 0; k < json_array_size(cols); k++) {
         const json_t *c = json_array_get(cols, k);
         printf("%s%s: ", k ? "; " : "  ", json_string_value(json_array_get(c, 0)));
-        print_value(stdout, json_string_value(json_array_get(c, 1)));
+        print_cut_value(stdout, json_string_value(json_array_get(c, 1)), json_array_get(c, 3));
         printf(" -> ");
-        print_value(stdout, json_string_value(json_array_get(c, 2)));
+        print_cut_value(stdout, json_string_value(json_array_get(c, 2)), json_array_get(c, 4));
     }
     printf("\n");
 }
@@ -287,9 +316,17 @@ static void print_row_json(const report *r, int kind, int status, const json_t *
         json_t *list = json_array();
         for (size_t k = 0; k < json_array_size(cols); k++) {
             const json_t *c = json_array_get(cols, k);
-            json_array_append_new(list, json_pack("{s:O, s:O, s:O}", "column", json_array_get(c, 0),
-                                                  "source", json_array_get(c, 1), "target",
-                                                  json_array_get(c, 2)));
+            json_t *e = json_pack("{s:O, s:O, s:O}", "column", json_array_get(c, 0), "source",
+                                  json_array_get(c, 1), "target", json_array_get(c, 2));
+            /* a value cut short: its length and hash beside the first bytes */
+            for (int s = 0; s < 2; s++) {
+                const json_t *cut = json_array_get(c, 3 + (size_t)s);
+                if (!json_is_array(cut))
+                    continue;
+                json_object_set(e, s ? "target_length" : "source_length", json_array_get(cut, 0));
+                json_object_set(e, s ? "target_hash" : "source_hash", json_array_get(cut, 1));
+            }
+            json_array_append_new(list, e);
         }
         json_object_set_new(o, "columns", list);
     }

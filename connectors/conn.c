@@ -18,6 +18,12 @@ void conn_free(conn *c)
         c->ops->free(c);
 }
 
+void conn_set_tick(conn *c, void (*fn)(void *ctx), void *ctx)
+{
+    c->tick = fn;
+    c->tick_ctx = ctx;
+}
+
 int conn_is_broken(const conn *c)
 {
     return c->ops->is_broken ? c->ops->is_broken(c) : 0;
@@ -312,8 +318,8 @@ int conn_fetch_keys(conn *c, const conn_query *q, const uint8_t *const *keys, co
         storage_ctx sc;
         void *rctx;
         conn_row_fn rfn = key_reader(c, q, fn, ctx, &sc, &rctx);
-        if (c->ops->query(c, (const char *)sql.p, params, m * q->nkey, q->ncols, q->cls, rfn, rctx,
-                          err) != 0)
+        if ((c->ops->fetch ? c->ops->fetch : c->ops->query)(
+                c, (const char *)sql.p, params, m * q->nkey, q->ncols, q->cls, rfn, rctx, err) != 0)
             goto done;
     }
     rc = 0;

@@ -70,6 +70,12 @@ typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err
 conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err);
 void conn_free(conn *c);
 
+/* Has fn(ctx) called about every 100 ms while a read waits on the
+ * database (PostgreSQL): one row of hundreds of megabytes can take seconds
+ * to arrive, and a worker must keep sending heartbeats meanwhile. fn must
+ * not use c. NULL fn: no calls. */
+void conn_set_tick(conn *c, void (*fn)(void *ctx), void *ctx);
+
 /* Whether the connection itself failed (server gone, backend terminated),
  * as opposed to a query error: the caller may reconnect and retry. */
 int conn_is_broken(const conn *c);

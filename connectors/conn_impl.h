@@ -11,6 +11,10 @@ typedef struct conn_ops {
     /* Runs sql with params; calls fn per row. */
     int (*query)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
                  const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
+    /* A fetch by key: optional, query's equal for a driver that can do
+     * better with a statement that is run again and again. */
+    int (*fetch)(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
+                 const int *cls, conn_row_fn fn, void *ctx, sl_err *err);
     /* A whole key range (params are the decoded bounds, lo's first):
      * optional, for a driver with a cheaper way than query's one row at a
      * time; it shapes the SQL itself (conn_range_sql). */
@@ -40,6 +44,8 @@ typedef struct conn_ops {
 struct conn {
     const conn_ops *ops;
     char name[256];
+    void (*tick)(void *ctx); /* conn_set_tick: called while a read waits */
+    void *tick_ctx;
 };
 
 /* The SELECT of a key range (bounds of kind MK_*), its parameters written

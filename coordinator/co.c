@@ -1429,8 +1429,37 @@ static int ask_both(job *j, const int workers[2], msg_writer *mw[2], uint64_t id
     return 0;
 }
 
+/* A fetched column: its encoding whole (bin: *whole set) or, for a long
+ * value, its digest [head, length, hash] (into d). -1 when it is neither. */
+static int fetched_value(const msgpack_object *o, const uint8_t **p, size_t *n, int *whole,
+                         enc_digest *d)
+{
+    const msgpack_object *f;
+    uint32_t nf;
+    const uint8_t *head, *hash;
+    size_t nhead, nhash;
+    int64_t len;
+    if (msg_obj_bin(o, p, n) == 0) {
+        *whole = 1;
+        return 0;
+    }
+    *whole = 0;
+    if (msg_obj_array(o, &f, &nf) || nf != 3 || msg_obj_bin(&f[0], &head, &nhead) || nhead < 1 ||
+        nhead > sizeof d->head || msg_obj_int(&f[1], &len) || len < 0 ||
+        msg_obj_bin(&f[2], &hash, &nhash) || nhash != 16)
+        return -1;
+    memset(d, 0, sizeof *d);
+    memcpy(d->head, head, nhead);
+    d->nhead = (uint8_t)nhead;
+    d->len = (uint64_t)len;
+    memcpy(d->hash, hash, 16);
+    return 0;
+}
+
 /* One key of a fetch: [key, [column encodings], [display text]]. A row gone
- * from one side since the row scan is reported as missing or extra. */
+ * from one side since the row scan is reported as missing or extra. A long
+ * value comes as a digest and its display text cut short; two values are
+ * compared bytewise when both came whole, else by digest. */
 static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b, sl_err *err)
 {
     const uint8_t *key;
@@ -1445,26 +1474,45 @@ static int fetched_row(job *j, const msgpack_object *a, const msgpack_object *b,
         neb != j->ncols || nda != j->ncols || ndb != j->ncols)
         return sl_err_set(err, "malformed fetch reply from a worker");
     co_coldiff diffs[CO_MAX_COLS];
-    char *texts[2 * CO_MAX_COLS];
+    char *texts[4 * CO_MAX_COLS];
     size_t nd = 0, nt = 0;
-    int rc = 0;
+    int rc = 0, flags = j->o->strict ? ENC_STRICT : 0;
     for (size_t col = j->nkey; col < j->ncols && rc == 0; col++) {
-        const uint8_t *pa, *pb;
-        size_t la, lb;
-        if (msg_obj_bin(&ea[col], &pa, &la) || msg_obj_bin(&eb[col], &pb, &lb)) {
+        const uint8_t *pa = NULL, *pb = NULL;
+        size_t la = 0, lb = 0;
+        int wa, wb;
+        enc_digest dga, dgb;
+        if (fetched_value(&ea[col], &pa, &la, &wa, &dga) ||
+            fetched_value(&eb[col], &pb, &lb, &wb, &dgb) ||
+            (wa && !wb && enc_digest_encoded(pa, la, flags, &dga)) ||
+            (wb && !wa && enc_digest_encoded(pb, lb, flags, &dgb))) {
             rc = sl_err_set(err, "malformed fetch reply from a worker");
             break;
         }
-        if (la == lb && memcmp(pa, pb, la) == 0)
+        if (wa && wb ? la == lb && memcmp(pa, pb, la) == 0 : enc_digest_equal(&dga, &dgb))
             continue;
         const char *sp;
         size_t sl;
-        char *st = NULL, *tt = NULL;
+        co_coldiff *dc = &diffs[nd++];
+        *dc = (co_coldiff){.column = j->cols[col]};
         if (msg_obj_str(&da[col], &sp, &sl) == 0)
-            st = texts[nt++] = strndup(sp, sl);
+            dc->source = texts[nt++] = strndup(sp, sl);
         if (msg_obj_str(&db[col], &sp, &sl) == 0)
-            tt = texts[nt++] = strndup(sp, sl);
-        diffs[nd++] = (co_coldiff){j->cols[col], st, tt};
+            dc->target = texts[nt++] = strndup(sp, sl);
+        for (int s = 0; s < 2; s++) {
+            const enc_digest *d = s ? &dgb : &dga;
+            char *hex;
+            if (s ? wb : wa)
+                continue;
+            if (!(hex = texts[nt++] = malloc(33))) {
+                rc = sl_err_set(err, "out of memory");
+                break;
+            }
+            for (int i = 0; i < 16; i++)
+                snprintf(hex + 2 * i, 3, "%02x", d->hash[i]);
+            *(s ? &dc->target_hash : &dc->source_hash) = hex;
+            *(s ? &dc->target_len : &dc->source_len) = d->len;
+        }
     }
     if (rc == 0 && nd)
         rc = found(j, CO_CHANGED, key, klen, diffs, nd, err);
@@ -1503,8 +1551,8 @@ static int keyref_cmp(const void *a, const void *b)
     return keycmp(x->p, x->len, y->p, y->len);
 }
 
-/* A fetch reply's rows: [key, [encoding per column], [text or nil per
- * column]], with keys rising strictly, each one of the nk keys asked for
+/* A fetch reply's rows: [key, [encoding or digest per column], [text or
+ * nil per column]], with keys rising strictly, each one of the nk keys asked for
  * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
  * saying what is wrong. */
 static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const keyref *refs,
@@ -1524,9 +1572,14 @@ static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, con
                               nt, j->ncols);
         for (size_t c = 0; c < j->ncols; c++) {
             const char *sp;
-            if (msg_obj_bin(&enc[c], &p, &l) ||
+            int whole;
+            enc_digest d;
+            if (fetched_value(&enc[c], &p, &l, &whole, &d) ||
                 (!msg_obj_is_nil(&txt[c]) && msg_obj_str(&txt[c], &sp, &l)))
-                return sl_err_set(why, "has row %u whose column %zu is not binary and text", i, c);
+                return sl_err_set(why,
+                                  "has row %u whose column %zu is not an encoding (or digest) "
+                                  "and text",
+                                  i, c);
         }
         while (at < nk && keycmp(refs[at].p, refs[at].len, key, klen) < 0)
             at++;
@@ -1538,6 +1591,26 @@ static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, con
         at++; /* each key once, in rising order */
     }
     return 0;
+}
+
+/* How many of a reply's key-ordered rows have a key below (or, with
+ * or_equal, at most) k; -1 when a row is malformed. */
+static int64_t rows_below(const msgpack_object *rows, uint32_t n, const uint8_t *k, size_t kl,
+                          int or_equal)
+{
+    uint32_t i = 0;
+    for (; i < n; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        const uint8_t *p;
+        size_t l;
+        if (msg_obj_array(&rows[i], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], &p, &l))
+            return -1;
+        int c = keycmp(p, l, k, kl);
+        if (c > 0 || (c == 0 && !or_equal))
+            break;
+    }
+    return i;
 }
 
 static int compare_changed(job *j, const int workers[2], sl_err *err)
@@ -1555,21 +1628,25 @@ static int compare_changed(job *j, const int workers[2], sl_err *err)
         off += 4 + refs[nk].len;
     }
     qsort(refs, nk, sizeof *refs, keyref_cmp);
-    /* a reply row is 2 items a column and a few more: keys are asked for in
-     * batches whose replies stay within half the per-frame item limit */
-    size_t batch = MSG_MAX_ITEMS / 2 / (2 * j->ncols + 8);
-    for (size_t from = 0; from < nk && rc == 0; from += batch) {
+    /* a reply row is 2 items a column (5 for a digest) and a few more: keys
+     * are asked for in batches whose replies stay within half the
+     * per-frame item limit; a worker whose reply grew past
+     * MSG_REPLY_SOFT_MAX answers the first "done" keys only: rows up to the
+     * keys both sides answered are compared, and the rest asked for again */
+    size_t batch = MSG_MAX_ITEMS / 2 / (5 * j->ncols + 8);
+    for (size_t from = 0; from < nk && rc == 0;) {
         size_t cnt = nk - from < batch ? nk - from : batch;
         msg_writer *mw[2] = {NULL, NULL};
         uint64_t ids[2];
         msg *rep[2] = {NULL, NULL};
         const msgpack_object *rows[2];
         uint32_t n[2];
-        if (both_requests(j, MSG_FETCH, 1, mw, ids, err)) {
+        if (both_requests(j, MSG_FETCH, 2, mw, ids, err)) {
             rc = -1;
             break;
         }
         for (int s = 0; s < 2; s++) {
+            msg_put_int(mw[s], "sizes", 1); /* digests and partial replies welcome */
             msg_key(mw[s], "keys");
             msg_pack_array(mw[s], (uint32_t)cnt);
             for (size_t k = from; k < from + cnt; k++)
@@ -1581,10 +1658,30 @@ static int compare_changed(job *j, const int workers[2], sl_err *err)
             if (check_fetch(j, rows[s], n[s], refs + from, cnt, &why))
                 rc = reject_worker(j->c, workers[s], err, "its fetch reply %s", why.msg);
         }
+        size_t answered = cnt;
+        for (int s = 0; rc == 0 && s < 2; s++) {
+            const msgpack_object *d = msg_get(rep[s], "done");
+            int64_t v;
+            if (d && (msg_obj_int(d, &v) || v < 1 || (uint64_t)v > cnt))
+                rc = reject_worker(j->c, workers[s], err,
+                                   "its fetch reply answers an impossible number of keys");
+            else if (d && (size_t)v < answered)
+                answered = (size_t)v;
+        }
+        if (rc == 0 && answered < cnt) {
+            const keyref *next = &refs[from + answered];
+            for (int s = 0; rc == 0 && s < 2; s++) {
+                int64_t m = rows_below(rows[s], n[s], next->p, next->len, 0);
+                if (m < 0)
+                    rc = sl_err_set(err, "malformed fetch reply from a worker");
+                n[s] = (uint32_t)m;
+            }
+        }
         if (rc == 0)
             rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 3, fetched_row, err);
         msg_free(rep[0]);
         msg_free(rep[1]);
+        from += answered;
     }
     free(refs);
     return rc;
@@ -1666,7 +1763,20 @@ static int check_rows(const job *j, const msgpack_object *rows, uint32_t n, cons
     return 0;
 }
 
-/* A differing span: both sides' (key, row hash) lists, merged. */
+
+/* The last key of a reply that stopped early ("more"), into *k. */
+static int last_key(const msgpack_object *rows, uint32_t n, const uint8_t **k, size_t *kl)
+{
+    const msgpack_object *f;
+    uint32_t nf;
+    return n < 1 || msg_obj_array(&rows[n - 1], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], k, kl) ? -1
+                                                                                                : 0;
+}
+
+/* A differing span: both sides' (key, row hash) lists, merged. A reply
+ * that grew past MSG_REPLY_SOFT_MAX stops early ("more"): rows up to the
+ * smaller of the stopping keys are compared, and the span is read again
+ * from there. */
 static int span_rows(job *j, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 {
     msg_writer *mw[2] = {NULL, NULL};
@@ -1674,27 +1784,62 @@ static int span_rows(job *j, const mk_bound *lo, const mk_bound *hi, sl_err *err
     msg *rep[2] = {NULL, NULL};
     const msgpack_object *rows[2];
     uint32_t n[2];
-    int rc;
-    if (both_requests(j, MSG_ROWS, 2, mw, ids, err))
-        return -1;
-    for (int s = 0; s < 2; s++) {
-        pack_bound(mw[s], "lo", lo->kind, lo->key, lo->len);
-        pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
+    int rc = 0, more = 1;
+    mk_bound from = *lo;
+    sl_buf stop = {0};
+    while (rc == 0 && more) {
+        if (both_requests(j, MSG_ROWS, 3, mw, ids, err)) {
+            rc = -1;
+            break;
+        }
+        for (int s = 0; s < 2; s++) {
+            msg_put_int(mw[s], "sizes", 1);
+            pack_bound(mw[s], "lo", from.kind, from.key, from.len);
+            pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
+        }
+        sl_buf_reset(&j->changed);
+        j->nchanged = 0;
+        int readers[2];
+        pick_readers(j, readers);
+        rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            sl_err why;
+            if (check_rows(j, rows[s], n[s], &from, hi, &why))
+                rc = reject_worker(j->c, readers[s], err, "its rows reply %s", why.msg);
+        }
+        const uint8_t *lim = NULL;
+        size_t liml = 0;
+        more = 0;
+        for (int s = 0; rc == 0 && s < 2; s++) {
+            const uint8_t *k;
+            size_t kl;
+            if (!msg_get(rep[s], "more"))
+                continue;
+            if (last_key(rows[s], n[s], &k, &kl))
+                rc = sl_err_set(err, "malformed rows reply from a worker");
+            else if (!more || keycmp(k, kl, lim, liml) < 0)
+                lim = k, liml = kl;
+            more = 1;
+        }
+        if (rc == 0 && more) {
+            for (int s = 0; rc == 0 && s < 2; s++) {
+                int64_t m = rows_below(rows[s], n[s], lim, liml, 1);
+                if (m < 0)
+                    rc = sl_err_set(err, "malformed rows reply from a worker");
+                n[s] = (uint32_t)m;
+            }
+            sl_buf_reset(&stop);
+            if (rc == 0 && sl_buf_append(&stop, lim, liml))
+                rc = sl_err_set(err, "out of memory");
+            from = (mk_bound){MK_EXCL, stop.p, stop.len};
+        }
+        if (rc == 0 && (rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err)) == 0)
+            rc = j->nchanged ? compare_changed(j, readers, err) : 0;
+        msg_free(rep[0]);
+        msg_free(rep[1]);
+        rep[0] = rep[1] = NULL;
     }
-    sl_buf_reset(&j->changed);
-    j->nchanged = 0;
-    int readers[2];
-    pick_readers(j, readers);
-    rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
-    for (int s = 0; s < 2 && rc == 0; s++) {
-        sl_err why;
-        if (check_rows(j, rows[s], n[s], lo, hi, &why))
-            rc = reject_worker(j->c, readers[s], err, "its rows reply %s", why.msg);
-    }
-    if (rc == 0 && (rc = merge_rows(j, rows[0], n[0], rows[1], n[1], 2, span_row, err)) == 0)
-        rc = j->nchanged ? compare_changed(j, readers, err) : 0;
-    msg_free(rep[0]);
-    msg_free(rep[1]);
+    sl_buf_free(&stop);
     return rc;
 }
 

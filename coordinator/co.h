@@ -24,10 +24,15 @@ enum co_kind {
     CO_SCHEMA,      /* column missing on one side, or incompatible types */
 };
 
-/* A column that differs: display text of each side, NULL for SQL NULL. */
+/* A column that differs: display text of each side, NULL for SQL NULL. A
+ * value too long to travel whole (proto/README.md, "Sizes") comes as its
+ * first bytes only: then its *_hash is the XXH3-128 of its canonical bytes
+ * (32 hex digits) and *_len their length; *_hash is NULL for a whole value. */
 typedef struct co_coldiff {
     const char *column;
     const char *source, *target;
+    const char *source_hash, *target_hash;
+    uint64_t source_len, target_len;
 } co_coldiff;
 
 /* One divergence. Pointers are valid during the callback only. For rows:

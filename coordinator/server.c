@@ -197,10 +197,22 @@ static int on_event(void *ctx, const co_event *ev)
         msg_key(w, "columns");
         msg_pack_array(w, (uint32_t)ev->ncols);
         for (size_t k = 0; k < ev->ncols; k++) {
-            msg_pack_array(w, 3);
-            msg_pack_cstr(w, ev->cols[k].column);
-            msg_pack_cstr(w, ev->cols[k].source);
-            msg_pack_cstr(w, ev->cols[k].target);
+            const co_coldiff *c = &ev->cols[k];
+            int cut = c->source_hash || c->target_hash; /* a value too long to travel whole */
+            msg_pack_array(w, cut ? 5 : 3);
+            msg_pack_cstr(w, c->column);
+            msg_pack_cstr(w, c->source);
+            msg_pack_cstr(w, c->target);
+            for (int s = 0; cut && s < 2; s++) {
+                const char *h = s ? c->target_hash : c->source_hash;
+                if (!h) {
+                    msg_pack_nil(w);
+                    continue;
+                }
+                msg_pack_array(w, 2);
+                msg_pack_uint(w, s ? c->target_len : c->source_len);
+                msg_pack_cstr(w, h);
+            }
         }
     }
     int rc = msg_writer_finish(w, &s->frame, &r->err);

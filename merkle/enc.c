@@ -1353,3 +1353,201 @@ void enc_hash(const void *p, size_t len, uint8_t out[16])
     XXH128_canonicalFromHash(&c, h);
     memcpy(out, c.digest, 16);
 }
+
+/* ---- big values: hashed in place, never copied whole ----------------- */
+
+/* A value whose encoding is one frame over its own bytes, possibly
+ * hex-decoded (PostgreSQL's bytea text "\x..."): it can be hashed where it
+ * lies. Must agree with value() and put_bytes(). */
+typedef struct payload {
+    int tag;
+    const char *p;
+    size_t n; /* payload bytes (decoded length when hex) */
+    int hex;
+} payload;
+
+static int payload_of(int cls, const enc_val *v, payload *pl)
+{
+    if (v->kind != ENC_V_TEXT && v->kind != ENC_V_BLOB)
+        return 0;
+    *pl = (payload){T_TEXT, v->p, v->len, 0};
+    if (cls == ENC_TEXT || cls == ENC_OTHER)
+        return 1;
+    if (cls != ENC_BYTEA)
+        return 0;
+    pl->tag = T_BYTES;
+    if (v->kind == ENC_V_BLOB)
+        return 1;
+    if (v->len >= 2 && v->p[0] == '\\' && v->p[1] == 'x' && v->len % 2 == 0) {
+        for (size_t i = 2; i < v->len; i++)
+            if (hexval((unsigned char)v->p[i]) < 0) {
+                pl->tag = T_FALLBACK; /* as bytea_from_text's 1: the text itself */
+                return 1;
+            }
+        pl->p += 2;
+        pl->n = (v->len - 2) / 2;
+        pl->hex = 1;
+    }
+    return 1;
+}
+
+static size_t put_head(uint8_t *h, int tag, int cls, int flags, size_t n)
+{
+    size_t k = 0;
+    h[k++] = (uint8_t)tag;
+    if (flags & ENC_STRICT)
+        h[k++] = (uint8_t)cls;
+    h[k++] = (uint8_t)(n >> 24);
+    h[k++] = (uint8_t)(n >> 16);
+    h[k++] = (uint8_t)(n >> 8);
+    h[k++] = (uint8_t)n;
+    return k;
+}
+
+/* Feeds a payload to st, hex-decoding it a chunk at a time. */
+static void hash_payload(XXH3_state_t *st, const payload *pl)
+{
+    if (!pl->hex) {
+        XXH3_128bits_update(st, pl->p, pl->n);
+        return;
+    }
+    uint8_t chunk[8192];
+    for (size_t i = 0; i < pl->n;) {
+        size_t m = pl->n - i < sizeof chunk ? pl->n - i : sizeof chunk;
+        for (size_t k = 0; k < m; k++, i++)
+            chunk[k] = (uint8_t)(hexval((unsigned char)pl->p[2 * i]) << 4 |
+                                 hexval((unsigned char)pl->p[2 * i + 1]));
+        XXH3_128bits_update(st, chunk, m);
+    }
+}
+
+static void digest_out(XXH3_state_t *st, uint8_t out[16])
+{
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+    memcpy(out, c.digest, 16);
+}
+
+int enc_hash_values(sl_buf *scratch, const int *cls, const enc_val *v, size_t n, int flags,
+                    uint8_t out[16])
+{
+    int big = 0;
+    for (size_t k = 0; k < n && !big; k++)
+        big = v[k].kind != ENC_V_NULL && v[k].len > ENC_VALUE_INLINE_MAX;
+    sl_buf_reset(scratch);
+    if (!big) { /* the common row: one buffer, one call */
+        if (enc_values(scratch, cls, v, n, flags))
+            return -1;
+        enc_hash(scratch->p, scratch->len, out);
+        return 0;
+    }
+    XXH3_state_t *st = XXH3_createState();
+    if (!st)
+        return -1;
+    XXH3_128bits_reset(st);
+    for (size_t k = 0; k < n; k++) {
+        payload pl;
+        if (v[k].kind != ENC_V_NULL && v[k].len > ENC_VALUE_INLINE_MAX &&
+            payload_of(cls[k], &v[k], &pl)) {
+            uint8_t h[6];
+            XXH3_128bits_update(st, scratch->p, scratch->len);
+            sl_buf_reset(scratch);
+            XXH3_128bits_update(st, h, put_head(h, pl.tag, cls[k], flags, pl.n));
+            hash_payload(st, &pl);
+            continue;
+        }
+        if (value(scratch, cls[k], &v[k], flags)) {
+            XXH3_freeState(st);
+            return -1;
+        }
+        if (scratch->len >= ENC_VALUE_INLINE_MAX) {
+            XXH3_128bits_update(st, scratch->p, scratch->len);
+            sl_buf_reset(scratch);
+        }
+    }
+    XXH3_128bits_update(st, scratch->p, scratch->len);
+    digest_out(st, out);
+    XXH3_freeState(st);
+    return 0;
+}
+
+int enc_digest_encoded(const uint8_t *e, size_t n, int flags, enc_digest *d)
+{
+    size_t h = (flags & ENC_STRICT) ? 2 : 1;
+    memset(d, 0, sizeof *d);
+    if (n < h)
+        return -1;
+    memcpy(d->head, e, h);
+    d->nhead = (uint8_t)h;
+    if (e[0] == T_NULL) {
+        if (n != h)
+            return -1;
+    } else {
+        if (n < h + 4)
+            return -1;
+        d->len =
+            (uint64_t)e[h] << 24 | (uint64_t)e[h + 1] << 16 | (uint64_t)e[h + 2] << 8 | e[h + 3];
+        if (n - h - 4 != d->len)
+            return -1;
+        e += h + 4;
+    }
+    enc_hash(d->len ? e : (const uint8_t *)"", (size_t)d->len, d->hash);
+    return 0;
+}
+
+int enc_value_digest(sl_buf *scratch, int cls, const enc_val *v, int flags, enc_digest *d)
+{
+    payload pl;
+    if (v->kind == ENC_V_NULL || !payload_of(cls, v, &pl)) {
+        sl_buf_reset(scratch);
+        if (value(scratch, cls, v, flags))
+            return -1;
+        return enc_digest_encoded(scratch->p, scratch->len, flags, d);
+    }
+    uint8_t h[6];
+    memset(d, 0, sizeof *d);
+    d->nhead = (uint8_t)(put_head(h, pl.tag, cls, flags, pl.n) - 4);
+    memcpy(d->head, h, d->nhead);
+    d->len = pl.n;
+    XXH3_state_t *st = XXH3_createState();
+    if (!st)
+        return -1;
+    XXH3_128bits_reset(st);
+    hash_payload(st, &pl);
+    digest_out(st, d->hash);
+    XXH3_freeState(st);
+    return 0;
+}
+
+int enc_digest_equal(const enc_digest *a, const enc_digest *b)
+{
+    return a->nhead == b->nhead && memcmp(a->head, b->head, a->nhead) == 0 && a->len == b->len &&
+           memcmp(a->hash, b->hash, 16) == 0;
+}
+
+int enc_display_prefix(sl_buf *out, const enc_val *v, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (v->kind == ENC_V_TEXT) {
+        size_t n = v->len;
+        if (n > max) { /* cut before a UTF-8 continuation byte, never inside a character */
+            n = max;
+            while (n > 0 && ((unsigned char)v->p[n] & 0xc0) == 0x80)
+                n--;
+        }
+        return sl_buf_append(out, v->p, n);
+    }
+    if (v->kind == ENC_V_BLOB) {
+        size_t n = max < 2 ? 0 : (max - 2) / 2;
+        if (n > v->len)
+            n = v->len;
+        if (sl_buf_append(out, "\\x", 2) || sl_buf_reserve(out, 2 * n))
+            return -1;
+        for (size_t i = 0; i < n; i++) {
+            out->p[out->len++] = (uint8_t)hex[(unsigned char)v->p[i] >> 4];
+            out->p[out->len++] = (uint8_t)hex[(unsigned char)v->p[i] & 15];
+        }
+        return 0;
+    }
+    return enc_display(out, v);
+}

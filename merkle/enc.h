@@ -113,4 +113,43 @@ int enc_display(sl_buf *out, const enc_val *v);
 /* XXH3-128 of an encoded row, big-endian bytes. */
 void enc_hash(const void *p, size_t len, uint8_t out[16]);
 
+/* ---- big values --------------------------------------------------------
+ * A value of hundreds of megabytes is hashed where the driver left it, never
+ * copied into an encoding buffer, and travels to the coordinator only as a
+ * digest. Text and bytea (read as bytes or as PostgreSQL's hex text) stream;
+ * other classes (json, ...) are encoded into scratch first. */
+
+/* Values longer than this (bytes as read) take the streaming path. */
+#define ENC_VALUE_INLINE_MAX (64u << 10)
+
+/* The same 16 bytes as enc_hash over enc_values(cls, v, n, flags), without
+ * a copy of any text or bytea value longer than ENC_VALUE_INLINE_MAX.
+ * scratch is reused (reset first). Returns 0, or -1 when memory runs out. */
+int enc_hash_values(sl_buf *scratch, const int *cls, const enc_val *v, size_t n, int flags,
+                    uint8_t out[16]);
+
+/* A value's encoding in short: the head (tag, and class in strict mode),
+ * the payload's length and the XXH3-128 of the payload (canonical
+ * big-endian, as xxh128sum prints it; for text its UTF-8 bytes, for bytea
+ * its bytes). Two values encode alike exactly when their digests are equal
+ * (hash collisions aside). */
+typedef struct enc_digest {
+    uint8_t head[2];
+    uint8_t nhead;
+    uint64_t len;
+    uint8_t hash[16];
+} enc_digest;
+
+/* The digest of v read as cls, hashing text and bytea in place. */
+int enc_value_digest(sl_buf *scratch, int cls, const enc_val *v, int flags, enc_digest *d);
+
+/* The digest of one value's encoding (as enc_value wrote it). -1 when e is
+ * not one encoded value. */
+int enc_digest_encoded(const uint8_t *e, size_t n, int flags, enc_digest *d);
+int enc_digest_equal(const enc_digest *a, const enc_digest *b);
+
+/* enc_display cut to at most about max bytes: text at a UTF-8 character
+ * boundary, bytea as "\x" and the hex of its first bytes. */
+int enc_display_prefix(sl_buf *out, const enc_val *v, size_t max);
+
 #endif

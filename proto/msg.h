@@ -29,6 +29,18 @@
 #define MSG_MAX_RAW (64u << 20)
 #define MSG_MAX_ITEMS (4u << 20)
 
+/* Big values and big replies (proto/README.md, "Sizes"). A fetch reply
+ * ships a value whole when it is at most MSG_VALUE_MAX bytes and the row
+ * has shipped less than MSG_ROW_WHOLE_MAX so far; any other value over
+ * MSG_PREFIX_MAX bytes travels as a digest [head, length, XXH3-128] with
+ * the first MSG_PREFIX_MAX bytes of its display text. A rows or fetch reply
+ * stops taking rows past MSG_REPLY_SOFT_MAX bytes and says where it
+ * stopped; the coordinator asks for the rest. */
+#define MSG_VALUE_MAX (64u << 10)
+#define MSG_PREFIX_MAX 1024u
+#define MSG_ROW_WHOLE_MAX (1u << 20)
+#define MSG_REPLY_SOFT_MAX (8u << 20)
+
 enum msg_type {
     MSG_HELLO = 1, /* worker -> coordinator: databases it reaches */
     MSG_DESCRIBE,  /* columns, types and key of a table */

@@ -12,6 +12,7 @@
 #include "../proto/msg.h"
 
 #define WK_MAX_COLS CONN_MAX_COLS /* compared columns a request may name */
+#define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
 
 typedef struct wk_dbconn {
     char *name, *dsn;
@@ -132,6 +133,13 @@ static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
     return 0;
 }
 
+static void tick(wk *w);
+
+static void tick_cb(void *ctx)
+{
+    tick(ctx);
+}
+
 static conn *db_get(wk *w, const msg *m, sl_err *err)
 {
     const char *p;
@@ -145,6 +153,7 @@ static conn *db_get(wk *w, const msg *m, sl_err *err)
         conn **c = w->in_busy_tick ? &d->side : &d->c;
         if (!*c && !(*c = conn_open(d->dsn, w->read_timeout_ms, err)))
             return sl_err_wrap(err, "%s", d->name), NULL;
+        conn_set_tick(*c, tick_cb, w); /* heartbeats while one huge row arrives */
         return *c;
     }
     return sl_err_set(err, "this worker has no database named \"%.*s\"", (int)n, p), NULL;
@@ -166,6 +175,28 @@ static void db_drop(wk *w, conn *c)
     }
 }
 
+/* libpq keeps its input buffer at the size of the largest row it ever
+ * read: a session that read a row of hundreds of megabytes would hold that
+ * much while idle. Such a session is closed after its task (and reopened
+ * on the next), so a worker's memory goes back down after a huge row. */
+#define WK_BIG_ROW (16u << 20)
+
+static void db_close_if_big(wk *w, const msg *m, int big)
+{
+    const char *p;
+    size_t n;
+    if (!big || msg_get_str(m, "db", &p, &n, NULL))
+        return;
+    for (size_t i = 0; i < w->ndbs; i++) {
+        wk_dbconn *d = &w->dbs[i];
+        if (strlen(d->name) != n || memcmp(d->name, p, n) != 0)
+            continue;
+        conn **c = w->in_busy_tick ? &d->side : &d->c;
+        conn_free(*c);
+        *c = NULL;
+    }
+}
+
 /* ---- row encoding --------------------------------------------------- */
 
 typedef struct rowenc {
@@ -177,6 +208,7 @@ typedef struct rowenc {
     sl_buf prev;            /* the previous row's key (swapped with key, not copied) */
     const mk_bound *lo, *hi; /* a range read: every key must lie inside */
     uint8_t hash[16];
+    int big; /* a row of WK_BIG_ROW bytes or more was read */
 } rowenc;
 
 static void tick(wk *w);
@@ -224,26 +256,30 @@ static int check_key_order(const rowenc *r, sl_err *err)
                       r->s->q.table, why);
 }
 
-static int encode_row(rowenc *r, const enc_val *v, sl_err *err)
+/* Encodes the key, and with hash the row's hash (in place: a value of
+ * hundreds of megabytes is never copied). */
+static int encode_row(rowenc *r, const enc_val *v, int hash, sl_err *err)
 {
     if ((++r->n & 255) == 0) {
         if (r->s->max_rps > 0)
             throttle(r);
         busy_tick(r->w); /* heartbeats, and the drill-down's quick requests */
     }
+    size_t bytes = 0;
+    for (size_t k = 0; k < r->s->q.ncols; k++)
+        bytes += v[k].kind == ENC_V_TEXT || v[k].kind == ENC_V_BLOB ? v[k].len : 0;
+    r->big |= bytes >= WK_BIG_ROW;
     sl_buf t = r->prev;
     r->prev = r->key;
     r->key = t;
     sl_buf_reset(&r->key);
-    sl_buf_reset(&r->row);
     for (size_t k = 0; k < r->s->q.nkey; k++)
         if (enc_key(&r->key, r->s->cls[k], &v[k], err))
             return sl_err_wrap(err, "key column \"%s\"", r->s->cols[k]);
     if (check_key_order(r, err))
         return -1;
-    if (enc_values(&r->row, r->s->cls, v, r->s->q.ncols, r->s->flags))
+    if (hash && enc_hash_values(&r->row, r->s->cls, v, r->s->q.ncols, r->s->flags, r->hash))
         return sl_err_set(err, "out of memory");
-    enc_hash(r->row.p, r->row.len, r->hash);
     return 0;
 }
 
@@ -415,7 +451,7 @@ static int take_tree_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 {
     tree_ctx *tc = ctx;
     (void)n;
-    if (encode_row(&tc->re, v, err))
+    if (encode_row(&tc->re, v, 1, err))
         return -1;
     return mk_tree_add_row(tc->t, tc->re.key.p, tc->re.key.len, tc->re.hash, err);
 }
@@ -520,6 +556,7 @@ static int do_tree(wk *w, const msg *m, sl_err *err)
     tc.t = NULL;
     rc = reply_nodes(w, msg_id(m), (uint64_t)id, mk_tree_rows(t), &root, err);
 done:
+    db_close_if_big(w, m, tc.re.big);
     mk_tree_free(tc.t);
     mk_nodelist_free(&root);
     rowenc_free(&tc.re);
@@ -553,14 +590,58 @@ typedef struct rows_ctx {
     msgpack_packer pk;
     uint32_t n;
     int fetch; /* FETCH: also per-column encodings and display text */
+    int sizes; /* the coordinator understands digests and partial replies */
+    int full;  /* past MSG_REPLY_SOFT_MAX: later rows are left out (re.key
+                * keeps the last key sent) */
     sl_buf col, disp;
+    uint8_t cut[WK_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
+
+/* One column of a fetched row: its encoding whole when short enough (and
+ * the row has not shipped MSG_ROW_WHOLE_MAX already), else its digest
+ * [head, length, hash], computed without copying a big text or bytea
+ * value. The coordinator compares the two forms with each other, so the
+ * choice never changes an answer. */
+static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_bytes, sl_err *err)
+{
+    int cls = rc->re.s->cls[k], flags = rc->re.s->flags;
+    size_t raw = v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB ? v->len : 0;
+    int whole = !rc->sizes || (raw <= MSG_VALUE_MAX &&
+                               (raw <= MSG_PREFIX_MAX || row_bytes + raw <= MSG_ROW_WHOLE_MAX));
+    enc_digest d;
+    sl_buf_reset(&rc->col);
+    if (whole) {
+        if (enc_value(&rc->col, cls, v, flags))
+            return sl_err_set(err, "out of memory");
+        if (rc->col.len <= MSG_VALUE_MAX || !rc->sizes) {
+            rc->cut[k] = 0;
+            msgpack_pack_bin(&rc->pk, rc->col.len);
+            msgpack_pack_bin_body(&rc->pk, rc->col.p, rc->col.len);
+            return 0;
+        }
+        if (enc_digest_encoded(rc->col.p, rc->col.len, flags, &d))
+            return sl_err_set(err, "column \"%s\": bad encoding", rc->re.s->cols[k]);
+    } else if (enc_value_digest(&rc->col, cls, v, flags, &d)) {
+        return sl_err_set(err, "out of memory");
+    }
+    rc->cut[k] = 1;
+    msgpack_pack_array(&rc->pk, 3);
+    msgpack_pack_bin(&rc->pk, d.nhead);
+    msgpack_pack_bin_body(&rc->pk, d.head, d.nhead);
+    msgpack_pack_uint64(&rc->pk, d.len);
+    msgpack_pack_bin(&rc->pk, 16);
+    msgpack_pack_bin_body(&rc->pk, d.hash, 16);
+    return 0;
+}
 
 static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 {
     rows_ctx *rc = ctx;
-    if (encode_row(&rc->re, v, err))
+    if (rc->full) /* the coordinator asks again from the last row sent */
+        return 0;
+    if (encode_row(&rc->re, v, !rc->fetch, err))
         return -1;
+    size_t start = rc->sb.size;
     msgpack_pack_array(&rc->pk, rc->fetch ? 3 : 2);
     msgpack_pack_bin(&rc->pk, rc->re.key.len);
     msgpack_pack_bin_body(&rc->pk, rc->re.key.p, rc->re.key.len);
@@ -568,14 +649,12 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         msgpack_pack_bin(&rc->pk, 16);
         msgpack_pack_bin_body(&rc->pk, rc->re.hash, 16);
     } else {
+        if (n > WK_MAX_COLS)
+            return sl_err_set(err, "a fetched row has %zu columns", n);
         msgpack_pack_array(&rc->pk, (uint32_t)n);
-        for (size_t k = 0; k < n; k++) {
-            sl_buf_reset(&rc->col);
-            if (enc_value(&rc->col, rc->re.s->cls[k], &v[k], rc->re.s->flags))
-                return sl_err_set(err, "out of memory");
-            msgpack_pack_bin(&rc->pk, rc->col.len);
-            msgpack_pack_bin_body(&rc->pk, rc->col.p, rc->col.len);
-        }
+        for (size_t k = 0; k < n; k++)
+            if (pack_column(rc, k, &v[k], rc->sb.size - start, err))
+                return -1;
         msgpack_pack_array(&rc->pk, (uint32_t)n);
         for (size_t k = 0; k < n; k++) {
             if (v[k].kind == ENC_V_NULL) {
@@ -583,16 +662,27 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
                 continue;
             }
             sl_buf_reset(&rc->disp);
-            if (enc_display(&rc->disp, &v[k]))
+            if (rc->cut[k] ? enc_display_prefix(&rc->disp, &v[k], MSG_PREFIX_MAX)
+                           : enc_display(&rc->disp, &v[k]))
                 return sl_err_set(err, "out of memory");
             msgpack_pack_str(&rc->pk, rc->disp.len);
             msgpack_pack_str_body(&rc->pk, rc->disp.p, rc->disp.len);
         }
     }
     rc->n++;
+    if (rc->sizes && rc->sb.size >= MSG_REPLY_SOFT_MAX)
+        rc->full = 1;
     if (rc->sb.size > MSG_MAX_RAW / 2)
-        return sl_err_set(err, "span holds too many rows for one reply");
+        return sl_err_set(err, "a reply would exceed %u MiB (keys or rows too wide)",
+                          MSG_MAX_RAW / 2 >> 20);
     return 0;
+}
+
+static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t m = al < bl ? al : bl;
+    int c = m ? memcmp(a, b, m) : 0;
+    return c ? c : (al < bl ? -1 : al > bl);
 }
 
 static void rows_reset(void *ctx)
@@ -600,6 +690,7 @@ static void rows_reset(void *ctx)
     rows_ctx *rc = ctx;
     msgpack_sbuffer_clear(&rc->sb);
     rc->n = 0;
+    rc->full = 0;
     rc->re.n = 0;
     rc->re.t0 = 0;
 }
@@ -608,10 +699,16 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
 {
     spec s = {0};
     rows_ctx rc = {0};
-    int r = -1;
+    int r = -1, more = 0;
+    uint32_t done_keys = 0;
     msgpack_sbuffer_init(&rc.sb);
     msgpack_packer_init(&rc.pk, &rc.sb, msgpack_sbuffer_write);
     rc.fetch = fetch;
+    /* a coordinator that sends "sizes" takes digests and partial replies
+     * (proto/README.md, "Sizes"); an older one gets whole values, as before */
+    const msgpack_object *sizes = msg_get(m, "sizes");
+    int64_t sz = 0;
+    rc.sizes = sizes && msg_obj_int(sizes, &sz) == 0 && sz == 1;
     if (spec_read(m, &s, err))
         goto done;
     rc.re.s = &s;
@@ -623,6 +720,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
             stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
             goto done;
+        more = rc.full;
     } else {
         conn *c = db_get(w, m, err);
         if (!c)
@@ -636,28 +734,46 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         int bad = !kp || !kl;
         for (uint32_t i = 0; !bad && i < nk; i++)
             bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0;
-        if (bad) {
+        if (bad)
             sl_err_set(err, "malformed request: keys are not binary");
-        } else if (conn_fetch_keys(c, &s.q, kp, kl, nk, take_rows_row, &rc, err)) {
-            db_drop(w, c);
-            bad = 1;
+        /* a statement's worth of keys at a time; once the reply is full
+         * (a row past MSG_REPLY_SOFT_MAX), it answers the keys up to the
+         * last row sent and the coordinator asks for the rest */
+        while (!bad && done_keys < nk && !rc.full) {
+            uint32_t b = nk - done_keys < WK_FETCH_KEYS ? nk - done_keys : WK_FETCH_KEYS;
+            if (conn_fetch_keys(c, &s.q, kp + done_keys, kl + done_keys, b, take_rows_row, &rc,
+                                err)) {
+                db_drop(w, c);
+                bad = 1;
+            }
+            done_keys += b;
         }
+        if (!bad && rc.full) /* keys are asked for in key order */
+            for (done_keys = 0; done_keys < nk && keycmp(kp[done_keys], kl[done_keys], rc.re.key.p,
+                                                         rc.re.key.len) <= 0;)
+                done_keys++;
         free(kp);
         free(kl);
         if (bad)
             goto done;
+        more = done_keys < nk;
     }
-    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), more ? 2 : 1);
     if (!mw) {
         sl_err_set(err, "out of memory");
         goto done;
     }
+    if (more && fetch)
+        msg_put_uint(mw, "done", done_keys);
+    else if (more)
+        msg_put_uint(mw, "more", 1);
     msg_key(mw, "rows");
     msg_pack_array(mw, rc.n);
     msg_pack_raw(mw, rc.sb.data, rc.sb.size); /* rows packed as they came */
     r = msg_writer_finish(mw, &w->out, err);
     msg_writer_free(mw);
 done:
+    db_close_if_big(w, m, rc.re.big);
     spec_free(&s);
     rowenc_free(&rc.re);
     sl_buf_free(&rc.col);
