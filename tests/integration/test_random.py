@@ -298,7 +298,8 @@ def hostile(sc):
     if not to_sqlite:
         cur.execute(f"DROP TABLE {ttab}")
     if refuse:
-        lines = [x for x in err.splitlines() if x.strip()]
+        # submit --wait says "job N submitted" first, then the one line
+        lines = [x for x in err.splitlines() if x.strip() and not x.endswith(" submitted")]
         return (code == 2 and len(lines) == 1 and '"k"' in err, desc + " refused",
                 f"exit {code}\n{err[:2000]}")
     if doc is None or code != (1 if expected else 0):
