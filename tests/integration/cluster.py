@@ -43,10 +43,10 @@ class Cluster:
             stdout=subprocess.DEVNULL, stderr=self._log("coordinator"), env=self.env)
         return self.coordinator
 
-    def start_worker(self, slots=2, dbfile=None):
+    def start_worker(self, slots=2, dbfile=None, extra=()):
         p = subprocess.Popen(
             [SLUICE, "worker", "--coordinator", self.workers_ep, "--db-file", dbfile or self.dbfile,
-             "--slots", str(slots), "--heartbeat", "0.3"],
+             "--slots", str(slots), "--heartbeat", "0.3", *extra],
             stdout=subprocess.DEVNULL, stderr=self._log(f"worker{len(self.workers)}"),
             env=self.env)
         self.workers.append(p)

@@ -199,8 +199,8 @@ t.ok(code == 1 and len(divs) == 600 and len({d["key"]["k"] for d in divs}) == 60
 # ---- the cluster ----------------------------------------------------------------
 cl = Cluster({"source": dsn, "target": dsn})
 cl.start_coordinator()
-for _ in range(2):
-    cl.start_worker(slots=1)
+for _ in range(2):  # the equal-values job below reads a --where
+    cl.start_worker(slots=1, extra=("--allow-where", "*"))
 t.ok(cl.wait_workers(2), "two worker processes registered")
 for table, vsrc, vtgt, shown in (("txt", src_val, tgt_val, lambda b: b.decode()),
                                  ("bin", src_val, tgt_val, lambda b: "\\x" + b.hex())):
