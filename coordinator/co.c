@@ -256,6 +256,28 @@ static int register_worker(co *c, int wi, const void *ident, size_t len, const m
     return wi;
 }
 
+/* Whether a hello or heartbeat comes from a worker that encodes rows as
+ * this coordinator's does (a hello without "enc" is version 1). Workers of
+ * two encoding versions in one job would hash some equal values apart, so
+ * another version is never registered; its hello is logged. */
+static int is_same_encoding(co *c, const msg *m, int type)
+{
+    int64_t enc = 1;
+    if (msg_get(m, "enc"))
+        msg_get_int(m, "enc", &enc, NULL);
+    if (enc == ENC_VERSION)
+        return 1;
+    if (type == MSG_HELLO && c->log_fn) {
+        char line[160];
+        snprintf(line, sizeof line,
+                 "a worker encoding rows as version %lld was not registered: this coordinator "
+                 "needs version %d; run the same sluice release on both",
+                 (long long)enc, ENC_VERSION);
+        c->log_fn(c->log_ctx, line);
+    }
+    return 0;
+}
+
 /* Marks workers silent for longer than the heartbeat timeout as lost. */
 static void check_workers(co *c)
 {
@@ -319,6 +341,10 @@ static int read_worker(co *c, int *wi, msg **out, sl_err *err)
     if (t == MSG_HELLO || t == MSG_HEARTBEAT) {
         /* a hello, or a heartbeat from a worker we do not know (we
          * restarted) or had given up on (it was too slow): (re)register */
+        if (!is_same_encoding(c, m, t)) {
+            msg_free(m);
+            goto done;
+        }
         if (t == MSG_HELLO || w < 0 || !c->w[w].alive)
             w = register_worker(c, w, zmq_msg_data(&id), zmq_msg_size(&id), m);
     }

@@ -1,4 +1,4 @@
-/* enc: canonical encoding v1 — the contract that makes cross-database diffs
+/* enc: canonical encoding v2 — the contract that makes cross-database diffs
  * correct. Two rows are equal exactly when their encodings are equal. The
  * value-by-value rules are in merkle/README.md; change them only by bumping
  * ENC_VERSION.
@@ -15,7 +15,7 @@
 
 #include "../base/sl.h"
 
-#define ENC_VERSION 1
+#define ENC_VERSION 2
 
 enum enc_class {
     ENC_INT = 1,

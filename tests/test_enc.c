@@ -1,4 +1,4 @@
-/* Canonical encoding v1: equal values encode equally across the forms
+/* Canonical encoding v2: equal values encode equally across the forms
  * databases hand them out in; different values never do. */
 #include <stdint.h>
 #include <stdio.h>

@@ -802,9 +802,10 @@ static int send_frame(wk *w, const sl_buf *b)
 static int send_hello(wk *w, int type, sl_err *err)
 {
     sl_buf f = {0};
-    msg_writer *mw = msg_writer_new(type, 0, 1);
+    msg_writer *mw = msg_writer_new(type, 0, 2);
     if (!mw)
         return sl_err_set(err, "out of memory");
+    msg_put_int(mw, "enc", ENC_VERSION);
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);
     for (size_t i = 0; i < w->ndbs; i++)
