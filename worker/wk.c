@@ -474,12 +474,14 @@ static void tree_release(wk *w, uint64_t id)
         }
 }
 
-/* Streams a range, reconnecting with backoff when the connection broke
- * (a restarted server, pg_terminate_backend): reset is called before each
- * new attempt so the consumer starts over. SQL errors are not retried. */
-static int stream_retry(wk *w, const msg *m, const conn_query *q, const mk_bound *lo,
-                        const mk_bound *hi, conn_row_fn fn, void (*reset)(void *), void *ctx,
-                        sl_err *err)
+/* One read against a database: 0, or -1 with err set. */
+typedef int (*read_fn)(conn *c, void *arg, sl_err *err);
+
+/* Runs a read, reconnecting with backoff when the connection broke (a
+ * restarted server, pg_terminate_backend): reset is called before each new
+ * attempt so the consumer starts over. SQL errors are not retried. */
+static int read_retry(wk *w, const msg *m, read_fn read, void *arg, void (*reset)(void *),
+                      void *ctx, sl_err *err)
 {
     const int attempts = 5;
     for (int a = 0; a < attempts; a++) {
@@ -494,7 +496,7 @@ static int stream_retry(wk *w, const msg *m, const conn_query *q, const mk_bound
         conn *c = db_get(w, m, err);
         if (!c)
             continue; /* the database may be coming back */
-        if (conn_stream_range(c, q, lo, hi, fn, ctx, err) == 0)
+        if (read(c, arg, err) == 0)
             return 0;
         int broken = conn_is_broken(c);
         db_drop(w, c);
@@ -502,6 +504,28 @@ static int stream_retry(wk *w, const msg *m, const conn_query *q, const mk_bound
             return -1;
     }
     return sl_err_wrap(err, "gave up after %d attempts", attempts);
+}
+
+typedef struct range_read {
+    const conn_query *q;
+    const mk_bound *lo, *hi;
+    conn_row_fn fn;
+    void *ctx;
+} range_read;
+
+static int read_range(conn *c, void *arg, sl_err *err)
+{
+    range_read *r = arg;
+    return conn_stream_range(c, r->q, r->lo, r->hi, r->fn, r->ctx, err);
+}
+
+/* Streams a range through read_retry. */
+static int stream_retry(wk *w, const msg *m, const conn_query *q, const mk_bound *lo,
+                        const mk_bound *hi, conn_row_fn fn, void (*reset)(void *), void *ctx,
+                        sl_err *err)
+{
+    range_read r = {q, lo, hi, fn, ctx};
+    return read_retry(w, m, read_range, &r, reset, ctx, err);
 }
 
 static void tree_reset(void *ctx)
@@ -695,6 +719,29 @@ static void rows_reset(void *ctx)
     rc->re.t0 = 0;
 }
 
+typedef struct fetch_read {
+    const conn_query *q;
+    const uint8_t **kp;
+    const size_t *kl;
+    uint32_t nk, done; /* done: keys answered so far */
+    rows_ctx *rc;
+} fetch_read;
+
+/* A statement's worth of keys at a time; once the reply is full (a row past
+ * MSG_REPLY_SOFT_MAX), it stops and the coordinator asks for the rest. */
+static int read_fetch(conn *c, void *arg, sl_err *err)
+{
+    fetch_read *f = arg;
+    for (f->done = 0; f->done < f->nk && !f->rc->full;) {
+        uint32_t b = f->nk - f->done < WK_FETCH_KEYS ? f->nk - f->done : WK_FETCH_KEYS;
+        if (conn_fetch_keys(c, f->q, f->kp + f->done, f->kl + f->done, b, take_rows_row, f->rc,
+                            err))
+            return -1;
+        f->done += b;
+    }
+    return 0;
+}
+
 static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
 {
     spec s = {0};
@@ -722,9 +769,6 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             goto done;
         more = rc.full;
     } else {
-        conn *c = db_get(w, m, err);
-        if (!c)
-            goto done;
         const msgpack_object *keys;
         uint32_t nk;
         if (msg_get_array(m, "keys", &keys, &nk, err))
@@ -736,18 +780,10 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0;
         if (bad)
             sl_err_set(err, "malformed request: keys are not binary");
-        /* a statement's worth of keys at a time; once the reply is full
-         * (a row past MSG_REPLY_SOFT_MAX), it answers the keys up to the
-         * last row sent and the coordinator asks for the rest */
-        while (!bad && done_keys < nk && !rc.full) {
-            uint32_t b = nk - done_keys < WK_FETCH_KEYS ? nk - done_keys : WK_FETCH_KEYS;
-            if (conn_fetch_keys(c, &s.q, kp + done_keys, kl + done_keys, b, take_rows_row, &rc,
-                                err)) {
-                db_drop(w, c);
-                bad = 1;
-            }
-            done_keys += b;
-        }
+        fetch_read f = {&s.q, kp, kl, nk, 0, &rc};
+        if (!bad && read_retry(w, m, read_fetch, &f, rows_reset, &rc, err))
+            bad = 1;
+        done_keys = f.done;
         if (!bad && rc.full) /* keys are asked for in key order */
             for (done_keys = 0; done_keys < nk && keycmp(kp[done_keys], kl[done_keys], rc.re.key.p,
                                                          rc.re.key.len) <= 0;)
