@@ -13,6 +13,7 @@
 #include "../proto/msg.h"
 
 #define CO_MAX_WORKERS 256 /* connected at once; a lost worker's slot is reused */
+#define CO_MAX_REJECTED 64 /* dropped connections remembered (co.rejected_ids) */
 /* Columns of a described table: SQLite's hard limit (PostgreSQL's is
  * 1600); only the compared ones count against CO_MAX_COLS (co.h). */
 #define CO_MAX_TABLE_COLS 32767
@@ -28,7 +29,6 @@ typedef struct co_worker {
     long busy_task;
     double last_seen; /* monotonic seconds of its last message */
     int alive;        /* 0 once silent past the heartbeat timeout */
-    int rejected;     /* broke the protocol: ignored for the rest of its connection */
     /* Slots are reused (a lost worker's, or its own identity's on a new
      * hello), so anything that outlives one message names a worker by
      * (slot, gen): gen is new at every registration. */
@@ -61,6 +61,14 @@ struct co {
     void (*log_fn)(void *ctx, const char *line);
     void *log_ctx;
     char rejected[320]; /* why the last worker was dropped, for a stranded job's error */
+    /* The connections (identities) of the last CO_MAX_REJECTED dropped
+     * workers: ignored, even once their slot is another worker's, so a liar
+     * is not registered again by its next heartbeat. A ring: bounded. */
+    struct {
+        uint8_t ident[256];
+        size_t len;
+    } rejected_ids[CO_MAX_REJECTED];
+    size_t nrejected;
 };
 
 static double now_s(void)
@@ -142,6 +150,15 @@ static void lose_worker(co *c, co_worker *w)
 
 #define CO_MAX_BACKLOG 64 /* replies a worker may have waiting: more were never asked for */
 
+static int is_rejected(const co *c, const void *ident, size_t len)
+{
+    size_t n = c->nrejected < CO_MAX_REJECTED ? c->nrejected : CO_MAX_REJECTED;
+    for (size_t i = 0; i < n; i++)
+        if (c->rejected_ids[i].len == len && memcmp(c->rejected_ids[i].ident, ident, len) == 0)
+            return 1;
+    return 0;
+}
+
 /* A worker whose reply breaks the protocol (undecodable, inconsistent
  * counts, keys out of order or not keys of the job) may be broken or
  * hostile: it is dropped for the rest of its connection (a restarted worker
@@ -159,7 +176,9 @@ static int reject_worker(co *c, int wi, sl_err *err, const char *fmt, ...)
     if (c->log_fn)
         c->log_fn(c->log_ctx, c->rejected);
     lose_worker(c, &c->w[wi]);
-    c->w[wi].rejected = 1;
+    memcpy(c->rejected_ids[c->nrejected % CO_MAX_REJECTED].ident, c->w[wi].ident,
+           c->w[wi].identlen);
+    c->rejected_ids[c->nrejected++ % CO_MAX_REJECTED].len = c->w[wi].identlen;
     sl_err_set(err, "%s", c->rejected);
     return CO_LOST;
 }
@@ -333,7 +352,7 @@ static int read_worker(co *c, int *wi, msg **out, sl_err *err)
             reject_worker(c, w, NULL, "sent an undecodable frame (%s)", e.msg);
         goto done;
     }
-    if (w >= 0 && c->w[w].rejected) {
+    if (is_rejected(c, zmq_msg_data(&id), zmq_msg_size(&id))) {
         msg_free(m);
         goto done;
     }
@@ -1010,13 +1029,6 @@ static void pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t 
         msg_pack_bin(mw, p, n);
 }
 
-static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-    size_t m = al < bl ? al : bl;
-    int c = m ? memcmp(a, b, m) : 0;
-    return c ? c : (al < bl ? -1 : al > bl);
-}
-
 /* Whether key is a key of this job (well-formed for its key classes). */
 static int is_job_key(const job *j, const uint8_t *key, size_t len, sl_err *why)
 {
@@ -1044,7 +1056,7 @@ static int check_split(const job *j, const msg *m, size_t nranges, uint64_t *row
             return sl_err_set(why, "has bound %u that is not binary", i);
         if (!is_job_key(j, k, klen, why))
             return sl_err_wrap(why, "bound %u", i);
-        if (prev && keycmp(prev, plen, k, klen) >= 0)
+        if (prev && mk_key_cmp(prev, plen, k, klen) >= 0)
             return sl_err_set(why, "has bound %u not above bound %u", i, i - 1);
         prev = k;
         plen = klen;
@@ -1242,7 +1254,7 @@ static int read_nodes(job *j, const range *r, const msg *m, const mk_node *paren
         if (!mk_bound_contains(&lo, &hi, key, kl))
             return sl_err_set(why, "has node %u whose key lies outside the range", i), 1;
         if (out->n > first &&
-            keycmp(mk_nodelist_key(out, out->n - 1), out->v[out->n - 1].klen, key, kl) >= 0)
+            mk_key_cmp(mk_nodelist_key(out, out->n - 1), out->v[out->n - 1].klen, key, kl) >= 0)
             return sl_err_set(why, "has node %u whose key is not above the one before", i), 1;
         if ((uint64_t)nrows > rows - sum)
             return sl_err_set(why, "has nodes holding more than the %llu rows claimed",
@@ -1424,7 +1436,7 @@ static int merge_rows(job *j, const msgpack_object *ra, uint32_t na, const msgpa
         if (k < nb &&
             (msg_obj_array(&rb[k], &fb, &wb) || wb != width || msg_obj_bin(&fb[0], &kb, &klb)))
             return sl_err_set(err, "malformed row list from a worker");
-        int c = !fa ? 1 : !fb ? -1 : keycmp(ka, kla, kb, klb);
+        int c = !fa ? 1 : !fb ? -1 : mk_key_cmp(ka, kla, kb, klb);
         if (fn(j, c <= 0 ? fa : NULL, c >= 0 ? fb : NULL, err))
             return -1;
         i += c <= 0;
@@ -1574,7 +1586,7 @@ typedef struct keyref {
 static int keyref_cmp(const void *a, const void *b)
 {
     const keyref *x = a, *y = b;
-    return keycmp(x->p, x->len, y->p, y->len);
+    return mk_key_cmp(x->p, x->len, y->p, y->len);
 }
 
 /* A fetch reply's rows: [key, [encoding or digest per column], [text or
@@ -1607,9 +1619,9 @@ static int check_fetch(const job *j, const msgpack_object *rows, uint32_t n, con
                                   "and text",
                                   i, c);
         }
-        while (at < nk && keycmp(refs[at].p, refs[at].len, key, klen) < 0)
+        while (at < nk && mk_key_cmp(refs[at].p, refs[at].len, key, klen) < 0)
             at++;
-        if (at == nk || keycmp(refs[at].p, refs[at].len, key, klen) != 0)
+        if (at == nk || mk_key_cmp(refs[at].p, refs[at].len, key, klen) != 0)
             return sl_err_set(why,
                               "has row %u under a key that was not asked for (or out of "
                               "order)",
@@ -1632,7 +1644,7 @@ static int64_t rows_below(const msgpack_object *rows, uint32_t n, const uint8_t 
         size_t l;
         if (msg_obj_array(&rows[i], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], &p, &l))
             return -1;
-        int c = keycmp(p, l, k, kl);
+        int c = mk_key_cmp(p, l, k, kl);
         if (c > 0 || (c == 0 && !or_equal))
             break;
     }
@@ -1781,7 +1793,7 @@ static int check_rows(const job *j, const msgpack_object *rows, uint32_t n, cons
             return sl_err_wrap(why, "row %u", i);
         if (!mk_bound_contains(lo, hi, key, klen))
             return sl_err_set(why, "has row %u whose key lies outside the span asked for", i);
-        if (prev && keycmp(prev, plen, key, klen) >= 0)
+        if (prev && mk_key_cmp(prev, plen, key, klen) >= 0)
             return sl_err_set(why, "has row %u whose key is not above the one before", i);
         prev = key;
         plen = klen;
@@ -1843,7 +1855,7 @@ static int span_rows(job *j, const mk_bound *lo, const mk_bound *hi, sl_err *err
                 continue;
             if (last_key(rows[s], n[s], &k, &kl))
                 rc = sl_err_set(err, "malformed rows reply from a worker");
-            else if (!more || keycmp(k, kl, lim, liml) < 0)
+            else if (!more || mk_key_cmp(k, kl, lim, liml) < 0)
                 lim = k, liml = kl;
             more = 1;
         }

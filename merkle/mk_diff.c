@@ -2,21 +2,12 @@
 
 #include <string.h>
 
-static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-    size_t m = al < bl ? al : bl;
-    int c = m ? memcmp(a, b, m) : 0;
-    if (c)
-        return c;
-    return al < bl ? -1 : al > bl;
-}
-
 /* Orders two upper bounds: unbounded is +inf; EXCL k sits just below INCL k. */
 static int ub_cmp(const mk_bound *x, const mk_bound *y)
 {
     if (x->kind == MK_UNBOUNDED || y->kind == MK_UNBOUNDED)
         return (x->kind == MK_UNBOUNDED) - (y->kind == MK_UNBOUNDED);
-    int c = keycmp(x->key, x->len, y->key, y->len);
+    int c = mk_key_cmp(x->key, x->len, y->key, y->len);
     if (c)
         return c;
     return (x->kind == MK_INCL) - (y->kind == MK_INCL);
@@ -25,12 +16,12 @@ static int ub_cmp(const mk_bound *x, const mk_bound *y)
 int mk_bound_contains(const mk_bound *lo, const mk_bound *hi, const uint8_t *key, size_t len)
 {
     if (lo->kind != MK_UNBOUNDED) {
-        int c = keycmp(key, len, lo->key, lo->len);
+        int c = mk_key_cmp(key, len, lo->key, lo->len);
         if (c < 0 || (c == 0 && lo->kind == MK_EXCL))
             return 0;
     }
     if (hi->kind != MK_UNBOUNDED) {
-        int c = keycmp(key, len, hi->key, hi->len);
+        int c = mk_key_cmp(key, len, hi->key, hi->len);
         if (c > 0 || (c == 0 && hi->kind == MK_EXCL))
             return 0;
     }
@@ -70,19 +61,19 @@ static int children_cover(const mk_nodelist *l, size_t first, const mk_node *par
         if (l->v[k].level + 1 != parent->level)
             return 0;
         if (k > first) {
-            if (keycmp(mk_nodelist_key(l, k - 1), l->v[k - 1].klen, key, len) >= 0)
+            if (mk_key_cmp(mk_nodelist_key(l, k - 1), l->v[k - 1].klen, key, len) >= 0)
                 return 0;
         } else if (first > 0) {
-            if (keycmp(mk_nodelist_key(l, first - 1), l->v[first - 1].klen, key, len) >= 0)
+            if (mk_key_cmp(mk_nodelist_key(l, first - 1), l->v[first - 1].klen, key, len) >= 0)
                 return 0;
         } else if (lo->kind != MK_UNBOUNDED) {
-            int c = keycmp(key, len, lo->key, lo->len);
+            int c = mk_key_cmp(key, len, lo->key, lo->len);
             if (c < 0 || (c == 0 && lo->kind == MK_EXCL))
                 return 0;
         }
     }
     size_t last = l->n - 1;
-    return keycmp(mk_nodelist_key(l, last), l->v[last].klen, pkey, parent->klen) == 0;
+    return mk_key_cmp(mk_nodelist_key(l, last), l->v[last].klen, pkey, parent->klen) == 0;
 }
 
 /* Nodes a[ia..ea] and b[jb..eb] end at the same key and differ: expand the

@@ -209,19 +209,22 @@ static int close_level(mk_tree *t, int l, const uint8_t *key, size_t klen)
     return 0;
 }
 
+int mk_key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t m = al < bl ? al : bl;
+    int c = m ? memcmp(a, b, m) : 0;
+    return c ? c : (al < bl ? -1 : al > bl);
+}
+
 int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t rowhash[16],
                     sl_err *err)
 {
     if (t->finished)
         return sl_err_set(err, "row added to a finished tree");
-    if (t->rows > 0) {
-        size_t m = klen < t->lastkey.len ? klen : t->lastkey.len;
-        int c = memcmp(t->lastkey.p, key, m);
-        if (c > 0 || (c == 0 && t->lastkey.len >= klen))
-            return sl_err_set(err, "rows arrived out of key order or with a duplicate key; the "
-                                   "database's key order must match byte order (text keys need "
-                                   "a binary collation)");
-    }
+    if (t->rows > 0 && mk_key_cmp(t->lastkey.p, t->lastkey.len, key, klen) >= 0)
+        return sl_err_set(err, "rows arrived out of key order or with a duplicate key; the "
+                               "database's key order must match byte order (text keys need "
+                               "a binary collation)");
     sl_buf_reset(&t->lastkey);
     if (sl_buf_append(&t->lastkey, key, klen) != 0)
         return sl_err_set(err, "out of memory");

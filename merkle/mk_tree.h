@@ -60,6 +60,9 @@ mk_tree *mk_tree_new(unsigned bits);
 void mk_tree_free(mk_tree *t);
 
 /* Adds one row: its encoded key and the 16-byte hash of its encoded row. */
+/* The order of encoded keys: memcmp, a prefix first. <0, 0 or >0. */
+int mk_key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
+
 int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t rowhash[16],
                     sl_err *err);
 

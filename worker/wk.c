@@ -239,12 +239,8 @@ static void throttle(rowenc *r)
 static int check_key_order(const rowenc *r, sl_err *err)
 {
     const char *why = NULL;
-    if (r->n > 1) {
-        size_t m = r->key.len < r->prev.len ? r->key.len : r->prev.len;
-        int c = memcmp(r->prev.p, r->key.p, m);
-        if (c > 0 || (c == 0 && r->prev.len >= r->key.len))
-            why = "out of key order or with a duplicate key";
-    }
+    if (r->n > 1 && mk_key_cmp(r->prev.p, r->prev.len, r->key.p, r->key.len) >= 0)
+        why = "out of key order or with a duplicate key";
     if (!why && r->lo && r->hi && !mk_bound_contains(r->lo, r->hi, r->key.p, r->key.len))
         why = "outside the requested key range";
     if (!why)
@@ -380,11 +376,10 @@ static int take_split(void *ctx, const enc_val *v, size_t n, sl_err *err)
     /* quantiles of a small table can repeat: keep bounds strictly rising;
      * one that falls means the database's key order is not canonical */
     if (s->n) {
-        size_t m = s->re.key.len < s->last.len ? s->re.key.len : s->last.len;
-        int c = memcmp(s->last.p, s->re.key.p, m);
-        if (c == 0 && s->last.len == s->re.key.len)
+        int c = mk_key_cmp(s->last.p, s->last.len, s->re.key.p, s->re.key.len);
+        if (c == 0)
             return 0;
-        if (c > 0 || (c == 0 && s->last.len > s->re.key.len))
+        if (c > 0)
             return sl_err_set(err,
                               "table \"%s\": the database returned split keys out of key "
                               "order; its key order must match byte order (text keys need a "
@@ -702,13 +697,6 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
     return 0;
 }
 
-static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-    size_t m = al < bl ? al : bl;
-    int c = m ? memcmp(a, b, m) : 0;
-    return c ? c : (al < bl ? -1 : al > bl);
-}
-
 static void rows_reset(void *ctx)
 {
     rows_ctx *rc = ctx;
@@ -785,7 +773,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             bad = 1;
         done_keys = f.done;
         if (!bad && rc.full) /* keys are asked for in key order */
-            for (done_keys = 0; done_keys < nk && keycmp(kp[done_keys], kl[done_keys], rc.re.key.p,
+            for (done_keys = 0; done_keys < nk && mk_key_cmp(kp[done_keys], kl[done_keys], rc.re.key.p,
                                                          rc.re.key.len) <= 0;)
                 done_keys++;
         free(kp);
