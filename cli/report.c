@@ -167,20 +167,26 @@ void report_free(report *r)
     sqlite3_close(r->db);
 }
 
-/* SQL-literal style: 'text' with '' doubled, NULL bare. */
-static void print_value(FILE *f, const char *v)
+/* 'text' with '' doubled, the closing quote after end. */
+static void print_quoted(FILE *f, const char *v, const char *end)
 {
-    if (!v) {
-        fputs("NULL", f);
-        return;
-    }
     fputc('\'', f);
     for (const char *p = v; *p; p++) {
         if (*p == '\'')
             fputc('\'', f);
         fputc(*p, f);
     }
+    fputs(end, f);
     fputc('\'', f);
+}
+
+/* SQL-literal style: 'text' with '' doubled, NULL bare. */
+static void print_value(FILE *f, const char *v)
+{
+    if (v)
+        print_quoted(f, v, "");
+    else
+        fputs("NULL", f);
 }
 
 /* A value as print_value shows it; one cut short (cut is [length, hash])
@@ -191,13 +197,8 @@ static void print_cut_value(FILE *f, const char *v, const json_t *cut)
         print_value(f, v);
         return;
     }
-    fputc('\'', f);
-    for (const char *p = v; *p; p++) {
-        if (*p == '\'')
-            fputc('\'', f);
-        fputc(*p, f);
-    }
-    fprintf(f, "\u2026' (%" JSON_INTEGER_FORMAT " bytes, xxh3 %s)",
+    print_quoted(f, v, "\u2026");
+    fprintf(f, " (%" JSON_INTEGER_FORMAT " bytes, xxh3 %s)",
             json_integer_value(json_array_get(cut, 0)), json_string_value(json_array_get(cut, 1)));
 }
 

@@ -118,6 +118,16 @@ def q(name):
     return '"' + name + '"'
 
 
+def submit_json(args):
+    """sluice submit --wait through the cluster: (exit, JSON report or None, stderr)."""
+    code, out, err = cluster.client("submit", *args, "--wait", "--format", "json",
+                                    "--no-progress")
+    try:
+        return code, json.loads(out), err
+    except ValueError:
+        return code, None, err
+
+
 # ---- hostile scenarios ---------------------------------------------------
 # Keys of another type on each side (refused, or answered exactly), integer
 # extremes, text keys whose columns collate differently, huge numerics
@@ -286,12 +296,7 @@ def hostile(sc):
             f"({','.join(vtypes) if len(vtypes) < 10 else 'int4'}), {size} rows, "
             f"{'SQLite' if to_sqlite else 'PostgreSQL'} target")
     if cluster and not to_sqlite:
-        a = ["source", "target"] + args[3:]
-        code, out, err = cluster.client("submit", *a, "--wait", "--format", "json", "--no-progress")
-        try:
-            doc = json.loads(out)
-        except ValueError:
-            doc = None
+        code, doc, err = submit_json(["source", "target"] + args[3:])
     else:
         code, doc, err = sluice_json(*args)
     cur.execute(f"DROP TABLE {stab}")
@@ -387,12 +392,7 @@ for sc in range(scenarios):
         args = ["source", "target"] + args[3:]
         i = args.index("--workers")
         del args[i:i + 2]
-        code, out, err = cluster.client("submit", *args, "--wait", "--format", "json",
-                                        "--no-progress")
-        try:
-            doc = json.loads(out)
-        except ValueError:
-            doc = None
+        code, doc, err = submit_json(args)
     else:
         code, doc, err = sluice_json(*args)
     want_code = 1 if expected else 0
