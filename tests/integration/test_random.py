@@ -319,6 +319,9 @@ runs_failed = 0
 hostile_failed = hostile_run = 0
 started = time.time()
 for sc in range(scenarios):
+    if sc and sc % 500 == 0:  # long runs (make test-random) show that they move
+        t.diag(f"{sc}/{scenarios} scenarios in {time.time() - started:.0f} s, "
+               f"{runs_failed + hostile_failed} failed so far")
     if rnd.random() < HOSTILE_SHARE:
         hostile_run += 1
         good, desc, diag = hostile(sc)
