@@ -230,7 +230,8 @@ for name, ep in (("worker", cl.workers_ep), ("client", cl.clients_ep)):
     s.setsockopt(zmq.LINGER, 0)
     s.connect(ep)
     if name == "worker":  # a registered worker that then talks garbage
-        s.send(b"\x00" + msgpack.packb({"v": 1, "t": 1, "id": 0, "dbs": ["source", "target"]}))
+        s.send(b"\x00" + msgpack.packb({"v": 1, "t": 1, "id": 0, "enc": 2,
+                                            "dbs": ["source", "target"]}))
     for i in range(1000):
         kind = i % 4
         if kind == 0:

@@ -96,7 +96,7 @@ def wait_alive(cl, n, timeout=20):
 
 
 def hello(dbs=("source", "target")):
-    return b"\x00" + msgpack.packb({"v": 1, "t": 1, "id": 0, "dbs": list(dbs)})
+    return b"\x00" + msgpack.packb({"v": 1, "t": 1, "id": 0, "enc": 2, "dbs": list(dbs)})
 
 
 # ---- item 6: worker slots are reused ----------------------------------------------
