@@ -541,8 +541,8 @@ static int add_db_file(wk_db *dbs, size_t *n, const char *path, char **owned, ch
             char *names = line + 11 + strspn(line + 11, " \t");
             names[strcspn(names, " \t")] = '\0';
             if (*nallow == 64 || !*names) {
-                st = cli_fail("%s:%d: expected allow-where NAME[,NAME...] (at most 64 lines)",
-                              path, lineno);
+                st = cli_fail("%s:%d: expected allow-where NAME[,NAME...] (at most 64 lines)", path,
+                              lineno);
                 break;
             }
             if (!(allow[*nallow] = strdup(names))) {

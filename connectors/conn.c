@@ -187,19 +187,20 @@ static int check_key_storage(void *ctx, const enc_val *v, size_t n, sl_err *err)
     for (size_t k = 0; k < s->q->nkey && k < n; k++) {
         enc_vkind want = key_storage_kind(s->q->cls[k]);
         if (v[k].kind != want && v[k].kind != ENC_V_NULL)
-            return sl_err_set(err,
-                              "key column \"%s\" holds a value stored as %s, its key being read as %s; "
-                              "store every key value of a column in one type (SQLite: e.g. "
-                              "UPDATE ... SET k = CAST(k AS %s))",
-                              s->q->cols[k],
-                              v[k].kind == ENC_V_INT     ? "an integer"
-                              : v[k].kind == ENC_V_FLOAT ? "a real"
-                              : v[k].kind == ENC_V_BLOB  ? "a blob"
-                                                         : "text",
-                              enc_class_name(s->q->cls[k]),
-                              want == ENC_V_INT    ? "INTEGER"
-                              : want == ENC_V_BLOB ? "BLOB"
-                                                   : "TEXT");
+            return sl_err_set(
+                err,
+                "key column \"%s\" holds a value stored as %s, its key being read as %s; "
+                "store every key value of a column in one type (SQLite: e.g. "
+                "UPDATE ... SET k = CAST(k AS %s))",
+                s->q->cols[k],
+                v[k].kind == ENC_V_INT     ? "an integer"
+                : v[k].kind == ENC_V_FLOAT ? "a real"
+                : v[k].kind == ENC_V_BLOB  ? "a blob"
+                                           : "text",
+                enc_class_name(s->q->cls[k]),
+                want == ENC_V_INT    ? "INTEGER"
+                : want == ENC_V_BLOB ? "BLOB"
+                                     : "TEXT");
     }
     return s->fn(s->ctx, v, n, err);
 }

@@ -660,8 +660,8 @@ typedef struct range {
     sl_buf lo, hi; /* encoded bounds; empty with the flag off when unbounded */
     int has_lo, has_hi;
     mk_nodelist root[2];
-    int worker[2];     /* the slot building or holding each side's tree ... */
-    uint32_t gen[2];   /* ... as registered then (co_worker.gen) */
+    int worker[2];   /* the slot building or holding each side's tree ... */
+    uint32_t gen[2]; /* ... as registered then (co_worker.gen) */
     int state[2]; /* 0 pending, 1 running, 2 tree built, 3 compared */
     uint64_t rows[2];
     int attempts;       /* compares cut short by a lost worker */
@@ -1801,7 +1801,6 @@ static int check_rows(const job *j, const msgpack_object *rows, uint32_t n, cons
     return 0;
 }
 
-
 /* The last key of a reply that stopped early ("more"), into *k. */
 static int last_key(const msgpack_object *rows, uint32_t n, const uint8_t **k, size_t *kl)
 {
@@ -2042,8 +2041,7 @@ static int compare_range(job *j, size_t ri, sl_err *err)
         r->attempts++;
         /* a lost tree holder: its side is rebuilt elsewhere, then compared
          * again; a lost reader only: compare again now */
-        if (!worker_is(j->c, r->worker[0], r->gen[0]) ||
-            !worker_is(j->c, r->worker[1], r->gen[1]))
+        if (!worker_is(j->c, r->worker[0], r->gen[0]) || !worker_is(j->c, r->worker[1], r->gen[1]))
             return 0;
         if (r->attempts > 100)
             return sl_err_set(err, "range %zu: gave up after 100 lost workers", ri);

@@ -12,7 +12,7 @@
 #include "../proto/msg.h"
 
 #define WK_MAX_COLS CONN_MAX_COLS /* compared columns a request may name */
-#define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
+#define WK_FETCH_KEYS 64          /* keys a fetch reads between checks of the reply's size */
 
 typedef struct wk_dbconn {
     char *name, *dsn;
@@ -205,7 +205,7 @@ typedef struct rowenc {
     double t0; /* when the stream started, for the rate limit */
     const spec *s;
     sl_buf key, row;
-    sl_buf prev;            /* the previous row's key (swapped with key, not copied) */
+    sl_buf prev;             /* the previous row's key (swapped with key, not copied) */
     const mk_bound *lo, *hi; /* a range read: every key must lie inside */
     uint8_t hash[16];
     int big; /* a row of WK_BIG_ROW bytes or more was read */
@@ -773,8 +773,8 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             bad = 1;
         done_keys = f.done;
         if (!bad && rc.full) /* keys are asked for in key order */
-            for (done_keys = 0; done_keys < nk && mk_key_cmp(kp[done_keys], kl[done_keys], rc.re.key.p,
-                                                         rc.re.key.len) <= 0;)
+            for (done_keys = 0; done_keys < nk && mk_key_cmp(kp[done_keys], kl[done_keys],
+                                                             rc.re.key.p, rc.re.key.len) <= 0;)
                 done_keys++;
         free(kp);
         free(kl);
