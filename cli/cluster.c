@@ -317,6 +317,8 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                                          {"events-endpoint", required_argument, 0, 'e'},
                                          {"state", required_argument, 0, 's'},
                                          {"heartbeat-timeout", required_argument, 0, 't'},
+                                         {"request-timeout", required_argument, 0, 'R'},
+                                         {"max-jobs", required_argument, 0, 'J'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"schedule", required_argument, 0, 'S'},
                                          {"curve-secret", required_argument, 0, 'K'},
@@ -374,15 +376,31 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
             if ((st = parse_seconds(optarg, "--heartbeat-timeout", &cfg.heartbeat_timeout_ms)) >= 0)
                 return st;
             break;
+        case 'R':
+            if ((st = parse_seconds(optarg, "--request-timeout", &cfg.request_timeout_ms)) >= 0)
+                return st;
+            break;
+        case 'J': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || end == optarg || n < 1 || n > 1000)
+                return cli_fail("--max-jobs must be a number from 1 to 1000");
+            cfg.max_jobs = (size_t)n;
+            break;
+        }
         case 'h':
             printf(
                 "usage: sluice coordinator [--workers-endpoint EP] [--clients-endpoint EP]\n"
                 "         [--events-endpoint EP] [--state sqlite:PATH] "
                 "[--heartbeat-timeout SECONDS] [--schedule FILE] [--quiet]\n"
+                "         [--request-timeout SECONDS] [--max-jobs N]\n"
                 "         [--curve-secret FILE [--curve-clients FILE]] [--insecure]\n"
                 "  --curve-secret FILE: serve CURVE-encrypted (keys from sluice keygen)\n"
                 "  --curve-clients FILE: public keys allowed to connect, one per line\n"
                 "  --insecure: allow endpoints other than loopback without CURVE\n"
+                "  --request-timeout SECONDS: a worker that leaves a request unanswered this\n"
+                "      long is dropped and its work re-issued (default 300)\n"
+                "  --max-jobs N: jobs run at once, by priority then fairly (default 16)\n"
                 "  --schedule FILE: JSON {\"audits\": [{\"name\", \"every\": \"1h\", \"source\", "
                 "\"target\", \"table\", ...}]}\n"
                 "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
@@ -1187,7 +1205,7 @@ int cmd_workers(int argc, char **argv)
     }
     for (uint32_t i = 0; i < n; i++) {
         int64_t id, alive, busy, idle;
-        if (msg_obj_array(&items[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &id) ||
+        if (msg_obj_array(&items[i], &f, &nf) || nf < 5 || msg_obj_int(&f[0], &id) ||
             msg_obj_int(&f[1], &alive) || msg_obj_int(&f[2], &busy) || msg_obj_int(&f[3], &idle) ||
             msg_obj_array(&f[4], &dbs, &nd))
             continue;

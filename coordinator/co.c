@@ -11,6 +11,7 @@
 #include "../merkle/mk_diff.h"
 #include "../proto/curve.h"
 #include "../proto/msg.h"
+#include "fiber.h"
 
 #define CO_MAX_WORKERS 256 /* connected at once; a lost worker's slot is reused */
 #define CO_MAX_REJECTED 64 /* dropped connections remembered (co.rejected_ids) */
@@ -20,6 +21,8 @@
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
 
+typedef struct co_job job;
+
 typedef struct co_worker {
     uint8_t ident[256];
     size_t identlen;
@@ -27,37 +30,36 @@ typedef struct co_worker {
     size_t ndbs;
     uint64_t busy_req; /* request id of the tree task it runs, 0 if idle */
     long busy_task;
-    double last_seen; /* monotonic seconds of its last message */
-    int alive;        /* 0 once silent past the heartbeat timeout */
+    job *busy_job;        /* ... the job it is for */
+    double busy_deadline; /* monotonic seconds by when it must answer */
+    double last_seen;     /* monotonic seconds of its last message */
+    uint64_t trees;       /* trees it holds, as its last heartbeat said */
+    /* Until when it gets no work: it left a request unanswered (a stuck
+     * database, dropped replies), and its heartbeats would register it
+     * again at once. Kept across its registrations. */
+    double shunned_until;
+    int alive;            /* 0 once silent past the heartbeat timeout */
     /* Slots are reused (a lost worker's, or its own identity's on a new
      * hello), so anything that outlives one message names a worker by
      * (slot, gen): gen is new at every registration. */
     uint32_t gen;
 } co_worker;
 
-/* A message received but not yet handled (a reply that arrived while the
- * coordinator waited for another). */
-typedef struct pending {
-    int worker;
-    uint32_t gen; /* the worker's registration it came from */
-    msg *m;
-    struct pending *next;
-} pending;
-
 struct co {
     void *sock;
     co_worker w[CO_MAX_WORKERS];
     size_t nw;
     uint64_t next_id;
-    pending *backlog, *backlog_tail;
     sl_buf frame;
-    int hb_timeout_ms; /* 0: never give up on a worker */
-    size_t lost;       /* workers lost so far (for re-issuing their work) */
-    uint32_t gens;     /* registrations so far: the next worker's gen */
-    void *svc_sock;    /* another socket to serve while jobs run */
+    int hb_timeout_ms;  /* 0: never give up on a worker */
+    int req_timeout_ms; /* a request unanswered this long loses its worker */
+    size_t lost;        /* workers lost so far (for re-issuing their work) */
+    uint32_t gens;      /* registrations so far: the next worker's gen */
+    void *svc_sock;     /* another socket to serve while jobs run */
     void (*svc_fn)(void *ctx);
     void *svc_ctx;
-    int cancel;
+    job *jobs;   /* every job started and not yet freed, oldest first */
+    job *active; /* the job whose fiber runs now; NULL in the loop */
     void (*log_fn)(void *ctx, const char *line);
     void *log_ctx;
     char rejected[320]; /* why the last worker was dropped, for a stranded job's error */
@@ -88,6 +90,7 @@ co *co_new(void *zctx, const char *endpoint, const char *curve_secret, sl_err *e
     /* ids never repeat across coordinator restarts, so a late reply to a
      * previous incarnation's request cannot be taken for a new one */
     c->next_id = (uint64_t)time(NULL) << 32;
+    c->req_timeout_ms = 300000;
     c->sock = zmq_socket(zctx, ZMQ_ROUTER);
     if (!c->sock) {
         sl_err_set(err, "cannot create coordinator socket: %s", zmq_strerror(zmq_errno()));
@@ -125,12 +128,6 @@ void co_free(co *c)
         return;
     for (size_t i = 0; i < c->nw; i++)
         worker_clear(&c->w[i]);
-    while (c->backlog) {
-        pending *p = c->backlog;
-        c->backlog = p->next;
-        msg_free(p->m);
-        free(p);
-    }
     if (c->sock)
         zmq_close(c->sock);
     sl_buf_free(&c->frame);
@@ -139,16 +136,19 @@ void co_free(co *c)
 
 #define CO_LOST (-2) /* a worker went away: redo its work elsewhere */
 
+static void worker_idle(co_worker *w);
+static void wake_all(co *c);
+static void time_out(co *c, int wi, const char *what);
+
 static void lose_worker(co *c, co_worker *w)
 {
     if (!w->alive)
         return;
     w->alive = 0;
-    w->busy_req = 0;
+    worker_idle(w);
     c->lost++;
+    wake_all(c); /* jobs waiting on it re-issue its work */
 }
-
-#define CO_MAX_BACKLOG 64 /* replies a worker may have waiting: more were never asked for */
 
 static int is_rejected(const co *c, const void *ident, size_t len)
 {
@@ -259,7 +259,6 @@ static int register_worker(co *c, int wi, const void *ident, size_t len, const m
     worker_clear(w);
     w->alive = 1;
     w->gen = ++c->gens;
-    w->busy_req = 0;
     w->last_seen = now_s();
     if (msg_get_array(m, "dbs", &dbs, &n, NULL) != 0)
         return wi;
@@ -367,8 +366,13 @@ static int read_worker(co *c, int *wi, msg **out, sl_err *err)
         if (t == MSG_HELLO || w < 0 || !c->w[w].alive)
             w = register_worker(c, w, zmq_msg_data(&id), zmq_msg_size(&id), m);
     }
-    if (w >= 0 && c->w[w].alive)
+    if (w >= 0 && c->w[w].alive) {
         c->w[w].last_seen = now_s();
+        int64_t trees;
+        if ((t == MSG_HELLO || t == MSG_HEARTBEAT) && msg_get(m, "trees") &&
+            msg_get_int(m, "trees", &trees, NULL) == 0 && trees >= 0)
+            c->w[w].trees = (uint64_t)trees;
+    }
     if (w < 0 || !c->w[w].alive || (t != MSG_REPLY && t != MSG_ERROR)) {
         msg_free(m);
         goto done;
@@ -382,151 +386,14 @@ done:
     return rc;
 }
 
-/* Waits up to timeout_ms for a worker reply (taken from the backlog first
- * when use_backlog), serving the side socket meanwhile. Returns 1 with a
- * reply, 0 on timeout, -1 on failure. */
-static int recv_one(co *c, int timeout_ms, int use_backlog, int *wi, msg **out, sl_err *err)
-{
-    while (use_backlog && c->backlog) {
-        pending *p = c->backlog;
-        c->backlog = p->next;
-        if (!c->backlog)
-            c->backlog_tail = NULL;
-        int fresh = worker_is(c, p->worker, p->gen);
-        *wi = p->worker;
-        *out = p->m;
-        free(p);
-        if (fresh)
-            return 1;
-        msg_free(*out); /* its worker is gone: the work was re-issued */
-        *out = NULL;
-    }
-    double deadline = now_s() + timeout_ms / 1000.0;
-    for (;;) {
-        zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->svc_sock, 0, ZMQ_POLLIN, 0}};
-        int left = (int)((deadline - now_s()) * 1000);
-        int r = zmq_poll(it, c->svc_sock ? 2 : 1, left > 0 ? left : 0);
-        if (r < 0 && zmq_errno() != EINTR)
-            return sl_err_set(err, "poll: %s", zmq_strerror(zmq_errno()));
-        if (r > 0 && c->svc_sock && (it[1].revents & ZMQ_POLLIN))
-            c->svc_fn(c->svc_ctx);
-        check_workers(c);
-        if (r > 0 && (it[0].revents & ZMQ_POLLIN))
-            return read_worker(c, wi, out, err); /* 0 after a hello: callers re-check */
-        if (now_s() >= deadline)
-            return 0;
-    }
-}
-
-static void backlog_push(co *c, int wi, msg *m)
-{
-    size_t held = 0;
-    for (pending *q = c->backlog; q; q = q->next)
-        held += q->worker == wi;
-    if (held >= CO_MAX_BACKLOG) {
-        reject_worker(c, wi, NULL, "sent over %d replies nobody was waiting for", CO_MAX_BACKLOG);
-        msg_free(m);
-        return;
-    }
-    pending *p = calloc(1, sizeof *p);
-    if (!p) {
-        msg_free(m);
-        return;
-    }
-    p->worker = wi;
-    p->gen = c->w[wi].gen;
-    p->m = m;
-    if (c->backlog_tail)
-        c->backlog_tail->next = p;
-    else
-        c->backlog = p;
-    c->backlog_tail = p;
-}
-
-/* Takes worker wi's reply to request id out of the backlog, if it is there
- * (a reply counts only from the worker that was asked). */
-static msg *backlog_take(co *c, uint64_t id, int wi)
-{
-    for (pending **pp = &c->backlog, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        pending *p = *pp;
-        if (msg_id(p->m) != id || p->worker != wi || !c->w[wi].alive)
-            continue;
-        *pp = p->next;
-        if (c->backlog_tail == p)
-            c->backlog_tail = prev;
-        msg *m = p->m;
-        free(p);
-        return m;
-    }
-    return NULL;
-}
-
-/* Waits for the replies to ids[0..n), n <= 2, just sent to workers from[0..n), in any order
- * of arrival; other messages are kept for the main loop. Returns 0; -1 on
- * an ERROR reply or a socket failure; CO_LOST when a worker it waits for is
- * lost (the caller redoes the work elsewhere). */
+/* Waits for the replies to ids[0..n), n <= 2, just sent to workers
+ * from[0..n), in any order of arrival. Called from a job's fiber only: it
+ * yields to the loop, which files each reply with the job that waits for it
+ * (route_reply). Returns 0; -1 on an ERROR reply or when the job is
+ * cancelled; CO_LOST when a worker it waits for is lost or does not answer
+ * within the request timeout (the caller redoes the work elsewhere). */
 static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, size_t n,
-                        sl_err *err)
-{
-    size_t got = 0;
-    int rc = 0;
-    uint32_t gen[2]; /* the requests were just sent to these registrations */
-    if (n > 2)
-        return sl_err_set(err, "internal error: waiting for %zu replies", n);
-    for (size_t k = 0; k < n; k++)
-        gen[k] = from[k] >= 0 ? c->w[from[k]].gen : 0;
-    for (size_t k = 0; k < n; k++)
-        if ((replies[k] = backlog_take(c, ids[k], from[k])))
-            got++;
-    while (got < n) {
-        for (size_t k = 0; k < n; k++)
-            if (!replies[k] && !worker_is(c, from[k], gen[k])) {
-                rc = CO_LOST;
-                sl_err_set(err, "worker %d was lost", from[k]);
-                goto out;
-            }
-        if (c->cancel) {
-            rc = sl_err_set(err, "job cancelled");
-            goto out;
-        }
-        int wi;
-        msg *m;
-        int r = recv_one(c, 200, 0, &wi, &m, err);
-        if (r < 0) {
-            rc = -1;
-            goto out;
-        }
-        if (r == 0)
-            continue;
-        size_t k;
-        for (k = 0; k < n && !(ids[k] == msg_id(m) && from[k] == wi && !replies[k]); k++) {
-        }
-        if (k < n) {
-            replies[k] = m;
-            got++;
-        } else {
-            backlog_push(c, wi, m);
-        }
-    }
-    for (size_t k = 0; k < n && rc == 0; k++) {
-        if (msg_type(replies[k]) == MSG_ERROR) {
-            const char *s;
-            size_t l;
-            if (msg_get_str(replies[k], "error", &s, &l, NULL) == 0)
-                sl_err_set(err, "%.*s", (int)l, s);
-            else
-                sl_err_set(err, "a worker failed without saying why");
-            rc = -1;
-        }
-    }
-out:
-    if (rc != 0) /* the caller gets the error, not the replies */
-        for (size_t k = 0; k < n; k++) {
-            msg_free(replies[k]);
-            replies[k] = NULL;
-        }
-    return rc;
-}
+                        sl_err *err);
 
 const char *co_kind_name(int kind)
 {
@@ -550,25 +417,6 @@ size_t co_alive_workers(const co *c)
     return n;
 }
 
-int co_wait_workers(co *c, size_t n, int timeout_ms, sl_err *err)
-{
-    double deadline = now_s() + timeout_ms / 1000.0;
-    while (co_alive_workers(c) < n) {
-        double left = deadline - now_s();
-        if (left <= 0)
-            return sl_err_set(err, "only %zu of %zu workers connected within %d s",
-                              co_alive_workers(c), n, timeout_ms / 1000);
-        int wi;
-        msg *m;
-        int r = recv_one(c, (int)(left * 1000) + 1, 1, &wi, &m, err);
-        if (r < 0)
-            return -1;
-        if (r > 0)
-            backlog_push(c, wi, m);
-    }
-    return 0;
-}
-
 void co_set_heartbeat_timeout(co *c, int ms)
 {
     c->hb_timeout_ms = ms;
@@ -579,21 +427,6 @@ void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx)
     c->svc_sock = sock;
     c->svc_fn = fn;
     c->svc_ctx = ctx;
-}
-
-void co_cancel(co *c, int on)
-{
-    c->cancel = on;
-}
-
-int co_poll(co *c, int timeout_ms, sl_err *err)
-{
-    int wi;
-    msg *m;
-    int r = recv_one(c, timeout_ms, 0, &wi, &m, err);
-    if (r > 0)
-        msg_free(m); /* between jobs, replies are stale */
-    return r < 0 ? -1 : 0;
 }
 
 size_t co_worker_count(const co *c)
@@ -608,6 +441,7 @@ int co_worker_info(const co *c, size_t i, co_worker_view *out)
     const co_worker *w = &c->w[i];
     out->alive = w->alive;
     out->busy = w->busy_req != 0;
+    out->trees = w->trees;
     out->dbs = (const char *const *)w->dbs;
     out->ndbs = w->ndbs;
     out->idle_s = now_s() - w->last_seen;
@@ -633,13 +467,26 @@ static int worker_has_db(const co_worker *w, const char *db)
     return 0;
 }
 
-/* The first live worker that reaches db (describe, split, re-checks: one
- * request at a time, so no balancing is needed). */
+/* A live worker that reaches db for describe, split and re-checks: an idle
+ * one first (a busy one answers between row batches, but an idle one at
+ * once), else the first. */
 static int pick_worker(co *c, const char *db, sl_err *err)
 {
+    int any = -1, shunned = -1;
+    double now = now_s();
     for (size_t i = 0; i < c->nw; i++)
-        if (c->w[i].alive && worker_has_db(&c->w[i], db))
-            return (int)i;
+        if (c->w[i].alive && worker_has_db(&c->w[i], db)) {
+            if (now < c->w[i].shunned_until) {
+                shunned = (int)i;
+                continue;
+            }
+            if (!c->w[i].busy_req)
+                return (int)i;
+            if (any < 0)
+                any = (int)i;
+        }
+    if (any >= 0 || shunned >= 0)
+        return any >= 0 ? any : shunned;
     return sl_err_set(err, "no connected worker can reach database \"%s\"%s%s%s", db,
                       c->rejected[0] ? " (" : "", c->rejected, c->rejected[0] ? ")" : "");
 }
@@ -662,7 +509,8 @@ typedef struct range {
     mk_nodelist root[2];
     int worker[2];   /* the slot building or holding each side's tree ... */
     uint32_t gen[2]; /* ... as registered then (co_worker.gen) */
-    int state[2]; /* 0 pending, 1 running, 2 tree built, 3 compared */
+    int state[2]; /* range_state: each side's tree */
+    uint64_t tree[2]; /* the tree's id on its worker: new at each issue */
     uint64_t rows[2];
     int attempts;       /* compares cut short by a lost worker */
     int compared;       /* the trees were compared; done once re-checks settle too */
@@ -679,8 +527,40 @@ typedef struct recheck {
     double due;
 } recheck;
 
-typedef struct job {
+/* Where the job is: the loop schedules range tasks only for a job in
+ * JOB_RANGES; the others are steps of the job's own fiber. */
+enum job_phase { JOB_DESCRIBE, JOB_PLAN, JOB_RANGES, JOB_ENDED };
+
+/* The request a job's fiber is suspended on (wait_replies). */
+typedef struct job_wait {
+    size_t n;
+    uint64_t ids[2];
+    int from[2];
+    uint32_t gen[2];
+    msg *rep[2];
+} job_wait;
+
+struct co_job {
     co *c;
+    job *link; /* in c->jobs */
+    fiber *fb;
+    int phase;     /* enum job_phase */
+    int outcome;   /* co_job_state once ended */
+    int prio;      /* CO_PRIO_* */
+    size_t cap;    /* most range tasks at once; 0: no cap */
+    size_t tasks;  /* range tasks running now */
+    int cancel;    /* co_job_cancel asked */
+    int fatal;     /* failed in the loop (a worker's error on a range task): err says why */
+    int wake;      /* resume the fiber at the next turn of the loop */
+    double wake_at; /* ... or at this time (monotonic) */
+    double t0;
+    job_wait wait;
+    sl_err err; /* why it failed */
+    co_summary own_sum;
+    size_t *ready; /* ranges with both trees built, to compare: a queue */
+    size_t nready, ready_head, capready;
+    size_t next;   /* the first task that may still be pending */
+    double stranded; /* since when no live worker reaches a side */
     const co_diff_opts *o;
     const co_callbacks *cb;
     co_summary *sum;
@@ -691,7 +571,6 @@ typedef struct job {
     size_t ncols, nkey;
     range *r;
     size_t nr;
-    uint64_t tree_base;
     size_t ranges_done;
     uint64_t rows_done, rows_expected;
     sl_buf scratch;
@@ -711,7 +590,10 @@ typedef struct job {
     int recheck_mode;         /* fetched_row is resolving a batch of re-checks */
     size_t batch_lo, batch_n; /* the batch: rq[batch_lo .. batch_lo + batch_n) */
     size_t lost_seen;         /* c->lost when the ranges were last checked */
-} job;
+    side_desc sd[2];
+};
+
+enum range_state { RS_PENDING, RS_RUNNING, RS_BUILT, RS_COMPARED };
 
 static void side_free(side_desc *d)
 {
@@ -1119,7 +1001,7 @@ static int plan(job *j, sl_err *err)
             return -1;
         for (size_t i = 0; i < j->nr; i++)
             if (o->resume_done[i]) {
-                j->r[i].state[0] = j->r[i].state[1] = 3;
+                j->r[i].state[0] = j->r[i].state[1] = RS_COMPARED;
                 j->ranges_done++;
             }
         j->sum->source_rows = o->resume_rows[0];
@@ -1187,7 +1069,7 @@ static mk_bound range_hi(const range *r)
 
 static uint64_t tree_id(job *j, size_t ri, int side)
 {
-    return j->tree_base + ri * 2 + (uint64_t)side;
+    return j->r[ri].tree[side];
 }
 
 static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
@@ -1201,15 +1083,27 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     mk_bound lo = range_lo(r), hi = range_hi(r);
     pack_bound(mw, "lo", lo.kind, lo.key, lo.len);
     pack_bound(mw, "hi", hi.kind, hi.key, hi.len);
-    msg_put_uint(mw, "tree", tree_id(j, ri, side));
+    /* a tree id is never reused: a worker told to release one it has not
+     * built yet refuses to build it later, and a re-issued task must not
+     * be taken for that one */
+    r->tree[side] = j->c->next_id++;
+    msg_put_uint(mw, "tree", r->tree[side]);
     int rc = call(j->c, wi, mw, err);
     if (rc)
         return rc;
-    j->c->w[wi].busy_req = id;
-    j->c->w[wi].busy_task = (long)(ri * 2 + (size_t)side);
-    r->state[side] = 1;
+    co_worker *w = &j->c->w[wi];
+    w->busy_req = id;
+    w->busy_task = (long)(ri * 2 + (size_t)side);
+    w->busy_job = j;
+    /* a throttled job's range takes the time its rows need, on top */
+    double need = 0;
+    if (j->o->max_rows_per_second > 0 && j->nr)
+        need = (double)j->rows_expected / (double)j->nr / (double)j->o->max_rows_per_second;
+    w->busy_deadline = now_s() + j->c->req_timeout_ms / 1000.0 + need;
+    j->tasks++;
+    r->state[side] = RS_RUNNING;
     r->worker[side] = wi;
-    r->gen[side] = j->c->w[wi].gen;
+    r->gen[side] = w->gen;
     return 0;
 }
 
@@ -1759,7 +1653,8 @@ static void pick_readers(job *j, int readers[2])
         int same = -1; /* an idle worker already reading the other side */
         for (size_t i = 0; i < j->c->nw; i++) {
             co_worker *w = &j->c->w[i];
-            if (!w->alive || w->busy_req || !worker_has_db(w, j->db[s]))
+            if (!w->alive || w->busy_req || now_s() < w->shunned_until ||
+                !worker_has_db(w, j->db[s]))
                 continue;
             if ((int)i == readers[1 - s]) {
                 same = (int)i;
@@ -1917,23 +1812,26 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     return ++j->pend_n >= CO_SPANS_GATHERED ? span_flush(j, err) : 0;
 }
 
+/* Tells the worker holding (or building) a side's tree to drop it. */
+static int release_side(job *j, size_t ri, int s)
+{
+    int wi = j->r[ri].worker[s];
+    if (!worker_is(j->c, wi, j->r[ri].gen[s]))
+        return 0;
+    uint64_t id;
+    msg_writer *mw = request(j->c, MSG_RELEASE, 1, &id);
+    if (!mw)
+        return -1;
+    msg_put_uint(mw, "tree", tree_id(j, ri, s));
+    return call(j->c, wi, mw, NULL) == -1 ? -1 : 0;
+}
+
 static int release(job *j, size_t ri)
 {
-    for (int s = 0; s < 2; s++) {
-        uint64_t id;
-        msg_writer *mw = request(j->c, MSG_RELEASE, 1, &id);
-        if (!mw)
-            return -1;
-        msg_put_uint(mw, "tree", tree_id(j, ri, s));
-        int wi = j->r[ri].worker[s];
-        if (!worker_is(j->c, wi, j->r[ri].gen[s])) {
-            msg_writer_free(mw);
-            continue;
-        }
-        if (call(j->c, wi, mw, NULL))
-            return -1;
-    }
-    return 0;
+    int rc = 0;
+    for (int s = 0; s < 2; s++)
+        rc |= release_side(j, ri, s);
+    return rc;
 }
 
 /* A range is finished when its trees were compared and none of its keys
@@ -2051,52 +1949,116 @@ static int compare_range(job *j, size_t ri, sl_err *err)
     mk_nodelist_free(&r->root[1]);
     if (rc)
         return rc;
-    r->state[0] = r->state[1] = 3;
+    r->state[0] = r->state[1] = RS_COMPARED;
     r->compared = 1;
     return r->pending ? 0 : finish_range(j, ri, err);
+}
+
+/* ---- the job's fiber ---------------------------------------------------- */
+
+static void worker_idle(co_worker *w)
+{
+    if (w->busy_req && w->busy_job)
+        w->busy_job->tasks--;
+    w->busy_req = 0;
+    w->busy_job = NULL;
+}
+
+static void wake_all(co *c)
+{
+    for (job *j = c->jobs; j; j = j->link)
+        j->wake = 1;
 }
 
 /* After workers were lost: every tree they were building or holding is
  * built again elsewhere. */
 static void requeue_lost(job *j)
 {
-    if (j->lost_seen == j->c->lost)
-        return;
     j->lost_seen = j->c->lost;
     for (size_t i = 0; i < j->nr; i++)
         for (int s = 0; s < 2; s++) {
             range *r = &j->r[i];
             int wi = r->worker[s];
-            if ((r->state[s] == 1 || r->state[s] == 2) && wi >= 0 &&
+            if ((r->state[s] == RS_RUNNING || r->state[s] == RS_BUILT) && wi >= 0 &&
                 !worker_is(j->c, wi, r->gen[s])) {
-                r->state[s] = 0;
+                r->state[s] = RS_PENDING;
                 r->worker[s] = -1;
                 mk_nodelist_free(&r->root[s]);
             }
         }
+    j->next = 0;
 }
 
-/* Gives each idle worker the next tree task it can serve. */
-static int dispatch(job *j, size_t *next, sl_err *err)
+static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, size_t n,
+                        sl_err *err)
 {
-    co *c = j->c;
-    for (size_t wi = 0; wi < c->nw; wi++) {
-        if (c->w[wi].busy_req || !c->w[wi].alive)
-            continue;
-        for (size_t t = *next; t < 2 * j->nr; t++) {
-            size_t ri = t / 2;
-            int side = (int)(t % 2);
-            if (j->r[ri].state[side] != 0 || !worker_has_db(&c->w[wi], j->db[side]))
-                continue;
-            int r = send_tree(j, ri, side, (int)wi, err);
-            if (r && r != CO_LOST) /* a lost worker's task stays pending */
-                return -1;
+    job *j = c->active;
+    if (n > 2 || !j)
+        return sl_err_set(err, "internal error: waiting for %zu replies outside a job", n);
+    job_wait *w = &j->wait;
+    memset(w, 0, sizeof *w);
+    w->n = n;
+    for (size_t k = 0; k < n; k++) {
+        w->ids[k] = ids[k];
+        w->from[k] = from[k];
+        w->gen[k] = from[k] >= 0 ? c->w[from[k]].gen : 0;
+        replies[k] = NULL;
+    }
+    double deadline = now_s() + c->req_timeout_ms / 1000.0;
+    int rc = 0;
+    for (;;) {
+        size_t got = 0;
+        for (size_t k = 0; k < n; k++)
+            got += w->rep[k] != NULL;
+        if (got == n)
             break;
+        for (size_t k = 0; k < n; k++)
+            if (!w->rep[k] && !worker_is(c, from[k], w->gen[k])) {
+                rc = CO_LOST;
+                sl_err_set(err, "worker %d was lost", from[k]);
+                goto out;
+            }
+        if (j->cancel) {
+            rc = sl_err_set(err, "job cancelled");
+            goto out;
+        }
+        if (now_s() >= deadline) { /* alive, but not answering: as good as lost */
+            for (size_t k = 0; k < n; k++)
+                if (!w->rep[k])
+                    time_out(c, from[k], "request");
+            rc = CO_LOST;
+            sl_err_set(err, "a worker did not answer within %d s", c->req_timeout_ms / 1000);
+            goto out;
+        }
+        j->wake_at = deadline; /* the loop wakes it sooner for a reply or a loss */
+        fiber_yield(j->fb);
+    }
+    for (size_t k = 0; k < n; k++) {
+        replies[k] = w->rep[k];
+        w->rep[k] = NULL;
+    }
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        if (msg_type(replies[k]) == MSG_ERROR) {
+            const char *s;
+            size_t l;
+            if (msg_get_str(replies[k], "error", &s, &l, NULL) == 0)
+                sl_err_set(err, "%.*s", (int)l, s);
+            else
+                sl_err_set(err, "a worker failed without saying why");
+            rc = -1;
         }
     }
-    while (*next < 2 * j->nr && j->r[*next / 2].state[*next % 2] != 0)
-        (*next)++;
-    return 0;
+out:
+    for (size_t k = 0; k < n; k++) {
+        if (rc != 0) { /* the caller gets the error, not the replies */
+            msg_free(replies[k]);
+            replies[k] = NULL;
+        }
+        msg_free(w->rep[k]);
+        w->rep[k] = NULL;
+    }
+    w->n = 0;
+    return rc;
 }
 
 /* Whether some live worker reaches db. */
@@ -2108,137 +2070,432 @@ static int can_reach(co *c, const char *db)
     return 0;
 }
 
-int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *sum, sl_err *err)
+/* The job's steps, on its fiber: describe, plan, then compare each range
+ * whose two trees the loop has collected (ready queue), and the re-checks,
+ * until every range is done. 0 or -1 with err. */
+static int job_run(job *j, sl_err *err)
 {
-    double t0 = now_s();
-    job j = {.c = c, .o = o, .cb = cb, .sum = sum};
-    side_desc sd[2];
-    int rc = -1;
-    memset(sd, 0, sizeof sd);
-    memset(sum, 0, sizeof *sum);
-    j.db[0] = o->source_db;
-    j.db[1] = o->target_db;
-    j.table[0] = o->table;
-    j.table[1] = o->target_table ? o->target_table : o->table;
-    j.tree_base = c->next_id;
-    c->next_id += 1u << 24; /* room for the tree ids of 8M ranges */
+    co *c = j->c;
+    co_summary *sum = j->sum;
+    j->phase = JOB_DESCRIBE;
     for (int s = 0; s < 2; s++)
-        if (describe(&j, s, &sd[s], err))
-            goto done;
-    snprintf(sum->source_name, sizeof sum->source_name, "%s", sd[0].source);
-    snprintf(sum->target_name, sizeof sum->target_name, "%s", sd[1].source);
-    if (reconcile(&j, &sd[0], &sd[1], err) || plan(&j, err))
-        goto done;
-    sum->ranges = j.nr;
+        if (describe(j, s, &j->sd[s], err))
+            return -1;
+    snprintf(sum->source_name, sizeof sum->source_name, "%s", j->sd[0].source);
+    snprintf(sum->target_name, sizeof sum->target_name, "%s", j->sd[1].source);
+    j->phase = JOB_PLAN;
+    if (reconcile(j, &j->sd[0], &j->sd[1], err) || plan(j, err))
+        return -1;
+    sum->ranges = j->nr;
     sum->workers = co_alive_workers(c);
-    j.lost_seen = c->lost;
-    size_t next = 0;
-    double stranded = 0; /* since when no live worker reaches a side */
-    while (j.ranges_done < j.nr) {
-        if (c->cancel) {
-            sl_err_set(err, "job cancelled");
-            goto done;
+    j->lost_seen = c->lost;
+    j->phase = JOB_RANGES;
+    while (j->ranges_done < j->nr) {
+        if (j->cancel)
+            return sl_err_set(err, "job cancelled");
+        if (j->fatal) {
+            *err = j->err;
+            return -1;
         }
-        if (j.lost_seen != c->lost) {
-            requeue_lost(&j);
-            next = 0;
-        }
-        if (!can_reach(c, j.db[0]) || !can_reach(c, j.db[1])) {
-            if (!stranded)
-                stranded = now_s();
-            if (now_s() - stranded >
-                3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000) {
-                sl_err_set(err, "no live worker can reach database \"%s\"%s%s%s",
-                           can_reach(c, j.db[0]) ? j.db[1] : j.db[0], c->rejected[0] ? " (" : "",
-                           c->rejected, c->rejected[0] ? ")" : "");
-                goto done;
-            }
+        if (j->lost_seen != c->lost)
+            requeue_lost(j);
+        if (!can_reach(c, j->db[0]) || !can_reach(c, j->db[1])) {
+            if (!j->stranded)
+                j->stranded = now_s();
+            if (now_s() - j->stranded >
+                3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000)
+                return sl_err_set(err, "no live worker can reach database \"%s\"%s%s%s",
+                                  can_reach(c, j->db[0]) ? j->db[1] : j->db[0],
+                                  c->rejected[0] ? " (" : "", c->rejected,
+                                  c->rejected[0] ? ")" : "");
         } else {
-            stranded = 0;
+            j->stranded = 0;
         }
-        if (dispatch(&j, &next, err))
-            goto done;
-        if (j.nrq) {
-            int rr = run_rechecks(&j, now_s(), err);
+        if (j->nrq) {
+            int rr = run_rechecks(j, now_s(), err);
             if (rr && rr != CO_LOST)
-                goto done;
+                return -1;
         }
+        if (j->ready_head < j->nready) {
+            size_t ri = j->ready[j->ready_head++];
+            if (j->ready_head == j->nready)
+                j->ready_head = j->nready = 0;
+            range *rg = &j->r[ri];
+            /* queued twice when rebuilt after a loss: compared once */
+            if (rg->state[0] == RS_BUILT && rg->state[1] == RS_BUILT && compare_range(j, ri, err))
+                return -1;
+            continue;
+        }
+        j->wake_at = now_s() + (j->nrq ? 0.05 : 0.2);
+        fiber_yield(j->fb);
+    }
+    return 0;
+}
+
+/* Leaves no worker building or holding a tree of the job, and frees what
+ * the job built. */
+static void job_cleanup(job *j)
+{
+    co *c = j->c;
+    for (size_t wi = 0; wi < c->nw; wi++)
+        if (c->w[wi].busy_job == j)
+            worker_idle(&c->w[wi]);
+    for (size_t i = 0; i < j->nr; i++) {
+        for (int s = 0; s < 2; s++)
+            if (j->r[i].state[s] == RS_RUNNING || j->r[i].state[s] == RS_BUILT)
+                release_side(j, i, s); /* a worker still building it stops */
+        sl_buf_free(&j->r[i].lo);
+        sl_buf_free(&j->r[i].hi);
+        mk_nodelist_free(&j->r[i].root[0]);
+        mk_nodelist_free(&j->r[i].root[1]);
+        sl_buf_free(&j->r[i].emitted);
+    }
+    free(j->r);
+    j->r = NULL;
+    j->nr = 0;
+    for (size_t i = 0; i < j->nrq; i++)
+        free(j->rq[i].key);
+    free(j->rq);
+    j->rq = NULL;
+    j->nrq = 0;
+    free(j->ready);
+    j->ready = NULL;
+    side_free(&j->sd[0]);
+    side_free(&j->sd[1]);
+    memset(j->sd, 0, sizeof j->sd);
+    sl_buf_free(&j->scratch);
+    sl_buf_free(&j->changed);
+    sl_buf_free(&j->pend_lo);
+    sl_buf_free(&j->pend_hi);
+}
+
+static void job_main(void *arg)
+{
+    job *j = arg;
+    sl_err e = {0};
+    int rc = job_run(j, &e);
+    job_cleanup(j);
+    j->sum->elapsed = now_s() - j->t0;
+    if (rc) {
+        j->err = e;
+        if (!j->err.msg[0])
+            sl_err_set(&j->err, "out of memory");
+    }
+    j->outcome = rc == 0 ? CO_JOB_DONE : j->cancel ? CO_JOB_CANCELLED : CO_JOB_FAILED;
+    j->phase = JOB_ENDED;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+/* A range task's reply (a tree's root), taken in the loop: the range's side
+ * is built, or the worker is dropped for a bad reply (its task goes to
+ * another), or the job fails with the worker's error. */
+static void tree_reply(co *c, int wi, msg *m)
+{
+    co_worker *w = &c->w[wi];
+    job *j = w->busy_job;
+    size_t ri = (size_t)w->busy_task / 2;
+    int side = (int)(w->busy_task % 2);
+    worker_idle(w);
+    j->wake = 1;
+    if (msg_type(m) == MSG_ERROR) {
+        const char *s;
+        size_t l;
+        if (msg_get_str(m, "error", &s, &l, NULL) == 0)
+            sl_err_set(&j->err, "%s: %.*s", side ? "target" : "source", (int)l, s);
+        else
+            sl_err_set(&j->err, "a worker failed without saying why");
+        j->fatal = 1;
+        msg_free(m);
+        return;
+    }
+    int64_t rows;
+    range *rg = &j->r[ri];
+    mk_nodelist_reset(&rg->root[side]);
+    sl_err why;
+    int bad = msg_get_int(m, "rows", &rows, &why) ? 1
+              : rows < 0 ? (sl_err_set(&why, "claims %lld rows", (long long)rows), 1)
+                         : read_nodes(j, rg, m, NULL, (uint64_t)rows, &rg->root[side], &why);
+    msg_free(m);
+    if (bad < 0) {
+        sl_err_set(&j->err, "out of memory");
+        j->fatal = 1;
+        return;
+    }
+    if (bad) { /* requeue_lost gives the task to another worker */
+        mk_nodelist_reset(&rg->root[side]);
+        reject_worker(c, wi, NULL, "its tree reply for range %zu %s", ri, why.msg);
+        return;
+    }
+    rg->rows[side] = (uint64_t)rows;
+    rg->state[side] = RS_BUILT;
+    if (rg->state[0] != RS_BUILT || rg->state[1] != RS_BUILT)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rg->read_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (j->nready == j->capready) {
+        size_t cap = j->capready ? 2 * j->capready : 16;
+        size_t *p = realloc(j->ready, cap * sizeof *p);
+        if (!p) {
+            sl_err_set(&j->err, "out of memory");
+            j->fatal = 1;
+            return;
+        }
+        j->ready = p;
+        j->capready = cap;
+    }
+    j->ready[j->nready++] = ri;
+}
+
+/* Files a worker's reply with the job waiting for it: a range task's with
+ * its job, a request's with the job whose fiber waits for it from that very
+ * registration. Anything else answers what was settled or given up on. */
+static void route_reply(co *c, int wi, msg *m)
+{
+    co_worker *w = &c->w[wi];
+    uint64_t id = msg_id(m);
+    if (w->busy_req && id == w->busy_req)
+        return tree_reply(c, wi, m);
+    for (job *j = c->jobs; j; j = j->link)
+        for (size_t k = 0; k < j->wait.n; k++)
+            if (j->wait.ids[k] == id && j->wait.from[k] == wi && j->wait.gen[k] == w->gen &&
+                !j->wait.rep[k]) {
+                j->wait.rep[k] = m;
+                j->wake = 1;
+                return;
+            }
+    msg_free(m);
+}
+
+/* The next pending task of job j that worker w can serve, as ri * 2 + side;
+ * SIZE_MAX when none. The cursor j->next only moves past tasks no longer
+ * pending (requeue_lost resets it). */
+static size_t next_task(job *j, const co_worker *w)
+{
+    while (j->next < 2 * j->nr && j->r[j->next / 2].state[j->next % 2] != RS_PENDING)
+        j->next++;
+    int has[2] = {worker_has_db(w, j->db[0]), worker_has_db(w, j->db[1])};
+    if (!has[0] && !has[1])
+        return SIZE_MAX;
+    for (size_t t = j->next; t < 2 * j->nr; t++)
+        if (j->r[t / 2].state[t % 2] == RS_PENDING && has[t % 2])
+            return t;
+    return SIZE_MAX;
+}
+
+/* Gives each idle worker a range task: the highest priority first, then
+ * the job with the fewest tasks running (older first on a tie), never past
+ * a job's cap. Tasks are never taken back, so a high job waits for at most
+ * the one range task a worker is in the middle of. */
+static void dispatch(co *c)
+{
+    for (size_t wi = 0; wi < c->nw; wi++) {
+        co_worker *w = &c->w[wi];
+        if (w->busy_req || !w->alive || now_s() < w->shunned_until)
+            continue;
+        job *best = NULL;
+        size_t best_t = 0;
+        for (job *j = c->jobs; j; j = j->link) {
+            if (j->phase != JOB_RANGES || j->cancel || j->fatal || (j->cap && j->tasks >= j->cap))
+                continue;
+            if (best && (j->prio < best->prio || (j->prio == best->prio && j->tasks >= best->tasks)))
+                continue;
+            size_t t = next_task(j, w);
+            if (t == SIZE_MAX)
+                continue;
+            best = j;
+            best_t = t;
+        }
+        if (!best)
+            continue;
+        sl_err e = {0};
+        int r = send_tree(best, best_t / 2, (int)(best_t % 2), (int)wi, &e);
+        if (r && r != CO_LOST) { /* a lost worker's task stays pending */
+            best->err = e;
+            best->fatal = 1;
+            best->wake = 1;
+        }
+    }
+}
+
+/* A request unanswered past its deadline: the worker is alive (it
+ * heartbeats) but stuck or dropped the reply. Its work goes elsewhere, and
+ * it gets none for a while. */
+static void time_out(co *c, int wi, const char *what)
+{
+    char line[200];
+    snprintf(line, sizeof line,
+             "worker %d did not answer a %s within %d s; its work goes to the others", wi, what,
+             c->req_timeout_ms / 1000);
+    if (c->log_fn)
+        c->log_fn(c->log_ctx, line);
+    double pause = c->req_timeout_ms / 1000.0;
+    c->w[wi].shunned_until = now_s() + (pause > 10 ? pause : 10);
+    lose_worker(c, &c->w[wi]);
+}
+
+/* A range task unanswered past its deadline (time_out). */
+static void check_deadlines(co *c)
+{
+    double now = now_s();
+    for (size_t i = 0; i < c->nw; i++) {
+        co_worker *w = &c->w[i];
+        if (!w->alive || !w->busy_req || now < w->busy_deadline)
+            continue;
+        time_out(c, (int)i, "range task");
+    }
+}
+
+static void run_jobs(co *c)
+{
+    double now = now_s();
+    for (job *j = c->jobs; j; j = j->link) {
+        if (j->phase == JOB_ENDED || !(j->wake || now >= j->wake_at))
+            continue;
+        j->wake = 0;
+        c->active = j;
+        fiber_resume(j->fb);
+        c->active = NULL;
+    }
+}
+
+int co_run(co *c, int timeout_ms, sl_err *err)
+{
+    dispatch(c);
+    run_jobs(c);
+    dispatch(c);
+    double now = now_s(), until = now + timeout_ms / 1000.0;
+    for (job *j = c->jobs; j; j = j->link)
+        if (j->phase != JOB_ENDED && (j->wake || j->wake_at < until))
+            until = j->wake ? now : j->wake_at;
+    int left = (int)((until - now) * 1000);
+    zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->svc_sock, 0, ZMQ_POLLIN, 0}};
+    int r = zmq_poll(it, c->svc_sock ? 2 : 1, left > 0 ? left : 0);
+    if (r < 0 && zmq_errno() != EINTR)
+        return sl_err_set(err, "poll: %s", zmq_strerror(zmq_errno()));
+    if (r > 0 && c->svc_sock && (it[1].revents & ZMQ_POLLIN))
+        c->svc_fn(c->svc_ctx);
+    for (int k = 0; k < 4096; k++) { /* bounded: the client socket gets its turn */
+        int events = 0;
+        size_t sz = sizeof events;
+        if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN))
+            break;
         int wi;
         msg *m;
-        int r = recv_one(c, j.nrq ? 50 : 200, 1, &wi, &m, err);
-        if (r < 0)
-            goto done;
-        if (r == 0)
-            continue;
-        co_worker *w = &c->w[wi];
-        if (!w->busy_req || msg_id(m) != w->busy_req) {
-            msg_free(m); /* a late reply to something already settled */
-            continue;
-        }
-        size_t ri = (size_t)w->busy_task / 2;
-        int side = (int)(w->busy_task % 2);
-        w->busy_req = 0;
-        if (msg_type(m) == MSG_ERROR) {
-            const char *s;
-            size_t l;
-            if (msg_get_str(m, "error", &s, &l, NULL) == 0)
-                sl_err_set(err, "%s: %.*s", side ? "target" : "source", (int)l, s);
-            else
-                sl_err_set(err, "a worker failed without saying why");
-            msg_free(m);
-            goto done;
-        }
-        int64_t rows;
-        range *rg = &j.r[ri];
-        mk_nodelist_reset(&rg->root[side]);
-        sl_err why;
-        int bad = msg_get_int(m, "rows", &rows, &why) ? 1
-                  : rows < 0 ? (sl_err_set(&why, "claims %lld rows", (long long)rows), 1)
-                             : read_nodes(&j, rg, m, NULL, (uint64_t)rows, &rg->root[side], &why);
-        msg_free(m);
-        if (bad < 0) {
-            sl_err_set(err, "out of memory");
-            goto done;
-        }
-        if (bad) { /* requeue_lost gives the task to another worker */
-            mk_nodelist_reset(&rg->root[side]);
-            reject_worker(c, wi, NULL, "its tree reply for range %zu %s", ri, why.msg);
-            continue;
-        }
-        rg->rows[side] = (uint64_t)rows;
-        rg->state[side] = 2;
-        if (rg->state[0] == 2 && rg->state[1] == 2) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            rg->read_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        }
-        if (rg->state[0] == 2 && rg->state[1] == 2 && compare_range(&j, ri, err))
-            goto done;
+        int rr = read_worker(c, &wi, &m, err);
+        if (rr < 0)
+            return -1;
+        if (rr > 0)
+            route_reply(c, wi, m);
     }
-    rc = 0;
-done:
-    /* leave no worker holding trees or tasks of this job */
-    for (size_t wi = 0; wi < c->nw; wi++)
-        c->w[wi].busy_req = 0;
-    for (size_t i = 0; i < j.nr; i++) {
-        sl_buf_free(&j.r[i].lo);
-        sl_buf_free(&j.r[i].hi);
-        mk_nodelist_free(&j.r[i].root[0]);
-        mk_nodelist_free(&j.r[i].root[1]);
-        sl_buf_free(&j.r[i].emitted);
+    check_workers(c);
+    check_deadlines(c);
+    run_jobs(c);
+    return 0;
+}
+
+co_job *co_job_start(co *c, const co_diff_opts *o, const co_callbacks *cb, sl_err *err)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        return sl_err_set(err, "out of memory"), NULL;
+    j->c = c;
+    j->o = o;
+    j->cb = cb;
+    j->sum = &j->own_sum;
+    j->db[0] = o->source_db;
+    j->db[1] = o->target_db;
+    j->table[0] = o->table;
+    j->table[1] = o->target_table ? o->target_table : o->table;
+    j->prio = o->priority;
+    j->cap = o->max_tasks;
+    j->t0 = now_s();
+    j->wake = 1;
+    /* deep enough for the drill-down's recursion under the sanitizers;
+     * only the pages touched cost memory */
+    if (!(j->fb = fiber_new(job_main, j, 8u << 20))) {
+        free(j);
+        return sl_err_set(err, "out of memory"), NULL;
     }
-    free(j.r);
-    for (size_t i = 0; i < j.nrq; i++)
-        free(j.rq[i].key);
-    free(j.rq);
-    side_free(&sd[0]);
-    side_free(&sd[1]);
-    sl_buf_free(&j.scratch);
-    sl_buf_free(&j.changed);
-    sl_buf_free(&j.pend_lo);
-    sl_buf_free(&j.pend_hi);
-    sum->elapsed = now_s() - t0;
-    return rc;
+    job **tail = &c->jobs;
+    while (*tail)
+        tail = &(*tail)->link;
+    *tail = j;
+    return j;
+}
+
+int co_job_state(const co_job *j, co_summary *sum, sl_err *err)
+{
+    if (j->phase != JOB_ENDED)
+        return CO_JOB_RUNNING;
+    if (sum)
+        *sum = j->own_sum;
+    if (err && j->outcome != CO_JOB_DONE)
+        *err = j->err;
+    return j->outcome;
+}
+
+void co_job_cancel(co_job *j)
+{
+    j->cancel = 1;
+    j->wake = 1;
+}
+
+void co_job_free(co_job *j)
+{
+    if (!j)
+        return;
+    co *c = j->c;
+    /* a cancelled job never waits again: its fiber runs to its end */
+    j->cancel = 1;
+    for (int turns = 0; j->phase != JOB_ENDED && turns < 1000; turns++) {
+        c->active = j;
+        fiber_resume(j->fb);
+        c->active = NULL;
+    }
+    for (job **pp = &c->jobs; *pp; pp = &(*pp)->link)
+        if (*pp == j) {
+            *pp = j->link;
+            break;
+        }
+    if (j->phase == JOB_ENDED) /* else its stack is kept: it holds what only it can free */
+        fiber_free(j->fb);
+    free(j);
+}
+
+int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *sum, sl_err *err)
+{
+    co_job *j = co_job_start(c, o, cb, err);
+    if (!j)
+        return -1;
+    while (co_job_state(j, NULL, NULL) == CO_JOB_RUNNING)
+        if (co_run(c, 200, err)) {
+            co_job_free(j);
+            return -1;
+        }
+    int st = co_job_state(j, sum, err);
+    co_job_free(j);
+    return st == CO_JOB_DONE ? 0 : -1;
+}
+
+int co_wait_workers(co *c, size_t n, int timeout_ms, sl_err *err)
+{
+    double deadline = now_s() + timeout_ms / 1000.0;
+    while (co_alive_workers(c) < n) {
+        double left = deadline - now_s();
+        if (left <= 0)
+            return sl_err_set(err, "only %zu of %zu workers connected within %d s",
+                              co_alive_workers(c), n, timeout_ms / 1000);
+        if (co_run(c, (int)(left * 1000) + 1, err))
+            return -1;
+    }
+    return 0;
+}
+
+void co_set_request_timeout(co *c, int ms)
+{
+    c->req_timeout_ms = ms > 0 ? ms : 300000;
 }
 
 /* ---- a job without sockets, for the fuzzer ---------------------------- */

@@ -1,5 +1,5 @@
-/* co: the coordinator. It binds a ROUTER socket for workers, and runs a diff
- * job across them: describe both tables (through workers: the coordinator
+/* co: the coordinator. It binds a ROUTER socket for workers, and runs diff
+ * jobs across them, many at once in one event loop: describe both tables (through workers: the coordinator
  * never opens a source or target database), reconcile their schemas, split
  * the key space into ranges, have each range's source and target trees built
  * in parallel, compare them, drill into differing spans down to rows and
@@ -89,6 +89,8 @@ typedef struct co_diff_opts {
     int settle_ms;               /* ... each time after this long */
     int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
     size_t ranges;               /* 0: chosen from worker count and table size */
+    int priority;                /* CO_PRIO_*: who gets the next free worker */
+    size_t max_tasks;            /* most range tasks at once; 0: no cap */
     /* Resuming: the recorded split keys, which ranges are done (n + 1
      * flags) and the rows those counted. NULL resume_done: a new job. */
     size_t resume_nbounds;
@@ -110,7 +112,10 @@ typedef struct co_summary {
     char source_name[256], target_name[256];
 } co_summary;
 
+enum { CO_PRIO_LOW = 0, CO_PRIO_NORMAL = 1, CO_PRIO_HIGH = 2 };
+
 typedef struct co co;
+typedef struct co_job co_job;
 
 /* Binds the worker socket at endpoint on zctx, as a CURVE server when
  * curve_secret (Z85) is given. NULL with err set. */
@@ -120,9 +125,39 @@ void co_free(co *c);
 /* Waits until n workers have said hello, or fails after timeout_ms. */
 int co_wait_workers(co *c, size_t n, int timeout_ms, sl_err *err);
 
-/* Runs one diff job. 0: done (divergence or not; see summary); -1: the job
- * could not be run or finished, with err saying why. */
+/* Runs one diff job to its end (co_job_start, then co_run until it ends).
+ * 0: done (divergence or not; see summary); -1: the job could not be run
+ * or finished, with err saying why. */
 int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *sum, sl_err *err);
+
+/* Starts a job: it runs as co_run turns. o and cb (and what they point to)
+ * must outlive the job. NULL when memory runs out. */
+co_job *co_job_start(co *c, const co_diff_opts *o, const co_callbacks *cb, sl_err *err);
+
+enum co_job_state { CO_JOB_RUNNING, CO_JOB_DONE, CO_JOB_FAILED, CO_JOB_CANCELLED };
+
+/* CO_JOB_RUNNING until the job ends; then, with sum and err filled (either
+ * may be NULL), how it ended. */
+int co_job_state(const co_job *j, co_summary *sum, sl_err *err);
+
+/* Asks a job to stop: within a turn or two of the loop its workers are told
+ * to release its trees (and to stop building them) and it ends
+ * CO_JOB_CANCELLED. */
+void co_job_cancel(co_job *j);
+
+/* Frees an ended job (a running one is cancelled and run to its end first). */
+void co_job_free(co_job *j);
+
+/* One turn of the event loop: waits up to timeout_ms for messages, files
+ * workers' replies with the jobs waiting for them, gives idle workers range
+ * tasks (by priority, then fewest running), and resumes the jobs that can
+ * go on. 0, or -1 when the socket fails. */
+int co_run(co *c, int timeout_ms, sl_err *err);
+
+/* A request unanswered for ms loses its worker (its work is re-issued, as
+ * for a worker that died). Default 300 s; a throttled job's range tasks get
+ * the time their rows need on top. */
+void co_set_request_timeout(co *c, int ms);
 
 /* Tells every known worker to stop. */
 void co_shutdown_workers(co *c);
@@ -131,26 +166,20 @@ void co_shutdown_workers(co *c);
  * 0 (the default) never gives up on a worker. */
 void co_set_heartbeat_timeout(co *c, int ms);
 
-/* While the coordinator waits on workers, fn(ctx) is called whenever sock
- * is readable (a client socket to serve during jobs). */
+/* co_run calls fn(ctx) whenever sock is readable (the client socket). */
 void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx);
 
 /* fn(ctx, line) is told, in one line, of each worker dropped for breaking
  * the protocol (its work goes to the others). NULL: nobody is told. */
 void co_set_log(co *c, void (*fn)(void *ctx, const char *line), void *ctx);
 
-/* Makes the running job (if any) stop with "job cancelled"; 0 clears it. */
-void co_cancel(co *c, int on);
-
-/* Between jobs: serves hellos, heartbeats and the service socket for up to
- * timeout_ms. */
-int co_poll(co *c, int timeout_ms, sl_err *err);
 
 typedef struct co_worker_view {
     int alive, busy;
     const char *const *dbs;
     size_t ndbs;
-    double idle_s; /* seconds since its last message */
+    double idle_s;  /* seconds since its last message */
+    uint64_t trees; /* trees it holds, as it last said */
 } co_worker_view;
 
 /* For tests/fuzz only: takes frame as a worker's reply to a request of

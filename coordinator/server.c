@@ -13,12 +13,15 @@
 
 #define SPEC_MAX_LIST CO_MAX_COLS /* names in --key, --columns, --exclude-columns */
 
+typedef struct active active;
+
 struct co_server {
     void *zctx;
     co *c;
     void *clients, *pub;
     co_store *store;
-    int64_t running; /* job id, 0 when idle */
+    active *act; /* the jobs running now */
+    size_t nact, max_jobs;
     int verbose;
     sl_buf frame;
     volatile sig_atomic_t *stop;
@@ -128,6 +131,24 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if ((o = msg_get(m, "max_rows_per_second")) && (msg_obj_int(o, &mrps) || mrps < 0))
         return sl_err_set(err, "submit: \"max_rows_per_second\" must be 0 or more");
     s->o.max_rows_per_second = mrps;
+    s->o.priority = CO_PRIO_NORMAL;
+    if ((o = msg_get(m, "priority")) && !msg_obj_is_nil(o)) {
+        const char *p;
+        size_t n;
+        static const char *const names[] = {"low", "normal", "high"};
+        int found = -1;
+        if (msg_obj_str(o, &p, &n) == 0)
+            for (int i = 0; i < 3; i++)
+                if (strlen(names[i]) == n && memcmp(names[i], p, n) == 0)
+                    found = i;
+        if (found < 0)
+            return sl_err_set(err, "submit: \"priority\" must be \"high\", \"normal\" or \"low\"");
+        s->o.priority = found; /* CO_PRIO_LOW, _NORMAL, _HIGH in that order */
+    }
+    int64_t cap = 0;
+    if ((o = msg_get(m, "max_tasks")) && (msg_obj_int(o, &cap) || cap < 0 || cap > 100000))
+        return sl_err_set(err, "submit: \"max_tasks\" must be a number from 0 to 100000");
+    s->o.max_tasks = (size_t)cap;
     s->o.rechecks = (int)rechecks;
     s->o.settle_ms = (int)settle;
     s->o.source_db = s->strs[0];
@@ -396,7 +417,7 @@ static void serve_workers(co_server *s, const void *ident, size_t ilen, const ms
     for (size_t i = 0; i < n; i++) {
         co_worker_view v;
         co_worker_info(s->c, i, &v);
-        msg_pack_array(w, 5);
+        msg_pack_array(w, 6);
         msg_pack_uint(w, i);
         msg_pack_int(w, v.alive);
         msg_pack_int(w, v.busy);
@@ -404,6 +425,7 @@ static void serve_workers(co_server *s, const void *ident, size_t ilen, const ms
         msg_pack_array(w, (uint32_t)v.ndbs);
         for (size_t k = 0; k < v.ndbs; k++)
             msg_pack_cstr(w, v.dbs[k]);
+        msg_pack_uint(w, v.trees);
     }
     reply(s, ident, ilen, w);
 }
@@ -415,6 +437,8 @@ static void log_line(void *ctx, const char *line)
     (void)ctx;
     fprintf(stderr, "sluice coordinator: %s\n", line);
 }
+
+static void cancel_active(co_server *s, int64_t job);
 
 static void serve_client(void *ctx)
 {
@@ -470,8 +494,7 @@ static void serve_client(void *ctx)
             reply_error(s, ident, ilen, msg_id(m), e.msg);
             break;
         }
-        if (job == s->running)
-            co_cancel(s->c, 1);
+        cancel_active(s, job);
         reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
         publish_state(s, job, "cancelled", NULL);
         break;
@@ -487,95 +510,167 @@ done:
 
 /* ---- the loop ----------------------------------------------------------- */
 
-static void run_job(co_server *s, int64_t job, const sl_buf *specframe, int resuming)
-{
-    sl_err e = {{0}};
+/* A job this coordinator runs: its spec, the callbacks' context, and for a
+ * resumed job the recorded plan, all kept until the job has ended. */
+struct active {
+    active *next;
+    int64_t id;
+    co_job *j;
     spec sp;
-    run_ctx r = {.s = s, .job = job};
-    co_summary sum;
-    sl_buf plan = {0};
-    unsigned char *done = NULL;
-    const uint8_t **keys = NULL;
-    size_t *lens = NULL;
+    run_ctx r;
+    co_callbacks cb;
+    sl_buf plan;
+    unsigned char *done;
+    const uint8_t **keys;
+    size_t *lens;
+    int resuming;
+};
+
+static void active_free(active *a)
+{
+    co_job_free(a->j);
+    spec_free(&a->sp);
+    sl_buf_free(&a->plan);
+    free(a->done);
+    free(a->keys);
+    free(a->lens);
+    free(a);
+}
+
+static void job_failed(co_server *s, int64_t job, const char *why)
+{
+    co_store_set_state(s->store, job, "failed", why, NULL, NULL);
+    publish_state(s, job, "failed", why);
+    if (s->verbose)
+        fprintf(stderr, "sluice coordinator: job %lld failed: %s\n", (long long)job, why);
+}
+
+/* Starts a queued job, or resumes one a previous coordinator left running.
+ * A spec or plan that cannot be read fails the job. */
+static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int resuming)
+{
+    sl_err e = {0};
+    active *a = calloc(1, sizeof *a);
+    if (!a)
+        return job_failed(s, job, "out of memory");
+    a->id = job;
+    a->resuming = resuming;
+    a->r = (run_ctx){.s = s, .job = job};
     msg *m = msg_decode(specframe->p, specframe->len, &e);
-    memset(&sp, 0, sizeof sp);
-    if (!m || spec_read(m, &sp, &e))
-        goto failed;
-    if (resuming) {
+    int ok = m && spec_read(m, &a->sp, &e) == 0;
+    msg_free(m); /* spec_read copied what it keeps */
+    if (ok && resuming) {
         size_t nb = 0;
         uint64_t rows[2];
-        int got = co_store_load_plan(s->store, job, &plan, &nb, &done, rows, &e);
-        if (got < 0)
-            goto failed;
-        if (got) {
-            keys = calloc(nb + 1, sizeof *keys);
-            lens = calloc(nb + 1, sizeof *lens);
-            if (!keys || !lens)
-                goto failed;
-            for (size_t i = 0, off = 0; i < nb; i++) {
+        int got = co_store_load_plan(s->store, job, &a->plan, &nb, &a->done, rows, &e);
+        ok = got >= 0;
+        if (ok && got) {
+            a->keys = calloc(nb + 1, sizeof *a->keys);
+            a->lens = calloc(nb + 1, sizeof *a->lens);
+            ok = a->keys && a->lens;
+            for (size_t i = 0, off = 0; ok && i < nb; i++) {
                 uint32_t len;
-                memcpy(&len, plan.p + off, 4);
-                keys[i] = plan.p + off + 4;
-                lens[i] = len;
+                memcpy(&len, a->plan.p + off, 4);
+                a->keys[i] = a->plan.p + off + 4;
+                a->lens[i] = len;
                 off += 4 + len;
             }
-            sp.o.resume_nbounds = nb;
-            sp.o.resume_bounds = keys;
-            sp.o.resume_lens = lens;
-            sp.o.resume_done = done;
-            sp.o.resume_rows[0] = rows[0];
-            sp.o.resume_rows[1] = rows[1];
+            a->sp.o.resume_nbounds = nb;
+            a->sp.o.resume_bounds = a->keys;
+            a->sp.o.resume_lens = a->lens;
+            a->sp.o.resume_done = a->done;
+            a->sp.o.resume_rows[0] = rows[0];
+            a->sp.o.resume_rows[1] = rows[1];
         }
     }
-    if (co_store_set_state(s->store, job, "running", NULL, NULL, &e))
-        goto failed;
-    s->running = job;
+    a->cb = (co_callbacks){.event = on_event,
+                           .progress = on_progress,
+                           .planned = on_planned,
+                           .range_done = on_range_done,
+                           .ctx = &a->r};
+    if (!ok || co_store_set_state(s->store, job, "running", NULL, NULL, &e) ||
+        !(a->j = co_job_start(s->c, &a->sp.o, &a->cb, &e))) {
+        job_failed(s, job, e.msg[0] ? e.msg : "out of memory");
+        active_free(a);
+        return;
+    }
+    a->next = s->act;
+    s->act = a;
+    s->nact++;
     publish_state(s, job, resuming ? "resumed" : "running", NULL);
     if (s->verbose)
         fprintf(stderr, "sluice coordinator: job %lld %s: %s\n", (long long)job,
-                resuming ? "resumed" : "started", sp.o.table);
-    co_callbacks cb = {.event = on_event,
-                       .progress = on_progress,
-                       .planned = on_planned,
-                       .range_done = on_range_done,
-                       .ctx = &r};
-    co_cancel(s->c, 0);
-    int rc = co_diff(s->c, &sp.o, &cb, &sum, &e);
-    s->running = 0;
-    if (*s->stop) /* shutting down: leave it running, to resume */
-        goto out;
+                resuming ? "resumed" : "started", a->sp.o.table);
+}
+
+/* Records how an ended job ended. */
+static void end_job(co_server *s, active *a)
+{
+    sl_err e = {0};
+    co_summary sum;
+    int st = co_job_state(a->j, &sum, &e);
+    int64_t job = a->id;
     /* counted from the control database: a resumed job's earlier
      * divergences count too, repeats do not; a job whose result cannot be
      * recorded is failed, never "done" with wrong counts */
-    if (rc == 0 && (co_store_count_events(s->store, job, &sum, &e) ||
-                    co_store_set_state(s->store, job, "done", NULL, &sum, &e)))
-        goto failed;
-    if (rc == 0) {
+    if (st == CO_JOB_DONE && (co_store_count_events(s->store, job, &sum, &e) ||
+                              co_store_set_state(s->store, job, "done", NULL, &sum, &e)))
+        st = CO_JOB_FAILED;
+    if (st == CO_JOB_DONE) {
         publish_state(s, job, "done", NULL);
         if (s->verbose)
             fprintf(stderr, "sluice coordinator: job %lld done in %.2f s\n", (long long)job,
                     sum.elapsed);
-        goto out;
+        return;
     }
-    if (r.failed)
-        e = r.err;
+    if (a->r.failed)
+        e = a->r.err;
     co_job_row row;
     if (co_store_get_job(s->store, job, &row, NULL) == 1 && !strcmp(row.state, "cancelled"))
-        goto out; /* the cancel already recorded and published it */
-failed:
-    if (!e.msg[0])
-        sl_err_set(&e, "out of memory");
-    co_store_set_state(s->store, job, "failed", e.msg, NULL, NULL);
-    publish_state(s, job, "failed", e.msg);
-    if (s->verbose)
-        fprintf(stderr, "sluice coordinator: job %lld failed: %s\n", (long long)job, e.msg);
-out:
-    spec_free(&sp);
-    msg_free(m);
-    sl_buf_free(&plan);
-    free(done);
-    free(keys);
-    free(lens);
+        return; /* the cancel already recorded and published it */
+    job_failed(s, job, e.msg[0] ? e.msg : "out of memory");
+}
+
+static void cancel_active(co_server *s, int64_t job)
+{
+    for (active *a = s->act; a; a = a->next)
+        if (a->id == job)
+            co_job_cancel(a->j);
+}
+
+static int is_active(const co_server *s, int64_t job)
+{
+    for (const active *a = s->act; a; a = a->next)
+        if (a->id == job)
+            return 1;
+    return 0;
+}
+
+/* Starts waiting jobs while fewer than max_jobs run: those a previous
+ * coordinator left running first, then the queue in order. */
+static int start_pending(co_server *s, sl_err *err)
+{
+    if (s->nact >= s->max_jobs || co_alive_workers(s->c) == 0)
+        return 0;
+    int64_t ids[64];
+    int running[64];
+    size_t n;
+    if (co_store_pending_jobs(s->store, ids, running, 64, &n, err))
+        return -1;
+    sl_buf frame = {0};
+    for (size_t i = 0; i < n && s->nact < s->max_jobs; i++) {
+        if (is_active(s, ids[i]))
+            continue;
+        int r = co_store_get_spec(s->store, ids[i], &frame, err);
+        if (r < 0) {
+            sl_buf_free(&frame);
+            return -1;
+        }
+        if (r > 0)
+            start_job(s, ids[i], &frame, running[i]);
+    }
+    sl_buf_free(&frame);
+    return 0;
 }
 
 int co_server_check_spec(const void *frame, size_t len, sl_err *err)
@@ -627,23 +722,34 @@ static void run_schedule(co_server *s)
 int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
 {
     s->stop = stop;
-    sl_buf specframe = {0};
+    int rc = 0;
     while (!*stop) {
-        int64_t job;
-        int resuming;
         run_schedule(s);
-        int r = co_store_next_job(s->store, &job, &specframe, &resuming, err);
-        if (r < 0)
+        if (start_pending(s, err) || co_run(s->c, 200, err)) {
+            rc = -1;
             break;
-        if (r > 0 && co_alive_workers(s->c) > 0) {
-            run_job(s, job, &specframe, resuming);
-            continue;
         }
-        if (co_poll(s->c, 200, err))
-            break;
+        for (active **pp = &s->act; *pp;) {
+            active *a = *pp;
+            if (co_job_state(a->j, NULL, NULL) == CO_JOB_RUNNING) {
+                pp = &a->next;
+                continue;
+            }
+            end_job(s, a);
+            *pp = a->next;
+            s->nact--;
+            active_free(a);
+        }
     }
-    sl_buf_free(&specframe);
-    return *stop ? 0 : -1;
+    /* shutting down: running jobs stay "running" in the control database,
+     * to resume at the next start */
+    while (s->act) {
+        active *a = s->act;
+        s->act = a->next;
+        active_free(a);
+    }
+    s->nact = 0;
+    return *stop ? 0 : rc;
 }
 
 static void *bound_socket(void *zctx, int type, const char *ep, const char *what,
@@ -673,6 +779,7 @@ co_server *co_server_new(const co_server_config *cfg, sl_err *err)
     if (!s)
         return sl_err_set(err, "out of memory"), NULL;
     s->verbose = cfg->verbose;
+    s->max_jobs = cfg->max_jobs ? cfg->max_jobs : 16;
     s->sched = cfg->schedule;
     s->nsched = cfg->nschedule;
     s->next_due = calloc(s->nsched + 1, sizeof *s->next_due);
@@ -696,6 +803,7 @@ co_server *co_server_new(const co_server_config *cfg, sl_err *err)
         return NULL;
     }
     co_set_heartbeat_timeout(s->c, cfg->heartbeat_timeout_ms);
+    co_set_request_timeout(s->c, cfg->request_timeout_ms);
     co_set_service(s->c, s->clients, serve_client, s);
     co_set_log(s->c, log_line, NULL);
     return s;

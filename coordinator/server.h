@@ -1,7 +1,7 @@
 /* server: the long-running coordinator. It binds three ZeroMQ endpoints —
  * a ROUTER for workers, a ROUTER for clients (submit, status, cancel,
  * workers) and a PUB socket for events (divergence, progress, job state) —
- * and runs the queued jobs one after another, keeping everything in the
+ * and runs the queued jobs, many at once, keeping everything in the
  * control database so that a restarted coordinator resumes where it was.
  */
 #ifndef SERVER_H
@@ -26,6 +26,8 @@ typedef struct co_server_config {
     const char *events_endpoint;
     const char *state; /* control database: "sqlite:PATH" or a path */
     int heartbeat_timeout_ms;
+    int request_timeout_ms; /* 0: the default (co_set_request_timeout) */
+    size_t max_jobs;        /* jobs run at once; 0: 16 (more wait queued) */
     int verbose; /* log job starts and ends to stderr */
     const co_schedule *schedule;
     size_t nschedule;

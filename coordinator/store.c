@@ -381,6 +381,36 @@ int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_
     return x.found;
 }
 
+typedef struct pending_ctx {
+    int64_t *ids;
+    int *running;
+    size_t max, n;
+} pending_ctx;
+
+static int take_pending(void *ctx, const sval *c, int n)
+{
+    pending_ctx *x = ctx;
+    (void)n;
+    if (x->n >= x->max)
+        return 0;
+    x->ids[x->n] = vi(&c[0]);
+    x->running[x->n++] = c[1].t == V_TEXT && c[1].n == 7 && !memcmp(c[1].p, "running", 7);
+    return 0;
+}
+
+int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, size_t *n,
+                          sl_err *err)
+{
+    pending_ctx x = {ids, running, max, 0};
+    sval p[] = {I((int64_t)max)};
+    int rc = q(s,
+               "SELECT id, state FROM jobs WHERE state IN ('running', 'queued') "
+               "ORDER BY state = 'running' DESC, id LIMIT $1",
+               p, 1, take_pending, &x, err);
+    *n = x.n;
+    return rc;
+}
+
 int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err)
 {
     int64_t got;

@@ -26,6 +26,11 @@ int co_store_add_job(co_store *s, const void *spec, size_t len, const char *tabl
  * none, -1 on error. */
 int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_err *err);
 
+/* Up to max jobs waiting to run, in the order to start them: those left
+ * running by a previous coordinator (running[i] = 1), then the queue. */
+int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, size_t *n,
+                          sl_err *err);
+
 /* A job's submit frame, into spec. 1, 0 if there is no such job, -1 on
  * error. */
 int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err);

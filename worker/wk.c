@@ -49,6 +49,14 @@ struct wk {
     size_t ndbs;
     wk_tree *trees;
     size_t ntrees, captrees;
+    /* The tree being built (0: none), and whether a release asked to stop
+     * building it: a cancelled job's ranges stop being read at once. */
+    uint64_t building;
+    int stop_building;
+    /* Trees released before their task was taken up (it waited behind
+     * another): never built. A ring: tree ids are never reused. */
+    uint64_t released[64];
+    size_t nreleased;
     sl_buf out;
 };
 
@@ -448,6 +456,8 @@ static int take_tree_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
     (void)n;
     if (encode_row(&tc->re, v, 1, err))
         return -1;
+    if (tc->re.w->stop_building)
+        return sl_err_set(err, "the tree was released while it was built: stopped");
     return mk_tree_add_row(tc->t, tc->re.key.p, tc->re.key.len, tc->re.hash, err);
 }
 
@@ -467,6 +477,19 @@ static void tree_release(wk *w, uint64_t id)
             w->trees[i] = w->trees[--w->ntrees];
             return;
         }
+    if (id && id == w->building)
+        w->stop_building = 1;
+    else
+        w->released[w->nreleased++ % 64] = id;
+}
+
+static int was_released(const wk *w, uint64_t id)
+{
+    size_t n = w->nreleased < 64 ? w->nreleased : 64;
+    for (size_t i = 0; i < n; i++)
+        if (w->released[i] == id)
+            return 1;
+    return 0;
 }
 
 /* One read against a database: 0, or -1 with err set. */
@@ -543,7 +566,13 @@ static int do_tree(wk *w, const msg *m, sl_err *err)
     if (spec_read(m, &s, err) || bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
         msg_get_int(m, "tree", &id, err))
         goto done;
+    if (was_released(w, (uint64_t)id)) {
+        sl_err_set(err, "tree %lld was released before it was built", (long long)id);
+        goto done;
+    }
     tree_release(w, (uint64_t)id); /* a re-issued task replaces the old tree */
+    w->building = (uint64_t)id;
+    w->stop_building = 0;
     tc.re.s = &s;
     tc.re.w = w;
     tc.re.lo = &lo;
@@ -575,6 +604,8 @@ static int do_tree(wk *w, const msg *m, sl_err *err)
     tc.t = NULL;
     rc = reply_nodes(w, msg_id(m), (uint64_t)id, mk_tree_rows(t), &root, err);
 done:
+    w->building = 0;
+    w->stop_building = 0;
     db_close_if_big(w, m, tc.re.big);
     mk_tree_free(tc.t);
     mk_nodelist_free(&root);
@@ -826,10 +857,11 @@ static int send_frame(wk *w, const sl_buf *b)
 static int send_hello(wk *w, int type, sl_err *err)
 {
     sl_buf f = {0};
-    msg_writer *mw = msg_writer_new(type, 0, 2);
+    msg_writer *mw = msg_writer_new(type, 0, 3);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);
+    msg_put_uint(mw, "trees", w->ntrees); /* shown by sluice workers: 0 once jobs end */
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);
     for (size_t i = 0; i < w->ndbs; i++)
@@ -1051,9 +1083,12 @@ static void busy_tick(wk *w)
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
         /* the drill-down's requests are answered at once: nodes from the
          * trees held, span rows and fetches on the database's second
-         * session, so no divergence waits for a whole range to stream */
+         * session, so no divergence waits for a whole range to stream;
+         * describe and split too, so a new (high priority) job does not
+         * wait for another job's range */
         int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
-                    msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH;
+                    msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH ||
+                    msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));

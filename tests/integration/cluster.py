@@ -35,11 +35,11 @@ class Cluster:
         self.logs.append(f)
         return f
 
-    def start_coordinator(self):
+    def start_coordinator(self, extra=()):
         self.coordinator = subprocess.Popen(
             [SLUICE, "coordinator", "--workers-endpoint", self.workers_ep, "--clients-endpoint",
              self.clients_ep, "--events-endpoint", self.events_ep, "--state", self.state_arg,
-             "--heartbeat-timeout", str(self.hb_timeout)],
+             "--heartbeat-timeout", str(self.hb_timeout), *extra],
             stdout=subprocess.DEVNULL, stderr=self._log("coordinator"), env=self.env)
         return self.coordinator
 
