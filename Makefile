@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo test unit integration clean format bench test-random fuzz
+.PHONY: all deps demo test unit integration clean format bench test-random fuzz soak
 
 all: build/sluice
 
@@ -78,6 +78,14 @@ test-random:
 	@$(MAKE) --no-print-directory build/asan/sluice
 	SLUICE=$(CURDIR)/build/asan/sluice SCENARIOS=$(SCENARIOS) prove -v --exec '' \
 	    tests/integration/test_random.py
+
+# The soak test at full length: 1,000 jobs and 100 cancelled ones against
+# one coordinator, alone (make test runs it too).
+soak:
+	@bash scripts/deps.sh --test
+	@$(MAKE) --no-print-directory build/asan/sluice
+	SLUICE=$(CURDIR)/build/asan/sluice SOAK_JOBS=1000 SOAK_CANCELS=100 prove -v --exec '' \
+	    tests/integration/test_soak.py
 
 bench: deps build/sluice
 	@bash scripts/deps.sh --test

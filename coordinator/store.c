@@ -39,6 +39,9 @@ struct co_store {
 static const char *schema_sqlite =
     "PRAGMA journal_mode = WAL;"
     "PRAGMA synchronous = NORMAL;"
+    /* a bounded page cache: a long-running coordinator's memory must not
+     * follow the size of its job history */
+    "PRAGMA cache_size = -512;"
     "CREATE TABLE IF NOT EXISTS jobs ("
     "  id INTEGER PRIMARY KEY, spec BLOB NOT NULL, tbl TEXT NOT NULL,"
     "  state TEXT NOT NULL DEFAULT 'queued', error TEXT,"

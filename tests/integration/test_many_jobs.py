@@ -9,7 +9,6 @@ answers (a real peer on the socket, heartbeating) does not hang the job.
 
 Jobs are submitted and watched over the clients socket directly (msgpack
 over ZeroMQ), as a control plane would, so timings are not process starts."""
-import itertools
 import os
 import sys
 import threading
@@ -19,52 +18,12 @@ import msgpack
 import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cluster import Cluster  # noqa: E402
+from cluster import Client, Cluster  # noqa: E402
 from harness import PgServer, Tap  # noqa: E402
 
-T_HELLO, T_REPLY, T_ERROR, T_HEARTBEAT = 1, 10, 11, 12
-T_SUBMIT, T_STATUS, T_CANCEL, T_WORKERS = 13, 14, 15, 16
+T_HELLO, T_REPLY, T_HEARTBEAT, T_CANCEL = 1, 10, 12, 15
 
 t = Tap()
-ids = itertools.count(1)
-
-
-class Client:
-    """The coordinator's clients socket, spoken to directly."""
-
-    def __init__(self, ep):
-        self.ctx = zmq.Context.instance()
-        self.s = self.ctx.socket(zmq.DEALER)
-        self.s.setsockopt(zmq.LINGER, 0)
-        self.s.connect(ep)
-
-    def call(self, t_, **fields):
-        i = next(ids)
-        self.s.send(b"\x00" + msgpack.packb({"v": 1, "t": t_, "id": i, **fields},
-                                            use_bin_type=True))
-        end = time.time() + 30
-        while time.time() < end:
-            if not self.s.poll(1000):
-                continue
-            f = self.s.recv()
-            assert f[0] == 0, "compressed reply"
-            m = msgpack.unpackb(f[1:], raw=False, strict_map_key=False)
-            if m.get("id") == i:
-                return m
-        raise RuntimeError("coordinator did not answer")
-
-    def submit(self, **spec):
-        m = self.call(T_SUBMIT, source="src", target="tgt", **spec)
-        if m["t"] != T_REPLY:
-            raise RuntimeError(m.get("error"))
-        return m["job"]
-
-    def status(self, job):
-        return self.call(T_STATUS, job=job)
-
-    def trees(self):
-        m = self.call(T_WORKERS)
-        return sum(w[5] for w in m["workers"] if w[1] and len(w) > 5)
 
 
 pa, pb = PgServer(), PgServer()
