@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """One coordinator, many jobs (issue 10): a coordinator and three worker
 processes on two PostgreSQL servers run eight jobs at once (1k to 1M rows,
 some divergent, one with re-checks), all exact; a high-priority 10k job

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Soak (issue 10): SOAK_JOBS consecutive small jobs plus SOAK_CANCELS
 cancelled mid-way against one coordinator and two workers. Every small job
 is exact; every cancelled one ends cancelled with no tree left on a worker;
