@@ -49,7 +49,7 @@ static double now_s(void)
  * refusing what readers would refuse. */
 static void test_limits(void)
 {
-    sl_err e = {{0}};
+    sl_err e = {0};
     sl_buf f = {0};
     msg *m;
 
@@ -114,7 +114,7 @@ static void test_limits(void)
 /* enc_key_check accepts exactly what enc_key writes for the classes. */
 static void test_key_check(void)
 {
-    sl_err e = {{0}};
+    sl_err e = {0};
     sl_buf k = {0};
     int cls[3] = {ENC_INT, ENC_TEXT, ENC_UUID};
     enc_val v[3] = {{.kind = ENC_V_INT, .i = -5},
@@ -147,7 +147,7 @@ int main(void)
     unsigned seed = getenv("SEED") ? (unsigned)atoi(getenv("SEED")) : (unsigned)time(NULL);
     printf("# seed %u\n", seed);
     srand(seed);
-    sl_err e = {{0}};
+    sl_err e = {0};
     sl_buf f = {0};
 
     msg_writer *w = msg_writer_new(MSG_TREE, 42, 3);

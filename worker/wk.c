@@ -1009,7 +1009,7 @@ static void redact_where_error(wk *w, const msg *m, sl_err *e)
  * socket failed. *m is consumed. */
 static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
 {
-    sl_err e = {{0}};
+    sl_err e = {0};
     int r = -1, reply = 1;
     uint64_t id = m ? msg_id(m) : 0;
     if (!m)
@@ -1079,7 +1079,7 @@ static void busy_tick(wk *w)
             zmq_msg_close(&in);
             break;
         }
-        sl_err e = {{0}};
+        sl_err e = {0};
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
         /* the drill-down's requests are answered at once: nodes from the
          * trees held, span rows and fetches on the database's second
@@ -1118,7 +1118,7 @@ int wk_run(wk *w, sl_err *err)
             w->deferred = d->next;
             if (!w->deferred)
                 w->deferred_tail = &w->deferred;
-            sl_err e = {{0}};
+            sl_err e = {0};
             msg *m = msg_decode(d->data, d->len, &e);
             free(d);
             int r = handle(w, m, &e, err);
@@ -1146,7 +1146,7 @@ int wk_run(wk *w, sl_err *err)
                 continue;
             return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
         }
-        sl_err e = {{0}};
+        sl_err e = {0};
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
         zmq_msg_close(&in);
         int r = handle(w, m, &e, err);

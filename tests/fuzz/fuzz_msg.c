@@ -33,7 +33,7 @@ static void visit(const msgpack_object *o, int depth)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    sl_err err = {{0}};
+    sl_err err = {0};
     msg *m = msg_decode(data, size, &err);
     if (!m) {
         if (!err.msg[0])
