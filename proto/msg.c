@@ -541,7 +541,12 @@ int msg_error_read(const msg *m, sl_err *e)
         code = sl_code_from_name(s, n);
     if (code == SL_OK)
         code = SL_INTERNAL;
-    if (msg_get_str(m, "error", &s, &n, NULL) == 0 && n > 0)
+    if (msg_get_str(m, "error", &s, &n, NULL) != 0)
+        n = 0;
+    const char *nul = n ? memchr(s, 0, n) : NULL;
+    if (nul) /* the message is a C string: it ends there */
+        n = (size_t)(nul - s);
+    if (n > 0)
         return sl_err_setc(e, code, "%.*s", n > 511 ? 511 : (int)n, s);
     return sl_err_setc(e, code, "a peer failed without saying why");
 }

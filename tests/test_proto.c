@@ -241,6 +241,16 @@ static void test_error_codes(void)
        "a reply without message or code: %s", out.msg);
     msg_free(m);
 
+    const char *nulmsg[] = {"error", "X", "code", "not_found"};
+    error_frame_with(&f, nulmsg, 2);
+    uint8_t *x = memchr(f.p, 'X', f.len);
+    if (x)
+        *x = 0; /* the message is now one NUL byte */
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_NOT_FOUND && out.msg[0],
+       "a message that is only a NUL still reads as a message: %s", out.msg);
+    msg_free(m);
+
     uint8_t junk[] = {0, 0x92, 1, 2};
     out = (sl_err){0};
     ok(!msg_decode(junk, sizeof junk, &out) && out.code == SL_INVALID,
