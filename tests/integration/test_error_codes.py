@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Error codes on the wire (issue 10, item 6): a worker's error replies
 carry a "code" naming the kind of failure (base/README.md), so the
 coordinator and clients branch on it, not on the message. A fake
