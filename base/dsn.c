@@ -147,10 +147,10 @@ int dsn_check_uri(const char *dsn, const char *what, sl_err *err)
     /* an '@' after the user info ("p@ss@host"), or one in what libpq takes
      * for the path ("pa/ss@host/db") */
     if (second && (!end || second < end))
-        return sl_err_set(err,
-                          "%s: write '@' and '/' in its user name and password as %%40 and "
-                          "%%2F",
-                          what);
+        return sl_err_setc(err, SL_INVALID,
+                           "%s: write '@' and '/' in its user name and password as %%40 and "
+                           "%%2F",
+                           what);
     return 0;
 }
 

@@ -12,8 +12,38 @@ int sl_err_set(sl_err *err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        if (err->code <= SL_OK || err->code > SL_INTERNAL)
+            err->code = SL_INTERNAL;
     }
     return -1;
+}
+
+int sl_err_setc(sl_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code > SL_OK && code <= SL_INTERNAL ? code : SL_INTERNAL;
+    }
+    return -1;
+}
+
+static const char *const code_names[] = {"ok",          "invalid",  "not_found", "busy",
+                                         "lost_worker", "database", "auth",      "internal"};
+
+const char *sl_code_name(int code)
+{
+    return code >= SL_OK && code <= SL_INTERNAL ? code_names[code] : "internal";
+}
+
+int sl_code_from_name(const char *s, size_t n)
+{
+    for (int c = SL_OK; c <= SL_INTERNAL; c++)
+        if (s && strlen(code_names[c]) == n && memcmp(code_names[c], s, n) == 0)
+            return c;
+    return SL_INTERNAL;
 }
 
 int sl_err_wrap(sl_err *err, const char *fmt, ...)
@@ -35,6 +65,8 @@ int sl_err_wrap(sl_err *err, const char *fmt, ...)
         m = m < cap - n ? m : cap - n;
         memcpy(err->msg + n, old, m);
         err->msg[n + m] = '\0';
+        if (err->code <= SL_OK || err->code > SL_INTERNAL)
+            err->code = SL_INTERNAL;
     }
     return -1;
 }

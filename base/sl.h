@@ -1,7 +1,9 @@
 /* base: the two value types every sluice module shares.
  *
- * sl_err  — an error a library function fills instead of printing; the caller
- *           (only cli/) decides what to show and which exit status to use.
+ * sl_err  — an error a library function fills instead of printing: a code
+ *           for programs (what kind of failure, enum sl_code) and a one-line
+ *           message for people; the caller (only cli/) decides what to show
+ *           and which exit status to use.
  * sl_buf  — a growable byte buffer, reused across rows so hot paths do not
  *           allocate once it has reached its working size.
  */
@@ -12,16 +14,47 @@
 #include <stdint.h>
 #include <string.h>
 
+/* What kind of failure an sl_err is, for programs to branch on (error
+ * replies carry its name, see sl_code_name; an HTTP API maps it to a
+ * status). Set where the cause is known; anything unset is SL_INTERNAL. */
+enum sl_code {
+    SL_OK = 0,      /* unset: no error recorded yet */
+    SL_INVALID,     /* a request, option, DSN or table the caller can fix */
+    SL_NOT_FOUND,   /* a named thing is not there (table, database, job, tree) */
+    SL_BUSY,        /* try again later (a lock held, no capacity) */
+    SL_LOST_WORKER, /* a worker went away mid-task */
+    SL_DATABASE,    /* the database failed or could not be reached */
+    SL_AUTH,        /* a credential or permission was refused */
+    SL_INTERNAL     /* anything else: out of memory, a bug, a peer's garbage */
+};
+
+/* code first, so `sl_err e = {0};` starts unset */
 typedef struct sl_err {
+    int code; /* enum sl_code */
     char msg[512];
 } sl_err;
 
 /* Formats msg into err (if err is not NULL) and returns -1, so callers can
- * write `return sl_err_set(err, "...")`. */
+ * write `return sl_err_set(err, "...")`. The code is kept when one is set
+ * (a message rewritten around an inner error keeps its cause), else
+ * becomes SL_INTERNAL: an sl_err reused for an unrelated operation must
+ * start again from {0}. */
 int sl_err_set(sl_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Prefixes err->msg with a context string: "reading source: <old msg>". */
+/* As sl_err_set, with the code given (it replaces any code set before). */
+int sl_err_setc(sl_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Prefixes err->msg with a context string: "reading source: <old msg>".
+ * Keeps the code. */
 int sl_err_wrap(sl_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The code's name on the wire: "ok", "invalid", "not_found", "busy",
+ * "lost_worker", "database", "auth", "internal" ("internal" for a number
+ * out of range). */
+const char *sl_code_name(int code);
+
+/* The code named by s[0..n), SL_INTERNAL for an unknown name. */
+int sl_code_from_name(const char *s, size_t n);
 
 typedef struct sl_buf {
     uint8_t *p;

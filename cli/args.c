@@ -42,7 +42,7 @@ static const char *usage_diff =
 
 int cli_curve_load(cli_curve *c, const char *server_arg, const char *key_arg)
 {
-    sl_err err;
+    sl_err err = {0};
     memset(c, 0, sizeof *c);
     if (!server_arg && !key_arg)
         return -1;
@@ -275,7 +275,7 @@ int cli_parse_timeout(const char *s, const char *opt, int *ms)
 
 static void *worker_main(void *arg)
 {
-    sl_err err;
+    sl_err err = {0};
     wk_run(arg, &err);
     return NULL;
 }

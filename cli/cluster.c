@@ -414,7 +414,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
     }
     if (optind != argc)
         return cli_fail("coordinator takes no arguments, only options (try --help)");
-    sl_err err = {{0}};
+    sl_err err = {0};
     char secret[41];
     char(*allowed)[41] = NULL;
     const char **allowed_v = NULL;
@@ -665,7 +665,7 @@ int cmd_worker(int argc, char **argv)
     if (st < 0)
         st = cli_curve_load(&cc, curve_server, curve_key);
     if (st < 0) {
-        sl_err err = {{0}};
+        sl_err err = {0};
         void *zctx = zmq_ctx_new();
         catch_signals();
         wk_config cfg = {.curve_server_key = cc.on ? cc.server : NULL,
@@ -884,7 +884,7 @@ static void summary_of(const msg *m, co_summary *s)
  * the report are a->o's, or the job's own when a->o.table is NULL. */
 static int wait_job(void *zctx, const diff_args *a, const cli_curve *cc, int64_t job, int wait)
 {
-    sl_err err = {{0}};
+    sl_err err = {0};
     char state[32] = "", table[256], ttable[256];
     report rep = {.progress = 0};
     int status = 2;
@@ -992,7 +992,7 @@ int cmd_submit(int argc, char **argv)
         diff_args_free(&a);
         return st;
     }
-    sl_err err = {{0}};
+    sl_err err = {0};
     void *zctx = zmq_ctx_new();
     msg_writer *w = submit_writer(a.source, a.target, &a.o);
     if (!w) {

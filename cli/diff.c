@@ -19,7 +19,7 @@ int cmd_diff(int argc, char **argv)
     a.o.source_db = "source";
     a.o.target_db = "target";
     int status = 2;
-    sl_err err = {{0}};
+    sl_err err = {0};
     report rep = {.progress = a.progress};
     co_summary sum;
     wk_threads wt = {0};

@@ -383,8 +383,9 @@ int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *er
         return sl_err_set(err, "could not keep the report (out of memory, or no space left in "
                                "TMPDIR for its temporary file)");
     if (s->source_rows == 0 && s->target_rows == 0 && !a->allow_empty)
-        return sl_err_set(err, "both tables are empty (0 rows compared), so nothing was verified; "
-                               "check --table and --where, or pass --allow-empty");
+        return sl_err_setc(err, SL_INVALID,
+                           "both tables are empty (0 rows compared), so nothing was verified; "
+                           "check --table and --where, or pass --allow-empty");
     const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
     int rc = strcmp(a->format, "json") == 0 ? print_json(r, s, a->o.table, tt, err)
                                             : print_text(r, s, a->o.table, tt, err);

@@ -187,8 +187,8 @@ static int check_key_storage(void *ctx, const enc_val *v, size_t n, sl_err *err)
     for (size_t k = 0; k < s->q->nkey && k < n; k++) {
         enc_vkind want = key_storage_kind(s->q->cls[k]);
         if (v[k].kind != want && v[k].kind != ENC_V_NULL)
-            return sl_err_set(
-                err,
+            return sl_err_setc(
+                err, SL_INVALID,
                 "key column \"%s\" holds a value stored as %s, its key being read as %s; "
                 "store every key value of a column in one type (SQLite: e.g. "
                 "UPDATE ... SET k = CAST(k AS %s))",
@@ -424,7 +424,7 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
          * 2^64, and span * i overflows 64 bits; offsets stay below span */
         uint64_t lo = (uint64_t)cc.lo.i ^ (1ULL << 63), hi = (uint64_t)cc.hi.i ^ (1ULL << 63);
         if (hi < lo) {
-            rc = sl_err_set(err, "min() of the key is above its max()");
+            rc = sl_err_setc(err, SL_DATABASE, "min() of the key is above its max()");
             goto done;
         }
         unsigned __int128 span = (unsigned __int128)(hi - lo) + 1;

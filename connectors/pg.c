@@ -67,6 +67,28 @@ static int pg_quote(conn *c, sl_buf *out, const char *ident)
     return r;
 }
 
+/* The sl_code of a failed query, from its SQLSTATE: a refused credential or
+ * privilege (class 28, 42501) is SL_AUTH, a missing table or schema
+ * SL_NOT_FOUND, the rest of class 42 (a missing column, a syntax error in
+ * --where) and data exceptions (class 22: a cast in --where) SL_INVALID, a
+ * lock not granted, a deadlock or a full server SL_BUSY; anything else, and
+ * a connection that broke, SL_DATABASE. */
+static int pg_code(const pg_conn *p, const PGresult *res)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (p->timed_out || !st || strlen(st) != 5 || PQstatus(p->pg) != CONNECTION_OK)
+        return SL_DATABASE;
+    if (!strncmp(st, "28", 2) || !strcmp(st, "42501"))
+        return SL_AUTH;
+    if (!strcmp(st, "42P01") || !strcmp(st, "3F000"))
+        return SL_NOT_FOUND;
+    if (!strncmp(st, "42", 2) || !strncmp(st, "22", 2))
+        return SL_INVALID;
+    if (!strcmp(st, "55P03") || !strcmp(st, "53300") || !strncmp(st, "40", 2))
+        return SL_BUSY;
+    return SL_DATABASE;
+}
+
 /* Every libpq message may quote what the server or libpq saw, and a
  * mistyped DSN can put part of a password anywhere: none reaches an error
  * with the password in it. */
@@ -74,16 +96,16 @@ static int pg_error(pg_conn *p, PGresult *res, sl_err *err)
 {
     char line[400];
     if (p->timed_out)
-        return sl_err_set(err,
-                          "%s: no data from the server for %d s (a lock? a stalled server?); "
-                          "the session was dropped: find what blocks it, or raise "
-                          "--read-timeout",
-                          p->base.name, p->read_timeout_ms / 1000);
+        return sl_err_setc(err, SL_DATABASE,
+                           "%s: no data from the server for %d s (a lock? a stalled server?); "
+                           "the session was dropped: find what blocks it, or raise "
+                           "--read-timeout",
+                           p->base.name, p->read_timeout_ms / 1000);
     first_line(res ? PQresultErrorMessage(res) : PQerrorMessage(p->pg), line, sizeof line);
     if (!line[0])
         first_line(PQerrorMessage(p->pg), line, sizeof line);
     dsn_scrub_secret(line, sizeof line, PQpass(p->pg));
-    return sl_err_set(err, "%s: %s", p->base.name, line);
+    return sl_err_setc(err, pg_code(p, res), "%s: %s", p->base.name, line);
 }
 
 /* Waits for the server to send something, then reads it in: libpq has no
@@ -168,8 +190,8 @@ static int pg_run(pg_conn *p, const char *sql, const char *stmt, const unsigned 
     int lens[512], fmts[512];
     char nums[512][24];
     if (nparams > 512 || ncols > CONN_MAX_COLS)
-        return sl_err_set(err, "too many parameters or columns (limits: 512 and %d)",
-                          CONN_MAX_COLS);
+        return sl_err_setc(err, SL_INVALID, "too many parameters or columns (limits: 512 and %d)",
+                           CONN_MAX_COLS);
     for (size_t i = 0; i < nparams; i++) {
         fmts[i] = 0;
         if (params[i].kind == ENC_V_INT) {
@@ -217,7 +239,7 @@ static int pg_run(pg_conn *p, const char *sql, const char *stmt, const unsigned 
         while ((r = pg_next(p)) != NULL)
             PQclear(r);
         free(row);
-        return sl_err_set(err, "%s: cannot enter single-row mode", p->base.name);
+        return sl_err_setc(err, SL_DATABASE, "%s: cannot enter single-row mode", p->base.name);
     }
     int rc = 0;
     PGresult *res;
@@ -366,7 +388,7 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
     sl_buf decl = {0};
     int rc = 0;
     if (ncols > CONN_MAX_COLS)
-        return sl_err_set(err, "too many columns (limit %d)", CONN_MAX_COLS);
+        return sl_err_setc(err, SL_INVALID, "too many columns (limit %d)", CONN_MAX_COLS);
     if (sl_buf_printf(&decl, "DECLARE sluice_range NO SCROLL CURSOR FOR %s", sql) ||
         sl_buf_putc(&decl, 0)) {
         sl_buf_free(&decl);
@@ -465,10 +487,10 @@ static int copy_rows(pg_conn *p, const uint8_t *b, size_t n, int first, size_t n
     size_t o = 0;
     if (first) {
         if (n < 19 || memcmp(b, sig, 11) != 0)
-            return sl_err_set(err, "%s: malformed COPY header", p->base.name);
+            return sl_err_setc(err, SL_DATABASE, "%s: malformed COPY header", p->base.name);
         uint32_t ext = be32(b + 15);
         if (ext > n - 19)
-            return sl_err_set(err, "%s: malformed COPY header", p->base.name);
+            return sl_err_setc(err, SL_DATABASE, "%s: malformed COPY header", p->base.name);
         o = 19 + ext;
     }
     while (o < n) {
@@ -481,8 +503,8 @@ static int copy_rows(pg_conn *p, const uint8_t *b, size_t n, int first, size_t n
             return 0;
         }
         if ((size_t)nf != ncols)
-            return sl_err_set(err, "%s: COPY row of %d columns, expected %zu", p->base.name, nf,
-                              ncols);
+            return sl_err_setc(err, SL_DATABASE, "%s: COPY row of %d columns, expected %zu",
+                               p->base.name, nf, ncols);
         for (size_t k = 0; k < ncols; k++) {
             if (n - o < 4)
                 goto bad;
@@ -504,7 +526,7 @@ static int copy_rows(pg_conn *p, const uint8_t *b, size_t n, int first, size_t n
     }
     return 0;
 bad:
-    return sl_err_set(err, "%s: malformed COPY row", p->base.name);
+    return sl_err_setc(err, SL_DATABASE, "%s: malformed COPY row", p->base.name);
 }
 
 static int ignore_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
@@ -610,7 +632,7 @@ static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, co
         PQclear(r);
     }
     if (rc == 0 && !done && !first)
-        rc = sl_err_set(err, "%s: COPY ended without its trailer", p->base.name);
+        rc = sl_err_setc(err, SL_DATABASE, "%s: COPY ended without its trailer", p->base.name);
     goto done;
 oom:
     rc = sl_err_set(err, "out of memory");
@@ -635,8 +657,8 @@ static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kin
     unsigned *oids, ptypes[64];
     int rc, binary, copy;
     if (q->ncols > CONN_MAX_COLS || np > 64) /* the range's bounds: two per key column */
-        return sl_err_set(err, "too many key columns or columns (limits: 32 and %d)",
-                          CONN_MAX_COLS);
+        return sl_err_setc(err, SL_INVALID, "too many key columns or columns (limits: 32 and %d)",
+                           CONN_MAX_COLS);
     if (pg_grow_colbuf(p, q->ncols, err))
         return -1;
     if (!(oids = malloc(q->ncols * sizeof *oids)))
@@ -790,10 +812,10 @@ static int pg_describe(conn *c, const char *table, conn_table **out, sl_err *err
     if (pg_query(c, "SELECT to_regclass($1)::oid", &p, 1, 1, cls, found_rel, &found, err))
         goto done;
     if (!found) {
-        sl_err_set(err,
-                   "%s: table \"%s\" does not exist (names are case-sensitive; use "
-                   "schema.table)",
-                   c->name, table);
+        sl_err_setc(err, SL_NOT_FOUND,
+                    "%s: table \"%s\" does not exist (names are case-sensitive; use "
+                    "schema.table)",
+                    c->name, table);
         goto done;
     }
     desc_ctx d = {t, 0, 0};
@@ -887,10 +909,10 @@ static int parse_dsn(const char *dsn, char *timeout, size_t cap, sl_err *err)
         return -1;
     PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
     if (!opts) {
-        int r = sl_err_set(err,
-                           "invalid connection string: %s (expected postgresql://USER@HOST/DB, "
-                           "host=... dbname=..., or sqlite:PATH)",
-                           perr ? dsn_parse_hint(perr) : "out of memory");
+        int r = sl_err_setc(err, SL_INVALID,
+                            "invalid connection string: %s (expected postgresql://USER@HOST/DB, "
+                            "host=... dbname=..., or sqlite:PATH)",
+                            perr ? dsn_parse_hint(perr) : "out of memory");
         PQfreemem(perr);
         return r;
     }
@@ -902,12 +924,29 @@ static int parse_dsn(const char *dsn, char *timeout, size_t cap, sl_err *err)
     return 0;
 }
 
+/* Whether libpq's message for a failed connection says the server refused
+ * the credentials (SQLSTATE 28P01/28000 reach a client only as text):
+ * libpq's own words, and the server's for a bad password (any method's
+ * "... authentication failed"), a role that may not log in or that does
+ * not exist, or no pg_hba.conf entry. */
+static int is_auth_failure(const char *m)
+{
+    static const char *const says[] = {"authentication failed", "no password supplied",
+                                       "pg_hba.conf", "is not permitted to log in"};
+    for (size_t i = 0; i < sizeof says / sizeof says[0]; i++)
+        if (strstr(m, says[i]))
+            return 1;
+    return strstr(m, "role \"") && strstr(m, "\" does not exist");
+}
+
 /* A failed connection's error: one line, no password, and for a timeout
- * the server and the setting to change. */
+ * the server and the setting to change. SL_AUTH when the credentials were
+ * refused, else SL_DATABASE. */
 static void connect_error(PGconn *pg, const char *dsn, const char *timeout, sl_err *err)
 {
     char line[400];
     const char *m = pg ? PQerrorMessage(pg) : "out of memory";
+    int code = !pg ? SL_INTERNAL : is_auth_failure(m) ? SL_AUTH : SL_DATABASE;
     if (strstr(m, "timeout expired")) {
         const char *host = PQhost(pg), *port = PQport(pg);
         snprintf(line, sizeof line,
@@ -922,7 +961,7 @@ static void connect_error(PGconn *pg, const char *dsn, const char *timeout, sl_e
     if (pg)
         dsn_scrub_secret(line, sizeof line, PQpass(pg));
     dsn_scrub(line, sizeof line, dsn);
-    sl_err_set(err, "%s", line);
+    sl_err_setc(err, code, "%s", line);
 }
 
 conn *conn_pg_open(const char *dsn, int read_timeout_ms, sl_err *err)

@@ -165,13 +165,13 @@ static int dec_time(unsigned oid, const char *p, sl_buf *scratch, enc_val *v)
 static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, sl_err *err)
 {
     if (len < 8)
-        return sl_err_set(err, "malformed numeric from the server");
+        return sl_err_setc(err, SL_DATABASE, "malformed numeric from the server");
     /* ndigits and dscale are unsigned on the wire (numeric_recv): a value
      * of PostgreSQL's full range has over 32767 groups */
     long nd = be16(p), weight = (int16_t)be16(p + 2), dscale = be16(p + 6);
     unsigned sign = be16(p + 4);
     if (len != 8 + 2 * (size_t)nd)
-        return sl_err_set(err, "malformed numeric from the server");
+        return sl_err_setc(err, SL_DATABASE, "malformed numeric from the server");
     if (sign == 0xC000 || sign == 0xD000 || sign == 0xF000) {
         *v = (enc_val){.kind = ENC_V_FLOAT,
                        .d = sign == 0xC000   ? NAN
@@ -180,14 +180,14 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
         return 0;
     }
     if (sign != 0 && sign != 0x4000)
-        return sl_err_set(err, "malformed numeric from the server");
+        return sl_err_setc(err, SL_DATABASE, "malformed numeric from the server");
     /* the common case, in integer arithmetic: up to 16 significant digits */
     if (nd <= 4 && weight >= -8 && weight <= 8) {
         uint64_t m = 0;
         for (long k = 0; k < nd; k++) {
             unsigned x = be16(p + 8 + 2 * k);
             if (x > 9999)
-                return sl_err_set(err, "malformed numeric from the server");
+                return sl_err_setc(err, SL_DATABASE, "malformed numeric from the server");
             m = m * 10000 + x;
         }
         long exp = 4 * (weight - nd + 1);
@@ -215,7 +215,7 @@ static int dec_numeric(const char *p, size_t len, sl_buf *scratch, enc_val *v, s
     for (long k = 0; k < nd; k++) {
         unsigned x = be16(p + 8 + 2 * k);
         if (x > 9999)
-            return sl_err_set(err, "malformed numeric from the server");
+            return sl_err_setc(err, SL_DATABASE, "malformed numeric from the server");
         dig[4 * k] = (char)('0' + x / 1000);
         dig[4 * k + 1] = (char)('0' + x / 100 % 10);
         dig[4 * k + 2] = (char)('0' + x / 10 % 10);
@@ -319,5 +319,5 @@ int pg_bin_decode_any(unsigned oid, const char *p, size_t len, sl_buf *scratch, 
     default:
         return sl_err_set(err, "no binary decoder for type %u", oid);
     }
-    return sl_err_set(err, "malformed value of type %u from the server", oid);
+    return sl_err_setc(err, SL_DATABASE, "malformed value of type %u from the server", oid);
 }

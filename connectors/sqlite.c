@@ -19,10 +19,37 @@ typedef struct sq_conn {
 
 static int sq_busy_error(sq_conn *s, sl_err *err)
 {
-    return sl_err_set(err,
-                      "%s: the database stayed locked by another process for %d s; retry when "
-                      "its writer is done, or raise --read-timeout",
-                      s->base.name, s->busy_ms / 1000);
+    return sl_err_setc(err, SL_BUSY,
+                       "%s: the database stayed locked by another process for %d s; retry when "
+                       "its writer is done, or raise --read-timeout",
+                       s->base.name, s->busy_ms / 1000);
+}
+
+/* The last call's error as an sl_err: an SQL error (a missing column, a
+ * syntax error in --where) is SL_INVALID, a missing table SL_NOT_FOUND, a
+ * lock SL_BUSY, a refused access SL_AUTH, anything else (I/O, a corrupt
+ * file) SL_DATABASE. */
+static int sq_error(conn *c, sl_err *err)
+{
+    sqlite3 *db = ((sq_conn *)c)->db;
+    const char *m = sqlite3_errmsg(db);
+    int code;
+    switch (sqlite3_errcode(db)) {
+    case SQLITE_ERROR:
+        code = strstr(m, "no such table") ? SL_NOT_FOUND : SL_INVALID;
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        code = SL_BUSY;
+        break;
+    case SQLITE_AUTH:
+    case SQLITE_PERM:
+        code = SL_AUTH;
+        break;
+    default:
+        code = SL_DATABASE;
+    }
+    return sl_err_setc(err, code, "%s: %s", c->name, m);
 }
 
 static void sq_free(conn *c)
@@ -50,9 +77,9 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
     sq_conn *s = (sq_conn *)c;
     sqlite3_stmt *st = NULL;
     if (ncols > CONN_MAX_COLS)
-        return sl_err_set(err, "too many columns (limit %d)", CONN_MAX_COLS);
+        return sl_err_setc(err, SL_INVALID, "too many columns (limit %d)", CONN_MAX_COLS);
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
-        return sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
+        return sq_error(c, err);
     /* the row, once a query (not on the stack: up to CONN_MAX_COLS values) */
     enc_val *row = malloc((ncols ? ncols : 1) * sizeof *row);
     int rc = row ? 0 : sl_err_set(err, "out of memory");
@@ -77,7 +104,7 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
             break;
         }
         if (b != SQLITE_OK)
-            rc = sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
+            rc = sq_error(c, err);
     }
     if (rc == 0 && (size_t)sqlite3_column_count(st) != ncols)
         rc = sl_err_set(err, "%s: query returned %d columns, expected %zu", c->name,
@@ -91,7 +118,7 @@ static int sq_query(conn *c, const char *sql, const enc_val *params, size_t npar
             break;
         }
         if (step != SQLITE_ROW) {
-            rc = sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
+            rc = sq_error(c, err);
             break;
         }
         for (size_t k = 0; k < ncols; k++) {
@@ -180,7 +207,7 @@ static int sq_describe(conn *c, const char *table, conn_table **out, sl_err *err
     }
     if (sqlite3_prepare_v2(s->db, "SELECT name, type, pk FROM pragma_table_info(?1, ?2)", -1, &st,
                            NULL) != SQLITE_OK) {
-        sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
+        sq_error(c, err);
         goto done;
     }
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -214,11 +241,11 @@ static int sq_describe(conn *c, const char *table, conn_table **out, sl_err *err
         }
     }
     if (step != SQLITE_DONE) {
-        sl_err_set(err, "%s: %s", c->name, sqlite3_errmsg(s->db));
+        sq_error(c, err);
         goto done;
     }
     if (t->ncols == 0) {
-        sl_err_set(err, "%s: table \"%s\" does not exist", c->name, table);
+        sl_err_setc(err, SL_NOT_FOUND, "%s: table \"%s\" does not exist", c->name, table);
         goto done;
     }
     if (maxpk) {
@@ -262,11 +289,13 @@ conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err)
     /* SQLite opens "" as a new empty temporary database, which then has no
      * tables: say what is wrong instead */
     if (!path[0])
-        return sl_err_set(err, "the SQLite path is empty: write sqlite:PATH, e.g. sqlite:shop.db"),
+        return sl_err_setc(err, SL_INVALID,
+                           "the SQLite path is empty: write sqlite:PATH, e.g. sqlite:shop.db"),
                NULL;
     if (strcmp(path, ":memory:") != 0 && stat(path, &st) != 0)
-        return sl_err_set(err, "SQLite database \"%s\" does not exist (%s); check the path", path,
-                          strerror(errno)),
+        return sl_err_setc(err, SL_DATABASE,
+                           "SQLite database \"%s\" does not exist (%s); check the path", path,
+                           strerror(errno)),
                NULL;
     sq_conn *s = calloc(1, sizeof *s);
     if (!s)
@@ -275,8 +304,8 @@ conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err)
     s->busy_ms = read_timeout_ms > 0 ? read_timeout_ms : CONN_READ_TIMEOUT_MS;
     snprintf(s->base.name, sizeof s->base.name, "sqlite:%s", path);
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        sl_err_set(err, "cannot open SQLite database \"%s\": %s", path,
-                   s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        sl_err_setc(err, SL_DATABASE, "cannot open SQLite database \"%s\": %s", path,
+                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
         sq_free(&s->base);
         return NULL;
     }
@@ -289,7 +318,8 @@ conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err)
         if (rc == SQLITE_BUSY)
             sq_busy_error(s, err);
         else
-            sl_err_set(err, "cannot read SQLite database \"%s\": %s", path, msg ? msg : "?");
+            sl_err_setc(err, SL_DATABASE, "cannot read SQLite database \"%s\": %s", path,
+                        msg ? msg : "?");
         sqlite3_free(msg);
         sq_free(&s->base);
         return NULL;

@@ -654,7 +654,7 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     const char *s;
     size_t l;
     int rc = -1, bad = 0;
-    sl_err why = {{0}};
+    sl_err why = {0};
     if (msg_get_array(m, "columns", &cols, &nc, &why) ||
         msg_get_array(m, "key", &keys, &nk, &why)) {
         bad = 1;

@@ -1061,8 +1061,9 @@ static int put_escaped(sl_buf *out, const uint8_t *s, size_t n)
 int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
 {
     if (v->kind == ENC_V_NULL)
-        return sl_err_set(err, "NULL in a key column; a key must identify each row: pass --key "
-                               "with NOT NULL columns");
+        return sl_err_setc(err, SL_INVALID,
+                           "NULL in a key column; a key must identify each row: pass --key "
+                           "with NOT NULL columns");
     switch (cls) {
     case ENC_INT: {
         int64_t x;
@@ -1075,10 +1076,10 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
             errno = 0;
             x = strtoll(tmp, &end, 10);
             if (end == tmp || *end || errno)
-                return sl_err_set(err, "integer key value \"%s\" does not parse as an integer",
-                                  tmp);
+                return sl_err_setc(err, SL_INVALID,
+                                   "integer key value \"%s\" does not parse as an integer", tmp);
         } else {
-            return sl_err_set(err, "integer key column holds a non-integer value");
+            return sl_err_setc(err, SL_INVALID, "integer key column holds a non-integer value");
         }
         uint8_t b[9] = {K_INT};
         put_be64(b + 1, (uint64_t)x ^ (1ULL << 63));
@@ -1089,14 +1090,14 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
         if (v->kind == ENC_V_BLOB && v->len == 16)
             memcpy(b + 1, v->p, 16);
         else if (v->kind != ENC_V_TEXT || parse_uuid(v->p, v->len, b + 1) != 0)
-            return sl_err_set(err, "uuid key value does not parse as a uuid");
+            return sl_err_setc(err, SL_INVALID, "uuid key value does not parse as a uuid");
         else if (!is_canonical_uuid(v->p, v->len))
             /* a text uuid is ranged and ordered as text by its database:
              * only the canonical spelling orders like the 16 bytes */
-            return sl_err_set(err,
-                              "uuid key value \"%.*s\" is not in canonical form "
-                              "(lowercase, 8-4-4-4-12); store uuid keys that way",
-                              (int)(v->len < 40 ? v->len : 40), v->p);
+            return sl_err_setc(err, SL_INVALID,
+                               "uuid key value \"%.*s\" is not in canonical form "
+                               "(lowercase, 8-4-4-4-12); store uuid keys that way",
+                               (int)(v->len < 40 ? v->len : 40), v->p);
         return sl_buf_append(out, b, 17) ? sl_err_set(err, "out of memory") : 0;
     }
     case ENC_BYTEA: {
@@ -1109,21 +1110,22 @@ int enc_key(sl_buf *out, int cls, const enc_val *v, sl_err *err)
         if (r == 0)
             r = sl_buf_putc(out, K_BYTES) || put_escaped(out, tmp.p, tmp.len) ? -1 : 0;
         sl_buf_free(&tmp);
-        return r ? sl_err_set(err, "bytea key value could not be read") : 0;
+        return r ? sl_err_setc(err, SL_INVALID, "bytea key value could not be read") : 0;
     }
     case ENC_TEXT:
     case ENC_OTHER:
         if (v->kind != ENC_V_TEXT && v->kind != ENC_V_BLOB)
-            return sl_err_set(err, "text key column holds a non-text value (SQLite: an integer "
-                                   "stored in a TEXT key); the key order would differ");
+            return sl_err_setc(err, SL_INVALID,
+                               "text key column holds a non-text value (SQLite: an integer "
+                               "stored in a TEXT key); the key order would differ");
         if (sl_buf_putc(out, K_TEXT) || put_escaped(out, (const uint8_t *)v->p, v->len))
             return sl_err_set(err, "out of memory");
         return 0;
     default:
-        return sl_err_set(err,
-                          "key column of type %s cannot be ordered across databases; pass "
-                          "--key with integer, text, uuid or bytea columns",
-                          enc_class_name(cls));
+        return sl_err_setc(err, SL_INVALID,
+                           "key column of type %s cannot be ordered across databases; pass "
+                           "--key with integer, text, uuid or bytea columns",
+                           enc_class_name(cls));
     }
 }
 
@@ -1138,19 +1140,20 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
     size_t i = 0;
     for (size_t c = 0; c < ncols; c++) {
         if (i >= len)
-            return sl_err_set(err, "encoded key is shorter than its %zu columns", ncols);
+            return sl_err_setc(err, SL_INVALID, "encoded key is shorter than its %zu columns",
+                               ncols);
         uint8_t tag = key[i++];
         enc_val *v = &out[c];
         memset(v, 0, sizeof *v);
         if (tag == K_INT) {
             if (len - i < 8)
-                return sl_err_set(err, "encoded key is truncated");
+                return sl_err_setc(err, SL_INVALID, "encoded key is truncated");
             v->kind = ENC_V_INT;
             v->i = (int64_t)(get_be64(key + i) ^ (1ULL << 63));
             i += 8;
         } else if (tag == K_UUID) {
             if (len - i < 16)
-                return sl_err_set(err, "encoded key is truncated");
+                return sl_err_setc(err, SL_INVALID, "encoded key is truncated");
             char *d = (char *)scratch->p + scratch->len;
             static const char hx[] = "0123456789abcdef";
             size_t o = 0;
@@ -1170,16 +1173,16 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
             size_t o = 0;
             for (;;) {
                 if (i >= len)
-                    return sl_err_set(err, "encoded key is truncated");
+                    return sl_err_setc(err, SL_INVALID, "encoded key is truncated");
                 if (key[i] == 0) {
                     if (i + 1 >= len)
-                        return sl_err_set(err, "encoded key is truncated");
+                        return sl_err_setc(err, SL_INVALID, "encoded key is truncated");
                     if (key[i + 1] == 0) {
                         i += 2;
                         break;
                     }
                     if (key[i + 1] != 0xff)
-                        return sl_err_set(err, "encoded key has a bad escape");
+                        return sl_err_setc(err, SL_INVALID, "encoded key has a bad escape");
                     d[o++] = 0;
                     i += 2;
                 } else {
@@ -1191,11 +1194,11 @@ int enc_key_decode(const uint8_t *key, size_t len, size_t ncols, sl_buf *scratch
             v->p = d;
             v->len = o;
         } else {
-            return sl_err_set(err, "encoded key has unknown tag 0x%02x", tag);
+            return sl_err_setc(err, SL_INVALID, "encoded key has unknown tag 0x%02x", tag);
         }
     }
     if (i != len)
-        return sl_err_set(err, "encoded key is longer than its %zu columns", ncols);
+        return sl_err_setc(err, SL_INVALID, "encoded key is longer than its %zu columns", ncols);
     return 0;
 }
 
@@ -1223,34 +1226,37 @@ int enc_key_check(const uint8_t *key, size_t len, const int *cls, size_t ncols, 
     for (size_t c = 0; c < ncols; c++) {
         int want = key_tag(cls[c]);
         if (want < 0)
-            return sl_err_set(err, "key column %zu is of class %s, which cannot be a key", c,
-                              enc_class_name(cls[c]));
+            return sl_err_setc(err, SL_INVALID,
+                               "key column %zu is of class %s, which cannot be a key", c,
+                               enc_class_name(cls[c]));
         if (i >= len)
-            return sl_err_set(err, "encoded key is shorter than its %zu columns", ncols);
+            return sl_err_setc(err, SL_INVALID, "encoded key is shorter than its %zu columns",
+                               ncols);
         if (key[i] != want)
-            return sl_err_set(err, "encoded key column %zu has tag 0x%02x, not that of %s", c,
-                              key[i], enc_class_name(cls[c]));
+            return sl_err_setc(err, SL_INVALID,
+                               "encoded key column %zu has tag 0x%02x, not that of %s", c, key[i],
+                               enc_class_name(cls[c]));
         i++;
         if (want == K_INT || want == K_UUID) {
             size_t w = want == K_INT ? 8 : 16;
             if (len - i < w)
-                return sl_err_set(err, "encoded key is truncated");
+                return sl_err_setc(err, SL_INVALID, "encoded key is truncated");
             i += w;
             continue;
         }
         for (;;) { /* escaped bytes: 0x00 0xff is a zero byte, 0x00 0x00 the end */
             const uint8_t *z = i < len ? memchr(key + i, 0, len - i) : NULL;
             if (!z || (size_t)(z - key) + 1 >= len)
-                return sl_err_set(err, "encoded key is truncated");
+                return sl_err_setc(err, SL_INVALID, "encoded key is truncated");
             i = (size_t)(z - key) + 2;
             if (z[1] == 0)
                 break;
             if (z[1] != 0xff)
-                return sl_err_set(err, "encoded key has a bad escape");
+                return sl_err_setc(err, SL_INVALID, "encoded key has a bad escape");
         }
     }
     if (i != len)
-        return sl_err_set(err, "encoded key is longer than its %zu columns", ncols);
+        return sl_err_setc(err, SL_INVALID, "encoded key is longer than its %zu columns", ncols);
     return 0;
 }
 

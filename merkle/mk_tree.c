@@ -222,9 +222,10 @@ int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t r
     if (t->finished)
         return sl_err_set(err, "row added to a finished tree");
     if (t->rows > 0 && mk_key_cmp(t->lastkey.p, t->lastkey.len, key, klen) >= 0)
-        return sl_err_set(err, "rows arrived out of key order or with a duplicate key; the "
-                               "database's key order must match byte order (text keys need "
-                               "a binary collation)");
+        return sl_err_setc(err, SL_INVALID,
+                           "rows arrived out of key order or with a duplicate key; the "
+                           "database's key order must match byte order (text keys need "
+                           "a binary collation)");
     sl_buf_reset(&t->lastkey);
     if (sl_buf_append(&t->lastkey, key, klen) != 0)
         return sl_err_set(err, "out of memory");
@@ -280,7 +281,7 @@ int mk_tree_children(const mk_tree *t, uint32_t level, uint32_t index, mk_nodeli
 {
     if (!t->finished || t->root_level < 0 || level == 0 || (int)level > t->root_level ||
         index >= t->lv[level].n)
-        return sl_err_set(err, "no node at level %u index %u", level, index);
+        return sl_err_setc(err, SL_INVALID, "no node at level %u index %u", level, index);
     const stored *s = &t->lv[level].v[index];
     for (uint32_t k = 0; k < s->nchild; k++)
         if (add_stored(t, (int)level - 1, s->first_child + k, out) != 0)

@@ -114,13 +114,15 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
     if (!w->sb.data && n)
         return sl_err_set(err, "out of memory while packing a message");
     if (n > MSG_MAX_RAW)
-        return sl_err_set(err, "message of %zu bytes exceeds the %u-byte limit", n, MSG_MAX_RAW);
+        return sl_err_setc(err, SL_INVALID, "message of %zu bytes exceeds the %u-byte limit", n,
+                           MSG_MAX_RAW);
     /* what a reader would refuse is refused here, with a clearer error: a
      * body of n bytes holds at most n items, so only big ones are walked */
     uint64_t items;
     if (n > MSG_MAX_ITEMS && msgpack_walk((const uint8_t *)w->sb.data, n, &items) == WALK_TOO_MANY)
-        return sl_err_set(err, "message of over %u msgpack items exceeds the per-frame limit",
-                          MSG_MAX_ITEMS);
+        return sl_err_setc(err, SL_INVALID,
+                           "message of over %u msgpack items exceeds the per-frame limit",
+                           MSG_MAX_ITEMS);
     if (n >= MSG_COMPRESS_MIN) {
         int bound = LZ4_compressBound((int)n);
         if (sl_buf_reserve(out, (size_t)bound + 5) != 0)
@@ -215,8 +217,8 @@ int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_
 
 static int field_err(const msg *m, const char *key, const char *want, sl_err *err)
 {
-    return sl_err_set(err, "malformed %s message: field \"%s\" is missing or not %s",
-                      msg_type_name(m->type), key, want);
+    return sl_err_setc(err, SL_INVALID, "malformed %s message: field \"%s\" is missing or not %s",
+                       msg_type_name(m->type), key, want);
 }
 
 int msg_get_str(const msg *m, const char *key, const char **p, size_t *n, sl_err *err)
@@ -385,9 +387,12 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
 {
     const uint8_t *f = frame;
     if (len < 2)
-        return sl_err_set(err, "malformed message: frame of %zu bytes is too short", len), NULL;
+        return sl_err_setc(err, SL_INVALID, "malformed message: frame of %zu bytes is too short",
+                           len),
+               NULL;
     if (f[0] > 1)
-        return sl_err_set(err, "malformed message: unknown frame flags 0x%02x", f[0]), NULL;
+        return sl_err_setc(err, SL_INVALID, "malformed message: unknown frame flags 0x%02x", f[0]),
+               NULL;
     msg *m = calloc(1, sizeof *m);
     if (!m)
         return sl_err_set(err, "out of memory"), NULL;
@@ -396,20 +401,21 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
     size_t blen = len - 1;
     if (f[0] & 1) {
         if (len < 6) {
-            sl_err_set(err, "malformed message: compressed frame is truncated");
+            sl_err_setc(err, SL_INVALID, "malformed message: compressed frame is truncated");
             goto fail;
         }
         uint32_t raw = (uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 8 | f[4];
         if (raw == 0 || raw > MSG_MAX_RAW) {
-            sl_err_set(err, "malformed message: compressed length %u out of bounds", raw);
+            sl_err_setc(err, SL_INVALID, "malformed message: compressed length %u out of bounds",
+                        raw);
             goto fail;
         }
         /* an lz4 block expands at most 255-fold (a length byte of 255 per
          * 255 bytes out): a claim beyond that is a lie, refused before the
          * buffer is allocated */
         if ((uint64_t)raw > (uint64_t)(len - 5) * 255 + 32) {
-            sl_err_set(err, "malformed message: %zu bytes of lz4 cannot expand to %u", len - 5,
-                       raw);
+            sl_err_setc(err, SL_INVALID, "malformed message: %zu bytes of lz4 cannot expand to %u",
+                        len - 5, raw);
             goto fail;
         }
         m->raw = malloc(raw);
@@ -419,7 +425,7 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
         }
         int d = LZ4_decompress_safe((const char *)f + 5, m->raw, (int)(len - 5), (int)raw);
         if (d != (int)raw) {
-            sl_err_set(err, "malformed message: lz4 body does not decompress");
+            sl_err_setc(err, SL_INVALID, "malformed message: lz4 body does not decompress");
             goto fail;
         }
         body = m->raw;
@@ -446,40 +452,42 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err)
         goto fail;
     }
     if (walk != WALK_OK) {
-        sl_err_set(err, "malformed message: body is not well-formed msgpack");
+        sl_err_setc(err, SL_INVALID, "malformed message: body is not well-formed msgpack");
         goto fail;
     }
     if (msgpack_unpack_next(&m->up, body, blen, &off) != MSGPACK_UNPACK_SUCCESS) {
-        sl_err_set(err, "malformed message: body is not complete msgpack");
+        sl_err_setc(err, SL_INVALID, "malformed message: body is not complete msgpack");
         goto fail;
     }
     if (off != blen) {
-        sl_err_set(err, "malformed message: %zu trailing bytes after the body", blen - off);
+        sl_err_setc(err, SL_INVALID, "malformed message: %zu trailing bytes after the body",
+                    blen - off);
         goto fail;
     }
     if (m->up.data.type != MSGPACK_OBJECT_MAP) {
-        sl_err_set(err, "malformed message: body is not a map");
+        sl_err_setc(err, SL_INVALID, "malformed message: body is not a map");
         goto fail;
     }
     int64_t v, t, id = 0;
     const msgpack_object *o = msg_get(m, "v");
     if (!o || msg_obj_int(o, &v) != 0) {
-        sl_err_set(err, "malformed message: no protocol version");
+        sl_err_setc(err, SL_INVALID, "malformed message: no protocol version");
         goto fail;
     }
     if (v != MSG_VERSION) {
-        sl_err_set(err, "message of protocol version %lld; this sluice speaks version %d",
-                   (long long)v, MSG_VERSION);
+        sl_err_setc(err, SL_INVALID,
+                    "message of protocol version %lld; this sluice speaks version %d", (long long)v,
+                    MSG_VERSION);
         goto fail;
     }
     o = msg_get(m, "t");
     if (!o || msg_obj_int(o, &t) != 0 || t <= 0 || t >= MSG_TYPE_END) {
-        sl_err_set(err, "malformed message: missing or unknown type");
+        sl_err_setc(err, SL_INVALID, "malformed message: missing or unknown type");
         goto fail;
     }
     o = msg_get(m, "id");
     if (o && msg_obj_int(o, &id) != 0) {
-        sl_err_set(err, "malformed message: id is not an integer");
+        sl_err_setc(err, SL_INVALID, "malformed message: id is not an integer");
         goto fail;
     }
     m->type = (int)t;
@@ -499,14 +507,46 @@ uint64_t msg_id(const msg *m)
     return m->id;
 }
 
-int msg_error_frame(uint64_t id, const char *message, sl_buf *out)
+static int error_frame(uint64_t id, int code, const char *message, sl_buf *out)
 {
-    msg_writer *w = msg_writer_new(MSG_ERROR, id, 1);
+    msg_writer *w = msg_writer_new(MSG_ERROR, id, 2);
     if (!w)
         return -1;
-    msg_key(w, "error");
-    msg_pack_cstr(w, message);
+    msg_put_cstr(w, "error", message);
+    msg_put_cstr(w, "code", sl_code_name(code));
     int r = msg_writer_finish(w, out, NULL);
     msg_writer_free(w);
     return r;
+}
+
+int msg_error_frame(uint64_t id, const char *message, sl_buf *out)
+{
+    return error_frame(id, SL_INTERNAL, message, out);
+}
+
+int msg_error_reply(uint64_t id, const sl_err *e, sl_buf *out)
+{
+    int code = e->code > SL_OK ? e->code : SL_INTERNAL;
+    return error_frame(id, code, e->msg, out);
+}
+
+int msg_error_read(const msg *m, sl_err *e)
+{
+    const char *s = NULL;
+    size_t n = 0;
+    /* a code the sender did not give, or one this version does not know,
+     * or "ok" on a failure, is SL_INTERNAL: never mistaken for a cause */
+    int code = SL_INTERNAL;
+    if (msg_get_str(m, "code", &s, &n, NULL) == 0)
+        code = sl_code_from_name(s, n);
+    if (code == SL_OK)
+        code = SL_INTERNAL;
+    if (msg_get_str(m, "error", &s, &n, NULL) != 0)
+        n = 0;
+    const char *nul = n ? memchr(s, 0, n) : NULL;
+    if (nul) /* the message is a C string: it ends there */
+        n = (size_t)(nul - s);
+    if (n > 0)
+        return sl_err_setc(e, code, "%.*s", n > 511 ? 511 : (int)n, s);
+    return sl_err_setc(e, code, "a peer failed without saying why");
 }

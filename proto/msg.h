@@ -125,7 +125,17 @@ static inline int msg_obj_is_nil(const msgpack_object *o)
     return o->type == MSGPACK_OBJECT_NIL;
 }
 
-/* Builds an ERROR reply frame for request id. */
+/* Builds an ERROR reply frame for request id, of code "internal". */
 int msg_error_frame(uint64_t id, const char *message, sl_buf *out);
+
+/* Builds an ERROR reply frame for request id: "error" is e->msg, "code"
+ * the name of e->code (sl_code_name; unset is "internal"). 0 or -1. */
+int msg_error_reply(uint64_t id, const sl_err *e, sl_buf *out);
+
+/* Reads an ERROR reply m into e: e->code from its "code" (absent, unknown
+ * or "ok": SL_INTERNAL), e->msg from its "error" (absent or empty: "a peer
+ * failed without saying why"). Returns -1, so a caller can write
+ * `return msg_error_read(m, err)`. */
+int msg_error_read(const msg *m, sl_err *e);
 
 #endif

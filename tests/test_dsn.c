@@ -49,7 +49,7 @@ int main(void)
     dsn_redact("postgresql://app@db1/shop", m, sizeof m);
     ok(!strcmp(m, "postgresql://app@db1/shop"), "nothing to redact: %s", m);
 
-    sl_err e = {{0}};
+    sl_err e = {0};
     ok(dsn_check_uri("postgresql://app:pq@xz@h/db", "source", &e) == -1 && strstr(e.msg, "%40") &&
            !strstr(e.msg, "xz"),
        "an unencoded '@' in the password is refused: %s", e.msg);

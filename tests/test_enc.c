@@ -44,7 +44,7 @@ static int same(int ca, enc_val a, int cb, enc_val b, int flags)
 static int key_cmp(int cls, enc_val a, enc_val b)
 {
     sl_buf x = {0}, y = {0};
-    sl_err e;
+    sl_err e = {0};
     enc_key(&x, cls, &a, &e);
     enc_key(&y, cls, &b, &e);
     size_t m = x.len < y.len ? x.len : y.len;
@@ -124,7 +124,7 @@ static int bin_is(int neg, const char *ip, const char *fp, int pad, const char *
     char *bin, *txt = dec_text(neg, ip, fp);
     size_t n = pg_numeric(neg, ip, fp, pad, &bin);
     sl_buf scratch = {0};
-    sl_err e;
+    sl_err e = {0};
     enc_val v;
     int r = pg_bin_decode(1700, bin, n, &scratch, &v, &e) == 0 &&
             same(ENC_NUMERIC, v, ENC_NUMERIC, T(want), 0) &&
@@ -205,7 +205,7 @@ static void test_long_numerics(void)
        "binary short numerics (the fast path and just past it)");
     char *bin;
     sl_buf scratch = {0};
-    sl_err e;
+    sl_err e = {0};
     enc_val v;
     size_t n = pg_numeric(0, "1", "5", 0, &bin);
     bin[7] = 0; /* dscale 0: numeric_out would print "1", hiding the .5 */
@@ -388,7 +388,7 @@ int main(void)
     {
         /* composite (text, int): ("a", 9) < ("ab", 1) */
         sl_buf x = {0}, y = {0};
-        sl_err e;
+        sl_err e = {0};
         enc_val a = T("a"), b = T("ab"), i9 = I(9), i1 = I(1);
         enc_key(&x, ENC_TEXT, &a, &e);
         enc_key(&x, ENC_INT, &i9, &e);
@@ -408,7 +408,7 @@ int main(void)
     }
     {
         sl_buf x = {0};
-        sl_err e = {{0}};
+        sl_err e = {0};
         enc_val n = N();
         ok(enc_key(&x, ENC_INT, &n, &e) != 0 && strstr(e.msg, "NULL"), "NULL key is an error: %s",
            e.msg);

@@ -29,7 +29,7 @@ typedef struct ctx {
 static void mkkey(uint8_t k[9], int64_t id)
 {
     sl_buf b = {0};
-    sl_err e;
+    sl_err e = {0};
     enc_val v = {.kind = ENC_V_INT, .i = id};
     enc_key(&b, ENC_INT, &v, &e);
     memcpy(k, b.p, 9);
@@ -40,7 +40,7 @@ static int64_t keyid(const uint8_t k[9])
 {
     enc_val v;
     sl_buf s = {0};
-    sl_err e;
+    sl_err e = {0};
     enc_key_decode(k, 9, 1, &s, &v, &e);
     sl_buf_free(&s);
     return v.i;
@@ -93,7 +93,7 @@ static int span(void *c, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 
 static void build(side *s, unsigned bits)
 {
-    sl_err e;
+    sl_err e = {0};
     s->tree = mk_tree_new(bits);
     for (size_t i = 0; i < s->n; i++)
         mk_tree_add_row(s->tree, s->rows[i].key, 9, s->rows[i].hash, &e);
@@ -148,7 +148,7 @@ int main(void)
         c.s[1] = &sb;
         c.nspans = c.span_rows = 0;
         mk_nodelist ra = {0}, rb = {0};
-        sl_err e;
+        sl_err e = {0};
         mk_tree_root(sa.tree, &ra, &e);
         mk_tree_root(sb.tree, &rb, &e);
         mk_bound lo = {MK_UNBOUNDED, 0, 0}, hi = {MK_UNBOUNDED, 0, 0};
@@ -200,7 +200,7 @@ int main(void)
         mkhash(b.rows[500].hash, 500, 2);
         build(&b, 0);
         mk_nodelist ra = {0}, rb = {0};
-        sl_err e;
+        sl_err e = {0};
         mk_tree_root(a.tree, &ra, &e);
         mk_tree_root(b.tree, &rb, &e);
         ok(ra.n == 1 && rb.n == 1 && memcmp(ra.v[0].hash, rb.v[0].hash, 16) != 0,
@@ -223,7 +223,7 @@ int main(void)
     /* memory bound: about rows / 2^bits leaf records */
     {
         mk_tree *t = mk_tree_new(0);
-        sl_err e;
+        sl_err e = {0};
         uint8_t k[9], h[16];
         for (int i = 0; i < 500000; i++) {
             mkkey(k, i);
@@ -239,7 +239,7 @@ int main(void)
     {
         /* the tree hash is a format: a worker of another build must agree.
          * 5000 rows (every 7th key 70 bytes long), root pinned as of v1. */
-        sl_err e;
+        sl_err e = {0};
         mk_tree *t = mk_tree_new(0);
         int okrows = 1;
         for (int i = 0; i < 5000; i++) {

@@ -49,7 +49,7 @@ static double now_s(void)
  * refusing what readers would refuse. */
 static void test_limits(void)
 {
-    sl_err e = {{0}};
+    sl_err e = {0};
     sl_buf f = {0};
     msg *m;
 
@@ -114,7 +114,7 @@ static void test_limits(void)
 /* enc_key_check accepts exactly what enc_key writes for the classes. */
 static void test_key_check(void)
 {
-    sl_err e = {{0}};
+    sl_err e = {0};
     sl_buf k = {0};
     int cls[3] = {ENC_INT, ENC_TEXT, ENC_UUID};
     enc_val v[3] = {{.kind = ENC_V_INT, .i = -5},
@@ -142,12 +142,128 @@ static void test_key_check(void)
     sl_buf_free(&k);
 }
 
+/* A raw ERROR frame {v, t: error, id: 7} plus the pairs given (msgpack
+ * strings), as another peer could send it. */
+static void error_frame_with(sl_buf *out, const char *const *kv, size_t npairs)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3 + npairs);
+    const char *keys[3] = {"v", "t", "id"};
+    int vals[3] = {MSG_VERSION, MSG_ERROR, 7};
+    for (int i = 0; i < 3; i++) {
+        msgpack_pack_str(&pk, strlen(keys[i]));
+        msgpack_pack_str_body(&pk, keys[i], strlen(keys[i]));
+        msgpack_pack_int(&pk, vals[i]);
+    }
+    for (size_t i = 0; i < 2 * npairs; i++) {
+        msgpack_pack_str(&pk, strlen(kv[i]));
+        msgpack_pack_str_body(&pk, kv[i], strlen(kv[i]));
+    }
+    sl_buf_reset(out);
+    sl_buf_putc(out, 0);
+    sl_buf_append(out, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Error replies carry the code by name: it survives a round trip, and an
+ * unknown or absent code reads as internal, never as a cause it is not. */
+static void test_error_codes(void)
+{
+    sl_buf f = {0};
+    sl_err in = {0}, out = {0};
+    sl_err_setc(&in, SL_AUTH, "cannot connect to PostgreSQL: password authentication failed");
+    ok(msg_error_reply(42, &in, &f) == 0, "an error reply is built");
+    msg *m = msg_decode(f.p, f.len, &out);
+    const char *s;
+    size_t n;
+    ok(m && msg_type(m) == MSG_ERROR && msg_id(m) == 42 &&
+           msg_get_str(m, "code", &s, &n, NULL) == 0 && n == 4 && !memcmp(s, "auth", 4),
+       "it is an error frame for request 42 with code \"auth\"");
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_AUTH && !strcmp(out.msg, in.msg),
+       "the code and message come back: %s (%s)", sl_code_name(out.code), out.msg);
+    msg_free(m);
+    for (int c = SL_INVALID; c <= SL_INTERNAL; c++) {
+        sl_err a = {0}, b = {0};
+        sl_err_setc(&a, c, "failure %d", c);
+        msg_error_reply(1, &a, &f);
+        m = msg_decode(f.p, f.len, &b);
+        ok(m && msg_error_read(m, &b) == -1 && b.code == c && !strcmp(b.msg, a.msg),
+           "code %s round-trips", sl_code_name(c));
+        msg_free(m);
+    }
+    sl_err unset = {0};
+    snprintf(unset.msg, sizeof unset.msg, "no code was set");
+    msg_error_reply(1, &unset, &f);
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_INTERNAL,
+       "an sl_err without a code is sent as internal");
+    msg_free(m);
+
+    msg_error_frame(3, "old-style", &f);
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_INTERNAL &&
+           !strcmp(out.msg, "old-style"),
+       "msg_error_frame still works, as code internal: %s", out.msg);
+    msg_free(m);
+
+    const char *unknown[] = {"error", "from a newer peer", "code", "teapot"};
+    error_frame_with(&f, unknown, 2);
+    out = (sl_err){0};
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_INTERNAL &&
+           !strcmp(out.msg, "from a newer peer"),
+       "an unknown code name reads as internal");
+    msg_free(m);
+
+    const char *nocode[] = {"error", "from an older peer"};
+    error_frame_with(&f, nocode, 1);
+    out = (sl_err){.code = SL_NOT_FOUND}; /* a stale code must not survive */
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_INTERNAL &&
+           !strcmp(out.msg, "from an older peer"),
+       "a reply without a code reads as internal, whatever e held before");
+    msg_free(m);
+
+    const char *okcode[] = {"error", "odd", "code", "ok"};
+    error_frame_with(&f, okcode, 2);
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_INTERNAL,
+       "a failure that claims code \"ok\" reads as internal");
+    msg_free(m);
+
+    error_frame_with(&f, NULL, 0);
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_INTERNAL &&
+           strstr(out.msg, "without saying why"),
+       "a reply without message or code: %s", out.msg);
+    msg_free(m);
+
+    const char *nulmsg[] = {"error", "X", "code", "not_found"};
+    error_frame_with(&f, nulmsg, 2);
+    uint8_t *x = memchr(f.p, 'X', f.len);
+    if (x)
+        *x = 0; /* the message is now one NUL byte */
+    m = msg_decode(f.p, f.len, &out);
+    ok(m && msg_error_read(m, &out) == -1 && out.code == SL_NOT_FOUND && out.msg[0],
+       "a message that is only a NUL still reads as a message: %s", out.msg);
+    msg_free(m);
+
+    uint8_t junk[] = {0, 0x92, 1, 2};
+    out = (sl_err){0};
+    ok(!msg_decode(junk, sizeof junk, &out) && out.code == SL_INVALID,
+       "a frame that does not decode is invalid");
+    sl_buf_free(&f);
+}
+
 int main(void)
 {
     unsigned seed = getenv("SEED") ? (unsigned)atoi(getenv("SEED")) : (unsigned)time(NULL);
     printf("# seed %u\n", seed);
     srand(seed);
-    sl_err e = {{0}};
+    sl_err e = {0};
     sl_buf f = {0};
 
     msg_writer *w = msg_writer_new(MSG_TREE, 42, 3);
@@ -274,5 +390,6 @@ int main(void)
     sl_buf_free(&f);
     test_limits();
     test_key_check();
+    test_error_codes();
     return done_testing();
 }

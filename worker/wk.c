@@ -92,24 +92,26 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         msg_get_int(m, "nkey", &nkey, err))
         return -1;
     if (nc == 0 || nc > WK_MAX_COLS || ncl != nc || nkey < 1 || nkey > (int64_t)nc || nkey > 32)
-        return sl_err_set(err, "malformed request: %u columns, %u classes, %lld key columns", nc,
-                          ncl, (long long)nkey);
+        return sl_err_setc(err, SL_INVALID,
+                           "malformed request: %u columns, %u classes, %lld key columns", nc, ncl,
+                           (long long)nkey);
     const msgpack_object *w = msg_get(m, "where");
     if (w && !msg_obj_is_nil(w)) {
         if (msg_obj_str(w, &p, &n) || !(s->where = strndup(p, n)))
-            return sl_err_set(err, "malformed request: where is not a string");
+            return sl_err_setc(err, SL_INVALID, "malformed request: where is not a string");
     }
     const msgpack_object *f = msg_get(m, "flags");
     if (f && msg_obj_int(f, &flags))
-        return sl_err_set(err, "malformed request: flags is not an integer");
+        return sl_err_setc(err, SL_INVALID, "malformed request: flags is not an integer");
     f = msg_get(m, "max_rps");
     if (f && (msg_obj_int(f, &s->max_rps) || s->max_rps < 0))
-        return sl_err_set(err, "malformed request: max_rps is not a rate");
+        return sl_err_setc(err, SL_INVALID, "malformed request: max_rps is not a rate");
     for (uint32_t i = 0; i < nc; i++) {
         int64_t c;
         if (msg_obj_str(&cols[i], &p, &n) || msg_obj_int(&cls[i], &c) || c <= 0 ||
             c >= ENC_CLASS_END)
-            return sl_err_set(err, "malformed request: column %u is not a (name, class)", i);
+            return sl_err_setc(err, SL_INVALID,
+                               "malformed request: column %u is not a (name, class)", i);
         if (!(s->cols[i] = strndup(p, n)))
             return sl_err_set(err, "out of memory");
         s->cls[i] = (int)c;
@@ -132,12 +134,13 @@ static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
     if (msg_get_array(m, key, &items, &n, err))
         return -1;
     if (n != 2 || msg_obj_int(&items[0], &kind) || kind < MK_UNBOUNDED || kind > MK_EXCL)
-        return sl_err_set(err, "malformed request: bound \"%s\" is not [kind, key]", key);
+        return sl_err_setc(err, SL_INVALID, "malformed request: bound \"%s\" is not [kind, key]",
+                           key);
     b->kind = (int)kind;
     b->key = NULL;
     b->len = 0;
     if (kind != MK_UNBOUNDED && msg_obj_bin(&items[1], &b->key, &b->len))
-        return sl_err_set(err, "malformed request: bound \"%s\" has no key", key);
+        return sl_err_setc(err, SL_INVALID, "malformed request: bound \"%s\" has no key", key);
     return 0;
 }
 
@@ -164,7 +167,8 @@ static conn *db_get(wk *w, const msg *m, sl_err *err)
         conn_set_tick(*c, tick_cb, w); /* heartbeats while one huge row arrives */
         return *c;
     }
-    return sl_err_set(err, "this worker has no database named \"%.*s\"", (int)n, p), NULL;
+    return sl_err_setc(err, SL_NOT_FOUND, "this worker has no database named \"%.*s\"", (int)n, p),
+           NULL;
 }
 
 /* Forgets a connection after an error, so the next task reconnects
@@ -253,11 +257,11 @@ static int check_key_order(const rowenc *r, sl_err *err)
         why = "outside the requested key range";
     if (!why)
         return 0;
-    return sl_err_set(err,
-                      "table \"%s\": the database returned rows %s; its key order must match "
-                      "byte order (text keys need a binary collation, and both sides' key "
-                      "columns one type)",
-                      r->s->q.table, why);
+    return sl_err_setc(err, SL_INVALID,
+                       "table \"%s\": the database returned rows %s; its key order must match "
+                       "byte order (text keys need a binary collation, and both sides' key "
+                       "columns one type)",
+                       r->s->q.table, why);
 }
 
 /* Encodes the key, and with hash the row's hash (in place: a value of
@@ -388,11 +392,11 @@ static int take_split(void *ctx, const enc_val *v, size_t n, sl_err *err)
         if (c == 0)
             return 0;
         if (c > 0)
-            return sl_err_set(err,
-                              "table \"%s\": the database returned split keys out of key "
-                              "order; its key order must match byte order (text keys need a "
-                              "binary collation, and both sides' key columns one type)",
-                              s->re.s->q.table);
+            return sl_err_setc(err, SL_INVALID,
+                               "table \"%s\": the database returned split keys out of key "
+                               "order; its key order must match byte order (text keys need a "
+                               "binary collation, and both sides' key columns one type)",
+                               s->re.s->q.table);
     }
     uint32_t len = (uint32_t)s->re.key.len;
     sl_buf_reset(&s->last);
@@ -414,7 +418,7 @@ static int do_split(wk *w, const msg *m, sl_err *err)
         !(c = db_get(w, m, err)))
         goto done;
     if (nranges < 1 || nranges > 1000000) {
-        sl_err_set(err, "malformed request: %lld ranges", (long long)nranges);
+        sl_err_setc(err, SL_INVALID, "malformed request: %lld ranges", (long long)nranges);
         goto done;
     }
     sc.re.s = &s;
@@ -503,6 +507,8 @@ static int read_retry(wk *w, const msg *m, read_fn read, void *arg, void (*reset
 {
     const int attempts = 5;
     for (int a = 0; a < attempts; a++) {
+        if (err) /* each attempt's failure is its own: no code from the last */
+            err->code = SL_OK;
         if (a > 0) {
             reset(ctx);
             for (int k = 0; k < (1 << a); k++) { /* 0.2 s, 0.4 s, 0.8 s, 1.6 s */
@@ -623,10 +629,10 @@ static int do_nodes(wk *w, const msg *m, sl_err *err)
         return -1;
     mk_tree *t = tree_find(w, (uint64_t)id);
     if (!t)
-        return sl_err_set(err, "no tree %lld on this worker", (long long)id);
+        return sl_err_setc(err, SL_NOT_FOUND, "no tree %lld on this worker", (long long)id);
     if (level < 0 || level > UINT32_MAX || index < 0 || index > UINT32_MAX)
-        return sl_err_set(err, "malformed request: node (%lld, %lld)", (long long)level,
-                          (long long)index);
+        return sl_err_setc(err, SL_INVALID, "malformed request: node (%lld, %lld)",
+                           (long long)level, (long long)index);
     int rc = mk_tree_children(t, (uint32_t)level, (uint32_t)index, &l, err);
     if (rc == 0)
         rc = reply_nodes(w, msg_id(m), (uint64_t)id, 0, &l, err);
@@ -723,8 +729,8 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
     if (rc->sizes && rc->sb.size >= MSG_REPLY_SOFT_MAX)
         rc->full = 1;
     if (rc->sb.size > MSG_MAX_RAW / 2)
-        return sl_err_set(err, "a reply would exceed %u MiB (keys or rows too wide)",
-                          MSG_MAX_RAW / 2 >> 20);
+        return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
+                           MSG_MAX_RAW / 2 >> 20);
     return 0;
 }
 
@@ -795,10 +801,11 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         const uint8_t **kp = calloc(nk + 1, sizeof *kp);
         size_t *kl = calloc(nk + 1, sizeof *kl);
         int bad = !kp || !kl;
-        for (uint32_t i = 0; !bad && i < nk; i++)
-            bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0;
         if (bad)
-            sl_err_set(err, "malformed request: keys are not binary");
+            sl_err_set(err, "out of memory");
+        for (uint32_t i = 0; !bad && i < nk; i++)
+            if ((bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0))
+                sl_err_setc(err, SL_INVALID, "malformed request: keys are not binary");
         fetch_read f = {&s.q, kp, kl, nk, 0, &rc};
         if (!bad && read_retry(w, m, read_fetch, &f, rows_reset, &rc, err))
             bad = 1;
@@ -979,11 +986,11 @@ static int check_where(wk *w, const msg *m, sl_err *err)
     wk_dbconn *d = db_named(w, m);
     if (!has_where(m) || !d || d->allow_where)
         return 0;
-    return sl_err_set(err,
-                      "worker for database \"%s\" does not accept --where from the cluster; its "
-                      "operator can allow it with sluice worker --allow-where %s (or a line "
-                      "\"allow-where %s\" in its --db-file)",
-                      d->name, d->name, d->name);
+    return sl_err_setc(err, SL_AUTH,
+                       "worker for database \"%s\" does not accept --where from the cluster; its "
+                       "operator can allow it with sluice worker --allow-where %s (or a line "
+                       "\"allow-where %s\" in its --db-file)",
+                       d->name, d->name, d->name);
 }
 
 /* A request with a where clause failed: the database's message may quote
@@ -1009,7 +1016,7 @@ static void redact_where_error(wk *w, const msg *m, sl_err *e)
  * socket failed. *m is consumed. */
 static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
 {
-    sl_err e = {{0}};
+    sl_err e = {0};
     int r = -1, reply = 1;
     uint64_t id = m ? msg_id(m) : 0;
     if (!m)
@@ -1045,7 +1052,8 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
             msg_free(m);
             return 1;
         default:
-            sl_err_set(&e, "a worker does not serve %s messages", msg_type_name(msg_type(m)));
+            sl_err_setc(&e, SL_INVALID, "a worker does not serve %s messages",
+                        msg_type_name(msg_type(m)));
         }
         if (r != 0 && reply && has_where(m) && !w->relay_where_errors)
             redact_where_error(w, m, &e);
@@ -1055,7 +1063,7 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
     }
     if (!reply)
         return 0;
-    if (r != 0 && msg_error_frame(id, e.msg, &w->out) != 0)
+    if (r != 0 && msg_error_reply(id, &e, &w->out) != 0)
         return sl_err_set(err, "out of memory");
     if (send_frame(w, &w->out))
         return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
@@ -1079,7 +1087,7 @@ static void busy_tick(wk *w)
             zmq_msg_close(&in);
             break;
         }
-        sl_err e = {{0}};
+        sl_err e = {0};
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
         /* the drill-down's requests are answered at once: nodes from the
          * trees held, span rows and fetches on the database's second
@@ -1118,7 +1126,7 @@ int wk_run(wk *w, sl_err *err)
             w->deferred = d->next;
             if (!w->deferred)
                 w->deferred_tail = &w->deferred;
-            sl_err e = {{0}};
+            sl_err e = {0};
             msg *m = msg_decode(d->data, d->len, &e);
             free(d);
             int r = handle(w, m, &e, err);
@@ -1146,7 +1154,7 @@ int wk_run(wk *w, sl_err *err)
                 continue;
             return sl_err_set(err, "worker socket: %s", zmq_strerror(zmq_errno()));
         }
-        sl_err e = {{0}};
+        sl_err e = {0};
         msg *m = msg_decode(zmq_msg_data(&in), zmq_msg_size(&in), &e);
         zmq_msg_close(&in);
         int r = handle(w, m, &e, err);

@@ -33,12 +33,17 @@ static void visit(const msgpack_object *o, int depth)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    sl_err err = {{0}};
+    sl_err err = {0};
     msg *m = msg_decode(data, size, &err);
     if (!m) {
-        if (!err.msg[0])
-            abort(); /* a refusal must say why */
+        if (!err.msg[0] || err.code <= SL_OK || err.code > SL_INTERNAL)
+            abort(); /* a refusal must say why, and of what kind */
         return 0;
+    }
+    if (msg_type(m) == MSG_ERROR) {
+        sl_err e = {0};
+        if (msg_error_read(m, &e) != -1 || !e.msg[0] || e.code <= SL_OK || e.code > SL_INTERNAL)
+            abort(); /* any error reply reads as a message and a code */
     }
     if (msg_type(m) <= 0 || msg_type(m) >= MSG_TYPE_END || !strcmp(msg_type_name(msg_type(m)), "?"))
         abort();
