@@ -36,54 +36,71 @@ struct co_store {
     PGconn *pg;
 };
 
-static const char *schema_sqlite =
-    "PRAGMA journal_mode = WAL;"
-    "PRAGMA synchronous = NORMAL;"
-    /* a bounded page cache: a long-running coordinator's memory must not
-     * follow the size of its job history */
-    "PRAGMA cache_size = -512;"
-    "CREATE TABLE IF NOT EXISTS jobs ("
-    "  id INTEGER PRIMARY KEY, spec BLOB NOT NULL, tbl TEXT NOT NULL,"
-    "  state TEXT NOT NULL DEFAULT 'queued', error TEXT,"
-    "  submitted REAL NOT NULL, started REAL, finished REAL,"
-    "  source_name TEXT, target_name TEXT, source_rows INTEGER DEFAULT 0,"
-    "  target_rows INTEGER DEFAULT 0, ranges INTEGER DEFAULT 0, workers INTEGER DEFAULT 0,"
-    "  missing INTEGER DEFAULT 0, extra INTEGER DEFAULT 0, changed INTEGER DEFAULT 0,"
-    "  schema_drift INTEGER DEFAULT 0, transient INTEGER DEFAULT 0, elapsed REAL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS ranges ("
-    "  job INTEGER NOT NULL, idx INTEGER NOT NULL, hi BLOB, done INTEGER NOT NULL DEFAULT 0,"
-    "  source_rows INTEGER, target_rows INTEGER, finished REAL, PRIMARY KEY (job, idx));"
-    /* (job, kind, k) is unique: a range redone after a restart or a lost
-     * worker reports its divergences again, and they are kept once */
-    "CREATE TABLE IF NOT EXISTS events ("
-    "  id INTEGER PRIMARY KEY, job INTEGER NOT NULL, kind TEXT NOT NULL, k BLOB NOT NULL,"
-    "  frame BLOB NOT NULL, at REAL NOT NULL, UNIQUE (job, kind, k));"
-    "CREATE INDEX IF NOT EXISTS events_job ON events (job, id);"
-    "CREATE TABLE IF NOT EXISTS drift ("
-    "  tbl TEXT NOT NULL, job INTEGER NOT NULL, at REAL NOT NULL, source_rows INTEGER,"
-    "  target_rows INTEGER, missing INTEGER, extra INTEGER, changed INTEGER,"
-    "  schema_drift INTEGER);";
+/* Schema versions, oldest first: migrations[v - 1] takes a database from
+ * version v - 1 to v (0: empty). Append only: a released step is never
+ * edited, since databases out there went through it. Step 1 is the schema
+ * of the sluice before versions, which created its tables one statement at
+ * a time with IF NOT EXISTS: a database without sluice_schema goes through
+ * step 1 again (a no-op on a whole version 1, the missing tables of a half
+ * created one). */
+typedef struct migration {
+    const char *sqlite, *pg;
+} migration;
 
-static const char *schema_pg =
-    "SET client_min_messages = warning;"
-    "CREATE TABLE IF NOT EXISTS jobs ("
-    "  id bigserial PRIMARY KEY, spec bytea NOT NULL, tbl text NOT NULL,"
-    "  state text NOT NULL DEFAULT 'queued', error text,"
-    "  submitted float8 NOT NULL, started float8, finished float8,"
-    "  source_name text, target_name text, source_rows bigint DEFAULT 0,"
-    "  target_rows bigint DEFAULT 0, ranges bigint DEFAULT 0, workers bigint DEFAULT 0,"
-    "  missing bigint DEFAULT 0, extra bigint DEFAULT 0, changed bigint DEFAULT 0,"
-    "  schema_drift bigint DEFAULT 0, transient bigint DEFAULT 0, elapsed float8 DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS ranges ("
-    "  job bigint NOT NULL, idx bigint NOT NULL, hi bytea, done int NOT NULL DEFAULT 0,"
-    "  source_rows bigint, target_rows bigint, finished float8, PRIMARY KEY (job, idx));"
-    "CREATE TABLE IF NOT EXISTS events ("
-    "  id bigserial PRIMARY KEY, job bigint NOT NULL, kind text NOT NULL, k bytea NOT NULL,"
-    "  frame bytea NOT NULL, at float8 NOT NULL, UNIQUE (job, kind, k));"
-    "CREATE INDEX IF NOT EXISTS events_job ON events (job, id);"
-    "CREATE TABLE IF NOT EXISTS drift ("
-    "  tbl text NOT NULL, job bigint NOT NULL, at float8 NOT NULL, source_rows bigint,"
-    "  target_rows bigint, missing bigint, extra bigint, changed bigint, schema_drift bigint);";
+static const migration migrations[] = {
+    {"CREATE TABLE IF NOT EXISTS jobs ("
+     "  id INTEGER PRIMARY KEY, spec BLOB NOT NULL, tbl TEXT NOT NULL,"
+     "  state TEXT NOT NULL DEFAULT 'queued', error TEXT,"
+     "  submitted REAL NOT NULL, started REAL, finished REAL,"
+     "  source_name TEXT, target_name TEXT, source_rows INTEGER DEFAULT 0,"
+     "  target_rows INTEGER DEFAULT 0, ranges INTEGER DEFAULT 0, workers INTEGER DEFAULT 0,"
+     "  missing INTEGER DEFAULT 0, extra INTEGER DEFAULT 0, changed INTEGER DEFAULT 0,"
+     "  schema_drift INTEGER DEFAULT 0, transient INTEGER DEFAULT 0, elapsed REAL DEFAULT 0);"
+     "CREATE TABLE IF NOT EXISTS ranges ("
+     "  job INTEGER NOT NULL, idx INTEGER NOT NULL, hi BLOB, done INTEGER NOT NULL DEFAULT 0,"
+     "  source_rows INTEGER, target_rows INTEGER, finished REAL, PRIMARY KEY (job, idx));"
+     /* (job, kind, k) is unique: a range redone after a restart or a lost
+      * worker reports its divergences again, and they are kept once */
+     "CREATE TABLE IF NOT EXISTS events ("
+     "  id INTEGER PRIMARY KEY, job INTEGER NOT NULL, kind TEXT NOT NULL, k BLOB NOT NULL,"
+     "  frame BLOB NOT NULL, at REAL NOT NULL, UNIQUE (job, kind, k));"
+     "CREATE INDEX IF NOT EXISTS events_job ON events (job, id);"
+     "CREATE TABLE IF NOT EXISTS drift ("
+     "  tbl TEXT NOT NULL, job INTEGER NOT NULL, at REAL NOT NULL, source_rows INTEGER,"
+     "  target_rows INTEGER, missing INTEGER, extra INTEGER, changed INTEGER,"
+     "  schema_drift INTEGER);",
+     "CREATE TABLE IF NOT EXISTS jobs ("
+     "  id bigserial PRIMARY KEY, spec bytea NOT NULL, tbl text NOT NULL,"
+     "  state text NOT NULL DEFAULT 'queued', error text,"
+     "  submitted float8 NOT NULL, started float8, finished float8,"
+     "  source_name text, target_name text, source_rows bigint DEFAULT 0,"
+     "  target_rows bigint DEFAULT 0, ranges bigint DEFAULT 0, workers bigint DEFAULT 0,"
+     "  missing bigint DEFAULT 0, extra bigint DEFAULT 0, changed bigint DEFAULT 0,"
+     "  schema_drift bigint DEFAULT 0, transient bigint DEFAULT 0, elapsed float8 DEFAULT 0);"
+     "CREATE TABLE IF NOT EXISTS ranges ("
+     "  job bigint NOT NULL, idx bigint NOT NULL, hi bytea, done int NOT NULL DEFAULT 0,"
+     "  source_rows bigint, target_rows bigint, finished float8, PRIMARY KEY (job, idx));"
+     "CREATE TABLE IF NOT EXISTS events ("
+     "  id bigserial PRIMARY KEY, job bigint NOT NULL, kind text NOT NULL, k bytea NOT NULL,"
+     "  frame bytea NOT NULL, at float8 NOT NULL, UNIQUE (job, kind, k));"
+     "CREATE INDEX IF NOT EXISTS events_job ON events (job, id);"
+     "CREATE TABLE IF NOT EXISTS drift ("
+     "  tbl text NOT NULL, job bigint NOT NULL, at float8 NOT NULL, source_rows bigint,"
+     "  target_rows bigint, missing bigint, extra bigint, changed bigint, schema_drift bigint);"},
+    /* 2: scheduled audits kept here (origin 'file': from --schedule,
+     * replaced at each start; 'client': added over the socket), and a
+     * job's priority (low, normal, high) */
+    {"CREATE TABLE schedules ("
+     "  name TEXT PRIMARY KEY, interval_s INTEGER NOT NULL, spec BLOB NOT NULL,"
+     "  last_job INTEGER, origin TEXT NOT NULL DEFAULT 'client', created REAL NOT NULL);"
+     "ALTER TABLE jobs ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';",
+     "CREATE TABLE schedules ("
+     "  name text PRIMARY KEY, interval_s bigint NOT NULL, spec bytea NOT NULL,"
+     "  last_job bigint, origin text NOT NULL DEFAULT 'client', created float8 NOT NULL);"
+     "ALTER TABLE jobs ADD COLUMN priority text NOT NULL DEFAULT 'normal';"},
+};
+
+#define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
 static double wall(void)
 {
@@ -276,6 +293,108 @@ static int take_int(void *ctx, const sval *c, int n)
     return 0;
 }
 
+/* ---- schema versions -------------------------------------------------------- */
+
+typedef struct version_ctx {
+    int64_t v;
+    int found;
+} version_ctx;
+
+static int take_version(void *ctx, const sval *c, int n)
+{
+    version_ctx *x = ctx;
+    (void)n;
+    x->found = c[0].t != V_NULL;
+    x->v = vi(&c[0]);
+    return 0;
+}
+
+static int has_table(co_store *s, const char *name, int *has, sl_err *err)
+{
+    int64_t n = 0;
+    sval p[] = {T(name)};
+    int rc = q(s,
+               s->pg ? "SELECT count(*) FROM (SELECT 1) x "
+                       "WHERE to_regclass(CAST($1 AS text)) IS NOT NULL"
+                     : "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+               p, 1, take_int, &n, err);
+    *has = n > 0;
+    return rc;
+}
+
+/* Brings the schema to SCHEMA_LATEST in one transaction (a failed step
+ * leaves the database as it was), or refuses a newer one. name is the
+ * database as users may see it (a DSN with its password redacted). The
+ * transaction is taken before the version is read, so two coordinators
+ * starting on one database migrate it once. */
+static int migrate(co_store *s, const char *name, sl_err *err)
+{
+    if (exec_script(s, s->pg ? "BEGIN; SELECT pg_advisory_xact_lock(7402339817350751)"
+                             : "BEGIN IMMEDIATE",
+                    err))
+        return sl_err_wrap(err, "cannot open control database %s", name);
+    int has_schema = 0, has_jobs = 0;
+    version_ctx ver = {0, 0};
+    int64_t from = 0, shown = 0;
+    if (has_table(s, "sluice_schema", &has_schema, err) ||
+        (has_schema && q(s, "SELECT max(version) FROM sluice_schema", NULL, 0, take_version,
+                         &ver, err)) ||
+        (!has_schema && has_table(s, "jobs", &has_jobs, err))) {
+        sl_err_wrap(err, "cannot read the schema version of control database %s", name);
+        goto fail;
+    }
+    if (has_schema && !ver.found) {
+        sl_err_set(err,
+                   "control database %s has an empty sluice_schema table; restore it from a "
+                   "backup or put its version back",
+                   name);
+        goto fail;
+    }
+    from = has_schema ? ver.v : 0;
+    shown = has_schema ? ver.v : has_jobs; /* no version table: 1 with v1's tables */
+    if (from > SCHEMA_LATEST) {
+        sl_err_set(err,
+                   "control database %s has schema version %lld; this sluice supports up to "
+                   "%lld: upgrade sluice",
+                   name, (long long)from, (long long)SCHEMA_LATEST);
+        goto fail;
+    }
+    if (from < 0) {
+        sl_err_set(err, "control database %s has schema version %lld, which no sluice wrote",
+                   name, (long long)from);
+        goto fail;
+    }
+    if (from == SCHEMA_LATEST)
+        return exec_script(s, "COMMIT", err) ? sl_err_wrap(err, "control database %s", name) : 0;
+    for (int64_t v = from; v < SCHEMA_LATEST; v++) {
+        if (exec_script(s, s->pg ? migrations[v].pg : migrations[v].sqlite, err)) {
+            sl_err_wrap(err, "cannot upgrade control database %s from schema version %lld to %lld",
+                        name, (long long)shown, (long long)SCHEMA_LATEST);
+            goto fail;
+        }
+    }
+    sval p[] = {I(SCHEMA_LATEST)};
+    if (exec_script(s,
+                    "CREATE TABLE IF NOT EXISTS sluice_schema (version integer NOT NULL);"
+                    "DELETE FROM sluice_schema",
+                    err) ||
+        q(s, "INSERT INTO sluice_schema (version) VALUES ($1)", p, 1, NULL, NULL, err) ||
+        exec_script(s, "COMMIT", err)) {
+        sl_err_wrap(err, "cannot upgrade control database %s from schema version %lld to %lld",
+                    name, (long long)shown, (long long)SCHEMA_LATEST);
+        goto fail;
+    }
+    return 0;
+fail:
+    exec_script(s, "ROLLBACK", NULL);
+    return -1;
+}
+
+int co_store_schema_latest(void)
+{
+    return (int)SCHEMA_LATEST;
+}
+
 /* ---- open ----------------------------------------------------------------- */
 
 co_store *co_store_open(const char *where, sl_err *err)
@@ -312,7 +431,12 @@ co_store *co_store_open(const char *where, sl_err *err)
             return NULL;
         }
         PQsetNoticeProcessor(s->pg, drop_notice, NULL);
-        if (exec_script(s, schema_pg, err)) {
+        char name[400];
+        dsn_redact(where, name, sizeof name);
+        if (exec_script(s, "SET client_min_messages = warning", err) || migrate(s, name, err)) {
+            /* the password may come from elsewhere than the DSN (PGPASSWORD) */
+            if (err)
+                dsn_scrub_secret(err->msg, sizeof err->msg, PQpass(s->pg));
             co_store_close(s);
             return NULL;
         }
@@ -321,8 +445,25 @@ co_store *co_store_open(const char *where, sl_err *err)
     const char *path = strncmp(where, "sqlite:", 7) == 0 ? where + 7 : where;
     if (sqlite3_open_v2(path, &s->lite, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
             SQLITE_OK ||
-        sqlite3_busy_timeout(s->lite, 5000) != SQLITE_OK || exec_script(s, schema_sqlite, err)) {
+        sqlite3_busy_timeout(s->lite, 5000) != SQLITE_OK) {
+        sl_err_set(err, "cannot open control database \"%s\": %s", path,
+                   s->lite ? sqlite3_errmsg(s->lite) : "out of memory");
+        co_store_close(s);
+        return NULL;
+    }
+    /* a bounded page cache: a long-running coordinator's memory must not
+     * follow the size of its job history */
+    if (exec_script(s,
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                    "PRAGMA cache_size = -512",
+                    err)) {
         sl_err_wrap(err, "cannot open control database \"%s\"", path);
+        co_store_close(s);
+        return NULL;
+    }
+    char name[400];
+    snprintf(name, sizeof name, "%s", path);
+    if (migrate(s, name, err)) {
         co_store_close(s);
         return NULL;
     }
@@ -690,4 +831,78 @@ int co_store_each_event(co_store *s, int64_t id,
     each_ctx x = {fn, ctx};
     sval p[] = {I(id)};
     return q(s, "SELECT frame FROM events WHERE job = $1 ORDER BY id", p, 1, take_event, &x, err);
+}
+
+/* ---- schedules ---------------------------------------------------------------- */
+
+static int schedule_upsert(co_store *s, const char *name, int64_t interval_s, const void *spec,
+                           size_t len, const char *origin, sl_err *err)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > CO_STORE_NAME_MAX)
+        return sl_err_set(err, "a schedule name must be 1 to %d bytes", CO_STORE_NAME_MAX);
+    /* a replaced schedule keeps its last job: its next run still waits for it */
+    sval p[] = {T(name), I(interval_s), B(spec, len), T(origin), R(wall())};
+    return q(s,
+             "INSERT INTO schedules (name, interval_s, spec, origin, created) "
+             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET "
+             "interval_s = excluded.interval_s, spec = excluded.spec, origin = excluded.origin",
+             p, 5, NULL, NULL, err);
+}
+
+int co_store_schedule_put(co_store *s, const char *name, int64_t interval_s, const void *spec,
+                          size_t len, sl_err *err)
+{
+    return schedule_upsert(s, name, interval_s, spec, len, "client", err);
+}
+
+int co_store_schedule_sync_file(co_store *s, const co_store_schedule *v, size_t n, sl_err *err)
+{
+    if (exec_script(s, "BEGIN", err))
+        return -1;
+    int rc = exec_script(s, "UPDATE schedules SET origin = 'stale' WHERE origin = 'file'", err);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = schedule_upsert(s, v[i].name, v[i].interval_s, v[i].spec, v[i].len, "file", err);
+    if (rc == 0)
+        rc = exec_script(s, "DELETE FROM schedules WHERE origin = 'stale'", err);
+    if (exec_script(s, rc ? "ROLLBACK" : "COMMIT", rc ? NULL : err) && rc == 0)
+        rc = -1;
+    return rc;
+}
+
+int co_store_schedule_del(co_store *s, const char *name, sl_err *err)
+{
+    sval p[] = {T(name)};
+    int64_t n = 0;
+    if (q(s, "DELETE FROM schedules WHERE name = $1 RETURNING 1", p, 1, take_int, &n, err))
+        return -1;
+    return n != 0;
+}
+
+int co_store_schedule_set_last(co_store *s, const char *name, int64_t job, sl_err *err)
+{
+    sval p[] = {T(name), I(job)};
+    return q(s, "UPDATE schedules SET last_job = $2 WHERE name = $1", p, 2, NULL, NULL, err);
+}
+
+typedef struct sched_ctx {
+    co_store_schedule_fn fn;
+    void *ctx;
+} sched_ctx;
+
+static int take_schedule(void *ctx, const sval *c, int n)
+{
+    sched_ctx *x = ctx;
+    char name[CO_STORE_NAME_MAX + 1];
+    (void)n;
+    vs(&c[0], name, sizeof name);
+    return x->fn(x->ctx, name, vi(&c[1]), c[2].p, c[2].n, vi(&c[3]));
+}
+
+int co_store_schedule_each(co_store *s, co_store_schedule_fn fn, void *ctx, sl_err *err)
+{
+    sched_ctx x = {fn, ctx};
+    return q(s,
+             "SELECT name, interval_s, spec, coalesce(last_job, 0) FROM schedules ORDER BY name",
+             NULL, 0, take_schedule, &x, err);
 }

@@ -1,6 +1,8 @@
 /* store: the coordinator's control database — jobs, their plans and range
  * progress (so a restarted coordinator resumes without redoing finished
- * ranges), divergence events, and drift history per table. SQLite file.
+ * ranges), divergence events, drift history per table, and scheduled
+ * audits. SQLite file or PostgreSQL, at a schema version it upgrades
+ * itself (coordinator/README.md, "Schema versions").
  */
 #ifndef STORE_H
 #define STORE_H
@@ -13,7 +15,11 @@
 
 typedef struct co_store co_store;
 
-/* Opens (creating if needed) "sqlite:PATH" or a plain path. */
+/* Opens (creating if needed) "sqlite:PATH", a plain path, or a
+ * "postgresql://" URI, and brings its schema to the latest version in one
+ * transaction. A database of a newer schema is refused ("control database
+ * PATH has schema version N; this sluice supports up to M: upgrade
+ * sluice"). No message holds a password. */
 co_store *co_store_open(const char *where, sl_err *err);
 void co_store_close(co_store *s);
 
@@ -79,5 +85,42 @@ int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err);
 
 /* Jobs left "running" or "queued" are set to state (e.g. "cancelled"). */
 int co_store_cancel_job(co_store *s, int64_t id, sl_err *err);
+
+/* The schema version this sluice writes (and the newest it opens). */
+int co_store_schema_latest(void);
+
+/* ---- scheduled audits: a submit frame queued every interval_s seconds --- */
+
+#define CO_STORE_NAME_MAX 255 /* bytes in a schedule's name */
+
+typedef struct co_store_schedule {
+    const char *name;
+    int64_t interval_s;
+    const void *spec; /* a submit frame */
+    size_t len;
+} co_store_schedule;
+
+/* Inserts schedule name, or replaces its interval and spec (its last job
+ * is kept). 0 or -1. */
+int co_store_schedule_put(co_store *s, const char *name, int64_t interval_s, const void *spec,
+                          size_t len, sl_err *err);
+
+/* The schedule file's audits, at start: puts each of v, and removes the
+ * schedules an earlier start put from the file that v no longer names
+ * (schedules put by co_store_schedule_put stay). One transaction. */
+int co_store_schedule_sync_file(co_store *s, const co_store_schedule *v, size_t n, sl_err *err);
+
+/* 1 if schedule name was removed, 0 if there was none, -1 on error. */
+int co_store_schedule_del(co_store *s, const char *name, sl_err *err);
+
+/* Records job as the schedule's last queued run. */
+int co_store_schedule_set_last(co_store *s, const char *name, int64_t job, sl_err *err);
+
+/* Calls fn for each schedule, by name; last_job is 0 before its first run.
+ * Pointers are valid during the call only. fn returning non-zero stops
+ * the walk, and each returns -1. */
+typedef int (*co_store_schedule_fn)(void *ctx, const char *name, int64_t interval_s,
+                                    const void *spec, size_t len, int64_t last_job);
+int co_store_schedule_each(co_store *s, co_store_schedule_fn fn, void *ctx, sl_err *err);
 
 #endif
