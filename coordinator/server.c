@@ -26,11 +26,18 @@ struct co_server {
     sl_buf frame;
     volatile sig_atomic_t *stop;
     curve_zap *zap;
-    const co_schedule *sched;
-    size_t nsched;
-    double *next_due;  /* per schedule entry, monotonic seconds */
-    int64_t *last_job; /* per schedule entry, 0 before its first run */
+    /* when each stored schedule is next due, sorted by name: the schedules
+     * themselves live in the control database and are read at each pass */
+    struct sched_due *due;
+    size_t ndue;
+    double sched_err_at; /* when a failed pass was last logged */
 };
+
+typedef struct sched_due {
+    char *name;
+    int64_t interval_s;
+    double next; /* monotonic seconds */
+} sched_due;
 
 static double mono(void)
 {
@@ -430,6 +437,178 @@ static void serve_workers(co_server *s, const void *ident, size_t ilen, const ms
     reply(s, ident, ilen, w);
 }
 
+/* ---- scheduled audits --------------------------------------------------- */
+
+/* One stored schedule, copied out of the store. */
+typedef struct sched_row {
+    char *name;
+    int64_t interval_s;
+    uint8_t *spec;
+    size_t len;
+    int64_t last_job;
+} sched_row;
+
+typedef struct sched_list {
+    sched_row *v;
+    size_t n, cap;
+} sched_list;
+
+static void sched_list_free(sched_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].name);
+        free(l->v[i].spec);
+    }
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int take_sched(void *ctx, const char *name, int64_t interval_s, const void *spec, size_t len,
+                      int64_t last_job)
+{
+    sched_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        sched_row *v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        l->v = v, l->cap = cap;
+    }
+    sched_row *r = &l->v[l->n];
+    r->name = strdup(name);
+    r->spec = malloc(len ? len : 1);
+    if (!r->name || !r->spec) {
+        free(r->name);
+        free(r->spec);
+        return -1;
+    }
+    memcpy(r->spec, spec, len);
+    r->len = len, r->interval_s = interval_s, r->last_job = last_job;
+    l->n++;
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const sched_row *)a)->name, ((const sched_row *)b)->name);
+}
+
+/* The stored schedules, sorted by name (bytewise, whatever the control
+ * database's collation). */
+static int sched_load(co_server *s, sched_list *l, sl_err *err)
+{
+    memset(l, 0, sizeof *l);
+    if (co_store_schedule_each(s->store, take_sched, l, err)) {
+        sched_list_free(l);
+        return err && err->msg[0] ? -1 : sl_err_set(err, "out of memory");
+    }
+    if (l->n)
+        qsort(l->v, l->n, sizeof *l->v, by_name);
+    return 0;
+}
+
+/* The table a schedule's submit frame names, into out. */
+static void spec_table(const void *spec, size_t len, char *out, size_t cap)
+{
+    msg *m = msg_decode(spec, len, NULL);
+    const char *table;
+    size_t n;
+    out[0] = '\0';
+    if (m && msg_get_str(m, "table", &table, &n, NULL) == 0)
+        snprintf(out, cap, "%.*s", (int)n, table);
+    msg_free(m);
+}
+
+/* A schedule's name from a client: 1 to CO_STORE_NAME_MAX bytes, no
+ * control characters (it is printed in logs), into out. */
+static int sched_name(const msg *m, char *out, sl_err *err)
+{
+    const char *p;
+    size_t n;
+    if (msg_get_str(m, "name", &p, &n, err))
+        return -1;
+    if (n == 0 || n > CO_STORE_NAME_MAX)
+        return sl_err_set(err, "schedule: \"name\" must be 1 to %d bytes", CO_STORE_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return sl_err_set(err, "schedule: \"name\" must not hold control characters");
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+#define SCHED_INTERVAL_MAX 31536000 /* a year, in seconds */
+
+static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, const msg *m)
+{
+    sl_err e = {0};
+    char name[CO_STORE_NAME_MAX + 1];
+    int64_t every;
+    const uint8_t *spec;
+    size_t len;
+    if (sched_name(m, name, &e))
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    if (msg_get_int(m, "interval_s", &every, NULL) || every < 1 || every > SCHED_INTERVAL_MAX) {
+        sl_err_set(&e, "schedule_add: \"interval_s\" must be a number of seconds from 1 to %d",
+                   SCHED_INTERVAL_MAX);
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    }
+    if (msg_get_bin(m, "spec", &spec, &len, &e))
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    if (co_server_check_spec(spec, len, &e)) {
+        sl_err_wrap(&e, "schedule_add: \"spec\" must be a valid submit frame");
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    }
+    if (co_store_schedule_put(s->store, name, every, spec, len, &e))
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    if (s->verbose)
+        fprintf(stderr, "sluice coordinator: schedule %s added: every %lld s\n", name,
+                (long long)every);
+    reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
+}
+
+static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, const msg *m)
+{
+    sl_err e = {0};
+    char name[CO_STORE_NAME_MAX + 1];
+    int removed;
+    if (sched_name(m, name, &e) || (removed = co_store_schedule_del(s->store, name, &e)) < 0)
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    if (s->verbose && removed)
+        fprintf(stderr, "sluice coordinator: schedule %s removed\n", name);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    if (w)
+        msg_put_int(w, "removed", removed);
+    reply(s, ident, ilen, w);
+}
+
+static void serve_schedules(co_server *s, const void *ident, size_t ilen, const msg *m)
+{
+    sl_err e = {0};
+    sched_list l;
+    if (sched_load(s, &l, &e))
+        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    if (w) {
+        msg_key(w, "schedules");
+        msg_pack_array(w, (uint32_t)l.n);
+        for (size_t i = 0; i < l.n; i++) {
+            char table[256];
+            spec_table(l.v[i].spec, l.v[i].len, table, sizeof table);
+            msg_pack_array(w, 4);
+            msg_pack_cstr(w, l.v[i].name);
+            msg_pack_int(w, l.v[i].interval_s);
+            msg_pack_cstr(w, table);
+            if (l.v[i].last_job)
+                msg_pack_int(w, l.v[i].last_job);
+            else
+                msg_pack_nil(w);
+        }
+    }
+    reply(s, ident, ilen, w);
+    sched_list_free(&l);
+}
+
 /* Serves one client request; called between jobs and while a job runs. */
 /* A worker dropped for breaking the protocol: the operator should know. */
 static void log_line(void *ctx, const char *line)
@@ -499,8 +678,19 @@ static void serve_client(void *ctx)
         publish_state(s, job, "cancelled", NULL);
         break;
     }
+    case MSG_SCHEDULE_ADD:
+        serve_schedule_add(s, ident, ilen, m);
+        break;
+    case MSG_SCHEDULE_DEL:
+        serve_schedule_del(s, ident, ilen, m);
+        break;
+    case MSG_SCHEDULES:
+        serve_schedules(s, ident, ilen, m);
+        break;
     default:
-        reply_error(s, ident, ilen, msg_id(m), "clients may send submit, status, cancel, workers");
+        reply_error(s, ident, ilen, msg_id(m),
+                    "clients may send submit, status, cancel, workers, schedule_add, "
+                    "schedule_del, schedules");
     }
     msg_free(m);
 done:
@@ -687,35 +877,84 @@ int co_server_check_spec(const void *frame, size_t len, sl_err *err)
     return rc;
 }
 
-/* Queues each scheduled audit that is due, unless its last run is still
- * waiting or running. */
+/* When a schedule first seen (or given a new interval) is due: an interval
+ * after its last run was submitted, so a restart does not run every audit
+ * at once; now if it never ran. */
+static double first_due(co_server *s, const sched_row *r, double now)
+{
+    co_job_row row;
+    if (!r->last_job || co_store_get_job(s->store, r->last_job, &row, NULL) != 1 ||
+        row.submitted <= 0)
+        return now;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double left = row.submitted + (double)r->interval_s - ((double)ts.tv_sec + ts.tv_nsec / 1e9);
+    return left > 0 ? now + left : now;
+}
+
+/* Queues each stored scheduled audit that is due, unless its last run is
+ * still waiting or running. The schedules are read again at each pass, so
+ * one added or removed by a client counts at once; their due times are
+ * kept here, by name (both lists sorted, merged in one walk). */
 static void run_schedule(co_server *s)
 {
     double now = mono();
-    for (size_t i = 0; i < s->nsched; i++) {
-        if (now < s->next_due[i])
+    sched_list l;
+    sl_err e = {0};
+    sched_due *due = NULL;
+    if (sched_load(s, &l, &e))
+        goto fail;
+    if (l.n && !(due = calloc(l.n, sizeof *due))) {
+        sl_err_set(&e, "out of memory");
+        sched_list_free(&l);
+        goto fail;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        sched_row *r = &l.v[i];
+        while (k < s->ndue && strcmp(s->due[k].name, r->name) < 0)
+            k++;
+        int known = k < s->ndue && !strcmp(s->due[k].name, r->name) &&
+                    s->due[k].interval_s == r->interval_s;
+        due[i].name = r->name, r->name = NULL; /* the due list owns it now */
+        due[i].interval_s = r->interval_s;
+        due[i].next = known ? s->due[k].next : first_due(s, r, now);
+    }
+    for (size_t i = 0; i < s->ndue; i++)
+        free(s->due[i].name);
+    free(s->due);
+    s->due = due, s->ndue = l.n;
+
+    for (size_t i = 0; i < l.n; i++) {
+        const sched_row *r = &l.v[i];
+        if (now < due[i].next)
             continue;
-        s->next_due[i] = now + s->sched[i].interval_s;
+        due[i].next = now + (double)r->interval_s;
         co_job_row row;
-        if (s->last_job[i] && co_store_get_job(s->store, s->last_job[i], &row, NULL) == 1 &&
+        if (r->last_job && co_store_get_job(s->store, r->last_job, &row, NULL) == 1 &&
             (!strcmp(row.state, "queued") || !strcmp(row.state, "running")))
             continue;
-        msg *m = msg_decode(s->sched[i].spec, s->sched[i].len, NULL);
-        const char *table;
-        size_t n;
-        char tbl[256] = "";
-        if (m && msg_get_str(m, "table", &table, &n, NULL) == 0)
-            snprintf(tbl, sizeof tbl, "%.*s", (int)n, table);
-        msg_free(m);
+        char tbl[256];
         int64_t job;
-        sl_err e;
-        if (co_store_add_job(s->store, s->sched[i].spec, s->sched[i].len, tbl, &job, &e) == 0) {
-            s->last_job[i] = job;
-            publish_state(s, job, "queued", NULL);
-            if (s->verbose)
-                fprintf(stderr, "sluice coordinator: scheduled audit %s queued as job %lld\n",
-                        s->sched[i].name, (long long)job);
+        spec_table(r->spec, r->len, tbl, sizeof tbl);
+        if (co_store_add_job(s->store, r->spec, r->len, tbl, &job, &e) ||
+            co_store_schedule_set_last(s->store, due[i].name, job, &e)) {
+            sl_err_wrap(&e, "scheduled audit %s", due[i].name);
+            break;
         }
+        publish_state(s, job, "queued", NULL);
+        if (s->verbose)
+            fprintf(stderr, "sluice coordinator: scheduled audit %s queued as job %lld\n",
+                    due[i].name, (long long)job);
+    }
+    sched_list_free(&l);
+    if (!e.msg[0])
+        return;
+fail:
+    /* the control database refused: said once a minute, tried each pass */
+    if (now - s->sched_err_at >= 60 || s->sched_err_at == 0) {
+        s->sched_err_at = now;
+        log_line(NULL, e.msg);
     }
 }
 
@@ -773,6 +1012,21 @@ static void *bound_socket(void *zctx, int type, const char *ep, const char *what
     return sock;
 }
 
+/* The schedule file's audits into the control database (replacing what
+ * the file put there at the last start). */
+static int sync_schedule_file(co_server *s, const co_server_config *cfg, sl_err *err)
+{
+    co_store_schedule *v = calloc(cfg->nschedule + 1, sizeof *v);
+    if (!v)
+        return sl_err_set(err, "out of memory");
+    for (size_t i = 0; i < cfg->nschedule; i++)
+        v[i] = (co_store_schedule){cfg->schedule[i].name, cfg->schedule[i].interval_s,
+                                   cfg->schedule[i].spec, cfg->schedule[i].len};
+    int rc = co_store_schedule_sync_file(s->store, v, cfg->nschedule, err);
+    free(v);
+    return rc ? sl_err_wrap(err, "--schedule") : 0;
+}
+
 co_server *co_server_new(const co_server_config *cfg, sl_err *err)
 {
     co_server *s = calloc(1, sizeof *s);
@@ -780,16 +1034,8 @@ co_server *co_server_new(const co_server_config *cfg, sl_err *err)
         return sl_err_set(err, "out of memory"), NULL;
     s->verbose = cfg->verbose;
     s->max_jobs = cfg->max_jobs ? cfg->max_jobs : 16;
-    s->sched = cfg->schedule;
-    s->nsched = cfg->nschedule;
-    s->next_due = calloc(s->nsched + 1, sizeof *s->next_due);
-    s->last_job = calloc(s->nsched + 1, sizeof *s->last_job);
-    if (!s->next_due || !s->last_job) {
-        sl_err_set(err, "out of memory");
-        co_server_free(s);
-        return NULL;
-    }
-    if (!(s->store = co_store_open(cfg->state, err)) || !(s->zctx = zmq_ctx_new()) ||
+    if (!(s->store = co_store_open(cfg->state, err)) || sync_schedule_file(s, cfg, err) ||
+        !(s->zctx = zmq_ctx_new()) ||
         (cfg->curve_clients &&
          !(s->zap = curve_zap_start(s->zctx, cfg->curve_clients, cfg->ncurve_clients, err))) ||
         !(s->c = co_new(s->zctx, cfg->workers_endpoint, cfg->curve_secret, err)) ||
@@ -827,7 +1073,8 @@ void co_server_free(co_server *s)
         zmq_ctx_term(s->zctx);
     co_store_close(s->store);
     sl_buf_free(&s->frame);
-    free(s->next_due);
-    free(s->last_job);
+    for (size_t i = 0; i < s->ndue; i++)
+        free(s->due[i].name);
+    free(s->due);
     free(s);
 }

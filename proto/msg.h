@@ -59,6 +59,10 @@ enum msg_type {
     MSG_CANCEL,    /* client -> coordinator: stop a job */
     MSG_WORKERS,   /* client -> coordinator: the connected workers */
     MSG_EVENT,     /* coordinator PUB: divergence, progress, job state */
+    /* client -> coordinator: add (or replace), remove, list scheduled audits */
+    MSG_SCHEDULE_ADD,
+    MSG_SCHEDULE_DEL,
+    MSG_SCHEDULES,
     MSG_TYPE_END
 };
 
