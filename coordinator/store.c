@@ -329,16 +329,16 @@ static int has_table(co_store *s, const char *name, int *has, sl_err *err)
  * starting on one database migrate it once. */
 static int migrate(co_store *s, const char *name, sl_err *err)
 {
-    if (exec_script(s, s->pg ? "BEGIN; SELECT pg_advisory_xact_lock(7402339817350751)"
-                             : "BEGIN IMMEDIATE",
-                    err))
+    if (exec_script(
+            s, s->pg ? "BEGIN; SELECT pg_advisory_xact_lock(7402339817350751)" : "BEGIN IMMEDIATE",
+            err))
         return sl_err_wrap(err, "cannot open control database %s", name);
     int has_schema = 0, has_jobs = 0;
     version_ctx ver = {0, 0};
     int64_t from = 0, shown = 0;
     if (has_table(s, "sluice_schema", &has_schema, err) ||
-        (has_schema && q(s, "SELECT max(version) FROM sluice_schema", NULL, 0, take_version,
-                         &ver, err)) ||
+        (has_schema &&
+         q(s, "SELECT max(version) FROM sluice_schema", NULL, 0, take_version, &ver, err)) ||
         (!has_schema && has_table(s, "jobs", &has_jobs, err))) {
         sl_err_wrap(err, "cannot read the schema version of control database %s", name);
         goto fail;
@@ -360,8 +360,8 @@ static int migrate(co_store *s, const char *name, sl_err *err)
         goto fail;
     }
     if (from < 0) {
-        sl_err_set(err, "control database %s has schema version %lld, which no sluice wrote",
-                   name, (long long)from);
+        sl_err_set(err, "control database %s has schema version %lld, which no sluice wrote", name,
+                   (long long)from);
         goto fail;
     }
     if (from == SCHEMA_LATEST)
@@ -902,7 +902,6 @@ static int take_schedule(void *ctx, const sval *c, int n)
 int co_store_schedule_each(co_store *s, co_store_schedule_fn fn, void *ctx, sl_err *err)
 {
     sched_ctx x = {fn, ctx};
-    return q(s,
-             "SELECT name, interval_s, spec, coalesce(last_job, 0) FROM schedules ORDER BY name",
+    return q(s, "SELECT name, interval_s, spec, coalesce(last_job, 0) FROM schedules ORDER BY name",
              NULL, 0, take_schedule, &x, err);
 }
