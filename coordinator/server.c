@@ -439,6 +439,15 @@ static void serve_workers(co_server *s, const void *ident, size_t ilen, const ms
 
 /* ---- scheduled audits --------------------------------------------------- */
 
+/* An error reply carrying e's code (invalid for a request to fix). */
+static void reply_err(co_server *s, const void *ident, size_t ilen, uint64_t id, const sl_err *e)
+{
+    if (msg_error_reply(id, e, &s->frame) == 0) {
+        zmq_send(s->clients, ident, ilen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(s->clients, s->frame.p, s->frame.len, ZMQ_DONTWAIT);
+    }
+}
+
 /* One stored schedule, copied out of the store. */
 typedef struct sched_row {
     char *name;
@@ -528,10 +537,12 @@ static int sched_name(const msg *m, char *out, sl_err *err)
     if (msg_get_str(m, "name", &p, &n, err))
         return -1;
     if (n == 0 || n > CO_STORE_NAME_MAX)
-        return sl_err_set(err, "schedule: \"name\" must be 1 to %d bytes", CO_STORE_NAME_MAX);
+        return sl_err_setc(err, SL_INVALID, "schedule: \"name\" must be 1 to %d bytes",
+                           CO_STORE_NAME_MAX);
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return sl_err_set(err, "schedule: \"name\" must not hold control characters");
+            return sl_err_setc(err, SL_INVALID,
+                               "schedule: \"name\" must not hold control characters");
     memcpy(out, p, n);
     out[n] = '\0';
     return 0;
@@ -547,20 +558,22 @@ static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, con
     const uint8_t *spec;
     size_t len;
     if (sched_name(m, name, &e))
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     if (msg_get_int(m, "interval_s", &every, NULL) || every < 1 || every > SCHED_INTERVAL_MAX) {
-        sl_err_set(&e, "schedule_add: \"interval_s\" must be a number of seconds from 1 to %d",
-                   SCHED_INTERVAL_MAX);
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        sl_err_setc(&e, SL_INVALID,
+                    "schedule_add: \"interval_s\" must be a number of seconds from 1 to %d",
+                    SCHED_INTERVAL_MAX);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     }
     if (msg_get_bin(m, "spec", &spec, &len, &e))
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     if (co_server_check_spec(spec, len, &e)) {
         sl_err_wrap(&e, "schedule_add: \"spec\" must be a valid submit frame");
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        e.code = SL_INVALID;
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     }
     if (co_store_schedule_put(s->store, name, every, spec, len, &e))
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     if (s->verbose)
         fprintf(stderr, "sluice coordinator: schedule %s added: every %lld s\n", name,
                 (long long)every);
@@ -573,7 +586,7 @@ static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, con
     char name[CO_STORE_NAME_MAX + 1];
     int removed;
     if (sched_name(m, name, &e) || (removed = co_store_schedule_del(s->store, name, &e)) < 0)
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     if (s->verbose && removed)
         fprintf(stderr, "sluice coordinator: schedule %s removed\n", name);
     msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
@@ -587,7 +600,7 @@ static void serve_schedules(co_server *s, const void *ident, size_t ilen, const 
     sl_err e = {0};
     sched_list l;
     if (sched_load(s, &l, &e))
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
     if (w) {
         msg_key(w, "schedules");

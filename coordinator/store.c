@@ -840,7 +840,8 @@ static int schedule_upsert(co_store *s, const char *name, int64_t interval_s, co
 {
     size_t n = strlen(name);
     if (n == 0 || n > CO_STORE_NAME_MAX)
-        return sl_err_set(err, "a schedule name must be 1 to %d bytes", CO_STORE_NAME_MAX);
+        return sl_err_setc(err, SL_INVALID, "a schedule name must be 1 to %d bytes",
+                           CO_STORE_NAME_MAX);
     /* a replaced schedule keeps its last job: its next run still waits for it */
     sval p[] = {T(name), I(interval_s), B(spec, len), T(origin), R(wall())};
     return q(s,

@@ -170,8 +170,9 @@ bad = [
 ]
 for label, fields, needle in bad:
     r = call(T_SCHEDULE_ADD, **fields)
-    t.ok(r is not None and r["t"] == T_ERROR and needle in r.get("error", ""),
-         f"schedule_add with {label}: error reply naming {needle}", r)
+    t.ok(r is not None and r["t"] == T_ERROR and needle in r.get("error", "")
+         and r.get("code") == "invalid",
+         f"schedule_add with {label}: error reply (code invalid) naming {needle}", r)
 r = call(T_SCHEDULE_DEL)
 t.ok(r is not None and r["t"] == T_ERROR and "name" in r["error"],
      "schedule_del without a name: error reply", r)
