@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Scheduled audits kept in the control database and managed over the
 client socket: schedule_add, schedule_del and schedules, sent as raw
 ZeroMQ frames. An added schedule runs on its interval and produces jobs; a

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The control database migrates itself. A database written by the sluice
 before schema versions (tests/fixtures/control-v1.sql, and its PostgreSQL
 twin control-v1-pg.sql) is upgraded in place at the coordinator's start:
