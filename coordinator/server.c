@@ -528,6 +528,19 @@ static void spec_table(const void *spec, size_t len, char *out, size_t cap)
     msg_free(m);
 }
 
+/* A stored submit frame's priority (CO_PRIO_*); normal when unreadable
+ * (the frame was checked when it was stored). */
+static int spec_priority(const void *frame, size_t len)
+{
+    msg *m = msg_decode(frame, len, NULL);
+    spec sp;
+    int prio = m && spec_read(m, &sp, NULL) == 0 ? sp.o.priority : CO_PRIO_NORMAL;
+    if (m)
+        spec_free(&sp);
+    msg_free(m);
+    return prio;
+}
+
 /* A schedule's name from a client: 1 to CO_STORE_NAME_MAX bytes, no
  * control characters (it is printed in logs), into out. */
 static int sched_name(const msg *m, char *out, sl_err *err)
@@ -660,8 +673,9 @@ static void serve_client(void *ctx)
     case MSG_SUBMIT: {
         spec sp;
         int64_t job;
-        if (spec_read(m, &sp, &e) || co_store_add_job(s->store, zmq_msg_data(&body),
-                                                      zmq_msg_size(&body), sp.o.table, &job, &e)) {
+        if (spec_read(m, &sp, &e) ||
+            co_store_add_job(s->store, zmq_msg_data(&body), zmq_msg_size(&body), sp.o.table,
+                             sp.o.priority, &job, &e)) {
             reply_error(s, ident, ilen, msg_id(m), e.msg);
         } else {
             msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
@@ -950,7 +964,8 @@ static void run_schedule(co_server *s)
         char tbl[256];
         int64_t job;
         spec_table(r->spec, r->len, tbl, sizeof tbl);
-        if (co_store_add_job(s->store, r->spec, r->len, tbl, &job, &e) ||
+        if (co_store_add_job(s->store, r->spec, r->len, tbl, spec_priority(r->spec, r->len), &job,
+                             &e) ||
             co_store_schedule_set_last(s->store, due[i].name, job, &e)) {
             sl_err_wrap(&e, "scheduled audit %s", due[i].name);
             break;

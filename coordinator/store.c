@@ -483,13 +483,18 @@ void co_store_close(co_store *s)
 
 /* ---- jobs ------------------------------------------------------------------- */
 
-int co_store_add_job(co_store *s, const void *spec, size_t len, const char *table, int64_t *id,
-                     sl_err *err)
+int co_store_add_job(co_store *s, const void *spec, size_t len, const char *table, int priority,
+                     int64_t *id, sl_err *err)
 {
-    sval p[] = {B(spec, len), T(table), R(wall())};
+    static const char *const names[] = {"low", "normal", "high"}; /* CO_PRIO_* */
+    const char *prio = priority >= CO_PRIO_LOW && priority <= CO_PRIO_HIGH ? names[priority]
+                                                                            : "normal";
+    sval p[] = {B(spec, len), T(table), R(wall()), T(prio)};
     *id = 0;
-    if (q(s, "INSERT INTO jobs (spec, tbl, submitted) VALUES ($1, $2, $3) RETURNING id", p, 3,
-          take_int, id, err))
+    if (q(s,
+          "INSERT INTO jobs (spec, tbl, submitted, priority) VALUES ($1, $2, $3, $4) "
+          "RETURNING id",
+          p, 4, take_int, id, err))
         return -1;
     return *id ? 0 : sl_err_set(err, "control database: the new job got no id");
 }
@@ -549,7 +554,8 @@ int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, s
     sval p[] = {I((int64_t)max)};
     int rc = q(s,
                "SELECT id, state FROM jobs WHERE state IN ('running', 'queued') "
-               "ORDER BY state = 'running' DESC, id LIMIT $1",
+               "ORDER BY state = 'running' DESC, "
+               "CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, id LIMIT $1",
                p, 1, take_pending, &x, err);
     *n = x.n;
     return rc;

@@ -24,8 +24,8 @@ co_store *co_store_open(const char *where, sl_err *err);
 void co_store_close(co_store *s);
 
 /* Queues a job; spec is the submit frame, kept verbatim. */
-int co_store_add_job(co_store *s, const void *spec, size_t len, const char *table, int64_t *id,
-                     sl_err *err);
+int co_store_add_job(co_store *s, const void *spec, size_t len, const char *table, int priority,
+                     int64_t *id, sl_err *err);
 
 /* The job to run next: one left running by a previous coordinator first
  * (*resuming = 1), else the oldest queued. Returns 1 with id and spec, 0 if
@@ -33,7 +33,8 @@ int co_store_add_job(co_store *s, const void *spec, size_t len, const char *tabl
 int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_err *err);
 
 /* Up to max jobs waiting to run, in the order to start them: those left
- * running by a previous coordinator (running[i] = 1), then the queue. */
+ * running by a previous coordinator (running[i] = 1), then the queue by
+ * priority (CO_PRIO_*, given at co_store_add_job), then age. */
 int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, size_t *n,
                           sl_err *err);
 
