@@ -10,7 +10,10 @@ static int msgpack_walk(const uint8_t *p, size_t len, uint64_t *items_out);
 static const char *const type_names[] = {"?",      "hello",   "describe",  "split",   "tree",
                                          "nodes",  "rows",    "fetch",     "release", "shutdown",
                                          "reply",  "error",   "heartbeat", "submit",  "status",
-                                         "cancel", "workers", "event"};
+                                         "cancel", "workers", "event", "schedule_add",
+                                         "schedule_del", "schedules"};
+_Static_assert(sizeof type_names / sizeof type_names[0] == MSG_TYPE_END,
+               "a name for each message type");
 
 const char *msg_type_name(int type)
 {

@@ -59,6 +59,9 @@ enum msg_type {
     MSG_CANCEL,    /* client -> coordinator: stop a job */
     MSG_WORKERS,   /* client -> coordinator: the connected workers */
     MSG_EVENT,     /* coordinator PUB: divergence, progress, job state */
+    MSG_SCHEDULE_ADD, /* client -> coordinator: add or replace a scheduled audit */
+    MSG_SCHEDULE_DEL, /* client -> coordinator: remove a scheduled audit */
+    MSG_SCHEDULES,    /* client -> coordinator: the scheduled audits */
     MSG_TYPE_END
 };
 
