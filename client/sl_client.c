@@ -103,6 +103,10 @@ sl_client *sl_client_new(const sl_client_opts *o, sl_err *err)
                 sl_err_set(err, "the CURVE secret key is not a valid Z85 key");
                 goto fail;
             }
+            if (o->curve_public_key && strcmp(o->curve_public_key, pub)) {
+                sl_err_set(err, "the CURVE public key given is not the secret key's");
+                goto fail;
+            }
             c->has_secret = 1;
         }
     }

@@ -27,11 +27,12 @@ typedef struct sl_client_opts {
     const char *clients_endpoint; /* required: the coordinator's client ROUTER */
     const char *events_endpoint;  /* NULL: no sl_client_watch */
     /* CURVE (optional): the coordinator's public key and this client's
-     * secret key, 40-character Z85 each. The public half of the client's
-     * pair follows from its secret (zmq_curve_public); without a secret an
-     * ephemeral pair is made, which a coordinator with an allowlist
-     * refuses. */
+     * key pair, 40-character Z85 each. The public half may be left NULL:
+     * it follows from the secret (zmq_curve_public), and when given must
+     * match it. Without a secret an ephemeral pair is made, which a
+     * coordinator with an allowlist refuses. */
     const char *curve_server_key;
+    const char *curve_public_key;
     const char *curve_secret_key;
     int timeout_ms; /* per request; 0: 5000 */
 } sl_client_opts;

@@ -657,6 +657,19 @@ static void test_requests(void)
 
     sl_client_opts bad = {.clients_endpoint = f.ep, .curve_server_key = "short"};
     ok(!sl_client_new(&bad, &e) && strstr(e.msg, "40"), "a malformed CURVE key: %s", e.msg);
+    char pub[41], sec[41], other[41], sec2[41];
+    zmq_curve_keypair(pub, sec);
+    zmq_curve_keypair(other, sec2);
+    sl_client_opts pair = {.clients_endpoint = f.ep,
+                           .curve_server_key = pub,
+                           .curve_public_key = pub,
+                           .curve_secret_key = sec};
+    c = sl_client_new(&pair, &e);
+    ok(c != NULL, "a CURVE client with its key pair (%s)", e.msg);
+    sl_client_free(c);
+    pair.curve_public_key = other;
+    ok(!sl_client_new(&pair, &e) && strstr(e.msg, "public key"),
+       "a public key that is not the secret's: %s", e.msg);
     fake_stop(&f);
 }
 
@@ -664,7 +677,7 @@ static void test_requests(void)
  * with an error while the stream goes on. */
 static void test_watch(void)
 {
-    void *zctx = zmq_ctx_new(), *pub = zmq_socket(zctx, ZMQ_PUB);
+    void *zctx = zmq_ctx_new(), *pub = zmq_socket(zctx, ZMQ_XPUB);
     char ep[64];
     size_t n = sizeof ep;
     int linger = 0;
@@ -675,8 +688,12 @@ static void test_watch(void)
     sl_client_opts o = {.clients_endpoint = ep, .events_endpoint = ep};
     sl_client *c = sl_client_new(&o, &e);
     ok(c && sl_client_watch(c, 12, &e) == 0, "watching job 12 (%s)", e.msg);
-    struct timespec ts = {0, 300 * 1000000L};
-    nanosleep(&ts, NULL); /* the subscription reaches the publisher */
+    /* an XPUB hears the subscription: nothing is sent before it arrives */
+    char sub[64];
+    int timeout = 5000;
+    zmq_setsockopt(pub, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    ok(zmq_recv(pub, sub, sizeof sub, 0) == 7 && !memcmp(sub, "\x01job.12", 7),
+       "the client subscribed to job.12");
     sl_buf f = {0};
     sl_event ev;
     divergence_frame(&f, "changed", NULL, 0); /* job 12 */

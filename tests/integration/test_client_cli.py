@@ -127,8 +127,9 @@ code, out, err = cl.client("workers")
 t.ok(code == 0 and " alive " in out and "databases: a b" in out, "workers still lists them", out)
 
 # ---- watch: a malformed event is skipped with a line, the next one printed -----------------------
-pub = ctx.socket(zmq.PUB)
+pub = ctx.socket(zmq.XPUB)  # hears the subscription: nothing is sent before it
 pub.setsockopt(zmq.LINGER, 0)
+pub.setsockopt(zmq.RCVTIMEO, 20000)
 events_port = free_port()
 pub.bind(f"tcp://127.0.0.1:{events_port}")
 watch = subprocess.Popen([SLUICE, "watch", "--events", f"tcp://127.0.0.1:{events_port}",
@@ -142,7 +143,10 @@ bad_kind = b"\x00" + msgpack.packb({"v": 1, "t": 17, "id": 0, "event": "divergen
 
 
 def publish():
-    time.sleep(1.0)  # the subscription reaches us first
+    try:
+        pub.recv()
+    except zmq.Again:
+        return
     for frames in ([b"job.5", b"\x00\xc1garbage"], [b"job.5", bad_kind], [b"job.5", good]):
         pub.send_multipart(frames)
         time.sleep(0.1)
