@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The commands on the client library (client/): `sluice cancel JOB`
 cancels a queued job and refuses an unknown or finished one with exit 2
 and one line; `submit --priority/--max-tasks` put the fields in the job's

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """`sluice schedule add|rm|ls`: scheduled audits managed over the client
 socket. An audit added with --every runs on its interval and shows its
 last job; rm removes it (a second rm is exit 2, one line); bad options are
