@@ -80,18 +80,20 @@ static const char *const kind_names[] = {"", "missing-in-target", "extra-in-targ
 sl_client *sl_client_new(const sl_client_opts *o, sl_err *err)
 {
     if (!o || !o->clients_endpoint || !*o->clients_endpoint)
-        return sl_err_set(err, "no coordinator endpoint given"), NULL;
+        return sl_err_setc(err, SL_INVALID, "no coordinator endpoint given"), NULL;
     if (o->curve_secret_key && !o->curve_server_key)
-        return sl_err_set(err, "a CURVE client key needs the coordinator's public key"), NULL;
+        return sl_err_setc(err, SL_INVALID,
+                           "a CURVE client key needs the coordinator's public key"),
+               NULL;
     sl_client *c = calloc(1, sizeof *c);
     if (!c)
-        return sl_err_set(err, "out of memory"), NULL;
+        return sl_err_setc(err, SL_INTERNAL, "out of memory"), NULL;
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     c->next_id = 1;
     if (o->curve_server_key) {
         if (strlen(o->curve_server_key) != 40 ||
             (o->curve_secret_key && strlen(o->curve_secret_key) != 40)) {
-            sl_err_set(err, "a CURVE key must be 40 characters of Z85");
+            sl_err_setc(err, SL_INVALID, "a CURVE key must be 40 characters of Z85");
             goto fail;
         }
         c->curve = 1;
@@ -100,11 +102,11 @@ sl_client *sl_client_new(const sl_client_opts *o, sl_err *err)
             char pub[41];
             memcpy(c->secret_key, o->curve_secret_key, 41);
             if (zmq_curve_public(pub, c->secret_key)) {
-                sl_err_set(err, "the CURVE secret key is not a valid Z85 key");
+                sl_err_setc(err, SL_INVALID, "the CURVE secret key is not a valid Z85 key");
                 goto fail;
             }
             if (o->curve_public_key && strcmp(o->curve_public_key, pub)) {
-                sl_err_set(err, "the CURVE public key given is not the secret key's");
+                sl_err_setc(err, SL_INVALID, "the CURVE public key given is not the secret key's");
                 goto fail;
             }
             c->has_secret = 1;
@@ -112,11 +114,12 @@ sl_client *sl_client_new(const sl_client_opts *o, sl_err *err)
     }
     if (!(c->clients_ep = strdup(o->clients_endpoint)) ||
         (o->events_endpoint && !(c->events_ep = strdup(o->events_endpoint)))) {
-        sl_err_set(err, "out of memory");
+        sl_err_setc(err, SL_INTERNAL, "out of memory");
         goto fail;
     }
     if (!(c->zctx = zmq_ctx_new())) {
-        sl_err_set(err, "cannot create a ZeroMQ context: %s", zmq_strerror(zmq_errno()));
+        sl_err_setc(err, SL_INTERNAL, "cannot create a ZeroMQ context: %s",
+                    zmq_strerror(zmq_errno()));
         goto fail;
     }
     return c;
@@ -147,31 +150,30 @@ static void *open_socket(sl_client *c, int type, const char *ep, const char *wha
     void *s = zmq_socket(c->zctx, type);
     int linger = 0;
     if (!s)
-        return sl_err_set(err, "cannot create a socket: %s", zmq_strerror(zmq_errno())), NULL;
+        return sl_err_setc(err, SL_INTERNAL, "cannot create a socket: %s",
+                           zmq_strerror(zmq_errno())),
+               NULL;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (c->curve && curve_client(s, c->server_key, c->has_secret ? c->secret_key : NULL, err)) {
         zmq_close(s);
         return NULL;
     }
     if (zmq_connect(s, ep) != 0) {
-        sl_err_set(err, "cannot connect to %s at %s: %s", what, ep, zmq_strerror(zmq_errno()));
+        sl_err_setc(err, SL_INTERNAL, "cannot connect to %s at %s: %s", what, ep,
+                    zmq_strerror(zmq_errno()));
         zmq_close(s);
         return NULL;
     }
     return s;
 }
 
-/* Reads an ERROR reply into err: its "error" message (and, from
- * coordinators that send it, its "code": invalid, not_found, busy,
- * lost_worker, database, auth or internal, which sl_err cannot hold yet).
- * It will become proto's msg_error_read. Returns -1. */
+/* Reads an ERROR reply into err: its "error" message and its "code"
+ * (invalid, not_found, busy, lost_worker, database, auth, internal; absent
+ * from older coordinators: internal). The one place replies' errors are
+ * read, now proto's msg_error_read. Returns -1. */
 static int error_reply(const msg *m, sl_err *err)
 {
-    const char *s;
-    size_t n;
-    if (msg_get_str(m, "error", &s, &n, NULL) == 0 && n)
-        return sl_err_set(err, "%.*s", (int)n, s);
-    return sl_err_set(err, "the coordinator refused the request without saying why");
+    return msg_error_read(m, err);
 }
 
 static void drop_request_socket(sl_client *c)
@@ -189,8 +191,8 @@ static msg *request(sl_client *c, const sl_buf *frame, uint64_t id, sl_err *err)
     if (!c->req && !(c->req = open_socket(c, ZMQ_DEALER, c->clients_ep, "the coordinator", err)))
         return NULL;
     if (zmq_send(c->req, frame->p, frame->len, 0) < 0) {
-        sl_err_set(err, "cannot send to the coordinator at %s: %s", c->clients_ep,
-                   zmq_strerror(zmq_errno()));
+        sl_err_setc(err, SL_INTERNAL, "cannot send to the coordinator at %s: %s", c->clients_ep,
+                    zmq_strerror(zmq_errno()));
         drop_request_socket(c);
         return NULL;
     }
@@ -203,10 +205,11 @@ static msg *request(sl_client *c, const sl_buf *frame, uint64_t id, sl_err *err)
             continue;
         if (r <= 0) {
             drop_request_socket(c);
-            sl_err_set(err, "coordinator at %s did not answer within %g s; is it running%s?",
-                       c->clients_ep, c->timeout_ms / 1000.0,
-                       c->curve ? ", and does it accept this CURVE key"
-                                : " (if it uses CURVE, pass --curve-server-key)");
+            sl_err_setc(err, SL_BUSY,
+                        "coordinator at %s did not answer within %g s; is it running%s?",
+                        c->clients_ep, c->timeout_ms / 1000.0,
+                        c->curve ? ", and does it accept this CURVE key"
+                                 : " (if it uses CURVE, pass --curve-server-key)");
             return NULL;
         }
         zmq_msg_t in;
@@ -226,8 +229,9 @@ static msg *request(sl_client *c, const sl_buf *frame, uint64_t id, sl_err *err)
             zmq_msg_close(&x);
         }
         if (!m) {
-            sl_err_set(err, "the coordinator at %s sent a reply that does not decode: %s",
-                       c->clients_ep, e.msg);
+            sl_err_setc(err, SL_INTERNAL,
+                        "the coordinator at %s sent a reply that does not decode: %s",
+                        c->clients_ep, e.msg);
             return NULL;
         }
         /* a reply to an earlier request (none is left pending, but a
@@ -243,8 +247,9 @@ static msg *request(sl_client *c, const sl_buf *frame, uint64_t id, sl_err *err)
             return NULL;
         }
         if (msg_type(m) != MSG_REPLY) {
-            sl_err_set(err, "the coordinator answered with a %s message instead of a reply",
-                       msg_type_name(msg_type(m)));
+            sl_err_setc(err, SL_INTERNAL,
+                        "the coordinator answered with a %s message instead of a reply",
+                        msg_type_name(msg_type(m)));
             msg_free(m);
             return NULL;
         }
@@ -267,7 +272,7 @@ static msg_writer *new_request(sl_client *c, int type, uint32_t nfields)
 static msg *ask(sl_client *c, msg_writer *w, sl_err *err)
 {
     if (!w)
-        return sl_err_set(err, "out of memory"), NULL;
+        return sl_err_setc(err, SL_INTERNAL, "out of memory"), NULL;
     int rc = msg_writer_finish(w, &c->frame, err);
     msg_writer_free(w);
     return rc ? NULL : request(c, &c->frame, c->last_id, err);
@@ -283,7 +288,7 @@ static int opt_int(const msg *m, const char *what, const char *key, int64_t *v, 
     if (!o || msg_obj_is_nil(o))
         return 0;
     if (msg_obj_int(o, v))
-        return sl_err_set(err, "malformed %s: \"%s\" is not an integer", what, key);
+        return sl_err_setc(err, SL_INTERNAL, "malformed %s: \"%s\" is not an integer", what, key);
     return 0;
 }
 
@@ -293,7 +298,7 @@ static int opt_uint(const msg *m, const char *what, const char *key, uint64_t *v
     if (opt_int(m, what, key, &x, err))
         return -1;
     if (x < 0)
-        return sl_err_set(err, "malformed %s: \"%s\" is negative", what, key);
+        return sl_err_setc(err, SL_INTERNAL, "malformed %s: \"%s\" is negative", what, key);
     *v = (uint64_t)x;
     return 0;
 }
@@ -309,7 +314,7 @@ static int opt_text(const msg *m, const char *what, const char *key, char *out, 
     if (!o || msg_obj_is_nil(o))
         return 0;
     if (msg_obj_str(o, &p, &n))
-        return sl_err_set(err, "malformed %s: \"%s\" is not a string", what, key);
+        return sl_err_setc(err, SL_INTERNAL, "malformed %s: \"%s\" is not a string", what, key);
     snprintf(out, cap, "%.*s", (int)n, p);
     return 0;
 }
@@ -334,7 +339,7 @@ static int opt_dup(const msg *m, const char *what, const char *key, char **out, 
     if (!o)
         return 0;
     if (dup_str(o, out))
-        return sl_err_set(err, "malformed %s: \"%s\" is not a string", what, key);
+        return sl_err_setc(err, SL_INTERNAL, "malformed %s: \"%s\" is not a string", what, key);
     return 0;
 }
 
@@ -393,43 +398,46 @@ static int read_row(const msg *m, sl_event *ev, sl_err *err)
     const msgpack_object *items, *f;
     uint32_t n, nf;
     if (msg_get_bin(m, "k", &k, &klen, NULL))
-        return sl_err_set(err, "malformed event: a row divergence without its encoded key \"k\"");
+        return sl_err_setc(err, SL_INTERNAL,
+                           "malformed event: a row divergence without its encoded key \"k\"");
     if (!(ev->k = malloc(klen ? klen : 1)))
-        return sl_err_set(err, "out of memory");
+        return sl_err_setc(err, SL_INTERNAL, "out of memory");
     if (klen)
         memcpy(ev->k, k, klen);
     ev->klen = klen;
     if (msg_get_array(m, "key", &items, &n, NULL))
-        return sl_err_set(err, "malformed event: \"key\" is missing or not a list");
+        return sl_err_setc(err, SL_INTERNAL, "malformed event: \"key\" is missing or not a list");
     if (n && !(ev->key = calloc(n, sizeof *ev->key)))
-        return sl_err_set(err, "out of memory");
+        return sl_err_setc(err, SL_INTERNAL, "out of memory");
     ev->nkey = n; /* zeroed entries: sl_event_free frees what was copied */
     for (uint32_t i = 0; i < n; i++)
         if (msg_obj_array(&items[i], &f, &nf) || nf != 2 || f[0].type != MSGPACK_OBJECT_STR ||
             dup_str(&f[0], &ev->key[i].column) || dup_str(&f[1], &ev->key[i].value))
-            return sl_err_set(
-                err, "malformed event: key entry %u is not [column, value] of strings", i + 1);
+            return sl_err_setc(err, SL_INTERNAL,
+                               "malformed event: key entry %u is not [column, value] of strings",
+                               i + 1);
     const msgpack_object *cols = msg_get(m, "columns");
     if (!cols || msg_obj_is_nil(cols))
         return 0;
     if (msg_obj_array(cols, &items, &n))
-        return sl_err_set(err, "malformed event: \"columns\" is not a list");
+        return sl_err_setc(err, SL_INTERNAL, "malformed event: \"columns\" is not a list");
     if (n && !(ev->cols = calloc(n, sizeof *ev->cols)))
-        return sl_err_set(err, "out of memory");
+        return sl_err_setc(err, SL_INTERNAL, "out of memory");
     ev->ncols = n;
     for (uint32_t i = 0; i < n; i++) {
         sl_column_diff *d = &ev->cols[i];
         if (msg_obj_array(&items[i], &f, &nf) || (nf != 3 && nf != 5) ||
             f[0].type != MSGPACK_OBJECT_STR || dup_str(&f[0], &d->column) ||
             dup_str(&f[1], &d->source) || dup_str(&f[2], &d->target))
-            return sl_err_set(
-                err, "malformed event: column entry %u is not [column, source, target]", i + 1);
+            return sl_err_setc(err, SL_INTERNAL,
+                               "malformed event: column entry %u is not [column, source, target]",
+                               i + 1);
         if (nf == 5 && (read_cut(&f[3], &d->source_hash, &d->source_len) ||
                         read_cut(&f[4], &d->target_hash, &d->target_len)))
-            return sl_err_set(err,
-                              "malformed event: column entry %u has a cut value that is not nil "
-                              "or [length, hash]",
-                              i + 1);
+            return sl_err_setc(err, SL_INTERNAL,
+                               "malformed event: column entry %u has a cut value that is not nil "
+                               "or [length, hash]",
+                               i + 1);
     }
     return 0;
 }
@@ -446,7 +454,8 @@ static int read_divergence(const msg *m, sl_event *ev, sl_err *err)
         if (!strcmp(kind, kind_names[i]))
             ev->kind = (sl_div_kind)i;
     if (!ev->kind)
-        return sl_err_set(err, "malformed event: divergence of unknown kind \"%s\"", kind);
+        return sl_err_setc(err, SL_INTERNAL, "malformed event: divergence of unknown kind \"%s\"",
+                           kind);
     ev->kind_name = kind_names[ev->kind];
     if (!status[0])
         ev->status = SL_DIV_UNCHECKED;
@@ -455,20 +464,23 @@ static int read_divergence(const msg *m, sl_event *ev, sl_err *err)
     else if (!strcmp(status, "transient"))
         ev->status = SL_DIV_TRANSIENT;
     else
-        return sl_err_set(err, "malformed event: unknown divergence status \"%s\"", status);
+        return sl_err_setc(err, SL_INTERNAL, "malformed event: unknown divergence status \"%s\"",
+                           status);
     if (ev->kind != SL_DIV_SCHEMA)
         return read_row(m, ev, err);
     if (opt_dup(m, EV, "column", &ev->column, err) || opt_dup(m, EV, "problem", &ev->problem, err))
         return -1;
     if (!ev->column || !ev->problem)
-        return sl_err_set(err, "malformed event: a schema divergence needs \"column\" and "
-                               "\"problem\"");
+        return sl_err_setc(err, SL_INTERNAL,
+                           "malformed event: a schema divergence needs \"column\" and "
+                           "\"problem\"");
     const msgpack_object *t = msg_get(m, "types"), *f;
     uint32_t n;
     if (t && !msg_obj_is_nil(t) &&
         (msg_obj_array(t, &f, &n) || n != 2 || dup_str(&f[0], &ev->source_type) ||
          dup_str(&f[1], &ev->target_type)))
-        return sl_err_set(err, "malformed event: \"types\" is not [source type, target type]");
+        return sl_err_setc(err, SL_INTERNAL,
+                           "malformed event: \"types\" is not [source type, target type]");
     return 0;
 }
 
@@ -476,12 +488,12 @@ static int read_event(const msg *m, sl_event *ev, sl_err *err)
 {
     char what[16];
     if (msg_type(m) != MSG_EVENT)
-        return sl_err_set(err, "malformed event: a %s message, not an event",
-                          msg_type_name(msg_type(m)));
+        return sl_err_setc(err, SL_INTERNAL, "malformed event: a %s message, not an event",
+                           msg_type_name(msg_type(m)));
     if (opt_text(m, EV, "event", what, sizeof what, err))
         return -1;
     if (msg_get_int(m, "job", &ev->job, NULL) || ev->job <= 0)
-        return sl_err_set(err, "malformed event: \"job\" is missing or not a job id");
+        return sl_err_setc(err, SL_INTERNAL, "malformed event: \"job\" is missing or not a job id");
     if (opt_int(m, EV, "at_ms", &ev->at_ms, err))
         return -1;
     if (!strcmp(what, "divergence")) {
@@ -502,19 +514,23 @@ static int read_event(const msg *m, sl_event *ev, sl_err *err)
             opt_dup(m, EV, "error", &ev->error, err))
             return -1;
         if (!ev->state_name)
-            return sl_err_set(err, "malformed event: a job event without its \"state\"");
+            return sl_err_setc(err, SL_INTERNAL,
+                               "malformed event: a job event without its \"state\"");
         ev->state = state_of(ev->state_name, strlen(ev->state_name));
         return 0;
     }
-    return sl_err_set(err, "malformed event: unknown event \"%s\"", what);
+    return sl_err_setc(err, SL_INTERNAL, "malformed event: unknown event \"%s\"", what);
 }
 
 int sl_event_decode(const void *frame, size_t len, sl_event *ev, sl_err *err)
 {
     memset(ev, 0, sizeof *ev);
     msg *m = msg_decode(frame, len, err);
-    if (!m)
+    if (!m) {
+        if (err) /* a peer's garbage, not the caller's mistake */
+            err->code = SL_INTERNAL;
         return -1;
+    }
     int rc = read_event(m, ev, err);
     msg_free(m);
     if (rc)
@@ -525,12 +541,13 @@ int sl_event_decode(const void *frame, size_t len, sl_event *ev, sl_err *err)
 int sl_client_watch(sl_client *c, int64_t job, sl_err *err)
 {
     if (!c->events_ep)
-        return sl_err_set(err, "no events endpoint given, so nothing to watch");
+        return sl_err_setc(err, SL_INVALID, "no events endpoint given, so nothing to watch");
     if (c->sub)
         zmq_close(c->sub);
     c->sub = zmq_socket(c->zctx, ZMQ_SUB);
     if (!c->sub)
-        return sl_err_set(err, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
+        return sl_err_setc(err, SL_INTERNAL, "cannot create a socket: %s",
+                           zmq_strerror(zmq_errno()));
     /* "job.1" also matches "job.12": ZeroMQ matches a prefix, so the job
      * number is checked again on each event */
     char topic[48];
@@ -542,8 +559,8 @@ int sl_client_watch(sl_client *c, int64_t job, sl_err *err)
     if (c->curve && curve_client(c->sub, c->server_key, c->has_secret ? c->secret_key : NULL, err))
         goto fail;
     if (zmq_connect(c->sub, c->events_ep) != 0) {
-        sl_err_set(err, "cannot connect to events at %s: %s", c->events_ep,
-                   zmq_strerror(zmq_errno()));
+        sl_err_setc(err, SL_INTERNAL, "cannot connect to events at %s: %s", c->events_ep,
+                    zmq_strerror(zmq_errno()));
         goto fail;
     }
     c->watch_job = job;
@@ -558,7 +575,7 @@ int sl_client_next_event(sl_client *c, int timeout_ms, sl_event *ev, sl_err *err
 {
     memset(ev, 0, sizeof *ev);
     if (!c->sub)
-        return sl_err_set(err, "sl_client_watch first");
+        return sl_err_setc(err, SL_INVALID, "sl_client_watch first");
     int64_t end = mono_ms() + timeout_ms;
     for (;;) {
         long left = timeout_ms < 0 ? -1 : (long)(end - mono_ms());
@@ -569,8 +586,8 @@ int sl_client_next_event(sl_client *c, int timeout_ms, sl_event *ev, sl_err *err
         if (r < 0 && zmq_errno() == EINTR)
             return 0; /* the caller checks why */
         if (r < 0)
-            return sl_err_set(err, "reading events from %s: %s", c->events_ep,
-                              zmq_strerror(zmq_errno()));
+            return sl_err_setc(err, SL_INTERNAL, "reading events from %s: %s", c->events_ep,
+                               zmq_strerror(zmq_errno()));
         if (r == 0)
             return 0;
         /* an event is two frames, the topic and the message */
@@ -593,8 +610,8 @@ int sl_client_next_event(sl_client *c, int timeout_ms, sl_event *ev, sl_err *err
         }
         int rc;
         if (total != 2) {
-            rc = sl_err_set(err, "malformed event: %zu frames instead of a topic and a message",
-                            total);
+            rc = sl_err_setc(err, SL_INTERNAL,
+                             "malformed event: %zu frames instead of a topic and a message", total);
         } else {
             rc = sl_event_decode(zmq_msg_data(&part[1]), zmq_msg_size(&part[1]), ev, err);
             if (rc == 0 && c->watch_job && ev->job != c->watch_job) {
@@ -628,19 +645,19 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
     const char *prio = sl_priority_name(s->priority);
     *out = NULL;
     if (!s->source || !*s->source || !s->target || !*s->target)
-        return sl_err_set(err, "a job needs a source and a target database name");
+        return sl_err_setc(err, SL_INVALID, "a job needs a source and a target database name");
     if (!s->table || !*s->table)
-        return sl_err_set(err, "a job needs a table");
+        return sl_err_setc(err, SL_INVALID, "a job needs a table");
     if (!prio)
-        return sl_err_set(err, "priority must be low, normal or high");
+        return sl_err_setc(err, SL_INVALID, "priority must be low, normal or high");
     if (s->max_tasks < 0)
-        return sl_err_set(err, "max_tasks must be 0 (no cap) or more");
+        return sl_err_setc(err, SL_INVALID, "max_tasks must be 0 (no cap) or more");
     if ((s->nkey && !s->key) || (s->ncolumns && !s->columns) || (s->nexclude && !s->exclude))
-        return sl_err_set(err, "a list of names is missing its names");
+        return sl_err_setc(err, SL_INVALID, "a list of names is missing its names");
     int extra = (s->priority != SL_PRIO_NORMAL) + (s->max_tasks > 0);
     msg_writer *w = msg_writer_new(MSG_SUBMIT, id, 13 + (uint32_t)extra);
     if (!w)
-        return sl_err_set(err, "out of memory");
+        return sl_err_setc(err, SL_INTERNAL, "out of memory");
     msg_put_cstr(w, "source", s->source);
     msg_put_cstr(w, "target", s->target);
     msg_put_cstr(w, "table", s->table);
@@ -678,7 +695,7 @@ static int reply_job(msg *m, int64_t *job, sl_err *err)
 {
     int64_t id = 0;
     int rc = msg_get_int(m, "job", &id, NULL) || id <= 0
-                 ? sl_err_set(err, "malformed submit reply: no job id")
+                 ? sl_err_setc(err, SL_INTERNAL, "malformed submit reply: no job id")
                  : 0;
     msg_free(m);
     if (rc == 0 && job)
@@ -704,10 +721,11 @@ int sl_client_submit_frame(sl_client *c, const void *frame, size_t len, int64_t 
     uint64_t id = msg_id(f);
     msg_free(f);
     if (type != MSG_SUBMIT)
-        return sl_err_set(err, "not a submit frame but a %s message", msg_type_name(type));
+        return sl_err_setc(err, SL_INVALID, "not a submit frame but a %s message",
+                           msg_type_name(type));
     sl_buf_reset(&c->frame);
     if (sl_buf_append(&c->frame, frame, len))
-        return sl_err_set(err, "out of memory");
+        return sl_err_setc(err, SL_INTERNAL, "out of memory");
     msg *m = request(c, &c->frame, id, err);
     return m ? reply_job(m, job, err) : -1;
 }
@@ -731,7 +749,7 @@ static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
     if (opt_text(m, ST, "state", s->state_name, sizeof s->state_name, err))
         return -1;
     if (!s->state_name[0])
-        return sl_err_set(err, "malformed status reply: no \"state\"");
+        return sl_err_setc(err, SL_INTERNAL, "malformed status reply: no \"state\"");
     s->state = state_of(s->state_name, strlen(s->state_name));
     s->job = job;
     if (opt_int(m, ST, "job", &s->job, err) ||
@@ -755,7 +773,8 @@ static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
         opt_text(m, ST, "priority", prio, sizeof prio, err))
         return -1;
     if (prio[0] && sl_priority_parse(prio, &s->priority))
-        return sl_err_set(err, "malformed status reply: unknown priority \"%s\"", prio);
+        return sl_err_setc(err, SL_INTERNAL, "malformed status reply: unknown priority \"%s\"",
+                           prio);
     return 0;
 }
 
@@ -764,14 +783,16 @@ static int read_status_events(const msg *m, sl_job_status *s, sl_err *err)
     const msgpack_object *ev;
     uint32_t n;
     if (msg_get_array(m, "events", &ev, &n, NULL))
-        return sl_err_set(err, "malformed status reply: \"events\" is missing or not a list");
+        return sl_err_setc(err, SL_INTERNAL,
+                           "malformed status reply: \"events\" is missing or not a list");
     if (n && !(s->events = calloc(n, sizeof *s->events)))
-        return sl_err_set(err, "out of memory");
+        return sl_err_setc(err, SL_INTERNAL, "out of memory");
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *p;
         size_t len;
         if (msg_obj_bin(&ev[i], &p, &len))
-            return sl_err_set(err, "malformed status reply: stored event %u is not binary", i + 1);
+            return sl_err_setc(err, SL_INTERNAL,
+                               "malformed status reply: stored event %u is not binary", i + 1);
         /* a divergence left out of a report would be a wrong answer: one
          * that does not decode fails the whole status */
         if (sl_event_decode(p, len, &s->events[i], err))
@@ -807,8 +828,8 @@ int sl_client_cancel(sl_client *c, int64_t job, sl_err *err)
     if (sl_client_status(c, job, 0, &st, err))
         return sl_err_wrap(err, "job %lld", (long long)job);
     if (sl_job_state_is_final(st.state))
-        return sl_err_set(err, "job %lld already finished (%s); nothing to cancel", (long long)job,
-                          st.state_name);
+        return sl_err_setc(err, SL_INVALID, "job %lld already finished (%s); nothing to cancel",
+                           (long long)job, st.state_name);
     msg_writer *w = new_request(c, MSG_CANCEL, 1);
     if (w)
         msg_put_int(w, "job", job);
@@ -819,8 +840,8 @@ int sl_client_cancel(sl_client *c, int64_t job, sl_err *err)
     if (sl_client_status(c, job, 0, &st, err))
         return -1;
     if (st.state == SL_JOB_DONE || st.state == SL_JOB_FAILED)
-        return sl_err_set(err, "job %lld already finished (%s); nothing to cancel", (long long)job,
-                          st.state_name);
+        return sl_err_setc(err, SL_INVALID, "job %lld already finished (%s); nothing to cancel",
+                           (long long)job, st.state_name);
     return 0;
 }
 
@@ -870,16 +891,17 @@ int sl_client_workers(sl_client *c, sl_worker_info **out, size_t *n, sl_err *err
     int rc = 0;
     sl_worker_info *v = NULL;
     if (msg_get_array(m, "workers", &items, &ni, NULL)) {
-        rc = sl_err_set(err, "malformed workers reply: \"workers\" is missing or not a list");
+        rc = sl_err_setc(err, SL_INTERNAL,
+                         "malformed workers reply: \"workers\" is missing or not a list");
     } else if (ni && !(v = calloc(ni, sizeof *v))) {
-        rc = sl_err_set(err, "out of memory");
+        rc = sl_err_setc(err, SL_INTERNAL, "out of memory");
     } else {
         for (uint32_t i = 0; i < ni && rc == 0; i++)
             if (read_worker(&items[i], &v[i]))
-                rc = sl_err_set(err,
-                                "malformed workers reply: worker %u is not [slot, alive, busy, "
-                                "idle ms, [databases], trees]",
-                                i + 1);
+                rc = sl_err_setc(err, SL_INTERNAL,
+                                 "malformed workers reply: worker %u is not [slot, alive, busy, "
+                                 "idle ms, [databases], trees]",
+                                 i + 1);
     }
     msg_free(m);
     if (rc) {
@@ -898,9 +920,9 @@ int sl_client_schedule_add(sl_client *c, const char *name, int64_t interval_s,
 {
     sl_buf f = {0};
     if (!name || !*name)
-        return sl_err_set(err, "a scheduled audit needs a name");
+        return sl_err_setc(err, SL_INVALID, "a scheduled audit needs a name");
     if (interval_s <= 0)
-        return sl_err_set(err, "a scheduled audit needs an interval of 1 s or more");
+        return sl_err_setc(err, SL_INVALID, "a scheduled audit needs an interval of 1 s or more");
     if (sl_client_spec_frame(spec, &f, err))
         return -1;
     msg_writer *w = new_request(c, MSG_SCHEDULE_ADD, 3);
@@ -919,7 +941,7 @@ int sl_client_schedule_add(sl_client *c, const char *name, int64_t interval_s,
 int sl_client_schedule_del(sl_client *c, const char *name, int *removed, sl_err *err)
 {
     if (!name || !*name)
-        return sl_err_set(err, "which scheduled audit? it needs a name");
+        return sl_err_setc(err, SL_INVALID, "which scheduled audit? it needs a name");
     msg_writer *w = new_request(c, MSG_SCHEDULE_DEL, 1);
     if (w)
         msg_put_cstr(w, "name", name);
@@ -967,16 +989,17 @@ int sl_client_schedules(sl_client *c, sl_schedule_info **out, size_t *n, sl_err 
     int rc = 0;
     sl_schedule_info *v = NULL;
     if (msg_get_array(m, "schedules", &items, &ni, NULL)) {
-        rc = sl_err_set(err, "malformed schedules reply: \"schedules\" is missing or not a list");
+        rc = sl_err_setc(err, SL_INTERNAL,
+                         "malformed schedules reply: \"schedules\" is missing or not a list");
     } else if (ni && !(v = calloc(ni, sizeof *v))) {
-        rc = sl_err_set(err, "out of memory");
+        rc = sl_err_setc(err, SL_INTERNAL, "out of memory");
     } else {
         for (uint32_t i = 0; i < ni && rc == 0; i++)
             if (read_schedule(&items[i], &v[i]))
-                rc = sl_err_set(err,
-                                "malformed schedules reply: schedule %u is not [name, interval, "
-                                "table, last job]",
-                                i + 1);
+                rc = sl_err_setc(err, SL_INTERNAL,
+                                 "malformed schedules reply: schedule %u is not [name, interval, "
+                                 "table, last job]",
+                                 i + 1);
     }
     msg_free(m);
     if (rc) {

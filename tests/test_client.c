@@ -93,7 +93,7 @@ static void test_spec_frame(void)
 
     sl_job_spec bad = s;
     bad.table = NULL;
-    ok(sl_client_spec_frame(&bad, &f, &e) == -1 && strstr(e.msg, "table"),
+    ok(sl_client_spec_frame(&bad, &f, &e) == -1 && strstr(e.msg, "table") && e.code == SL_INVALID,
        "no table: refused, naming it (%s)", e.msg);
     bad = s;
     bad.source = "";
@@ -335,6 +335,8 @@ static void test_garbage(unsigned seed)
             }
             sl_event_free(&ev);
         }
+    ok(sl_event_decode("\x00\xc1", 2, &ev, &e) == -1 && e.code == SL_INTERNAL,
+       "a frame that does not decode is the peer's garbage: code internal");
     ok(named && refused >= 35, "%d of %d mutated events refused, each saying \"malformed\"",
        refused, tried);
     mutated_frame(&f, "kind", 1);
@@ -593,20 +595,24 @@ static void test_requests(void)
     ok(sl_client_status(c, 404, 0, &st, &e) == -1 && !strcmp(e.msg, "no such job; sluice submit "
                                                                     "prints the job id"),
        "an error reply's message: %s", e.msg);
+    ok(e.code == SL_NOT_FOUND, "... and its code, not_found (%s)", sl_code_name(e.code));
     ok(sl_client_status(c, 666, 0, &st, &e) == -1 && strstr(e.msg, "\"changed\""),
        "a field of the wrong type is named: %s", e.msg);
     double t0 = now_s();
     ok(sl_client_status(c, 0, 0, &st, &e) == -1 && strstr(e.msg, "did not answer within 0.4 s") &&
            strstr(e.msg, f.ep) && now_s() - t0 < 3,
        "a request never answered: an error after the timeout (%s)", e.msg);
+    ok(e.code == SL_BUSY, "... of code busy (%s)", sl_code_name(e.code));
     ok(sl_client_status(c, 1, 0, &st, &e) == 0, "the client works again after a timeout (%s)",
        e.msg);
     ok(sl_client_cancel(c, 404, &e) == -1 && strstr(e.msg, "job 404") &&
            strstr(e.msg, "no such job"),
        "cancel of an unknown job: %s", e.msg);
+    ok(e.code == SL_NOT_FOUND, "... keeps the reply's code, not_found (%s)", sl_code_name(e.code));
     ok(sl_client_cancel(c, 2, &e) == -1 &&
            !strcmp(e.msg, "job 2 already finished (done); nothing to cancel"),
        "cancel of a finished job: %s", e.msg);
+    ok(e.code == SL_INVALID, "... of code invalid (%s)", sl_code_name(e.code));
 
     const char *key[] = {"id"};
     sl_job_spec spec = {.source = "old", .target = "new", .table = "orders", .key = key, .nkey = 1};
