@@ -9,7 +9,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS    = $(PKG_LIBS) -lpthread -lm
 
-LIB_SRC := $(filter-out base/san_options.c,$(wildcard base/*.c)) $(wildcard merkle/*.c proto/*.c connectors/*.c worker/*.c coordinator/*.c)
+LIB_SRC := $(filter-out base/san_options.c,$(wildcard base/*.c)) $(wildcard merkle/*.c proto/*.c connectors/*.c worker/*.c coordinator/*.c client/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 HDRS    := $(wildcard */*.h)
 UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))

@@ -36,9 +36,21 @@ static const char *usage_diff =
     "  --coordinator EP     submit: the coordinator's client endpoint (" CLI_DEFAULT_CLIENTS_EP
     ")\n"
     "  --wait               submit: follow the job and print its report\n"
+    "  --priority high|normal|low  submit: the job's place in the coordinator's queue\n"
+    "                       (default normal)\n"
+    "  --max-tasks N        submit: at most N of the job's tasks on workers at once\n"
+    "                       (default: no cap)\n"
     "  --curve-server-key K submit: the coordinator's CURVE public key (or key file)\n"
     "  --curve-key FILE     submit: this client's CURVE secret key file\n"
+    "  --request-timeout SECONDS  submit: a coordinator silent this long is an error\n"
+    "                       (default 5)\n"
     "exit status: 0 equal, 1 different, 2 trouble\n";
+
+static const char *usage_schedule_add =
+    "usage: sluice schedule add NAME --every INTERVAL SOURCE TARGET --table TABLE [options]\n"
+    "  adds (or replaces) the audit NAME: the job sluice submit would run, queued\n"
+    "  every INTERVAL (90, 90s, 15m, 2h, 1d), never while its last run is unfinished\n"
+    "  options: those of sluice submit (sluice submit --help) but --wait\n";
 
 int cli_curve_load(cli_curve *c, const char *server_arg, const char *key_arg)
 {
@@ -86,7 +98,7 @@ static char **split_list(const char *s, size_t *n, char **store)
     return v;
 }
 
-int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
+int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
 {
     static const struct option opts[] = {{"table", required_argument, 0, 't'},
                                          {"target-table", required_argument, 0, 'T'},
@@ -108,9 +120,16 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
                                          {"curve-key", required_argument, 0, 'k' + 256},
                                          {"settle", required_argument, 0, 'S'},
                                          {"read-timeout", required_argument, 0, 'D'},
+                                         {"priority", required_argument, 0, 'p'},
+                                         {"max-tasks", required_argument, 0, 'm'},
+                                         {"request-timeout", required_argument, 0, 'q'},
+                                         {"every", required_argument, 0, 'E'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *cmd = cluster ? "submit" : "diff";
+    const char *cmd = mode == DIFF_ARGS_SCHEDULE ? "schedule add"
+                      : mode == DIFF_ARGS_SUBMIT ? "submit"
+                                                 : "diff";
+    int cluster = mode != DIFF_ARGS_DIFF;
     const char *lists[3] = {NULL, NULL, NULL};
     memset(a, 0, sizeof *a);
     a->format = "text";
@@ -209,14 +228,56 @@ int diff_args_parse(int argc, char **argv, int cluster, diff_args *a)
             a->o.ranges = (size_t)r;
             break;
         }
+        case 'p':
+            if (!cluster)
+                return cli_fail("--priority orders a coordinator's queue: it belongs to sluice "
+                                "submit");
+            if (sl_priority_parse(optarg, &a->priority))
+                return cli_fail("--priority must be high, normal or low, not \"%s\"", optarg);
+            break;
+        case 'm': {
+            long long m = strtoll(optarg, &end, 10);
+            if (!cluster)
+                return cli_fail("--max-tasks caps a job on a coordinator: it belongs to sluice "
+                                "submit");
+            if (end == optarg || *end || m < 1 || m > 100000)
+                return cli_fail("--max-tasks must be a number from 1 to 100000, not \"%s\"",
+                                optarg);
+            a->max_tasks = m;
+            break;
+        }
+        case 'q': {
+            int st = cli_parse_seconds(optarg, "--request-timeout", &a->request_timeout_ms);
+            if (st >= 0)
+                return st;
+            if (!cluster)
+                return cli_fail("--request-timeout is for sluice submit");
+            break;
+        }
+        case 'E':
+            if (mode != DIFF_ARGS_SCHEDULE)
+                return cli_fail("--every belongs to sluice schedule add");
+            if ((a->every_s = cli_parse_every(optarg)) <= 0)
+                return cli_fail("--every must be like 90, 90s, 15m, 2h or 1d, not \"%s\"", optarg);
+            break;
         case 'h':
-            fputs(usage_diff, stdout);
+            fputs(mode == DIFF_ARGS_SCHEDULE ? usage_schedule_add : usage_diff, stdout);
             return 0;
         default:
             /* up to any '=': the value may be a DSN with a password */
             return cli_fail("unknown or incomplete option \"%.*s\" (try: sluice %s --help)",
                             (int)strcspn(argv[optind - 1], "="), argv[optind - 1], cmd);
         }
+    }
+    if (mode == DIFF_ARGS_SCHEDULE) {
+        if (argc - optind != 3)
+            return cli_fail("schedule add needs a NAME, then SOURCE and TARGET (try: sluice "
+                            "schedule add --help)");
+        a->name = argv[optind++];
+        if (!a->every_s)
+            return cli_fail("schedule add needs --every INTERVAL, e.g. --every 15m");
+        if (a->wait)
+            return cli_fail("a scheduled audit runs unattended: --wait is for sluice submit");
     }
     if (argc - optind != 2)
         return cli_fail("%s needs exactly two databases, SOURCE and TARGET (try: sluice %s "
@@ -261,6 +322,75 @@ void diff_args_free(diff_args *a)
     }
     free(a->dsn_store[0]);
     free(a->dsn_store[1]);
+}
+
+void diff_args_spec(const diff_args *a, sl_job_spec *spec)
+{
+    *spec = (sl_job_spec){.source = a->source,
+                          .target = a->target,
+                          .table = a->o.table,
+                          .target_table = a->o.target_table,
+                          .key = a->o.key,
+                          .nkey = a->o.nkey,
+                          .columns = a->o.columns,
+                          .ncolumns = a->o.ncolumns,
+                          .exclude = a->o.exclude,
+                          .nexclude = a->o.nexclude,
+                          .where = a->o.where,
+                          .strict = a->o.strict,
+                          .ranges = a->o.ranges,
+                          .rechecks = a->o.rechecks,
+                          .settle_ms = a->o.settle_ms,
+                          .max_rows_per_second = a->o.max_rows_per_second,
+                          .priority = a->priority,
+                          .max_tasks = a->max_tasks};
+}
+
+long cli_parse_every(const char *s)
+{
+    char *end;
+    long n = strtol(s, &end, 10);
+    long mult = end == s            ? -1
+                : !*end             ? 1
+                : !strcmp(end, "s") ? 1
+                : !strcmp(end, "m") ? 60
+                : !strcmp(end, "h") ? 3600
+                : !strcmp(end, "d") ? 86400
+                                    : -1;
+    return n > 0 && mult > 0 && n < 86400L * 366 / mult ? n * mult : -1;
+}
+
+int cli_parse_seconds(const char *s, const char *opt, int *ms)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v > 0 && v <= 3600))
+        return cli_fail("%s must be a number of seconds from 0 to 3600, not \"%s\"", opt, s);
+    *ms = (int)(v * 1000);
+    return -1;
+}
+
+/* The one flag a signal handler may set (set, never read, by the handler). */
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+void cli_catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+volatile sig_atomic_t *cli_stop_flag(void)
+{
+    return &stop_flag;
 }
 
 int cli_parse_timeout(const char *s, const char *opt, int *ms)

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include "../base/sl.h"
+#include "../client/sl_client.h"
 #include "../coordinator/co.h"
 #include "../worker/wk.h"
 
@@ -29,6 +30,11 @@ int cli_curve_load(cli_curve *c, const char *server_arg, const char *key_arg);
 typedef struct diff_args {
     co_diff_opts o;
     const char *source, *target; /* DSNs for diff, database names for submit */
+    const char *name;            /* schedule add: the audit's name */
+    long every_s;                /* schedule add: --every */
+    sl_priority priority;        /* submit, schedule add: --priority */
+    int64_t max_tasks;           /* submit, schedule add: --max-tasks (0: no cap) */
+    int request_timeout_ms;      /* submit, schedule add: --request-timeout (0: 5 s) */
     const char *format;
     long workers;
     int allow_empty, progress, wait, settle_given;
@@ -40,10 +46,55 @@ typedef struct diff_args {
     char **lists[3];
 } diff_args;
 
-/* Parses argv of `diff` (cluster 0) or `submit` (cluster 1). Returns -1 to
- * go on, else the exit status (0 after --help, 2 after a printed error). */
-int diff_args_parse(int argc, char **argv, int cluster, diff_args *a);
+/* Parses argv of `diff` (mode DIFF_ARGS_DIFF), `submit` (DIFF_ARGS_SUBMIT)
+ * or `schedule add` (DIFF_ARGS_SCHEDULE: NAME SOURCE TARGET and --every).
+ * Returns -1 to go on, else the exit status (0 after --help, 2 after a
+ * printed error). */
+enum { DIFF_ARGS_DIFF = 0, DIFF_ARGS_SUBMIT = 1, DIFF_ARGS_SCHEDULE = 2 };
+int diff_args_parse(int argc, char **argv, int mode, diff_args *a);
 void diff_args_free(diff_args *a);
+
+/* The job spec of parsed submit or schedule arguments (pointing into a). */
+void diff_args_spec(const diff_args *a, sl_job_spec *spec);
+
+/* "90", "90s", "15m", "2h", "1d" -> seconds; -1 if not one of those. */
+long cli_parse_every(const char *s);
+
+/* Parses SECONDS from 0 (exclusive) to 3600 into *ms. -1 to go on, else 2
+ * after a printed error naming opt. */
+int cli_parse_seconds(const char *s, const char *opt, int *ms);
+
+/* SIGTERM and SIGINT set *cli_stop_flag() instead of killing: a
+ * coordinator, worker or watch stops between messages. */
+void cli_catch_signals(void);
+volatile sig_atomic_t *cli_stop_flag(void);
+
+/* The options every client command (status, report, watch, workers,
+ * cancel, schedule) shares, and a few that some take. */
+typedef struct client_args {
+    const char *coordinator, *events, *format;
+    cli_curve cc;
+    int64_t job;            /* the JOB argument, or watch --job */
+    long count;             /* watch --count */
+    int timeout_ms;         /* watch --timeout: stop watching after this long */
+    int request_timeout_ms; /* --request-timeout: a coordinator silent this long is an error */
+    int allow_empty;        /* report */
+    const char *name;       /* CLIENT_NAME_ARG */
+} client_args;
+
+/* What a client command takes besides options. */
+enum { CLIENT_NO_ARG, CLIENT_JOB_ARG, CLIENT_NAME_ARG };
+
+/* Parses argv of client command cmd (usage: its --help text): options,
+ * then per arg nothing, one job id (a->job) or one name (a->name). -1 to
+ * go on, else the exit status (0 after --help, 2 after a printed error). */
+int client_args_parse(int argc, char **argv, const char *cmd, const char *usage, int arg,
+                      client_args *a);
+
+/* An sl_client of the coordinator at clients (and events, may be NULL)
+ * with CURVE keys cc. -1 to go on with *out, else 2 after a printed error. */
+int cli_client_open(const char *clients, const char *events, const cli_curve *cc, int timeout_ms,
+                    sl_client **out);
 
 /* Parses --read-timeout SECONDS (1 to 86400) into *ms. -1 to go on, else
  * 2 after a printed error. */
@@ -71,5 +122,7 @@ int cmd_watch(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_schedule(int argc, char **argv);
 
 #endif

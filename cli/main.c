@@ -19,10 +19,13 @@ int main(int argc, char **argv)
                "  coordinator [options]            run the coordinator of a cluster\n"
                "  worker --db NAME=DSN [options]   run workers for a coordinator\n"
                "  submit SRC TGT --table T [--wait]  submit a diff job to a coordinator\n"
+               "         [--priority high|normal|low] [--max-tasks N]\n"
                "  status JOB                       a job's state and summary\n"
                "  report JOB                       a finished job's report, as diff prints it\n"
                "  watch [--job JOB]                follow the event stream\n"
+               "  cancel JOB                       stop a queued or running job\n"
                "  workers                          the workers a coordinator knows\n"
+               "  schedule add|rm|ls               audits a coordinator runs on an interval\n"
                "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
                "  version                          print the version\n"
                "each command takes --help\n",
@@ -39,7 +42,8 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
                 {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
-                {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report}};
+                {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report},
+                {"cancel", cmd_cancel},   {"schedule", cmd_schedule}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);
