@@ -7,16 +7,31 @@
 enum { WALK_OK = 0, WALK_MALFORMED = -1, WALK_TOO_MANY = -2 };
 static int msgpack_walk(const uint8_t *p, size_t len, uint64_t *items_out);
 
-static const char *const type_names[] = {
-    "?",      "hello",   "describe", "split", "tree",         "nodes",        "rows",
-    "fetch",  "release", "shutdown", "reply", "error",        "heartbeat",    "submit",
-    "status", "cancel",  "workers",  "event", "schedule_add", "schedule_del", "schedules"};
-_Static_assert(sizeof type_names / sizeof type_names[0] == MSG_TYPE_END,
-               "a name for each message type");
+static const struct {
+    int num;
+    const char *name, *dir, *fields;
+} types[] = {
+#define MSG_TYPE_ROW(name, num, str, dir, fields) {num, str, dir, fields},
+    MSG_TYPES(MSG_TYPE_ROW)
+#undef MSG_TYPE_ROW
+};
+_Static_assert(sizeof types / sizeof types[0] == MSG_TYPE_END - 1,
+               "message types are numbered 1, 2, ... without a gap");
 
 const char *msg_type_name(int type)
 {
-    return type > 0 && type < MSG_TYPE_END ? type_names[type] : "?";
+    return type > 0 && type < MSG_TYPE_END ? types[type - 1].name : "?";
+}
+
+int msg_types_markdown(sl_buf *out)
+{
+    if (sl_buf_printf(out, "| t | name | direction | fields |\n|---|---|---|---|\n"))
+        return -1;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (sl_buf_printf(out, "| %d | %s | %s | %s |\n", types[i].num, types[i].name,
+                          types[i].dir, types[i].fields))
+            return -1;
+    return 0;
 }
 
 struct msg_writer {

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../base/sl.h"
+#include "msg_types.h"
 
 #define MSG_VERSION 1
 #define MSG_COMPRESS_MIN 4096
@@ -42,31 +43,17 @@
 #define MSG_REPLY_SOFT_MAX (8u << 20)
 
 enum msg_type {
-    MSG_HELLO = 1, /* worker -> coordinator: databases it reaches */
-    MSG_DESCRIBE,  /* columns, types and key of a table */
-    MSG_SPLIT,     /* split keys for N ranges */
-    MSG_TREE,      /* build a range's Merkle tree, reply with its root */
-    MSG_NODES,     /* children of a tree node */
-    MSG_ROWS,      /* (key, row hash) of every row in a key span */
-    MSG_FETCH,     /* full values of rows by key */
-    MSG_RELEASE,   /* forget a tree */
-    MSG_SHUTDOWN,  /* worker: stop */
-    MSG_REPLY,     /* success reply to a request */
-    MSG_ERROR,     /* failure reply: "error" holds the message */
-    MSG_HEARTBEAT, /* worker -> coordinator: still alive */
-    MSG_SUBMIT,    /* client -> coordinator: run a diff job */
-    MSG_STATUS,    /* client -> coordinator: a job's state and summary */
-    MSG_CANCEL,    /* client -> coordinator: stop a job */
-    MSG_WORKERS,   /* client -> coordinator: the connected workers */
-    MSG_EVENT,     /* coordinator PUB: divergence, progress, job state */
-    /* client -> coordinator: add (or replace), remove, list scheduled audits */
-    MSG_SCHEDULE_ADD,
-    MSG_SCHEDULE_DEL,
-    MSG_SCHEDULES,
-    MSG_TYPE_END
+#define MSG_TYPE_ENUM(name, num, str, dir, fields) MSG_##name = num,
+    MSG_TYPES(MSG_TYPE_ENUM)
+#undef MSG_TYPE_ENUM
+        MSG_TYPE_END
 };
 
 const char *msg_type_name(int type);
+
+/* The type table of proto/README.md, as it follows from MSG_TYPES: the
+ * header and one row per type. 0, or -1 when memory runs out. */
+int msg_types_markdown(sl_buf *out);
 
 /* ---- writing -------------------------------------------------------- */
 

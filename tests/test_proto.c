@@ -258,8 +258,35 @@ static void test_error_codes(void)
     sl_buf_free(&f);
 }
 
+/* proto/README.md's type table is the one that follows from MSG_TYPES:
+ * on a difference, the table to paste is printed. */
+static void test_types_table(void)
+{
+    sl_buf want = {0}, doc = {0};
+    int made = msg_types_markdown(&want) == 0 && sl_buf_putc(&want, 0) == 0;
+    FILE *f = fopen("proto/README.md", "r");
+    char chunk[4096];
+    size_t n;
+    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        sl_buf_append(&doc, chunk, n);
+    if (f)
+        fclose(f);
+    sl_buf_putc(&doc, 0);
+    int found = made && f && strstr((const char *)doc.p, (const char *)want.p) != NULL;
+    ok(found, "proto/README.md holds the type table that follows from MSG_TYPES");
+    if (!found && made)
+        printf("# the table:\n%s", (const char *)want.p);
+    ok(strcmp(msg_type_name(MSG_SCHEDULES), "schedules") == 0 &&
+           strcmp(msg_type_name(MSG_HELLO), "hello") == 0 && MSG_EVENT == 17 &&
+           strcmp(msg_type_name(MSG_TYPE_END), "?") == 0 && strcmp(msg_type_name(0), "?") == 0,
+       "type numbers and names follow from the table");
+    sl_buf_free(&want);
+    sl_buf_free(&doc);
+}
+
 int main(void)
 {
+    test_types_table();
     unsigned seed = getenv("SEED") ? (unsigned)atoi(getenv("SEED")) : (unsigned)time(NULL);
     printf("# seed %u\n", seed);
     srand(seed);
