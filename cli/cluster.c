@@ -1335,15 +1335,11 @@ int cmd_watch(int argc, char **argv)
         return cli_fail("cannot connect to events at %s: %s", a.events, zmq_strerror(zmq_errno()));
     }
     long seen = 0;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = sl_now();
     while (!stop_flag && (!a.count || seen < a.count)) {
         zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 200) <= 0) {
-            struct timespec t;
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            if (a.timeout_ms &&
-                (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > a.timeout_ms)
+            if (a.timeout_ms && (sl_now() - t0) * 1000 > a.timeout_ms)
                 break;
             continue;
         }

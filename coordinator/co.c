@@ -73,13 +73,6 @@ struct co {
     size_t nrejected;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* ---- sockets ---------------------------------------------------------- */
 
 co *co_new(void *zctx, const char *endpoint, const char *curve_secret, sl_err *err)
@@ -259,7 +252,7 @@ static int register_worker(co *c, int wi, const void *ident, size_t len, const m
     worker_clear(w);
     w->alive = 1;
     w->gen = ++c->gens;
-    w->last_seen = now_s();
+    w->last_seen = sl_now();
     if (msg_get_array(m, "dbs", &dbs, &n, NULL) != 0)
         return wi;
     w->dbs = calloc(n ? n : 1, sizeof *w->dbs);
@@ -301,7 +294,7 @@ static void check_workers(co *c)
 {
     if (c->hb_timeout_ms <= 0)
         return;
-    double now = now_s();
+    double now = sl_now();
     for (size_t i = 0; i < c->nw; i++) {
         co_worker *w = &c->w[i];
         if (w->alive && now - w->last_seen > c->hb_timeout_ms / 1000.0)
@@ -367,7 +360,7 @@ static int read_worker(co *c, int *wi, msg **out, sl_err *err)
             w = register_worker(c, w, zmq_msg_data(&id), zmq_msg_size(&id), m);
     }
     if (w >= 0 && c->w[w].alive) {
-        c->w[w].last_seen = now_s();
+        c->w[w].last_seen = sl_now();
         int64_t trees;
         if ((t == MSG_HELLO || t == MSG_HEARTBEAT) && msg_get(m, "trees") &&
             msg_get_int(m, "trees", &trees, NULL) == 0 && trees >= 0)
@@ -444,7 +437,7 @@ int co_worker_info(const co *c, size_t i, co_worker_view *out)
     out->trees = w->trees;
     out->dbs = (const char *const *)w->dbs;
     out->ndbs = w->ndbs;
-    out->idle_s = now_s() - w->last_seen;
+    out->idle_s = sl_now() - w->last_seen;
     return 0;
 }
 
@@ -473,7 +466,7 @@ static int worker_has_db(const co_worker *w, const char *db)
 static int pick_worker(co *c, const char *db, sl_err *err)
 {
     int any = -1, shunned = -1;
-    double now = now_s();
+    double now = sl_now();
     for (size_t i = 0; i < c->nw; i++)
         if (c->w[i].alive && worker_has_db(&c->w[i], db)) {
             if (now < c->w[i].shunned_until) {
@@ -1099,7 +1092,7 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     double need = 0;
     if (j->o->max_rows_per_second > 0 && j->nr)
         need = (double)j->rows_expected / (double)j->nr / (double)j->o->max_rows_per_second;
-    w->busy_deadline = now_s() + j->c->req_timeout_ms / 1000.0 + need;
+    w->busy_deadline = sl_now() + j->c->req_timeout_ms / 1000.0 + need;
     j->tasks++;
     r->state[side] = RS_RUNNING;
     r->worker[side] = wi;
@@ -1304,7 +1297,7 @@ static int found(job *j, int kind, const uint8_t *key, size_t klen, const co_col
     q->seen = 0;
     q->hit = 0;
     q->range = (size_t)(j->cur - j->r);
-    q->due = now_s() + o->settle_ms / 1000.0;
+    q->due = sl_now() + o->settle_ms / 1000.0;
     j->nrq++;
     j->cur->pending++;
     return 0;
@@ -1653,7 +1646,7 @@ static void pick_readers(job *j, int readers[2])
         int same = -1; /* an idle worker already reading the other side */
         for (size_t i = 0; i < j->c->nw; i++) {
             co_worker *w = &j->c->w[i];
-            if (!w->alive || w->busy_req || now_s() < w->shunned_until ||
+            if (!w->alive || w->busy_req || sl_now() < w->shunned_until ||
                 !worker_has_db(w, j->db[s]))
                 continue;
             if ((int)i == readers[1 - s]) {
@@ -2004,7 +1997,7 @@ static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **repli
         w->gen[k] = from[k] >= 0 ? c->w[from[k]].gen : 0;
         replies[k] = NULL;
     }
-    double deadline = now_s() + c->req_timeout_ms / 1000.0;
+    double deadline = sl_now() + c->req_timeout_ms / 1000.0;
     int rc = 0;
     for (;;) {
         size_t got = 0;
@@ -2022,7 +2015,7 @@ static int wait_replies(co *c, const uint64_t *ids, const int *from, msg **repli
             rc = sl_err_set(err, "job cancelled");
             goto out;
         }
-        if (now_s() >= deadline) { /* alive, but not answering: as good as lost */
+        if (sl_now() >= deadline) { /* alive, but not answering: as good as lost */
             for (size_t k = 0; k < n; k++)
                 if (!w->rep[k])
                     time_out(c, from[k], "request");
@@ -2101,8 +2094,8 @@ static int job_run(job *j, sl_err *err)
             requeue_lost(j);
         if (!can_reach(c, j->db[0]) || !can_reach(c, j->db[1])) {
             if (!j->stranded)
-                j->stranded = now_s();
-            if (now_s() - j->stranded >
+                j->stranded = sl_now();
+            if (sl_now() - j->stranded >
                 3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000)
                 return sl_err_set(err, "no live worker can reach database \"%s\"%s%s%s",
                                   can_reach(c, j->db[0]) ? j->db[1] : j->db[0],
@@ -2112,7 +2105,7 @@ static int job_run(job *j, sl_err *err)
             j->stranded = 0;
         }
         if (j->nrq) {
-            int rr = run_rechecks(j, now_s(), err);
+            int rr = run_rechecks(j, sl_now(), err);
             if (rr && rr != CO_LOST)
                 return -1;
         }
@@ -2126,7 +2119,7 @@ static int job_run(job *j, sl_err *err)
                 return -1;
             continue;
         }
-        j->wake_at = now_s() + (j->nrq ? 0.05 : 0.2);
+        j->wake_at = sl_now() + (j->nrq ? 0.05 : 0.2);
         fiber_yield(j->fb);
     }
     return 0;
@@ -2175,7 +2168,7 @@ static void job_main(void *arg)
     sl_err e = {0};
     int rc = job_run(j, &e);
     job_cleanup(j);
-    j->sum->elapsed = now_s() - j->t0;
+    j->sum->elapsed = sl_now() - j->t0;
     if (rc) {
         j->err = e;
         if (!j->err.msg[0])
@@ -2231,9 +2224,7 @@ static void tree_reply(co *c, int wi, msg *m)
     rg->state[side] = RS_BUILT;
     if (rg->state[0] != RS_BUILT || rg->state[1] != RS_BUILT)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    rg->read_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    rg->read_at_ms = sl_wall_ms();
     if (j->nready == j->capready) {
         size_t cap = j->capready ? 2 * j->capready : 16;
         size_t *p = realloc(j->ready, cap * sizeof *p);
@@ -2292,7 +2283,7 @@ static void dispatch(co *c)
 {
     for (size_t wi = 0; wi < c->nw; wi++) {
         co_worker *w = &c->w[wi];
-        if (w->busy_req || !w->alive || now_s() < w->shunned_until)
+        if (w->busy_req || !w->alive || sl_now() < w->shunned_until)
             continue;
         job *best = NULL;
         size_t best_t = 0;
@@ -2331,14 +2322,14 @@ static void time_out(co *c, int wi, const char *what)
     if (c->log_fn)
         c->log_fn(c->log_ctx, line);
     double pause = c->req_timeout_ms / 1000.0;
-    c->w[wi].shunned_until = now_s() + (pause > 10 ? pause : 10);
+    c->w[wi].shunned_until = sl_now() + (pause > 10 ? pause : 10);
     lose_worker(c, &c->w[wi]);
 }
 
 /* A range task unanswered past its deadline (time_out). */
 static void check_deadlines(co *c)
 {
-    double now = now_s();
+    double now = sl_now();
     for (size_t i = 0; i < c->nw; i++) {
         co_worker *w = &c->w[i];
         if (!w->alive || !w->busy_req || now < w->busy_deadline)
@@ -2349,7 +2340,7 @@ static void check_deadlines(co *c)
 
 static void run_jobs(co *c)
 {
-    double now = now_s();
+    double now = sl_now();
     for (job *j = c->jobs; j; j = j->link) {
         if (j->phase == JOB_ENDED || !(j->wake || now >= j->wake_at))
             continue;
@@ -2365,7 +2356,7 @@ int co_run(co *c, int timeout_ms, sl_err *err)
     dispatch(c);
     run_jobs(c);
     dispatch(c);
-    double now = now_s(), until = now + timeout_ms / 1000.0;
+    double now = sl_now(), until = now + timeout_ms / 1000.0;
     for (job *j = c->jobs; j; j = j->link)
         if (j->phase != JOB_ENDED && (j->wake || j->wake_at < until))
             until = j->wake ? now : j->wake_at;
@@ -2410,7 +2401,7 @@ co_job *co_job_start(co *c, const co_diff_opts *o, const co_callbacks *cb, sl_er
     j->table[1] = o->target_table ? o->target_table : o->table;
     j->prio = o->priority;
     j->cap = o->max_tasks;
-    j->t0 = now_s();
+    j->t0 = sl_now();
     j->wake = 1;
     /* deep enough for the drill-down's recursion under the sanitizers;
      * only the pages touched cost memory */
@@ -2481,9 +2472,9 @@ int co_diff(co *c, const co_diff_opts *o, const co_callbacks *cb, co_summary *su
 
 int co_wait_workers(co *c, size_t n, int timeout_ms, sl_err *err)
 {
-    double deadline = now_s() + timeout_ms / 1000.0;
+    double deadline = sl_now() + timeout_ms / 1000.0;
     while (co_alive_workers(c) < n) {
-        double left = deadline - now_s();
+        double left = deadline - sl_now();
         if (left <= 0)
             return sl_err_set(err, "only %zu of %zu workers connected within %d s",
                               co_alive_workers(c), n, timeout_ms / 1000);

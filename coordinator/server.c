@@ -39,20 +39,6 @@ typedef struct sched_due {
     double next; /* monotonic seconds */
 } sched_due;
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- job specs (the submit message) ------------------------------------- */
 
 typedef struct spec {
@@ -199,7 +185,7 @@ static int on_event(void *ctx, const co_event *ev)
     msg_put_cstr(w, "event", "divergence");
     msg_put_int(w, "job", r->job);
     msg_put_cstr(w, "kind", co_kind_name(ev->kind));
-    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "at_ms", sl_wall_ms());
     msg_put_int(w, "read_at_ms", ev->read_at_ms);
     msg_put_cstr(w, "status",
                  ev->status == CO_CONFIRMED   ? "confirmed"
@@ -270,7 +256,7 @@ static void publish_state(co_server *s, int64_t job, const char *state, const ch
     msg_put_int(w, "job", job);
     msg_put_cstr(w, "state", state);
     msg_put_cstr(w, "error", error);
-    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "at_ms", sl_wall_ms());
     if (msg_writer_finish(w, &s->frame, NULL) == 0)
         publish(s, job, &s->frame);
     msg_writer_free(w);
@@ -287,7 +273,7 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_put_uint(w, "ranges_done", p->ranges_done);
     msg_put_uint(w, "ranges", p->ranges);
     msg_put_uint(w, "rows_done", p->rows_done);
-    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "at_ms", sl_wall_ms());
     if (msg_writer_finish(w, &r->s->frame, NULL) == 0)
         publish(r->s, r->job, &r->s->frame);
     msg_writer_free(w);
@@ -899,9 +885,7 @@ static double first_due(co_server *s, const sched_row *r, double now)
     if (!r->last_job || co_store_get_job(s->store, r->last_job, &row, NULL) != 1 ||
         row.submitted <= 0)
         return now;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double left = row.submitted + (double)r->interval_s - ((double)ts.tv_sec + ts.tv_nsec / 1e9);
+    double left = row.submitted + (double)r->interval_s - (double)sl_wall_ms() / 1000.0;
     return left > 0 ? now + left : now;
 }
 
@@ -911,7 +895,7 @@ static double first_due(co_server *s, const sched_row *r, double now)
  * kept here, by name (both lists sorted, merged in one walk). */
 static void run_schedule(co_server *s)
 {
-    double now = mono();
+    double now = sl_now();
     sched_list l;
     sl_err e = {0};
     sched_due *due = NULL;

@@ -104,9 +104,7 @@ static const migration migrations[] = {
 
 static double wall(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return (double)sl_wall_ms() / 1000.0;
 }
 
 /* ---- the two drivers ------------------------------------------------------ */

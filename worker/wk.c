@@ -225,13 +225,12 @@ typedef struct rowenc {
 
 static void tick(wk *w);
 static void busy_tick(wk *w);
-static double now_s(void);
 
 /* Holds a stream to its rate: sleeps until the rows read so far are due.
  * Short sleeps (a few ms per 256 rows) keep heartbeats flowing. */
 static void throttle(rowenc *r)
 {
-    double now = now_s();
+    double now = sl_now();
     if (r->t0 == 0)
         r->t0 = now - (double)r->n / (double)r->s->max_rps;
     double due = r->t0 + (double)r->n / (double)r->s->max_rps;
@@ -846,16 +845,9 @@ done:
 
 /* ---- the loop --------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int send_frame(wk *w, const sl_buf *b)
 {
-    w->last_sent = now_s();
+    w->last_sent = sl_now();
     return zmq_send(w->sock, b->p, b->len, 0) < 0 ? -1 : 0;
 }
 
@@ -883,7 +875,7 @@ static int send_hello(wk *w, int type, sl_err *err)
 
 static void tick(wk *w)
 {
-    if (w->heartbeat_ms > 0 && now_s() - w->last_sent >= w->heartbeat_ms / 1000.0)
+    if (w->heartbeat_ms > 0 && sl_now() - w->last_sent >= w->heartbeat_ms / 1000.0)
         send_hello(w, MSG_HEARTBEAT, NULL);
 }
 
