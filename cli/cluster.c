@@ -774,10 +774,10 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
     char kind[32], column[256], problem[64];
     get_s(m, "kind", kind, sizeof kind);
     co_event ev = {0};
-    const char *vals[32], *names[32];
+    const char *vals[ENC_MAX_KEY_COLS], *names[ENC_MAX_KEY_COLS];
     co_coldiff cols[CO_MAX_COLS];
     /* types, key names and values, columns (name, values, cut values' hashes) */
-    char *strs[2 + 2 * 32 + 5 * CO_MAX_COLS];
+    char *strs[2 + 2 * ENC_MAX_KEY_COLS + 5 * CO_MAX_COLS];
     size_t ns = 0;
     const msgpack_object *items, *f;
     uint32_t n, nf;
@@ -805,7 +805,7 @@ static int event_into_report(report *r, const uint8_t *frame, size_t len)
                   : !strcmp(kind, "missing-in-target") ? CO_MISSING
                                                        : CO_EXTRA;
         msg_get_bin(m, "k", &ev.key, &ev.klen, NULL);
-        if (msg_get_array(m, "key", &items, &n, NULL) == 0 && n <= 32) {
+        if (msg_get_array(m, "key", &items, &n, NULL) == 0 && n <= ENC_MAX_KEY_COLS) {
             for (uint32_t i = 0; i < n; i++) {
                 const char *p;
                 size_t l;

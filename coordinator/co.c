@@ -490,7 +490,7 @@ typedef struct side_desc {
     char **name, **type; /* n of each, on the heap: a table may be wide */
     int *cls;
     size_t n;
-    char *key[32];
+    char *key[ENC_MAX_KEY_COLS];
     size_t nkey;
     int loose; /* declared types are hints (SQLite) */
     char source[256];
@@ -659,7 +659,7 @@ static int describe(job *j, int side, side_desc *d, sl_err *err)
     if (msg_get(m, "loose"))
         msg_get_int(m, "loose", &loose, NULL);
     d->loose = loose != 0;
-    if (nc > CO_MAX_TABLE_COLS || nk > 32) {
+    if (nc > CO_MAX_TABLE_COLS || nk > ENC_MAX_KEY_COLS) {
         sl_err_set(err, "table \"%s\" has too many columns (%u) or key columns (%u)",
                    j->table[side], nc, nk);
         goto done;
@@ -752,12 +752,13 @@ static int emit_schema(job *j, const char *column, const char *detail, const cha
 static int reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
 {
     const co_diff_opts *o = j->o;
-    const char *key[32];
+    const char *key[ENC_MAX_KEY_COLS];
     size_t nkey;
     int flags = o->strict ? ENC_STRICT : 0;
     if (o->nkey) {
-        if (o->nkey > 32)
-            return sl_err_set(err, "--key names %zu columns; at most 32", o->nkey);
+        if (o->nkey > ENC_MAX_KEY_COLS)
+            return sl_err_set(err, "--key names %zu columns; at most %d", o->nkey,
+                              ENC_MAX_KEY_COLS);
         for (size_t i = 0; i < o->nkey; i++)
             key[i] = o->key[i];
         nkey = o->nkey;
@@ -1188,10 +1189,10 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
 static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs, const char **vals,
                        sl_err *err)
 {
-    enc_val v[32];
+    enc_val v[ENC_MAX_KEY_COLS];
     if (enc_key_decode(key, klen, j->nkey, &j->scratch, v, err))
         return -1;
-    size_t offs[32];
+    size_t offs[ENC_MAX_KEY_COLS];
     sl_buf_reset(strs);
     for (size_t k = 0; k < j->nkey; k++) {
         offs[k] = strs->len;
@@ -1228,7 +1229,7 @@ static int emit_row(job *j, int kind, int status, const uint8_t *key, size_t kle
     if (already_emitted(j->cur, kind, key, klen))
         return 0;
     sl_buf strs = {0};
-    const char *vals[32];
+    const char *vals[ENC_MAX_KEY_COLS];
     int rc = key_display(j, key, klen, &strs, vals, err);
     if (rc == 0) {
         co_event ev = {.kind = kind,
