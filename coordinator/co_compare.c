@@ -715,6 +715,7 @@ int co_release_side(job *j, size_t ri, int s)
     return co_call(j->c, wi, mw, NULL) == -1 ? -1 : 0;
 }
 
+/* Releases both sides' trees of range ri; non-zero when a release could not be sent. */
 static int release(job *j, size_t ri)
 {
     int rc = 0;

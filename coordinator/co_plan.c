@@ -1,3 +1,7 @@
+/* co_plan: a job's first steps, on its fiber: describe both tables through
+ * workers, reconcile their schemas into the compared columns, and split the
+ * key space into ranges (or take a resumed job's). Also what every request
+ * about the job's rows carries (co_pack_spec) and the checks of a split reply. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +116,7 @@ done:
     return rc;
 }
 
+/* The index of column name in d, or -1. */
 static int find_col(const side_desc *d, const char *name)
 {
     for (size_t i = 0; i < d->n; i++)
@@ -120,6 +125,7 @@ static int find_col(const side_desc *d, const char *name)
     return -1;
 }
 
+/* Whether name is one of list[0..n). */
 static int in_list(const char *const *list, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
@@ -128,6 +134,7 @@ static int in_list(const char *const *list, size_t n, const char *name)
     return 0;
 }
 
+/* Reports a schema drift event and counts it: 0, or -1 when the caller stops the job. */
 static int emit_schema(job *j, const char *column, const char *detail, const char *st,
                        const char *tt, sl_err *err)
 {

@@ -47,6 +47,7 @@ typedef struct spec {
     char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
 } spec;
 
+/* Frees the strings a spec read holds (not s itself). */
 static void spec_free(spec *s)
 {
     for (int i = 0; i < 8; i++)
@@ -60,6 +61,8 @@ static void spec_free(spec *s)
     memset(s, 0, sizeof *s);
 }
 
+/* Field key of a submit as a malloc'd string into *out (NULL when absent and
+ * not required): 0, or -1 with err. */
 static int opt_str(const msg *m, const char *key, int required, char **out, sl_err *err)
 {
     const msgpack_object *o = msg_get(m, key);
@@ -74,6 +77,8 @@ static int opt_str(const msg *m, const char *key, int required, char **out, sl_e
     return (*out = strndup(p, n)) ? 0 : sl_err_set(err, "out of memory");
 }
 
+/* Field key of a submit as at most SPEC_MAX_LIST malloc'd names into out[0..*n):
+ * 0 (also when absent), or -1 with err. */
 static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err *err)
 {
     const msgpack_object *o = msg_get(m, key), *items;
@@ -166,6 +171,7 @@ typedef struct run_ctx {
     sl_err err;
 } run_ctx;
 
+/* Publishes frame on topic "job.<job>", never blocking. */
 static void publish(co_server *s, int64_t job, const sl_buf *frame)
 {
     char topic[32];
@@ -174,6 +180,8 @@ static void publish(co_server *s, int64_t job, const sl_buf *frame)
     zmq_send(s->pub, frame->p, frame->len, ZMQ_DONTWAIT);
 }
 
+/* A job's divergence: recorded in the store and published. 0, or -1 (the job stops)
+ * when it cannot be recorded. */
 static int on_event(void *ctx, const co_event *ev)
 {
     run_ctx *r = ctx;
@@ -247,6 +255,7 @@ static int on_event(void *ctx, const co_event *ev)
     return 0;
 }
 
+/* Publishes a job's new state (and its error, if any). */
 static void publish_state(co_server *s, int64_t job, const char *state, const char *error)
 {
     msg_writer *w = msg_writer_new(MSG_EVENT, 0, 5);
@@ -262,6 +271,7 @@ static void publish_state(co_server *s, int64_t job, const char *state, const ch
     msg_writer_free(w);
 }
 
+/* Publishes a job's progress. */
 static void on_progress(void *ctx, const co_progress *p)
 {
     run_ctx *r = ctx;
@@ -279,6 +289,7 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_writer_free(w);
 }
 
+/* Records a job's split keys, so a restart resumes it: 0, or -1 (the job fails). */
 static int on_planned(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens)
 {
     run_ctx *r = ctx;
@@ -287,6 +298,7 @@ static int on_planned(void *ctx, size_t n, const uint8_t *const *keys, const siz
     return 0;
 }
 
+/* Records a range compared: 0, or -1 (the job fails). */
 static int on_range_done(void *ctx, size_t ri, uint64_t src, uint64_t tgt)
 {
     run_ctx *r = ctx;
@@ -297,6 +309,7 @@ static int on_range_done(void *ctx, size_t ri, uint64_t src, uint64_t tgt)
 
 /* ---- clients ------------------------------------------------------------ */
 
+/* Sends w's message to client ident, and frees w (NULL: nothing is sent). */
 static void reply(co_server *s, const void *ident, size_t ilen, msg_writer *w)
 {
     if (!w)
@@ -308,6 +321,7 @@ static void reply(co_server *s, const void *ident, size_t ilen, msg_writer *w)
     msg_writer_free(w);
 }
 
+/* Sends client ident an error reply to request id. */
 static void reply_error(co_server *s, const void *ident, size_t ilen, uint64_t id, const char *e)
 {
     if (msg_error_frame(id, e, &s->frame) == 0) {
@@ -320,6 +334,7 @@ typedef struct ev_collect {
     msg_writer *w;
 } ev_collect;
 
+/* co_store_each_event callback: counts frames into *(uint32_t *)ctx. */
 static int count_event(void *ctx, const void *frame, size_t len)
 {
     (void)frame;
@@ -328,12 +343,14 @@ static int count_event(void *ctx, const void *frame, size_t len)
     return 0;
 }
 
+/* co_store_each_event callback: packs each frame into the reply being written. */
 static int pack_event(void *ctx, const void *frame, size_t len)
 {
     msg_pack_bin(((ev_collect *)ctx)->w, frame, len);
     return 0;
 }
 
+/* Answers a status request: the job's row, ranges done and, if asked, its events. */
 static void serve_status(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e;
@@ -399,6 +416,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     reply(s, ident, ilen, w);
 }
 
+/* Answers a workers request: each slot's state, databases and trees held. */
 static void serve_workers(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
@@ -448,6 +466,7 @@ typedef struct sched_list {
     size_t n, cap;
 } sched_list;
 
+/* Frees the rows a sched_list holds and empties it. */
 static void sched_list_free(sched_list *l)
 {
     for (size_t i = 0; i < l->n; i++) {
@@ -458,6 +477,8 @@ static void sched_list_free(sched_list *l)
     memset(l, 0, sizeof *l);
 }
 
+/* co_store_schedule_each callback: copies one schedule into the sched_list ctx;
+ * -1 when memory runs out. */
 static int take_sched(void *ctx, const char *name, int64_t interval_s, const void *spec, size_t len,
                       int64_t last_job)
 {
@@ -536,6 +557,7 @@ static int sched_name(const msg *m, char *out, sl_err *err)
 
 #define SCHED_INTERVAL_MAX 31536000 /* a year, in seconds */
 
+/* Answers schedule_add: checks the name, interval and spec, and stores the schedule. */
 static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e = {0};
@@ -566,6 +588,7 @@ static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, con
     reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
 }
 
+/* Answers schedule_del: removes the schedule named, saying whether it existed. */
 static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e = {0};
@@ -581,6 +604,7 @@ static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, con
     reply(s, ident, ilen, w);
 }
 
+/* Answers schedules: each stored schedule's name, interval, table and last job. */
 static void serve_schedules(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e = {0};
@@ -608,7 +632,6 @@ static void serve_schedules(co_server *s, const void *ident, size_t ilen, const 
     sched_list_free(&l);
 }
 
-/* Serves one client request; called between jobs and while a job runs. */
 /* A worker dropped for breaking the protocol: the operator should know. */
 static void log_line(void *ctx, const char *line)
 {
@@ -618,6 +641,7 @@ static void log_line(void *ctx, const char *line)
 
 static void cancel_active(co_server *s, int64_t job);
 
+/* Serves one client request; called between jobs and while a job runs. */
 static void serve_client(void *ctx)
 {
     co_server *s = ctx;
@@ -715,6 +739,7 @@ struct active {
     int resuming;
 };
 
+/* Frees a running job's record and the job (cancelled first if it still runs). */
 static void active_free(active *a)
 {
     co_job_free(a->j);
@@ -726,6 +751,7 @@ static void active_free(active *a)
     free(a);
 }
 
+/* Records and publishes that a job failed, and why. */
 static void job_failed(co_server *s, int64_t job, const char *why)
 {
     co_store_set_state(s->store, job, "failed", why, NULL, NULL);
@@ -820,6 +846,7 @@ static void end_job(co_server *s, active *a)
     job_failed(s, job, e.msg[0] ? e.msg : "out of memory");
 }
 
+/* Asks the running job job, if any, to stop. */
 static void cancel_active(co_server *s, int64_t job)
 {
     for (active *a = s->act; a; a = a->next)
@@ -827,6 +854,7 @@ static void cancel_active(co_server *s, int64_t job)
             co_job_cancel(a->j);
 }
 
+/* Whether job is running now. */
 static int is_active(const co_server *s, int64_t job)
 {
     for (const active *a = s->act; a; a = a->next)
@@ -988,6 +1016,7 @@ int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
     return *stop ? 0 : rc;
 }
 
+/* A socket of type bound at ep (a CURVE server with curve_secret); NULL with err. */
 static void *bound_socket(void *zctx, int type, const char *ep, const char *what,
                           const char *curve_secret, sl_err *err)
 {
