@@ -1,7 +1,7 @@
 /* co_impl.h: the coordinator's insides, shared by its own files (co_*.c)
- * and by tests/test_coordinator.c. NOT a public header: nothing outside
- * coordinator/ (but that test and tests/fuzz) may include it; co.h is the
- * API. Files:
+ * and by tests/test_coordinator.c. NOT a public header: nothing else may
+ * include it, and nothing here is a promise to callers; co.h is the API.
+ * Files:
  *   co_workers.c  registry and transport: workers come, go, are dropped; requests go out
  *   co_plan.c     describe both tables, reconcile their schemas, split the key space
  *   co_compare.c  compare a range's trees and drill down to spans, rows and columns
