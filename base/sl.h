@@ -6,6 +6,7 @@
  *           and which exit status to use.
  * sl_buf  — a growable byte buffer, reused across rows so hot paths do not
  *           allocate once it has reached its working size.
+ * And the two clocks every module reads: sl_now, sl_wall_ms.
  */
 #ifndef SL_H
 #define SL_H
@@ -94,5 +95,19 @@ void sl_buf_free(sl_buf *b);
 
 /* Returns a malloc'd NUL-terminated copy of the buffer's contents, or NULL. */
 char *sl_buf_strdup(const sl_buf *b);
+
+/* Monotonic seconds (CLOCK_MONOTONIC): for timeouts and durations, never
+ * shown as a date. */
+double sl_now(void);
+
+/* The same clock in whole milliseconds. */
+static inline int64_t sl_now_ms(void)
+{
+    return (int64_t)(sl_now() * 1000);
+}
+
+/* Wall-clock milliseconds since 1970 (CLOCK_REALTIME): for timestamps that
+ * leave the process. */
+int64_t sl_wall_ms(void);
 
 #endif

@@ -70,13 +70,6 @@ static void print_event(const sl_event *e, int json)
     sl_buf_free(&line);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 int cmd_watch(int argc, char **argv)
 {
     client_args a;
@@ -101,9 +94,9 @@ int cmd_watch(int argc, char **argv)
     cli_catch_signals();
     volatile sig_atomic_t *stop = cli_stop_flag();
     long seen = 0;
-    int64_t t0 = now_ms();
+    int64_t t0 = sl_now_ms();
     while (!*stop && (!a.count || seen < a.count) &&
-           !(a.timeout_ms && now_ms() - t0 > a.timeout_ms)) {
+           !(a.timeout_ms && sl_now_ms() - t0 > a.timeout_ms)) {
         sl_event ev;
         int r = sl_client_next_event(c, 200, &ev, &err);
         if (r > 0) {

@@ -27,13 +27,6 @@ struct sl_client {
     sl_buf frame;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- names ----------------------------------------------------------------- */
 
 const char *sl_priority_name(sl_priority p)
@@ -196,9 +189,9 @@ static msg *request(sl_client *c, const sl_buf *frame, uint64_t id, sl_err *err)
         drop_request_socket(c);
         return NULL;
     }
-    int64_t end = mono_ms() + c->timeout_ms;
+    int64_t end = sl_now_ms() + c->timeout_ms;
     for (;;) {
-        int64_t left = end - mono_ms();
+        int64_t left = end - sl_now_ms();
         zmq_pollitem_t it = {c->req, 0, ZMQ_POLLIN, 0};
         int r = left > 0 ? zmq_poll(&it, 1, (long)left) : 0;
         if (r < 0 && zmq_errno() == EINTR)
@@ -576,9 +569,9 @@ int sl_client_next_event(sl_client *c, int timeout_ms, sl_event *ev, sl_err *err
     memset(ev, 0, sizeof *ev);
     if (!c->sub)
         return sl_err_setc(err, SL_INVALID, "sl_client_watch first");
-    int64_t end = mono_ms() + timeout_ms;
+    int64_t end = sl_now_ms() + timeout_ms;
     for (;;) {
-        long left = timeout_ms < 0 ? -1 : (long)(end - mono_ms());
+        long left = timeout_ms < 0 ? -1 : (long)(end - sl_now_ms());
         if (timeout_ms >= 0 && left < 0)
             left = 0;
         zmq_pollitem_t it = {c->sub, 0, ZMQ_POLLIN, 0};
@@ -625,7 +618,7 @@ int sl_client_next_event(sl_client *c, int timeout_ms, sl_event *ev, sl_err *err
             return -1;
         if (rc == 0)
             return 1;
-        if (timeout_ms >= 0 && mono_ms() >= end)
+        if (timeout_ms >= 0 && sl_now_ms() >= end)
             return 0;
     }
 }

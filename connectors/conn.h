@@ -22,9 +22,9 @@
 
 typedef struct conn conn;
 
-/* Most columns a query may read: PostgreSQL's own limit per table. Only the
- * compared columns count; a described table may have more (SQLite). */
-#define CONN_MAX_COLS 1600
+/* Most columns a query may read (ENC_MAX_COLS). Only the compared columns
+ * count; a described table may have more (SQLite). */
+#define CONN_MAX_COLS ENC_MAX_COLS
 
 typedef struct conn_col {
     char *name;

@@ -539,15 +539,15 @@ static int ignore_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
  * costs the server, and no per-row result to build here. COPY takes no
  * parameters, so the bounds are bound to set_config() first and the query
  * reads them back with current_setting(), cast to the key's type. Called by
- * pg_stream_range, which holds np to 64 and the columns to CONN_MAX_COLS. */
+ * pg_stream_range, which holds np to 2 * ENC_MAX_KEY_COLS and the columns to CONN_MAX_COLS. */
 static int pg_copy(pg_conn *p, const conn_query *q, int lo_kind, int hi_kind, const enc_val *params,
                    size_t np, const unsigned *ptypes, const unsigned *oids, conn_row_fn fn,
                    void *ctx, sl_err *err)
 {
     sl_buf set = {0}, sql = {0}, hex = {0};
-    char ptext[64][96];
-    const char *pt[64];
-    enc_val sp[64];
+    char ptext[2 * ENC_MAX_KEY_COLS][96];
+    const char *pt[2 * ENC_MAX_KEY_COLS];
+    enc_val sp[2 * ENC_MAX_KEY_COLS];
     enc_val *row = malloc(q->ncols * sizeof *row);
     int rc = -1;
     if (!row || sl_buf_printf(&set, "SELECT 1"))
@@ -654,11 +654,11 @@ static int pg_stream_range(conn *c, const conn_query *q, int lo_kind, int hi_kin
 {
     pg_conn *p = (pg_conn *)c;
     sl_buf sql = {0};
-    unsigned *oids, ptypes[64];
+    unsigned *oids, ptypes[2 * ENC_MAX_KEY_COLS];
     int rc, binary, copy;
-    if (q->ncols > CONN_MAX_COLS || np > 64) /* the range's bounds: two per key column */
-        return sl_err_setc(err, SL_INVALID, "too many key columns or columns (limits: 32 and %d)",
-                           CONN_MAX_COLS);
+    if (q->ncols > CONN_MAX_COLS || np > 2 * ENC_MAX_KEY_COLS) /* two bounds per key column */
+        return sl_err_setc(err, SL_INVALID, "too many key columns or columns (limits: %d and %d)",
+                           ENC_MAX_KEY_COLS, CONN_MAX_COLS);
     if (pg_grow_colbuf(p, q->ncols, err))
         return -1;
     if (!(oids = malloc(q->ncols * sizeof *oids)))

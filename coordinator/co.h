@@ -12,10 +12,11 @@
 #include <stdint.h>
 
 #include "../base/sl.h"
+#include "../merkle/enc.h"
 
-/* Most columns one diff compares (key columns included): PostgreSQL's own
- * limit per table. Wider tables are compared on a --columns selection. */
-#define CO_MAX_COLS 1600
+/* Most columns one diff compares, key columns included (ENC_MAX_COLS);
+ * at most ENC_MAX_KEY_COLS of them form the key. */
+#define CO_MAX_COLS ENC_MAX_COLS
 
 enum co_kind {
     CO_MISSING = 1, /* row in source, not in target */

@@ -35,6 +35,7 @@ struct fiber {
     size_t caller_size;
 };
 
+/* Tells ASan the stack about to run (no-op without ASan). */
 static void start_switch(void **fake, const void *bottom, size_t size)
 {
 #ifdef FIBER_ASAN
@@ -44,6 +45,7 @@ static void start_switch(void **fake, const void *bottom, size_t size)
 #endif
 }
 
+/* Tells ASan the switch is done, learning the stack left (no-op without ASan). */
 static void finish_switch(void *fake, const void **bottom_old, size_t *size_old)
 {
 #ifdef FIBER_ASAN

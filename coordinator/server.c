@@ -39,20 +39,6 @@ typedef struct sched_due {
     double next; /* monotonic seconds */
 } sched_due;
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- job specs (the submit message) ------------------------------------- */
 
 typedef struct spec {
@@ -61,6 +47,7 @@ typedef struct spec {
     char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
 } spec;
 
+/* Frees the strings a spec read holds (not s itself). */
 static void spec_free(spec *s)
 {
     for (int i = 0; i < 8; i++)
@@ -74,6 +61,8 @@ static void spec_free(spec *s)
     memset(s, 0, sizeof *s);
 }
 
+/* Field key of a submit as a malloc'd string into *out (NULL when absent and
+ * not required): 0, or -1 with err. */
 static int opt_str(const msg *m, const char *key, int required, char **out, sl_err *err)
 {
     const msgpack_object *o = msg_get(m, key);
@@ -88,6 +77,8 @@ static int opt_str(const msg *m, const char *key, int required, char **out, sl_e
     return (*out = strndup(p, n)) ? 0 : sl_err_set(err, "out of memory");
 }
 
+/* Field key of a submit as at most SPEC_MAX_LIST malloc'd names into out[0..*n):
+ * 0 (also when absent), or -1 with err. */
 static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err *err)
 {
     const msgpack_object *o = msg_get(m, key), *items;
@@ -180,6 +171,7 @@ typedef struct run_ctx {
     sl_err err;
 } run_ctx;
 
+/* Publishes frame on topic "job.<job>", never blocking. */
 static void publish(co_server *s, int64_t job, const sl_buf *frame)
 {
     char topic[32];
@@ -188,6 +180,8 @@ static void publish(co_server *s, int64_t job, const sl_buf *frame)
     zmq_send(s->pub, frame->p, frame->len, ZMQ_DONTWAIT);
 }
 
+/* A job's divergence: recorded in the store and published. 0, or -1 (the job stops)
+ * when it cannot be recorded. */
 static int on_event(void *ctx, const co_event *ev)
 {
     run_ctx *r = ctx;
@@ -199,7 +193,7 @@ static int on_event(void *ctx, const co_event *ev)
     msg_put_cstr(w, "event", "divergence");
     msg_put_int(w, "job", r->job);
     msg_put_cstr(w, "kind", co_kind_name(ev->kind));
-    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "at_ms", sl_wall_ms());
     msg_put_int(w, "read_at_ms", ev->read_at_ms);
     msg_put_cstr(w, "status",
                  ev->status == CO_CONFIRMED   ? "confirmed"
@@ -261,6 +255,7 @@ static int on_event(void *ctx, const co_event *ev)
     return 0;
 }
 
+/* Publishes a job's new state (and its error, if any). */
 static void publish_state(co_server *s, int64_t job, const char *state, const char *error)
 {
     msg_writer *w = msg_writer_new(MSG_EVENT, 0, 5);
@@ -270,12 +265,13 @@ static void publish_state(co_server *s, int64_t job, const char *state, const ch
     msg_put_int(w, "job", job);
     msg_put_cstr(w, "state", state);
     msg_put_cstr(w, "error", error);
-    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "at_ms", sl_wall_ms());
     if (msg_writer_finish(w, &s->frame, NULL) == 0)
         publish(s, job, &s->frame);
     msg_writer_free(w);
 }
 
+/* Publishes a job's progress. */
 static void on_progress(void *ctx, const co_progress *p)
 {
     run_ctx *r = ctx;
@@ -287,12 +283,13 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_put_uint(w, "ranges_done", p->ranges_done);
     msg_put_uint(w, "ranges", p->ranges);
     msg_put_uint(w, "rows_done", p->rows_done);
-    msg_put_int(w, "at_ms", wall_ms());
+    msg_put_int(w, "at_ms", sl_wall_ms());
     if (msg_writer_finish(w, &r->s->frame, NULL) == 0)
         publish(r->s, r->job, &r->s->frame);
     msg_writer_free(w);
 }
 
+/* Records a job's split keys, so a restart resumes it: 0, or -1 (the job fails). */
 static int on_planned(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens)
 {
     run_ctx *r = ctx;
@@ -301,6 +298,7 @@ static int on_planned(void *ctx, size_t n, const uint8_t *const *keys, const siz
     return 0;
 }
 
+/* Records a range compared: 0, or -1 (the job fails). */
 static int on_range_done(void *ctx, size_t ri, uint64_t src, uint64_t tgt)
 {
     run_ctx *r = ctx;
@@ -311,6 +309,7 @@ static int on_range_done(void *ctx, size_t ri, uint64_t src, uint64_t tgt)
 
 /* ---- clients ------------------------------------------------------------ */
 
+/* Sends w's message to client ident, and frees w (NULL: nothing is sent). */
 static void reply(co_server *s, const void *ident, size_t ilen, msg_writer *w)
 {
     if (!w)
@@ -322,6 +321,7 @@ static void reply(co_server *s, const void *ident, size_t ilen, msg_writer *w)
     msg_writer_free(w);
 }
 
+/* Sends client ident an error reply to request id. */
 static void reply_error(co_server *s, const void *ident, size_t ilen, uint64_t id, const char *e)
 {
     if (msg_error_frame(id, e, &s->frame) == 0) {
@@ -334,6 +334,7 @@ typedef struct ev_collect {
     msg_writer *w;
 } ev_collect;
 
+/* co_store_each_event callback: counts frames into *(uint32_t *)ctx. */
 static int count_event(void *ctx, const void *frame, size_t len)
 {
     (void)frame;
@@ -342,12 +343,14 @@ static int count_event(void *ctx, const void *frame, size_t len)
     return 0;
 }
 
+/* co_store_each_event callback: packs each frame into the reply being written. */
 static int pack_event(void *ctx, const void *frame, size_t len)
 {
     msg_pack_bin(((ev_collect *)ctx)->w, frame, len);
     return 0;
 }
 
+/* Answers a status request: the job's row, ranges done and, if asked, its events. */
 static void serve_status(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e;
@@ -413,6 +416,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     reply(s, ident, ilen, w);
 }
 
+/* Answers a workers request: each slot's state, databases and trees held. */
 static void serve_workers(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
@@ -462,6 +466,7 @@ typedef struct sched_list {
     size_t n, cap;
 } sched_list;
 
+/* Frees the rows a sched_list holds and empties it. */
 static void sched_list_free(sched_list *l)
 {
     for (size_t i = 0; i < l->n; i++) {
@@ -472,6 +477,8 @@ static void sched_list_free(sched_list *l)
     memset(l, 0, sizeof *l);
 }
 
+/* co_store_schedule_each callback: copies one schedule into the sched_list ctx;
+ * -1 when memory runs out. */
 static int take_sched(void *ctx, const char *name, int64_t interval_s, const void *spec, size_t len,
                       int64_t last_job)
 {
@@ -563,6 +570,7 @@ static int sched_name(const msg *m, char *out, sl_err *err)
 
 #define SCHED_INTERVAL_MAX 31536000 /* a year, in seconds */
 
+/* Answers schedule_add: checks the name, interval and spec, and stores the schedule. */
 static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e = {0};
@@ -593,6 +601,7 @@ static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, con
     reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
 }
 
+/* Answers schedule_del: removes the schedule named, saying whether it existed. */
 static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e = {0};
@@ -608,6 +617,7 @@ static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, con
     reply(s, ident, ilen, w);
 }
 
+/* Answers schedules: each stored schedule's name, interval, table and last job. */
 static void serve_schedules(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
     sl_err e = {0};
@@ -635,7 +645,6 @@ static void serve_schedules(co_server *s, const void *ident, size_t ilen, const 
     sched_list_free(&l);
 }
 
-/* Serves one client request; called between jobs and while a job runs. */
 /* A worker dropped for breaking the protocol: the operator should know. */
 static void log_line(void *ctx, const char *line)
 {
@@ -645,6 +654,7 @@ static void log_line(void *ctx, const char *line)
 
 static void cancel_active(co_server *s, int64_t job);
 
+/* Serves one client request; called between jobs and while a job runs. */
 static void serve_client(void *ctx)
 {
     co_server *s = ctx;
@@ -743,6 +753,7 @@ struct active {
     int resuming;
 };
 
+/* Frees a running job's record and the job (cancelled first if it still runs). */
 static void active_free(active *a)
 {
     co_job_free(a->j);
@@ -754,6 +765,7 @@ static void active_free(active *a)
     free(a);
 }
 
+/* Records and publishes that a job failed, and why. */
 static void job_failed(co_server *s, int64_t job, const char *why)
 {
     co_store_set_state(s->store, job, "failed", why, NULL, NULL);
@@ -848,6 +860,7 @@ static void end_job(co_server *s, active *a)
     job_failed(s, job, e.msg[0] ? e.msg : "out of memory");
 }
 
+/* Asks the running job job, if any, to stop. */
 static void cancel_active(co_server *s, int64_t job)
 {
     for (active *a = s->act; a; a = a->next)
@@ -855,6 +868,7 @@ static void cancel_active(co_server *s, int64_t job)
             co_job_cancel(a->j);
 }
 
+/* Whether job is running now. */
 static int is_active(const co_server *s, int64_t job)
 {
     for (const active *a = s->act; a; a = a->next)
@@ -913,9 +927,7 @@ static double first_due(co_server *s, const sched_row *r, double now)
     if (!r->last_job || co_store_get_job(s->store, r->last_job, &row, NULL) != 1 ||
         row.submitted <= 0)
         return now;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double left = row.submitted + (double)r->interval_s - ((double)ts.tv_sec + ts.tv_nsec / 1e9);
+    double left = row.submitted + (double)r->interval_s - (double)sl_wall_ms() / 1000.0;
     return left > 0 ? now + left : now;
 }
 
@@ -925,7 +937,7 @@ static double first_due(co_server *s, const sched_row *r, double now)
  * kept here, by name (both lists sorted, merged in one walk). */
 static void run_schedule(co_server *s)
 {
-    double now = mono();
+    double now = sl_now();
     sched_list l;
     sl_err e = {0};
     sched_due *due = NULL;
@@ -1019,6 +1031,7 @@ int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
     return *stop ? 0 : rc;
 }
 
+/* A socket of type bound at ep (a CURVE server with curve_secret); NULL with err. */
 static void *bound_socket(void *zctx, int type, const char *ep, const char *what,
                           const char *curve_secret, sl_err *err)
 {

@@ -102,15 +102,16 @@ static const migration migrations[] = {
 
 #define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
 
+/* Wall-clock seconds, as the tables store times. */
 static double wall(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return (double)sl_wall_ms() / 1000.0;
 }
 
 /* ---- the two drivers ------------------------------------------------------ */
 
+/* Runs sql with parameters ps[0..np) on SQLite, calling fn per result row
+ * (non-zero stops): 0, or -1 with err. */
 static int q_sqlite(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
                     sl_err *err)
 {
@@ -175,6 +176,7 @@ static int q_sqlite(co_store *s, const char *sql, const sval *ps, int np, row_fn
     return rc;
 }
 
+/* The same on PostgreSQL. */
 static int q_pg(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
                 sl_err *err)
 {
@@ -241,17 +243,20 @@ static int pg_fail(co_store *s, const PGresult *res, sl_err *err)
     return sl_err_set(err, "control database: %s", line);
 }
 
+/* libpq notice processor that drops notices (they would go to stderr). */
 static void drop_notice(void *arg, const char *message)
 {
     (void)arg, (void)message;
 }
 
+/* Runs sql on whichever database the store is (q_sqlite, q_pg). */
 static int q(co_store *s, const char *sql, const sval *ps, int np, row_fn fn, void *ctx,
              sl_err *err)
 {
     return s->pg ? q_pg(s, sql, ps, np, fn, ctx, err) : q_sqlite(s, sql, ps, np, fn, ctx, err);
 }
 
+/* Runs statements without parameters (the schema): 0, or -1 with err. */
 static int exec_script(co_store *s, const char *sql, sl_err *err)
 {
     if (s->pg) {
@@ -286,6 +291,7 @@ static void vs(const sval *v, char *out, size_t cap)
              v->t == V_TEXT ? (const char *)v->p : "");
 }
 
+/* Row callback: column 0 as an integer into *(int64_t *)ctx. */
 static int take_int(void *ctx, const sval *c, int n)
 {
     (void)n;
@@ -300,6 +306,7 @@ typedef struct version_ctx {
     int found;
 } version_ctx;
 
+/* Row callback: the schema version, if the row holds one. */
 static int take_version(void *ctx, const sval *c, int n)
 {
     version_ctx *x = ctx;
@@ -309,6 +316,7 @@ static int take_version(void *ctx, const sval *c, int n)
     return 0;
 }
 
+/* Whether table name exists, into *has: 0, or -1 with err. */
 static int has_table(co_store *s, const char *name, int *has, sl_err *err)
 {
     int64_t n = 0;
@@ -505,6 +513,7 @@ typedef struct next_ctx {
     int *resuming, found, oom;
 } next_ctx;
 
+/* Row callback: the next job's id, spec and whether it was running. */
 static int take_next(void *ctx, const sval *c, int n)
 {
     next_ctx *x = ctx;
@@ -536,6 +545,7 @@ typedef struct pending_ctx {
     size_t max, n;
 } pending_ctx;
 
+/* Row callback: a pending job's id and whether it was running, up to x->max. */
 static int take_pending(void *ctx, const sval *c, int n)
 {
     pending_ctx *x = ctx;
@@ -626,6 +636,7 @@ int co_store_cancel_job(co_store *s, int64_t id, sl_err *err)
              p, 2, NULL, NULL, err);
 }
 
+/* Row callback: a job's row into a co_job_row. */
 static int take_job(void *ctx, const sval *c, int n)
 {
     co_job_row *o = ctx;
@@ -708,6 +719,7 @@ typedef struct plan_ctx {
     int oom;
 } plan_ctx;
 
+/* Row callback: a range's done flag (and the rows a done one counted) and its upper bound, appended to the plan. */
 static int take_range(void *ctx, const sval *c, int nc)
 {
     plan_ctx *x = ctx;
@@ -757,6 +769,7 @@ typedef struct count2 {
     size_t *a, *b;
 } count2;
 
+/* Row callback: two counts. */
 static int take_counts(void *ctx, const sval *c, int n)
 {
     count2 *x = ctx;
@@ -791,6 +804,7 @@ int co_store_add_event(co_store *s, int64_t id, const char *kind, const void *k,
     return 0;
 }
 
+/* Row callback: an event count by kind into the summary. */
 static int take_kind_count(void *ctx, const sval *c, int n)
 {
     co_summary *sum = ctx;
@@ -824,6 +838,7 @@ typedef struct each_ctx {
     void *ctx;
 } each_ctx;
 
+/* Row callback: an event's frame to the caller's fn. */
 static int take_event(void *ctx, const sval *c, int n)
 {
     each_ctx *x = ctx;
@@ -841,6 +856,7 @@ int co_store_each_event(co_store *s, int64_t id,
 
 /* ---- schedules ---------------------------------------------------------------- */
 
+/* Adds or replaces schedule name (keeping its last job): 0, or -1 with err. */
 static int schedule_upsert(co_store *s, const char *name, int64_t interval_s, const void *spec,
                            size_t len, const char *origin, sl_err *err)
 {
@@ -897,6 +913,7 @@ typedef struct sched_ctx {
     void *ctx;
 } sched_ctx;
 
+/* Row callback: one schedule to the caller's fn. */
 static int take_schedule(void *ctx, const sval *c, int n)
 {
     sched_ctx *x = ctx;

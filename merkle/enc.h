@@ -17,6 +17,15 @@
 
 #define ENC_VERSION 2
 
+/* Most columns one comparison reads, key columns included: PostgreSQL's own
+ * limit per table (wider tables are compared on a --columns selection).
+ * CO_MAX_COLS and CONN_MAX_COLS are this limit under their modules' names. */
+#define ENC_MAX_COLS 1600
+
+/* Most columns a key may have: workers, coordinator and client size their
+ * per-key arrays by it, and a range's bounds bind two parameters each. */
+#define ENC_MAX_KEY_COLS 32
+
 enum enc_class {
     ENC_INT = 1,
     ENC_NUMERIC,

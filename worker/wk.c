@@ -11,7 +11,6 @@
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 
-#define WK_MAX_COLS CONN_MAX_COLS /* compared columns a request may name */
 #define WK_FETCH_KEYS 64          /* keys a fetch reads between checks of the reply's size */
 
 typedef struct wk_dbconn {
@@ -64,8 +63,8 @@ struct wk {
 typedef struct spec {
     conn_query q;
     char *table, *where;
-    char *cols[WK_MAX_COLS];
-    int cls[WK_MAX_COLS];
+    char *cols[CONN_MAX_COLS];
+    int cls[CONN_MAX_COLS];
     int flags;
     int64_t max_rps; /* 0: read as fast as the database serves */
 } spec;
@@ -91,7 +90,8 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if (msg_get_array(m, "cols", &cols, &nc, err) || msg_get_array(m, "cls", &cls, &ncl, err) ||
         msg_get_int(m, "nkey", &nkey, err))
         return -1;
-    if (nc == 0 || nc > WK_MAX_COLS || ncl != nc || nkey < 1 || nkey > (int64_t)nc || nkey > 32)
+    if (nc == 0 || nc > CONN_MAX_COLS || ncl != nc || nkey < 1 || nkey > (int64_t)nc ||
+        nkey > ENC_MAX_KEY_COLS)
         return sl_err_setc(err, SL_INVALID,
                            "malformed request: %u columns, %u classes, %lld key columns", nc, ncl,
                            (long long)nkey);
@@ -225,13 +225,12 @@ typedef struct rowenc {
 
 static void tick(wk *w);
 static void busy_tick(wk *w);
-static double now_s(void);
 
 /* Holds a stream to its rate: sleeps until the rows read so far are due.
  * Short sleeps (a few ms per 256 rows) keep heartbeats flowing. */
 static void throttle(rowenc *r)
 {
-    double now = now_s();
+    double now = sl_now();
     if (r->t0 == 0)
         r->t0 = now - (double)r->n / (double)r->s->max_rps;
     double due = r->t0 + (double)r->n / (double)r->s->max_rps;
@@ -650,7 +649,7 @@ typedef struct rows_ctx {
     int full;  /* past MSG_REPLY_SOFT_MAX: later rows are left out (re.key
                 * keeps the last key sent) */
     sl_buf col, disp;
-    uint8_t cut[WK_MAX_COLS]; /* FETCH: this column travels as a digest */
+    uint8_t cut[CONN_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
 
 /* One column of a fetched row: its encoding whole when short enough (and
@@ -705,7 +704,7 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         msgpack_pack_bin(&rc->pk, 16);
         msgpack_pack_bin_body(&rc->pk, rc->re.hash, 16);
     } else {
-        if (n > WK_MAX_COLS)
+        if (n > CONN_MAX_COLS)
             return sl_err_set(err, "a fetched row has %zu columns", n);
         msgpack_pack_array(&rc->pk, (uint32_t)n);
         for (size_t k = 0; k < n; k++)
@@ -846,16 +845,9 @@ done:
 
 /* ---- the loop --------------------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int send_frame(wk *w, const sl_buf *b)
 {
-    w->last_sent = now_s();
+    w->last_sent = sl_now();
     return zmq_send(w->sock, b->p, b->len, 0) < 0 ? -1 : 0;
 }
 
@@ -883,7 +875,7 @@ static int send_hello(wk *w, int type, sl_err *err)
 
 static void tick(wk *w)
 {
-    if (w->heartbeat_ms > 0 && now_s() - w->last_sent >= w->heartbeat_ms / 1000.0)
+    if (w->heartbeat_ms > 0 && sl_now() - w->last_sent >= w->heartbeat_ms / 1000.0)
         send_hello(w, MSG_HEARTBEAT, NULL);
 }
 

@@ -1,0 +1,782 @@
+/* co_compare: a range's two trees compared (mk_diff), their differing
+ * spans' rows read and merged, differing rows' columns fetched and
+ * compared, and every divergence reported once. The range being compared
+ * travels as a drill context: mk_diff's callbacks and everything below them
+ * take it, so nothing in the job says which range is current. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "co_impl.h"
+
+const char *co_kind_name(int kind)
+{
+    switch (kind) {
+    case CO_MISSING:
+        return "missing-in-target";
+    case CO_EXTRA:
+        return "extra-in-target";
+    case CO_CHANGED:
+        return "changed";
+    default:
+        return "schema";
+    }
+}
+
+/* Reads a tree or nodes reply's "nodes", appending them to out, and checks
+ * what every honest tree gives: nodes whose last keys are keys of the job,
+ * rising strictly and inside range r; for a tree reply (parent NULL) at most
+ * the one root, holding all `rows` of the range; for children, at least
+ * one, each a level below the parent and numbered consecutively, whose rows
+ * (each at least 1) add up to the parent's. Returns 0; 1 with why saying
+ * what is wrong (the worker is to be rejected); -1 when memory runs out. */
+int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,
+                  mk_nodelist *out, sl_err *why)
+{
+    const msgpack_object *nodes;
+    uint32_t n;
+    if (msg_get_array(m, "nodes", &nodes, &n, why))
+        return 1;
+    if (parent ? n == 0 : n > 1)
+        return sl_err_set(why, "has %u nodes", n), 1;
+    mk_bound lo = range_lo(r), hi = range_hi(r);
+    size_t first = out->n;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        int64_t level, index, nrows;
+        const uint8_t *hash, *key;
+        size_t hl, kl;
+        if (msg_obj_array(&nodes[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &level) ||
+            msg_obj_int(&f[1], &index) || msg_obj_bin(&f[2], &hash, &hl) || hl != 16 ||
+            msg_obj_int(&f[3], &nrows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 ||
+            level > 64 || index < 0 || index > UINT32_MAX || nrows < 1)
+            return sl_err_set(why, "has node %u that is not [level, index, hash, rows, key]", i), 1;
+        if (parent && (uint64_t)level + 1 != parent->level)
+            return sl_err_set(why, "has a child at level %lld under a node at level %u",
+                              (long long)level, parent->level),
+                   1;
+        if (parent && out->n > first && (uint64_t)index != (uint64_t)out->v[out->n - 1].index + 1)
+            return sl_err_set(why, "numbers its children out of sequence"), 1;
+        if (!co_is_job_key(j, key, kl, why))
+            return sl_err_wrap(why, "node %u", i), 1;
+        if (!mk_bound_contains(&lo, &hi, key, kl))
+            return sl_err_set(why, "has node %u whose key lies outside the range", i), 1;
+        if (out->n > first &&
+            mk_key_cmp(mk_nodelist_key(out, out->n - 1), out->v[out->n - 1].klen, key, kl) >= 0)
+            return sl_err_set(why, "has node %u whose key is not above the one before", i), 1;
+        if ((uint64_t)nrows > rows - sum)
+            return sl_err_set(why, "has nodes holding more than the %llu rows claimed",
+                              (unsigned long long)rows),
+                   1;
+        sum += (uint64_t)nrows;
+        if (mk_nodelist_add(out, (uint32_t)level, (uint32_t)index, hash, (uint64_t)nrows, key, kl))
+            return -1;
+    }
+    if (sum != rows)
+        return sl_err_set(why, "has nodes holding %llu rows, not the %llu claimed",
+                          (unsigned long long)sum, (unsigned long long)rows),
+               1;
+    return 0;
+}
+
+/* The id of range ri's side tree on its worker. */
+static uint64_t tree_id(job *j, size_t ri, int side)
+{
+    return j->r[ri].tree[side];
+}
+
+/* mk_diff's children: asks the worker holding d->r's side tree for a
+ * node's children and checks them. 0, -1, or CO_LOST (the holder is gone or
+ * was dropped for a bad reply: the side is rebuilt elsewhere). */
+static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *out, sl_err *err)
+{
+    drill *d = ctx;
+    job *j = d->j;
+    range *r = d->r;
+    uint64_t id;
+    if (!co_worker_is(j->c, r->worker[side], r->gen[side]))
+        return sl_err_set(err, "worker %d was lost", r->worker[side]), CO_LOST;
+    msg_writer *mw = co_request(j->c, MSG_NODES, 3, &id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_put_uint(mw, "tree", tree_id(j, (size_t)(r - j->r), side));
+    msg_put_uint(mw, "level", parent->level);
+    msg_put_uint(mw, "index", parent->index);
+    msg *m;
+    int rc = co_rpc(j->c, r->worker[side], mw, id, &m, err);
+    if (rc)
+        return rc; /* CO_LOST passes through mk_diff to co_compare_range */
+    sl_err why;
+    rc = co_read_nodes(j, r, m, parent, parent->rows, out, &why);
+    msg_free(m);
+    if (rc > 0) /* its tree is rebuilt elsewhere, as for a lost worker */
+        return co_reject_worker(j->c, r->worker[side], err, "its nodes reply %s", why.msg);
+    return rc ? sl_err_set(err, "out of memory") : 0;
+}
+
+/* Turns an encoded key into display strings; vals point into j->scratch and
+ * strs. */
+static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs, const char **vals,
+                       sl_err *err)
+{
+    enc_val v[ENC_MAX_KEY_COLS];
+    if (enc_key_decode(key, klen, j->nkey, &j->scratch, v, err))
+        return -1;
+    size_t offs[ENC_MAX_KEY_COLS];
+    sl_buf_reset(strs);
+    for (size_t k = 0; k < j->nkey; k++) {
+        offs[k] = strs->len;
+        if (enc_display(strs, &v[k]) || sl_buf_putc(strs, 0))
+            return sl_err_set(err, "out of memory");
+    }
+    for (size_t k = 0; k < j->nkey; k++)
+        vals[k] = (const char *)strs->p + offs[k];
+    return 0;
+}
+
+/* Whether this divergence was already reported by an earlier, interrupted
+ * compare of the same range; records it otherwise. */
+static int already_emitted(range *r, int kind, const uint8_t *key, size_t klen)
+{
+    uint32_t len = (uint32_t)klen;
+    if (r->attempts > 0)
+        for (size_t off = 0; off < r->emitted.len;) {
+            uint32_t l;
+            memcpy(&l, r->emitted.p + off + 1, 4);
+            if (r->emitted.p[off] == kind && l == len && !memcmp(r->emitted.p + off + 5, key, l))
+                return 1;
+            off += 5 + l;
+        }
+    uint8_t k = (uint8_t)kind;
+    if (sl_buf_append(&r->emitted, &k, 1) == 0 && sl_buf_append(&r->emitted, &len, 4) == 0)
+        sl_buf_append(&r->emitted, key, klen);
+    return 0;
+}
+
+int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size_t klen,
+                const co_coldiff *cols, size_t ncols, sl_err *err)
+{
+    if (already_emitted(r, kind, key, klen))
+        return 0;
+    sl_buf strs = {0};
+    const char *vals[ENC_MAX_KEY_COLS];
+    int rc = key_display(j, key, klen, &strs, vals, err);
+    if (rc == 0) {
+        co_event ev = {.kind = kind,
+                       .key = key,
+                       .klen = klen,
+                       .key_cols = j->cols,
+                       .key_vals = vals,
+                       .nkey = j->nkey,
+                       .cols = cols,
+                       .ncols = ncols,
+                       .read_at_ms = r->read_at_ms,
+                       .status = status};
+        if (status == CO_TRANSIENT)
+            j->sum->transient++;
+        else if (kind == CO_MISSING)
+            j->sum->missing++;
+        else if (kind == CO_EXTRA)
+            j->sum->extra++;
+        else
+            j->sum->changed++;
+        if (j->cb->event && j->cb->event(j->cb->ctx, &ev))
+            rc = sl_err_set(err, "stopped by the caller");
+    }
+    sl_buf_free(&strs);
+    return rc;
+}
+
+/* A divergence seen in range d->r, or in a re-check batch. Without
+ * re-checks it is reported at once; with them it is queued, or during a
+ * batch counted towards its confirmation. 0, or -1 with err. */
+static int found(drill *d, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
+                 size_t ncols, sl_err *err)
+{
+    job *j = d->j;
+    if (j->o->rechecks <= 0)
+        return co_emit_row(j, d->r, kind, 0, key, klen, cols, ncols, err);
+    if (j->recheck_mode)
+        return co_recheck_hit(j, kind, key, klen, cols, ncols, err);
+    return co_recheck_add(j, d->r, kind, key, klen, err);
+}
+
+int co_merge_rows(drill *d, const msgpack_object *ra, uint32_t na, const msgpack_object *rb,
+                  uint32_t nb, uint32_t width, merge_fn fn, sl_err *err)
+{
+    uint32_t i = 0, k = 0;
+    while (i < na || k < nb) {
+        const msgpack_object *fa = NULL, *fb = NULL;
+        uint32_t wa, wb;
+        const uint8_t *ka = NULL, *kb = NULL;
+        size_t kla = 0, klb = 0;
+        if (i < na &&
+            (msg_obj_array(&ra[i], &fa, &wa) || wa != width || msg_obj_bin(&fa[0], &ka, &kla)))
+            return sl_err_set(err, "malformed row list from a worker");
+        if (k < nb &&
+            (msg_obj_array(&rb[k], &fb, &wb) || wb != width || msg_obj_bin(&fb[0], &kb, &klb)))
+            return sl_err_set(err, "malformed row list from a worker");
+        int c = !fa ? 1 : !fb ? -1 : mk_key_cmp(ka, kla, kb, klb);
+        if (fn(d, c <= 0 ? fa : NULL, c >= 0 ? fb : NULL, err))
+            return -1;
+        i += c <= 0;
+        k += c >= 0;
+    }
+    return 0;
+}
+
+/* Sends the same kind of request to both sides' workers and waits for both
+ * replies' "rows". */
+static int ask_both(job *j, const int workers[2], msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
+                    const msgpack_object *rows[2], uint32_t n[2], sl_err *err)
+{
+    for (int s = 0; s < 2; s++) {
+        int r = co_call(j->c, workers[s], mw[s], err);
+        if (r) {
+            if (s == 0)
+                msg_writer_free(mw[1]);
+            return r;
+        }
+    }
+    int r = co_wait_replies(j->c, ids, workers, rep, 2, err);
+    if (r)
+        return r;
+    for (int s = 0; s < 2; s++)
+        if (msg_get_array(rep[s], "rows", &rows[s], &n[s], err))
+            return -1;
+    return 0;
+}
+
+/* A fetched column: its encoding whole (bin: *whole set) or, for a long
+ * value, its digest [head, length, hash] (into d). -1 when it is neither. */
+static int fetched_value(const msgpack_object *o, const uint8_t **p, size_t *n, int *whole,
+                         enc_digest *d)
+{
+    const msgpack_object *f;
+    uint32_t nf;
+    const uint8_t *head, *hash;
+    size_t nhead, nhash;
+    int64_t len;
+    if (msg_obj_bin(o, p, n) == 0) {
+        *whole = 1;
+        return 0;
+    }
+    *whole = 0;
+    if (msg_obj_array(o, &f, &nf) || nf != 3 || msg_obj_bin(&f[0], &head, &nhead) || nhead < 1 ||
+        nhead > sizeof d->head || msg_obj_int(&f[1], &len) || len < 0 ||
+        msg_obj_bin(&f[2], &hash, &nhash) || nhash != 16)
+        return -1;
+    memset(d, 0, sizeof *d);
+    memcpy(d->head, head, nhead);
+    d->nhead = (uint8_t)nhead;
+    d->len = (uint64_t)len;
+    memcpy(d->hash, hash, 16);
+    return 0;
+}
+
+/* One key of a fetch: [key, [column encodings], [display text]]. A row gone
+ * from one side since the row scan is reported as missing or extra. A long
+ * value comes as a digest and its display text cut short; two values are
+ * compared bytewise when both came whole, else by digest. */
+int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err)
+{
+    job *j = d->j;
+    const uint8_t *key;
+    size_t klen;
+    msg_obj_bin(&(a ? a : b)[0], &key, &klen);
+    if (!a || !b)
+        return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    const msgpack_object *ea, *eb, *da, *db;
+    uint32_t nea, neb, nda, ndb;
+    if (msg_obj_array(&a[1], &ea, &nea) || msg_obj_array(&b[1], &eb, &neb) ||
+        msg_obj_array(&a[2], &da, &nda) || msg_obj_array(&b[2], &db, &ndb) || nea != j->ncols ||
+        neb != j->ncols || nda != j->ncols || ndb != j->ncols)
+        return sl_err_set(err, "malformed fetch reply from a worker");
+    co_coldiff diffs[CO_MAX_COLS];
+    char *texts[4 * CO_MAX_COLS];
+    size_t nd = 0, nt = 0;
+    int rc = 0, flags = j->o->strict ? ENC_STRICT : 0;
+    for (size_t col = j->nkey; col < j->ncols && rc == 0; col++) {
+        const uint8_t *pa = NULL, *pb = NULL;
+        size_t la = 0, lb = 0;
+        int wa, wb;
+        enc_digest dga, dgb;
+        if (fetched_value(&ea[col], &pa, &la, &wa, &dga) ||
+            fetched_value(&eb[col], &pb, &lb, &wb, &dgb) ||
+            (wa && !wb && enc_digest_encoded(pa, la, flags, &dga)) ||
+            (wb && !wa && enc_digest_encoded(pb, lb, flags, &dgb))) {
+            rc = sl_err_set(err, "malformed fetch reply from a worker");
+            break;
+        }
+        if (wa && wb ? la == lb && memcmp(pa, pb, la) == 0 : enc_digest_equal(&dga, &dgb))
+            continue;
+        const char *sp;
+        size_t sl;
+        co_coldiff *dc = &diffs[nd++];
+        *dc = (co_coldiff){.column = j->cols[col]};
+        if (msg_obj_str(&da[col], &sp, &sl) == 0)
+            dc->source = texts[nt++] = strndup(sp, sl);
+        if (msg_obj_str(&db[col], &sp, &sl) == 0)
+            dc->target = texts[nt++] = strndup(sp, sl);
+        for (int s = 0; s < 2; s++) {
+            const enc_digest *d = s ? &dgb : &dga;
+            char *hex;
+            if (s ? wb : wa)
+                continue;
+            if (!(hex = texts[nt++] = malloc(33))) {
+                rc = sl_err_set(err, "out of memory");
+                break;
+            }
+            for (int i = 0; i < 16; i++)
+                snprintf(hex + 2 * i, 3, "%02x", d->hash[i]);
+            *(s ? &dc->target_hash : &dc->source_hash) = hex;
+            *(s ? &dc->target_len : &dc->source_len) = d->len;
+        }
+    }
+    if (rc == 0 && nd)
+        rc = found(d, CO_CHANGED, key, klen, diffs, nd, err);
+    else if (rc == 0 && !j->recheck_mode)
+        j->sum->matched_on_fetch++;
+    for (size_t t = 0; t < nt; t++)
+        free(texts[t]);
+    return rc;
+}
+
+/* Starts the same request for both sides: a writer each, with the side's
+ * spec packed and room for `extra` more fields. */
+static int both_requests(job *j, int type, uint32_t extra, msg_writer *mw[2], uint64_t ids[2],
+                         sl_err *err)
+{
+    for (int s = 0; s < 2; s++) {
+        if (!(mw[s] = co_request(j->c, type, SPEC_FIELDS + extra, &ids[s]))) {
+            msg_writer_free(mw[0]);
+            return sl_err_set(err, "out of memory");
+        }
+        co_pack_spec(j, mw[s], s);
+    }
+    return 0;
+}
+
+static int keyref_cmp(const void *a, const void *b)
+{
+    const keyref *x = a, *y = b;
+    return mk_key_cmp(x->p, x->len, y->p, y->len);
+}
+
+/* A fetch reply's rows: [key, [encoding or digest per column], [text or
+ * nil per column]], with keys rising strictly, each one of the nk keys asked for
+ * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
+ * saying what is wrong. */
+int co_check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const keyref *refs,
+                   size_t nk, sl_err *why)
+{
+    size_t at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *f, *enc, *txt;
+        uint32_t nf, ne, nt;
+        const uint8_t *key, *p;
+        size_t klen, l;
+        if (msg_obj_array(&rows[i], &f, &nf) || nf != 3 || msg_obj_bin(&f[0], &key, &klen) ||
+            msg_obj_array(&f[1], &enc, &ne) || msg_obj_array(&f[2], &txt, &nt))
+            return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
+        if (ne != j->ncols || nt != j->ncols)
+            return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i, ne,
+                              nt, j->ncols);
+        for (size_t c = 0; c < j->ncols; c++) {
+            const char *sp;
+            int whole;
+            enc_digest d;
+            if (fetched_value(&enc[c], &p, &l, &whole, &d) ||
+                (!msg_obj_is_nil(&txt[c]) && msg_obj_str(&txt[c], &sp, &l)))
+                return sl_err_set(why,
+                                  "has row %u whose column %zu is not an encoding (or digest) "
+                                  "and text",
+                                  i, c);
+        }
+        while (at < nk && mk_key_cmp(refs[at].p, refs[at].len, key, klen) < 0)
+            at++;
+        if (at == nk || mk_key_cmp(refs[at].p, refs[at].len, key, klen) != 0)
+            return sl_err_set(why,
+                              "has row %u under a key that was not asked for (or out of "
+                              "order)",
+                              i);
+        at++; /* each key once, in rising order */
+    }
+    return 0;
+}
+
+/* How many of a reply's key-ordered rows have a key below (or, with
+ * or_equal, at most) k; -1 when a row is malformed. */
+static int64_t rows_below(const msgpack_object *rows, uint32_t n, const uint8_t *k, size_t kl,
+                          int or_equal)
+{
+    uint32_t i = 0;
+    for (; i < n; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        const uint8_t *p;
+        size_t l;
+        if (msg_obj_array(&rows[i], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], &p, &l))
+            return -1;
+        int c = mk_key_cmp(p, l, k, kl);
+        if (c > 0 || (c == 0 && !or_equal))
+            break;
+    }
+    return i;
+}
+
+int co_compare_changed(drill *d, const int workers[2], sl_err *err)
+{
+    job *j = d->j;
+    int rc = 0;
+    /* asked for in key order: the replies are merged as sorted lists, and a
+     * re-check batch comes in due order, not key order */
+    keyref *refs = calloc(j->nchanged + 1, sizeof *refs);
+    if (!refs)
+        return sl_err_set(err, "out of memory");
+    size_t nk = 0;
+    for (size_t off = 0; off < j->changed.len && nk < j->nchanged; nk++) {
+        memcpy(&refs[nk].len, j->changed.p + off, 4);
+        refs[nk].p = j->changed.p + off + 4;
+        off += 4 + refs[nk].len;
+    }
+    qsort(refs, nk, sizeof *refs, keyref_cmp);
+    /* a reply row is 2 items a column (5 for a digest) and a few more: keys
+     * are asked for in batches whose replies stay within half the
+     * per-frame item limit; a worker whose reply grew past
+     * MSG_REPLY_SOFT_MAX answers the first "done" keys only: rows up to the
+     * keys both sides answered are compared, and the rest asked for again */
+    size_t batch = MSG_MAX_ITEMS / 2 / (5 * j->ncols + 8);
+    for (size_t from = 0; from < nk && rc == 0;) {
+        size_t cnt = nk - from < batch ? nk - from : batch;
+        msg_writer *mw[2] = {NULL, NULL};
+        uint64_t ids[2];
+        msg *rep[2] = {NULL, NULL};
+        const msgpack_object *rows[2];
+        uint32_t n[2];
+        if (both_requests(j, MSG_FETCH, 2, mw, ids, err)) {
+            rc = -1;
+            break;
+        }
+        for (int s = 0; s < 2; s++) {
+            msg_put_int(mw[s], "sizes", 1); /* digests and partial replies welcome */
+            msg_key(mw[s], "keys");
+            msg_pack_array(mw[s], (uint32_t)cnt);
+            for (size_t k = from; k < from + cnt; k++)
+                msg_pack_bin(mw[s], refs[k].p, refs[k].len);
+        }
+        rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            sl_err why;
+            if (co_check_fetch(j, rows[s], n[s], refs + from, cnt, &why))
+                rc = co_reject_worker(j->c, workers[s], err, "its fetch reply %s", why.msg);
+        }
+        size_t answered = cnt;
+        for (int s = 0; rc == 0 && s < 2; s++) {
+            const msgpack_object *d = msg_get(rep[s], "done");
+            int64_t v;
+            if (d && (msg_obj_int(d, &v) || v < 1 || (uint64_t)v > cnt))
+                rc = co_reject_worker(j->c, workers[s], err,
+                                      "its fetch reply answers an impossible number of keys");
+            else if (d && (size_t)v < answered)
+                answered = (size_t)v;
+        }
+        if (rc == 0 && answered < cnt) {
+            const keyref *next = &refs[from + answered];
+            for (int s = 0; rc == 0 && s < 2; s++) {
+                int64_t m = rows_below(rows[s], n[s], next->p, next->len, 0);
+                if (m < 0)
+                    rc = sl_err_set(err, "malformed fetch reply from a worker");
+                n[s] = (uint32_t)m;
+            }
+        }
+        if (rc == 0)
+            rc = co_merge_rows(d, rows[0], n[0], rows[1], n[1], 3, co_fetched_row, err);
+        msg_free(rep[0]);
+        msg_free(rep[1]);
+        from += answered;
+    }
+    free(refs);
+    return rc;
+}
+
+/* One key of a span: [key, row hash]. Equal keys with different hashes are
+ * gathered for one fetch. */
+int co_span_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err)
+{
+    job *j = d->j;
+    const uint8_t *key, *ha, *hb;
+    size_t klen, hla, hlb;
+    msg_obj_bin(&(a ? a : b)[0], &key, &klen);
+    if (!a || !b)
+        return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    if (msg_obj_bin(&a[1], &ha, &hla) || msg_obj_bin(&b[1], &hb, &hlb))
+        return sl_err_set(err, "malformed rows reply from a worker");
+    if (hla == hlb && memcmp(ha, hb, hla) == 0)
+        return 0;
+    uint32_t len = (uint32_t)klen;
+    if (sl_buf_append(&j->changed, &len, 4) || sl_buf_append(&j->changed, key, klen))
+        return sl_err_set(err, "out of memory");
+    j->nchanged++;
+    return 0;
+}
+
+/* Who reads a span's rows for side s: they come from the database, not
+ * from the tree, so any worker reaching it will do. The tree's holder may
+ * be busy streaming its next range; an idle worker answers sooner. */
+static void pick_readers(drill *d, int readers[2])
+{
+    job *j = d->j;
+    for (int s = 0; s < 2; s++) /* a holder gone since: -1, lost at send if no one else */
+        readers[s] = co_worker_is(j->c, d->r->worker[s], d->r->gen[s]) ? d->r->worker[s] : -1;
+    for (int s = 0; s < 2; s++) {
+        int h = readers[s];
+        if (h >= 0 && !j->c->w[h].busy_req)
+            continue;
+        int same = -1; /* an idle worker already reading the other side */
+        for (size_t i = 0; i < j->c->nw; i++) {
+            co_worker *w = &j->c->w[i];
+            if (!w->alive || w->busy_req || sl_now() < w->shunned_until ||
+                !co_worker_has_db(w, j->db[s]))
+                continue;
+            if ((int)i == readers[1 - s]) {
+                same = (int)i;
+                continue;
+            }
+            readers[s] = (int)i;
+            same = -1;
+            break;
+        }
+        if (same >= 0) /* reading both sides in turn beats waiting for a busy one */
+            readers[s] = same;
+    }
+}
+
+/* A rows reply: [key, row hash] for keys of the job rising strictly inside
+ * the span [lo, hi] asked for. 0, or -1 with why saying what is wrong. */
+int co_check_rows(const job *j, const msgpack_object *rows, uint32_t n, const mk_bound *lo,
+                  const mk_bound *hi, sl_err *why)
+{
+    const uint8_t *prev = NULL;
+    size_t plen = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *f;
+        uint32_t nf;
+        const uint8_t *key, *h;
+        size_t klen, hl;
+        if (msg_obj_array(&rows[i], &f, &nf) || nf != 2 || msg_obj_bin(&f[0], &key, &klen) ||
+            msg_obj_bin(&f[1], &h, &hl) || hl != 16)
+            return sl_err_set(why, "has row %u that is not [key, hash]", i);
+        if (!co_is_job_key(j, key, klen, why))
+            return sl_err_wrap(why, "row %u", i);
+        if (!mk_bound_contains(lo, hi, key, klen))
+            return sl_err_set(why, "has row %u whose key lies outside the span asked for", i);
+        if (prev && mk_key_cmp(prev, plen, key, klen) >= 0)
+            return sl_err_set(why, "has row %u whose key is not above the one before", i);
+        prev = key;
+        plen = klen;
+    }
+    return 0;
+}
+
+/* The last key of a reply that stopped early ("more"), into *k. */
+static int last_key(const msgpack_object *rows, uint32_t n, const uint8_t **k, size_t *kl)
+{
+    const msgpack_object *f;
+    uint32_t nf;
+    return n < 1 || msg_obj_array(&rows[n - 1], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], k, kl) ? -1
+                                                                                                : 0;
+}
+
+/* A differing span: both sides' (key, row hash) lists, merged. A reply
+ * that grew past MSG_REPLY_SOFT_MAX stops early ("more"): rows up to the
+ * smaller of the stopping keys are compared, and the span is read again
+ * from there. */
+static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+{
+    job *j = d->j;
+    msg_writer *mw[2] = {NULL, NULL};
+    uint64_t ids[2];
+    msg *rep[2] = {NULL, NULL};
+    const msgpack_object *rows[2];
+    uint32_t n[2];
+    int rc = 0, more = 1;
+    mk_bound from = *lo;
+    sl_buf stop = {0};
+    while (rc == 0 && more) {
+        if (both_requests(j, MSG_ROWS, 3, mw, ids, err)) {
+            rc = -1;
+            break;
+        }
+        for (int s = 0; s < 2; s++) {
+            msg_put_int(mw[s], "sizes", 1);
+            co_pack_bound(mw[s], "lo", from.kind, from.key, from.len);
+            co_pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
+        }
+        sl_buf_reset(&j->changed);
+        j->nchanged = 0;
+        int readers[2];
+        pick_readers(d, readers);
+        rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            sl_err why;
+            if (co_check_rows(j, rows[s], n[s], &from, hi, &why))
+                rc = co_reject_worker(j->c, readers[s], err, "its rows reply %s", why.msg);
+        }
+        const uint8_t *lim = NULL;
+        size_t liml = 0;
+        more = 0;
+        for (int s = 0; rc == 0 && s < 2; s++) {
+            const uint8_t *k;
+            size_t kl;
+            if (!msg_get(rep[s], "more"))
+                continue;
+            if (last_key(rows[s], n[s], &k, &kl))
+                rc = sl_err_set(err, "malformed rows reply from a worker");
+            else if (!more || mk_key_cmp(k, kl, lim, liml) < 0)
+                lim = k, liml = kl;
+            more = 1;
+        }
+        if (rc == 0 && more) {
+            for (int s = 0; rc == 0 && s < 2; s++) {
+                int64_t m = rows_below(rows[s], n[s], lim, liml, 1);
+                if (m < 0)
+                    rc = sl_err_set(err, "malformed rows reply from a worker");
+                n[s] = (uint32_t)m;
+            }
+            sl_buf_reset(&stop);
+            if (rc == 0 && sl_buf_append(&stop, lim, liml))
+                rc = sl_err_set(err, "out of memory");
+            from = (mk_bound){MK_EXCL, stop.p, stop.len};
+        }
+        if (rc == 0 &&
+            (rc = co_merge_rows(d, rows[0], n[0], rows[1], n[1], 2, co_span_row, err)) == 0)
+            rc = j->nchanged ? co_compare_changed(d, readers, err) : 0;
+        msg_free(rep[0]);
+        msg_free(rep[1]);
+        rep[0] = rep[1] = NULL;
+    }
+    sl_buf_free(&stop);
+    return rc;
+}
+
+/* Reads the gathered spans' rows, if any. */
+static int span_flush(drill *d, sl_err *err)
+{
+    job *j = d->j;
+    if (j->pend_n == 0)
+        return 0;
+    mk_bound lo = {j->pend_lo_kind, j->pend_lo.p, j->pend_lo.len};
+    mk_bound hi = {j->pend_hi_kind, j->pend_hi.p, j->pend_hi.len};
+    j->pend_n = 0;
+    return span_rows(d, &lo, &hi, err);
+}
+
+#define CO_SPANS_GATHERED 64 /* about 2,000 rows a request at most */
+
+/* mk_diff's spans come in key order: one that starts where the gathered
+ * ones end joins them; any other first sends them. */
+static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+{
+    drill *d = ctx;
+    job *j = d->j;
+    int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
+                j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
+                memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
+    if (!joins) {
+        int rc = span_flush(d, err);
+        if (rc)
+            return rc;
+        sl_buf_reset(&j->pend_lo);
+        if (sl_buf_append(&j->pend_lo, lo->key, lo->len))
+            return sl_err_set(err, "out of memory");
+        j->pend_lo_kind = lo->kind;
+    }
+    sl_buf_reset(&j->pend_hi);
+    if (sl_buf_append(&j->pend_hi, hi->key, hi->len))
+        return sl_err_set(err, "out of memory");
+    j->pend_hi_kind = hi->kind;
+    return ++j->pend_n >= CO_SPANS_GATHERED ? span_flush(d, err) : 0;
+}
+
+/* Tells the worker holding (or building) a side's tree to drop it. */
+int co_release_side(job *j, size_t ri, int s)
+{
+    int wi = j->r[ri].worker[s];
+    if (!co_worker_is(j->c, wi, j->r[ri].gen[s]))
+        return 0;
+    uint64_t id;
+    msg_writer *mw = co_request(j->c, MSG_RELEASE, 1, &id);
+    if (!mw)
+        return -1;
+    msg_put_uint(mw, "tree", tree_id(j, ri, s));
+    return co_call(j->c, wi, mw, NULL) == -1 ? -1 : 0;
+}
+
+/* Releases both sides' trees of range ri; non-zero when a release could not be sent. */
+static int release(job *j, size_t ri)
+{
+    int rc = 0;
+    for (int s = 0; s < 2; s++)
+        rc |= co_release_side(j, ri, s);
+    return rc;
+}
+
+/* A range is finished when its trees were compared and none of its keys
+ * waits for a re-check: only then is it recorded, so a restarted
+ * coordinator never skips a divergence that was still being re-checked. */
+int co_finish_range(job *j, size_t ri, sl_err *err)
+{
+    range *r = &j->r[ri];
+    sl_buf_free(&r->emitted);
+    j->sum->source_rows += r->rows[0];
+    j->sum->target_rows += r->rows[1];
+    j->rows_done += r->rows[0] + r->rows[1];
+    j->ranges_done++;
+    if (j->cb->range_done && j->cb->range_done(j->cb->ctx, ri, r->rows[0], r->rows[1]))
+        return sl_err_set(err, "could not record a finished range");
+    if (j->cb->progress) {
+        co_progress p = {j->ranges_done, j->nr, j->rows_done, j->rows_expected};
+        j->cb->progress(j->cb->ctx, &p);
+    }
+    return 0;
+}
+
+int co_compare_range(job *j, size_t ri, sl_err *err)
+{
+    range *r = &j->r[ri];
+    drill d = {j, r};
+    mk_bound lo = range_lo(r), hi = range_hi(r);
+    int rc;
+    for (;;) {
+        j->pend_n = 0;
+        rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, &d, err);
+        if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
+            sl_err why = *err;
+            rc = co_reject_worker(j->c, r->worker[rc - MK_BAD_CHILDREN], err, "its nodes reply: %s",
+                                  why.msg);
+        }
+        if (rc == 0)
+            rc = span_flush(&d, err);
+        if (rc != CO_LOST)
+            break;
+        r->attempts++;
+        /* a lost tree holder: its side is rebuilt elsewhere, then compared
+         * again; a lost reader only: compare again now */
+        if (!co_worker_is(j->c, r->worker[0], r->gen[0]) ||
+            !co_worker_is(j->c, r->worker[1], r->gen[1]))
+            return 0;
+        if (r->attempts > 100)
+            return sl_err_set(err, "range %zu: gave up after 100 lost workers", ri);
+    }
+    release(j, ri);
+    mk_nodelist_free(&r->root[0]);
+    mk_nodelist_free(&r->root[1]);
+    if (rc)
+        return rc;
+    r->state[0] = r->state[1] = RS_COMPARED;
+    r->compared = 1;
+    return r->pending ? 0 : co_finish_range(j, ri, err);
+}

@@ -1,0 +1,339 @@
+/* co_impl.h: the coordinator's insides, shared by its own files (co_*.c)
+ * and by tests/test_coordinator.c. NOT a public header: nothing else may
+ * include it, and nothing here is a promise to callers; co.h is the API.
+ * Files:
+ *   co_workers.c  registry and transport: workers come, go, are dropped; requests go out
+ *   co_plan.c     describe both tables, reconcile their schemas, split the key space
+ *   co_compare.c  compare a range's trees and drill down to spans, rows and columns
+ *   co_recheck.c  the re-check queue (--rechecks, --settle)
+ *   co_loop.c     the event loop: jobs' fibers, replies filed, range tasks dispatched
+ *   co_fuzz.c     one reply through a job's checks without sockets, for the fuzzer
+ */
+#ifndef CO_IMPL_H
+#define CO_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../merkle/enc.h"
+#include "../merkle/mk_diff.h"
+#include "../proto/msg.h"
+#include "co.h"
+#include "fiber.h"
+
+#define CO_MAX_WORKERS 256 /* connected at once; a lost worker's slot is reused */
+#define CO_MAX_REJECTED 64 /* dropped connections remembered (co.rejected_ids) */
+/* Columns of a described table: SQLite's hard limit (PostgreSQL's is
+ * 1600); only the compared ones count against CO_MAX_COLS (co.h). */
+#define CO_MAX_TABLE_COLS 32767
+#define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
+#define CO_MAX_RETRIES 20
+#define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
+#define SPEC_FIELDS 8 /* fields co_pack_spec writes */
+
+typedef struct co_job job;
+
+typedef struct co_worker {
+    uint8_t ident[256];
+    size_t identlen;
+    char **dbs;
+    size_t ndbs;
+    uint64_t busy_req; /* request id of the tree task it runs, 0 if idle */
+    long busy_task;
+    job *busy_job;        /* ... the job it is for */
+    double busy_deadline; /* monotonic seconds by when it must answer */
+    double last_seen;     /* monotonic seconds of its last message */
+    uint64_t trees;       /* trees it holds, as its last heartbeat said */
+    /* Until when it gets no work: it left a request unanswered (a stuck
+     * database, dropped replies), and its heartbeats would register it
+     * again at once. Kept across its registrations. */
+    double shunned_until;
+    int alive; /* 0 once silent past the heartbeat timeout */
+    /* Slots are reused (a lost worker's, or its own identity's on a new
+     * hello), so anything that outlives one message names a worker by
+     * (slot, gen): gen is new at every registration. */
+    uint32_t gen;
+} co_worker;
+
+/* Sends frame to worker w: 0, or the errno of the failure. co_new sets the
+ * ZeroMQ one; tests set their own, to run the loop without sockets. */
+typedef int (*co_send_fn)(co *c, const co_worker *w, const sl_buf *frame);
+
+struct co {
+    void *sock;
+    co_send_fn send;
+    co_worker w[CO_MAX_WORKERS];
+    size_t nw;
+    uint64_t next_id;
+    sl_buf frame;
+    int hb_timeout_ms;  /* 0: never give up on a worker */
+    int req_timeout_ms; /* a request unanswered this long loses its worker */
+    size_t lost;        /* workers lost so far (for re-issuing their work) */
+    uint32_t gens;      /* registrations so far: the next worker's gen */
+    void *svc_sock;     /* another socket to serve while jobs run */
+    void (*svc_fn)(void *ctx);
+    void *svc_ctx;
+    job *jobs;   /* every job started and not yet freed, oldest first */
+    job *active; /* the job whose fiber runs now; NULL in the loop */
+    void (*log_fn)(void *ctx, const char *line);
+    void *log_ctx;
+    char rejected[320]; /* why the last worker was dropped, for a stranded job's error */
+    /* The connections (identities) of the last CO_MAX_REJECTED dropped
+     * workers: ignored, even once their slot is another worker's, so a liar
+     * is not registered again by its next heartbeat. A ring: bounded. */
+    struct {
+        uint8_t ident[256];
+        size_t len;
+    } rejected_ids[CO_MAX_REJECTED];
+    size_t nrejected;
+};
+
+typedef struct side_desc {
+    char **name, **type; /* n of each, on the heap: a table may be wide */
+    int *cls;
+    size_t n;
+    char *key[ENC_MAX_KEY_COLS];
+    size_t nkey;
+    int loose; /* declared types are hints (SQLite) */
+    char source[256];
+} side_desc;
+
+enum range_state { RS_PENDING, RS_RUNNING, RS_BUILT, RS_COMPARED };
+
+typedef struct range {
+    sl_buf lo, hi; /* encoded bounds; empty with the flag off when unbounded */
+    int has_lo, has_hi;
+    mk_nodelist root[2];
+    int worker[2];    /* the slot building or holding each side's tree ... */
+    uint32_t gen[2];  /* ... as registered then (co_worker.gen) */
+    int state[2];     /* range_state: each side's tree */
+    uint64_t tree[2]; /* the tree's id on its worker: new at each issue */
+    uint64_t rows[2];
+    int attempts;       /* compares cut short by a lost worker */
+    int compared;       /* the trees were compared; done once re-checks settle too */
+    size_t pending;     /* its keys waiting in the re-check queue */
+    int64_t read_at_ms; /* wall clock when both sides' trees were in */
+    sl_buf emitted;     /* after such a cut: [kind][u32 len][key] already reported */
+} range;
+
+typedef struct recheck {
+    uint8_t *key;
+    size_t klen;
+    int kind, seen, hit;
+    size_t range;
+    double due;
+} recheck;
+
+/* Where the job is: the loop schedules range tasks only for a job in
+ * JOB_RANGES; the others are steps of the job's own fiber. */
+enum job_phase { JOB_DESCRIBE, JOB_PLAN, JOB_RANGES, JOB_ENDED };
+
+/* The request a job's fiber is suspended on (co_wait_replies). */
+typedef struct job_wait {
+    size_t n;
+    uint64_t ids[2];
+    int from[2];
+    uint32_t gen[2];
+    msg *rep[2];
+} job_wait;
+
+struct co_job {
+    co *c;
+    job *link; /* in c->jobs */
+    fiber *fb;
+    int phase;      /* enum job_phase */
+    int outcome;    /* co_job_state once ended */
+    int prio;       /* CO_PRIO_* */
+    size_t cap;     /* most range tasks at once; 0: no cap */
+    size_t tasks;   /* range tasks running now */
+    int cancel;     /* co_job_cancel asked */
+    int fatal;      /* failed in the loop (a worker's error on a range task): err says why */
+    int wake;       /* resume the fiber at the next turn of the loop */
+    double wake_at; /* ... or at this time (monotonic) */
+    double t0;
+    job_wait wait;
+    sl_err err; /* why it failed */
+    co_summary own_sum;
+    size_t *ready; /* ranges with both trees built, to compare: a queue */
+    size_t nready, ready_head, capready;
+    size_t next;     /* the first task that may still be pending */
+    double stranded; /* since when no live worker reaches a side */
+    const co_diff_opts *o;
+    const co_callbacks *cb;
+    co_summary *sum;
+    const char *db[2], *table[2];
+    /* the compared columns: key first; class each side reads them as */
+    const char *cols[CO_MAX_COLS];
+    int cls[CO_MAX_COLS];
+    size_t ncols, nkey;
+    range *r;
+    size_t nr;
+    size_t ranges_done;
+    uint64_t rows_done, rows_expected;
+    sl_buf scratch;
+    sl_buf changed; /* keys of a span whose hashes differ: [u32 len][key]... */
+    /* adjacent differing spans, gathered into one request for their rows:
+     * where most leaves differ, one span a leaf would cost a round trip
+     * to each database for every 32 rows */
+    sl_buf pend_lo, pend_hi;
+    int pend_lo_kind, pend_hi_kind, pend_n;
+    uint32_t nchanged;
+    int retries; /* describe/split redone after a lost worker */
+    /* live re-checks (--rechecks N --settle S): differing keys wait here
+     * and are fetched again; persisting ones are confirmed, others transient */
+    struct recheck *rq;
+    size_t nrq, caprq;
+    int recheck_mode;         /* co_fetched_row is resolving a batch of re-checks */
+    size_t batch_lo, batch_n; /* the batch: rq[batch_lo .. batch_lo + batch_n) */
+    size_t lost_seen;         /* c->lost when the ranges were last checked */
+    side_desc sd[2];
+};
+
+/* What a drill-down works on: its job, and the range being compared. NULL r
+ * while a batch of re-checks is fetched: each queued key names its own. */
+typedef struct drill {
+    job *j;
+    range *r;
+} drill;
+
+/* A key asked for in a fetch, pointing into the caller's buffer. */
+typedef struct keyref {
+    const uint8_t *p;
+    uint32_t len;
+} keyref;
+
+/* A range's bounds as mk_bound: [lo, hi), either end maybe unbounded. */
+static inline mk_bound range_lo(const range *r)
+{
+    mk_bound b = {r->has_lo ? MK_INCL : MK_UNBOUNDED, r->lo.p, r->lo.len};
+    return b;
+}
+
+static inline mk_bound range_hi(const range *r)
+{
+    mk_bound b = {r->has_hi ? MK_EXCL : MK_UNBOUNDED, r->hi.p, r->hi.len};
+    return b;
+}
+
+/* ---- co_workers.c: registry and transport ------------------------------ */
+
+/* Sends zmq frames [ident, frame] to w: 0, or zmq's errno (co_new's send). */
+int co_zmq_send(co *c, const co_worker *w, const sl_buf *frame);
+/* Marks w lost (once): its task is given up, and every job woken to re-issue its work. */
+void co_lose_worker(co *c, co_worker *w);
+/* Drops worker wi for a protocol breach (logged, its identity ignored from
+ * now on); CO_LOST, with err (may be NULL) saying why. */
+int co_reject_worker(co *c, int wi, sl_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Whether slot wi still holds, alive, the registration gen. */
+int co_worker_is(const co *c, int wi, uint32_t gen);
+/* Whether w announced database db. */
+int co_worker_has_db(const co_worker *w, const char *db);
+/* Whether some live worker reaches db. */
+int co_can_reach(co *c, const char *db);
+/* Frees w from its range task (its job's task count goes down). */
+void co_worker_idle(co_worker *w);
+/* A live worker reaching db for a one-off request, idle ones first; -1 with err when none. */
+int co_pick_worker(co *c, const char *db, sl_err *err);
+/* Loses workers silent past the heartbeat timeout. */
+void co_check_workers(co *c);
+/* Reads one message: 1 with a known worker's reply (*wi, *out: the caller
+ * frees it), 0 when there was nothing for the caller, -1 when the socket fails. */
+int co_read_worker(co *c, int *wi, msg **out, sl_err *err);
+/* Loses worker wi, which left a `what` unanswered, and gives it no work for a while. */
+void co_time_out(co *c, int wi, const char *what);
+/* A new request of type with a fresh id (*id); NULL when memory runs out. */
+msg_writer *co_request(co *c, int type, uint32_t nfields, uint64_t *id);
+/* Sends a request to wi and frees mw, without waiting: 0, -1, or CO_LOST. */
+int co_call(co *c, int wi, msg_writer *mw, sl_err *err);
+/* co_call, then co_wait_replies for its reply (*reply: the caller frees it). */
+int co_rpc(co *c, int wi, msg_writer *mw, uint64_t id, msg **reply, sl_err *err);
+
+/* ---- co_plan.c: describe, reconcile, split ---------------------------- */
+
+/* Frees what a side_desc holds (not d itself). */
+void co_side_free(side_desc *d);
+/* Describes table side through a worker into d: 0, or -1 with err. */
+int co_describe(job *j, int side, side_desc *d, sl_err *err);
+/* Chooses the key and compared columns (j->cols, j->cls), reporting schema
+ * drift as events: 0, or -1 with err. */
+int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err);
+/* Splits the key space into j->r (or takes a resumed job's split): 0, or -1 with err. */
+int co_plan(job *j, sl_err *err);
+/* Packs the SPEC_FIELDS fields that say what side reads (db, table, columns, ...). */
+void co_pack_spec(job *j, msg_writer *mw, int side);
+/* Packs a bound as [kind, key or nil] under key. */
+void co_pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t *p, size_t n);
+/* Whether key is a key of this job (well-formed for its key classes); why says if not. */
+int co_is_job_key(const job *j, const uint8_t *key, size_t len, sl_err *why);
+/* Checks a split reply (rows, bounds rising, keys of the job, at most
+ * nranges): 0 with *rows, or -1 with why. */
+int co_check_split(const job *j, const msg *m, size_t nranges, uint64_t *rows, sl_err *why);
+
+/* ---- co_compare.c: trees, spans, rows, columns -------------------------- */
+
+/* Reads and checks a tree or nodes reply's "nodes" into out: 0; 1 with why
+ * (the worker is to be rejected); -1 when memory runs out. */
+int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,
+                  mk_nodelist *out, sl_err *why);
+/* Reports one row divergence of range r (once per range, across
+ * interrupted compares) through the job's callback: 0, or -1 with err. */
+int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size_t klen,
+                const co_coldiff *cols, size_t ncols, sl_err *err);
+
+/* Called by co_merge_rows per key with both sides' rows, or NULL for the side lacking it. */
+typedef int (*merge_fn)(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+/* Walks two key-ordered row lists (rows of `width` fields, the key first)
+ * and calls fn once per key: 0, or -1 with err. */
+int co_merge_rows(drill *d, const msgpack_object *ra, uint32_t na, const msgpack_object *rb,
+                  uint32_t nb, uint32_t width, merge_fn fn, sl_err *err);
+/* merge_fn for a rows reply's [key, hash]: one side only is a divergence,
+ * differing hashes gather the key in j->changed for a fetch. */
+int co_span_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+/* merge_fn for a fetch reply's [key, [encodings], [texts]]: one side only,
+ * or differing columns, is a divergence. */
+int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+/* Checks a rows reply (keys of the job rising strictly inside [lo, hi], 16-byte hashes). */
+int co_check_rows(const job *j, const msgpack_object *rows, uint32_t n, const mk_bound *lo,
+                  const mk_bound *hi, sl_err *why);
+/* Checks a fetch reply (only keys asked for, in order, a value and text per column). */
+int co_check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const keyref *refs,
+                   size_t nk, sl_err *why);
+/* Fetches the rows whose keys are in j->changed from workers[0] and
+ * workers[1] and compares their columns: 0, -1 or CO_LOST. */
+int co_compare_changed(drill *d, const int workers[2], sl_err *err);
+/* Tells the worker holding (or building) range ri's side s tree to drop it. */
+int co_release_side(job *j, size_t ri, int s);
+/* Records range ri done (counts, callbacks): 0, or -1 with err. */
+int co_finish_range(job *j, size_t ri, sl_err *err);
+/* Compares range ri's two built trees down to rows: 0 (compared, or to be
+ * rebuilt after a lost holder), or -1 with err. */
+int co_compare_range(job *j, size_t ri, sl_err *err);
+
+/* ---- co_recheck.c: the re-check queue ----------------------------------- */
+
+/* Queues key (a divergence of kind in range r) to be fetched again after
+ * the settle time: 0, or -1 when memory runs out. */
+int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, sl_err *err);
+/* During a re-check batch: key still differs (as kind); confirms and
+ * reports it once it has persisted through every re-check. 0 or -1 with err. */
+int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
+                   size_t ncols, sl_err *err);
+/* Fetches one batch of due keys again: 0, -1 with err, or CO_LOST. */
+int co_run_rechecks(job *j, double now, sl_err *err);
+
+/* ---- co_loop.c: the event loop ------------------------------------------ */
+
+/* From a job's fiber: waits for replies ids[0..n) (n <= 2) from workers
+ * from[0..n). 0; -1 on an ERROR reply or cancel; CO_LOST when a worker is
+ * lost or times out. */
+int co_wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, size_t n,
+                    sl_err *err);
+/* Exposed for tests/test_coordinator.c; see their definitions. */
+size_t co_next_task(job *j, const co_worker *w);
+void co_requeue_lost(job *j);
+void co_dispatch(co *c);
+void co_tree_reply(co *c, int wi, msg *m);
+void co_route_reply(co *c, int wi, msg *m);
+
+#endif

@@ -1,0 +1,116 @@
+/* co_recheck: live re-checks (--rechecks N --settle S). A differing key
+ * waits in j->rq for the settle time and is fetched again, up to N times:
+ * still differing every time, it is reported confirmed; equal once, it is
+ * reported transient (a change in flight). Its range is recorded done only
+ * when none of its keys waits any more. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "co_impl.h"
+
+int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, sl_err *err)
+{
+    if (j->nrq == j->caprq) {
+        size_t cap = j->caprq ? j->caprq * 2 : 64;
+        recheck *v = realloc(j->rq, cap * sizeof *v);
+        if (!v)
+            return sl_err_set(err, "out of memory");
+        j->rq = v;
+        j->caprq = cap;
+    }
+    recheck *q = &j->rq[j->nrq];
+    if (!(q->key = malloc(klen ? klen : 1)))
+        return sl_err_set(err, "out of memory");
+    memcpy(q->key, key, klen);
+    q->klen = klen;
+    q->kind = kind;
+    q->seen = 0;
+    q->hit = 0;
+    q->range = (size_t)(r - j->r);
+    q->due = sl_now() + j->o->settle_ms / 1000.0;
+    j->nrq++;
+    r->pending++;
+    return 0;
+}
+
+int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
+                   size_t ncols, sl_err *err)
+{
+    for (size_t i = j->batch_lo; i < j->batch_lo + j->batch_n; i++) {
+        recheck *q = &j->rq[i];
+        if (q->hit || q->klen != klen || memcmp(q->key, key, klen))
+            continue;
+        q->hit = 1;
+        q->kind = kind;
+        if (++q->seen < j->o->rechecks)
+            return 0;
+        q->seen = -1; /* resolved: confirmed */
+        return co_emit_row(j, &j->r[q->range], kind, CO_CONFIRMED, key, klen, cols, ncols, err);
+    }
+    return 0;
+}
+
+/* Fetches the due keys of the re-check queue again, one batch. Keys still
+ * differing stay queued until confirmed; keys now equal are transient. The
+ * queue is in due order, since every key waits the same settle time. */
+int co_run_rechecks(job *j, double now, sl_err *err)
+{
+    size_t n = 0;
+    while (n < j->nrq && n < 1000 && j->rq[n].due <= now)
+        n++;
+    if (n == 0)
+        return 0;
+    int workers[2];
+    for (int s = 0; s < 2; s++)
+        if ((workers[s] = co_pick_worker(j->c, j->db[s], err)) < 0)
+            return CO_LOST;
+    sl_buf_reset(&j->changed);
+    j->nchanged = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = (uint32_t)j->rq[i].klen;
+        j->rq[i].hit = 0;
+        if (sl_buf_append(&j->changed, &len, 4) || sl_buf_append(&j->changed, j->rq[i].key, len))
+            return sl_err_set(err, "out of memory");
+        j->nchanged++;
+    }
+    j->recheck_mode = 1;
+    j->batch_lo = 0;
+    j->batch_n = n;
+    drill d = {j, NULL}; /* a batch spans ranges: each key names its own */
+    int rc = co_compare_changed(&d, workers, err);
+    j->recheck_mode = 0;
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        recheck *q = &j->rq[i];
+        if (!q->hit) { /* equal again: it was a change in flight */
+            rc = co_emit_row(j, &j->r[q->range], q->kind, CO_TRANSIENT, q->key, q->klen, NULL, 0,
+                             err);
+            q->seen = -1;
+        } else if (q->seen >= 0) {
+            q->due = now + j->o->settle_ms / 1000.0;
+        }
+    }
+    /* the batch leaves the head of the queue: resolved keys are dropped
+     * (finishing their range when it has no other), the rest go to the end */
+    recheck *later = calloc(n, sizeof *later);
+    if (!later)
+        return sl_err_set(err, "out of memory");
+    size_t nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        recheck *q = &j->rq[i];
+        if (q->seen >= 0) {
+            later[nl++] = *q;
+            continue;
+        }
+        range *r = &j->r[q->range];
+        free(q->key);
+        if (--r->pending == 0 && r->compared && rc == 0)
+            rc = co_finish_range(j, q->range, err);
+    }
+    memmove(j->rq, j->rq + n, (j->nrq - n) * sizeof *j->rq);
+    memcpy(j->rq + (j->nrq - n), later, nl * sizeof *later);
+    j->nrq = j->nrq - n + nl;
+    free(later);
+    return rc;
+}

@@ -1,0 +1,584 @@
+/* The coordinator's insides without sockets: (a) the drill-down merge
+ * (co_merge_rows with co_span_row and co_fetched_row) on synthetic replies,
+ * each divergence reported once with the right kind; (b) range bookkeeping:
+ * co_next_task's order and cursor, co_requeue_lost after a worker's gen
+ * changes, co_dispatch's choice by priority, task count, cap and shunning;
+ * (c) replies filed by co_route_reply and co_tree_reply. Jobs and workers
+ * are built through co_impl.h; frames "sent" are kept by a fake transport. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../coordinator/co_impl.h"
+#include "tap.h"
+
+/* ---- a fake transport ----------------------------------------------------- */
+
+#define MAX_SENT 64
+static struct {
+    int wi[MAX_SENT];
+    int type[MAX_SENT];
+    uint64_t id[MAX_SENT];
+    size_t n;
+} sent;
+
+static int fake_send(co *c, const co_worker *w, const sl_buf *frame)
+{
+    msg *m = msg_decode(frame->p, frame->len, NULL);
+    if (m && sent.n < MAX_SENT) {
+        sent.wi[sent.n] = (int)(w - c->w);
+        sent.type[sent.n] = msg_type(m);
+        sent.id[sent.n] = msg_id(m);
+        sent.n++;
+    }
+    msg_free(m);
+    return 0;
+}
+
+static co *fake_co(void)
+{
+    co *c = calloc(1, sizeof *c);
+    c->send = fake_send;
+    c->next_id = 1000;
+    c->req_timeout_ms = 300000;
+    sent.n = 0;
+    return c;
+}
+
+/* A live worker reaching the databases named (NULL-terminated); its slot. */
+static int add_worker(co *c, const char *db1, const char *db2)
+{
+    co_worker *w = &c->w[c->nw];
+    memset(w, 0, sizeof *w);
+    w->identlen = (size_t)snprintf((char *)w->ident, sizeof w->ident, "w%zu", c->nw);
+    w->dbs = calloc(2, sizeof *w->dbs);
+    if (db1)
+        w->dbs[w->ndbs++] = strdup(db1);
+    if (db2)
+        w->dbs[w->ndbs++] = strdup(db2);
+    w->alive = 1;
+    w->gen = ++c->gens;
+    w->last_seen = sl_now();
+    return (int)c->nw++;
+}
+
+/* ---- a job: key (id int), one more column (v text) ------------------------- */
+
+#define MAX_EV 64
+typedef struct evlog {
+    int kind[MAX_EV], status[MAX_EV];
+    long id[MAX_EV];
+    char col[MAX_EV][16], src[MAX_EV][16], tgt[MAX_EV][16];
+    size_t ncols[MAX_EV];
+    size_t n;
+} evlog;
+
+static int log_event(void *ctx, const co_event *ev)
+{
+    evlog *l = ctx;
+    if (l->n == MAX_EV)
+        return 0;
+    l->kind[l->n] = ev->kind;
+    l->status[l->n] = ev->status;
+    l->id[l->n] = ev->nkey ? atol(ev->key_vals[0]) : -1;
+    l->ncols[l->n] = ev->ncols;
+    l->col[l->n][0] = l->src[l->n][0] = l->tgt[l->n][0] = 0;
+    if (ev->ncols) {
+        snprintf(l->col[l->n], sizeof l->col[0], "%s", ev->cols[0].column);
+        snprintf(l->src[l->n], sizeof l->src[0], "%s", ev->cols[0].source ? ev->cols[0].source : "NULL");
+        snprintf(l->tgt[l->n], sizeof l->tgt[0], "%s", ev->cols[0].target ? ev->cols[0].target : "NULL");
+    }
+    l->n++;
+    return 0;
+}
+
+/* How many events of kind about key id. */
+static int count(const evlog *l, int kind, long id)
+{
+    int n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n += l->kind[i] == kind && l->id[i] == id;
+    return n;
+}
+
+typedef struct fixture {
+    co_diff_opts o;
+    co_callbacks cb;
+    evlog ev;
+} fixture;
+
+static job *new_job(co *c, fixture *f, size_t nranges, int prio)
+{
+    memset(f, 0, sizeof *f);
+    f->o = (co_diff_opts){.source_db = "s", .target_db = "t", .table = "x", .priority = prio};
+    f->cb = (co_callbacks){.event = log_event, .ctx = &f->ev};
+    job *j = calloc(1, sizeof *j);
+    j->c = c;
+    j->o = &f->o;
+    j->cb = &f->cb;
+    j->sum = &j->own_sum;
+    j->db[0] = "s";
+    j->db[1] = "t";
+    j->table[0] = j->table[1] = "x";
+    j->prio = prio;
+    j->cols[0] = "id";
+    j->cols[1] = "v";
+    j->cls[0] = ENC_INT;
+    j->cls[1] = ENC_TEXT;
+    j->ncols = 2;
+    j->nkey = 1;
+    j->phase = JOB_RANGES;
+    j->r = calloc(nranges, sizeof *j->r);
+    j->nr = nranges;
+    for (size_t i = 0; i < nranges; i++)
+        j->r[i].worker[0] = j->r[i].worker[1] = -1;
+    if (c) {
+        job **tail = &c->jobs;
+        while (*tail)
+            tail = &(*tail)->link;
+        *tail = j;
+    }
+    return j;
+}
+
+static void free_job(job *j)
+{
+    for (size_t i = 0; i < j->nr; i++) {
+        sl_buf_free(&j->r[i].lo);
+        sl_buf_free(&j->r[i].hi);
+        mk_nodelist_free(&j->r[i].root[0]);
+        mk_nodelist_free(&j->r[i].root[1]);
+        sl_buf_free(&j->r[i].emitted);
+    }
+    for (size_t i = 0; i < j->nrq; i++)
+        free(j->rq[i].key);
+    free(j->rq);
+    free(j->r);
+    free(j->ready);
+    sl_buf_free(&j->scratch);
+    sl_buf_free(&j->changed);
+    sl_buf_free(&j->pend_lo);
+    sl_buf_free(&j->pend_hi);
+    free(j);
+}
+
+static void key_of(sl_buf *out, int64_t id)
+{
+    enc_val v = {.kind = ENC_V_INT, .i = id};
+    sl_buf_reset(out);
+    enc_key(out, ENC_INT, &v, NULL);
+}
+
+/* ---- synthetic replies ------------------------------------------------------ */
+
+/* A rows reply: [key, 16-byte hash of byte h[i]] for ids[0..n). */
+static msg *rows_reply(const int64_t *ids, const char *h, size_t n)
+{
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    sl_buf k = {0}, f = {0};
+    msg_key(w, "rows");
+    msg_pack_array(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t hash[16];
+        memset(hash, h[i], sizeof hash);
+        key_of(&k, ids[i]);
+        msg_pack_array(w, 2);
+        msg_pack_bin(w, k.p, k.len);
+        msg_pack_bin(w, hash, sizeof hash);
+    }
+    msg_writer_finish(w, &f, NULL);
+    msg_writer_free(w);
+    msg *m = msg_decode(f.p, f.len, NULL);
+    sl_buf_free(&k);
+    sl_buf_free(&f);
+    return m;
+}
+
+/* A fetch reply: [key, [enc id, enc v], [text id, text v]] for ids[0..n)
+ * with v = vals[i]. */
+static msg *fetch_reply(const int64_t *ids, const char *const *vals, size_t n)
+{
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    sl_buf k = {0}, e = {0}, f = {0};
+    msg_key(w, "rows");
+    msg_pack_array(w, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        char idtext[24];
+        snprintf(idtext, sizeof idtext, "%lld", (long long)ids[i]);
+        enc_val vi = {.kind = ENC_V_INT, .i = ids[i]};
+        enc_val vt = {.kind = ENC_V_TEXT, .p = vals[i], .len = strlen(vals[i])};
+        key_of(&k, ids[i]);
+        msg_pack_array(w, 3);
+        msg_pack_bin(w, k.p, k.len);
+        msg_pack_array(w, 2);
+        sl_buf_reset(&e);
+        enc_value(&e, ENC_INT, &vi, 0);
+        msg_pack_bin(w, e.p, e.len);
+        sl_buf_reset(&e);
+        enc_value(&e, ENC_TEXT, &vt, 0);
+        msg_pack_bin(w, e.p, e.len);
+        msg_pack_array(w, 2);
+        msg_pack_cstr(w, idtext);
+        msg_pack_cstr(w, vals[i]);
+    }
+    msg_writer_finish(w, &f, NULL);
+    msg_writer_free(w);
+    msg *m = msg_decode(f.p, f.len, NULL);
+    sl_buf_free(&k);
+    sl_buf_free(&e);
+    sl_buf_free(&f);
+    return m;
+}
+
+static int merge(drill *d, msg *a, msg *b, uint32_t width, merge_fn fn)
+{
+    const msgpack_object *ra, *rb;
+    uint32_t na, nb;
+    sl_err err;
+    if (msg_get_array(a, "rows", &ra, &na, NULL) || msg_get_array(b, "rows", &rb, &nb, NULL))
+        return -1;
+    return co_merge_rows(d, ra, na, rb, nb, width, fn, &err);
+}
+
+/* ---- (a) the drill-down merge ------------------------------------------------ */
+
+static void test_span_merge(void)
+{
+    fixture f;
+    job *j = new_job(NULL, &f, 2, CO_PRIO_NORMAL);
+    drill d = {j, &j->r[1]};
+    /* source 1 2 3 5 7, target 2 3 4 5 8; 3's hash differs */
+    int64_t a[] = {1, 2, 3, 5, 7}, b[] = {2, 3, 4, 5, 8};
+    msg *ma = rows_reply(a, "aaaaa", 5), *mb = rows_reply(b, "abaaa", 5);
+    ok(merge(&d, ma, mb, 2, co_span_row) == 0, "span merge of interleaved keys succeeds");
+    ok(f.ev.n == 4, "span merge: 4 rows on one side only reported (got %zu)", f.ev.n);
+    ok(count(&f.ev, CO_MISSING, 1) == 1 && count(&f.ev, CO_MISSING, 7) == 1,
+       "span merge: source-only keys 1 and 7 reported missing once each");
+    ok(count(&f.ev, CO_EXTRA, 4) == 1 && count(&f.ev, CO_EXTRA, 8) == 1,
+       "span merge: target-only keys 4 and 8 reported extra once each");
+    ok(count(&f.ev, CO_MISSING, 2) + count(&f.ev, CO_EXTRA, 2) + count(&f.ev, CO_CHANGED, 2) == 0 &&
+           count(&f.ev, CO_CHANGED, 5) == 0,
+       "span merge: equal rows 2 and 5 not reported");
+    sl_buf k3 = {0};
+    key_of(&k3, 3);
+    uint32_t len = 0;
+    if (j->changed.len >= 4)
+        memcpy(&len, j->changed.p, 4);
+    ok(j->nchanged == 1 && len == k3.len && j->changed.len == 4 + k3.len &&
+           memcmp(j->changed.p + 4, k3.p, k3.len) == 0,
+       "span merge: the one key whose hashes differ (3) gathered for a fetch (nchanged %u)",
+       j->nchanged);
+    ok(j->sum->missing == 2 && j->sum->extra == 2, "span merge: summary counts 2 missing, 2 extra");
+
+    /* the same range compared again after a cut: nothing reported twice */
+    j->r[1].attempts = 1;
+    size_t before = f.ev.n;
+    merge(&d, ma, mb, 2, co_span_row);
+    ok(f.ev.n == before, "a range compared again after a lost worker reports nothing twice");
+    msg_free(ma);
+    msg_free(mb);
+    sl_buf_free(&k3);
+
+    /* empty sides */
+    f.ev.n = 0;
+    j->r[1].attempts = 0;
+    int64_t two[] = {10, 11};
+    msg *empty = rows_reply(NULL, "", 0), *m2 = rows_reply(two, "aa", 2);
+    merge(&d, empty, m2, 2, co_span_row);
+    ok(f.ev.n == 2 && count(&f.ev, CO_EXTRA, 10) == 1 && count(&f.ev, CO_EXTRA, 11) == 1,
+       "empty source: every target row extra, once");
+    f.ev.n = 0;
+    merge(&d, m2, empty, 2, co_span_row);
+    ok(f.ev.n == 2 && count(&f.ev, CO_MISSING, 10) == 1 && count(&f.ev, CO_MISSING, 11) == 1,
+       "empty target: every source row missing, once");
+    f.ev.n = 0;
+    ok(merge(&d, empty, empty, 2, co_span_row) == 0 && f.ev.n == 0, "two empty sides: nothing");
+    msg_free(empty);
+    msg_free(m2);
+    free_job(j);
+}
+
+static void test_fetch_merge(void)
+{
+    fixture f;
+    job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
+    drill d = {j, &j->r[0]};
+    j->r[0].read_at_ms = 12345;
+    int64_t a[] = {1, 2, 3, 6}, b[] = {1, 2, 4, 6};
+    const char *va[] = {"x", "y", "z", "same"}, *vb[] = {"x", "Y", "w", "same"};
+    msg *ma = fetch_reply(a, va, 4), *mb = fetch_reply(b, vb, 4);
+    ok(merge(&d, ma, mb, 3, co_fetched_row) == 0, "fetch merge succeeds");
+    ok(f.ev.n == 3, "fetch merge: three divergences (got %zu)", f.ev.n);
+    ok(count(&f.ev, CO_CHANGED, 2) == 1, "fetch merge: key 2 changed, once");
+    int ci = -1;
+    for (size_t i = 0; i < f.ev.n; i++)
+        if (f.ev.kind[i] == CO_CHANGED)
+            ci = (int)i;
+    ok(ci >= 0 && f.ev.ncols[ci] == 1 && !strcmp(f.ev.col[ci], "v") && !strcmp(f.ev.src[ci], "y") &&
+           !strcmp(f.ev.tgt[ci], "Y"),
+       "fetch merge: the changed column is v, y in source, Y in target");
+    ok(count(&f.ev, CO_MISSING, 3) == 1 && count(&f.ev, CO_EXTRA, 4) == 1,
+       "fetch merge: a row gone from one side since the scan is missing (3) or extra (4)");
+    ok(j->sum->matched_on_fetch == 2, "fetch merge: equal rows 1 and 6 matched on fetch (%llu)",
+       (unsigned long long)j->sum->matched_on_fetch);
+    ok(j->sum->changed == 1 && j->sum->missing == 1 && j->sum->extra == 1,
+       "fetch merge: summary counts one of each kind");
+    msg_free(ma);
+    msg_free(mb);
+    free_job(j);
+}
+
+/* With re-checks a divergence is queued under its own range, and reported
+ * (confirmed) only once a re-check batch sees it again. */
+static void test_recheck_range(void)
+{
+    fixture f;
+    job *j = new_job(NULL, &f, 3, CO_PRIO_NORMAL);
+    f.o.rechecks = 1;
+    drill d = {j, &j->r[2]};
+    int64_t a[] = {5};
+    msg *ma = rows_reply(a, "a", 1), *none = rows_reply(NULL, "", 0);
+    merge(&d, ma, none, 2, co_span_row);
+    ok(f.ev.n == 0 && j->nrq == 1 && j->rq[0].range == 2 && j->r[2].pending == 1,
+       "with re-checks: a missing row is queued under its range (2), not reported");
+    drill batch = {j, NULL};
+    j->recheck_mode = 1;
+    j->batch_lo = 0;
+    j->batch_n = 1;
+    merge(&batch, ma, none, 2, co_span_row);
+    j->recheck_mode = 0;
+    ok(f.ev.n == 1 && f.ev.kind[0] == CO_MISSING && f.ev.status[0] == CO_CONFIRMED &&
+           f.ev.id[0] == 5,
+       "a re-check that sees it again confirms it, reported once");
+    ok(j->r[2].emitted.len > 0 && j->r[0].emitted.len == 0,
+       "the confirmed row is recorded as reported in its own range");
+    msg_free(ma);
+    msg_free(none);
+    free_job(j);
+}
+
+/* ---- (b) range bookkeeping ---------------------------------------------------- */
+
+static void test_next_task(void)
+{
+    co *c = fake_co();
+    fixture f;
+    job *j = new_job(c, &f, 3, CO_PRIO_NORMAL);
+    int both = add_worker(c, "s", "t"), tgt = add_worker(c, "t", NULL),
+        none = add_worker(c, "u", NULL);
+    ok(co_next_task(j, &c->w[both]) == 0, "first task: range 0, source");
+    ok(co_next_task(j, &c->w[tgt]) == 1, "a worker reaching the target only: range 0, target");
+    ok(co_next_task(j, &c->w[none]) == SIZE_MAX, "a worker reaching neither: none");
+    j->r[0].state[0] = RS_RUNNING;
+    ok(co_next_task(j, &c->w[both]) == 1, "then range 0, target");
+    j->r[0].state[1] = RS_BUILT;
+    j->r[1].state[0] = RS_COMPARED;
+    ok(co_next_task(j, &c->w[both]) == 3 && j->next == 3,
+       "tasks no longer pending are passed, and the cursor with them (next %zu)", j->next);
+    ok(co_next_task(j, &c->w[tgt]) == 3, "target-only worker: range 1, target");
+    for (size_t t = 3; t < 6; t++)
+        j->r[t / 2].state[t % 2] = RS_RUNNING;
+    ok(co_next_task(j, &c->w[both]) == SIZE_MAX && j->next == 6, "nothing pending: none");
+    c->jobs = NULL;
+    free_job(j);
+    co_free(c);
+}
+
+static void test_requeue_lost(void)
+{
+    co *c = fake_co();
+    fixture f;
+    job *j = new_job(c, &f, 3, CO_PRIO_NORMAL);
+    int w0 = add_worker(c, "s", "t"), w1 = add_worker(c, "s", "t"), w2 = add_worker(c, "s", "t");
+    range *r = j->r;
+    r[0].state[0] = RS_RUNNING, r[0].worker[0] = w0, r[0].gen[0] = c->w[w0].gen;
+    r[0].state[1] = RS_BUILT, r[0].worker[1] = w1, r[0].gen[1] = c->w[w1].gen;
+    r[1].state[0] = r[1].state[1] = RS_COMPARED;
+    r[1].worker[0] = r[1].worker[1] = w0, r[1].gen[0] = r[1].gen[1] = c->w[w0].gen;
+    r[2].state[0] = RS_BUILT, r[2].worker[0] = w2, r[2].gen[0] = c->w[w2].gen;
+    r[2].state[1] = RS_BUILT, r[2].worker[1] = w0, r[2].gen[1] = c->w[w0].gen;
+    mk_nodelist_add(&r[2].root[1], 0, 0, (const uint8_t *)"0123456789abcdef", 1,
+                    (const uint8_t *)"k", 1);
+    j->next = 5;
+    c->w[w0].gen = ++c->gens; /* w0 restarted: a new registration */
+    c->lost++;
+    co_requeue_lost(j);
+    ok(r[0].state[0] == RS_PENDING && r[0].worker[0] == -1,
+       "a side a restarted worker was building goes back to pending");
+    ok(r[2].state[1] == RS_PENDING && r[2].worker[1] == -1 && r[2].root[1].n == 0,
+       "a side a restarted worker had built goes back to pending, its root dropped");
+    ok(r[0].state[1] == RS_BUILT && r[2].state[0] == RS_BUILT,
+       "sides held by workers still registered stay built");
+    ok(r[1].state[0] == RS_COMPARED && r[1].state[1] == RS_COMPARED, "compared ranges stay compared");
+    ok(j->next == 0 && j->lost_seen == c->lost, "the cursor starts over");
+    c->w[w1].alive = 0; /* w1 lost */
+    co_requeue_lost(j);
+    ok(r[0].state[1] == RS_PENDING, "a side a lost worker had built goes back to pending");
+    c->jobs = NULL;
+    free_job(j);
+    co_free(c);
+}
+
+static void test_dispatch(void)
+{
+    co *c = fake_co();
+    fixture fl, fh;
+    job *low = new_job(c, &fl, 2, CO_PRIO_LOW), *high = new_job(c, &fh, 2, CO_PRIO_HIGH);
+    int w0 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    ok(c->w[w0].busy_job == high && high->tasks == 1 && low->tasks == 0,
+       "an idle worker takes the high-priority job's task, though the low one is older");
+    ok(high->r[0].state[0] == RS_RUNNING && high->r[0].worker[0] == w0 &&
+           high->r[0].gen[0] == c->w[w0].gen,
+       "the task's side is running on that worker's registration");
+    ok(sent.n == 1 && sent.wi[0] == w0 && sent.type[0] == MSG_TREE && sent.id[0] == c->w[w0].busy_req,
+       "one tree request sent, to that worker, under the id it waits for");
+    int w1 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    ok(c->w[w1].busy_job == high && high->tasks == 2 && c->w[w0].busy_job == high,
+       "the next idle worker too takes the high job's next task; a busy worker gets none");
+    int w2 = add_worker(c, "s", "t");
+    high->cap = 2;
+    co_dispatch(c);
+    ok(c->w[w2].busy_job == low && high->tasks == 2 && low->tasks == 1,
+       "a job at its cap gets no more: the low job's task goes out");
+    c->jobs = NULL;
+    free_job(low);
+    free_job(high);
+    co_free(c);
+
+    /* equal priority: the job with fewer tasks running; older first on a tie */
+    c = fake_co();
+    fixture fa, fb;
+    job *a = new_job(c, &fa, 2, CO_PRIO_NORMAL), *b = new_job(c, &fb, 2, CO_PRIO_NORMAL);
+    int v0 = add_worker(c, "s", "t"), v1 = add_worker(c, "s", "t"), v2 = add_worker(c, "s", "t");
+    c->w[v1].shunned_until = sl_now() + 100;
+    co_dispatch(c);
+    ok(c->w[v0].busy_job == a, "equal priority, equal tasks: the older job");
+    ok(c->w[v1].busy_req == 0 && c->w[v1].busy_job == NULL, "a shunned worker gets no task");
+    ok(c->w[v2].busy_job == b && a->tasks == 1 && b->tasks == 1,
+       "equal priority: the next task goes to the job with fewer running");
+    ok(sent.n == 2, "two tree requests sent (%zu)", sent.n);
+    b->cancel = 1;
+    c->w[v1].shunned_until = 0;
+    co_dispatch(c);
+    ok(c->w[v1].busy_job == a, "a cancelled job gets no task");
+    c->jobs = NULL;
+    free_job(a);
+    free_job(b);
+    co_free(c);
+}
+
+/* ---- (c) replies filed ---------------------------------------------------------- */
+
+static msg *reply(int type, uint64_t id, int64_t rows, const sl_buf *rootkey)
+{
+    sl_buf f = {0};
+    if (type == MSG_ERROR) {
+        msg_error_frame(id, "boom", &f);
+    } else {
+        msg_writer *w = msg_writer_new(MSG_REPLY, id, rows >= 0 ? 2 : 0);
+        if (rows >= 0) {
+            msg_put_int(w, "rows", rows);
+            msg_key(w, "nodes");
+            msg_pack_array(w, rootkey ? 1 : 0);
+            if (rootkey) {
+                uint8_t hash[16] = {1};
+                msg_pack_array(w, 5);
+                msg_pack_int(w, 0);
+                msg_pack_int(w, 0);
+                msg_pack_bin(w, hash, 16);
+                msg_pack_int(w, rows);
+                msg_pack_bin(w, rootkey->p, rootkey->len);
+            }
+        }
+        msg_writer_finish(w, &f, NULL);
+        msg_writer_free(w);
+    }
+    msg *m = msg_decode(f.p, f.len, NULL);
+    sl_buf_free(&f);
+    return m;
+}
+
+static void test_route_reply(void)
+{
+    co *c = fake_co();
+    fixture f1, f2;
+    job *j1 = new_job(c, &f1, 1, CO_PRIO_NORMAL), *j2 = new_job(c, &f2, 1, CO_PRIO_NORMAL);
+    j1->phase = j2->phase = JOB_DESCRIBE; /* no range tasks: requests only */
+    int w0 = add_worker(c, "s", "t"), w1 = add_worker(c, "s", "t");
+    j1->wait = (job_wait){.n = 1, .ids = {77}, .from = {w0}, .gen = {c->w[w0].gen}};
+    j2->wait = (job_wait){.n = 1, .ids = {78}, .from = {w0}, .gen = {c->w[w0].gen}};
+    co_route_reply(c, w1, reply(MSG_REPLY, 77, -1, NULL));
+    ok(!j1->wait.rep[0] && !j1->wake, "a reply from a worker not asked is dropped");
+    msg *m = reply(MSG_REPLY, 77, -1, NULL);
+    co_route_reply(c, w0, m);
+    ok(j1->wait.rep[0] == m && j1->wake && !j2->wait.rep[0] && !j2->wake,
+       "a reply for the id a job waits on goes to that job only");
+    co_route_reply(c, w0, reply(MSG_REPLY, 77, -1, NULL));
+    ok(j1->wait.rep[0] == m, "a second reply under the same id is dropped");
+    c->w[w0].gen = ++c->gens; /* w0 registered again since j2 asked */
+    co_route_reply(c, w0, reply(MSG_REPLY, 78, -1, NULL));
+    ok(!j2->wait.rep[0] && !j2->wake, "a reply from a later registration of the worker is dropped");
+    msg_free(j1->wait.rep[0]);
+    c->jobs = NULL;
+    free_job(j1);
+    free_job(j2);
+    co_free(c);
+}
+
+static void test_tree_reply(void)
+{
+    co *c = fake_co();
+    fixture f;
+    job *j = new_job(c, &f, 2, CO_PRIO_NORMAL);
+    int w0 = add_worker(c, "s", NULL), w1 = add_worker(c, "t", NULL);
+    co_dispatch(c); /* w0: range 0 source; w1: range 0 target */
+    uint64_t id0 = c->w[w0].busy_req, id1 = c->w[w1].busy_req;
+    ok(id0 && id1 && j->r[0].state[0] == RS_RUNNING && j->r[0].state[1] == RS_RUNNING,
+       "both sides of range 0 handed out");
+    sl_buf k = {0};
+    key_of(&k, 42);
+    co_route_reply(c, w1, reply(MSG_REPLY, id0, 0, NULL));
+    ok(j->r[0].state[0] == RS_RUNNING && c->w[w0].busy_req == id0,
+       "a tree reply from a worker other than the one asked is dropped");
+    co_route_reply(c, w0, reply(MSG_REPLY, id0, 3, &k));
+    ok(j->r[0].state[0] == RS_BUILT && j->r[0].rows[0] == 3 && j->r[0].root[0].n == 1 &&
+           c->w[w0].busy_req == 0 && j->tasks == 1,
+       "a tree reply builds its side and frees its worker");
+    ok(j->nready == 0, "one side built: the range is not ready");
+    co_route_reply(c, w1, reply(MSG_REPLY, id1, 0, NULL));
+    ok(j->r[0].state[1] == RS_BUILT && j->nready == 1 && j->ready[0] == 0 && j->tasks == 0,
+       "both sides built: the range lands in the ready queue");
+    ok(j->r[0].read_at_ms > 0, "and its read time is stamped");
+    co_route_reply(c, w1, reply(MSG_REPLY, id1, 0, NULL));
+    ok(j->nready == 1, "a repeated tree reply is dropped: the range is queued once");
+
+    /* range 1: an error reply fails the job, naming the side */
+    co_dispatch(c);
+    uint64_t id2 = c->w[w1].busy_req, id3 = c->w[w0].busy_req;
+    co_route_reply(c, w1, reply(MSG_ERROR, id2, 0, NULL));
+    ok(j->fatal && !strcmp(j->err.msg, "target: boom"),
+       "an error reply to a range task fails the job: \"%s\"", j->err.msg);
+    /* a tree reply claiming rows it does not hold drops its worker */
+    co_route_reply(c, w0, reply(MSG_REPLY, id3, 5, NULL));
+    ok(!c->w[w0].alive && j->r[1].state[0] == RS_RUNNING && c->lost == 1,
+       "a tree reply whose nodes do not hold the rows claimed drops the worker; its side waits "
+       "for co_requeue_lost");
+    sl_buf_free(&k);
+    c->jobs = NULL;
+    free_job(j);
+    co_free(c);
+}
+
+int main(void)
+{
+    test_span_merge();
+    test_fetch_merge();
+    test_recheck_range();
+    test_next_task();
+    test_requeue_lost();
+    test_dispatch();
+    test_route_reply();
+    test_tree_reply();
+    return done_testing();
+}
