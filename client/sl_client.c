@@ -255,9 +255,9 @@ static uint64_t take_id(sl_client *c)
     return c->last_id = c->next_id++;
 }
 
-static msg_writer *new_request(sl_client *c, int type, uint32_t nfields)
+static msg_writer *new_request(sl_client *c, int type)
 {
-    return msg_writer_new(type, take_id(c), nfields);
+    return msg_writer_new(type, take_id(c));
 }
 
 /* Finishes w, the request of id c->last_id (NULL: memory ran out), frees
@@ -647,8 +647,7 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         return sl_err_setc(err, SL_INVALID, "max_tasks must be 0 (no cap) or more");
     if ((s->nkey && !s->key) || (s->ncolumns && !s->columns) || (s->nexclude && !s->exclude))
         return sl_err_setc(err, SL_INVALID, "a list of names is missing its names");
-    int extra = (s->priority != SL_PRIO_NORMAL) + (s->max_tasks > 0);
-    msg_writer *w = msg_writer_new(MSG_SUBMIT, id, 13 + (uint32_t)extra);
+    msg_writer *w = msg_writer_new(MSG_SUBMIT, id);
     if (!w)
         return sl_err_setc(err, SL_INTERNAL, "out of memory");
     msg_put_cstr(w, "source", s->source);
@@ -798,7 +797,7 @@ static int read_status_events(const msg *m, sl_job_status *s, sl_err *err)
 int sl_client_status(sl_client *c, int64_t job, int with_events, sl_job_status *out, sl_err *err)
 {
     memset(out, 0, sizeof *out);
-    msg_writer *w = new_request(c, MSG_STATUS, 2);
+    msg_writer *w = new_request(c, MSG_STATUS);
     if (w) {
         msg_put_int(w, "job", job);
         msg_put_int(w, "events", with_events != 0);
@@ -823,7 +822,7 @@ int sl_client_cancel(sl_client *c, int64_t job, sl_err *err)
     if (sl_job_state_is_final(st.state))
         return sl_err_setc(err, SL_INVALID, "job %lld already finished (%s); nothing to cancel",
                            (long long)job, st.state_name);
-    msg_writer *w = new_request(c, MSG_CANCEL, 1);
+    msg_writer *w = new_request(c, MSG_CANCEL);
     if (w)
         msg_put_int(w, "job", job);
     msg *m = ask(c, w, err);
@@ -876,7 +875,7 @@ int sl_client_workers(sl_client *c, sl_worker_info **out, size_t *n, sl_err *err
 {
     *out = NULL;
     *n = 0;
-    msg *m = ask(c, new_request(c, MSG_WORKERS, 0), err);
+    msg *m = ask(c, new_request(c, MSG_WORKERS), err);
     if (!m)
         return -1;
     const msgpack_object *items;
@@ -918,7 +917,7 @@ int sl_client_schedule_add(sl_client *c, const char *name, int64_t interval_s,
         return sl_err_setc(err, SL_INVALID, "a scheduled audit needs an interval of 1 s or more");
     if (sl_client_spec_frame(spec, &f, err))
         return -1;
-    msg_writer *w = new_request(c, MSG_SCHEDULE_ADD, 3);
+    msg_writer *w = new_request(c, MSG_SCHEDULE_ADD);
     if (w) {
         msg_put_cstr(w, "name", name);
         msg_put_int(w, "interval_s", interval_s);
@@ -935,7 +934,7 @@ int sl_client_schedule_del(sl_client *c, const char *name, int *removed, sl_err 
 {
     if (!name || !*name)
         return sl_err_setc(err, SL_INVALID, "which scheduled audit? it needs a name");
-    msg_writer *w = new_request(c, MSG_SCHEDULE_DEL, 1);
+    msg_writer *w = new_request(c, MSG_SCHEDULE_DEL);
     if (w)
         msg_put_cstr(w, "name", name);
     msg *m = ask(c, w, err);
@@ -974,7 +973,7 @@ int sl_client_schedules(sl_client *c, sl_schedule_info **out, size_t *n, sl_err 
 {
     *out = NULL;
     *n = 0;
-    msg *m = ask(c, new_request(c, MSG_SCHEDULES, 0), err);
+    msg *m = ask(c, new_request(c, MSG_SCHEDULES), err);
     if (!m)
         return -1;
     const msgpack_object *items;

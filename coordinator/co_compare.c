@@ -98,7 +98,7 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     uint64_t id;
     if (!co_worker_is(j->c, r->worker[side], r->gen[side]))
         return sl_err_set(err, "worker %d was lost", r->worker[side]), CO_LOST;
-    msg_writer *mw = co_request(j->c, MSG_NODES, 3, &id);
+    msg_writer *mw = co_request(j->c, MSG_NODES, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_uint(mw, "tree", tree_id(j, (size_t)(r - j->r), side));
@@ -345,12 +345,12 @@ int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, s
 }
 
 /* Starts the same request for both sides: a writer each, with the side's
- * spec packed and room for `extra` more fields. */
-static int both_requests(job *j, int type, uint32_t extra, msg_writer *mw[2], uint64_t ids[2],
+ * spec packed. */
+static int both_requests(job *j, int type, msg_writer *mw[2], uint64_t ids[2],
                          sl_err *err)
 {
     for (int s = 0; s < 2; s++) {
-        if (!(mw[s] = co_request(j->c, type, SPEC_FIELDS + extra, &ids[s]))) {
+        if (!(mw[s] = co_request(j->c, type, &ids[s]))) {
             msg_writer_free(mw[0]);
             return sl_err_set(err, "out of memory");
         }
@@ -456,7 +456,7 @@ int co_compare_changed(drill *d, const int workers[2], sl_err *err)
         msg *rep[2] = {NULL, NULL};
         const msgpack_object *rows[2];
         uint32_t n[2];
-        if (both_requests(j, MSG_FETCH, 2, mw, ids, err)) {
+        if (both_requests(j, MSG_FETCH, mw, ids, err)) {
             rc = -1;
             break;
         }
@@ -606,7 +606,7 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
     mk_bound from = *lo;
     sl_buf stop = {0};
     while (rc == 0 && more) {
-        if (both_requests(j, MSG_ROWS, 3, mw, ids, err)) {
+        if (both_requests(j, MSG_ROWS, mw, ids, err)) {
             rc = -1;
             break;
         }
@@ -708,7 +708,7 @@ int co_release_side(job *j, size_t ri, int s)
     if (!co_worker_is(j->c, wi, j->r[ri].gen[s]))
         return 0;
     uint64_t id;
-    msg_writer *mw = co_request(j->c, MSG_RELEASE, 1, &id);
+    msg_writer *mw = co_request(j->c, MSG_RELEASE, &id);
     if (!mw)
         return -1;
     msg_put_uint(mw, "tree", tree_id(j, ri, s));

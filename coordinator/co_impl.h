@@ -29,7 +29,6 @@
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
 #define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
-#define SPEC_FIELDS 8 /* fields co_pack_spec writes */
 
 typedef struct co_job job;
 
@@ -243,7 +242,7 @@ int co_read_worker(co *c, int *wi, msg **out, sl_err *err);
 /* Loses worker wi, which left a `what` unanswered, and gives it no work for a while. */
 void co_time_out(co *c, int wi, const char *what);
 /* A new request of type with a fresh id (*id); NULL when memory runs out. */
-msg_writer *co_request(co *c, int type, uint32_t nfields, uint64_t *id);
+msg_writer *co_request(co *c, int type, uint64_t *id);
 /* Sends a request to wi and frees mw, without waiting: 0, -1, or CO_LOST. */
 int co_call(co *c, int wi, msg_writer *mw, sl_err *err);
 /* co_call, then co_wait_replies for its reply (*reply: the caller frees it). */
@@ -260,7 +259,7 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err);
 int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err);
 /* Splits the key space into j->r (or takes a resumed job's split): 0, or -1 with err. */
 int co_plan(job *j, sl_err *err);
-/* Packs the SPEC_FIELDS fields that say what side reads (db, table, columns, ...). */
+/* Packs the fields that say what side reads (db, table, columns, ...). */
 void co_pack_spec(job *j, msg_writer *mw, int side);
 /* Packs a bound as [kind, key or nil] under key. */
 void co_pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t *p, size_t n);

@@ -29,7 +29,7 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
 {
     range *r = &j->r[ri];
     uint64_t id;
-    msg_writer *mw = co_request(j->c, MSG_TREE, SPEC_FIELDS + 3, &id);
+    msg_writer *mw = co_request(j->c, MSG_TREE, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     co_pack_spec(j, mw, side);

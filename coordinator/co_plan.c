@@ -28,7 +28,7 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err)
     if (wi < 0)
         return -1;
     uint64_t id;
-    msg_writer *mw = co_request(c, MSG_DESCRIBE, 2, &id);
+    msg_writer *mw = co_request(c, MSG_DESCRIBE, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_cstr(mw, "db", j->db[side]);
@@ -293,7 +293,6 @@ void co_pack_spec(job *j, msg_writer *mw, int side)
                                                     (int64_t)(streams ? streams : 1)
                                               : 0);
 }
-#define SPEC_FIELDS 8
 
 void co_pack_bound(msg_writer *mw, const char *key, int kind, const uint8_t *p, size_t n)
 {
@@ -349,7 +348,7 @@ static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, 
     if (wi < 0)
         return -1;
     uint64_t id;
-    msg_writer *mw = co_request(j->c, MSG_SPLIT, SPEC_FIELDS + 1, &id);
+    msg_writer *mw = co_request(j->c, MSG_SPLIT, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     co_pack_spec(j, mw, side);

@@ -399,7 +399,7 @@ int co_worker_info(const co *c, size_t i, co_worker_view *out)
 void co_shutdown_workers(co *c)
 {
     sl_buf f = {0};
-    msg_writer *w = msg_writer_new(MSG_SHUTDOWN, 0, 0);
+    msg_writer *w = msg_writer_new(MSG_SHUTDOWN, 0);
     if (w && msg_writer_finish(w, &f, NULL) == 0)
         for (size_t i = 0; i < c->nw; i++)
             send_to(c, (int)i, &f, NULL);
@@ -448,10 +448,10 @@ int co_pick_worker(co *c, const char *db, sl_err *err)
                       c->rejected[0] ? " (" : "", c->rejected, c->rejected[0] ? ")" : "");
 }
 
-msg_writer *co_request(co *c, int type, uint32_t nfields, uint64_t *id)
+msg_writer *co_request(co *c, int type, uint64_t *id)
 {
     *id = c->next_id++;
-    return msg_writer_new(type, *id, nfields);
+    return msg_writer_new(type, *id);
 }
 
 /* Sends a request (and frees its writer) without waiting for the reply. */

@@ -187,7 +187,7 @@ static int on_event(void *ctx, const co_event *ev)
     run_ctx *r = ctx;
     co_server *s = r->s;
     int schema = ev->kind == CO_SCHEMA;
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 9);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     if (!w)
         return -1;
     msg_put_cstr(w, "event", "divergence");
@@ -258,7 +258,7 @@ static int on_event(void *ctx, const co_event *ev)
 /* Publishes a job's new state (and its error, if any). */
 static void publish_state(co_server *s, int64_t job, const char *state, const char *error)
 {
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 5);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     if (!w)
         return;
     msg_put_cstr(w, "event", "job");
@@ -275,7 +275,7 @@ static void publish_state(co_server *s, int64_t job, const char *state, const ch
 static void on_progress(void *ctx, const co_progress *p)
 {
     run_ctx *r = ctx;
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 6);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     if (!w)
         return;
     msg_put_cstr(w, "event", "progress");
@@ -384,7 +384,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
         msg_free(sm);
     }
     sl_buf_free(&spec);
-    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), with_events ? 21 : 20);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
     if (!w)
         return;
     msg_put_int(w, "job", job);
@@ -419,7 +419,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
 /* Answers a workers request: each slot's state, databases and trees held. */
 static void serve_workers(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
-    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
     if (!w)
         return;
     size_t n = co_worker_count(s->c);
@@ -598,7 +598,7 @@ static void serve_schedule_add(co_server *s, const void *ident, size_t ilen, con
     if (s->verbose)
         fprintf(stderr, "sluice coordinator: schedule %s added: every %lld s\n", name,
                 (long long)every);
-    reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
+    reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m)));
 }
 
 /* Answers schedule_del: removes the schedule named, saying whether it existed. */
@@ -611,7 +611,7 @@ static void serve_schedule_del(co_server *s, const void *ident, size_t ilen, con
         return reply_err(s, ident, ilen, msg_id(m), &e);
     if (s->verbose && removed)
         fprintf(stderr, "sluice coordinator: schedule %s removed\n", name);
-    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
     if (w)
         msg_put_int(w, "removed", removed);
     reply(s, ident, ilen, w);
@@ -624,7 +624,7 @@ static void serve_schedules(co_server *s, const void *ident, size_t ilen, const 
     sched_list l;
     if (sched_load(s, &l, &e))
         return reply_err(s, ident, ilen, msg_id(m), &e);
-    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
     if (w) {
         msg_key(w, "schedules");
         msg_pack_array(w, (uint32_t)l.n);
@@ -688,7 +688,7 @@ static void serve_client(void *ctx)
                              sp.o.priority, &job, &e)) {
             reply_error(s, ident, ilen, msg_id(m), e.msg);
         } else {
-            msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m), 1);
+            msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
             if (w) {
                 msg_put_int(w, "job", job);
             }
@@ -711,7 +711,7 @@ static void serve_client(void *ctx)
             break;
         }
         cancel_active(s, job);
-        reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m), 0));
+        reply(s, ident, ilen, msg_writer_new(MSG_REPLY, msg_id(m)));
         publish_state(s, job, "cancelled", NULL);
         break;
     }

@@ -37,16 +37,21 @@ int msg_types_markdown(sl_buf *out)
 struct msg_writer {
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    uint32_t nkeys; /* msg_key calls: the map's size, written at finish */
 };
 
-msg_writer *msg_writer_new(int type, uint64_t id, uint32_t nfields)
+/* The map header is a map32 whose count is filled in by msg_writer_finish:
+ * writers never count their fields (a wrong count would make a frame that
+ * decodes as something else). */
+msg_writer *msg_writer_new(int type, uint64_t id)
 {
     msg_writer *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
     msgpack_sbuffer_init(&w->sb);
     msgpack_packer_init(&w->pk, &w->sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&w->pk, nfields + 3);
+    static const char map32[5] = {(char)0xdf, 0, 0, 0, 0};
+    msgpack_sbuffer_write(&w->sb, map32, sizeof map32);
     msg_key(w, "v");
     msgpack_pack_int(&w->pk, MSG_VERSION);
     msg_key(w, "t");
@@ -66,6 +71,7 @@ void msg_writer_free(msg_writer *w)
 
 void msg_key(msg_writer *w, const char *key)
 {
+    w->nkeys++;
     size_t n = strlen(key);
     msgpack_pack_str(&w->pk, n);
     msgpack_pack_str_body(&w->pk, key, n);
@@ -128,8 +134,13 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
 {
     sl_buf_reset(out);
     size_t n = w->sb.size;
-    if (!w->sb.data && n)
+    if (!w->sb.data || n < 5)
         return sl_err_set(err, "out of memory while packing a message");
+    uint8_t *count = (uint8_t *)w->sb.data + 1; /* the map32's, big-endian */
+    count[0] = (uint8_t)(w->nkeys >> 24);
+    count[1] = (uint8_t)(w->nkeys >> 16);
+    count[2] = (uint8_t)(w->nkeys >> 8);
+    count[3] = (uint8_t)w->nkeys;
     if (n > MSG_MAX_RAW)
         return sl_err_setc(err, SL_INVALID, "message of %zu bytes exceeds the %u-byte limit", n,
                            MSG_MAX_RAW);
@@ -526,7 +537,7 @@ uint64_t msg_id(const msg *m)
 
 static int error_frame(uint64_t id, int code, const char *message, sl_buf *out)
 {
-    msg_writer *w = msg_writer_new(MSG_ERROR, id, 2);
+    msg_writer *w = msg_writer_new(MSG_ERROR, id);
     if (!w)
         return -1;
     msg_put_cstr(w, "error", message);

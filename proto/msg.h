@@ -59,9 +59,9 @@ int msg_types_markdown(sl_buf *out);
 
 typedef struct msg_writer msg_writer;
 
-/* Starts a message of type with request id and nfields fields of its own
- * (v, t and id are added). NULL when memory runs out. */
-msg_writer *msg_writer_new(int type, uint64_t id, uint32_t nfields);
+/* Starts a message of type with request id (v, t and id are added); the
+ * writer counts the fields that follow. NULL when memory runs out. */
+msg_writer *msg_writer_new(int type, uint64_t id);
 void msg_writer_free(msg_writer *w);
 
 /* Writes a field's key; follow it with exactly one value written by the

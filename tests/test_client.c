@@ -120,7 +120,7 @@ static void test_spec_frame(void)
  * second column travels cut, with digests. */
 static void divergence_frame(sl_buf *out, const char *kind, const char *status, int cut)
 {
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 9);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     msg_put_cstr(w, "event", "divergence");
     msg_put_int(w, "job", 12);
     msg_put_cstr(w, "kind", kind);
@@ -194,7 +194,7 @@ static void test_events(void)
        "extra-in-target, transient");
     sl_event_free(&ev);
 
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 9);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     msg_put_cstr(w, "event", "divergence");
     msg_put_int(w, "job", 3);
     msg_put_cstr(w, "kind", "schema");
@@ -214,7 +214,7 @@ static void test_events(void)
        "a schema divergence: column, problem, types");
     sl_event_free(&ev);
 
-    w = msg_writer_new(MSG_EVENT, 0, 6);
+    w = msg_writer_new(MSG_EVENT, 0);
     msg_put_cstr(w, "event", "progress");
     msg_put_int(w, "job", 7);
     msg_put_uint(w, "ranges_done", 3);
@@ -232,7 +232,7 @@ static void test_events(void)
                                  SL_JOB_FAILED, SL_JOB_CANCELLED, SL_JOB_UNKNOWN};
     int all = 1;
     for (int i = 0; i < 7; i++) {
-        w = msg_writer_new(MSG_EVENT, 0, 5);
+        w = msg_writer_new(MSG_EVENT, 0);
         msg_put_cstr(w, "event", "job");
         msg_put_int(w, "job", 7);
         msg_put_cstr(w, "state", states[i]);
@@ -253,7 +253,7 @@ static void mutated_frame(sl_buf *out, const char *field, int variant)
 {
     static const char *const fields[] = {"event",  "job", "kind", "at_ms",  "read_at_ms",
                                          "status", "k",   "key",  "columns"};
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 9);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     for (int i = 0; i < 9; i++) {
         msg_key(w, fields[i]);
         if (strcmp(fields[i], field)) {
@@ -353,12 +353,12 @@ static void test_garbage(unsigned seed)
        "a job id that is a string: %s", e.msg);
 
     /* a well-formed message of another type, and one of an unknown event */
-    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1);
     msg_put_int(w, "job", 4);
     frame_of(w, &f);
     ok(sl_event_decode(f.p, f.len, &ev, &e) == -1 && strstr(e.msg, "reply"),
        "a reply is not an event: %s", e.msg);
-    w = msg_writer_new(MSG_EVENT, 0, 2);
+    w = msg_writer_new(MSG_EVENT, 0);
     msg_put_cstr(w, "event", "party");
     msg_put_int(w, "job", 4);
     frame_of(w, &f);
@@ -435,18 +435,18 @@ static void *fake_main(void *arg)
         switch (m ? msg_type(m) : 0) {
         case MSG_STATUS:
             if (job == 404) {
-                w = msg_writer_new(MSG_ERROR, rid, 2);
+                w = msg_writer_new(MSG_ERROR, rid);
                 msg_put_cstr(w, "error", "no such job; sluice submit prints the job id");
                 msg_put_cstr(w, "code", "not_found");
             } else if (job == 666) { /* a reply with a field of the wrong type */
-                w = msg_writer_new(MSG_REPLY, rid, 2);
+                w = msg_writer_new(MSG_REPLY, rid);
                 msg_put_cstr(w, "state", "done");
                 msg_put_cstr(w, "changed", "three");
             } else if (job == 0) {
                 break; /* never answers */
             } else {
                 int ev = int_of(m, "events") == 1;
-                w = msg_writer_new(MSG_REPLY, rid, 7 + ev);
+                w = msg_writer_new(MSG_REPLY, rid);
                 msg_put_int(w, "job", job);
                 msg_put_cstr(w, "state", job == 2 ? "done" : "running");
                 msg_put_cstr(w, "error", NULL);
@@ -467,7 +467,7 @@ static void *fake_main(void *arg)
             }
             break;
         case MSG_WORKERS:
-            w = msg_writer_new(MSG_REPLY, rid, 1);
+            w = msg_writer_new(MSG_REPLY, rid);
             msg_key(w, "workers");
             msg_pack_array(w, 1);
             msg_pack_array(w, (uint32_t)f->workers_fields);
@@ -486,7 +486,7 @@ static void *fake_main(void *arg)
             }
             break;
         case MSG_SCHEDULES:
-            w = msg_writer_new(MSG_REPLY, rid, 1);
+            w = msg_writer_new(MSG_REPLY, rid);
             msg_key(w, "schedules");
             msg_pack_array(w, 2);
             msg_pack_array(w, 4);
@@ -506,23 +506,23 @@ static void *fake_main(void *arg)
             msg *spec = msg_get_bin(m, "spec", &p, &n, NULL) == 0 ? msg_decode(p, n, NULL) : NULL;
             if (spec && msg_type(spec) == MSG_SUBMIT && str_is(m, "name", "hourly") &&
                 int_of(m, "interval_s") == 3600 && str_is(spec, "table", "orders")) {
-                w = msg_writer_new(MSG_REPLY, rid, 0);
+                w = msg_writer_new(MSG_REPLY, rid);
             } else {
-                w = msg_writer_new(MSG_ERROR, rid, 1);
+                w = msg_writer_new(MSG_ERROR, rid);
                 msg_put_cstr(w, "error", "schedule_add: not what the test sent");
             }
             msg_free(spec);
             break;
         }
         case MSG_SCHEDULE_DEL:
-            w = msg_writer_new(MSG_REPLY, rid, 1);
+            w = msg_writer_new(MSG_REPLY, rid);
             msg_put_int(w, "removed", str_is(m, "name", "hourly"));
             break;
         case MSG_SUBMIT:
-            w = msg_writer_new(MSG_REPLY, rid + 1, 1); /* a reply to another request */
+            w = msg_writer_new(MSG_REPLY, rid + 1); /* a reply to another request */
             msg_put_int(w, "job", 1);
             answer(f, &id, w);
-            w = msg_writer_new(MSG_REPLY, rid, 1);
+            w = msg_writer_new(MSG_REPLY, rid);
             msg_put_int(w, "job", 99);
             break;
         default:
@@ -704,7 +704,7 @@ static void test_watch(void)
     sl_event ev;
     divergence_frame(&f, "changed", NULL, 0); /* job 12 */
     zmq_send(pub, "job.123", 7, ZMQ_SNDMORE); /* prefix-matched, another job */
-    msg_writer *w = msg_writer_new(MSG_EVENT, 0, 2);
+    msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     msg_put_cstr(w, "event", "progress");
     msg_put_int(w, "job", 123);
     sl_buf other = {0};

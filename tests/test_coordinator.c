@@ -173,7 +173,7 @@ static void key_of(sl_buf *out, int64_t id)
 /* A rows reply: [key, 16-byte hash of byte h[i]] for ids[0..n). */
 static msg *rows_reply(const int64_t *ids, const char *h, size_t n)
 {
-    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1);
     sl_buf k = {0}, f = {0};
     msg_key(w, "rows");
     msg_pack_array(w, (uint32_t)n);
@@ -197,7 +197,7 @@ static msg *rows_reply(const int64_t *ids, const char *h, size_t n)
  * with v = vals[i]. */
 static msg *fetch_reply(const int64_t *ids, const char *const *vals, size_t n)
 {
-    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1);
     sl_buf k = {0}, e = {0}, f = {0};
     msg_key(w, "rows");
     msg_pack_array(w, (uint32_t)n);
@@ -476,7 +476,7 @@ static msg *reply(int type, uint64_t id, int64_t rows, const sl_buf *rootkey)
     if (type == MSG_ERROR) {
         msg_error_frame(id, "boom", &f);
     } else {
-        msg_writer *w = msg_writer_new(MSG_REPLY, id, rows >= 0 ? 2 : 0);
+        msg_writer *w = msg_writer_new(MSG_REPLY, id);
         if (rows >= 0) {
             msg_put_int(w, "rows", rows);
             msg_key(w, "nodes");

@@ -93,7 +93,7 @@ static void test_limits(void)
     ok(!m, "200 nested arrays are refused: %s", e.msg);
 
     /* the writer refuses what a reader would */
-    msg_writer *w = msg_writer_new(MSG_REPLY, 1, 1);
+    msg_writer *w = msg_writer_new(MSG_REPLY, 1);
     msg_key(w, "rows");
     msg_pack_array(w, MSG_MAX_ITEMS + 1);
     for (uint32_t i = 0; i < MSG_MAX_ITEMS + 1; i++)
@@ -286,7 +286,7 @@ int main(void)
     sl_err e = {0};
     sl_buf f = {0};
 
-    msg_writer *w = msg_writer_new(MSG_TREE, 42, 3);
+    msg_writer *w = msg_writer_new(MSG_TREE, 42);
     msg_key(w, "table");
     msg_pack_cstr(w, "public.orders");
     msg_key(w, "n");
@@ -315,7 +315,7 @@ int main(void)
     msg_free(m);
 
     /* large body: compressed */
-    w = msg_writer_new(MSG_REPLY, 1, 1);
+    w = msg_writer_new(MSG_REPLY, 1);
     msg_key(w, "rows");
     msg_pack_array(w, 5000);
     for (int i = 0; i < 5000; i++)

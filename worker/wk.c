@@ -313,7 +313,7 @@ static void pack_node(msg_writer *mw, const mk_nodelist *l, size_t i)
 static int reply_nodes(wk *w, uint64_t id, uint64_t tree, uint64_t rows, const mk_nodelist *l,
                        sl_err *err)
 {
-    msg_writer *mw = msg_writer_new(MSG_REPLY, id, 3);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_uint(mw, "tree", tree);
@@ -344,7 +344,7 @@ static int do_describe(wk *w, const msg *m, sl_err *err)
         db_drop(w, c);
         return -1;
     }
-    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 4);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
     if (!mw) {
         conn_table_free(t);
         return sl_err_set(err, "out of memory");
@@ -426,7 +426,7 @@ static int do_split(wk *w, const msg *m, sl_err *err)
         db_drop(w, c);
         goto done;
     }
-    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), 2);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
     if (!mw)
         goto done;
     msg_put_uint(mw, "rows", rows);
@@ -819,7 +819,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             goto done;
         more = done_keys < nk;
     }
-    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m), more ? 2 : 1);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
     if (!mw) {
         sl_err_set(err, "out of memory");
         goto done;
@@ -856,7 +856,7 @@ static int send_frame(wk *w, const sl_buf *b)
 static int send_hello(wk *w, int type, sl_err *err)
 {
     sl_buf f = {0};
-    msg_writer *mw = msg_writer_new(type, 0, 3);
+    msg_writer *mw = msg_writer_new(type, 0);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);

@@ -14,7 +14,8 @@ from harness import SAN_ENV, SLUICE, check_sanitizer, describe_run, free_port
 class Cluster:
     def __init__(self, dbs, hb_timeout=2.0, state=None):
         self.dir = tempfile.mkdtemp(prefix="sluice-cluster-")
-        atexit.register(shutil.rmtree, self.dir, True)
+        if not os.environ.get("SLUICE_KEEP"):  # SLUICE_KEEP=1 keeps the logs to read
+            atexit.register(shutil.rmtree, self.dir, True)
         self.ports = [free_port() for _ in range(3)]
         self.workers_ep, self.clients_ep, self.events_ep = (
             f"tcp://127.0.0.1:{p}" for p in self.ports)
