@@ -35,6 +35,8 @@ int cmd_status(int argc, char **argv)
             (json_int_t)s.schema, "elapsed_seconds", (double)s.elapsed_ms / 1000);
         if (s.error[0])
             json_object_set_new(o, "error", json_string(s.error));
+        if (s.error_code)
+            json_object_set_new(o, "error_code", json_string(sl_code_name(s.error_code)));
         if (s.priority != SL_PRIO_NORMAL)
             json_object_set_new(o, "priority", json_string(sl_priority_name(s.priority)));
         char *txt = json_dumps(o, JSON_PRESERVE_ORDER);
@@ -53,7 +55,7 @@ int cmd_status(int argc, char **argv)
         if (s.priority != SL_PRIO_NORMAL)
             printf("priority: %s\n", sl_priority_name(s.priority));
         if (s.error[0])
-            printf("error: %s\n", s.error);
+            printf("error (%s): %s\n", sl_code_name(s.error_code), s.error);
     }
     sl_job_status_free(&s);
     sl_client_free(c);

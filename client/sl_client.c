@@ -503,9 +503,12 @@ static int read_event(const msg *m, sl_event *ev, sl_err *err)
     }
     if (!strcmp(what, "job")) {
         ev->type = SL_EV_JOB;
+        char code[32];
         if (opt_dup(m, EV, "state", &ev->state_name, err) ||
-            opt_dup(m, EV, "error", &ev->error, err))
+            opt_dup(m, EV, "error", &ev->error, err) ||
+            opt_text(m, EV, "code", code, sizeof code, err))
             return -1;
+        ev->error_code = code[0] ? sl_code_from_name(code, strlen(code)) : SL_OK;
         if (!ev->state_name)
             return sl_err_setc(err, SL_INTERNAL,
                                "malformed event: a job event without its \"state\"");
@@ -737,7 +740,7 @@ void sl_job_status_free(sl_job_status *s)
 
 static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
 {
-    char prio[16];
+    char prio[16], code[32];
     if (opt_text(m, ST, "state", s->state_name, sizeof s->state_name, err))
         return -1;
     if (!s->state_name[0])
@@ -746,6 +749,7 @@ static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
     s->job = job;
     if (opt_int(m, ST, "job", &s->job, err) ||
         opt_text(m, ST, "error", s->error, sizeof s->error, err) ||
+        opt_text(m, ST, "error_code", code, sizeof code, err) ||
         opt_text(m, ST, "table", s->table, sizeof s->table, err) ||
         opt_text(m, ST, "target_table", s->target_table, sizeof s->target_table, err) ||
         opt_text(m, ST, "source", s->source, sizeof s->source, err) ||
@@ -767,6 +771,7 @@ static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
     if (prio[0] && sl_priority_parse(prio, &s->priority))
         return sl_err_setc(err, SL_INTERNAL, "malformed status reply: unknown priority \"%s\"",
                            prio);
+    s->error_code = code[0] ? sl_code_from_name(code, strlen(code)) : SL_OK;
     return 0;
 }
 

@@ -103,6 +103,7 @@ typedef struct sl_job_status {
     sl_job_state state;
     char state_name[32];
     char error[1024];                   /* "" unless failed */
+    int error_code;                     /* its sl_code: map this, not the text */
     char table[256], target_table[256]; /* target_table "" when the same */
     char source[256], target[256];      /* display names of the databases */
     uint64_t source_rows, target_rows;
@@ -210,6 +211,7 @@ struct sl_event {
     sl_job_state state;
     char *state_name; /* as sent: "queued", "running", "resumed", ... */
     char *error;      /* NULL unless failed */
+    int error_code;   /* its sl_code (SL_OK when none): map this, not the text */
 };
 
 /* Decodes one event frame (an `event` message) into ev, which owns what

@@ -769,7 +769,7 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
             !co_worker_is(j->c, r->worker[1], r->gen[1]))
             return 0;
         if (r->attempts > 100)
-            return sl_err_set(err, "range %zu: gave up after 100 lost workers", ri);
+            return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers", ri);
     }
     release(j, ri);
     mk_nodelist_free(&r->root[0]);

@@ -9,19 +9,6 @@
 
 #include "co_impl.h"
 
-/* The message of a worker's MSG_ERROR reply m, into err: 0 when the worker
- * said why, -1 when it did not (err says so). proto's msg_error_read()
- * (which also carries the reply's code) is to replace this; kept as it was
- * here so the split changes no behaviour. */
-static int error_reply(const msg *m, sl_err *err)
-{
-    const char *s;
-    size_t l;
-    if (msg_get_str(m, "error", &s, &l, NULL) == 0)
-        return sl_err_set(err, "%.*s", (int)l, s), 0;
-    return sl_err_set(err, "a worker failed without saying why");
-}
-
 /* Gives range ri's side tree to build to idle worker wi: the request is
  * sent, the worker made busy with it until its deadline, the side RS_RUNNING.
  * 0, -1 with err, or CO_LOST (the worker is gone: the task stays pending). */
@@ -129,7 +116,7 @@ int co_wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, 
     }
     for (size_t k = 0; k < n && rc == 0; k++) {
         if (msg_type(replies[k]) == MSG_ERROR) {
-            error_reply(replies[k], err);
+            msg_error_read(replies[k], err); /* the worker's code travels on */
             rc = -1;
         }
     }
@@ -180,7 +167,7 @@ static int job_run(job *j, sl_err *err)
                 j->stranded = sl_now();
             if (sl_now() - j->stranded >
                 3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000)
-                return sl_err_set(err, "no live worker can reach database \"%s\"%s%s%s",
+                return sl_err_setc(err, SL_LOST_WORKER, "no live worker can reach database \"%s\"%s%s%s",
                                   co_can_reach(c, j->db[0]) ? j->db[1] : j->db[0],
                                   c->rejected[0] ? " (" : "", c->rejected,
                                   c->rejected[0] ? ")" : "");
@@ -276,10 +263,8 @@ void co_tree_reply(co *c, int wi, msg *m)
     j->wake = 1;
     if (msg_type(m) == MSG_ERROR) {
         sl_err why = {0};
-        if (error_reply(m, &why) == 0)
-            sl_err_set(&j->err, "%s: %s", side ? "target" : "source", why.msg);
-        else
-            j->err = why;
+        msg_error_read(m, &why);
+        sl_err_setc(&j->err, why.code, "%s: %s", side ? "target" : "source", why.msg);
         j->fatal = 1;
         msg_free(m);
         return;

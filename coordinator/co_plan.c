@@ -57,7 +57,7 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err)
         msg_get_int(m, "loose", &loose, NULL);
     d->loose = loose != 0;
     if (nc > CO_MAX_TABLE_COLS || nk > ENC_MAX_KEY_COLS) {
-        sl_err_set(err, "table \"%s\" has too many columns (%u) or key columns (%u)",
+        sl_err_setc(err, SL_INVALID, "table \"%s\" has too many columns (%u) or key columns (%u)",
                    j->table[side], nc, nk);
         goto done;
     }
@@ -158,17 +158,17 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
     int flags = o->strict ? ENC_STRICT : 0;
     if (o->nkey) {
         if (o->nkey > ENC_MAX_KEY_COLS)
-            return sl_err_set(err, "--key names %zu columns; at most %d", o->nkey,
+            return sl_err_setc(err, SL_INVALID, "--key names %zu columns; at most %d", o->nkey,
                               ENC_MAX_KEY_COLS);
         for (size_t i = 0; i < o->nkey; i++)
             key[i] = o->key[i];
         nkey = o->nkey;
     } else {
         if (s->nkey == 0)
-            return sl_err_set(err, "table \"%s\" in source has no primary key; pass --key COLUMNS",
+            return sl_err_setc(err, SL_INVALID, "table \"%s\" in source has no primary key; pass --key COLUMNS",
                               j->table[0]);
         if (t->nkey == 0)
-            return sl_err_set(err, "table \"%s\" in target has no primary key; pass --key COLUMNS",
+            return sl_err_setc(err, SL_INVALID, "table \"%s\" in target has no primary key; pass --key COLUMNS",
                               j->table[1]);
         int same = s->nkey == t->nkey;
         for (size_t i = 0; same && i < s->nkey; i++)
@@ -179,7 +179,7 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                 snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", i ? ", " : "", s->key[i]);
             for (size_t i = 0; i < t->nkey; i++)
                 snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", i ? ", " : "", t->key[i]);
-            return sl_err_set(err,
+            return sl_err_setc(err, SL_INVALID,
                               "key columns differ: source (%s), target (%s); pass --key "
                               "to choose one",
                               a, b);
@@ -192,11 +192,11 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
     for (size_t i = 0; i < nkey; i++) {
         int a = find_col(s, key[i]), b = find_col(t, key[i]);
         if (a < 0 || b < 0)
-            return sl_err_set(err, "key column \"%s\" does not exist in %s table \"%s\"", key[i],
+            return sl_err_setc(err, SL_INVALID, "key column \"%s\" does not exist in %s table \"%s\"", key[i],
                               a < 0 ? "source" : "target", a < 0 ? j->table[0] : j->table[1]);
         int cls = enc_class_common(s->cls[a], t->cls[b], flags);
         if (!cls || !enc_key_is_supported(cls))
-            return sl_err_set(err,
+            return sl_err_setc(err, SL_INVALID,
                               "key column \"%s\" has type %s (source) and %s (target); "
                               "sluice orders keys of integer, text, uuid or bytea type only: "
                               "pass --key with such columns",
@@ -207,7 +207,7 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
          * order one side does not keep, so ranges would overlap or leak. */
         if ((s->cls[a] == ENC_INT && t->cls[b] == ENC_TEXT) ||
             (s->cls[a] == ENC_TEXT && t->cls[b] == ENC_INT))
-            return sl_err_set(err,
+            return sl_err_setc(err, SL_INVALID,
                               "key column \"%s\" is %s in source (%s) but %s in target (%s), "
                               "and the two order keys differently; make the key types agree, or "
                               "compare through a view that casts the key on one side (with --key)",
@@ -215,17 +215,17 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
                               enc_class_name(t->cls[b]), t->type[b]);
         for (size_t k = 0; k < i; k++)
             if (strcmp(key[k], key[i]) == 0)
-                return sl_err_set(err, "--key names \"%s\" twice", key[i]);
+                return sl_err_setc(err, SL_INVALID, "--key names \"%s\" twice", key[i]);
         j->cols[j->ncols] = s->name[a];
         j->cls[j->ncols++] = cls;
     }
     j->nkey = nkey;
     for (size_t i = 0; i < o->ncolumns; i++) {
         if (find_col(s, o->columns[i]) < 0)
-            return sl_err_set(err, "--columns: column \"%s\" does not exist in source table \"%s\"",
+            return sl_err_setc(err, SL_INVALID, "--columns: column \"%s\" does not exist in source table \"%s\"",
                               o->columns[i], j->table[0]);
         if (find_col(t, o->columns[i]) < 0)
-            return sl_err_set(err, "--columns: column \"%s\" does not exist in target table \"%s\"",
+            return sl_err_setc(err, SL_INVALID, "--columns: column \"%s\" does not exist in target table \"%s\"",
                               o->columns[i], j->table[1]);
     }
     for (size_t i = 0; i < s->n; i++) {
@@ -252,7 +252,7 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
             emit_schema(j, name, "type changed", s->type[i], t->type[b], err))
             return -1;
         if (j->ncols == CO_MAX_COLS)
-            return sl_err_set(err,
+            return sl_err_setc(err, SL_INVALID,
                               "table \"%s\" has more than %d columns to compare; pass --columns "
                               "or --exclude-columns to compare at most %d",
                               j->table[0], CO_MAX_COLS, CO_MAX_COLS);

@@ -70,10 +70,10 @@ static int opt_str(const msg *m, const char *key, int required, char **out, sl_e
     size_t n;
     if (!o || msg_obj_is_nil(o)) {
         *out = NULL;
-        return required ? sl_err_set(err, "submit: \"%s\" is required", key) : 0;
+        return required ? sl_err_setc(err, SL_INVALID, "submit: \"%s\" is required", key) : 0;
     }
     if (msg_obj_str(o, &p, &n) || n == 0 || memchr(p, 0, n))
-        return sl_err_set(err, "submit: \"%s\" must be a non-empty string", key);
+        return sl_err_setc(err, SL_INVALID, "submit: \"%s\" must be a non-empty string", key);
     return (*out = strndup(p, n)) ? 0 : sl_err_set(err, "out of memory");
 }
 
@@ -87,13 +87,13 @@ static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err
     if (!o || msg_obj_is_nil(o))
         return 0;
     if (msg_obj_array(o, &items, &ni) || ni > SPEC_MAX_LIST)
-        return sl_err_set(err, "submit: \"%s\" must be a list of at most %d names", key,
+        return sl_err_setc(err, SL_INVALID, "submit: \"%s\" must be a list of at most %d names", key,
                           SPEC_MAX_LIST);
     for (uint32_t i = 0; i < ni; i++) {
         const char *p;
         size_t l;
         if (msg_obj_str(&items[i], &p, &l) || l == 0 || memchr(p, 0, l))
-            return sl_err_set(err, "submit: \"%s\" must hold non-empty names", key);
+            return sl_err_setc(err, SL_INVALID, "submit: \"%s\" must hold non-empty names", key);
         if (!(out[i] = strndup(p, l)))
             return sl_err_set(err, "out of memory");
         *n = i + 1;
@@ -116,18 +116,18 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         opt_list(m, "exclude", s->excl, &s->o.nexclude, err))
         return -1;
     if ((o = msg_get(m, "strict")) && msg_obj_int(o, &strict))
-        return sl_err_set(err, "submit: \"strict\" must be 0 or 1");
+        return sl_err_setc(err, SL_INVALID, "submit: \"strict\" must be 0 or 1");
     if ((o = msg_get(m, "ranges")) && (msg_obj_int(o, &ranges) || ranges < 0 || ranges > 1000000))
-        return sl_err_set(err, "submit: \"ranges\" must be a number from 0 to 1000000");
+        return sl_err_setc(err, SL_INVALID, "submit: \"ranges\" must be a number from 0 to 1000000");
     if ((o = msg_get(m, "rechecks")) &&
         (msg_obj_int(o, &rechecks) || rechecks < 0 || rechecks > 100))
-        return sl_err_set(err, "submit: \"rechecks\" must be a number from 0 to 100");
+        return sl_err_setc(err, SL_INVALID, "submit: \"rechecks\" must be a number from 0 to 100");
     if ((o = msg_get(m, "settle_ms")) &&
         (msg_obj_int(o, &settle) || settle < 0 || settle > 3600000))
-        return sl_err_set(err, "submit: \"settle_ms\" must be from 0 to 3600000");
+        return sl_err_setc(err, SL_INVALID, "submit: \"settle_ms\" must be from 0 to 3600000");
     int64_t mrps = 0;
     if ((o = msg_get(m, "max_rows_per_second")) && (msg_obj_int(o, &mrps) || mrps < 0))
-        return sl_err_set(err, "submit: \"max_rows_per_second\" must be 0 or more");
+        return sl_err_setc(err, SL_INVALID, "submit: \"max_rows_per_second\" must be 0 or more");
     s->o.max_rows_per_second = mrps;
     s->o.priority = CO_PRIO_NORMAL;
     if ((o = msg_get(m, "priority")) && !msg_obj_is_nil(o)) {
@@ -140,12 +140,12 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
                 if (strlen(names[i]) == n && memcmp(names[i], p, n) == 0)
                     found = i;
         if (found < 0)
-            return sl_err_set(err, "submit: \"priority\" must be \"high\", \"normal\" or \"low\"");
+            return sl_err_setc(err, SL_INVALID, "submit: \"priority\" must be \"high\", \"normal\" or \"low\"");
         s->o.priority = found; /* CO_PRIO_LOW, _NORMAL, _HIGH in that order */
     }
     int64_t cap = 0;
     if ((o = msg_get(m, "max_tasks")) && (msg_obj_int(o, &cap) || cap < 0 || cap > 100000))
-        return sl_err_set(err, "submit: \"max_tasks\" must be a number from 0 to 100000");
+        return sl_err_setc(err, SL_INVALID, "submit: \"max_tasks\" must be a number from 0 to 100000");
     s->o.max_tasks = (size_t)cap;
     s->o.rechecks = (int)rechecks;
     s->o.settle_ms = (int)settle;
@@ -256,7 +256,7 @@ static int on_event(void *ctx, const co_event *ev)
 }
 
 /* Publishes a job's new state (and its error, if any). */
-static void publish_state(co_server *s, int64_t job, const char *state, const char *error)
+static void publish_state(co_server *s, int64_t job, const char *state, const sl_err *why)
 {
     msg_writer *w = msg_writer_new(MSG_EVENT, 0);
     if (!w)
@@ -264,7 +264,8 @@ static void publish_state(co_server *s, int64_t job, const char *state, const ch
     msg_put_cstr(w, "event", "job");
     msg_put_int(w, "job", job);
     msg_put_cstr(w, "state", state);
-    msg_put_cstr(w, "error", error);
+    msg_put_cstr(w, "error", why ? why->msg : NULL);
+    msg_put_cstr(w, "code", why ? sl_code_name(why->code) : NULL);
     msg_put_int(w, "at_ms", sl_wall_ms());
     if (msg_writer_finish(w, &s->frame, NULL) == 0)
         publish(s, job, &s->frame);
@@ -321,10 +322,10 @@ static void reply(co_server *s, const void *ident, size_t ilen, msg_writer *w)
     msg_writer_free(w);
 }
 
-/* Sends client ident an error reply to request id. */
-static void reply_error(co_server *s, const void *ident, size_t ilen, uint64_t id, const char *e)
+/* An error reply carrying e's code (invalid for a request to fix). */
+static void reply_err(co_server *s, const void *ident, size_t ilen, uint64_t id, const sl_err *e)
 {
-    if (msg_error_frame(id, e, &s->frame) == 0) {
+    if (msg_error_reply(id, e, &s->frame) == 0) {
         zmq_send(s->clients, ident, ilen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
         zmq_send(s->clients, s->frame.p, s->frame.len, ZMQ_DONTWAIT);
     }
@@ -353,15 +354,17 @@ static int pack_event(void *ctx, const void *frame, size_t len)
 /* Answers a status request: the job's row, ranges done and, if asked, its events. */
 static void serve_status(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
-    sl_err e;
+    sl_err e = {0};
     int64_t job;
     co_job_row row;
     if (msg_get_int(m, "job", &job, &e))
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     int r = co_store_get_job(s->store, job, &row, &e);
+    if (r == 0)
+        sl_err_setc(&e, SL_NOT_FOUND, "no job %lld; sluice submit prints the job id",
+                    (long long)job);
     if (r <= 0)
-        return reply_error(s, ident, ilen, msg_id(m),
-                           r < 0 ? e.msg : "no such job; sluice submit prints the job id");
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     size_t done = 0, total = 0;
     co_store_ranges_done(s->store, job, &done, &total, &e);
     const msgpack_object *want = msg_get(m, "events");
@@ -370,7 +373,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
         msg_obj_int(want, &with_events);
     uint32_t nev = 0;
     if (with_events && co_store_each_event(s->store, job, count_event, &nev, &e))
-        return reply_error(s, ident, ilen, msg_id(m), e.msg);
+        return reply_err(s, ident, ilen, msg_id(m), &e);
     /* the target's table name, for a report printed from the status
      * (sluice report): only the submit frame keeps it */
     char ttable[256] = "";
@@ -390,6 +393,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     msg_put_int(w, "job", job);
     msg_put_cstr(w, "state", row.state);
     msg_put_cstr(w, "error", row.error[0] ? row.error : NULL);
+    msg_put_cstr(w, "error_code", row.error_code ? sl_code_name(row.error_code) : NULL);
     msg_put_cstr(w, "table", row.table);
     msg_put_cstr(w, "target_table", ttable[0] ? ttable : NULL);
     msg_put_cstr(w, "source", row.sum.source_name);
@@ -442,15 +446,6 @@ static void serve_workers(co_server *s, const void *ident, size_t ilen, const ms
 }
 
 /* ---- scheduled audits --------------------------------------------------- */
-
-/* An error reply carrying e's code (invalid for a request to fix). */
-static void reply_err(co_server *s, const void *ident, size_t ilen, uint64_t id, const sl_err *e)
-{
-    if (msg_error_reply(id, e, &s->frame) == 0) {
-        zmq_send(s->clients, ident, ilen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(s->clients, s->frame.p, s->frame.len, ZMQ_DONTWAIT);
-    }
-}
 
 /* One stored schedule, copied out of the store. */
 typedef struct sched_row {
@@ -673,10 +668,10 @@ static void serve_client(void *ctx)
     }
     const void *ident = zmq_msg_data(&id);
     size_t ilen = zmq_msg_size(&id);
-    sl_err e;
+    sl_err e = {0};
     msg *m = msg_decode(zmq_msg_data(&body), zmq_msg_size(&body), &e);
     if (!m) {
-        reply_error(s, ident, ilen, 0, e.msg);
+        reply_err(s, ident, ilen, 0, &e);
         goto done;
     }
     switch (msg_type(m)) {
@@ -686,7 +681,7 @@ static void serve_client(void *ctx)
         if (spec_read(m, &sp, &e) ||
             co_store_add_job(s->store, zmq_msg_data(&body), zmq_msg_size(&body), sp.o.table,
                              sp.o.priority, &job, &e)) {
-            reply_error(s, ident, ilen, msg_id(m), e.msg);
+            reply_err(s, ident, ilen, msg_id(m), &e);
         } else {
             msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
             if (w) {
@@ -706,8 +701,16 @@ static void serve_client(void *ctx)
         break;
     case MSG_CANCEL: {
         int64_t job;
-        if (msg_get_int(m, "job", &job, &e) || co_store_cancel_job(s->store, job, &e)) {
-            reply_error(s, ident, ilen, msg_id(m), e.msg);
+        co_job_row row;
+        int got = msg_get_int(m, "job", &job, &e) ? -1 : co_store_get_job(s->store, job, &row, &e);
+        if (got == 0)
+            sl_err_setc(&e, SL_NOT_FOUND, "no job %lld; sluice submit prints the job id",
+                        (long long)job);
+        else if (got > 0 && strcmp(row.state, "queued") && strcmp(row.state, "running"))
+            got = sl_err_setc(&e, SL_INVALID, "job %lld already finished (%s); nothing to cancel",
+                              (long long)job, row.state);
+        if (got <= 0 || co_store_cancel_job(s->store, job, &e)) {
+            reply_err(s, ident, ilen, msg_id(m), &e);
             break;
         }
         cancel_active(s, job);
@@ -725,9 +728,10 @@ static void serve_client(void *ctx)
         serve_schedules(s, ident, ilen, m);
         break;
     default:
-        reply_error(s, ident, ilen, msg_id(m),
+        sl_err_setc(&e, SL_INVALID,
                     "clients may send submit, status, cancel, workers, schedule_add, "
                     "schedule_del, schedules");
+        reply_err(s, ident, ilen, msg_id(m), &e);
     }
     msg_free(m);
 done:
@@ -766,12 +770,15 @@ static void active_free(active *a)
 }
 
 /* Records and publishes that a job failed, and why. */
-static void job_failed(co_server *s, int64_t job, const char *why)
+static void job_failed(co_server *s, int64_t job, const sl_err *why)
 {
+    sl_err oom = {0};
+    if (!why->msg[0]) /* every failure says why */
+        why = (sl_err_setc(&oom, SL_INTERNAL, "out of memory"), &oom);
     co_store_set_state(s->store, job, "failed", why, NULL, NULL);
     publish_state(s, job, "failed", why);
     if (s->verbose)
-        fprintf(stderr, "sluice coordinator: job %lld failed: %s\n", (long long)job, why);
+        fprintf(stderr, "sluice coordinator: job %lld failed: %s\n", (long long)job, why->msg);
 }
 
 /* Starts a queued job, or resumes one a previous coordinator left running.
@@ -781,7 +788,7 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
     sl_err e = {0};
     active *a = calloc(1, sizeof *a);
     if (!a)
-        return job_failed(s, job, "out of memory");
+        return job_failed(s, job, &(sl_err){SL_INTERNAL, "out of memory"});
     a->id = job;
     a->resuming = resuming;
     a->r = (run_ctx){.s = s, .job = job};
@@ -819,7 +826,7 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
                            .ctx = &a->r};
     if (!ok || co_store_set_state(s->store, job, "running", NULL, NULL, &e) ||
         !(a->j = co_job_start(s->c, &a->sp.o, &a->cb, &e))) {
-        job_failed(s, job, e.msg[0] ? e.msg : "out of memory");
+        job_failed(s, job, &e);
         active_free(a);
         return;
     }
@@ -857,7 +864,7 @@ static void end_job(co_server *s, active *a)
     co_job_row row;
     if (co_store_get_job(s->store, job, &row, NULL) == 1 && !strcmp(row.state, "cancelled"))
         return; /* the cancel already recorded and published it */
-    job_failed(s, job, e.msg[0] ? e.msg : "out of memory");
+    job_failed(s, job, &e);
 }
 
 /* Asks the running job job, if any, to stop. */
@@ -911,7 +918,7 @@ int co_server_check_spec(const void *frame, size_t len, sl_err *err)
         return -1;
     spec sp;
     int rc = msg_type(m) == MSG_SUBMIT ? spec_read(m, &sp, err)
-                                       : sl_err_set(err, "not a submit message");
+                                       : sl_err_setc(err, SL_INVALID, "not a submit message");
     if (msg_type(m) == MSG_SUBMIT)
         spec_free(&sp);
     msg_free(m);

@@ -89,15 +89,18 @@ static const migration migrations[] = {
      "  target_rows bigint, missing bigint, extra bigint, changed bigint, schema_drift bigint);"},
     /* 2: scheduled audits kept here (origin 'file': from --schedule,
      * replaced at each start; 'client': added over the socket), and a
-     * job's priority (low, normal, high) */
+     * job's priority (low, normal, high) and the code of its error
+     * (sl_code_name) */
     {"CREATE TABLE schedules ("
      "  name TEXT PRIMARY KEY, interval_s INTEGER NOT NULL, spec BLOB NOT NULL,"
      "  last_job INTEGER, origin TEXT NOT NULL DEFAULT 'client', created REAL NOT NULL);"
-     "ALTER TABLE jobs ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';",
+     "ALTER TABLE jobs ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';"
+     "ALTER TABLE jobs ADD COLUMN error_code TEXT;",
      "CREATE TABLE schedules ("
      "  name text PRIMARY KEY, interval_s bigint NOT NULL, spec bytea NOT NULL,"
      "  last_job bigint, origin text NOT NULL DEFAULT 'client', created float8 NOT NULL);"
-     "ALTER TABLE jobs ADD COLUMN priority text NOT NULL DEFAULT 'normal';"},
+     "ALTER TABLE jobs ADD COLUMN priority text NOT NULL DEFAULT 'normal';"
+     "ALTER TABLE jobs ADD COLUMN error_code text;"},
 };
 
 #define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
@@ -584,13 +587,13 @@ int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err)
     return x.found;
 }
 
-int co_store_set_state(co_store *s, int64_t id, const char *state, const char *error,
+int co_store_set_state(co_store *s, int64_t id, const char *state, const sl_err *why,
                        const co_summary *sum, sl_err *err)
 {
     sval n = {.t = V_NULL};
     sval p[] = {I(id),
                 T(state),
-                T(error),
+                why ? T(why->msg) : n,
                 I(strcmp(state, "running") == 0),
                 R(wall()),
                 sum ? T(sum->source_name) : n,
@@ -604,7 +607,8 @@ int co_store_set_state(co_store *s, int64_t id, const char *state, const char *e
                 sum ? I(sum->changed) : n,
                 sum ? I(sum->schema) : n,
                 sum ? R(sum->elapsed) : n,
-                sum ? I(sum->transient) : n};
+                sum ? I(sum->transient) : n,
+                why ? T(sl_code_name(why->code)) : n};
     if (q(s,
           "UPDATE jobs SET state = $2, error = $3, "
           "started = CASE WHEN $4 = 1 THEN coalesce(started, $5) ELSE started END, "
@@ -614,8 +618,9 @@ int co_store_set_state(co_store *s, int64_t id, const char *state, const char *e
           "ranges = coalesce($10, ranges), workers = coalesce($11, workers), "
           "missing = coalesce($12, missing), extra = coalesce($13, extra), "
           "changed = coalesce($14, changed), schema_drift = coalesce($15, schema_drift), "
-          "elapsed = coalesce($16, elapsed), transient = coalesce($17, transient) WHERE id = $1",
-          p, 17, NULL, NULL, err))
+          "elapsed = coalesce($16, elapsed), transient = coalesce($17, transient), "
+          "error_code = $18 WHERE id = $1",
+          p, 18, NULL, NULL, err))
         return -1;
     if (strcmp(state, "done") != 0 || !sum)
         return 0;
@@ -659,6 +664,8 @@ static int take_job(void *ctx, const sval *c, int n)
     o->started = vd(&c[15]);
     o->finished = vd(&c[16]);
     o->sum.transient = (uint64_t)vi(&c[17]);
+    o->error_code = c[18].t == V_TEXT && c[18].n ? sl_code_from_name((const char *)c[18].p, c[18].n)
+                                                 : SL_OK;
     o->id = 1; /* found */
     return 0;
 }
@@ -671,7 +678,7 @@ int co_store_get_job(co_store *s, int64_t id, co_job_row *out, sl_err *err)
           "SELECT state, coalesce(error, ''), tbl, coalesce(source_name, ''), "
           "coalesce(target_name, ''), source_rows, target_rows, ranges, workers, missing, extra, "
           "changed, schema_drift, elapsed, submitted, coalesce(started, 0), "
-          "coalesce(finished, 0), transient FROM jobs WHERE id = $1",
+          "coalesce(finished, 0), transient, error_code FROM jobs WHERE id = $1",
           p, 1, take_job, out, err))
         return -1;
     if (!out->id)

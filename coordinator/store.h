@@ -42,7 +42,9 @@ int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, s
  * error. */
 int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err);
 
-int co_store_set_state(co_store *s, int64_t id, const char *state, const char *error,
+/* Sets a job's state, with why (message and code) it failed or NULL, and
+ * for a finished job its summary (NULL: kept). */
+int co_store_set_state(co_store *s, int64_t id, const char *state, const sl_err *why,
                        const co_summary *sum, sl_err *err);
 
 int co_store_save_plan(co_store *s, int64_t id, size_t n, const uint8_t *const *keys,
@@ -76,6 +78,7 @@ typedef struct co_job_row {
     int64_t id;
     char state[16];
     char error[512];
+    int error_code; /* sl_code of error; SL_OK when none */
     char table[256];
     co_summary sum;
     double submitted, started, finished; /* unix seconds; 0 if not yet */
