@@ -7,13 +7,11 @@ int cmd_cancel(int argc, char **argv)
 {
     client_args a;
     sl_client *c = NULL;
-    int st = client_args_parse(argc, argv, "cancel",
-                               "usage: sluice cancel JOB\n"
-                               "  stops a queued or running job; exit 0 when it is cancelled,\n"
-                               "  2 for an unknown job or one already finished\n",
-                               CLIENT_JOB_ARG, &a);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &a.cc, a.request_timeout_ms, &c);
+    int st = client_command(argc, argv, "cancel",
+                            "usage: sluice cancel JOB\n"
+                            "  stops a queued or running job; exit 0 when it is cancelled,\n"
+                            "  2 for an unknown job or one already finished\n",
+                            CLIENT_JOB_ARG, &a, &c);
     if (st >= 0)
         return st;
     sl_err err;

@@ -96,6 +96,12 @@ int client_args_parse(int argc, char **argv, const char *cmd, const char *usage,
 int cli_client_open(const char *clients, const char *events, const cli_curve *cc, int timeout_ms,
                     sl_client **out);
 
+/* The usual start of a client command: client_args_parse, then
+ * cli_client_open on the clients endpoint. -1 to go on with *out, else the
+ * exit status. */
+int client_command(int argc, char **argv, const char *cmd, const char *usage, int arg,
+                   client_args *a, sl_client **out);
+
 /* Parses --read-timeout SECONDS (1 to 86400) into *ms. -1 to go on, else
  * 2 after a printed error. */
 int cli_parse_timeout(const char *s, const char *opt, int *ms);

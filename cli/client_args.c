@@ -112,3 +112,10 @@ int cli_client_open(const char *clients, const char *events, const cli_curve *cc
         return cli_fail("%s", err.msg);
     return -1;
 }
+
+int client_command(int argc, char **argv, const char *cmd, const char *usage, int arg,
+                   client_args *a, sl_client **out)
+{
+    int st = client_args_parse(argc, argv, cmd, usage, arg, a);
+    return st < 0 ? cli_client_open(a->coordinator, NULL, &a->cc, a->request_timeout_ms, out) : st;
+}

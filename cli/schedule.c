@@ -58,12 +58,10 @@ static int schedule_rm(int argc, char **argv)
 {
     client_args a;
     sl_client *c = NULL;
-    int st = client_args_parse(argc, argv, "schedule rm",
-                               "usage: sluice schedule rm NAME\n"
-                               "  removes the scheduled audit NAME; its past runs stay\n",
-                               CLIENT_NAME_ARG, &a);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &a.cc, a.request_timeout_ms, &c);
+    int st = client_command(argc, argv, "schedule rm",
+                            "usage: sluice schedule rm NAME\n"
+                            "  removes the scheduled audit NAME; its past runs stay\n",
+                            CLIENT_NAME_ARG, &a, &c);
     if (st >= 0)
         return st;
     sl_err err;
@@ -83,12 +81,10 @@ static int schedule_ls(int argc, char **argv)
 {
     client_args a;
     sl_client *c = NULL;
-    int st = client_args_parse(argc, argv, "schedule ls",
-                               "usage: sluice schedule ls [--format text|json]\n"
-                               "  the scheduled audits: name, interval, table, last job\n",
-                               CLIENT_NO_ARG, &a);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &a.cc, a.request_timeout_ms, &c);
+    int st = client_command(argc, argv, "schedule ls",
+                            "usage: sluice schedule ls [--format text|json]\n"
+                            "  the scheduled audits: name, interval, table, last job\n",
+                            CLIENT_NO_ARG, &a, &c);
     if (st >= 0)
         return st;
     sl_err err;

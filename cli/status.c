@@ -10,12 +10,10 @@ int cmd_status(int argc, char **argv)
 {
     client_args a;
     sl_client *c = NULL;
-    int st = client_args_parse(argc, argv, "status",
-                               "usage: sluice status JOB [--format text|json]\n"
-                               "  a job's state, progress and divergence counts\n",
-                               CLIENT_JOB_ARG, &a);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &a.cc, a.request_timeout_ms, &c);
+    int st = client_command(argc, argv, "status",
+                            "usage: sluice status JOB [--format text|json]\n"
+                            "  a job's state, progress and divergence counts\n",
+                            CLIENT_JOB_ARG, &a, &c);
     if (st >= 0)
         return st;
     sl_err err;

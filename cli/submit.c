@@ -169,13 +169,11 @@ int cmd_report(int argc, char **argv)
 {
     client_args a;
     sl_client *c = NULL;
-    int st = client_args_parse(argc, argv, "report",
-                               "usage: sluice report JOB [--format text|json] [--allow-empty]\n"
-                               "  prints a finished job's report as submit --wait does;\n"
-                               "  exit 0 equal, 1 different, 2 trouble\n",
-                               CLIENT_JOB_ARG, &a);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &a.cc, a.request_timeout_ms, &c);
+    int st = client_command(argc, argv, "report",
+                            "usage: sluice report JOB [--format text|json] [--allow-empty]\n"
+                            "  prints a finished job's report as submit --wait does;\n"
+                            "  exit 0 equal, 1 different, 2 trouble\n",
+                            CLIENT_JOB_ARG, &a, &c);
     if (st >= 0)
         return st;
     diff_args d;

@@ -7,13 +7,11 @@ int cmd_workers(int argc, char **argv)
 {
     client_args a;
     sl_client *c = NULL;
-    int st = client_args_parse(argc, argv, "workers",
-                               "usage: sluice workers\n"
-                               "  one line per worker slot: alive or lost, busy or idle, when\n"
-                               "  last heard from, the trees it holds, the databases it reaches\n",
-                               CLIENT_NO_ARG, &a);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &a.cc, a.request_timeout_ms, &c);
+    int st = client_command(argc, argv, "workers",
+                            "usage: sluice workers\n"
+                            "  one line per worker slot: alive or lost, busy or idle, when\n"
+                            "  last heard from, the trees it holds, the databases it reaches\n",
+                            CLIENT_NO_ARG, &a, &c);
     if (st >= 0)
         return st;
     sl_err err;
