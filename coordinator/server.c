@@ -674,6 +674,11 @@ static void serve_client(void *ctx)
         reply_err(s, ident, ilen, 0, &e);
         goto done;
     }
+    if (msg_check_fields(m, &e)) { /* what MSG_TYPES requires of each request */
+        reply_err(s, ident, ilen, msg_id(m), &e);
+        msg_free(m);
+        goto done;
+    }
     switch (msg_type(m)) {
     case MSG_SUBMIT: {
         spec sp;

@@ -9,9 +9,9 @@ static int msgpack_walk(const uint8_t *p, size_t len, uint64_t *items_out);
 
 static const struct {
     int num;
-    const char *name, *dir, *fields;
+    const char *name, *dir, *fields, *required;
 } types[] = {
-#define MSG_TYPE_ROW(name, num, str, dir, fields) {num, str, dir, fields},
+#define MSG_TYPE_ROW(name, num, str, dir, fields, required) {num, str, dir, fields, required},
     MSG_TYPES(MSG_TYPE_ROW)
 #undef MSG_TYPE_ROW
 };
@@ -31,6 +31,34 @@ int msg_types_markdown(sl_buf *out)
         if (sl_buf_printf(out, "| %d | %s | %s | %s |\n", types[i].num, types[i].name,
                           types[i].dir, types[i].fields))
             return -1;
+    return 0;
+}
+
+int msg_check_fields(const msg *m, sl_err *err)
+{
+    int t = msg_type(m);
+    if (t <= 0 || t >= MSG_TYPE_END)
+        return sl_err_setc(err, SL_INVALID, "unknown message type %d", t);
+    for (const char *p = types[t - 1].required; *p;) {
+        size_t n = strcspn(p, ":");
+        char key[32], kind = p[n] == ':' ? p[n + 1] : '*';
+        snprintf(key, sizeof key, "%.*s", (int)n, p);
+        const msgpack_object *o = msg_get(m, key);
+        int good = o && (kind == '*' || (kind == 's' && o->type == MSGPACK_OBJECT_STR) ||
+                         (kind == 'b' && o->type == MSGPACK_OBJECT_BIN) ||
+                         (kind == 'a' && o->type == MSGPACK_OBJECT_ARRAY) ||
+                         (kind == 'i' && (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                                          o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)));
+        if (!good) {
+            static const char *const names[] = {['s'] = "a string", ['i'] = "an integer",
+                                                ['b'] = "binary", ['a'] = "an array",
+                                                ['*'] = "a value"};
+            return sl_err_setc(err, SL_INVALID, "%s message: field \"%s\" must be %s",
+                               types[t - 1].name, key, names[(unsigned char)kind]);
+        }
+        p += n + (p[n] == ':' ? 2 : 0);
+        p += strspn(p, " ");
+    }
     return 0;
 }
 

@@ -43,7 +43,7 @@
 #define MSG_REPLY_SOFT_MAX (8u << 20)
 
 enum msg_type {
-#define MSG_TYPE_ENUM(name, num, str, dir, fields) MSG_##name = num,
+#define MSG_TYPE_ENUM(name, num, str, dir, fields, required) MSG_##name = num,
     MSG_TYPES(MSG_TYPE_ENUM)
 #undef MSG_TYPE_ENUM
         MSG_TYPE_END
@@ -93,6 +93,11 @@ msg *msg_decode(const void *frame, size_t len, sl_err *err);
 void msg_free(msg *m);
 
 int msg_type(const msg *m);
+/* Whether m has the fields its type requires, of the kinds MSG_TYPES
+ * says. 0, or -1 with err (SL_INVALID) naming the first one missing or of
+ * another kind. Receivers call it before reading a request's fields. */
+int msg_check_fields(const msg *m, sl_err *err);
+
 uint64_t msg_id(const msg *m);
 
 /* The field's value, or NULL when absent. */

@@ -1,9 +1,11 @@
 /* msg_types: every message type, described once. Each X(NAME, number,
- * name, direction, fields) gives the enum (MSG_NAME = number), the name
- * msg_type_name() returns, and the row of the type table in
- * proto/README.md, which follows from here (msg_types_markdown) and is
- * checked against it by tests/test_proto.c: change a type here, then paste
- * the table that test prints. Numbers are the wire's: never reused.
+ * name, direction, fields, required) gives the enum (MSG_NAME = number), the
+ * name msg_type_name() returns, the row of the type table in
+ * proto/README.md (msg_types_markdown; tests/test_proto.c checks the README
+ * against it: change a type here, then paste the table that test prints),
+ * and what msg_check_fields() demands of a message of that type: each
+ * "field:kind" must be there, kind s a string, i an integer, b bin, a an
+ * array, * anything (nil included). Numbers are the wire's: never reused.
  */
 #ifndef MSG_TYPES_H
 #define MSG_TYPES_H
@@ -13,66 +15,86 @@
     X(HELLO, 1, "hello", "worker → coordinator", \
       "`dbs`: [names of databases this worker reaches], `enc`: its canonical " \
       "encoding version (absent: 1); a coordinator registers only workers of " \
-      "its own version; `trees`: how many trees it holds") \
+      "its own version; `trees`: how many trees it holds", \
+      "") \
     X(DESCRIBE, 2, "describe", "coordinator → worker", \
       "`db`, `table` → reply `source` (display name), `columns`: [[name, type, " \
-      "class]], `key`: [names], `loose`: 0/1") \
+      "class]], `key`: [names], `loose`: 0/1", \
+      "db:s table:s") \
     X(SPLIT, 3, "split", "c → w", \
-      "spec, `ranges` → reply `rows`, `bounds`: [encoded key]") \
+      "spec, `ranges` → reply `rows`, `bounds`: [encoded key]", \
+      "db:s table:s cols:a cls:a nkey:i ranges:i") \
     X(TREE, 4, "tree", "c → w", \
       "spec, `lo`, `hi`, `tree` (id to keep it under; never reused, a re-issued " \
       "task gets a new one) → reply `tree`, `rows`, `nodes`: [root] (empty for " \
-      "no rows)") \
+      "no rows)", \
+      "db:s table:s cols:a cls:a nkey:i lo:* hi:* tree:i") \
     X(NODES, 5, "nodes", "c → w", \
-      "`tree`, `level`, `index` → reply `nodes`: children") \
+      "`tree`, `level`, `index` → reply `nodes`: children", \
+      "tree:i level:i index:i") \
     X(ROWS, 6, "rows", "c → w", \
       "spec, `lo`, `hi` → reply `rows`: [[key, row hash]], and `more` (see " \
-      "Sizes)") \
+      "Sizes)", \
+      "db:s table:s cols:a cls:a nkey:i lo:* hi:*") \
     X(FETCH, 7, "fetch", "c → w", \
       "spec, `keys`: [encoded key, in key order] → reply `rows`: [[key, [column " \
-      "encodings], [display text or nil]]], and `done` (see Sizes)") \
+      "encodings], [display text or nil]]], and `done` (see Sizes)", \
+      "db:s table:s cols:a cls:a nkey:i keys:a") \
     X(RELEASE, 8, "release", "c → w", \
       "`tree` (no reply). A tree being built stops being read (its task answers " \
-      "with an error nobody waits for); a tree not built yet never will be") \
+      "with an error nobody waits for); a tree not built yet never will be", \
+      "tree:i") \
     X(SHUTDOWN, 9, "shutdown", "c → w", \
-      "—") \
+      "—", \
+      "") \
     X(REPLY, 10, "reply", "w → c, coordinator → client", \
-      "per request") \
+      "per request", \
+      "") \
     X(ERROR, 11, "error", "any", \
-      "`error`: one-line message, `code`: what kind of failure (below)") \
+      "`error`: one-line message, `code`: what kind of failure (below)", \
+      "") \
     X(HEARTBEAT, 12, "heartbeat", "worker → coordinator", \
       "like hello (`dbs`, `enc`, `trees`), at least every `--heartbeat`; a " \
-      "coordinator that restarted learns its workers from these") \
+      "coordinator that restarted learns its workers from these", \
+      "") \
     X(SUBMIT, 13, "submit", "client → coordinator", \
       "`source`, `target` (database names the workers announced), `table`, " \
       "`target_table`, `key`, `columns`, `exclude` (lists of names), `where`, " \
       "`strict` (0/1), `ranges`, `rechecks`, `settle_ms`, " \
       "`max_rows_per_second`, `priority` (`high`, `normal` (absent), `low`), " \
       "`max_tasks` (most range tasks at once; 0 or absent: no cap) → reply " \
-      "`job`") \
+      "`job`", \
+      "source:s target:s table:s") \
     X(STATUS, 14, "status", "client → coordinator", \
       "`job`, `events` (0/1) → reply `state` (queued, running, done, failed, " \
       "cancelled), `error`, `table`, `target_table` (nil when the same), " \
       "`source`, `target`, `source_rows`, `target_rows`, `ranges`, " \
       "`ranges_done`, `workers`, `changed`, `missing`, `extra`, `schema`, " \
       "`transient`, `elapsed_ms`, `submitted_ms`, `finished_ms`, and with " \
-      "`events`: `events` (the stored event frames, as bin)") \
+      "`events`: `events` (the stored event frames, as bin)", \
+      "job:i") \
     X(CANCEL, 15, "cancel", "client → coordinator", \
-      "`job` → empty reply") \
+      "`job` → empty reply", \
+      "job:i") \
     X(WORKERS, 16, "workers", "client → coordinator", \
       "→ reply `workers`: [[index, alive, busy, ms since last heard, " \
-      "[databases], trees held]] (older coordinators send the first 5)") \
+      "[databases], trees held]] (older coordinators send the first 5)", \
+      "") \
     X(EVENT, 17, "event", "coordinator PUB", \
-      "see below") \
+      "see below", \
+      "event:s") \
     X(SCHEDULE_ADD, 18, "schedule_add", "client → coordinator", \
       "`name` (1 to 255 bytes, no control characters), `interval_s` (1 to " \
       "31536000), `spec` (bin: a whole submit frame, checked as a submit is) → " \
-      "empty reply; a schedule of that name is replaced (its last job kept)") \
+      "empty reply; a schedule of that name is replaced (its last job kept)", \
+      "name:s interval_s:i spec:b") \
     X(SCHEDULE_DEL, 19, "schedule_del", "client → coordinator", \
-      "`name` → reply `removed`: 1, or 0 if there was no such schedule") \
+      "`name` → reply `removed`: 1, or 0 if there was no such schedule", \
+      "name:s") \
     X(SCHEDULES, 20, "schedules", "client → coordinator", \
       "→ reply `schedules`: [[name, interval_s, table, last job id or nil]], by " \
-      "name")
+      "name", \
+      "")
 
 /* clang-format on */
 

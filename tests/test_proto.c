@@ -277,8 +277,51 @@ static void test_types_table(void)
     sl_buf_free(&doc);
 }
 
+/* msg_check_fields demands what MSG_TYPES says of each type. */
+static void test_check_fields(void)
+{
+    sl_buf f = {0};
+    sl_err e = {0};
+    msg_writer *w = msg_writer_new(MSG_DESCRIBE, 5);
+    msg_put_cstr(w, "db", "src");
+    msg_writer_finish(w, &f, NULL);
+    msg_writer_free(w);
+    msg *m = msg_decode(f.p, f.len, NULL);
+    ok(m && msg_check_fields(m, &e) == -1 && e.code == SL_INVALID &&
+           strstr(e.msg, "describe message: field \"table\" must be a string"),
+       "a describe without its table is refused, the field named: %s", e.msg);
+    msg_free(m);
+    w = msg_writer_new(MSG_NODES, 6);
+    msg_put_int(w, "tree", 1);
+    msg_put_cstr(w, "level", "two");
+    msg_put_int(w, "index", 0);
+    msg_writer_finish(w, &f, NULL);
+    msg_writer_free(w);
+    m = msg_decode(f.p, f.len, NULL);
+    ok(m && msg_check_fields(m, &e) == -1 && strstr(e.msg, "\"level\" must be an integer"),
+       "a field of another kind is refused: %s", e.msg);
+    msg_free(m);
+    w = msg_writer_new(MSG_NODES, 7);
+    msg_put_int(w, "tree", 1);
+    msg_put_int(w, "level", 2);
+    msg_put_int(w, "index", 0);
+    msg_writer_finish(w, &f, NULL);
+    msg_writer_free(w);
+    m = msg_decode(f.p, f.len, NULL);
+    ok(m && msg_check_fields(m, &e) == 0, "a nodes request with its three integers passes");
+    msg_free(m);
+    w = msg_writer_new(MSG_WORKERS, 8);
+    msg_writer_finish(w, &f, NULL);
+    msg_writer_free(w);
+    m = msg_decode(f.p, f.len, NULL);
+    ok(m && msg_check_fields(m, &e) == 0, "a type that requires nothing passes empty");
+    msg_free(m);
+    sl_buf_free(&f);
+}
+
 int main(void)
 {
+    test_check_fields();
     test_types_table();
     unsigned seed = getenv("SEED") ? (unsigned)atoi(getenv("SEED")) : (unsigned)time(NULL);
     printf("# seed %u\n", seed);

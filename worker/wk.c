@@ -1013,7 +1013,7 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
     uint64_t id = m ? msg_id(m) : 0;
     if (!m)
         e = *decode_err;
-    else if (check_where(w, m, &e) == 0) {
+    else if (msg_check_fields(m, &e) == 0 && check_where(w, m, &e) == 0) {
         switch (msg_type(m)) {
         case MSG_DESCRIBE:
             r = do_describe(w, m, &e);
