@@ -361,7 +361,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
         return reply_err(s, ident, ilen, msg_id(m), &e);
     int r = co_store_get_job(s->store, job, &row, &e);
     if (r == 0)
-        sl_err_setc(&e, SL_NOT_FOUND, "no job %lld; sluice submit prints the job id",
+        sl_err_setc(&e, SL_NOT_FOUND, "no such job %lld; sluice submit prints the job id",
                     (long long)job);
     if (r <= 0)
         return reply_err(s, ident, ilen, msg_id(m), &e);
@@ -709,7 +709,7 @@ static void serve_client(void *ctx)
         co_job_row row;
         int got = msg_get_int(m, "job", &job, &e) ? -1 : co_store_get_job(s->store, job, &row, &e);
         if (got == 0)
-            sl_err_setc(&e, SL_NOT_FOUND, "no job %lld; sluice submit prints the job id",
+            sl_err_setc(&e, SL_NOT_FOUND, "no such job %lld; sluice submit prints the job id",
                         (long long)job);
         else if (got > 0 && strcmp(row.state, "queued") && strcmp(row.state, "running"))
             got = sl_err_setc(&e, SL_INVALID, "job %lld already finished (%s); nothing to cancel",
