@@ -1,6 +1,7 @@
 #include "msg.h"
 
 #include <lz4.h>
+#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,6 +270,21 @@ int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_
     *items = o->via.array.ptr;
     *n = o->via.array.size;
     return 0;
+}
+
+int msg_obj_is_nil(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_NIL;
+}
+
+int msg_obj_is_str(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_STR;
+}
+
+const msgpack_object *msg_obj_at(const msgpack_object *items, uint32_t i)
+{
+    return &items[i];
 }
 
 static int field_err(const msg *m, const char *key, const char *want, sl_err *err)

@@ -1,5 +1,6 @@
 #include "wk.h"
 
+#include <msgpack.h> /* until the rows reply packs through proto */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -81,7 +82,7 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 {
     const char *p;
     size_t n;
-    const msgpack_object *cols, *cls;
+    const msg_obj *cols, *cls;
     uint32_t nc, ncl;
     int64_t nkey, flags = 0;
     memset(s, 0, sizeof *s);
@@ -95,12 +96,12 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         return sl_err_setc(err, SL_INVALID,
                            "malformed request: %u columns, %u classes, %lld key columns", nc, ncl,
                            (long long)nkey);
-    const msgpack_object *w = msg_get(m, "where");
+    const msg_obj *w = msg_get(m, "where");
     if (w && !msg_obj_is_nil(w)) {
         if (msg_obj_str(w, &p, &n) || !(s->where = strndup(p, n)))
             return sl_err_setc(err, SL_INVALID, "malformed request: where is not a string");
     }
-    const msgpack_object *f = msg_get(m, "flags");
+    const msg_obj *f = msg_get(m, "flags");
     if (f && msg_obj_int(f, &flags))
         return sl_err_setc(err, SL_INVALID, "malformed request: flags is not an integer");
     f = msg_get(m, "max_rps");
@@ -108,8 +109,8 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         return sl_err_setc(err, SL_INVALID, "malformed request: max_rps is not a rate");
     for (uint32_t i = 0; i < nc; i++) {
         int64_t c;
-        if (msg_obj_str(&cols[i], &p, &n) || msg_obj_int(&cls[i], &c) || c <= 0 ||
-            c >= ENC_CLASS_END)
+        if (msg_obj_str(msg_obj_at(cols, i), &p, &n) || msg_obj_int(msg_obj_at(cls, i), &c) ||
+            c <= 0 || c >= ENC_CLASS_END)
             return sl_err_setc(err, SL_INVALID,
                                "malformed request: column %u is not a (name, class)", i);
         if (!(s->cols[i] = strndup(p, n)))
@@ -128,18 +129,18 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 
 static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
 {
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t n;
     int64_t kind;
     if (msg_get_array(m, key, &items, &n, err))
         return -1;
-    if (n != 2 || msg_obj_int(&items[0], &kind) || kind < MK_UNBOUNDED || kind > MK_EXCL)
+    if (n != 2 || msg_obj_int(msg_obj_at(items, 0), &kind) || kind < MK_UNBOUNDED || kind > MK_EXCL)
         return sl_err_setc(err, SL_INVALID, "malformed request: bound \"%s\" is not [kind, key]",
                            key);
     b->kind = (int)kind;
     b->key = NULL;
     b->len = 0;
-    if (kind != MK_UNBOUNDED && msg_obj_bin(&items[1], &b->key, &b->len))
+    if (kind != MK_UNBOUNDED && msg_obj_bin(msg_obj_at(items, 1), &b->key, &b->len))
         return sl_err_setc(err, SL_INVALID, "malformed request: bound \"%s\" has no key", key);
     return 0;
 }
@@ -777,7 +778,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     rc.fetch = fetch;
     /* a coordinator that sends "sizes" takes digests and partial replies
      * (proto/README.md, "Sizes"); an older one gets whole values, as before */
-    const msgpack_object *sizes = msg_get(m, "sizes");
+    const msg_obj *sizes = msg_get(m, "sizes");
     int64_t sz = 0;
     rc.sizes = sizes && msg_obj_int(sizes, &sz) == 0 && sz == 1;
     if (spec_read(m, &s, err))
@@ -793,7 +794,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             goto done;
         more = rc.full;
     } else {
-        const msgpack_object *keys;
+        const msg_obj *keys;
         uint32_t nk;
         if (msg_get_array(m, "keys", &keys, &nk, err))
             goto done;
@@ -803,7 +804,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         if (bad)
             sl_err_set(err, "out of memory");
         for (uint32_t i = 0; !bad && i < nk; i++)
-            if ((bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0))
+            if ((bad = msg_obj_bin(msg_obj_at(keys, i), &kp[i], &kl[i]) != 0))
                 sl_err_setc(err, SL_INVALID, "malformed request: keys are not binary");
         fetch_read f = {&s.q, kp, kl, nk, 0, &rc};
         if (!bad && read_retry(w, m, read_fetch, &f, rows_reset, &rc, err))
@@ -967,7 +968,7 @@ static wk_dbconn *db_named(wk *w, const msg *m)
  * one that is not a string). */
 static int has_where(const msg *m)
 {
-    const msgpack_object *o = msg_get(m, "where");
+    const msg_obj *o = msg_get(m, "where");
     return o && !msg_obj_is_nil(o);
 }
 
