@@ -84,8 +84,32 @@ void msg_put_cstr(msg_writer *w, const char *key, const char *s);
 /* Appends bytes that are already msgpack (items packed elsewhere). */
 void msg_pack_raw(msg_writer *w, const void *p, size_t n);
 
-/* Writes the finished frame into out (reset first). Returns 0 or -1. */
+/* Writes the finished frame into out (reset first). Returns 0 or -1 (also
+ * when memory ran out while packing, here or in msg_items it carries). */
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err);
+
+/* Items packed before the message that carries them is begun: a worker
+ * packs reply rows as the database streams them and only then knows the
+ * reply's other fields (and how many rows there are). One buffer, grown
+ * geometrically and kept across msg_items_reset: packing an item allocates
+ * nothing once it has grown, and msg_pack_items copies the bytes once. */
+typedef struct msg_items msg_items;
+
+msg_items *msg_items_new(void); /* NULL when memory runs out */
+void msg_items_free(msg_items *it);
+void msg_items_reset(msg_items *it); /* drops the items, keeps the buffer */
+/* One item each, as msg_pack_*; an array is msg_items_array(n) followed by
+ * its n items. */
+void msg_items_array(msg_items *it, uint32_t n);
+void msg_items_bin(msg_items *it, const void *p, size_t n);
+void msg_items_str(msg_items *it, const char *s, size_t n);
+void msg_items_nil(msg_items *it);
+void msg_items_uint(msg_items *it, uint64_t v);
+/* Bytes packed so far (what msg_pack_items will add to a message). */
+size_t msg_items_size(const msg_items *it);
+/* Appends the items of it to w, e.g. after msg_pack_array(w, count of them). A
+ * failed allocation while packing it makes msg_writer_finish fail. */
+void msg_pack_items(msg_writer *w, const msg_items *it);
 
 /* ---- reading -------------------------------------------------------- */
 
