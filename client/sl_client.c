@@ -277,7 +277,7 @@ static msg *ask(sl_client *c, msg_writer *w, sl_err *err)
  * is an error naming the field (what: "status reply", "event"). */
 static int opt_int(const msg *m, const char *what, const char *key, int64_t *v, sl_err *err)
 {
-    const msgpack_object *o = msg_get(m, key);
+    const msg_obj *o = msg_get(m, key);
     if (!o || msg_obj_is_nil(o))
         return 0;
     if (msg_obj_int(o, v))
@@ -300,7 +300,7 @@ static int opt_uint(const msg *m, const char *what, const char *key, uint64_t *v
 static int opt_text(const msg *m, const char *what, const char *key, char *out, size_t cap,
                     sl_err *err)
 {
-    const msgpack_object *o = msg_get(m, key);
+    const msg_obj *o = msg_get(m, key);
     const char *p;
     size_t n;
     out[0] = '\0';
@@ -313,7 +313,7 @@ static int opt_text(const msg *m, const char *what, const char *key, char *out, 
 }
 
 /* A string object, copied (NULL for nil). -1 for another type or no memory. */
-static int dup_str(const msgpack_object *o, char **out)
+static int dup_str(const msg_obj *o, char **out)
 {
     const char *p;
     size_t n;
@@ -327,7 +327,7 @@ static int dup_str(const msgpack_object *o, char **out)
 
 static int opt_dup(const msg *m, const char *what, const char *key, char **out, sl_err *err)
 {
-    const msgpack_object *o = msg_get(m, key);
+    const msg_obj *o = msg_get(m, key);
     *out = NULL;
     if (!o)
         return 0;
@@ -369,15 +369,15 @@ void sl_event_free(sl_event *ev)
 #define EV "event"
 
 /* A cut value's digest: nil (whole) or [length, hash]. */
-static int read_cut(const msgpack_object *o, char **hash, uint64_t *len)
+static int read_cut(const msg_obj *o, char **hash, uint64_t *len)
 {
-    const msgpack_object *f;
+    const msg_obj *f;
     uint32_t n;
     int64_t l;
     if (msg_obj_is_nil(o))
         return 0;
-    if (msg_obj_array(o, &f, &n) || n != 2 || msg_obj_int(&f[0], &l) || l < 0 ||
-        f[1].type != MSGPACK_OBJECT_STR || dup_str(&f[1], hash))
+    if (msg_obj_array(o, &f, &n) || n != 2 || msg_obj_int(msg_obj_at(f, 0), &l) || l < 0 ||
+        !msg_obj_is_str(msg_obj_at(f, 1)) || dup_str(msg_obj_at(f, 1), hash))
         return -1;
     *len = (uint64_t)l;
     return 0;
@@ -388,7 +388,7 @@ static int read_row(const msg *m, sl_event *ev, sl_err *err)
 {
     const uint8_t *k;
     size_t klen;
-    const msgpack_object *items, *f;
+    const msg_obj *items, *f;
     uint32_t n, nf;
     if (msg_get_bin(m, "k", &k, &klen, NULL))
         return sl_err_setc(err, SL_INTERNAL,
@@ -404,12 +404,13 @@ static int read_row(const msg *m, sl_event *ev, sl_err *err)
         return sl_err_setc(err, SL_INTERNAL, "out of memory");
     ev->nkey = n; /* zeroed entries: sl_event_free frees what was copied */
     for (uint32_t i = 0; i < n; i++)
-        if (msg_obj_array(&items[i], &f, &nf) || nf != 2 || f[0].type != MSGPACK_OBJECT_STR ||
-            dup_str(&f[0], &ev->key[i].column) || dup_str(&f[1], &ev->key[i].value))
+        if (msg_obj_array(msg_obj_at(items, i), &f, &nf) || nf != 2 ||
+            !msg_obj_is_str(msg_obj_at(f, 0)) || dup_str(msg_obj_at(f, 0), &ev->key[i].column) ||
+            dup_str(msg_obj_at(f, 1), &ev->key[i].value))
             return sl_err_setc(err, SL_INTERNAL,
                                "malformed event: key entry %u is not [column, value] of strings",
                                i + 1);
-    const msgpack_object *cols = msg_get(m, "columns");
+    const msg_obj *cols = msg_get(m, "columns");
     if (!cols || msg_obj_is_nil(cols))
         return 0;
     if (msg_obj_array(cols, &items, &n))
@@ -419,14 +420,14 @@ static int read_row(const msg *m, sl_event *ev, sl_err *err)
     ev->ncols = n;
     for (uint32_t i = 0; i < n; i++) {
         sl_column_diff *d = &ev->cols[i];
-        if (msg_obj_array(&items[i], &f, &nf) || (nf != 3 && nf != 5) ||
-            f[0].type != MSGPACK_OBJECT_STR || dup_str(&f[0], &d->column) ||
-            dup_str(&f[1], &d->source) || dup_str(&f[2], &d->target))
+        if (msg_obj_array(msg_obj_at(items, i), &f, &nf) || (nf != 3 && nf != 5) ||
+            !msg_obj_is_str(msg_obj_at(f, 0)) || dup_str(msg_obj_at(f, 0), &d->column) ||
+            dup_str(msg_obj_at(f, 1), &d->source) || dup_str(msg_obj_at(f, 2), &d->target))
             return sl_err_setc(err, SL_INTERNAL,
                                "malformed event: column entry %u is not [column, source, target]",
                                i + 1);
-        if (nf == 5 && (read_cut(&f[3], &d->source_hash, &d->source_len) ||
-                        read_cut(&f[4], &d->target_hash, &d->target_len)))
+        if (nf == 5 && (read_cut(msg_obj_at(f, 3), &d->source_hash, &d->source_len) ||
+                        read_cut(msg_obj_at(f, 4), &d->target_hash, &d->target_len)))
             return sl_err_setc(err, SL_INTERNAL,
                                "malformed event: column entry %u has a cut value that is not nil "
                                "or [length, hash]",
@@ -467,11 +468,11 @@ static int read_divergence(const msg *m, sl_event *ev, sl_err *err)
         return sl_err_setc(err, SL_INTERNAL,
                            "malformed event: a schema divergence needs \"column\" and "
                            "\"problem\"");
-    const msgpack_object *t = msg_get(m, "types"), *f;
+    const msg_obj *t = msg_get(m, "types"), *f;
     uint32_t n;
     if (t && !msg_obj_is_nil(t) &&
-        (msg_obj_array(t, &f, &n) || n != 2 || dup_str(&f[0], &ev->source_type) ||
-         dup_str(&f[1], &ev->target_type)))
+        (msg_obj_array(t, &f, &n) || n != 2 || dup_str(msg_obj_at(f, 0), &ev->source_type) ||
+         dup_str(msg_obj_at(f, 1), &ev->target_type)))
         return sl_err_setc(err, SL_INTERNAL,
                            "malformed event: \"types\" is not [source type, target type]");
     return 0;
@@ -777,7 +778,7 @@ static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
 
 static int read_status_events(const msg *m, sl_job_status *s, sl_err *err)
 {
-    const msgpack_object *ev;
+    const msg_obj *ev;
     uint32_t n;
     if (msg_get_array(m, "events", &ev, &n, NULL))
         return sl_err_setc(err, SL_INTERNAL,
@@ -787,7 +788,7 @@ static int read_status_events(const msg *m, sl_job_status *s, sl_err *err)
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *p;
         size_t len;
-        if (msg_obj_bin(&ev[i], &p, &len))
+        if (msg_obj_bin(msg_obj_at(ev, i), &p, &len))
             return sl_err_setc(err, SL_INTERNAL,
                                "malformed status reply: stored event %u is not binary", i + 1);
         /* a divergence left out of a report would be a wrong answer: one
@@ -854,16 +855,17 @@ void sl_worker_info_free(sl_worker_info *v, size_t n)
 
 /* One worker: [slot, alive, busy, idle ms, [databases]] and, from newer
  * coordinators, the number of trees it holds as a sixth element. */
-static int read_worker(const msgpack_object *o, sl_worker_info *w)
+static int read_worker(const msg_obj *o, sl_worker_info *w)
 {
-    const msgpack_object *f, *dbs;
+    const msg_obj *f, *dbs;
     uint32_t nf, nd;
     int64_t alive, busy;
     w->trees = -1;
-    if (msg_obj_array(o, &f, &nf) || (nf != 5 && nf != 6) || msg_obj_int(&f[0], &w->slot) ||
-        msg_obj_int(&f[1], &alive) || msg_obj_int(&f[2], &busy) ||
-        msg_obj_int(&f[3], &w->idle_ms) || msg_obj_array(&f[4], &dbs, &nd) ||
-        (nf == 6 && (msg_obj_int(&f[5], &w->trees) || w->trees < 0)))
+    if (msg_obj_array(o, &f, &nf) || (nf != 5 && nf != 6) ||
+        msg_obj_int(msg_obj_at(f, 0), &w->slot) || msg_obj_int(msg_obj_at(f, 1), &alive) ||
+        msg_obj_int(msg_obj_at(f, 2), &busy) || msg_obj_int(msg_obj_at(f, 3), &w->idle_ms) ||
+        msg_obj_array(msg_obj_at(f, 4), &dbs, &nd) ||
+        (nf == 6 && (msg_obj_int(msg_obj_at(f, 5), &w->trees) || w->trees < 0)))
         return -1;
     w->alive = alive != 0;
     w->busy = busy != 0;
@@ -871,7 +873,7 @@ static int read_worker(const msgpack_object *o, sl_worker_info *w)
         return -1;
     w->ndbs = nd;
     for (uint32_t k = 0; k < nd; k++)
-        if (dup_str(&dbs[k], &w->dbs[k]) || !w->dbs[k])
+        if (dup_str(msg_obj_at(dbs, k), &w->dbs[k]) || !w->dbs[k])
             return -1;
     return 0;
 }
@@ -883,7 +885,7 @@ int sl_client_workers(sl_client *c, sl_worker_info **out, size_t *n, sl_err *err
     msg *m = ask(c, new_request(c, MSG_WORKERS), err);
     if (!m)
         return -1;
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t ni;
     int rc = 0;
     sl_worker_info *v = NULL;
@@ -894,7 +896,7 @@ int sl_client_workers(sl_client *c, sl_worker_info **out, size_t *n, sl_err *err
         rc = sl_err_setc(err, SL_INTERNAL, "out of memory");
     } else {
         for (uint32_t i = 0; i < ni && rc == 0; i++)
-            if (read_worker(&items[i], &v[i]))
+            if (read_worker(msg_obj_at(items, i), &v[i]))
                 rc = sl_err_setc(err, SL_INTERNAL,
                                  "malformed workers reply: worker %u is not [slot, alive, busy, "
                                  "idle ms, [databases], trees]",
@@ -963,13 +965,13 @@ void sl_schedule_info_free(sl_schedule_info *v, size_t n)
 }
 
 /* One schedule: [name, interval_s, table, last_job or nil]. */
-static int read_schedule(const msgpack_object *o, sl_schedule_info *s)
+static int read_schedule(const msg_obj *o, sl_schedule_info *s)
 {
-    const msgpack_object *f;
+    const msg_obj *f;
     uint32_t nf;
-    if (msg_obj_array(o, &f, &nf) || nf != 4 || dup_str(&f[0], &s->name) || !s->name ||
-        msg_obj_int(&f[1], &s->interval_s) || dup_str(&f[2], &s->table) ||
-        (!msg_obj_is_nil(&f[3]) && msg_obj_int(&f[3], &s->last_job)))
+    if (msg_obj_array(o, &f, &nf) || nf != 4 || dup_str(msg_obj_at(f, 0), &s->name) || !s->name ||
+        msg_obj_int(msg_obj_at(f, 1), &s->interval_s) || dup_str(msg_obj_at(f, 2), &s->table) ||
+        (!msg_obj_is_nil(msg_obj_at(f, 3)) && msg_obj_int(msg_obj_at(f, 3), &s->last_job)))
         return -1;
     return 0;
 }
@@ -981,7 +983,7 @@ int sl_client_schedules(sl_client *c, sl_schedule_info **out, size_t *n, sl_err 
     msg *m = ask(c, new_request(c, MSG_SCHEDULES), err);
     if (!m)
         return -1;
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t ni;
     int rc = 0;
     sl_schedule_info *v = NULL;
@@ -992,7 +994,7 @@ int sl_client_schedules(sl_client *c, sl_schedule_info **out, size_t *n, sl_err 
         rc = sl_err_setc(err, SL_INTERNAL, "out of memory");
     } else {
         for (uint32_t i = 0; i < ni && rc == 0; i++)
-            if (read_schedule(&items[i], &v[i]))
+            if (read_schedule(msg_obj_at(items, i), &v[i]))
                 rc = sl_err_setc(err, SL_INTERNAL,
                                  "malformed schedules reply: schedule %u is not [name, interval, "
                                  "table, last job]",

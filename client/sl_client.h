@@ -3,7 +3,7 @@
  * It speaks the client half of the protocol in proto/README.md: requests
  * over a DEALER socket to the coordinator's client endpoint (submit,
  * status, cancel, workers, schedules), and events from its PUB endpoint,
- * decoded into the structs below so that no caller touches msgpack.
+ * decoded into the structs below so that no caller touches the wire format.
  * `sluice submit/status/report/watch/workers/cancel/schedule` use it; so
  * will the control plane.
  *

@@ -33,7 +33,7 @@ const char *co_kind_name(int kind)
 int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,
                   mk_nodelist *out, sl_err *why)
 {
-    const msgpack_object *nodes;
+    const msg_obj *nodes;
     uint32_t n;
     if (msg_get_array(m, "nodes", &nodes, &n, why))
         return 1;
@@ -43,15 +43,16 @@ int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, u
     size_t first = out->n;
     uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *f;
+        const msg_obj *f;
         uint32_t nf;
         int64_t level, index, nrows;
         const uint8_t *hash, *key;
         size_t hl, kl;
-        if (msg_obj_array(&nodes[i], &f, &nf) || nf != 5 || msg_obj_int(&f[0], &level) ||
-            msg_obj_int(&f[1], &index) || msg_obj_bin(&f[2], &hash, &hl) || hl != 16 ||
-            msg_obj_int(&f[3], &nrows) || msg_obj_bin(&f[4], &key, &kl) || level < 0 ||
-            level > 64 || index < 0 || index > UINT32_MAX || nrows < 1)
+        if (msg_obj_array(msg_obj_at(nodes, i), &f, &nf) || nf != 5 ||
+            msg_obj_int(msg_obj_at(f, 0), &level) || msg_obj_int(msg_obj_at(f, 1), &index) ||
+            msg_obj_bin(msg_obj_at(f, 2), &hash, &hl) || hl != 16 ||
+            msg_obj_int(msg_obj_at(f, 3), &nrows) || msg_obj_bin(msg_obj_at(f, 4), &key, &kl) ||
+            level < 0 || level > 64 || index < 0 || index > UINT32_MAX || nrows < 1)
             return sl_err_set(why, "has node %u that is not [level, index, hash, rows, key]", i), 1;
         if (parent && (uint64_t)level + 1 != parent->level)
             return sl_err_set(why, "has a child at level %lld under a node at level %u",
@@ -203,20 +204,20 @@ static int found(drill *d, int kind, const uint8_t *key, size_t klen, const co_c
     return co_recheck_add(j, d->r, kind, key, klen, err);
 }
 
-int co_merge_rows(drill *d, const msgpack_object *ra, uint32_t na, const msgpack_object *rb,
-                  uint32_t nb, uint32_t width, merge_fn fn, sl_err *err)
+int co_merge_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb, uint32_t nb,
+                  uint32_t width, merge_fn fn, sl_err *err)
 {
     uint32_t i = 0, k = 0;
     while (i < na || k < nb) {
-        const msgpack_object *fa = NULL, *fb = NULL;
+        const msg_obj *fa = NULL, *fb = NULL;
         uint32_t wa, wb;
         const uint8_t *ka = NULL, *kb = NULL;
         size_t kla = 0, klb = 0;
-        if (i < na &&
-            (msg_obj_array(&ra[i], &fa, &wa) || wa != width || msg_obj_bin(&fa[0], &ka, &kla)))
+        if (i < na && (msg_obj_array(msg_obj_at(ra, i), &fa, &wa) || wa != width ||
+                       msg_obj_bin(msg_obj_at(fa, 0), &ka, &kla)))
             return sl_err_set(err, "malformed row list from a worker");
-        if (k < nb &&
-            (msg_obj_array(&rb[k], &fb, &wb) || wb != width || msg_obj_bin(&fb[0], &kb, &klb)))
+        if (k < nb && (msg_obj_array(msg_obj_at(rb, k), &fb, &wb) || wb != width ||
+                       msg_obj_bin(msg_obj_at(fb, 0), &kb, &klb)))
             return sl_err_set(err, "malformed row list from a worker");
         int c = !fa ? 1 : !fb ? -1 : mk_key_cmp(ka, kla, kb, klb);
         if (fn(d, c <= 0 ? fa : NULL, c >= 0 ? fb : NULL, err))
@@ -230,7 +231,7 @@ int co_merge_rows(drill *d, const msgpack_object *ra, uint32_t na, const msgpack
 /* Sends the same kind of request to both sides' workers and waits for both
  * replies' "rows". */
 static int ask_both(job *j, const int workers[2], msg_writer *mw[2], uint64_t ids[2], msg *rep[2],
-                    const msgpack_object *rows[2], uint32_t n[2], sl_err *err)
+                    const msg_obj *rows[2], uint32_t n[2], sl_err *err)
 {
     for (int s = 0; s < 2; s++) {
         int r = co_call(j->c, workers[s], mw[s], err);
@@ -251,10 +252,9 @@ static int ask_both(job *j, const int workers[2], msg_writer *mw[2], uint64_t id
 
 /* A fetched column: its encoding whole (bin: *whole set) or, for a long
  * value, its digest [head, length, hash] (into d). -1 when it is neither. */
-static int fetched_value(const msgpack_object *o, const uint8_t **p, size_t *n, int *whole,
-                         enc_digest *d)
+static int fetched_value(const msg_obj *o, const uint8_t **p, size_t *n, int *whole, enc_digest *d)
 {
-    const msgpack_object *f;
+    const msg_obj *f;
     uint32_t nf;
     const uint8_t *head, *hash;
     size_t nhead, nhash;
@@ -264,9 +264,9 @@ static int fetched_value(const msgpack_object *o, const uint8_t **p, size_t *n, 
         return 0;
     }
     *whole = 0;
-    if (msg_obj_array(o, &f, &nf) || nf != 3 || msg_obj_bin(&f[0], &head, &nhead) || nhead < 1 ||
-        nhead > sizeof d->head || msg_obj_int(&f[1], &len) || len < 0 ||
-        msg_obj_bin(&f[2], &hash, &nhash) || nhash != 16)
+    if (msg_obj_array(o, &f, &nf) || nf != 3 || msg_obj_bin(msg_obj_at(f, 0), &head, &nhead) ||
+        nhead < 1 || nhead > sizeof d->head || msg_obj_int(msg_obj_at(f, 1), &len) || len < 0 ||
+        msg_obj_bin(msg_obj_at(f, 2), &hash, &nhash) || nhash != 16)
         return -1;
     memset(d, 0, sizeof *d);
     memcpy(d->head, head, nhead);
@@ -280,19 +280,19 @@ static int fetched_value(const msgpack_object *o, const uint8_t **p, size_t *n, 
  * from one side since the row scan is reported as missing or extra. A long
  * value comes as a digest and its display text cut short; two values are
  * compared bytewise when both came whole, else by digest. */
-int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err)
+int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
 {
     job *j = d->j;
     const uint8_t *key;
     size_t klen;
-    msg_obj_bin(&(a ? a : b)[0], &key, &klen);
+    msg_obj_bin(msg_obj_at(a ? a : b, 0), &key, &klen);
     if (!a || !b)
         return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
-    const msgpack_object *ea, *eb, *da, *db;
+    const msg_obj *ea, *eb, *da, *db;
     uint32_t nea, neb, nda, ndb;
-    if (msg_obj_array(&a[1], &ea, &nea) || msg_obj_array(&b[1], &eb, &neb) ||
-        msg_obj_array(&a[2], &da, &nda) || msg_obj_array(&b[2], &db, &ndb) || nea != j->ncols ||
-        neb != j->ncols || nda != j->ncols || ndb != j->ncols)
+    if (msg_obj_array(msg_obj_at(a, 1), &ea, &nea) || msg_obj_array(msg_obj_at(b, 1), &eb, &neb) ||
+        msg_obj_array(msg_obj_at(a, 2), &da, &nda) || msg_obj_array(msg_obj_at(b, 2), &db, &ndb) ||
+        nea != j->ncols || neb != j->ncols || nda != j->ncols || ndb != j->ncols)
         return sl_err_set(err, "malformed fetch reply from a worker");
     co_coldiff diffs[CO_MAX_COLS];
     char *texts[4 * CO_MAX_COLS];
@@ -303,8 +303,8 @@ int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, s
         size_t la = 0, lb = 0;
         int wa, wb;
         enc_digest dga, dgb;
-        if (fetched_value(&ea[col], &pa, &la, &wa, &dga) ||
-            fetched_value(&eb[col], &pb, &lb, &wb, &dgb) ||
+        if (fetched_value(msg_obj_at(ea, col), &pa, &la, &wa, &dga) ||
+            fetched_value(msg_obj_at(eb, col), &pb, &lb, &wb, &dgb) ||
             (wa && !wb && enc_digest_encoded(pa, la, flags, &dga)) ||
             (wb && !wa && enc_digest_encoded(pb, lb, flags, &dgb))) {
             rc = sl_err_set(err, "malformed fetch reply from a worker");
@@ -316,9 +316,9 @@ int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, s
         size_t sl;
         co_coldiff *dc = &diffs[nd++];
         *dc = (co_coldiff){.column = j->cols[col]};
-        if (msg_obj_str(&da[col], &sp, &sl) == 0)
+        if (msg_obj_str(msg_obj_at(da, col), &sp, &sl) == 0)
             dc->source = texts[nt++] = strndup(sp, sl);
-        if (msg_obj_str(&db[col], &sp, &sl) == 0)
+        if (msg_obj_str(msg_obj_at(db, col), &sp, &sl) == 0)
             dc->target = texts[nt++] = strndup(sp, sl);
         for (int s = 0; s < 2; s++) {
             const enc_digest *d = s ? &dgb : &dga;
@@ -369,17 +369,19 @@ static int keyref_cmp(const void *a, const void *b)
  * nil per column]], with keys rising strictly, each one of the nk keys asked for
  * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
  * saying what is wrong. */
-int co_check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const keyref *refs,
-                   size_t nk, sl_err *why)
+int co_check_fetch(const job *j, const msg_obj *rows, uint32_t n, const keyref *refs, size_t nk,
+                   sl_err *why)
 {
     size_t at = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *f, *enc, *txt;
+        const msg_obj *f, *enc, *txt;
         uint32_t nf, ne, nt;
         const uint8_t *key, *p;
         size_t klen, l;
-        if (msg_obj_array(&rows[i], &f, &nf) || nf != 3 || msg_obj_bin(&f[0], &key, &klen) ||
-            msg_obj_array(&f[1], &enc, &ne) || msg_obj_array(&f[2], &txt, &nt))
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf != 3 ||
+            msg_obj_bin(msg_obj_at(f, 0), &key, &klen) ||
+            msg_obj_array(msg_obj_at(f, 1), &enc, &ne) ||
+            msg_obj_array(msg_obj_at(f, 2), &txt, &nt))
             return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
         if (ne != j->ncols || nt != j->ncols)
             return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i, ne,
@@ -388,8 +390,8 @@ int co_check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const k
             const char *sp;
             int whole;
             enc_digest d;
-            if (fetched_value(&enc[c], &p, &l, &whole, &d) ||
-                (!msg_obj_is_nil(&txt[c]) && msg_obj_str(&txt[c], &sp, &l)))
+            if (fetched_value(msg_obj_at(enc, c), &p, &l, &whole, &d) ||
+                (!msg_obj_is_nil(msg_obj_at(txt, c)) && msg_obj_str(msg_obj_at(txt, c), &sp, &l)))
                 return sl_err_set(why,
                                   "has row %u whose column %zu is not an encoding (or digest) "
                                   "and text",
@@ -409,16 +411,17 @@ int co_check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const k
 
 /* How many of a reply's key-ordered rows have a key below (or, with
  * or_equal, at most) k; -1 when a row is malformed. */
-static int64_t rows_below(const msgpack_object *rows, uint32_t n, const uint8_t *k, size_t kl,
+static int64_t rows_below(const msg_obj *rows, uint32_t n, const uint8_t *k, size_t kl,
                           int or_equal)
 {
     uint32_t i = 0;
     for (; i < n; i++) {
-        const msgpack_object *f;
+        const msg_obj *f;
         uint32_t nf;
         const uint8_t *p;
         size_t l;
-        if (msg_obj_array(&rows[i], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], &p, &l))
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf < 1 ||
+            msg_obj_bin(msg_obj_at(f, 0), &p, &l))
             return -1;
         int c = mk_key_cmp(p, l, k, kl);
         if (c > 0 || (c == 0 && !or_equal))
@@ -454,7 +457,7 @@ int co_compare_changed(drill *d, const int workers[2], sl_err *err)
         msg_writer *mw[2] = {NULL, NULL};
         uint64_t ids[2];
         msg *rep[2] = {NULL, NULL};
-        const msgpack_object *rows[2];
+        const msg_obj *rows[2];
         uint32_t n[2];
         if (both_requests(j, MSG_FETCH, mw, ids, err)) {
             rc = -1;
@@ -475,7 +478,7 @@ int co_compare_changed(drill *d, const int workers[2], sl_err *err)
         }
         size_t answered = cnt;
         for (int s = 0; rc == 0 && s < 2; s++) {
-            const msgpack_object *d = msg_get(rep[s], "done");
+            const msg_obj *d = msg_get(rep[s], "done");
             int64_t v;
             if (d && (msg_obj_int(d, &v) || v < 1 || (uint64_t)v > cnt))
                 rc = co_reject_worker(j->c, workers[s], err,
@@ -504,15 +507,15 @@ int co_compare_changed(drill *d, const int workers[2], sl_err *err)
 
 /* One key of a span: [key, row hash]. Equal keys with different hashes are
  * gathered for one fetch. */
-int co_span_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err)
+int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
 {
     job *j = d->j;
     const uint8_t *key, *ha, *hb;
     size_t klen, hla, hlb;
-    msg_obj_bin(&(a ? a : b)[0], &key, &klen);
+    msg_obj_bin(msg_obj_at(a ? a : b, 0), &key, &klen);
     if (!a || !b)
         return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
-    if (msg_obj_bin(&a[1], &ha, &hla) || msg_obj_bin(&b[1], &hb, &hlb))
+    if (msg_obj_bin(msg_obj_at(a, 1), &ha, &hla) || msg_obj_bin(msg_obj_at(b, 1), &hb, &hlb))
         return sl_err_set(err, "malformed rows reply from a worker");
     if (hla == hlb && memcmp(ha, hb, hla) == 0)
         return 0;
@@ -556,18 +559,19 @@ static void pick_readers(drill *d, int readers[2])
 
 /* A rows reply: [key, row hash] for keys of the job rising strictly inside
  * the span [lo, hi] asked for. 0, or -1 with why saying what is wrong. */
-int co_check_rows(const job *j, const msgpack_object *rows, uint32_t n, const mk_bound *lo,
+int co_check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,
                   const mk_bound *hi, sl_err *why)
 {
     const uint8_t *prev = NULL;
     size_t plen = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *f;
+        const msg_obj *f;
         uint32_t nf;
         const uint8_t *key, *h;
         size_t klen, hl;
-        if (msg_obj_array(&rows[i], &f, &nf) || nf != 2 || msg_obj_bin(&f[0], &key, &klen) ||
-            msg_obj_bin(&f[1], &h, &hl) || hl != 16)
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf != 2 ||
+            msg_obj_bin(msg_obj_at(f, 0), &key, &klen) || msg_obj_bin(msg_obj_at(f, 1), &h, &hl) ||
+            hl != 16)
             return sl_err_set(why, "has row %u that is not [key, hash]", i);
         if (!co_is_job_key(j, key, klen, why))
             return sl_err_wrap(why, "row %u", i);
@@ -582,12 +586,14 @@ int co_check_rows(const job *j, const msgpack_object *rows, uint32_t n, const mk
 }
 
 /* The last key of a reply that stopped early ("more"), into *k. */
-static int last_key(const msgpack_object *rows, uint32_t n, const uint8_t **k, size_t *kl)
+static int last_key(const msg_obj *rows, uint32_t n, const uint8_t **k, size_t *kl)
 {
-    const msgpack_object *f;
+    const msg_obj *f;
     uint32_t nf;
-    return n < 1 || msg_obj_array(&rows[n - 1], &f, &nf) || nf < 1 || msg_obj_bin(&f[0], k, kl) ? -1
-                                                                                                : 0;
+    return n < 1 || msg_obj_array(msg_obj_at(rows, n - 1), &f, &nf) || nf < 1 ||
+                   msg_obj_bin(msg_obj_at(f, 0), k, kl)
+               ? -1
+               : 0;
 }
 
 /* A differing span: both sides' (key, row hash) lists, merged. A reply
@@ -600,7 +606,7 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
     msg_writer *mw[2] = {NULL, NULL};
     uint64_t ids[2];
     msg *rep[2] = {NULL, NULL};
-    const msgpack_object *rows[2];
+    const msg_obj *rows[2];
     uint32_t n[2];
     int rc = 0, more = 1;
     mk_bound from = *lo;

@@ -50,7 +50,7 @@ int co_fuzz_reply(int type, const uint8_t *frame, size_t len)
     msg *m = msg_decode(frame, len, &why);
     if (!m || msg_type(m) != MSG_REPLY)
         goto done;
-    const msgpack_object *rows;
+    const msg_obj *rows;
     uint32_t n;
     uint64_t count;
     int64_t claimed;

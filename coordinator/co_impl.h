@@ -281,23 +281,23 @@ int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size
                 const co_coldiff *cols, size_t ncols, sl_err *err);
 
 /* Called by co_merge_rows per key with both sides' rows, or NULL for the side lacking it. */
-typedef int (*merge_fn)(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+typedef int (*merge_fn)(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
 /* Walks two key-ordered row lists (rows of `width` fields, the key first)
  * and calls fn once per key: 0, or -1 with err. */
-int co_merge_rows(drill *d, const msgpack_object *ra, uint32_t na, const msgpack_object *rb,
-                  uint32_t nb, uint32_t width, merge_fn fn, sl_err *err);
+int co_merge_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb, uint32_t nb,
+                  uint32_t width, merge_fn fn, sl_err *err);
 /* merge_fn for a rows reply's [key, hash]: one side only is a divergence,
  * differing hashes gather the key in j->changed for a fetch. */
-int co_span_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
 /* merge_fn for a fetch reply's [key, [encodings], [texts]]: one side only,
  * or differing columns, is a divergence. */
-int co_fetched_row(drill *d, const msgpack_object *a, const msgpack_object *b, sl_err *err);
+int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
 /* Checks a rows reply (keys of the job rising strictly inside [lo, hi], 16-byte hashes). */
-int co_check_rows(const job *j, const msgpack_object *rows, uint32_t n, const mk_bound *lo,
+int co_check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,
                   const mk_bound *hi, sl_err *why);
 /* Checks a fetch reply (only keys asked for, in order, a value and text per column). */
-int co_check_fetch(const job *j, const msgpack_object *rows, uint32_t n, const keyref *refs,
-                   size_t nk, sl_err *why);
+int co_check_fetch(const job *j, const msg_obj *rows, uint32_t n, const keyref *refs, size_t nk,
+                   sl_err *why);
 /* Fetches the rows whose keys are in j->changed from workers[0] and
  * workers[1] and compares their columns: 0, -1 or CO_LOST. */
 int co_compare_changed(drill *d, const int workers[2], sl_err *err);

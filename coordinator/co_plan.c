@@ -39,7 +39,7 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err)
         return co_describe(j, side, d, err);
     if (r)
         return -1;
-    const msgpack_object *cols, *keys;
+    const msg_obj *cols, *keys;
     uint32_t nc, nk;
     const char *s;
     size_t l;
@@ -69,14 +69,14 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err)
         goto done;
     }
     for (uint32_t i = 0; i < nc; i++) {
-        const msgpack_object *f;
+        const msg_obj *f;
         uint32_t nf;
         const char *ts;
         size_t tl;
         int64_t cls;
-        if (msg_obj_array(&cols[i], &f, &nf) || nf != 3 || msg_obj_str(&f[0], &s, &l) ||
-            msg_obj_str(&f[1], &ts, &tl) || msg_obj_int(&f[2], &cls) || cls <= 0 ||
-            cls >= ENC_CLASS_END) {
+        if (msg_obj_array(msg_obj_at(cols, i), &f, &nf) || nf != 3 ||
+            msg_obj_str(msg_obj_at(f, 0), &s, &l) || msg_obj_str(msg_obj_at(f, 1), &ts, &tl) ||
+            msg_obj_int(msg_obj_at(f, 2), &cls) || cls <= 0 || cls >= ENC_CLASS_END) {
             sl_err_set(&why, "column %u is not [name, type, class]", i);
             bad = 1;
             goto done;
@@ -91,7 +91,7 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err)
         }
     }
     for (uint32_t i = 0; i < nk; i++) {
-        if (msg_obj_str(&keys[i], &s, &l)) {
+        if (msg_obj_str(msg_obj_at(keys, i), &s, &l)) {
             sl_err_set(&why, "key column %u is not a name", i);
             bad = 1;
             goto done;
@@ -317,7 +317,7 @@ int co_is_job_key(const job *j, const uint8_t *key, size_t len, sl_err *why)
 int co_check_split(const job *j, const msg *m, size_t nranges, uint64_t *rows, sl_err *why)
 {
     int64_t n;
-    const msgpack_object *b;
+    const msg_obj *b;
     uint32_t nb;
     if (msg_get_int(m, "rows", &n, why) || msg_get_array(m, "bounds", &b, &nb, why))
         return -1;
@@ -328,7 +328,7 @@ int co_check_split(const job *j, const msg *m, size_t nranges, uint64_t *rows, s
     const uint8_t *prev = NULL, *k;
     size_t plen = 0, klen;
     for (uint32_t i = 0; i < nb; i++) {
-        if (msg_obj_bin(&b[i], &k, &klen))
+        if (msg_obj_bin(msg_obj_at(b, i), &k, &klen))
             return sl_err_set(why, "has bound %u that is not binary", i);
         if (!co_is_job_key(j, k, klen, why))
             return sl_err_wrap(why, "bound %u", i);
@@ -423,7 +423,7 @@ int co_plan(job *j, sl_err *err)
         if (split(j, big, want, &rep[big], &rows[big], err))
             goto done;
     }
-    const msgpack_object *b;
+    const msg_obj *b;
     uint32_t nb;
     if (msg_get_array(rep[big], "bounds", &b, &nb, err))
         goto done;
@@ -431,7 +431,7 @@ int co_plan(job *j, sl_err *err)
     size_t *lens = calloc((size_t)nb + 1, sizeof *lens);
     int bad = 0;
     for (uint32_t i = 0; keys && lens && i < nb; i++)
-        bad |= msg_obj_bin(&b[i], &keys[i], &lens[i]);
+        bad |= msg_obj_bin(msg_obj_at(b, i), &keys[i], &lens[i]);
     if (!keys || !lens)
         sl_err_set(err, "out of memory");
     else if (bad)

@@ -195,7 +195,7 @@ static int free_slot(co *c)
  * registration (lost, so the job re-issues them). */
 static int register_worker(co *c, int wi, const void *ident, size_t len, const msg *m)
 {
-    const msgpack_object *dbs;
+    const msg_obj *dbs;
     uint32_t n;
     if (wi < 0) {
         if (len > sizeof c->w[0].ident || (wi = free_slot(c)) < 0)
@@ -218,7 +218,7 @@ static int register_worker(co *c, int wi, const void *ident, size_t len, const m
     for (uint32_t i = 0; i < n; i++) {
         const char *p;
         size_t l;
-        if (msg_obj_str(&dbs[i], &p, &l) == 0 && (w->dbs[w->ndbs] = strndup(p, l)))
+        if (msg_obj_str(msg_obj_at(dbs, i), &p, &l) == 0 && (w->dbs[w->ndbs] = strndup(p, l)))
             w->ndbs++;
     }
     return wi;

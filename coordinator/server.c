@@ -65,7 +65,7 @@ static void spec_free(spec *s)
  * not required): 0, or -1 with err. */
 static int opt_str(const msg *m, const char *key, int required, char **out, sl_err *err)
 {
-    const msgpack_object *o = msg_get(m, key);
+    const msg_obj *o = msg_get(m, key);
     const char *p;
     size_t n;
     if (!o || msg_obj_is_nil(o)) {
@@ -81,7 +81,7 @@ static int opt_str(const msg *m, const char *key, int required, char **out, sl_e
  * 0 (also when absent), or -1 with err. */
 static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err *err)
 {
-    const msgpack_object *o = msg_get(m, key), *items;
+    const msg_obj *o = msg_get(m, key), *items;
     uint32_t ni;
     *n = 0;
     if (!o || msg_obj_is_nil(o))
@@ -92,7 +92,7 @@ static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err
     for (uint32_t i = 0; i < ni; i++) {
         const char *p;
         size_t l;
-        if (msg_obj_str(&items[i], &p, &l) || l == 0 || memchr(p, 0, l))
+        if (msg_obj_str(msg_obj_at(items, i), &p, &l) || l == 0 || memchr(p, 0, l))
             return sl_err_setc(err, SL_INVALID, "submit: \"%s\" must hold non-empty names", key);
         if (!(out[i] = strndup(p, l)))
             return sl_err_set(err, "out of memory");
@@ -107,7 +107,7 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 {
     memset(s, 0, sizeof *s);
     int64_t strict = 0, ranges = 0, rechecks = 0, settle = 0;
-    const msgpack_object *o;
+    const msg_obj *o;
     if (opt_str(m, "source", 1, &s->strs[0], err) || opt_str(m, "target", 1, &s->strs[1], err) ||
         opt_str(m, "table", 1, &s->strs[2], err) ||
         opt_str(m, "target_table", 0, &s->strs[3], err) ||
@@ -367,7 +367,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
         return reply_err(s, ident, ilen, msg_id(m), &e);
     size_t done = 0, total = 0;
     co_store_ranges_done(s->store, job, &done, &total, &e);
-    const msgpack_object *want = msg_get(m, "events");
+    const msg_obj *want = msg_get(m, "events");
     int64_t with_events = 0;
     if (want)
         msg_obj_int(want, &with_events);

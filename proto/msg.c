@@ -1,6 +1,7 @@
 #include "msg.h"
 
 #include <lz4.h>
+#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,9 +63,84 @@ int msg_check_fields(const msg *m, sl_err *err)
     return 0;
 }
 
-struct msg_writer {
+/* A growing buffer of packed items. failed: a write did not fit in memory
+ * (msgpack-c's packer ignores that and packs on: the bytes are then not
+ * what was packed, so whatever carries them must not be sent). */
+struct msg_items {
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    int failed;
+};
+
+static int items_write(void *data, const char *buf, size_t len)
+{
+    msg_items *it = data;
+    if (msgpack_sbuffer_write(&it->sb, buf, len) == 0)
+        return 0;
+    it->failed = 1;
+    return -1;
+}
+
+static void items_init(msg_items *it)
+{
+    msgpack_sbuffer_init(&it->sb);
+    msgpack_packer_init(&it->pk, it, items_write);
+    it->failed = 0;
+}
+
+msg_items *msg_items_new(void)
+{
+    msg_items *it = malloc(sizeof *it);
+    if (it)
+        items_init(it);
+    return it;
+}
+
+void msg_items_free(msg_items *it)
+{
+    if (!it)
+        return;
+    msgpack_sbuffer_destroy(&it->sb);
+    free(it);
+}
+
+void msg_items_reset(msg_items *it)
+{
+    msgpack_sbuffer_clear(&it->sb);
+    it->failed = 0;
+}
+
+void msg_items_array(msg_items *it, uint32_t n)
+{
+    msgpack_pack_array(&it->pk, n);
+}
+void msg_items_bin(msg_items *it, const void *p, size_t n)
+{
+    msgpack_pack_bin(&it->pk, n);
+    msgpack_pack_bin_body(&it->pk, p, n);
+}
+void msg_items_str(msg_items *it, const char *s, size_t n)
+{
+    msgpack_pack_str(&it->pk, n);
+    msgpack_pack_str_body(&it->pk, s, n);
+}
+void msg_items_nil(msg_items *it)
+{
+    msgpack_pack_nil(&it->pk);
+}
+void msg_items_uint(msg_items *it, uint64_t v)
+{
+    msgpack_pack_uint64(&it->pk, v);
+}
+size_t msg_items_size(const msg_items *it)
+{
+    return it->sb.size;
+}
+
+/* A message is a msg_items (the map's header, then keys and values) that
+ * knows how many keys it holds. */
+struct msg_writer {
+    msg_items it;
     uint32_t nkeys; /* msg_key calls: the map's size, written at finish */
 };
 
@@ -76,16 +152,15 @@ msg_writer *msg_writer_new(int type, uint64_t id)
     msg_writer *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
-    msgpack_sbuffer_init(&w->sb);
-    msgpack_packer_init(&w->pk, &w->sb, msgpack_sbuffer_write);
+    items_init(&w->it);
     static const char map32[5] = {(char)0xdf, 0, 0, 0, 0};
-    msgpack_sbuffer_write(&w->sb, map32, sizeof map32);
+    items_write(&w->it, map32, sizeof map32);
     msg_key(w, "v");
-    msgpack_pack_int(&w->pk, MSG_VERSION);
+    msg_pack_int(w, MSG_VERSION);
     msg_key(w, "t");
-    msgpack_pack_int(&w->pk, type);
+    msg_pack_int(w, type);
     msg_key(w, "id");
-    msgpack_pack_uint64(&w->pk, id);
+    msg_pack_uint(w, id);
     return w;
 }
 
@@ -93,16 +168,14 @@ void msg_writer_free(msg_writer *w)
 {
     if (!w)
         return;
-    msgpack_sbuffer_destroy(&w->sb);
+    msgpack_sbuffer_destroy(&w->it.sb);
     free(w);
 }
 
 void msg_key(msg_writer *w, const char *key)
 {
     w->nkeys++;
-    size_t n = strlen(key);
-    msgpack_pack_str(&w->pk, n);
-    msgpack_pack_str_body(&w->pk, key, n);
+    msg_items_str(&w->it, key, strlen(key));
 }
 void msg_put_int(msg_writer *w, const char *key, int64_t v)
 {
@@ -121,50 +194,53 @@ void msg_put_cstr(msg_writer *w, const char *key, const char *s)
 }
 void msg_pack_int(msg_writer *w, int64_t v)
 {
-    msgpack_pack_int64(&w->pk, v);
+    msgpack_pack_int64(&w->it.pk, v);
 }
 void msg_pack_uint(msg_writer *w, uint64_t v)
 {
-    msgpack_pack_uint64(&w->pk, v);
+    msg_items_uint(&w->it, v);
 }
 void msg_pack_str(msg_writer *w, const char *s, size_t n)
 {
-    msgpack_pack_str(&w->pk, n);
-    msgpack_pack_str_body(&w->pk, s, n);
+    msg_items_str(&w->it, s, n);
 }
 void msg_pack_cstr(msg_writer *w, const char *s)
 {
     if (s)
         msg_pack_str(w, s, strlen(s));
     else
-        msgpack_pack_nil(&w->pk);
+        msg_pack_nil(w);
 }
 void msg_pack_bin(msg_writer *w, const void *p, size_t n)
 {
-    msgpack_pack_bin(&w->pk, n);
-    msgpack_pack_bin_body(&w->pk, p, n);
+    msg_items_bin(&w->it, p, n);
 }
 void msg_pack_nil(msg_writer *w)
 {
-    msgpack_pack_nil(&w->pk);
+    msg_items_nil(&w->it);
 }
 void msg_pack_array(msg_writer *w, uint32_t n)
 {
-    msgpack_pack_array(&w->pk, n);
+    msg_items_array(&w->it, n);
 }
 void msg_pack_raw(msg_writer *w, const void *p, size_t n)
 {
     if (n)
-        msgpack_sbuffer_write(&w->sb, p, n);
+        items_write(&w->it, p, n);
+}
+void msg_pack_items(msg_writer *w, const msg_items *it)
+{
+    msg_pack_raw(w, it->sb.data, it->sb.size);
+    w->it.failed |= it->failed;
 }
 
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
 {
     sl_buf_reset(out);
-    size_t n = w->sb.size;
-    if (!w->sb.data || n < 5)
+    size_t n = w->it.sb.size;
+    if (!w->it.sb.data || n < 5 || w->it.failed)
         return sl_err_set(err, "out of memory while packing a message");
-    uint8_t *count = (uint8_t *)w->sb.data + 1; /* the map32's, big-endian */
+    uint8_t *count = (uint8_t *)w->it.sb.data + 1; /* the map32's, big-endian */
     count[0] = (uint8_t)(w->nkeys >> 24);
     count[1] = (uint8_t)(w->nkeys >> 16);
     count[2] = (uint8_t)(w->nkeys >> 8);
@@ -175,7 +251,8 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
     /* what a reader would refuse is refused here, with a clearer error: a
      * body of n bytes holds at most n items, so only big ones are walked */
     uint64_t items;
-    if (n > MSG_MAX_ITEMS && msgpack_walk((const uint8_t *)w->sb.data, n, &items) == WALK_TOO_MANY)
+    if (n > MSG_MAX_ITEMS &&
+        msgpack_walk((const uint8_t *)w->it.sb.data, n, &items) == WALK_TOO_MANY)
         return sl_err_setc(err, SL_INVALID,
                            "message of over %u msgpack items exceeds the per-frame limit",
                            MSG_MAX_ITEMS);
@@ -188,13 +265,13 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
         out->p[2] = (uint8_t)(n >> 16);
         out->p[3] = (uint8_t)(n >> 8);
         out->p[4] = (uint8_t)n;
-        int c = LZ4_compress_default(w->sb.data, (char *)out->p + 5, (int)n, bound);
+        int c = LZ4_compress_default(w->it.sb.data, (char *)out->p + 5, (int)n, bound);
         if (c <= 0)
             return sl_err_set(err, "lz4 compression failed");
         out->len = (size_t)c + 5;
         return 0;
     }
-    if (sl_buf_putc(out, 0) || sl_buf_append(out, w->sb.data, n))
+    if (sl_buf_putc(out, 0) || sl_buf_append(out, w->it.sb.data, n))
         return sl_err_set(err, "out of memory");
     return 0;
 }
@@ -269,6 +346,21 @@ int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_
     *items = o->via.array.ptr;
     *n = o->via.array.size;
     return 0;
+}
+
+int msg_obj_is_nil(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_NIL;
+}
+
+int msg_obj_is_str(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_STR;
+}
+
+const msgpack_object *msg_obj_at(const msgpack_object *items, uint32_t i)
+{
+    return &items[i];
 }
 
 static int field_err(const msg *m, const char *key, const char *want, sl_err *err)

@@ -10,11 +10,14 @@
  * Decoding never trusts the sender: a frame that is truncated, not msgpack,
  * not a map, of another version or of an unknown type yields an error, and
  * every accessor checks the field's type.
+ *
+ * Only proto/ calls msgpack-c (proto/README.md, "Layering"): the rest of the
+ * tree writes through msg_writer and msg_items and reads msg_obj values
+ * through the functions below, never their fields.
  */
 #ifndef MSG_H
 #define MSG_H
 
-#include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,8 +84,32 @@ void msg_put_cstr(msg_writer *w, const char *key, const char *s);
 /* Appends bytes that are already msgpack (items packed elsewhere). */
 void msg_pack_raw(msg_writer *w, const void *p, size_t n);
 
-/* Writes the finished frame into out (reset first). Returns 0 or -1. */
+/* Writes the finished frame into out (reset first). Returns 0 or -1 (also
+ * when memory ran out while packing, here or in msg_items it carries). */
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err);
+
+/* Items packed before the message that carries them is begun: a worker
+ * packs reply rows as the database streams them and only then knows the
+ * reply's other fields (and how many rows there are). One buffer, grown
+ * geometrically and kept across msg_items_reset: packing an item allocates
+ * nothing once it has grown, and msg_pack_items copies the bytes once. */
+typedef struct msg_items msg_items;
+
+msg_items *msg_items_new(void); /* NULL when memory runs out */
+void msg_items_free(msg_items *it);
+void msg_items_reset(msg_items *it); /* drops the items, keeps the buffer */
+/* One item each, as msg_pack_*; an array is msg_items_array(n) followed by
+ * its n items. */
+void msg_items_array(msg_items *it, uint32_t n);
+void msg_items_bin(msg_items *it, const void *p, size_t n);
+void msg_items_str(msg_items *it, const char *s, size_t n);
+void msg_items_nil(msg_items *it);
+void msg_items_uint(msg_items *it, uint64_t v);
+/* Bytes packed so far (what msg_pack_items will add to a message). */
+size_t msg_items_size(const msg_items *it);
+/* Appends the items of it to w, e.g. after msg_pack_array(w, count of them). A
+ * failed allocation while packing it makes msg_writer_finish fail. */
+void msg_pack_items(msg_writer *w, const msg_items *it);
 
 /* ---- reading -------------------------------------------------------- */
 
@@ -100,26 +127,34 @@ int msg_check_fields(const msg *m, sl_err *err);
 
 uint64_t msg_id(const msg *m);
 
+/* A decoded value. Opaque outside proto/ (it is msgpack-c's object, which
+ * only msg.c looks into): handle it by pointer, through the msg_obj_*
+ * functions; index an array with msg_obj_at. Pointers point into their msg
+ * and live as long as it. */
+typedef struct msgpack_object msg_obj;
+
 /* The field's value, or NULL when absent. */
-const msgpack_object *msg_get(const msg *m, const char *key);
+const msg_obj *msg_get(const msg *m, const char *key);
 
 /* Typed field getters: 0 on success, -1 (err names the field) when absent
  * or of the wrong type. Pointers point into m. */
 int msg_get_str(const msg *m, const char *key, const char **p, size_t *n, sl_err *err);
 int msg_get_int(const msg *m, const char *key, int64_t *v, sl_err *err);
 int msg_get_bin(const msg *m, const char *key, const uint8_t **p, size_t *n, sl_err *err);
-int msg_get_array(const msg *m, const char *key, const msgpack_object **items, uint32_t *n,
-                  sl_err *err);
+int msg_get_array(const msg *m, const char *key, const msg_obj **items, uint32_t *n, sl_err *err);
 
-/* The same checks on a value inside an array. */
-int msg_obj_int(const msgpack_object *o, int64_t *v);
-int msg_obj_str(const msgpack_object *o, const char **p, size_t *n);
-int msg_obj_bin(const msgpack_object *o, const uint8_t **p, size_t *n);
-int msg_obj_array(const msgpack_object *o, const msgpack_object **items, uint32_t *n);
-static inline int msg_obj_is_nil(const msgpack_object *o)
-{
-    return o->type == MSGPACK_OBJECT_NIL;
-}
+/* The same checks on a value inside an array: 0, or -1 when o is of
+ * another type. */
+int msg_obj_int(const msg_obj *o, int64_t *v);
+int msg_obj_str(const msg_obj *o, const char **p, size_t *n);
+int msg_obj_bin(const msg_obj *o, const uint8_t **p, size_t *n);
+int msg_obj_array(const msg_obj *o, const msg_obj **items, uint32_t *n);
+/* Questions on a value's type: 1 or 0. */
+int msg_obj_is_nil(const msg_obj *o);
+int msg_obj_is_str(const msg_obj *o);
+/* Item i of an array's items (from msg_get_array or msg_obj_array); i must
+ * be below the array's count. */
+const msg_obj *msg_obj_at(const msg_obj *items, uint32_t i);
 
 /* Builds an ERROR reply frame for request id, of code "internal". */
 int msg_error_frame(uint64_t id, const char *message, sl_buf *out);

@@ -61,7 +61,7 @@ static void test_spec_frame(void)
     msg *m = msg_decode(f.p, f.len, &e);
     ok(m && msg_type(m) == MSG_SUBMIT, "the frame is a submit message");
     if (m) {
-        const msgpack_object *items;
+        const msg_obj *items;
         uint32_t n = 0;
         ok(str_is(m, "source", "old") && str_is(m, "target", "new") &&
                str_is(m, "table", "orders") && str_is(m, "target_table", NULL) &&

@@ -231,7 +231,7 @@ static msg *fetch_reply(const int64_t *ids, const char *const *vals, size_t n)
 
 static int merge(drill *d, msg *a, msg *b, uint32_t width, merge_fn fn)
 {
-    const msgpack_object *ra, *rb;
+    const msg_obj *ra, *rb;
     uint32_t na, nb;
     sl_err err;
     if (msg_get_array(a, "rows", &ra, &na, NULL) || msg_get_array(b, "rows", &rb, &nb, NULL))

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <lz4.h>
+#include <msgpack.h> /* hostile frames are built byte by byte */
 
 #include "../merkle/enc.h"
 #include "../proto/msg.h"
@@ -65,7 +66,7 @@ static void test_limits(void)
     /* under the budget: decodes */
     nil_bomb(&f, 100000, 0);
     m = msg_decode(f.p, f.len, &e);
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t ni;
     ok(m && msg_get_array(m, "rows", &items, &ni, &e) == 0 && ni == 100000,
        "a frame of 100000 nils decodes");
@@ -253,6 +254,69 @@ static void test_error_codes(void)
 
 /* proto/README.md's type table is the one that follows from MSG_TYPES:
  * on a difference, the table to paste is printed. */
+/* Items packed ahead (msg_items, as the worker packs reply rows) make the
+ * same frame as the same items packed into the message directly, and a
+ * reset drops what was packed before it. */
+static void test_items(void)
+{
+    static uint8_t big[10000];
+    memset(big, 'x', sizeof big);
+    msg_items *it = msg_items_new();
+    msg_writer *direct = msg_writer_new(MSG_REPLY, 9), *ahead = msg_writer_new(MSG_REPLY, 9);
+    sl_buf fd = {0}, fa = {0};
+    sl_err e = {0};
+    if (!it || !direct || !ahead) {
+        ok(0, "msg_items_new and msg_writer_new allocate");
+        return;
+    }
+    msg_items_str(it, "dropped by the reset", 20);
+    msg_items_reset(it);
+    ok(msg_items_size(it) == 0, "a reset msg_items is empty");
+    msg_key(direct, "rows");
+    msg_pack_array(direct, 3);
+    msg_key(ahead, "rows");
+    msg_pack_array(ahead, 3);
+    for (int small = 1; small >= 0; small--) {
+        size_t n = small ? 3 : sizeof big;
+        msg_pack_array(direct, 4);
+        msg_pack_bin(direct, big, n);
+        msg_pack_uint(direct, n);
+        msg_pack_str(direct, (const char *)big, n);
+        msg_pack_nil(direct);
+        msg_items_array(it, 4);
+        msg_items_bin(it, big, n);
+        msg_items_uint(it, n);
+        msg_items_str(it, (const char *)big, n);
+        msg_items_nil(it);
+    }
+    msg_pack_array(direct, 0);
+    msg_items_array(it, 0);
+    ok(msg_items_size(it) > 2 * sizeof big, "msg_items_size counts the packed bytes (%zu)",
+       msg_items_size(it));
+    msg_pack_items(ahead, it);
+    ok(msg_writer_finish(direct, &fd, &e) == 0 && msg_writer_finish(ahead, &fa, &e) == 0 &&
+           fd.len == fa.len && !memcmp(fd.p, fa.p, fd.len),
+       "items packed ahead make the same frame as items packed in place (%zu bytes)", fa.len);
+    msg *m = msg_decode(fa.p, fa.len, &e);
+    const msg_obj *rows, *f;
+    uint32_t n = 0, nf = 0;
+    const uint8_t *b;
+    size_t bn = 0;
+    int64_t v = 0;
+    ok(m && msg_get_array(m, "rows", &rows, &n, &e) == 0 && n == 3 &&
+           msg_obj_array(msg_obj_at(rows, 1), &f, &nf) == 0 && nf == 4 &&
+           msg_obj_bin(msg_obj_at(f, 0), &b, &bn) == 0 && bn == sizeof big &&
+           msg_obj_int(msg_obj_at(f, 1), &v) == 0 && v == (int64_t)sizeof big &&
+           msg_obj_is_str(msg_obj_at(f, 2)) && msg_obj_is_nil(msg_obj_at(f, 3)),
+       "the rows decode as packed: %s", e.msg);
+    msg_free(m);
+    msg_items_free(it);
+    msg_writer_free(direct);
+    msg_writer_free(ahead);
+    sl_buf_free(&fd);
+    sl_buf_free(&fa);
+}
+
 static void test_types_table(void)
 {
     sl_buf want = {0}, doc = {0};
@@ -344,14 +408,16 @@ int main(void)
     const char *s;
     size_t n;
     int64_t iv;
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t ni;
+    const uint8_t *b;
+    size_t bn;
     ok(m && msg_type(m) == MSG_TREE && msg_id(m) == 42, "type and id round-trip");
     ok(m && msg_get_str(m, "table", &s, &n, &e) == 0 && n == 13 && !memcmp(s, "public.orders", 13),
        "string field round-trips");
     ok(m && msg_get_int(m, "n", &iv, &e) == 0 && iv == -7, "negative int round-trips");
     ok(m && msg_get_array(m, "keys", &items, &ni, &e) == 0 && ni == 2 &&
-           items[0].type == MSGPACK_OBJECT_BIN && msg_obj_is_nil(&items[1]),
+           msg_obj_bin(msg_obj_at(items, 0), &b, &bn) == 0 && msg_obj_is_nil(msg_obj_at(items, 1)),
        "array of bin and nil round-trips");
     ok(m && msg_get_int(m, "table", &iv, &e) != 0 && strstr(e.msg, "table"),
        "wrong-typed field is an error naming it: %s", e.msg);
@@ -367,7 +433,7 @@ int main(void)
     msg_writer_free(w);
     m = msg_decode(f.p, f.len, &e);
     ok(m && msg_get_array(m, "rows", &items, &ni, &e) == 0 && ni == 5000 &&
-           msg_obj_int(&items[4999], &iv) == 0 && iv == 4999,
+           msg_obj_int(msg_obj_at(items, 4999), &iv) == 0 && iv == 4999,
        "compressed message round-trips");
     msg_free(m);
 
@@ -454,5 +520,6 @@ int main(void)
     test_limits();
     test_key_check();
     test_error_codes();
+    test_items();
     return done_testing();
 }

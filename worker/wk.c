@@ -81,7 +81,7 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 {
     const char *p;
     size_t n;
-    const msgpack_object *cols, *cls;
+    const msg_obj *cols, *cls;
     uint32_t nc, ncl;
     int64_t nkey, flags = 0;
     memset(s, 0, sizeof *s);
@@ -95,12 +95,12 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         return sl_err_setc(err, SL_INVALID,
                            "malformed request: %u columns, %u classes, %lld key columns", nc, ncl,
                            (long long)nkey);
-    const msgpack_object *w = msg_get(m, "where");
+    const msg_obj *w = msg_get(m, "where");
     if (w && !msg_obj_is_nil(w)) {
         if (msg_obj_str(w, &p, &n) || !(s->where = strndup(p, n)))
             return sl_err_setc(err, SL_INVALID, "malformed request: where is not a string");
     }
-    const msgpack_object *f = msg_get(m, "flags");
+    const msg_obj *f = msg_get(m, "flags");
     if (f && msg_obj_int(f, &flags))
         return sl_err_setc(err, SL_INVALID, "malformed request: flags is not an integer");
     f = msg_get(m, "max_rps");
@@ -108,8 +108,8 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         return sl_err_setc(err, SL_INVALID, "malformed request: max_rps is not a rate");
     for (uint32_t i = 0; i < nc; i++) {
         int64_t c;
-        if (msg_obj_str(&cols[i], &p, &n) || msg_obj_int(&cls[i], &c) || c <= 0 ||
-            c >= ENC_CLASS_END)
+        if (msg_obj_str(msg_obj_at(cols, i), &p, &n) || msg_obj_int(msg_obj_at(cls, i), &c) ||
+            c <= 0 || c >= ENC_CLASS_END)
             return sl_err_setc(err, SL_INVALID,
                                "malformed request: column %u is not a (name, class)", i);
         if (!(s->cols[i] = strndup(p, n)))
@@ -128,18 +128,18 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 
 static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
 {
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t n;
     int64_t kind;
     if (msg_get_array(m, key, &items, &n, err))
         return -1;
-    if (n != 2 || msg_obj_int(&items[0], &kind) || kind < MK_UNBOUNDED || kind > MK_EXCL)
+    if (n != 2 || msg_obj_int(msg_obj_at(items, 0), &kind) || kind < MK_UNBOUNDED || kind > MK_EXCL)
         return sl_err_setc(err, SL_INVALID, "malformed request: bound \"%s\" is not [kind, key]",
                            key);
     b->kind = (int)kind;
     b->key = NULL;
     b->len = 0;
-    if (kind != MK_UNBOUNDED && msg_obj_bin(&items[1], &b->key, &b->len))
+    if (kind != MK_UNBOUNDED && msg_obj_bin(msg_obj_at(items, 1), &b->key, &b->len))
         return sl_err_setc(err, SL_INVALID, "malformed request: bound \"%s\" has no key", key);
     return 0;
 }
@@ -641,8 +641,7 @@ static int do_nodes(wk *w, const msg *m, sl_err *err)
 
 typedef struct rows_ctx {
     rowenc re;
-    msgpack_sbuffer sb; /* the rows, packed as they come */
-    msgpack_packer pk;
+    msg_items *rows; /* the rows, packed as they come */
     uint32_t n;
     int fetch; /* FETCH: also per-column encodings and display text */
     int sizes; /* the coordinator understands digests and partial replies */
@@ -670,8 +669,7 @@ static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_byte
             return sl_err_set(err, "out of memory");
         if (rc->col.len <= MSG_VALUE_MAX || !rc->sizes) {
             rc->cut[k] = 0;
-            msgpack_pack_bin(&rc->pk, rc->col.len);
-            msgpack_pack_bin_body(&rc->pk, rc->col.p, rc->col.len);
+            msg_items_bin(rc->rows, rc->col.p, rc->col.len);
             return 0;
         }
         if (enc_digest_encoded(rc->col.p, rc->col.len, flags, &d))
@@ -680,12 +678,10 @@ static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_byte
         return sl_err_set(err, "out of memory");
     }
     rc->cut[k] = 1;
-    msgpack_pack_array(&rc->pk, 3);
-    msgpack_pack_bin(&rc->pk, d.nhead);
-    msgpack_pack_bin_body(&rc->pk, d.head, d.nhead);
-    msgpack_pack_uint64(&rc->pk, d.len);
-    msgpack_pack_bin(&rc->pk, 16);
-    msgpack_pack_bin_body(&rc->pk, d.hash, 16);
+    msg_items_array(rc->rows, 3);
+    msg_items_bin(rc->rows, d.head, d.nhead);
+    msg_items_uint(rc->rows, d.len);
+    msg_items_bin(rc->rows, d.hash, 16);
     return 0;
 }
 
@@ -696,38 +692,36 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         return 0;
     if (encode_row(&rc->re, v, !rc->fetch, err))
         return -1;
-    size_t start = rc->sb.size;
-    msgpack_pack_array(&rc->pk, rc->fetch ? 3 : 2);
-    msgpack_pack_bin(&rc->pk, rc->re.key.len);
-    msgpack_pack_bin_body(&rc->pk, rc->re.key.p, rc->re.key.len);
+    size_t start = msg_items_size(rc->rows);
+    msg_items_array(rc->rows, rc->fetch ? 3 : 2);
+    msg_items_bin(rc->rows, rc->re.key.p, rc->re.key.len);
     if (!rc->fetch) {
-        msgpack_pack_bin(&rc->pk, 16);
-        msgpack_pack_bin_body(&rc->pk, rc->re.hash, 16);
+        msg_items_bin(rc->rows, rc->re.hash, 16);
     } else {
         if (n > CONN_MAX_COLS)
             return sl_err_set(err, "a fetched row has %zu columns", n);
-        msgpack_pack_array(&rc->pk, (uint32_t)n);
+        msg_items_array(rc->rows, (uint32_t)n);
         for (size_t k = 0; k < n; k++)
-            if (pack_column(rc, k, &v[k], rc->sb.size - start, err))
+            if (pack_column(rc, k, &v[k], msg_items_size(rc->rows) - start, err))
                 return -1;
-        msgpack_pack_array(&rc->pk, (uint32_t)n);
+        msg_items_array(rc->rows, (uint32_t)n);
         for (size_t k = 0; k < n; k++) {
             if (v[k].kind == ENC_V_NULL) {
-                msgpack_pack_nil(&rc->pk);
+                msg_items_nil(rc->rows);
                 continue;
             }
             sl_buf_reset(&rc->disp);
             if (rc->cut[k] ? enc_display_prefix(&rc->disp, &v[k], MSG_PREFIX_MAX)
                            : enc_display(&rc->disp, &v[k]))
                 return sl_err_set(err, "out of memory");
-            msgpack_pack_str(&rc->pk, rc->disp.len);
-            msgpack_pack_str_body(&rc->pk, rc->disp.p, rc->disp.len);
+            msg_items_str(rc->rows, (const char *)rc->disp.p, rc->disp.len);
         }
     }
     rc->n++;
-    if (rc->sizes && rc->sb.size >= MSG_REPLY_SOFT_MAX)
+    size_t size = msg_items_size(rc->rows);
+    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX)
         rc->full = 1;
-    if (rc->sb.size > MSG_MAX_RAW / 2)
+    if (size > MSG_MAX_RAW / 2)
         return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
                            MSG_MAX_RAW / 2 >> 20);
     return 0;
@@ -736,7 +730,7 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 static void rows_reset(void *ctx)
 {
     rows_ctx *rc = ctx;
-    msgpack_sbuffer_clear(&rc->sb);
+    msg_items_reset(rc->rows);
     rc->n = 0;
     rc->full = 0;
     rc->re.n = 0;
@@ -772,12 +766,14 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     rows_ctx rc = {0};
     int r = -1, more = 0;
     uint32_t done_keys = 0;
-    msgpack_sbuffer_init(&rc.sb);
-    msgpack_packer_init(&rc.pk, &rc.sb, msgpack_sbuffer_write);
+    if (!(rc.rows = msg_items_new())) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
     rc.fetch = fetch;
     /* a coordinator that sends "sizes" takes digests and partial replies
      * (proto/README.md, "Sizes"); an older one gets whole values, as before */
-    const msgpack_object *sizes = msg_get(m, "sizes");
+    const msg_obj *sizes = msg_get(m, "sizes");
     int64_t sz = 0;
     rc.sizes = sizes && msg_obj_int(sizes, &sz) == 0 && sz == 1;
     if (spec_read(m, &s, err))
@@ -793,7 +789,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
             goto done;
         more = rc.full;
     } else {
-        const msgpack_object *keys;
+        const msg_obj *keys;
         uint32_t nk;
         if (msg_get_array(m, "keys", &keys, &nk, err))
             goto done;
@@ -803,7 +799,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         if (bad)
             sl_err_set(err, "out of memory");
         for (uint32_t i = 0; !bad && i < nk; i++)
-            if ((bad = msg_obj_bin(&keys[i], &kp[i], &kl[i]) != 0))
+            if ((bad = msg_obj_bin(msg_obj_at(keys, i), &kp[i], &kl[i]) != 0))
                 sl_err_setc(err, SL_INVALID, "malformed request: keys are not binary");
         fetch_read f = {&s.q, kp, kl, nk, 0, &rc};
         if (!bad && read_retry(w, m, read_fetch, &f, rows_reset, &rc, err))
@@ -830,7 +826,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         msg_put_uint(mw, "more", 1);
     msg_key(mw, "rows");
     msg_pack_array(mw, rc.n);
-    msg_pack_raw(mw, rc.sb.data, rc.sb.size); /* rows packed as they came */
+    msg_pack_items(mw, rc.rows); /* rows packed as they came */
     r = msg_writer_finish(mw, &w->out, err);
     msg_writer_free(mw);
 done:
@@ -839,7 +835,7 @@ done:
     rowenc_free(&rc.re);
     sl_buf_free(&rc.col);
     sl_buf_free(&rc.disp);
-    msgpack_sbuffer_destroy(&rc.sb);
+    msg_items_free(rc.rows);
     return r;
 }
 
@@ -967,7 +963,7 @@ static wk_dbconn *db_named(wk *w, const msg *m)
  * one that is not a string). */
 static int has_where(const msg *m)
 {
-    const msgpack_object *o = msg_get(m, "where");
+    const msg_obj *o = msg_get(m, "where");
     return o && !msg_obj_is_nil(o);
 }
 

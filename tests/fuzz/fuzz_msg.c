@@ -11,13 +11,13 @@ static const char *const keys[] = {"v",    "t",     "id",   "dbs",    "db",    "
                                    "hi",   "tree",  "cols", "cls",    "events"};
 
 /* Reads o with every getter, and its items, to a bounded depth. */
-static void visit(const msgpack_object *o, int depth)
+static void visit(const msg_obj *o, int depth)
 {
     int64_t i;
     const char *s;
     const uint8_t *b;
     size_t n;
-    const msgpack_object *items;
+    const msg_obj *items;
     uint32_t ni;
     (void)msg_obj_int(o, &i);
     if (msg_obj_str(o, &s, &n) == 0 && n && s[n - 1] == 0x7f)
@@ -27,7 +27,7 @@ static void visit(const msgpack_object *o, int depth)
     (void)msg_obj_is_nil(o);
     if (depth < 8 && msg_obj_array(o, &items, &ni) == 0)
         for (uint32_t k = 0; k < ni; k++)
-            visit(&items[k], depth + 1);
+            visit(msg_obj_at(items, k), depth + 1);
     (void)i;
 }
 
@@ -53,15 +53,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *b;
         size_t n;
         int64_t i;
-        const msgpack_object *items;
+        const msg_obj *items;
         uint32_t ni;
         (void)msg_get_str(m, keys[k], &s, &n, &err);
         (void)msg_get_int(m, keys[k], &i, &err);
         (void)msg_get_bin(m, keys[k], &b, &n, &err);
         if (msg_get_array(m, keys[k], &items, &ni, &err) == 0)
             for (uint32_t x = 0; x < ni; x++)
-                visit(&items[x], 0);
-        const msgpack_object *o = msg_get(m, keys[k]);
+                visit(msg_obj_at(items, x), 0);
+        const msg_obj *o = msg_get(m, keys[k]);
         if (o)
             visit(o, 0);
     }
