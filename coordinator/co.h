@@ -1,9 +1,9 @@
 /* co: the coordinator. It binds a ROUTER socket for workers, and runs diff
- * jobs across them, many at once in one event loop: describe both tables (through workers: the coordinator
- * never opens a source or target database), reconcile their schemas, split
- * the key space into ranges, have each range's source and target trees built
- * in parallel, compare them, drill into differing spans down to rows and
- * columns, and report every divergence through a callback as it is found.
+ * jobs across them, many at once in one event loop: describe both tables (through workers: the
+ * coordinator never opens a source or target database), reconcile their schemas, split the key
+ * space into ranges, have each range's source and target trees built in parallel, compare them,
+ * drill into differing spans down to rows and columns, and report every divergence through a
+ * callback as it is found.
  */
 #ifndef CO_H
 #define CO_H
@@ -173,7 +173,6 @@ void co_set_service(co *c, void *sock, void (*fn)(void *ctx), void *ctx);
 /* fn(ctx, line) is told, in one line, of each worker dropped for breaking
  * the protocol (its work goes to the others). NULL: nobody is told. */
 void co_set_log(co *c, void (*fn)(void *ctx, const char *line), void *ctx);
-
 
 typedef struct co_worker_view {
     int alive, busy;

@@ -346,8 +346,7 @@ int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
 
 /* Starts the same request for both sides: a writer each, with the side's
  * spec packed. */
-static int both_requests(job *j, int type, msg_writer *mw[2], uint64_t ids[2],
-                         sl_err *err)
+static int both_requests(job *j, int type, msg_writer *mw[2], uint64_t ids[2], sl_err *err)
 {
     for (int s = 0; s < 2; s++) {
         if (!(mw[s] = co_request(j->c, type, &ids[s]))) {
@@ -775,7 +774,8 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
             !co_worker_is(j->c, r->worker[1], r->gen[1]))
             return 0;
         if (r->attempts > 100)
-            return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers", ri);
+            return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers",
+                               ri);
     }
     release(j, ri);
     mk_nodelist_free(&r->root[0]);

@@ -28,7 +28,7 @@
 #define CO_MAX_TABLE_COLS 32767
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
-#define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
+#define CO_LOST (-2) /* a worker went away: redo its work elsewhere */
 
 typedef struct co_job job;
 

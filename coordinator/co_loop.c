@@ -167,10 +167,10 @@ static int job_run(job *j, sl_err *err)
                 j->stranded = sl_now();
             if (sl_now() - j->stranded >
                 3.0 * (c->hb_timeout_ms > 0 ? c->hb_timeout_ms : 10000) / 1000)
-                return sl_err_setc(err, SL_LOST_WORKER, "no live worker can reach database \"%s\"%s%s%s",
-                                  co_can_reach(c, j->db[0]) ? j->db[1] : j->db[0],
-                                  c->rejected[0] ? " (" : "", c->rejected,
-                                  c->rejected[0] ? ")" : "");
+                return sl_err_setc(
+                    err, SL_LOST_WORKER, "no live worker can reach database \"%s\"%s%s%s",
+                    co_can_reach(c, j->db[0]) ? j->db[1] : j->db[0], c->rejected[0] ? " (" : "",
+                    c->rejected, c->rejected[0] ? ")" : "");
         } else {
             j->stranded = 0;
         }

@@ -58,7 +58,7 @@ int co_describe(job *j, int side, side_desc *d, sl_err *err)
     d->loose = loose != 0;
     if (nc > CO_MAX_TABLE_COLS || nk > ENC_MAX_KEY_COLS) {
         sl_err_setc(err, SL_INVALID, "table \"%s\" has too many columns (%u) or key columns (%u)",
-                   j->table[side], nc, nk);
+                    j->table[side], nc, nk);
         goto done;
     }
     d->name = calloc(nc + 1, sizeof *d->name);
@@ -159,17 +159,19 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
     if (o->nkey) {
         if (o->nkey > ENC_MAX_KEY_COLS)
             return sl_err_setc(err, SL_INVALID, "--key names %zu columns; at most %d", o->nkey,
-                              ENC_MAX_KEY_COLS);
+                               ENC_MAX_KEY_COLS);
         for (size_t i = 0; i < o->nkey; i++)
             key[i] = o->key[i];
         nkey = o->nkey;
     } else {
         if (s->nkey == 0)
-            return sl_err_setc(err, SL_INVALID, "table \"%s\" in source has no primary key; pass --key COLUMNS",
-                              j->table[0]);
+            return sl_err_setc(err, SL_INVALID,
+                               "table \"%s\" in source has no primary key; pass --key COLUMNS",
+                               j->table[0]);
         if (t->nkey == 0)
-            return sl_err_setc(err, SL_INVALID, "table \"%s\" in target has no primary key; pass --key COLUMNS",
-                              j->table[1]);
+            return sl_err_setc(err, SL_INVALID,
+                               "table \"%s\" in target has no primary key; pass --key COLUMNS",
+                               j->table[1]);
         int same = s->nkey == t->nkey;
         for (size_t i = 0; same && i < s->nkey; i++)
             same = strcmp(s->key[i], t->key[i]) == 0;
@@ -180,9 +182,9 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
             for (size_t i = 0; i < t->nkey; i++)
                 snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", i ? ", " : "", t->key[i]);
             return sl_err_setc(err, SL_INVALID,
-                              "key columns differ: source (%s), target (%s); pass --key "
-                              "to choose one",
-                              a, b);
+                               "key columns differ: source (%s), target (%s); pass --key "
+                               "to choose one",
+                               a, b);
         }
         for (size_t i = 0; i < s->nkey; i++)
             key[i] = s->key[i];
@@ -192,15 +194,16 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
     for (size_t i = 0; i < nkey; i++) {
         int a = find_col(s, key[i]), b = find_col(t, key[i]);
         if (a < 0 || b < 0)
-            return sl_err_setc(err, SL_INVALID, "key column \"%s\" does not exist in %s table \"%s\"", key[i],
-                              a < 0 ? "source" : "target", a < 0 ? j->table[0] : j->table[1]);
+            return sl_err_setc(err, SL_INVALID,
+                               "key column \"%s\" does not exist in %s table \"%s\"", key[i],
+                               a < 0 ? "source" : "target", a < 0 ? j->table[0] : j->table[1]);
         int cls = enc_class_common(s->cls[a], t->cls[b], flags);
         if (!cls || !enc_key_is_supported(cls))
             return sl_err_setc(err, SL_INVALID,
-                              "key column \"%s\" has type %s (source) and %s (target); "
-                              "sluice orders keys of integer, text, uuid or bytea type only: "
-                              "pass --key with such columns",
-                              key[i], s->type[a], t->type[b]);
+                               "key column \"%s\" has type %s (source) and %s (target); "
+                               "sluice orders keys of integer, text, uuid or bytea type only: "
+                               "pass --key with such columns",
+                               key[i], s->type[a], t->type[b]);
         /* Each side reads its ranges in its own column type's order: an
          * integer column numerically, a text column bytewise ('10' < '9').
          * Read as one class, such keys would be bounded and merged in an
@@ -208,11 +211,11 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
         if ((s->cls[a] == ENC_INT && t->cls[b] == ENC_TEXT) ||
             (s->cls[a] == ENC_TEXT && t->cls[b] == ENC_INT))
             return sl_err_setc(err, SL_INVALID,
-                              "key column \"%s\" is %s in source (%s) but %s in target (%s), "
-                              "and the two order keys differently; make the key types agree, or "
-                              "compare through a view that casts the key on one side (with --key)",
-                              key[i], enc_class_name(s->cls[a]), s->type[a],
-                              enc_class_name(t->cls[b]), t->type[b]);
+                               "key column \"%s\" is %s in source (%s) but %s in target (%s), "
+                               "and the two order keys differently; make the key types agree, or "
+                               "compare through a view that casts the key on one side (with --key)",
+                               key[i], enc_class_name(s->cls[a]), s->type[a],
+                               enc_class_name(t->cls[b]), t->type[b]);
         for (size_t k = 0; k < i; k++)
             if (strcmp(key[k], key[i]) == 0)
                 return sl_err_setc(err, SL_INVALID, "--key names \"%s\" twice", key[i]);
@@ -222,11 +225,13 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
     j->nkey = nkey;
     for (size_t i = 0; i < o->ncolumns; i++) {
         if (find_col(s, o->columns[i]) < 0)
-            return sl_err_setc(err, SL_INVALID, "--columns: column \"%s\" does not exist in source table \"%s\"",
-                              o->columns[i], j->table[0]);
+            return sl_err_setc(err, SL_INVALID,
+                               "--columns: column \"%s\" does not exist in source table \"%s\"",
+                               o->columns[i], j->table[0]);
         if (find_col(t, o->columns[i]) < 0)
-            return sl_err_setc(err, SL_INVALID, "--columns: column \"%s\" does not exist in target table \"%s\"",
-                              o->columns[i], j->table[1]);
+            return sl_err_setc(err, SL_INVALID,
+                               "--columns: column \"%s\" does not exist in target table \"%s\"",
+                               o->columns[i], j->table[1]);
     }
     for (size_t i = 0; i < s->n; i++) {
         const char *name = s->name[i];
@@ -253,9 +258,9 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
             return -1;
         if (j->ncols == CO_MAX_COLS)
             return sl_err_setc(err, SL_INVALID,
-                              "table \"%s\" has more than %d columns to compare; pass --columns "
-                              "or --exclude-columns to compare at most %d",
-                              j->table[0], CO_MAX_COLS, CO_MAX_COLS);
+                               "table \"%s\" has more than %d columns to compare; pass --columns "
+                               "or --exclude-columns to compare at most %d",
+                               j->table[0], CO_MAX_COLS, CO_MAX_COLS);
         j->cols[j->ncols] = name;
         j->cls[j->ncols++] = cls;
     }

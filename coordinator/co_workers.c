@@ -444,8 +444,8 @@ int co_pick_worker(co *c, const char *db, sl_err *err)
         }
     if (any >= 0 || shunned >= 0)
         return any >= 0 ? any : shunned;
-    return sl_err_setc(err, SL_LOST_WORKER, "no connected worker can reach database \"%s\"%s%s%s", db,
-                      c->rejected[0] ? " (" : "", c->rejected, c->rejected[0] ? ")" : "");
+    return sl_err_setc(err, SL_LOST_WORKER, "no connected worker can reach database \"%s\"%s%s%s",
+                       db, c->rejected[0] ? " (" : "", c->rejected, c->rejected[0] ? ")" : "");
 }
 
 msg_writer *co_request(co *c, int type, uint64_t *id)

@@ -87,8 +87,8 @@ fiber *fiber_new(void (*fn)(void *arg), void *arg, size_t stack_size)
     fiber *volatile f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
-    f->map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1,
-                  0);
+    f->map =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (f->map == MAP_FAILED) {
         free(f);
         return NULL;

@@ -87,8 +87,8 @@ static int opt_list(const msg *m, const char *key, char **out, size_t *n, sl_err
     if (!o || msg_obj_is_nil(o))
         return 0;
     if (msg_obj_array(o, &items, &ni) || ni > SPEC_MAX_LIST)
-        return sl_err_setc(err, SL_INVALID, "submit: \"%s\" must be a list of at most %d names", key,
-                          SPEC_MAX_LIST);
+        return sl_err_setc(err, SL_INVALID, "submit: \"%s\" must be a list of at most %d names",
+                           key, SPEC_MAX_LIST);
     for (uint32_t i = 0; i < ni; i++) {
         const char *p;
         size_t l;
@@ -118,7 +118,8 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if ((o = msg_get(m, "strict")) && msg_obj_int(o, &strict))
         return sl_err_setc(err, SL_INVALID, "submit: \"strict\" must be 0 or 1");
     if ((o = msg_get(m, "ranges")) && (msg_obj_int(o, &ranges) || ranges < 0 || ranges > 1000000))
-        return sl_err_setc(err, SL_INVALID, "submit: \"ranges\" must be a number from 0 to 1000000");
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: \"ranges\" must be a number from 0 to 1000000");
     if ((o = msg_get(m, "rechecks")) &&
         (msg_obj_int(o, &rechecks) || rechecks < 0 || rechecks > 100))
         return sl_err_setc(err, SL_INVALID, "submit: \"rechecks\" must be a number from 0 to 100");
@@ -140,12 +141,14 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
                 if (strlen(names[i]) == n && memcmp(names[i], p, n) == 0)
                     found = i;
         if (found < 0)
-            return sl_err_setc(err, SL_INVALID, "submit: \"priority\" must be \"high\", \"normal\" or \"low\"");
+            return sl_err_setc(err, SL_INVALID,
+                               "submit: \"priority\" must be \"high\", \"normal\" or \"low\"");
         s->o.priority = found; /* CO_PRIO_LOW, _NORMAL, _HIGH in that order */
     }
     int64_t cap = 0;
     if ((o = msg_get(m, "max_tasks")) && (msg_obj_int(o, &cap) || cap < 0 || cap > 100000))
-        return sl_err_setc(err, SL_INVALID, "submit: \"max_tasks\" must be a number from 0 to 100000");
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: \"max_tasks\" must be a number from 0 to 100000");
     s->o.max_tasks = (size_t)cap;
     s->o.rechecks = (int)rechecks;
     s->o.settle_ms = (int)settle;

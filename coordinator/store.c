@@ -498,8 +498,8 @@ int co_store_add_job(co_store *s, const void *spec, size_t len, const char *tabl
                      int64_t *id, sl_err *err)
 {
     static const char *const names[] = {"low", "normal", "high"}; /* CO_PRIO_* */
-    const char *prio = priority >= CO_PRIO_LOW && priority <= CO_PRIO_HIGH ? names[priority]
-                                                                            : "normal";
+    const char *prio =
+        priority >= CO_PRIO_LOW && priority <= CO_PRIO_HIGH ? names[priority] : "normal";
     sval p[] = {B(spec, len), T(table), R(wall()), T(prio)};
     *id = 0;
     if (q(s,
@@ -664,8 +664,8 @@ static int take_job(void *ctx, const sval *c, int n)
     o->started = vd(&c[15]);
     o->finished = vd(&c[16]);
     o->sum.transient = (uint64_t)vi(&c[17]);
-    o->error_code = c[18].t == V_TEXT && c[18].n ? sl_code_from_name((const char *)c[18].p, c[18].n)
-                                                 : SL_OK;
+    o->error_code =
+        c[18].t == V_TEXT && c[18].n ? sl_code_from_name((const char *)c[18].p, c[18].n) : SL_OK;
     o->id = 1; /* found */
     return 0;
 }
@@ -726,7 +726,8 @@ typedef struct plan_ctx {
     int oom;
 } plan_ctx;
 
-/* Row callback: a range's done flag (and the rows a done one counted) and its upper bound, appended to the plan. */
+/* Row callback: a range's done flag (and the rows a done one counted) and its upper bound, appended
+ * to the plan. */
 static int take_range(void *ctx, const sval *c, int nc)
 {
     plan_ctx *x = ctx;

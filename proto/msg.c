@@ -29,8 +29,8 @@ int msg_types_markdown(sl_buf *out)
     if (sl_buf_printf(out, "| t | name | direction | fields |\n|---|---|---|---|\n"))
         return -1;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (sl_buf_printf(out, "| %d | %s | %s | %s |\n", types[i].num, types[i].name,
-                          types[i].dir, types[i].fields))
+        if (sl_buf_printf(out, "| %d | %s | %s | %s |\n", types[i].num, types[i].name, types[i].dir,
+                          types[i].fields))
             return -1;
     return 0;
 }
@@ -51,8 +51,10 @@ int msg_check_fields(const msg *m, sl_err *err)
                          (kind == 'i' && (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
                                           o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)));
         if (!good) {
-            static const char *const names[] = {['s'] = "a string", ['i'] = "an integer",
-                                                ['b'] = "binary", ['a'] = "an array",
+            static const char *const names[] = {['s'] = "a string",
+                                                ['i'] = "an integer",
+                                                ['b'] = "binary",
+                                                ['a'] = "an array",
                                                 ['*'] = "a value"};
             return sl_err_setc(err, SL_INVALID, "%s message: field \"%s\" must be %s",
                                types[t - 1].name, key, names[(unsigned char)kind]);

@@ -84,8 +84,10 @@ static int log_event(void *ctx, const co_event *ev)
     l->col[l->n][0] = l->src[l->n][0] = l->tgt[l->n][0] = 0;
     if (ev->ncols) {
         snprintf(l->col[l->n], sizeof l->col[0], "%s", ev->cols[0].column);
-        snprintf(l->src[l->n], sizeof l->src[0], "%s", ev->cols[0].source ? ev->cols[0].source : "NULL");
-        snprintf(l->tgt[l->n], sizeof l->tgt[0], "%s", ev->cols[0].target ? ev->cols[0].target : "NULL");
+        snprintf(l->src[l->n], sizeof l->src[0], "%s",
+                 ev->cols[0].source ? ev->cols[0].source : "NULL");
+        snprintf(l->tgt[l->n], sizeof l->tgt[0], "%s",
+                 ev->cols[0].target ? ev->cols[0].target : "NULL");
     }
     l->n++;
     return 0;
@@ -408,7 +410,8 @@ static void test_requeue_lost(void)
        "a side a restarted worker had built goes back to pending, its root dropped");
     ok(r[0].state[1] == RS_BUILT && r[2].state[0] == RS_BUILT,
        "sides held by workers still registered stay built");
-    ok(r[1].state[0] == RS_COMPARED && r[1].state[1] == RS_COMPARED, "compared ranges stay compared");
+    ok(r[1].state[0] == RS_COMPARED && r[1].state[1] == RS_COMPARED,
+       "compared ranges stay compared");
     ok(j->next == 0 && j->lost_seen == c->lost, "the cursor starts over");
     c->w[w1].alive = 0; /* w1 lost */
     co_requeue_lost(j);
@@ -430,7 +433,8 @@ static void test_dispatch(void)
     ok(high->r[0].state[0] == RS_RUNNING && high->r[0].worker[0] == w0 &&
            high->r[0].gen[0] == c->w[w0].gen,
        "the task's side is running on that worker's registration");
-    ok(sent.n == 1 && sent.wi[0] == w0 && sent.type[0] == MSG_TREE && sent.id[0] == c->w[w0].busy_req,
+    ok(sent.n == 1 && sent.wi[0] == w0 && sent.type[0] == MSG_TREE &&
+           sent.id[0] == c->w[w0].busy_req,
        "one tree request sent, to that worker, under the id it waits for");
     int w1 = add_worker(c, "s", "t");
     co_dispatch(c);

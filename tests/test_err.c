@@ -15,8 +15,8 @@ int main(void)
        "sl_err_set on an unset error: internal, %s", e.msg);
 
     sl_err d = {0};
-    ok(sl_err_setc(&d, SL_DATABASE, "%s: connection lost", "db1") == -1 &&
-           d.code == SL_DATABASE && !strcmp(d.msg, "db1: connection lost"),
+    ok(sl_err_setc(&d, SL_DATABASE, "%s: connection lost", "db1") == -1 && d.code == SL_DATABASE &&
+           !strcmp(d.msg, "db1: connection lost"),
        "sl_err_setc sets the code and message: %s", d.msg);
     sl_err_set(&d, "database \"old\" failed a query with --where");
     ok(d.code == SL_DATABASE, "sl_err_set keeps a code already set (%s)", sl_code_name(d.code));
