@@ -29,13 +29,23 @@ build/sluice: $(LIB_SRC) $(CLI_SRC) $(HDRS)
 # never 1 or 2; in the sanitizer build only.
 SAN_SRC := base/san_options.c
 
-build/asan/sluice: $(LIB_SRC) $(CLI_SRC) $(HDRS) $(SAN_SRC)
-	@mkdir -p build/asan
-	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -o $@ $(LIB_SRC) $(CLI_SRC) $(SAN_SRC) $(LIBS)
+# The sanitizer build compiles each source once (build/asan/obj/) for the
+# binary and every unit test, instead of once per test.
+SAN_OBJ = $(patsubst %.c,build/asan/obj/%.o,$(1))
 
-build/asan/test_%: tests/test_%.c $(LIB_SRC) $(HDRS) tests/tap.h $(SAN_SRC)
+build/asan/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+build/asan/sluice: $(call SAN_OBJ,$(LIB_SRC) $(CLI_SRC) $(SAN_SRC))
 	@mkdir -p build/asan
-	$(CC) $(CSTD) $(WARN) $(SAN_FLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB_SRC) $(SAN_SRC) $(LIBS)
+	$(CC) $(SAN_FLAGS) -o $@ $^ $(LIBS)
+
+.SECONDARY: $(call SAN_OBJ,$(wildcard tests/test_*.c))
+
+build/asan/test_%: $(call SAN_OBJ,tests/test_%.c $(LIB_SRC) $(SAN_SRC)) tests/tap.h
+	@mkdir -p build/asan
+	$(CC) $(SAN_FLAGS) -o $@ $(filter %.o,$^) $(LIBS)
 
 # libFuzzer targets (tests/fuzz/README.md): `make fuzz` runs each for FUZZ_SECONDS.
 FUZZ         := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -63,7 +73,7 @@ demo: deps build/sluice
 # harness, real SQLite files, the ASan+UBSan sluice binary).
 test:
 	@bash scripts/deps.sh --test
-	@$(MAKE) --no-print-directory build/asan/sluice $(addprefix build/asan/,$(UNIT))
+	@$(MAKE) --no-print-directory -j2 build/asan/sluice $(addprefix build/asan/,$(UNIT))
 	SLUICE=$(CURDIR)/build/asan/sluice prove --exec '' $(addprefix build/asan/,$(UNIT)) \
 	    $(wildcard tests/integration/test_*.py tests/integration/test_*.sh)
 
