@@ -22,6 +22,11 @@ struct co_server {
     co_store *store;
     active *act; /* the jobs running now */
     size_t nact, max_jobs;
+    /* The control database is read for due schedules and waiting jobs at
+     * most every 200 ms, at once after a submit or a job's end (kick): not
+     * on every turn of the loop, which turns per worker message. */
+    double next_pass;
+    int kick;
     int verbose;
     sl_buf frame;
     volatile sig_atomic_t *stop;
@@ -697,6 +702,7 @@ static void serve_client(void *ctx)
             }
             reply(s, ident, ilen, w);
             publish_state(s, job, "queued", NULL);
+            s->kick = 1;
         }
         spec_free(&sp);
         break;
@@ -1018,8 +1024,17 @@ int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
     s->stop = stop;
     int rc = 0;
     while (!*stop) {
-        run_schedule(s);
-        if (start_pending(s, err) || co_run(s->c, 200, err)) {
+        double now = sl_now();
+        if (s->kick || now >= s->next_pass) {
+            s->kick = 0;
+            s->next_pass = now + 0.2;
+            run_schedule(s);
+            if (start_pending(s, err)) {
+                rc = -1;
+                break;
+            }
+        }
+        if (co_run(s->c, 200, err)) {
             rc = -1;
             break;
         }
@@ -1033,6 +1048,7 @@ int co_server_run(co_server *s, volatile sig_atomic_t *stop, sl_err *err)
             *pp = a->next;
             s->nact--;
             active_free(a);
+            s->kick = 1; /* a slot is free for a queued job */
         }
     }
     /* shutting down: running jobs stay "running" in the control database,

@@ -11,7 +11,7 @@
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 
-#define WK_FETCH_KEYS 64          /* keys a fetch reads between checks of the reply's size */
+#define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
 
 typedef struct wk_dbconn {
     char *name, *dsn;
