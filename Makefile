@@ -2,14 +2,14 @@
 # README's two commands and install what they need first.
 
 CC      ?= cc
-PKGS    := libzmq libxxhash libpq msgpack liblz4 sqlite3 jansson
+PKGS    := libzmq libxxhash libpq msgpack liblz4 sqlite3 jansson libmicrohttpd
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LIBS    = $(PKG_LIBS) -lpthread -lm
 
-LIB_SRC := $(filter-out base/san_options.c,$(wildcard base/*.c)) $(wildcard merkle/*.c proto/*.c connectors/*.c worker/*.c coordinator/*.c client/*.c)
+LIB_SRC := $(filter-out base/san_options.c,$(wildcard base/*.c)) $(wildcard merkle/*.c proto/*.c connectors/*.c worker/*.c coordinator/*.c client/*.c control/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 HDRS    := $(wildcard */*.h)
 UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))

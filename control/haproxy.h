@@ -1,0 +1,56 @@
+/* ct_haproxy: HAProxy driven over its runtime API (the "stats socket"),
+ * never by a reload.
+ *
+ * Every call connects to the socket (a Unix path, or HOST:PORT for a TCP
+ * stats socket), sends one command line, reads the answer to the end and
+ * closes: HAProxy's non-interactive mode. A socket that accepts and never
+ * answers is an error after timeout_ms. An answer HAProxy gives as an
+ * error ("No such server.", "Unknown command") is an error carrying its
+ * text.
+ */
+#ifndef CT_HAPROXY_H
+#define CT_HAPROXY_H
+
+#include "../base/sl.h"
+
+typedef struct ct_haproxy ct_haproxy;
+
+/* Copies socket; nothing is connected until the first call. */
+ct_haproxy *ct_haproxy_new(const char *socket, int timeout_ms, sl_err *err);
+void ct_haproxy_free(ct_haproxy *h);
+
+/* set server BACKEND/SERVER weight W (0..256) */
+int ct_haproxy_set_weight(ct_haproxy *h, const char *backend, const char *server, int weight,
+                          sl_err *err);
+/* get weight BACKEND/SERVER: the current weight into *weight */
+int ct_haproxy_get_weight(ct_haproxy *h, const char *backend, const char *server, int *weight,
+                          sl_err *err);
+/* set server BACKEND/SERVER state ready|drain|maint */
+int ct_haproxy_set_state(ct_haproxy *h, const char *backend, const char *server, const char *state,
+                         sl_err *err);
+/* The server's admin state as `show servers state` gives it: "ready",
+ * "drain" or "maint" into state (at least 8 bytes). */
+int ct_haproxy_get_state(ct_haproxy *h, const char *backend, const char *server, char *state,
+                         size_t len, sl_err *err);
+/* shutdown sessions server BACKEND/SERVER: closes its open connections */
+int ct_haproxy_shutdown_sessions(ct_haproxy *h, const char *backend, const char *server,
+                                 sl_err *err);
+/* Current sessions on BACKEND/SERVER (scur of `show stat`). */
+int ct_haproxy_sessions(ct_haproxy *h, const char *backend, const char *server, long *out,
+                        sl_err *err);
+
+/* Routes reads: target_percent (0..100) of new read connections to the
+ * target server of read_backend, the rest to the source (weights
+ * 100-p and p; a side at 0 also has its sessions shut when leaving it is
+ * asked: shut_idle_side). Then reads the weights back: 0 only when HAProxy
+ * reports exactly what was set. */
+int ct_haproxy_route_reads(ct_haproxy *h, const char *backend, const char *source,
+                           const char *target, int target_percent, int shut_idle_side,
+                           sl_err *err);
+/* Sends writes to one server of write_backend (to_target 0: the source):
+ * that one ready with weight 1, the other in maint with its sessions shut;
+ * read back as above. */
+int ct_haproxy_route_writes(ct_haproxy *h, const char *backend, const char *source,
+                            const char *target, int to_target, sl_err *err);
+
+#endif

@@ -1,0 +1,100 @@
+/* ct_pg: what the control plane asks PostgreSQL (and SQLite) directly,
+ * over its own connections (DSNs from `sluice control --db-file`, never
+ * from a manifest): the facts classification needs, the schema gate, the
+ * aggregation audit, and logical replication (publication on the source,
+ * subscription on the target, progress, lag, removal).
+ *
+ * Values travel as bound parameters; identifiers are quoted with
+ * PQescapeIdentifier. Errors never carry a password: libpq's text is
+ * scrubbed of the DSN's password before it reaches err.
+ */
+#ifndef CT_PGADMIN_H
+#define CT_PGADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../base/sl.h"
+#include "manifest.h"
+
+typedef struct ct_db ct_db;
+
+/* Opens dsn (postgresql://..., or a SQLite path / sqlite:// DSN as the
+ * worker takes them). Unreachable or refused: NULL with err coded
+ * SL_DATABASE or SL_AUTH. timeout_ms bounds connecting and every query. */
+ct_db *ct_db_open(const char *dsn, int timeout_ms, sl_err *err);
+void ct_db_free(ct_db *d);
+int ct_db_is_pg(const ct_db *d);
+
+/* Engine, major version, server identity, wal_level (ct_side_facts). */
+int ct_db_facts(ct_db *d, ct_side_facts *out, sl_err *err);
+
+/* One column as the schema gate compares them. */
+typedef struct ct_column {
+    char *name, *type; /* type: format_type() on PostgreSQL, declared type on SQLite */
+    int not_null, in_key; /* in_key: part of the primary key */
+} ct_column;
+
+/* The columns of table in order; a missing table is SL_NOT_FOUND. */
+int ct_db_columns(ct_db *d, const char *table, ct_column **out, size_t *n, sl_err *err);
+void ct_columns_free(ct_column *c, size_t n);
+
+/* Compares two column lists: 0 when compatible (same names, types, key);
+ * else 1 with why set to one line naming the first column that differs
+ * ("column total: numeric(12,2) on source, text on target"). */
+int ct_columns_compare(const ct_column *a, size_t na, const ct_column *b, size_t nb, char *why,
+                       size_t len);
+
+/* The aggregation audit of one table: row count, and sum/min/max of every
+ * numeric column (integer, numeric, real types), each as text exactly as
+ * the database prints it (NULL for an empty table's sum/min/max), in one
+ * statement and one snapshot. where (may be NULL) restricts it. */
+typedef struct ct_aggregate {
+    int64_t rows;
+    char **names;  /* "sum(total)", "min(total)", ... */
+    char **values; /* NULL for SQL NULL */
+    size_t n;
+} ct_aggregate;
+int ct_db_aggregate(ct_db *d, const char *table, const char *where, ct_aggregate *out,
+                    sl_err *err);
+void ct_aggregate_free(ct_aggregate *a);
+/* 0 when equal; else 1 with why naming the first figure that differs. */
+int ct_aggregate_compare(const ct_aggregate *a, const ct_aggregate *b, char *why, size_t len);
+
+/* ---- logical replication (PostgreSQL both sides) ---------------------------- */
+
+/* CREATE PUBLICATION name FOR TABLE ... on the source (an existing one of
+ * that name is kept when it covers the same tables). */
+int ct_pg_create_publication(ct_db *src, const char *name, const char *const *tables,
+                             size_t ntables, sl_err *err);
+/* CREATE SUBSCRIPTION name CONNECTION source_dsn PUBLICATION pub on the
+ * target (copy_data = true; an existing one of that name is kept). */
+int ct_pg_create_subscription(ct_db *dst, const char *name, const char *source_dsn,
+                              const char *publication, sl_err *err);
+/* Drops both (each that exists; none existing is fine). */
+int ct_pg_drop_replication(ct_db *src, ct_db *dst, const char *subscription,
+                           const char *publication, sl_err *err);
+
+typedef struct ct_repl_state {
+    int exists, enabled;      /* the subscription on the target */
+    size_t tables, tables_ready; /* pg_subscription_rel: all, and in state r (ready) */
+    uint64_t source_lsn;      /* pg_current_wal_lsn() on the source */
+    uint64_t confirmed_lsn;   /* the slot's confirmed_flush_lsn on the source */
+    int64_t lag_bytes;        /* source_lsn - confirmed_lsn, >= 0 */
+} ct_repl_state;
+/* Reads the state of subscription name (the slot has the same name). */
+int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *out, sl_err *err);
+
+/* Seconds of replication lag from LSN samples: the caller records
+ * (wall_ms, source_lsn) pairs as it reads them; lag is now minus the time
+ * of the newest sample whose LSN the subscriber has confirmed (0 when it
+ * has confirmed the newest). A small ring, no allocation. */
+typedef struct ct_lag_clock {
+    int64_t at_ms[64];
+    uint64_t lsn[64];
+    size_t n, head;
+} ct_lag_clock;
+void ct_lag_record(ct_lag_clock *c, int64_t wall_ms, uint64_t source_lsn);
+double ct_lag_seconds(const ct_lag_clock *c, int64_t now_ms, uint64_t confirmed_lsn);
+
+#endif
