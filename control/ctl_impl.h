@@ -1,0 +1,182 @@
+/* ctl's insides, shared by ctl_*.c only. */
+#ifndef CTL_IMPL_H
+#define CTL_IMPL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "ctl.h"
+#include "haproxy.h"
+#include "manifest.h"
+#include "pgadmin.h"
+#include "webhook.h"
+
+#define CTL_MAX_GATES 16
+#define CTL_MAX_JOBS 64
+#define CTL_HISTORY 360
+
+enum mig_state { MS_RUNNING = 0, MS_WAITING, MS_ABORTED, MS_COMPLETED };
+
+typedef struct gate {
+    char name[48];
+    int ok;
+    char detail[384];
+} gate;
+
+/* A validation job the runner submitted and still follows. */
+enum vkind { VK_GATE = 0, VK_AUDIT, VK_SAMPLE };
+typedef struct vjob {
+    int64_t job;
+    int kind; /* enum vkind */
+    int table; /* index into the manifest's tables */
+    int64_t submitted_ms;
+    int64_t divergent; /* confirmed divergences seen in its events */
+} vjob;
+
+typedef struct hist {
+    int64_t at_ms;
+    int64_t divergent;
+    double lag;
+} hist;
+
+typedef struct mig {
+    ct_manifest *m;
+    char *manifest_json;
+    /* where it is */
+    int phase_idx; /* index into m->phases */
+    int state;     /* enum mig_state */
+    char waiting_for[64]; /* MS_WAITING: "phase backfill", "cutover step 100" */
+    int entered;   /* the phase's entry actions are done */
+    int64_t phase_started_ms;
+    /* classification */
+    int classified;
+    ct_class cls;
+    char cls_reason[384];
+    ct_strategy strategy;
+    /* traffic */
+    int64_t routing_version;
+    int read_pct;
+    char reads[8], writes[8];
+    int step_idx; /* cutover: index of the step applied, -1 none */
+    int64_t step_started_ms;
+    char router_error[256]; /* the last failure to steer, "" when none */
+    /* evidence */
+    gate gates[CTL_MAX_GATES];
+    size_t ngates;
+    int64_t gates_ms;
+    int64_t divergent;      /* confirmed divergent rows, latest validation per table */
+    int64_t *table_div;     /* per table: that figure; -1 not validated yet */
+    int64_t first_div_read_ms; /* when the first divergence over the threshold was read */
+    char div_examples[512];
+    double lag_s;
+    int lag_known;
+    ct_lag_clock lagc;
+    int copy_done;
+    char schema_problem[384];
+    int64_t last_val_job;
+    int last_val_kind, last_val_table, last_val_equal;
+    int64_t last_val_ms;
+    int64_t shadow_compared, shadow_mismatched;
+    json_t *shadow_examples; /* the last few posted */
+    /* validation bookkeeping */
+    vjob jobs[CTL_MAX_JOBS];
+    size_t njobs;
+    int64_t last_audit_ms, last_sample_ms;
+    size_t sample_next;
+    int64_t gate_round_ms;  /* the gate audit round of this phase started (0: none) */
+    int64_t *gate_job;      /* per table: the job of this round, 0 none, -1 done equal, -2 done unequal/failed */
+    int64_t phase_bad_vals; /* validations finished unequal or failed in this phase */
+    int64_t phase_good_vals;
+    int64_t green_since_ms;
+    /* aggregation audit */
+    int agg_ok;
+    char agg_detail[384];
+    int64_t agg_ms;
+    /* replication */
+    int repl_created, repl_dropped;
+    /* abort */
+    char abort_reason[1024];
+    double detection_s, rollback_s; /* < 0: none */
+    int aborts;
+    int sealed;
+    /* dry run */
+    json_t *dry_report;
+    int64_t created_ms, updated_ms;
+    hist history[CTL_HISTORY];
+    size_t nhist, hhead;
+    int dirty; /* changed since last saved */
+    /* the runner's own (no lock needed: only the runner thread uses them) */
+    ct_db *src, *dst;
+    int64_t schema_ms, facts_ms;
+    int64_t dry_audit_ms[64]; /* dry run: how long each table's audit took */
+} mig;
+
+struct ctl {
+    pthread_mutex_t mu;
+    pthread_cond_t routing_cv; /* broadcast on every routing change */
+    sqlite3 *db;
+    ctl_db_entry *dbs;
+    size_t ndbs;
+    ctl_token *tokens;
+    size_t ntokens;
+    char *strings; /* copies of the option strings */
+    sl_client_opts copts;
+    sl_client *client; /* the runner's */
+    ct_haproxy *haproxy;
+    ct_webhook *webhook;
+    char *dashboard_dir;
+    int tick_ms;
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
+    mig **migs;
+    size_t nmigs;
+    struct MHD_Daemon *httpd;
+    int http_port;
+    int64_t started_ms;
+};
+
+/* ---- ctl_store.c ---- */
+int ctl_store_open(ctl *c, const char *path, sl_err *err);
+int ctl_store_load(ctl *c, sl_err *err);
+int ctl_store_save(ctl *c, mig *g, sl_err *err); /* manifest + state */
+/* An audit event: kind "transition", "gate", "abort", "approve", ...
+ * detail a JSON object (stolen). Also sent to the webhook. */
+int ctl_event(ctl *c, mig *g, const char *actor, const char *kind, json_t *detail);
+/* A validation result (detail stolen). */
+int ctl_store_validation(ctl *c, mig *g, const char *kind, const char *table, int64_t job,
+                         int equal, json_t *detail);
+json_t *ctl_store_events(ctl *c, const char *id, int64_t limit);
+json_t *ctl_store_validations(ctl *c, const char *id);
+
+/* ---- ctl_mig.c ---- */
+mig *mig_new(ct_manifest *m, char *manifest_json);
+void mig_free(mig *g);
+mig *ctl_find(ctl *c, const char *id);
+ct_phase mig_phase(const mig *g);
+const char *mig_state_name(int s);
+json_t *mig_state_json(const mig *g);          /* what the store keeps */
+int mig_state_load(mig *g, json_t *state);     /* and back */
+json_t *mig_status(ctl *c, const mig *g);      /* the status document */
+json_t *mig_routing(const mig *g);
+void mig_sample(mig *g);                       /* one history point */
+/* Points traffic (reads pct/kind, writes) and tells the router; confirms
+ * and returns the ms it took, -1 when the router failed (router_error). */
+int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes);
+/* Abort: traffic and writes back to the source. Caller holds mu. */
+void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t detected_from_ms);
+void ctl_logf(ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *ctl_iso(int64_t ms, char *buf, size_t len);
+const char *ctl_dsn(ctl *c, const char *name);
+
+/* ---- ctl_runner.c ---- */
+void runner_pass(ctl *c, mig *g);
+/* POST advance: 0 moved, 1 gates failed (*gates_out set), -1 with err (illegal). Holds mu. */
+int mig_advance(ctl *c, mig *g, const char *actor, json_t **gates_out, sl_err *err);
+int mig_approve(ctl *c, mig *g, const char *actor, sl_err *err);
+void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *examples);
+
+/* ---- ctl_http.c ---- */
+char *metrics_text(ctl *c);
+
+#endif

@@ -1,0 +1,979 @@
+/* The phase runner: one pass over a migration measures what its phase
+ * needs (databases, replication, validation jobs on the cluster),
+ * evaluates the phase's gates, moves cutover steps, and aborts when a
+ * threshold trips. Passes run in the runner thread with the lock held;
+ * every database and coordinator call is bounded by a timeout. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_impl.h"
+
+#define DB_TIMEOUT_MS 5000
+#define SCHEMA_EVERY_MS 5000
+#define GATE_RETRY_MS 10000
+
+static const char *const vkind_name[] = {"gate", "audit", "sample"};
+
+static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
+{
+    if (g->ngates == CTL_MAX_GATES)
+        return;
+    gate *t = &g->gates[g->ngates++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ok = ok;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->detail, sizeof t->detail, fmt, ap);
+    va_end(ap);
+}
+
+static int gates_ok(const mig *g)
+{
+    for (size_t i = 0; i < g->ngates; i++)
+        if (!g->gates[i].ok)
+            return 0;
+    return 1;
+}
+
+json_t *gates_json(const mig *g)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < g->ngates; i++)
+        json_array_append_new(a, json_pack("{s:s, s:b, s:s}", "name", g->gates[i].name, "ok",
+                                           g->gates[i].ok, "detail", g->gates[i].detail));
+    return a;
+}
+
+static int cdc(const mig *g)
+{
+    return g->strategy == CT_STRAT_CDC;
+}
+
+/* Slot, subscription and publication name: sluice_<id>, lower case, [a-z0-9_]. */
+static void repl_name(const mig *g, char *out, size_t len)
+{
+    size_t n = (size_t)snprintf(out, len, "sluice_%s", g->m->id);
+    for (size_t i = 0; i < n && i < len; i++) {
+        char ch = out[i];
+        if (ch >= 'A' && ch <= 'Z')
+            out[i] = (char)(ch - 'A' + 'a');
+        else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            out[i] = '_';
+    }
+}
+
+/* ---- connections ----------------------------------------------------------------- */
+
+static ct_db *side(ctl *c, mig *g, int target, sl_err *err)
+{
+    ct_db **d = target ? &g->dst : &g->src;
+    if (*d)
+        return *d;
+    const char *name = target ? g->m->target : g->m->source;
+    const char *dsn = ctl_dsn(c, name);
+    if (!dsn) {
+        sl_err_setc(err, SL_INVALID, "no DSN for database \"%s\": give it in sluice control's --db-file",
+                    name);
+        return NULL;
+    }
+    *d = ct_db_open(dsn, DB_TIMEOUT_MS, err);
+    if (!*d)
+        sl_err_wrap(err, "%s", name);
+    return *d;
+}
+
+static void drop_conns(mig *g)
+{
+    ct_db_free(g->src);
+    ct_db_free(g->dst);
+    g->src = g->dst = NULL;
+}
+
+/* A failed query may have broken the connection: reopen next time. */
+static void side_failed(mig *g, int target)
+{
+    ct_db **d = target ? &g->dst : &g->src;
+    ct_db_free(*d);
+    *d = NULL;
+}
+
+static void classify(ctl *c, mig *g)
+{
+    sl_err e = {0};
+    ct_side_facts fs, ft;
+    ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
+    if (!s || !t || ct_db_facts(s, &fs, &e) != 0 || ct_db_facts(t, &ft, &e) != 0) {
+        snprintf(g->cls_reason, sizeof g->cls_reason, "not classified yet: %s", e.msg);
+        return;
+    }
+    ct_strategy def;
+    g->cls = ct_classify(&fs, &ft, &def, g->cls_reason, sizeof g->cls_reason);
+    g->classified = 1;
+    if (g->strategy == CT_STRAT_AUTO)
+        g->strategy = def;
+    g->dirty = 1;
+    ctl_event(c, g, "sluice", "classified",
+              json_pack("{s:s, s:s, s:s}", "classification", ct_class_name(g->cls), "reason",
+                        g->cls_reason, "strategy", ct_strategy_name(g->strategy)));
+}
+
+/* ---- schema ------------------------------------------------------------------------ */
+
+/* Checks every table on both sides: 0 all present and compatible; else
+ * 1 with why (a missing table, no key, a column differing). -1: a side
+ * unreachable (why says so). */
+static int schema_check(ctl *c, mig *g, char *why, size_t len, int *missing)
+{
+    *missing = 0;
+    for (size_t i = 0; i < g->m->ntables; i++) {
+        const char *tn = g->m->tables[i].name;
+        ct_column *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        sl_err e = {0};
+        ct_db *s = side(c, g, 0, &e);
+        if (!s || ct_db_columns(s, tn, &a, &na, &e) != 0) {
+            if (s && e.code == SL_NOT_FOUND) {
+                *missing = 1;
+                snprintf(why, len, "table %s is missing on the source", tn);
+                return 1;
+            }
+            snprintf(why, len, "source: %s", e.msg);
+            side_failed(g, 0);
+            return -1;
+        }
+        ct_db *t = side(c, g, 1, &e);
+        if (!t || ct_db_columns(t, tn, &b, &nb, &e) != 0) {
+            ct_columns_free(a, na);
+            if (t && e.code == SL_NOT_FOUND) {
+                *missing = 1;
+                snprintf(why, len, "table %s is missing on the target", tn);
+                return 1;
+            }
+            snprintf(why, len, "target: %s", e.msg);
+            side_failed(g, 1);
+            return -1;
+        }
+        int keyed = 0;
+        for (size_t k = 0; k < na; k++)
+            keyed |= a[k].in_key;
+        char w[300] = "";
+        int diff = ct_columns_compare(a, na, b, nb, w, sizeof w);
+        ct_columns_free(a, na);
+        ct_columns_free(b, nb);
+        if (!keyed) {
+            *missing = 1;
+            snprintf(why, len, "table %s has no primary key on the source; give it one", tn);
+            return 1;
+        }
+        if (diff) {
+            snprintf(why, len, "table %s: %s", tn, w);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- validation jobs --------------------------------------------------------------- */
+
+static int submit(ctl *c, mig *g, int kind, size_t table)
+{
+    if (g->njobs == CTL_MAX_JOBS)
+        return -1;
+    sl_job_spec spec = {0};
+    spec.source = g->m->source;
+    spec.target = g->m->target;
+    spec.table = g->m->tables[table].name;
+    spec.where = g->m->tables[table].where;
+    /* replication applies changes a little after the source: re-check
+     * a difference before calling it a divergence */
+    spec.rechecks = 3;
+    spec.settle_ms = 1000;
+    spec.priority = kind == VK_GATE ? SL_PRIO_HIGH : kind == VK_AUDIT ? SL_PRIO_LOW : SL_PRIO_NORMAL;
+    int64_t job = 0;
+    sl_err e = {0};
+    if (sl_client_submit(c->client, &spec, &job, &e) != 0) {
+        ctl_logf(c, "%s: cannot submit the %s of %s: %s", g->m->id, vkind_name[kind], spec.table,
+                 e.msg);
+        return -1;
+    }
+    vjob *j = &g->jobs[g->njobs++];
+    memset(j, 0, sizeof *j);
+    j->job = job;
+    j->kind = kind;
+    j->table = (int)table;
+    j->submitted_ms = sl_wall_ms();
+    g->dirty = 1;
+    return 0;
+}
+
+static mig *job_owner(ctl *c, int64_t job, vjob **out)
+{
+    for (size_t i = 0; i < c->nmigs; i++)
+        for (size_t k = 0; k < c->migs[i]->njobs; k++)
+            if (c->migs[i]->jobs[k].job == job) {
+                *out = &c->migs[i]->jobs[k];
+                return c->migs[i];
+            }
+    return NULL;
+}
+
+static void recount(mig *g)
+{
+    int64_t sum = 0;
+    for (size_t i = 0; i < g->m->ntables; i++)
+        if (g->table_div[i] > 0)
+            sum += g->table_div[i];
+    g->divergent = sum;
+}
+
+/* A divergence event of one of our jobs: counted at once, so that an
+ * abort does not wait for the job's end. */
+static void on_divergence(ctl *c, mig *g, vjob *j, const sl_event *ev)
+{
+    if (ev->status == SL_DIV_TRANSIENT)
+        return;
+    if (ev->kind == SL_DIV_SCHEMA) {
+        snprintf(g->schema_problem, sizeof g->schema_problem, "table %s: column %s: %s",
+                 g->m->tables[j->table].name, ev->column ? ev->column : "?",
+                 ev->problem ? ev->problem : "differs");
+        return;
+    }
+    j->divergent++;
+    if (j->divergent > g->table_div[j->table])
+        g->table_div[j->table] = j->divergent;
+    recount(g);
+    if (g->first_div_read_ms == 0 || ev->read_at_ms < g->first_div_read_ms)
+        g->first_div_read_ms = ev->read_at_ms > 0 ? ev->read_at_ms : ev->at_ms;
+    size_t len = strlen(g->div_examples);
+    if (len < sizeof g->div_examples - 80) {
+        char key[160] = "";
+        size_t kl = 0;
+        for (size_t i = 0; i < ev->nkey && kl < sizeof key - 1; i++)
+            kl += (size_t)snprintf(key + kl, sizeof key - kl, "%s%s=%s", i ? "," : "",
+                                   ev->key[i].column, ev->key[i].value ? ev->key[i].value : "NULL");
+        if (kl >= sizeof key)
+            kl = sizeof key - 1;
+        snprintf(g->div_examples + len, sizeof g->div_examples - len, "%s%s %s (%s)",
+                 len ? "; " : "", g->m->tables[j->table].name, key, ev->kind_name);
+    }
+    g->dirty = 1;
+    (void)c;
+}
+
+static void drain_events(ctl *c)
+{
+    for (int n = 0; n < 10000; n++) {
+        sl_event ev;
+        memset(&ev, 0, sizeof ev);
+        sl_err e = {0};
+        int r = sl_client_next_event(c->client, 0, &ev, &e);
+        if (r <= 0) {
+            if (r < 0)
+                ctl_logf(c, "event stream: %s", e.msg);
+            sl_event_free(&ev);
+            if (r == 0)
+                return;
+            continue;
+        }
+        vjob *j = NULL;
+        mig *g = ev.type == SL_EV_DIVERGENCE ? job_owner(c, ev.job, &j) : NULL;
+        if (g)
+            on_divergence(c, g, j, &ev);
+        sl_event_free(&ev);
+    }
+}
+
+/* Follows g's jobs: a finished one becomes a validation result. */
+static void poll_jobs(ctl *c, mig *g)
+{
+    for (size_t i = 0; i < g->njobs;) {
+        vjob *j = &g->jobs[i];
+        sl_job_status st;
+        memset(&st, 0, sizeof st);
+        sl_err e = {0};
+        if (sl_client_status(c->client, j->job, 0, &st, &e) != 0) {
+            sl_job_status_free(&st);
+            if (e.code != SL_NOT_FOUND) {
+                i++;
+                continue;
+            }
+            st.state = SL_JOB_FAILED;
+            snprintf(st.error, sizeof st.error, "%s", e.msg);
+        }
+        if (!sl_job_state_is_final(st.state)) {
+            sl_job_status_free(&st);
+            i++;
+            continue;
+        }
+        int64_t div = (int64_t)(st.changed + st.missing + st.extra);
+        int ok = st.state == SL_JOB_DONE;
+        int equal = ok && div == 0 && st.schema == 0;
+        const char *tn = g->m->tables[j->table].name;
+        int64_t now = sl_wall_ms();
+        if (ok) {
+            g->table_div[j->table] = div;
+            recount(g);
+            if (div == 0)
+                g->div_examples[0] = 0, g->first_div_read_ms = 0;
+            g->last_val_job = j->job;
+            g->last_val_kind = j->kind;
+            g->last_val_table = j->table;
+            g->last_val_equal = equal;
+            g->last_val_ms = now;
+            if (st.schema && !g->schema_problem[0])
+                snprintf(g->schema_problem, sizeof g->schema_problem,
+                         "table %s: the cluster found %llu schema differences", tn,
+                         (unsigned long long)st.schema);
+        }
+        if (equal)
+            g->phase_good_vals++;
+        else {
+            g->phase_bad_vals++;
+            g->green_since_ms = now;
+        }
+        if (j->kind == VK_GATE && g->gate_round_ms > 0 && g->gate_job[j->table] == j->job)
+            g->gate_job[j->table] = equal ? -1 : -2;
+        if (g->m->dry_run && j->table < 64)
+            g->dry_audit_ms[j->table] = now - j->submitted_ms;
+        ctl_store_validation(c, g, vkind_name[j->kind], tn, j->job, equal,
+                             json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "state",
+                                       st.state_name, "changed", (json_int_t)st.changed, "missing",
+                                       (json_int_t)st.missing, "extra", (json_int_t)st.extra,
+                                       "schema", (json_int_t)st.schema, "source_rows",
+                                       (json_int_t)st.source_rows, "elapsed_ms",
+                                       (json_int_t)(now - j->submitted_ms), "error", st.error));
+        if (!ok)
+            ctl_logf(c, "%s: the %s of %s (job %lld) %s: %s", g->m->id, vkind_name[j->kind], tn,
+                     (long long)j->job, st.state_name, st.error);
+        sl_job_status_free(&st);
+        g->jobs[i] = g->jobs[--g->njobs];
+        g->dirty = 1;
+    }
+}
+
+static int has_job(const mig *g, int kind, int table)
+{
+    for (size_t i = 0; i < g->njobs; i++)
+        if (g->jobs[i].kind == kind && (table < 0 || g->jobs[i].table == table))
+            return 1;
+    return 0;
+}
+
+/* A round of gate audits (high priority, every table). Returns 1 when
+ * every table's audit of the round finished exact, 0 while running, and
+ * starts a new round after a failed one. */
+static int gate_round(ctl *c, mig *g, char *detail, size_t len)
+{
+    int64_t now = sl_wall_ms();
+    size_t n = g->m->ntables, done = 0, bad = 0;
+    if (g->gate_round_ms == 0) {
+        g->gate_round_ms = now;
+        for (size_t i = 0; i < n; i++)
+            g->gate_job[i] = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (g->gate_job[i] == -1)
+            done++;
+        else if (g->gate_job[i] == -2)
+            bad++;
+    }
+    if (bad && now - g->gate_round_ms > GATE_RETRY_MS) {
+        g->gate_round_ms = now;
+        for (size_t i = 0; i < n; i++)
+            if (g->gate_job[i] == -2)
+                g->gate_job[i] = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (g->gate_job[i] == 0 && submit(c, g, VK_GATE, i) == 0)
+            g->gate_job[i] = g->jobs[g->njobs - 1].job;
+    snprintf(detail, len, "%zu of %zu tables audited exact%s", done, n,
+             bad ? "; an audit found differences or failed, retrying" : "");
+    return done == n;
+}
+
+/* ---- phases ----------------------------------------------------------------------- */
+
+static void enter_phase(ctl *c, mig *g)
+{
+    ct_phase p = mig_phase(g);
+    char name[64];
+    repl_name(g, name, sizeof name);
+    sl_err e = {0};
+    switch (p) {
+    case CT_PH_BACKFILL:
+        if (cdc(g) && !g->repl_created) {
+            const char *tables[256];
+            for (size_t i = 0; i < g->m->ntables && i < 256; i++)
+                tables[i] = g->m->tables[i].name;
+            ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
+            if (!t || ct_pg_create_publication(s, name, tables, g->m->ntables, &e) != 0 ||
+                ct_pg_create_subscription(t, name, ctl_dsn(c, g->m->source), name, &e) != 0) {
+                ctl_logf(c, "%s: cannot set up replication: %s", g->m->id, e.msg);
+                drop_conns(g);
+                return; /* tried again next pass */
+            }
+            g->repl_created = 1;
+            ctl_event(c, g, "sluice", "replication",
+                      json_pack("{s:s, s:s}", "created", name, "detail",
+                                "publication on the source, subscription on the target"));
+        }
+        break;
+    case CT_PH_DUAL_WRITE:
+        mig_route(c, g, "source", 0, g->strategy == CT_STRAT_DUAL_WRITE ? "both" : "source");
+        break;
+    case CT_PH_SHADOW_READ:
+        mig_route(c, g, "shadow", 0, g->writes);
+        break;
+    case CT_PH_CUTOVER:
+        g->step_idx = -1;
+        break;
+    default:
+        break;
+    }
+    g->entered = 1;
+    g->dirty = 1;
+}
+
+static void apply_step(ctl *c, mig *g, int idx)
+{
+    int pct = g->m->steps[idx];
+    g->step_idx = idx;
+    g->step_started_ms = sl_wall_ms();
+    g->green_since_ms = g->step_started_ms;
+    g->phase_good_vals = 0;
+    int64_t took = mig_route(c, g, "target", pct, g->writes);
+    ctl_event(c, g, "sluice", "cutover_step",
+              json_pack("{s:i, s:i, s:s}", "step", idx + 1, "read_percent_target", pct, "router",
+                        took >= 0 ? "confirmed" : g->router_error));
+}
+
+/* validation_green: no failed or unequal validation for soak seconds, and
+ * at least one exact one since. */
+static void gate_green(mig *g, int64_t now)
+{
+    int64_t held = (now - g->green_since_ms) / 1000;
+    int ok = held >= g->m->soak_s && g->phase_good_vals > 0;
+    set_gate(g, "validation_green", ok, "%lld s green of %lld s soak, %lld exact validations",
+             (long long)held, (long long)g->m->soak_s, (long long)g->phase_good_vals);
+}
+
+static void gate_lag(mig *g)
+{
+    if (!cdc(g))
+        return;
+    set_gate(g, "lag_under_threshold", g->lag_known && g->lag_s <= g->m->max_lag_s,
+             g->lag_known ? "%.1f s (threshold %.1f s)" : "not measured yet%.0s%.0f", g->lag_s,
+             g->m->max_lag_s);
+}
+
+static void gate_shadow(mig *g)
+{
+    double ratio = g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
+    set_gate(g, "shadow_mismatch_ratio", g->shadow_compared > 0 && ratio <= g->m->max_shadow_ratio,
+             "%lld compared, %lld mismatched: ratio %.4f (threshold %.4f)%s",
+             (long long)g->shadow_compared, (long long)g->shadow_mismatched, ratio,
+             g->m->max_shadow_ratio, g->shadow_compared ? "" : "; no shadow-read results posted yet");
+}
+
+/* Continuous validation: audits every audit_every (low), one table's
+ * diff every sample_every (normal). */
+static void continuous(ctl *c, mig *g, int64_t now)
+{
+    if (now - g->last_sample_ms >= g->m->sample_every_s * 1000 && !has_job(g, VK_SAMPLE, -1)) {
+        size_t t = g->sample_next++ % g->m->ntables;
+        if (submit(c, g, VK_SAMPLE, t) == 0)
+            g->last_sample_ms = now;
+    }
+    if (now - g->last_audit_ms >= g->m->audit_every_s * 1000 && !has_job(g, VK_AUDIT, -1)) {
+        for (size_t t = 0; t < g->m->ntables; t++)
+            submit(c, g, VK_AUDIT, t);
+        g->last_audit_ms = now;
+    }
+}
+
+static void measure_repl(ctl *c, mig *g, int64_t now)
+{
+    if (!cdc(g) || !g->repl_created || g->repl_dropped)
+        return;
+    char name[64];
+    repl_name(g, name, sizeof name);
+    sl_err e = {0};
+    ct_repl_state rs;
+    ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
+    if (!t || ct_pg_repl_state(s, t, name, &rs, &e) != 0) {
+        ctl_logf(c, "%s: reading replication state: %s", g->m->id, e.msg);
+        drop_conns(g);
+        return;
+    }
+    if (!g->copy_done && rs.tables > 0 && rs.tables_ready == rs.tables) {
+        g->copy_done = 1;
+        g->dirty = 1;
+        ctl_event(c, g, "sluice", "initial_copy_done",
+                  json_pack("{s:I}", "tables", (json_int_t)rs.tables));
+    }
+    ct_lag_record(&g->lagc, now, rs.source_lsn);
+    g->lag_s = ct_lag_seconds(&g->lagc, now, rs.confirmed_lsn);
+    if (!rs.exists)
+        g->lag_s = INFINITY;
+    g->lag_known = 1;
+    set_gate(g, "initial_copy_done", g->copy_done, "%zu of %zu tables copied%s", rs.tables_ready,
+             rs.tables, rs.exists ? (rs.enabled ? "" : "; the subscription is disabled")
+                                  : "; the subscription is gone");
+}
+
+static void aggregates(ctl *c, mig *g, int64_t now)
+{
+    if (g->agg_ok || now - g->agg_ms < 2000)
+        return;
+    g->agg_ms = now;
+    for (size_t i = 0; i < g->m->ntables; i++) {
+        ct_aggregate a = {0}, b = {0};
+        sl_err e = {0};
+        const ct_table *t = &g->m->tables[i];
+        ct_db *s = side(c, g, 0, &e), *d = s ? side(c, g, 1, &e) : NULL;
+        char why[300] = "";
+        int r = -1;
+        if (d && ct_db_aggregate(s, t->name, t->where, &a, &e) == 0 &&
+            ct_db_aggregate(d, t->name, t->where, &b, &e) == 0)
+            r = ct_aggregate_compare(&a, &b, why, sizeof why);
+        ct_aggregate_free(&a);
+        ct_aggregate_free(&b);
+        if (r != 0) {
+            snprintf(g->agg_detail, sizeof g->agg_detail, "%s: %s", t->name,
+                     r < 0 ? e.msg : why);
+            if (r < 0)
+                drop_conns(g);
+            return;
+        }
+    }
+    g->agg_ok = 1;
+    snprintf(g->agg_detail, sizeof g->agg_detail, "row counts, sums, minima and maxima equal in %zu tables",
+             g->m->ntables);
+    ctl_store_validation(c, g, "aggregate", "*", 0, 1, json_pack("{s:s}", "detail", g->agg_detail));
+    g->dirty = 1;
+}
+
+static void phase_pass(ctl *c, mig *g, int64_t now)
+{
+    ct_phase p = mig_phase(g);
+    char d[300];
+    int missing = 0, r;
+    switch (p) {
+    case CT_PH_PREPARE: {
+        sl_err e = {0};
+        ct_db *s = side(c, g, 0, &e);
+        set_gate(g, "source_reachable", s != NULL, "%s", s ? g->m->source : e.msg);
+        sl_err e2 = {0};
+        ct_db *t = side(c, g, 1, &e2);
+        set_gate(g, "target_reachable", t != NULL, "%s", t ? g->m->target : e2.msg);
+        if (s && t) {
+            r = schema_check(c, g, d, sizeof d, &missing);
+            set_gate(g, "tables_present", r == 0 || (r == 1 && !missing), "%s",
+                     r == 0 || (r == 1 && !missing) ? "every table has a primary key on both sides"
+                                                    : d);
+            set_gate(g, "schemas_compatible", r == 0, "%s", r == 0 ? "same columns, types and keys" : d);
+            if (cdc(g)) {
+                ct_side_facts f;
+                sl_err e3 = {0};
+                int ok = ct_db_facts(s, &f, &e3) == 0 && f.logical;
+                set_gate(g, "logical_replication", ok, "%s",
+                         ok ? "source wal_level is logical"
+                            : e3.code ? e3.msg : "source wal_level is not logical: set wal_level = logical and restart it");
+            }
+        }
+        break;
+    }
+    case CT_PH_BACKFILL:
+        if (cdc(g) && !g->copy_done) {
+            if (!g->repl_created)
+                set_gate(g, "initial_copy_done", 0, "replication not set up yet");
+            set_gate(g, "aggregates_match", 0, "waiting for the initial copy");
+            set_gate(g, "full_audit_exact", 0, "waiting for the initial copy");
+            break;
+        }
+        aggregates(c, g, now);
+        set_gate(g, "aggregates_match", g->agg_ok, "%s", g->agg_detail[0] ? g->agg_detail : "not run yet");
+        if (!g->agg_ok) {
+            set_gate(g, "full_audit_exact", 0, "waiting for the aggregates to match");
+            break;
+        }
+        r = gate_round(c, g, d, sizeof d);
+        set_gate(g, "full_audit_exact", r, "%s", d);
+        gate_lag(g);
+        break;
+    case CT_PH_DUAL_WRITE:
+    case CT_PH_SHADOW_READ:
+        continuous(c, g, now);
+        gate_lag(g);
+        gate_green(g, now);
+        if (p == CT_PH_SHADOW_READ)
+            gate_shadow(g);
+        break;
+    case CT_PH_CUTOVER: {
+        continuous(c, g, now);
+        int last = (int)g->m->nsteps - 1;
+        int in_win = ct_manifest_in_window(g->m, now);
+        gate_lag(g);
+        gate_green(g, now);
+        int green = gates_ok(g);
+        int64_t held = g->step_idx >= 0 ? (now - g->step_started_ms) / 1000 : 0;
+        if (g->state == MS_RUNNING && in_win) {
+            if (g->step_idx < 0 && last == 0) {
+                g->state = MS_WAITING;
+                snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d", g->m->steps[0]);
+                ctl_event(c, g, "sluice", "waiting_approval", json_pack("{s:s}", "for", g->waiting_for));
+            } else if (g->step_idx < 0)
+                apply_step(c, g, 0);
+            else if (g->step_idx < last && held >= g->m->soak_s && green) {
+                if (g->step_idx + 1 == last) {
+                    g->state = MS_WAITING;
+                    snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d",
+                             g->m->steps[last]);
+                    ctl_event(c, g, "sluice", "waiting_approval",
+                              json_pack("{s:s}", "for", g->waiting_for));
+                } else
+                    apply_step(c, g, g->step_idx + 1);
+            }
+        }
+        set_gate(g, "in_window", in_win, "%s", in_win ? "inside a change window" : "outside every change window: steps wait");
+        set_gate(g, "final_step_held", g->step_idx == last && held >= g->m->soak_s,
+                 "step %d of %d (%d%% of reads on the target) held %lld s of %lld s", g->step_idx + 1,
+                 last + 1, g->read_pct, (long long)held, (long long)g->m->soak_s);
+        break;
+    }
+    case CT_PH_CLEANUP: {
+        if (g->sealed)
+            break;
+        int caught_up = !cdc(g) || g->repl_dropped || (g->lag_known && g->lag_s < 1);
+        if (!caught_up) {
+            set_gate(g, "final_audit_exact", 0, "waiting for replication to catch up (lag %.1f s)", g->lag_s);
+            break;
+        }
+        r = gate_round(c, g, d, sizeof d);
+        set_gate(g, "final_audit_exact", r, "%s", d);
+        if (r && cdc(g) && !g->repl_dropped) {
+            char name[64];
+            repl_name(g, name, sizeof name);
+            sl_err e = {0};
+            ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
+            if (t && ct_pg_drop_replication(s, t, name, name, &e) == 0) {
+                g->repl_dropped = 1;
+                ctl_event(c, g, "sluice", "replication", json_pack("{s:s}", "dropped", name));
+            } else
+                drop_conns(g);
+        }
+        set_gate(g, "replication_removed", !cdc(g) || g->repl_dropped, "%s",
+                 !cdc(g) ? "no replication to remove" : g->repl_dropped ? "publication and subscription dropped" : "not yet");
+        if (r && (!cdc(g) || g->repl_dropped)) {
+            g->sealed = 1;
+            set_gate(g, "artifacts_sealed", 1, "final audit recorded");
+            g->state = MS_COMPLETED;
+            ctl_event(c, g, "sluice", "completed", json_pack("{s:s}", "detail", "final audit exact; artifacts sealed"));
+        } else
+            set_gate(g, "artifacts_sealed", 0, "after the final audit");
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ---- abort -------------------------------------------------------------------------- */
+
+static void check_abort(ctl *c, mig *g, int64_t now)
+{
+    ct_phase p = mig_phase(g);
+    char reason[1024];
+    if (p == CT_PH_PREPARE || g->sealed)
+        return;
+    int validating = p == CT_PH_DUAL_WRITE || p == CT_PH_SHADOW_READ || p == CT_PH_CUTOVER;
+    if (g->schema_problem[0]) {
+        snprintf(reason, sizeof reason, "schema mismatch: %s", g->schema_problem);
+        mig_abort(c, g, "sluice", reason, g->schema_ms);
+        return;
+    }
+    if (g->divergent > g->m->max_divergent_rows && (g->copy_done || !cdc(g) || p > CT_PH_BACKFILL)) {
+        snprintf(reason, sizeof reason, "%lld divergent rows (threshold %lld): %s",
+                 (long long)g->divergent, (long long)g->m->max_divergent_rows, g->div_examples);
+        mig_abort(c, g, "sluice", reason, g->first_div_read_ms);
+        return;
+    }
+    if (cdc(g) && g->copy_done && !g->repl_dropped && g->lag_known && g->lag_s > g->m->max_lag_s) {
+        snprintf(reason, sizeof reason, "replication lag %.1f s over the threshold %.1f s",
+                 g->lag_s, g->m->max_lag_s);
+        /* the lag became over the threshold max_lag_s after it started */
+        mig_abort(c, g, "sluice", reason, now - (int64_t)((g->lag_s - g->m->max_lag_s) * 1000));
+        return;
+    }
+    double ratio = g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
+    if (g->shadow_compared > 0 && ratio > g->m->max_shadow_ratio) {
+        snprintf(reason, sizeof reason, "shadow-read mismatch ratio %.4f over the threshold %.4f (%lld of %lld)",
+                 ratio, g->m->max_shadow_ratio, (long long)g->shadow_mismatched,
+                 (long long)g->shadow_compared);
+        mig_abort(c, g, "sluice", reason, now);
+        return;
+    }
+    int64_t since = g->last_val_ms > g->phase_started_ms ? g->last_val_ms : g->phase_started_ms;
+    if (validating && now - since > g->m->detection_latency_s * 1000) {
+        snprintf(reason, sizeof reason, "no validation reported for %.0f s (detection latency threshold %lld s)",
+                 (double)(now - since) / 1000.0, (long long)g->m->detection_latency_s);
+        mig_abort(c, g, "sluice", reason, since + g->m->detection_latency_s * 1000);
+    }
+}
+
+/* ---- dry runs ------------------------------------------------------------------------ */
+
+static json_t *threshold(const char *name, double limit, json_t *seen, int trips)
+{
+    return json_pack("{s:s, s:f, s:o, s:b}", "name", name, "limit", limit, "seen", seen,
+                     "would_trip", trips);
+}
+
+static void dry_pass(ctl *c, mig *g, int64_t now)
+{
+    /* every phase's evidence that can be gathered without replication or
+     * traffic: reachability and schema, aggregates, a full audit */
+    char d[300];
+    int missing;
+    g->ngates = 0;
+    sl_err e = {0}, e2 = {0};
+    ct_db *s = side(c, g, 0, &e), *t = side(c, g, 1, &e2);
+    set_gate(g, "source_reachable", s != NULL, "%s", s ? g->m->source : e.msg);
+    set_gate(g, "target_reachable", t != NULL, "%s", t ? g->m->target : e2.msg);
+    if (!s || !t)
+        return;
+    int r = schema_check(c, g, d, sizeof d, &missing);
+    set_gate(g, "schemas_compatible", r == 0, "%s", r == 0 ? "same columns, types and keys" : d);
+    if (r != 0)
+        snprintf(g->schema_problem, sizeof g->schema_problem, "%s", d);
+    aggregates(c, g, now);
+    set_gate(g, "aggregates_match", g->agg_ok, "%s", g->agg_detail);
+    char ad[300];
+    int done = gate_round(c, g, ad, sizeof ad);
+    size_t finished = 0;
+    for (size_t i = 0; i < g->m->ntables; i++)
+        finished += g->gate_job[i] < 0;
+    set_gate(g, "full_audit_exact", done, "%s", ad);
+    if (finished < g->m->ntables || g->njobs)
+        return;
+    int64_t longest = 0;
+    json_t *audits = json_array();
+    for (size_t i = 0; i < g->m->ntables && i < 64; i++) {
+        longest = g->dry_audit_ms[i] > longest ? g->dry_audit_ms[i] : longest;
+        json_array_append_new(audits, json_pack("{s:s, s:I, s:f}", "table", g->m->tables[i].name,
+                                                "divergent_rows", (json_int_t)g->table_div[i],
+                                                "seconds", (double)g->dry_audit_ms[i] / 1000.0));
+    }
+    json_t *th = json_array(), *trips = json_array();
+#define TH(name, limit, seen, cond)                                                                \
+    do {                                                                                           \
+        int t_ = (cond);                                                                           \
+        json_array_append_new(th, threshold(name, limit, seen, t_));                               \
+        if (t_)                                                                                    \
+            json_array_append_new(trips, json_string(name));                                       \
+    } while (0)
+    TH("divergent_rows", (double)g->m->max_divergent_rows, json_integer(g->divergent),
+       g->divergent > g->m->max_divergent_rows);
+    TH("schema", 0, g->schema_problem[0] ? json_string(g->schema_problem) : json_null(),
+       g->schema_problem[0] != 0);
+    TH("detection_latency_seconds", (double)g->m->detection_latency_s,
+       json_real((double)longest / 1000.0), longest > g->m->detection_latency_s * 1000);
+    TH("replication_lag_seconds", g->m->max_lag_s, json_null(), 0);
+    TH("shadow_mismatch_ratio", g->m->max_shadow_ratio, json_null(), 0);
+#undef TH
+    json_decref(g->dry_report);
+    g->dry_report = json_pack("{s:o, s:o, s:o, s:o, s:s}", "would_trip", trips, "thresholds", th,
+                              "gates", gates_json(g), "audits", audits, "note",
+                              "a dry run creates no replication and moves no traffic: replication "
+                              "lag and shadow reads are not measured");
+    g->state = MS_COMPLETED;
+    g->dirty = 1;
+    ctl_event(c, g, "sluice", "dry_run_done", json_incref(g->dry_report));
+}
+
+/* ---- one pass ------------------------------------------------------------------------ */
+
+void runner_pass(ctl *c, mig *g)
+{
+    int64_t now = sl_wall_ms();
+    if (g->state == MS_ABORTED || g->state == MS_COMPLETED) {
+        for (size_t i = 0; i < g->njobs; i++) {
+            sl_err e = {0};
+            sl_client_cancel(c->client, g->jobs[i].job, &e);
+        }
+        if (g->njobs) {
+            g->njobs = 0;
+            g->dirty = 1;
+        }
+        drop_conns(g);
+        return;
+    }
+    if (!g->classified && now - g->facts_ms > 5000) {
+        g->facts_ms = now;
+        classify(c, g);
+    }
+    poll_jobs(c, g);
+    if (g->m->dry_run) {
+        if (g->classified)
+            dry_pass(c, g, now);
+        return;
+    }
+    if (g->strategy == CT_STRAT_AUTO) {
+        g->ngates = 0;
+        set_gate(g, "classified", 0, "%s", g->cls_reason[0] ? g->cls_reason : "not classified yet");
+        return;
+    }
+    g->ngates = 0;
+    measure_repl(c, g, now);
+    if (mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS && !g->schema_problem[0]) {
+        char d[300];
+        int missing;
+        if (schema_check(c, g, d, sizeof d, &missing) == 1) {
+            snprintf(g->schema_problem, sizeof g->schema_problem, "%s", d);
+        }
+        g->schema_ms = now;
+    }
+    if (g->state == MS_RUNNING && !g->entered)
+        enter_phase(c, g);
+    if (g->entered)
+        phase_pass(c, g, now);
+    g->gates_ms = now;
+    check_abort(c, g, now);
+    mig_sample(g);
+}
+
+/* ---- transitions asked over HTTP (mu held) ---------------------------------------- */
+
+static void go_to(ctl *c, mig *g, int idx, const char *actor)
+{
+    const char *from = ct_phase_name(mig_phase(g));
+    g->phase_idx = idx;
+    g->entered = 0;
+    g->phase_started_ms = g->green_since_ms = sl_wall_ms();
+    g->phase_good_vals = g->phase_bad_vals = 0;
+    g->gate_round_ms = 0;
+    g->ngates = 0;
+    ct_phase p = mig_phase(g);
+    if (g->m->approvals & (1u << p)) {
+        g->state = MS_WAITING;
+        snprintf(g->waiting_for, sizeof g->waiting_for, "phase %s", ct_phase_name(p));
+    }
+    g->dirty = 1;
+    g->updated_ms = sl_wall_ms();
+    ctl_event(c, g, actor, "transition",
+              json_pack("{s:s, s:s, s:s}", "from", from, "to", ct_phase_name(p), "state",
+                        mig_state_name(g->state)));
+}
+
+int mig_advance(ctl *c, mig *g, const char *actor, json_t **gates_out, sl_err *err)
+{
+    *gates_out = NULL;
+    if (g->state == MS_ABORTED || g->state == MS_COMPLETED)
+        return sl_err_setc(err, SL_BUSY, "migration %s is %s; it cannot advance", g->m->id,
+                           mig_state_name(g->state));
+    if (g->state == MS_WAITING)
+        return sl_err_setc(err, SL_BUSY, "migration %s is waiting for approval (%s); an approver "
+                           "must POST approve first", g->m->id, g->waiting_for);
+    if (g->m->dry_run)
+        return sl_err_setc(err, SL_BUSY, "migration %s is a dry run: it does not advance", g->m->id);
+    if ((size_t)g->phase_idx + 1 >= g->m->nphases)
+        return sl_err_setc(err, SL_BUSY, "migration %s is in its last phase (%s): it completes by "
+                           "itself when the phase's gates pass", g->m->id, ct_phase_name(mig_phase(g)));
+    if (!g->entered || g->ngates == 0 || !gates_ok(g)) {
+        *gates_out = gates_json(g);
+        if (g->ngates == 0)
+            json_array_append_new(*gates_out, json_pack("{s:s, s:b, s:s}", "name", "evaluated", "ok",
+                                                        0, "detail", "the phase's gates have not been evaluated yet"));
+        ctl_event(c, g, actor, "gate", json_pack("{s:s, s:O}", "result", "advance refused", "gates", *gates_out));
+        return 1;
+    }
+    ctl_event(c, g, actor, "gate", json_pack("{s:s, s:o}", "result", "passed", "gates", gates_json(g)));
+    go_to(c, g, g->phase_idx + 1, actor);
+    return 0;
+}
+
+int mig_approve(ctl *c, mig *g, const char *actor, sl_err *err)
+{
+    if (g->state != MS_WAITING)
+        return sl_err_setc(err, SL_BUSY, "migration %s is %s: nothing waits for approval", g->m->id,
+                           mig_state_name(g->state));
+    ctl_event(c, g, actor, "approve", json_pack("{s:s}", "approved", g->waiting_for));
+    g->state = MS_RUNNING;
+    if (strncmp(g->waiting_for, "cutover step", 12) == 0)
+        apply_step(c, g, (int)g->m->nsteps - 1);
+    g->waiting_for[0] = 0;
+    g->dirty = 1;
+    g->updated_ms = sl_wall_ms();
+    return 0;
+}
+
+void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *examples)
+{
+    g->shadow_compared += compared;
+    g->shadow_mismatched += mismatched;
+    if (examples && json_array_size(examples)) {
+        json_decref(g->shadow_examples);
+        g->shadow_examples = json_incref(examples);
+    }
+    g->dirty = 1;
+    ctl_event(c, g, "application", "shadow_results",
+              json_pack("{s:I, s:I, s:O}", "compared", (json_int_t)compared, "mismatched",
+                        (json_int_t)mismatched, "examples", examples ? examples : json_array()));
+    if (g->state == MS_RUNNING || g->state == MS_WAITING) {
+        double ratio = (double)g->shadow_mismatched / (double)(g->shadow_compared ? g->shadow_compared : 1);
+        if (!g->m->dry_run && g->shadow_compared > 0 && ratio > g->m->max_shadow_ratio) {
+            char reason[256];
+            snprintf(reason, sizeof reason,
+                     "shadow-read mismatch ratio %.4f over the threshold %.4f (%lld of %lld)", ratio,
+                     g->m->max_shadow_ratio, (long long)g->shadow_mismatched,
+                     (long long)g->shadow_compared);
+            mig_abort(c, g, "sluice", reason, sl_wall_ms());
+        }
+    }
+}
+
+/* ---- the loop ------------------------------------------------------------------------ */
+
+int ctl_run(ctl *c, volatile sig_atomic_t *stop, sl_err *err)
+{
+    sl_err e = {0};
+    c->client = sl_client_new(&c->copts, &e);
+    if (!c->client)
+        return sl_err_setc(err, e.code, "%s", e.msg);
+    if (c->copts.events_endpoint && sl_client_watch(c->client, 0, &e) != 0)
+        ctl_logf(c, "cannot watch the coordinator's events: %s", e.msg);
+    /* a restarted control plane puts the router where the store says */
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->nmigs; i++) {
+        mig *g = c->migs[i];
+        if (g->state != MS_COMPLETED && !g->m->dry_run && g->m->router.haproxy)
+            mig_route(c, g, g->reads, g->read_pct, g->writes);
+    }
+    pthread_mutex_unlock(&c->mu);
+    while (!*stop) {
+        int64_t t0 = sl_now_ms();
+        pthread_mutex_lock(&c->mu);
+        drain_events(c);
+        for (size_t i = 0; i < c->nmigs && !*stop; i++) {
+            mig *g = c->migs[i];
+            runner_pass(c, g);
+            if (g->dirty) {
+                g->updated_ms = sl_wall_ms();
+                sl_err se = {0};
+                if (ctl_store_save(c, g, &se) != 0)
+                    ctl_logf(c, "%s", se.msg);
+            }
+        }
+        pthread_mutex_unlock(&c->mu);
+        int64_t left = c->tick_ms - (sl_now_ms() - t0);
+        for (; left > 0 && !*stop; left -= 50) {
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return 0;
+}
