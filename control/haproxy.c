@@ -393,7 +393,7 @@ static int column(char **f, int n, const char *name)
     return -1;
 }
 
-#define HX_MAX_COLS 128
+#define HX_MAX_COLS 256 /* show stat has about 100 */
 
 /* Finds the row of a table HAProxy prints with a "# name name ..." header
  * (show servers state: spaces; show stat: CSV) where column k1 is v1 and
@@ -495,8 +495,9 @@ int ct_haproxy_sessions(ct_haproxy *h, const char *backend, const char *server, 
     if (check_pair(backend, server, err) != 0)
         return -1;
     char cmd[200], val[32], *end;
-    /* type 4: servers only, sid -1: all of them */
-    snprintf(cmd, sizeof cmd, "show stat %s 4 -1", backend);
+    /* All proxies (-1), servers only (4), every server (-1): HAProxy 2.6
+     * accepts a proxy name here but then prints no rows. */
+    snprintf(cmd, sizeof cmd, "show stat -1 4 -1");
     if (hx_lookup(h, cmd, ",", "pxname", "svname", backend, server, "scur", val, sizeof val, err) !=
         0)
         return -1;
