@@ -8,7 +8,6 @@
 #include "webhook.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -162,15 +161,15 @@ static int dial(const ct_webhook *w, int64_t deadline, const char **why, char *w
         }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
             break;
-        if (errno == EINPROGRESS && wait_fd(fd, POLLOUT, deadline, why) == 0) {
+        if (errno != EINPROGRESS) {
+            *why = strerror(errno);
+        } else if (wait_fd(fd, POLLOUT, deadline, why) == 0) {
             int soerr = 0;
             socklen_t sl = sizeof soerr;
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
             if (soerr == 0)
                 break;
             *why = strerror(soerr);
-        } else if (errno != EINPROGRESS) {
-            *why = strerror(errno);
         }
         close(fd);
         fd = -1;
