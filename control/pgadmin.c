@@ -41,7 +41,8 @@ struct ct_db {
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-/* libpq's text on one line: newlines become "; ", trailing ones go. */
+/* libpq's text on one line: newlines (and the indent after them) become
+ * "; ", trailing ones go. */
 static void one_line(const char *m, char *out, size_t cap)
 {
     size_t o = 0;
@@ -53,6 +54,8 @@ static void one_line(const char *m, char *out, size_t cap)
                 break;
             out[o++] = ';';
             out[o++] = ' ';
+            while (p[1] == ' ' || p[1] == '\t') /* libpq indents its hints */
+                p++;
         } else {
             out[o++] = *p;
         }
@@ -664,7 +667,9 @@ static int pg_aggregate(ct_db *d, const char *table, const char *where, ct_aggre
                err))
         goto done;
     in_tx = 1;
-    r = pg_run(d, (const char *)sql.p, 0, NULL, PGRES_TUPLES_OK, "aggregating", err);
+    char what[300];
+    snprintf(what, sizeof what, "aggregating %s", table);
+    r = pg_run(d, (const char *)sql.p, 0, NULL, PGRES_TUPLES_OK, what, err);
     if (!r)
         goto done;
     if (PQntuples(r) != 1 || (size_t)PQnfields(r) != out->n + 1) {
@@ -716,8 +721,10 @@ static int sq_aggregate(ct_db *d, const char *table, const char *where, ct_aggre
         goto done;
     }
     const char *tail = NULL;
+    char what[300];
+    snprintf(what, sizeof what, "aggregating %s", table);
     if (sqlite3_prepare_v2(d->sq, (const char *)sql.p, -1, &st, &tail) != SQLITE_OK) {
-        sq_fail(d, "aggregating", err);
+        sq_fail(d, what, err);
         goto done;
     }
     /* one statement only: a `where` that closes it and starts another is refused */
@@ -729,7 +736,7 @@ static int sq_aggregate(ct_db *d, const char *table, const char *where, ct_aggre
         goto done;
     }
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sq_fail(d, "aggregating", err);
+        sq_fail(d, what, err);
         goto done;
     }
     out->rows = sqlite3_column_int64(st, 0);
