@@ -64,7 +64,8 @@ class PgServer:
     PASSWORD = "s3cret-pw-for-tests"
     USER = "sluice"
 
-    def __init__(self):
+    def __init__(self, extra_opts=""):
+        """extra_opts: more server options for pg_ctl's -o ("-c wal_level=logical")."""
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not bins:
             raise RuntimeError("PostgreSQL server binaries not found; run scripts/deps.sh --test")
@@ -93,7 +94,8 @@ class PgServer:
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
                    os.path.join(self.dir, "log"), "-w", "-t", "60", "-o",
                    f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off", "start"])
+                   "-c synchronous_commit=off -c full_page_writes=off"
+                   + (f" {extra_opts}" if extra_opts else ""), "start"])
         self.started = True
 
     def _run(self, cmd):
