@@ -880,13 +880,14 @@ static void clean_line(char *s)
 ct_manifest *ct_manifest_parse(const char *json, size_t len, sl_err *err)
 {
     json_error_t je;
-    if (!json)
-        len = 0;
     json_t *root =
         json ? json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je) : NULL;
     if (!root) {
-        if (!json)
-            snprintf(je.text, sizeof je.text, "no input"), je.line = 1, je.column = 0;
+        if (!json) {
+            snprintf(je.text, sizeof je.text, "no input");
+            je.line = 1;
+            je.column = 0;
+        }
         clean_line(je.text);
         sl_err_setc(err, SL_INVALID, "manifest is not valid JSON: %s at line %d column %d", je.text,
                     je.line, je.column);
