@@ -80,6 +80,7 @@ typedef struct ct_manifest {
     unsigned approvals; /* bit (1u << phase) per phase that waits for an approver */
     int dry_run;
     ct_router_cfg router;
+    char *description; /* NULL when absent; at most 1024 bytes */
 } ct_manifest;
 
 /* NULL with err (code SL_INVALID, the message naming the field) for a
