@@ -121,6 +121,7 @@ void wk_threads_join(wk_threads *wt);
 
 int cmd_diff(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
+int cmd_control(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_submit(int argc, char **argv);
 int cmd_status(int argc, char **argv);

@@ -26,6 +26,7 @@ int main(int argc, char **argv)
                "  cancel JOB                       stop a queued or running job\n"
                "  workers                          the workers a coordinator knows\n"
                "  schedule add|rm|ls               audits a coordinator runs on an interval\n"
+               "  control --db-file F --tokens F   the migration control plane (HTTP API)\n"
                "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
                "  version                          print the version\n"
                "each command takes --help\n",
@@ -43,7 +44,7 @@ int main(int argc, char **argv)
     } cmds[] = {{"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
                 {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
                 {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report},
-                {"cancel", cmd_cancel},   {"schedule", cmd_schedule}};
+                {"cancel", cmd_cancel},   {"schedule", cmd_schedule},       {"control", cmd_control}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

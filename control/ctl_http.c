@@ -2,7 +2,9 @@
  * thread per connection, so that a long-polling reader of the routing
  * endpoint holds only its own thread. Every handler runs under ctl's lock
  * (the long poll waits on the routing condition, which releases it). */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>

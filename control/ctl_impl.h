@@ -52,7 +52,7 @@ typedef struct mig {
     /* classification */
     int classified;
     ct_class cls;
-    char cls_reason[384];
+    char cls_reason[640];
     ct_strategy strategy;
     /* traffic */
     int64_t routing_version;
@@ -60,7 +60,7 @@ typedef struct mig {
     char reads[8], writes[8];
     int step_idx; /* cutover: index of the step applied, -1 none */
     int64_t step_started_ms;
-    char router_error[256]; /* the last failure to steer, "" when none */
+    char router_error[512]; /* the last failure to steer, "" when none */
     /* evidence */
     gate gates[CTL_MAX_GATES];
     size_t ngates;
@@ -73,7 +73,7 @@ typedef struct mig {
     int lag_known;
     ct_lag_clock lagc;
     int copy_done;
-    char schema_problem[384];
+    char schema_problem[640];
     int64_t last_val_job;
     int last_val_kind, last_val_table, last_val_equal;
     int64_t last_val_ms;
@@ -91,7 +91,7 @@ typedef struct mig {
     int64_t green_since_ms;
     /* aggregation audit */
     int agg_ok;
-    char agg_detail[384];
+    char agg_detail[640];
     int64_t agg_ms;
     /* replication */
     int repl_created, repl_dropped;

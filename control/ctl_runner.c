@@ -466,8 +466,8 @@ static void gate_lag(mig *g)
     if (!cdc(g))
         return;
     set_gate(g, "lag_under_threshold", g->lag_known && g->lag_s <= g->m->max_lag_s,
-             g->lag_known ? "%.1f s (threshold %.1f s)" : "not measured yet%.0s%.0f", g->lag_s,
-             g->m->max_lag_s);
+             "%s%.1f s (threshold %.1f s)", g->lag_known ? "" : "not measured yet: ",
+             g->lag_known ? g->lag_s : 0.0, g->m->max_lag_s);
 }
 
 static void gate_shadow(mig *g)
@@ -535,7 +535,7 @@ static void aggregates(ctl *c, mig *g, int64_t now)
         sl_err e = {0};
         const ct_table *t = &g->m->tables[i];
         ct_db *s = side(c, g, 0, &e), *d = s ? side(c, g, 1, &e) : NULL;
-        char why[300] = "";
+        char why[600] = "";
         int r = -1;
         if (d && ct_db_aggregate(s, t->name, t->where, &a, &e) == 0 &&
             ct_db_aggregate(d, t->name, t->where, &b, &e) == 0)
@@ -560,7 +560,7 @@ static void aggregates(ctl *c, mig *g, int64_t now)
 static void phase_pass(ctl *c, mig *g, int64_t now)
 {
     ct_phase p = mig_phase(g);
-    char d[300];
+    char d[600];
     int missing = 0, r;
     switch (p) {
     case CT_PH_PREPARE: {
@@ -737,7 +737,7 @@ static void dry_pass(ctl *c, mig *g, int64_t now)
 {
     /* every phase's evidence that can be gathered without replication or
      * traffic: reachability and schema, aggregates, a full audit */
-    char d[300];
+    char d[600];
     int missing;
     g->ngates = 0;
     sl_err e = {0}, e2 = {0};
@@ -752,7 +752,7 @@ static void dry_pass(ctl *c, mig *g, int64_t now)
         snprintf(g->schema_problem, sizeof g->schema_problem, "%s", d);
     aggregates(c, g, now);
     set_gate(g, "aggregates_match", g->agg_ok, "%s", g->agg_detail);
-    char ad[300];
+    char ad[600];
     int done = gate_round(c, g, ad, sizeof ad);
     size_t finished = 0;
     for (size_t i = 0; i < g->m->ntables; i++)
@@ -830,7 +830,7 @@ void runner_pass(ctl *c, mig *g)
     g->ngates = 0;
     measure_repl(c, g, now);
     if (mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS && !g->schema_problem[0]) {
-        char d[300];
+        char d[600];
         int missing;
         if (schema_check(c, g, d, sizeof d, &missing) == 1) {
             snprintf(g->schema_problem, sizeof g->schema_problem, "%s", d);
