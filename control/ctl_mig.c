@@ -348,8 +348,11 @@ json_t *mig_status(ctl *c, const mig *g)
 
 void mig_sample(mig *g)
 {
+    int64_t now = sl_wall_ms();
+    if (g->nhist && now - g->history[(g->hhead + CTL_HISTORY - 1) % CTL_HISTORY].at_ms < 1000)
+        return; /* one point a second at most */
     struct hist *h = &g->history[g->hhead];
-    h->at_ms = sl_wall_ms();
+    h->at_ms = now;
     h->divergent = g->divergent;
     h->lag = g->lag_known ? g->lag_s : 0;
     g->hhead = (g->hhead + 1) % CTL_HISTORY;
@@ -362,8 +365,13 @@ void mig_sample(mig *g)
 int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes)
 {
     int64_t t0 = sl_now_ms();
-    snprintf(g->reads, sizeof g->reads, "%s", reads);
-    snprintf(g->writes, sizeof g->writes, "%s", writes);
+    char r[8], w[8]; /* reads or writes may be g's own fields */
+    snprintf(r, sizeof r, "%s", reads);
+    snprintf(w, sizeof w, "%s", writes);
+    memcpy(g->reads, r, sizeof r);
+    memcpy(g->writes, w, sizeof w);
+    reads = g->reads;
+    writes = g->writes;
     g->read_pct = pct;
     g->routing_version++;
     g->dirty = 1;
