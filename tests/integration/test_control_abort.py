@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""The control plane aborts by itself: rows corrupted on the target during
+shadow_read, a column altered on the target during cutover, the
+subscription disabled during cutover. Each abort is checked for its
+reason, the measured detection and rollback times (rollback under 5 s) and
+HAProxy's runtime API reporting the target's weight 0."""
+import sys
+import threading
+import time
+
+from control_env import Control, Haproxy, cluster_for
+from harness import PgServer, Tap
+
+LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
+CASES = ["corrupt", "schema", "lag"]
+
+t = Tap()
+src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
+dbs = {}
+for case in CASES:
+    for s in (src, dst):
+        s.createdb(case)
+        cur = s.connect(case).cursor()
+        cur.execute("CREATE TABLE customers(id int PRIMARY KEY, name text NOT NULL)")
+        cur.execute("CREATE TABLE orders(id bigint PRIMARY KEY, total numeric(12,2), note text)")
+    cur = src.connect(case).cursor()
+    cur.execute("INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 50) g")
+    cur.execute("INSERT INTO orders SELECT g, g / 4.0, 'n' || g FROM generate_series(1, 2000) g")
+    dbs[f"old_{case}"], dbs[f"new_{case}"] = src.dsn(case), dst.dsn(case)
+
+cl = cluster_for(dbs, workers=2)
+hp = Haproxy(src.port, dst.port)
+ctl = Control(dbs, cluster=cl, haproxy=hp)
+
+
+def migrate_to(case, phase, lag_s=30):
+    mid = f"abort-{case}"
+    code, doc = ctl.call("POST", "/migrations", {
+        "migration_id": mid,
+        "scope": {"source": f"old_{case}", "target": f"new_{case}",
+                  "tables": ["orders", "customers"]},
+        "cutover": {"steps": [25, 100], "soak_seconds": 1},
+        "metrics": {"audit_every": "1h", "sample_every": "1s"},
+        "abort_thresholds": {"replication_lag_seconds": lag_s, "detection_latency_seconds": 60},
+        "router": {"type": "haproxy", "read_backend": "reads", "write_backend": "writes",
+                   "source_server": "old", "target_server": "new"}})
+    if code != 201:
+        t.ok(False, f"{case}: POST /migrations", doc)
+        return None
+    for want in ("backfill", "dual_write", "shadow_read", "cutover"):
+        if want == "cutover":
+            ctl.call("POST", f"/migrations/{mid}/shadow-results", {"compared": 20, "mismatched": 0})
+        r = ctl.advance(mid, timeout=180)
+        if not (isinstance(r, dict) and r.get("phase") == want):
+            t.ok(False, f"{case}: advance into {want}", r)
+            print(ctl.log_text()[-3000:], file=sys.stderr)
+            return None
+        if want == phase:
+            break
+    if phase == "cutover":
+        s = ctl.wait(mid, lambda s: s["traffic"]["read_percent_target"] == 25, 30)
+        t.ok(s is not None and hp.weight("reads", "new") == 25,
+             f"{case}: cutover step 1 running, HAProxy weight of the target 25")
+    t.ok(True, f"{case}: migration in {phase}")
+    return mid
+
+
+def check_abort(case, mid, fault_at, want_in_reason):
+    s = ctl.wait(mid, lambda s: s["state"] == "aborted", 90)
+    took = time.time() - fault_at
+    t.ok(s is not None, f"{case}: aborted by itself within 60 s of the fault ({took:.1f} s)",
+         ctl.status(mid))
+    if s is None:
+        return
+    t.ok(took < 60, f"{case}: {took:.1f} s from fault to abort")
+    reason = s["abort_reason"] or ""
+    t.ok(all(w in reason for w in want_in_reason), f"{case}: reason names {want_in_reason}", reason)
+    t.diag(f"{case}: reason: {reason}")
+    t.ok(s["detection_seconds"] is not None and 0 <= s["detection_seconds"] < 60,
+         f"{case}: detection time measured: {s['detection_seconds']} s")
+    t.ok(s["rollback_seconds"] is not None and s["rollback_seconds"] < 5,
+         f"{case}: rollback time measured, under 5 s: {s['rollback_seconds']} s")
+    t.ok(s["traffic"] == {"read_percent_target": 0, "writes": "source", "reads": "source"},
+         f"{case}: traffic and writes back on the source", s["traffic"])
+    t.ok(hp.weight("reads", "new") == 0 and hp.weight("reads", "old") == 100
+         and hp.weight("writes", "new") == 0,
+         f"{case}: HAProxy's runtime API reports the target's weight 0")
+    ev = ctl.call("GET", f"/migrations/{mid}/events")[1]["events"]
+    t.ok(any(e["kind"] == "abort" and e["actor"] == "sluice" for e in ev),
+         f"{case}: the abort is an audit event by sluice")
+
+
+# (a) rows corrupted on the target during shadow_read
+mid = migrate_to("corrupt", "shadow_read")
+if mid:
+    cur = dst.connect("corrupt").cursor()
+    cur.execute("UPDATE orders SET total = total + 1 WHERE id IN (5, 77)")
+    check_abort("corrupt", mid, time.time(), ["divergent rows", "id=5", "id=77"])
+
+# (b) a column altered on the target during cutover
+mid = migrate_to("schema", "cutover")
+if mid:
+    cur = dst.connect("schema").cursor()
+    cur.execute("ALTER TABLE orders ALTER COLUMN note TYPE varchar(200)")
+    check_abort("schema", mid, time.time(), ["schema", "note"])
+
+# (c) the subscription disabled during cutover, writes going on: lag
+mid = migrate_to("lag", "cutover", lag_s=3)
+if mid:
+    stop = threading.Event()
+
+    def writer():
+        c = src.connect("lag")
+        i = 100000
+        while not stop.is_set():
+            c.cursor().execute("INSERT INTO orders VALUES (%s, 1, 'w')", (i,))
+            i += 1
+            time.sleep(0.02)
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+    time.sleep(1)
+    cur = dst.connect("lag").cursor()
+    cur.execute("SELECT subname FROM pg_subscription WHERE subname = 'sluice_abort_lag'")
+    sub = cur.fetchone()[0]
+    cur.execute(f'ALTER SUBSCRIPTION "{sub}" DISABLE')
+    check_abort("lag", mid, time.time(), ["replication lag"])
+    stop.set()
+    th.join()
+
+t.ok("Sanitizer" not in ctl.log_text() and "runtime error" not in ctl.log_text(),
+     "no sanitizer report from sluice control")
+sys.exit(t.done())
