@@ -1066,11 +1066,15 @@ int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *ou
         out->tables_ready = (size_t)strtoull(PQgetvalue(r, 0, 2), NULL, 10);
     }
     PQclear(r);
-    /* pg_lsn minus '0/0' is the LSN as a plain number */
+    /* pg_lsn minus '0/0' is the LSN as a plain number. Applied is the
+     * walsender's replay_lsn (what the subscriber has applied, reported as
+     * it goes); the slot's confirmed_flush_lsn waits for the subscriber's
+     * own WAL flush, and is all there is while no walsender runs. */
     r = pg_run(src,
                "SELECT (pg_current_wal_lsn() - '0/0')::text, "
-               "(SELECT (confirmed_flush_lsn - '0/0')::text FROM pg_replication_slots "
-               "WHERE slot_name = $1)",
+               "(SELECT (GREATEST(confirmed_flush_lsn, (SELECT max(replay_lsn) FROM "
+               "pg_stat_replication WHERE application_name = $1)) - '0/0')::text "
+               "FROM pg_replication_slots WHERE slot_name = $1)",
                1, p, PGRES_TUPLES_OK, "reading the replication slot", err);
     if (!r)
         return -1;

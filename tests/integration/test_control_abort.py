@@ -119,7 +119,12 @@ if mid:
 
     th = threading.Thread(target=writer, daemon=True)
     th.start()
-    time.sleep(1)
+    lags = []
+    for _ in range(10):
+        time.sleep(0.5)
+        lags.append(ctl.status(mid)["replication_lag_seconds"])
+    t.ok(all(x is not None and x < 1.5 for x in lags),
+         "lag: healthy replication under 50 writes/s measures under 1.5 s", lags)
     cur = dst.connect("lag").cursor()
     cur.execute("SELECT subname FROM pg_subscription WHERE subname = 'sluice_abort_lag'")
     sub = cur.fetchone()[0]
