@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo test unit integration clean format bench test-random fuzz soak
+.PHONY: all deps demo demo-migration test unit integration clean format bench test-random fuzz soak
 
 all: build/sluice
 
@@ -68,6 +68,12 @@ deps:
 
 demo: deps build/sluice
 	@bash scripts/demo.sh
+
+# A short scripted migration: two local PostgreSQL servers, HAProxy, a
+# cluster and sluice control, driven with curl (README: "Migrations").
+demo-migration: build/sluice
+	@bash scripts/deps.sh --test
+	@bash scripts/demo_migration.sh
 
 # Unit tests, then integration tests (real PostgreSQL started by the
 # harness, real SQLite files, the ASan+UBSan sluice binary).
