@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <microhttpd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +361,10 @@ static void migration_call(ctl *c, struct MHD_Connection *conn, const char *meth
                       "expected {\"compared\": N, \"mismatched\": M} with 0 <= M <= N integers");
         else if (ex && (!json_is_array(ex) || json_array_size(ex) > 100))
             err_reply(r, 400, "invalid", "examples: expected an array of at most 100 items");
+        else if (json_integer_value(cj) > INT64_MAX - g->shadow_compared)
+            /* the running totals are int64: a sum past it is undefined */
+            err_reply(r, 400, "invalid", "compared: the total would pass %lld",
+                      (long long)INT64_MAX);
         else if (g->state == MS_ABORTED || g->state == MS_COMPLETED)
             err_reply(r, 409, "conflict", "migration %s is %s: results are no longer taken", id,
                       mig_state_name(g->state));

@@ -173,6 +173,9 @@ code, doc = ctl.call("POST", "/migrations?dry_run=maybe", manifest("m-x"))
 t.ok(code == 400 and is_err(doc, "invalid") and "dry_run" in doc["error"],
      "POST /migrations?dry_run=maybe: 400", (code, doc))
 t.ok(migration_ids() == ids_before, "no bad manifest created a migration", migration_ids())
+code, doc = ctl.call("POST", "/migrations", manifest("m-x"), token=None,
+                     headers={"Authorization": "Bearer "})
+t.ok(code == 401, "an empty Bearer token: 401", (code, doc))
 t.ok(ctl.call("GET", "/migrations/m-x/status")[0] == 404, "m-x does not exist")
 
 bad_bodies = [
@@ -197,8 +200,18 @@ for what, raw, want in bad_bodies:
                          headers={"Content-Type": "application/json"})
     t.ok(code == want and is_err(doc, "invalid"), f"POST {what} body {raw.decode()!r}: {want}",
          (code, doc))
+code, doc = ctl.call("POST", "/migrations/m-main/advance", raw=b"{" + b" " * (1 << 20) + b"}")
+t.ok(code == 413 and is_err(doc, "invalid"), "a body over 1 MiB: 413", (code, doc))
 t.ok(snapshot("m-main") == before, "bad bodies changed no status, event or routing",
      (before, snapshot("m-main")))
+
+ctl.call("POST", "/migrations", manifest("m-ovf"))
+code, doc = ctl.call("POST", "/migrations/m-ovf/shadow-results",
+                     {"compared": 2**63 - 1, "mismatched": 0})
+code2, doc2 = ctl.call("POST", "/migrations/m-ovf/shadow-results",
+                       {"compared": 2**63 - 1, "mismatched": 0})
+t.ok(code == 200 and code2 == 400 and is_err(doc2, "invalid"),
+     "shadow-results: a total past int64 is 400 (not an overflow)", (code, doc2))
 
 # ---- 404 and 405 --------------------------------------------------------------------------
 for what in ("status", "events", "routing", "artifacts"):
