@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <microhttpd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@ typedef struct reply {
     char *text;
     size_t text_len;
     const char *ctype;
+    const char *allow; /* 405: the methods the resource takes */
 } reply;
 
 static void err_reply(reply *r, int status, const char *code, const char *fmt, ...)
@@ -156,7 +158,13 @@ static void create(ctl *c, struct MHD_Connection *conn, const req *q, reply *r)
         return;
     }
     const char *dq = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "dry_run");
-    if (dq && (strcmp(dq, "1") == 0 || strcmp(dq, "true") == 0) && json_is_object(v))
+    int dry = dq && (strcmp(dq, "1") == 0 || strcmp(dq, "true") == 0);
+    if (dq && !dry && strcmp(dq, "0") != 0 && strcmp(dq, "false") != 0) {
+        json_decref(v);
+        err_reply(r, 400, "invalid", "dry_run: expected 1, true, 0 or false, got \"%.40s\"", dq);
+        return;
+    }
+    if (dry && json_is_object(v))
         json_object_set_new(v, "dry_run", json_true());
     char *text = json_dumps(v, JSON_COMPACT);
     json_decref(v);
@@ -227,7 +235,7 @@ static void routing_wait(ctl *c, struct MHD_Connection *conn, const char *id, re
     if (ws) {
         errno = 0;
         wait = strtol(ws, &end, 10);
-        if (errno || *end || wait < 0 || wait > 60) {
+        if (errno || !*ws || *end || wait < 0 || wait > 60) {
             err_reply(r, 400, "invalid", "wait: expected seconds from 0 to 60, got \"%.40s\"", ws);
             return;
         }
@@ -235,7 +243,7 @@ static void routing_wait(ctl *c, struct MHD_Connection *conn, const char *id, re
     if (vs) {
         errno = 0;
         ver = strtoll(vs, &end, 10);
-        if (errno || *end || ver < 0) {
+        if (errno || !*vs || *end || ver < 0) {
             err_reply(r, 400, "invalid", "version: expected a routing version (>= 0), got \"%.40s\"", vs);
             return;
         }
@@ -246,7 +254,8 @@ static void routing_wait(ctl *c, struct MHD_Connection *conn, const char *id, re
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += wait;
-        while (g->routing_version == ver &&
+        /* c->httpd is NULL once the server stops: the wait ends then */
+        while (c->httpd && g->routing_version == ver &&
                pthread_cond_timedwait(&c->routing_cv, &c->mu, &until) != ETIMEDOUT)
             ;
     }
@@ -352,11 +361,18 @@ static void migration_call(ctl *c, struct MHD_Connection *conn, const char *meth
                       "expected {\"compared\": N, \"mismatched\": M} with 0 <= M <= N integers");
         else if (ex && (!json_is_array(ex) || json_array_size(ex) > 100))
             err_reply(r, 400, "invalid", "examples: expected an array of at most 100 items");
+        else if (json_integer_value(cj) > INT64_MAX - g->shadow_compared)
+            /* the running totals are int64: a sum past it is undefined */
+            err_reply(r, 400, "invalid", "compared: the total would pass %lld",
+                      (long long)INT64_MAX);
         else if (g->state == MS_ABORTED || g->state == MS_COMPLETED)
             err_reply(r, 409, "conflict", "migration %s is %s: results are no longer taken", id,
                       mig_state_name(g->state));
         else {
-            mig_shadow(c, g, json_integer_value(cj), json_integer_value(mj), ex);
+            /* always an array: mig_shadow leaks the empty one it makes for NULL */
+            json_t *exa = ex ? json_incref(ex) : json_array();
+            mig_shadow(c, g, json_integer_value(cj), json_integer_value(mj), exa);
+            json_decref(exa);
             r->status = 200;
             r->doc = mig_status(c, g);
         }
@@ -466,6 +482,12 @@ static void route(ctl *c, struct MHD_Connection *conn, const char *url, const ch
         err_reply(r, 413, "invalid", "the body is over %d bytes", MAX_BODY);
         return;
     }
+    if (!get && (strcmp(url, "/healthz") == 0 || strcmp(url, "/metrics") == 0 ||
+                 strcmp(url, "/") == 0 || strncmp(url, "/dashboard/", 11) == 0)) {
+        r->allow = "GET";
+        err_reply(r, 405, "invalid", "%s %s: use GET", method, url);
+        return;
+    }
     if (strcmp(url, "/healthz") == 0 && get) {
         r->status = 200;
         r->doc = json_pack("{s:b}", "ok", 1);
@@ -502,8 +524,10 @@ static void route(ctl *c, struct MHD_Connection *conn, const char *url, const ch
             pthread_mutex_unlock(&c->mu);
             r->status = 200;
             r->doc = json_pack("{s:o}", "migrations", a);
-        } else
+        } else {
+            r->allow = "GET, POST";
             err_reply(r, 405, "invalid", "%s /migrations: use GET or POST", method);
+        }
         return;
     }
     if (strncmp(url, "/migrations/", 12) == 0) {
@@ -523,13 +547,16 @@ static void route(ctl *c, struct MHD_Connection *conn, const char *url, const ch
                 migration_call(c, conn, method, idbuf, what, q, r);
                 return;
             }
-            int other = 0;
-            const char *const *alt = get ? posts : gets;
-            for (size_t i = 0; alt[i]; i++)
-                other |= strcmp(alt[i], what) == 0;
-            if (other) {
+            /* a known call with another method (PUT, DELETE too) */
+            int is_get = 0, is_post = 0;
+            for (size_t i = 0; gets[i]; i++)
+                is_get |= strcmp(gets[i], what) == 0;
+            for (size_t i = 0; posts[i]; i++)
+                is_post |= strcmp(posts[i], what) == 0;
+            if (is_get || is_post) {
+                r->allow = is_get ? "GET" : "POST";
                 err_reply(r, 405, "invalid", "%s /migrations/{id}/%s: use %s", method, what,
-                          get ? "POST" : "GET");
+                          r->allow);
                 return;
             }
         }
@@ -582,6 +609,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     MHD_add_response_header(resp, "Content-Type", r.ctype);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r.status == 405 && r.allow)
+        MHD_add_response_header(resp, "Allow", r.allow);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r.status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -631,10 +660,12 @@ int ctl_http_port(const ctl *c)
 void ctl_http_stop(ctl *c)
 {
     if (c->httpd) {
+        /* cleared under the lock first, so that long polls see it and answer */
+        struct MHD_Daemon *d = c->httpd;
         pthread_mutex_lock(&c->mu);
+        c->httpd = NULL;
         pthread_cond_broadcast(&c->routing_cv);
         pthread_mutex_unlock(&c->mu);
-        MHD_stop_daemon(c->httpd);
-        c->httpd = NULL;
+        MHD_stop_daemon(d);
     }
 }

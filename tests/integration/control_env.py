@@ -185,11 +185,12 @@ class Control:
         return open(self.log).read() if os.path.exists(self.log) else ""
 
 
-def cluster_for(dbs, workers=2):
+def cluster_for(dbs, workers=2, worker_extra=()):
+    """worker_extra: more `sluice worker` arguments (e.g. ("--allow-where", "*"))."""
     c = Cluster(dbs)
     c.start_coordinator()
     for _ in range(workers):
-        c.start_worker(slots=2)
+        c.start_worker(slots=2, extra=worker_extra)
     if not c.wait_workers(workers):
         raise RuntimeError("workers did not join")
     atexit.register(c.stop)
