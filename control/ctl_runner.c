@@ -4,6 +4,7 @@
  * threshold trips. Passes run in the runner thread with the lock held;
  * every database and coordinator call is bounded by a timeout. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -913,16 +914,18 @@ int mig_approve(ctl *c, mig *g, const char *actor, sl_err *err)
 
 void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *examples)
 {
-    g->shadow_compared += compared;
-    g->shadow_mismatched += mismatched;
+    /* totals saturate: a client cannot overflow them */
+    g->shadow_compared = compared > INT64_MAX - g->shadow_compared ? INT64_MAX : g->shadow_compared + compared;
+    g->shadow_mismatched =
+        mismatched > INT64_MAX - g->shadow_mismatched ? INT64_MAX : g->shadow_mismatched + mismatched;
     if (examples && json_array_size(examples)) {
         json_decref(g->shadow_examples);
         g->shadow_examples = json_incref(examples);
     }
     g->dirty = 1;
     ctl_event(c, g, "application", "shadow_results",
-              json_pack("{s:I, s:I, s:O}", "compared", (json_int_t)compared, "mismatched",
-                        (json_int_t)mismatched, "examples", examples ? examples : json_array()));
+              json_pack("{s:I, s:I, s:o}", "compared", (json_int_t)compared, "mismatched",
+                        (json_int_t)mismatched, "examples", examples ? json_incref(examples) : json_array()));
     if (g->state == MS_RUNNING || g->state == MS_WAITING) {
         double ratio = (double)g->shadow_mismatched / (double)(g->shadow_compared ? g->shadow_compared : 1);
         if (!g->m->dry_run && g->shadow_compared > 0 && ratio > g->m->max_shadow_ratio) {
