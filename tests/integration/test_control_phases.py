@@ -104,7 +104,21 @@ evs = ctl.call("GET", "/migrations/restart/events")[1]["events"]
 t.ok(len(evs) >= len(ctl.call("GET", "/migrations/window/events")[1]["events"]) and
      any(e["kind"] == "cutover_step" for e in evs), "restart: the audit log survived")
 
-# 4. validation stops reporting: abort after detection_latency_seconds
+# 4. shadow reads that mismatch over the ratio abort at once
+manifest("shadow", abort_thresholds={"shadow_mismatch_ratio": 0.01})
+s = to_phase("shadow", "shadow_read")
+code, doc = ctl.call("POST", "/migrations/shadow/shadow-results",
+                     {"compared": 1000, "mismatched": 5, "examples": [{"id": 7}]})
+t.ok(code == 200 and doc["state"] == "running", "shadow: 0.5% mismatched is within 1%", doc)
+code, doc = ctl.call("POST", "/migrations/shadow/shadow-results",
+                     {"compared": 100, "mismatched": 20})
+t.ok(code == 200 and doc["state"] == "aborted" and
+     "shadow-read mismatch ratio" in (doc["abort_reason"] or ""),
+     "shadow: a mismatch ratio over the threshold aborts at once", doc.get("abort_reason"))
+t.ok(doc["traffic"] == {"read_percent_target": 0, "writes": "source", "reads": "source"},
+     "shadow: reads back on the source", doc["traffic"])
+
+# 5. validation stops reporting: abort after detection_latency_seconds
 manifest("stale", abort_thresholds={"detection_latency_seconds": 4})
 s = to_phase("stale", "dual_write")
 t.ok(s["phase"] == "dual_write", "stale: in dual_write", s)
