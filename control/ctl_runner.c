@@ -565,6 +565,26 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
     int missing = 0, r;
     switch (p) {
     case CT_PH_PREPARE: {
+        sl_worker_info *wi = NULL;
+        size_t nw = 0, both = 0;
+        sl_err we = {0};
+        if (sl_client_workers(c->client, &wi, &nw, &we) == 0) {
+            for (size_t i = 0; i < nw; i++) {
+                int hs = 0, ht = 0;
+                for (size_t k = 0; k < wi[i].ndbs; k++) {
+                    hs |= strcmp(wi[i].dbs[k], g->m->source) == 0;
+                    ht |= strcmp(wi[i].dbs[k], g->m->target) == 0;
+                }
+                both += wi[i].alive && hs && ht;
+            }
+            sl_worker_info_free(wi, nw);
+            set_gate(g, "workers_announce", both > 0,
+                     both ? "%zu live workers reach %s and %s"
+                          : "%zu live workers reach both %s and %s: start workers with both "
+                            "in their --db-file",
+                     both, g->m->source, g->m->target);
+        } else
+            set_gate(g, "workers_announce", 0, "coordinator: %s", we.msg);
         sl_err e = {0};
         ct_db *s = side(c, g, 0, &e);
         set_gate(g, "source_reachable", s != NULL, "%s", s ? g->m->source : e.msg);
