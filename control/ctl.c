@@ -5,7 +5,6 @@
 
 #include "ctl_impl.h"
 
-void ctl_http_stop(ctl *c);
 
 static char *dup_or_null(const char *s)
 {

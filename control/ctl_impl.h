@@ -178,5 +178,6 @@ void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *ex
 
 /* ---- ctl_http.c ---- */
 char *metrics_text(ctl *c);
+void ctl_http_stop(ctl *c); /* wakes long polls, stops the daemon */
 
 #endif

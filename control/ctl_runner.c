@@ -40,7 +40,7 @@ static int gates_ok(const mig *g)
     return 1;
 }
 
-json_t *gates_json(const mig *g)
+static json_t *gates_json(const mig *g)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < g->ngates; i++)
