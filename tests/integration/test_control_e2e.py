@@ -131,6 +131,10 @@ t.ok(st and st["state"] == "done" and st["changed"] + st["missing_in_target"] + 
 art = ctl.call("GET", f"/migrations/{MID}/artifacts")[1]
 t.ok(art["sealed"] and len(art["validations"]) > 3 and art["manifest"]["migration_id"] == MID,
      "artifacts: sealed, with the manifest and every validation")
+import json as _json
+t.ok(src.PASSWORD not in _json.dumps(art) and src.PASSWORD not in ctl.log_text() and
+     src.PASSWORD not in ctl.call("GET", "/metrics")[1],
+     "the databases' password appears in no artifact, event, metric or log line")
 code = ctl.stop()
 t.ok(code == 0, "sluice control stops cleanly on SIGTERM", ctl.log_text()[-2000:])
 sys.exit(t.done())
