@@ -10,6 +10,7 @@
 #include "haproxy.h"
 #include "manifest.h"
 #include "pgadmin.h"
+#include "router.h"
 #include "webhook.h"
 
 #define CTL_MAX_GATES 16
@@ -60,7 +61,7 @@ typedef struct mig {
     char reads[8], writes[8];
     int step_idx; /* cutover: index of the step applied, -1 none */
     int64_t step_started_ms;
-    char router_error[512]; /* the last failure to steer, "" when none */
+    char router_error[600]; /* the last failure to steer, "" when none */
     /* evidence */
     gate gates[CTL_MAX_GATES];
     size_t ngates;

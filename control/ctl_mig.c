@@ -362,34 +362,53 @@ void mig_sample(mig *g)
 
 /* ---- traffic ------------------------------------------------------------------- */
 
+/* The routing endpoint as a ct_router: publishing the new version is its
+ * confirmation (pollers see it at once; long polls are woken). */
+typedef struct endpoint_router {
+    ctl *c;
+    mig *g;
+} endpoint_router;
+
+static int endpoint_apply(void *self, const ct_route *r, sl_err *err)
+{
+    (void)err;
+    endpoint_router *e = self;
+    mig *g = e->g;
+    char rd[8], wr[8]; /* r's strings may be g's own fields */
+    snprintf(rd, sizeof rd, "%s", r->reads);
+    snprintf(wr, sizeof wr, "%s", r->writes);
+    memcpy(g->reads, rd, sizeof rd);
+    memcpy(g->writes, wr, sizeof wr);
+    g->read_pct = r->read_pct;
+    g->routing_version++;
+    g->dirty = 1;
+    pthread_cond_broadcast(&e->c->routing_cv);
+    return 0;
+}
+
 int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes)
 {
     int64_t t0 = sl_now_ms();
-    char r[8], w[8]; /* reads or writes may be g's own fields */
-    snprintf(r, sizeof r, "%s", reads);
-    snprintf(w, sizeof w, "%s", writes);
-    memcpy(g->reads, r, sizeof r);
-    memcpy(g->writes, w, sizeof w);
-    reads = g->reads;
-    writes = g->writes;
-    g->read_pct = pct;
-    g->routing_version++;
-    g->dirty = 1;
-    pthread_cond_broadcast(&c->routing_cv);
+    endpoint_router ep = {c, g};
+    ct_haproxy_router hp = {c->haproxy, &g->m->router};
+    ct_router routers[2] = {{"routing endpoint", endpoint_apply, &ep}};
+    size_t n = 1;
+    if (g->m->router.haproxy && !g->m->dry_run)
+        routers[n++] = ct_haproxy_router_make(&hp);
+    char rd[8], wr[8];
+    snprintf(rd, sizeof rd, "%s", reads);
+    snprintf(wr, sizeof wr, "%s", writes);
+    ct_route route = {rd, pct, wr};
     g->router_error[0] = 0;
-    if (g->m->router.haproxy && !g->m->dry_run) {
+    for (size_t i = 0; i < n; i++) {
         sl_err e = {0};
-        const ct_router_cfg *r = &g->m->router;
-        int target_pct = strcmp(reads, "target") == 0 ? pct : 0;
-        if (!c->haproxy)
+        if (!routers[i].self || (i > 0 && !c->haproxy))
             sl_err_setc(&e, SL_INVALID, "no HAProxy socket: start sluice control with --haproxy");
-        else if (ct_haproxy_route_reads(c->haproxy, r->read_backend, r->source_server,
-                                        r->target_server, target_pct, 1, &e) == 0)
-            ct_haproxy_route_writes(c->haproxy, r->write_backend, r->source_server,
-                                    r->target_server, strcmp(writes, "target") == 0, &e);
+        else
+            routers[i].apply(routers[i].self, &route, &e);
         if (e.code != SL_OK) {
-            snprintf(g->router_error, sizeof g->router_error, "%s", e.msg);
-            ctl_logf(c, "%s: steering traffic failed: %s", g->m->id, e.msg);
+            snprintf(g->router_error, sizeof g->router_error, "%.60s: %.500s", routers[i].name, e.msg);
+            ctl_logf(c, "%s: steering traffic failed: %s", g->m->id, g->router_error);
             return -1;
         }
     }
