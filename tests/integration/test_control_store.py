@@ -167,5 +167,9 @@ code, err = control_once(lite.store, opt="--store")
 t.ok(code == 2 and "schema version 99" in err and lite.store in err,
      "sqlite (--store PATH): schema version 99 refused, exit 2", (code, err))
 
+for name, c in (("postgresql", ctl), ("sqlite", lite)):
+    log = c.log_text()
+    t.ok("Sanitizer" not in log and "runtime error" not in log and "leaked" not in log,
+         f"{name}: no sanitizer report from sluice control", log[-2000:])
 cl.stop()
 sys.exit(t.done())
