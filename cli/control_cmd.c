@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../base/dsn.h"
 #include "../control/ctl.h"
 #include "cli.h"
 
@@ -111,10 +112,21 @@ static const char *default_dashboard(char *buf, size_t len)
     return NULL;
 }
 
+static int control_main(int argc, char **argv, char **state_copy);
+
 int cmd_control(int argc, char **argv)
 {
+    char *state_copy = NULL;
+    int st = control_main(argc, argv, &state_copy);
+    free(state_copy);
+    return st;
+}
+
+static int control_main(int argc, char **argv, char **state_copy)
+{
     static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
-                                         {"store", required_argument, 0, 's'},
+                                         {"state", required_argument, 0, 's'},
+                                         {"store", required_argument, 0, 's'}, /* the old name */
                                          {"db-file", required_argument, 0, 'd'},
                                          {"tokens", required_argument, 0, 't'},
                                          {"coordinator", required_argument, 0, 'c'},
@@ -127,7 +139,7 @@ int cmd_control(int argc, char **argv)
                                          {"tick", required_argument, 0, 'T'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *listen = "127.0.0.1:8080", *store = "sluice-control.db", *dbfile = NULL,
+    const char *listen = "127.0.0.1:8080", *state = "sqlite:sluice-control.db", *dbfile = NULL,
                *tokens = NULL, *coord = CLI_DEFAULT_CLIENTS_EP, *events = CLI_DEFAULT_EVENTS_EP,
                *curve_server = NULL, *curve_key = NULL, *haproxy = NULL, *webhook = NULL,
                *dashboard = NULL;
@@ -139,7 +151,17 @@ int cmd_control(int argc, char **argv)
         char *end;
         switch (ch) {
         case 'l': listen = optarg; break;
-        case 's': store = optarg; break;
+        case 's':
+            /* a PostgreSQL DSN may hold a password: keep a copy, blank argv
+             * so ps and /proc/PID/cmdline do not show it */
+            free(*state_copy);
+            if (!(*state_copy = strdup(optarg)))
+                return cli_fail("out of memory");
+            state = *state_copy;
+            if (strncmp(optarg, "sqlite:", 7) != 0 &&
+                (strncmp(optarg, "postgres", 8) == 0 || strchr(optarg, '=')))
+                memset(optarg, '*', strlen(optarg));
+            break;
         case 'd': dbfile = optarg; break;
         case 't': tokens = optarg; break;
         case 'c': coord = optarg; break;
@@ -155,22 +177,25 @@ int cmd_control(int argc, char **argv)
                 return cli_fail("--tick must be milliseconds from 50 to 60000, not \"%s\"", optarg);
             break;
         case 'h':
-            printf("usage: sluice control --db-file FILE --tokens FILE [options]\n"
-                   "  the migration control plane: an HTTP API that takes migration manifests\n"
-                   "  and drives them phase by phase (control/README.md)\n"
-                   "  --listen HOST:PORT      HTTP address (default 127.0.0.1:8080)\n"
-                   "  --store FILE            control database (default sluice-control.db)\n"
-                   "  --db-file FILE          lines NAME=DSN: how the control plane reaches the\n"
-                   "                          databases the workers announce (replication set-up,\n"
-                   "                          schema and aggregate checks)\n"
-                   "  --tokens FILE           lines ROLE TOKEN (operator or approver) for POST calls\n"
-                   "  --coordinator EP        the coordinator's client endpoint (default %s)\n"
-                   "  --events EP             its event endpoint (default %s)\n"
-                   "  --curve-server-key KEY, --curve-key FILE   CURVE, as for sluice submit\n"
-                   "  --haproxy SOCKET        HAProxy's runtime API socket (path or HOST:PORT)\n"
-                   "  --webhook URL           POST every audit event there (http://)\n"
-                   "  --dashboard DIR         the dashboard's files (default: found next to sluice)\n",
-                   CLI_DEFAULT_CLIENTS_EP, CLI_DEFAULT_EVENTS_EP);
+            printf(
+                "usage: sluice control --db-file FILE --tokens FILE [options]\n"
+                "  the migration control plane: an HTTP API that takes migration manifests\n"
+                "  and drives them phase by phase (control/README.md)\n"
+                "  --listen HOST:PORT      HTTP address (default 127.0.0.1:8080)\n"
+                "  --state WHERE           the control database: sqlite:PATH, or a PostgreSQL\n"
+                "                          DSN (postgresql://... or host=... dbname=...)\n"
+                "                          (default sqlite:sluice-control.db)\n"
+                "  --db-file FILE          lines NAME=DSN: how the control plane reaches the\n"
+                "                          databases the workers announce (replication set-up,\n"
+                "                          schema and aggregate checks)\n"
+                "  --tokens FILE           lines ROLE TOKEN (operator or approver) for POST calls\n"
+                "  --coordinator EP        the coordinator's client endpoint (default %s)\n"
+                "  --events EP             its event endpoint (default %s)\n"
+                "  --curve-server-key KEY, --curve-key FILE   CURVE, as for sluice submit\n"
+                "  --haproxy SOCKET        HAProxy's runtime API socket (path or HOST:PORT)\n"
+                "  --webhook URL           POST every audit event there (http://)\n"
+                "  --dashboard DIR         the dashboard's files (default: found next to sluice)\n",
+                CLI_DEFAULT_CLIENTS_EP, CLI_DEFAULT_EVENTS_EP);
             return 0;
         default:
             return cli_fail("control: unknown or incomplete option \"%s\"; see sluice control --help",
@@ -205,7 +230,7 @@ int cmd_control(int argc, char **argv)
         dashboard = default_dashboard(dashbuf, sizeof dashbuf);
     ctl *c = NULL;
     if (st < 0) {
-        ctl_opts o = {.store_path = store,
+        ctl_opts o = {.store_path = state,
                       .dbs = dl.dbs,
                       .ndbs = dl.ndbs,
                       .tokens = tl.toks,
@@ -230,8 +255,10 @@ int cmd_control(int argc, char **argv)
         return st;
     }
     cli_catch_signals();
-    fprintf(stderr, "sluice control: listening on http://%s:%d/ (store %s)\n", host, ctl_http_port(c),
-            store);
+    char shown[512];
+    dsn_redact(state, shown, sizeof shown); /* a PostgreSQL --state may hold a password */
+    fprintf(stderr, "sluice control: listening on http://%s:%d/ (state %s)\n", host,
+            ctl_http_port(c), shown);
     sl_err err = {0};
     int r = ctl_run(c, cli_stop_flag(), &err);
     if (r != 0)

@@ -99,8 +99,7 @@ void ctl_free(ctl *c)
     sl_client_free(c->client);
     ct_haproxy_free(c->haproxy);
     ct_webhook_free(c->webhook);
-    if (c->db)
-        sqlite3_close(c->db);
+    ctl_store_close(c);
     pthread_cond_destroy(&c->routing_cv);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -30,7 +30,7 @@ typedef struct ctl_token {
 } ctl_token;
 
 typedef struct ctl_opts {
-    const char *store_path;      /* the control database (SQLite file) */
+    const char *store_path;      /* control database: sqlite:PATH, a path or a PostgreSQL DSN */
     const ctl_db_entry *dbs;     /* copied */
     size_t ndbs;
     const ctl_token *tokens;     /* copied */

@@ -4,7 +4,6 @@
 
 #include <jansson.h>
 #include <pthread.h>
-#include <sqlite3.h>
 
 #include "ctl.h"
 #include "haproxy.h"
@@ -113,10 +112,12 @@ typedef struct mig {
     int64_t dry_audit_ms[64]; /* dry run: how long each table's audit took */
 } mig;
 
+typedef struct ctl_store ctl_store; /* opaque: ctl_store.c */
+
 struct ctl {
     pthread_mutex_t mu;
     pthread_cond_t routing_cv; /* broadcast on every routing change */
-    sqlite3 *db;
+    ctl_store *store;          /* the control database (ctl_store.c) */
     ctl_db_entry *dbs;
     size_t ndbs;
     ctl_token *tokens;
@@ -138,7 +139,12 @@ struct ctl {
 };
 
 /* ---- ctl_store.c ---- */
-int ctl_store_open(ctl *c, const char *path, sl_err *err);
+/* where: "sqlite:PATH", a bare path (SQLite), or a PostgreSQL DSN
+ * ("postgresql://...", "postgres://...", "host=... dbname=..."). Creates
+ * or upgrades the schema; refuses a newer one. Errors never hold the
+ * password. ctl_store_close frees c->store even after a failed open. */
+int ctl_store_open(ctl *c, const char *where, sl_err *err);
+void ctl_store_close(ctl *c);
 int ctl_store_load(ctl *c, sl_err *err);
 int ctl_store_save(ctl *c, mig *g, sl_err *err); /* manifest + state */
 /* An audit event: kind "transition", "gate", "abort", "approve", ...

@@ -85,7 +85,9 @@ backend writes
 class Control:
     """sluice control on a free port, with a token file and a db file."""
 
-    def __init__(self, dbs, cluster=None, haproxy=None, tick_ms=200, extra=()):
+    def __init__(self, dbs, cluster=None, haproxy=None, tick_ms=200, extra=(), state=None):
+        """state: the control database for --state (a PostgreSQL DSN);
+        None: a SQLite file in the test's directory."""
         self.dir = tempfile.mkdtemp(prefix="sluice-control-")
         self.dbfile = os.path.join(self.dir, "dbs.conf")
         with open(self.dbfile, "w") as f:
@@ -95,6 +97,7 @@ class Control:
         with open(self.tokens, "w") as f:
             f.write(f"# roles and tokens\noperator {OPERATOR}\napprover {APPROVER}\n")
         self.store = os.path.join(self.dir, "control.db")
+        self.state = state or "sqlite:" + self.store
         self.cluster, self.haproxy, self.tick_ms, self.extra = cluster, haproxy, tick_ms, extra
         self.p = None
         self.log = os.path.join(self.dir, "control.log")
@@ -103,7 +106,7 @@ class Control:
 
     def start(self):
         self.port = free_port()
-        args = [SLUICE, "control", "--listen", f"127.0.0.1:{self.port}", "--store", self.store,
+        args = [SLUICE, "control", "--listen", f"127.0.0.1:{self.port}", "--state", self.state,
                 "--db-file", self.dbfile, "--tokens", self.tokens, "--tick", str(self.tick_ms),
                 "--dashboard", os.path.join(REPO, "control", "dashboard"), *self.extra]
         if self.cluster:
