@@ -243,6 +243,8 @@
         api("/migrations/" + id + "/events").then(function (d) { renderEvents((d && d.events) || []); })
       ]);
     }).then(function () {
+      // a count of completed polls, for tests and for the curious
+      document.body.dataset.polls = String((Number(document.body.dataset.polls) || 0) + 1);
       setConn(true, "updated " + new Date().toLocaleTimeString());
     }).catch(function (e) {
       setConn(false, "cannot reach the API: " + e.message);

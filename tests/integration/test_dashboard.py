@@ -1,127 +1,54 @@
 #!/usr/bin/python3
-"""The dashboard page renders in a real headless Chromium: the migrations
-list, the selected migration's phase, state and gates, the divergence/lag
-chart drawn on the canvas (one point per history sample), the audit log
-newest first, ?id= selecting another migration, text from the server shown
-as text (never as HTML), no external URL in the page, and a screenshot.
-
-start_server() returns the base URL the page is loaded from. For now it is
-a fixture of the page's inputs (see FIXTURE SERVER below); when `sluice
-control` serves the dashboard, start_server() starts it instead and the
-checks stay as they are."""
+"""The dashboard page, served by the real `sluice control` beside a real
+cluster, renders in a real headless Chromium: the migrations list, the
+selected migration's phase, state and gates, the divergence/lag chart drawn
+on the canvas (one point per history sample), the audit log newest first,
+?id= selecting another migration, text from the server shown as text (never
+as HTML: a table named like an <img> tag ends up in a failing gate's
+detail), no external URL in the page, and a screenshot."""
 import html.parser
-import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
+import control_env  # noqa: E402
 from harness import Tap  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DASH = os.path.join(ROOT, "control", "dashboard")
 CHROMIUM = "/usr/bin/chromium"
 
-XSS = '<img src=x id="injected" onerror="document.body.dataset.pwned=1">'
+# A table name carrying HTML (no quotes: the manifest refuses them), schema-
+# qualified by a schema that does not exist: the prepare gates fail and their
+# detail carries the schema name (XSS) back to the page.
+XSS = "<img src=x id=injected onerror=x=1>"
+XSS_TABLE = XSS + ".orders"
 
 
-def status_doc(mid, phase, state, gates, history, pct, writes):
-    """A status document shaped as control/README.md describes it."""
-    return {
-        "migration_id": mid, "phase": phase, "state": state,
-        "classification": "data-move", "classification_reason": "engine change",
-        "strategy": "cdc", "dry_run": False,
-        "traffic": {"read_percent_target": pct, "writes": writes, "reads": "target"},
-        "cutover_step": 2, "in_window": True, "gates": gates,
-        "divergent_rows": history[-1]["divergent_rows"] if history else 0,
-        "replication_lag_seconds": history[-1]["lag"] if history else 0,
-        "last_validation": {"job": 41, "kind": "sample", "table": "orders",
-                            "finished_at": "2026-12-07T15:02:11Z", "equal": True},
-        "seconds_since_validation": 3.1,
-        "shadow": {"compared": 1000, "mismatched": 0, "ratio": 0.0},
-        "abort_reason": None, "detection_seconds": None, "rollback_seconds": None,
-        "aborts": 0, "created_at": "2026-12-07T14:00:00Z", "updated_at": "2026-12-07T15:02:20Z",
-        "history": history,
-    }
+def sqlite_db(path):
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE orders(id integer primary key, total numeric)")
+    c.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i * 2.5) for i in range(1, 201)])
+    c.commit()
+    c.close()
+    return "sqlite:" + path
 
 
-HISTORY = [{"at": f"2026-12-07T15:0{i}:00Z", "divergent_rows": d, "lag": lag}
-           for i, (d, lag) in enumerate([(0, 0.4), (3, 1.2), (12, 4.0), (2, 0.9), (0, 0.3)])]
-MIGRATIONS = {
-    "orders-to-pg16": status_doc(
-        "orders-to-pg16", "cutover", "running",
-        [{"name": "lag_under_threshold", "ok": True, "detail": "0.4 s <= 30 s"},
-         {"name": "no_divergence", "ok": False, "detail": XSS}],
-        HISTORY, 25, "source"),
-    "users-split": status_doc(
-        "users-split", "backfill", "waiting_approval",
-        [{"name": "schema_matches", "ok": True, "detail": "12 columns"}],
-        HISTORY[:2], 0, "source"),
-}
-EVENTS = {
-    "orders-to-pg16": [
-        {"id": 1, "at": "2026-12-07T14:00:00Z", "actor": "alice", "kind": "created",
-         "phase": "plan", "detail": "manifest accepted"},
-        {"id": 2, "at": "2026-12-07T14:10:00Z", "actor": "runner", "kind": "advance",
-         "phase": "backfill", "detail": "gates passed"},
-        {"id": 3, "at": "2026-12-07T15:00:00Z", "actor": "bob", "kind": "approve",
-         "phase": "cutover", "detail": "step 2 approved"},
-    ],
-    "users-split": [
-        {"id": 7, "at": "2026-12-07T14:00:00Z", "actor": "carol", "kind": "created",
-         "phase": "plan", "detail": "manifest accepted"},
-    ],
-}
+def manifest(mid, table):
+    return {"migration_id": mid, "scope": {"source": "old", "target": "new", "tables": [table]},
+            "cutover": {"steps": [50, 100], "soak_seconds": 1}, "metrics": {"sample_every": "1s"}}
 
 
-# FIXTURE SERVER: replace with sluice control when it lands
-class FixtureHandler(BaseHTTPRequestHandler):
-    requested = []
-
-    def log_message(self, *a):
-        pass
-
-    def send(self, code, body, ctype):
-        data = body if isinstance(body, bytes) else body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        path = self.path.split("?", 1)[0]
-        FixtureHandler.requested.append(path)
-        files = {"/": "index.html", "/dashboard/app.js": "app.js",
-                 "/dashboard/style.css": "style.css"}
-        types = {"html": "text/html; charset=utf-8", "js": "text/javascript",
-                 "css": "text/css"}
-        if path in files:
-            name = files[path]
-            with open(os.path.join(DASH, name), "rb") as f:
-                return self.send(200, f.read(), types[name.rsplit(".", 1)[1]])
-        if path == "/migrations":
-            return self.send(200, json.dumps({"migrations": list(MIGRATIONS.values())}),
-                             "application/json")
-        m = re.fullmatch(r"/migrations/([^/]+)/(status|events)", path)
-        if m and m.group(1) in MIGRATIONS:
-            doc = (MIGRATIONS[m.group(1)] if m.group(2) == "status"
-                   else {"events": EVENTS[m.group(1)]})
-            return self.send(200, json.dumps(doc), "application/json")
-        self.send(404, json.dumps({"error": "no such thing", "code": "not_found"}),
-                  "application/json")
-
-
-def start_server():
-    """The base URL of a server serving the dashboard and the API."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FixtureHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{srv.server_address[1]}"
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.headers.get("Content-Type", ""), r.read()
 
 
 class Dom(html.parser.HTMLParser):
@@ -177,61 +104,103 @@ def chromium(url, profile, *extra):
 
 
 t = Tap()
-base = start_server()
 tmp = tempfile.mkdtemp(prefix="sluice-dash-")
 try:
+    dbs = {"old": sqlite_db(os.path.join(tmp, "old.db")),
+           "new": sqlite_db(os.path.join(tmp, "new.db"))}
+    cluster = control_env.cluster_for(dbs, workers=1)
+    control = control_env.Control(dbs, cluster=cluster)
+    base = control.base
+
+    code, doc = control.call("POST", "/migrations", manifest("dash-1", "orders"))
+    t.ok(code == 201, "POST /migrations creates dash-1", (code, doc))
+    code, doc = control.call("POST", "/migrations", manifest("xss-1", XSS_TABLE))
+    t.ok(code == 201, "a table name carrying HTML is accepted into a manifest", (code, doc))
+    adv = control.advance("dash-1", timeout=20)
+    t.ok(isinstance(adv, dict) and adv.get("phase") == "backfill",
+         "dash-1 advances to backfill once the prepare gates pass", adv)
+    st = control.wait("dash-1", lambda s: len(s.get("history") or []) >= 3 and s.get("gates"),
+                      timeout=20)
+    t.ok(st is not None, "dash-1 has >= 3 history points and evaluated gates",
+         control.status("dash-1"))
+    st = st or control.status("dash-1")
+    xs = control.wait("xss-1", lambda s: any(XSS in g.get("detail", "") for g in s.get("gates", [])),
+                      timeout=20)
+    t.ok(xs is not None, "xss-1's failing prepare gate carries the table name in its detail",
+         control.status("xss-1"))
+    events = control.call("GET", "/migrations/dash-1/events")[1].get("events", [])
+    t.ok({"created", "gate", "transition"} <= {e["kind"] for e in events},
+         "dash-1's audit log has created, gate and transition events",
+         [e["kind"] for e in events])
+
+    # the static files as the server serves them
+    ctypes = {}
+    for path, want in (("/", "text/html"), ("/dashboard/app.js", "text/javascript"),
+                       ("/dashboard/style.css", "text/css")):
+        code, ctype, data = get(base + path)
+        ctypes[path] = (code, ctype, len(data))
+    t.ok(all(c == 200 and ct.startswith(w) and n > 0 for (c, ct, n), w in
+             zip(ctypes.values(), ("text/html", "text/javascript", "text/css"))),
+         "/, /dashboard/app.js and /dashboard/style.css are served with their types", ctypes)
+    escapes = {}
+    for path in ("/dashboard/../ctl.c", "/dashboard/%2e%2e/README.md", "/dashboard/.hidden",
+                 "/dashboard/nope.js"):
+        try:
+            escapes[path] = get(base + path)[0]
+        except urllib.error.HTTPError as e:
+            escapes[path] = e.code
+    t.ok(all(c == 404 for c in escapes.values()),
+         "nothing outside the dashboard directory is served", escapes)
+
     r = chromium(base + "/", os.path.join(tmp, "p1"), "--dump-dom")
     t.ok(r.returncode == 0 and "<body" in r.stdout, "chromium dumps the page's DOM",
          f"exit {r.returncode}\n{r.stderr[-2000:]}")
     dom = Dom(r.stdout)
-    t.ok(dom.text("phase") == "cutover", "#phase shows the first migration's phase",
+    t.ok(dom.text("phase") == "backfill", "#phase shows the first migration's phase",
          repr(dom.text("phase")))
     t.ok(dom.text("state") == "running", "#state shows its state", repr(dom.text("state")))
     rows = dom.find_all(dom.ids.get("migrations", {}), "tr")
     ids = [row["attrs"].get("data-id") for row in rows if row["attrs"].get("data-id")]
-    t.ok(ids == ["orders-to-pg16", "users-split"], "#migrations lists both migrations", ids)
+    t.ok(ids == ["dash-1", "xss-1"], "#migrations lists both migrations", ids)
     mig = dom.text("migrations")
-    t.ok("25 %" in mig and "data-move / cdc" in mig and "waiting_approval" in mig,
-         "the list shows traffic %, classification/strategy and state", mig)
+    want = f"{st['classification']} / {st['strategy']}"
+    t.ok("0 %" in mig and want in mig and "running" in mig,
+         f"the list shows traffic %, classification/strategy ({want}) and state", mig)
     gates = dom.text("gates")
-    t.ok("lag_under_threshold" in gates and "no_divergence" in gates and "0.4 s <= 30 s" in gates,
-         "#gates lists each gate with its detail", gates)
+    names = [g["name"] for g in st["gates"]]
+    t.ok(names and all(n in gates for n in names) and all(g["detail"] in gates for g in st["gates"]),
+         f"#gates lists each gate with its detail ({', '.join(names)})", gates)
     gate_rows = {row["attrs"].get("data-gate"): row["text"]
                  for row in dom.find_all(dom.ids.get("gates", {}), "tr")}
-    t.ok("ok" in gate_rows.get("lag_under_threshold", "") and
-         "failing" in gate_rows.get("no_divergence", ""),
-         "a passing and a failing gate are told apart", gate_rows)
+    t.ok(all(("ok" if g["ok"] else "failing") in gate_rows.get(g["name"], "") for g in st["gates"]),
+         "each gate shows ok or failing as the status says", gate_rows)
     t.ok(dom.body.get("data-chart") == "drawn", "body has data-chart=\"drawn\"", dom.body)
     pts = dom.ids.get("chart", {}).get("attrs", {}).get("data-points")
-    t.ok(pts == str(len(HISTORY)), f"the chart drew the {len(HISTORY)} history samples",
-         f"data-points={pts!r}")
+    t.ok(pts is not None and pts.isdigit() and int(pts) >= 3,
+         "the chart drew the history samples (>= 3)", f"data-points={pts!r}")
     ev = dom.find_all(dom.ids.get("events", {}), "li")
-    kinds = [e["attrs"].get("data-id") for e in ev]
-    t.ok(kinds == ["3", "2", "1"], "#events lists the audit log newest first", kinds)
-    t.ok("step 2 approved" in dom.text("events") and "bob" in dom.text("events"),
-         "an event's actor and detail are shown", dom.text("events"))
-    t.ok(XSS in gates and not any(a.get("id") == "injected" for _, a in dom.tags)
-         and "data-pwned" not in r.stdout,
-         "server text is shown as text, never parsed as HTML")
+    shown = [int(e["attrs"].get("data-id", "0")) for e in ev]
+    t.ok(len(shown) >= len(events) and shown == sorted(shown, reverse=True),
+         "#events lists the audit log newest first", shown)
+    evtext = dom.text("events")
+    t.ok("transition" in evtext and "operator" in evtext and "backfill" in evtext,
+         "an event's actor, kind and phase are shown", evtext[:1500])
     t.ok(dom.ids.get("abort", {}).get("tag") == "button" and
          "disabled" not in dom.ids["abort"]["attrs"],
          "#abort is an enabled button for a running migration")
-    t.ok("/dashboard/app.js" in FixtureHandler.requested and
-         "/dashboard/style.css" in FixtureHandler.requested and
-         "/migrations" in FixtureHandler.requested and
-         "/migrations/orders-to-pg16/events" in FixtureHandler.requested,
-         "the page loads /dashboard/app.js, /dashboard/style.css and polls the API",
-         sorted(set(FixtureHandler.requested)))
-    polls = FixtureHandler.requested.count("/migrations")
-    t.ok(polls >= 2, f"it polls /migrations again within 5 s ({polls} times)")
+    polls = int(dom.body.get("data-polls", "0") or 0)
+    t.ok(polls >= 2, f"the page polls the API again within 5 s ({polls} polls)", dom.body)
 
-    r2 = chromium(base + "/?id=users-split", os.path.join(tmp, "p2"), "--dump-dom")
+    r2 = chromium(base + "/?id=xss-1", os.path.join(tmp, "p2"), "--dump-dom")
     dom2 = Dom(r2.stdout)
-    t.ok(dom2.text("phase") == "backfill" and dom2.text("state") == "waiting_approval",
-         "?id= selects another migration", (dom2.text("phase"), dom2.text("state")))
-    t.ok(dom2.ids.get("chart", {}).get("attrs", {}).get("data-points") == "2" and
-         "schema_matches" in dom2.text("gates") and "carol" in dom2.text("events"),
-         "its chart, gates and events are its own")
+    t.ok(dom2.text("phase") == "prepare" and dom2.text("selected-id") == "xss-1",
+         "?id= selects another migration", (dom2.text("phase"), dom2.text("selected-id")))
+    gates2 = dom2.text("gates")
+    t.ok("tables_present" in gates2 and "failing" in gates2 and "aggregates_match" not in gates2,
+         "its gates are its own", gates2)
+    t.ok(XSS in gates2 and not any(a.get("id") == "injected" for _, a in dom2.tags)
+         and "<img" not in r2.stdout,
+         "server text is shown as text, never parsed as HTML", gates2)
 
     external = []
     for name in ("index.html", "app.js", "style.css"):
@@ -247,6 +216,9 @@ try:
         magic = f.read(8)
     t.ok(r3.returncode == 0 and magic == b"\x89PNG\r\n\x1a\n" and size > 10000,
          f"--screenshot writes a PNG ({size} bytes, outside the repo)", r3.stderr[-1500:])
+
+    rc = control.stop()
+    t.ok(rc == 0, f"sluice control stops cleanly on SIGTERM (exit {rc})", control.log_text()[-2000:])
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 t.done()
