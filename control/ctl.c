@@ -40,6 +40,10 @@ ctl *ctl_new(const ctl_opts *o, sl_err *err)
         oom = !c->tokens[i].role || !c->tokens[i].token;
     }
     c->copts = o->coordinator;
+    /* the runner asks under the lock the HTTP API also takes: a silent
+     * coordinator must not hold it for long */
+    if (c->copts.timeout_ms <= 0)
+        c->copts.timeout_ms = 2000;
     c->copts.clients_endpoint = dup_or_null(o->coordinator.clients_endpoint);
     c->copts.events_endpoint = dup_or_null(o->coordinator.events_endpoint);
     c->copts.curve_server_key = dup_or_null(o->coordinator.curve_server_key);

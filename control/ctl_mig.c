@@ -418,6 +418,9 @@ int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes
 void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t detected_from_ms)
 {
     int64_t decided = sl_wall_ms();
+    /* aborted from here on: a second abort (the runner's and an
+     * operator's) finds it so while the router is retried unlocked */
+    g->state = MS_ABORTED;
     int64_t took = mig_route(c, g, "source", 0, "source");
     int tries = 0;
     /* the router must confirm: a failed try is retried for a few seconds */
