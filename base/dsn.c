@@ -171,3 +171,19 @@ const char *dsn_parse_hint(const char *m)
         return "check its option names (see the libpq documentation)";
     return "check its quoting and %-escapes";
 }
+
+int dsn_auth_refused(const char *m)
+{
+    static const char *const says[] = {"authentication failed", "no password supplied",
+                                       "pg_hba.conf", "is not permitted to log in"};
+    for (size_t i = 0; i < sizeof says / sizeof says[0]; i++)
+        if (strstr(m, says[i]))
+            return 1;
+    return strstr(m, "role \"") && strstr(m, "\" does not exist");
+}
+
+void dsn_error_line(char *out, size_t cap, const char *m, const char *password)
+{
+    snprintf(out, cap, "%.*s", (int)strcspn(m, "\n"), m);
+    dsn_scrub_secret(out, cap, password);
+}

@@ -1,7 +1,7 @@
 /* dsn: keeping a database password out of every message and log line.
  *
  * Text only, no libpq: the modules that talk to PostgreSQL
- * (connectors/pg.c, coordinator/store.c) parse DSNs with libpq, and use
+ * (connectors/pg.c, coordinator/store.c, control/) parse DSNs with libpq, and use
  * these to word their errors. libpq's own parse errors quote the DSN
  * ("invalid percent-encoded token: "S3cret%zz""), and its connect errors
  * name hosts and values that a mistyped DSN may have filled with part of a
@@ -37,5 +37,16 @@ int dsn_check_uri(const char *dsn, const char *what, sl_err *err);
 /* What to check, for a DSN libpq could not parse, from libpq's message:
  * our own words, never a fragment of the DSN. */
 const char *dsn_parse_hint(const char *libpq_msg);
+
+/* Whether libpq's message for a failed connection says the server refused
+ * the credentials (SQLSTATE 28P01/28000 reach a client only as text):
+ * libpq's own words, and the server's for a bad password (any method's
+ * "... authentication failed"), a role that may not log in or that does
+ * not exist, or no pg_hba.conf entry. */
+int dsn_auth_refused(const char *libpq_msg);
+
+/* The first line of libpq_msg into out, with password (may be NULL)
+ * scrubbed from it: how a failed query's error reaches an sl_err. */
+void dsn_error_line(char *out, size_t cap, const char *libpq_msg, const char *password);
 
 #endif

@@ -924,21 +924,6 @@ static int parse_dsn(const char *dsn, char *timeout, size_t cap, sl_err *err)
     return 0;
 }
 
-/* Whether libpq's message for a failed connection says the server refused
- * the credentials (SQLSTATE 28P01/28000 reach a client only as text):
- * libpq's own words, and the server's for a bad password (any method's
- * "... authentication failed"), a role that may not log in or that does
- * not exist, or no pg_hba.conf entry. */
-static int is_auth_failure(const char *m)
-{
-    static const char *const says[] = {"authentication failed", "no password supplied",
-                                       "pg_hba.conf", "is not permitted to log in"};
-    for (size_t i = 0; i < sizeof says / sizeof says[0]; i++)
-        if (strstr(m, says[i]))
-            return 1;
-    return strstr(m, "role \"") && strstr(m, "\" does not exist");
-}
-
 /* A failed connection's error: one line, no password, and for a timeout
  * the server and the setting to change. SL_AUTH when the credentials were
  * refused, else SL_DATABASE. */
@@ -946,7 +931,7 @@ static void connect_error(PGconn *pg, const char *dsn, const char *timeout, sl_e
 {
     char line[400];
     const char *m = pg ? PQerrorMessage(pg) : "out of memory";
-    int code = !pg ? SL_INTERNAL : is_auth_failure(m) ? SL_AUTH : SL_DATABASE;
+    int code = !pg ? SL_INTERNAL : dsn_auth_refused(m) ? SL_AUTH : SL_DATABASE;
     if (strstr(m, "timeout expired")) {
         const char *host = PQhost(pg), *port = PQport(pg);
         snprintf(line, sizeof line,

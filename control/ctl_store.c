@@ -119,8 +119,7 @@ static int pg_fail(ctl_store *s, const PGresult *res, sl_err *err)
     char line[400];
     const char *m =
         res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(s->pg);
-    snprintf(line, sizeof line, "%.*s", (int)strcspn(m, "\n"), m);
-    dsn_scrub_secret(line, sizeof line, PQpass(s->pg));
+    dsn_error_line(line, sizeof line, m, PQpass(s->pg));
     return sl_err_setc(err, SL_DATABASE, "control database: %s", line);
 }
 

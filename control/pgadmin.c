@@ -63,18 +63,6 @@ static void one_line(const char *m, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* The server's words for refused credentials (28P01/28000 reach a client
- * only as text on a failed connection). */
-static int is_auth_failure(const char *m)
-{
-    static const char *const says[] = {"authentication failed", "no password supplied",
-                                       "pg_hba.conf", "is not permitted to log in"};
-    for (size_t i = 0; i < sizeof says / sizeof says[0]; i++)
-        if (strstr(m, says[i]))
-            return 1;
-    return strstr(m, "role \"") && strstr(m, "\" does not exist");
-}
-
 /* A query's failure on d: "<what> on <name>: <libpq text>", scrubbed of
  * d's password and of extra_dsn's (a subscription's source DSN). */
 static int pg_fail(ct_db *d, const PGresult *r, const char *what, const char *extra_dsn,
@@ -313,7 +301,7 @@ ct_db *ct_db_open(const char *dsn, int timeout_ms, sl_err *err)
         one_line(m, line, sizeof line);
         dsn_scrub_secret(line, sizeof line, PQpass(d->pg));
         dsn_scrub(line, sizeof line, dsn);
-        sl_err_setc(err, is_auth_failure(m) ? SL_AUTH : SL_DATABASE, "cannot connect to %s: %s",
+        sl_err_setc(err, dsn_auth_refused(m) ? SL_AUTH : SL_DATABASE, "cannot connect to %s: %s",
                     d->name, line);
         ct_db_free(d);
         return NULL;

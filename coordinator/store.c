@@ -241,8 +241,7 @@ static int pg_fail(co_store *s, const PGresult *res, sl_err *err)
     char line[300];
     const char *m =
         res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(s->pg);
-    snprintf(line, sizeof line, "%.*s", (int)strcspn(m, "\n"), m);
-    dsn_scrub_secret(line, sizeof line, PQpass(s->pg));
+    dsn_error_line(line, sizeof line, m, PQpass(s->pg));
     return sl_err_set(err, "control database: %s", line);
 }
 
