@@ -145,6 +145,11 @@ big = cli.submit(table="big")
 s = wait_running(big)
 t.ok(s is not None and s["ranges_done"] < s["ranges"], "a 2M-row job is mid-way")
 t.ok(reading(ca, "big") + reading(cb, "big") > 0, "its workers are reading the table")
+for _ in range(50):  # a loaded machine may have missed them so far: look while big runs
+    most_trees = max(most_trees, cli.trees())
+    if most_trees:
+        break
+    time.sleep(0.1)
 t.ok(most_trees > 0, f"workers reported the trees they held ({most_trees} at most, sampled)")
 t2 = time.time()
 r = cli.call(T_CANCEL, job=big)
