@@ -63,13 +63,15 @@ static int read_lines(const char *path, int kind, lines *l)
         } else {
             char *sp = strpbrk(copy, " \t");
             if (!sp) {
-                st = cli_fail("%s line %d: expected ROLE TOKEN (role operator or approver)", path, lineno);
+                st = cli_fail("%s line %d: expected ROLE TOKEN (role operator or approver)", path,
+                              lineno);
                 break;
             }
             *sp = 0;
             char *tok = sp + 1 + strspn(sp + 1, " \t");
             if (strcmp(copy, "operator") != 0 && strcmp(copy, "approver") != 0) {
-                st = cli_fail("%s line %d: role \"%.40s\" is not operator or approver", path, lineno, copy);
+                st = cli_fail("%s line %d: role \"%.40s\" is not operator or approver", path,
+                              lineno, copy);
                 break;
             }
             if (strlen(tok) < 16) {
@@ -150,7 +152,9 @@ static int control_main(int argc, char **argv, char **state_copy)
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         char *end;
         switch (ch) {
-        case 'l': listen = optarg; break;
+        case 'l':
+            listen = optarg;
+            break;
         case 's':
             /* a PostgreSQL DSN may hold a password: keep a copy, blank argv
              * so ps and /proc/PID/cmdline do not show it */
@@ -162,15 +166,33 @@ static int control_main(int argc, char **argv, char **state_copy)
                 (strncmp(optarg, "postgres", 8) == 0 || strchr(optarg, '=')))
                 memset(optarg, '*', strlen(optarg));
             break;
-        case 'd': dbfile = optarg; break;
-        case 't': tokens = optarg; break;
-        case 'c': coord = optarg; break;
-        case 'e': events = optarg; break;
-        case 'K': curve_server = optarg; break;
-        case 'k': curve_key = optarg; break;
-        case 'H': haproxy = optarg; break;
-        case 'w': webhook = optarg; break;
-        case 'D': dashboard = optarg; break;
+        case 'd':
+            dbfile = optarg;
+            break;
+        case 't':
+            tokens = optarg;
+            break;
+        case 'c':
+            coord = optarg;
+            break;
+        case 'e':
+            events = optarg;
+            break;
+        case 'K':
+            curve_server = optarg;
+            break;
+        case 'k':
+            curve_key = optarg;
+            break;
+        case 'H':
+            haproxy = optarg;
+            break;
+        case 'w':
+            webhook = optarg;
+            break;
+        case 'D':
+            dashboard = optarg;
+            break;
         case 'T':
             tick = strtol(optarg, &end, 10);
             if (*end || tick < 50 || tick > 60000)
@@ -198,8 +220,9 @@ static int control_main(int argc, char **argv, char **state_copy)
                 CLI_DEFAULT_CLIENTS_EP, CLI_DEFAULT_EVENTS_EP);
             return 0;
         default:
-            return cli_fail("control: unknown or incomplete option \"%s\"; see sluice control --help",
-                            argv[optind - 1]);
+            return cli_fail(
+                "control: unknown or incomplete option \"%s\"; see sluice control --help",
+                argv[optind - 1]);
         }
     }
     if (optind < argc)

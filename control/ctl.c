@@ -5,7 +5,6 @@
 
 #include "ctl_impl.h"
 
-
 static char *dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;

@@ -21,7 +21,8 @@
 typedef struct ctl ctl;
 
 typedef struct ctl_db_entry {
-    const char *name, *dsn; /* a database the workers announced, and how the control plane reaches it */
+    const char *name,
+        *dsn; /* a database the workers announced, and how the control plane reaches it */
 } ctl_db_entry;
 
 typedef struct ctl_token {
@@ -30,16 +31,16 @@ typedef struct ctl_token {
 } ctl_token;
 
 typedef struct ctl_opts {
-    const char *store_path;      /* control database: sqlite:PATH, a path or a PostgreSQL DSN */
-    const ctl_db_entry *dbs;     /* copied */
+    const char *store_path;  /* control database: sqlite:PATH, a path or a PostgreSQL DSN */
+    const ctl_db_entry *dbs; /* copied */
     size_t ndbs;
-    const ctl_token *tokens;     /* copied */
+    const ctl_token *tokens; /* copied */
     size_t ntokens;
-    sl_client_opts coordinator;  /* strings copied */
-    const char *haproxy_socket;  /* NULL: manifests may not name the haproxy router */
-    const char *webhook_url;     /* NULL: no webhook */
-    const char *dashboard_dir;   /* the dashboard's files; NULL: none served */
-    int tick_ms;                 /* runner pass; 0: 500 */
+    sl_client_opts coordinator; /* strings copied */
+    const char *haproxy_socket; /* NULL: manifests may not name the haproxy router */
+    const char *webhook_url;    /* NULL: no webhook */
+    const char *dashboard_dir;  /* the dashboard's files; NULL: none served */
+    int tick_ms;                /* runner pass; 0: 500 */
     /* one line per event worth logging (stderr in the CLI); may be NULL */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;

@@ -4,8 +4,8 @@
  * (the long poll waits on the routing condition, which releases it). */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +47,21 @@ static void err_reply(reply *r, int status, const char *code, const char *fmt, .
 static const char *sl_code_http(int code, int *status)
 {
     switch (code) {
-    case SL_INVALID: *status = 400; return "invalid";
-    case SL_NOT_FOUND: *status = 404; return "not_found";
-    case SL_BUSY: *status = 409; return "conflict";
-    case SL_AUTH: *status = 401; return "unauthorized";
-    default: *status = 500; return "internal";
+    case SL_INVALID:
+        *status = 400;
+        return "invalid";
+    case SL_NOT_FOUND:
+        *status = 404;
+        return "not_found";
+    case SL_BUSY:
+        *status = 409;
+        return "conflict";
+    case SL_AUTH:
+        *status = 401;
+        return "unauthorized";
+    default:
+        *status = 500;
+        return "internal";
     }
 }
 
@@ -244,7 +254,8 @@ static void routing_wait(ctl *c, struct MHD_Connection *conn, const char *id, re
         errno = 0;
         ver = strtoll(vs, &end, 10);
         if (errno || !*vs || *end || ver < 0) {
-            err_reply(r, 400, "invalid", "version: expected a routing version (>= 0), got \"%.40s\"", vs);
+            err_reply(r, 400, "invalid",
+                      "version: expected a routing version (>= 0), got \"%.40s\"", vs);
             return;
         }
     }
@@ -292,9 +303,9 @@ static void migration_call(ctl *c, struct MHD_Connection *conn, const char *meth
     static const char *const shadow_keys[] = {"compared", "mismatched", "examples", NULL};
     json_t *body = NULL;
     if (post) {
-        const char *const *allowed = strcmp(what, "abort") == 0           ? abort_keys
+        const char *const *allowed = strcmp(what, "abort") == 0            ? abort_keys
                                      : strcmp(what, "shadow-results") == 0 ? shadow_keys
-                                                                            : none;
+                                                                           : none;
         body = body_object(q, r, allowed);
         if (!body)
             return;
@@ -343,7 +354,8 @@ static void migration_call(ctl *c, struct MHD_Connection *conn, const char *meth
         if (rs && !json_is_string(rs))
             err_reply(r, 400, "invalid", "reason: expected a string");
         else if (g->state == MS_ABORTED || g->state == MS_COMPLETED)
-            err_reply(r, 409, "conflict", "migration %s is already %s", id, mig_state_name(g->state));
+            err_reply(r, 409, "conflict", "migration %s is already %s", id,
+                      mig_state_name(g->state));
         else {
             char reason[600];
             snprintf(reason, sizeof reason, "aborted by an operator: %.500s",
@@ -397,28 +409,30 @@ char *metrics_text(ctl *c)
     sl_buf_printf(&b, "# HELP sluice_migration_phase The migration's current phase (1).\n"
                       "# TYPE sluice_migration_phase gauge\n");
     for (size_t i = 0; i < c->nmigs; i++)
-        sl_buf_printf(&b, "sluice_migration_phase{migration=\"%s\",phase=\"%s\"} 1\n", c->migs[i]->m->id,
-                      ct_phase_name(mig_phase(c->migs[i])));
+        sl_buf_printf(&b, "sluice_migration_phase{migration=\"%s\",phase=\"%s\"} 1\n",
+                      c->migs[i]->m->id, ct_phase_name(mig_phase(c->migs[i])));
     sl_buf_printf(&b, "# HELP sluice_migration_state The migration's state (1).\n"
                       "# TYPE sluice_migration_state gauge\n");
     for (size_t i = 0; i < c->nmigs; i++)
-        sl_buf_printf(&b, "sluice_migration_state{migration=\"%s\",state=\"%s\"} 1\n", c->migs[i]->m->id,
-                      mig_state_name(c->migs[i]->state));
+        sl_buf_printf(&b, "sluice_migration_state{migration=\"%s\",state=\"%s\"} 1\n",
+                      c->migs[i]->m->id, mig_state_name(c->migs[i]->state));
 #define GAUGE(name, help, fmt, expr)                                                               \
     sl_buf_printf(&b, "# HELP " name " " help "\n# TYPE " name " gauge\n");                        \
     for (size_t i = 0; i < c->nmigs; i++) {                                                        \
         const mig *g = c->migs[i];                                                                 \
         sl_buf_printf(&b, name "{migration=\"%s\"} " fmt "\n", g->m->id, expr);                    \
     }
-    GAUGE("sluice_migration_read_percent_target", "Percent of reads sent to the target.", "%d", g->read_pct)
-    GAUGE("sluice_migration_divergent_rows", "Confirmed divergent rows in the latest validations.", "%lld",
-          (long long)g->divergent)
-    GAUGE("sluice_migration_replication_lag_seconds", "Replication lag (0 when not measured).", "%.3f",
-          g->lag_known && g->lag_s < 1e12 ? g->lag_s : (g->lag_known ? 1e12 : 0.0))
+    GAUGE("sluice_migration_read_percent_target", "Percent of reads sent to the target.", "%d",
+          g->read_pct)
+    GAUGE("sluice_migration_divergent_rows", "Confirmed divergent rows in the latest validations.",
+          "%lld", (long long)g->divergent)
+    GAUGE("sluice_migration_replication_lag_seconds", "Replication lag (0 when not measured).",
+          "%.3f", g->lag_known && g->lag_s < 1e12 ? g->lag_s : (g->lag_known ? 1e12 : 0.0))
     GAUGE("sluice_migration_seconds_since_validation", "Seconds since a validation last finished.",
           "%.3f",
           (double)(now - (g->last_val_ms > 0 ? g->last_val_ms : g->phase_started_ms)) / 1000.0)
-    GAUGE("sluice_migration_shadow_mismatch_ratio", "Mismatched over compared shadow reads.", "%.6f",
+    GAUGE("sluice_migration_shadow_mismatch_ratio", "Mismatched over compared shadow reads.",
+          "%.6f",
           g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0.0)
 #undef GAUGE
     sl_buf_printf(&b, "# HELP sluice_migration_aborts_total Aborts of the migration.\n"
@@ -538,7 +552,8 @@ static void route(ctl *c, struct MHD_Connection *conn, const char *url, const ch
             idbuf[slash - id] = 0;
             const char *what = slash + 1;
             static const char *const gets[] = {"status", "events", "routing", "artifacts", NULL};
-            static const char *const posts[] = {"advance", "abort", "approve", "shadow-results", NULL};
+            static const char *const posts[] = {"advance", "abort", "approve", "shadow-results",
+                                                NULL};
             const char *const *known = get ? gets : post ? posts : NULL;
             int ok = 0;
             for (size_t i = 0; known && known[i]; i++)
@@ -638,15 +653,16 @@ int ctl_http_start(ctl *c, const char *host, int port, sl_err *err)
     sa.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return sl_err_setc(err, SL_INVALID, "--listen: \"%s\" is not an IPv4 address", host);
-    c->httpd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                    MHD_USE_ERROR_LOG,
-                                (uint16_t)port, NULL, NULL, handler, c, MHD_OPTION_SOCK_ADDR, &sa,
-                                MHD_OPTION_NOTIFY_COMPLETED, completed, c,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+    c->httpd = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, handler, c, MHD_OPTION_SOCK_ADDR, &sa,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, c, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
     if (!c->httpd)
-        return sl_err_setc(err, SL_INVALID, "cannot listen on %s:%d (in use, or not an address of "
-                           "this machine)", host, port);
+        return sl_err_setc(err, SL_INVALID,
+                           "cannot listen on %s:%d (in use, or not an address of "
+                           "this machine)",
+                           host, port);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(c->httpd, MHD_DAEMON_INFO_BIND_PORT);
     c->http_port = di ? di->port : port;
     return 0;

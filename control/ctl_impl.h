@@ -28,7 +28,7 @@ typedef struct gate {
 enum vkind { VK_GATE = 0, VK_AUDIT, VK_SAMPLE };
 typedef struct vjob {
     int64_t job;
-    int kind; /* enum vkind */
+    int kind;  /* enum vkind */
     int table; /* index into the manifest's tables */
     int64_t submitted_ms;
     int64_t divergent; /* confirmed divergences seen in its events */
@@ -44,10 +44,10 @@ typedef struct mig {
     ct_manifest *m;
     char *manifest_json;
     /* where it is */
-    int phase_idx; /* index into m->phases */
-    int state;     /* enum mig_state */
+    int phase_idx;        /* index into m->phases */
+    int state;            /* enum mig_state */
     char waiting_for[64]; /* MS_WAITING: "phase backfill", "cutover step 100" */
-    int entered;   /* the phase's entry actions are done */
+    int entered;          /* the phase's entry actions are done */
     int64_t phase_started_ms;
     /* classification */
     int classified;
@@ -65,8 +65,8 @@ typedef struct mig {
     gate gates[CTL_MAX_GATES];
     size_t ngates;
     int64_t gates_ms;
-    int64_t divergent;      /* confirmed divergent rows, latest validation per table */
-    int64_t *table_div;     /* per table: that figure; -1 not validated yet */
+    int64_t divergent;         /* confirmed divergent rows, latest validation per table */
+    int64_t *table_div;        /* per table: that figure; -1 not validated yet */
     int64_t first_div_read_ms; /* when the first divergence over the threshold was read */
     char div_examples[512];
     double lag_s;
@@ -85,7 +85,8 @@ typedef struct mig {
     int64_t last_audit_ms, last_sample_ms;
     size_t sample_next;
     int64_t gate_round_ms;  /* the gate audit round of this phase started (0: none) */
-    int64_t *gate_job;      /* per table: the job of this round, 0 none, -1 done equal, -2 done unequal/failed */
+    int64_t *gate_job;      /* per table: the job of this round, 0 none, -1 done equal, -2 done
+                               unequal/failed */
     int64_t phase_bad_vals; /* validations finished unequal or failed in this phase */
     int64_t phase_good_vals;
     int64_t green_since_ms;
@@ -162,11 +163,11 @@ void mig_free(mig *g);
 mig *ctl_find(ctl *c, const char *id);
 ct_phase mig_phase(const mig *g);
 const char *mig_state_name(int s);
-json_t *mig_state_json(const mig *g);          /* what the store keeps */
-int mig_state_load(mig *g, json_t *state);     /* and back */
-json_t *mig_status(ctl *c, const mig *g);      /* the status document */
+json_t *mig_state_json(const mig *g);      /* what the store keeps */
+int mig_state_load(mig *g, json_t *state); /* and back */
+json_t *mig_status(ctl *c, const mig *g);  /* the status document */
 json_t *mig_routing(const mig *g);
-void mig_sample(mig *g);                       /* one history point */
+void mig_sample(mig *g); /* one history point */
 /* Points traffic (reads pct/kind, writes) and tells the router; confirms
  * and returns the ms it took, -1 when the router failed (router_error). */
 int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes);

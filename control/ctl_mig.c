@@ -116,8 +116,8 @@ json_t *mig_state_json(const mig *g)
                                               (json_int_t)g->jobs[i].submitted_ms,
                                               (json_int_t)g->jobs[i].divergent));
     for (size_t i = 0; i < g->ngates; i++)
-        json_array_append_new(gates, json_pack("[s, b, s]", g->gates[i].name, g->gates[i].ok,
-                                               g->gates[i].detail));
+        json_array_append_new(
+            gates, json_pack("[s, b, s]", g->gates[i].name, g->gates[i].ok, g->gates[i].detail));
     json_t *s = json_object();
 #define SETI(k, v) json_object_set_new(s, k, json_integer((json_int_t)(v)))
 #define SETS(k, v) json_object_set_new(s, k, json_string(v))
@@ -310,11 +310,12 @@ json_t *mig_status(ctl *c, const mig *g)
     json_t *hist = json_array();
     for (size_t i = 0; i < g->nhist; i++) {
         const struct hist *h = &g->history[(g->hhead + CTL_HISTORY - g->nhist + i) % CTL_HISTORY];
-        json_array_append_new(hist, json_pack("{s:s, s:I, s:f}", "at", ctl_iso(h->at_ms, at, sizeof at),
-                                              "divergent_rows", (json_int_t)h->divergent, "lag",
-                                              h->lag));
+        json_array_append_new(hist,
+                              json_pack("{s:s, s:I, s:f}", "at", ctl_iso(h->at_ms, at, sizeof at),
+                                        "divergent_rows", (json_int_t)h->divergent, "lag", h->lag));
     }
-    double ratio = g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
+    double ratio =
+        g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
     int64_t since = g->last_val_ms > 0 ? g->last_val_ms : g->phase_started_ms;
     char created[40], updated[40];
     json_t *s = json_pack(
@@ -322,11 +323,11 @@ json_t *mig_status(ctl *c, const mig *g)
         "s:f, s:{s:I, s:I, s:f}, s:o, s:o, s:o, s:i, s:s, s:s, s:o}",
         "migration_id", g->m->id, "phase", ct_phase_name(mig_phase(g)), "state",
         mig_state_name(g->state), "waiting_for", g->waiting_for, "classification",
-        g->classified ? json_string(ct_class_name(g->cls)) : json_null(),
-        "classification_reason", g->cls_reason, "dry_run", g->m->dry_run, "traffic",
-        "read_percent_target", g->read_pct, "writes", g->writes, "reads", g->reads,
-        "cutover_step", g->step_idx + 1, "in_window", ct_manifest_in_window(g->m, now), "gates",
-        gates, "divergent_rows", (json_int_t)g->divergent, "replication_lag_seconds",
+        g->classified ? json_string(ct_class_name(g->cls)) : json_null(), "classification_reason",
+        g->cls_reason, "dry_run", g->m->dry_run, "traffic", "read_percent_target", g->read_pct,
+        "writes", g->writes, "reads", g->reads, "cutover_step", g->step_idx + 1, "in_window",
+        ct_manifest_in_window(g->m, now), "gates", gates, "divergent_rows",
+        (json_int_t)g->divergent, "replication_lag_seconds",
         g->lag_known ? json_real(g->lag_s) : json_null(), "last_validation", lv,
         "seconds_since_validation", (double)(now - since) / 1000.0, "shadow", "compared",
         (json_int_t)g->shadow_compared, "mismatched", (json_int_t)g->shadow_mismatched, "ratio",
@@ -336,9 +337,9 @@ json_t *mig_status(ctl *c, const mig *g)
         "updated_at", ctl_iso(g->updated_ms, updated, sizeof updated), "history", hist);
     if (!s)
         return NULL;
-    json_object_set_new(s, "strategy",
-                        json_string(g->strategy == CT_STRAT_AUTO ? "pending"
-                                                                  : ct_strategy_name(g->strategy)));
+    json_object_set_new(
+        s, "strategy",
+        json_string(g->strategy == CT_STRAT_AUTO ? "pending" : ct_strategy_name(g->strategy)));
     if (g->router_error[0])
         json_object_set_new(s, "router_error", json_string(g->router_error));
     if (g->dry_report)
@@ -407,7 +408,8 @@ int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes
         else
             routers[i].apply(routers[i].self, &route, &e);
         if (e.code != SL_OK) {
-            snprintf(g->router_error, sizeof g->router_error, "%.60s: %.500s", routers[i].name, e.msg);
+            snprintf(g->router_error, sizeof g->router_error, "%.60s: %.500s", routers[i].name,
+                     e.msg);
             ctl_logf(c, "%s: steering traffic failed: %s", g->m->id, g->router_error);
             return -1;
         }

@@ -77,8 +77,8 @@ static ct_db *side(ctl *c, mig *g, int target, sl_err *err)
     const char *name = target ? g->m->target : g->m->source;
     const char *dsn = ctl_dsn(c, name);
     if (!dsn) {
-        sl_err_setc(err, SL_INVALID, "no DSN for database \"%s\": give it in sluice control's --db-file",
-                    name);
+        sl_err_setc(err, SL_INVALID,
+                    "no DSN for database \"%s\": give it in sluice control's --db-file", name);
         return NULL;
     }
     *d = ct_db_open(dsn, DB_TIMEOUT_MS, err);
@@ -193,7 +193,9 @@ static int submit(ctl *c, mig *g, int kind, size_t table)
      * a difference before calling it a divergence */
     spec.rechecks = 3;
     spec.settle_ms = 1000;
-    spec.priority = kind == VK_GATE ? SL_PRIO_HIGH : kind == VK_AUDIT ? SL_PRIO_LOW : SL_PRIO_NORMAL;
+    spec.priority = kind == VK_GATE    ? SL_PRIO_HIGH
+                    : kind == VK_AUDIT ? SL_PRIO_LOW
+                                       : SL_PRIO_NORMAL;
     int64_t job = 0;
     sl_err e = {0};
     if (sl_client_submit(c->client, &spec, &job, &e) != 0) {
@@ -467,17 +469,20 @@ static void gate_lag(mig *g)
     if (!cdc(g))
         return;
     set_gate(g, "lag_under_threshold", g->lag_known && g->lag_s <= g->m->max_lag_s,
-             "%s%.1f s (threshold %.1f s)", g->lag_known ? "" : "not measured yet: ",
-             g->lag_known ? g->lag_s : 0.0, g->m->max_lag_s);
+             "%s%.1f s (threshold %.1f s)",
+             g->lag_known ? "" : "not measured yet: ", g->lag_known ? g->lag_s : 0.0,
+             g->m->max_lag_s);
 }
 
 static void gate_shadow(mig *g)
 {
-    double ratio = g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
+    double ratio =
+        g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
     set_gate(g, "shadow_mismatch_ratio", g->shadow_compared > 0 && ratio <= g->m->max_shadow_ratio,
              "%lld compared, %lld mismatched: ratio %.4f (threshold %.4f)%s",
              (long long)g->shadow_compared, (long long)g->shadow_mismatched, ratio,
-             g->m->max_shadow_ratio, g->shadow_compared ? "" : "; no shadow-read results posted yet");
+             g->m->max_shadow_ratio,
+             g->shadow_compared ? "" : "; no shadow-read results posted yet");
 }
 
 /* Continuous validation: audits every audit_every (low), one table's
@@ -522,8 +527,9 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
         g->lag_s = INFINITY;
     g->lag_known = 1;
     set_gate(g, "initial_copy_done", g->copy_done, "%zu of %zu tables copied%s", rs.tables_ready,
-             rs.tables, rs.exists ? (rs.enabled ? "" : "; the subscription is disabled")
-                                  : "; the subscription is gone");
+             rs.tables,
+             rs.exists ? (rs.enabled ? "" : "; the subscription is disabled")
+                       : "; the subscription is gone");
 }
 
 static void aggregates(ctl *c, mig *g, int64_t now)
@@ -544,16 +550,15 @@ static void aggregates(ctl *c, mig *g, int64_t now)
         ct_aggregate_free(&a);
         ct_aggregate_free(&b);
         if (r != 0) {
-            snprintf(g->agg_detail, sizeof g->agg_detail, "%s: %s", t->name,
-                     r < 0 ? e.msg : why);
+            snprintf(g->agg_detail, sizeof g->agg_detail, "%s: %s", t->name, r < 0 ? e.msg : why);
             if (r < 0)
                 drop_conns(g);
             return;
         }
     }
     g->agg_ok = 1;
-    snprintf(g->agg_detail, sizeof g->agg_detail, "row counts, sums, minima and maxima equal in %zu tables",
-             g->m->ntables);
+    snprintf(g->agg_detail, sizeof g->agg_detail,
+             "row counts, sums, minima and maxima equal in %zu tables", g->m->ntables);
     ctl_store_validation(c, g, "aggregate", "*", 0, 1, json_pack("{s:s}", "detail", g->agg_detail));
     g->dirty = 1;
 }
@@ -596,14 +601,17 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             set_gate(g, "tables_present", r == 0 || (r == 1 && !missing), "%s",
                      r == 0 || (r == 1 && !missing) ? "every table has a primary key on both sides"
                                                     : d);
-            set_gate(g, "schemas_compatible", r == 0, "%s", r == 0 ? "same columns, types and keys" : d);
+            set_gate(g, "schemas_compatible", r == 0, "%s",
+                     r == 0 ? "same columns, types and keys" : d);
             if (cdc(g)) {
                 ct_side_facts f;
                 sl_err e3 = {0};
                 int ok = ct_db_facts(s, &f, &e3) == 0 && f.logical;
                 set_gate(g, "logical_replication", ok, "%s",
-                         ok ? "source wal_level is logical"
-                            : e3.code ? e3.msg : "source wal_level is not logical: set wal_level = logical and restart it");
+                         ok        ? "source wal_level is logical"
+                         : e3.code ? e3.msg
+                                   : "source wal_level is not logical: set wal_level = logical and "
+                                     "restart it");
             }
         }
         break;
@@ -617,7 +625,8 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             break;
         }
         aggregates(c, g, now);
-        set_gate(g, "aggregates_match", g->agg_ok, "%s", g->agg_detail[0] ? g->agg_detail : "not run yet");
+        set_gate(g, "aggregates_match", g->agg_ok, "%s",
+                 g->agg_detail[0] ? g->agg_detail : "not run yet");
         if (!g->agg_ok) {
             set_gate(g, "full_audit_exact", 0, "waiting for the aggregates to match");
             break;
@@ -646,7 +655,8 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             if (g->step_idx < 0 && last == 0) {
                 g->state = MS_WAITING;
                 snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d", g->m->steps[0]);
-                ctl_event(c, g, "sluice", "waiting_approval", json_pack("{s:s}", "for", g->waiting_for));
+                ctl_event(c, g, "sluice", "waiting_approval",
+                          json_pack("{s:s}", "for", g->waiting_for));
             } else if (g->step_idx < 0)
                 apply_step(c, g, 0);
             else if (g->step_idx < last && held >= g->m->soak_s && green) {
@@ -660,10 +670,11 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                     apply_step(c, g, g->step_idx + 1);
             }
         }
-        set_gate(g, "in_window", in_win, "%s", in_win ? "inside a change window" : "outside every change window: steps wait");
+        set_gate(g, "in_window", in_win, "%s",
+                 in_win ? "inside a change window" : "outside every change window: steps wait");
         set_gate(g, "final_step_held", g->step_idx == last && held >= g->m->soak_s,
-                 "step %d of %d (%d%% of reads on the target) held %lld s of %lld s", g->step_idx + 1,
-                 last + 1, g->read_pct, (long long)held, (long long)g->m->soak_s);
+                 "step %d of %d (%d%% of reads on the target) held %lld s of %lld s",
+                 g->step_idx + 1, last + 1, g->read_pct, (long long)held, (long long)g->m->soak_s);
         break;
     }
     case CT_PH_CLEANUP: {
@@ -671,7 +682,8 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             break;
         int caught_up = !cdc(g) || g->repl_dropped || (g->lag_known && g->lag_s < 1);
         if (!caught_up) {
-            set_gate(g, "final_audit_exact", 0, "waiting for replication to catch up (lag %.1f s)", g->lag_s);
+            set_gate(g, "final_audit_exact", 0, "waiting for replication to catch up (lag %.1f s)",
+                     g->lag_s);
             break;
         }
         r = gate_round(c, g, d, sizeof d);
@@ -688,12 +700,15 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                 drop_conns(g);
         }
         set_gate(g, "replication_removed", !cdc(g) || g->repl_dropped, "%s",
-                 !cdc(g) ? "no replication to remove" : g->repl_dropped ? "publication and subscription dropped" : "not yet");
+                 !cdc(g)           ? "no replication to remove"
+                 : g->repl_dropped ? "publication and subscription dropped"
+                                   : "not yet");
         if (r && (!cdc(g) || g->repl_dropped)) {
             g->sealed = 1;
             set_gate(g, "artifacts_sealed", 1, "final audit recorded");
             g->state = MS_COMPLETED;
-            ctl_event(c, g, "sluice", "completed", json_pack("{s:s}", "detail", "final audit exact; artifacts sealed"));
+            ctl_event(c, g, "sluice", "completed",
+                      json_pack("{s:s}", "detail", "final audit exact; artifacts sealed"));
         } else
             set_gate(g, "artifacts_sealed", 0, "after the final audit");
         break;
@@ -717,7 +732,8 @@ static void check_abort(ctl *c, mig *g, int64_t now)
         mig_abort(c, g, "sluice", reason, g->schema_ms);
         return;
     }
-    if (g->divergent > g->m->max_divergent_rows && (g->copy_done || !cdc(g) || p > CT_PH_BACKFILL)) {
+    if (g->divergent > g->m->max_divergent_rows &&
+        (g->copy_done || !cdc(g) || p > CT_PH_BACKFILL)) {
         snprintf(reason, sizeof reason, "%lld divergent rows (threshold %lld): %s",
                  (long long)g->divergent, (long long)g->m->max_divergent_rows, g->div_examples);
         mig_abort(c, g, "sluice", reason, g->first_div_read_ms);
@@ -730,17 +746,20 @@ static void check_abort(ctl *c, mig *g, int64_t now)
         mig_abort(c, g, "sluice", reason, now - (int64_t)((g->lag_s - g->m->max_lag_s) * 1000));
         return;
     }
-    double ratio = g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
+    double ratio =
+        g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
     if (g->shadow_compared > 0 && ratio > g->m->max_shadow_ratio) {
-        snprintf(reason, sizeof reason, "shadow-read mismatch ratio %.4f over the threshold %.4f (%lld of %lld)",
-                 ratio, g->m->max_shadow_ratio, (long long)g->shadow_mismatched,
+        snprintf(reason, sizeof reason,
+                 "shadow-read mismatch ratio %.4f over the threshold %.4f (%lld of %lld)", ratio,
+                 g->m->max_shadow_ratio, (long long)g->shadow_mismatched,
                  (long long)g->shadow_compared);
         mig_abort(c, g, "sluice", reason, now);
         return;
     }
     int64_t since = g->last_val_ms > g->phase_started_ms ? g->last_val_ms : g->phase_started_ms;
     if (validating && now - since > g->m->detection_latency_s * 1000) {
-        snprintf(reason, sizeof reason, "no validation reported for %.0f s (detection latency threshold %lld s)",
+        snprintf(reason, sizeof reason,
+                 "no validation reported for %.0f s (detection latency threshold %lld s)",
                  (double)(now - since) / 1000.0, (long long)g->m->detection_latency_s);
         mig_abort(c, g, "sluice", reason, since + g->m->detection_latency_s * 1000);
     }
@@ -850,7 +869,8 @@ void runner_pass(ctl *c, mig *g)
     }
     g->ngates = 0;
     measure_repl(c, g, now);
-    if (mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS && !g->schema_problem[0]) {
+    if (mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS &&
+        !g->schema_problem[0]) {
         char d[600];
         int missing;
         if (schema_check(c, g, d, sizeof d, &missing) == 1) {
@@ -897,22 +917,30 @@ int mig_advance(ctl *c, mig *g, const char *actor, json_t **gates_out, sl_err *e
         return sl_err_setc(err, SL_BUSY, "migration %s is %s; it cannot advance", g->m->id,
                            mig_state_name(g->state));
     if (g->state == MS_WAITING)
-        return sl_err_setc(err, SL_BUSY, "migration %s is waiting for approval (%s); an approver "
-                           "must POST approve first", g->m->id, g->waiting_for);
+        return sl_err_setc(err, SL_BUSY,
+                           "migration %s is waiting for approval (%s); an approver "
+                           "must POST approve first",
+                           g->m->id, g->waiting_for);
     if (g->m->dry_run)
-        return sl_err_setc(err, SL_BUSY, "migration %s is a dry run: it does not advance", g->m->id);
+        return sl_err_setc(err, SL_BUSY, "migration %s is a dry run: it does not advance",
+                           g->m->id);
     if ((size_t)g->phase_idx + 1 >= g->m->nphases)
-        return sl_err_setc(err, SL_BUSY, "migration %s is in its last phase (%s): it completes by "
-                           "itself when the phase's gates pass", g->m->id, ct_phase_name(mig_phase(g)));
+        return sl_err_setc(err, SL_BUSY,
+                           "migration %s is in its last phase (%s): it completes by "
+                           "itself when the phase's gates pass",
+                           g->m->id, ct_phase_name(mig_phase(g)));
     if (!g->entered || g->ngates == 0 || !gates_ok(g)) {
         *gates_out = gates_json(g);
         if (g->ngates == 0)
-            json_array_append_new(*gates_out, json_pack("{s:s, s:b, s:s}", "name", "evaluated", "ok",
-                                                        0, "detail", "the phase's gates have not been evaluated yet"));
-        ctl_event(c, g, actor, "gate", json_pack("{s:s, s:O}", "result", "advance refused", "gates", *gates_out));
+            json_array_append_new(
+                *gates_out, json_pack("{s:s, s:b, s:s}", "name", "evaluated", "ok", 0, "detail",
+                                      "the phase's gates have not been evaluated yet"));
+        ctl_event(c, g, actor, "gate",
+                  json_pack("{s:s, s:O}", "result", "advance refused", "gates", *gates_out));
         return 1;
     }
-    ctl_event(c, g, actor, "gate", json_pack("{s:s, s:o}", "result", "passed", "gates", gates_json(g)));
+    ctl_event(c, g, actor, "gate",
+              json_pack("{s:s, s:o}", "result", "passed", "gates", gates_json(g)));
     go_to(c, g, g->phase_idx + 1, actor);
     return 0;
 }
@@ -935,9 +963,11 @@ int mig_approve(ctl *c, mig *g, const char *actor, sl_err *err)
 void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *examples)
 {
     /* totals saturate: a client cannot overflow them */
-    g->shadow_compared = compared > INT64_MAX - g->shadow_compared ? INT64_MAX : g->shadow_compared + compared;
-    g->shadow_mismatched =
-        mismatched > INT64_MAX - g->shadow_mismatched ? INT64_MAX : g->shadow_mismatched + mismatched;
+    g->shadow_compared =
+        compared > INT64_MAX - g->shadow_compared ? INT64_MAX : g->shadow_compared + compared;
+    g->shadow_mismatched = mismatched > INT64_MAX - g->shadow_mismatched
+                               ? INT64_MAX
+                               : g->shadow_mismatched + mismatched;
     if (examples && json_array_size(examples)) {
         json_decref(g->shadow_examples);
         g->shadow_examples = json_incref(examples);
@@ -945,14 +975,16 @@ void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *ex
     g->dirty = 1;
     ctl_event(c, g, "application", "shadow_results",
               json_pack("{s:I, s:I, s:o}", "compared", (json_int_t)compared, "mismatched",
-                        (json_int_t)mismatched, "examples", examples ? json_incref(examples) : json_array()));
+                        (json_int_t)mismatched, "examples",
+                        examples ? json_incref(examples) : json_array()));
     if (g->state == MS_RUNNING || g->state == MS_WAITING) {
-        double ratio = (double)g->shadow_mismatched / (double)(g->shadow_compared ? g->shadow_compared : 1);
+        double ratio =
+            (double)g->shadow_mismatched / (double)(g->shadow_compared ? g->shadow_compared : 1);
         if (!g->m->dry_run && g->shadow_compared > 0 && ratio > g->m->max_shadow_ratio) {
             char reason[256];
             snprintf(reason, sizeof reason,
-                     "shadow-read mismatch ratio %.4f over the threshold %.4f (%lld of %lld)", ratio,
-                     g->m->max_shadow_ratio, (long long)g->shadow_mismatched,
+                     "shadow-read mismatch ratio %.4f over the threshold %.4f (%lld of %lld)",
+                     ratio, g->m->max_shadow_ratio, (long long)g->shadow_mismatched,
                      (long long)g->shadow_compared);
             mig_abort(c, g, "sluice", reason, sl_wall_ms());
         }

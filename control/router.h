@@ -17,8 +17,8 @@
 #include "manifest.h"
 
 typedef struct ct_route {
-    const char *reads; /* "source", "shadow", "target" */
-    int read_pct;      /* percent of reads on the target */
+    const char *reads;  /* "source", "shadow", "target" */
+    int read_pct;       /* percent of reads on the target */
     const char *writes; /* "source", "both", "target" */
 } ct_route;
 
