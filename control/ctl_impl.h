@@ -67,6 +67,8 @@ typedef struct mig {
     int64_t gates_ms;
     int64_t divergent;         /* confirmed divergent rows, latest validation per table */
     int64_t *table_div;        /* per table: that figure; -1 not validated yet */
+    int64_t *table_div_at;     /* ... and when the job that told it was submitted: an older
+                                  job's end never overwrites a newer job's finding */
     int64_t first_div_read_ms; /* when the first divergence over the threshold was read */
     char div_examples[512];
     double lag_s;

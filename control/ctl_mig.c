@@ -43,9 +43,11 @@ mig *mig_new(ct_manifest *m, char *manifest_json)
     if (!g)
         return NULL;
     g->table_div = malloc(m->ntables * sizeof *g->table_div);
+    g->table_div_at = calloc(m->ntables, sizeof *g->table_div_at);
     g->gate_job = calloc(m->ntables, sizeof *g->gate_job);
-    if (!g->table_div || !g->gate_job) {
+    if (!g->table_div || !g->table_div_at || !g->gate_job) {
         free(g->table_div);
+        free(g->table_div_at);
         free(g->gate_job);
         free(g);
         return NULL;
@@ -72,6 +74,7 @@ void mig_free(mig *g)
     ct_manifest_free(g->m);
     free(g->manifest_json);
     free(g->table_div);
+    free(g->table_div_at);
     free(g->gate_job);
     json_decref(g->shadow_examples);
     json_decref(g->dry_report);
@@ -139,6 +142,7 @@ json_t *mig_state_json(const mig *g)
     SETI("step_started_ms", g->step_started_ms);
     SETI("divergent", g->divergent);
     json_object_set_new(s, "table_div", i64_array(g->table_div, g->m->ntables));
+    json_object_set_new(s, "table_div_at", i64_array(g->table_div_at, g->m->ntables));
     json_object_set_new(s, "gate_job", i64_array(g->gate_job, g->m->ntables));
     SETS("div_examples", g->div_examples);
     SETI("copy_done", g->copy_done);
@@ -218,6 +222,7 @@ int mig_state_load(mig *g, json_t *s)
     g->step_started_ms = geti(s, "step_started_ms");
     g->divergent = geti(s, "divergent");
     geta(s, "table_div", g->table_div, g->m->ntables);
+    geta(s, "table_div_at", g->table_div_at, g->m->ntables);
     geta(s, "gate_job", g->gate_job, g->m->ntables);
     gets(s, "div_examples", g->div_examples, sizeof g->div_examples);
     g->copy_done = (int)geti(s, "copy_done");

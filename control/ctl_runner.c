@@ -246,8 +246,10 @@ static void on_divergence(ctl *c, mig *g, vjob *j, const sl_event *ev)
         return;
     }
     j->divergent++;
-    if (j->divergent > g->table_div[j->table])
+    if (j->submitted_ms >= g->table_div_at[j->table] && j->divergent > g->table_div[j->table]) {
         g->table_div[j->table] = j->divergent;
+        g->table_div_at[j->table] = j->submitted_ms;
+    }
     recount(g);
     if (g->first_div_read_ms == 0 || ev->read_at_ms < g->first_div_read_ms)
         g->first_div_read_ms = ev->read_at_ms > 0 ? ev->read_at_ms : ev->at_ms;
@@ -318,10 +320,17 @@ static void poll_jobs(ctl *c, mig *g)
         const char *tn = g->m->tables[j->table].name;
         int64_t now = sl_wall_ms();
         if (ok) {
-            g->table_div[j->table] = div;
+            /* a job submitted before the one that last told the table's
+             * figure read older rows: it does not overwrite it */
+            if (j->submitted_ms >= g->table_div_at[j->table]) {
+                g->table_div[j->table] = div;
+                g->table_div_at[j->table] = j->submitted_ms;
+            }
             recount(g);
-            if (div == 0)
-                g->div_examples[0] = 0, g->first_div_read_ms = 0;
+            if (g->divergent == 0) { /* every table exact again */
+                g->div_examples[0] = 0;
+                g->first_div_read_ms = 0;
+            }
             g->last_val_job = j->job;
             g->last_val_kind = j->kind;
             g->last_val_table = j->table;
@@ -732,8 +741,10 @@ static void check_abort(ctl *c, mig *g, int64_t now)
         mig_abort(c, g, "sluice", reason, g->schema_ms);
         return;
     }
+    /* in backfill a divergence only fails the gate, unless replication
+     * has finished the copy (then the target should already be exact) */
     if (g->divergent > g->m->max_divergent_rows &&
-        (g->copy_done || !cdc(g) || p > CT_PH_BACKFILL)) {
+        (p > CT_PH_BACKFILL || (cdc(g) && g->copy_done))) {
         snprintf(reason, sizeof reason, "%lld divergent rows (threshold %lld): %s",
                  (long long)g->divergent, (long long)g->m->max_divergent_rows, g->div_examples);
         mig_abort(c, g, "sluice", reason, g->first_div_read_ms);
