@@ -474,6 +474,8 @@ int ctl_event(ctl *c, mig *g, const char *actor, const char *kind, json_t *detai
     }
     if (rc != 0)
         ctl_logf(c, "cannot record an event of %s: %s", g->m->id, dj ? e.msg : "out of memory");
+    else if (strcmp(kind, "gate") != 0) /* a refused advance is the caller's answer, not news */
+        ctl_logf(c, "%s: %s (%s, %s) %.300s", g->m->id, kind, actor, phase, dj);
     if (c->webhook && dj) {
         char at[40];
         json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "migration_id", g->m->id, "at",
