@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../base/dsn.h"
@@ -30,14 +31,23 @@ static void lines_free(lines *l)
  * owned copies; kind 'd': NAME=DSN, kind 't': ROLE TOKEN. */
 static int read_lines(const char *path, int kind, lines *l)
 {
+    const char *opt = kind == 'd' ? "--db-file" : "--tokens";
     FILE *f = fopen(path, "r");
     if (!f)
-        return cli_fail("cannot read %s \"%s\"", kind == 'd' ? "--db-file" : "--tokens", path);
+        return cli_fail("cannot read %s \"%s\"", opt, path);
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return cli_fail("%s \"%s\" is not a file", opt, path);
+    }
     char buf[4096];
     int lineno = 0, st = -1;
     while (st < 0 && fgets(buf, sizeof buf, f)) {
         lineno++;
         buf[strcspn(buf, "\r\n")] = 0;
+        /* trailing blanks would become part of a token or DSN */
+        for (size_t n = strlen(buf); n && (buf[n - 1] == ' ' || buf[n - 1] == '\t');)
+            buf[--n] = 0;
         char *s = buf + strspn(buf, " \t");
         if (!*s || *s == '#')
             continue;
@@ -58,6 +68,12 @@ static int read_lines(const char *path, int kind, lines *l)
                 break;
             }
             *eq = 0;
+            for (size_t i = 0; i < l->ndbs; i++)
+                if (strcmp(l->dbs[i].name, copy) == 0)
+                    st = cli_fail("%s line %d: database \"%.60s\" is named twice", path, lineno,
+                                  copy);
+            if (st >= 0)
+                break;
             l->dbs[l->ndbs].name = copy;
             l->dbs[l->ndbs++].dsn = eq + 1;
         } else {
@@ -78,11 +94,20 @@ static int read_lines(const char *path, int kind, lines *l)
                 st = cli_fail("%s line %d: a token must be at least 16 characters", path, lineno);
                 break;
             }
+            for (size_t i = 0; i < l->ntoks; i++)
+                if (strcmp(l->toks[i].token, tok) == 0)
+                    st = cli_fail("%s line %d: the same token is listed twice; give each role "
+                                  "its own",
+                                  path, lineno);
+            if (st >= 0)
+                break;
             l->toks[l->ntoks].role = copy;
             l->toks[l->ntoks++].token = tok;
         }
     }
     fclose(f);
+    if (st < 0 && kind == 'd' && l->ndbs == 0)
+        st = cli_fail("--db-file %s holds no NAME=DSN line", path);
     return st;
 }
 
@@ -233,8 +258,8 @@ static int control_main(int argc, char **argv, char **state_copy)
     char host[64];
     const char *colon = strrchr(listen, ':');
     char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host || *end || port < 0 ||
+    long port = colon && colon[1] ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof host || port < 0 || *end ||
         port > 65535)
         return cli_fail("--listen wants HOST:PORT, e.g. 127.0.0.1:8080, not \"%s\"", listen);
     memcpy(host, listen, (size_t)(colon - listen));

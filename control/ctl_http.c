@@ -360,6 +360,7 @@ static void migration_call(ctl *c, struct MHD_Connection *conn, const char *meth
             char reason[600];
             snprintf(reason, sizeof reason, "aborted by an operator: %.500s",
                      rs && json_string_length(rs) ? json_string_value(rs) : "no reason given");
+            ctl_utf8_fix(reason); /* cut at 500 bytes, maybe inside a character */
             mig_abort(c, g, "operator", reason, 0);
             r->status = 200;
             r->doc = mig_status(c, g);
@@ -491,7 +492,9 @@ static void static_file(ctl *c, const char *name, reply *r)
 static void route(ctl *c, struct MHD_Connection *conn, const char *url, const char *method,
                   const req *q, reply *r)
 {
-    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    /* HEAD is GET without the body (libmicrohttpd leaves the body out) */
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0,
+        post = strcmp(method, "POST") == 0;
     if (q->too_big) {
         err_reply(r, 413, "invalid", "the body is over %d bytes", MAX_BODY);
         return;
@@ -653,11 +656,11 @@ int ctl_http_start(ctl *c, const char *host, int port, sl_err *err)
     sa.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return sl_err_setc(err, SL_INVALID, "--listen: \"%s\" is not an IPv4 address", host);
-    c->httpd = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        (uint16_t)port, NULL, NULL, handler, c, MHD_OPTION_SOCK_ADDR, &sa,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, c, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+    c->httpd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
+                                (uint16_t)port, NULL, NULL, handler, c, MHD_OPTION_SOCK_ADDR, &sa,
+                                MHD_OPTION_NOTIFY_COMPLETED, completed, c,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
     if (!c->httpd)
         return sl_err_setc(err, SL_INVALID,
                            "cannot listen on %s:%d (in use, or not an address of "

@@ -101,6 +101,8 @@ typedef struct mig {
     /* abort */
     char abort_reason[1024];
     double detection_s, rollback_s; /* < 0: none */
+    int64_t aborted_ms;             /* when the abort was decided */
+    int route_pending;              /* the router has not confirmed the abort yet */
     int aborts;
     int sealed;
     /* dry run */
@@ -108,7 +110,9 @@ typedef struct mig {
     int64_t created_ms, updated_ms;
     hist history[CTL_HISTORY];
     size_t nhist, hhead;
-    int dirty; /* changed since last saved */
+    int dirty;          /* changed since last saved */
+    int64_t epoch;      /* +1 at every transition, approval and abort */
+    int64_t pass_epoch; /* the runner's pass started at this epoch */
     /* the runner's own (no lock needed: only the runner thread uses them) */
     ct_db *src, *dst;
     int64_t schema_ms, facts_ms;
@@ -175,6 +179,10 @@ void mig_sample(mig *g); /* one history point */
 int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes);
 /* Abort: traffic and writes back to the source. Caller holds mu. */
 void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t detected_from_ms);
+/* Repairs s in place for JSON: an invalid or cut UTF-8 byte becomes '?'. */
+void ctl_utf8_fix(char *s);
+/* ctl_utf8_fix on every text field of g. */
+void mig_fix_text(mig *g);
 void ctl_logf(ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *ctl_iso(int64_t ms, char *buf, size_t len);
 const char *ctl_dsn(ctl *c, const char *name);

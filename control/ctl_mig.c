@@ -8,6 +8,47 @@
 
 #include "ctl_impl.h"
 
+/* Length of the valid UTF-8 sequence at p (as jansson accepts them: no
+ * overlong forms, no surrogates, nothing past U+10FFFF), 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p)
+{
+    unsigned char b = p[0];
+    if (b < 0x80)
+        return 1;
+    size_t n = b >= 0xC2 && b <= 0xDF   ? 2
+               : b >= 0xE0 && b <= 0xEF ? 3
+               : b >= 0xF0 && b <= 0xF4 ? 4
+                                        : 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (b == 0xE0)
+        lo = 0xA0;
+    else if (b == 0xED)
+        hi = 0x9F;
+    else if (b == 0xF0)
+        lo = 0x90;
+    else if (b == 0xF4)
+        hi = 0x8F;
+    for (size_t i = 1; i < n; i++) {
+        if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xBF))
+            return 0;
+    }
+    return n;
+}
+
+void ctl_utf8_fix(char *s)
+{
+    /* text cut to a fixed buffer may end inside a character, and a
+     * database's message may not be UTF-8: JSON needs it whole */
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_seq(p);
+        if (n == 0)
+            *p++ = '?';
+        else
+            p += n;
+    }
+}
+
 void ctl_logf(ctl *c, const char *fmt, ...)
 {
     if (!c->log)
@@ -17,7 +58,21 @@ void ctl_logf(ctl *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    ctl_utf8_fix(line);
     c->log(c->log_ctx, line);
+}
+
+void mig_fix_text(mig *g)
+{
+    ctl_utf8_fix(g->cls_reason);
+    ctl_utf8_fix(g->div_examples);
+    ctl_utf8_fix(g->schema_problem);
+    ctl_utf8_fix(g->agg_detail);
+    ctl_utf8_fix(g->abort_reason);
+    ctl_utf8_fix(g->router_error);
+    ctl_utf8_fix(g->waiting_for);
+    for (size_t i = 0; i < g->ngates; i++)
+        ctl_utf8_fix(g->gates[i].detail);
 }
 
 char *ctl_iso(int64_t ms, char *buf, size_t len)
@@ -170,6 +225,8 @@ json_t *mig_state_json(const mig *g)
     SETR("detection_s", g->detection_s);
     SETR("rollback_s", g->rollback_s);
     SETI("aborts", g->aborts);
+    SETI("aborted_ms", g->aborted_ms);
+    SETI("route_pending", g->route_pending);
     SETI("sealed", g->sealed);
     SETI("created_ms", g->created_ms);
     SETI("updated_ms", g->updated_ms);
@@ -273,6 +330,8 @@ int mig_state_load(mig *g, json_t *s)
     g->detection_s = json_real_value(json_object_get(s, "detection_s"));
     g->rollback_s = json_real_value(json_object_get(s, "rollback_s"));
     g->aborts = (int)geti(s, "aborts");
+    g->aborted_ms = geti(s, "aborted_ms");
+    g->route_pending = (int)geti(s, "route_pending");
     g->sealed = (int)geti(s, "sealed");
     g->created_ms = geti(s, "created_ms");
     g->updated_ms = geti(s, "updated_ms");
@@ -415,6 +474,7 @@ int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes
         if (e.code != SL_OK) {
             snprintf(g->router_error, sizeof g->router_error, "%.60s: %.500s", routers[i].name,
                      e.msg);
+            ctl_utf8_fix(g->router_error);
             ctl_logf(c, "%s: steering traffic failed: %s", g->m->id, g->router_error);
             return -1;
         }
@@ -428,6 +488,7 @@ void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t de
     /* aborted from here on: a second abort (the runner's and an
      * operator's) finds it so while the router is retried unlocked */
     g->state = MS_ABORTED;
+    g->epoch++;
     int64_t took = mig_route(c, g, "source", 0, "source");
     int tries = 0;
     /* the router must confirm: a failed try is retried for a few seconds */
@@ -441,14 +502,17 @@ void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t de
     g->state = MS_ABORTED;
     g->waiting_for[0] = 0;
     snprintf(g->abort_reason, sizeof g->abort_reason, "%s", reason);
+    mig_fix_text(g);
     g->detection_s = detected_from_ms > 0 ? (double)(decided - detected_from_ms) / 1000.0 : -1;
     g->rollback_s = took >= 0 ? (double)(sl_wall_ms() - decided) / 1000.0 : -1;
+    g->aborted_ms = decided;
+    g->route_pending = took < 0; /* the runner retries until the router confirms */
     g->aborts++;
     g->updated_ms = sl_wall_ms();
     g->dirty = 1;
     ctl_logf(c, "%s: ABORTED by %s: %s", g->m->id, actor, reason);
     ctl_event(c, g, actor, "abort",
-              json_pack("{s:s, s:o, s:o, s:s}", "reason", reason, "detection_seconds",
+              json_pack("{s:s, s:o, s:o, s:s}", "reason", g->abort_reason, "detection_seconds",
                         opt_real(g->detection_s), "rollback_seconds", opt_real(g->rollback_s),
                         "router", took >= 0 ? "confirmed" : g->router_error));
     sl_err e = {0};

@@ -17,6 +17,46 @@
 
 static const char *const vkind_name[] = {"gate", "audit", "sample"};
 
+/* ---- calls made with the lock released -------------------------------------------
+ * A slow or dead database or coordinator must not hold up the HTTP API
+ * (an abort above all). Only the runner thread touches g's connections,
+ * g's job list and c->client, and it changes them only with the lock
+ * held; what HTTP may change meanwhile (state, phase, counts) is looked
+ * at again afterwards (g->epoch). */
+static void out(ctl *c)
+{
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void in(ctl *c)
+{
+    pthread_mutex_lock(&c->mu);
+}
+
+static int db_facts(ctl *c, ct_db *d, ct_side_facts *f, sl_err *e)
+{
+    out(c);
+    int r = ct_db_facts(d, f, e);
+    in(c);
+    return r;
+}
+
+static int db_columns(ctl *c, ct_db *d, const char *t, ct_column **v, size_t *n, sl_err *e)
+{
+    out(c);
+    int r = ct_db_columns(d, t, v, n, e);
+    in(c);
+    return r;
+}
+
+static int db_aggregate(ctl *c, ct_db *d, const ct_table *t, ct_aggregate *a, sl_err *e)
+{
+    out(c);
+    int r = ct_db_aggregate(d, t->name, t->where, a, e);
+    in(c);
+    return r;
+}
+
 static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
@@ -30,6 +70,15 @@ static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(t->detail, sizeof t->detail, fmt, ap);
     va_end(ap);
+    ctl_utf8_fix(t->detail);
+}
+
+/* Whether an HTTP call moved g (a transition, approval or abort) while
+ * the runner's pass had the lock released: the pass then stops, and the
+ * next one starts from where g is. */
+static int moved(const mig *g)
+{
+    return g->epoch != g->pass_epoch || g->state == MS_ABORTED || g->state == MS_COMPLETED;
 }
 
 static int gates_ok(const mig *g)
@@ -81,7 +130,14 @@ static ct_db *side(ctl *c, mig *g, int target, sl_err *err)
                     "no DSN for database \"%s\": give it in sluice control's --db-file", name);
         return NULL;
     }
-    *d = ct_db_open(dsn, DB_TIMEOUT_MS, err);
+    out(c);
+    ct_db *opened = ct_db_open(dsn, DB_TIMEOUT_MS, err);
+    in(c);
+    if (*d) { /* opened meanwhile: cannot be, only the runner opens; keep one */
+        ct_db_free(opened);
+        return *d;
+    }
+    *d = opened;
     if (!*d)
         sl_err_wrap(err, "%s", name);
     return *d;
@@ -107,7 +163,7 @@ static void classify(ctl *c, mig *g)
     sl_err e = {0};
     ct_side_facts fs, ft;
     ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
-    if (!s || !t || ct_db_facts(s, &fs, &e) != 0 || ct_db_facts(t, &ft, &e) != 0) {
+    if (!s || !t || db_facts(c, s, &fs, &e) != 0 || db_facts(c, t, &ft, &e) != 0) {
         snprintf(g->cls_reason, sizeof g->cls_reason, "not classified yet: %s", e.msg);
         return;
     }
@@ -136,7 +192,7 @@ static int schema_check(ctl *c, mig *g, char *why, size_t len, int *missing)
         size_t na = 0, nb = 0;
         sl_err e = {0};
         ct_db *s = side(c, g, 0, &e);
-        if (!s || ct_db_columns(s, tn, &a, &na, &e) != 0) {
+        if (!s || db_columns(c, s, tn, &a, &na, &e) != 0) {
             if (s && e.code == SL_NOT_FOUND) {
                 *missing = 1;
                 snprintf(why, len, "table %s is missing on the source", tn);
@@ -147,7 +203,7 @@ static int schema_check(ctl *c, mig *g, char *why, size_t len, int *missing)
             return -1;
         }
         ct_db *t = side(c, g, 1, &e);
-        if (!t || ct_db_columns(t, tn, &b, &nb, &e) != 0) {
+        if (!t || db_columns(c, t, tn, &b, &nb, &e) != 0) {
             ct_columns_free(a, na);
             if (t && e.code == SL_NOT_FOUND) {
                 *missing = 1;
@@ -198,7 +254,10 @@ static int submit(ctl *c, mig *g, int kind, size_t table)
                                        : SL_PRIO_NORMAL;
     int64_t job = 0;
     sl_err e = {0};
-    if (sl_client_submit(c->client, &spec, &job, &e) != 0) {
+    out(c);
+    int rc = sl_client_submit(c->client, &spec, &job, &e);
+    in(c);
+    if (rc != 0) {
         ctl_logf(c, "%s: cannot submit the %s of %s: %s", g->m->id, vkind_name[kind], spec.table,
                  e.msg);
         return -1;
@@ -300,7 +359,11 @@ static void poll_jobs(ctl *c, mig *g)
         sl_job_status st;
         memset(&st, 0, sizeof st);
         sl_err e = {0};
-        if (sl_client_status(c->client, j->job, 0, &st, &e) != 0) {
+        out(c);
+        int rc = sl_client_status(c->client, j->job, 0, &st, &e);
+        in(c);
+        j = &g->jobs[i]; /* the list is the runner's: unchanged, but re-read */
+        if (rc != 0) {
             sl_job_status_free(&st);
             if (e.code != SL_NOT_FOUND) {
                 i++;
@@ -422,8 +485,17 @@ static void enter_phase(ctl *c, mig *g)
             for (size_t i = 0; i < g->m->ntables && i < 256; i++)
                 tables[i] = g->m->tables[i].name;
             ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
-            if (!t || ct_pg_create_publication(s, name, tables, g->m->ntables, &e) != 0 ||
-                ct_pg_create_subscription(t, name, ctl_dsn(c, g->m->source), name, &e) != 0) {
+            int rc = -1;
+            if (t) {
+                out(c);
+                rc = ct_pg_create_publication(s, name, tables, g->m->ntables, &e) != 0 ||
+                             ct_pg_create_subscription(t, name, ctl_dsn(c, g->m->source), name,
+                                                       &e) != 0
+                         ? -1
+                         : 0;
+                in(c);
+            }
+            if (rc != 0) {
                 ctl_logf(c, "%s: cannot set up replication: %s", g->m->id, e.msg);
                 drop_conns(g);
                 return; /* tried again next pass */
@@ -519,7 +591,13 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
     sl_err e = {0};
     ct_repl_state rs;
     ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
-    if (!t || ct_pg_repl_state(s, t, name, &rs, &e) != 0) {
+    int rc = -1;
+    if (t) {
+        out(c);
+        rc = ct_pg_repl_state(s, t, name, &rs, &e);
+        in(c);
+    }
+    if (rc != 0) {
         ctl_logf(c, "%s: reading replication state: %s", g->m->id, e.msg);
         drop_conns(g);
         return;
@@ -553,8 +631,7 @@ static void aggregates(ctl *c, mig *g, int64_t now)
         ct_db *s = side(c, g, 0, &e), *d = s ? side(c, g, 1, &e) : NULL;
         char why[600] = "";
         int r = -1;
-        if (d && ct_db_aggregate(s, t->name, t->where, &a, &e) == 0 &&
-            ct_db_aggregate(d, t->name, t->where, &b, &e) == 0)
+        if (d && db_aggregate(c, s, t, &a, &e) == 0 && db_aggregate(c, d, t, &b, &e) == 0)
             r = ct_aggregate_compare(&a, &b, why, sizeof why);
         ct_aggregate_free(&a);
         ct_aggregate_free(&b);
@@ -582,7 +659,10 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         sl_worker_info *wi = NULL;
         size_t nw = 0, both = 0;
         sl_err we = {0};
-        if (sl_client_workers(c->client, &wi, &nw, &we) == 0) {
+        out(c);
+        int wrc = sl_client_workers(c->client, &wi, &nw, &we);
+        in(c);
+        if (wrc == 0) {
             for (size_t i = 0; i < nw; i++) {
                 int hs = 0, ht = 0;
                 for (size_t k = 0; k < wi[i].ndbs; k++) {
@@ -615,7 +695,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             if (cdc(g)) {
                 ct_side_facts f;
                 sl_err e3 = {0};
-                int ok = ct_db_facts(s, &f, &e3) == 0 && f.logical;
+                int ok = db_facts(c, s, &f, &e3) == 0 && f.logical;
                 set_gate(g, "logical_replication", ok, "%s",
                          ok        ? "source wal_level is logical"
                          : e3.code ? e3.msg
@@ -660,7 +740,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         gate_green(g, now);
         int green = gates_ok(g);
         int64_t held = g->step_idx >= 0 ? (now - g->step_started_ms) / 1000 : 0;
-        if (g->state == MS_RUNNING && in_win) {
+        if (g->state == MS_RUNNING && in_win && !moved(g)) {
             if (g->step_idx < 0 && last == 0) {
                 g->state = MS_WAITING;
                 snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d", g->m->steps[0]);
@@ -702,7 +782,13 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             repl_name(g, name, sizeof name);
             sl_err e = {0};
             ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
-            if (t && ct_pg_drop_replication(s, t, name, name, &e) == 0) {
+            int rc = -1;
+            if (t) {
+                out(c);
+                rc = ct_pg_drop_replication(s, t, name, name, &e);
+                in(c);
+            }
+            if (rc == 0) {
                 g->repl_dropped = 1;
                 ctl_event(c, g, "sluice", "replication", json_pack("{s:s}", "dropped", name));
             } else
@@ -712,7 +798,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                  !cdc(g)           ? "no replication to remove"
                  : g->repl_dropped ? "publication and subscription dropped"
                                    : "not yet");
-        if (r && (!cdc(g) || g->repl_dropped)) {
+        if (r && (!cdc(g) || g->repl_dropped) && !moved(g)) {
             g->sealed = 1;
             set_gate(g, "artifacts_sealed", 1, "final audit recorded");
             g->state = MS_COMPLETED;
@@ -851,11 +937,26 @@ static void dry_pass(ctl *c, mig *g, int64_t now)
 void runner_pass(ctl *c, mig *g)
 {
     int64_t now = sl_wall_ms();
-    if (g->state == MS_ABORTED || g->state == MS_COMPLETED) {
-        for (size_t i = 0; i < g->njobs; i++) {
-            sl_err e = {0};
-            sl_client_cancel(c->client, g->jobs[i].job, &e);
+    if (g->state == MS_ABORTED && g->route_pending) {
+        /* the router did not confirm the abort: keep steering until it does */
+        if (mig_route(c, g, "source", 0, "source") >= 0) {
+            g->route_pending = 0;
+            g->rollback_s = (double)(sl_wall_ms() - g->aborted_ms) / 1000.0;
+            ctl_event(c, g, "sluice", "rollback_confirmed",
+                      json_pack("{s:f}", "rollback_seconds", g->rollback_s));
         }
+    }
+    if (g->state == MS_ABORTED || g->state == MS_COMPLETED) {
+        int64_t jobs[CTL_MAX_JOBS];
+        size_t n = g->njobs;
+        for (size_t i = 0; i < n; i++)
+            jobs[i] = g->jobs[i].job;
+        out(c);
+        for (size_t i = 0; i < n; i++) {
+            sl_err e = {0};
+            sl_client_cancel(c->client, jobs[i], &e);
+        }
+        in(c);
         if (g->njobs) {
             g->njobs = 0;
             g->dirty = 1;
@@ -863,11 +964,14 @@ void runner_pass(ctl *c, mig *g)
         drop_conns(g);
         return;
     }
+    g->pass_epoch = g->epoch;
     if (!g->classified && now - g->facts_ms > 5000) {
         g->facts_ms = now;
         classify(c, g);
     }
     poll_jobs(c, g);
+    if (moved(g))
+        return;
     if (g->m->dry_run) {
         if (g->classified)
             dry_pass(c, g, now);
@@ -880,6 +984,8 @@ void runner_pass(ctl *c, mig *g)
     }
     g->ngates = 0;
     measure_repl(c, g, now);
+    if (moved(g))
+        return;
     if (mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS &&
         !g->schema_problem[0]) {
         char d[600];
@@ -889,12 +995,16 @@ void runner_pass(ctl *c, mig *g)
         }
         g->schema_ms = now;
     }
+    if (moved(g))
+        return;
     if (g->state == MS_RUNNING && !g->entered)
         enter_phase(c, g);
-    if (g->entered)
+    if (g->entered && !moved(g))
         phase_pass(c, g, now);
     g->gates_ms = now;
-    check_abort(c, g, now);
+    if (!moved(g))
+        check_abort(c, g, now);
+    mig_fix_text(g);
     mig_sample(g);
 }
 
@@ -903,6 +1013,7 @@ void runner_pass(ctl *c, mig *g)
 static void go_to(ctl *c, mig *g, int idx, const char *actor)
 {
     const char *from = ct_phase_name(mig_phase(g));
+    g->epoch++;
     g->phase_idx = idx;
     g->entered = 0;
     g->phase_started_ms = g->green_since_ms = sl_wall_ms();
@@ -963,6 +1074,7 @@ int mig_approve(ctl *c, mig *g, const char *actor, sl_err *err)
                            mig_state_name(g->state));
     ctl_event(c, g, actor, "approve", json_pack("{s:s}", "approved", g->waiting_for));
     g->state = MS_RUNNING;
+    g->epoch++;
     if (strncmp(g->waiting_for, "cutover step", 12) == 0)
         apply_step(c, g, (int)g->m->nsteps - 1);
     g->waiting_for[0] = 0;
@@ -1035,7 +1147,11 @@ int ctl_run(ctl *c, volatile sig_atomic_t *stop, sl_err *err)
             }
         }
         pthread_mutex_unlock(&c->mu);
+        /* at least a short sleep unlocked: HTTP threads waiting for the
+         * lock get it even when a pass took longer than the tick */
         int64_t left = c->tick_ms - (sl_now_ms() - t0);
+        if (left < 20)
+            left = 20;
         for (; left > 0 && !*stop; left -= 50) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
