@@ -62,8 +62,20 @@ typedef struct mig {
     int64_t step_started_ms;
     char router_error[600]; /* the last failure to steer, "" when none */
     /* evidence */
-    gate gates[CTL_MAX_GATES];
+    gate gates[CTL_MAX_GATES]; /* the last pass's, published whole at its end */
     size_t ngates;
+    int64_t gates_epoch;          /* the epoch they were evaluated in */
+    gate building[CTL_MAX_GATES]; /* the pass under way's */
+    size_t nbuilding;
+    int64_t evidence_since_ms; /* validations submitted before (another phase, step or
+                                  routing) do not count towards validation_green */
+    int step_approved;         /* the last cutover step was approved; it runs when the
+                                  window is open and the gates are green */
+    int64_t writes_moved_ms;   /* cleanup: writes sent to the target */
+    uint64_t flip_lsn;         /* the source's LSN seen after that; dropped once applied */
+    uint64_t confirmed_lsn;    /* the subscriber's, as last read */
+    int64_t submit_after_ms;   /* after a failed submit, none before this */
+    int64_t resumed_ms;        /* when this process loaded it (stale-validation baseline) */
     int64_t gates_ms;
     int64_t divergent;         /* confirmed divergent rows, latest validation per table */
     int64_t *table_div;        /* per table: that figure; -1 not validated yet */

@@ -225,6 +225,9 @@ json_t *mig_state_json(const mig *g)
     SETR("detection_s", g->detection_s);
     SETR("rollback_s", g->rollback_s);
     SETI("aborts", g->aborts);
+    SETI("step_approved", g->step_approved);
+    SETI("writes_moved_ms", g->writes_moved_ms);
+    SETI("evidence_since_ms", g->evidence_since_ms);
     SETI("aborted_ms", g->aborted_ms);
     SETI("route_pending", g->route_pending);
     SETI("sealed", g->sealed);
@@ -330,11 +333,27 @@ int mig_state_load(mig *g, json_t *s)
     g->detection_s = json_real_value(json_object_get(s, "detection_s"));
     g->rollback_s = json_real_value(json_object_get(s, "rollback_s"));
     g->aborts = (int)geti(s, "aborts");
+    g->step_approved = (int)geti(s, "step_approved");
+    g->writes_moved_ms = geti(s, "writes_moved_ms");
+    g->evidence_since_ms = geti(s, "evidence_since_ms");
     g->aborted_ms = geti(s, "aborted_ms");
     g->route_pending = (int)geti(s, "route_pending");
     g->sealed = (int)geti(s, "sealed");
     g->created_ms = geti(s, "created_ms");
     g->updated_ms = geti(s, "updated_ms");
+    /* a state that does not fit the manifest is refused, not indexed with */
+    if (g->state < MS_RUNNING || g->state > MS_COMPLETED || g->step_idx < -1 ||
+        g->step_idx >= (int)g->m->nsteps || g->last_val_table < -1 ||
+        g->last_val_table >= (int)g->m->ntables || g->last_val_kind < 0 || g->last_val_kind > 2)
+        return -1;
+    /* after a restart: the gates are stale until the first pass, and the
+     * time this process was not running is neither soak nor silence */
+    int64_t now = sl_wall_ms();
+    g->gates_epoch = -1;
+    g->resumed_ms = now;
+    g->green_since_ms = now;
+    if (g->step_idx >= 0)
+        g->step_started_ms = now;
     json_t *dr = json_object_get(s, "dry_report");
     if (dr)
         g->dry_report = json_incref(dr);

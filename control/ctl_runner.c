@@ -61,9 +61,9 @@ static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void set_gate(mig *g, const char *name, int ok, const char *fmt, ...)
 {
-    if (g->ngates == CTL_MAX_GATES)
+    if (g->nbuilding == CTL_MAX_GATES)
         return;
-    gate *t = &g->gates[g->ngates++];
+    gate *t = &g->building[g->nbuilding++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ok = ok;
     va_list ap;
@@ -81,12 +81,18 @@ static int moved(const mig *g)
     return g->epoch != g->pass_epoch || g->state == MS_ABORTED || g->state == MS_COMPLETED;
 }
 
-static int gates_ok(const mig *g)
+static int all_ok(const gate *v, size_t n)
 {
-    for (size_t i = 0; i < g->ngates; i++)
-        if (!g->gates[i].ok)
+    for (size_t i = 0; i < n; i++)
+        if (!v[i].ok)
             return 0;
     return 1;
+}
+
+/* The gates evaluated so far in this pass all pass. */
+static int building_ok(const mig *g)
+{
+    return all_ok(g->building, g->nbuilding);
 }
 
 static json_t *gates_json(const mig *g)
@@ -96,6 +102,15 @@ static json_t *gates_json(const mig *g)
         json_array_append_new(a, json_pack("{s:s, s:b, s:s}", "name", g->gates[i].name, "ok",
                                            g->gates[i].ok, "detail", g->gates[i].detail));
     return a;
+}
+
+/* The pass's gates become the published ones in one step, so that an
+ * advance never sees a list half evaluated (the pass releases the lock). */
+static void publish_gates(mig *g)
+{
+    memcpy(g->gates, g->building, g->nbuilding * sizeof *g->gates);
+    g->ngates = g->nbuilding;
+    g->gates_epoch = g->epoch;
 }
 
 static int cdc(const mig *g)
@@ -238,7 +253,7 @@ static int schema_check(ctl *c, mig *g, char *why, size_t len, int *missing)
 
 static int submit(ctl *c, mig *g, int kind, size_t table)
 {
-    if (g->njobs == CTL_MAX_JOBS)
+    if (g->njobs == CTL_MAX_JOBS || sl_wall_ms() < g->submit_after_ms)
         return -1;
     sl_job_spec spec = {0};
     spec.source = g->m->source;
@@ -258,6 +273,9 @@ static int submit(ctl *c, mig *g, int kind, size_t table)
     int rc = sl_client_submit(c->client, &spec, &job, &e);
     in(c);
     if (rc != 0) {
+        /* a coordinator that timed out may still have taken it: wait
+         * before another, so that failures cannot pile jobs up */
+        g->submit_after_ms = sl_wall_ms() + 5000;
         ctl_logf(c, "%s: cannot submit the %s of %s: %s", g->m->id, vkind_name[kind], spec.table,
                  e.msg);
         return -1;
@@ -330,15 +348,16 @@ static void on_divergence(ctl *c, mig *g, vjob *j, const sl_event *ev)
 
 static void drain_events(ctl *c)
 {
+    int bad = 0;
     for (int n = 0; n < 10000; n++) {
         sl_event ev;
         memset(&ev, 0, sizeof ev);
         sl_err e = {0};
         int r = sl_client_next_event(c->client, 0, &ev, &e);
         if (r <= 0) {
-            if (r < 0)
-                ctl_logf(c, "event stream: %s", e.msg);
             sl_event_free(&ev);
+            if (r < 0 && !bad++)
+                ctl_logf(c, "event stream: %s", e.msg); /* once a pass, not per event */
             if (r == 0)
                 return;
             continue;
@@ -365,10 +384,8 @@ static void poll_jobs(ctl *c, mig *g)
         j = &g->jobs[i]; /* the list is the runner's: unchanged, but re-read */
         if (rc != 0) {
             sl_job_status_free(&st);
-            if (e.code != SL_NOT_FOUND) {
-                i++;
-                continue;
-            }
+            if (e.code != SL_NOT_FOUND)
+                break; /* the coordinator is not answering: the rest wait for the next pass */
             st.state = SL_JOB_FAILED;
             snprintf(st.error, sizeof st.error, "%s", e.msg);
         }
@@ -404,11 +421,13 @@ static void poll_jobs(ctl *c, mig *g)
                          "table %s: the cluster found %llu schema differences", tn,
                          (unsigned long long)st.schema);
         }
-        if (equal)
-            g->phase_good_vals++;
-        else {
-            g->phase_bad_vals++;
-            g->green_since_ms = now;
+        if (j->submitted_ms >= g->evidence_since_ms) { /* read under the present routing */
+            if (equal)
+                g->phase_good_vals++;
+            else {
+                g->phase_bad_vals++;
+                g->green_since_ms = now;
+            }
         }
         if (j->kind == VK_GATE && g->gate_round_ms > 0 && g->gate_job[j->table] == j->job)
             g->gate_job[j->table] = equal ? -1 : -2;
@@ -507,17 +526,27 @@ static void enter_phase(ctl *c, mig *g)
         }
         break;
     case CT_PH_DUAL_WRITE:
-        mig_route(c, g, "source", 0, g->strategy == CT_STRAT_DUAL_WRITE ? "both" : "source");
+    case CT_PH_SHADOW_READ: {
+        const char *reads = p == CT_PH_SHADOW_READ ? "shadow" : "source";
+        const char *writes = g->strategy == CT_STRAT_DUAL_WRITE ? "both" : "source";
+        if (mig_route(c, g, reads, 0, writes) < 0)
+            return; /* not confirmed: tried again next pass (router_confirmed fails) */
+        ctl_event(c, g, "sluice", "routing",
+                  json_pack("{s:s, s:i, s:s}", "reads", reads, "read_percent_target", 0, "writes",
+                            writes));
         break;
-    case CT_PH_SHADOW_READ:
-        mig_route(c, g, "shadow", 0, g->writes);
-        break;
+    }
     case CT_PH_CUTOVER:
         g->step_idx = -1;
+        g->step_approved = 0;
         break;
     default:
         break;
     }
+    /* the phase's evidence starts now: what ran before (another phase,
+     * or the wait for an approval) does not count */
+    g->phase_started_ms = g->green_since_ms = g->evidence_since_ms = sl_wall_ms();
+    g->phase_good_vals = g->phase_bad_vals = 0;
     g->entered = 1;
     g->dirty = 1;
 }
@@ -525,14 +554,16 @@ static void enter_phase(ctl *c, mig *g)
 static void apply_step(ctl *c, mig *g, int idx)
 {
     int pct = g->m->steps[idx];
+    if (mig_route(c, g, "target", pct, g->writes) < 0)
+        return; /* not confirmed: the step is tried again next pass */
     g->step_idx = idx;
-    g->step_started_ms = sl_wall_ms();
-    g->green_since_ms = g->step_started_ms;
-    g->phase_good_vals = 0;
-    int64_t took = mig_route(c, g, "target", pct, g->writes);
+    /* the step's soak and evidence start once the router confirmed it */
+    g->step_started_ms = g->green_since_ms = g->evidence_since_ms = sl_wall_ms();
+    g->phase_good_vals = g->phase_bad_vals = 0;
+    g->dirty = 1;
     ctl_event(c, g, "sluice", "cutover_step",
               json_pack("{s:i, s:i, s:s}", "step", idx + 1, "read_percent_target", pct, "router",
-                        took >= 0 ? "confirmed" : g->router_error));
+                        "confirmed"));
 }
 
 /* validation_green: no failed or unequal validation for soak seconds, and
@@ -598,10 +629,16 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
         in(c);
     }
     if (rc != 0) {
+        /* no figure is better than an old one: the lag gate fails */
+        g->lag_known = 0;
+        set_gate(g, "replication_state", 0, "cannot read the replication state: %s", e.msg);
         ctl_logf(c, "%s: reading replication state: %s", g->m->id, e.msg);
         drop_conns(g);
         return;
     }
+    g->confirmed_lsn = rs.confirmed_lsn;
+    if (g->writes_moved_ms && !g->flip_lsn)
+        g->flip_lsn = rs.source_lsn; /* read after writes moved: all the source will send */
     if (!g->copy_done && rs.tables > 0 && rs.tables_ready == rs.tables) {
         g->copy_done = 1;
         g->dirty = 1;
@@ -738,26 +775,24 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         int in_win = ct_manifest_in_window(g->m, now);
         gate_lag(g);
         gate_green(g, now);
-        int green = gates_ok(g);
+        int green = building_ok(g);
         int64_t held = g->step_idx >= 0 ? (now - g->step_started_ms) / 1000 : 0;
         if (g->state == MS_RUNNING && in_win && !moved(g)) {
-            if (g->step_idx < 0 && last == 0) {
+            /* the next step runs when the one before held its soak with the
+             * gates green (the first at once); the last needs an approval,
+             * asked for when it is due and applied at the next pass that
+             * finds the window open and the gates green */
+            int due = g->step_idx < 0 || (g->step_idx < last && held >= g->m->soak_s && green);
+            int next = g->step_idx + 1;
+            if (due && next == last && !g->step_approved) {
                 g->state = MS_WAITING;
-                snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d", g->m->steps[0]);
+                snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d",
+                         g->m->steps[last]);
+                g->dirty = 1;
                 ctl_event(c, g, "sluice", "waiting_approval",
                           json_pack("{s:s}", "for", g->waiting_for));
-            } else if (g->step_idx < 0)
-                apply_step(c, g, 0);
-            else if (g->step_idx < last && held >= g->m->soak_s && green) {
-                if (g->step_idx + 1 == last) {
-                    g->state = MS_WAITING;
-                    snprintf(g->waiting_for, sizeof g->waiting_for, "cutover step %d",
-                             g->m->steps[last]);
-                    ctl_event(c, g, "sluice", "waiting_approval",
-                              json_pack("{s:s}", "for", g->waiting_for));
-                } else
-                    apply_step(c, g, g->step_idx + 1);
-            }
+            } else if (due && next <= last && (next == 0 || green))
+                apply_step(c, g, next);
         }
         set_gate(g, "in_window", in_win, "%s",
                  in_win ? "inside a change window" : "outside every change window: steps wait");
@@ -777,7 +812,25 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         }
         r = gate_round(c, g, d, sizeof d);
         set_gate(g, "final_audit_exact", r, "%s", d);
-        if (r && cdc(g) && !g->repl_dropped) {
+        /* the final audit exact, writes go to the target (reads are there
+         * since cutover); for cdc, replication is dropped only once the
+         * subscriber applied all the source wrote before that */
+        if (r && strcmp(g->writes, "target") != 0 && !moved(g)) {
+            if (mig_route(c, g, "target", 100, "target") < 0)
+                break;
+            g->writes_moved_ms = sl_wall_ms();
+            g->flip_lsn = 0;
+            g->dirty = 1;
+            ctl_event(c, g, "sluice", "routing",
+                      json_pack("{s:s, s:i, s:s}", "reads", "target", "read_percent_target", 100,
+                                "writes", "target"));
+        }
+        int drained = !cdc(g) || (g->flip_lsn && g->confirmed_lsn >= g->flip_lsn);
+        set_gate(g, "writes_on_target", strcmp(g->writes, "target") == 0 && drained, "%s",
+                 strcmp(g->writes, "target") != 0 ? "after the final audit"
+                 : drained ? "writes go to the target; the subscriber applied all the source sent"
+                           : "waiting for the subscriber to apply the source's last writes");
+        if (r && drained && cdc(g) && !g->repl_dropped && !moved(g)) {
             char name[64];
             repl_name(g, name, sizeof name);
             sl_err e = {0};
@@ -790,6 +843,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             }
             if (rc == 0) {
                 g->repl_dropped = 1;
+                g->dirty = 1;
                 ctl_event(c, g, "sluice", "replication", json_pack("{s:s}", "dropped", name));
             } else
                 drop_conns(g);
@@ -798,8 +852,9 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                  !cdc(g)           ? "no replication to remove"
                  : g->repl_dropped ? "publication and subscription dropped"
                                    : "not yet");
-        if (r && (!cdc(g) || g->repl_dropped) && !moved(g)) {
+        if (r && drained && (!cdc(g) || g->repl_dropped) && !moved(g)) {
             g->sealed = 1;
+            g->dirty = 1;
             set_gate(g, "artifacts_sealed", 1, "final audit recorded");
             g->state = MS_COMPLETED;
             ctl_event(c, g, "sluice", "completed",
@@ -821,7 +876,9 @@ static void check_abort(ctl *c, mig *g, int64_t now)
     char reason[1024];
     if (p == CT_PH_PREPARE || g->sealed)
         return;
-    int validating = p == CT_PH_DUAL_WRITE || p == CT_PH_SHADOW_READ || p == CT_PH_CUTOVER;
+    /* a phase waiting for its approval has not started validating */
+    int validating =
+        (p == CT_PH_DUAL_WRITE || p == CT_PH_SHADOW_READ || p == CT_PH_CUTOVER) && g->entered;
     if (g->schema_problem[0]) {
         snprintf(reason, sizeof reason, "schema mismatch: %s", g->schema_problem);
         mig_abort(c, g, "sluice", reason, g->schema_ms);
@@ -854,6 +911,8 @@ static void check_abort(ctl *c, mig *g, int64_t now)
         return;
     }
     int64_t since = g->last_val_ms > g->phase_started_ms ? g->last_val_ms : g->phase_started_ms;
+    if (g->resumed_ms > since) /* this process has not been running that long */
+        since = g->resumed_ms;
     if (validating && now - since > g->m->detection_latency_s * 1000) {
         snprintf(reason, sizeof reason,
                  "no validation reported for %.0f s (detection latency threshold %lld s)",
@@ -876,7 +935,7 @@ static void dry_pass(ctl *c, mig *g, int64_t now)
      * traffic: reachability and schema, aggregates, a full audit */
     char d[600];
     int missing;
-    g->ngates = 0;
+    g->nbuilding = 0;
     sl_err e = {0}, e2 = {0};
     ct_db *s = side(c, g, 0, &e), *t = side(c, g, 1, &e2);
     set_gate(g, "source_reachable", s != NULL, "%s", s ? g->m->source : e.msg);
@@ -895,6 +954,7 @@ static void dry_pass(ctl *c, mig *g, int64_t now)
     for (size_t i = 0; i < g->m->ntables; i++)
         finished += g->gate_job[i] < 0;
     set_gate(g, "full_audit_exact", done, "%s", ad);
+    publish_gates(g);
     if (finished < g->m->ntables || g->njobs)
         return;
     int64_t longest = 0;
@@ -978,11 +1038,12 @@ void runner_pass(ctl *c, mig *g)
         return;
     }
     if (g->strategy == CT_STRAT_AUTO) {
-        g->ngates = 0;
+        g->nbuilding = 0;
         set_gate(g, "classified", 0, "%s", g->cls_reason[0] ? g->cls_reason : "not classified yet");
+        publish_gates(g);
         return;
     }
-    g->ngates = 0;
+    g->nbuilding = 0;
     measure_repl(c, g, now);
     if (moved(g))
         return;
@@ -1002,8 +1063,12 @@ void runner_pass(ctl *c, mig *g)
     if (g->entered && !moved(g))
         phase_pass(c, g, now);
     g->gates_ms = now;
-    if (!moved(g))
+    if (!moved(g)) {
+        if (g->router_error[0])
+            set_gate(g, "router_confirmed", 0, "%s", g->router_error);
+        publish_gates(g);
         check_abort(c, g, now);
+    }
     mig_fix_text(g);
     mig_sample(g);
 }
@@ -1051,7 +1116,8 @@ int mig_advance(ctl *c, mig *g, const char *actor, json_t **gates_out, sl_err *e
                            "migration %s is in its last phase (%s): it completes by "
                            "itself when the phase's gates pass",
                            g->m->id, ct_phase_name(mig_phase(g)));
-    if (!g->entered || g->ngates == 0 || !gates_ok(g)) {
+    if (!g->entered || g->ngates == 0 || g->gates_epoch != g->epoch ||
+        !all_ok(g->gates, g->ngates)) {
         *gates_out = gates_json(g);
         if (g->ngates == 0)
             json_array_append_new(
@@ -1075,8 +1141,10 @@ int mig_approve(ctl *c, mig *g, const char *actor, sl_err *err)
     ctl_event(c, g, actor, "approve", json_pack("{s:s}", "approved", g->waiting_for));
     g->state = MS_RUNNING;
     g->epoch++;
+    /* the last step runs at the runner's next pass that finds the window
+     * open and every gate green, not here */
     if (strncmp(g->waiting_for, "cutover step", 12) == 0)
-        apply_step(c, g, (int)g->m->nsteps - 1);
+        g->step_approved = 1;
     g->waiting_for[0] = 0;
     g->dirty = 1;
     g->updated_ms = sl_wall_ms();

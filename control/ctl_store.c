@@ -460,6 +460,7 @@ int ctl_event(ctl *c, mig *g, const char *actor, const char *kind, json_t *detai
 {
     if (!detail)
         detail = json_object();
+    g->dirty = 1; /* every event marks a change to save */
     int64_t now = sl_wall_ms();
     const char *phase = ct_phase_name(mig_phase(g));
     char *dj = json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS);

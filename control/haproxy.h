@@ -45,8 +45,7 @@ int ct_haproxy_sessions(ct_haproxy *h, const char *backend, const char *server, 
  * asked: shut_idle_side). Then reads the weights back: 0 only when HAProxy
  * reports exactly what was set. */
 int ct_haproxy_route_reads(ct_haproxy *h, const char *backend, const char *source,
-                           const char *target, int target_percent, int shut_idle_side,
-                           sl_err *err);
+                           const char *target, int target_percent, int shut_idle_side, sl_err *err);
 /* Sends writes to one server of write_backend (to_target 0: the source):
  * that one ready with weight 1, the other in maint with its sessions shut;
  * read back as above. */

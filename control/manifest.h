@@ -40,8 +40,8 @@ const char *ct_strategy_name(ct_strategy s);
 int ct_strategy_parse(const char *s, ct_strategy *out);
 
 typedef struct ct_table {
-    char *name;         /* as both sides call it */
-    char *where;        /* NULL: the whole table (a partial scope: dry runs) */
+    char *name;  /* as both sides call it */
+    char *where; /* NULL: the whole table (a partial scope: dry runs) */
 } ct_table;
 
 /* A change window: days a bit set (bit 0 Monday .. bit 6 Sunday), minutes
@@ -54,8 +54,8 @@ typedef struct ct_window {
 
 /* The router the migration steers (control/README.md, "Routers"). */
 typedef struct ct_router_cfg {
-    int haproxy; /* 0: the routing endpoint only */
-    char *read_backend, *write_backend; /* haproxy: backend names */
+    int haproxy;                         /* 0: the routing endpoint only */
+    char *read_backend, *write_backend;  /* haproxy: backend names */
     char *source_server, *target_server; /* haproxy: server names in both */
 } ct_router_cfg;
 
@@ -98,17 +98,21 @@ int ct_manifest_in_window(const ct_manifest *m, int64_t wall_ms);
 
 /* ---- classification -------------------------------------------------------- */
 
-typedef enum ct_class { CT_CLASS_SCHEMA_ONLY = 1, CT_CLASS_DATA_MOVE, CT_CLASS_REPLATFORM } ct_class;
+typedef enum ct_class {
+    CT_CLASS_SCHEMA_ONLY = 1,
+    CT_CLASS_DATA_MOVE,
+    CT_CLASS_REPLATFORM
+} ct_class;
 
 /* "schema-only", "data-move", "replatform" */
 const char *ct_class_name(ct_class c);
 
 /* What the control plane learnt of one side (control/pgadmin.h fills it). */
 typedef struct ct_side_facts {
-    char engine[16];      /* "postgresql", "sqlite" */
-    int major;            /* server major version (15), 3 for SQLite */
-    char server_id[128];  /* one server's identity: PostgreSQL's system identifier, a file's path */
-    int logical;          /* PostgreSQL with wal_level = logical */
+    char engine[16];     /* "postgresql", "sqlite" */
+    int major;           /* server major version (15), 3 for SQLite */
+    char server_id[128]; /* one server's identity: PostgreSQL's system identifier, a file's path */
+    int logical;         /* PostgreSQL with wal_level = logical */
 } ct_side_facts;
 
 /* Classifies a scope: same server → schema-only; same engine and major

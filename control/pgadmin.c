@@ -1082,34 +1082,41 @@ int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *ou
  * sample keeps the first time the source was seen at its LSN. */
 void ct_lag_record(ct_lag_clock *c, int64_t wall_ms, uint64_t source_lsn)
 {
+    /* samples in order, oldest first (head unused) */
     size_t cap = sizeof c->lsn / sizeof c->lsn[0];
-    if (c->n && c->lsn[(c->head + cap - 1) % cap] == source_lsn)
-        return;
-    c->at_ms[c->head] = wall_ms;
-    c->lsn[c->head] = source_lsn;
-    c->head = (c->head + 1) % cap;
-    if (c->n < cap)
-        c->n++;
+    if (c->n && c->lsn[c->n - 1] == source_lsn)
+        return; /* keeps the first time the source was seen at this LSN */
+    if (c->n == cap) {
+        /* full: drop the sample whose neighbours are closest in time,
+         * never the oldest or the newest. A subscriber stuck behind the
+         * oldest shows a lag that keeps growing, and the samples thin out
+         * where they are old, so an old lag is read coarsely but never
+         * as less than it is */
+        size_t drop = 1;
+        for (size_t k = 2; k + 1 < cap; k++)
+            if (c->at_ms[k + 1] - c->at_ms[k - 1] < c->at_ms[drop + 1] - c->at_ms[drop - 1])
+                drop = k;
+        memmove(c->at_ms + drop, c->at_ms + drop + 1, (cap - drop - 1) * sizeof c->at_ms[0]);
+        memmove(c->lsn + drop, c->lsn + drop + 1, (cap - drop - 1) * sizeof c->lsn[0]);
+        c->n--;
+    }
+    c->at_ms[c->n] = wall_ms;
+    c->lsn[c->n] = source_lsn;
+    c->n++;
 }
 
-/* When no sample is confirmed, the oldest one's age is returned: a lower
- * bound, as the subscriber fell behind before the ring's window began. */
 double ct_lag_seconds(const ct_lag_clock *c, int64_t now_ms, uint64_t confirmed_lsn)
 {
-    size_t cap = sizeof c->lsn / sizeof c->lsn[0];
-    if (!c->n)
+    if (!c->n || confirmed_lsn >= c->lsn[c->n - 1])
         return 0;
-    size_t newest = (c->head + cap - 1) % cap;
-    if (confirmed_lsn >= c->lsn[newest])
-        return 0;
-    int64_t at = c->at_ms[(c->head + cap - c->n) % cap];
-    for (size_t k = 0; k < c->n; k++) {
-        size_t i = (newest + cap - k) % cap;
-        if (c->lsn[i] <= confirmed_lsn) {
-            at = c->at_ms[i];
+    /* the newest sample the subscriber has confirmed; none: the oldest
+     * (the lag is at least its age) */
+    int64_t at = c->at_ms[0];
+    for (size_t k = c->n; k-- > 0;)
+        if (c->lsn[k] <= confirmed_lsn) {
+            at = c->at_ms[k];
             break;
         }
-    }
     double s = (double)(now_ms - at) / 1000.0;
     return s > 0 ? s : 0;
 }

@@ -31,7 +31,7 @@ int ct_db_facts(ct_db *d, ct_side_facts *out, sl_err *err);
 
 /* One column as the schema gate compares them. */
 typedef struct ct_column {
-    char *name, *type; /* type: format_type() on PostgreSQL, declared type on SQLite */
+    char *name, *type;    /* type: format_type() on PostgreSQL, declared type on SQLite */
     int not_null, in_key; /* in_key: part of the primary key */
 } ct_column;
 
@@ -55,8 +55,7 @@ typedef struct ct_aggregate {
     char **values; /* NULL for SQL NULL */
     size_t n;
 } ct_aggregate;
-int ct_db_aggregate(ct_db *d, const char *table, const char *where, ct_aggregate *out,
-                    sl_err *err);
+int ct_db_aggregate(ct_db *d, const char *table, const char *where, ct_aggregate *out, sl_err *err);
 void ct_aggregate_free(ct_aggregate *a);
 /* 0 when equal; else 1 with why naming the first figure that differs. */
 int ct_aggregate_compare(const ct_aggregate *a, const ct_aggregate *b, char *why, size_t len);
@@ -76,11 +75,11 @@ int ct_pg_drop_replication(ct_db *src, ct_db *dst, const char *subscription,
                            const char *publication, sl_err *err);
 
 typedef struct ct_repl_state {
-    int exists, enabled;      /* the subscription on the target */
+    int exists, enabled;         /* the subscription on the target */
     size_t tables, tables_ready; /* pg_subscription_rel: all, and in state r (ready) */
-    uint64_t source_lsn;      /* pg_current_wal_lsn() on the source */
-    uint64_t confirmed_lsn;   /* the slot's confirmed_flush_lsn on the source */
-    int64_t lag_bytes;        /* source_lsn - confirmed_lsn, >= 0 */
+    uint64_t source_lsn;         /* pg_current_wal_lsn() on the source */
+    uint64_t confirmed_lsn;      /* the slot's confirmed_flush_lsn on the source */
+    int64_t lag_bytes;           /* source_lsn - confirmed_lsn, >= 0 */
 } ct_repl_state;
 /* Reads the state of subscription name (the slot has the same name). */
 int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *out, sl_err *err);
@@ -88,11 +87,14 @@ int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *ou
 /* Seconds of replication lag from LSN samples: the caller records
  * (wall_ms, source_lsn) pairs as it reads them; lag is now minus the time
  * of the newest sample whose LSN the subscriber has confirmed (0 when it
- * has confirmed the newest). A small ring, no allocation. */
+ * has confirmed the newest; the oldest sample's age when it has confirmed
+ * none). 64 samples, no allocation: when full, the sample whose
+ * neighbours are closest in time goes (never the oldest or the newest), so
+ * a stuck subscriber's lag keeps growing and old samples thin out. */
 typedef struct ct_lag_clock {
     int64_t at_ms[64];
     uint64_t lsn[64];
-    size_t n, head;
+    size_t n, head; /* head: unused (kept zero) */
 } ct_lag_clock;
 void ct_lag_record(ct_lag_clock *c, int64_t wall_ms, uint64_t source_lsn);
 double ct_lag_seconds(const ct_lag_clock *c, int64_t now_ms, uint64_t confirmed_lsn);

@@ -19,10 +19,10 @@
 typedef struct ct_webhook ct_webhook;
 
 typedef struct ct_webhook_opts {
-    const char *url;      /* http://host[:port]/path */
-    int timeout_ms;       /* per try; 0: 5000 */
-    int max_tries;        /* 0: 8 */
-    size_t max_queue;     /* 0: 1000 */
+    const char *url;  /* http://host[:port]/path */
+    int timeout_ms;   /* per try; 0: 5000 */
+    int max_tries;    /* 0: 8 */
+    size_t max_queue; /* 0: 1000 */
     /* called from the webhook thread for each line worth logging (a
      * delivery given up, drops); may be NULL */
     void (*log)(void *ctx, const char *line);
