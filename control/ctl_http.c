@@ -656,12 +656,17 @@ int ctl_http_start(ctl *c, const char *host, int port, sl_err *err)
     sa.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return sl_err_setc(err, SL_INVALID, "--listen: \"%s\" is not an IPv4 address", host);
-    c->httpd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD,
-                                (uint16_t)port, NULL, NULL, handler, c, MHD_OPTION_SOCK_ADDR, &sa,
-                                MHD_OPTION_NOTIFY_COMPLETED, completed, c,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
-    if (!c->httpd)
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, (uint16_t)port, NULL, NULL,
+        handler, c, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, completed, c,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)256, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_END);
+    if (d) { /* the long poll reads it under the lock: so is it written */
+        pthread_mutex_lock(&c->mu);
+        c->httpd = d;
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (!d)
         return sl_err_setc(err, SL_INVALID,
                            "cannot listen on %s:%d (in use, or not an address of "
                            "this machine)",

@@ -263,7 +263,9 @@ static int submit(ctl *c, mig *g, int kind, size_t table)
     /* replication applies changes a little after the source: re-check
      * a difference before calling it a divergence */
     spec.rechecks = 3;
-    spec.settle_ms = 1000;
+    /* ... given time enough for the lag measured (1 s at least, 30 at most) */
+    double lag = g->lag_known && isfinite(g->lag_s) ? g->lag_s * 1500 : 0;
+    spec.settle_ms = lag < 1000 ? 1000 : lag > 30000 ? 30000 : (int)lag;
     spec.priority = kind == VK_GATE    ? SL_PRIO_HIGH
                     : kind == VK_AUDIT ? SL_PRIO_LOW
                                        : SL_PRIO_NORMAL;
@@ -650,6 +652,9 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
     if (!rs.exists)
         g->lag_s = INFINITY;
     g->lag_known = 1;
+    if (rs.exists && !rs.enabled)
+        set_gate(g, "subscription_enabled", 0, "the subscription %s is disabled on the target",
+                 name);
     set_gate(g, "initial_copy_done", g->copy_done, "%zu of %zu tables copied%s", rs.tables_ready,
              rs.tables,
              rs.exists ? (rs.enabled ? "" : "; the subscription is disabled")
@@ -894,7 +899,7 @@ static void check_abort(ctl *c, mig *g, int64_t now)
         return;
     }
     if (cdc(g) && g->copy_done && !g->repl_dropped && g->lag_known && g->lag_s > g->m->max_lag_s) {
-        snprintf(reason, sizeof reason, "replication lag %.1f s over the threshold %.1f s",
+        snprintf(reason, sizeof reason, "replication lag %.2f s over the threshold %.2f s",
                  g->lag_s, g->m->max_lag_s);
         /* the lag became over the threshold max_lag_s after it started */
         mig_abort(c, g, "sluice", reason, now - (int64_t)((g->lag_s - g->m->max_lag_s) * 1000));

@@ -310,8 +310,10 @@ static int open_pg(ctl_store *s, const char *where, sl_err *err)
     PQconninfoFree(opts);
     dsn_redact(where, s->name, sizeof s->name);
     /* a name in pg_stat_activity unless the DSN gives one */
-    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *const vals[] = {where, "sluice control", NULL};
+    /* bounded: the control plane saves under the lock its API shares */
+    const char *const keys[] = {"dbname", "fallback_application_name", "connect_timeout", "options",
+                                NULL};
+    const char *const vals[] = {where, "sluice control", "5", "-c statement_timeout=10000", NULL};
     s->pg = PQconnectdbParams(keys, vals, 1);
     if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
         char line[500];
