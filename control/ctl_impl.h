@@ -92,6 +92,7 @@ typedef struct mig {
     int last_val_kind, last_val_table, last_val_equal;
     int64_t last_val_ms;
     int64_t shadow_compared, shadow_mismatched;
+    int64_t shadow_last_ms; /* when results were last posted */
     json_t *shadow_examples; /* the last few posted */
     /* validation bookkeeping */
     vjob jobs[CTL_MAX_JOBS];

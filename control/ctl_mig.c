@@ -208,6 +208,7 @@ json_t *mig_state_json(const mig *g)
     SETI("last_val_ms", g->last_val_ms);
     SETI("shadow_compared", g->shadow_compared);
     SETI("shadow_mismatched", g->shadow_mismatched);
+    SETI("shadow_last_ms", g->shadow_last_ms);
     json_object_set_new(s, "jobs", jobs);
     json_object_set_new(s, "gates", gates);
     SETI("gates_ms", g->gates_ms);
@@ -293,6 +294,7 @@ int mig_state_load(mig *g, json_t *s)
     g->last_val_ms = geti(s, "last_val_ms");
     g->shadow_compared = geti(s, "shadow_compared");
     g->shadow_mismatched = geti(s, "shadow_mismatched");
+    g->shadow_last_ms = geti(s, "shadow_last_ms");
     json_t *jobs = json_object_get(s, "jobs"), *x;
     size_t i;
     json_array_foreach(jobs, i, x)

@@ -588,15 +588,22 @@ static void gate_lag(mig *g)
              g->m->max_lag_s);
 }
 
-static void gate_shadow(mig *g)
+static void gate_shadow(mig *g, int64_t now)
 {
     double ratio =
         g->shadow_compared ? (double)g->shadow_mismatched / (double)g->shadow_compared : 0;
-    set_gate(g, "shadow_mismatch_ratio", g->shadow_compared > 0 && ratio <= g->m->max_shadow_ratio,
+    /* shadow reads are evidence while they go on: the last post must be
+     * recent (the soak time, a minute at least) */
+    int64_t fresh_ms = (g->m->soak_s > 60 ? g->m->soak_s : 60) * 1000;
+    int fresh = g->shadow_last_ms > 0 && now - g->shadow_last_ms <= fresh_ms;
+    set_gate(g, "shadow_mismatch_ratio",
+             g->shadow_compared > 0 && fresh && ratio <= g->m->max_shadow_ratio,
              "%lld compared, %lld mismatched: ratio %.4f (threshold %.4f)%s",
              (long long)g->shadow_compared, (long long)g->shadow_mismatched, ratio,
              g->m->max_shadow_ratio,
-             g->shadow_compared ? "" : "; no shadow-read results posted yet");
+             !g->shadow_compared ? "; no shadow-read results posted yet"
+             : !fresh ? "; no results posted lately: is the application still shadow-reading?"
+                      : "");
 }
 
 /* Continuous validation: audits every audit_every (low), one table's
@@ -772,7 +779,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         gate_lag(g);
         gate_green(g, now);
         if (p == CT_PH_SHADOW_READ)
-            gate_shadow(g);
+            gate_shadow(g, now);
         break;
     case CT_PH_CUTOVER: {
         continuous(c, g, now);
@@ -1161,6 +1168,7 @@ void mig_shadow(ctl *c, mig *g, int64_t compared, int64_t mismatched, json_t *ex
     /* totals saturate: a client cannot overflow them */
     g->shadow_compared =
         compared > INT64_MAX - g->shadow_compared ? INT64_MAX : g->shadow_compared + compared;
+    g->shadow_last_ms = sl_wall_ms();
     g->shadow_mismatched = mismatched > INT64_MAX - g->shadow_mismatched
                                ? INT64_MAX
                                : g->shadow_mismatched + mismatched;
