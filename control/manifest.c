@@ -743,8 +743,9 @@ static int parse_approvals(json_t *arr, ct_manifest *m, sl_err *err)
 
 static int parse_router(json_t *o, ct_manifest *m, sl_err *err)
 {
-    static const char *const keys[] = {"type",          "read_backend",  "write_backend",
-                                       "source_server", "target_server", NULL};
+    static const char *const keys[] = {
+        "type", "read_backend", "write_backend", "source_server", "target_server", "write_frontend",
+        NULL};
     if (expect(o, K_OBJ, "router", err) || check_keys(o, "router", keys, err))
         return -1;
     json_t *type = json_object_get(o, "type");
@@ -780,6 +781,19 @@ static int parse_router(json_t *o, ct_manifest *m, sl_err *err)
         if (check_name(v, path, "an HAProxy name", err))
             return -1;
         if (!(*dst[i] = dup_json_string(v, err)))
+            return -1;
+    }
+    /* write_frontend: where a write cutover holds new connections;
+     * optional, the write backend's name by default */
+    json_t *wf = json_object_get(o, "write_frontend");
+    if (wf && !m->router.haproxy)
+        return bad(err, "router.write_frontend",
+                   "only for \"type\": \"haproxy\"; the endpoint router takes no frontends");
+    if (m->router.haproxy) {
+        if (wf && check_name(wf, "router.write_frontend", "an HAProxy name", err))
+            return -1;
+        m->router.write_frontend = wf ? dup_json_string(wf, err) : strdup(m->router.write_backend);
+        if (!m->router.write_frontend)
             return -1;
     }
     if (m->router.haproxy && !strcmp(m->router.source_server, m->router.target_server))
@@ -936,6 +950,7 @@ void ct_manifest_free(ct_manifest *m)
     free(m->windows);
     free(m->router.read_backend);
     free(m->router.write_backend);
+    free(m->router.write_frontend);
     free(m->router.source_server);
     free(m->router.target_server);
     free(m->description);
@@ -1069,6 +1084,7 @@ char *ct_manifest_json(const ct_manifest *m)
     if (m->router.haproxy) {
         put(router, "read_backend", json_string(m->router.read_backend), &nbad);
         put(router, "write_backend", json_string(m->router.write_backend), &nbad);
+        put(router, "write_frontend", json_string(m->router.write_frontend), &nbad);
         put(router, "source_server", json_string(m->router.source_server), &nbad);
         put(router, "target_server", json_string(m->router.target_server), &nbad);
     }

@@ -57,6 +57,8 @@ typedef struct ct_router_cfg {
     int haproxy;                         /* 0: the routing endpoint only */
     char *read_backend, *write_backend;  /* haproxy: backend names */
     char *source_server, *target_server; /* haproxy: server names in both */
+    char *write_frontend;                /* haproxy: where a write cutover holds new
+                                            connections (default: write_backend's name) */
 } ct_router_cfg;
 
 typedef struct ct_manifest {

@@ -217,6 +217,10 @@ static const struct {
     {WIN("{'days':'daily','from':'02:00','to':'05:00','zone':'UTC'}"),
      "unknown field 'windows[0].zone'; allowed: days, from, to, tz"},
     {WITH(",'router':{'backend':'x'}"), "unknown field 'router.backend'; allowed: type, "},
+    {WITH(",'router':{'write_frontend':'f'}"), "router.write_frontend: only for 'type': 'haproxy'"},
+    {WITH(",'router':{'type':'haproxy','read_backend':'r','write_backend':'w','source_server':"
+          "'s','target_server':'t','write_frontend':'f f'}"),
+     "router.write_frontend: 'f f' has a space"},
     {WITH(",'a\\u0001\\'':1"), "unknown field 'a\\x01\\''"},
 };
 
@@ -245,6 +249,7 @@ static int manifest_eq(const ct_manifest *a, const ct_manifest *b)
         !str_eq(a->router.write_backend, b->router.write_backend) ||
         !str_eq(a->router.source_server, b->router.source_server) ||
         !str_eq(a->router.target_server, b->router.target_server) ||
+        !str_eq(a->router.write_frontend, b->router.write_frontend) ||
         !str_eq(a->description, b->description))
         return 0;
     for (size_t i = 0; i < a->ntables; i++)
@@ -364,6 +369,18 @@ static int survives(const char *p, size_t len)
 int main(void)
 {
     sl_err e = {0};
+
+    /* write_frontend: the write backend's name unless given */
+    ct_manifest *wf = parse_q(WITH(",'router':{'type':'haproxy','read_backend':'r',"
+                                   "'write_backend':'w','source_server':'s','target_server':'t'}"),
+                              &e);
+    ok(wf && !strcmp(wf->router.write_frontend, "w"), "write_frontend defaults to write_backend");
+    ct_manifest_free(wf);
+    wf = parse_q(WITH(",'router':{'type':'haproxy','read_backend':'r','write_backend':'w',"
+                      "'source_server':'s','target_server':'t','write_frontend':'fw'}"),
+                 &e);
+    ok(wf && !strcmp(wf->router.write_frontend, "fw"), "write_frontend as given");
+    ct_manifest_free(wf);
 
     /* the manifest */
     ct_manifest *m = parse_q(round_trips[0], &e);
