@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HX_MAX_ANSWER (4u << 20)
@@ -431,7 +432,8 @@ static int table_lookup(sl_buf *ans, const char *seps, const char *k1, const cha
     return nh == 0 ? -1 : 1;
 }
 
-/* Runs cmd and looks up one value of BACKEND/SERVER's row. */
+/* Runs cmd and looks up one value of BACKEND/SERVER's row (a frontend's
+ * row when server is "FRONTEND"). */
 static int hx_lookup(ct_haproxy *h, const char *cmd, const char *seps, const char *kb,
                      const char *ks, const char *backend, const char *server, const char *want,
                      char *val, size_t cap, sl_err *err)
@@ -449,6 +451,8 @@ static int hx_lookup(ct_haproxy *h, const char *cmd, const char *seps, const cha
     int rc = 0;
     if (r < 0)
         rc = refused(cmd, &ans, err);
+    else if (r > 0 && !strcmp(server, "FRONTEND"))
+        rc = sl_err_setc(err, SL_INVALID, "HAProxy has no frontend %s (\"%s\")", backend, cmd);
     else if (r > 0)
         rc = sl_err_setc(err, SL_INVALID, "HAProxy has no server %s/%s (\"%s\")", backend, server,
                          cmd);
@@ -581,4 +585,85 @@ int ct_haproxy_route_writes(ct_haproxy *h, const char *backend, const char *sour
         expect(h, backend, off, 0, "maint", err) != 0)
         return -1;
     return 0;
+}
+
+/* A frontend's maxconn: slim of its FRONTEND row. */
+static int frontend_maxconn(ct_haproxy *h, const char *frontend, long *out, sl_err *err)
+{
+    char val[32], *end;
+    /* Frontends only (1); by name prints nothing in 2.6, as for servers. */
+    if (hx_lookup(h, "show stat -1 1 -1", ",", "pxname", "svname", frontend, "FRONTEND", "slim",
+                  val, sizeof val, err) != 0)
+        return -1;
+    errno = 0;
+    long n = strtol(val, &end, 10);
+    if (end == val || *end || errno || n < 0)
+        return sl_err_setc(err, SL_INTERNAL, "HAProxy gave slim \"%s\" for frontend %s", val,
+                           frontend);
+    *out = n;
+    return 0;
+}
+
+static int set_frontend_maxconn(ct_haproxy *h, const char *frontend, long maxconn, sl_err *err)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "set maxconn frontend %s %ld", frontend, maxconn);
+    if (hx_set(h, cmd, err) != 0)
+        return -1;
+    long now = -1;
+    if (frontend_maxconn(h, frontend, &now, err) != 0)
+        return -1;
+    if (now != maxconn)
+        return sl_err_setc(err, SL_INTERNAL, "HAProxy reports maxconn %ld for frontend %s, not %ld",
+                           now, frontend, maxconn);
+    return 0;
+}
+
+int ct_haproxy_hold_frontend(ct_haproxy *h, const char *frontend, long *saved_maxconn, sl_err *err)
+{
+    if (check_name("frontend", frontend, err) != 0)
+        return -1;
+    long cur = -1;
+    if (frontend_maxconn(h, frontend, &cur, err) != 0)
+        return -1;
+    *saved_maxconn = cur;
+    /* Holding twice would save 0 and lose the value to restore. */
+    if (cur == 0)
+        return sl_err_setc(err, SL_INVALID, "HAProxy frontend %s is already held (maxconn 0)",
+                           frontend);
+    return set_frontend_maxconn(h, frontend, 0, err);
+}
+
+int ct_haproxy_release_frontend(ct_haproxy *h, const char *frontend, long maxconn, sl_err *err)
+{
+    if (check_name("frontend", frontend, err) != 0)
+        return -1;
+    if (maxconn < 1 || maxconn > 1000000000)
+        return sl_err_setc(err, SL_INVALID,
+                           "HAProxy frontend maxconn must be 1..1000000000, not %ld", maxconn);
+    return set_frontend_maxconn(h, frontend, maxconn, err);
+}
+
+int ct_haproxy_wait_drained(ct_haproxy *h, const char *backend, const char *server, int timeout_ms,
+                            long *left, sl_err *err)
+{
+    if (check_pair(backend, server, err) != 0)
+        return -1;
+    if (timeout_ms < 0)
+        return sl_err_setc(err, SL_INVALID, "drain timeout must be >= 0 ms, not %d", timeout_ms);
+    int64_t deadline = sl_now_ms() + timeout_ms;
+    for (;;) {
+        long n = -1;
+        if (ct_haproxy_sessions(h, backend, server, &n, err) != 0)
+            return -1;
+        *left = n;
+        if (n == 0)
+            return 0;
+        int wait = ms_left(deadline);
+        if (wait == 0)
+            return 1;
+        struct timespec ts = {0, (long)(wait < 20 ? wait : 20) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
 }

@@ -52,4 +52,25 @@ int ct_haproxy_route_reads(ct_haproxy *h, const char *backend, const char *sourc
 int ct_haproxy_route_writes(ct_haproxy *h, const char *backend, const char *source,
                             const char *target, int to_target, sl_err *err);
 
+/* Write cutover: hold new connections at a frontend, wait for a server
+ * to drain, release. */
+
+/* Remembers FRONTEND's maxconn (slim of its FRONTEND row in `show stat`)
+ * into *saved_maxconn, then `set maxconn frontend FRONTEND 0`: HAProxy
+ * accepts nothing more on it, new connections wait in the kernel's accept
+ * backlog (a slow connect, not a refusal); established sessions go on.
+ * Read back: 0 only when slim reads 0. A frontend already at 0 is an
+ * error (its saved value would be lost), *saved_maxconn 0.
+ * HAProxy 2.6.12 (Debian 12) dies when the release raises maxconn while
+ * a connection waits (haproxy issue #2726): see control/README.md. */
+int ct_haproxy_hold_frontend(ct_haproxy *h, const char *frontend, long *saved_maxconn, sl_err *err);
+/* set maxconn frontend FRONTEND MAXCONN (1..1000000000): the waiting
+ * connections are accepted; read back as above. */
+int ct_haproxy_release_frontend(ct_haproxy *h, const char *frontend, long maxconn, sl_err *err);
+/* Polls BACKEND/SERVER's current sessions every 20 ms until none are left
+ * or timeout_ms (>= 0) passes: 0 drained, 1 sessions remain (their count
+ * in *left), -1 on error. */
+int ct_haproxy_wait_drained(ct_haproxy *h, const char *backend, const char *server, int timeout_ms,
+                            long *left, sl_err *err);
+
 #endif

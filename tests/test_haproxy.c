@@ -163,6 +163,39 @@ static void names_and_arguments(void)
     e = (sl_err){0};
     ok(ct_haproxy_route_writes(h, "writes", "old", "new x", 1, &e) == -1 && e.code == SL_INVALID,
        "a bad name in route_writes is refused");
+    for (int i = 0; bad[i]; i++) {
+        long saved = -7, left = -7;
+        e = (sl_err){0};
+        ok(ct_haproxy_hold_frontend(h, bad[i], &saved, &e) == -1 && e.code == SL_INVALID &&
+               has(&e, "frontend name") && saved == -7,
+           "hold: frontend name #%d refused: %s", i, e.msg);
+        e = (sl_err){0};
+        ok(ct_haproxy_release_frontend(h, bad[i], 100, &e) == -1 && e.code == SL_INVALID,
+           "release: frontend name #%d refused", i);
+        e = (sl_err){0};
+        ok(ct_haproxy_wait_drained(h, "writes", bad[i], 100, &left, &e) == -1 &&
+               e.code == SL_INVALID && left == -7,
+           "wait_drained: server name #%d refused", i);
+        e = (sl_err){0};
+        ok(ct_haproxy_wait_drained(h, bad[i], "old", 100, &left, &e) == -1 && e.code == SL_INVALID,
+           "wait_drained: backend name #%d refused", i);
+    }
+    e = (sl_err){0};
+    ok(ct_haproxy_hold_frontend(h, longname, &(long){0}, &e) == -1 && e.code == SL_INVALID,
+       "hold: a 64-character frontend name is refused");
+    e = (sl_err){0};
+    ok(ct_haproxy_release_frontend(h, "writes", 0, &e) == -1 && e.code == SL_INVALID,
+       "release to maxconn 0 is refused (that is a hold): %s", e.msg);
+    e = (sl_err){0};
+    ok(ct_haproxy_release_frontend(h, "writes", -1, &e) == -1 && e.code == SL_INVALID,
+       "release to maxconn -1 is refused");
+    e = (sl_err){0};
+    ok(ct_haproxy_release_frontend(h, "writes", 1000000001L, &e) == -1 && e.code == SL_INVALID,
+       "release to maxconn 1000000001 is refused");
+    e = (sl_err){0};
+    ok(ct_haproxy_wait_drained(h, "writes", "old", -1, &(long){0}, &e) == -1 &&
+           e.code == SL_INVALID,
+       "a negative drain timeout is refused: %s", e.msg);
     usleep(100 * 1000);
     ok(atomic_load(&f.accepted) == 0, "no refused call connected (%d did)",
        atomic_load(&f.accepted));

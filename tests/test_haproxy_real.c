@@ -9,6 +9,10 @@
  *   test_haproxy_real set-weight BACKEND SERVER W
  *   test_haproxy_real set-state BACKEND SERVER STATE
  *   test_haproxy_real shutdown BACKEND SERVER
+ *   test_haproxy_real hold FRONTEND         (value: the saved maxconn)
+ *   test_haproxy_real release FRONTEND MAXCONN
+ *   test_haproxy_real drained BACKEND SERVER TIMEOUT_MS
+ *                                           (value: "0 left" / "1 N left")
  *
  * Prints one TAP line; a value as "# value: V", an error as
  * "# error <code>: <message>". SLUICE_HAPROXY_TIMEOUT_MS: default 2000. */
@@ -25,7 +29,7 @@ int main(int argc, char **argv)
         printf("1..0 # SKIP SLUICE_HAPROXY_SOCKET not set\n");
         return 0;
     }
-    if (argc < 4) {
+    if (argc < 3 || (argc < 4 && strcmp(argv[1], "hold"))) {
         fprintf(stderr, "usage: see tests/test_haproxy_real.c\n");
         return 2;
     }
@@ -33,7 +37,7 @@ int main(int argc, char **argv)
     int timeout = t ? atoi(t) : 2000;
     sl_err e = {0};
     ct_haproxy *h = ct_haproxy_new(sock, timeout, &e);
-    const char *cmd = argv[1], *be = argv[2], *sv = argv[3];
+    const char *cmd = argv[1], *be = argv[2], *sv = argc >= 4 ? argv[3] : "";
     char value[64] = "";
     int rc = -1;
     if (!h) {
@@ -57,6 +61,17 @@ int main(int argc, char **argv)
         rc = ct_haproxy_set_weight(h, be, sv, atoi(argv[4]), &e);
     } else if (!strcmp(cmd, "set-state") && argc >= 5) {
         rc = ct_haproxy_set_state(h, be, sv, argv[4], &e);
+    } else if (!strcmp(cmd, "hold")) {
+        long saved = -1;
+        rc = ct_haproxy_hold_frontend(h, be, &saved, &e);
+        snprintf(value, sizeof value, "%ld", saved);
+    } else if (!strcmp(cmd, "release")) {
+        rc = ct_haproxy_release_frontend(h, be, atol(sv), &e);
+    } else if (!strcmp(cmd, "drained") && argc >= 5) {
+        long left = -1;
+        int r = ct_haproxy_wait_drained(h, be, sv, atoi(argv[4]), &left, &e);
+        rc = r < 0 ? -1 : 0;
+        snprintf(value, sizeof value, "%d %ld left", r, left);
     } else if (!strcmp(cmd, "shutdown")) {
         rc = ct_haproxy_shutdown_sessions(h, be, sv, &e);
     } else {
