@@ -37,6 +37,7 @@ struct ct_db {
     sqlite3 *sq;
     char name[300];      /* for messages: postgresql://USER@HOST:PORT/DB or sqlite:PATH */
     char path[PATH_MAX]; /* SQLite: the file as given */
+    int timeout_ms;      /* as opened: bounds the waits of one call too */
 };
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -277,6 +278,7 @@ ct_db *ct_db_open(const char *dsn, int timeout_ms, sl_err *err)
     ct_db *d = calloc(1, sizeof *d);
     if (!d)
         return sl_err_set(err, "out of memory"), NULL;
+    d->timeout_ms = timeout_ms;
     /* libpq counts connect_timeout in whole seconds (and takes 1 as 2);
      * the DSN's own settings come last and win */
     char ct[16], tcp[16];
@@ -900,6 +902,12 @@ static int subscription_exists(ct_db *dst, const char *name, int *exists, int *e
 int ct_pg_create_subscription(ct_db *dst, const char *name, const char *source_dsn,
                               const char *publication, sl_err *err)
 {
+    return ct_pg_create_subscription_ex(dst, name, source_dsn, publication, 1, err);
+}
+
+int ct_pg_create_subscription_ex(ct_db *dst, const char *name, const char *source_dsn,
+                                 const char *publication, int copy_data, sl_err *err)
+{
     if (need_pg(dst, "a subscription", err))
         return -1;
     int exists;
@@ -921,8 +929,8 @@ int ct_pg_create_subscription(ct_db *dst, const char *name, const char *source_d
             sl_err_set(err, "out of memory");
         } else {
             snprintf(sql, len,
-                     "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (copy_data = true)",
-                     qn, conn, qp);
+                     "CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s WITH (copy_data = %s)",
+                     qn, conn, qp, copy_data ? "true" : "false");
             /* CREATE SUBSCRIPTION connects to the source, whose refusal
              * (and the server's echo of the conninfo) may quote the DSN */
             PGresult *r = PQexecParams(dst->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
@@ -947,6 +955,68 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* The subscription's oid in dst's database as text (for pg_stat_subscription,
+ * which lists every database's), or SL_NOT_FOUND. */
+static int subscription_oid(ct_db *dst, const char *name, char *oid, size_t cap, sl_err *err)
+{
+    const char *p[1] = {name};
+    PGresult *r = pg_run(dst,
+                         "SELECT oid FROM pg_subscription WHERE subname = $1 AND subdbid = "
+                         "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                         1, p, PGRES_TUPLES_OK, "reading subscriptions", err);
+    if (!r)
+        return -1;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return sl_err_setc(err, SL_NOT_FOUND, "subscription %s not found on %s", name, dst->name);
+    }
+    snprintf(oid, cap, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return 0;
+}
+
+int ct_pg_set_subscription_enabled(ct_db *dst, const char *name, int enabled, sl_err *err)
+{
+    if (need_pg(dst, "a subscription", err))
+        return -1;
+    char oid[32];
+    if (subscription_oid(dst, name, oid, sizeof oid, err))
+        return -1;
+    char *q = pg_ident(dst, name, err);
+    if (!q)
+        return -1;
+    char sql[600];
+    snprintf(sql, sizeof sql, "ALTER SUBSCRIPTION %s %s", q, enabled ? "ENABLE" : "DISABLE");
+    free(q);
+    if (pg_cmd(dst, sql, 0, NULL, enabled ? "enabling a subscription" : "disabling a subscription",
+               err))
+        return -1;
+    if (enabled)
+        return 0;
+    /* DISABLE only asks the workers to stop; one still applying would,
+     * with a reverse subscription created next, send changes in a loop */
+    const char *p[1] = {oid};
+    int64_t deadline = sl_now_ms() + dst->timeout_ms;
+    for (;;) {
+        PGresult *r = pg_run(dst,
+                             "SELECT count(*) FROM pg_stat_subscription WHERE subid = $1::oid "
+                             "AND pid IS NOT NULL",
+                             1, p, PGRES_TUPLES_OK, "reading a subscription's workers", err);
+        if (!r)
+            return -1;
+        int running = strtol(PQgetvalue(r, 0, 0), NULL, 10) > 0;
+        PQclear(r);
+        if (!running)
+            return 0;
+        if (sl_now_ms() >= deadline)
+            return sl_err_setc(err, SL_BUSY,
+                               "subscription %s on %s is disabled but its workers still run "
+                               "after %d ms",
+                               name, dst->name, dst->timeout_ms);
+        sleep_ms(10);
+    }
 }
 
 /* Drops the replication slot name on src if it is still there; a slot the
@@ -1031,6 +1101,34 @@ int ct_pg_drop_replication(ct_db *src, ct_db *dst, const char *subscription,
     return pg_cmd(src, sql, 0, NULL, "dropping a publication", err);
 }
 
+/* src's current WAL position, and how far the subscriber behind slot name
+ * has applied it (0 when there is no slot, or it confirmed nothing yet);
+ * has_slot (may be NULL) says whether the slot exists. */
+static int slot_progress(ct_db *src, const char *name, uint64_t *current, uint64_t *applied,
+                         int *has_slot, sl_err *err)
+{
+    const char *p[1] = {name};
+    /* pg_lsn minus '0/0' is the LSN as a plain number. Applied is the
+     * walsender's replay_lsn (what the subscriber has applied, reported as
+     * it goes); the slot's confirmed_flush_lsn waits for the subscriber's
+     * own WAL flush, and is all there is while no walsender runs. */
+    PGresult *r = pg_run(src,
+                         "SELECT (pg_current_wal_lsn() - '0/0')::text, "
+                         "(SELECT (GREATEST(confirmed_flush_lsn, (SELECT max(replay_lsn) FROM "
+                         "pg_stat_replication WHERE application_name = $1)) - '0/0')::text "
+                         "FROM pg_replication_slots WHERE slot_name = $1), "
+                         "EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                         1, p, PGRES_TUPLES_OK, "reading the replication slot", err);
+    if (!r)
+        return -1;
+    *current = parse_u64(PQgetvalue(r, 0, 0));
+    *applied = PQgetisnull(r, 0, 1) ? 0 : parse_u64(PQgetvalue(r, 0, 1));
+    if (has_slot)
+        *has_slot = PQgetvalue(r, 0, 2)[0] == 't';
+    PQclear(r);
+    return 0;
+}
+
 int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *out, sl_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -1054,25 +1152,190 @@ int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *ou
         out->tables_ready = (size_t)strtoull(PQgetvalue(r, 0, 2), NULL, 10);
     }
     PQclear(r);
-    /* pg_lsn minus '0/0' is the LSN as a plain number. Applied is the
-     * walsender's replay_lsn (what the subscriber has applied, reported as
-     * it goes); the slot's confirmed_flush_lsn waits for the subscriber's
-     * own WAL flush, and is all there is while no walsender runs. */
-    r = pg_run(src,
-               "SELECT (pg_current_wal_lsn() - '0/0')::text, "
-               "(SELECT (GREATEST(confirmed_flush_lsn, (SELECT max(replay_lsn) FROM "
-               "pg_stat_replication WHERE application_name = $1)) - '0/0')::text "
-               "FROM pg_replication_slots WHERE slot_name = $1)",
-               1, p, PGRES_TUPLES_OK, "reading the replication slot", err);
-    if (!r)
+    if (slot_progress(src, name, &out->source_lsn, &out->confirmed_lsn, NULL, err))
         return -1;
-    out->source_lsn = parse_u64(PQgetvalue(r, 0, 0));
-    out->confirmed_lsn = PQgetisnull(r, 0, 1) ? 0 : parse_u64(PQgetvalue(r, 0, 1));
-    PQclear(r);
     /* no slot (or nothing confirmed yet): all of the source's WAL is owed */
     out->lag_bytes =
         out->source_lsn > out->confirmed_lsn ? (int64_t)(out->source_lsn - out->confirmed_lsn) : 0;
     return 0;
+}
+
+int ct_pg_current_lsn(ct_db *d, uint64_t *lsn, sl_err *err)
+{
+    *lsn = 0;
+    if (need_pg(d, "a WAL position", err))
+        return -1;
+    /* The insert position, not pg_current_wal_lsn() (the write position):
+     * under synchronous_commit = off a commit may not be written yet, and
+     * the write position would lie before it. */
+    PGresult *r = pg_run(d,
+                         "SELECT (pg_current_wal_insert_lsn() - '0/0')::text, "
+                         "current_setting('wal_block_size'), "
+                         "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')",
+                         0, NULL, PGRES_TUPLES_OK, "reading the WAL position", err);
+    if (!r)
+        return -1;
+    uint64_t at = parse_u64(PQgetvalue(r, 0, 0));
+    uint64_t block = parse_u64(PQgetvalue(r, 0, 1)), segment = parse_u64(PQgetvalue(r, 0, 2));
+    PQclear(r);
+    /* At a page boundary the insert position points past the page header
+     * (40 bytes on a segment's first page, 24 on others; 64-bit builds),
+     * where no record ends: the end of the last record is the boundary,
+     * and the walsender reports no more until the next record comes. */
+    if (segment && at % segment == 40)
+        at -= 40;
+    else if (block && at % block == 24)
+        at -= 24;
+    *lsn = at;
+    return 0;
+}
+
+int ct_pg_wait_applied(ct_db *src, ct_db *dst, const char *subscription, uint64_t lsn,
+                       int timeout_ms, sl_err *err)
+{
+    if (need_pg(src, "waiting for replication", err) ||
+        (dst && need_pg(dst, "waiting for replication", err)))
+        return -1;
+    char oid[32];
+    if (dst && subscription_oid(dst, subscription, oid, sizeof oid, err))
+        return -1;
+    int64_t deadline = sl_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        uint64_t current, applied;
+        int has_slot;
+        if (slot_progress(src, subscription, &current, &applied, &has_slot, err))
+            return -1;
+        if (!has_slot)
+            return sl_err_setc(err, SL_NOT_FOUND, "replication slot %s not found on %s",
+                               subscription, src->name);
+        if (applied >= lsn)
+            return 0;
+        if (sl_now_ms() >= deadline)
+            return 1;
+        sleep_ms(10);
+    }
+}
+
+/* ---- sequences --------------------------------------------------------------- */
+
+/* What sync does to one sequence, decided before anything is set. */
+typedef struct seq_plan {
+    const char *name; /* format('%I.%I'), in the source's result */
+    int64_t value;
+    int set; /* 0: never used on the source, or the target already past */
+} seq_plan;
+
+/* Decides the plan of the source sequence name (last_value, increment) on
+ * dst: 0, or -1 with err set. */
+static int plan_sequence(ct_db *dst, const char *name, int64_t last, int64_t inc, int64_t margin,
+                         seq_plan *plan, sl_err *err)
+{
+    const char *p[1] = {name};
+    PGresult *r =
+        pg_run(dst, "SELECT c.relkind = 'S' FROM pg_class c WHERE c.oid = to_regclass($1)", 1, p,
+               PGRES_TUPLES_OK, "looking up a sequence", err);
+    if (!r)
+        return -1;
+    int found = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!found)
+        return sl_err_setc(err, SL_NOT_FOUND, "sequence %s not found on %s", name, dst->name);
+    /* name is the server's own quote_ident rendering, checked above to
+     * name a sequence: safe to paste as the relation read */
+    sl_buf sql = {0};
+    if (sl_buf_printf(&sql,
+                      "SELECT t.last_value, t.is_called, s.seqmin, s.seqmax FROM %s t, "
+                      "pg_sequence s WHERE s.seqrelid = $1::regclass",
+                      name) ||
+        sl_buf_putc(&sql, 0)) {
+        sl_buf_free(&sql);
+        return sl_err_set(err, "out of memory");
+    }
+    r = pg_run(dst, (const char *)sql.p, 1, p, PGRES_TUPLES_OK, "reading a sequence", err);
+    sl_buf_free(&sql);
+    if (!r)
+        return -1;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return sl_err_setc(err, SL_NOT_FOUND, "sequence %s not found on %s", name, dst->name);
+    }
+    int64_t tlast = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    int called = PQgetvalue(r, 0, 1)[0] == 't';
+    int64_t tmin = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    int64_t tmax = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+    PQclear(r);
+    int64_t step, v;
+    if (__builtin_mul_overflow(margin, inc, &step) || __builtin_add_overflow(last, step, &v) ||
+        v < tmin || v > tmax)
+        return sl_err_setc(err, SL_INVALID,
+                           "sequence %s: %" PRId64 " on the source plus %" PRId64
+                           " steps of %" PRId64 " is outside [%" PRId64 ", %" PRId64 "] on %s",
+                           name, last, margin, inc, tmin, tmax, dst->name);
+    /* the target is past v when it has handed out v or beyond (called),
+     * or will hand out something beyond v next (not called) */
+    int past = inc > 0 ? (called ? tlast >= v : tlast > v) : (called ? tlast <= v : tlast < v);
+    plan->name = name;
+    plan->value = v;
+    plan->set = !past;
+    return 0;
+}
+
+int ct_pg_sync_sequences(ct_db *src, ct_db *dst, int64_t margin, size_t *synced, sl_err *err)
+{
+    if (synced)
+        *synced = 0;
+    if (need_pg(src, "syncing sequences", err) || need_pg(dst, "syncing sequences", err))
+        return -1;
+    if (margin < 0)
+        return sl_err_setc(err, SL_INVALID, "sequence margin %" PRId64 " is negative", margin);
+    PGresult *r = pg_run(src,
+                         "SELECT format('%I.%I', schemaname, sequencename), last_value::text, "
+                         "increment_by::text, has_sequence_privilege("
+                         "format('%I.%I', schemaname, sequencename), 'SELECT,USAGE') "
+                         "FROM pg_sequences ORDER BY schemaname, sequencename",
+                         0, NULL, PGRES_TUPLES_OK, "reading sequences", err);
+    if (!r)
+        return -1;
+    int n = PQntuples(r), rc = -1;
+    seq_plan *plan = calloc(n ? (size_t)n : 1, sizeof *plan);
+    if (!plan) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *name = PQgetvalue(r, i, 0);
+        if (PQgetvalue(r, i, 3)[0] != 't') {
+            sl_err_setc(err, SL_AUTH, "sequence %s on %s cannot be read (no SELECT or USAGE)", name,
+                        src->name);
+            goto done;
+        }
+        if (PQgetisnull(r, i, 1)) { /* never used: no row holds a value of it */
+            plan[i].name = name;
+            continue;
+        }
+        if (plan_sequence(dst, name, strtoll(PQgetvalue(r, i, 1), NULL, 10),
+                          strtoll(PQgetvalue(r, i, 2), NULL, 10), margin, &plan[i], err))
+            goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!plan[i].set)
+            continue;
+        char v[24];
+        snprintf(v, sizeof v, "%" PRId64, plan[i].value);
+        const char *p[2] = {plan[i].name, v};
+        PGresult *s = pg_run(dst, "SELECT setval($1::regclass, $2::bigint, true)", 2, p,
+                             PGRES_TUPLES_OK, "setting a sequence", err);
+        if (!s)
+            goto done;
+        PQclear(s);
+        if (synced)
+            (*synced)++;
+    }
+    rc = 0;
+done:
+    free(plan);
+    PQclear(r);
+    return rc;
 }
 
 /* ---- lag clock --------------------------------------------------------------- */

@@ -70,6 +70,23 @@ int ct_pg_create_publication(ct_db *src, const char *name, const char *const *ta
  * target (copy_data = true; an existing one of that name is kept). */
 int ct_pg_create_subscription(ct_db *dst, const char *name, const char *source_dsn,
                               const char *publication, sl_err *err);
+/* The same with copy_data chosen: 0 for reverse replication (target ->
+ * source after the write cutover), whose subscriber already holds every
+ * row. An existing subscription of that name is kept as it is.
+ *
+ * PostgreSQL 15 has no `origin = none`: with A -> B and B -> A both
+ * enabled, every change loops back to where it came from. The forward
+ * subscription must be disabled (ct_pg_set_subscription_enabled, which
+ * waits for its apply worker to stop) or dropped before the reverse one
+ * is created, and never re-enabled while the reverse one exists: its slot
+ * on the source has meanwhile kept the reverse stream's changes as the
+ * source's own and would send them back (drop it and subscribe anew). */
+int ct_pg_create_subscription_ex(ct_db *dst, const char *name, const char *source_dsn,
+                                 const char *publication, int copy_data, sl_err *err);
+/* ALTER SUBSCRIPTION name ENABLE or DISABLE on dst; a missing one is
+ * SL_NOT_FOUND. Disabling returns once no apply or table-sync worker of
+ * the subscription runs on dst (bounded by dst's timeout: SL_BUSY). */
+int ct_pg_set_subscription_enabled(ct_db *dst, const char *name, int enabled, sl_err *err);
 /* Drops both (each that exists; none existing is fine). */
 int ct_pg_drop_replication(ct_db *src, ct_db *dst, const char *subscription,
                            const char *publication, sl_err *err);
@@ -83,6 +100,35 @@ typedef struct ct_repl_state {
 } ct_repl_state;
 /* Reads the state of subscription name (the slot has the same name). */
 int ct_pg_repl_state(ct_db *src, ct_db *dst, const char *name, ct_repl_state *out, sl_err *err);
+
+/* The end of d's WAL as a number: every commit made before the call lies
+ * at or before it, synchronous or not (pg_current_wal_insert_lsn()). */
+int ct_pg_current_lsn(ct_db *d, uint64_t *lsn, sl_err *err);
+/* Waits until the subscriber of subscription (on dst; its slot, of the
+ * same name, on src, the publisher) has applied src's WAL up to lsn, by
+ * the measure of ct_pg_repl_state (the greater of the slot's
+ * confirmed_flush_lsn and the walsender's replay_lsn), polling every
+ * 10 ms. 0 when it has; 1 when timeout_ms passed first; -1 with err set
+ * (SL_NOT_FOUND when the subscription or the slot is missing). dst may be
+ * NULL: then only the slot is looked for. For reverse replication src is
+ * the target and dst the source. */
+int ct_pg_wait_applied(ct_db *src, ct_db *dst, const char *subscription, uint64_t lsn,
+                       int timeout_ms, sl_err *err);
+
+/* Sets every sequence of dst past its namesake on src, since logical
+ * replication does not carry sequences: for each sequence in src's
+ * pg_sequences (schema-qualified, in name order), dst's is set with
+ * setval(..., v, true) to v = src's last_value + margin * increment_by
+ * (margin >= 0 steps beyond it, in the sequence's direction), unless dst's
+ * is already at or past v: a sequence never moves backwards. A source
+ * sequence never used (last_value NULL) is skipped: no value of it is in
+ * any row. All sequences are checked first, so nothing is set when one is
+ * missing on dst (SL_NOT_FOUND naming the first), unreadable on src
+ * (SL_AUTH) or when v falls outside dst's bounds (SL_INVALID). *synced
+ * (may be NULL) counts the sequences set. Meant for a moment writes are
+ * held: values taken on src after its read are covered only by the
+ * margin. */
+int ct_pg_sync_sequences(ct_db *src, ct_db *dst, int64_t margin, size_t *synced, sl_err *err);
 
 /* Seconds of replication lag from LSN samples: the caller records
  * (wall_ms, source_lsn) pairs as it reads them; lag is now minus the time

@@ -1,7 +1,9 @@
 /* pgadmin against two real PostgreSQL servers with wal_level = logical:
  * facts, the schema gate, aggregation audits, a publication and a
  * subscription that replicate, lag while the subscription is disabled,
- * removal of all three objects, and errors without passwords.
+ * removal of all three objects, errors without passwords, sequences set
+ * past the source's, and a write cutover's reverse replication (target ->
+ * source, no initial copy) with waits for an LSN to be applied.
  *
  * tests/integration/test_pgadmin.py starts the servers, creates the
  * tables and runs this with SLUICE_PG_SRC / SLUICE_PG_DST (DSNs) and
@@ -63,6 +65,170 @@ static void password_of(const char *dsn, char *out, size_t cap)
 static int has_secret(const char *msg, const char *pw)
 {
     return strstr(msg, pw) != NULL;
+}
+
+/* The target's sequence name as "last_value/is_called". */
+static void seq_state(PGconn *c, const char *seq, char *out, size_t cap)
+{
+    char q[200];
+    snprintf(q, sizeof q, "SELECT last_value || '/' || is_called FROM %s", seq);
+    PGresult *r = PQexec(c, q);
+    snprintf(out, cap, "%s",
+             PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "?");
+    PQclear(r);
+}
+
+/* items (serial), "Down Seq" (increment -2), ahead_seq (the target
+ * already past), unused_seq (never used) exist on both sides. */
+static void sequences(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc)
+{
+    sl_err e = {0};
+    char a[64], b[64], c[64], d[64];
+    size_t n = 99;
+    ok(exec_ok(sc, "INSERT INTO items (note) SELECT 's' || g FROM generate_series(1, 10) g") == 0 &&
+           exec_ok(sc, "SELECT nextval('\"Down Seq\"') FROM generate_series(1, 3)") == 0 &&
+           exec_ok(sc, "SELECT nextval('ahead_seq') FROM generate_series(1, 3)") == 0 &&
+           exec_ok(dc, "SELECT setval('ahead_seq', 5000)") == 0,
+       "the source takes 10 item ids, 3 of Down Seq and ahead_seq; the target's ahead_seq is "
+       "at 5000");
+    ok(ct_pg_sync_sequences(src, dst, 100, &n, &e) == 0 && n == 2, "sync: 2 sequences set (%zu) %s",
+       n, e.msg);
+    seq_state(dc, "items_id_seq", a, sizeof a);
+    seq_state(dc, "\"Down Seq\"", b, sizeof b);
+    seq_state(dc, "ahead_seq", c, sizeof c);
+    seq_state(dc, "unused_seq", d, sizeof d);
+    ok(!strcmp(a, "110/true"), "items_id_seq: 10 + 100 on the target: %s", a);
+    ok(!strcmp(b, "-205/true"), "Down Seq: -5 + 100 steps of -2 on the target: %s", b);
+    ok(!strcmp(c, "5000/true"), "ahead_seq already past stays: %s", c);
+    ok(!strcmp(d, "1/false"), "a sequence never used on the source is left alone: %s", d);
+    ok(exec_ok(dc, "INSERT INTO items (note) VALUES ('t')") == 0 &&
+           scalar(dc, "SELECT max(id) FROM items") == 111,
+       "an insert on the target takes 111, past every source id");
+    ok(exec_ok(dc, "DELETE FROM items") == 0, "(the target's items emptied again)");
+
+    n = 99;
+    seq_state(dc, "items_id_seq", a, sizeof a);
+    ok(ct_pg_sync_sequences(src, dst, 100, &n, &e) == 0 && n == 0,
+       "a second sync sets nothing: %zu %s", n, e.msg);
+    seq_state(dc, "items_id_seq", b, sizeof b);
+    ok(!strcmp(a, b), "items_id_seq unchanged: %s", b);
+
+    ok(exec_ok(sc, "INSERT INTO items (note) VALUES ('s11')") == 0 &&
+           exec_ok(sc, "CREATE SEQUENCE \"Only Here\"") == 0 &&
+           exec_ok(sc, "SELECT nextval('\"Only Here\"')") == 0,
+       "one more item on the source, and a sequence the target lacks");
+    sl_err me = {0};
+    n = 99;
+    ok(ct_pg_sync_sequences(src, dst, 100, &n, &me) == -1 && me.code == SL_NOT_FOUND &&
+           strstr(me.msg, "sequence public.\"Only Here\" not found on postgresql://") && n == 0,
+       "a sequence missing on the target is SL_NOT_FOUND, named: %s", me.msg);
+    seq_state(dc, "items_id_seq", a, sizeof a);
+    ok(!strcmp(a, "111/true"), "nothing was set before the check failed: %s", a);
+    sl_err ne = {0};
+    ok(ct_pg_sync_sequences(src, dst, -1, &n, &ne) == -1 && ne.code == SL_INVALID,
+       "a negative margin is refused: %s", ne.msg);
+    ok(exec_ok(sc, "DROP SEQUENCE \"Only Here\"") == 0 &&
+           ct_pg_sync_sequences(src, dst, 0, &n, &e) == 0 && n == 0,
+       "without it, margin 0: the target (111) is past the source (11): %zu %s", n, e.msg);
+}
+
+/* The write cutover's replication: forward (source -> target) for items,
+ * disabled; then reverse (target -> source) without an initial copy. */
+static void reverse_replication(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc, const char *sdsn,
+                                const char *ddsn)
+{
+    sl_err e = {0};
+    const char *items[] = {"items"};
+    ok(ct_pg_create_publication(src, "fw_pub", items, 1, &e) == 0 &&
+           ct_pg_create_subscription(dst, "fw_sub", sdsn, "fw_pub", &e) == 0,
+       "forward replication of items: %s", e.msg);
+    ct_repl_state st = {0};
+    int ready = 0;
+    for (int i = 0; i < 300 && !ready; i++) {
+        if (ct_pg_repl_state(src, dst, "fw_sub", &st, &e))
+            break;
+        ready = st.tables == 1 && st.tables_ready == 1;
+        if (!ready)
+            nap_ms(100);
+    }
+    ok(ready && scalar(dc, "SELECT count(*) FROM items") == 11, "items copied: %lld rows %s",
+       scalar(dc, "SELECT count(*) FROM items"), e.msg);
+
+    uint64_t lsn = 0;
+    ok(exec_ok(sc, "INSERT INTO items VALUES (50, 'fw')") == 0 &&
+           ct_pg_current_lsn(src, &lsn, &e) == 0 && lsn > 0,
+       "an insert on the source, then its LSN %" PRIu64 " %s", lsn, e.msg);
+    ok(ct_pg_wait_applied(src, dst, "fw_sub", lsn, 20000, &e) == 0,
+       "wait_applied: the target applied it %s", e.msg);
+    ok(scalar(dc, "SELECT count(*) FROM items WHERE id = 50") == 1,
+       "so the row is there, without polling");
+
+    sl_err ge = {0};
+    ok(ct_pg_set_subscription_enabled(dst, "nope_sub", 0, &ge) == -1 && ge.code == SL_NOT_FOUND,
+       "enabling a missing subscription is SL_NOT_FOUND: %s", ge.msg);
+    ok(ct_pg_set_subscription_enabled(dst, "fw_sub", 0, &e) == 0, "disable forward: %s", e.msg);
+    ok(scalar(dc, "SELECT count(*) FROM pg_stat_subscription s JOIN pg_subscription p ON "
+                  "p.oid = s.subid WHERE p.subname = 'fw_sub' AND s.pid IS NOT NULL") == 0 &&
+           scalar(dc, "SELECT count(*) FROM pg_subscription WHERE subname = 'fw_sub' AND "
+                      "NOT subenabled") == 1,
+       "it is disabled and its apply worker gone on return");
+
+    size_t n = 0;
+    ok(ct_pg_sync_sequences(src, dst, 1000, &n, &e) == 0, "sync sequences (%zu set) %s", n, e.msg);
+    ok(exec_ok(dc, "INSERT INTO items (note) VALUES ('pre')") == 0,
+       "a row on the target before reverse replication");
+    ok(ct_pg_create_publication(dst, "rv_pub", items, 1, &e) == 0 &&
+           ct_pg_create_subscription_ex(src, "rv_sub", ddsn, "rv_pub", 0, &e) == 0 &&
+           ct_pg_create_subscription_ex(src, "rv_sub", ddsn, "rv_pub", 0, &e) == 0,
+       "reverse replication, copy_data = false (created twice: kept) %s", e.msg);
+    ok(scalar(sc, "SELECT count(*) FROM pg_subscription WHERE subname = 'rv_sub' "
+                  "AND subenabled") == 1,
+       "the reverse subscription is enabled on the source");
+
+    ok(exec_ok(dc, "INSERT INTO items (note) VALUES ('post')") == 0 &&
+           ct_pg_current_lsn(dst, &lsn, &e) == 0,
+       "a write on the target after cutover, at %" PRIu64 " %s", lsn, e.msg);
+    int w = ct_pg_wait_applied(dst, src, "rv_sub", lsn, 20000, &e);
+    ok(w == 0, "wait_applied on the reverse stream: %d %s", w, e.msg);
+    ok(scalar(sc, "SELECT count(*) FROM items WHERE note = 'post' AND id > 1011") == 1,
+       "the source has the target's write, with the target's id");
+    ok(scalar(sc, "SELECT count(*) FROM items WHERE note = 'pre'") == 0,
+       "the row written before reverse replication was not copied (copy_data = false)");
+    ok(scalar(dc, "SELECT count(*) FROM items WHERE note = 'post'") == 1,
+       "and nothing looped back to the target");
+
+    ok(ct_pg_set_subscription_enabled(src, "rv_sub", 0, &e) == 0 &&
+           exec_ok(dc, "INSERT INTO items (note) VALUES ('held')") == 0 &&
+           ct_pg_current_lsn(dst, &lsn, &e) == 0,
+       "reverse disabled, another write on the target %s", e.msg);
+    int64_t t0 = sl_now_ms();
+    w = ct_pg_wait_applied(dst, src, "rv_sub", lsn, 300, &e);
+    int64_t took = sl_now_ms() - t0;
+    ok(w == 1 && took >= 300 && took < 5000, "wait_applied times out: %d after %" PRId64 " ms %s",
+       w, took, e.msg);
+    ok(scalar(sc, "SELECT count(*) FROM items WHERE note = 'held'") == 0,
+       "the write did not reach the source");
+    ok(ct_pg_set_subscription_enabled(src, "rv_sub", 1, &e) == 0 &&
+           ct_pg_wait_applied(dst, src, "rv_sub", lsn, 20000, &e) == 0 &&
+           scalar(sc, "SELECT count(*) FROM items WHERE note = 'held'") == 1,
+       "enabled again, it drains: %s", e.msg);
+    sl_err we = {0};
+    ok(ct_pg_wait_applied(dst, src, "nope_sub", lsn, 100, &we) == -1 && we.code == SL_NOT_FOUND,
+       "waiting on a missing subscription is SL_NOT_FOUND: %s", we.msg);
+    ok(ct_pg_wait_applied(dst, NULL, "nope_sub", lsn, 100, &we) == -1 && we.code == SL_NOT_FOUND &&
+           strstr(we.msg, "replication slot nope_sub not found"),
+       "or, without the subscriber, a missing slot: %s", we.msg);
+
+    ok(ct_pg_drop_replication(dst, src, "rv_sub", "rv_pub", &e) == 0 &&
+           ct_pg_drop_replication(src, dst, "fw_sub", "fw_pub", &e) == 0,
+       "drop both directions: %s", e.msg);
+    PGconn *both[2] = {sc, dc};
+    int left = 0;
+    for (int i = 0; i < 2; i++)
+        left += scalar(both[i], "SELECT count(*) FROM pg_subscription") +
+                scalar(both[i], "SELECT count(*) FROM pg_replication_slots") +
+                scalar(both[i], "SELECT count(*) FROM pg_publication");
+    ok(left == 0, "no subscription, slot or publication left on either side (%d)", left);
 }
 
 int main(void)
@@ -294,6 +460,9 @@ int main(void)
     ok(ct_pg_drop_replication(src, dst, "sl_lost", "sl_pub", &de) == 0 &&
            scalar(dc, "SELECT count(*) FROM pg_subscription WHERE subname = 'sl_lost'") == 0,
        "it is dropped without its slot: %s", de.msg);
+
+    sequences(src, dst, sc, dc);
+    reverse_replication(src, dst, sc, dc, sdsn, ddsn);
 
     PQfinish(sc);
     PQfinish(dc);
