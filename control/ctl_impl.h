@@ -71,7 +71,10 @@ typedef struct mig {
                                   routing) do not count towards validation_green */
     int step_approved;         /* the last cutover step was approved; it runs when the
                                   window is open and the gates are green */
-    int64_t writes_moved_ms;   /* cleanup: writes sent to the target */
+    int64_t writes_moved_ms;   /* writes sent to the target (cutover or cleanup) */
+    int writes_cut;            /* the write cutover ran: reverse replication carries the
+                                  target's writes to the source */
+    double write_pause_s;      /* the write pause it measured, < 0 none */
     uint64_t flip_lsn;         /* the source's LSN seen after that; dropped once applied */
     uint64_t confirmed_lsn;    /* the subscriber's, as last read */
     int64_t submit_after_ms;   /* after a failed submit, none before this */
@@ -92,7 +95,7 @@ typedef struct mig {
     int last_val_kind, last_val_table, last_val_equal;
     int64_t last_val_ms;
     int64_t shadow_compared, shadow_mismatched;
-    int64_t shadow_last_ms; /* when results were last posted */
+    int64_t shadow_last_ms;  /* when results were last posted */
     json_t *shadow_examples; /* the last few posted */
     /* validation bookkeeping */
     vjob jobs[CTL_MAX_JOBS];
@@ -199,6 +202,16 @@ void mig_fix_text(mig *g);
 void ctl_logf(ctl *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *ctl_iso(int64_t ms, char *buf, size_t len);
 const char *ctl_dsn(ctl *c, const char *name);
+
+/* ---- ctl_cutover.c ---- */
+/* sluice_<id><suffix> as a slot, subscription and publication name. */
+void repl_name_sfx(const mig *g, const char *suffix, char *out, size_t len);
+/* The write cutover (cdc behind HAProxy), lock held; src and dst are the
+ * runner's connections. 0, or -1 with why (everything put back). */
+int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t len);
+/* After a write cutover: writes held, the reverse stream drained into the
+ * source, traffic back on the source. note says what did not drain. */
+int mig_write_rollback(ctl *c, mig *g, char *note, size_t len);
 
 /* ---- ctl_runner.c ---- */
 void runner_pass(ctl *c, mig *g);

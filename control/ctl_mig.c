@@ -116,7 +116,7 @@ mig *mig_new(ct_manifest *m, char *manifest_json)
     g->routing_version = 1;
     strcpy(g->reads, "source");
     strcpy(g->writes, "source");
-    g->detection_s = g->rollback_s = -1;
+    g->detection_s = g->rollback_s = g->write_pause_s = -1;
     g->last_val_table = -1;
     g->created_ms = g->updated_ms = g->phase_started_ms = sl_wall_ms();
     return g;
@@ -227,6 +227,8 @@ json_t *mig_state_json(const mig *g)
     SETR("rollback_s", g->rollback_s);
     SETI("aborts", g->aborts);
     SETI("step_approved", g->step_approved);
+    SETI("writes_cut", g->writes_cut);
+    SETR("write_pause_s", g->write_pause_s);
     SETI("writes_moved_ms", g->writes_moved_ms);
     SETI("evidence_since_ms", g->evidence_since_ms);
     SETI("aborted_ms", g->aborted_ms);
@@ -336,6 +338,10 @@ int mig_state_load(mig *g, json_t *s)
     g->rollback_s = json_real_value(json_object_get(s, "rollback_s"));
     g->aborts = (int)geti(s, "aborts");
     g->step_approved = (int)geti(s, "step_approved");
+    g->writes_cut = (int)geti(s, "writes_cut");
+    g->write_pause_s = json_is_real(json_object_get(s, "write_pause_s"))
+                           ? json_real_value(json_object_get(s, "write_pause_s"))
+                           : -1;
     g->writes_moved_ms = geti(s, "writes_moved_ms");
     g->evidence_since_ms = geti(s, "evidence_since_ms");
     g->aborted_ms = geti(s, "aborted_ms");
@@ -427,6 +433,8 @@ json_t *mig_status(ctl *c, const mig *g)
         json_string(g->strategy == CT_STRAT_AUTO ? "pending" : ct_strategy_name(g->strategy)));
     if (g->router_error[0])
         json_object_set_new(s, "router_error", json_string(g->router_error));
+    json_object_set_new(s, "write_pause_seconds", opt_real(g->write_pause_s));
+    json_object_set_new(s, "reverse_replication", json_boolean(g->writes_cut));
     if (g->dry_report)
         json_object_set(s, "dry_run_report", g->dry_report);
     return s;
@@ -510,7 +518,12 @@ void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t de
      * operator's) finds it so while the router is retried unlocked */
     g->state = MS_ABORTED;
     g->epoch++;
-    int64_t took = mig_route(c, g, "source", 0, "source");
+    char note[300] = "";
+    int64_t took;
+    if (g->writes_cut) /* writes are on the target: drain the reverse stream first */
+        took = mig_write_rollback(c, g, note, sizeof note) == 0 ? 0 : -1;
+    else
+        took = mig_route(c, g, "source", 0, "source");
     int tries = 0;
     /* the router must confirm: a failed try is retried for a few seconds */
     while (took < 0 && tries++ < 10) {
@@ -522,7 +535,7 @@ void mig_abort(ctl *c, mig *g, const char *actor, const char *reason, int64_t de
     }
     g->state = MS_ABORTED;
     g->waiting_for[0] = 0;
-    snprintf(g->abort_reason, sizeof g->abort_reason, "%s", reason);
+    snprintf(g->abort_reason, sizeof g->abort_reason, "%s%s", reason, note);
     mig_fix_text(g);
     g->detection_s = detected_from_ms > 0 ? (double)(decided - detected_from_ms) / 1000.0 : -1;
     g->rollback_s = took >= 0 ? (double)(sl_wall_ms() - decided) / 1000.0 : -1;

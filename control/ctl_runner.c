@@ -121,14 +121,7 @@ static int cdc(const mig *g)
 /* Slot, subscription and publication name: sluice_<id>, lower case, [a-z0-9_]. */
 static void repl_name(const mig *g, char *out, size_t len)
 {
-    size_t n = (size_t)snprintf(out, len, "sluice_%s", g->m->id);
-    for (size_t i = 0; i < n && i < len; i++) {
-        char ch = out[i];
-        if (ch >= 'A' && ch <= 'Z')
-            out[i] = (char)(ch - 'A' + 'a');
-        else if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_'))
-            out[i] = '_';
-    }
+    repl_name_sfx(g, "", out, len);
 }
 
 /* ---- connections ----------------------------------------------------------------- */
@@ -626,15 +619,18 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
 {
     if (!cdc(g) || !g->repl_created || g->repl_dropped)
         return;
+    /* after the write cutover the stream that matters is the reverse one:
+     * the target publishes, the source subscribes */
     char name[64];
-    repl_name(g, name, sizeof name);
+    repl_name_sfx(g, g->writes_cut ? "_rev" : "", name, sizeof name);
     sl_err e = {0};
     ct_repl_state rs;
     ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
     int rc = -1;
     if (t) {
         out(c);
-        rc = ct_pg_repl_state(s, t, name, &rs, &e);
+        rc = g->writes_cut ? ct_pg_repl_state(t, s, name, &rs, &e)
+                           : ct_pg_repl_state(s, t, name, &rs, &e);
         in(c);
     }
     if (rc != 0) {
@@ -646,8 +642,17 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
         return;
     }
     g->confirmed_lsn = rs.confirmed_lsn;
-    if (g->writes_moved_ms && !g->flip_lsn)
-        g->flip_lsn = rs.source_lsn; /* read after writes moved: all the source will send */
+    if (g->writes_moved_ms && !g->flip_lsn && !g->writes_cut) {
+        /* read after writes moved: all the source will send. The insert
+         * position, not pg_current_wal_lsn(), which under asynchronous
+         * commit may lie before a commit already acknowledged */
+        uint64_t lsn = 0;
+        out(c);
+        int lrc = ct_pg_current_lsn(s, &lsn, &e);
+        in(c);
+        if (lrc == 0)
+            g->flip_lsn = lsn;
+    }
     if (!g->copy_done && rs.tables > 0 && rs.tables_ready == rs.tables) {
         g->copy_done = 1;
         g->dirty = 1;
@@ -662,6 +667,11 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
     if (rs.exists && !rs.enabled)
         set_gate(g, "subscription_enabled", 0, "the subscription %s is disabled on the target",
                  name);
+    if (g->writes_cut) { /* the reverse stream copies nothing: no copy to report */
+        if (rs.exists && !rs.enabled)
+            set_gate(g, "reverse_replication", 0, "the reverse subscription %s is disabled", name);
+        return;
+    }
     set_gate(g, "initial_copy_done", g->copy_done, "%zu of %zu tables copied%s", rs.tables_ready,
              rs.tables,
              rs.exists ? (rs.enabled ? "" : "; the subscription is disabled")
@@ -808,9 +818,39 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         }
         set_gate(g, "in_window", in_win, "%s",
                  in_win ? "inside a change window" : "outside every change window: steps wait");
-        set_gate(g, "final_step_held", g->step_idx == last && held >= g->m->soak_s,
+        int final_held = g->step_idx == last && held >= g->m->soak_s;
+        set_gate(g, "final_step_held", final_held,
                  "step %d of %d (%d%% of reads on the target) held %lld s of %lld s",
                  g->step_idx + 1, last + 1, g->read_pct, (long long)held, (long long)g->m->soak_s);
+        /* writes move once every read is on the target and has held: for
+         * cdc behind HAProxy by the write cutover (held, drained, LSN,
+         * sequences, reverse replication); for dual_write after a clean
+         * audit; for cdc with the endpoint only, in cleanup */
+        if (final_held && green && in_win && g->state == MS_RUNNING && !moved(g) &&
+            strcmp(g->writes, "target") != 0) {
+            if (cdc(g) && g->m->router.haproxy && c->haproxy) {
+                sl_err e = {0};
+                ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
+                char why[700];
+                if (t && mig_write_cutover(c, g, s, t, why, sizeof why) != 0) {
+                    mig_abort(c, g, "sluice", why, 0);
+                    return;
+                }
+            } else if (g->strategy == CT_STRAT_DUAL_WRITE) {
+                r = gate_round(c, g, d, sizeof d);
+                if (r && !moved(g) && mig_route(c, g, "target", g->read_pct, "target") >= 0) {
+                    g->writes_moved_ms = sl_wall_ms();
+                    ctl_event(c, g, "sluice", "routing",
+                              json_pack("{s:s, s:i, s:s, s:s}", "reads", "target",
+                                        "read_percent_target", g->read_pct, "writes", "target",
+                                        "after", "a full audit exact"));
+                }
+            }
+        }
+        if ((cdc(g) && g->m->router.haproxy) || g->strategy == CT_STRAT_DUAL_WRITE)
+            set_gate(g, "writes_on_target", strcmp(g->writes, "target") == 0, "%s",
+                     strcmp(g->writes, "target") == 0 ? "writes go to the target"
+                                                      : "after the last step held");
         break;
     }
     case CT_PH_CLEANUP: {
@@ -837,7 +877,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                       json_pack("{s:s, s:i, s:s}", "reads", "target", "read_percent_target", 100,
                                 "writes", "target"));
         }
-        int drained = !cdc(g) || (g->flip_lsn && g->confirmed_lsn >= g->flip_lsn);
+        int drained = !cdc(g) || g->writes_cut || (g->flip_lsn && g->confirmed_lsn >= g->flip_lsn);
         set_gate(g, "writes_on_target", strcmp(g->writes, "target") == 0 && drained, "%s",
                  strcmp(g->writes, "target") != 0 ? "after the final audit"
                  : drained ? "writes go to the target; the subscriber applied all the source sent"
@@ -849,8 +889,12 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
             ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
             int rc = -1;
             if (t) {
+                char rev[64];
+                repl_name_sfx(g, "_rev", rev, sizeof rev);
                 out(c);
                 rc = ct_pg_drop_replication(s, t, name, name, &e);
+                if (rc == 0 && g->writes_cut) /* and the reverse stream */
+                    rc = ct_pg_drop_replication(t, s, rev, rev, &e);
                 in(c);
             }
             if (rc == 0) {

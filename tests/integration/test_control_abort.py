@@ -8,11 +8,13 @@ import sys
 import threading
 import time
 
-from control_env import Control, Haproxy, cluster_for
+import psycopg2
+
+from control_env import APPROVER, Control, Haproxy, cluster_for
 from harness import PgServer, Tap
 
 LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
-CASES = ["corrupt", "schema", "lag"]
+CASES = ["corrupt", "schema", "lag", "rollback"]
 
 t = Tap()
 src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
@@ -132,6 +134,55 @@ if mid:
     check_abort("lag", mid, time.time(), ["replication lag"])
     stop.set()
     th.join()
+
+# (d) an abort after the write cutover: writes go back to the source, which
+# already holds every write made on the target (the reverse stream)
+mid = migrate_to("rollback", "cutover")
+if mid:
+    code, _ = ctl.call("POST", f"/migrations/{mid}/approve", {}, token=APPROVER)
+    s = ctl.wait(mid, lambda s: s["traffic"]["writes"] == "target" or s["state"] == "aborted", 90)
+    t.ok(s is not None and s["traffic"]["writes"] == "target",
+         "rollback: the write cutover ran (writes on the target)", s and s.get("abort_reason"))
+    t.diag(f"rollback: write pause {s and s.get('write_pause_seconds')} s")
+    acked, stop = [], threading.Event()
+
+    def writer():
+        i = 500000
+        while not stop.is_set():
+            try:
+                c = psycopg2.connect(host="127.0.0.1", port=hp.write_port, user=src.USER,
+                                     password=src.PASSWORD, dbname="rollback", connect_timeout=3)
+                c.autocommit = True
+                c.cursor().execute("INSERT INTO orders VALUES (%s, 2, 'after cutover') "
+                                   "ON CONFLICT (id) DO NOTHING", (i,))
+                c.close()
+                acked.append(i)
+                i += 1
+            except psycopg2.Error:
+                pass  # retried with the same id
+            time.sleep(0.02)
+
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+    time.sleep(2)
+    on_target = len(acked)
+    code, s = ctl.call("POST", f"/migrations/{mid}/abort", {"reason": "rollback drill"})
+    t.ok(code == 200 and s["state"] == "aborted", "rollback: aborted by hand", s)
+    t.ok(s["rollback_seconds"] is not None and s["rollback_seconds"] < 5,
+         f"rollback: writes back on the source in {s['rollback_seconds']} s (under 5 s)")
+    t.ok(s["traffic"] == {"read_percent_target": 0, "writes": "source", "reads": "source"} and
+         hp.weight("writes", "old") == 1 and hp.weight("writes", "new") == 0 and
+         hp.weight("reads", "new") == 0, "rollback: HAProxy sends reads and writes to the source")
+    time.sleep(1.5)
+    stop.set()
+    th.join()
+    cur = src.connect("rollback").cursor()
+    cur.execute("SELECT id FROM orders WHERE id >= 500000")
+    have = {r[0] for r in cur.fetchall()}
+    lost = [i for i in acked if i not in have]
+    t.ok(on_target > 0 and len(acked) > on_target and not lost,
+         f"rollback: no acknowledged write lost ({on_target} made on the target, "
+         f"{len(acked) - on_target} after the rollback, all on the source)", lost[:10])
 
 t.ok("Sanitizer" not in ctl.log_text() and "runtime error" not in ctl.log_text(),
      "no sanitizer report from sluice control")

@@ -8,6 +8,8 @@ write is missing."""
 import sys
 import time
 
+import psycopg2
+
 from control_env import APPROVER, Control, Haproxy, cluster_for
 from harness import PgServer, Tap
 from loadgen import LoadGen
@@ -22,8 +24,10 @@ for s in (src, dst):
     cur.execute("CREATE TABLE customers(id int PRIMARY KEY, name text NOT NULL)")
     cur.execute("CREATE TABLE orders(id bigint PRIMARY KEY, customer int NOT NULL, "
                 "total numeric(12,2) NOT NULL, note text)")
+    cur.execute("CREATE TABLE tickets(id bigserial PRIMARY KEY, body text)")
 cur = src.connect("shop").cursor()
 cur.execute("INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 100) g")
+cur.execute("INSERT INTO tickets(body) SELECT 'ticket ' || g FROM generate_series(1, 50) g")
 cur.execute("INSERT INTO orders SELECT g, g % 100, (g * 7 % 1000)::numeric / 4, 'seed ' || g "
             "FROM generate_series(1, 3000) g")
 
@@ -34,7 +38,7 @@ ctl = Control(dbs, cluster=cl, haproxy=hp)
 MID = "orders-to-new"
 manifest = {
     "migration_id": MID,
-    "scope": {"source": "old", "target": "new", "tables": ["orders", "customers"]},
+    "scope": {"source": "old", "target": "new", "tables": ["orders", "customers", "tickets"]},
     "cutover": {"steps": [25, 100], "soak_seconds": 2},
     "metrics": {"audit_every": "20s", "sample_every": "1s"},
     "abort_thresholds": {"replication_lag_seconds": 30, "detection_latency_seconds": 60},
@@ -108,37 +112,67 @@ before = dict(load.reads)
 time.sleep(1.5)
 t.ok(load.reads["new"] > before["new"] and load.reads["old"] == before["old"],
      "reads through HAProxy now reach only the target", (before, load.reads))
-# cleanup: final audit, then writes to the target, replication drained
-# and dropped, all while the load generator goes on writing through HAProxy
-acked_before_cleanup = len(load.acked)
+# the write cutover: once every read is on the target and has held,
+# writes stop at HAProxy, the target applies the source's last LSN,
+# sequences are set past the source's, reverse replication starts and
+# writes go to the target
+cur = src.connect("shop").cursor()
+cur.execute("SELECT max(id) FROM tickets")
+max_before = cur.fetchone()[0]
+s = ctl.wait(MID, lambda s: s["traffic"]["writes"] == "target" or s["state"] == "aborted", 90)
+t.ok(s is not None and s["traffic"]["writes"] == "target" and s["reverse_replication"],
+     "write cutover: writes on the target, reverse replication started",
+     s and (s["traffic"], s.get("abort_reason"), s["gates"]))
+pause = s and s.get("write_pause_seconds")
+t.diag(f"write pause measured by sluice control: {pause} s")
+t.ok(pause is not None and pause < 2.0, f"the write pause was under 2 s ({pause} s)")
+t.ok((hp.weight("writes", "old"), hp.weight("writes", "new")) == (0, 1),
+     "HAProxy's write backend sends writes to the target")
+acked_at_cut = len(load.acked)
+time.sleep(2)
+t.ok(len(load.acked) > acked_at_cut, "writes go on through HAProxy after the cutover "
+     f"({len(load.acked) - acked_at_cut} acknowledged in 2 s)")
+w = psycopg2.connect(host="127.0.0.1", port=hp.write_port, user=src.USER, password=src.PASSWORD,
+                     dbname="shop")
+w.autocommit = True
+wc = w.cursor()
+wc.execute("INSERT INTO tickets(body) VALUES ('after cutover') RETURNING id")
+new_id = wc.fetchone()[0]
+w.close()
+t.ok(new_id > max_before, f"sequences synced: a new row on the target takes id {new_id}, past the "
+     f"source's {max_before}")
+load.stop()
+missing_src = None
+for _ in range(75):
+    missing_src = load.missing_in(src.connect("shop"))
+    if not missing_src:
+        break
+    time.sleep(0.2)
+t.ok(missing_src == [], "every acknowledged write reached the source through the reverse stream",
+     missing_src[:10] if missing_src else None)
+t.ok(load.missing_in(dst.connect("shop")) == [], "no acknowledged write is missing on the target")
+cur.execute("SELECT count(*) FROM tickets WHERE id = %s", (new_id,))
+t.ok(cur.fetchone()[0] == 1, "the row inserted on the target reached the source")
+for table in ("orders", "tickets"):
+    job = cl.submit("old", "new", "--table", table)
+    st = cl.wait_state(job)
+    t.ok(st and st["state"] == "done" and
+         st["changed"] + st["missing_in_target"] + st["extra_in_target"] == 0,
+         f"an audit after the cutover is exact both ways ({table}: new -> old through the "
+         "reverse stream)", st)
 r = step("cleanup", timeout=120)
 s = ctl.wait(MID, lambda s: s["state"] in ("completed", "aborted"), 180)
 t.ok(s is not None and s["state"] == "completed", "cleanup completes: final audit exact",
      s and (s["state"], s["gates"], s.get("abort_reason")))
-t.ok(s is not None and s["traffic"] == {"read_percent_target": 100, "writes": "target",
-                                        "reads": "target"},
-     "cleanup moved writes to the target after the final audit", s and s["traffic"])
-t.ok((hp.weight("writes", "old"), hp.weight("writes", "new")) == (0, 1),
-     "HAProxy's write backend now sends writes to the target")
-time.sleep(1.5)
-load.stop()
-t.ok(len(load.acked) > acked_before_cleanup, "the load kept writing through cleanup "
-     f"({len(load.acked) - acked_before_cleanup} acknowledged writes)")
-cur = dst.connect("shop").cursor()
-cur.execute("SELECT count(*) FROM pg_subscription")
-n_sub = cur.fetchone()[0]
-cur = src.connect("shop").cursor()
-cur.execute("SELECT (SELECT count(*) FROM pg_publication), (SELECT count(*) FROM pg_replication_slots)")
-t.ok((n_sub, *cur.fetchone()) == (0, 0, 0), "cleanup dropped the subscription, publication and slot")
+counts = []
+for srv in (src, dst):
+    c2 = srv.connect("shop").cursor()
+    c2.execute("SELECT (SELECT count(*) FROM pg_subscription), (SELECT count(*) FROM "
+               "pg_publication), (SELECT count(*) FROM pg_replication_slots)")
+    counts.append(c2.fetchone())
+t.ok(counts == [(0, 0, 0), (0, 0, 0)],
+     "cleanup dropped both streams: no subscription, publication or slot on either side", counts)
 t.ok(len(load.acked) > 50, f"the load generator had {len(load.acked)} writes acknowledged")
-t.ok(load.missing_in(dst.connect("shop")) == [],
-     "no acknowledged write is missing on the target, now authoritative")
-job = cl.submit("old", "new", "--table", "orders")
-st = cl.wait_state(job)
-t.ok(st and st["state"] == "done" and st["changed"] + st["missing_in_target"] == 0 and
-     st["extra_in_target"] <= len(load.acked),
-     "an independent audit afterwards: the target holds every source row unchanged, plus only "
-     f"writes made after the flip ({st and st['extra_in_target']})", st)
 art = ctl.call("GET", f"/migrations/{MID}/artifacts")[1]
 t.ok(art["sealed"] and len(art["validations"]) > 3 and art["manifest"]["migration_id"] == MID,
      "artifacts: sealed, with the manifest and every validation")

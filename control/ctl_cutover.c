@@ -1,0 +1,163 @@
+/* The write cutover of a cdc migration behind HAProxy, and its way back.
+ *
+ * Cutover: writes are stopped at HAProxy's write backend (the source
+ * server drains: no new connection goes anywhere, the open ones finish
+ * or are shut after DRAIN_MS), the target applies everything the source
+ * committed (LSN, not a sleep), sequences are set past the source's, the
+ * forward subscription stops and a reverse one (target → source, no
+ * copy) starts, then writes go to the target. The pause is measured.
+ *
+ * Why stopped and not held: holding new connections at the frontend
+ * (maxconn 0) and releasing them crashes HAProxy 2.6.12, Debian 12's, when
+ * a client waits (HAProxy issue #2726; control/README.md, "HAProxy"). So
+ * a client connecting during the pause is refused and retries, as every
+ * database client must on a dropped connection.
+ *
+ * Rollback after it: writes stopped again, the reverse stream drained
+ * into the source, reads and writes back on the source.
+ *
+ * Both run with ctl's lock held from start to end (bounded by the
+ * timeouts below): nothing else may steer the router in between. The
+ * rollback may run in an HTTP thread, so it opens connections of its
+ * own instead of the runner's. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ctl_impl.h"
+
+#define DRAIN_MS 2000   /* the source's write sessions finish, or are shut */
+#define APPLY_MS 5000   /* the subscriber catches up */
+#define SEQ_MARGIN 1000 /* sequences land this many increments past the source's */
+#define DB_TIMEOUT_MS 5000
+
+/* sluice_<id>[suffix]: lower case [a-z0-9_], at most 63 characters (a
+ * replication slot's name). */
+void repl_name_sfx(const mig *g, const char *suffix, char *out, size_t len)
+{
+    size_t room = len > 64 ? 63 : len - 1;
+    size_t keep = room - 7 - strlen(suffix); /* "sluice_" + id + suffix */
+    snprintf(out, len, "sluice_%.*s%s", (int)keep, g->m->id, suffix);
+    for (char *p = out; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+        else if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            *p = '_';
+    }
+}
+
+static ct_db *open_side(ctl *c, const char *name, sl_err *err)
+{
+    const char *dsn = ctl_dsn(c, name);
+    if (!dsn) {
+        sl_err_setc(err, SL_INVALID, "no DSN for database \"%s\" in --db-file", name);
+        return NULL;
+    }
+    return ct_db_open(dsn, DB_TIMEOUT_MS, err);
+}
+
+int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t len)
+{
+    const ct_router_cfg *r = &g->m->router;
+    char fwd[64], rev[64];
+    repl_name_sfx(g, "", fwd, sizeof fwd);
+    repl_name_sfx(g, "_rev", rev, sizeof rev);
+    sl_err e = {0};
+    long left = 0;
+    uint64_t lsn = 0;
+    size_t nseq = 0;
+    int fwd_off = 0, rev_on = 0;
+    const char *step = "stopping new writes";
+    int64_t t0 = sl_now_ms();
+    if (ct_haproxy_set_state(c->haproxy, r->write_backend, r->source_server, "drain", &e) != 0)
+        goto fail;
+    step = "draining the source's write sessions";
+    int d = ct_haproxy_wait_drained(c->haproxy, r->write_backend, r->source_server, DRAIN_MS, &left,
+                                    &e);
+    if (d < 0)
+        goto fail;
+    /* sessions still open after the drain time are cut: their clients
+     * retry into the held frontend */
+    if (d == 1 &&
+        ct_haproxy_shutdown_sessions(c->haproxy, r->write_backend, r->source_server, &e) != 0)
+        goto fail;
+    step = "waiting for the target to apply the source's last writes";
+    if (ct_pg_current_lsn(src, &lsn, &e) != 0)
+        goto fail;
+    int w = ct_pg_wait_applied(src, dst, fwd, lsn, APPLY_MS, &e);
+    if (w != 0) {
+        if (w > 0)
+            sl_err_setc(&e, SL_BUSY, "not applied within %d ms", APPLY_MS);
+        goto fail;
+    }
+    step = "syncing sequences";
+    if (ct_pg_sync_sequences(src, dst, SEQ_MARGIN, &nseq, &e) != 0)
+        goto fail;
+    /* PostgreSQL 15 has no origin filter: forward off before reverse on,
+     * or every change would loop */
+    step = "stopping the forward subscription";
+    if (ct_pg_set_subscription_enabled(dst, fwd, 0, &e) != 0)
+        goto fail;
+    fwd_off = 1;
+    step = "starting reverse replication";
+    const char *tables[256];
+    for (size_t i = 0; i < g->m->ntables && i < 256; i++)
+        tables[i] = g->m->tables[i].name;
+    if (ct_pg_create_publication(dst, rev, tables, g->m->ntables, &e) != 0 ||
+        ct_pg_create_subscription_ex(src, rev, ctl_dsn(c, g->m->target), rev, 0, &e) != 0)
+        goto fail;
+    rev_on = 1;
+    step = "sending writes to the target";
+    if (mig_route(c, g, "target", g->read_pct, "target") < 0) {
+        sl_err_setc(&e, SL_INTERNAL, "%s", g->router_error);
+        goto fail;
+    }
+    g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
+    g->writes_cut = 1;
+    g->writes_moved_ms = sl_wall_ms();
+    g->dirty = 1;
+    ctl_event(c, g, "sluice", "write_cutover",
+              json_pack("{s:f, s:I, s:I, s:s, s:i}", "write_pause_seconds", g->write_pause_s,
+                        "lsn_applied", (json_int_t)lsn, "sequences_synced", (json_int_t)nseq,
+                        "reverse_replication", rev, "sessions_cut", (int)left));
+    return 0;
+fail:
+    snprintf(why, len, "write cutover failed while %s: %s", step, e.msg);
+    /* back to where it was: forward replication, writes on the source */
+    sl_err u = {0};
+    if (rev_on)
+        ct_pg_drop_replication(dst, src, rev, rev, &u);
+    if (fwd_off)
+        ct_pg_set_subscription_enabled(dst, fwd, 1, &u);
+    /* writes back on the source (its drain state lifted) */
+    mig_route(c, g, "target", g->read_pct, "source");
+    g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
+    return -1;
+}
+
+int mig_write_rollback(ctl *c, mig *g, char *note, size_t len)
+{
+    const ct_router_cfg *r = &g->m->router;
+    char rev[64];
+    repl_name_sfx(g, "_rev", rev, sizeof rev);
+    sl_err e = {0};
+    uint64_t lsn = 0;
+    note[0] = 0;
+    /* stop writes on the target first: what it took is drained below */
+    if (c->haproxy && r->write_backend)
+        ct_haproxy_set_state(c->haproxy, r->write_backend, r->target_server, "drain", &e);
+    ct_db *tgt = open_side(c, g->m->target, &e), *src = tgt ? open_side(c, g->m->source, &e) : NULL;
+    /* the source gets every write made on the target before it takes
+     * writes again: the reverse stream is drained, by LSN */
+    int w = -1;
+    if (src && ct_pg_current_lsn(tgt, &lsn, &e) == 0)
+        w = ct_pg_wait_applied(tgt, src, rev, lsn, APPLY_MS, &e);
+    if (w != 0)
+        snprintf(note, len,
+                 "; the reverse stream was not drained (%s): writes made on the target "
+                 "may be missing on the source",
+                 w > 0 ? "timed out" : e.msg);
+    ct_db_free(src);
+    ct_db_free(tgt);
+    int64_t took = mig_route(c, g, "source", 0, "source");
+    return took < 0 ? -1 : 0;
+}
