@@ -45,6 +45,20 @@ void repl_name_sfx(const mig *g, const char *suffix, char *out, size_t len)
     }
 }
 
+size_t pub_tables(const mig *g, const char **out, char *hb, size_t hblen)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->m->ntables && i < 256; i++)
+        out[n++] = g->m->tables[i].name;
+    if (g->hb) { /* the heartbeat travels with the data */
+        char t[64];
+        repl_name_sfx(g, "_hb", t, sizeof t);
+        snprintf(hb, hblen, "public.%s", t);
+        out[n++] = hb;
+    }
+    return n;
+}
+
 static ct_db *open_side(ctl *c, const char *name, sl_err *err)
 {
     const char *dsn = ctl_dsn(c, name);
@@ -99,10 +113,10 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
         goto fail;
     fwd_off = 1;
     step = "starting reverse replication";
-    const char *tables[256];
-    for (size_t i = 0; i < g->m->ntables && i < 256; i++)
-        tables[i] = g->m->tables[i].name;
-    if (ct_pg_create_publication(dst, rev, tables, g->m->ntables, &e) != 0 ||
+    const char *tables[257];
+    char hb[80];
+    size_t nt = pub_tables(g, tables, hb, sizeof hb);
+    if (ct_pg_create_publication(dst, rev, tables, nt, &e) != 0 ||
         ct_pg_create_subscription_ex(src, rev, ctl_dsn(c, g->m->target), rev, 0, &e) != 0)
         goto fail;
     rev_on = 1;

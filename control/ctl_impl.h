@@ -72,6 +72,7 @@ typedef struct mig {
     int step_approved;         /* the last cutover step was approved; it runs when the
                                   window is open and the gates are green */
     int64_t writes_moved_ms;   /* writes sent to the target (cutover or cleanup) */
+    int hb;                    /* lag from a heartbeat table (ct_pg_heartbeat_*); 0: LSNs */
     int writes_cut;            /* the write cutover ran: reverse replication carries the
                                   target's writes to the source */
     double write_pause_s;      /* the write pause it measured, < 0 none */
@@ -206,6 +207,9 @@ const char *ctl_dsn(ctl *c, const char *name);
 /* ---- ctl_cutover.c ---- */
 /* sluice_<id><suffix> as a slot, subscription and publication name. */
 void repl_name_sfx(const mig *g, const char *suffix, char *out, size_t len);
+/* The tables a publication of g carries: the manifest's, and the
+ * heartbeat's (public.<hb>, written into hb) when g has one. */
+size_t pub_tables(const mig *g, const char **out, char *hb, size_t hblen);
 /* The write cutover (cdc behind HAProxy), lock held; src and dst are the
  * runner's connections. 0, or -1 with why (everything put back). */
 int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t len);

@@ -495,14 +495,27 @@ static void enter_phase(ctl *c, mig *g)
     switch (p) {
     case CT_PH_BACKFILL:
         if (cdc(g) && !g->repl_created) {
-            const char *tables[256];
-            for (size_t i = 0; i < g->m->ntables && i < 256; i++)
-                tables[i] = g->m->tables[i].name;
             ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
             int rc = -1;
             if (t) {
+                /* the heartbeat table on both sides, in the publication; if
+                 * it cannot be made, lag is read from LSNs (coarser) */
+                char hbt[64];
+                repl_name_sfx(g, "_hb", hbt, sizeof hbt);
+                sl_err he = {0};
                 out(c);
-                rc = ct_pg_create_publication(s, name, tables, g->m->ntables, &e) != 0 ||
+                int hok = ct_pg_heartbeat_setup(s, hbt, 1, &he) == 0 &&
+                          ct_pg_heartbeat_setup(t, hbt, 0, &he) == 0;
+                in(c);
+                g->hb = hok;
+                if (!hok)
+                    ctl_logf(c, "%s: no heartbeat table (%s): lag is read from LSNs", g->m->id,
+                             he.msg);
+                const char *tables[257];
+                char hb[80];
+                size_t nt = pub_tables(g, tables, hb, sizeof hb);
+                out(c);
+                rc = ct_pg_create_publication(s, name, tables, nt, &e) != 0 ||
                              ct_pg_create_subscription(t, name, ctl_dsn(c, g->m->source), name,
                                                        &e) != 0
                          ? -1
@@ -661,9 +674,30 @@ static void measure_repl(ctl *c, mig *g, int64_t now)
     }
     ct_lag_record(&g->lagc, now, rs.source_lsn);
     g->lag_s = ct_lag_seconds(&g->lagc, now, rs.confirmed_lsn);
-    if (!rs.exists)
-        g->lag_s = INFINITY;
     g->lag_known = 1;
+    if (g->hb) {
+        /* the heartbeat: written on the publisher, read on the subscriber */
+        char hbt[64];
+        repl_name_sfx(g, "_hb", hbt, sizeof hbt);
+        ct_db *pub = g->writes_cut ? t : s, *sub = g->writes_cut ? s : t;
+        int64_t at = 0;
+        out(c);
+        int hrc = ct_pg_heartbeat_beat(pub, hbt, now, &e) == 0 &&
+                          ct_pg_heartbeat_read(sub, hbt, &at, &e) == 0
+                      ? 0
+                      : -1;
+        in(c);
+        if (hrc != 0 || at <= 0) {
+            g->lag_known = 0; /* no beat applied yet, or none readable */
+            if (hrc != 0)
+                drop_conns(g);
+        } else
+            g->lag_s = at < now ? (double)(now - at) / 1000.0 : 0;
+    }
+    if (!rs.exists) {
+        g->lag_s = INFINITY;
+        g->lag_known = 1;
+    }
     if (rs.exists && !rs.enabled)
         set_gate(g, "subscription_enabled", 0, "the subscription %s is disabled on the target",
                  name);
@@ -895,6 +929,15 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                 rc = ct_pg_drop_replication(s, t, name, name, &e);
                 if (rc == 0 && g->writes_cut) /* and the reverse stream */
                     rc = ct_pg_drop_replication(t, s, rev, rev, &e);
+                in(c);
+            }
+            if (rc == 0 && g->hb) {
+                char hbt[64];
+                repl_name_sfx(g, "_hb", hbt, sizeof hbt);
+                sl_err he = {0};
+                out(c);
+                ct_pg_heartbeat_drop(s, hbt, &he);
+                ct_pg_heartbeat_drop(t, hbt, &he);
                 in(c);
             }
             if (rc == 0) {

@@ -1383,3 +1383,83 @@ double ct_lag_seconds(const ct_lag_clock *c, int64_t now_ms, uint64_t confirmed_
     double s = (double)(now_ms - at) / 1000.0;
     return s > 0 ? s : 0;
 }
+
+/* ---- heartbeat ----------------------------------------------------------------- */
+
+/* public.<table> quoted, malloc'd; NULL with err. */
+static char *hb_table(ct_db *d, const char *table, sl_err *err)
+{
+    if (!d->pg)
+        return sl_err_setc(err, SL_INVALID, "a heartbeat needs PostgreSQL"), NULL;
+    char *id = pg_ident(d, table, err);
+    if (!id)
+        return NULL;
+    size_t n = strlen(id) + 8;
+    char *q = malloc(n);
+    if (q)
+        snprintf(q, n, "public.%s", id);
+    else
+        sl_err_setc(err, SL_INTERNAL, "out of memory");
+    PQfreemem(id);
+    return q;
+}
+
+static int hb_exec(ct_db *d, const char *table, const char *fmt, int np, const char *const *params,
+                   ExecStatusType want, const char *what, PGresult **out, sl_err *err)
+{
+    char *t = hb_table(d, table, err);
+    if (!t)
+        return -1;
+    char sql[600];
+    snprintf(sql, sizeof sql, fmt, t, t);
+    free(t);
+    PGresult *r = pg_run(d, sql, np, params, want, what, err);
+    if (!r)
+        return -1;
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return 0;
+}
+
+int ct_pg_heartbeat_setup(ct_db *d, const char *table, int publisher, sl_err *err)
+{
+    if (hb_exec(d, table,
+                "CREATE TABLE IF NOT EXISTS %s (id int PRIMARY KEY, at_ms bigint NOT NULL)%.0s", 0,
+                NULL, PGRES_COMMAND_OK, "creating the heartbeat table", NULL, err) != 0)
+        return -1;
+    /* the publisher has the row; the subscriber's table starts empty, as
+     * the initial copy brings the row (a row there would stop the copy) */
+    return publisher
+               ? hb_exec(d, table, "INSERT INTO %s VALUES (1, 0) ON CONFLICT (id) DO NOTHING%.0s",
+                         0, NULL, PGRES_COMMAND_OK, "creating the heartbeat row", NULL, err)
+               : hb_exec(d, table, "DELETE FROM %s%.0s", 0, NULL, PGRES_COMMAND_OK,
+                         "emptying the heartbeat table", NULL, err);
+}
+
+int ct_pg_heartbeat_beat(ct_db *d, const char *table, int64_t now_ms, sl_err *err)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)now_ms);
+    const char *p[] = {v};
+    return hb_exec(d, table, "UPDATE %s SET at_ms = $1 WHERE id = 1%.0s", 1, p, PGRES_COMMAND_OK,
+                   "writing the heartbeat", NULL, err);
+}
+
+int ct_pg_heartbeat_read(ct_db *d, const char *table, int64_t *at_ms, sl_err *err)
+{
+    PGresult *r = NULL;
+    if (hb_exec(d, table, "SELECT at_ms FROM %s WHERE id = 1%.0s", 0, NULL, PGRES_TUPLES_OK,
+                "reading the heartbeat", &r, err) != 0)
+        return -1;
+    *at_ms = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+    return 0;
+}
+
+int ct_pg_heartbeat_drop(ct_db *d, const char *table, sl_err *err)
+{
+    return hb_exec(d, table, "DROP TABLE IF EXISTS %s%.0s", 0, NULL, PGRES_COMMAND_OK,
+                   "dropping the heartbeat table", NULL, err);
+}

@@ -145,4 +145,18 @@ typedef struct ct_lag_clock {
 void ct_lag_record(ct_lag_clock *c, int64_t wall_ms, uint64_t source_lsn);
 double ct_lag_seconds(const ct_lag_clock *c, int64_t now_ms, uint64_t confirmed_lsn);
 
+/* ---- heartbeat (replication lag in seconds, as pt-heartbeat measures it) ----
+ * A one-row table public.<table> (id, at_ms) on both sides, in the
+ * publication: the control plane writes its clock into the publisher's
+ * row every pass and reads the subscriber's; the lag is now minus what the
+ * subscriber has applied. Right when idle (an LSN-based figure waits for
+ * the subscriber's next status report, up to wal_sender_timeout / 2) and
+ * when apply is stuck behind a lock. Both times are the control plane's
+ * own clock: no skew between servers. */
+/* publisher: with its row; else an empty table for the copy to fill */
+int ct_pg_heartbeat_setup(ct_db *d, const char *table, int publisher, sl_err *err);
+int ct_pg_heartbeat_beat(ct_db *d, const char *table, int64_t now_ms, sl_err *err);
+int ct_pg_heartbeat_read(ct_db *d, const char *table, int64_t *at_ms, sl_err *err);
+int ct_pg_heartbeat_drop(ct_db *d, const char *table, sl_err *err);
+
 #endif
