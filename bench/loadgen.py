@@ -25,6 +25,7 @@ Passwords are never printed: connection strings are shown redacted.
 import argparse
 import bisect
 import collections
+import datetime
 import json
 import os
 import random
@@ -199,6 +200,9 @@ class Client(threading.Thread):
         r = self.rng.random()
         self.seq += 1
         val = f"{self.n}:{self.seq}:{self.rng.getrandbits(32):08x}"
+        # the time is the client's, not each server's now(): dual writes and
+        # retries write the very same row
+        self.at = datetime.datetime.now(datetime.timezone.utc)
         if r < 0.7 or not self.live:
             i = self.gen.id_of(self.n, self.seq)
             return "insert", i, val
@@ -213,9 +217,9 @@ class Client(threading.Thread):
     def statement(self, op, i, val):
         g = self.gen
         if op == "insert":
-            return g.q_insert, (i, self.n, self.seq, val)
+            return g.q_insert, (i, self.n, self.seq, val, self.at)
         if op == "update":
-            return g.q_update, (self.seq, val, i)
+            return g.q_update, (self.seq, val, self.at, i)
         return g.q_delete, (i,)
 
     def attempt(self, op, i, val):
@@ -294,11 +298,11 @@ class LoadGen:
         self.tag = None
         t = table_ident(args.table)
         self.q_insert = sql.SQL(
-            "INSERT INTO {} (id, client, seq, val, updated_at) VALUES (%s, %s, %s, %s, now()) "
+            "INSERT INTO {} (id, client, seq, val, updated_at) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET client = excluded.client, seq = excluded.seq, "
             "val = excluded.val, updated_at = excluded.updated_at").format(t)
         self.q_update = sql.SQL(
-            "UPDATE {} SET seq = %s, val = %s, updated_at = now() WHERE id = %s").format(t)
+            "UPDATE {} SET seq = %s, val = %s, updated_at = %s WHERE id = %s").format(t)
         self.q_delete = sql.SQL("DELETE FROM {} WHERE id = %s").format(t)
         self.q_read = sql.SQL("SELECT val FROM {} WHERE id = %s").format(t)
 
@@ -462,8 +466,10 @@ class LoadGen:
         self.t0 = time.monotonic()
         self.clients = [Client(self, n) for n in range(a.clients)]
         threads = list(self.clients)
+        reader = None
         if a.read_dsn or a.control:
-            threads.append(threading.Thread(target=self.reader, daemon=True, name="reader"))
+            reader = threading.Thread(target=self.reader, daemon=True, name="reader")
+            threads.append(reader)
         if a.control:
             threads.append(threading.Thread(target=self.router, daemon=True, name="router"))
         if not a.quiet:
@@ -483,6 +489,8 @@ class LoadGen:
         self.stop_retry.set()
         for c in self.clients:
             c.join(2.0)
+        if reader:  # its last shadow counts posted before the summary is made
+            reader.join(15.0)
         with self.lock:
             self.closed = True
             self.unknown = {c.pending[0]: c.pending[1] for c in self.clients if c.pending}
