@@ -103,6 +103,12 @@ class PgServer:
         if r.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed: {r.stderr or r.stdout}")
 
+    def restart(self):
+        """pg_ctl restart (fast shutdown: every committed write is kept;
+        open connections are cut) with the options it was started with."""
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
+                   os.path.join(self.dir, "log"), "-m", "fast", "-w", "-t", "60", "restart"])
+
     def stop(self):
         if getattr(self, "started", False):
             subprocess.run(self.runas + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data,
