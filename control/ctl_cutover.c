@@ -79,7 +79,7 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     long left = 0;
     uint64_t lsn = 0;
     size_t nseq = 0;
-    int fwd_off = 0, rev_on = 0;
+    int fwd_off = 0;
     const char *step = "stopping new writes";
     int64_t t0 = sl_now_ms();
     if (ct_haproxy_set_state(c->haproxy, r->write_backend, r->source_server, "drain", &e) != 0)
@@ -90,7 +90,7 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     if (d < 0)
         goto fail;
     /* sessions still open after the drain time are cut: their clients
-     * retry into the held frontend */
+     * retry, refused until writes reach the target */
     if (d == 1 &&
         ct_haproxy_shutdown_sessions(c->haproxy, r->write_backend, r->source_server, &e) != 0)
         goto fail;
@@ -119,7 +119,6 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     if (ct_pg_create_publication(dst, rev, tables, nt, &e) != 0 ||
         ct_pg_create_subscription_ex(src, rev, ctl_dsn(c, g->m->target), rev, 0, &e) != 0)
         goto fail;
-    rev_on = 1;
     step = "sending writes to the target";
     if (mig_route(c, g, "target", g->read_pct, "target") < 0) {
         sl_err_setc(&e, SL_INTERNAL, "%s", g->router_error);
@@ -138,10 +137,10 @@ fail:
     snprintf(why, len, "write cutover failed while %s: %s", step, e.msg);
     /* back to where it was: forward replication, writes on the source */
     sl_err u = {0};
-    if (rev_on)
+    if (fwd_off) { /* whatever of the reverse stream exists goes; forward on again */
         ct_pg_drop_replication(dst, src, rev, rev, &u);
-    if (fwd_off)
         ct_pg_set_subscription_enabled(dst, fwd, 1, &u);
+    }
     /* writes back on the source (its drain state lifted) */
     mig_route(c, g, "target", g->read_pct, "source");
     g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
@@ -156,9 +155,15 @@ int mig_write_rollback(ctl *c, mig *g, char *note, size_t len)
     sl_err e = {0};
     uint64_t lsn = 0;
     note[0] = 0;
-    /* stop writes on the target first: what it took is drained below */
-    if (c->haproxy && r->write_backend)
-        ct_haproxy_set_state(c->haproxy, r->write_backend, r->target_server, "drain", &e);
+    /* stop writes on the target first, let its open sessions finish (or
+     * shut them): what it took is drained into the source below */
+    if (c->haproxy && r->write_backend &&
+        ct_haproxy_set_state(c->haproxy, r->write_backend, r->target_server, "drain", &e) == 0) {
+        long left = 0;
+        if (ct_haproxy_wait_drained(c->haproxy, r->write_backend, r->target_server, DRAIN_MS, &left,
+                                    &e) == 1)
+            ct_haproxy_shutdown_sessions(c->haproxy, r->write_backend, r->target_server, &e);
+    }
     ct_db *tgt = open_side(c, g->m->target, &e), *src = tgt ? open_side(c, g->m->source, &e) : NULL;
     /* the source gets every write made on the target before it takes
      * writes again: the reverse stream is drained, by LSN */
