@@ -41,10 +41,11 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
-                {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
-                {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report},
-                {"cancel", cmd_cancel},   {"schedule", cmd_schedule},       {"control", cmd_control}};
+    } cmds[] = {
+        {"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
+        {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
+        {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report},
+        {"cancel", cmd_cancel},   {"schedule", cmd_schedule},       {"control", cmd_control}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -19,9 +19,9 @@ typedef struct pg_conn {
     conn base;
     PGconn *pg;
     sl_buf scratch;
-    sl_buf *colbuf;     /* per column: bytes a binary value decodes to */
-    size_t ncolbuf;     /* grown to a range's columns, kept for the next */
-    int text_only;      /* sluice.read=text: ranges as text, through a cursor */
+    sl_buf *colbuf; /* per column: bytes a binary value decodes to */
+    size_t ncolbuf; /* grown to a range's columns, kept for the next */
+    int text_only;  /* sluice.read=text: ranges as text, through a cursor */
     int read_timeout_ms;
     /* Set when the server stayed silent past read_timeout_ms: the session
      * is abandoned mid-query, so nothing more is sent or awaited on it. */

@@ -142,8 +142,7 @@ static void test_lag_clock(void)
        ct_lag_seconds(&w, 100000, 990));
     ok(w.lsn[0] == 10 && w.at_ms[0] == 0, "the oldest sample is kept as the anchor");
     double l370 = ct_lag_seconds(&w, 100000, 370); /* truly 64 s behind (i=36) */
-    ok(l370 >= 64.0 && l370 <= 80.0, "an old lag is read coarsely, never as less (64 s: %g)",
-       l370);
+    ok(l370 >= 64.0 && l370 <= 80.0, "an old lag is read coarsely, never as less (64 s: %g)", l370);
     ok(ct_lag_seconds(&w, 100000, 5) == 100.0,
        "behind every sample: the oldest's age, which keeps growing (%g)",
        ct_lag_seconds(&w, 100000, 5));
