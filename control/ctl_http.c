@@ -146,13 +146,9 @@ static void classify_now(ctl *c, mig *g)
     sl_err e = {0};
     ct_side_facts fs, ft;
     ct_db *s = ct_db_open(sd, 3000, &e), *t = s ? ct_db_open(td, 3000, &e) : NULL;
-    if (t && ct_db_facts(s, &fs, &e) == 0 && ct_db_facts(t, &ft, &e) == 0) {
-        ct_strategy def;
-        g->cls = ct_classify(&fs, &ft, &def, g->cls_reason, sizeof g->cls_reason);
-        g->classified = 1;
-        if (g->strategy == CT_STRAT_AUTO)
-            g->strategy = def;
-    } else
+    if (t && ct_db_facts(s, &fs, &e) == 0 && ct_db_facts(t, &ft, &e) == 0)
+        mig_classify(g, &fs, &ft);
+    else
         snprintf(g->cls_reason, sizeof g->cls_reason, "not classified yet: %s", e.msg);
     ct_db_free(s);
     ct_db_free(t);

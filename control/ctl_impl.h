@@ -185,6 +185,7 @@ mig *mig_new(ct_manifest *m, char *manifest_json);
 void mig_free(mig *g);
 mig *ctl_find(ctl *c, const char *id);
 ct_phase mig_phase(const mig *g);
+void mig_classify(mig *g, const ct_side_facts *src, const ct_side_facts *dst);
 const char *mig_state_name(int s);
 json_t *mig_state_json(const mig *g);      /* what the store keeps */
 int mig_state_load(mig *g, json_t *state); /* and back */

@@ -155,6 +155,18 @@ const char *mig_state_name(int s)
     return s >= 0 && s <= MS_COMPLETED ? names[s] : "unknown";
 }
 
+/* Classification from both sides' facts: the class, its reason, and the
+ * strategy when the manifest left it to sluice. */
+void mig_classify(mig *g, const ct_side_facts *src, const ct_side_facts *dst)
+{
+    ct_strategy def;
+    g->cls = ct_classify(src, dst, &def, g->cls_reason, sizeof g->cls_reason);
+    g->classified = 1;
+    if (g->strategy == CT_STRAT_AUTO)
+        g->strategy = def;
+    g->dirty = 1;
+}
+
 /* ---- kept in the control database -------------------------------------------- */
 
 static json_t *i64_array(const int64_t *v, size_t n)

@@ -118,12 +118,6 @@ static int cdc(const mig *g)
     return g->strategy == CT_STRAT_CDC;
 }
 
-/* Slot, subscription and publication name: sluice_<id>, lower case, [a-z0-9_]. */
-static void repl_name(const mig *g, char *out, size_t len)
-{
-    repl_name_sfx(g, "", out, len);
-}
-
 /* ---- connections ----------------------------------------------------------------- */
 
 static ct_db *side(ctl *c, mig *g, int target, sl_err *err)
@@ -175,12 +169,7 @@ static void classify(ctl *c, mig *g)
         snprintf(g->cls_reason, sizeof g->cls_reason, "not classified yet: %s", e.msg);
         return;
     }
-    ct_strategy def;
-    g->cls = ct_classify(&fs, &ft, &def, g->cls_reason, sizeof g->cls_reason);
-    g->classified = 1;
-    if (g->strategy == CT_STRAT_AUTO)
-        g->strategy = def;
-    g->dirty = 1;
+    mig_classify(g, &fs, &ft);
     ctl_event(c, g, "sluice", "classified",
               json_pack("{s:s, s:s, s:s}", "classification", ct_class_name(g->cls), "reason",
                         g->cls_reason, "strategy", ct_strategy_name(g->strategy)));
@@ -490,7 +479,7 @@ static void enter_phase(ctl *c, mig *g)
 {
     ct_phase p = mig_phase(g);
     char name[64];
-    repl_name(g, name, sizeof name);
+    repl_name_sfx(g, "", name, sizeof name);
     sl_err e = {0};
     switch (p) {
     case CT_PH_BACKFILL:
@@ -918,7 +907,7 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                            : "waiting for the subscriber to apply the source's last writes");
         if (r && drained && cdc(g) && !g->repl_dropped && !moved(g)) {
             char name[64];
-            repl_name(g, name, sizeof name);
+            repl_name_sfx(g, "", name, sizeof name);
             sl_err e = {0};
             ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
             int rc = -1;
