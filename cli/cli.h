@@ -131,5 +131,6 @@ int cmd_report(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
+int cmd_drift(int argc, char **argv);
 
 #endif

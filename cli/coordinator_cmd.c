@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../base/dsn.h"
+#include "../coordinator/metrics.h"
 #include "../coordinator/server.h"
 #include "../proto/curve.h"
 #include "cli.h"
@@ -247,6 +248,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                                          {"curve-secret", required_argument, 0, 'K'},
                                          {"curve-clients", required_argument, 0, 'A'},
                                          {"insecure", no_argument, 0, 'I'},
+                                         {"metrics", required_argument, 0, 'M'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     co_server_config cfg = {.workers_endpoint = CLI_DEFAULT_WORKERS_EP,
@@ -255,7 +257,7 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                             .state = "sqlite:sluice-state.db",
                             .heartbeat_timeout_ms = 5000,
                             .verbose = 1};
-    const char *schedule_file = NULL, *curve_secret = NULL, *curve_clients = NULL;
+    const char *schedule_file = NULL, *curve_secret = NULL, *curve_clients = NULL, *metrics = NULL;
     int ch, st, insecure = 0;
     optind = 1;
     opterr = 0;
@@ -295,6 +297,9 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
         case 'I':
             insecure = 1;
             break;
+        case 'M':
+            metrics = optarg;
+            break;
         case 't':
             if ((st = cli_parse_seconds(optarg, "--heartbeat-timeout",
                                         &cfg.heartbeat_timeout_ms)) >= 0)
@@ -325,6 +330,8 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
                 "  --request-timeout SECONDS: a worker that leaves a request unanswered this\n"
                 "      long is dropped and its work re-issued (default 300)\n"
                 "  --max-jobs N: jobs run at once, by priority then fairly (default 16)\n"
+                "  --metrics HOST:PORT: serve the drift history as Prometheus metrics\n"
+                "      at http://HOST:PORT/metrics (default: not served)\n"
                 "  --schedule FILE: JSON {\"audits\": [{\"name\", \"every\": \"1h\", \"source\", "
                 "\"target\", \"table\", ...}]}\n"
                 "defaults: %s, %s, %s, sqlite:sluice-state.db, 5 s\n",
@@ -391,7 +398,35 @@ static int coordinator_main(int argc, char **argv, char **state_copy)
         fprintf(stderr, "sluice coordinator: workers %s, clients %s, events %s, state %s\n",
                 cfg.workers_endpoint, cfg.clients_endpoint, cfg.events_endpoint, state);
     }
+    co_metrics *mx = NULL;
+    if (metrics) { /* after the server: the store exists, at the latest schema */
+        char host[64];
+        const char *colon = strrchr(metrics, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == metrics || (size_t)(colon - metrics) >= sizeof host || port < 0 ||
+            port > 65535 || !end || *end || end == colon + 1) {
+            co_server_free(s);
+            schedule_free(&sched);
+            free(allowed);
+            free(allowed_v);
+            return cli_fail("--metrics wants HOST:PORT, e.g. 127.0.0.1:9108, not \"%s\"", metrics);
+        }
+        memcpy(host, metrics, (size_t)(colon - metrics));
+        host[colon - metrics] = 0;
+        if (!(mx = co_metrics_start(cfg.state, host, (int)port, &err))) {
+            co_server_free(s);
+            schedule_free(&sched);
+            free(allowed);
+            free(allowed_v);
+            return cli_fail("%s", err.msg);
+        }
+        if (cfg.verbose)
+            fprintf(stderr, "sluice coordinator: metrics on http://%s:%d/metrics\n", host,
+                    co_metrics_port(mx));
+    }
     int r = co_server_run(s, cli_stop_flag(), &err);
+    co_metrics_stop(mx);
     co_server_free(s);
     schedule_free(&sched);
     free(allowed);

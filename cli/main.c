@@ -26,6 +26,7 @@ int main(int argc, char **argv)
                "  cancel JOB                       stop a queued or running job\n"
                "  workers                          the workers a coordinator knows\n"
                "  schedule add|rm|ls               audits a coordinator runs on an interval\n"
+               "  drift [--table T]                the drift history in the control database\n"
                "  control --db-file F --tokens F   the migration control plane (HTTP API)\n"
                "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
                "  version                          print the version\n"
@@ -45,7 +46,8 @@ int main(int argc, char **argv)
         {"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
         {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
         {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report},
-        {"cancel", cmd_cancel},   {"schedule", cmd_schedule},       {"control", cmd_control}};
+        {"cancel", cmd_cancel},   {"schedule", cmd_schedule},       {"control", cmd_control},
+        {"drift", cmd_drift}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -101,6 +101,26 @@ static const migration migrations[] = {
      "  last_job bigint, origin text NOT NULL DEFAULT 'client', created float8 NOT NULL);"
      "ALTER TABLE jobs ADD COLUMN priority text NOT NULL DEFAULT 'normal';"
      "ALTER TABLE jobs ADD COLUMN error_code text;"},
+    /* 3: drift history for every kind of evidence (audit, scrub cycle,
+     * change-verification window): rows checked, transient differences
+     * and the detection latency's percentiles (seconds; NULL: no
+     * divergence to time) */
+    {"ALTER TABLE drift ADD COLUMN kind TEXT NOT NULL DEFAULT 'audit';"
+     "ALTER TABLE drift ADD COLUMN rows_checked INTEGER;"
+     "ALTER TABLE drift ADD COLUMN transient INTEGER;"
+     "ALTER TABLE drift ADD COLUMN window_s REAL;"
+     "ALTER TABLE drift ADD COLUMN latency_p50 REAL;"
+     "ALTER TABLE drift ADD COLUMN latency_p99 REAL;"
+     "ALTER TABLE drift ADD COLUMN latency_max REAL;"
+     "CREATE INDEX drift_tbl ON drift (tbl, at);",
+     "ALTER TABLE drift ADD COLUMN kind text NOT NULL DEFAULT 'audit';"
+     "ALTER TABLE drift ADD COLUMN rows_checked bigint;"
+     "ALTER TABLE drift ADD COLUMN transient bigint;"
+     "ALTER TABLE drift ADD COLUMN window_s float8;"
+     "ALTER TABLE drift ADD COLUMN latency_p50 float8;"
+     "ALTER TABLE drift ADD COLUMN latency_p99 float8;"
+     "ALTER TABLE drift ADD COLUMN latency_max float8;"
+     "CREATE INDEX drift_tbl ON drift (tbl, at);"},
 };
 
 #define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
@@ -586,6 +606,178 @@ int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err)
     return x.found;
 }
 
+/* ---- drift history ----------------------------------------------------- */
+
+/* Row callback: event times into a growing array of doubles. */
+typedef struct times {
+    double *v;
+    size_t n, cap;
+} times;
+
+static int take_time(void *ctx, const sval *c, int n)
+{
+    times *t = ctx;
+    (void)n;
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        double *v = realloc(t->v, cap * sizeof *v);
+        if (!v)
+            return 1;
+        t->v = v;
+        t->cap = cap;
+    }
+    t->v[t->n++] = vd(&c[0]);
+    return 0;
+}
+
+/* The value at quantile p of sorted v[0..n) (nearest rank). */
+static double rank(const double *v, size_t n, double p)
+{
+    size_t k = (size_t)(p * (double)n + 0.999999);
+    return v[k == 0 ? 0 : k > n ? n - 1 : k - 1];
+}
+
+void co_drift_latencies(double *v, size_t n, co_drift_row *r)
+{
+    r->lat_p50 = r->lat_p99 = r->lat_max = -1;
+    if (!n)
+        return;
+    for (size_t i = 1; i < n; i++) /* insertion sort: already nearly in order */
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            double x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    r->lat_p50 = rank(v, n, 0.5);
+    r->lat_p99 = rank(v, n, 0.99);
+    r->lat_max = v[n - 1];
+}
+
+static int take_job_drift(void *ctx, const sval *c, int n)
+{
+    co_drift_row *r = ctx;
+    (void)n;
+    vs(&c[0], r->table, sizeof r->table);
+    r->source_rows = vi(&c[1]);
+    r->target_rows = vi(&c[2]);
+    r->missing = vi(&c[3]);
+    r->extra = vi(&c[4]);
+    r->changed = vi(&c[5]);
+    r->schema = vi(&c[6]);
+    r->transient = vi(&c[7]);
+    r->window_s = vd(&c[8]);
+    return 0;
+}
+
+/* An audit's drift row: its counts, and how long after the job started
+ * each confirmed divergence was recorded. */
+static int job_drift(co_store *s, int64_t id, sl_err *err)
+{
+    co_drift_row r = {.job = id, .at = wall()};
+    snprintf(r.kind, sizeof r.kind, "audit");
+    sval p[] = {I(id)};
+    if (q(s,
+          "SELECT tbl, source_rows, target_rows, missing, extra, changed, schema_drift, "
+          "transient, elapsed FROM jobs WHERE id = $1",
+          p, 1, take_job_drift, &r, err))
+        return -1;
+    r.rows_checked = r.source_rows + r.extra; /* every key seen on either side, once */
+    times t = {0};
+    int rc = q(s,
+               "SELECT e.at - j.started FROM events e JOIN jobs j ON j.id = e.job "
+               "WHERE e.job = $1 AND e.kind IN ('missing', 'extra', 'changed') ORDER BY e.id",
+               p, 1, take_time, &t, err);
+    if (rc == 0) {
+        co_drift_latencies(t.v, t.n, &r);
+        rc = co_store_drift_add(s, &r, err);
+    }
+    free(t.v);
+    return rc;
+}
+
+int co_store_drift_add(co_store *s, const co_drift_row *r, sl_err *err)
+{
+    static const sval n = {.t = V_NULL};
+    sval p[] = {T(r->table),
+                I(r->job),
+                R(r->at),
+                I(r->source_rows),
+                I(r->target_rows),
+                I(r->missing),
+                I(r->extra),
+                I(r->changed),
+                I(r->schema),
+                T(r->kind),
+                I(r->rows_checked),
+                I(r->transient),
+                R(r->window_s),
+                r->lat_p50 >= 0 ? R(r->lat_p50) : n,
+                r->lat_p99 >= 0 ? R(r->lat_p99) : n,
+                r->lat_max >= 0 ? R(r->lat_max) : n};
+    return q(s,
+             "INSERT INTO drift (tbl, job, at, source_rows, target_rows, missing, extra, changed, "
+             "schema_drift, kind, rows_checked, transient, window_s, latency_p50, latency_p99, "
+             "latency_max) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+             "$15, $16)",
+             p, 16, NULL, NULL, err);
+}
+
+typedef struct drift_ctx {
+    co_drift_fn fn;
+    void *ctx;
+} drift_ctx;
+
+static int take_drift(void *ctx, const sval *c, int n)
+{
+    drift_ctx *x = ctx;
+    co_drift_row r;
+    (void)n;
+    memset(&r, 0, sizeof r);
+    vs(&c[0], r.table, sizeof r.table);
+    r.job = vi(&c[1]);
+    r.at = vd(&c[2]);
+    r.source_rows = vi(&c[3]);
+    r.target_rows = vi(&c[4]);
+    r.missing = vi(&c[5]);
+    r.extra = vi(&c[6]);
+    r.changed = vi(&c[7]);
+    r.schema = vi(&c[8]);
+    vs(&c[9], r.kind, sizeof r.kind);
+    /* rows written before version 3 have no count of their own */
+    r.rows_checked = c[10].t == V_NULL ? r.source_rows + r.extra : vi(&c[10]);
+    r.transient = vi(&c[11]);
+    r.window_s = vd(&c[12]);
+    r.lat_p50 = c[13].t == V_NULL ? -1 : vd(&c[13]);
+    r.lat_p99 = c[14].t == V_NULL ? -1 : vd(&c[14]);
+    r.lat_max = c[15].t == V_NULL ? -1 : vd(&c[15]);
+    return x->fn(x->ctx, &r);
+}
+
+#define DRIFT_COLS                                                                                 \
+    "tbl, job, at, source_rows, target_rows, missing, extra, changed, schema_drift, kind, "        \
+    "rows_checked, transient, window_s, latency_p50, latency_p99, latency_max"
+
+int co_store_drift_each(co_store *s, const char *table, double since, co_drift_fn fn, void *ctx,
+                        sl_err *err)
+{
+    drift_ctx x = {fn, ctx};
+    static const sval n = {.t = V_NULL};
+    sval p[] = {table ? T(table) : n, R(since)};
+    return q(s,
+             "SELECT " DRIFT_COLS " FROM drift WHERE ($1 IS NULL OR tbl = $1) AND at >= $2 "
+             "ORDER BY at, job",
+             p, 2, take_drift, &x, err);
+}
+
+int co_store_drift_latest(co_store *s, co_drift_fn fn, void *ctx, sl_err *err)
+{
+    drift_ctx x = {fn, ctx};
+    return q(s,
+             "SELECT " DRIFT_COLS " FROM drift d WHERE at = (SELECT max(at) FROM drift d2 "
+             "WHERE d2.tbl = d.tbl AND d2.kind = d.kind) ORDER BY tbl, kind",
+             NULL, 0, take_drift, &x, err);
+}
+
 int co_store_set_state(co_store *s, int64_t id, const char *state, const sl_err *why,
                        const co_summary *sum, sl_err *err)
 {
@@ -623,12 +815,7 @@ int co_store_set_state(co_store *s, int64_t id, const char *state, const sl_err 
         return -1;
     if (strcmp(state, "done") != 0 || !sum)
         return 0;
-    sval d[] = {I(id), R(wall())};
-    return q(s,
-             "INSERT INTO drift SELECT tbl, id, CAST($2 AS DOUBLE PRECISION), source_rows, "
-             "target_rows, missing, extra, "
-             "changed, schema_drift FROM jobs WHERE id = $1",
-             d, 2, NULL, NULL, err);
+    return job_drift(s, id, err);
 }
 
 int co_store_cancel_job(co_store *s, int64_t id, sl_err *err)

@@ -93,6 +93,33 @@ int co_store_cancel_job(co_store *s, int64_t id, sl_err *err);
 /* The schema version this sluice writes (and the newest it opens). */
 int co_store_schema_latest(void);
 
+/* ---- drift history: one row per audit, scrub cycle or change-verification
+ * window, per table ----------------------------------------------------- */
+
+typedef struct co_drift_row {
+    char table[256];
+    char kind[16];   /* "audit", "scrub", "changes" */
+    int64_t job;     /* 0: none */
+    double at;       /* wall-clock seconds when recorded */
+    double window_s; /* the time the evidence covers */
+    int64_t source_rows, target_rows, rows_checked;
+    int64_t missing, extra, changed, schema; /* confirmed */
+    int64_t transient;                       /* differences gone at re-check */
+    double lat_p50, lat_p99, lat_max;        /* detection latency, seconds; < 0: none */
+} co_drift_row;
+
+/* Sorts v[0..n) and sets r's latency percentiles from it (nearest rank);
+ * all < 0 when n is 0. */
+void co_drift_latencies(double *v, size_t n, co_drift_row *r);
+int co_store_drift_add(co_store *s, const co_drift_row *r, sl_err *err);
+/* fn for each row of table (NULL: every table) recorded at or after
+ * since, oldest first; fn returning non-zero stops (then -1). */
+typedef int (*co_drift_fn)(void *ctx, const co_drift_row *r);
+int co_store_drift_each(co_store *s, const char *table, double since, co_drift_fn fn, void *ctx,
+                        sl_err *err);
+/* fn for the newest row of each (table, kind). */
+int co_store_drift_latest(co_store *s, co_drift_fn fn, void *ctx, sl_err *err);
+
 /* ---- scheduled audits: a submit frame queued every interval_s seconds --- */
 
 #define CO_STORE_NAME_MAX 255 /* bytes in a schedule's name */

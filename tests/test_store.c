@@ -69,6 +69,23 @@ static seen list(co_store *s)
     return x;
 }
 
+typedef struct drift_seen {
+    size_t n;
+    double at[8];
+    co_drift_row first;
+} drift_seen;
+
+static int take_drift_row(void *ctx, const co_drift_row *r)
+{
+    drift_seen *d = ctx;
+    if (d->n == 0)
+        d->first = *r;
+    if (d->n < 8)
+        d->at[d->n] = r->at;
+    d->n++;
+    return 0;
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -160,6 +177,71 @@ int main(void)
        "del: 1, then 0");
     x = list(s);
     ok(x.n == 1 && !strcmp(x.names[0], "b"), "one left");
+    co_store_close(s);
+
+    /* drift history */
+    snprintf(where, sizeof where, "sqlite:%s/drift.db", dir);
+    s = co_store_open(where, &e);
+    ok(s != NULL, "open a store for drift rows: %s", s ? "" : e.msg);
+    double lat[] = {0.9, 0.2, 3.5, 0.4, 0.1};
+    co_drift_row r = {.table = "orders",
+                      .kind = "audit",
+                      .job = 5,
+                      .at = 100,
+                      .window_s = 2,
+                      .source_rows = 1000,
+                      .target_rows = 999,
+                      .rows_checked = 1000,
+                      .missing = 1,
+                      .changed = 4,
+                      .transient = 2};
+    co_drift_latencies(lat, 5, &r);
+    ok(r.lat_p50 == 0.4 && r.lat_p99 == 3.5 && r.lat_max == 3.5,
+       "latencies by nearest rank: p50 %.1f p99 %.1f max %.1f", r.lat_p50, r.lat_p99, r.lat_max);
+    co_drift_row none = {0};
+    co_drift_latencies(NULL, 0, &none);
+    ok(none.lat_p50 < 0 && none.lat_p99 < 0 && none.lat_max < 0, "no divergence: no latency");
+    ok(s && co_store_drift_add(s, &r, &e) == 0, "a drift row is added: %s", e.msg);
+    co_drift_row r2 = {.table = "orders",
+                       .kind = "scrub",
+                       .at = 200,
+                       .rows_checked = 50,
+                       .lat_p50 = -1,
+                       .lat_p99 = -1,
+                       .lat_max = -1};
+    co_drift_row r3 = {.table = "items",
+                       .kind = "audit",
+                       .job = 6,
+                       .at = 300,
+                       .rows_checked = 7,
+                       .lat_p50 = -1,
+                       .lat_p99 = -1,
+                       .lat_max = -1};
+    co_drift_row r4 = r;
+    r4.at = 400;
+    r4.changed = 0;
+    ok(s && co_store_drift_add(s, &r2, &e) == 0 && co_store_drift_add(s, &r3, &e) == 0 &&
+           co_store_drift_add(s, &r4, &e) == 0,
+       "three more: %s", e.msg);
+    drift_seen d = {0};
+    ok(s && co_store_drift_each(s, "orders", 0, take_drift_row, &d, &e) == 0 && d.n == 3 &&
+           d.at[0] == 100 && d.at[1] == 200 && d.at[2] == 400,
+       "orders' rows, oldest first (%zu)", d.n);
+    ok(d.first.job == 5 && !strcmp(d.first.kind, "audit") && d.first.rows_checked == 1000 &&
+           d.first.missing == 1 && d.first.changed == 4 && d.first.transient == 2 &&
+           d.first.window_s == 2 && d.first.lat_p50 == 0.4 && d.first.lat_max == 3.5,
+       "a row reads back as written");
+    memset(&d, 0, sizeof d);
+    ok(s && co_store_drift_each(s, "orders", 150, take_drift_row, &d, &e) == 0 && d.n == 2 &&
+           d.first.lat_p50 < 0,
+       "since a time; a row without latencies reads back without (%zu)", d.n);
+    memset(&d, 0, sizeof d);
+    ok(s && co_store_drift_each(s, NULL, 0, take_drift_row, &d, &e) == 0 && d.n == 4,
+       "every table");
+    memset(&d, 0, sizeof d);
+    ok(s && co_store_drift_latest(s, take_drift_row, &d, &e) == 0 && d.n == 3 && d.at[0] == 300 &&
+           d.at[1] == 400 && d.at[2] == 200,
+       "the newest row of each table and kind");
     co_store_close(s);
 
     char cmd[300];

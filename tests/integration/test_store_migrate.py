@@ -3,7 +3,7 @@
 before schema versions (tests/fixtures/control-v1.sql, and its PostgreSQL
 twin control-v1-pg.sql) is upgraded in place at the coordinator's start:
 its jobs keep their state and results (status, report), new jobs follow
-them, and sluice_schema says version 2. A database of a newer version is
+them, and sluice_schema says the latest version. A database of a newer version is
 refused with exit 2 and one line ("... has schema version N; this sluice
 supports up to M: upgrade sluice"), never showing a password; an upgrade
 that fails halfway leaves the database exactly as it was; a fresh database
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
 from harness import PgServer, Tap, free_port, sluice  # noqa: E402
 
-LATEST = 2
+LATEST = 3
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "fixtures", "control-v1.sql")
 FIXTURE_PG = os.path.join(HERE, "..", "fixtures", "control-v1-pg.sql")
@@ -145,7 +145,7 @@ con.close()
 before = dump_sqlite(path)
 code, lines = start_refused("sqlite:" + path)
 t.ok(code == 2 and len(lines) == 1 and "cannot upgrade control database" in lines[0]
-     and "from schema version 1 to 2" in lines[0] and "schedules" in lines[0],
+     and f"from schema version 1 to {LATEST}" in lines[0] and "schedules" in lines[0],
      "sqlite: a failed upgrade: exit 2 and one line naming the cause", f"{code} {lines}")
 t.ok(dump_sqlite(path) == before,
      "sqlite: a failed upgrade leaves the database as it was (no version table, no priority)")
@@ -226,7 +226,7 @@ c.cursor().execute("CREATE TABLE schedules (mine text)")
 c.close()
 before = pg_dump(db)
 code, lines = start_refused(pg.dsn(db))
-t.ok(code == 2 and len(lines) == 1 and "from schema version 1 to 2" in lines[0]
+t.ok(code == 2 and len(lines) == 1 and f"from schema version 1 to {LATEST}" in lines[0]
      and pg.PASSWORD not in lines[0],
      "postgresql: a failed upgrade: exit 2 and one line, no password", f"{code} {lines}")
 t.ok(pg_dump(db) == before, "postgresql: a failed upgrade leaves the database as it was")
