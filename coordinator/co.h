@@ -89,6 +89,8 @@ typedef struct co_diff_opts {
     int rechecks;                /* re-fetch a differing key this many times before confirming */
     int settle_ms;               /* ... each time after this long */
     int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
+    uint64_t shuffle_seed;       /* non-zero: ranges visited in a random order drawn from it
+                                    (a scrub cycle); 0: in key order */
     size_t ranges;               /* 0: chosen from worker count and table size */
     int priority;                /* CO_PRIO_*: who gets the next free worker */
     size_t max_tasks;            /* most range tasks at once; 0: no cap */

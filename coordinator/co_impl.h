@@ -156,6 +156,7 @@ struct co_job {
     size_t *ready; /* ranges with both trees built, to compare: a queue */
     size_t nready, ready_head, capready;
     size_t next;     /* the first task that may still be pending */
+    size_t *order;   /* NULL: ranges in key order; else the i-th visited is order[i] */
     double stranded; /* since when no live worker reaches a side */
     const co_diff_opts *o;
     const co_callbacks *cb;

@@ -217,6 +217,8 @@ static void job_cleanup(job *j)
     free(j->r);
     j->r = NULL;
     j->nr = 0;
+    free(j->order);
+    j->order = NULL;
     for (size_t i = 0; i < j->nrq; i++)
         free(j->rq[i].key);
     free(j->rq);
@@ -329,16 +331,28 @@ void co_route_reply(co *c, int wi, msg *m)
 /* The next pending task of job j that worker w can serve, as ri * 2 + side;
  * SIZE_MAX when none. The cursor j->next only moves past tasks no longer
  * pending (co_requeue_lost resets it). */
+/* The t-th task in visiting order, as ri * 2 + side. */
+static size_t task_at(const job *j, size_t t)
+{
+    return (j->order ? j->order[t / 2] : t / 2) * 2 + t % 2;
+}
+
 size_t co_next_task(job *j, const co_worker *w)
 {
-    while (j->next < 2 * j->nr && j->r[j->next / 2].state[j->next % 2] != RS_PENDING)
+    while (j->next < 2 * j->nr) {
+        size_t k = task_at(j, j->next);
+        if (j->r[k / 2].state[k % 2] == RS_PENDING)
+            break;
         j->next++;
+    }
     int has[2] = {co_worker_has_db(w, j->db[0]), co_worker_has_db(w, j->db[1])};
     if (!has[0] && !has[1])
         return SIZE_MAX;
-    for (size_t t = j->next; t < 2 * j->nr; t++)
-        if (j->r[t / 2].state[t % 2] == RS_PENDING && has[t % 2])
-            return t;
+    for (size_t t = j->next; t < 2 * j->nr; t++) {
+        size_t k = task_at(j, t);
+        if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2])
+            return k;
+    }
     return SIZE_MAX;
 }
 

@@ -370,6 +370,30 @@ static int split(job *j, int side, size_t nranges, msg **reply, uint64_t *rows, 
     return r ? -1 : 0;
 }
 
+/* splitmix64: a small PRNG whose state is the caller's */
+static uint64_t mix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* The ranges' visiting order: a Fisher-Yates permutation from seed. */
+static int shuffle(job *j, uint64_t seed, sl_err *err)
+{
+    if (!(j->order = malloc(j->nr * sizeof *j->order)))
+        return sl_err_set(err, "out of memory");
+    for (size_t i = 0; i < j->nr; i++)
+        j->order[i] = i;
+    for (size_t i = j->nr; i > 1; i--) {
+        size_t k = (size_t)(mix(&seed) % i), t = j->order[i - 1];
+        j->order[i - 1] = j->order[k];
+        j->order[k] = t;
+    }
+    return 0;
+}
+
 /* Builds the ranges from n bounds (keys[i], lens[i]); range i is
  * [bound i-1, bound i). */
 static int make_ranges(job *j, size_t n, const uint8_t *const *keys, const size_t *lens,
@@ -389,6 +413,8 @@ static int make_ranges(job *j, size_t n, const uint8_t *const *keys, const size_
         r->has_hi = i < n;
         r->worker[0] = r->worker[1] = -1;
     }
+    if (j->o->shuffle_seed) /* a scrub: the whole key space, in an order of its own */
+        return shuffle(j, j->o->shuffle_seed, err);
     return 0;
 }
 

@@ -28,7 +28,7 @@ typedef struct co_server_config {
     int heartbeat_timeout_ms;
     int request_timeout_ms; /* 0: the default (co_set_request_timeout) */
     size_t max_jobs;        /* jobs run at once; 0: 16 (more wait queued) */
-    int verbose; /* log job starts and ends to stderr */
+    int verbose;            /* log job starts and ends to stderr */
     const co_schedule *schedule;
     size_t nschedule;
     const char *curve_secret;         /* Z85; NULL: no CURVE */

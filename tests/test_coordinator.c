@@ -155,6 +155,7 @@ static void free_job(job *j)
         free(j->rq[i].key);
     free(j->rq);
     free(j->r);
+    free(j->order);
     free(j->ready);
     sl_buf_free(&j->scratch);
     sl_buf_free(&j->changed);
@@ -385,6 +386,33 @@ static void test_next_task(void)
     co_free(c);
 }
 
+/* A scrub's ranges are visited in its order, each side once. */
+static void test_next_task_shuffled(void)
+{
+    co *c = fake_co();
+    fixture f;
+    job *j = new_job(c, &f, 4, CO_PRIO_NORMAL);
+    int both = add_worker(c, "s", "t");
+    j->order = malloc(4 * sizeof *j->order);
+    size_t want[4] = {2, 0, 3, 1};
+    memcpy(j->order, want, sizeof want);
+    size_t seen[8], n = 0, t;
+    while (n < 8 && (t = co_next_task(j, &c->w[both])) != SIZE_MAX) {
+        seen[n++] = t;
+        j->r[t / 2].state[t % 2] = RS_RUNNING;
+    }
+    int in_order = n == 8;
+    for (size_t i = 0; in_order && i < 8; i++)
+        in_order = seen[i] == want[i / 2] * 2 + i % 2;
+    ok(in_order, "shuffled: ranges 2, 0, 3, 1, each side once (%zu tasks)", n);
+    j->r[3].state[1] = RS_PENDING; /* its worker lost: back in the queue */
+    j->next = 0;
+    ok(co_next_task(j, &c->w[both]) == 7, "a task requeued is found again in that order");
+    c->jobs = NULL;
+    free_job(j);
+    co_free(c);
+}
+
 static void test_requeue_lost(void)
 {
     co *c = fake_co();
@@ -580,6 +608,7 @@ int main(void)
     test_fetch_merge();
     test_recheck_range();
     test_next_task();
+    test_next_task_shuffled();
     test_requeue_lost();
     test_dispatch();
     test_route_reply();
