@@ -103,7 +103,7 @@ class Proxy:
                 if not data:
                     break
                 b.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the other pump closed it already
             pass
         self._close(a)
         self._close(b)
