@@ -1,6 +1,6 @@
 /* ct_pg: the control plane's own questions to PostgreSQL and SQLite.
  *
- * Every PostgreSQL statement goes through PQexecParams (the extended
+ * Every PostgreSQL statement goes through pg_exec (PQsendQueryParams: the extended
  * protocol runs exactly one statement, so no text can smuggle a second
  * one); values are bound, identifiers quoted by PQescapeIdentifier or
  * taken from the server's own regclass rendering. The one exception is an
@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <limits.h>
+#include <poll.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,11 @@ struct ct_db {
     char name[300];      /* for messages: postgresql://USER@HOST:PORT/DB or sqlite:PATH */
     char path[PATH_MAX]; /* SQLite: the file as given */
     int timeout_ms;      /* as opened: bounds the waits of one call too */
+    int stalled;         /* a statement got no answer in time: the session is given up */
 };
+
+/* beyond statement_timeout, how long a statement may wait for any answer */
+#define CT_ANSWER_GRACE_MS 2000
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -71,6 +76,11 @@ static int pg_fail(ct_db *d, const PGresult *r, const char *what, const char *ex
 {
     char line[400];
     const char *m = r ? PQresultErrorMessage(r) : "";
+    if (!r && d->stalled)
+        return sl_err_setc(err, SL_DATABASE,
+                           "%s on %s: no answer within %d ms (the network or the server is "
+                           "stuck); the session is given up",
+                           what, d->name, d->timeout_ms + CT_ANSWER_GRACE_MS);
     if (!m || !m[0])
         m = PQerrorMessage(d->pg);
     one_line(m, line, sizeof line);
@@ -83,12 +93,58 @@ static int pg_fail(ct_db *d, const PGresult *r, const char *what, const char *ex
     return sl_err_setc(err, code, "%s on %s: %s", what, d->name, line);
 }
 
+/* PQexecParams with a deadline of our own. statement_timeout bounds the
+ * server's work, tcp_user_timeout unacknowledged bytes, but a peer that
+ * acknowledges and never answers (a cut network behind a proxy, a
+ * frozen server) would block PQexecParams for ever, and the control
+ * plane's runner with it. Past the deadline the session is given up:
+ * NULL, d->stalled set, and every later statement fails at once (the
+ * caller reopens). */
+static PGresult *pg_exec(ct_db *d, const char *sql, int np, const char *const *params)
+{
+    if (d->stalled || !PQsendQueryParams(d->pg, sql, np, NULL, params, NULL, NULL, 0))
+        return NULL;
+    int64_t deadline = sl_now_ms() + d->timeout_ms + CT_ANSWER_GRACE_MS;
+    PGresult *keep = NULL;
+    for (;;) {
+        int f = PQflush(d->pg); /* 0 all sent, 1 more to send, -1 failed */
+        if (f < 0)
+            break;
+        if (f == 0 && !PQisBusy(d->pg)) {
+            PGresult *r = PQgetResult(d->pg);
+            if (!r)
+                return keep;
+            /* as PQexec: the last result, but an error is never hidden */
+            if (keep && PQresultStatus(keep) == PGRES_FATAL_ERROR)
+                PQclear(r);
+            else {
+                PQclear(keep);
+                keep = r;
+            }
+            continue;
+        }
+        int64_t left = deadline - sl_now_ms();
+        if (left <= 0) {
+            d->stalled = 1;
+            break;
+        }
+        struct pollfd pfd = {PQsocket(d->pg), (short)(POLLIN | (f == 1 ? POLLOUT : 0)), 0};
+        int n = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && !PQconsumeInput(d->pg))
+            break;
+    }
+    PQclear(keep);
+    return NULL;
+}
+
 /* Runs one statement with text parameters; the result when its status is
  * want, else NULL with err set (see pg_fail). */
 static PGresult *pg_run(ct_db *d, const char *sql, int np, const char *const *params,
                         ExecStatusType want, const char *what, sl_err *err)
 {
-    PGresult *r = PQexecParams(d->pg, sql, np, NULL, params, NULL, NULL, 0);
+    PGresult *r = pg_exec(d, sql, np, params);
     if (r && PQresultStatus(r) == want)
         return r;
     pg_fail(d, r, what, NULL, err);
@@ -363,8 +419,7 @@ int ct_db_facts(ct_db *d, ct_side_facts *out, sl_err *err)
     /* pg_control_system() may be denied to a plain role: then the address
      * names the server, which is weaker (two names for one server) but
      * never merges two servers */
-    r = PQexecParams(d->pg, "SELECT system_identifier::text FROM pg_control_system()", 0, NULL,
-                     NULL, NULL, NULL, 0);
+    r = pg_exec(d, "SELECT system_identifier::text FROM pg_control_system()", 0, NULL);
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
         snprintf(out->server_id, sizeof out->server_id, "%s", PQgetvalue(r, 0, 0));
     else
@@ -677,7 +732,7 @@ static int pg_aggregate(ct_db *d, const char *table, const char *where, ct_aggre
 done:
     PQclear(r);
     if (in_tx) {
-        PGresult *e = PQexec(d->pg, rc == 0 ? "COMMIT" : "ROLLBACK");
+        PGresult *e = pg_exec(d, rc == 0 ? "COMMIT" : "ROLLBACK", 0, NULL);
         PQclear(e);
     }
     ct_columns_free(cols, ncols);
@@ -933,7 +988,7 @@ int ct_pg_create_subscription_ex(ct_db *dst, const char *name, const char *sourc
                      qn, conn, qp, copy_data ? "true" : "false");
             /* CREATE SUBSCRIPTION connects to the source, whose refusal
              * (and the server's echo of the conninfo) may quote the DSN */
-            PGresult *r = PQexecParams(dst->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+            PGresult *r = pg_exec(dst, sql, 0, NULL);
             if (r && PQresultStatus(r) == PGRES_COMMAND_OK)
                 rc = 0;
             else
@@ -1025,10 +1080,10 @@ static int drop_slot(ct_db *src, const char *name, sl_err *err)
 {
     const char *p[1] = {name};
     for (int attempt = 0;; attempt++) {
-        PGresult *r = PQexecParams(src->pg,
-                                   "SELECT pg_drop_replication_slot(slot_name) FROM "
-                                   "pg_replication_slots WHERE slot_name = $1",
-                                   1, NULL, p, NULL, NULL, 0);
+        PGresult *r = pg_exec(src,
+                              "SELECT pg_drop_replication_slot(slot_name) FROM "
+                              "pg_replication_slots WHERE slot_name = $1",
+                              1, p);
         if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
             PQclear(r);
             return 0;
@@ -1062,7 +1117,7 @@ int ct_pg_drop_replication(ct_db *src, ct_db *dst, const char *subscription,
         if (exists) {
             char sql[1200];
             snprintf(sql, sizeof sql, "DROP SUBSCRIPTION IF EXISTS %s", q);
-            PGresult *r = PQexecParams(dst->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+            PGresult *r = pg_exec(dst, sql, 0, NULL);
             int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
             PQclear(r);
             if (!ok) {

@@ -10,6 +10,7 @@
  * SLUICE_PG_MAJOR set; alone it skips. */
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -229,6 +230,38 @@ static void reverse_replication(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc, 
                 scalar(both[i], "SELECT count(*) FROM pg_replication_slots") +
                 scalar(both[i], "SELECT count(*) FROM pg_publication");
     ok(left == 0, "no subscription, slot or publication left on either side (%d)", left);
+}
+
+/* A server that stops answering mid-session (its backend SIGSTOPped: to
+ * the client, a network that swallows bytes) fails a statement after the
+ * session's timeout plus a grace, not never; the session is given up. */
+static void frozen_server(const char *dsn, PGconn *sc)
+{
+    sl_err e = {0};
+    ct_db *d = ct_db_open(dsn, 1000, &e);
+    ok(d != NULL, "open a session with a 1 s timeout: %s", e.msg);
+    if (!d)
+        return;
+    long long pid = scalar(sc, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                               "'sluice-control' ORDER BY backend_start DESC LIMIT 1");
+    if (pid <= 0 || kill((pid_t)pid, SIGSTOP) != 0) {
+        ok(0, "stop the session's backend (pid %lld)", pid);
+        ct_db_free(d);
+        return;
+    }
+    ct_side_facts f;
+    int64_t t0 = sl_now_ms();
+    int rc = ct_db_facts(d, &f, &e);
+    int64_t took = sl_now_ms() - t0;
+    kill((pid_t)pid, SIGCONT);
+    ok(rc == -1 && e.code == SL_DATABASE && strstr(e.msg, "no answer within 3000 ms"),
+       "a frozen backend: an error, not a hang: %s", e.msg);
+    ok(took >= 2900 && took < 4500, "after the timeout and its grace (%lld ms)", (long long)took);
+    sl_err e2 = {0};
+    t0 = sl_now_ms();
+    ok(ct_db_facts(d, &f, &e2) == -1 && sl_now_ms() - t0 < 100,
+       "the stalled session fails at once afterwards: %s", e2.msg);
+    ct_db_free(d);
 }
 
 int main(void)
@@ -463,6 +496,7 @@ int main(void)
 
     sequences(src, dst, sc, dc);
     reverse_replication(src, dst, sc, dc, sdsn, ddsn);
+    frozen_server(sdsn, sc);
 
     PQfinish(sc);
     PQfinish(dc);
