@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -320,7 +321,13 @@ class Case:
         time.sleep(self.opts.settle)
 
     def kill_worker_in_audit(self):
-        """Case f: a worker SIGKILLed while the backfill gate audit runs."""
+        """Case f: a worker SIGKILLed while the backfill gate audit runs,
+        once 3 of the 4 worker slots are busy (so both workers hold ranges)."""
+        self.f_busy = 0
+        end = time.time() + 15
+        while time.time() < end and self.f_busy < 3:
+            code, out, _ = self.cl.client("workers")
+            self.f_busy = out.count("alive busy") if code == 0 else 0
         s = self.ctl.status(self.mid)
         g = self.gate(s, "full_audit_exact") or {}
         self.f_running = not g.get("ok")
@@ -373,6 +380,9 @@ class Case:
                 f()
             except Exception as e:  # a case's debris must not stop the next case
                 t.diag(f"{self.name}: cleanup: {e}")
+        if not os.environ.get("SLUICE_KEEP"):  # SLUICE_KEEP=1 keeps the logs to read
+            for d in (self.dir, self.ctl.dir, self.hp.dir):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 # -- the faults -------------------------------------------------------------------
@@ -537,8 +547,8 @@ def run_worker_case(c, row):
     """f: the worker was killed in to_cutover (kill_worker_in_audit); the
     migration must have gone on."""
     row["detection_s"] = round(c.detect, 2) if c.detect is not None else None
-    t.ok(c.f_running, f"f: the gate audit was running when the worker was killed "
-         f"({c.f_detail_before})")
+    t.ok(c.f_running and c.f_busy >= 3, f"f: the gate audit was running when the worker was "
+         f"killed ({c.f_detail_before}; {c.f_busy} of 4 worker slots busy)")
     t.diag(f"f: full_audit_exact after the kill: {c.f_detail_after}")
     t.ok(c.detect is not None, f"f: the coordinator shows the worker lost after {c.detect} s")
     s = c.ctl.status(c.mid)
