@@ -221,6 +221,7 @@ class Case:
         self.cl = cluster_for(self.dbs, workers=2)
         self.ctl = Control(self.dbs, cluster=self.cl, haproxy=self.hp)
         self.load = self.events = None
+        self.load_doc = {}
         self.ledger = os.path.join(self.dir, "ledger.json")
 
     # -- the migration -------------------------------------------------------
@@ -284,7 +285,7 @@ class Case:
         if self.load:
             self.load_out.seek(0)
             try:
-                out = json.loads(self.load_out.read())
+                out = self.load_doc = json.loads(self.load_out.read())
             except ValueError:
                 self.load_err.seek(0)
                 t.diag(f"{self.name}: loadgen said: {self.load_err.read()[-800:]}")
@@ -581,6 +582,9 @@ def run_case(name, opts):
         else:
             run_abort_case(c, row)
         c.stop_load()
+        ld = c.load_doc
+        row.update(writes_acked=ld.get("acked"), writes_per_s=ld.get("writes_per_s"),
+                   write_retries=ld.get("retries"))
         n, bad = c.audit()
         row["divergent_rows_end"] = n
         t.ok(n == 0, f"{name}: divergent rows at the end (full audit, every table): {n}", bad)
