@@ -291,6 +291,8 @@ static int control_main(int argc, char **argv, char **state_copy)
                       .webhook_url = webhook,
                       .dashboard_dir = dashboard,
                       .tick_ms = (int)tick,
+                      /* the crash tests' hook (tests/integration/test_control_crash.py) */
+                      .crash_at = getenv("SLUICE_CONTROL_CRASH_AT"),
                       .log = control_log};
         sl_err err = {0};
         if (!(c = ctl_new(&o, &err)) || ctl_http_start(c, host, (int)port, &err) != 0)

@@ -20,6 +20,7 @@ ctl *ctl_new(const ctl_opts *o, sl_err *err)
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->routing_cv, NULL);
     c->tick_ms = o->tick_ms > 0 ? o->tick_ms : 500;
+    snprintf(c->crash_at, sizeof c->crash_at, "%s", o->crash_at ? o->crash_at : "");
     c->log = o->log;
     c->log_ctx = o->log_ctx;
     c->started_ms = sl_wall_ms();

@@ -41,6 +41,10 @@ typedef struct ctl_opts {
     const char *webhook_url;    /* NULL: no webhook */
     const char *dashboard_dir;  /* the dashboard's files; NULL: none served */
     int tick_ms;                /* runner pass; 0: 500 */
+    /* tests only: the process kills itself (SIGKILL) when a write cutover
+     * has just saved this stage ("forward_off", "reverse_on", "routed");
+     * NULL: never */
+    const char *crash_at;
     /* one line per event worth logging (stderr in the CLI); may be NULL */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;

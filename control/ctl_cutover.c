@@ -20,6 +20,7 @@
  * timeouts below): nothing else may steer the router in between. The
  * rollback may run in an HTTP thread, so it opens connections of its
  * own instead of the runner's. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,6 +70,22 @@ static ct_db *open_side(ctl *c, const char *name, sl_err *err)
     return ct_db_open(dsn, DB_TIMEOUT_MS, err);
 }
 
+/* cut_stage saved before the step it names: a process killed in the
+ * middle finds it on restart (mig_cutover_recover). */
+static int save_stage(ctl *c, mig *g, int stage, sl_err *e)
+{
+    g->cut_stage = stage;
+    g->dirty = 1;
+    return ctl_store_save(c, g, e);
+}
+
+/* The tests' crash point (ctl_opts.crash_at): dies as a SIGKILL would. */
+static void crash_point(const ctl *c, const char *at)
+{
+    if (c->crash_at[0] && !strcmp(c->crash_at, at))
+        raise(SIGKILL);
+}
+
 int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t len)
 {
     const ct_router_cfg *r = &g->m->router;
@@ -109,9 +126,11 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     /* PostgreSQL 15 has no origin filter: forward off before reverse on,
      * or every change would loop */
     step = "stopping the forward subscription";
-    if (ct_pg_set_subscription_enabled(dst, fwd, 0, &e) != 0)
+    fwd_off = 1; /* from here the way back re-enables it, whatever happened */
+    if (save_stage(c, g, CUT_FORWARD_OFF, &e) != 0 ||
+        ct_pg_set_subscription_enabled(dst, fwd, 0, &e) != 0)
         goto fail;
-    fwd_off = 1;
+    crash_point(c, "forward_off");
     step = "starting reverse replication";
     const char *tables[257];
     char hb[80];
@@ -119,15 +138,23 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     if (ct_pg_create_publication(dst, rev, tables, nt, &e) != 0 ||
         ct_pg_create_subscription_ex(src, rev, ctl_dsn(c, g->m->target), rev, 0, &e) != 0)
         goto fail;
+    /* from here a restart finishes the cutover instead of undoing it */
+    step = "recording the cutover's progress";
+    if (save_stage(c, g, CUT_REVERSE_ON, &e) != 0)
+        goto fail;
+    crash_point(c, "reverse_on");
     step = "sending writes to the target";
     if (mig_route(c, g, "target", g->read_pct, "target") < 0) {
         sl_err_setc(&e, SL_INTERNAL, "%s", g->router_error);
         goto fail;
     }
+    crash_point(c, "routed");
     g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
     g->writes_cut = 1;
     g->writes_moved_ms = sl_wall_ms();
-    g->dirty = 1;
+    sl_err se = {0};
+    if (save_stage(c, g, CUT_NONE, &se) != 0) /* REVERSE_ON saved: a restart finishes it */
+        ctl_logf(c, "%s", se.msg);
     ctl_event(c, g, "sluice", "write_cutover",
               json_pack("{s:f, s:I, s:I, s:s, s:i}", "write_pause_seconds", g->write_pause_s,
                         "lsn_applied", (json_int_t)lsn, "sequences_synced", (json_int_t)nseq,
@@ -144,7 +171,55 @@ fail:
     /* writes back on the source (its drain state lifted) */
     mig_route(c, g, "target", g->read_pct, "source");
     g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
+    g->cut_stage = CUT_NONE;
+    g->dirty = 1;
     return -1;
+}
+
+int mig_cutover_recover(ctl *c, mig *g, char *why, size_t len)
+{
+    int stage = g->cut_stage;
+    if (stage == CUT_NONE)
+        return 0;
+    if (stage == CUT_REVERSE_ON) {
+        /* the source was drained, the target had applied all of it, the
+         * forward stream was off and the reverse one on: only the route
+         * was left (the caller sets it from these fields) */
+        snprintf(g->writes, sizeof g->writes, "target");
+        g->writes_cut = 1;
+        g->writes_moved_ms = sl_wall_ms();
+        g->write_pause_s = -1; /* the pause ran while no process measured it */
+        g->cut_stage = CUT_NONE;
+        g->dirty = 1;
+        ctl_event(c, g, "sluice", "write_cutover",
+                  json_pack("{s:s}", "resumed", "finished after a restart: writes to the target"));
+        return 0;
+    }
+    /* the forward stream may be off, a reverse one half made: undo both;
+     * the source took no write since (drained), so none is missing */
+    char fwd[64], rev[64];
+    repl_name_sfx(g, "", fwd, sizeof fwd);
+    repl_name_sfx(g, "_rev", rev, sizeof rev);
+    sl_err e = {0};
+    ct_db *dst = open_side(c, g->m->target, &e), *src = dst ? open_side(c, g->m->source, &e) : NULL;
+    int rc = src && ct_pg_drop_replication(dst, src, rev, rev, &e) == 0 &&
+                     ct_pg_set_subscription_enabled(dst, fwd, 1, &e) == 0
+                 ? 0
+                 : -1;
+    ct_db_free(src);
+    ct_db_free(dst);
+    if (rc != 0) {
+        snprintf(why, len,
+                 "a write cutover was interrupted by a restart and could not be undone: %s", e.msg);
+        return -1;
+    }
+    g->cut_stage = CUT_NONE;
+    g->dirty = 1;
+    ctl_event(c, g, "sluice", "write_cutover",
+              json_pack("{s:s}", "undone",
+                        "interrupted by a restart before reverse replication "
+                        "started: forward replication on, writes on the source"));
+    return 0;
 }
 
 int mig_write_rollback(ctl *c, mig *g, char *note, size_t len)

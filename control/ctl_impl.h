@@ -76,6 +76,8 @@ typedef struct mig {
     int writes_cut;            /* the write cutover ran: reverse replication carries the
                                   target's writes to the source */
     double write_pause_s;      /* the write pause it measured, < 0 none */
+    int cut_stage;             /* how far a write cutover in progress got, saved before
+                                  each step that cannot simply be left: CUT_* */
     uint64_t flip_lsn;         /* the source's LSN seen after that; dropped once applied */
     uint64_t confirmed_lsn;    /* the subscriber's, as last read */
     int64_t submit_after_ms;   /* after a failed submit, none before this */
@@ -120,6 +122,7 @@ typedef struct mig {
     double detection_s, rollback_s; /* < 0: none */
     int64_t aborted_ms;             /* when the abort was decided */
     int route_pending;              /* the router has not confirmed the abort yet */
+    int route_applied;              /* this process has steered the router (then it checks it) */
     int aborts;
     int sealed;
     /* dry run */
@@ -133,10 +136,16 @@ typedef struct mig {
     /* the runner's own (no lock needed: only the runner thread uses them) */
     ct_db *src, *dst;
     int64_t schema_ms, facts_ms;
+    /* since when the target, or HAProxy's runtime API, has not answered
+     * (0 while they do), and the last look at HAProxy */
+    int64_t target_down_ms, router_down_ms, router_check_ms, router_ok_ms;
+    char target_down_why[512], router_down_why[512];
     int64_t dry_audit_ms[64]; /* dry run: how long each table's audit took */
 } mig;
 
 typedef struct ctl_store ctl_store; /* opaque: ctl_store.c */
+
+enum { CUT_NONE, CUT_FORWARD_OFF, CUT_REVERSE_ON }; /* mig.cut_stage */
 
 struct ctl {
     pthread_mutex_t mu;
@@ -153,6 +162,7 @@ struct ctl {
     ct_webhook *webhook;
     char *dashboard_dir;
     int tick_ms;
+    char crash_at[16]; /* ctl_opts.crash_at, "" none */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
     mig **migs;
@@ -217,6 +227,11 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
 /* After a write cutover: writes held, the reverse stream drained into the
  * source, traffic back on the source. note says what did not drain. */
 int mig_write_rollback(ctl *c, mig *g, char *note, size_t len);
+/* A write cutover the process died in (cut_stage saved): undone when it
+ * had not started reverse replication, finished (writes to the target)
+ * when it had. Called at start, before the router is set from the store;
+ * -1 with why set when it could not be undone (the caller aborts). */
+int mig_cutover_recover(ctl *c, mig *g, char *why, size_t len);
 
 /* ---- ctl_runner.c ---- */
 void runner_pass(ctl *c, mig *g);

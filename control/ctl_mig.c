@@ -240,6 +240,7 @@ json_t *mig_state_json(const mig *g)
     SETI("aborts", g->aborts);
     SETI("step_approved", g->step_approved);
     SETI("writes_cut", g->writes_cut);
+    SETI("cut_stage", g->cut_stage);
     SETI("hb", g->hb);
     SETR("write_pause_s", g->write_pause_s);
     SETI("writes_moved_ms", g->writes_moved_ms);
@@ -352,6 +353,7 @@ int mig_state_load(mig *g, json_t *s)
     g->aborts = (int)geti(s, "aborts");
     g->step_approved = (int)geti(s, "step_approved");
     g->writes_cut = (int)geti(s, "writes_cut");
+    g->cut_stage = (int)geti(s, "cut_stage");
     g->hb = (int)geti(s, "hb");
     g->write_pause_s = json_is_real(json_object_get(s, "write_pause_s"))
                            ? json_real_value(json_object_get(s, "write_pause_s"))
@@ -522,6 +524,7 @@ int64_t mig_route(ctl *c, mig *g, const char *reads, int pct, const char *writes
             return -1;
         }
     }
+    g->route_applied = 1;
     return sl_now_ms() - t0;
 }
 

@@ -14,6 +14,7 @@
 #define DB_TIMEOUT_MS 5000
 #define SCHEMA_EVERY_MS 5000
 #define GATE_RETRY_MS 10000
+#define ROUTER_CHECK_MS 1000
 
 static const char *const vkind_name[] = {"gate", "audit", "sample"};
 
@@ -956,6 +957,75 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
     }
 }
 
+/* ---- reachability ---------------------------------------------------------------- */
+
+/* A round trip to the target every pass. Returns 1 when it answered;
+ * else 0 and target_down_ms says since when it has not (check_abort). */
+static int probe_target(ctl *c, mig *g)
+{
+    if (mig_phase(g) == CT_PH_PREPARE) /* its own gates say it */
+        return 1;
+    int64_t t0 = sl_wall_ms();
+    sl_err e = {0};
+    ct_db *t = side(c, g, 1, &e);
+    int rc = -1;
+    if (t) {
+        out(c);
+        rc = ct_db_ping(t, &e);
+        in(c);
+    }
+    if (rc == 0) {
+        g->target_down_ms = 0;
+        return 1;
+    }
+    if (t)
+        side_failed(g, 1);
+    if (!g->target_down_ms) /* from the start of the first round trip that failed */
+        g->target_down_ms = t0;
+    snprintf(g->target_down_why, sizeof g->target_down_why, "%s", e.msg);
+    set_gate(g, "target_reachable", 0, "%s", e.msg);
+    return 0;
+}
+
+/* HAProxy loses every runtime change when it restarts or reloads from
+ * its file: once a second, its weights and states are read back and
+ * compared, as traffic sees them, with the route last set. */
+static void check_router(ctl *c, mig *g, int64_t now)
+{
+    if (!g->m->router.haproxy || !c->haproxy || !g->route_applied || g->route_pending ||
+        now - g->router_check_ms < ROUTER_CHECK_MS)
+        return;
+    g->router_check_ms = now;
+    const ct_router_cfg *r = &g->m->router;
+    int pct = strcmp(g->reads, "target") == 0 ? g->read_pct : 0;
+    int to_target = strcmp(g->writes, "target") == 0;
+    sl_err e = {0};
+    out(c);
+    int rc = ct_haproxy_check_route(c->haproxy, r->read_backend, r->write_backend, r->source_server,
+                                    r->target_server, pct, to_target, &e);
+    in(c);
+    if (moved(g)) /* steered meanwhile: what was read may be half old */
+        return;
+    if (rc < 0) {
+        if (!g->router_down_ms)
+            g->router_down_ms = now;
+        snprintf(g->router_down_why, sizeof g->router_down_why, "%s", e.msg);
+        set_gate(g, "router_confirmed", 0, "%s", e.msg);
+        return;
+    }
+    g->router_down_ms = 0;
+    if (rc == 0) {
+        g->router_ok_ms = now;
+        return;
+    }
+    char reason[800];
+    snprintf(reason, sizeof reason,
+             "HAProxy no longer routes as sluice set it (%s): restarted, reloaded or changed by "
+             "hand; traffic may be split with nobody steering",
+             e.msg);
+    mig_abort(c, g, "sluice", reason, g->router_ok_ms ? g->router_ok_ms : now);
+}
+
 /* ---- abort -------------------------------------------------------------------------- */
 
 static void check_abort(ctl *c, mig *g, int64_t now)
@@ -967,6 +1037,23 @@ static void check_abort(ctl *c, mig *g, int64_t now)
     /* a phase waiting for its approval has not started validating */
     int validating =
         (p == CT_PH_DUAL_WRITE || p == CT_PH_SHADOW_READ || p == CT_PH_CUTOVER) && g->entered;
+    int64_t limit = g->m->unreachable_s * 1000;
+    if (validating && g->target_down_ms && now - g->target_down_ms >= limit) {
+        snprintf(reason, sizeof reason,
+                 "the target %s unreachable for %.1f s (threshold %lld s): %s", g->m->target,
+                 (double)(now - g->target_down_ms) / 1000.0, (long long)g->m->unreachable_s,
+                 g->target_down_why);
+        mig_abort(c, g, "sluice", reason, g->target_down_ms);
+        return;
+    }
+    if (validating && g->router_down_ms && now - g->router_down_ms >= limit) {
+        snprintf(reason, sizeof reason,
+                 "HAProxy's runtime API unreachable for %.1f s (threshold %lld s): %s",
+                 (double)(now - g->router_down_ms) / 1000.0, (long long)g->m->unreachable_s,
+                 g->router_down_why);
+        mig_abort(c, g, "sluice", reason, g->router_down_ms);
+        return;
+    }
     if (g->schema_problem[0]) {
         snprintf(reason, sizeof reason, "schema mismatch: %s", g->schema_problem);
         mig_abort(c, g, "sluice", reason, g->schema_ms);
@@ -1132,10 +1219,18 @@ void runner_pass(ctl *c, mig *g)
         return;
     }
     g->nbuilding = 0;
-    measure_repl(c, g, now);
+    check_router(c, g, now);
     if (moved(g))
         return;
-    if (mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS &&
+    /* an unreachable target: no time spent on its other questions */
+    int up = probe_target(c, g);
+    if (moved(g))
+        return;
+    if (up)
+        measure_repl(c, g, now);
+    if (moved(g))
+        return;
+    if (up && mig_phase(g) != CT_PH_PREPARE && now - g->schema_ms > SCHEMA_EVERY_MS &&
         !g->schema_problem[0]) {
         char d[600];
         int missing;
@@ -1281,12 +1376,25 @@ int ctl_run(ctl *c, volatile sig_atomic_t *stop, sl_err *err)
         return sl_err_setc(err, e.code, "%s", e.msg);
     if (c->copts.events_endpoint && sl_client_watch(c->client, 0, &e) != 0)
         ctl_logf(c, "cannot watch the coordinator's events: %s", e.msg);
-    /* a restarted control plane puts the router where the store says */
+    /* a restarted control plane first settles a write cutover it died
+     * in, then puts the router where the store says */
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->nmigs; i++) {
         mig *g = c->migs[i];
+        char why[700];
+        if (g->state != MS_COMPLETED && g->cut_stage != CUT_NONE &&
+            mig_cutover_recover(c, g, why, sizeof why) != 0) {
+            g->cut_stage = CUT_NONE;
+            mig_abort(c, g, "sluice", why, 0);
+            continue;
+        }
         if (g->state != MS_COMPLETED && !g->m->dry_run && g->m->router.haproxy)
             mig_route(c, g, g->reads, g->read_pct, g->writes);
+        if (g->dirty) {
+            sl_err se = {0};
+            if (ctl_store_save(c, g, &se) != 0)
+                ctl_logf(c, "%s", se.msg);
+        }
     }
     pthread_mutex_unlock(&c->mu);
     while (!*stop) {

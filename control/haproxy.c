@@ -587,6 +587,44 @@ int ct_haproxy_route_writes(ct_haproxy *h, const char *backend, const char *sour
     return 0;
 }
 
+/* One server as the traffic sees it: 0 as wanted, 1 not (err says how),
+ * -1 HAProxy not asked. */
+static int observe(ct_haproxy *h, const char *backend, const char *server, int weight, sl_err *err)
+{
+    int w = -1;
+    char st[16] = "";
+    if (ct_haproxy_get_weight(h, backend, server, &w, err) != 0 ||
+        (weight > 0 && ct_haproxy_get_state(h, backend, server, st, sizeof st, err) != 0))
+        return -1;
+    if (w != weight)
+        return sl_err_setc(err, SL_INVALID, "%s/%s has weight %d, not %d", backend, server, w,
+                           weight),
+               1;
+    if (weight > 0 && strcmp(st, "ready"))
+        return sl_err_setc(err, SL_INVALID, "%s/%s is in state %s, not ready", backend, server, st),
+               1;
+    return 0;
+}
+
+int ct_haproxy_check_route(ct_haproxy *h, const char *read_backend, const char *write_backend,
+                           const char *source, const char *target, int target_percent,
+                           int to_target, sl_err *err)
+{
+    if (check_name("backend", read_backend, err) ||
+        (write_backend && check_name("backend", write_backend, err)) ||
+        check_name("server", source, err) || check_name("server", target, err))
+        return -1;
+    if (target_percent < 0 || target_percent > 100)
+        return sl_err_setc(err, SL_INVALID, "read percent must be 0..100, not %d", target_percent);
+    int r;
+    if ((r = observe(h, read_backend, source, 100 - target_percent, err)) != 0 ||
+        (r = observe(h, read_backend, target, target_percent, err)) != 0 ||
+        (write_backend && (r = observe(h, write_backend, source, to_target ? 0 : 1, err)) != 0) ||
+        (write_backend && (r = observe(h, write_backend, target, to_target ? 1 : 0, err)) != 0))
+        return r;
+    return 0;
+}
+
 /* A frontend's maxconn: slim of its FRONTEND row. */
 static int frontend_maxconn(ct_haproxy *h, const char *frontend, long *out, sl_err *err)
 {

@@ -51,6 +51,15 @@ int ct_haproxy_route_reads(ct_haproxy *h, const char *backend, const char *sourc
  * read back as above. */
 int ct_haproxy_route_writes(ct_haproxy *h, const char *backend, const char *source,
                             const char *target, int to_target, sl_err *err);
+/* Whether HAProxy still routes as route_reads(target_percent) and
+ * route_writes(to_target) left it, as far as traffic goes: the weights,
+ * and every server with weight above 0 ready (a side at weight 0 may be in
+ * any state). 0 it does, 1 it does not (err says what differs: HAProxy
+ * restarted or reloaded from its file, or changed by hand), -1 HAProxy
+ * could not be asked. write_backend may be NULL (reads only). */
+int ct_haproxy_check_route(ct_haproxy *h, const char *read_backend, const char *write_backend,
+                           const char *source, const char *target, int target_percent,
+                           int to_target, sl_err *err);
 
 /* Write cutover: hold new connections at a frontend, wait for a server
  * to drain, release. */

@@ -530,8 +530,9 @@ static int parse_metrics(json_t *o, ct_manifest *m, sl_err *err)
 
 static int parse_thresholds(json_t *o, ct_manifest *m, sl_err *err)
 {
-    static const char *const keys[] = {"divergent_rows", "replication_lag_seconds",
-                                       "detection_latency_seconds", "shadow_mismatch_ratio", NULL};
+    static const char *const keys[] = {
+        "divergent_rows",        "replication_lag_seconds", "detection_latency_seconds",
+        "shadow_mismatch_ratio", "unreachable_seconds",     NULL};
     const char *p = "abort_thresholds";
     if (expect(o, K_OBJ, p, err) || check_keys(o, p, keys, err))
         return -1;
@@ -542,6 +543,9 @@ static int parse_thresholds(json_t *o, ct_manifest *m, sl_err *err)
     if ((v = json_object_get(o, "detection_latency_seconds")) &&
         parse_int(v, "abort_thresholds.detection_latency_seconds", 1, INT64_MAX,
                   &m->detection_latency_s, err))
+        return -1;
+    if ((v = json_object_get(o, "unreachable_seconds")) &&
+        parse_int(v, "abort_thresholds.unreachable_seconds", 1, 86400, &m->unreachable_s, err))
         return -1;
     if ((v = json_object_get(o, "replication_lag_seconds"))) {
         p = "abort_thresholds.replication_lag_seconds";
@@ -925,6 +929,7 @@ ct_manifest *ct_manifest_parse(const char *json, size_t len, sl_err *err)
     m->max_divergent_rows = 0;
     m->max_lag_s = 30;
     m->detection_latency_s = 60;
+    m->unreachable_s = 10;
     m->max_shadow_ratio = 0.0;
     int rc = parse_root(root, m, err);
     json_decref(root);
@@ -1056,6 +1061,7 @@ char *ct_manifest_json(const ct_manifest *m)
     put(ab, "replication_lag_seconds", json_real(m->max_lag_s), &nbad);
     put(ab, "detection_latency_seconds", json_integer(m->detection_latency_s), &nbad);
     put(ab, "shadow_mismatch_ratio", json_real(m->max_shadow_ratio), &nbad);
+    put(ab, "unreachable_seconds", json_integer(m->unreachable_s), &nbad);
     put(root, "abort_thresholds", ab, &nbad);
 
     json_t *wins = json_array();

@@ -76,6 +76,7 @@ typedef struct ct_manifest {
     int64_t max_divergent_rows;
     double max_lag_s;
     int64_t detection_latency_s;
+    int64_t unreachable_s; /* the target or the router out of reach this long: abort */
     double max_shadow_ratio;
     ct_window *windows;
     size_t nwindows;

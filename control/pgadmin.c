@@ -395,6 +395,15 @@ int ct_db_is_pg(const ct_db *d)
 
 /* ---- facts ------------------------------------------------------------------- */
 
+int ct_db_ping(ct_db *d, sl_err *err)
+{
+    if (!d->pg)
+        return 0;
+    PGresult *r = pg_run(d, "SELECT 1", 0, NULL, PGRES_TUPLES_OK, "a round trip", err);
+    PQclear(r);
+    return r ? 0 : -1;
+}
+
 int ct_db_facts(ct_db *d, ct_side_facts *out, sl_err *err)
 {
     memset(out, 0, sizeof *out);

@@ -28,6 +28,8 @@ int ct_db_is_pg(const ct_db *d);
 
 /* Engine, major version, server identity, wal_level (ct_side_facts). */
 int ct_db_facts(ct_db *d, ct_side_facts *out, sl_err *err);
+/* The cheapest round trip (SELECT 1; nothing for SQLite): 0 when d answers. */
+int ct_db_ping(ct_db *d, sl_err *err);
 
 /* One column as the schema gate compares them. */
 typedef struct ct_column {

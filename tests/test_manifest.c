@@ -155,6 +155,10 @@ static const struct {
      "abort_thresholds.replication_lag_seconds: expected a number, got a string"},
     {WITH(",'abort_thresholds':{'detection_latency_seconds':0}"),
      "abort_thresholds.detection_latency_seconds: 0 is below 1"},
+    {WITH(",'abort_thresholds':{'unreachable_seconds':0}"),
+     "abort_thresholds.unreachable_seconds: 0 is below 1"},
+    {WITH(",'abort_thresholds':{'unreachable_seconds':86401}"),
+     "abort_thresholds.unreachable_seconds: 86401 is above 86400"},
     {WITH(",'abort_thresholds':{'shadow_mismatch_ratio':1.5}"),
      "abort_thresholds.shadow_mismatch_ratio: 1.5 is out of range; allowed: 0..1"},
     {WITH(",'abort_thresholds':{'shadow_mismatch_ratio':-0.1}"),
@@ -242,8 +246,8 @@ static int manifest_eq(const ct_manifest *a, const ct_manifest *b)
         a->nsteps != b->nsteps || a->soak_s != b->soak_s || a->audit_every_s != b->audit_every_s ||
         a->sample_every_s != b->sample_every_s || a->max_divergent_rows != b->max_divergent_rows ||
         a->max_lag_s != b->max_lag_s || a->detection_latency_s != b->detection_latency_s ||
-        a->max_shadow_ratio != b->max_shadow_ratio || a->nwindows != b->nwindows ||
-        a->approvals != b->approvals || a->dry_run != b->dry_run ||
+        a->unreachable_s != b->unreachable_s || a->max_shadow_ratio != b->max_shadow_ratio ||
+        a->nwindows != b->nwindows || a->approvals != b->approvals || a->dry_run != b->dry_run ||
         a->router.haproxy != b->router.haproxy ||
         !str_eq(a->router.read_backend, b->router.read_backend) ||
         !str_eq(a->router.write_backend, b->router.write_backend) ||
@@ -290,7 +294,7 @@ static const char *const round_trips[] = {
          "'source_server':'old','target_server':'new'},'description':'line one\\nline \\'two\\''"),
     WITH(",'router':{'type':'endpoint'},'metrics':{'audit_every':3600,'sample_every':'1h'},"
          "'abort_thresholds':{'divergent_rows':12345678901,'replication_lag_seconds':0.1,"
-         "'detection_latency_seconds':7,'shadow_mismatch_ratio':0.001}"),
+         "'detection_latency_seconds':7,'shadow_mismatch_ratio':0.001,'unreachable_seconds':3}"),
     WITH(",'windows':[{'days':'fri-mon','from':'22:00','to':'02:00','tz':'-05:30'},"
          "{'days':'mon,wed-fri,sun','from':'00:00','to':'23:59','tz':'Z'},"
          "{'days':'daily','from':'12:00','to':'13:00','tz':'+14:00'},"
@@ -396,7 +400,7 @@ int main(void)
         ok(m->nsteps == 5 && m->steps[0] == 1 && m->steps[4] == 100 && m->soak_s == 60, "cutover");
         ok(m->audit_every_s == 300 && m->sample_every_s == 10, "metrics");
         ok(m->max_divergent_rows == 0 && m->max_lag_s == 30 && m->detection_latency_s == 60 &&
-               m->max_shadow_ratio == 0.0,
+               m->unreachable_s == 10 && m->max_shadow_ratio == 0.0,
            "abort thresholds");
         ok(m->nwindows == 1 && m->windows[0].days == 0x1f && m->windows[0].from_min == 120 &&
                m->windows[0].to_min == 300 && m->windows[0].utc_offset_min == 0,

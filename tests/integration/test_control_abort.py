@@ -5,6 +5,8 @@ subscription disabled during cutover. Each abort is checked for its
 reason, the measured detection and rollback times (rollback under 5 s) and
 HAProxy's runtime API reporting the target's weight 0."""
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -14,8 +16,9 @@ import psycopg2
 from control_env import APPROVER, Control, Haproxy, cluster_for
 from harness import PgServer, Tap
 
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
-CASES = os.environ.get("ABORT_CASES", "corrupt schema lag rollback").split()
+LOGICAL = ("-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
+           "-c max_logical_replication_workers=16 -c max_worker_processes=32")
+CASES = os.environ.get("ABORT_CASES", "corrupt schema lag router rollback down").split()
 
 t = Tap()
 src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
@@ -44,7 +47,8 @@ def migrate_to(case, phase, lag_s=30):
                   "tables": ["orders", "customers"]},
         "cutover": {"steps": [25, 100], "soak_seconds": 1},
         "metrics": {"audit_every": "1h", "sample_every": "1s"},
-        "abort_thresholds": {"replication_lag_seconds": lag_s, "detection_latency_seconds": 60},
+        "abort_thresholds": {"replication_lag_seconds": lag_s, "detection_latency_seconds": 60,
+                             "unreachable_seconds": 3},
         "router": {"type": "haproxy", "read_backend": "reads", "write_backend": "writes",
                    "source_server": "old", "target_server": "new"}})
     if code != 201:
@@ -136,7 +140,20 @@ if mid:
     stop.set()
     th.join()
 
-# (d) an abort after the write cutover: writes go back to the source, which
+# (d) HAProxy restarted mid-step: it comes back with its file's weights
+# (every read on the source), not the 25% sluice set; the control plane
+# reads them back every second and aborts rather than leave the split to
+# nobody
+mid = "router" in CASES and migrate_to("router", "cutover")
+if mid:
+    hp.p.kill()
+    hp.p.wait()
+    os.unlink(hp.sock)
+    hp.p = subprocess.Popen(["haproxy", "-f", os.path.join(hp.dir, "haproxy.cfg"), "-db"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    check_abort("router", mid, time.time(), ["HAProxy no longer routes", "reads/old"])
+
+# (e) an abort after the write cutover: writes go back to the source, which
 # already holds every write made on the target (the reverse stream)
 mid = "rollback" in CASES and migrate_to("rollback", "cutover")
 if mid:
@@ -186,6 +203,14 @@ if mid:
     t.ok(on_target > 0 and len(acked) > on_target and not lost,
          f"rollback: no acknowledged write lost ({on_target} made on the target, "
          f"{len(acked) - on_target} after the rollback, all on the source)", lost[:10])
+
+# (g) the target's postmaster SIGKILLed during cutover (last: it takes the
+# target server down for good): unreachable for unreachable_seconds, abort
+mid = "down" in CASES and migrate_to("down", "cutover")
+if mid:
+    with open(os.path.join(dst.data, "postmaster.pid")) as f:
+        os.kill(int(f.readline()), signal.SIGKILL)
+    check_abort("down", mid, time.time(), ["the target new_down unreachable", "threshold 3 s"])
 
 t.ok("Sanitizer" not in ctl.log_text() and "runtime error" not in ctl.log_text(),
      "no sanitizer report from sluice control")
