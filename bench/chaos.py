@@ -14,6 +14,7 @@ TAP on stdout (the table as `#` lines at the end); --json FILE writes the
 figures. Usage: bench/chaos.py [--short] [--cases a1,b,...] [--json FILE]
 """
 import argparse
+import atexit
 import json
 import os
 import select
@@ -266,6 +267,7 @@ class Case:
              "--rate", str(self.opts.rate), "--duration", "3600", "--grace", "3",
              "--ledger", self.ledger, "--no-check", "--json", "--quiet"],
             stdout=self.load_out, stderr=self.load_err)
+        atexit.register(self.stop_load)  # the suite stopped early: no loadgen left behind
         self.events = EventWriter(self.hp.write_port)
         self.events.start()
 
