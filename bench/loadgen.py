@@ -388,8 +388,9 @@ class LoadGen:
             if i is not None:
                 try:
                     if shadow:
-                        # a difference may be replication lag: look again before calling it one
-                        for again in (False, True):
+                        # a difference may be replication lag: look again (4 times over 2 s,
+                        # a slow apply under load lags more than 0.5 s) before calling it one
+                        for again in range(5):
                             if again:
                                 time.sleep(0.5)
                             s = self.read_one(conns, a.source_dsn, i)
