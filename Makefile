@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo demo-migration test unit integration clean format bench test-random fuzz soak
+.PHONY: all deps demo demo-migration test unit integration clean format bench test-random fuzz soak chaos
 
 all: build/sluice
 
@@ -102,6 +102,13 @@ soak:
 	@$(MAKE) --no-print-directory build/asan/sluice
 	SLUICE=$(CURDIR)/build/asan/sluice SOAK_JOBS=1000 SOAK_CANCELS=100 prove -v --exec '' \
 	    tests/integration/test_soak.py
+
+# The chaos suite: one fault per case injected into a cdc migration behind
+# HAProxy under write load (bench/README.md, "chaos.py"); full form.
+chaos:
+	@bash scripts/deps.sh --test
+	@$(MAKE) --no-print-directory build/asan/sluice
+	SLUICE=$(CURDIR)/build/asan/sluice /usr/bin/python3 bench/chaos.py $(CHAOS_ARGS)
 
 bench: deps build/sluice
 	@bash scripts/deps.sh --test

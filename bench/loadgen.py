@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import signal
 import sys
 import threading
 import time
@@ -387,8 +388,9 @@ class LoadGen:
             if i is not None:
                 try:
                     if shadow:
-                        # a difference may be replication lag: look again before calling it one
-                        for again in (False, True):
+                        # a difference may be replication lag: look again (4 times over 2 s,
+                        # a slow apply under load lags more than 0.5 s) before calling it one
+                        for again in range(5):
                             if again:
                                 time.sleep(0.5)
                             s = self.read_one(conns, a.source_dsn, i)
@@ -474,12 +476,18 @@ class LoadGen:
             threads.append(threading.Thread(target=self.router, daemon=True, name="router"))
         if not a.quiet:
             threads.append(threading.Thread(target=self.progress, daemon=True, name="progress"))
+        # SIGTERM/SIGINT end the run as --duration would: writes in flight
+        # finish (within --grace), the ledger is written, the check runs
+        def stop(sig, _frame):
+            print(f"loadgen: {signal.Signals(sig).name}: ending the run", file=sys.stderr,
+                  flush=True)
+            self.stop_new.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
         for t in threads:
             t.start()
-        try:
-            self.stop_new.wait(a.duration)
-        except KeyboardInterrupt:
-            print("loadgen: interrupted: ending the run and checking", file=sys.stderr)
+        self.stop_new.wait(a.duration)
         self.stop_new.set()
         self.elapsed = time.monotonic() - self.t0
         # writes in flight may still be acknowledged within the grace period

@@ -51,13 +51,27 @@ backend writes
     server old 127.0.0.1:{old_port} weight 1
     server new 127.0.0.1:{new_port} weight 0
 """)
-        self.p = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL,
-                                  stderr=open(os.path.join(self.dir, "log"), "w"))
+        self.cfg = cfg
+        self.start()
         atexit.register(self.stop)
+
+    def start(self):
+        """HAProxy from its config file: the config's weights, not what a
+        control plane set before."""
+        self.p = subprocess.Popen(["haproxy", "-f", self.cfg, "-db"], stdout=subprocess.DEVNULL,
+                                  stderr=open(os.path.join(self.dir, "log"), "a"))
         for _ in range(100):
-            if os.path.exists(self.sock):
-                break
+            try:
+                if "old" in self.cmd("show servers state reads"):
+                    return
+            except OSError:
+                pass
             time.sleep(0.05)
+
+    def restart(self):
+        """Killed (SIGKILL) and started again: same ports, same socket path."""
+        self.stop()
+        self.start()
 
     def cmd(self, line):
         import socket
@@ -104,8 +118,9 @@ class Control:
         atexit.register(self.stop)
         self.start()
 
-    def start(self):
-        self.port = free_port()
+    def start(self, port=None):
+        """port: listen there (a restart keeps the URL clients know); a free one if None."""
+        self.port = port or free_port()
         args = [SLUICE, "control", "--listen", f"127.0.0.1:{self.port}", "--state", self.state,
                 "--db-file", self.dbfile, "--tokens", self.tokens, "--tick", str(self.tick_ms),
                 "--dashboard", os.path.join(REPO, "control", "dashboard"), *self.extra]

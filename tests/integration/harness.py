@@ -91,11 +91,17 @@ class PgServer:
         # its server: exiting runs the atexit handlers
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        self.opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                     "-c synchronous_commit=off -c full_page_writes=off"
+                     + (f" {extra_opts}" if extra_opts else ""))
+        self.start()
+
+    def start(self):
+        """pg_ctl start with the options of the first start (again after a
+        crash or a kill: crash recovery runs; returns once it accepts
+        connections)."""
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
-                   os.path.join(self.dir, "log"), "-w", "-t", "60", "-o",
-                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off"
-                   + (f" {extra_opts}" if extra_opts else ""), "start"])
+                   os.path.join(self.dir, "log"), "-w", "-t", "60", "-o", self.opts, "start"])
         self.started = True
 
     def _run(self, cmd):

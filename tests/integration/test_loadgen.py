@@ -2,10 +2,11 @@
 """bench/loadgen.py against a real PostgreSQL server: a clean run checks
 every acknowledged write (lost 0); rows deleted or changed behind its back
 before the check are counted, exactly, as lost writes (exit 1); a server
-restarted mid-run costs retries, not writes; a bad connection string is
+restarted mid-run costs retries, not writes; SIGTERM ends a run cleanly; a bad connection string is
 one line, exit 2, and no password."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,23 @@ t.ok(doc.get("acked", 0) > 500 and doc.get("max_pause_s", 0) > 0.1,
      "writes went on after it; the pause clients saw is measured",
      {k: doc.get(k) for k in ("acked", "max_pause_s", "unknown")})
 t.ok(doc.get("check", [{}])[0].get("ids_checked", 0) > 0, "the check covered the run's rows")
+
+# 3b. SIGTERM ends a long run early and cleanly: writes in flight finish,
+# the ledger is written, the check runs, exit 0
+ledger3 = os.path.join(tmp, "ledger-term.json")
+p = loadgen("--clients", "4", "--rate", "100", "--duration", "600", "--json", "--quiet",
+            "--ledger", ledger3, background=True)
+time.sleep(2.5)
+sent = time.time()
+p.send_signal(signal.SIGTERM)
+out, err = p.communicate(timeout=60)
+doc = summary(out)
+t.ok(p.returncode == 0 and doc.get("lost_writes") == 0 and doc.get("acked", 0) > 100
+     and time.time() - sent < 10,
+     f"SIGTERM: stopped in {time.time() - sent:.1f} s, exit 0, lost 0",
+     f"exit {p.returncode}\n{err[-1500:]}")
+t.ok(os.path.exists(ledger3) and len(json.load(open(ledger3))["acked"]) > 0,
+     "SIGTERM: the ledger is written")
 
 # 4. bad arguments and unreachable databases: one line, exit 2, no password
 bad = pg.dsn("shop", password="Wr0ng-pass-XYZ")
