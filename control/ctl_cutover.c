@@ -26,7 +26,7 @@
 
 #include "ctl_impl.h"
 
-#define DRAIN_MS 2000   /* the source's write sessions finish, or are shut */
+#define DRAIN_MS 1000   /* the source's write sessions finish, or are shut */
 #define APPLY_MS 5000   /* the subscriber catches up */
 #define SEQ_MARGIN 1000 /* sequences land this many increments past the source's */
 #define DB_TIMEOUT_MS 5000
@@ -97,8 +97,19 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     uint64_t lsn = 0;
     size_t nseq = 0;
     int fwd_off = 0;
-    const char *step = "stopping new writes";
+    const char *tables[257];
+    char hb[80];
+    size_t nt = pub_tables(g, tables, hb, sizeof hb);
+    /* before the pause: the reverse publication (catalog only: nothing
+     * flows until its subscription exists), once any leftover of a
+     * cutover that died is gone */
+    const char *step = "preparing reverse replication";
     int64_t t0 = sl_now_ms();
+    if (ct_pg_drop_replication(dst, src, rev, rev, &e) != 0 ||
+        ct_pg_create_publication(dst, rev, tables, nt, &e) != 0)
+        goto fail;
+    step = "stopping new writes";
+    t0 = sl_now_ms();
     if (ct_haproxy_set_state(c->haproxy, r->write_backend, r->source_server, "drain", &e) != 0)
         goto fail;
     step = "draining the source's write sessions";
@@ -132,11 +143,7 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
         goto fail;
     crash_point(c, "forward_off");
     step = "starting reverse replication";
-    const char *tables[257];
-    char hb[80];
-    size_t nt = pub_tables(g, tables, hb, sizeof hb);
-    if (ct_pg_create_publication(dst, rev, tables, nt, &e) != 0 ||
-        ct_pg_create_subscription_ex(src, rev, ctl_dsn(c, g->m->target), rev, 0, &e) != 0)
+    if (ct_pg_create_subscription_ex(src, rev, ctl_dsn(c, g->m->target), rev, 0, &e) != 0)
         goto fail;
     /* from here a restart finishes the cutover instead of undoing it */
     step = "recording the cutover's progress";
@@ -164,10 +171,9 @@ fail:
     snprintf(why, len, "write cutover failed while %s: %s", step, e.msg);
     /* back to where it was: forward replication, writes on the source */
     sl_err u = {0};
-    if (fwd_off) { /* whatever of the reverse stream exists goes; forward on again */
-        ct_pg_drop_replication(dst, src, rev, rev, &u);
+    ct_pg_drop_replication(dst, src, rev, rev, &u); /* whatever of the reverse stream exists */
+    if (fwd_off)
         ct_pg_set_subscription_enabled(dst, fwd, 1, &u);
-    }
     /* writes back on the source (its drain state lifted) */
     mig_route(c, g, "target", g->read_pct, "source");
     g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
