@@ -8,6 +8,20 @@
 #include "../proto/curve.h"
 #include "cli.h"
 
+static const char *usage_scrub =
+    "usage: sluice scrub SOURCE TARGET --table T [--rows-per-second N] [--cycles N]\n"
+    "         [--ranges N] [diff options] [--coordinator EP]\n"
+    "  walks every row of a table on a coordinator's cluster, range by range in\n"
+    "  a random order, at a steady rate, one cycle after another (each cycle a\n"
+    "  fresh order). SOURCE and TARGET name databases the workers announced.\n"
+    "  --rows-per-second N  the read rate, both sides together (default: unthrottled)\n"
+    "  --cycles N           stop after N cycles (default 1; 0: until interrupted)\n"
+    "  --ranges N           ranges per cycle (default 64; more: finer rotation)\n"
+    "  progress on stderr; a line per cycle on stdout with the rows checked, the\n"
+    "  divergences and the time by which every row had been checked at least once;\n"
+    "  each cycle is a drift row of kind scrub (sluice drift).\n"
+    "  exit 0: no divergence in any cycle; 1: divergences; 2: trouble\n";
+
 static const char *usage_diff =
     "usage: sluice diff SOURCE TARGET --table TABLE [options]\n"
     "       sluice submit SOURCE TARGET --table TABLE [--coordinator EP] [--wait] [options]\n"
@@ -124,10 +138,13 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"max-tasks", required_argument, 0, 'm'},
                                          {"request-timeout", required_argument, 0, 'q'},
                                          {"every", required_argument, 0, 'E'},
+                                         {"cycles", required_argument, 0, 'y'},
+                                         {"rows-per-second", required_argument, 0, 'M'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = mode == DIFF_ARGS_SCHEDULE ? "schedule add"
                       : mode == DIFF_ARGS_SUBMIT ? "submit"
+                      : mode == DIFF_ARGS_SCRUB  ? "scrub"
                                                  : "diff";
     int cluster = mode != DIFF_ARGS_DIFF;
     const char *lists[3] = {NULL, NULL, NULL};
@@ -136,6 +153,10 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
     a->workers = 2;
     a->progress = isatty(2);
     a->coordinator = CLI_DEFAULT_CLIENTS_EP;
+    if (mode == DIFF_ARGS_SCRUB) {
+        a->cycles = 1;
+        a->o.ranges = 64;
+    }
     int ch;
     optind = 1;
     opterr = 0;
@@ -254,6 +275,15 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                 return cli_fail("--request-timeout is for sluice submit");
             break;
         }
+        case 'y':
+            if (mode != DIFF_ARGS_SCRUB)
+                return cli_fail("--cycles belongs to sluice scrub");
+            a->cycles = strtol(optarg, &end, 10);
+            if (end == optarg || *end || a->cycles < 0 || a->cycles > 1000000)
+                return cli_fail("--cycles must be a number from 0 (until stopped) to 1000000, "
+                                "not \"%s\"",
+                                optarg);
+            break;
         case 'E':
             if (mode != DIFF_ARGS_SCHEDULE)
                 return cli_fail("--every belongs to sluice schedule add");
@@ -261,7 +291,10 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                 return cli_fail("--every must be like 90, 90s, 15m, 2h or 1d, not \"%s\"", optarg);
             break;
         case 'h':
-            fputs(mode == DIFF_ARGS_SCHEDULE ? usage_schedule_add : usage_diff, stdout);
+            fputs(mode == DIFF_ARGS_SCHEDULE ? usage_schedule_add
+                  : mode == DIFF_ARGS_SCRUB  ? usage_scrub
+                                             : usage_diff,
+                  stdout);
             return 0;
         default:
             /* up to any '=': the value may be a DSN with a password */

@@ -32,6 +32,7 @@ typedef struct diff_args {
     const char *source, *target; /* DSNs for diff, database names for submit */
     const char *name;            /* schedule add: the audit's name */
     long every_s;                /* schedule add: --every */
+    long cycles;                 /* scrub: --cycles (0: until stopped) */
     sl_priority priority;        /* submit, schedule add: --priority */
     int64_t max_tasks;           /* submit, schedule add: --max-tasks (0: no cap) */
     int request_timeout_ms;      /* submit, schedule add: --request-timeout (0: 5 s) */
@@ -50,7 +51,7 @@ typedef struct diff_args {
  * or `schedule add` (DIFF_ARGS_SCHEDULE: NAME SOURCE TARGET and --every).
  * Returns -1 to go on, else the exit status (0 after --help, 2 after a
  * printed error). */
-enum { DIFF_ARGS_DIFF = 0, DIFF_ARGS_SUBMIT = 1, DIFF_ARGS_SCHEDULE = 2 };
+enum { DIFF_ARGS_DIFF = 0, DIFF_ARGS_SUBMIT = 1, DIFF_ARGS_SCHEDULE = 2, DIFF_ARGS_SCRUB = 3 };
 int diff_args_parse(int argc, char **argv, int mode, diff_args *a);
 void diff_args_free(diff_args *a);
 
@@ -132,5 +133,6 @@ int cmd_keygen(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
+int cmd_scrub(int argc, char **argv);
 
 #endif

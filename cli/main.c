@@ -13,25 +13,27 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "-h")) {
-        printf("sluice %s — validate data migrations\n\n"
-               "commands:\n"
-               "  diff SOURCE TARGET --table T     compare a table row by row (all in one)\n"
-               "  coordinator [options]            run the coordinator of a cluster\n"
-               "  worker --db NAME=DSN [options]   run workers for a coordinator\n"
-               "  submit SRC TGT --table T [--wait]  submit a diff job to a coordinator\n"
-               "         [--priority high|normal|low] [--max-tasks N]\n"
-               "  status JOB                       a job's state and summary\n"
-               "  report JOB                       a finished job's report, as diff prints it\n"
-               "  watch [--job JOB]                follow the event stream\n"
-               "  cancel JOB                       stop a queued or running job\n"
-               "  workers                          the workers a coordinator knows\n"
-               "  schedule add|rm|ls               audits a coordinator runs on an interval\n"
-               "  drift [--table T]                the drift history in the control database\n"
-               "  control --db-file F --tokens F   the migration control plane (HTTP API)\n"
-               "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
-               "  version                          print the version\n"
-               "each command takes --help\n",
-               SLUICE_VERSION);
+        printf(
+            "sluice %s — validate data migrations\n\n"
+            "commands:\n"
+            "  diff SOURCE TARGET --table T     compare a table row by row (all in one)\n"
+            "  coordinator [options]            run the coordinator of a cluster\n"
+            "  worker --db NAME=DSN [options]   run workers for a coordinator\n"
+            "  submit SRC TGT --table T [--wait]  submit a diff job to a coordinator\n"
+            "         [--priority high|normal|low] [--max-tasks N]\n"
+            "  status JOB                       a job's state and summary\n"
+            "  report JOB                       a finished job's report, as diff prints it\n"
+            "  watch [--job JOB]                follow the event stream\n"
+            "  cancel JOB                       stop a queued or running job\n"
+            "  workers                          the workers a coordinator knows\n"
+            "  schedule add|rm|ls               audits a coordinator runs on an interval\n"
+            "  scrub SRC TGT --table T          every row checked, in a random order, at a rate\n"
+            "  drift [--table T]                the drift history in the control database\n"
+            "  control --db-file F --tokens F   the migration control plane (HTTP API)\n"
+            "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
+            "  version                          print the version\n"
+            "each command takes --help\n",
+            SLUICE_VERSION);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
@@ -42,12 +44,13 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {
-        {"diff", cmd_diff},       {"coordinator", cmd_coordinator}, {"worker", cmd_worker},
-        {"submit", cmd_submit},   {"status", cmd_status},           {"watch", cmd_watch},
-        {"workers", cmd_workers}, {"keygen", cmd_keygen},           {"report", cmd_report},
-        {"cancel", cmd_cancel},   {"schedule", cmd_schedule},       {"control", cmd_control},
-        {"drift", cmd_drift}};
+    } cmds[] = {{"diff", cmd_diff},         {"coordinator", cmd_coordinator},
+                {"worker", cmd_worker},     {"submit", cmd_submit},
+                {"status", cmd_status},     {"watch", cmd_watch},
+                {"workers", cmd_workers},   {"keygen", cmd_keygen},
+                {"report", cmd_report},     {"cancel", cmd_cancel},
+                {"schedule", cmd_schedule}, {"control", cmd_control},
+                {"drift", cmd_drift},       {"scrub", cmd_scrub}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -70,6 +70,8 @@ typedef struct sl_job_spec {
     int64_t max_rows_per_second; /* 0: unthrottled */
     sl_priority priority;        /* sent only when not normal */
     int64_t max_tasks;           /* tasks of this job at once; 0: no cap (not sent) */
+    int scrub;                   /* a scrub cycle: ranges in a random order (shuffle_seed) */
+    uint64_t shuffle_seed;       /* with scrub; its low 63 bits are sent (0 taken as 1) */
 } sl_job_spec;
 
 /* Builds the submit frame of spec into out (reset first): the one format

@@ -48,6 +48,7 @@ typedef struct sched_due {
 
 typedef struct spec {
     co_diff_opts o;
+    int scrub; /* "kind": "scrub": a scrub cycle (its drift row says so) */
     char *strs[8];
     char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
 } spec;
@@ -135,6 +136,18 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if ((o = msg_get(m, "max_rows_per_second")) && (msg_obj_int(o, &mrps) || mrps < 0))
         return sl_err_setc(err, SL_INVALID, "submit: \"max_rows_per_second\" must be 0 or more");
     s->o.max_rows_per_second = mrps;
+    int64_t seed = 0;
+    if ((o = msg_get(m, "shuffle_seed")) && (msg_obj_int(o, &seed) || seed < 0))
+        return sl_err_setc(err, SL_INVALID, "submit: \"shuffle_seed\" must be 0 or more");
+    s->o.shuffle_seed = (uint64_t)seed;
+    if ((o = msg_get(m, "kind")) && !msg_obj_is_nil(o)) {
+        const char *p;
+        size_t n;
+        if (msg_obj_str(o, &p, &n) ||
+            !((n == 5 && !memcmp(p, "audit", 5)) || (n == 5 && !memcmp(p, "scrub", 5))))
+            return sl_err_setc(err, SL_INVALID, "submit: \"kind\" must be \"audit\" or \"scrub\"");
+        s->scrub = p[0] == 's';
+    }
     s->o.priority = CO_PRIO_NORMAL;
     if ((o = msg_get(m, "priority")) && !msg_obj_is_nil(o)) {
         const char *p;
@@ -693,7 +706,8 @@ static void serve_client(void *ctx)
         int64_t job;
         if (spec_read(m, &sp, &e) ||
             co_store_add_job(s->store, zmq_msg_data(&body), zmq_msg_size(&body), sp.o.table,
-                             sp.o.priority, &job, &e)) {
+                             sp.o.priority, &job, &e) ||
+            (sp.scrub && co_store_set_kind(s->store, job, "scrub", &e))) {
             reply_err(s, ident, ilen, msg_id(m), &e);
         } else {
             msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));

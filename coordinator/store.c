@@ -104,7 +104,7 @@ static const migration migrations[] = {
     /* 3: drift history for every kind of evidence (audit, scrub cycle,
      * change-verification window): rows checked, transient differences
      * and the detection latency's percentiles (seconds; NULL: no
-     * divergence to time) */
+     * divergence to time), and jobs.kind (audit or scrub) */
     {"ALTER TABLE drift ADD COLUMN kind TEXT NOT NULL DEFAULT 'audit';"
      "ALTER TABLE drift ADD COLUMN rows_checked INTEGER;"
      "ALTER TABLE drift ADD COLUMN transient INTEGER;"
@@ -112,7 +112,8 @@ static const migration migrations[] = {
      "ALTER TABLE drift ADD COLUMN latency_p50 REAL;"
      "ALTER TABLE drift ADD COLUMN latency_p99 REAL;"
      "ALTER TABLE drift ADD COLUMN latency_max REAL;"
-     "CREATE INDEX drift_tbl ON drift (tbl, at);",
+     "CREATE INDEX drift_tbl ON drift (tbl, at);"
+     "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'audit';",
      "ALTER TABLE drift ADD COLUMN kind text NOT NULL DEFAULT 'audit';"
      "ALTER TABLE drift ADD COLUMN rows_checked bigint;"
      "ALTER TABLE drift ADD COLUMN transient bigint;"
@@ -120,7 +121,8 @@ static const migration migrations[] = {
      "ALTER TABLE drift ADD COLUMN latency_p50 float8;"
      "ALTER TABLE drift ADD COLUMN latency_p99 float8;"
      "ALTER TABLE drift ADD COLUMN latency_max float8;"
-     "CREATE INDEX drift_tbl ON drift (tbl, at);"},
+     "CREATE INDEX drift_tbl ON drift (tbl, at);"
+     "ALTER TABLE jobs ADD COLUMN kind text NOT NULL DEFAULT 'audit';"},
 };
 
 #define SCHEMA_LATEST ((int64_t)(sizeof migrations / sizeof migrations[0]))
@@ -666,7 +668,14 @@ static int take_job_drift(void *ctx, const sval *c, int n)
     r->schema = vi(&c[6]);
     r->transient = vi(&c[7]);
     r->window_s = vd(&c[8]);
+    vs(&c[9], r->kind, sizeof r->kind);
     return 0;
+}
+
+int co_store_set_kind(co_store *s, int64_t id, const char *kind, sl_err *err)
+{
+    sval p[] = {I(id), T(kind)};
+    return q(s, "UPDATE jobs SET kind = $2 WHERE id = $1", p, 2, NULL, NULL, err);
 }
 
 /* An audit's drift row: its counts, and how long after the job started
@@ -674,11 +683,10 @@ static int take_job_drift(void *ctx, const sval *c, int n)
 static int job_drift(co_store *s, int64_t id, sl_err *err)
 {
     co_drift_row r = {.job = id, .at = wall()};
-    snprintf(r.kind, sizeof r.kind, "audit");
     sval p[] = {I(id)};
     if (q(s,
           "SELECT tbl, source_rows, target_rows, missing, extra, changed, schema_drift, "
-          "transient, elapsed FROM jobs WHERE id = $1",
+          "transient, elapsed, kind FROM jobs WHERE id = $1",
           p, 1, take_job_drift, &r, err))
         return -1;
     r.rows_checked = r.source_rows + r.extra; /* every key seen on either side, once */

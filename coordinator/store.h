@@ -112,6 +112,8 @@ typedef struct co_drift_row {
  * all < 0 when n is 0. */
 void co_drift_latencies(double *v, size_t n, co_drift_row *r);
 int co_store_drift_add(co_store *s, const co_drift_row *r, sl_err *err);
+/* A job's kind ("audit" unless set: "scrub"), the kind of its drift row. */
+int co_store_set_kind(co_store *s, int64_t id, const char *kind, sl_err *err);
 /* fn for each row of table (NULL: every table) recorded at or after
  * since, oldest first; fn returning non-zero stops (then -1). */
 typedef int (*co_drift_fn)(void *ctx, const co_drift_row *r);
