@@ -688,12 +688,14 @@ static int query_error(PGconn *pg, const PGresult *res, const char *name, const 
     return sl_err_setc(err, state_code(pg, res), "%s: %s: %s", name, doing, line);
 }
 
-/* Runs sql with text params and returns its last result (NULL when sending
+/* Runs sql with text params (np < 0: as a simple query, the only kind a
+ * walsender takes) and returns its last result (NULL when sending
  * failed or the server stayed silent for CONN_READ_TIMEOUT_MS). libpq has
  * no read timeout of its own. */
 static PGresult *run(PGconn *pg, const char *sql, int np, const char *const *params)
 {
-    if (!PQsendQueryParams(pg, sql, np, NULL, params, NULL, NULL, 0))
+    if (!(np < 0 ? PQsendQuery(pg, sql)
+                 : PQsendQueryParams(pg, sql, np, NULL, params, NULL, NULL, 0)))
         return NULL;
     PGresult *last = NULL, *r;
     for (;;) {
@@ -962,12 +964,31 @@ pr_stream *pr_open(const char *dsn, const char *slot, const char *publication, p
     }
     if (!(s->pg = connect_pg(dsn, 1, s->name, sizeof s->name, err)))
         goto fail;
+    /* the slot's confirmed position: status updates must never report
+     * less (PostgreSQL 15 would move the slot back). A walsender takes
+     * simple queries only; the name is plain (check_name). */
     char sql[300];
+    snprintf(sql, sizeof sql,
+             "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", slot);
+    PGresult *r = run(s->pg, sql, -1, NULL);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            sl_err_setc(err, SL_NOT_FOUND, "%s: replication slot \"%s\" does not exist", s->name,
+                        slot);
+        else
+            query_error(s->pg, r, s->name, "reading the slot's position", err);
+        PQclear(r);
+        goto fail;
+    }
+    pr_lsn flushed = 0;
+    if (!PQgetisnull(r, 0, 0))
+        parse_lsn(PQgetvalue(r, 0, 0), &flushed);
+    PQclear(r);
     snprintf(sql, sizeof sql,
              "START_REPLICATION SLOT \"%s\" LOGICAL " PR_LSN_FMT
              " (proto_version '1', publication_names '\"%s\"')",
              slot, PR_LSN_ARGS(start_lsn), publication);
-    PGresult *r = NULL;
+    r = NULL;
     if (PQsendQuery(s->pg, sql)) {
         while (PQisBusy(s->pg) && PQstatus(s->pg) == CONNECTION_OK &&
                wait_socket(s->pg, CONN_READ_TIMEOUT_MS))
@@ -982,7 +1003,7 @@ pr_stream *pr_open(const char *dsn, const char *slot, const char *publication, p
         goto fail;
     }
     PQclear(r);
-    s->received = s->confirmed = start_lsn;
+    s->received = s->confirmed = start_lsn > flushed ? start_lsn : flushed;
     s->next_status = sl_now_ms() + PR_STATUS_EVERY_MS;
     return s;
 fail:
