@@ -58,7 +58,7 @@ typedef struct pr_change {
     pr_lsn commit_lsn; /* the transaction's commit record */
     pr_lsn end_lsn;    /* PR_COMMIT: the end of that record, what to confirm */
     uint32_t xid;
-    int64_t commit_time_ms; /* PR_COMMIT: ms since 1970 */
+    int64_t commit_time_ms; /* the transaction's commit time, ms since 1970 */
 } pr_change;
 
 /* Creates publication `name` FOR TABLE tables[0..n) (each "table" or
