@@ -1064,7 +1064,11 @@ int pr_next(pr_stream *s, int timeout_ms, pr_change *out, sl_err *err)
             continue;
         }
         if (n == -1) {
-            PGresult *r = PQgetResult(s->pg);
+            /* the why (an ErrorResponse) may still be on its way: wait for
+             * it a little, not for ever */
+            while (PQisBusy(s->pg) && wait_socket(s->pg, 5000) && PQconsumeInput(s->pg)) {
+            }
+            PGresult *r = PQisBusy(s->pg) ? NULL : PQgetResult(s->pg);
             query_error(s->pg, r, s->name, "the server ended the replication stream", err);
             PQclear(r);
             return -1;
