@@ -65,3 +65,31 @@ ENC = {"int_text": (1, 1, b"-9223372036854775808"), "numeric": (2, 1, b"10.50"),
 for name, (cls, kind, payload) in ENC.items():
     write("enc", name, bytes([cls, kind]) + payload)
 write("enc", "key_int_text", bytes([4, 5]) + key(5, "k"))  # 2 columns: int, text
+
+# pgrepl: replication messages, each with a 2-byte length (fuzz_pgrepl.c)
+W = b"w" + bytes(24)
+
+
+def tup(*vals):  # a TupleData of text values (None: NULL)
+    out = len(vals).to_bytes(2, "big")
+    for v in vals:
+        out += b"n" if v is None else b"t" + len(v).to_bytes(4, "big") + v
+    return out
+
+
+def msgs(*ms):
+    return b"".join(len(m).to_bytes(2, "big") + m for m in ms)
+
+
+REL = (16384).to_bytes(4, "big")
+write("pgrepl", "insert_commit", msgs(W + b"I" + REL + b"N" + tup(b"1", b"x", b"k"),
+                                      W + b"C\x00" + (1 << 32).to_bytes(8, "big") + bytes(16)))
+write("pgrepl", "update_key", msgs(W + b"U" + REL + b"K" + tup(b"1", None, b"k") + b"N"
+                                   + tup(b"2", b"y", b"k")))
+write("pgrepl", "delete_truncate", msgs(W + b"D" + REL + b"O" + tup(b"1", b"x", b"k"),
+                                        W + b"T" + (1).to_bytes(4, "big") + b"\x00" + REL))
+write("pgrepl", "relation_keepalive", msgs(
+    W + b"R" + (5).to_bytes(4, "big") + b"s\x00t2\x00f" + (1).to_bytes(2, "big")
+    + b"\x01id\x00" + bytes(8),
+    b"k" + bytes(16) + b"\x01",
+    W + b"Y" + bytes(4) + b"s\x00ty\x00", W + b"O" + bytes(8) + b"o\x00"))
