@@ -517,6 +517,11 @@ def run_control_case(c, row):
     row["reason"] = s and s.get("abort_reason")
     t.ok(moved, "e: the write cutover ran (writes on the target)", s and s.get("abort_reason"))
     row["status_write_pause_s"] = s and s.get("write_pause_seconds")
+    evs = c.ctl.call("GET", f"/migrations/{c.mid}/events")[1].get("events", [])
+    for e in evs:
+        if e["kind"] == "write_cutover" and "steps_ms" in e["detail"]:
+            row["cutover_steps_ms"] = e["detail"]["steps_ms"]
+            t.diag(f"e: the write cutover's steps (ms): {e['detail']['steps_ms']}")
     t.ok(s and isinstance(s.get("write_pause_seconds"), (int, float))
          and s["write_pause_seconds"] < 2,
          f"e: write_pause_seconds in the status, under 2 s: {s and s.get('write_pause_seconds')}")

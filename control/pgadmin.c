@@ -369,8 +369,14 @@ ct_db *ct_db_open(const char *dsn, int timeout_ms, sl_err *err)
     char ms[24];
     snprintf(ms, sizeof ms, "%d", timeout_ms);
     const char *p[1] = {ms};
-    PGresult *r = pg_run(d, "SELECT set_config('statement_timeout', $1, false)", 1, p,
-                         PGRES_TUPLES_OK, "setting statement_timeout", err);
+    /* synchronous_commit on for the control plane's own writes: a
+     * heartbeat's commit then flushes the WAL before it, so a walsender
+     * sends it (and everything committed before it) at once, not after
+     * the WAL writer's next round (up to 3 x wal_writer_delay) */
+    PGresult *r = pg_run(d,
+                         "SELECT set_config('statement_timeout', $1, false), "
+                         "set_config('synchronous_commit', 'on', false)",
+                         1, p, PGRES_TUPLES_OK, "setting statement_timeout", err);
     if (!r) {
         ct_db_free(d);
         return NULL;
