@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "../proto/curve.h"
@@ -40,6 +41,8 @@ static const char *usage_diff =
     "  --rechecks N         live data: fetch a differing row again N times before\n"
     "                       confirming it; one that comes back equal is transient\n"
     "  --settle SECONDS     wait between re-checks (default 5 with --rechecks)\n"
+    "  --sample-percent P   compare P% of the key space only (small ranges picked at\n"
+    "                       random) and print the bound it gives on the divergent share\n"
     "  --max-rows-per-second N  throttle reading (both sides together) for a busy\n"
     "                       production database\n"
     "  --allow-empty        two empty tables are equal instead of an error\n"
@@ -139,6 +142,7 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"request-timeout", required_argument, 0, 'q'},
                                          {"every", required_argument, 0, 'E'},
                                          {"cycles", required_argument, 0, 'y'},
+                                         {"sample-percent", required_argument, 0, 'Z'},
                                          {"rows-per-second", required_argument, 0, 'M'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -275,6 +279,21 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                 return cli_fail("--request-timeout is for sluice submit");
             break;
         }
+        case 'Z': {
+            if (mode == DIFF_ARGS_SCRUB || mode == DIFF_ARGS_SCHEDULE)
+                return cli_fail("--sample-percent belongs to sluice diff and sluice submit");
+            double pct = strtod(optarg, &end);
+            if (end == optarg || *end || !(pct >= 0.01 && pct < 100))
+                return cli_fail("--sample-percent must be a number from 0.01 to below 100, not "
+                                "\"%s\"",
+                                optarg);
+            a->o.sample_bp = (int)(pct * 100 + 0.5);
+            if (getrandom(&a->o.shuffle_seed, sizeof a->o.shuffle_seed, 0) !=
+                sizeof a->o.shuffle_seed)
+                a->o.shuffle_seed = (uint64_t)sl_wall_ms() * 2654435761u;
+            a->o.shuffle_seed = (a->o.shuffle_seed & (uint64_t)INT64_MAX) | 1;
+            break;
+        }
         case 'y':
             if (mode != DIFF_ARGS_SCRUB)
                 return cli_fail("--cycles belongs to sluice scrub");
@@ -376,7 +395,9 @@ void diff_args_spec(const diff_args *a, sl_job_spec *spec)
                           .settle_ms = a->o.settle_ms,
                           .max_rows_per_second = a->o.max_rows_per_second,
                           .priority = a->priority,
-                          .max_tasks = a->max_tasks};
+                          .max_tasks = a->max_tasks,
+                          .sample_bp = a->o.sample_bp,
+                          .shuffle_seed = a->o.shuffle_seed};
 }
 
 long cli_parse_every(const char *s)

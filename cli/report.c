@@ -1,5 +1,7 @@
 #include "report.h"
 
+#include "../base/stats.h"
+
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -242,8 +244,31 @@ static void print_row_text(const report *r, int kind, int status, const json_t *
     printf("\n");
 }
 
+/* A sample's figures: the ranges compared, the rows and divergences in
+ * them, and the bound they give on the whole table's divergent share. */
+typedef struct sample_fig {
+    size_t kept, of;
+    double percent;
+    uint64_t rows, divergent;
+    double upper; /* 95% one-sided Clopper-Pearson */
+} sample_fig;
+
+static int sample_of(const co_summary *s, const diff_args *a, sample_fig *f)
+{
+    if (!a || a->o.sample_bp <= 0)
+        return 0;
+    f->of = s->ranges;
+    f->kept =
+        s->sampled_ranges ? s->sampled_ranges : (s->ranges * (size_t)a->o.sample_bp + 9999) / 10000;
+    f->percent = a->o.sample_bp / 100.0;
+    f->rows = s->source_rows + s->extra;
+    f->divergent = s->changed + s->missing + s->extra;
+    f->upper = sl_binom_upper(f->rows, f->divergent, 0.95);
+    return 1;
+}
+
 static int print_text(const report *r, const co_summary *s, const char *table, const char *ttable,
-                      sl_err *err)
+                      const diff_args *a, sl_err *err)
 {
     for (size_t i = 0; i < r->n; i++) {
         const div_rec *d = &r->v[i];
@@ -271,8 +296,16 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
     if (s->matched_on_fetch)
         printf("%llu rows hashed differently but matched when read again (changes in flight)\n",
                (unsigned long long)s->matched_on_fetch);
+    sample_fig f;
+    int sampled = sample_of(s, a, &f);
+    if (sampled)
+        printf("sample: %zu of %zu ranges (%.2f%% of the key space) picked at random, %llu rows "
+               "compared, %llu divergent: at 95%% confidence under %.4g%% of all rows differ\n",
+               f.kept, f.of, f.percent, (unsigned long long)f.rows, (unsigned long long)f.divergent,
+               f.upper * 100);
     if (!report_differs(r))
-        printf("tables are identical\n");
+        printf(sampled ? "no divergence in the sample (not a full comparison)\n"
+                       : "tables are identical\n");
     else
         printf("tables differ: %llu changed, %llu missing-in-target, %llu extra-in-target, "
                "%llu schema\n",
@@ -337,7 +370,7 @@ static void print_row_json(const report *r, int kind, int status, const json_t *
 }
 
 static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
-                      sl_err *err)
+                      const diff_args *a, sl_err *err)
 {
     json_t *schema = json_array();
     for (size_t i = 0; i < r->n; i++) {
@@ -359,6 +392,15 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                          (json_int_t)s->target_rows),
                0);
     put_member("schema", schema, 0);
+    sample_fig f;
+    if (sample_of(s, a, &f))
+        put_member("sample",
+                   json_pack("{s:I, s:I, s:f, s:I, s:I, s:f, s:s}", "ranges", (json_int_t)f.kept,
+                             "of_ranges", (json_int_t)f.of, "percent", f.percent, "rows",
+                             (json_int_t)f.rows, "divergent", (json_int_t)f.divergent,
+                             "upper_bound_95", f.upper, "method",
+                             "one-sided Clopper-Pearson over the rows of ranges picked at random"),
+                   0);
     printf("  \"divergences\": [");
     size_t n = 0;
     if (rows_each(r, print_row_json, &n, err))
@@ -387,7 +429,7 @@ int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *er
                            "both tables are empty (0 rows compared), so nothing was verified; "
                            "check --table and --where, or pass --allow-empty");
     const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
-    int rc = strcmp(a->format, "json") == 0 ? print_json(r, s, a->o.table, tt, err)
-                                            : print_text(r, s, a->o.table, tt, err);
+    int rc = strcmp(a->format, "json") == 0 ? print_json(r, s, a->o.table, tt, a, err)
+                                            : print_text(r, s, a->o.table, tt, a, err);
     return rc ? -1 : report_differs(r);
 }

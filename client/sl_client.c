@@ -673,7 +673,11 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         msg_put_cstr(w, "priority", prio);
     if (s->max_tasks > 0)
         msg_put_int(w, "max_tasks", s->max_tasks);
-    if (s->scrub) {
+    if (s->sample_bp > 0) {
+        int64_t seed = (int64_t)(s->shuffle_seed & (uint64_t)INT64_MAX);
+        msg_put_int(w, "sample_bp", s->sample_bp);
+        msg_put_int(w, "shuffle_seed", seed ? seed : 1);
+    } else if (s->scrub) {
         /* a seed of 0 would mean key order: never sent */
         int64_t seed = (int64_t)(s->shuffle_seed & (uint64_t)INT64_MAX);
         msg_put_cstr(w, "kind", "scrub");

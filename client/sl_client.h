@@ -71,6 +71,7 @@ typedef struct sl_job_spec {
     sl_priority priority;        /* sent only when not normal */
     int64_t max_tasks;           /* tasks of this job at once; 0: no cap (not sent) */
     int scrub;                   /* a scrub cycle: ranges in a random order (shuffle_seed) */
+    int sample_bp;               /* 1..9999: a sample of that many 1/10000 of the ranges */
     uint64_t shuffle_seed;       /* with scrub; its low 63 bits are sent (0 taken as 1) */
 } sl_job_spec;
 

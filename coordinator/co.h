@@ -89,6 +89,9 @@ typedef struct co_diff_opts {
     int rechecks;                /* re-fetch a differing key this many times before confirming */
     int settle_ms;               /* ... each time after this long */
     int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
+    int sample_bp;               /* 1..9999: compare only this many ten-thousandths of the
+                                    ranges, picked at random from shuffle_seed (a sample);
+                                    0: every range */
     uint64_t shuffle_seed;       /* non-zero: ranges visited in a random order drawn from it
                                     (a scrub cycle); 0: in key order */
     size_t ranges;               /* 0: chosen from worker count and table size */
@@ -106,6 +109,7 @@ typedef struct co_diff_opts {
 typedef struct co_summary {
     uint64_t source_rows, target_rows;
     size_t ranges, workers;
+    size_t sampled_ranges;                    /* a sample: the ranges compared; 0: every one */
     uint64_t missing, extra, changed, schema; /* confirmed (or all, without re-checks) */
     uint64_t transient;                       /* differences gone on a re-check */
     /* rows whose hashes differed but whose values, read again by key,

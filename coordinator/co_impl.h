@@ -157,6 +157,7 @@ struct co_job {
     size_t nready, ready_head, capready;
     size_t next;     /* the first task that may still be pending */
     size_t *order;   /* NULL: ranges in key order; else the i-th visited is order[i] */
+    size_t sampled;  /* a sample: the ranges compared (the rest left out) */
     double stranded; /* since when no live worker reaches a side */
     const co_diff_opts *o;
     const co_callbacks *cb;

@@ -150,6 +150,7 @@ static int job_run(job *j, sl_err *err)
     if (co_reconcile(j, &j->sd[0], &j->sd[1], err) || co_plan(j, err))
         return -1;
     sum->ranges = j->nr;
+    sum->sampled_ranges = j->sampled;
     sum->workers = co_alive_workers(c);
     j->lost_seen = c->lost;
     j->phase = JOB_RANGES;

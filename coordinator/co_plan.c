@@ -413,8 +413,22 @@ static int make_ranges(job *j, size_t n, const uint8_t *const *keys, const size_
         r->has_hi = i < n;
         r->worker[0] = r->worker[1] = -1;
     }
-    if (j->o->shuffle_seed) /* a scrub: the whole key space, in an order of its own */
-        return shuffle(j, j->o->shuffle_seed, err);
+    if (!j->o->shuffle_seed) /* a scrub: the whole key space, in an order of its own */
+        return 0;
+    if (shuffle(j, j->o->shuffle_seed, err))
+        return -1;
+    if (j->o->sample_bp > 0 && j->o->sample_bp < 10000 && !j->o->resume_done) {
+        /* a sample: the first ranges of the random order; the others are
+         * left out as done, with no rows */
+        size_t keep = (j->nr * (size_t)j->o->sample_bp + 9999) / 10000;
+        for (size_t i = keep; i < j->nr; i++) {
+            range *r = &j->r[j->order[i]];
+            r->state[0] = r->state[1] = RS_COMPARED;
+            j->ranges_done++;
+        }
+        j->sampled = keep;
+        j->rows_expected = j->rows_expected * keep / j->nr;
+    }
     return 0;
 }
 
@@ -435,6 +449,8 @@ int co_plan(job *j, sl_err *err)
         return 0;
     }
     size_t want = j->o->ranges ? j->o->ranges : 4 * co_alive_workers(j->c);
+    if (!j->o->ranges && j->o->sample_bp) /* small ranges: a sample of many of them */
+        want = 1000;
     msg *rep[2] = {NULL, NULL};
     uint64_t rows[2];
     int rc = -1;

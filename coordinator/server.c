@@ -140,6 +140,13 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if ((o = msg_get(m, "shuffle_seed")) && (msg_obj_int(o, &seed) || seed < 0))
         return sl_err_setc(err, SL_INVALID, "submit: \"shuffle_seed\" must be 0 or more");
     s->o.shuffle_seed = (uint64_t)seed;
+    int64_t bp = 0;
+    if ((o = msg_get(m, "sample_bp")) && (msg_obj_int(o, &bp) || bp < 0 || bp > 9999))
+        return sl_err_setc(err, SL_INVALID, "submit: \"sample_bp\" must be from 0 to 9999");
+    if (bp && !seed)
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: a sample (\"sample_bp\") needs a \"shuffle_seed\"");
+    s->o.sample_bp = (int)bp;
     if ((o = msg_get(m, "kind")) && !msg_obj_is_nil(o)) {
         const char *p;
         size_t n;
