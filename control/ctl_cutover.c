@@ -126,11 +126,16 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     sl_err e = {0};
     long left = 0;
     uint64_t lsn = 0;
-    size_t nseq = 0;
-    int fwd_off = 0;
+    size_t nseq = 0, ended = 0;
+    int fwd_off = 0, reverse_on = 0;
     const char *tables[257];
     char hb[80];
-    size_t nt = pub_tables(g, tables, hb, sizeof hb);
+    size_t nt = pub_tables(g, tables, hb, sizeof hb),
+           nscope = g->m->ntables < 256 ? g->m->ntables : 256;
+    if (g->state != MS_RUNNING) /* aborted or moved meanwhile: not this pass */
+        return snprintf(why, len, "write cutover not started: the migration is %s",
+                        mig_state_name(g->state)),
+               -1;
     /* before the pause: the reverse publication (catalog only: nothing
      * flows until its subscription exists), once any leftover of a
      * cutover that died is gone */
@@ -160,6 +165,12 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     if (d == 1 &&
         ct_haproxy_shutdown_sessions(c->haproxy, r->write_backend, r->source_server, &e) != 0)
         goto fail;
+    /* a cut session's backend still finishes its statement and commits:
+     * end them, or a commit after the catch-up below never reaches the
+     * target */
+    step = "ending the source's sessions still in a statement";
+    if (ct_pg_end_sessions(src, DRAIN_MS * 4, &ended, &e) != 0)
+        goto fail;
     DONE("drain");
     step = "waiting for the target to apply the source's last writes";
     if (ct_pg_current_lsn(src, &lsn, &e) != 0)
@@ -173,7 +184,8 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     }
     DONE("apply");
     step = "syncing sequences";
-    if (ct_pg_sync_sequences(src, dst, SEQ_MARGIN, &nseq, &e) != 0)
+    /* the scope's tables' own: a sequence of another table is not ours */
+    if (ct_pg_sync_sequences(src, dst, tables, nscope, SEQ_MARGIN, &nseq, &e) != 0)
         goto fail;
     /* PostgreSQL 15 has no origin filter: forward off before reverse on,
      * or every change would loop */
@@ -193,6 +205,7 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     step = "recording the cutover's progress";
     if (save_stage(c, g, CUT_REVERSE_ON, &e) != 0)
         goto fail;
+    reverse_on = 1;
     crash_point(c, "reverse_on");
     DONE("saved");
     step = "sending writes to the target";
@@ -210,23 +223,43 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     if (save_stage(c, g, CUT_NONE, &se) != 0) /* REVERSE_ON saved: a restart finishes it */
         ctl_logf(c, "%s", se.msg);
     ctl_event(c, g, "sluice", "write_cutover",
-              json_pack("{s:f, s:I, s:I, s:s, s:i, s:o}", "write_pause_seconds", g->write_pause_s,
+              json_pack("{s:f, s:I, s:I, s:s, s:i, s:I, s:o}", "write_pause_seconds", g->write_pause_s,
                         "lsn_applied", (json_int_t)lsn, "sequences_synced", (json_int_t)nseq,
-                        "reverse_replication", rev, "sessions_cut", (int)left, "steps_ms", took));
+                        "reverse_replication", rev, "sessions_cut", (int)left, "sessions_ended",
+                        (json_int_t)ended, "steps_ms", took));
     return 0;
 fail:
     json_decref(took);
     snprintf(why, len, "write cutover failed while %s: %s", step, e.msg);
-    /* back to where it was: forward replication, writes on the source */
-    sl_err u = {0};
-    ct_pg_drop_replication(dst, src, rev, rev, &u); /* whatever of the reverse stream exists */
-    if (fwd_off)
-        ct_pg_set_subscription_enabled(dst, fwd, 1, &u);
-    /* writes back on the source (its drain state lifted) */
-    mig_route(c, g, "target", g->read_pct, "source");
     g->write_pause_s = (double)(sl_now_ms() - t0) / 1000.0;
     g->cut_stage = CUT_NONE;
     g->dirty = 1;
+    if (reverse_on) {
+        /* the router may have half moved writes (the target took some, or
+         * the endpoint told clients so): never undone, rolled back like
+         * any abort after the cutover (the caller aborts), which drains
+         * the target's writes into the source first */
+        g->writes_cut = 1;
+        return -1;
+    }
+    /* back to where it was: forward replication, writes on the source, on
+     * sessions of its own (the runner's may be the ones that stalled) */
+    sl_err u = {0};
+    ct_db *ft = open_side(c, g->m->target, &u), *fs = ft ? open_side(c, g->m->source, &u) : NULL;
+    /* whatever of the reverse stream exists goes, the forward one on again */
+    int undone = fs && ct_pg_drop_replication(ft, fs, rev, rev, &u) == 0 &&
+                 (!fwd_off || ct_pg_set_subscription_enabled(ft, fwd, 1, &u) == 0);
+    if (!undone && fwd_off) { /* a restart tries again (stage forward_off) */
+        g->cut_stage = CUT_FORWARD_OFF;
+        size_t at = strlen(why);
+        if (at + 1 < len)
+            snprintf(why + at, len - at,
+                     "; undoing it failed too (%s): the forward subscription may be off", u.msg);
+    }
+    ct_db_free(fs);
+    ct_db_free(ft);
+    /* writes back on the source (its drain state lifted) */
+    mig_route(c, g, "target", g->read_pct, "source");
     return -1;
 }
 
@@ -294,14 +327,26 @@ int mig_write_rollback(ctl *c, mig *g, char *note, size_t len)
             ct_haproxy_shutdown_sessions(c->haproxy, r->write_backend, r->target_server, &e);
     }
     ct_db *tgt = open_side(c, g->m->target, &e), *src = tgt ? open_side(c, g->m->source, &e) : NULL;
+    /* the target's cut sessions still commit what they are in: ended
+     * first, as the cutover does on the source */
+    int w = -1;
+    if (src && ct_pg_end_sessions(tgt, DRAIN_MS * 4, NULL, &e) != 0)
+        src = (ct_db_free(src), NULL);
     /* the source gets every write made on the target before it takes
      * writes again: the reverse stream is drained (a heartbeat, else by LSN) */
-    int w = -1;
     if (src && g->hb)
         w = wait_beat(g, tgt, src, &e);
     else if (src && ct_pg_current_lsn(tgt, &lsn, &e) == 0)
         w = ct_pg_wait_applied(tgt, src, rev, lsn, APPLY_MS, &e);
-    if (w != 0)
+    /* and its sequences go past the target's: the rows the target added
+     * hold values the source's sequences never gave */
+    const char *tables[256];
+    size_t nt = 0;
+    for (; nt < g->m->ntables && nt < 256; nt++)
+        tables[nt] = g->m->tables[nt].name;
+    if (w == 0 && ct_pg_sync_sequences(tgt, src, tables, nt, SEQ_MARGIN, NULL, &e) != 0)
+        snprintf(note, len, "; the source's sequences were not set past the target's (%s)", e.msg);
+    else if (w != 0)
         snprintf(note, len,
                  "; the reverse stream was not drained (%s): writes made on the target "
                  "may be missing on the source",

@@ -123,6 +123,7 @@ typedef struct mig {
     int64_t aborted_ms;             /* when the abort was decided */
     int route_pending;              /* the router has not confirmed the abort yet */
     int route_applied;              /* this process has steered the router (then it checks it) */
+    int route_owed; /* the route from the store could not be set at start: retried each pass */
     int aborts;
     int sealed;
     /* dry run */

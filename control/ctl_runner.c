@@ -856,6 +856,8 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                 sl_err e = {0};
                 ct_db *s = side(c, g, 0, &e), *t = s ? side(c, g, 1, &e) : NULL;
                 char why[700];
+                if (moved(g)) /* opening a side lets go of the lock: an abort may be in */
+                    return;
                 if (t && mig_write_cutover(c, g, s, t, why, sizeof why) != 0) {
                     mig_abort(c, g, "sluice", why, 0);
                     return;
@@ -1016,6 +1018,12 @@ static void check_router(ctl *c, mig *g, int64_t now)
     g->router_down_ms = 0;
     if (rc == 0) {
         g->router_ok_ms = now;
+        return;
+    }
+    if (g->router_error[0] || g->route_owed) {
+        /* sluice's own last route did not hold: HAProxy differs from a
+         * route it never confirmed, which the gate router_confirmed says */
+        set_gate(g, "router_confirmed", 0, "%s", e.msg);
         return;
     }
     char reason[800];
@@ -1219,6 +1227,10 @@ void runner_pass(ctl *c, mig *g)
         return;
     }
     g->nbuilding = 0;
+    if (g->route_owed && mig_route(c, g, g->reads, g->read_pct, g->writes) >= 0)
+        g->route_owed = 0; /* the restart's route, owed while HAProxy was away */
+    if (moved(g))
+        return;
     check_router(c, g, now);
     if (moved(g))
         return;
@@ -1388,8 +1400,13 @@ int ctl_run(ctl *c, volatile sig_atomic_t *stop, sl_err *err)
             mig_abort(c, g, "sluice", why, 0);
             continue;
         }
-        if (g->state != MS_COMPLETED && !g->m->dry_run && g->m->router.haproxy)
-            mig_route(c, g, g->reads, g->read_pct, g->writes);
+        if (g->state != MS_COMPLETED && !g->m->dry_run && g->m->router.haproxy &&
+            mig_route(c, g, g->reads, g->read_pct, g->writes) < 0 && g->state != MS_ABORTED) {
+            /* HAProxy away: the runner retries every pass, and checks it
+             * (an unreachable router aborts after unreachable_seconds) */
+            g->route_owed = 1;
+            g->route_applied = 1;
+        }
         if (g->dirty) {
             sl_err se = {0};
             if (ctl_store_save(c, g, &se) != 0)

@@ -1286,6 +1286,46 @@ int ct_pg_wait_applied(ct_db *src, ct_db *dst, const char *subscription, uint64_
     }
 }
 
+/* ---- ending the sessions a router cut ---------------------------------------- */
+
+int ct_pg_end_sessions(ct_db *d, int timeout_ms, size_t *ended, sl_err *err)
+{
+    if (ended)
+        *ended = 0;
+    if (need_pg(d, "ending sessions", err))
+        return -1;
+    /* client backends of this database in a statement or a transaction,
+     * but this session and sluice's own (workers, the control plane) */
+    static const char *const who =
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' AND state IS DISTINCT FROM 'idle' "
+        "AND application_name NOT IN ('sluice', 'sluice-control')";
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) %s", who);
+    PGresult *r = pg_run(d, sql, 0, NULL, PGRES_TUPLES_OK, "ending the sessions left", err);
+    if (!r)
+        return -1;
+    if (ended)
+        *ended = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    snprintf(sql, sizeof sql, "SELECT count(*) %s", who);
+    int64_t deadline = sl_now_ms() + timeout_ms;
+    for (;;) {
+        if (!(r = pg_run(d, sql, 0, NULL, PGRES_TUPLES_OK, "ending the sessions left", err)))
+            return -1;
+        long left = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        if (left == 0)
+            return 0;
+        if (sl_now_ms() >= deadline)
+            return sl_err_setc(err, SL_BUSY,
+                               "%ld sessions on %s still in a statement or a transaction %d ms "
+                               "after they were told to end",
+                               left, d->name, timeout_ms);
+        sleep_ms(10);
+    }
+}
+
 /* ---- sequences --------------------------------------------------------------- */
 
 /* What sync does to one sequence, decided before anything is set. */
@@ -1350,7 +1390,37 @@ static int plan_sequence(ct_db *dst, const char *name, int64_t last, int64_t inc
     return 0;
 }
 
-int ct_pg_sync_sequences(ct_db *src, ct_db *dst, int64_t margin, size_t *synced, sl_err *err)
+/* tables as a text[] literal of their quoted regclass forms: {"a","b"}
+ * with " and \ escaped, the array syntax's own quoting. */
+static char *regclass_array(ct_db *d, const char *const *tables, size_t n, sl_err *err)
+{
+    sl_buf b = {0};
+    int bad = sl_buf_append(&b, "{", 1);
+    for (size_t i = 0; i < n && !bad; i++) {
+        char *rc = pg_regclass_text(d, tables[i], err);
+        if (!rc) {
+            sl_buf_free(&b);
+            return NULL;
+        }
+        bad |= sl_buf_append(&b, i ? ",\"" : "\"", i ? 2 : 1);
+        for (const char *p = rc; *p && !bad; p++) {
+            if (*p == '"' || *p == '\\')
+                bad |= sl_buf_append(&b, "\\", 1);
+            bad |= sl_buf_append(&b, p, 1);
+        }
+        bad |= sl_buf_append(&b, "\"", 1);
+        free(rc);
+    }
+    bad |= sl_buf_append(&b, "}", 2); /* and the NUL */
+    if (bad) {
+        sl_buf_free(&b);
+        return sl_err_set(err, "out of memory"), NULL;
+    }
+    return (char *)b.p;
+}
+
+int ct_pg_sync_sequences(ct_db *src, ct_db *dst, const char *const *tables, size_t ntables,
+                         int64_t margin, size_t *synced, sl_err *err)
 {
     if (synced)
         *synced = 0;
@@ -1358,12 +1428,38 @@ int ct_pg_sync_sequences(ct_db *src, ct_db *dst, int64_t margin, size_t *synced,
         return -1;
     if (margin < 0)
         return sl_err_setc(err, SL_INVALID, "sequence margin %" PRId64 " is negative", margin);
-    PGresult *r = pg_run(src,
-                         "SELECT format('%I.%I', schemaname, sequencename), last_value::text, "
-                         "increment_by::text, has_sequence_privilege("
-                         "format('%I.%I', schemaname, sequencename), 'SELECT,USAGE') "
-                         "FROM pg_sequences ORDER BY schemaname, sequencename",
-                         0, NULL, PGRES_TUPLES_OK, "reading sequences", err);
+    PGresult *r;
+    if (!tables)
+        r = pg_run(src,
+                   "SELECT format('%I.%I', schemaname, sequencename), last_value::text, "
+                   "increment_by::text, has_sequence_privilege("
+                   "format('%I.%I', schemaname, sequencename), 'SELECT,USAGE') "
+                   "FROM pg_sequences ORDER BY schemaname, sequencename",
+                   0, NULL, PGRES_TUPLES_OK, "reading sequences", err);
+    else {
+        /* the tables' own: owned by one of their columns (serial,
+         * identity) or named in one of their defaults (nextval) */
+        char *arr = regclass_array(src, tables, ntables, err);
+        if (!arr)
+            return -1;
+        const char *p[1] = {arr};
+        r = pg_run(src,
+                   "WITH t AS (SELECT to_regclass(x) AS oid FROM unnest($1::text[]) x), "
+                   "seqs AS (SELECT d.objid AS oid FROM pg_depend d JOIN t ON d.refobjid = t.oid "
+                   "  WHERE d.classid = 'pg_class'::regclass AND d.refclassid = "
+                   "'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+                   "UNION SELECT d.refobjid FROM pg_attrdef ad JOIN t ON ad.adrelid = t.oid "
+                   "  JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid "
+                   "  AND d.refclassid = 'pg_class'::regclass) "
+                   "SELECT format('%I.%I', s.schemaname, s.sequencename), s.last_value::text, "
+                   "s.increment_by::text, has_sequence_privilege("
+                   "format('%I.%I', s.schemaname, s.sequencename), 'SELECT,USAGE') "
+                   "FROM pg_sequences s JOIN pg_namespace n ON n.nspname = s.schemaname "
+                   "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.sequencename "
+                   "WHERE c.oid IN (SELECT oid FROM seqs) ORDER BY s.schemaname, s.sequencename",
+                   1, p, PGRES_TUPLES_OK, "reading the tables' sequences", err);
+        free(arr);
+    }
     if (!r)
         return -1;
     int n = PQntuples(r), rc = -1;
@@ -1513,8 +1609,10 @@ int ct_pg_heartbeat_beat(ct_db *d, const char *table, int64_t now_ms, sl_err *er
     char v[32];
     snprintf(v, sizeof v, "%lld", (long long)now_ms);
     const char *p[] = {v};
-    return hb_exec(d, table, "UPDATE %s SET at_ms = $1 WHERE id = 1%.0s", 1, p, PGRES_COMMAND_OK,
-                   "writing the heartbeat", NULL, err);
+    /* never backwards: a waiter's mark is not undone by an older beat
+     * committing after it (the runner beats unlocked) */
+    return hb_exec(d, table, "UPDATE %s SET at_ms = GREATEST(at_ms, $1) WHERE id = 1%.0s", 1, p,
+                   PGRES_COMMAND_OK, "writing the heartbeat", NULL, err);
 }
 
 int ct_pg_heartbeat_read(ct_db *d, const char *table, int64_t *at_ms, sl_err *err)

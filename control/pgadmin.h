@@ -117,9 +117,11 @@ int ct_pg_current_lsn(ct_db *d, uint64_t *lsn, sl_err *err);
 int ct_pg_wait_applied(ct_db *src, ct_db *dst, const char *subscription, uint64_t lsn,
                        int timeout_ms, sl_err *err);
 
-/* Sets every sequence of dst past its namesake on src, since logical
- * replication does not carry sequences: for each sequence in src's
- * pg_sequences (schema-qualified, in name order), dst's is set with
+/* Sets sequences of dst past their namesakes on src, since logical
+ * replication does not carry sequences: tables NULL, every sequence in
+ * src's pg_sequences; else only those tables' own (owned by one of their
+ * columns, serial or identity, or named in one of their defaults). For
+ * each (schema-qualified, in name order), dst's is set with
  * setval(..., v, true) to v = src's last_value + margin * increment_by
  * (margin >= 0 steps beyond it, in the sequence's direction), unless dst's
  * is already at or past v: a sequence never moves backwards. A source
@@ -130,7 +132,14 @@ int ct_pg_wait_applied(ct_db *src, ct_db *dst, const char *subscription, uint64_
  * (may be NULL) counts the sequences set. Meant for a moment writes are
  * held: values taken on src after its read are covered only by the
  * margin. */
-int ct_pg_sync_sequences(ct_db *src, ct_db *dst, int64_t margin, size_t *synced, sl_err *err);
+/* A router cut a session's TCP connection, but its backend finishes the
+ * statement it is in, and commits: every client backend of d's database
+ * in a statement or a transaction (but this session and sluice's own:
+ * application_name sluice, sluice-control) is terminated, and waited for
+ * until gone (SL_BUSY after timeout_ms). *ended (may be NULL) counts them. */
+int ct_pg_end_sessions(ct_db *d, int timeout_ms, size_t *ended, sl_err *err);
+int ct_pg_sync_sequences(ct_db *src, ct_db *dst, const char *const *tables, size_t ntables,
+                         int64_t margin, size_t *synced, sl_err *err);
 
 /* Seconds of replication lag from LSN samples: the caller records
  * (wall_ms, source_lsn) pairs as it reads them; lag is now minus the time

@@ -92,8 +92,8 @@ static void sequences(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc)
            exec_ok(dc, "SELECT setval('ahead_seq', 5000)") == 0,
        "the source takes 10 item ids, 3 of Down Seq and ahead_seq; the target's ahead_seq is "
        "at 5000");
-    ok(ct_pg_sync_sequences(src, dst, 100, &n, &e) == 0 && n == 2, "sync: 2 sequences set (%zu) %s",
-       n, e.msg);
+    ok(ct_pg_sync_sequences(src, dst, NULL, 0, 100, &n, &e) == 0 && n == 2,
+       "sync: 2 sequences set (%zu) %s", n, e.msg);
     seq_state(dc, "items_id_seq", a, sizeof a);
     seq_state(dc, "\"Down Seq\"", b, sizeof b);
     seq_state(dc, "ahead_seq", c, sizeof c);
@@ -109,7 +109,7 @@ static void sequences(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc)
 
     n = 99;
     seq_state(dc, "items_id_seq", a, sizeof a);
-    ok(ct_pg_sync_sequences(src, dst, 100, &n, &e) == 0 && n == 0,
+    ok(ct_pg_sync_sequences(src, dst, NULL, 0, 100, &n, &e) == 0 && n == 0,
        "a second sync sets nothing: %zu %s", n, e.msg);
     seq_state(dc, "items_id_seq", b, sizeof b);
     ok(!strcmp(a, b), "items_id_seq unchanged: %s", b);
@@ -118,19 +118,41 @@ static void sequences(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc)
            exec_ok(sc, "CREATE SEQUENCE \"Only Here\"") == 0 &&
            exec_ok(sc, "SELECT nextval('\"Only Here\"')") == 0,
        "one more item on the source, and a sequence the target lacks");
+    const char *scope[] = {"items", "public.orders"};
+    n = 99;
+    ok(ct_pg_sync_sequences(src, dst, scope, 2, 200, &n, &e) == 0 && n == 1,
+       "the scope's tables only: items' sequence set, \"Only Here\" not asked for (%zu) %s", n,
+       e.msg);
+    seq_state(dc, "items_id_seq", a, sizeof a);
+    ok(!strcmp(a, "211/true"), "items_id_seq: 11 + 200 (%s)", a);
+    ok(exec_ok(sc,
+               "CREATE TABLE \"Q\"\"t\" (id int PRIMARY KEY DEFAULT nextval('\"Down Seq\"'))") ==
+               0 &&
+           exec_ok(
+               dc,
+               "CREATE TABLE \"Q\"\"t\" (id int PRIMARY KEY DEFAULT nextval('\"Down Seq\"'))") == 0,
+       "a table whose default names a sequence it does not own");
+    const char *scope2[] = {"Q\"t"};
+    n = 99;
+    ok(ct_pg_sync_sequences(src, dst, scope2, 1, 200, &n, &e) == 0 && n == 1,
+       "a sequence named in a default is the table's too (%zu) %s", n, e.msg);
+    seq_state(dc, "\"Down Seq\"", b, sizeof b);
+    ok(!strcmp(b, "-405/true"), "Down Seq: -5 + 200 steps of -2: %s", b);
     sl_err me = {0};
     n = 99;
-    ok(ct_pg_sync_sequences(src, dst, 100, &n, &me) == -1 && me.code == SL_NOT_FOUND &&
+    ok(ct_pg_sync_sequences(src, dst, NULL, 0, 100, &n, &me) == -1 && me.code == SL_NOT_FOUND &&
            strstr(me.msg, "sequence public.\"Only Here\" not found on postgresql://") && n == 0,
        "a sequence missing on the target is SL_NOT_FOUND, named: %s", me.msg);
     seq_state(dc, "items_id_seq", a, sizeof a);
-    ok(!strcmp(a, "111/true"), "nothing was set before the check failed: %s", a);
+    ok(!strcmp(a, "211/true"), "nothing was set before the check failed: %s", a);
+    ok(exec_ok(sc, "DROP TABLE \"Q\"\"t\"") == 0 && exec_ok(dc, "DROP TABLE \"Q\"\"t\"") == 0,
+       "(the default's table dropped)");
     sl_err ne = {0};
-    ok(ct_pg_sync_sequences(src, dst, -1, &n, &ne) == -1 && ne.code == SL_INVALID,
+    ok(ct_pg_sync_sequences(src, dst, NULL, 0, -1, &n, &ne) == -1 && ne.code == SL_INVALID,
        "a negative margin is refused: %s", ne.msg);
     ok(exec_ok(sc, "DROP SEQUENCE \"Only Here\"") == 0 &&
-           ct_pg_sync_sequences(src, dst, 0, &n, &e) == 0 && n == 0,
-       "without it, margin 0: the target (111) is past the source (11): %zu %s", n, e.msg);
+           ct_pg_sync_sequences(src, dst, NULL, 0, 0, &n, &e) == 0 && n == 0,
+       "without it, margin 0: the target (211) is past the source (11): %zu %s", n, e.msg);
 }
 
 /* The write cutover's replication: forward (source -> target) for items,
@@ -175,7 +197,8 @@ static void reverse_replication(ct_db *src, ct_db *dst, PGconn *sc, PGconn *dc, 
        "it is disabled and its apply worker gone on return");
 
     size_t n = 0;
-    ok(ct_pg_sync_sequences(src, dst, 1000, &n, &e) == 0, "sync sequences (%zu set) %s", n, e.msg);
+    ok(ct_pg_sync_sequences(src, dst, NULL, 0, 1000, &n, &e) == 0, "sync sequences (%zu set) %s", n,
+       e.msg);
     ok(exec_ok(dc, "INSERT INTO items (note) VALUES ('pre')") == 0,
        "a row on the target before reverse replication");
     ok(ct_pg_create_publication(dst, "rv_pub", items, 1, &e) == 0 &&
