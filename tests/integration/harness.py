@@ -6,10 +6,12 @@ a temporary directory, starts postgres on a free loopback port with
 password authentication over TCP, and stops and removes it at exit.
 """
 import atexit
+import fcntl
 import glob
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -52,12 +54,75 @@ def check_sanitizer(code, err, what):
     return True
 
 
-def free_port():
+# Tests run side by side (prove -j), so a port from free_port() must stay
+# ours until the server binds it. Two guards: the port comes from below the
+# kernel's ephemeral range, so no outgoing connection (ours or another
+# test's) is given it meanwhile, and it is reserved by an flock on a file
+# in PORT_LOCKS, held until this process exits (the kernel drops it even on
+# SIGKILL), so no other test using this harness hands it out meanwhile.
+PORT_LOCKS = os.path.join(tempfile.gettempdir(), "sluice-test-ports")
+_held_ports = {}  # port -> fd of its lock file, kept open while we live
+_port_rnd = random.SystemRandom()  # leaves the random module's seeded state to the tests
+
+
+def _port_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = map(int, f.read().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    if lo - 1 - 10000 >= 1024:
+        return lo - 10000, lo - 1
+    if 65535 - hi >= 2000:
+        return hi + 1, 65535
+    return 1024, 65535  # no room outside it: the locks still keep tests apart
+
+
+def _bindable(port):
+    """Nothing is bound to the port (not even in TIME_WAIT): a bind on
+    every address without SO_REUSEADDR succeeds."""
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    try:
+        s.bind(("", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port():
+    os.makedirs(PORT_LOCKS, exist_ok=True)
+    try:
+        os.chmod(PORT_LOCKS, 0o1777)  # shared by every user running tests
+    except OSError:
+        pass
+    lo, hi = _port_range()
+    for _ in range(1000):
+        port = _port_rnd.randint(lo, hi)
+        if port in _held_ports:
+            continue
+        path = os.path.join(PORT_LOCKS, str(port))
+        try:  # O_CREAT on another user's file in a sticky directory can be refused
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            except OSError:
+                continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another test holds it
+            os.close(fd)
+            continue
+        if not _bindable(port):
+            os.close(fd)
+            continue
+        _held_ports[port] = fd
+        return port
+    raise RuntimeError(f"no free port in {lo}-{hi} after 1000 tries")
 
 
 class PgServer:
@@ -91,17 +156,34 @@ class PgServer:
         # its server: exiting runs the atexit handlers
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        self.opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                     "-c synchronous_commit=off -c full_page_writes=off"
-                     + (f" {extra_opts}" if extra_opts else ""))
-        self.start()
+        self.extra_opts = extra_opts
+        log = os.path.join(self.dir, "log")
+        for attempt in range(5):
+            seen = os.path.getsize(log) if os.path.exists(log) else 0
+            try:
+                self.start()
+                break
+            except RuntimeError:
+                # a process outside this harness took the port: another one
+                try:
+                    with open(log, errors="replace") as f:
+                        f.seek(seen)
+                        taken = "Address already in use" in f.read()
+                except OSError:
+                    taken = False
+                if not taken or attempt == 4:
+                    raise
+                self.port = free_port()
 
     def start(self):
         """pg_ctl start with the options of the first start (again after a
         crash or a kill: crash recovery runs; returns once it accepts
         connections)."""
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off"
+                + (f" {self.extra_opts}" if self.extra_opts else ""))
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l",
-                   os.path.join(self.dir, "log"), "-w", "-t", "60", "-o", self.opts, "start"])
+                   os.path.join(self.dir, "log"), "-w", "-t", "60", "-o", opts, "start"])
         self.started = True
 
     def _run(self, cmd):

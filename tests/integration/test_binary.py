@@ -7,6 +7,7 @@ through a cursor (the server log shows both). sluice must call them equal,
 and must still find one last-digit change hidden among them."""
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import PgServer, Tap, divergence_set, sluice_json  # noqa: E402
@@ -78,6 +79,15 @@ cur.execute("UPDATE edge_bait SET c_num2 = c_num2 + 0.01 WHERE id = 4")
 T = D + "?options=-csluice.read%3Dtext"
 cur.execute("ALTER SYSTEM SET log_statement = 'all'")
 cur.execute("SELECT pg_reload_conf()")
+for _ in range(200):  # the reload is asynchronous: wait until a new session logs all
+    c2 = pg.connect(db)
+    cc = c2.cursor()
+    cc.execute("SHOW log_statement")
+    seen = cc.fetchone()[0]
+    c2.close()
+    if seen == "all":
+        break
+    time.sleep(0.05)
 
 code, doc, err = sluice_json("diff", D, T, "--table", "edge", "--target-table", "edge_dom",
                              "--ranges", "3")
