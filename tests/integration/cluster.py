@@ -30,6 +30,10 @@ class Cluster:
         self.coordinator = None
         self.workers = []
         self.logs = []
+        # stopped at exit whatever the test does: a worker left running
+        # reconnects to its endpoint, and a later test's coordinator that
+        # binds that port would take it for one of its own
+        atexit.register(self.stop)
 
     def _log(self, name):
         f = open(os.path.join(self.dir, name + ".log"), "a")
@@ -101,6 +105,7 @@ class Cluster:
                     p.kill()
         for f in self.logs:
             f.close()
+        self.logs = []
         # a coordinator or worker that died of a sanitizer report fails the file
         for name, p in [("coordinator", self.coordinator)] + [
                 (f"worker{i}", w) for i, w in enumerate(self.workers)]:

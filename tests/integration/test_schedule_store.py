@@ -247,7 +247,7 @@ t.ok(sorted(x[0] for x in after or []) == ["by-client"],
 c = sqlite3.connect(cl.state)
 ver = c.execute("SELECT version FROM sluice_schema").fetchall()
 c.close()
-t.ok(ver == [(2,)], f"the control database is at schema version 2: {ver}")
+t.ok(ver == [(3,)], f"the control database is at the latest schema version (3): {ver}")
 
 sock.close(0)
 ctx.term()
