@@ -26,6 +26,7 @@ int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, 
     q->kind = kind;
     q->seen = 0;
     q->hit = 0;
+    q->first = 0;
     q->range = (size_t)(r - j->r);
     q->due = sl_now() + j->o->settle_ms / 1000.0;
     j->nrq++;
@@ -42,11 +43,27 @@ int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_c
             continue;
         q->hit = 1;
         q->kind = kind;
+        if (q->first) /* the first look of a changed key: the re-checks follow */
+            return 0;
         if (++q->seen < j->o->rechecks)
             return 0;
         q->seen = -1; /* resolved: confirmed */
         return co_emit_row(j, &j->r[q->range], kind, CO_CONFIRMED, key, klen, cols, ncols, err);
     }
+    return 0;
+}
+
+int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err)
+{
+    /* a linear look: the queue holds what settles in S seconds */
+    for (size_t i = 0; i < j->nrq; i++)
+        if (j->rq[i].klen == klen && !memcmp(j->rq[i].key, key, klen)) {
+            j->deduped++;
+            return 0;
+        }
+    if (co_recheck_add(j, &j->r[0], 0, key, klen, err))
+        return -1;
+    j->rq[j->nrq - 1].first = 1;
     return 0;
 }
 
@@ -81,9 +98,21 @@ int co_run_rechecks(job *j, double now, sl_err *err)
     j->recheck_mode = 0;
     if (rc)
         return rc;
+    return co_recheck_resolve(j, n, now, err);
+}
+
+int co_recheck_resolve(job *j, size_t n, double now, sl_err *err)
+{
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         recheck *q = &j->rq[i];
-        if (!q->hit) { /* equal again: it was a change in flight */
+        if (!q->hit && q->first) { /* a changed key, equal on both sides */
+            j->checked++;
+            q->seen = -1;
+        } else if (q->hit && q->first) { /* different: now the re-checks */
+            q->first = 0;
+            q->due = now + j->o->settle_ms / 1000.0;
+        } else if (!q->hit) { /* equal again: it was a change in flight */
             rc = co_emit_row(j, &j->r[q->range], q->kind, CO_TRANSIENT, q->key, q->klen, NULL, 0,
                              err);
             q->seen = -1;
