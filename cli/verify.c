@@ -73,8 +73,11 @@ int cmd_verify_changes(int argc, char **argv)
     fprintf(stderr, "sluice: verify-changes job %lld submitted%s\n", (long long)job,
             a.duration_ms ? "" : "; Ctrl-C ends it");
     int cancelled = 0;
-    int64_t last_status = 0;
+    int64_t last_status = 0, last_line = 0;
     uint64_t checked = 0, keys = 0;
+    /* counted here from the events: a cancelled job's status has no counts */
+    uint64_t found[SL_DIV_CHANGED + 1] = {0}, transient = 0;
+    int64_t t0 = sl_wall_ms();
     sl_job_status js;
     memset(&js, 0, sizeof js);
     for (;;) {
@@ -93,16 +96,24 @@ int cmd_verify_changes(int argc, char **argv)
                 if (a.progress)
                     fputs("\r\033[K", stderr);
                 print_divergence(&ev);
+                if (ev.kind >= SL_DIV_MISSING && ev.kind <= SL_DIV_CHANGED)
+                    found[ev.kind]++;
+            } else if (ev.type == SL_EV_DIVERGENCE && ev.status == SL_DIV_TRANSIENT) {
+                transient++;
             } else if (ev.type == SL_EV_PROGRESS) {
                 checked = ev.checked;
                 keys = ev.keys;
-                if (a.progress)
+                /* on a terminal a line kept up to date; else one every 5 s */
+                if (a.progress || sl_wall_ms() - last_line >= 5000) {
                     fprintf(stderr,
-                            "\rsluice: %llu changed keys, %llu checked equal, backlog %llu, slot "
-                            "lag %llu/%llu bytes   ",
-                            (unsigned long long)ev.keys, (unsigned long long)ev.checked,
-                            (unsigned long long)ev.backlog, (unsigned long long)ev.lag_source,
-                            (unsigned long long)ev.lag_target);
+                            "%ssluice: %llu changed keys, %llu checked equal, backlog %llu, slot "
+                            "lag %llu/%llu bytes%s",
+                            a.progress ? "\r" : "", (unsigned long long)ev.keys,
+                            (unsigned long long)ev.checked, (unsigned long long)ev.backlog,
+                            (unsigned long long)ev.lag_source, (unsigned long long)ev.lag_target,
+                            a.progress ? "   " : "\n");
+                    last_line = sl_wall_ms();
+                }
             }
         }
         if (r > 0)
@@ -122,7 +133,7 @@ int cmd_verify_changes(int argc, char **argv)
     }
     if (a.progress)
         fputs("\r\033[K", stderr);
-    uint64_t div = js.changed + js.missing + js.extra;
+    uint64_t div = found[SL_DIV_MISSING] + found[SL_DIV_EXTRA] + found[SL_DIV_CHANGED];
     if (js.state == SL_JOB_FAILED) {
         st = cli_fail("verify-changes job %lld failed: %s", (long long)job, js.error);
     } else {
@@ -130,10 +141,10 @@ int cmd_verify_changes(int argc, char **argv)
                 "sluice: verify-changes job %lld %s after %.1f s: %llu changed keys, %llu "
                 "checked equal, %llu divergent (%llu missing, %llu extra, %llu changed), %llu "
                 "transient\n",
-                (long long)job, js.state_name, (double)js.elapsed_ms / 1000.0,
+                (long long)job, js.state_name, (double)(sl_wall_ms() - t0) / 1000.0,
                 (unsigned long long)keys, (unsigned long long)checked, (unsigned long long)div,
-                (unsigned long long)js.missing, (unsigned long long)js.extra,
-                (unsigned long long)js.changed, (unsigned long long)js.transient);
+                (unsigned long long)found[SL_DIV_MISSING], (unsigned long long)found[SL_DIV_EXTRA],
+                (unsigned long long)found[SL_DIV_CHANGED], (unsigned long long)transient);
         st = div ? 1 : 0;
     }
 out_status:

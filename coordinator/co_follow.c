@@ -64,7 +64,7 @@ static int take_keys(job *j, int side, const msg *m, uint64_t *nkeys, sl_err *er
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *k;
         size_t kl;
-        if (msg_obj_bin(msg_obj_at(keys, i), &k, &kl) || co_is_job_key(j, k, kl, &why))
+        if (msg_obj_bin(msg_obj_at(keys, i), &k, &kl) || !co_is_job_key(j, k, kl, &why))
             return co_reject_worker(j->c, j->fw[side], err, "its keys reply holds a bad key (%s)",
                                     why.msg);
         if (co_recheck_add_change(j, k, kl, err))

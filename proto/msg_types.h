@@ -97,10 +97,10 @@
       "") \
     X(FOLLOW, 21, "follow", "c → w", \
       "spec (its key columns are the ones followed), `slot` (slot and " \
-      "publication name, `sluice_cv_...`) → empty reply once " \
-      "the worker follows the table's changes (slot created, or an existing one " \
-      "resumed from its confirmed position; inactive `sluice_cv_` slots of other " \
-      "streams dropped)", \
+      "publication name, `sluice_cv_...`) → empty reply once the follow " \
+      "started; on its own thread the worker drops inactive `sluice_cv_` slots " \
+      "of other streams, then resumes the slot from its confirmed position or " \
+      "creates it (a failure comes as the next keys reply's `error`)", \
       "db:s table:s cols:a cls:a nkey:i slot:s") \
     X(KEYS, 22, "keys", "c → w", \
       "`slot`, `ack` (the `lsn` of the last reply taken; 0: none) → reply " \

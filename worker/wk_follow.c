@@ -15,6 +15,11 @@
 /* Keys waiting for the coordinator, at most: past it the thread stops
  * reading and the slot holds the WAL instead of this process's memory. */
 #define FOLLOW_MAX_QUEUED 1000000
+/* A follow whose keys nobody asked for this long closes its stream: its
+ * coordinator lost this worker and follows the slot from another, which
+ * waits up to FOLLOW_TAKEOVER_S for the slot to be let go. */
+#define FOLLOW_IDLE_S 20
+#define FOLLOW_TAKEOVER_S 45
 
 typedef struct mark {
     uint64_t total; /* keys queued up to and including this commit */
@@ -22,7 +27,9 @@ typedef struct mark {
 } mark;
 
 struct wk_follow {
-    char *dsn, *slot;
+    char *dsn, *slot, *table;
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
     char *keycols[ENC_MAX_KEY_COLS];
     int cls[ENC_MAX_KEY_COLS];
     size_t nkey;
@@ -39,6 +46,7 @@ struct wk_follow {
     mark *marks;
     size_t nmarks, capmarks;
     uint64_t ack, lag;
+    double last_take; /* sl_now() of the last take: a follow nobody asks stops */
     /* the thread's own */
     sl_buf txn, scratch;
     uint64_t txn_keys;
@@ -103,17 +111,30 @@ static int commit_txn(wk_follow *f, uint64_t end_lsn, sl_err *err)
     return rc;
 }
 
+static int open_stream(wk_follow *f, sl_err *err);
+
 static void *follow_main(void *arg)
 {
     wk_follow *f = arg;
     sl_err e = {0};
+    if (open_stream(f, &e))
+        goto failed;
     for (;;) {
         pthread_mutex_lock(&f->mu);
         int stop = f->stop;
         uint64_t ack = f->ack, backlog = f->queued - f->taken;
+        double idle = sl_now() - f->last_take;
         pthread_mutex_unlock(&f->mu);
         if (stop)
             return NULL;
+        if (idle > FOLLOW_IDLE_S) {
+            /* its coordinator gave up on this worker and follows elsewhere:
+             * the slot is let go (not dropped) for the new follow to take */
+            sl_err_setc(&e, SL_LOST_WORKER, "no keys asked for %d s: stream closed", FOLLOW_IDLE_S);
+            pr_free(f->s);
+            f->s = NULL;
+            break;
+        }
         if (ack)
             pr_confirm(f->s, ack);
         if (backlog >= FOLLOW_MAX_QUEUED) {
@@ -145,6 +166,12 @@ static void *follow_main(void *arg)
             (ch.old_key && add_key(f, ch.key_names, ch.old_key, ch.nkey, &e)))
             break;
     }
+failed:
+    if (f->log) {
+        char line[700];
+        snprintf(line, sizeof line, "follow %s stopped: %s", f->slot, e.msg);
+        f->log(f->log_ctx, line);
+    }
     pthread_mutex_lock(&f->mu);
     f->failed = 1;
     f->err = e;
@@ -157,6 +184,7 @@ static void follow_free(wk_follow *f)
     pr_free(f->s);
     free(f->dsn);
     free(f->slot);
+    free(f->table);
     for (size_t k = 0; k < f->nkey; k++)
         free(f->keycols[k]);
     sl_buf_free(&f->q);
@@ -200,6 +228,49 @@ static void drop_orphans(const char *dsn, const char *keep, void (*log)(void *, 
     pr_names_free(names, n);
 }
 
+/* On the thread: drops orphans, resumes the slot or creates it, and opens
+ * its stream; a slot still held by a follow this worker's coordinator gave
+ * up on elsewhere is waited for. 0, or -1 with err. */
+static int open_stream(wk_follow *f, sl_err *err)
+{
+    drop_orphans(f->dsn, f->slot, f->log, f->log_ctx);
+    int created = 0;
+    double until = sl_now() + FOLLOW_TAKEOVER_S;
+    for (;;) {
+        sl_err oe = {0};
+        f->s = pr_open(f->dsn, f->slot, f->slot, 0, &oe);
+        if (f->s)
+            break;
+        if (oe.code == SL_NOT_FOUND && !created) {
+            /* a publication left without its slot is dropped with the rest */
+            const char *table = f->table;
+            if (pr_teardown(f->dsn, f->slot, err) ||
+                pr_setup(f->dsn, f->slot, &table, 1, NULL, err))
+                return -1;
+            created = 1;
+            continue;
+        }
+        pthread_mutex_lock(&f->mu);
+        int stop = f->stop;
+        pthread_mutex_unlock(&f->mu);
+        /* "is active for PID": another process (a follow given up on) holds it */
+        if (!strstr(oe.msg, "is active") || stop || sl_now() >= until) {
+            *err = oe;
+            if (created)
+                pr_teardown(f->dsn, f->slot, NULL);
+            return -1;
+        }
+        nap_ms(500);
+    }
+    if (f->log) {
+        char line[400];
+        snprintf(line, sizeof line, "following %s through slot %s (%s)", f->table, f->slot,
+                 created ? "created" : "resumed");
+        f->log(f->log_ctx, line);
+    }
+    return 0;
+}
+
 wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
                            const char *const *keycols, const int *cls, size_t nkey,
                            void (*log)(void *ctx, const char *line), void *log_ctx, sl_err *err)
@@ -216,7 +287,11 @@ wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
     pthread_mutex_init(&f->mu, NULL);
     f->dsn = strdup(dsn);
     f->slot = strdup(slot);
-    int oom = !f->dsn || !f->slot;
+    f->table = strdup(table);
+    f->log = log;
+    f->log_ctx = log_ctx;
+    f->last_take = sl_now();
+    int oom = !f->dsn || !f->slot || !f->table;
     for (size_t k = 0; k < nkey; k++) {
         f->cls[k] = cls[k];
         oom |= !(f->keycols[k] = strdup(keycols[k]));
@@ -226,38 +301,11 @@ wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
         follow_free(f);
         return sl_err_set(err, "out of memory"), NULL;
     }
-    drop_orphans(dsn, slot, log, log_ctx);
-    int created = 0;
-    sl_err oe = {0};
-    f->s = pr_open(dsn, slot, slot, 0, &oe);
-    if (!f->s && oe.code == SL_NOT_FOUND) {
-        /* a publication left without its slot is dropped with the rest */
-        if (pr_teardown(dsn, slot, err) || pr_setup(dsn, slot, &table, 1, NULL, err)) {
-            follow_free(f);
-            return NULL;
-        }
-        created = 1;
-        f->s = pr_open(dsn, slot, slot, 0, &oe);
-    }
-    if (!f->s) {
-        *err = oe;
-        if (created)
-            pr_teardown(dsn, slot, NULL);
-        follow_free(f);
-        return NULL;
-    }
-    if (log) {
-        char line[400];
-        snprintf(line, sizeof line, "following %s through slot %s (%s)", table, slot,
-                 created ? "created" : "resumed");
-        log(log_ctx, line);
-    }
+    /* the slot is set up on the thread: creating one waits for the
+     * transactions running then, and the worker's loop keeps its heartbeats */
     if (pthread_create(&f->th, NULL, follow_main, f)) {
-        sl_err_set(err, "cannot start the follow thread");
-        if (created)
-            pr_teardown(dsn, slot, NULL);
         follow_free(f);
-        return NULL;
+        return sl_err_set(err, "cannot start the follow thread"), NULL;
     }
     f->started = 1;
     return f;
@@ -275,6 +323,7 @@ int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, size_t 
     *n = 0;
     *lsn = 0;
     pthread_mutex_lock(&f->mu);
+    f->last_take = sl_now();
     if (ack > f->ack)
         f->ack = ack;
     size_t off = f->qoff;
@@ -293,8 +342,10 @@ int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, size_t 
     size_t m = 0;
     while (m < f->nmarks && f->marks[m].total <= f->taken)
         *lsn = f->marks[m++].lsn;
-    memmove(f->marks, f->marks + m, (f->nmarks - m) * sizeof *f->marks);
-    f->nmarks -= m;
+    if (m) {
+        memmove(f->marks, f->marks + m, (f->nmarks - m) * sizeof *f->marks);
+        f->nmarks -= m;
+    }
     if (f->qoff == f->q.len) {
         sl_buf_reset(&f->q);
         f->qoff = 0;

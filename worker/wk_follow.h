@@ -25,8 +25,12 @@ typedef struct wk_follow wk_follow;
  * name) on dsn: an existing slot is resumed from its confirmed position,
  * else slot and publication are created. Inactive slots named sluice_cv_*
  * other than this one (a crashed follow's) are dropped first, each logged.
- * keycols[0..nkey) are the job's key columns, cls their classes. NULL with
- * err on failure (nothing left behind that this call created). */
+ * keycols[0..nkey) are the job's key columns, cls their classes. Returns
+ * at once: the slot is set up on the follow's thread (creating one waits
+ * for the transactions running then), and a failure there comes from the
+ * next wk_follow_take. A slot another process holds (a follow its
+ * coordinator gave up on) is waited for; a follow nobody takes from for
+ * 20 s lets its slot go. NULL with err when the thread cannot start. */
 wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
                            const char *const *keycols, const int *cls, size_t nkey,
                            void (*log)(void *ctx, const char *line), void *log_ctx, sl_err *err);
