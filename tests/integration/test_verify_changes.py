@@ -161,6 +161,32 @@ def wait_seen(keys, timeout=30):
 t.ok(wait_seen(list(expected)), "the 7 target-side divergences are reported confirmed",
      f"seen {sorted(seen)} out: {lines[-10:]} err: {errlines[-5:]}")
 
+# a worker following a side is killed: its slot's stream ends, the job
+# follows again from another worker (and the restarted one), resuming at
+# the slot's confirmed position; a divergence made while nobody followed is
+# still found
+def holders():
+    out = []
+    for i, _ in enumerate(cl.workers):
+        log = open(os.path.join(cl.dir, f"worker{i}.log")).read()
+        if "following t through slot" in log:
+            out.append(i)
+    return out
+
+
+victim = holders()[-1]
+cl.workers[victim].kill()
+cl.workers[victim].wait()
+t_kill = time.time()
+dcur.execute("UPDATE t SET note = 'while a follower was down' WHERE id = 10021")
+expected[("changed", 10021)] = t_kill
+cl.start_worker(slots=2)  # the restarted worker
+t.ok(wait_seen([("changed", 10021)], timeout=60),
+     "a worker following the changes killed: the divergence made meanwhile is still reported",
+     f"seen {sorted(seen)} err: {errlines[-5:]}")
+t.diag(f"found {seen.get(('changed', 10021), t_kill) - t_kill:.1f} s after the kill "
+       f"(heartbeat timeout {cl.hb_timeout} s)")
+
 # source-side divergences with the subscription disabled (the writer paused,
 # since none of its writes would reach the target either)
 stop_writer.set()
@@ -198,8 +224,8 @@ except subprocess.TimeoutExpired:
     code = None
 time.sleep(0.5)
 closing = [x for x in errlines if "verify-changes job" in x and "after" in x]
-t.ok(code == 1 and closing and "11 divergent" in closing[-1],
-     "Ctrl-C: exit 1 and a closing line counting the 11 divergences", f"{code} {errlines[-5:]}")
+t.ok(code == 1 and closing and "12 divergent" in closing[-1],
+     "Ctrl-C: exit 1 and a closing line counting the 12 divergences", f"{code} {errlines[-5:]}")
 t.ok(any("backlog" in x and "slot lag" in x for x in errlines),
      "progress lines report the backlog and the slot lag", errlines[:5])
 t.ok(sluice_slots(scur) == [] and sluice_slots(dcur) == [],
