@@ -127,13 +127,29 @@ static void *follow_main(void *arg)
         pthread_mutex_unlock(&f->mu);
         if (stop)
             return NULL;
-        if (idle > FOLLOW_IDLE_S) {
-            /* its coordinator gave up on this worker and follows elsewhere:
-             * the slot is let go (not dropped) for the new follow to take */
-            sl_err_setc(&e, SL_LOST_WORKER, "no keys asked for %d s: stream closed", FOLLOW_IDLE_S);
+        if (idle > FOLLOW_IDLE_S && f->s) {
+            /* its coordinator gave up on this worker and follows elsewhere
+             * (or is slow): the slot is let go, not dropped, for the new
+             * follow to take; an ask here reopens it */
             pr_free(f->s);
             f->s = NULL;
-            break;
+            if (f->log) {
+                char line[300];
+                snprintf(line, sizeof line, "follow %s paused: no keys asked for %d s", f->slot,
+                         FOLLOW_IDLE_S);
+                f->log(f->log_ctx, line);
+            }
+        }
+        if (!f->s) {
+            if (idle > FOLLOW_IDLE_S) {
+                nap_ms(100);
+                continue;
+            }
+            /* the transaction a pause cut is streamed again whole */
+            sl_buf_reset(&f->txn);
+            f->txn_keys = 0;
+            if (open_stream(f, &e))
+                break;
         }
         if (ack)
             pr_confirm(f->s, ack);

@@ -30,7 +30,8 @@ typedef struct wk_follow wk_follow;
  * for the transactions running then), and a failure there comes from the
  * next wk_follow_take. A slot another process holds (a follow its
  * coordinator gave up on) is waited for; a follow nobody takes from for
- * 20 s lets its slot go. NULL with err when the thread cannot start. */
+ * 20 s lets its slot go, and takes it again at the next take. NULL with err
+ * when the thread cannot start. */
 wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
                            const char *const *keycols, const int *cls, size_t nkey,
                            void (*log)(void *ctx, const char *line), void *log_ctx, sl_err *err);
