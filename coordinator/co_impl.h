@@ -119,7 +119,8 @@ typedef struct recheck {
     uint8_t *key;
     size_t klen;
     int kind, seen, hit;
-    int first; /* a changed key's first look (co_recheck_add_change): equal is checked, not transient */
+    int first; /* a changed key's first look (co_recheck_add_change): equal is checked, not
+                  transient */
     size_t range;
     double due;
 } recheck;
@@ -188,8 +189,12 @@ struct co_job {
     int recheck_mode;         /* co_fetched_row is resolving a batch of re-checks */
     size_t batch_lo, batch_n; /* the batch: rq[batch_lo .. batch_lo + batch_n) */
     size_t lost_seen;         /* c->lost when the ranges were last checked */
-    uint64_t checked;         /* changed keys found equal at their first look */
-    uint64_t deduped;         /* changed keys already waiting when named again */
+    /* a changes job: the XXH3-64 of every key in rq, open addressing
+     * (0 empty, 1 removed; hashes below 2 taken as 2), for the dedupe */
+    uint64_t *kset;
+    size_t kcap, kused; /* slots, and slots not empty (tombstones too) */
+    uint64_t checked;   /* changed keys found equal at their first look */
+    uint64_t deduped;   /* changed keys already waiting when named again */
     side_desc sd[2];
     /* a changes job: who follows each side (slot, gen; -1: nobody yet),
      * the lsn to ack next, the slot's lag as last said */

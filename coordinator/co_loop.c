@@ -231,6 +231,8 @@ static void job_cleanup(job *j)
     free(j->rq);
     j->rq = NULL;
     j->nrq = 0;
+    free(j->kset);
+    j->kset = NULL;
     free(j->ready);
     j->ready = NULL;
     co_side_free(&j->sd[0]);

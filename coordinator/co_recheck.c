@@ -5,6 +5,7 @@
  * when none of its keys waits any more. */
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "co_impl.h"
 
@@ -53,17 +54,72 @@ int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_c
     return 0;
 }
 
+/* ---- the key set of a changes job: which keys wait in rq ---------------- */
+
+static uint64_t key_hash(const uint8_t *key, size_t klen)
+{
+    uint64_t h = XXH3_64bits(key, klen);
+    return h < 2 ? 2 : h;
+}
+
+/* The slot of h, or of the first empty one where it would go. */
+static size_t kset_find(const job *j, uint64_t h)
+{
+    size_t mask = j->kcap - 1, i = (size_t)h & mask;
+    while (j->kset[i] != 0 && j->kset[i] != h)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Rebuilds the set at cap slots (a power of two) from rq. 0 or -1. */
+static int kset_rebuild(job *j, size_t cap)
+{
+    uint64_t *v = calloc(cap, sizeof *v);
+    if (!v)
+        return -1;
+    free(j->kset);
+    j->kset = v;
+    j->kcap = cap;
+    j->kused = 0;
+    for (size_t i = 0; i < j->nrq; i++) {
+        size_t k = kset_find(j, key_hash(j->rq[i].key, j->rq[i].klen));
+        if (!j->kset[k])
+            j->kused++;
+        j->kset[k] = key_hash(j->rq[i].key, j->rq[i].klen);
+    }
+    return 0;
+}
+
+static void kset_remove(job *j, const uint8_t *key, size_t klen)
+{
+    if (!j->kset)
+        return;
+    size_t k = kset_find(j, key_hash(key, klen));
+    if (j->kset[k])
+        j->kset[k] = 1; /* a tombstone: a probe goes on past it */
+}
+
 int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err)
 {
-    /* a linear look: the queue holds what settles in S seconds */
-    for (size_t i = 0; i < j->nrq; i++)
-        if (j->rq[i].klen == klen && !memcmp(j->rq[i].key, key, klen)) {
-            j->deduped++;
-            return 0;
-        }
+    /* at most half the slots used (tombstones count): probes stay short */
+    if ((j->kused + 1) * 2 > j->kcap) {
+        size_t cap = 64;
+        while (cap < (j->nrq + 1) * 4)
+            cap *= 2;
+        if (kset_rebuild(j, cap))
+            return sl_err_set(err, "out of memory");
+    }
+    uint64_t h = key_hash(key, klen);
+    size_t k = kset_find(j, h);
+    if (j->kset[k] == h) { /* waits already: one look serves both changes */
+        j->deduped++;
+        return 0;
+    }
     if (co_recheck_add(j, &j->r[0], 0, key, klen, err))
         return -1;
     j->rq[j->nrq - 1].first = 1;
+    j->kset[k] = h;
+    j->kused++;
     return 0;
 }
 
@@ -133,6 +189,7 @@ int co_recheck_resolve(job *j, size_t n, double now, sl_err *err)
             continue;
         }
         range *r = &j->r[q->range];
+        kset_remove(j, q->key, q->klen);
         free(q->key);
         if (--r->pending == 0 && r->compared && rc == 0)
             rc = co_finish_range(j, q->range, err);

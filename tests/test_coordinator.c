@@ -154,6 +154,7 @@ static void free_job(job *j)
     for (size_t i = 0; i < j->nrq; i++)
         free(j->rq[i].key);
     free(j->rq);
+    free(j->kset);
     free(j->r);
     free(j->order);
     free(j->ready);
@@ -429,6 +430,14 @@ static void test_first_look(void)
     key_of(&k, 2);
     co_recheck_add_change(j, k.p, k.len, &err);
     ok(j->nrq == 1 && j->rq[0].first, "a key changed again after its check is queued anew");
+    for (int round = 0; round < 2; round++)
+        for (int64_t id = 100; id < 5100; id++) {
+            key_of(&k, id);
+            co_recheck_add_change(j, k.p, k.len, &err);
+        }
+    ok(j->nrq == 5001 && j->deduped == 5001,
+       "5,000 keys named twice: each queued once (%zu queued, %llu deduped)", j->nrq,
+       (unsigned long long)j->deduped);
     sl_buf_free(&k);
     free_job(j);
 }
