@@ -9,6 +9,7 @@ confirmed, none other is (no false divergence from the changes in
 flight), with its detection latency; an orphaned sluice_cv_ slot is
 dropped when the follow starts (logged); Ctrl-C and --duration both end
 the job with no sluice slot or publication left on either server."""
+import json
 import os
 import random
 import signal
@@ -247,6 +248,11 @@ t.ok(code == 0 and "done after" in err and "0 divergent" in err,
      f"--duration 4: done by itself in {took:.1f} s, exit 0", out + err)
 t.ok(sluice_slots(scur) == [] and sluice_slots(dcur) == [],
      "after --duration no sluice slot or publication is left either")
+
+code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t", "--json")
+rows = json.loads(out) if code == 0 else []
+t.ok(len(rows) == 1 and rows[0]["kind"] == "changes" and rows[0]["changed"] == 0,
+     "the --duration job wrote a drift row of kind changes (the cancelled one none)", rows)
 
 code, out, err = cl.client("verify-changes", "src", "dst", "--table", "t", "--rechecks", "0")
 t.ok(code == 2 and "--rechecks 1 or more" in err, "--rechecks 0 is refused", err)
