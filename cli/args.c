@@ -23,6 +23,22 @@ static const char *usage_scrub =
     "  each cycle is a drift row of kind scrub (sluice drift).\n"
     "  exit 0: no divergence in any cycle; 1: divergences; 2: trouble\n";
 
+static const char *usage_changes =
+    "usage: sluice verify-changes SOURCE TARGET --table T [--settle SECONDS]\n"
+    "         [--rechecks N] [--duration D] [diff options] [--coordinator EP]\n"
+    "  change-driven verification: a worker beside each PostgreSQL database\n"
+    "  follows its changes (a logical slot sluice creates and drops, wal_level =\n"
+    "  logical); every key changed on either side is fetched from both after\n"
+    "  --settle seconds (default 2); a difference is fetched again --rechecks\n"
+    "  times (default 2) and reported when it persists.\n"
+    "  --events EP          the coordinator's event endpoint (default: the port\n"
+    "                       after --coordinator's, as the coordinator's defaults)\n"
+    "  --duration D         stop after D (90, 90s, 15m, 2h; default: until\n"
+    "                       interrupted with Ctrl-C)\n"
+    "  progress (keys checked, backlog, slot lag) on stderr; each confirmed\n"
+    "  divergence on stdout as it is found, and a closing line.\n"
+    "  exit 0: none confirmed; 1: divergences; 2: trouble\n";
+
 static const char *usage_diff =
     "usage: sluice diff SOURCE TARGET --table TABLE [options]\n"
     "       sluice submit SOURCE TARGET --table TABLE [--coordinator EP] [--wait] [options]\n"
@@ -144,12 +160,15 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"cycles", required_argument, 0, 'y'},
                                          {"sample-percent", required_argument, 0, 'Z'},
                                          {"rows-per-second", required_argument, 0, 'M'},
+                                         {"duration", required_argument, 0, 'd' + 256},
+                                         {"events", required_argument, 0, 'e' + 256},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *cmd = mode == DIFF_ARGS_SCHEDULE ? "schedule add"
-                      : mode == DIFF_ARGS_SUBMIT ? "submit"
-                      : mode == DIFF_ARGS_SCRUB  ? "scrub"
-                                                 : "diff";
+    const char *cmd = mode == DIFF_ARGS_SCHEDULE  ? "schedule add"
+                      : mode == DIFF_ARGS_SUBMIT  ? "submit"
+                      : mode == DIFF_ARGS_SCRUB   ? "scrub"
+                      : mode == DIFF_ARGS_CHANGES ? "verify-changes"
+                                                  : "diff";
     int cluster = mode != DIFF_ARGS_DIFF;
     const char *lists[3] = {NULL, NULL, NULL};
     memset(a, 0, sizeof *a);
@@ -160,6 +179,11 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
     if (mode == DIFF_ARGS_SCRUB) {
         a->cycles = 1;
         a->o.ranges = 64;
+    }
+    if (mode == DIFF_ARGS_CHANGES) {
+        a->o.rechecks = 2;
+        a->o.settle_ms = 2000;
+        a->settle_given = 1;
     }
     int ch;
     optind = 1;
@@ -303,6 +327,20 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                 "not \"%s\"",
                                 optarg);
             break;
+        case 'd' + 256: {
+            if (mode != DIFF_ARGS_CHANGES)
+                return cli_fail("--duration belongs to sluice verify-changes");
+            long d = cli_parse_every(optarg);
+            if (d <= 0)
+                return cli_fail("--duration must be like 90, 90s, 15m or 2h, not \"%s\"", optarg);
+            a->duration_ms = (int64_t)d * 1000;
+            break;
+        }
+        case 'e' + 256:
+            if (mode != DIFF_ARGS_CHANGES)
+                return cli_fail("--events belongs to sluice verify-changes");
+            a->events = optarg;
+            break;
         case 'E':
             if (mode != DIFF_ARGS_SCHEDULE)
                 return cli_fail("--every belongs to sluice schedule add");
@@ -310,9 +348,10 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                 return cli_fail("--every must be like 90, 90s, 15m, 2h or 1d, not \"%s\"", optarg);
             break;
         case 'h':
-            fputs(mode == DIFF_ARGS_SCHEDULE ? usage_schedule_add
-                  : mode == DIFF_ARGS_SCRUB  ? usage_scrub
-                                             : usage_diff,
+            fputs(mode == DIFF_ARGS_SCHEDULE  ? usage_schedule_add
+                  : mode == DIFF_ARGS_SCRUB   ? usage_scrub
+                  : mode == DIFF_ARGS_CHANGES ? usage_changes
+                                              : usage_diff,
                   stdout);
             return 0;
         default:
@@ -360,6 +399,9 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
             return cli_fail("out of memory");
     if (a->o.rechecks && !a->settle_given)
         a->o.settle_ms = 5000;
+    if (mode == DIFF_ARGS_CHANGES && a->o.rechecks < 1)
+        return cli_fail("verify-changes needs --rechecks 1 or more (a difference is looked at "
+                        "again before it is reported)");
     a->o.key = (const char *const *)a->lists[0];
     a->o.columns = (const char *const *)a->lists[1];
     a->o.exclude = (const char *const *)a->lists[2];
@@ -397,7 +439,8 @@ void diff_args_spec(const diff_args *a, sl_job_spec *spec)
                           .priority = a->priority,
                           .max_tasks = a->max_tasks,
                           .sample_bp = a->o.sample_bp,
-                          .shuffle_seed = a->o.shuffle_seed};
+                          .shuffle_seed = a->o.shuffle_seed,
+                          .duration_ms = a->duration_ms};
 }
 
 long cli_parse_every(const char *s)

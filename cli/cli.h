@@ -33,6 +33,7 @@ typedef struct diff_args {
     const char *name;            /* schedule add: the audit's name */
     long every_s;                /* schedule add: --every */
     long cycles;                 /* scrub: --cycles (0: until stopped) */
+    int64_t duration_ms;         /* verify-changes: --duration (0: until interrupted) */
     sl_priority priority;        /* submit, schedule add: --priority */
     int64_t max_tasks;           /* submit, schedule add: --max-tasks (0: no cap) */
     int request_timeout_ms;      /* submit, schedule add: --request-timeout (0: 5 s) */
@@ -40,6 +41,7 @@ typedef struct diff_args {
     long workers;
     int allow_empty, progress, wait, settle_given;
     const char *coordinator;
+    const char *events; /* verify-changes: --events (default: --coordinator's port + 1) */
     const char *curve_server, *curve_key; /* submit: --curve-server-key, --curve-key */
     int read_timeout_ms;                  /* diff: --read-timeout, 0 for the default */
     char *dsn_store[2];                   /* diff: SOURCE and TARGET, copied off argv */
@@ -51,7 +53,13 @@ typedef struct diff_args {
  * or `schedule add` (DIFF_ARGS_SCHEDULE: NAME SOURCE TARGET and --every).
  * Returns -1 to go on, else the exit status (0 after --help, 2 after a
  * printed error). */
-enum { DIFF_ARGS_DIFF = 0, DIFF_ARGS_SUBMIT = 1, DIFF_ARGS_SCHEDULE = 2, DIFF_ARGS_SCRUB = 3 };
+enum {
+    DIFF_ARGS_DIFF = 0,
+    DIFF_ARGS_SUBMIT = 1,
+    DIFF_ARGS_SCHEDULE = 2,
+    DIFF_ARGS_SCRUB = 3,
+    DIFF_ARGS_CHANGES = 4 /* verify-changes: --duration, re-checks by default */
+};
 int diff_args_parse(int argc, char **argv, int mode, diff_args *a);
 void diff_args_free(diff_args *a);
 
@@ -134,5 +142,6 @@ int cmd_cancel(int argc, char **argv);
 int cmd_schedule(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
 int cmd_scrub(int argc, char **argv);
+int cmd_verify_changes(int argc, char **argv);
 
 #endif

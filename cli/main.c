@@ -28,6 +28,7 @@ int main(int argc, char **argv)
             "  workers                          the workers a coordinator knows\n"
             "  schedule add|rm|ls               audits a coordinator runs on an interval\n"
             "  scrub SRC TGT --table T          every row checked, in a random order, at a rate\n"
+            "  verify-changes SRC TGT --table T  check each row as it changes (PostgreSQL)\n"
             "  drift [--table T]                the drift history in the control database\n"
             "  control --db-file F --tokens F   the migration control plane (HTTP API)\n"
             "  keygen [PREFIX]                  a CURVE key pair for secured sockets\n"
@@ -50,7 +51,8 @@ int main(int argc, char **argv)
                 {"workers", cmd_workers},   {"keygen", cmd_keygen},
                 {"report", cmd_report},     {"cancel", cmd_cancel},
                 {"schedule", cmd_schedule}, {"control", cmd_control},
-                {"drift", cmd_drift},       {"scrub", cmd_scrub}};
+                {"drift", cmd_drift},       {"scrub", cmd_scrub},
+                {"verify-changes", cmd_verify_changes}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -498,7 +498,12 @@ static int read_event(const msg *m, sl_event *ev, sl_err *err)
         ev->type = SL_EV_PROGRESS;
         return opt_uint(m, EV, "ranges_done", &ev->ranges_done, err) ||
                        opt_uint(m, EV, "ranges", &ev->ranges, err) ||
-                       opt_uint(m, EV, "rows_done", &ev->rows_done, err)
+                       opt_uint(m, EV, "rows_done", &ev->rows_done, err) ||
+                       opt_uint(m, EV, "keys", &ev->keys, err) ||
+                       opt_uint(m, EV, "checked", &ev->checked, err) ||
+                       opt_uint(m, EV, "backlog", &ev->backlog, err) ||
+                       opt_uint(m, EV, "lag_source", &ev->lag_source, err) ||
+                       opt_uint(m, EV, "lag_target", &ev->lag_target, err)
                    ? -1
                    : 0;
     }
@@ -677,6 +682,10 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         int64_t seed = (int64_t)(s->shuffle_seed & (uint64_t)INT64_MAX);
         msg_put_int(w, "sample_bp", s->sample_bp);
         msg_put_int(w, "shuffle_seed", seed ? seed : 1);
+    } else if (s->changes) {
+        msg_put_cstr(w, "kind", "changes");
+        if (s->duration_ms > 0)
+            msg_put_int(w, "duration_ms", s->duration_ms);
     } else if (s->scrub) {
         /* a seed of 0 would mean key order: never sent */
         int64_t seed = (int64_t)(s->shuffle_seed & (uint64_t)INT64_MAX);

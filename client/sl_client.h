@@ -73,6 +73,9 @@ typedef struct sl_job_spec {
     int scrub;                   /* a scrub cycle: ranges in a random order (shuffle_seed) */
     int sample_bp;               /* 1..9999: a sample of that many 1/10000 of the ranges */
     uint64_t shuffle_seed;       /* with scrub; its low 63 bits are sent (0 taken as 1) */
+    int changes;                 /* change-driven verification (kind "changes"): the keys both
+                                    sides change are checked as they change; needs rechecks >= 1 */
+    int64_t duration_ms;         /* with changes: how long; 0: until cancelled */
 } sl_job_spec;
 
 /* Builds the submit frame of spec into out (reset first): the one format
@@ -210,6 +213,8 @@ struct sl_event {
     char *source_type, *target_type; /* schema: NULL where absent */
     /* SL_EV_PROGRESS */
     uint64_t ranges_done, ranges, rows_done;
+    /* ... of a changes job: keys received, found equal, waiting; slot lags (bytes) */
+    uint64_t keys, checked, backlog, lag_source, lag_target;
     /* SL_EV_JOB */
     sl_job_state state;
     char *state_name; /* as sent: "queued", "running", "resumed", ... */

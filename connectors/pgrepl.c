@@ -921,6 +921,7 @@ struct pr_stream {
     pr_lsn received;     /* the furthest WAL start of an XLogData */
     pr_lsn confirmed;    /* flushed, as reported to the server */
     pr_lsn delivered;    /* the end_lsn of the last PR_COMMIT returned */
+    pr_lsn server_end;   /* the server's WAL end, as it last said */
     int64_t next_status; /* sl_now_ms() when a status update is due */
     char name[256];
 };
@@ -1013,6 +1014,16 @@ fail:
     return NULL;
 }
 
+pr_lsn pr_server_lsn(const pr_stream *s)
+{
+    return s->server_end;
+}
+
+pr_lsn pr_confirmed_lsn(const pr_stream *s)
+{
+    return s->confirmed;
+}
+
 void pr_confirm(pr_stream *s, pr_lsn lsn)
 {
     if (lsn > s->confirmed) {
@@ -1031,6 +1042,8 @@ static int on_message(pr_stream *s, const uint8_t *buf, size_t n, sl_err *err)
     s->nout = (size_t)k, s->iout = 0;
     if (f.type == 'w' && f.wal_start > s->received)
         s->received = f.wal_start;
+    if ((f.type == 'w' || f.type == 'k') && f.wal_end > s->server_end)
+        s->server_end = f.wal_end;
     if (f.type == 'k') {
         /* idle, and everything delivered is handled: nothing before the
          * server's WAL end remains for us, so the slot may move on */

@@ -102,6 +102,12 @@ int pr_next(pr_stream *s, int timeout_ms, pr_change *out, sl_err *err);
  * slot does not hold WAL for changes to other tables. */
 void pr_confirm(pr_stream *s, pr_lsn lsn);
 
+/* The server's WAL end as it last reported it (keepalives and data; 0
+ * before the first), and the position confirmed so far (pr_confirm, or
+ * advanced by idle keepalives): their difference is the slot's lag. */
+pr_lsn pr_server_lsn(const pr_stream *s);
+pr_lsn pr_confirmed_lsn(const pr_stream *s);
+
 /* The name shown in errors: postgresql://user@host:port/db. */
 const char *pr_name(const pr_stream *s);
 

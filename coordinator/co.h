@@ -63,6 +63,10 @@ const char *co_kind_name(int kind);
 typedef struct co_progress {
     size_t ranges_done, ranges;
     uint64_t rows_done, rows_expected;
+    /* a changes job: keys received, checked equal, waiting for a look; and
+     * each side's slot lag in bytes of WAL */
+    int changes;
+    uint64_t keys, checked, backlog, lag[2];
 } co_progress;
 
 typedef struct co_callbacks {
@@ -97,6 +101,14 @@ typedef struct co_diff_opts {
     size_t ranges;               /* 0: chosen from worker count and table size */
     int priority;                /* CO_PRIO_*: who gets the next free worker */
     size_t max_tasks;            /* most range tasks at once; 0: no cap */
+    /* A changes job (change-driven verification): no ranges; the keys
+     * both sides change are followed through slots named follow_name
+     * ("sluice_cv_<job>", "_0"/"_1" added per side), each checked after
+     * settle_ms and re-checked rechecks (>= 1) times, for duration_ms
+     * (0: until cancelled). */
+    int changes;
+    const char *follow_name;
+    int64_t duration_ms;
     /* Resuming: the recorded split keys, which ranges are done (n + 1
      * flags) and the rows those counted. NULL resume_done: a new job. */
     size_t resume_nbounds;
@@ -115,6 +127,7 @@ typedef struct co_summary {
     /* rows whose hashes differed but whose values, read again by key,
      * matched: a change in flight; on a quiet database, an alarm */
     uint64_t matched_on_fetch;
+    uint64_t keys_checked; /* a changes job: changed keys found equal at their first look */
     double elapsed;
     char source_name[256], target_name[256];
 } co_summary;

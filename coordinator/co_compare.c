@@ -743,7 +743,10 @@ int co_finish_range(job *j, size_t ri, sl_err *err)
     if (j->cb->range_done && j->cb->range_done(j->cb->ctx, ri, r->rows[0], r->rows[1]))
         return sl_err_set(err, "could not record a finished range");
     if (j->cb->progress) {
-        co_progress p = {j->ranges_done, j->nr, j->rows_done, j->rows_expected};
+        co_progress p = {.ranges_done = j->ranges_done,
+                         .ranges = j->nr,
+                         .rows_done = j->rows_done,
+                         .rows_expected = j->rows_expected};
         j->cb->progress(j->cb->ctx, &p);
     }
     return 0;

@@ -119,6 +119,8 @@ typedef struct recheck {
     uint8_t *key;
     size_t klen;
     int kind, seen, hit;
+    int first; /* a changed key's first look (co_recheck_add_change): equal is checked, not
+                  transient */
     size_t range;
     double due;
 } recheck;
@@ -187,7 +189,21 @@ struct co_job {
     int recheck_mode;         /* co_fetched_row is resolving a batch of re-checks */
     size_t batch_lo, batch_n; /* the batch: rq[batch_lo .. batch_lo + batch_n) */
     size_t lost_seen;         /* c->lost when the ranges were last checked */
+    /* a changes job: the XXH3-64 of every key in rq, open addressing
+     * (0 empty, 1 removed; hashes below 2 taken as 2), for the dedupe */
+    uint64_t *kset;
+    size_t kcap, kused; /* slots, and slots not empty (tombstones too) */
+    uint64_t checked;   /* changed keys found equal at their first look */
+    uint64_t deduped;   /* changed keys already waiting when named again */
     side_desc sd[2];
+    /* a changes job: who follows each side (slot, gen; -1: nobody yet),
+     * the lsn to ack next, the slot's lag as last said */
+    int fw[2];
+    uint32_t fgen[2];
+    uint64_t fack[2], flag[2];
+    int following[2]; /* a follow was started on that side: unfollow at the end */
+    int closing;      /* cleanup: waits ignore the cancel (bounded) */
+    int freeing;      /* co_job_free drives the fiber without the loop: no waits */
 };
 
 /* What a drill-down works on: its job, and the range being compared. NULL r
@@ -320,8 +336,28 @@ int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, 
  * reports it once it has persisted through every re-check. 0 or -1 with err. */
 int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_coldiff *cols,
                    size_t ncols, sl_err *err);
+/* Queues a key a change stream named (change-driven verification) for a
+ * first look after the settle time, unless it waits already (a key changed
+ * again before its check is checked once): equal then, it counts as
+ * checked; different, it goes through the re-checks as any divergence.
+ * Every such key belongs to range 0. 0, or -1 when memory runs out. */
+int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err);
+/* After a batch of the first n queued keys was fetched (each hit or not):
+ * resolves them (confirmed, transient, checked) or queues them again for
+ * their next look. 0, or -1 with err. */
+int co_recheck_resolve(job *j, size_t n, double now, sl_err *err);
 /* Fetches one batch of due keys again: 0, -1 with err, or CO_LOST. */
 int co_run_rechecks(job *j, double now, sl_err *err);
+
+/* ---- co_follow.c: change-driven verification ----------------------------- */
+
+/* A changes job after describe and reconcile: follows both sides' changed
+ * keys through workers (follow, keys), checks each after the settle time,
+ * until cancelled or o->duration_ms ends; then unfollows (the slots are
+ * dropped). 0, or -1 with err. */
+int co_follow_run(job *j, sl_err *err);
+/* Tells the workers to stop following and drop the slots (from cleanup). */
+void co_follow_end(job *j);
 
 /* ---- co_loop.c: the event loop ------------------------------------------ */
 

@@ -82,6 +82,8 @@ int co_wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, 
         replies[k] = NULL;
     }
     double deadline = sl_now() + c->req_timeout_ms / 1000.0;
+    if (j->closing && deadline > sl_now() + 15) /* cleanup is bounded */
+        deadline = sl_now() + 15;
     int rc = 0;
     for (;;) {
         size_t got = 0;
@@ -95,7 +97,7 @@ int co_wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, 
                 sl_err_set(err, "worker %d was lost", from[k]);
                 goto out;
             }
-        if (j->cancel) {
+        if ((j->cancel && !j->closing) || j->freeing) {
             rc = sl_err_set(err, "job cancelled");
             goto out;
         }
@@ -147,12 +149,14 @@ static int job_run(job *j, sl_err *err)
     snprintf(sum->source_name, sizeof sum->source_name, "%s", j->sd[0].source);
     snprintf(sum->target_name, sizeof sum->target_name, "%s", j->sd[1].source);
     j->phase = JOB_PLAN;
-    if (co_reconcile(j, &j->sd[0], &j->sd[1], err) || co_plan(j, err))
+    if (co_reconcile(j, &j->sd[0], &j->sd[1], err) || (!j->o->changes && co_plan(j, err)))
         return -1;
     sum->ranges = j->nr;
     sum->sampled_ranges = j->sampled;
     sum->workers = co_alive_workers(c);
     j->lost_seen = c->lost;
+    if (j->o->changes)
+        return co_follow_run(j, err);
     j->phase = JOB_RANGES;
     while (j->ranges_done < j->nr) {
         if (j->cancel)
@@ -202,6 +206,8 @@ static int job_run(job *j, sl_err *err)
 static void job_cleanup(job *j)
 {
     co *c = j->c;
+    if (j->o->changes)
+        co_follow_end(j);
     for (size_t wi = 0; wi < c->nw; wi++)
         if (c->w[wi].busy_job == j)
             co_worker_idle(&c->w[wi]);
@@ -225,6 +231,8 @@ static void job_cleanup(job *j)
     free(j->rq);
     j->rq = NULL;
     j->nrq = 0;
+    free(j->kset);
+    j->kset = NULL;
     free(j->ready);
     j->ready = NULL;
     co_side_free(&j->sd[0]);
@@ -471,6 +479,7 @@ co_job *co_job_start(co *c, const co_diff_opts *o, const co_callbacks *cb, sl_er
     j->cap = o->max_tasks;
     j->t0 = sl_now();
     j->wake = 1;
+    j->fw[0] = j->fw[1] = -1;
     /* deep enough for the drill-down's recursion under the sanitizers;
      * only the pages touched cost memory */
     if (!(j->fb = fiber_new(job_main, j, 8u << 20))) {
@@ -508,6 +517,7 @@ void co_job_free(co_job *j)
     co *c = j->c;
     /* a cancelled job never waits again: its fiber runs to its end */
     j->cancel = 1;
+    j->freeing = 1;
     for (int turns = 0; j->phase != JOB_ENDED && turns < 1000; turns++) {
         c->active = j;
         fiber_resume(j->fb);

@@ -5,6 +5,7 @@
  * when none of its keys waits any more. */
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "co_impl.h"
 
@@ -26,6 +27,7 @@ int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, 
     q->kind = kind;
     q->seen = 0;
     q->hit = 0;
+    q->first = 0;
     q->range = (size_t)(r - j->r);
     q->due = sl_now() + j->o->settle_ms / 1000.0;
     j->nrq++;
@@ -42,11 +44,82 @@ int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_c
             continue;
         q->hit = 1;
         q->kind = kind;
+        if (q->first) /* the first look of a changed key: the re-checks follow */
+            return 0;
         if (++q->seen < j->o->rechecks)
             return 0;
         q->seen = -1; /* resolved: confirmed */
         return co_emit_row(j, &j->r[q->range], kind, CO_CONFIRMED, key, klen, cols, ncols, err);
     }
+    return 0;
+}
+
+/* ---- the key set of a changes job: which keys wait in rq ---------------- */
+
+static uint64_t key_hash(const uint8_t *key, size_t klen)
+{
+    uint64_t h = XXH3_64bits(key, klen);
+    return h < 2 ? 2 : h;
+}
+
+/* The slot of h, or of the first empty one where it would go. */
+static size_t kset_find(const job *j, uint64_t h)
+{
+    size_t mask = j->kcap - 1, i = (size_t)h & mask;
+    while (j->kset[i] != 0 && j->kset[i] != h)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Rebuilds the set at cap slots (a power of two) from rq. 0 or -1. */
+static int kset_rebuild(job *j, size_t cap)
+{
+    uint64_t *v = calloc(cap, sizeof *v);
+    if (!v)
+        return -1;
+    free(j->kset);
+    j->kset = v;
+    j->kcap = cap;
+    j->kused = 0;
+    for (size_t i = 0; i < j->nrq; i++) {
+        size_t k = kset_find(j, key_hash(j->rq[i].key, j->rq[i].klen));
+        if (!j->kset[k])
+            j->kused++;
+        j->kset[k] = key_hash(j->rq[i].key, j->rq[i].klen);
+    }
+    return 0;
+}
+
+static void kset_remove(job *j, const uint8_t *key, size_t klen)
+{
+    if (!j->kset)
+        return;
+    size_t k = kset_find(j, key_hash(key, klen));
+    if (j->kset[k])
+        j->kset[k] = 1; /* a tombstone: a probe goes on past it */
+}
+
+int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err)
+{
+    /* at most half the slots used (tombstones count): probes stay short */
+    if ((j->kused + 1) * 2 > j->kcap) {
+        size_t cap = 64;
+        while (cap < (j->nrq + 1) * 4)
+            cap *= 2;
+        if (kset_rebuild(j, cap))
+            return sl_err_set(err, "out of memory");
+    }
+    uint64_t h = key_hash(key, klen);
+    size_t k = kset_find(j, h);
+    if (j->kset[k] == h) { /* waits already: one look serves both changes */
+        j->deduped++;
+        return 0;
+    }
+    if (co_recheck_add(j, &j->r[0], 0, key, klen, err))
+        return -1;
+    j->rq[j->nrq - 1].first = 1;
+    j->kset[k] = h;
+    j->kused++;
     return 0;
 }
 
@@ -81,9 +154,21 @@ int co_run_rechecks(job *j, double now, sl_err *err)
     j->recheck_mode = 0;
     if (rc)
         return rc;
+    return co_recheck_resolve(j, n, now, err);
+}
+
+int co_recheck_resolve(job *j, size_t n, double now, sl_err *err)
+{
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         recheck *q = &j->rq[i];
-        if (!q->hit) { /* equal again: it was a change in flight */
+        if (!q->hit && q->first) { /* a changed key, equal on both sides */
+            j->checked++;
+            q->seen = -1;
+        } else if (q->hit && q->first) { /* different: now the re-checks */
+            q->first = 0;
+            q->due = now + j->o->settle_ms / 1000.0;
+        } else if (!q->hit) { /* equal again: it was a change in flight */
             rc = co_emit_row(j, &j->r[q->range], q->kind, CO_TRANSIENT, q->key, q->klen, NULL, 0,
                              err);
             q->seen = -1;
@@ -104,6 +189,7 @@ int co_run_rechecks(job *j, double now, sl_err *err)
             continue;
         }
         range *r = &j->r[q->range];
+        kset_remove(j, q->key, q->klen);
         free(q->key);
         if (--r->pending == 0 && r->compared && rc == 0)
             rc = co_finish_range(j, q->range, err);

@@ -48,7 +48,9 @@ typedef struct sched_due {
 
 typedef struct spec {
     co_diff_opts o;
-    int scrub; /* "kind": "scrub": a scrub cycle (its drift row says so) */
+    int scrub;   /* "kind": "scrub": a scrub cycle (its drift row says so) */
+    int changes; /* "kind": "changes": change-driven verification */
+    char follow[64];
     char *strs[8];
     char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
 } spec;
@@ -151,10 +153,21 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         const char *p;
         size_t n;
         if (msg_obj_str(o, &p, &n) ||
-            !((n == 5 && !memcmp(p, "audit", 5)) || (n == 5 && !memcmp(p, "scrub", 5))))
-            return sl_err_setc(err, SL_INVALID, "submit: \"kind\" must be \"audit\" or \"scrub\"");
+            !((n == 5 && !memcmp(p, "audit", 5)) || (n == 5 && !memcmp(p, "scrub", 5)) ||
+              (n == 7 && !memcmp(p, "changes", 7))))
+            return sl_err_setc(err, SL_INVALID,
+                               "submit: \"kind\" must be \"audit\", \"scrub\" or \"changes\"");
         s->scrub = p[0] == 's';
+        s->changes = p[0] == 'c';
     }
+    int64_t dur = 0;
+    if ((o = msg_get(m, "duration_ms")) && (msg_obj_int(o, &dur) || dur < 0))
+        return sl_err_setc(err, SL_INVALID, "submit: \"duration_ms\" must be 0 or more");
+    if (s->changes && rechecks < 1)
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: a \"changes\" job needs \"rechecks\" of 1 or more");
+    s->o.changes = s->changes;
+    s->o.duration_ms = dur;
     s->o.priority = CO_PRIO_NORMAL;
     if ((o = msg_get(m, "priority")) && !msg_obj_is_nil(o)) {
         const char *p;
@@ -312,6 +325,13 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_put_uint(w, "ranges_done", p->ranges_done);
     msg_put_uint(w, "ranges", p->ranges);
     msg_put_uint(w, "rows_done", p->rows_done);
+    if (p->changes) {
+        msg_put_uint(w, "keys", p->keys);
+        msg_put_uint(w, "checked", p->checked);
+        msg_put_uint(w, "backlog", p->backlog);
+        msg_put_uint(w, "lag_source", p->lag[0]);
+        msg_put_uint(w, "lag_target", p->lag[1]);
+    }
     msg_put_int(w, "at_ms", sl_wall_ms());
     if (msg_writer_finish(w, &r->s->frame, NULL) == 0)
         publish(r->s, r->job, &r->s->frame);
@@ -714,7 +734,8 @@ static void serve_client(void *ctx)
         if (spec_read(m, &sp, &e) ||
             co_store_add_job(s->store, zmq_msg_data(&body), zmq_msg_size(&body), sp.o.table,
                              sp.o.priority, &job, &e) ||
-            (sp.scrub && co_store_set_kind(s->store, job, "scrub", &e))) {
+            (sp.scrub && co_store_set_kind(s->store, job, "scrub", &e)) ||
+            (sp.changes && co_store_set_kind(s->store, job, "changes", &e))) {
             reply_err(s, ident, ilen, msg_id(m), &e);
         } else {
             msg_writer *w = msg_writer_new(MSG_REPLY, msg_id(m));
@@ -853,6 +874,10 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
             a->sp.o.resume_rows[0] = rows[0];
             a->sp.o.resume_rows[1] = rows[1];
         }
+    }
+    if (ok && a->sp.changes) { /* the slots' names: sluice_cv_<job>_<side> */
+        snprintf(a->sp.follow, sizeof a->sp.follow, "sluice_cv_%lld", (long long)job);
+        a->sp.o.follow_name = a->sp.follow;
     }
     a->cb = (co_callbacks){.event = on_event,
                            .progress = on_progress,

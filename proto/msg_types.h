@@ -94,7 +94,24 @@
     X(SCHEDULES, 20, "schedules", "client → coordinator", \
       "→ reply `schedules`: [[name, interval_s, table, last job id or nil]], by " \
       "name", \
-      "")
+      "") \
+    X(FOLLOW, 21, "follow", "c → w", \
+      "spec (its key columns are the ones followed), `slot` (slot and " \
+      "publication name, `sluice_cv_...`) → empty reply once the follow " \
+      "started; on its own thread the worker drops inactive `sluice_cv_` slots " \
+      "of other streams, then resumes the slot from its confirmed position or " \
+      "creates it (a failure comes as the next keys reply's `error`)", \
+      "db:s table:s cols:a cls:a nkey:i slot:s") \
+    X(KEYS, 22, "keys", "c → w", \
+      "`slot`, `ack` (the `lsn` of the last reply taken; 0: none) → reply " \
+      "`keys`: [encoded key] changed since (at most 10,000), `lsn` (end of the " \
+      "last transaction whose keys are all sent; ack it next), `lag` (bytes of " \
+      "WAL the slot holds), `error` (nil, or why the stream stopped)", \
+      "slot:s ack:i") \
+    X(UNFOLLOW, 23, "unfollow", "c → w", \
+      "`db`, `slot` → empty reply once the stream is closed and its slot and " \
+      "publication are dropped", \
+      "db:s slot:s")
 
 /* clang-format on */
 

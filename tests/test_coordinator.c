@@ -154,6 +154,7 @@ static void free_job(job *j)
     for (size_t i = 0; i < j->nrq; i++)
         free(j->rq[i].key);
     free(j->rq);
+    free(j->kset);
     free(j->r);
     free(j->order);
     free(j->ready);
@@ -356,6 +357,88 @@ static void test_recheck_range(void)
        "the confirmed row is recorded as reported in its own range");
     msg_free(ma);
     msg_free(none);
+    free_job(j);
+}
+
+/* One batch of the first n queued keys, as co_run_rechecks fetches it:
+ * source rows a (values va), target rows b (values vb). */
+static void look(job *j, size_t n, const int64_t *a, const char *const *va, size_t na,
+                 const int64_t *b, const char *const *vb, size_t nb)
+{
+    msg *ma = fetch_reply(a, va, na), *mb = fetch_reply(b, vb, nb);
+    drill d = {j, NULL};
+    for (size_t i = 0; i < n; i++)
+        j->rq[i].hit = 0;
+    j->recheck_mode = 1;
+    j->batch_lo = 0;
+    j->batch_n = n;
+    merge(&d, ma, mb, 3, co_fetched_row);
+    j->recheck_mode = 0;
+    sl_err err = {0};
+    co_recheck_resolve(j, n, sl_now(), &err);
+    msg_free(ma);
+    msg_free(mb);
+}
+
+/* Change-driven verification: a changed key gets a first look; equal, it
+ * is checked (no event); different, it gets the usual re-checks and is
+ * confirmed, or transient if it settles. A key named again while it waits
+ * is looked at once. */
+static void test_first_look(void)
+{
+    fixture f;
+    job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
+    f.o.rechecks = 2;
+    f.o.settle_ms = 0;
+    f.o.changes = 1;
+    sl_buf k = {0};
+    sl_err err = {0};
+    int64_t ids[] = {1, 2, 3, 2};
+    for (int i = 0; i < 4; i++) {
+        key_of(&k, ids[i]);
+        co_recheck_add_change(j, k.p, k.len, &err);
+    }
+    ok(j->nrq == 3 && j->deduped == 1 && j->r[0].pending == 3,
+       "changed keys 1, 2, 3, 2: three queued, the repeat deduped (%zu, %llu)", j->nrq,
+       (unsigned long long)j->deduped);
+    int64_t s3[] = {1, 2, 3}, t2[] = {1, 2}, t3[] = {1, 2, 3};
+    const char *sv[] = {"x", "y", "z"}, *tv[] = {"x", "Y"}, *tv3[] = {"x", "Y", "z"};
+    look(j, 3, s3, sv, 3, t2, tv, 2);
+    ok(f.ev.n == 0, "first look: nothing reported yet (%zu events)", f.ev.n);
+    ok(j->checked == 1 && j->sum->transient == 0,
+       "first look: key 1, equal on both sides, is checked, not transient");
+    ok(j->nrq == 2 && !j->rq[0].first && !j->rq[1].first && j->rq[0].seen == 0 &&
+           j->r[0].pending == 2,
+       "first look: keys 2 (changed) and 3 (missing) enter the re-checks, none seen yet");
+    int64_t s2[] = {2, 3};
+    const char *sv2[] = {"y", "z"};
+    int64_t t22[] = {2};
+    const char *tv2[] = {"Y"};
+    look(j, 2, s2, sv2, 2, t22, tv2, 1);
+    ok(f.ev.n == 0 && j->nrq == 2, "re-check 1 of 2: still differing, still queued");
+    look(j, 2, s2, sv2, 2, t3 + 1, tv3 + 1, 2);
+    ok(f.ev.n == 2 && count(&f.ev, CO_CHANGED, 2) == 1 && count(&f.ev, CO_MISSING, 3) == 1,
+       "re-check 2 of 2: key 2 reported changed, key 3 (now equal) reported");
+    int st2 = -1, st3 = -1;
+    for (size_t i = 0; i < f.ev.n; i++)
+        *(f.ev.id[i] == 2 ? &st2 : &st3) = f.ev.status[i];
+    ok(st2 == CO_CONFIRMED && st3 == CO_TRANSIENT,
+       "key 2 is confirmed after 1 + 2 looks; key 3 settled: transient");
+    ok(j->nrq == 0 && j->r[0].pending == 0 && j->checked == 1 && j->sum->changed == 1 &&
+           j->sum->transient == 1 && j->ranges_done == 0,
+       "the queue is empty; counts: 1 checked, 1 changed, 1 transient; no range finished");
+    key_of(&k, 2);
+    co_recheck_add_change(j, k.p, k.len, &err);
+    ok(j->nrq == 1 && j->rq[0].first, "a key changed again after its check is queued anew");
+    for (int round = 0; round < 2; round++)
+        for (int64_t id = 100; id < 5100; id++) {
+            key_of(&k, id);
+            co_recheck_add_change(j, k.p, k.len, &err);
+        }
+    ok(j->nrq == 5001 && j->deduped == 5001,
+       "5,000 keys named twice: each queued once (%zu queued, %llu deduped)", j->nrq,
+       (unsigned long long)j->deduped);
+    sl_buf_free(&k);
     free_job(j);
 }
 
@@ -607,6 +690,7 @@ int main(void)
     test_span_merge();
     test_fetch_merge();
     test_recheck_range();
+    test_first_look();
     test_next_task();
     test_next_task_shuffled();
     test_requeue_lost();

@@ -10,6 +10,7 @@
 #include "../merkle/mk_tree.h"
 #include "../proto/curve.h"
 #include "../proto/msg.h"
+#include "wk_follow.h"
 
 #define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
 
@@ -56,6 +57,11 @@ struct wk {
      * another): never built. A ring: tree ids are never reused. */
     uint64_t released[64];
     size_t nreleased;
+    /* change streams followed for the coordinator (follow, keys, unfollow),
+     * each on a thread of its own */
+    wk_follow **follows;
+    size_t nfollows;
+    sl_buf keys;
     sl_buf out;
 };
 
@@ -935,6 +941,11 @@ void wk_free(wk *w)
     for (size_t i = 0; i < w->ntrees; i++)
         mk_tree_free(w->trees[i].t);
     free(w->trees);
+    /* closed, not dropped: a follow resumes from its slot after a restart */
+    for (size_t i = 0; i < w->nfollows; i++)
+        wk_follow_stop(w->follows[i], 0, NULL);
+    free(w->follows);
+    sl_buf_free(&w->keys);
     while (w->deferred) {
         deferred *d = w->deferred;
         w->deferred = d->next;
@@ -1000,6 +1011,153 @@ static void redact_where_error(wk *w, const msg *m, sl_err *e)
                name);
 }
 
+/* ---- change streams ----------------------------------------------------- */
+
+#define WK_KEYS_MAX 10000 /* keys a keys reply carries at most */
+
+/* The follow named by m's "slot": its index, or -1 (err set when given). */
+static long follow_find(wk *w, const msg *m, sl_err *err)
+{
+    const char *p;
+    size_t n;
+    if (msg_get_str(m, "slot", &p, &n, err))
+        return -1;
+    for (size_t i = 0; i < w->nfollows; i++) {
+        const char *sl = wk_follow_slot(w->follows[i]);
+        if (strlen(sl) == n && !memcmp(sl, p, n))
+            return (long)i;
+    }
+    return sl_err_setc(err, SL_NOT_FOUND, "this worker follows no stream named \"%.*s\"", (int)n,
+                       p),
+           -1;
+}
+
+static void follow_remove(wk *w, long i)
+{
+    w->follows[i] = w->follows[--w->nfollows];
+}
+
+static int reply_empty(wk *w, uint64_t id, sl_err *err)
+{
+    msg_writer *mw = msg_writer_new(MSG_REPLY, id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    int r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    return r;
+}
+
+/* follow: starts (or restarts: a coordinator that asks again has lost what
+ * it was sent) the stream of a table's changed keys. */
+static int do_follow(wk *w, const msg *m, sl_err *err)
+{
+    wk_dbconn *d = db_named(w, m);
+    if (!d)
+        return sl_err_setc(err, SL_NOT_FOUND, "this worker has no such database");
+    spec s;
+    if (spec_read(m, &s, err))
+        return spec_free(&s), -1;
+    char *slot = NULL;
+    const char *p;
+    size_t n;
+    int r = -1;
+    if (msg_get_str(m, "slot", &p, &n, err) || !(slot = strndup(p, n)))
+        goto out;
+    sl_err ignore = {0};
+    long old = follow_find(w, m, &ignore);
+    if (old >= 0) {
+        wk_follow_stop(w->follows[old], 0, NULL);
+        follow_remove(w, old);
+    }
+    wk_follow **v = realloc(w->follows, (w->nfollows + 1) * sizeof *v);
+    if (!v) {
+        sl_err_set(err, "out of memory");
+        goto out;
+    }
+    w->follows = v;
+    wk_follow *f = wk_follow_start(d->dsn, slot, s.table, (const char *const *)s.cols, s.cls,
+                                   s.q.nkey, w->log, w->log_ctx, err);
+    if (!f) {
+        sl_err_wrap(err, "%s", d->name);
+        goto out;
+    }
+    w->follows[w->nfollows++] = f;
+    r = reply_empty(w, msg_id(m), err);
+out:
+    free(slot);
+    spec_free(&s);
+    return r;
+}
+
+/* keys: acks the last batch and sends the next. */
+static int do_keys(wk *w, const msg *m, sl_err *err)
+{
+    int64_t ack;
+    long i = follow_find(w, m, err);
+    if (i < 0 || msg_get_int(m, "ack", &ack, err))
+        return -1;
+    size_t n = 0;
+    uint64_t lsn = 0, lag = 0;
+    sl_err why = {0};
+    sl_buf_reset(&w->keys);
+    int stopped =
+        wk_follow_take(w->follows[i], (uint64_t)ack, WK_KEYS_MAX, &w->keys, &n, &lsn, &lag, &why);
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_key(mw, "keys");
+    msg_pack_array(mw, (uint32_t)n);
+    for (size_t off = 0; off < w->keys.len;) {
+        uint32_t len;
+        memcpy(&len, w->keys.p + off, 4);
+        msg_pack_bin(mw, w->keys.p + off + 4, len);
+        off += 4 + len;
+    }
+    msg_put_uint(mw, "lsn", lsn);
+    msg_put_uint(mw, "lag", lag);
+    if (stopped)
+        msg_put_cstr(mw, "error", why.msg);
+    int r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    return r;
+}
+
+/* unfollow: ends a stream and drops its slot and publication, also when
+ * another (lost) worker held it: the slot's holder is terminated. */
+static int do_unfollow(wk *w, const msg *m, sl_err *err)
+{
+    wk_dbconn *d = db_named(w, m);
+    if (!d)
+        return sl_err_setc(err, SL_NOT_FOUND, "this worker has no such database");
+    sl_err ignore = {0};
+    long i = follow_find(w, m, &ignore);
+    int r;
+    if (i >= 0) {
+        r = wk_follow_stop(w->follows[i], 1, err);
+        follow_remove(w, i);
+    } else {
+        const char *p;
+        size_t n;
+        char slot[128];
+        if (msg_get_str(m, "slot", &p, &n, err))
+            return -1;
+        if (n == 0 || n >= sizeof slot)
+            return sl_err_setc(err, SL_INVALID, "malformed request: slot name");
+        memcpy(slot, p, n);
+        slot[n] = 0;
+        r = wk_follow_drop(d->dsn, slot, err);
+    }
+    if (r)
+        return sl_err_wrap(err, "%s", d->name);
+    if (w->log) {
+        char line[300];
+        snprintf(line, sizeof line, "dropped replication slot and publication %s",
+                 i >= 0 ? "of a follow" : "left by another worker");
+        w->log(w->log_ctx, line);
+    }
+    return reply_empty(w, msg_id(m), err);
+}
+
 /* Serves one decoded request. Returns 0, 1 after shutdown, -1 when the
  * socket failed. *m is consumed. */
 static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
@@ -1036,6 +1194,15 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
             reply = 0;
             break;
         }
+        case MSG_FOLLOW:
+            r = do_follow(w, m, &e);
+            break;
+        case MSG_KEYS:
+            r = do_keys(w, m, &e);
+            break;
+        case MSG_UNFOLLOW:
+            r = do_unfollow(w, m, &e);
+            break;
         case MSG_SHUTDOWN:
             msg_free(m);
             return 1;
@@ -1084,7 +1251,9 @@ static void busy_tick(wk *w)
          * wait for another job's range */
         int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
                     msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH ||
-                    msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT;
+                    msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT ||
+                    msg_type(m) == MSG_FOLLOW || msg_type(m) == MSG_KEYS ||
+                    msg_type(m) == MSG_UNFOLLOW;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));

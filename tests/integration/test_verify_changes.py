@@ -1,0 +1,264 @@
+#!/usr/bin/python3
+"""sluice verify-changes: change-driven verification on a real cluster. Two
+PostgreSQL servers (wal_level = logical), the table replicated source ->
+target by PostgreSQL's own logical replication while a writer keeps
+updating the source. Divergences are injected on the target behind
+replication's back (updates, deletes, inserts) and then on the source with
+the subscription disabled (writes paused): every one is reported
+confirmed, none other is (no false divergence from the changes in
+flight), with its detection latency; an orphaned sluice_cv_ slot is
+dropped when the follow starts (logged); Ctrl-C and --duration both end
+the job with no sluice slot or publication left on either server."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import Cluster  # noqa: E402
+from harness import SLUICE, PgServer, Tap  # noqa: E402
+
+LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
+ROWS = 20000
+
+t = Tap()
+src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
+for s in (src, dst):
+    s.createdb("shop")
+    c = s.connect("shop")
+    c.autocommit = True
+    cur = c.cursor()
+    cur.execute("CREATE TABLE t(id bigint PRIMARY KEY, v int, note text)")
+    cur.execute(f"INSERT INTO t SELECT g, g % 1000, 'n' || g FROM generate_series(1, {ROWS}) g")
+    c.close()
+sc = src.connect("shop")
+sc.autocommit = True
+scur = sc.cursor()
+scur.execute("CREATE PUBLICATION rep FOR TABLE t")
+# a slot a crashed follow left behind: inactive, to be dropped at the next follow
+scur.execute("SELECT pg_create_logical_replication_slot('sluice_cv_999_0', 'pgoutput')")
+dc = dst.connect("shop")
+dc.autocommit = True
+dcur = dc.cursor()
+conninfo = (f"host=127.0.0.1 port={src.port} user={src.USER} password={src.PASSWORD} "
+            "dbname=shop")
+dcur.execute(f"CREATE SUBSCRIPTION rep CONNECTION '{conninfo}' PUBLICATION rep "
+             "WITH (copy_data = false)")
+
+
+def sluice_slots(cur):
+    cur.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'sluice_cv_%' "
+                "ORDER BY 1")
+    slots = [r[0] for r in cur.fetchall()]
+    cur.execute("SELECT pubname FROM pg_publication WHERE pubname LIKE 'sluice_cv_%'")
+    return slots + [r[0] for r in cur.fetchall()]
+
+
+def wait_replicated(timeout=20):
+    """A marker write on the source is seen on the target."""
+    mark = random.randint(1, 1 << 30)
+    scur.execute("UPDATE t SET v = %s WHERE id = 1", (mark,))
+    end = time.time() + timeout
+    while time.time() < end:
+        dcur.execute("SELECT v FROM t WHERE id = 1")
+        if dcur.fetchone()[0] == mark:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+t.ok(wait_replicated(), "logical replication runs source -> target")
+
+# the writer: updates of ids 1..10000 on the source, about 100 a second
+stop_writer = threading.Event()
+writes = [0]
+
+
+def writer():
+    c = src.connect("shop")
+    c.autocommit = True
+    cur = c.cursor()
+    while not stop_writer.is_set():
+        cur.execute("UPDATE t SET v = v + 1, note = md5(random()::text) WHERE id = %s",
+                    (random.randint(2, 10000),))
+        writes[0] += 1
+        time.sleep(0.01)
+    c.close()
+
+
+cl = Cluster({"src": src.dsn("shop"), "dst": dst.dsn("shop")})
+cl.start_coordinator()
+cl.start_worker(slots=2)
+cl.start_worker(slots=2)
+t.ok(cl.wait_workers(4), "four worker slots joined")
+
+wt = threading.Thread(target=writer)
+wt.start()
+
+# the CLI, its stdout read line by line with the time each line came
+proc = subprocess.Popen([SLUICE, "verify-changes", "src", "dst", "--table", "t", "--settle", "1",
+                         "--rechecks", "2", "--coordinator", cl.clients_ep, "--events",
+                         cl.events_ep], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, env=cl.env)
+seen = {}  # (kind, id) -> time reported
+lines, errlines = [], []
+
+
+def read_out():
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith("id="):
+            seen.setdefault((parts[0], int(parts[1][3:])), time.time())
+
+
+def read_err():
+    for line in proc.stderr:
+        errlines.append(line.rstrip("\n"))
+
+
+threading.Thread(target=read_out, daemon=True).start()
+threading.Thread(target=read_err, daemon=True).start()
+
+# the job's slots appear on both servers, and the orphan goes
+end = time.time() + 30
+while time.time() < end:
+    s_slots, d_slots = sluice_slots(scur), sluice_slots(dcur)
+    if len(s_slots) == 2 and len(d_slots) == 2 and "sluice_cv_999_0" not in s_slots:
+        break
+    time.sleep(0.2)
+t.ok(len(s_slots) == 2 and len(d_slots) == 2 and all(x.endswith("_0") for x in s_slots)
+     and all(x.endswith("_1") for x in d_slots),
+     "a slot and a publication of the job on each side (sluice_cv_<job>_0 and _1)",
+     f"{s_slots} {d_slots} {errlines}")
+t.ok("sluice_cv_999_0" not in s_slots, "the orphaned slot sluice_cv_999_0 was dropped")
+time.sleep(3)  # writes go on, and are checked equal
+
+# target-side divergences, behind replication's back (ids the writer never touches)
+expected = {}
+t_inject = time.time()
+dcur.execute("UPDATE t SET v = -1 WHERE id IN (10001, 10002, 10003)")
+dcur.execute("DELETE FROM t WHERE id IN (10004, 10005)")
+dcur.execute("INSERT INTO t VALUES (2000001, 1, 'x'), (2000002, 2, 'y')")
+for i in (10001, 10002, 10003):
+    expected[("changed", i)] = t_inject
+for i in (10004, 10005):
+    expected[("missing-in-target", i)] = t_inject
+for i in (2000001, 2000002):
+    expected[("extra-in-target", i)] = t_inject
+
+
+def wait_seen(keys, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end and not all(k in seen for k in keys):
+        time.sleep(0.1)
+    return all(k in seen for k in keys)
+
+
+t.ok(wait_seen(list(expected)), "the 7 target-side divergences are reported confirmed",
+     f"seen {sorted(seen)} out: {lines[-10:]} err: {errlines[-5:]}")
+
+# a worker following a side is killed: its slot's stream ends, the job
+# follows again from another worker (and the restarted one), resuming at
+# the slot's confirmed position; a divergence made while nobody followed is
+# still found
+def holders():
+    out = []
+    for i, _ in enumerate(cl.workers):
+        log = open(os.path.join(cl.dir, f"worker{i}.log")).read()
+        if "following t through slot" in log:
+            out.append(i)
+    return out
+
+
+victim = holders()[-1]
+cl.workers[victim].kill()
+cl.workers[victim].wait()
+t_kill = time.time()
+dcur.execute("UPDATE t SET note = 'while a follower was down' WHERE id = 10021")
+expected[("changed", 10021)] = t_kill
+cl.start_worker(slots=2)  # the restarted worker
+t.ok(wait_seen([("changed", 10021)], timeout=60),
+     "a worker following the changes killed: the divergence made meanwhile is still reported",
+     f"seen {sorted(seen)} err: {errlines[-5:]}")
+t.diag(f"found {seen.get(('changed', 10021), t_kill) - t_kill:.1f} s after the kill "
+       f"(heartbeat timeout {cl.hb_timeout} s)")
+
+# source-side divergences with the subscription disabled (the writer paused,
+# since none of its writes would reach the target either)
+stop_writer.set()
+wt.join()
+t.ok(wait_replicated(), "the writer's last writes reached the target")
+time.sleep(2.5)  # their keys settle and are checked equal
+dcur.execute("ALTER SUBSCRIPTION rep DISABLE")
+time.sleep(1)
+t_src = time.time()
+scur.execute("UPDATE t SET note = 'changed at source' WHERE id IN (10011, 10012)")
+scur.execute("DELETE FROM t WHERE id = 10013")
+scur.execute("INSERT INTO t VALUES (2000011, 11, 'z')")
+src_expected = {("changed", 10011): t_src, ("changed", 10012): t_src,
+                ("extra-in-target", 10013): t_src, ("missing-in-target", 2000011): t_src}
+expected.update(src_expected)
+t.ok(wait_seen(list(src_expected)), "the 4 source-side divergences are reported confirmed",
+     f"seen {sorted(seen)}")
+lat = sorted(seen[k] - expected[k] for k in expected if k in seen)
+if lat:
+    t.diag(f"detection latency (settle 1 s, 2 re-checks): min {lat[0]:.2f} s, "
+           f"median {lat[len(lat) // 2]:.2f} s, max {lat[-1]:.2f} s over {len(lat)} divergences; "
+           f"{writes[0]} writes checked alongside")
+t.ok(lat and lat[-1] < 15, "each was reported within 15 s of its commit",
+     f"{lat}")
+time.sleep(3)
+extra = sorted(k for k in seen if k not in expected)
+t.ok(not extra, "no other divergence: the writer's changes in flight were never reported", extra)
+
+# Ctrl-C: the job is cancelled and its slots dropped
+proc.send_signal(signal.SIGINT)
+try:
+    code = proc.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    code = None
+time.sleep(0.5)
+closing = [x for x in errlines if "verify-changes job" in x and "after" in x]
+t.ok(code == 1 and closing and "12 divergent" in closing[-1],
+     "Ctrl-C: exit 1 and a closing line counting the 12 divergences", f"{code} {errlines[-5:]}")
+t.ok(any("backlog" in x and "slot lag" in x for x in errlines),
+     "progress lines report the backlog and the slot lag", errlines[:5])
+t.ok(sluice_slots(scur) == [] and sluice_slots(dcur) == [],
+     "after the cancel no sluice slot or publication is left on either server",
+     f"{sluice_slots(scur)} {sluice_slots(dcur)}")
+wlog = "".join(open(os.path.join(cl.dir, f)).read() for f in os.listdir(cl.dir)
+               if f.startswith("worker"))
+t.ok("dropped orphaned replication slot sluice_cv_999_0" in wlog,
+     "the worker logged the orphan it dropped", wlog[-2000:])
+
+# --duration: the job ends by itself, nothing to report, the slots dropped
+dcur.execute("ALTER SUBSCRIPTION rep ENABLE")
+t.ok(wait_replicated(), "replication resumed")
+t0 = time.time()
+code, out, err = cl.client("verify-changes", "src", "dst", "--table", "t", "--settle", "0.5",
+                           "--rechecks", "1", "--duration", "4", "--events", cl.events_ep)
+took = time.time() - t0
+t.ok(code == 0 and "done after" in err and "0 divergent" in err,
+     f"--duration 4: done by itself in {took:.1f} s, exit 0", out + err)
+t.ok(sluice_slots(scur) == [] and sluice_slots(dcur) == [],
+     "after --duration no sluice slot or publication is left either")
+
+code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t", "--json")
+rows = json.loads(out) if code == 0 else []
+t.ok(len(rows) == 1 and rows[0]["kind"] == "changes" and rows[0]["changed"] == 0,
+     "the --duration job wrote a drift row of kind changes (the cancelled one none)", rows)
+
+code, out, err = cl.client("verify-changes", "src", "dst", "--table", "t", "--rechecks", "0")
+t.ok(code == 2 and "--rechecks 1 or more" in err, "--rechecks 0 is refused", err)
+
+cl.stop()
+t.ok(not cl.sanitizer_reports(), "no sanitizer report from the coordinator or workers",
+     "\n".join(cl.sanitizer_reports()))
+dcur.execute("DROP SUBSCRIPTION rep")
+t.done()
