@@ -141,6 +141,7 @@ chaos:
 bench: deps build/sluice
 	@bash scripts/deps.sh --test
 	/usr/bin/python3 bench/bench.py
+	/usr/bin/python3 bench/continuous.py
 
 format:
 	clang-format -i $(LIB_SRC) $(CLI_SRC) $(HDRS) tests/*.c tests/*.h
