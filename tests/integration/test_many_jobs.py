@@ -141,15 +141,25 @@ def reading(cur, table):
     return cur.fetchone()[0]
 
 
-big = cli.submit(table="big")
+# throttled, so that it is still running when cancelled (on an idle
+# machine the 2M rows take under 2 s)
+big = cli.submit(table="big", max_rows_per_second=400000)
 s = wait_running(big)
 t.ok(s is not None and s["ranges_done"] < s["ranges"], "a 2M-row job is mid-way")
 t.ok(reading(ca, "big") + reading(cb, "big") > 0, "its workers are reading the table")
-for _ in range(50):  # a loaded machine may have missed them so far: look while big runs
+# the target side held back by a lock: the source side's finished trees
+# wait for their partners, held, and the heartbeats say so (a range's two
+# trees otherwise finish together and are released before a heartbeat)
+lk = pb.connect(db)
+lk.autocommit = False
+lk.cursor().execute("LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
+for _ in range(100):
     most_trees = max(most_trees, cli.trees())
     if most_trees:
         break
     time.sleep(0.1)
+lk.rollback()
+lk.close()
 t.ok(most_trees > 0, f"workers reported the trees they held ({most_trees} at most, sampled)")
 t2 = time.time()
 r = cli.call(T_CANCEL, job=big)
