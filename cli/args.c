@@ -408,6 +408,18 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
     return -1;
 }
 
+int diff_args_client(int argc, char **argv, int mode, const char *events, diff_args *a,
+                     sl_client **c)
+{
+    cli_curve cc;
+    int st = diff_args_parse(argc, argv, mode, a);
+    if (st < 0)
+        st = cli_curve_load(&cc, a->curve_server, a->curve_key);
+    if (st < 0)
+        st = cli_client_open(a->coordinator, events, &cc, a->request_timeout_ms, c);
+    return st;
+}
+
 void diff_args_free(diff_args *a)
 {
     for (int i = 0; i < 3; i++) {

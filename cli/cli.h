@@ -62,6 +62,11 @@ enum {
 };
 int diff_args_parse(int argc, char **argv, int mode, diff_args *a);
 void diff_args_free(diff_args *a);
+/* diff_args_parse, then the client its --coordinator and CURVE options
+ * name (events: the event endpoint, or NULL). -1 to go on (*c open), else
+ * the exit status. */
+int diff_args_client(int argc, char **argv, int mode, const char *events, diff_args *a,
+                     sl_client **c);
 
 /* The job spec of parsed submit or schedule arguments (pointing into a). */
 void diff_args_spec(const diff_args *a, sl_job_spec *spec);

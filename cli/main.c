@@ -45,13 +45,20 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"diff", cmd_diff},         {"coordinator", cmd_coordinator},
-                {"worker", cmd_worker},     {"submit", cmd_submit},
-                {"status", cmd_status},     {"watch", cmd_watch},
-                {"workers", cmd_workers},   {"keygen", cmd_keygen},
-                {"report", cmd_report},     {"cancel", cmd_cancel},
-                {"schedule", cmd_schedule}, {"control", cmd_control},
-                {"drift", cmd_drift},       {"scrub", cmd_scrub},
+    } cmds[] = {{"diff", cmd_diff},
+                {"coordinator", cmd_coordinator},
+                {"worker", cmd_worker},
+                {"submit", cmd_submit},
+                {"status", cmd_status},
+                {"watch", cmd_watch},
+                {"workers", cmd_workers},
+                {"keygen", cmd_keygen},
+                {"report", cmd_report},
+                {"cancel", cmd_cancel},
+                {"schedule", cmd_schedule},
+                {"control", cmd_control},
+                {"drift", cmd_drift},
+                {"scrub", cmd_scrub},
                 {"verify-changes", cmd_verify_changes}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(argv[1], cmds[i].name))

@@ -30,12 +30,7 @@ static int schedule_add(int argc, char **argv)
 {
     diff_args a;
     sl_client *c = NULL;
-    cli_curve cc;
-    int st = diff_args_parse(argc, argv, DIFF_ARGS_SCHEDULE, &a);
-    if (st < 0)
-        st = cli_curve_load(&cc, a.curve_server, a.curve_key);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &cc, a.request_timeout_ms, &c);
+    int st = diff_args_client(argc, argv, DIFF_ARGS_SCHEDULE, NULL, &a, &c);
     if (st < 0) {
         sl_err err = {0};
         sl_job_spec spec;

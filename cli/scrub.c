@@ -100,12 +100,7 @@ int cmd_scrub(int argc, char **argv)
 {
     diff_args a;
     sl_client *c = NULL;
-    int st = diff_args_parse(argc, argv, DIFF_ARGS_SCRUB, &a);
-    cli_curve cc;
-    if (st < 0)
-        st = cli_curve_load(&cc, a.curve_server, a.curve_key);
-    if (st < 0)
-        st = cli_client_open(a.coordinator, NULL, &cc, a.request_timeout_ms, &c);
+    int st = diff_args_client(argc, argv, DIFF_ARGS_SCRUB, NULL, &a, &c);
     if (st < 0) {
         cli_catch_signals();
         uint64_t div = 0;

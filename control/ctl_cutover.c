@@ -223,10 +223,10 @@ int mig_write_cutover(ctl *c, mig *g, ct_db *src, ct_db *dst, char *why, size_t 
     if (save_stage(c, g, CUT_NONE, &se) != 0) /* REVERSE_ON saved: a restart finishes it */
         ctl_logf(c, "%s", se.msg);
     ctl_event(c, g, "sluice", "write_cutover",
-              json_pack("{s:f, s:I, s:I, s:s, s:i, s:I, s:o}", "write_pause_seconds", g->write_pause_s,
-                        "lsn_applied", (json_int_t)lsn, "sequences_synced", (json_int_t)nseq,
-                        "reverse_replication", rev, "sessions_cut", (int)left, "sessions_ended",
-                        (json_int_t)ended, "steps_ms", took));
+              json_pack("{s:f, s:I, s:I, s:s, s:i, s:I, s:o}", "write_pause_seconds",
+                        g->write_pause_s, "lsn_applied", (json_int_t)lsn, "sequences_synced",
+                        (json_int_t)nseq, "reverse_replication", rev, "sessions_cut", (int)left,
+                        "sessions_ended", (json_int_t)ended, "steps_ms", took));
     return 0;
 fail:
     json_decref(took);

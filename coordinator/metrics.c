@@ -30,6 +30,7 @@ static void label(sl_buf *b, const char *v)
 typedef struct rows {
     co_drift_row *v;
     size_t n, cap;
+    int oom;
 } rows;
 
 static int take(void *ctx, const co_drift_row *r)
@@ -39,7 +40,7 @@ static int take(void *ctx, const co_drift_row *r)
         size_t cap = x->cap ? x->cap * 2 : 16;
         co_drift_row *v = realloc(x->v, cap * sizeof *v);
         if (!v)
-            return 1;
+            return x->oom = 1;
         x->v = v;
         x->cap = cap;
     }
@@ -90,6 +91,8 @@ char *co_metrics_text(co_store *s, sl_err *err)
 {
     rows x = {0};
     if (co_store_drift_latest(s, take, &x, err) != 0) {
+        if (x.oom)
+            sl_err_set(err, "out of memory reading the drift history");
         free(x.v);
         return NULL;
     }

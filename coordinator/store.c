@@ -614,6 +614,7 @@ int co_store_get_spec(co_store *s, int64_t id, sl_buf *spec, sl_err *err)
 typedef struct times {
     double *v;
     size_t n, cap;
+    int oom;
 } times;
 
 static int take_time(void *ctx, const sval *c, int n)
@@ -624,7 +625,7 @@ static int take_time(void *ctx, const sval *c, int n)
         size_t cap = t->cap ? t->cap * 2 : 64;
         double *v = realloc(t->v, cap * sizeof *v);
         if (!v)
-            return 1;
+            return t->oom = 1;
         t->v = v;
         t->cap = cap;
     }
@@ -639,17 +640,18 @@ static double rank(const double *v, size_t n, double p)
     return v[k == 0 ? 0 : k > n ? n - 1 : k - 1];
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 void co_drift_latencies(double *v, size_t n, co_drift_row *r)
 {
     r->lat_p50 = r->lat_p99 = r->lat_max = -1;
     if (!n)
         return;
-    for (size_t i = 1; i < n; i++) /* insertion sort: already nearly in order */
-        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double x = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = x;
-        }
+    qsort(v, n, sizeof *v, cmp_double);
     r->lat_p50 = rank(v, n, 0.5);
     r->lat_p99 = rank(v, n, 0.99);
     r->lat_max = v[n - 1];
@@ -701,8 +703,10 @@ static int job_drift(co_store *s, int64_t id, const co_summary *sum, sl_err *err
     times t = {0};
     int rc = q(s,
                "SELECT e.at - j.started FROM events e JOIN jobs j ON j.id = e.job "
-               "WHERE e.job = $1 AND e.kind IN ('missing', 'extra', 'changed') ORDER BY e.id",
+               "WHERE e.job = $1 AND e.kind IN ('missing', 'extra', 'changed')",
                p, 1, take_time, &t, err);
+    if (t.oom) /* the walk stopped for want of memory, not a database error */
+        rc = sl_err_set(err, "out of memory reading the job's event times");
     if (rc == 0) {
         co_drift_latencies(t.v, t.n, &r);
         rc = co_store_drift_add(s, &r, err);
