@@ -446,18 +446,36 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
      * key index from its start each time, ranges times over */
     if (c->ops->tablesample && cc.n >= CONN_SAMPLE_MIN) {
         double pct = 100.0 * 200.0 * (double)nranges / (double)cc.n;
-        every_ctx e = {fn, ctx, 0, 200, 0, nranges - 1};
         enc_val p = {.kind = ENC_V_TEXT};
         char pcts[32];
         snprintf(pcts, sizeof pcts, "%.6f", pct < 100 ? pct : 100);
         p.p = pcts;
         p.len = strlen(pcts);
+        /* the sample is a random set of pages, its size varies by a third
+         * either way: count it first (the same pages: the sample is
+         * repeatable) and space the split keys by what it holds */
         sl_buf_reset(&sql);
-        if (put_select_sample(c, &sql, q, 0, q->nkey, c->ops->tablesample) ||
-            put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+        if (sl_buf_printf(&sql, "SELECT count(*) FROM ") || put_table(c, &sql, q->table) ||
+            sl_buf_printf(&sql, "%s WHERE (%s)", c->ops->tablesample,
+                          q->where && *q->where ? q->where : "1=1") ||
+            sl_buf_putc(&sql, 0))
             goto oom;
-        rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e, err);
-        goto done;
+        cc.n = 0;
+        if (c->ops->query(c, (const char *)sql.p, &p, 1, 1, &intcls, take_count, &cc, err))
+            goto done;
+        if (cc.n >= nranges) {
+            every_ctx e = {fn, ctx, 0, cc.n / nranges, 0, nranges - 1};
+            sl_buf_reset(&sql);
+            if (put_select_sample(c, &sql, q, 0, q->nkey, c->ops->tablesample) ||
+                put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+                goto oom;
+            rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e,
+                               err);
+            goto done;
+        }
+        /* a sample too small to split (a table of mostly empty pages):
+         * the offsets below; cc.n was the row count */
+        cc.n = *rows;
     }
     /* other keys: the key at each quantile's offset, read through the key
      * order (an index walk when the key is the primary key) */

@@ -890,7 +890,7 @@ static const conn_ops pg_ops = {
     .fetch = pg_fetch,
     .quote = pg_quote,
     .text_key_collate = " COLLATE \"C\"",
-    .tablesample = " TABLESAMPLE SYSTEM ($1::float4)",
+    .tablesample = " TABLESAMPLE SYSTEM ($1::float4) REPEATABLE (0)",
     .numbered_dollar = 1,
 };
 
