@@ -10,12 +10,15 @@
 #include "cli.h"
 
 static const char *usage_scrub =
-    "usage: sluice scrub SOURCE TARGET --table T [--rows-per-second N] [--cycles N]\n"
-    "         [--ranges N] [diff options] [--coordinator EP]\n"
+    "usage: sluice scrub SOURCE TARGET --table T [--rows-per-second N | --share P]\n"
+    "         [--cycles N] [--ranges N] [diff options] [--coordinator EP]\n"
     "  walks every row of a table on a coordinator's cluster, range by range in\n"
     "  a random order, at a steady rate, one cycle after another (each cycle a\n"
     "  fresh order). SOURCE and TARGET name databases the workers announced.\n"
     "  --rows-per-second N  the read rate, both sides together (default: unthrottled)\n"
+    "  --share P            the share of the time (1 to 100, as 10 or 10%) the reads\n"
+    "                       may take: each range read a worker runs counts, so at 10\n"
+    "                       they keep 0.1 read-seconds busy per second on average\n"
     "  --cycles N           stop after N cycles (default 1; 0: until interrupted)\n"
     "  --ranges N           ranges per cycle (default 64; more: finer rotation)\n"
     "  progress on stderr; a line per cycle on stdout with the rows checked, the\n"
@@ -73,6 +76,8 @@ static const char *usage_diff =
     "                       (default normal)\n"
     "  --max-tasks N        submit: at most N of the job's tasks on workers at once\n"
     "                       (default: no cap)\n"
+    "  --share P            submit: the job's range reads take at most P% (1 to 100,\n"
+    "                       as 10 or 10%) of the time, each worker's read counted\n"
     "  --curve-server-key K submit: the coordinator's CURVE public key (or key file)\n"
     "  --curve-key FILE     submit: this client's CURVE secret key file\n"
     "  --request-timeout SECONDS  submit: a coordinator silent this long is an error\n"
@@ -162,6 +167,7 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"rows-per-second", required_argument, 0, 'M'},
                                          {"duration", required_argument, 0, 'd' + 256},
                                          {"events", required_argument, 0, 'e' + 256},
+                                         {"share", required_argument, 0, 's' + 256},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = mode == DIFF_ARGS_SCHEDULE  ? "schedule add"
@@ -293,6 +299,18 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                 return cli_fail("--max-tasks must be a number from 1 to 100000, not \"%s\"",
                                 optarg);
             a->max_tasks = m;
+            break;
+        }
+        case 's' + 256: {
+            if (!cluster || mode == DIFF_ARGS_CHANGES)
+                return cli_fail("--share paces a job's range reads on a coordinator: it belongs "
+                                "to sluice submit and sluice scrub");
+            long p = strtol(optarg, &end, 10);
+            if (end == optarg || (*end && strcmp(end, "%")) || p < 1 || p > 100)
+                return cli_fail("--share must be a percent from 1 to 100 (10 or 10%%), not "
+                                "\"%s\"",
+                                optarg);
+            a->share = (int)p;
             break;
         }
         case 'q': {
@@ -450,6 +468,7 @@ void diff_args_spec(const diff_args *a, sl_job_spec *spec)
                           .max_rows_per_second = a->o.max_rows_per_second,
                           .priority = a->priority,
                           .max_tasks = a->max_tasks,
+                          .share = a->share,
                           .sample_bp = a->o.sample_bp,
                           .shuffle_seed = a->o.shuffle_seed,
                           .duration_ms = a->duration_ms};

@@ -36,6 +36,7 @@ typedef struct diff_args {
     int64_t duration_ms;         /* verify-changes: --duration (0: until interrupted) */
     sl_priority priority;        /* submit, schedule add: --priority */
     int64_t max_tasks;           /* submit, schedule add: --max-tasks (0: no cap) */
+    int share;                   /* submit, scrub, schedule add: --share (0: none) */
     int request_timeout_ms;      /* submit, schedule add: --request-timeout (0: 5 s) */
     const char *format;
     long workers;

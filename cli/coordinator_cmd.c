@@ -62,7 +62,7 @@ static void schedule_free(schedule *s)
 /* Reads a schedule file: {"audits": [{"name", "every", "source", "target",
  * "table", and any of "target_table", "key", "columns", "exclude",
  * "where", "strict", "rechecks", "settle", "ranges", "max_rows_per_second",
- * "priority", "max_tasks"}]}. */
+ * "priority", "max_tasks", "share"}]}. */
 static int schedule_load(const char *path, schedule *s)
 {
     json_error_t je;
@@ -106,6 +106,13 @@ static int schedule_load(const char *path, schedule *s)
         if (o.max_tasks < 0)
             return cli_fail("schedule %s: audit \"%s\": \"max_tasks\" must be 1 or more", path,
                             name);
+        json_t *share = json_object_get(a, "share");
+        if (share && (!json_is_integer(share) || json_integer_value(share) < 1 ||
+                      json_integer_value(share) > 100))
+            return cli_fail("schedule %s: audit \"%s\": \"share\" must be a percent from 1 to "
+                            "100",
+                            path, name);
+        o.share = (int)json_integer_value(share);
         o.key = key;
         o.columns = cols;
         o.exclude = excl;

@@ -68,6 +68,8 @@ typedef struct sl_job_spec {
     int rechecks;
     int settle_ms;
     int64_t max_rows_per_second; /* 0: unthrottled */
+    int share;                   /* 1..100: percent of wall-clock time the job's range reads
+                                    may keep busy (co_diff_opts.share); 0: none (not sent) */
     sl_priority priority;        /* sent only when not normal */
     int64_t max_tasks;           /* tasks of this job at once; 0: no cap (not sent) */
     int scrub;                   /* a scrub cycle: ranges in a random order (shuffle_seed) */

@@ -93,6 +93,10 @@ typedef struct co_diff_opts {
     int rechecks;                /* re-fetch a differing key this many times before confirming */
     int settle_ms;               /* ... each time after this long */
     int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
+    int share;                   /* 1..100: the job's range tasks keep at most this percent
+                                    of wall-clock time busy, each task's time counted (a
+                                    task is one read stream), on average since its first
+                                    task; 0: no share */
     int sample_bp;               /* 1..9999: compare only this many ten-thousandths of the
                                     ranges, picked at random from shuffle_seed (a sample);
                                     0: every range */

@@ -41,6 +41,7 @@ typedef struct co_worker {
     long busy_task;
     job *busy_job;        /* ... the job it is for */
     double busy_deadline; /* monotonic seconds by when it must answer */
+    double busy_since;    /* ... and when it was sent (a share's busy time) */
     double last_seen;     /* monotonic seconds of its last message */
     uint64_t trees;       /* trees it holds, as its last heartbeat said */
     /* Until when it gets no work: it left a request unanswered (a stuck
@@ -161,6 +162,10 @@ struct co_job {
     size_t *order;   /* NULL: ranges in key order; else the i-th visited is order[i] */
     size_t sampled;  /* a sample: the ranges compared (the rest left out) */
     double stranded; /* since when no live worker reaches a side */
+    /* a share (o->share): the seconds its ended range tasks kept workers
+     * busy, summed; when its first task was sent (0: none yet); and when,
+     * paused, it may go on at the earliest (the loop wakes for it) */
+    double busy_s, first_sent, resume_at;
     const co_diff_opts *o;
     const co_callbacks *cb;
     co_summary *sum;
@@ -248,7 +253,8 @@ int co_worker_is(const co *c, int wi, uint32_t gen);
 int co_worker_has_db(const co_worker *w, const char *db);
 /* Whether some live worker reaches db. */
 int co_can_reach(co *c, const char *db);
-/* Frees w from its range task (its job's task count goes down). */
+/* Frees w from its range task (its job's task count goes down, its busy
+ * time up by the task's). */
 void co_worker_idle(co_worker *w);
 /* A live worker reaching db for a one-off request, idle ones first; -1 with err when none. */
 int co_pick_worker(co *c, const char *db, sl_err *err);
@@ -368,6 +374,7 @@ int co_wait_replies(co *c, const uint64_t *ids, const int *from, msg **replies, 
                     sl_err *err);
 /* Exposed for tests/test_coordinator.c; see their definitions. */
 size_t co_next_task(job *j, const co_worker *w);
+int co_share_paused(job *j, double now);
 void co_requeue_lost(job *j);
 void co_dispatch(co *c);
 void co_tree_reply(co *c, int wi, msg *m);

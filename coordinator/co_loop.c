@@ -39,7 +39,10 @@ static int send_tree(job *j, size_t ri, int side, int wi, sl_err *err)
     double need = 0;
     if (j->o->max_rows_per_second > 0 && j->nr)
         need = (double)j->rows_expected / (double)j->nr / (double)j->o->max_rows_per_second;
-    w->busy_deadline = sl_now() + j->c->req_timeout_ms / 1000.0 + need;
+    w->busy_since = sl_now();
+    w->busy_deadline = w->busy_since + j->c->req_timeout_ms / 1000.0 + need;
+    if (!j->first_sent)
+        j->first_sent = w->busy_since;
     j->tasks++;
     r->state[side] = RS_RUNNING;
     r->worker[side] = wi;
@@ -365,10 +368,31 @@ size_t co_next_task(job *j, const co_worker *w)
     return SIZE_MAX;
 }
 
+/* Whether job j, under a share, has had its time for now: the busy time of
+ * its ended and running range tasks is above share% of the time since its
+ * first task. Then j->resume_at is the earliest it may go on (its running
+ * tasks, still counting, can only push that later). Running tasks count so
+ * that idle workers do not all take one of its tasks at once. */
+int co_share_paused(job *j, double now)
+{
+    if (j->o->share <= 0 || j->first_sent <= 0)
+        return 0;
+    co *c = j->c;
+    double busy = j->busy_s, frac = j->o->share / 100.0;
+    for (size_t wi = 0; wi < c->nw; wi++)
+        if (c->w[wi].busy_req && c->w[wi].busy_job == j)
+            busy += now - c->w[wi].busy_since;
+    if (busy <= frac * (now - j->first_sent))
+        return 0;
+    j->resume_at = j->first_sent + busy / frac;
+    return 1;
+}
+
 /* Gives each idle worker a range task: the highest priority first, then
  * the job with the fewest tasks running (older first on a tie), never past
- * a job's cap. Tasks are never taken back, so a high job waits for at most
- * the one range task a worker is in the middle of. */
+ * a job's cap nor while a job's share is used up. Tasks are never taken
+ * back, so a high job waits for at most the one range task a worker is in
+ * the middle of. */
 void co_dispatch(co *c)
 {
     for (size_t wi = 0; wi < c->nw; wi++) {
@@ -382,6 +406,8 @@ void co_dispatch(co *c)
                 continue;
             if (best &&
                 (j->prio < best->prio || (j->prio == best->prio && j->tasks >= best->tasks)))
+                continue;
+            if (co_share_paused(j, sl_now()))
                 continue;
             size_t t = co_next_task(j, w);
             if (t == SIZE_MAX)
@@ -433,9 +459,13 @@ int co_run(co *c, int timeout_ms, sl_err *err)
     run_jobs(c);
     co_dispatch(c);
     double now = sl_now(), until = now + timeout_ms / 1000.0;
-    for (job *j = c->jobs; j; j = j->link)
+    for (job *j = c->jobs; j; j = j->link) {
         if (j->phase != JOB_ENDED && (j->wake || j->wake_at < until))
             until = j->wake ? now : j->wake_at;
+        /* a job paused by its share goes on at once when allowed */
+        if (j->phase == JOB_RANGES && j->resume_at > now && j->resume_at < until)
+            until = j->resume_at;
+    }
     int left = (int)((until - now) * 1000);
     zmq_pollitem_t it[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->svc_sock, 0, ZMQ_POLLIN, 0}};
     int r = zmq_poll(it, c->svc_sock ? 2 : 1, left > 0 ? left : 0);

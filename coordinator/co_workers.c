@@ -68,8 +68,10 @@ void co_free(co *c)
 
 void co_worker_idle(co_worker *w)
 {
-    if (w->busy_req && w->busy_job)
+    if (w->busy_req && w->busy_job) {
         w->busy_job->tasks--;
+        w->busy_job->busy_s += sl_now() - w->busy_since;
+    }
     w->busy_req = 0;
     w->busy_job = NULL;
 }

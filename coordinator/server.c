@@ -138,6 +138,11 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     if ((o = msg_get(m, "max_rows_per_second")) && (msg_obj_int(o, &mrps) || mrps < 0))
         return sl_err_setc(err, SL_INVALID, "submit: \"max_rows_per_second\" must be 0 or more");
     s->o.max_rows_per_second = mrps;
+    int64_t share = 0;
+    if ((o = msg_get(m, "share")) && (msg_obj_int(o, &share) || share < 0 || share > 100))
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: \"share\" must be a percent from 1 to 100 (0: no share)");
+    s->o.share = (int)share;
     int64_t seed = 0;
     if ((o = msg_get(m, "shuffle_seed")) && (msg_obj_int(o, &seed) || seed < 0))
         return sl_err_setc(err, SL_INVALID, "submit: \"shuffle_seed\" must be 0 or more");

@@ -62,8 +62,9 @@
       "`target_table`, `key`, `columns`, `exclude` (lists of names), `where`, " \
       "`strict` (0/1), `ranges`, `rechecks`, `settle_ms`, " \
       "`max_rows_per_second`, `priority` (`high`, `normal` (absent), `low`), " \
-      "`max_tasks` (most range tasks at once; 0 or absent: no cap) → reply " \
-      "`job`", \
+      "`max_tasks` (most range tasks at once; 0 or absent: no cap), `share` " \
+      "(1 to 100: the percent of wall-clock time the job's range tasks may " \
+      "keep busy, each task counted; 0 or absent: no share) → reply `job`", \
       "source:s target:s table:s") \
     X(STATUS, 14, "status", "client → coordinator", \
       "`job`, `events` (0/1) → reply `state` (queued, running, done, failed, " \

@@ -1,5 +1,5 @@
 /* The client library: submit frames carry the spec as the coordinator
- * reads it (priority and max_tasks only when asked), events decode into
+ * reads it (priority, max_tasks and share only when asked), events decode into
  * their structs, and garbage, truncated frames and fields of the wrong
  * type are errors naming what is wrong, never crashes. A fake coordinator
  * on loopback answers status, workers (5 and 6 elements), schedules and
@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "../client/sl_client.h"
+#include "../coordinator/server.h"
 #include "../proto/msg.h"
 #include "tap.h"
 
@@ -73,18 +74,34 @@ static void test_spec_frame(void)
         ok(int_of(m, "strict") == 1 && int_of(m, "ranges") == 8 && int_of(m, "rechecks") == 2 &&
                int_of(m, "settle_ms") == 1500 && int_of(m, "max_rows_per_second") == 1000,
            "numbers travel as given");
-        ok(!msg_get(m, "priority") && !msg_get(m, "max_tasks"),
-           "a normal-priority job without a cap sends neither field (older coordinators)");
+        ok(!msg_get(m, "priority") && !msg_get(m, "max_tasks") && !msg_get(m, "share"),
+           "a normal-priority job without a cap or share sends none of those fields (older "
+           "coordinators)");
     }
     msg_free(m);
 
     s.priority = SL_PRIO_HIGH;
     s.max_tasks = 3;
-    ok(sl_client_spec_frame(&s, &f, &e) == 0, "a spec with priority and max_tasks: %s", e.msg);
+    s.share = 20;
+    ok(sl_client_spec_frame(&s, &f, &e) == 0, "a spec with priority, max_tasks, share: %s", e.msg);
     m = msg_decode(f.p, f.len, &e);
-    ok(m && str_is(m, "priority", "high") && int_of(m, "max_tasks") == 3,
-       "priority \"high\" and max_tasks 3 are in the frame");
+    ok(m && str_is(m, "priority", "high") && int_of(m, "max_tasks") == 3 &&
+           int_of(m, "share") == 20,
+       "priority \"high\", max_tasks 3 and share 20 are in the frame");
     msg_free(m);
+    ok(co_server_check_spec(f.p, f.len, &e) == 0, "the coordinator takes share 20: %s", e.msg);
+    msg_writer *bw = msg_writer_new(MSG_SUBMIT, 1);
+    msg_put_cstr(bw, "source", "old");
+    msg_put_cstr(bw, "target", "new");
+    msg_put_cstr(bw, "table", "orders");
+    msg_put_int(bw, "share", 101);
+    sl_buf bf = {0};
+    frame_of(bw, &bf);
+    ok(co_server_check_spec(bf.p, bf.len, &e) == -1 && e.code == SL_INVALID &&
+           strstr(e.msg, "\"share\" must be a percent from 1 to 100"),
+       "the coordinator refuses share 101 as invalid (%s)", e.msg);
+    sl_buf_free(&bf);
+    s.share = 0;
     s.priority = SL_PRIO_LOW;
     sl_client_spec_frame(&s, &f, &e);
     m = msg_decode(f.p, f.len, &e);
@@ -107,6 +124,10 @@ static void test_spec_frame(void)
     bad.max_tasks = -1;
     ok(sl_client_spec_frame(&bad, &f, &e) == -1 && strstr(e.msg, "max_tasks"),
        "a negative max_tasks: refused (%s)", e.msg);
+    bad = s;
+    bad.share = 101;
+    ok(sl_client_spec_frame(&bad, &f, &e) == -1 && strstr(e.msg, "share"),
+       "a share of 101: refused (%s)", e.msg);
 
     sl_priority p;
     ok(sl_priority_parse("high", &p) == 0 && p == SL_PRIO_HIGH &&

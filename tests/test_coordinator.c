@@ -2,7 +2,7 @@
  * (co_merge_rows with co_span_row and co_fetched_row) on synthetic replies,
  * each divergence reported once with the right kind; (b) range bookkeeping:
  * co_next_task's order and cursor, co_requeue_lost after a worker's gen
- * changes, co_dispatch's choice by priority, task count, cap and shunning;
+ * changes, co_dispatch's choice by priority, task count, cap, shunning and share;
  * (c) replies filed by co_route_reply and co_tree_reply. Jobs and workers
  * are built through co_impl.h; frames "sent" are kept by a fake transport. */
 #include <stdlib.h>
@@ -685,6 +685,61 @@ static void test_tree_reply(void)
     co_free(c);
 }
 
+/* A share: a job whose range tasks (running ones too) took more than share%
+ * of the time since its first is passed over until they took less. The
+ * clock is moved by moving the job's and worker's stamps back. */
+static void test_share(void)
+{
+    co *c = fake_co();
+    fixture fs, fp;
+    job *s = new_job(c, &fs, 4, CO_PRIO_HIGH), *p = new_job(c, &fp, 4, CO_PRIO_LOW);
+    fs.o.share = 20;
+    int w0 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    ok(c->w[w0].busy_job == s && s->first_sent > 0 && c->w[w0].busy_since == s->first_sent,
+       "a share job's first task goes out at once, its send time kept");
+    c->w[w0].busy_since -= 1; /* its task has run 1 s, 1 s since the first */
+    s->first_sent -= 1;
+    int w1 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    double now = sl_now();
+    ok(c->w[w1].busy_job == p && s->tasks == 1 && p->tasks == 1,
+       "its running task took 1 s of 1 s, above 20%%: the idle worker takes the low job's task");
+    ok(s->resume_at > now + 3.9 && s->resume_at < now + 4.1,
+       "it may go on when 1 s is 20%% of the time since its first: in 4 s (%.2f)",
+       s->resume_at - now);
+    co_route_reply(c, w0, reply(MSG_REPLY, c->w[w0].busy_req, 0, NULL));
+    ok(s->tasks == 0 && s->busy_s >= 1 && s->busy_s < 1.5,
+       "the task's reply adds its time to the job's busy time (%.3f s)", s->busy_s);
+    co_dispatch(c);
+    ok(c->w[w0].busy_job == p && s->tasks == 0,
+       "still above its share with no task running: the freed worker goes to the low job");
+    s->first_sent -= 4.5; /* 1 s busy in 5.5 s: 18% */
+    int w2 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    ok(c->w[w2].busy_job == s && s->tasks == 1,
+       "below its share again: the high job takes the next idle worker");
+    c->jobs = NULL;
+    free_job(s);
+    free_job(p);
+    co_free(c);
+
+    /* no share: the same stamps pause nothing */
+    c = fake_co();
+    fixture fn;
+    job *n = new_job(c, &fn, 4, CO_PRIO_NORMAL);
+    int v0 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    c->w[v0].busy_since -= 1;
+    n->first_sent -= 1;
+    int v1 = add_worker(c, "s", "t");
+    co_dispatch(c);
+    ok(c->w[v1].busy_job == n && n->tasks == 2, "a job without a share is never paused");
+    c->jobs = NULL;
+    free_job(n);
+    co_free(c);
+}
+
 int main(void)
 {
     test_span_merge();
@@ -695,6 +750,7 @@ int main(void)
     test_next_task_shuffled();
     test_requeue_lost();
     test_dispatch();
+    test_share();
     test_route_reply();
     test_tree_reply();
     return done_testing();
