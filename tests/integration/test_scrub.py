@@ -4,7 +4,9 @@ with one row corrupted on the target: every cycle checks every row (the
 count checked against count(*)), finds the corrupted row, visits the
 ranges in a random order that differs from cycle to cycle (the order the
 coordinator recorded them done), writes a drift row of kind scrub; a rate
-is honoured; bad options are refused with one line and exit 2."""
+is honoured; a share of the time (--share 20%) covers every row and takes
+at least 2.5 times the unthrottled cycle; bad options are refused with one
+line and exit 2."""
 import json
 import os
 import sqlite3
@@ -21,6 +23,8 @@ for s in (src, dst):
     cur = s.connect("shop").cursor()
     cur.execute("CREATE TABLE big(id bigint PRIMARY KEY, v int, note text)")
     cur.execute("INSERT INTO big SELECT g, g % 1000, 'n' || g FROM generate_series(1, 1000000) g")
+    cur.execute("CREATE TABLE mid(id bigint PRIMARY KEY, v int, note text)")
+    cur.execute("INSERT INTO mid SELECT g, g % 1000, 'n' || g FROM generate_series(1, 600000) g")
     cur.execute("CREATE TABLE small(id int PRIMARY KEY, v int)")
     cur.execute("INSERT INTO small SELECT g, g FROM generate_series(1, 100000) g")
     cur.execute("ANALYZE")
@@ -74,13 +78,48 @@ t.ok(code == 0 and "100000 rows in 8 ranges checked" in out and "0 divergent" in
      "an equal table: exit 0", out + err)
 t.ok(3.0 <= took < 30, f"--rows-per-second 50000 holds the rate: {took:.1f} s for 200,000 reads")
 
+
+def cycle_seconds(out):
+    """The job's own time from a cycle line ("... checked in 1.2 s, ...")."""
+    try:
+        return float(out.split(" checked in ")[1].split(" s,")[0])
+    except (IndexError, ValueError):
+        return -1.0
+
+
+# a share of the time: the same table unthrottled, then with its reads
+# keeping at most 0.2 stream-seconds busy per second (4 streams here: an
+# unthrottled cycle keeps up to 4 busy, so about 5 to 20 times as long)
+code, out, err = cl.client("scrub", "src", "dst", "--table", "mid", "--no-progress")
+free = cycle_seconds(out)
+t.ok(code == 0 and "600000 rows in 64 ranges checked" in out and free > 0,
+     f"unthrottled cycle over 600,000 rows: {free:.1f} s", out + err)
+t0 = time.time()
+code, out, err = cl.client("scrub", "src", "dst", "--table", "mid", "--share", "20%",
+                           "--no-progress")
+shared, wall = cycle_seconds(out), time.time() - t0
+t.diag(f"600,000 rows: unthrottled cycle {free:.1f} s, --share 20% cycle {shared:.1f} s "
+       f"({wall:.1f} s wall), {shared / max(free, 0.1):.1f}x")
+t.ok(code == 0 and "600000 rows in 64 ranges checked" in out and "0 divergent" in out,
+     "--share 20%: the cycle checks every one of the 600,000 rows", out + err)
+t.ok(shared >= 2.5 * free and free > 0,
+     f"--share 20% paces the reads: {shared:.1f} s against {free:.1f} s unthrottled (>= 2.5x)")
+
 for args, word in ((["--cycles", "-1"], "--cycles must be"), (["--cycles", "x"], "--cycles"),
-                   ([], "--table")):
+                   ([], "--table"), (["--share", "0"], "--share must be a percent from 1 to 100"),
+                   (["--share", "101"], "--share must be"), (["--share", "abc"], "--share must be"),
+                   (["--share", "10%%"], "--share must be"), (["--share"], "--share")):
     base = ["src", "dst"] + (["--table", "big"] if word != "--table" else [])
     code, out, err = cl.client("scrub", *base, *args)
     t.ok(code == 2 and err.count("\n") == 1 and word in err, f"scrub {args}: exit 2, one line",
          err)
 code, out, err = cl.client("submit", "src", "dst", "--table", "big", "--cycles", "2")
 t.ok(code == 2 and "--cycles belongs to sluice scrub" in err, "submit --cycles: refused", err)
+code, out, err = cl.client("submit", "src", "dst", "--table", "big", "--share", "101")
+t.ok(code == 2 and err.count("\n") == 1 and "--share must be" in err, "submit --share 101: refused",
+     err)
+code, out, err = cl.client("verify-changes", "src", "dst", "--table", "big", "--share", "10")
+t.ok(code == 2 and err.count("\n") == 1 and "--share" in err,
+     "verify-changes --share: refused (it has no range reads)", err)
 t.ok(not cl.sanitizer_reports(), "no sanitizer report")
 sys.exit(t.done())
