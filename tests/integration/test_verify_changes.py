@@ -318,7 +318,19 @@ for n, (kind, i) in enumerate(win_inject):
     time.sleep(2.5)
 t.ok(wait_seen(win_inject), "--window 3s: the 4 divergences are reported",
      f"seen {sorted(seen)} err: {errlines[-5:]}")
-time.sleep(max(0, t_submit + 11 - time.time()))
+submitted = [x for x in errlines if "submitted" in x]
+wjob = int(submitted[0].split()[3]) if submitted else -1
+
+
+def job_rows():
+    code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t", "--json")
+    return [r for r in json.loads(out) if r["job"] == wjob] if code == 0 else []
+
+
+# about 10 s of it, and at least 3 windows closed (a slow start may delay them)
+end = time.time() + 40
+while time.time() < end and (time.time() < t_submit + 10 or len(job_rows()) < 3):
+    time.sleep(0.5)
 t_int = time.time()
 proc.send_signal(signal.SIGINT)
 try:
@@ -328,11 +340,7 @@ except subprocess.TimeoutExpired:
     code = None
 stop_writer.set()
 wt.join()
-submitted = [x for x in errlines if "submitted" in x]
-wjob = int(submitted[0].split()[3]) if submitted else -1
-code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t", "--json")
-rows = json.loads(out) if code == 0 else []
-wrows = [r for r in rows if r["job"] == wjob]
+wrows = job_rows()
 t.diag(f"--window 3s, job {wjob}, {writes[0]} writes alongside; its drift rows:")
 for r in wrows:
     t.diag(f"  window {r['window_seconds']:.2f} s: {r['rows_checked']} checked, "
