@@ -28,7 +28,8 @@ static const char *usage_scrub =
 
 static const char *usage_changes =
     "usage: sluice verify-changes SOURCE TARGET --table T [--settle SECONDS]\n"
-    "         [--rechecks N] [--duration D] [diff options] [--coordinator EP]\n"
+    "         [--rechecks N] [--duration D] [--window D] [diff options]\n"
+    "         [--coordinator EP]\n"
     "  change-driven verification: a worker beside each PostgreSQL database\n"
     "  follows its changes (a logical slot sluice creates and drops, wal_level =\n"
     "  logical); every key changed on either side is fetched from both after\n"
@@ -38,6 +39,10 @@ static const char *usage_changes =
     "                       after --coordinator's, as the coordinator's defaults)\n"
     "  --duration D         stop after D (90, 90s, 15m, 2h; default: until\n"
     "                       interrupted with Ctrl-C)\n"
+    "  --window D           a drift row (sluice drift, kind changes) every D\n"
+    "                       (30s, 5m, 1h; default 60s) and a last one at the end:\n"
+    "                       keys checked, divergences, detection latency from\n"
+    "                       each change's commit\n"
     "  progress (keys checked, backlog, slot lag) on stderr; each confirmed\n"
     "  divergence on stdout as it is found, and a closing line.\n"
     "  exit 0: none confirmed; 1: divergences; 2: trouble\n";
@@ -168,6 +173,7 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"duration", required_argument, 0, 'd' + 256},
                                          {"events", required_argument, 0, 'e' + 256},
                                          {"share", required_argument, 0, 's' + 256},
+                                         {"window", required_argument, 0, 'w' + 256},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = mode == DIFF_ARGS_SCHEDULE  ? "schedule add"
@@ -190,6 +196,7 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
         a->o.rechecks = 2;
         a->o.settle_ms = 2000;
         a->settle_given = 1;
+        a->window_ms = 60000;
     }
     int ch;
     optind = 1;
@@ -354,6 +361,16 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
             a->duration_ms = (int64_t)d * 1000;
             break;
         }
+        case 'w' + 256: {
+            if (mode != DIFF_ARGS_CHANGES)
+                return cli_fail("--window belongs to sluice verify-changes");
+            long w = cli_parse_every(optarg);
+            if (w <= 0 || w > 86400)
+                return cli_fail("--window must be like 30s, 5m or 1h (at most a day), not \"%s\"",
+                                optarg);
+            a->window_ms = (int64_t)w * 1000;
+            break;
+        }
         case 'e' + 256:
             if (mode != DIFF_ARGS_CHANGES)
                 return cli_fail("--events belongs to sluice verify-changes");
@@ -471,7 +488,8 @@ void diff_args_spec(const diff_args *a, sl_job_spec *spec)
                           .share = a->share,
                           .sample_bp = a->o.sample_bp,
                           .shuffle_seed = a->o.shuffle_seed,
-                          .duration_ms = a->duration_ms};
+                          .duration_ms = a->duration_ms,
+                          .window_ms = a->window_ms};
 }
 
 long cli_parse_every(const char *s)

@@ -34,6 +34,7 @@ typedef struct diff_args {
     long every_s;                /* schedule add: --every */
     long cycles;                 /* scrub: --cycles (0: until stopped) */
     int64_t duration_ms;         /* verify-changes: --duration (0: until interrupted) */
+    int64_t window_ms;           /* verify-changes: --window (default 60 s) */
     sl_priority priority;        /* submit, schedule add: --priority */
     int64_t max_tasks;           /* submit, schedule add: --max-tasks (0: no cap) */
     int share;                   /* submit, scrub, schedule add: --share (0: none) */

@@ -67,16 +67,17 @@ static int print_row(void *ctx, const co_drift_row *r)
         return 0;
     }
     if (o->n == 1)
-        printf("%-19s  %-20s %-7s %6s %12s %8s %8s %8s %6s %9s %7s %7s %7s\n", "at (UTC)", "table",
-               "kind", "job", "rows_checked", "missing", "extra", "changed", "schema", "transient",
-               "p50_s", "p99_s", "max_s");
+        printf("%-19s  %-20s %-7s %6s %9s %12s %8s %8s %8s %6s %9s %7s %7s %7s\n", "at (UTC)",
+               "table", "kind", "job", "window_s", "rows_checked", "missing", "extra", "changed",
+               "schema", "transient", "p50_s", "p99_s", "max_s");
     char p50[16], p99[16], mx[16];
     lat(r->lat_p50, p50, sizeof p50);
     lat(r->lat_p99, p99, sizeof p99);
     lat(r->lat_max, mx, sizeof mx);
-    printf("%-19s  %-20s %-7s %6lld %12lld %8lld %8lld %8lld %6lld %9lld %7s %7s %7s\n", at,
-           r->table, r->kind, (long long)r->job, (long long)r->rows_checked, (long long)r->missing,
-           (long long)r->extra, (long long)r->changed, (long long)r->schema,
+    /* the time the evidence covers: an audit's run, a change window's length */
+    printf("%-19s  %-20s %-7s %6lld %9.1f %12lld %8lld %8lld %8lld %6lld %9lld %7s %7s %7s\n", at,
+           r->table, r->kind, (long long)r->job, r->window_s, (long long)r->rows_checked,
+           (long long)r->missing, (long long)r->extra, (long long)r->changed, (long long)r->schema,
            (long long)r->transient, p50, p99, mx);
     return 0;
 }

@@ -690,6 +690,8 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         msg_put_cstr(w, "kind", "changes");
         if (s->duration_ms > 0)
             msg_put_int(w, "duration_ms", s->duration_ms);
+        if (s->window_ms > 0)
+            msg_put_int(w, "window_ms", s->window_ms);
     } else if (s->scrub) {
         /* a seed of 0 would mean key order: never sent */
         int64_t seed = (int64_t)(s->shuffle_seed & (uint64_t)INT64_MAX);

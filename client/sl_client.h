@@ -78,6 +78,8 @@ typedef struct sl_job_spec {
     int changes;                 /* change-driven verification (kind "changes"): the keys both
                                     sides change are checked as they change; needs rechecks >= 1 */
     int64_t duration_ms;         /* with changes: how long; 0: until cancelled */
+    int64_t window_ms;           /* with changes: a drift row every window_ms; 0: the
+                                    coordinator's default (60 s) */
 } sl_job_spec;
 
 /* Builds the submit frame of spec into out (reset first): the one format

@@ -69,9 +69,28 @@ typedef struct co_progress {
     uint64_t keys, checked, backlog, lag[2];
 } co_progress;
 
+/* A changes job's window (co_diff_opts.window_ms): what it looked at and
+ * found. Pointers are valid during the callback only. */
+typedef struct co_window {
+    double length_s;  /* the window's length (the last one, at the job's end, partial) */
+    uint64_t checked; /* keys looked at: equal at the first look + confirmed + transient */
+    uint64_t missing, extra, changed; /* confirmed in the window */
+    uint64_t transient;               /* differences gone at a re-check */
+    /* the detection latency of each confirmed divergence that had a commit
+     * time (seconds from its commit to its confirmation, >= 0), in no
+     * order: the callback may sort it */
+    double *latency;
+    size_t nlatency;
+    int last; /* the job is ending: no window follows */
+} co_window;
+
 typedef struct co_callbacks {
     int (*event)(void *ctx, const co_event *ev); /* non-zero aborts the job */
     void (*progress)(void *ctx, const co_progress *p);
+    /* Optional: each window of a changes job as it closes, and a last
+     * partial one when the job ends (done, cancelled or failed); non-zero
+     * fails the job (ignored for the last). */
+    int (*window)(void *ctx, const co_window *w);
     /* Optional, for a job that must survive a coordinator restart: the split
      * keys once chosen, and each range once compared (non-zero aborts). */
     int (*planned)(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens);
@@ -109,10 +128,12 @@ typedef struct co_diff_opts {
      * both sides change are followed through slots named follow_name
      * ("sluice_cv_<job>", "_0"/"_1" added per side), each checked after
      * settle_ms and re-checked rechecks (>= 1) times, for duration_ms
-     * (0: until cancelled). */
+     * (0: until cancelled); a window (callbacks.window) closes every
+     * window_ms (0: 60 s). */
     int changes;
     const char *follow_name;
     int64_t duration_ms;
+    int64_t window_ms;
     /* Resuming: the recorded split keys, which ranges are done (n + 1
      * flags) and the rows those counted. NULL resume_done: a new job. */
     size_t resume_nbounds;

@@ -54,20 +54,42 @@ static int start_follow(job *j, int side, sl_err *err)
  * with err (the stream stopped on the worker). */
 static int take_keys(job *j, int side, const msg *m, uint64_t *nkeys, sl_err *err)
 {
-    const msg_obj *keys;
-    uint32_t n;
+    const msg_obj *keys, *at = NULL;
+    uint32_t n, nat = 0;
     int64_t lsn = 0, lag = 0;
     sl_err why = {0};
     if (msg_get_array(m, "keys", &keys, &n, &why) || msg_get_int(m, "lsn", &lsn, &why) ||
         msg_get_int(m, "lag", &lag, &why))
         return co_reject_worker(j->c, j->fw[side], err, "its keys reply %s", why.msg);
+    /* each key's commit time; an older worker sends none (no latencies) */
+    const msg_obj *ao = msg_get(m, "at");
+    if (ao && !msg_obj_is_nil(ao) && (msg_get_array(m, "at", &at, &nat, &why) || nat != n))
+        return co_reject_worker(j->c, j->fw[side], err,
+                                "its keys reply has %u commit times (\"at\") for %u keys%s%s",
+                                (unsigned)nat, (unsigned)n, why.msg[0] ? ": " : "", why.msg);
+    /* every element checked before any key is queued: a bad reply queues none */
+    for (uint32_t i = 0; at && i < n; i++) {
+        int64_t t;
+        if (msg_obj_int(msg_obj_at(at, i), &t))
+            return co_reject_worker(j->c, j->fw[side], err,
+                                    "its keys reply holds a commit time (\"at\") that is not an "
+                                    "integer");
+    }
     for (uint32_t i = 0; i < n; i++) {
         const uint8_t *k;
         size_t kl;
         if (msg_obj_bin(msg_obj_at(keys, i), &k, &kl) || !co_is_job_key(j, k, kl, &why))
             return co_reject_worker(j->c, j->fw[side], err, "its keys reply holds a bad key (%s)",
                                     why.msg);
-        if (co_recheck_add_change(j, k, kl, err))
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *k;
+        size_t kl;
+        int64_t t = 0;
+        msg_obj_bin(msg_obj_at(keys, i), &k, &kl);
+        if (at)
+            msg_obj_int(msg_obj_at(at, i), &t);
+        if (co_recheck_add_change(j, k, kl, t, err))
             return -1;
     }
     *nkeys += n;
@@ -143,11 +165,63 @@ static void progress(job *j, uint64_t nkeys)
     j->cb->progress(j->cb->ctx, &p);
 }
 
+/* Hands the current window to the callback and starts the next; last: the
+ * job ends (then a refusal is only the store's loss, not the job's). 0, or
+ * -1 with err. */
+static int close_window(job *j, int last, sl_err *err)
+{
+    double now = sl_now();
+    co_window w = {.length_s = now - j->win.start,
+                   .checked = j->checked - j->win.checked0 + j->win.missing + j->win.extra +
+                              j->win.changed + j->win.transient,
+                   .missing = j->win.missing,
+                   .extra = j->win.extra,
+                   .changed = j->win.changed,
+                   .transient = j->win.transient,
+                   .latency = j->win.lat,
+                   .nlatency = j->win.nlat,
+                   .last = last};
+    int rc = 0;
+    if (j->cb->window && j->cb->window(j->cb->ctx, &w) && !last)
+        rc = sl_err_set(err, "the window's drift row could not be recorded");
+    double *lat = j->win.lat;
+    size_t cap = j->win.caplat;
+    memset(&j->win, 0, sizeof j->win);
+    j->win.start = now;
+    j->win.checked0 = j->checked;
+    j->win.lat = lat; /* the array is reused */
+    j->win.caplat = cap;
+    return rc;
+}
+
+/* Closes the window when its time is up: 0, or -1 with err. */
+static int tick_window(job *j, sl_err *err)
+{
+    double len = (j->o->window_ms > 0 ? (double)j->o->window_ms : 60000.0) / 1000.0;
+    return sl_now() - j->win.start >= len ? close_window(j, 0, err) : 0;
+}
+
+static int follow(job *j, sl_err *err);
+
 int co_follow_run(job *j, sl_err *err)
 {
-    co *c = j->c;
     if (j->o->rechecks < 1)
         return sl_err_setc(err, SL_INVALID, "change-driven verification needs 1 re-check or more");
+    memset(&j->win, 0, sizeof j->win);
+    j->win.start = sl_now();
+    j->win.checked0 = j->checked;
+    int rc = follow(j, err);
+    /* the last window, partial, however the job ends */
+    sl_err we = {0};
+    close_window(j, 1, &we);
+    free(j->win.lat);
+    memset(&j->win, 0, sizeof j->win);
+    return rc;
+}
+
+static int follow(job *j, sl_err *err)
+{
+    co *c = j->c;
     if (!(j->r = calloc(1, sizeof *j->r)))
         return sl_err_set(err, "out of memory");
     j->nr = 1;
@@ -186,7 +260,7 @@ int co_follow_run(job *j, sl_err *err)
         int rc = poll_keys(j, &nkeys, err);
         if (rc == -1)
             return -1;
-        if (run_due(j, err))
+        if (run_due(j, err) || tick_window(j, err))
             return -1;
         if (sl_now() >= next_progress || ending) {
             progress(j, nkeys);
@@ -202,7 +276,7 @@ int co_follow_run(job *j, sl_err *err)
     while (j->nrq && sl_now() < drain_end) {
         if (j->cancel)
             return sl_err_set(err, "job cancelled");
-        if (run_due(j, err))
+        if (run_due(j, err) || tick_window(j, err))
             return -1;
         j->wake_at = j->nrq ? j->rq[0].due : sl_now();
         fiber_yield(j->fb);

@@ -122,6 +122,7 @@ typedef struct recheck {
     int kind, seen, hit;
     int first; /* a changed key's first look (co_recheck_add_change): equal is checked, not
                   transient */
+    int64_t at_ms; /* a changed key: the commit time it came with (ms since 1970; 0: none) */
     size_t range;
     double due;
 } recheck;
@@ -195,11 +196,22 @@ struct co_job {
     size_t batch_lo, batch_n; /* the batch: rq[batch_lo .. batch_lo + batch_n) */
     size_t lost_seen;         /* c->lost when the ranges were last checked */
     /* a changes job: the XXH3-64 of every key in rq, open addressing
-     * (0 empty, 1 removed; hashes below 2 taken as 2), for the dedupe */
+     * (0 empty, 1 removed; hashes below 2 taken as 2), for the dedupe;
+     * kset[kcap + i] is slot i's earliest commit time (ms since 1970, 0:
+     * none), so a key named again keeps the first of its changes' times */
     uint64_t *kset;
     size_t kcap, kused; /* slots, and slots not empty (tombstones too) */
     uint64_t checked;   /* changed keys found equal at their first look */
     uint64_t deduped;   /* changed keys already waiting when named again */
+    /* a changes job's current window (co_window): since when (sl_now()),
+     * j->checked then, what was confirmed and transient since, and the
+     * detection latencies (seconds) of the confirmed */
+    struct {
+        double start;
+        uint64_t checked0, missing, extra, changed, transient;
+        double *lat;
+        size_t nlat, caplat;
+    } win;
     side_desc sd[2];
     /* a changes job: who follows each side (slot, gen; -1: nobody yet),
      * the lsn to ack next, the slot's lag as last said */
@@ -344,10 +356,16 @@ int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_c
                    size_t ncols, sl_err *err);
 /* Queues a key a change stream named (change-driven verification) for a
  * first look after the settle time, unless it waits already (a key changed
- * again before its check is checked once): equal then, it counts as
- * checked; different, it goes through the re-checks as any divergence.
- * Every such key belongs to range 0. 0, or -1 when memory runs out. */
-int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err);
+ * again before its check is checked once; it keeps the earlier of the two
+ * commit times): equal then, it counts as checked; different, it goes
+ * through the re-checks as any divergence, and once confirmed its
+ * detection latency (now - at_ms) joins the window's. at_ms: the change's
+ * commit time, ms since 1970 (0: unknown). Every such key belongs to
+ * range 0. 0, or -1 when memory runs out. */
+int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, int64_t at_ms, sl_err *err);
+/* The earliest commit time of a changed key waiting in the queue (ms since
+ * 1970), 0 when it has none or waits not. */
+int64_t co_recheck_change_at(const job *j, const uint8_t *key, size_t klen);
 /* After a batch of the first n queued keys was fetched (each hit or not):
  * resolves them (confirmed, transient, checked) or queues them again for
  * their next look. 0, or -1 with err. */

@@ -28,10 +28,37 @@ int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, 
     q->seen = 0;
     q->hit = 0;
     q->first = 0;
+    q->at_ms = 0;
     q->range = (size_t)(r - j->r);
     q->due = sl_now() + j->o->settle_ms / 1000.0;
     j->nrq++;
     r->pending++;
+    return 0;
+}
+
+/* A changed key confirmed divergent: counted in the window, with its
+ * detection latency from its (earliest) commit time, clamped at 0 when the
+ * clocks disagree. 0, or -1 when memory runs out. */
+static int window_confirmed(job *j, const recheck *q, int kind)
+{
+    *(kind == CO_MISSING ? &j->win.missing
+      : kind == CO_EXTRA ? &j->win.extra
+                         : &j->win.changed) += 1;
+    int64_t at = co_recheck_change_at(j, q->key, q->klen);
+    if (!at || (q->at_ms && q->at_ms < at))
+        at = q->at_ms;
+    if (!at)
+        return 0;
+    if (j->win.nlat == j->win.caplat) {
+        size_t cap = j->win.caplat ? 2 * j->win.caplat : 64;
+        double *v = realloc(j->win.lat, cap * sizeof *v);
+        if (!v)
+            return -1;
+        j->win.lat = v;
+        j->win.caplat = cap;
+    }
+    int64_t ms = sl_wall_ms() - at;
+    j->win.lat[j->win.nlat++] = ms > 0 ? (double)ms / 1000.0 : 0;
     return 0;
 }
 
@@ -49,6 +76,8 @@ int co_recheck_hit(job *j, int kind, const uint8_t *key, size_t klen, const co_c
         if (++q->seen < j->o->rechecks)
             return 0;
         q->seen = -1; /* resolved: confirmed */
+        if (j->o->changes && window_confirmed(j, q, kind))
+            return sl_err_set(err, "out of memory");
         return co_emit_row(j, &j->r[q->range], kind, CO_CONFIRMED, key, klen, cols, ncols, err);
     }
     return 0;
@@ -71,22 +100,27 @@ static size_t kset_find(const job *j, uint64_t h)
     return i;
 }
 
-/* Rebuilds the set at cap slots (a power of two) from rq. 0 or -1. */
+/* Rebuilds the set at cap slots (a power of two) from the old one, times
+ * kept, tombstones dropped. 0 or -1. */
 static int kset_rebuild(job *j, size_t cap)
 {
-    uint64_t *v = calloc(cap, sizeof *v);
+    uint64_t *v = calloc(2 * cap, sizeof *v), *old = j->kset;
+    size_t oldcap = j->kcap;
     if (!v)
         return -1;
-    free(j->kset);
     j->kset = v;
     j->kcap = cap;
     j->kused = 0;
-    for (size_t i = 0; i < j->nrq; i++) {
-        size_t k = kset_find(j, key_hash(j->rq[i].key, j->rq[i].klen));
+    for (size_t i = 0; old && i < oldcap; i++) {
+        if (old[i] < 2)
+            continue;
+        size_t k = kset_find(j, old[i]);
         if (!j->kset[k])
             j->kused++;
-        j->kset[k] = key_hash(j->rq[i].key, j->rq[i].klen);
+        j->kset[k] = old[i];
+        j->kset[cap + k] = old[oldcap + i];
     }
+    free(old);
     return 0;
 }
 
@@ -99,8 +133,18 @@ static void kset_remove(job *j, const uint8_t *key, size_t klen)
         j->kset[k] = 1; /* a tombstone: a probe goes on past it */
 }
 
-int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err)
+int64_t co_recheck_change_at(const job *j, const uint8_t *key, size_t klen)
 {
+    if (!j->kset)
+        return 0;
+    size_t k = kset_find(j, key_hash(key, klen));
+    return j->kset[k] >= 2 ? (int64_t)j->kset[j->kcap + k] : 0;
+}
+
+int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, int64_t at_ms, sl_err *err)
+{
+    if (at_ms < 0)
+        at_ms = 0;
     /* at most half the slots used (tombstones count): probes stay short */
     if ((j->kused + 1) * 2 > j->kcap) {
         size_t cap = 64;
@@ -111,15 +155,21 @@ int co_recheck_add_change(job *j, const uint8_t *key, size_t klen, sl_err *err)
     }
     uint64_t h = key_hash(key, klen);
     size_t k = kset_find(j, h);
+    uint64_t *at = &j->kset[j->kcap + k];
     if (j->kset[k] == h) { /* waits already: one look serves both changes */
         j->deduped++;
+        if (at_ms && (!*at || (uint64_t)at_ms < *at)) /* timed from the first */
+            *at = (uint64_t)at_ms;
         return 0;
     }
     if (co_recheck_add(j, &j->r[0], 0, key, klen, err))
         return -1;
     j->rq[j->nrq - 1].first = 1;
+    j->rq[j->nrq - 1].at_ms = at_ms;
+    if (!j->kset[k])
+        j->kused++;
     j->kset[k] = h;
-    j->kused++;
+    *at = (uint64_t)at_ms;
     return 0;
 }
 
@@ -169,6 +219,7 @@ int co_recheck_resolve(job *j, size_t n, double now, sl_err *err)
             q->first = 0;
             q->due = now + j->o->settle_ms / 1000.0;
         } else if (!q->hit) { /* equal again: it was a change in flight */
+            j->win.transient++;
             rc = co_emit_row(j, &j->r[q->range], q->kind, CO_TRANSIENT, q->key, q->klen, NULL, 0,
                              err);
             q->seen = -1;

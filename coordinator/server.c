@@ -165,14 +165,19 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         s->scrub = p[0] == 's';
         s->changes = p[0] == 'c';
     }
-    int64_t dur = 0;
+    int64_t dur = 0, win = 0;
     if ((o = msg_get(m, "duration_ms")) && (msg_obj_int(o, &dur) || dur < 0))
         return sl_err_setc(err, SL_INVALID, "submit: \"duration_ms\" must be 0 or more");
+    if ((o = msg_get(m, "window_ms")) && !msg_obj_is_nil(o) &&
+        (msg_obj_int(o, &win) || win < 1000 || win > 86400000))
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: \"window_ms\" must be from 1000 (1 s) to 86400000 (a day)");
     if (s->changes && rechecks < 1)
         return sl_err_setc(err, SL_INVALID,
                            "submit: a \"changes\" job needs \"rechecks\" of 1 or more");
     s->o.changes = s->changes;
     s->o.duration_ms = dur;
+    s->o.window_ms = win; /* 0: the default, 60 s */
     s->o.priority = CO_PRIO_NORMAL;
     if ((o = msg_get(m, "priority")) && !msg_obj_is_nil(o)) {
         const char *p;
@@ -213,7 +218,8 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 typedef struct run_ctx {
     co_server *s;
     int64_t job;
-    int failed; /* the control database refused a write */
+    const char *table; /* the job's (source) table: its drift rows' */
+    int failed;        /* the control database refused a write */
     sl_err err;
 } run_ctx;
 
@@ -341,6 +347,35 @@ static void on_progress(void *ctx, const co_progress *p)
     if (msg_writer_finish(w, &r->s->frame, NULL) == 0)
         publish(r->s, r->job, &r->s->frame);
     msg_writer_free(w);
+}
+
+/* A changes job's window: a drift row of kind "changes". 0, or -1 (the job
+ * fails; the last window's failure is only logged). */
+static int on_window(void *ctx, const co_window *w)
+{
+    run_ctx *r = ctx;
+    co_drift_row d = {.job = r->job,
+                      .at = (double)sl_wall_ms() / 1000.0,
+                      .window_s = w->length_s,
+                      .rows_checked = (int64_t)w->checked,
+                      .missing = (int64_t)w->missing,
+                      .extra = (int64_t)w->extra,
+                      .changed = (int64_t)w->changed,
+                      .transient = (int64_t)w->transient};
+    snprintf(d.table, sizeof d.table, "%s", r->table);
+    snprintf(d.kind, sizeof d.kind, "changes");
+    co_drift_latencies(w->latency, w->nlatency, &d);
+    sl_err e = {0};
+    if (co_store_drift_add(r->s->store, &d, &e) == 0)
+        return 0;
+    if (r->s->verbose || w->last)
+        fprintf(stderr, "sluice coordinator: job %lld: a drift row was not recorded: %s\n",
+                (long long)r->job, e.msg);
+    if (!w->last) {
+        r->err = e;
+        r->failed = 1;
+    }
+    return -1;
 }
 
 /* Records a job's split keys, so a restart resumes it: 0, or -1 (the job fails). */
@@ -852,7 +887,7 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
         return job_failed(s, job, &(sl_err){SL_INTERNAL, "out of memory"});
     a->id = job;
     a->resuming = resuming;
-    a->r = (run_ctx){.s = s, .job = job};
+    a->r = (run_ctx){.s = s, .job = job, .table = ""};
     msg *m = msg_decode(specframe->p, specframe->len, &e);
     int ok = m && spec_read(m, &a->sp, &e) == 0;
     msg_free(m); /* spec_read copied what it keeps */
@@ -884,10 +919,13 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
         snprintf(a->sp.follow, sizeof a->sp.follow, "sluice_cv_%lld", (long long)job);
         a->sp.o.follow_name = a->sp.follow;
     }
+    if (ok)
+        a->r.table = a->sp.o.table;
     a->cb = (co_callbacks){.event = on_event,
                            .progress = on_progress,
                            .planned = on_planned,
                            .range_done = on_range_done,
+                           .window = on_window,
                            .ctx = &a->r};
     if (!ok || co_store_set_state(s->store, job, "running", NULL, NULL, &e) ||
         !(a->j = co_job_start(s->c, &a->sp.o, &a->cb, &e))) {

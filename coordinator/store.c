@@ -680,9 +680,9 @@ int co_store_set_kind(co_store *s, int64_t id, const char *kind, sl_err *err)
     return q(s, "UPDATE jobs SET kind = $2 WHERE id = $1", p, 2, NULL, NULL, err);
 }
 
-/* An audit's drift row: its counts, and how long after the job started
- * each confirmed divergence was recorded. */
-static int job_drift(co_store *s, int64_t id, const co_summary *sum, sl_err *err)
+/* An audit's (or scrub cycle's) drift row: its counts, and how long after
+ * the job started each confirmed divergence was recorded. */
+static int job_drift(co_store *s, int64_t id, sl_err *err)
 {
     co_drift_row r = {.job = id, .at = wall()};
     sval p[] = {I(id)};
@@ -692,14 +692,10 @@ static int job_drift(co_store *s, int64_t id, const co_summary *sum, sl_err *err
           p, 1, take_job_drift, &r, err))
         return -1;
     r.rows_checked = r.source_rows + r.extra; /* every key seen on either side, once */
-    if (!strcmp(r.kind, "changes")) {
-        /* every changed key looked at: equal at once, or re-checked; the
-         * time from the job's start says nothing of a change's detection
-         * (that would be from its commit), so no latency */
-        r.rows_checked = (int64_t)sum->keys_checked + r.missing + r.extra + r.changed + r.transient;
-        r.lat_p50 = r.lat_p99 = r.lat_max = -1;
-        return co_store_drift_add(s, &r, err);
-    }
+    /* a changes job wrote a row per window as it ran (the coordinator's
+     * window callback), its last one as it ended: none more */
+    if (!strcmp(r.kind, "changes"))
+        return 0;
     times t = {0};
     int rc = q(s,
                "SELECT e.at - j.started FROM events e JOIN jobs j ON j.id = e.job "
@@ -835,7 +831,7 @@ int co_store_set_state(co_store *s, int64_t id, const char *state, const sl_err 
         return -1;
     if (strcmp(state, "done") != 0 || !sum)
         return 0;
-    return job_drift(s, id, sum, err);
+    return job_drift(s, id, err);
 }
 
 int co_store_cancel_job(co_store *s, int64_t id, sl_err *err)

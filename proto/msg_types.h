@@ -105,7 +105,10 @@
       "db:s table:s cols:a cls:a nkey:i slot:s") \
     X(KEYS, 22, "keys", "c → w", \
       "`slot`, `ack` (the `lsn` of the last reply taken; 0: none) → reply " \
-      "`keys`: [encoded key] changed since (at most 10,000), `lsn` (end of the " \
+      "`keys`: [encoded key] changed since (at most 10,000), `at`: [int] one per " \
+      "key, the commit time of the transaction that changed it (wall-clock ms " \
+      "since 1970; from pgoutput's Begin; an older worker sends none, a reply " \
+      "whose `at` has another length than `keys` is rejected), `lsn` (end of the " \
       "last transaction whose keys are all sent; ack it next), `lag` (bytes of " \
       "WAL the slot holds), `error` (nil, or why the stream stopped)", \
       "slot:s ack:i") \

@@ -155,6 +155,7 @@ static void free_job(job *j)
         free(j->rq[i].key);
     free(j->rq);
     free(j->kset);
+    free(j->win.lat);
     free(j->r);
     free(j->order);
     free(j->ready);
@@ -396,7 +397,7 @@ static void test_first_look(void)
     int64_t ids[] = {1, 2, 3, 2};
     for (int i = 0; i < 4; i++) {
         key_of(&k, ids[i]);
-        co_recheck_add_change(j, k.p, k.len, &err);
+        co_recheck_add_change(j, k.p, k.len, 0, &err);
     }
     ok(j->nrq == 3 && j->deduped == 1 && j->r[0].pending == 3,
        "changed keys 1, 2, 3, 2: three queued, the repeat deduped (%zu, %llu)", j->nrq,
@@ -428,16 +429,83 @@ static void test_first_look(void)
            j->sum->transient == 1 && j->ranges_done == 0,
        "the queue is empty; counts: 1 checked, 1 changed, 1 transient; no range finished");
     key_of(&k, 2);
-    co_recheck_add_change(j, k.p, k.len, &err);
+    co_recheck_add_change(j, k.p, k.len, 0, &err);
     ok(j->nrq == 1 && j->rq[0].first, "a key changed again after its check is queued anew");
     for (int round = 0; round < 2; round++)
         for (int64_t id = 100; id < 5100; id++) {
             key_of(&k, id);
-            co_recheck_add_change(j, k.p, k.len, &err);
+            co_recheck_add_change(j, k.p, k.len, 0, &err);
         }
     ok(j->nrq == 5001 && j->deduped == 5001,
        "5,000 keys named twice: each queued once (%zu queued, %llu deduped)", j->nrq,
        (unsigned long long)j->deduped);
+    sl_buf_free(&k);
+    free_job(j);
+}
+
+/* A changed key's commit time: a key named again keeps the earliest; a
+ * confirmed divergence's detection latency runs from it (clamped at 0 when
+ * the commit is in the future); the window counts what it confirmed and
+ * found transient; the set keeps the times when it grows. */
+static void test_commit_times(void)
+{
+    fixture f;
+    job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
+    f.o.rechecks = 1;
+    f.o.settle_ms = 0;
+    f.o.changes = 1;
+    sl_buf k = {0};
+    sl_err err = {0};
+    int64_t now = sl_wall_ms();
+    /* key 1 named at now-3000, then now-5000 (the target's change, say,
+     * came first), then now-1000; key 2 at now+60000 (a clock ahead);
+     * key 3 with no time (an older worker) */
+    int64_t ids[] = {1, 1, 1, 2, 3}, at[] = {now - 3000, now - 5000, now - 1000, now + 60000, 0};
+    for (int i = 0; i < 5; i++) {
+        key_of(&k, ids[i]);
+        co_recheck_add_change(j, k.p, k.len, at[i], &err);
+    }
+    key_of(&k, 1);
+    int64_t t1 = co_recheck_change_at(j, k.p, k.len);
+    ok(j->nrq == 3 && t1 == now - 5000,
+       "a key named three times waits once with the earliest commit time (%lld ms before now)",
+       (long long)(now - t1));
+    key_of(&k, 3);
+    ok(co_recheck_change_at(j, k.p, k.len) == 0, "a key that came without a time has none");
+    key_of(&k, 9);
+    ok(co_recheck_change_at(j, k.p, k.len) == 0, "a key not waiting has none");
+    for (int64_t id = 100; id < 300; id++) { /* the set grows: times kept */
+        key_of(&k, id);
+        co_recheck_add_change(j, k.p, k.len, now - 2000, &err);
+    }
+    key_of(&k, 1);
+    int64_t t1b = co_recheck_change_at(j, k.p, k.len);
+    key_of(&k, 250);
+    ok(j->kcap >= 512 && t1b == now - 5000 && co_recheck_change_at(j, k.p, k.len) == now - 2000,
+       "after the set grew to %zu slots the times are kept", j->kcap);
+    /* first look: keys 1, 2, 3 differ (missing on the target), 100.. equal */
+    int64_t src[203], tgt[200];
+    const char *sv[203], *tv[200];
+    src[0] = 1, src[1] = 2, src[2] = 3;
+    sv[0] = sv[1] = sv[2] = "a";
+    for (int i = 0; i < 200; i++) {
+        src[3 + i] = tgt[i] = 100 + i;
+        sv[3 + i] = tv[i] = "b";
+    }
+    look(j, 203, src, sv, 203, tgt, tv, 200);
+    ok(j->checked == 200 && j->nrq == 3 && j->win.nlat == 0,
+       "first look: 200 equal keys checked, 3 differing ones await their re-check");
+    /* the re-check: 1 and 2 still missing, 3 arrived (transient) */
+    int64_t t3[] = {3};
+    const char *tv3[] = {"a"};
+    look(j, 3, src, sv, 3, t3, tv3, 1);
+    ok(j->win.missing == 2 && j->win.transient == 1 && j->win.extra == 0 && j->win.changed == 0,
+       "the window: 2 confirmed missing, 1 transient");
+    ok(j->win.nlat == 2, "two latencies: the key without a commit time has none (%zu)",
+       j->win.nlat);
+    double l1 = j->win.nlat == 2 ? j->win.lat[0] : -1, l2 = j->win.nlat == 2 ? j->win.lat[1] : -1;
+    ok(l1 >= 5.0 && l1 < 6.0, "key 1: timed from its earliest commit, 5 s ago (%.3f s)", l1);
+    ok(l2 == 0, "key 2: a commit time ahead of the clock gives 0, not a negative (%.3f)", l2);
     sl_buf_free(&k);
     free_job(j);
 }
@@ -746,6 +814,7 @@ int main(void)
     test_fetch_merge();
     test_recheck_range();
     test_first_look();
+    test_commit_times();
     test_next_task();
     test_next_task_shuffled();
     test_requeue_lost();

@@ -61,7 +61,7 @@ struct wk {
      * each on a thread of its own */
     wk_follow **follows;
     size_t nfollows;
-    sl_buf keys;
+    sl_buf keys, keys_at; /* a keys reply's keys, and their commit times (int64 each) */
     sl_buf out;
 };
 
@@ -946,6 +946,7 @@ void wk_free(wk *w)
         wk_follow_stop(w->follows[i], 0, NULL);
     free(w->follows);
     sl_buf_free(&w->keys);
+    sl_buf_free(&w->keys_at);
     while (w->deferred) {
         deferred *d = w->deferred;
         w->deferred = d->next;
@@ -1100,8 +1101,9 @@ static int do_keys(wk *w, const msg *m, sl_err *err)
     uint64_t lsn = 0, lag = 0;
     sl_err why = {0};
     sl_buf_reset(&w->keys);
-    int stopped =
-        wk_follow_take(w->follows[i], (uint64_t)ack, WK_KEYS_MAX, &w->keys, &n, &lsn, &lag, &why);
+    sl_buf_reset(&w->keys_at);
+    int stopped = wk_follow_take(w->follows[i], (uint64_t)ack, WK_KEYS_MAX, &w->keys, &w->keys_at,
+                                 &n, &lsn, &lag, &why);
     msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
     if (!mw)
         return sl_err_set(err, "out of memory");
@@ -1112,6 +1114,13 @@ static int do_keys(wk *w, const msg *m, sl_err *err)
         memcpy(&len, w->keys.p + off, 4);
         msg_pack_bin(mw, w->keys.p + off + 4, len);
         off += 4 + len;
+    }
+    msg_key(mw, "at"); /* each key's commit time, ms since 1970 */
+    msg_pack_array(mw, (uint32_t)n);
+    for (size_t k = 0; k < n; k++) {
+        int64_t t;
+        memcpy(&t, w->keys_at.p + 8 * k, 8);
+        msg_pack_int(mw, t);
     }
     msg_put_uint(mw, "lsn", lsn);
     msg_put_uint(mw, "lag", lag);

@@ -40,7 +40,7 @@ struct wk_follow {
     /* under mu: */
     int stop, failed;
     sl_err err;
-    sl_buf q; /* [u32 len][key]..., taken from qoff */
+    sl_buf q; /* [u32 len][i64 commit time, ms since 1970][key]..., taken from qoff */
     size_t qoff;
     uint64_t queued, taken; /* keys ever queued, ever taken */
     mark *marks;
@@ -86,8 +86,9 @@ static int add_key(wk_follow *f, const char *const *names, const char *const *va
     return 0;
 }
 
-/* A commit: the transaction's keys join the queue, with a mark at its end. */
-static int commit_txn(wk_follow *f, uint64_t end_lsn, sl_err *err)
+/* A commit: the transaction's keys join the queue, each with its commit
+ * time (the coordinator times detection from it), and a mark at its end. */
+static int commit_txn(wk_follow *f, uint64_t end_lsn, int64_t at_ms, sl_err *err)
 {
     int rc = 0;
     pthread_mutex_lock(&f->mu);
@@ -99,8 +100,14 @@ static int commit_txn(wk_follow *f, uint64_t end_lsn, sl_err *err)
         else
             f->marks = m, f->capmarks = cap;
     }
-    if (rc == 0 && sl_buf_append(&f->q, f->txn.p, f->txn.len))
-        rc = sl_err_set(err, "out of memory");
+    for (size_t off = 0; rc == 0 && off < f->txn.len;) {
+        uint32_t len;
+        memcpy(&len, f->txn.p + off, 4);
+        if (sl_buf_append(&f->q, &len, 4) || sl_buf_append(&f->q, &at_ms, 8) ||
+            sl_buf_append(&f->q, f->txn.p + off + 4, len))
+            rc = sl_err_set(err, "out of memory");
+        off += 4 + (size_t)len;
+    }
     if (rc == 0) {
         f->queued += f->txn_keys;
         f->marks[f->nmarks++] = (mark){f->queued, end_lsn};
@@ -174,7 +181,7 @@ static void *follow_main(void *arg)
             break;
         }
         if (ch.kind == PR_COMMIT) {
-            if (commit_txn(f, ch.end_lsn, &e))
+            if (commit_txn(f, ch.end_lsn, ch.commit_time_ms, &e))
                 break;
             continue;
         }
@@ -332,8 +339,8 @@ const char *wk_follow_slot(const wk_follow *f)
     return f->slot;
 }
 
-int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, size_t *n, uint64_t *lsn,
-                   uint64_t *lag, sl_err *err)
+int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, sl_buf *at, size_t *n,
+                   uint64_t *lsn, uint64_t *lag, sl_err *err)
 {
     int rc = 0;
     *n = 0;
@@ -346,11 +353,13 @@ int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, size_t 
     while (*n < max && off < f->q.len) {
         uint32_t len;
         memcpy(&len, f->q.p + off, 4);
-        if (sl_buf_append(keys, f->q.p + off, 4 + (size_t)len)) {
+        if (sl_buf_append(keys, f->q.p + off, 4) ||
+            sl_buf_append(keys, f->q.p + off + 12, (size_t)len) ||
+            sl_buf_append(at, f->q.p + off + 4, 8)) {
             rc = sl_err_set(err, "out of memory");
             break;
         }
-        off += 4 + len;
+        off += 12 + (size_t)len;
         (*n)++;
     }
     f->qoff = off;

@@ -40,14 +40,16 @@ wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
 const char *wk_follow_slot(const wk_follow *f);
 
 /* Acks everything up to ack (an lsn an earlier take returned), then takes
- * up to max queued keys: appended to keys as [u32 len][key]..., *n of them.
+ * up to max queued keys: appended to keys as [u32 len][key]..., *n of them,
+ * and their transactions' commit times (int64 ms since 1970, host order,
+ * one per key) to at.
  * *lsn: the end of the last transaction all of whose keys have now been
  * taken (0: none new), to be acked by the next take. *lag: bytes of WAL
  * between the server's end and the slot's confirmed position. Returns 0,
  * or -1 with err when the stream stopped (its reason; keys taken before it
  * stopped still come). */
-int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, size_t *n, uint64_t *lsn,
-                   uint64_t *lag, sl_err *err);
+int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, sl_buf *at, size_t *n,
+                   uint64_t *lsn, uint64_t *lag, sl_err *err);
 
 /* Stops the thread and closes the stream; drop: also drops the slot and
  * publication (0, or -1 with err when that failed). NULL is fine. */

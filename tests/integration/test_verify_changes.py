@@ -8,7 +8,9 @@ the subscription disabled (writes paused): every one is reported
 confirmed, none other is (no false divergence from the changes in
 flight), with its detection latency; an orphaned sluice_cv_ slot is
 dropped when the follow starts (logged); Ctrl-C and --duration both end
-the job with no sluice slot or publication left on either server."""
+the job with no sluice slot or publication left on either server. Every
+window (--window) writes a drift row of kind changes, and a last one as the
+job ends, with the confirmed divergences' detection latency from commit."""
 import json
 import os
 import random
@@ -266,8 +268,112 @@ t.ok(sluice_slots(scur) == [] and sluice_slots(dcur) == [],
 
 code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t", "--json")
 rows = json.loads(out) if code == 0 else []
-t.ok(len(rows) == 1 and rows[0]["kind"] == "changes" and rows[0]["changed"] == 0,
-     "the --duration job wrote a drift row of kind changes (the cancelled one none)", rows)
+jobs = sorted({r["job"] for r in rows})
+first = [r for r in rows if jobs and r["job"] == jobs[0]]
+last = [r for r in rows if len(jobs) == 2 and r["job"] == jobs[1]]
+t.ok(len(jobs) == 2 and all(r["kind"] == "changes" for r in rows),
+     "both jobs wrote drift rows of kind changes (a window a minute, and a last one)", rows)
+for r in first:
+    t.diag(f"the cancelled job's window of {r['window_seconds']:.1f} s: {r['rows_checked']} keys "
+           f"checked, latency p50/p99/max {r['latency_p50']}/{r['latency_p99']}/"
+           f"{r['latency_max']} s")
+t.ok(sum(r["missing"] + r["extra"] + r["changed"] for r in first) == 101
+     and all(r["latency_max"] is not None for r in first if r["missing"] + r["extra"] + r["changed"]),
+     f"the cancelled job's {len(first)} windows count the 101 divergences, each window timed",
+     first)
+t.ok(len(last) == 1 and last[0]["changed"] + last[0]["missing"] + last[0]["extra"] == 0
+     and last[0]["latency_p50"] is None and 3.5 < last[0]["window_seconds"] < 15,
+     "the --duration 4 job: one row, its partial window, nothing divergent, no latency", last)
+
+# --window 3s: a drift row every 3 s while the writer writes and 4
+# divergences are injected on the target, and a last one after Ctrl-C; each
+# confirmed divergence is timed from its commit to its confirmation
+stop_writer.clear()
+writes[0] = 0
+wt = threading.Thread(target=writer)
+wt.start()
+t_submit = time.time()
+proc = subprocess.Popen([SLUICE, "verify-changes", "src", "dst", "--table", "t", "--settle", "1",
+                         "--rechecks", "2", "--window", "3s", "--coordinator", cl.clients_ep,
+                         "--events", cl.events_ep], stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True, env=cl.env)
+seen.clear()
+lines.clear()
+errlines.clear()
+threading.Thread(target=read_out, daemon=True).start()
+threading.Thread(target=read_err, daemon=True).start()
+end = time.time() + 30
+while time.time() < end and not (len(sluice_slots(scur)) == 2 and len(sluice_slots(dcur)) == 2):
+    time.sleep(0.2)
+time.sleep(1)  # the slots are past their consistent point
+win_inject = [("changed", 10501), ("missing-in-target", 10502), ("extra-in-target", 2000501),
+              ("changed", 10503)]
+for n, (kind, i) in enumerate(win_inject):
+    if kind == "changed":
+        dcur.execute("UPDATE t SET v = -5 WHERE id = %s", (i,))
+    elif kind == "missing-in-target":
+        dcur.execute("DELETE FROM t WHERE id = %s", (i,))
+    else:
+        dcur.execute("INSERT INTO t VALUES (%s, 5, 'w')", (i,))
+    time.sleep(2.5)
+t.ok(wait_seen(win_inject), "--window 3s: the 4 divergences are reported",
+     f"seen {sorted(seen)} err: {errlines[-5:]}")
+submitted = [x for x in errlines if "submitted" in x]
+wjob = int(submitted[0].split()[3]) if submitted else -1
+
+
+def job_rows():
+    code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t", "--json")
+    return [r for r in json.loads(out) if r["job"] == wjob] if code == 0 else []
+
+
+# about 10 s of it, and at least 3 windows closed (a slow start may delay them)
+end = time.time() + 40
+while time.time() < end and (time.time() < t_submit + 10 or len(job_rows()) < 3):
+    time.sleep(0.5)
+t_int = time.time()
+proc.send_signal(signal.SIGINT)
+try:
+    code = proc.wait(timeout=60)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    code = None
+stop_writer.set()
+wt.join()
+wrows = job_rows()
+t.diag(f"--window 3s, job {wjob}, {writes[0]} writes alongside; its drift rows:")
+for r in wrows:
+    t.diag(f"  window {r['window_seconds']:.2f} s: {r['rows_checked']} checked, "
+           f"{r['missing']}/{r['extra']}/{r['changed']} missing/extra/changed, "
+           f"{r['transient']} transient, latency p50/p99/max {r['latency_p50']}/"
+           f"{r['latency_p99']}/{r['latency_max']}")
+full = wrows[:-1]
+t.ok(len(full) >= 3 and all(r["kind"] == "changes" for r in wrows)
+     and all(2.9 < r["window_seconds"] < 3.6 for r in full),
+     f"a drift row of kind changes for each 3 s window ({len(full)} full ones)", wrows)
+div = [r for r in wrows if r["missing"] + r["extra"] + r["changed"]]
+t.ok(sum(r["changed"] for r in wrows) == 2 and sum(r["missing"] for r in wrows) == 1
+     and sum(r["extra"] for r in wrows) == 1,
+     "summed over the windows: 2 changed, 1 missing, 1 extra confirmed, as injected", wrows)
+t.ok(div and all(r["latency_p50"] is not None and 2.9 < r["latency_p50"] <= r["latency_p99"]
+                 <= r["latency_max"] < 10 for r in div),
+     "each window with a divergence has its detection latency: at least the settle times "
+     "(1 + 2 looks of 1 s) after the commit, under 10 s, p50 <= p99 <= max", div)
+t.ok(all(r["latency_p50"] is None for r in wrows if r not in div),
+     "windows without a divergence have no latency")
+t.ok(all(r["rows_checked"] >= r["missing"] + r["extra"] + r["changed"] + r["transient"]
+         for r in wrows) and sum(r["rows_checked"] for r in wrows) > 100,
+     "rows_checked counts every key looked at (the writer's too: "
+     f"{sum(r['rows_checked'] for r in wrows)})")
+t.ok(len(wrows) >= 4 and wrows[-1]["at"] >= time.strftime("%Y-%m-%d %H:%M:%S",
+                                                           time.gmtime(t_int))
+     and wrows[-1]["window_seconds"] < 3.6,
+     "after Ctrl-C a last, partial window is written", wrows[-1:])
+code, out, err = cl.run("drift", "--state", "sqlite:" + cl.state, "--table", "t")
+mine = [x for x in out.splitlines() if f" changes {wjob:6d} " in x]
+t.ok(len(mine) == len(wrows) and any(x.split()[-1] != "-" for x in mine),
+     "sluice drift prints the job's windows, latencies shown where something diverged",
+     out)
 
 code, out, err = cl.client("verify-changes", "src", "dst", "--table", "t", "--rechecks", "0")
 t.ok(code == 2 and "--rechecks 1 or more" in err, "--rechecks 0 is refused", err)
