@@ -25,7 +25,7 @@ typedef struct gate {
 } gate;
 
 /* A validation job the runner submitted and still follows. */
-enum vkind { VK_GATE = 0, VK_AUDIT, VK_SAMPLE };
+enum vkind { VK_GATE = 0, VK_AUDIT, VK_SAMPLE, VK_CHANGES };
 typedef struct vjob {
     int64_t job;
     int kind;  /* enum vkind */
@@ -104,6 +104,11 @@ typedef struct mig {
     vjob jobs[CTL_MAX_JOBS];
     size_t njobs;
     int64_t last_audit_ms, last_sample_ms;
+    /* change-driven verification (metrics.verify_changes): a "changes" job
+     * a table while the phase validates continuously; a failed one is
+     * submitted again after changes_retry_ms */
+    int64_t changes_retry_ms;
+    char changes_error[256];
     size_t sample_next;
     int64_t gate_round_ms;  /* the gate audit round of this phase started (0: none) */
     int64_t *gate_job;      /* per table: the job of this round, 0 none, -1 done equal, -2 done

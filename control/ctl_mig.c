@@ -451,6 +451,15 @@ json_t *mig_status(ctl *c, const mig *g)
         json_object_set_new(s, "router_error", json_string(g->router_error));
     json_object_set_new(s, "write_pause_seconds", opt_real(g->write_pause_s));
     json_object_set_new(s, "reverse_replication", json_boolean(g->writes_cut));
+    if (g->m->verify_changes) {
+        json_int_t following = 0;
+        for (size_t i = 0; i < g->njobs; i++)
+            following += g->jobs[i].kind == VK_CHANGES;
+        json_object_set_new(
+            s, "verify_changes",
+            json_pack("{s:I, s:o}", "following", following, "last_error",
+                      g->changes_error[0] ? json_string(g->changes_error) : json_null()));
+    }
     if (g->dry_report)
         json_object_set(s, "dry_run_report", g->dry_report);
     return s;

@@ -15,8 +15,9 @@
 #define SCHEMA_EVERY_MS 5000
 #define GATE_RETRY_MS 10000
 #define ROUTER_CHECK_MS 1000
+#define CHANGES_RETRY_MS 30000
 
-static const char *const vkind_name[] = {"gate", "audit", "sample"};
+static const char *const vkind_name[] = {"gate", "audit", "sample", "changes"};
 
 /* ---- calls made with the lock released -------------------------------------------
  * A slow or dead database or coordinator must not hold up the HTTP API
@@ -252,6 +253,8 @@ static int submit(ctl *c, mig *g, int kind, size_t table)
     spec.priority = kind == VK_GATE    ? SL_PRIO_HIGH
                     : kind == VK_AUDIT ? SL_PRIO_LOW
                                        : SL_PRIO_NORMAL;
+    /* follows both sides' changes until cancelled: no ranges, no end */
+    spec.changes = kind == VK_CHANGES;
     int64_t job = 0;
     sl_err e = {0};
     out(c);
@@ -308,7 +311,17 @@ static void on_divergence(ctl *c, mig *g, vjob *j, const sl_event *ev)
         return;
     }
     j->divergent++;
-    if (j->submitted_ms >= g->table_div_at[j->table] && j->divergent > g->table_div[j->table]) {
+    if (j->kind == VK_CHANGES) {
+        /* a changes job never ends: each divergence is evidence of its own
+         * time, added to the table's figure unless a job begun after it
+         * has told the table's figure since */
+        int64_t at = ev->read_at_ms > 0 ? ev->read_at_ms : ev->at_ms > 0 ? ev->at_ms : sl_wall_ms();
+        if (at >= g->table_div_at[j->table]) {
+            g->table_div[j->table] = (g->table_div[j->table] > 0 ? g->table_div[j->table] : 0) + 1;
+            g->table_div_at[j->table] = at;
+        }
+    } else if (j->submitted_ms >= g->table_div_at[j->table] &&
+               j->divergent > g->table_div[j->table]) {
         g->table_div[j->table] = j->divergent;
         g->table_div_at[j->table] = j->submitted_ms;
     }
@@ -377,6 +390,21 @@ static void poll_jobs(ctl *c, mig *g)
         if (!sl_job_state_is_final(st.state)) {
             sl_job_status_free(&st);
             i++;
+            continue;
+        }
+        if (j->kind == VK_CHANGES) {
+            /* no verdict on the table: its divergences counted as they came;
+             * a failure (or a cancel by someone else) is retried later */
+            const char *tn = g->m->tables[j->table].name;
+            snprintf(g->changes_error, sizeof g->changes_error, "%s (job %lld) %s%s%.180s", tn,
+                     (long long)j->job, st.state_name, st.error[0] ? ": " : "", st.error);
+            ctl_utf8_fix(g->changes_error);
+            ctl_logf(c, "%s: verifying the changes of %s: job %lld %s: %s; again in %d s", g->m->id,
+                     tn, (long long)j->job, st.state_name, st.error, CHANGES_RETRY_MS / 1000);
+            g->changes_retry_ms = sl_wall_ms() + CHANGES_RETRY_MS;
+            sl_job_status_free(&st);
+            g->jobs[i] = g->jobs[--g->njobs];
+            g->dirty = 1;
             continue;
         }
         int64_t div = (int64_t)(st.changed + st.missing + st.extra);
@@ -602,10 +630,39 @@ static void gate_shadow(mig *g, int64_t now)
                       : "");
 }
 
+/* Past the phases that validate continuously (cleanup: the final audit
+ * decides), the changes jobs are cancelled; their cleanup on the
+ * coordinator drops their replication slots. */
+static void stop_changes(ctl *c, mig *g)
+{
+    int64_t jobs[CTL_MAX_JOBS];
+    size_t n = 0;
+    for (size_t i = 0; i < g->njobs;)
+        if (g->jobs[i].kind == VK_CHANGES) {
+            jobs[n++] = g->jobs[i].job;
+            g->jobs[i] = g->jobs[--g->njobs];
+            g->dirty = 1;
+        } else {
+            i++;
+        }
+    out(c);
+    for (size_t i = 0; i < n; i++) {
+        sl_err e = {0};
+        if (sl_client_cancel(c->client, jobs[i], &e) && e.code != SL_NOT_FOUND)
+            ctl_logf(c, "%s: cannot cancel the changes job %lld: %s", g->m->id, (long long)jobs[i],
+                     e.msg);
+    }
+    in(c);
+}
+
 /* Continuous validation: audits every audit_every (low), one table's
  * diff every sample_every (normal). */
 static void continuous(ctl *c, mig *g, int64_t now)
 {
+    if (g->m->verify_changes && now >= g->changes_retry_ms)
+        for (size_t t = 0; t < g->m->ntables; t++)
+            if (!has_job(g, VK_CHANGES, (int)t))
+                submit(c, g, VK_CHANGES, t);
     if (now - g->last_sample_ms >= g->m->sample_every_s * 1000 && !has_job(g, VK_SAMPLE, -1)) {
         size_t t = g->sample_next++ % g->m->ntables;
         if (submit(c, g, VK_SAMPLE, t) == 0)
@@ -880,7 +937,8 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
         break;
     }
     case CT_PH_CLEANUP: {
-        if (g->sealed)
+        stop_changes(c, g);
+        if (g->sealed || moved(g))
             break;
         int caught_up = !cdc(g) || g->repl_dropped || (g->lag_known && g->lag_s < 1);
         if (!caught_up) {

@@ -20,6 +20,7 @@
 #define WHERE_MAX_LEN 4096
 #define DESCRIPTION_MAX_LEN 1024
 #define TABLES_MAX 256
+#define VERIFY_CHANGES_TABLES_MAX 16
 #define WINDOWS_MAX 32
 #define STEPS_MAX (sizeof(((ct_manifest *)0)->steps) / sizeof(int))
 #define SOAK_MAX_S 86400
@@ -515,10 +516,15 @@ static int parse_cutover(json_t *o, ct_manifest *m, sl_err *err)
 
 static int parse_metrics(json_t *o, ct_manifest *m, sl_err *err)
 {
-    static const char *const keys[] = {"audit_every", "sample_every", NULL};
+    static const char *const keys[] = {"audit_every", "sample_every", "verify_changes", NULL};
     if (expect(o, K_OBJ, "metrics", err) || check_keys(o, "metrics", keys, err))
         return -1;
     json_t *v;
+    if ((v = json_object_get(o, "verify_changes"))) {
+        if (expect(v, K_BOOL, "metrics.verify_changes", err))
+            return -1;
+        m->verify_changes = json_is_true(v);
+    }
     if ((v = json_object_get(o, "audit_every")) &&
         parse_duration(v, "metrics.audit_every", &m->audit_every_s, err))
         return -1;
@@ -867,6 +873,12 @@ static int parse_root(json_t *root, ct_manifest *m, sl_err *err)
         return -1;
     if ((v = json_object_get(root, "metrics")) && parse_metrics(v, m, err))
         return -1;
+    /* two logical replication slots a table (one on each side) */
+    if (m->verify_changes && m->ntables > VERIFY_CHANGES_TABLES_MAX)
+        return bad(err, "metrics.verify_changes",
+                   "follows %zu tables; at most %d (each takes a replication slot on both "
+                   "sides): split the scope into several migrations",
+                   m->ntables, VERIFY_CHANGES_TABLES_MAX);
     if ((v = json_object_get(root, "abort_thresholds")) && parse_thresholds(v, m, err))
         return -1;
     if ((v = json_object_get(root, "windows")) && parse_windows(v, m, err))
@@ -1054,6 +1066,7 @@ char *ct_manifest_json(const ct_manifest *m)
     json_t *met = json_object();
     put(met, "audit_every", json_integer(m->audit_every_s), &nbad);
     put(met, "sample_every", json_integer(m->sample_every_s), &nbad);
+    put(met, "verify_changes", json_boolean(m->verify_changes), &nbad);
     put(root, "metrics", met, &nbad);
 
     json_t *ab = json_object();

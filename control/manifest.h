@@ -73,6 +73,7 @@ typedef struct ct_manifest {
     size_t nsteps;
     int64_t soak_s;
     int64_t audit_every_s, sample_every_s;
+    int verify_changes; /* each table's changes followed on both sides (a "changes" job) */
     int64_t max_divergent_rows;
     double max_lag_s;
     int64_t detection_latency_s;

@@ -126,7 +126,7 @@ typedef struct co_diff_opts {
     size_t max_tasks;            /* most range tasks at once; 0: no cap */
     /* A changes job (change-driven verification): no ranges; the keys
      * both sides change are followed through slots named follow_name
-     * ("sluice_cv_<job>", "_0"/"_1" added per side), each checked after
+     * ("sluicecv_<job>", "_0"/"_1" added per side), each checked after
      * settle_ms and re-checked rechecks (>= 1) times, for duration_ms
      * (0: until cancelled); a window (callbacks.window) closes every
      * window_ms (0: 60 s). */

@@ -17,7 +17,7 @@
 
 static void slot_name(const job *j, int side, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s_%d", j->o->follow_name ? j->o->follow_name : "sluice_cv_local", side);
+    snprintf(out, cap, "%s_%d", j->o->follow_name ? j->o->follow_name : "sluicecv_local", side);
 }
 
 /* Has a worker follow side's changes: 0, CO_LOST (none now, or lost on

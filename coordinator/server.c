@@ -915,8 +915,8 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
             a->sp.o.resume_rows[1] = rows[1];
         }
     }
-    if (ok && a->sp.changes) { /* the slots' names: sluice_cv_<job>_<side> */
-        snprintf(a->sp.follow, sizeof a->sp.follow, "sluice_cv_%lld", (long long)job);
+    if (ok && a->sp.changes) { /* the slots' names: sluicecv_<job>_<side> */
+        snprintf(a->sp.follow, sizeof a->sp.follow, "sluicecv_%lld", (long long)job);
         a->sp.o.follow_name = a->sp.follow;
     }
     if (ok)

@@ -98,8 +98,8 @@
       "") \
     X(FOLLOW, 21, "follow", "c → w", \
       "spec (its key columns are the ones followed), `slot` (slot and " \
-      "publication name, `sluice_cv_...`) → empty reply once the follow " \
-      "started; on its own thread the worker drops inactive `sluice_cv_` slots " \
+      "publication name, `sluicecv_...`) → empty reply once the follow " \
+      "started; on its own thread the worker drops inactive `sluicecv_` slots " \
       "of other streams, then resumes the slot from its confirmed position or " \
       "creates it (a failure comes as the next keys reply's `error`)", \
       "db:s table:s cols:a cls:a nkey:i slot:s") \

@@ -53,6 +53,9 @@ static void refused(const char *s, const char *want)
 #define BASE "{'migration_id':'m','scope':{'source':'a','target':'b','tables':['t']}"
 #define WITH(x) BASE x "}"
 #define SCOPE(t) "{'migration_id':'m','scope':{'source':'a','target':'b','tables':" t "}}"
+#define SCOPE_VC(t)                                                                                \
+    "{'migration_id':'m','metrics':{'verify_changes':true},'scope':{'source':'a','target':'b',"    \
+    "'tables':" t "}}"
 #define WIN(w) WITH(",'windows':[" w "]")
 
 static const struct {
@@ -244,7 +247,8 @@ static int manifest_eq(const ct_manifest *a, const ct_manifest *b)
     if (!str_eq(a->id, b->id) || !str_eq(a->source, b->source) || !str_eq(a->target, b->target) ||
         a->ntables != b->ntables || a->strategy != b->strategy || a->nphases != b->nphases ||
         a->nsteps != b->nsteps || a->soak_s != b->soak_s || a->audit_every_s != b->audit_every_s ||
-        a->sample_every_s != b->sample_every_s || a->max_divergent_rows != b->max_divergent_rows ||
+        a->sample_every_s != b->sample_every_s || a->verify_changes != b->verify_changes ||
+        a->max_divergent_rows != b->max_divergent_rows ||
         a->max_lag_s != b->max_lag_s || a->detection_latency_s != b->detection_latency_s ||
         a->unreachable_s != b->unreachable_s || a->max_shadow_ratio != b->max_shadow_ratio ||
         a->nwindows != b->nwindows || a->approvals != b->approvals || a->dry_run != b->dry_run ||
@@ -278,7 +282,7 @@ static const char *const round_trips[] = {
     " 'strategy': 'cdc',"
     " 'phases': ['prepare', 'backfill', 'dual_write', 'shadow_read', 'cutover', 'cleanup'],"
     " 'cutover': {'steps': [1, 5, 25, 50, 100], 'soak_seconds': 60},"
-    " 'metrics': {'audit_every': '5m', 'sample_every': '10s'},"
+    " 'metrics': {'audit_every': '5m', 'sample_every': '10s', 'verify_changes': true},"
     " 'abort_thresholds': {'divergent_rows': 0, 'replication_lag_seconds': 30,"
     "                      'detection_latency_seconds': 60, 'shadow_mismatch_ratio': 0.0},"
     " 'windows': [{'days': 'mon-fri', 'from': '02:00', 'to': '05:00', 'tz': 'UTC'}],"

@@ -11,7 +11,9 @@
 #include "../connectors/pgrepl.h"
 #include "../merkle/enc.h"
 
-#define FOLLOW_PREFIX "sluice_cv_"
+/* Not "sluice_": a migration's replication is named sluice_<id>, and a
+ * migration with the id cv_5_0 must never lose its slot as an orphan. */
+#define FOLLOW_PREFIX "sluicecv_"
 /* Keys waiting for the coordinator, at most: past it the thread stops
  * reading and the slot holds the WAL instead of this process's memory. */
 #define FOLLOW_MAX_QUEUED 1000000
@@ -218,7 +220,21 @@ static void follow_free(wk_follow *f)
     free(f);
 }
 
-/* Drops the inactive sluice_cv_ slots other than keep: a crashed follow's,
+/* The names follows make: FOLLOW_PREFIX, the job (letters and digits),
+ * "_" and the side (0 or 1). Only such slots are ever dropped as orphans. */
+static int follow_name_ok(const char *name)
+{
+    size_t lp = strlen(FOLLOW_PREFIX), n = strlen(name);
+    if (strncmp(name, FOLLOW_PREFIX, lp) || n < lp + 3 || name[n - 2] != '_' ||
+        (name[n - 1] != '0' && name[n - 1] != '1'))
+        return 0;
+    for (size_t i = lp; i < n - 2; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'z')))
+            return 0;
+    return 1;
+}
+
+/* Drops the inactive sluicecv_ slots other than keep: a crashed follow's,
  * which would hold WAL for ever. */
 static void drop_orphans(const char *dsn, const char *keep, void (*log)(void *, const char *),
                          void *log_ctx)
@@ -235,7 +251,7 @@ static void drop_orphans(const char *dsn, const char *keep, void (*log)(void *, 
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!strcmp(names[i], keep))
+        if (!strcmp(names[i], keep) || !follow_name_ok(names[i]))
             continue;
         sl_err de = {0};
         int r = pr_teardown(dsn, names[i], &de);
@@ -298,8 +314,9 @@ wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
                            const char *const *keycols, const int *cls, size_t nkey,
                            void (*log)(void *ctx, const char *line), void *log_ctx, sl_err *err)
 {
-    if (strncmp(slot, FOLLOW_PREFIX, strlen(FOLLOW_PREFIX)))
-        return sl_err_setc(err, SL_INVALID, "a follow's slot must be named %s...", FOLLOW_PREFIX),
+    if (!follow_name_ok(slot))
+        return sl_err_setc(err, SL_INVALID, "a follow's slot must be named %sJOB_SIDE",
+                           FOLLOW_PREFIX),
                NULL;
     if (nkey == 0 || nkey > ENC_MAX_KEY_COLS)
         return sl_err_setc(err, SL_INVALID, "a follow needs 1 to %d key columns", ENC_MAX_KEY_COLS),
@@ -411,7 +428,8 @@ int wk_follow_stop(wk_follow *f, int drop, sl_err *err)
 
 int wk_follow_drop(const char *dsn, const char *slot, sl_err *err)
 {
-    if (strncmp(slot, FOLLOW_PREFIX, strlen(FOLLOW_PREFIX)))
-        return sl_err_setc(err, SL_INVALID, "a follow's slot must be named %s...", FOLLOW_PREFIX);
+    if (!follow_name_ok(slot))
+        return sl_err_setc(err, SL_INVALID, "a follow's slot must be named %sJOB_SIDE",
+                           FOLLOW_PREFIX);
     return pr_teardown(dsn, slot, err);
 }

@@ -23,7 +23,7 @@ typedef struct wk_follow wk_follow;
 
 /* Follows table's changes through slot `slot` (publication of the same
  * name) on dsn: an existing slot is resumed from its confirmed position,
- * else slot and publication are created. Inactive slots named sluice_cv_*
+ * else slot and publication are created. Inactive slots named sluicecv_*
  * other than this one (a crashed follow's) are dropped first, each logged.
  * keycols[0..nkey) are the job's key columns, cls their classes. Returns
  * at once: the slot is set up on the follow's thread (creating one waits
@@ -55,7 +55,7 @@ int wk_follow_take(wk_follow *f, uint64_t ack, size_t max, sl_buf *keys, sl_buf 
  * publication (0, or -1 with err when that failed). NULL is fine. */
 int wk_follow_stop(wk_follow *f, int drop, sl_err *err);
 
-/* Drops slot and publication `slot` (a sluice_cv_ name only: a coordinator
+/* Drops slot and publication `slot` (a sluicecv_ name only: a coordinator
  * may not drop other slots) that no follow of this process holds. */
 int wk_follow_drop(const char *dsn, const char *slot, sl_err *err);
 

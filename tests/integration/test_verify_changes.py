@@ -6,7 +6,7 @@ updating the source. Divergences are injected on the target behind
 replication's back (updates, deletes, inserts) and then on the source with
 the subscription disabled (writes paused): every one is reported
 confirmed, none other is (no false divergence from the changes in
-flight), with its detection latency; an orphaned sluice_cv_ slot is
+flight), with its detection latency; an orphaned sluicecv_ slot is
 dropped when the follow starts (logged); Ctrl-C and --duration both end
 the job with no sluice slot or publication left on either server. Every
 window (--window) writes a drift row of kind changes, and a last one as the
@@ -42,7 +42,11 @@ sc.autocommit = True
 scur = sc.cursor()
 scur.execute("CREATE PUBLICATION rep FOR TABLE t")
 # a slot a crashed follow left behind: inactive, to be dropped at the next follow
-scur.execute("SELECT pg_create_logical_replication_slot('sluice_cv_999_0', 'pgoutput')")
+scur.execute("SELECT pg_create_logical_replication_slot('sluicecv_999_0', 'pgoutput')")
+# ... and two that are not a follow's, inactive too: a migration's (sluice
+# control names its replication sluice_<id>; id cv_5_0) and a misshapen one
+for keep in ("sluice_cv_5_0", "sluicecv_5_2"):
+    scur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (keep,))
 dc = dst.connect("shop")
 dc.autocommit = True
 dcur = dc.cursor()
@@ -53,10 +57,10 @@ dcur.execute(f"CREATE SUBSCRIPTION rep CONNECTION '{conninfo}' PUBLICATION rep "
 
 
 def sluice_slots(cur):
-    cur.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'sluice_cv_%' "
-                "ORDER BY 1")
+    cur.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'sluicecv_%' "
+                "AND slot_name <> 'sluicecv_5_2' ORDER BY 1")
     slots = [r[0] for r in cur.fetchall()]
-    cur.execute("SELECT pubname FROM pg_publication WHERE pubname LIKE 'sluice_cv_%'")
+    cur.execute("SELECT pubname FROM pg_publication WHERE pubname LIKE 'sluicecv_%'")
     return slots + [r[0] for r in cur.fetchall()]
 
 
@@ -130,14 +134,21 @@ threading.Thread(target=read_err, daemon=True).start()
 end = time.time() + 30
 while time.time() < end:
     s_slots, d_slots = sluice_slots(scur), sluice_slots(dcur)
-    if len(s_slots) == 2 and len(d_slots) == 2 and "sluice_cv_999_0" not in s_slots:
+    if len(s_slots) == 2 and len(d_slots) == 2 and "sluicecv_999_0" not in s_slots:
         break
     time.sleep(0.2)
 t.ok(len(s_slots) == 2 and len(d_slots) == 2 and all(x.endswith("_0") for x in s_slots)
      and all(x.endswith("_1") for x in d_slots),
-     "a slot and a publication of the job on each side (sluice_cv_<job>_0 and _1)",
+     "a slot and a publication of the job on each side (sluicecv_<job>_0 and _1)",
      f"{s_slots} {d_slots} {errlines}")
-t.ok("sluice_cv_999_0" not in s_slots, "the orphaned slot sluice_cv_999_0 was dropped")
+t.ok("sluicecv_999_0" not in s_slots, "the orphaned slot sluicecv_999_0 was dropped")
+scur.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name IN "
+             "('sluice_cv_5_0', 'sluicecv_5_2') ORDER BY 1")
+kept = [r[0] for r in scur.fetchall()]
+t.ok(kept == ["sluice_cv_5_0", "sluicecv_5_2"],
+     "slots not named as a follow names them are kept (a migration's sluice_cv_5_0)", kept)
+for k in kept:
+    scur.execute("SELECT pg_drop_replication_slot(%s)", (k,))
 time.sleep(3)  # writes go on, and are checked equal
 
 # 50 target-side divergences, behind replication's back, at random moments
@@ -251,7 +262,7 @@ t.ok(sluice_slots(scur) == [] and sluice_slots(dcur) == [],
      f"{sluice_slots(scur)} {sluice_slots(dcur)}")
 wlog = "".join(open(os.path.join(cl.dir, f)).read() for f in os.listdir(cl.dir)
                if f.startswith("worker"))
-t.ok("dropped orphaned replication slot sluice_cv_999_0" in wlog,
+t.ok("dropped orphaned replication slot sluicecv_999_0" in wlog,
      "the worker logged the orphan it dropped", wlog[-2000:])
 
 # --duration: the job ends by itself, nothing to report, the slots dropped
