@@ -93,8 +93,17 @@ static int take_keys(job *j, int side, const msg *m, uint64_t *nkeys, sl_err *er
             return -1;
     }
     *nkeys += n;
-    if (lsn > 0)
-        j->fack[side] = (uint64_t)lsn;
+    if (lsn > 0 && (j->nfbat[side] == 0 || (uint64_t)lsn > j->fbat[side][j->nfbat[side] - 1].lsn)) {
+        if (j->nfbat[side] == j->capfbat[side]) {
+            size_t cap = j->capfbat[side] ? 2 * j->capfbat[side] : 16;
+            struct fbatch *v = realloc(j->fbat[side], cap * sizeof *v);
+            if (!v)
+                return sl_err_set(err, "out of memory");
+            j->fbat[side] = v;
+            j->capfbat[side] = cap;
+        }
+        j->fbat[side][j->nfbat[side]++] = (struct fbatch){(uint64_t)lsn, j->rq_seq};
+    }
     j->flag[side] = lag > 0 ? (uint64_t)lag : 0;
     const msg_obj *e = msg_get(m, "error");
     const char *p;
@@ -105,10 +114,32 @@ static int take_keys(job *j, int side, const msg *m, uint64_t *nkeys, sl_err *er
     return 0;
 }
 
+/* Moves each side's ack past the batches whose keys were all looked at:
+ * those whose entries (seq up to the batch's) left the queue. A key named
+ * again while it waited has no entry of its own: the older one that
+ * serves it holds the ack back, as it should. */
+static void advance_acks(job *j)
+{
+    uint64_t oldest = UINT64_MAX;
+    for (size_t i = 0; i < j->nrq; i++)
+        if (j->rq[i].seq < oldest)
+            oldest = j->rq[i].seq;
+    for (int s = 0; s < 2; s++) {
+        size_t k = 0;
+        while (k < j->nfbat[s] && j->fbat[s][k].seq < oldest)
+            j->fack[s] = j->fbat[s][k++].lsn;
+        if (k) {
+            memmove(j->fbat[s], j->fbat[s] + k, (j->nfbat[s] - k) * sizeof *j->fbat[s]);
+            j->nfbat[s] -= k;
+        }
+    }
+}
+
 /* Asks both followers for their keys at once: 0, CO_LOST, or -1 with err. */
 static int poll_keys(job *j, uint64_t *nkeys, sl_err *err)
 {
     co *c = j->c;
+    advance_acks(j);
     uint64_t ids[2];
     int from[2], side[2];
     size_t n = 0;

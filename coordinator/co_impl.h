@@ -123,6 +123,7 @@ typedef struct recheck {
     int first; /* a changed key's first look (co_recheck_add_change): equal is checked, not
                   transient */
     int64_t at_ms; /* a changed key: the commit time it came with (ms since 1970; 0: none) */
+    uint64_t seq;  /* the order it joined the queue in (acks of a changes job) */
     size_t range;
     double due;
 } recheck;
@@ -218,6 +219,15 @@ struct co_job {
     int fw[2];
     uint32_t fgen[2];
     uint64_t fack[2], flag[2];
+    /* each side's keys replies not acked yet, oldest first: its lsn and the
+     * newest queue entry (seq) it may have added. A batch is acked once no
+     * entry up to that seq waits any more: every key of it was looked at,
+     * so a coordinator that dies loses none (the slot replays from the ack) */
+    struct fbatch {
+        uint64_t lsn, seq;
+    } *fbat[2];
+    size_t nfbat[2], capfbat[2];
+    uint64_t rq_seq; /* the last seq given to a queue entry */
     int following[2]; /* a follow was started on that side: unfollow at the end */
     int closing;      /* cleanup: waits ignore the cancel (bounded) */
     int freeing;      /* co_job_free drives the fiber without the loop: no waits */

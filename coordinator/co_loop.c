@@ -232,6 +232,8 @@ static void job_cleanup(job *j)
     for (size_t i = 0; i < j->nrq; i++)
         free(j->rq[i].key);
     free(j->rq);
+    free(j->fbat[0]);
+    free(j->fbat[1]);
     j->rq = NULL;
     j->nrq = 0;
     free(j->kset);

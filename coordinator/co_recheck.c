@@ -29,6 +29,7 @@ int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, 
     q->hit = 0;
     q->first = 0;
     q->at_ms = 0;
+    q->seq = ++j->rq_seq;
     q->range = (size_t)(r - j->r);
     q->due = sl_now() + j->o->settle_ms / 1000.0;
     j->nrq++;
