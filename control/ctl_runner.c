@@ -630,29 +630,47 @@ static void gate_shadow(mig *g, int64_t now)
                       : "");
 }
 
+/* Cancels g's jobs of kind (-1: all), the lock released meanwhile. A job
+ * leaves g's list once cancelled, unknown or already ended; one the
+ * coordinator could not be asked about stays, to be cancelled at a later
+ * pass: a changes job never ends by itself, and its replication slots
+ * would hold WAL on both sides for ever. */
+static void cancel_jobs(ctl *c, mig *g, int kind)
+{
+    int64_t jobs[CTL_MAX_JOBS];
+    int gone[CTL_MAX_JOBS];
+    size_t n = 0;
+    for (size_t i = 0; i < g->njobs; i++)
+        if (kind < 0 || g->jobs[i].kind == kind)
+            jobs[n++] = g->jobs[i].job;
+    if (!n)
+        return;
+    out(c);
+    for (size_t i = 0; i < n; i++) {
+        sl_err e = {0};
+        gone[i] = sl_client_cancel(c->client, jobs[i], &e) == 0 || e.code == SL_NOT_FOUND ||
+                  e.code == SL_INVALID;
+        if (!gone[i])
+            ctl_logf(c, "%s: cannot cancel job %lld (retried): %s", g->m->id, (long long)jobs[i],
+                     e.msg);
+    }
+    in(c);
+    /* the list is the runner's: only this thread changed it, not meanwhile */
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; gone[i] && k < g->njobs; k++)
+            if (g->jobs[k].job == jobs[i]) {
+                g->jobs[k] = g->jobs[--g->njobs];
+                g->dirty = 1;
+                break;
+            }
+}
+
 /* Past the phases that validate continuously (cleanup: the final audit
  * decides), the changes jobs are cancelled; their cleanup on the
  * coordinator drops their replication slots. */
 static void stop_changes(ctl *c, mig *g)
 {
-    int64_t jobs[CTL_MAX_JOBS];
-    size_t n = 0;
-    for (size_t i = 0; i < g->njobs;)
-        if (g->jobs[i].kind == VK_CHANGES) {
-            jobs[n++] = g->jobs[i].job;
-            g->jobs[i] = g->jobs[--g->njobs];
-            g->dirty = 1;
-        } else {
-            i++;
-        }
-    out(c);
-    for (size_t i = 0; i < n; i++) {
-        sl_err e = {0};
-        if (sl_client_cancel(c->client, jobs[i], &e) && e.code != SL_NOT_FOUND)
-            ctl_logf(c, "%s: cannot cancel the changes job %lld: %s", g->m->id, (long long)jobs[i],
-                     e.msg);
-    }
-    in(c);
+    cancel_jobs(c, g, VK_CHANGES);
 }
 
 /* Continuous validation: audits every audit_every (low), one table's
@@ -1248,20 +1266,7 @@ void runner_pass(ctl *c, mig *g)
         }
     }
     if (g->state == MS_ABORTED || g->state == MS_COMPLETED) {
-        int64_t jobs[CTL_MAX_JOBS];
-        size_t n = g->njobs;
-        for (size_t i = 0; i < n; i++)
-            jobs[i] = g->jobs[i].job;
-        out(c);
-        for (size_t i = 0; i < n; i++) {
-            sl_err e = {0};
-            sl_client_cancel(c->client, jobs[i], &e);
-        }
-        in(c);
-        if (g->njobs) {
-            g->njobs = 0;
-            g->dirty = 1;
-        }
+        cancel_jobs(c, g, -1);
         drop_conns(g);
         return;
     }
