@@ -99,7 +99,8 @@ TEST_SERIAL := $(addprefix tests/integration/,test_many_jobs.py test_soak.py \
 TEST_LONG   := $(addprefix tests/integration/,test_chaos.py test_control_cutover_edges.py \
                  test_control_crash.py test_cluster_hardening.py test_random_cluster.sh \
                  test_random.py test_huge_values.py test_secrets.py test_demo_migration.sh \
-                 test_values_hardening.py test_control_changes.py)
+                 test_values_hardening.py test_control_changes.py \
+                 test_verify_changes_restart.py test_verify_changes_orphans.py)
 TEST_FILES   = $(addprefix build/asan/,$(UNIT)) \
                $(wildcard tests/integration/test_*.py tests/integration/test_*.sh)
 TEST_PAR     = $(filter $(TEST_FILES),$(TEST_LONG)) \

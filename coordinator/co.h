@@ -91,6 +91,11 @@ typedef struct co_callbacks {
      * partial one when the job ends (done, cancelled or failed); non-zero
      * fails the job (ignored for the last). */
     int (*window)(void *ctx, const co_window *w);
+    /* Optional, for a changes job: the ids of every changes job alive on
+     * this coordinator, running or waiting to resume (at most cap; returns
+     * how many, SIZE_MAX when it cannot tell), whose slots a follow must not
+     * drop as orphans. Without it a follow drops none. */
+    size_t (*live_follows)(void *ctx, int64_t *ids, size_t cap);
     /* Optional, for a job that must survive a coordinator restart: the split
      * keys once chosen, and each range once compared (non-zero aborts). */
     int (*planned)(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens);

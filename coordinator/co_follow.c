@@ -14,6 +14,7 @@
 #include "co_impl.h"
 
 #define FOLLOW_POLL_S 0.1
+#define FOLLOW_LIVE_MAX 1024 /* more live changes jobs than that: no orphan is dropped */
 
 static void slot_name(const job *j, int side, char *out, size_t cap)
 {
@@ -36,6 +37,17 @@ static int start_follow(job *j, int side, sl_err *err)
     slot_name(j, side, slot, sizeof slot);
     co_pack_spec(j, mw, side);
     msg_put_cstr(mw, "slot", slot);
+    /* the jobs whose slots are not orphans, however idle they look (one
+     * whose follower is being replaced): without the list none is dropped */
+    int64_t live[FOLLOW_LIVE_MAX];
+    size_t nlive =
+        j->cb->live_follows ? j->cb->live_follows(j->cb->ctx, live, FOLLOW_LIVE_MAX) : SIZE_MAX;
+    if (nlive != SIZE_MAX && nlive < FOLLOW_LIVE_MAX) {
+        msg_key(mw, "live");
+        msg_pack_array(mw, (uint32_t)nlive);
+        for (size_t i = 0; i < nlive; i++)
+            msg_pack_int(mw, live[i]);
+    }
     msg *rep = NULL;
     j->following[side] = 1; /* from the ask on: the worker may have created it */
     int rc = co_rpc(c, wi, mw, id, &rep, err);
@@ -337,6 +349,11 @@ void co_follow_end(job *j)
         if (mw) {
             msg_put_cstr(mw, "db", j->db[s]);
             msg_put_cstr(mw, "slot", slot);
+            /* a coordinator shutting down leaves the job running in its
+             * store, to be resumed: the slot stays, and replays from the
+             * last ack what this one took and had not looked at */
+            if (j->freeing)
+                msg_put_int(mw, "keep", 1);
             rc = co_rpc(c, wi, mw, id, &rep, &e);
         } else {
             sl_err_set(&e, "no worker reaches database \"%s\"", j->db[s]);

@@ -202,6 +202,11 @@ struct co_job {
      * none), so a key named again keeps the first of its changes' times */
     uint64_t *kset;
     size_t kcap, kused; /* slots, and slots not empty (tombstones too) */
+    /* the (kind, key) hashes a changes job has confirmed: a key replayed by
+     * a slot (a follower replaced, a coordinator restarted) and confirmed
+     * again counts once in the windows, as its event is stored once */
+    uint64_t *cset;
+    size_t ccap, cused;
     uint64_t checked;   /* changed keys found equal at their first look */
     uint64_t deduped;   /* changed keys already waiting when named again */
     /* a changes job's current window (co_window): since when (sl_now()),

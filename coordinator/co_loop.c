@@ -237,6 +237,7 @@ static void job_cleanup(job *j)
     j->rq = NULL;
     j->nrq = 0;
     free(j->kset);
+    free(j->cset);
     j->kset = NULL;
     free(j->ready);
     j->ready = NULL;

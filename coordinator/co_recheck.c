@@ -40,8 +40,43 @@ int co_recheck_add(job *j, range *r, int kind, const uint8_t *key, size_t klen, 
 /* A changed key confirmed divergent: counted in the window, with its
  * detection latency from its (earliest) commit time, clamped at 0 when the
  * clocks disagree. 0, or -1 when memory runs out. */
+/* Adds (kind, key) to the job's confirmed set: 1 when new, 0 when it was
+ * there, -1 when memory runs out. */
+static int confirmed_once(job *j, int kind, const uint8_t *key, size_t klen)
+{
+    uint64_t h = XXH3_64bits_withSeed(key, klen, (uint64_t)kind + 1);
+    h = h < 1 ? 1 : h;
+    if ((j->cused + 1) * 2 > j->ccap) {
+        size_t cap = j->ccap ? 2 * j->ccap : 64;
+        uint64_t *v = calloc(cap, sizeof *v);
+        if (!v)
+            return -1;
+        for (size_t i = 0; i < j->ccap; i++)
+            if (j->cset[i]) {
+                size_t k = (size_t)j->cset[i] & (cap - 1);
+                while (v[k])
+                    k = (k + 1) & (cap - 1);
+                v[k] = j->cset[i];
+            }
+        free(j->cset);
+        j->cset = v;
+        j->ccap = cap;
+    }
+    size_t k = (size_t)h & (j->ccap - 1);
+    while (j->cset[k] && j->cset[k] != h)
+        k = (k + 1) & (j->ccap - 1);
+    if (j->cset[k])
+        return 0;
+    j->cset[k] = h;
+    j->cused++;
+    return 1;
+}
+
 static int window_confirmed(job *j, const recheck *q, int kind)
 {
+    int fresh = confirmed_once(j, kind, q->key, q->klen);
+    if (fresh <= 0)
+        return fresh;
     *(kind == CO_MISSING ? &j->win.missing
       : kind == CO_EXTRA ? &j->win.extra
                          : &j->win.changed) += 1;

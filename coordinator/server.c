@@ -351,6 +351,16 @@ static void on_progress(void *ctx, const co_progress *p)
 
 /* A changes job's window: a drift row of kind "changes". 0, or -1 (the job
  * fails; the last window's failure is only logged). */
+static size_t on_live_follows(void *ctx, int64_t *ids, size_t cap)
+{
+    run_ctx *r = ctx;
+    size_t n = 0;
+    sl_err e = {0};
+    if (co_store_live_changes(r->s->store, ids, cap, &n, &e))
+        return SIZE_MAX; /* none known: the follow then drops no orphan at all */
+    return n;
+}
+
 static int on_window(void *ctx, const co_window *w)
 {
     run_ctx *r = ctx;
@@ -926,6 +936,7 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
                            .planned = on_planned,
                            .range_done = on_range_done,
                            .window = on_window,
+                           .live_follows = on_live_follows,
                            .ctx = &a->r};
     if (!ok || co_store_set_state(s->store, job, "running", NULL, NULL, &e) ||
         !(a->j = co_job_start(s->c, &a->sp.o, &a->cb, &e))) {

@@ -577,7 +577,9 @@ static int take_pending(void *ctx, const sval *c, int n)
     if (x->n >= x->max)
         return 0;
     x->ids[x->n] = vi(&c[0]);
-    x->running[x->n++] = c[1].t == V_TEXT && c[1].n == 7 && !memcmp(c[1].p, "running", 7);
+    if (x->running)
+        x->running[x->n] = c[1].t == V_TEXT && c[1].n == 7 && !memcmp(c[1].p, "running", 7);
+    x->n++;
     return 0;
 }
 
@@ -590,6 +592,18 @@ int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, s
                "SELECT id, state FROM jobs WHERE state IN ('running', 'queued') "
                "ORDER BY state = 'running' DESC, "
                "CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, id LIMIT $1",
+               p, 1, take_pending, &x, err);
+    *n = x.n;
+    return rc;
+}
+
+int co_store_live_changes(co_store *s, int64_t *ids, size_t max, size_t *n, sl_err *err)
+{
+    pending_ctx x = {ids, NULL, max, 0};
+    sval p[] = {I((int64_t)max)};
+    int rc = q(s,
+               "SELECT id, state FROM jobs WHERE kind = 'changes' AND "
+               "state IN ('running', 'queued') ORDER BY id LIMIT $1",
                p, 1, take_pending, &x, err);
     *n = x.n;
     return rc;

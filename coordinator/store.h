@@ -37,6 +37,9 @@ int co_store_next_job(co_store *s, int64_t *id, sl_buf *spec, int *resuming, sl_
  * priority (CO_PRIO_*, given at co_store_add_job), then age. */
 int co_store_pending_jobs(co_store *s, int64_t *ids, int *running, size_t max, size_t *n,
                           sl_err *err);
+/* The changes jobs running or queued (a follow must not take their slots
+ * for orphans), at most max of them, oldest first. */
+int co_store_live_changes(co_store *s, int64_t *ids, size_t max, size_t *n, sl_err *err);
 
 /* A job's submit frame, into spec. 1, 0 if there is no such job, -1 on
  * error. */

@@ -98,10 +98,12 @@
       "") \
     X(FOLLOW, 21, "follow", "c → w", \
       "spec (its key columns are the ones followed), `slot` (slot and " \
-      "publication name, `sluicecv_...`) → empty reply once the follow " \
+      "publication name, `sluicecv_<job>_<side>`), `live` (optional: [int] the " \
+      "changes jobs alive on the coordinator) → empty reply once the follow " \
       "started; on its own thread the worker drops inactive `sluicecv_` slots " \
-      "of other streams, then resumes the slot from its confirmed position or " \
-      "creates it (a failure comes as the next keys reply's `error`)", \
+      "of jobs not in `live` (none without it), then resumes the slot from " \
+      "its confirmed position or creates it (a failure comes as the next keys " \
+      "reply's `error`)", \
       "db:s table:s cols:a cls:a nkey:i slot:s") \
     X(KEYS, 22, "keys", "c → w", \
       "`slot`, `ack` (the `lsn` of the last reply taken; 0: none) → reply " \
@@ -113,8 +115,9 @@
       "WAL the slot holds), `error` (nil, or why the stream stopped)", \
       "slot:s ack:i") \
     X(UNFOLLOW, 23, "unfollow", "c → w", \
-      "`db`, `slot` → empty reply once the stream is closed and its slot and " \
-      "publication are dropped", \
+      "`db`, `slot`, `keep` (optional, 1: the coordinator is shutting down and " \
+      "resumes the job later: close the stream, keep the slot) → empty reply " \
+      "once the stream is closed and its slot and publication are dropped", \
       "db:s slot:s")
 
 /* clang-format on */

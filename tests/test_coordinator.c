@@ -155,6 +155,7 @@ static void free_job(job *j)
         free(j->rq[i].key);
     free(j->rq);
     free(j->kset);
+    free(j->cset);
     free(j->win.lat);
     free(j->r);
     free(j->order);

@@ -1059,11 +1059,27 @@ static int do_follow(wk *w, const msg *m, sl_err *err)
     if (spec_read(m, &s, err))
         return spec_free(&s), -1;
     char *slot = NULL;
+    int64_t *live = NULL;
     const char *p;
     size_t n;
     int r = -1;
     if (msg_get_str(m, "slot", &p, &n, err) || !(slot = strndup(p, n)))
         goto out;
+    /* the coordinator's live jobs, when it says: their slots are no orphans */
+    const msg_obj *items = NULL;
+    uint32_t nlive = 0;
+    int has_live = msg_get(m, "live") != NULL;
+    if (has_live && msg_get_array(m, "live", &items, &nlive, err))
+        goto out;
+    if (nlive && !(live = calloc(nlive, sizeof *live))) {
+        sl_err_set(err, "out of memory");
+        goto out;
+    }
+    for (uint32_t k = 0; k < nlive; k++)
+        if (msg_obj_int(msg_obj_at(items, k), &live[k])) {
+            sl_err_setc(err, SL_INVALID, "malformed request: live holds a non-integer");
+            goto out;
+        }
     sl_err ignore = {0};
     long old = follow_find(w, m, &ignore);
     if (old >= 0) {
@@ -1077,7 +1093,7 @@ static int do_follow(wk *w, const msg *m, sl_err *err)
     }
     w->follows = v;
     wk_follow *f = wk_follow_start(d->dsn, slot, s.table, (const char *const *)s.cols, s.cls,
-                                   s.q.nkey, w->log, w->log_ctx, err);
+                                   s.q.nkey, live, nlive, has_live, w->log, w->log_ctx, err);
     if (!f) {
         sl_err_wrap(err, "%s", d->name);
         goto out;
@@ -1085,6 +1101,7 @@ static int do_follow(wk *w, const msg *m, sl_err *err)
     w->follows[w->nfollows++] = f;
     r = reply_empty(w, msg_id(m), err);
 out:
+    free(live);
     free(slot);
     spec_free(&s);
     return r;
@@ -1140,7 +1157,18 @@ static int do_unfollow(wk *w, const msg *m, sl_err *err)
         return sl_err_setc(err, SL_NOT_FOUND, "this worker has no such database");
     sl_err ignore = {0};
     long i = follow_find(w, m, &ignore);
+    int64_t keep = 0;
+    const msg_obj *ko = msg_get(m, "keep");
+    if (ko && msg_obj_int(ko, &keep))
+        return sl_err_setc(err, SL_INVALID, "malformed request: keep");
     int r;
+    if (keep) { /* the job resumes on the next coordinator: its slot replays */
+        if (i >= 0) {
+            wk_follow_stop(w->follows[i], 0, NULL);
+            follow_remove(w, i);
+        }
+        return reply_empty(w, msg_id(m), err);
+    }
     if (i >= 0) {
         r = wk_follow_stop(w->follows[i], 1, err);
         follow_remove(w, i);

@@ -49,6 +49,9 @@ struct wk_follow {
     size_t nmarks, capmarks;
     uint64_t ack, lag;
     double last_take; /* sl_now() of the last take: a follow nobody asks stops */
+    int64_t *live;    /* the coordinator's live jobs: their slots are no orphans */
+    size_t nlive;
+    int has_live;
     /* the thread's own */
     sl_buf txn, scratch;
     uint64_t txn_keys;
@@ -216,6 +219,7 @@ static void follow_free(wk_follow *f)
     sl_buf_free(&f->txn);
     sl_buf_free(&f->scratch);
     free(f->marks);
+    free(f->live);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -234,11 +238,28 @@ static int follow_name_ok(const char *name)
     return 1;
 }
 
-/* Drops the inactive sluicecv_ slots other than keep: a crashed follow's,
- * which would hold WAL for ever. */
-static void drop_orphans(const char *dsn, const char *keep, void (*log)(void *, const char *),
-                         void *log_ctx)
+/* Whether the slot name's job is one of f's live jobs. */
+static int slot_is_live(const wk_follow *f, const char *name)
 {
+    char *end;
+    long long id = strtoll(name + strlen(FOLLOW_PREFIX), &end, 10);
+    if (*end != '_')
+        return 0;
+    for (size_t i = 0; i < f->nlive; i++)
+        if (f->live[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Drops the inactive sluicecv_ slots of jobs the coordinator does not run:
+ * a crashed follow's, which would hold WAL for ever. */
+static void drop_orphans(const wk_follow *f)
+{
+    const char *dsn = f->dsn, *keep = f->slot;
+    void (*log)(void *, const char *) = f->log;
+    void *log_ctx = f->log_ctx;
+    if (!f->has_live)
+        return;
     char **names = NULL;
     size_t n = 0;
     sl_err e = {0};
@@ -251,7 +272,7 @@ static void drop_orphans(const char *dsn, const char *keep, void (*log)(void *, 
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!strcmp(names[i], keep) || !follow_name_ok(names[i]))
+        if (!strcmp(names[i], keep) || !follow_name_ok(names[i]) || slot_is_live(f, names[i]))
             continue;
         sl_err de = {0};
         int r = pr_teardown(dsn, names[i], &de);
@@ -272,7 +293,7 @@ static void drop_orphans(const char *dsn, const char *keep, void (*log)(void *, 
  * up on elsewhere is waited for. 0, or -1 with err. */
 static int open_stream(wk_follow *f, sl_err *err)
 {
-    drop_orphans(f->dsn, f->slot, f->log, f->log_ctx);
+    drop_orphans(f);
     int created = 0;
     double until = sl_now() + FOLLOW_TAKEOVER_S;
     for (;;) {
@@ -312,6 +333,7 @@ static int open_stream(wk_follow *f, sl_err *err)
 
 wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
                            const char *const *keycols, const int *cls, size_t nkey,
+                           const int64_t *live, size_t nlive, int has_live,
                            void (*log)(void *ctx, const char *line), void *log_ctx, sl_err *err)
 {
     if (!follow_name_ok(slot))
@@ -332,6 +354,13 @@ wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
     f->log_ctx = log_ctx;
     f->last_take = sl_now();
     int oom = !f->dsn || !f->slot || !f->table;
+    f->has_live = has_live;
+    if (nlive && !oom) {
+        if ((f->live = malloc(nlive * sizeof *f->live)))
+            memcpy(f->live, live, nlive * sizeof *f->live);
+        oom |= !f->live;
+        f->nlive = nlive;
+    }
     for (size_t k = 0; k < nkey; k++) {
         f->cls[k] = cls[k];
         oom |= !(f->keycols[k] = strdup(keycols[k]));

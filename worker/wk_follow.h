@@ -30,10 +30,14 @@ typedef struct wk_follow wk_follow;
  * for the transactions running then), and a failure there comes from the
  * next wk_follow_take. A slot another process holds (a follow its
  * coordinator gave up on) is waited for; a follow nobody takes from for
- * 20 s lets its slot go, and takes it again at the next take. NULL with err
- * when the thread cannot start. */
+ * 20 s lets its slot go, and takes it again at the next take. Orphans
+ * are dropped only with has_live, and only those of jobs not in
+ * live[0..nlive) (the jobs alive on the coordinator: one whose follower is
+ * being replaced has an idle slot too). NULL with err when the thread
+ * cannot start. */
 wk_follow *wk_follow_start(const char *dsn, const char *slot, const char *table,
                            const char *const *keycols, const int *cls, size_t nkey,
+                           const int64_t *live, size_t nlive, int has_live,
                            void (*log)(void *ctx, const char *line), void *log_ctx, sl_err *err);
 
 /* The name it follows under (its slot). */

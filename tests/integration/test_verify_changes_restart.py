@@ -6,8 +6,9 @@ and wait in its queue when it dies; the restarted coordinator resumes the
 job, the followers replay the slots from what was acknowledged, and the
 divergence is still reported confirmed. Acknowledging a slot position only
 once every key up to it has been looked at is what makes that hold: acked
-at take, the keys would be gone with the process. Three rounds, then the
-cancel leaves no slot behind."""
+at take, the keys would be gone with the process. Two rounds with SIGKILL,
+one with SIGTERM (a clean stop closes the follows but keeps their slots for
+the job's resumption), then the cancel leaves no slot behind."""
 import os
 import sqlite3
 import sys
@@ -70,12 +71,15 @@ while time.time() < end and len(confirmed()) < 1:
     time.sleep(0.3)
 t.ok(len(confirmed()) == 1, "undisturbed: the change on the target is confirmed")
 found_total = 1
-for rnd, key in enumerate((7, 400, 999)):
+for rnd, (key, how) in enumerate(((7, "SIGKILL"), (400, "SIGKILL"), (999, "SIGTERM"))):
     before = len(confirmed())
     dcur.execute("UPDATE t SET v = -v WHERE id = %s", (key,))
     time.sleep(1.5)  # taken by the coordinator (asked every 100 ms), not yet looked at (6 s)
     mid = len(confirmed())
-    cl.coordinator.kill()
+    if how == "SIGKILL":
+        cl.coordinator.kill()
+    else:  # a clean stop leaves the job to resume: its slots must stay
+        cl.coordinator.terminate()
     cl.coordinator.wait()
     cl.start_coordinator()
     cli = Client(cl.clients_ep)
@@ -86,7 +90,7 @@ for rnd, key in enumerate((7, 400, 999)):
     got = len(confirmed())
     s = cli.status(job)
     t.ok(got == want and s["state"] == "running",
-         f"round {rnd + 1}: the change on the target (id={key}) held by the killed coordinator "
+         f"round {rnd + 1}: the change on the target (id={key}) held by the coordinator ({how}) "
          f"is still reported confirmed after its restart ({got} of {want})",
          (before, mid, s["state"]))
     found_total = got
