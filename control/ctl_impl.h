@@ -87,6 +87,10 @@ typedef struct mig {
     int64_t *table_div;        /* per table: that figure; -1 not validated yet */
     int64_t *table_div_at;     /* ... and when the job that told it was submitted: an older
                                   job's end never overwrites a newer job's finding */
+    /* per table: divergences the changes job confirmed, and when the last
+     * one reached us (our clock): an audit submitted after it tells the
+     * table's figure anew, an older one leaves them counted */
+    int64_t *table_cdiv, *table_cdiv_at;
     int64_t first_div_read_ms; /* when the first divergence over the threshold was read */
     char div_examples[512];
     double lag_s;

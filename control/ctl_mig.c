@@ -100,10 +100,14 @@ mig *mig_new(ct_manifest *m, char *manifest_json)
     g->table_div = malloc(m->ntables * sizeof *g->table_div);
     g->table_div_at = calloc(m->ntables, sizeof *g->table_div_at);
     g->gate_job = calloc(m->ntables, sizeof *g->gate_job);
-    if (!g->table_div || !g->table_div_at || !g->gate_job) {
+    g->table_cdiv = calloc(m->ntables, sizeof *g->table_cdiv);
+    g->table_cdiv_at = calloc(m->ntables, sizeof *g->table_cdiv_at);
+    if (!g->table_div || !g->table_div_at || !g->gate_job || !g->table_cdiv || !g->table_cdiv_at) {
         free(g->table_div);
         free(g->table_div_at);
         free(g->gate_job);
+        free(g->table_cdiv);
+        free(g->table_cdiv_at);
         free(g);
         return NULL;
     }
@@ -131,6 +135,8 @@ void mig_free(mig *g)
     free(g->table_div);
     free(g->table_div_at);
     free(g->gate_job);
+    free(g->table_cdiv);
+    free(g->table_cdiv_at);
     json_decref(g->shadow_examples);
     json_decref(g->dry_report);
     free(g);
@@ -210,6 +216,8 @@ json_t *mig_state_json(const mig *g)
     SETI("divergent", g->divergent);
     json_object_set_new(s, "table_div", i64_array(g->table_div, g->m->ntables));
     json_object_set_new(s, "table_div_at", i64_array(g->table_div_at, g->m->ntables));
+    json_object_set_new(s, "table_cdiv", i64_array(g->table_cdiv, g->m->ntables));
+    json_object_set_new(s, "table_cdiv_at", i64_array(g->table_cdiv_at, g->m->ntables));
     json_object_set_new(s, "gate_job", i64_array(g->gate_job, g->m->ntables));
     SETS("div_examples", g->div_examples);
     SETI("copy_done", g->copy_done);
@@ -300,6 +308,8 @@ int mig_state_load(mig *g, json_t *s)
     g->divergent = geti(s, "divergent");
     geta(s, "table_div", g->table_div, g->m->ntables);
     geta(s, "table_div_at", g->table_div_at, g->m->ntables);
+    geta(s, "table_cdiv", g->table_cdiv, g->m->ntables);
+    geta(s, "table_cdiv_at", g->table_cdiv_at, g->m->ntables);
     geta(s, "gate_job", g->gate_job, g->m->ntables);
     gets(s, "div_examples", g->div_examples, sizeof g->div_examples);
     g->copy_done = (int)geti(s, "copy_done");

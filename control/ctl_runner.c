@@ -293,8 +293,7 @@ static void recount(mig *g)
 {
     int64_t sum = 0;
     for (size_t i = 0; i < g->m->ntables; i++)
-        if (g->table_div[i] > 0)
-            sum += g->table_div[i];
+        sum += (g->table_div[i] > 0 ? g->table_div[i] : 0) + g->table_cdiv[i];
     g->divergent = sum;
 }
 
@@ -312,14 +311,12 @@ static void on_divergence(ctl *c, mig *g, vjob *j, const sl_event *ev)
     }
     j->divergent++;
     if (j->kind == VK_CHANGES) {
-        /* a changes job never ends: each divergence is evidence of its own
-         * time, added to the table's figure unless a job begun after it
-         * has told the table's figure since */
-        int64_t at = ev->read_at_ms > 0 ? ev->read_at_ms : ev->at_ms > 0 ? ev->at_ms : sl_wall_ms();
-        if (at >= g->table_div_at[j->table]) {
-            g->table_div[j->table] = (g->table_div[j->table] > 0 ? g->table_div[j->table] : 0) + 1;
-            g->table_div_at[j->table] = at;
-        }
+        /* a changes job never ends: each divergence counts apart from the
+         * audits' figure, timed by our clock (the coordinator's may differ)
+         * at its arrival, after it was read: an audit submitted later tells
+         * the table anew (poll_jobs) */
+        g->table_cdiv[j->table]++;
+        g->table_cdiv_at[j->table] = sl_wall_ms();
     } else if (j->submitted_ms >= g->table_div_at[j->table] &&
                j->divergent > g->table_div[j->table]) {
         g->table_div[j->table] = j->divergent;
@@ -419,6 +416,10 @@ static void poll_jobs(ctl *c, mig *g)
                 g->table_div[j->table] = div;
                 g->table_div_at[j->table] = j->submitted_ms;
             }
+            /* begun after the changes job's last divergence came: it read
+             * the rows since, and its figure stands for them */
+            if (j->submitted_ms > g->table_cdiv_at[j->table])
+                g->table_cdiv[j->table] = 0;
             recount(g);
             if (g->divergent == 0) { /* every table exact again */
                 g->div_examples[0] = 0;
@@ -859,6 +860,29 @@ static void phase_pass(ctl *c, mig *g, int64_t now)
                          : e3.code ? e3.msg
                                    : "source wal_level is not logical: set wal_level = logical and "
                                      "restart it");
+            }
+            if (g->m->verify_changes) {
+                /* the changes of both sides are followed: logical decoding
+                 * on each, or every changes job fails */
+                ct_side_facts f[2];
+                sl_err e4 = {0};
+                char why[700] = "";
+                for (int k = 0; k < 2 && !why[0]; k++) {
+                    const char *nm = k ? g->m->target : g->m->source;
+                    if (db_facts(c, k ? t : s, &f[k], &e4) != 0)
+                        snprintf(why, sizeof why, "%s: %s", nm, e4.msg);
+                    else if (strcmp(f[k].engine, "postgresql") != 0)
+                        snprintf(why, sizeof why,
+                                 "%s is %s: metrics.verify_changes follows PostgreSQL only", nm,
+                                 f[k].engine);
+                    else if (!f[k].logical)
+                        snprintf(why, sizeof why,
+                                 "%s: wal_level is not logical, which metrics.verify_changes "
+                                 "needs on both sides: set wal_level = logical and restart it",
+                                 nm);
+                }
+                set_gate(g, "verify_changes_ready", !why[0], "%s",
+                         why[0] ? why : "both sides are PostgreSQL with wal_level = logical");
             }
         }
         break;

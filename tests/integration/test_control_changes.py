@@ -20,7 +20,7 @@ LOGICAL = ("-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=
 t = Tap()
 src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
 dbs = {}
-for case in ("abort", "clean"):
+for case in ("abort", "clean", "count"):
     for s in (src, dst):
         s.createdb(case)
         cur = s.connect(case).cursor()
@@ -36,12 +36,14 @@ hp = Haproxy(src.port, dst.port)
 ctl = Control(dbs, cluster=cl, haproxy=hp)
 
 
-def manifest(case, tables=("orders", "customers"), sample_every="1h"):
+def manifest(case, tables=("orders", "customers"), sample_every="1h", audit_every="1h",
+             max_div=0):
     return {"migration_id": f"cv-{case}",
             "scope": {"source": f"old_{case}", "target": f"new_{case}", "tables": list(tables)},
             "cutover": {"steps": [100], "soak_seconds": 1},
-            "metrics": {"audit_every": "1h", "sample_every": sample_every, "verify_changes": True},
-            "abort_thresholds": {"detection_latency_seconds": 7200},
+            "metrics": {"audit_every": audit_every, "sample_every": sample_every,
+                        "verify_changes": True},
+            "abort_thresholds": {"detection_latency_seconds": 7200, "divergent_rows": max_div},
             "router": {"type": "haproxy", "read_backend": "reads", "write_backend": "writes",
                        "source_server": "old", "target_server": "new"}}
 
@@ -162,6 +164,58 @@ if ok:
          (ctl.status(mid)["verify_changes"], slots(src, "clean"), slots(dst, "clean")))
     t.ok(ctl.status(mid)["verify_changes"]["last_error"] is None,
          "clean: no changes job failed along the way")
+
+# (c) counting: a changes divergence counts at once and apart from the
+# audits' figure (an audit running meanwhile does not hide it); repaired,
+# the next audit begun after it clears it
+mid = "cv-count"
+code, doc = ctl.call("POST", "/migrations", manifest("count", audit_every="3s", max_div=10))
+ok = code == 201 and to_phase(mid, ("backfill", "dual_write"))
+if ok:
+    ctl.wait(mid, lambda s: s["verify_changes"]["following"] == 2, 30)
+    wait_for(lambda: len(slots(src, "count")) == 2 and len(slots(dst, "count")) == 2, 30)
+    time.sleep(2)
+    cur = dst.connect("count").cursor()
+    cur.execute("UPDATE orders SET note = 'behind' WHERE id = 1500")
+    s = ctl.wait(mid, lambda s: s["divergent_rows"] >= 1, 30)
+    t.ok(s is not None and s["state"] == "running" and s["divergent_rows"] == 1,
+         "count: the changed row counts as 1 divergent row (threshold 10: no abort)",
+         s and (s["divergent_rows"], s["state"]))
+    seen = []
+    for _ in range(20):  # audits every 3 s go on meanwhile: it stays counted
+        time.sleep(0.5)
+        seen.append(ctl.status(mid)["divergent_rows"])
+    t.ok(min(seen) >= 1, "count: audits running meanwhile never hide it", seen)
+    cur.execute("SELECT note FROM orders WHERE id = 1499")
+    cur2 = src.connect("count").cursor()
+    cur2.execute("SELECT note FROM orders WHERE id = 1500")
+    cur.execute("UPDATE orders SET note = %s WHERE id = 1500", (cur2.fetchone()[0],))
+    s = ctl.wait(mid, lambda s: s["divergent_rows"] == 0, 60)
+    t.ok(s is not None and s["state"] == "running",
+         "count: repaired, an audit begun after it clears the figure",
+         ctl.status(mid)["divergent_rows"])
+    ctl.call("POST", f"/migrations/{mid}/abort", {"reason": "test over"})
+
+# (d) the prepare gate: a target without logical decoding
+plain = PgServer()
+plain.createdb("count")
+c3 = plain.connect("count").cursor()
+c3.execute("CREATE TABLE orders(id bigint PRIMARY KEY, total numeric(12,2), note text)")
+c3.execute("CREATE TABLE customers(id int PRIMARY KEY, name text NOT NULL)")
+ctl.stop()
+ctl = Control(dict(dbs, new_plain=plain.dsn("count")), cluster=cl, haproxy=hp)
+m = manifest("count")
+m["migration_id"] = "cv-plain"
+m["scope"]["target"] = "new_plain"
+code, doc = ctl.call("POST", "/migrations", m)
+time.sleep(2)
+r = ctl.call("POST", "/migrations/cv-plain/advance", {})
+gates = {g["name"]: g for g in (r[1].get("gates") or [])} if isinstance(r[1], dict) else {}
+g = gates.get("verify_changes_ready", {})
+t.ok(code == 201 and r[0] == 409 and g.get("ok") is False and "wal_level" in g.get("detail", "")
+     and "new_plain" in g.get("detail", ""),
+     "prepare: a target without wal_level = logical fails verify_changes_ready, naming it", r)
+plain.stop()
 
 ctl.stop()
 cl.stop()
