@@ -9,6 +9,8 @@ conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err)
 {
     if (strncmp(dsn, "sqlite:", 7) == 0)
         return conn_sqlite_open(dsn + 7, read_timeout_ms, err);
+    if (strncmp(dsn, "mysql://", 8) == 0 || strncmp(dsn, "mariadb://", 10) == 0)
+        return conn_mysql_open(dsn, read_timeout_ms, err);
     return conn_pg_open(dsn, read_timeout_ms, err);
 }
 
@@ -84,6 +86,8 @@ static int put_param(conn *c, sl_buf *sql, size_t n, const char *const *ptext)
 {
     if (ptext)
         return sl_buf_printf(sql, "%s", ptext[n - 1]);
+    if (c->ops->bare_question) /* parameters are numbered in the order they appear */
+        return sl_buf_putc(sql, '?');
     return sl_buf_printf(sql, "%c%zu", c->ops->numbered_dollar ? '$' : '?', n);
 }
 

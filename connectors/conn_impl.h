@@ -32,6 +32,7 @@ typedef struct conn_ops {
      * parameter $1 (optional) */
     const char *tablesample;
     int numbered_dollar; /* $1 (PostgreSQL) rather than ?1 (SQLite) */
+    int bare_question;   /* ? (MySQL), parameter n being the n-th to appear */
     /* Values come out in their storage class, which the database orders by
      * before the value (SQLite: integers < text < blobs) and which a bound
      * parameter must share to match: key values are checked against it. */
@@ -56,5 +57,6 @@ int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const
 
 conn *conn_pg_open(const char *dsn, int read_timeout_ms, sl_err *err);
 conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err);
+conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err);
 
 #endif
