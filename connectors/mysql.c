@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../base/dsn.h"
 #include "conn_impl.h"
@@ -581,6 +582,12 @@ static int take_col(void *ctx, const enc_val *v, size_t n, sl_err *err)
     c->name = val_dup(&v[1]);
     c->type = val_dup(&v[2]);
     c->cls = classify(dt);
+    /* tinyint(1) is MySQL's BOOLEAN (and what migrations turn into a
+     * PostgreSQL boolean): read as bool, its 0 and 1 are false and true,
+     * and any other value stays itself (the encoder's fallback), so no two
+     * values meet */
+    if (c->type && strncasecmp(c->type, "tinyint(1)", 10) == 0)
+        c->cls = ENC_BOOL;
     t->ncols++;
     if (!c->name || !c->type)
         return sl_err_set(err, "out of memory");
