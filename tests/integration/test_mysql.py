@@ -5,9 +5,11 @@ table of every supported type (int, bigint at both ends, varchar, unicode
 text, decimal(12,2), double, date, datetime(6), blob, NULLs): equal tables
 are identical, one changed value, one missing and one extra row are found
 exactly; text keys in bytewise order ('a', 'A', 'a\\t' in a utf8mb4_bin
-table); tinyint(1) against boolean; a wrong password (exit 2, one line, no
+table); values from 0 B to 3 MB; float, year, unsigned, TIMESTAMP with the
+server and the writer in other zones, char, binary; tinyint(1) against
+boolean; a wrong password (exit 2, one line, no
 password), a missing table, an unsupported type and a zero date refused
-with exit 2; MYSQL_PWD; a cluster worker reading --db NAME=mysql://...."""
+with exit 2, as is an unsigned BIGINT above 2^63-1; MYSQL_PWD; a cluster worker reading --db NAME=mysql://...."""
 import os
 import random
 import sqlite3
@@ -227,6 +229,45 @@ got = keys_as_text(divergence_set(doc)) if doc else None
 t.ok(code == 1 and got == {("changed", ("7",), ("bl",)), ("changed", ("4",), ("t",))},
      "the last byte of a 3 MB blob and one more character of a 4000-character text are seen",
      f"exit {code}\n{got}\n{err}")
+
+# ---- more types: float, year, unsigned, TIMESTAMP (zone pinned), char, binary --------
+# the server's own zone is +03:00 and the rows are written from a +05:00
+# session: sluice's session reads TIMESTAMP in UTC whatever either says
+my.connect().cursor().execute("SET GLOBAL time_zone = '+03:00'")
+c2 = my.connect("shop")
+c2.cursor().execute("SET time_zone = '+05:00'")
+c2.cursor().execute("""CREATE TABLE misc (id int PRIMARY KEY, fl float, y year,
+    ui int unsigned, ub bigint unsigned, ts timestamp(6) NULL, c char(5), vb varbinary(10),
+    bn binary(3), sm smallint, mi mediumint)""")
+MISC = [(1, 1.1, 2024, 4294967295, 9223372036854775807, "2024-01-01 10:00:00.5", "ab",
+         b"\x00", b"ab", -32768, 8388607),
+        (2, -3.4e38, 1901, 0, 0, "1970-01-01 05:00:01", "", b"", b"\xff\x00\x01", 0, -1),
+        (3, None, None, None, None, None, None, None, None, None, None)]
+c2.cursor().executemany("INSERT INTO misc VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        MISC)
+pcur.execute("""CREATE TABLE misc (id int PRIMARY KEY, fl real, y int, ui bigint, ub bigint,
+    ts timestamptz, c varchar(5), vb bytea, bn bytea, sm smallint, mi int)""")
+PGMISC = [(1, 1.1, 2024, 4294967295, 9223372036854775807, "2024-01-01 05:00:00.5+00", "ab",
+           b"\x00", b"ab\x00", -32768, 8388607),
+          (2, -3.4e38, 1901, 0, 0, "1970-01-01 00:00:01+00", "", b"", b"\xff\x00\x01", 0,
+           -1),
+          (3, None, None, None, None, None, None, None, None, None, None)]
+pcur.executemany("INSERT INTO misc VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", PGMISC)
+code, out, err = sluice("diff", SRC, pg.dsn("shop"), "--table", "misc", "--no-progress")
+t.ok(code == 0 and "identical" in out,
+     "float = real, year/unsigned = integers, TIMESTAMP (written at +05:00, server at +03:00) "
+     "= timestamptz, char(5) 'ab' = varchar 'ab', binary(3) 'ab' = bytea 'ab\\0'",
+     f"exit {code}\n{out}\n{err}")
+pcur.execute("UPDATE misc SET ts = ts + interval '1 microsecond', fl = 1.1000001 WHERE id = 1")
+code, doc, err = sluice_json("diff", SRC, pg.dsn("shop"), "--table", "misc")
+got = keys_as_text(divergence_set(doc)) if doc else None
+t.ok(code == 1 and got == {("changed", ("1",), ("fl", "ts"))},
+     "a microsecond of a TIMESTAMP and the last digit of a float are seen",
+     f"exit {code}\n{got}\n{err}")
+c2.cursor().execute("UPDATE misc SET ub = 9223372036854775808 WHERE id = 2")
+code, out, err = sluice("diff", SRC, pg.dsn("shop"), "--table", "misc", "--no-progress")
+t.ok(code == 2 and '"ub"' in err and "9223372036854775808" in err,
+     "an unsigned BIGINT above 2^63-1 is refused, naming the column", f"exit {code}\n{err}")
 
 # ---- errors ----------------------------------------------------------------------
 WRONG = "Wr0ng-pw-zz9"
