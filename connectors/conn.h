@@ -1,14 +1,17 @@
 /* conn: one interface to a database.
  *
- * A DSN is "sqlite:PATH" for a SQLite file (opened read-only) or anything
- * libpq accepts (postgresql:// URIs, "host=... dbname=..." conninfo; PGHOST,
- * PGPASSWORD, .pgpass honoured as libpq does).
+ * A DSN is "sqlite:PATH" for a SQLite file (opened read-only),
+ * "mysql://USER:PASSWORD@HOST:PORT/DB" (or mariadb://; MYSQL_PWD honoured)
+ * for MySQL and MariaDB, or anything libpq accepts (postgresql:// URIs,
+ * "host=... dbname=..." conninfo; PGHOST, PGPASSWORD, .pgpass honoured as
+ * libpq does).
  *
  * Rows come out in key order as enc_val arrays (first the key columns in key
  * order, then the rest of the query's columns), never as SQL text: every
  * value sent to the database is a bound parameter and every identifier is
  * quoted by the driver's own function. Text keys are ordered bytewise
- * (PostgreSQL COLLATE "C", SQLite BINARY) to match the key encoding.
+ * (PostgreSQL COLLATE "C", SQLite BINARY, MySQL a NO PAD binary collation)
+ * to match the key encoding.
  */
 #ifndef CONN_H
 #define CONN_H
