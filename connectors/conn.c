@@ -75,9 +75,12 @@ static int put_table(conn *c, sl_buf *sql, const char *table)
 
 static int put_keycol(conn *c, sl_buf *sql, const conn_query *q, size_t k)
 {
+    int is_text = q->cls[k] == ENC_TEXT || q->cls[k] == ENC_OTHER;
+    if (is_text && c->ops->text_key_prefix && sl_buf_printf(sql, "%s", c->ops->text_key_prefix))
+        return -1;
     if (c->ops->quote(c, sql, q->cols[k]))
         return -1;
-    if (q->cls[k] == ENC_TEXT || q->cls[k] == ENC_OTHER)
+    if (is_text)
         return sl_buf_printf(sql, "%s", c->ops->text_key_collate);
     return 0;
 }
@@ -473,8 +476,7 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
             if (put_select_sample(c, &sql, q, 0, q->nkey, c->ops->tablesample) ||
                 put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
                 goto oom;
-            rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e,
-                               err);
+            rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e, err);
             goto done;
         }
         /* a sample too small to split (a table of mostly empty pages):

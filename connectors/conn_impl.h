@@ -28,6 +28,7 @@ typedef struct conn_ops {
     /* Appends a quoted identifier. */
     int (*quote)(conn *c, sl_buf *out, const char *ident);
     const char *text_key_collate; /* appended to text key columns */
+    const char *text_key_prefix;  /* put before them (optional) */
     /* appended to the table to read a sample of its pages, percentage as
      * parameter $1 (optional) */
     const char *tablesample;

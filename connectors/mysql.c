@@ -649,11 +649,15 @@ static int my_is_broken(const conn *c)
 }
 
 /* MariaDB: utf8mb4_nopad_bin; MySQL 8: utf8mb4_0900_bin (both NO PAD,
- * code point order). The ops differ only in that. */
+ * code point order). The ops differ only in that. A text key of another
+ * charset (latin1, utf8mb3) is converted first, which the collation needs
+ * and which changes nothing for utf8mb4: its values come out in utf8mb4
+ * anyway (NAMES utf8mb4), so the order is that of the bytes read. */
 #define MY_OPS(collation)                                                                          \
     {                                                                                              \
         .free = my_free, .is_broken = my_is_broken, .describe = my_describe, .query = my_query,    \
-        .quote = my_quote, .text_key_collate = " COLLATE " collation, .bare_question = 1,          \
+        .quote = my_quote, .text_key_prefix = "CONVERT(",                                          \
+        .text_key_collate = " USING utf8mb4) COLLATE " collation, .bare_question = 1,              \
     }
 static const conn_ops mariadb_ops = MY_OPS("utf8mb4_nopad_bin");
 static const conn_ops mysql8_ops = MY_OPS("utf8mb4_0900_bin");

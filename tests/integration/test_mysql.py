@@ -193,6 +193,23 @@ for ranges in ("1", "5"):
          f"text keys (--ranges {ranges}): 'A' changed, 'a' missing, 'a ' extra, nothing merged",
          f"exit {code}\ngot {got}\nwant {want}\n{err}")
 
+# text keys of other charsets: latin1 (case-insensitive) and utf8mb3
+LK = ["a", "a\t", "ab", "b", "é", "Z", "z!", "ü"]
+for cs, coll in [("latin1", "latin1_swedish_ci"), ("utf8mb3", "utf8mb3_general_ci")]:
+    c.cursor().execute(f"CREATE TABLE lk_{cs} (k varchar(20) CHARACTER SET {cs} COLLATE {coll} "
+                       "PRIMARY KEY, n int)")
+    c.cursor().executemany(f"INSERT INTO lk_{cs} VALUES (%s, %s)",
+                           [(k, i) for i, k in enumerate(LK)])
+    pcur.execute(f"CREATE TABLE lk_{cs} (k text PRIMARY KEY, n int)")
+    pcur.executemany(f"INSERT INTO lk_{cs} VALUES (%s, %s)", [(k, i) for i, k in enumerate(LK)])
+    pcur.execute(f"UPDATE lk_{cs} SET n = 99 WHERE k = 'é'")
+    code, doc, err = sluice_json("diff", SRC, pg.dsn("shop"), "--table", f"lk_{cs}",
+                                 "--ranges", "3")
+    got = keys_as_text(divergence_set(doc)) if doc else None
+    t.ok(code == 1 and got == {("changed", ("é",), ("n",))},
+         f"a {cs} text key ({coll}) is ordered bytewise in UTF-8: only 'é' differs",
+         f"exit {code}\n{got}\n{err}")
+
 # ---- tinyint(1) against boolean ----------------------------------------------
 c.cursor().execute("CREATE TABLE flags (id int PRIMARY KEY, ok tinyint(1))")
 c.cursor().executemany("INSERT INTO flags VALUES (%s, %s)", [(1, 1), (2, 0), (3, None)])
