@@ -30,6 +30,12 @@ typedef struct my_conn {
     MYSQL *my;
     char *password; /* as used, scrubbed from every message */
     int broken;     /* the session itself failed (server gone, lost) */
+    int read_timeout_ms;
+    /* The server stayed silent past the read deadline: the session is
+     * abandoned (nothing more is sent on it) but not broken, so that the
+     * caller does not retry what waits on a lock on a new connection. */
+    int timed_out;
+    int64_t wait_from; /* sl_now_ms() when the current read began */
     /* per column of a result, grown to a query's width and kept: */
     MYSQL_BIND *bind;
     sl_buf *colbuf; /* bytes of variable-length values */
@@ -89,6 +95,16 @@ static int my_error(my_conn *m, MYSQL_STMT *st, sl_err *err)
     unsigned e = st ? mysql_stmt_errno(st) : mysql_errno(m->my);
     const char *msg = st ? mysql_stmt_error(st) : mysql_error(m->my);
     char line[400];
+    if (is_session_lost(e) && m->wait_from &&
+        sl_now_ms() - m->wait_from >= m->read_timeout_ms - 100) {
+        /* Connector/C says "Lost connection" for its own read timeout too */
+        m->timed_out = 1;
+        return sl_err_setc(err, SL_DATABASE,
+                           "%s: no data from the server for %d s (a lock? a stalled server?); "
+                           "the session was dropped: find what blocks it, or raise "
+                           "--read-timeout",
+                           m->base.name, m->read_timeout_ms / 1000);
+    }
     if (is_session_lost(e))
         m->broken = 1;
     dsn_error_line(line, sizeof line, msg && msg[0] ? msg : "unknown error", m->password);
@@ -432,8 +448,9 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
     int rc = -1;
     if (ncols > CONN_MAX_COLS)
         return sl_err_setc(err, SL_INVALID, "too many columns (limit %d)", CONN_MAX_COLS);
-    if (m->broken)
-        return sl_err_setc(err, SL_DATABASE, "%s: the session was lost", c->name);
+    if (m->broken || m->timed_out)
+        return sl_err_setc(err, SL_DATABASE, "%s: the session was %s", c->name,
+                           m->broken ? "lost" : "dropped after a read timeout");
     MYSQL_STMT *st = mysql_stmt_init(m->my);
     if (!st)
         return my_error(m, NULL, err);
@@ -460,6 +477,7 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
     if (bind_results(m, st, meta, ncols, kinds, err))
         goto done;
     /* no mysql_stmt_store_result: rows are read from the socket as fetched */
+    m->wait_from = sl_now_ms();
     if (mysql_stmt_execute(st)) {
         my_error(m, st, err);
         goto done;
@@ -471,6 +489,7 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
         goto done;
     }
     for (;;) {
+        m->wait_from = sl_now_ms();
         int r = mysql_stmt_fetch(st);
         if (r == MYSQL_NO_DATA) {
             rc = 0;
@@ -504,6 +523,7 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
 done:
     if (meta)
         mysql_free_result(meta);
+    m->wait_from = 0;
     /* closing reads what is left of an unfinished result off the socket */
     mysql_stmt_close(st);
     free(kinds);
@@ -772,11 +792,11 @@ conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
         return sl_err_set(err, "out of memory"), NULL;
     }
     m->base.ops = &mariadb_ops;
+    m->read_timeout_ms = read_timeout_ms > 0 ? read_timeout_ms : CONN_READ_TIMEOUT_MS;
     snprintf(m->base.name, sizeof m->base.name, "mysql://%.60s@%.100s:%u/%.60s", d.user, d.host,
              d.port, d.db);
     dsn_scrub_secret(m->base.name, sizeof m->base.name, m->password);
-    int rt = read_timeout_ms > 0 ? read_timeout_ms : CONN_READ_TIMEOUT_MS;
-    unsigned ct = CONN_CONNECT_TIMEOUT_S, rts = (unsigned)(rt + 999) / 1000;
+    unsigned ct = CONN_CONNECT_TIMEOUT_S, rts = (unsigned)(m->read_timeout_ms + 999) / 1000;
     /* option files stay unread: a DSN says everything (no ~/.my.cnf yet) */
     mysql_options(m->my, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
     mysql_options(m->my, MYSQL_OPT_READ_TIMEOUT, &rts);

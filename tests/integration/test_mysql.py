@@ -9,7 +9,8 @@ table); values from 0 B to 3 MB; float, year, unsigned, TIMESTAMP with the
 server and the writer in other zones, char, binary; tinyint(1) against
 boolean; a wrong password (exit 2, one line, no
 password), a missing table, an unsupported type and a zero date refused
-with exit 2, as is an unsigned BIGINT above 2^63-1; MYSQL_PWD; a cluster worker reading --db NAME=mysql://...."""
+with exit 2, as is an unsigned BIGINT above 2^63-1; a locked table given up
+after --read-timeout; MYSQL_PWD; a cluster worker reading --db NAME=mysql://...."""
 import os
 import random
 import sqlite3
@@ -333,6 +334,20 @@ m2c.cursor().execute("INSERT INTO zd VALUES (1, '0000-00-00')")
 code, out, err = sluice("diff", SRC, my.dsn("shop2"), "--table", "zd", "--no-progress")
 t.ok(code == 2 and "zero date" in err and '"d"' in err,
      "a zero date is refused, naming the column", f"exit {code}\n{err}")
+
+# a table locked by another session: the read deadline, then one line saying so
+import time  # noqa: E402
+
+lockc = my.connect("shop")
+lockc.cursor().execute("LOCK TABLES flags WRITE")
+t0 = time.time()
+code, out, err = sluice("diff", SRC, pg.dsn("shop"), "--table", "flags", "--read-timeout", "2",
+                        "--no-progress")
+took = time.time() - t0
+lockc.cursor().execute("UNLOCK TABLES")
+t.ok(code == 2 and "no data from the server for 2 s" in err and took < 20,
+     f"a locked table: exit 2 after the 2 s read deadline ({took:.1f} s), saying so",
+     f"exit {code}\n{err}")
 
 # ---- a cluster worker reading a mysql:// database ---------------------------------
 from cluster import Cluster  # noqa: E402
