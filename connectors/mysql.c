@@ -249,7 +249,7 @@ static int read_kind(my_conn *m, const MYSQL_FIELD *f, sl_err *err)
  * strings in the session's utf8mb4, blobs as binary strings. */
 static int bind_params(my_conn *m, MYSQL_STMT *st, const enc_val *params, size_t n, sl_err *err)
 {
-    static my_bool yes = 1;
+    static my_bool yes = 1; /* never written: is_null wants a pointer that outlives us */
     if (mysql_stmt_param_count(st) != n)
         return sl_err_set(err, "%s: statement has %lu parameters, %zu given", m->base.name,
                           mysql_stmt_param_count(st), n);
