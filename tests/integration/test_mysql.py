@@ -315,6 +315,19 @@ code, out, err = sluice("diff", f"mysql://{my.USER}:{my.PASSWORD}@127.0.0.1:{my.
 t.ok(code == 2 and "'?'" in err and my.PASSWORD not in err,
      "options after ? are refused in one line without the password", f"exit {code}\n{err}")
 
+for bad, why in [(f"mysql://{my.USER}:{my.PASSWORD}@127.0.0.1:{my.port}", "no database"),
+                 (f"mysql://{my.USER}:{my.PASSWORD}@127.0.0.1:99999/shop", "port"),
+                 (f"mariadb://{my.USER}:{my.PASSWORD}@127.0.0.1:x1/shop", "port"),
+                 (f"mysql://{my.USER}:{my.PASSWORD}@[::1/shop", "']'")]:
+    code, out, err = sluice("diff", bad, my.dsn("shop2"), "--table", "items", "--no-progress")
+    t.ok(code == 2 and why in err and my.PASSWORD not in err and len(err.strip().splitlines()) == 1,
+         f"a malformed DSN ({why}): exit 2, one line, no password", f"exit {code}\n{err}")
+code, out, err = sluice("diff", f"mariadb://{my.USER}:{my.PASSWORD}@[::1]:{my.port}/shop",
+                        my.dsn("shop2"), "--table", "items", "--no-progress")
+t.ok(code == 2 and "cannot connect to MySQL at ::1" in err and my.PASSWORD not in err,
+     "mariadb:// with an IPv6 host (the server listens on 127.0.0.1 only): refused, no password",
+     f"exit {code}\n{err}")
+
 c.cursor().execute("CREATE TABLE odd (id int PRIMARY KEY, e enum('x','y'), tm time, n int)")
 c.cursor().execute("INSERT INTO odd VALUES (1, 'x', '10:00:00', 5)")
 m2c = my.connect("shop2")
