@@ -2,7 +2,9 @@
  * prepared one (values bound, never spliced), its rows read unbuffered, one
  * at a time (no mysql_stmt_store_result: memory stays at one row), in the
  * binary protocol, so integers, doubles and dates arrive typed, without a
- * text round trip. The session is pinned so that what comes out is what
+ * text round trip. Statements run through the non-blocking API, awaited
+ * with poll() (my_wait): the read deadline is ours and the tick hook runs
+ * while the server is silent. The session is pinned so that what comes out is what
  * the encoder expects whatever the server's defaults: time_zone +00:00
  * (TIMESTAMP values are instants, read in UTC), NAMES utf8mb4 (text in
  * UTF-8 whatever a column's charset), and an sql_mode of ANSI_QUOTES,
@@ -15,12 +17,15 @@
  * 'a' as it does bytewise (utf8mb4_bin pads with spaces and would not). */
 #include <ctype.h>
 #include <errmsg.h>
+#include <errno.h>
 #include <math.h>
 #include <mysql.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "../base/dsn.h"
 #include "conn_impl.h"
@@ -35,7 +40,6 @@ typedef struct my_conn {
      * abandoned (nothing more is sent on it) but not broken, so that the
      * caller does not retry what waits on a lock on a new connection. */
     int timed_out;
-    int64_t wait_from; /* sl_now_ms() when the current read began */
     /* per column of a result, grown to a query's width and kept: */
     MYSQL_BIND *bind;
     sl_buf *colbuf; /* bytes of variable-length values */
@@ -95,21 +99,70 @@ static int my_error(my_conn *m, MYSQL_STMT *st, sl_err *err)
     unsigned e = st ? mysql_stmt_errno(st) : mysql_errno(m->my);
     const char *msg = st ? mysql_stmt_error(st) : mysql_error(m->my);
     char line[400];
-    if (is_session_lost(e) && m->wait_from &&
-        sl_now_ms() - m->wait_from >= m->read_timeout_ms - 100) {
-        /* Connector/C says "Lost connection" for its own read timeout too */
-        m->timed_out = 1;
+    if (m->timed_out)
         return sl_err_setc(err, SL_DATABASE,
                            "%s: no data from the server for %d s (a lock? a stalled server?); "
                            "the session was dropped: find what blocks it, or raise "
                            "--read-timeout",
                            m->base.name, m->read_timeout_ms / 1000);
-    }
     if (is_session_lost(e))
         m->broken = 1;
     dsn_error_line(line, sizeof line, msg && msg[0] ? msg : "unknown error", m->password);
     return sl_err_setc(err, my_code(e), "%s: %s", m->base.name, line);
 }
+
+/* Waits for what a non-blocking Connector/C call asked for (status:
+ * MYSQL_WAIT_READ, _WRITE, _EXCEPT; its own _TIMEOUT is ignored, the read
+ * deadline is ours) and returns what is ready. Like pg.c's pg_await: with
+ * a tick hook it waits in slices of 100 ms and calls the hook between
+ * them, so a worker keeps its heartbeats while the server sorts a range or
+ * sends one huge row. After read_timeout_ms of silence the socket is shut
+ * down (m->timed_out set): the call then fails at once with a lost
+ * connection, and whatever is left of a result is not waited for. */
+static int my_wait(my_conn *m, int status)
+{
+    struct pollfd pf = {.fd = (int)mysql_get_socket(m->my)};
+    if (status & MYSQL_WAIT_READ)
+        pf.events |= POLLIN;
+    if (status & MYSQL_WAIT_WRITE)
+        pf.events |= POLLOUT;
+    if (status & MYSQL_WAIT_EXCEPT)
+        pf.events |= POLLPRI;
+    if (m->timed_out || pf.fd < 0)
+        return status & ~MYSQL_WAIT_TIMEOUT;
+    int r, waited = 0;
+    for (;;) {
+        int slice = m->read_timeout_ms - waited;
+        if (m->base.tick && slice > 100)
+            slice = 100;
+        while ((r = poll(&pf, 1, slice)) < 0 && errno == EINTR) {
+        }
+        if (m->base.tick)
+            m->base.tick(m->base.tick_ctx);
+        if (r != 0)
+            break;
+        waited += slice;
+        if (waited >= m->read_timeout_ms) {
+            m->timed_out = 1;
+            shutdown(pf.fd, SHUT_RDWR);
+            return status & ~MYSQL_WAIT_TIMEOUT;
+        }
+    }
+    if (r < 0 || (pf.revents & (POLLERR | POLLHUP | POLLNVAL)))
+        return status & ~MYSQL_WAIT_TIMEOUT; /* the call finds out what is wrong */
+    return ((pf.revents & POLLIN) ? MYSQL_WAIT_READ : 0) |
+           ((pf.revents & POLLOUT) ? MYSQL_WAIT_WRITE : 0) |
+           ((pf.revents & POLLPRI) ? MYSQL_WAIT_EXCEPT : 0);
+}
+
+/* A statement call through the non-blocking API: start, then continue as
+ * my_wait finds the socket ready. ret receives the call's own result. */
+#define MY_ASYNC(m, ret, start_call, cont, obj)                                                    \
+    do {                                                                                           \
+        int status_ = (start_call);                                                                \
+        while (status_)                                                                            \
+            status_ = cont(&(ret), (obj), my_wait((m), status_));                                  \
+    } while (0)
 
 static void my_free(conn *c)
 {
@@ -454,7 +507,9 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
     MYSQL_STMT *st = mysql_stmt_init(m->my);
     if (!st)
         return my_error(m, NULL, err);
-    if (mysql_stmt_prepare(st, sql, strlen(sql))) {
+    int r = 0;
+    MY_ASYNC(m, r, mysql_stmt_prepare_start(&r, st, sql, strlen(sql)), mysql_stmt_prepare_cont, st);
+    if (r) {
         my_error(m, st, err);
         goto done;
     }
@@ -477,8 +532,8 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
     if (bind_results(m, st, meta, ncols, kinds, err))
         goto done;
     /* no mysql_stmt_store_result: rows are read from the socket as fetched */
-    m->wait_from = sl_now_ms();
-    if (mysql_stmt_execute(st)) {
+    MY_ASYNC(m, r, mysql_stmt_execute_start(&r, st), mysql_stmt_execute_cont, st);
+    if (r) {
         my_error(m, st, err);
         goto done;
     }
@@ -489,8 +544,7 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
         goto done;
     }
     for (;;) {
-        m->wait_from = sl_now_ms();
-        int r = mysql_stmt_fetch(st);
+        MY_ASYNC(m, r, mysql_stmt_fetch_start(&r, st), mysql_stmt_fetch_cont, st);
         if (r == MYSQL_NO_DATA) {
             rc = 0;
             break;
@@ -523,9 +577,10 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
 done:
     if (meta)
         mysql_free_result(meta);
-    m->wait_from = 0;
-    /* closing reads what is left of an unfinished result off the socket */
-    mysql_stmt_close(st);
+    /* closing reads what is left of an unfinished result off the socket
+     * (waiting as any read does) */
+    my_bool closed;
+    MY_ASYNC(m, closed, mysql_stmt_close_start(&closed, st), mysql_stmt_close_cont, st);
     free(kinds);
     return rc;
 }
@@ -799,6 +854,9 @@ conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
     unsigned ct = CONN_CONNECT_TIMEOUT_S, rts = (unsigned)(m->read_timeout_ms + 999) / 1000;
     /* option files stay unread: a DSN says everything (no ~/.my.cnf yet) */
     mysql_options(m->my, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
+    /* statements run through the non-blocking API (my_wait: heartbeats
+     * and our own deadline); the read timeout guards the blocking set-up */
+    mysql_options(m->my, MYSQL_OPT_NONBLOCK, 0);
     mysql_options(m->my, MYSQL_OPT_READ_TIMEOUT, &rts);
     mysql_options(m->my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_optionsv(m->my, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", "sluice");

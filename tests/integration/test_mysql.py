@@ -381,5 +381,26 @@ got = keys_as_text(divergence_set(doc)) if doc else None
 want = WANT
 t.ok(code == 1 and got == want, "cluster job MariaDB vs PostgreSQL finds the same divergences",
      f"exit {code}\ngot {got}\nwant {want}\n{err}")
+
+# the source's table locked for 5 s, more than twice the heartbeat timeout
+# (2 s): the worker waits on the server in slices and keeps its heartbeats
+import threading  # noqa: E402
+
+lockc = my.connect("shop")
+lockc.cursor().execute("LOCK TABLES items WRITE")
+threading.Timer(5.0, lambda: lockc.cursor().execute("UNLOCK TABLES")).start()
+t0 = time.time()
+code, out, err = cl.client("submit", "source", "target", "--table", "items", "--wait",
+                           "--format", "json", "--no-progress")
+took = time.time() - t0
+try:
+    doc = json.loads(out)
+except ValueError:
+    doc = None
+got = keys_as_text(divergence_set(doc)) if doc else None
+wcode, wout, _ = cl.client("workers")
+t.ok(code == 1 and got == WANT and took >= 4.5 and " lost " not in wout,
+     f"a 5 s lock on the source: the job waits it out ({took:.1f} s), its worker never lost",
+     f"exit {code}\ngot {got}\n{err}\n{wout}")
 cl.stop()
 t.done()
