@@ -4,17 +4,20 @@
  * binary protocol, so integers, doubles and dates arrive typed, without a
  * text round trip. Statements run through the non-blocking API, awaited
  * with poll() (my_wait): the read deadline is ours and the tick hook runs
- * while the server is silent. The session is pinned so that what comes out is what
- * the encoder expects whatever the server's defaults: time_zone +00:00
- * (TIMESTAMP values are instants, read in UTC), NAMES utf8mb4 (text in
- * UTF-8 whatever a column's charset), and an sql_mode of ANSI_QUOTES,
- * PIPES_AS_CONCAT and NO_BACKSLASH_ESCAPES, so a --where means on MySQL
- * what it means on PostgreSQL ("x" an identifier, || a concatenation, '\'
- * a backslash). Identifiers are quoted with backticks, which every sql_mode
- * reads as identifiers. Text keys are ordered COLLATE utf8mb4_nopad_bin
- * (MariaDB) or utf8mb4_0900_bin (MySQL 8): code point order, which is the
- * UTF-8 byte order of the key encoding, and NO PAD, so 'a\t' sorts before
- * 'a' as it does bytewise (utf8mb4_bin pads with spaces and would not). */
+ * while the server is silent.
+ *
+ * The session is pinned so that what comes out is what the encoder expects
+ * whatever the server's defaults: time_zone +00:00 (TIMESTAMP values are
+ * instants, read in UTC), NAMES utf8mb4 (text in UTF-8 whatever a column's
+ * charset), and an sql_mode of ANSI_QUOTES, PIPES_AS_CONCAT and
+ * NO_BACKSLASH_ESCAPES, so a --where means on MySQL what it means on
+ * PostgreSQL ("x" an identifier, || a concatenation, '\' a backslash).
+ * Identifiers are quoted with backticks, which every sql_mode reads as
+ * identifiers. Text keys are ordered CONVERT(k USING utf8mb4) COLLATE
+ * utf8mb4_nopad_bin (MariaDB) or utf8mb4_0900_bin (MySQL 8): code point
+ * order, which is the UTF-8 byte order of the key encoding, and NO PAD, so
+ * 'a\t' sorts before 'a' as it does bytewise (utf8mb4_bin pads with spaces
+ * and would not). */
 #include <ctype.h>
 #include <errmsg.h>
 #include <errno.h>
