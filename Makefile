@@ -2,7 +2,7 @@
 # README's two commands and install what they need first.
 
 CC      ?= cc
-PKGS    := libzmq libxxhash libpq msgpack liblz4 sqlite3 jansson libmicrohttpd
+PKGS    := libzmq libxxhash libpq msgpack liblz4 sqlite3 jansson libmicrohttpd libmariadb
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -14,6 +14,10 @@ static const char *uri_rest(const char *dsn)
         return dsn + 13;
     if (strncmp(dsn, "postgres://", 11) == 0)
         return dsn + 11;
+    if (strncmp(dsn, "mysql://", 8) == 0) /* connectors/mysql.c: the same user:PASSWORD@ */
+        return dsn + 8;
+    if (strncmp(dsn, "mariadb://", 10) == 0)
+        return dsn + 10;
     return NULL;
 }
 

@@ -50,7 +50,8 @@ static const char *usage_changes =
 static const char *usage_diff =
     "usage: sluice diff SOURCE TARGET --table TABLE [options]\n"
     "       sluice submit SOURCE TARGET --table TABLE [--coordinator EP] [--wait] [options]\n"
-    "  SOURCE, TARGET       diff: postgresql://... (or libpq conninfo), or sqlite:PATH\n"
+    "  SOURCE, TARGET       diff: postgresql://... (or libpq conninfo), sqlite:PATH, or\n"
+    "                       mysql://USER:PASSWORD@HOST:PORT/DB (MySQL 8, MariaDB)\n"
     "                       submit: database names the workers announced (--db NAME=DSN)\n"
     "  --table T            table to compare (schema.table allowed)\n"
     "  --target-table T     table name on the target, if different\n"

@@ -9,6 +9,8 @@ conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err)
 {
     if (strncmp(dsn, "sqlite:", 7) == 0)
         return conn_sqlite_open(dsn + 7, read_timeout_ms, err);
+    if (strncmp(dsn, "mysql://", 8) == 0 || strncmp(dsn, "mariadb://", 10) == 0)
+        return conn_mysql_open(dsn, read_timeout_ms, err);
     return conn_pg_open(dsn, read_timeout_ms, err);
 }
 
@@ -73,9 +75,12 @@ static int put_table(conn *c, sl_buf *sql, const char *table)
 
 static int put_keycol(conn *c, sl_buf *sql, const conn_query *q, size_t k)
 {
+    int is_text = q->cls[k] == ENC_TEXT || q->cls[k] == ENC_OTHER;
+    if (is_text && c->ops->text_key_prefix && sl_buf_printf(sql, "%s", c->ops->text_key_prefix))
+        return -1;
     if (c->ops->quote(c, sql, q->cols[k]))
         return -1;
-    if (q->cls[k] == ENC_TEXT || q->cls[k] == ENC_OTHER)
+    if (is_text)
         return sl_buf_printf(sql, "%s", c->ops->text_key_collate);
     return 0;
 }
@@ -84,6 +89,8 @@ static int put_param(conn *c, sl_buf *sql, size_t n, const char *const *ptext)
 {
     if (ptext)
         return sl_buf_printf(sql, "%s", ptext[n - 1]);
+    if (c->ops->bare_question) /* parameters are numbered in the order they appear */
+        return sl_buf_putc(sql, '?');
     return sl_buf_printf(sql, "%c%zu", c->ops->numbered_dollar ? '$' : '?', n);
 }
 
@@ -469,8 +476,7 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
             if (put_select_sample(c, &sql, q, 0, q->nkey, c->ops->tablesample) ||
                 put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
                 goto oom;
-            rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e,
-                               err);
+            rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e, err);
             goto done;
         }
         /* a sample too small to split (a table of mostly empty pages):

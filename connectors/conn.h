@@ -1,14 +1,17 @@
 /* conn: one interface to a database.
  *
- * A DSN is "sqlite:PATH" for a SQLite file (opened read-only) or anything
- * libpq accepts (postgresql:// URIs, "host=... dbname=..." conninfo; PGHOST,
- * PGPASSWORD, .pgpass honoured as libpq does).
+ * A DSN is "sqlite:PATH" for a SQLite file (opened read-only),
+ * "mysql://USER:PASSWORD@HOST:PORT/DB" (or mariadb://; MYSQL_PWD honoured)
+ * for MySQL and MariaDB, or anything libpq accepts (postgresql:// URIs,
+ * "host=... dbname=..." conninfo; PGHOST, PGPASSWORD, .pgpass honoured as
+ * libpq does).
  *
  * Rows come out in key order as enc_val arrays (first the key columns in key
  * order, then the rest of the query's columns), never as SQL text: every
  * value sent to the database is a bound parameter and every identifier is
  * quoted by the driver's own function. Text keys are ordered bytewise
- * (PostgreSQL COLLATE "C", SQLite BINARY) to match the key encoding.
+ * (PostgreSQL COLLATE "C", SQLite BINARY, MySQL a NO PAD binary collation)
+ * to match the key encoding.
  */
 #ifndef CONN_H
 #define CONN_H
@@ -57,7 +60,7 @@ typedef struct conn_query {
 typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err);
 
 /* A PostgreSQL connection attempt gives up after this many seconds unless
- * the DSN sets connect_timeout or PGCONNECT_TIMEOUT is set. */
+ * the DSN sets connect_timeout or PGCONNECT_TIMEOUT is set (MySQL: always). */
 #define CONN_CONNECT_TIMEOUT_S 10
 /* The default read-inactivity deadline: a query whose server sends nothing
  * for this long (a lock, a stalled host) fails and its session is
@@ -65,13 +68,13 @@ typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err
 #define CONN_READ_TIMEOUT_MS 300000
 
 /* Opens a connection; NULL with err set (never containing a password).
- * read_timeout_ms: the PostgreSQL read-inactivity deadline, 0 for
+ * read_timeout_ms: the PostgreSQL and MySQL read-inactivity deadline, 0 for
  * CONN_READ_TIMEOUT_MS (SQLite waits up to that long for a lock). */
 conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err);
 void conn_free(conn *c);
 
 /* Has fn(ctx) called about every 100 ms while a read waits on the
- * database (PostgreSQL): one row of hundreds of megabytes can take seconds
+ * database (PostgreSQL, MySQL): one row of hundreds of megabytes can take seconds
  * to arrive, and a worker must keep sending heartbeats meanwhile. fn must
  * not use c. NULL fn: no calls. */
 void conn_set_tick(conn *c, void (*fn)(void *ctx), void *ctx);

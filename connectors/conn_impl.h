@@ -28,10 +28,12 @@ typedef struct conn_ops {
     /* Appends a quoted identifier. */
     int (*quote)(conn *c, sl_buf *out, const char *ident);
     const char *text_key_collate; /* appended to text key columns */
+    const char *text_key_prefix;  /* put before them (optional) */
     /* appended to the table to read a sample of its pages, percentage as
      * parameter $1 (optional) */
     const char *tablesample;
     int numbered_dollar; /* $1 (PostgreSQL) rather than ?1 (SQLite) */
+    int bare_question;   /* ? (MySQL), parameter n being the n-th to appear */
     /* Values come out in their storage class, which the database orders by
      * before the value (SQLite: integers < text < blobs) and which a bound
      * parameter must share to match: key values are checked against it. */
@@ -56,5 +58,6 @@ int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const
 
 conn *conn_pg_open(const char *dsn, int read_timeout_ms, sl_err *err);
 conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err);
+conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err);
 
 #endif

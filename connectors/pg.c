@@ -911,7 +911,7 @@ static int parse_dsn(const char *dsn, char *timeout, size_t cap, sl_err *err)
     if (!opts) {
         int r = sl_err_setc(err, SL_INVALID,
                             "invalid connection string: %s (expected postgresql://USER@HOST/DB, "
-                            "host=... dbname=..., or sqlite:PATH)",
+                            "host=... dbname=..., mysql://USER@HOST/DB or sqlite:PATH)",
                             perr ? dsn_parse_hint(perr) : "out of memory");
         PQfreemem(perr);
         return r;

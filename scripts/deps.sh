@@ -3,9 +3,9 @@
 # installs only what is missing, and runs apt-get update at most once.
 set -euo pipefail
 pkgs=(build-essential pkg-config libzmq3-dev libxxhash-dev libpq-dev libmsgpack-dev
-      liblz4-dev libsqlite3-dev sqlite3 libjansson-dev libmicrohttpd-dev)
+      liblz4-dev libsqlite3-dev sqlite3 libjansson-dev libmicrohttpd-dev libmariadb-dev)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(postgresql postgresql-client python3 python3-psycopg2 python3-zmq python3-msgpack python3-yaml perl time
+    pkgs+=(postgresql postgresql-client python3 python3-psycopg2 python3-zmq python3-msgpack python3-yaml python3-pymysql mariadb-server perl time
            clang libclang-rt-dev haproxy chromium prometheus curl)
 fi
 missing=()

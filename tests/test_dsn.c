@@ -49,6 +49,15 @@ int main(void)
     dsn_redact("postgresql://app@db1/shop", m, sizeof m);
     ok(!strcmp(m, "postgresql://app@db1/shop"), "nothing to redact: %s", m);
 
+    /* connectors/mysql.c: the same user:PASSWORD@ in mysql:// and mariadb:// */
+    dsn_redact("mysql://app:S3cret@db1:3306/shop", m, sizeof m);
+    ok(!strcmp(m, "mysql://app:***@db1:3306/shop"), "redact a mysql:// URI: %s", m);
+    dsn_redact("mariadb://app:p@ss/w@db1/shop", m, sizeof m);
+    ok(!strstr(m, "ss/w") && strstr(m, "@db1/shop"),
+       "redact a mariadb:// URI whose password holds '@' and '/': %s", m);
+    ok(scrubbed("mysql://app:p%40ss@h/db", "could not use p@ss", "p@ss"),
+       "a mysql:// password as decoded");
+
     sl_err e = {0};
     ok(dsn_check_uri("postgresql://app:pq@xz@h/db", "source", &e) == -1 && strstr(e.msg, "%40") &&
            !strstr(e.msg, "xz"),

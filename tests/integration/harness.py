@@ -1,4 +1,4 @@
-"""Test harness: a real PostgreSQL server of our own, TAP output, and a way
+"""Test harness: a real PostgreSQL server of our own (and MariaDB's, MariaDbServer), TAP output, and a way
 to run the sluice binary under test.
 
 PgServer runs initdb as an unprivileged user (nobody, when we are root) in
@@ -217,6 +217,114 @@ class PgServer:
     def createdb(self, name):
         c = self.connect()
         c.cursor().execute(f'CREATE DATABASE "{name}"')
+        c.close()
+        return name
+
+
+class MariaDbServer:
+    """A MariaDB server of our own, like PgServer: mariadb-install-db in a
+    temporary directory (as nobody when we are root: mariadbd refuses to run
+    as root without --user), mariadbd on a free loopback port, a user with a
+    password over TCP; stopped and removed at exit. Tuned to start fast:
+    a small InnoDB, no binary log, no fsync."""
+    PASSWORD = "my-s3cret-pw-for-tests"
+    USER = "sluice"
+
+    def __init__(self):
+        self.mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        if not os.path.exists(self.mariadbd) or not shutil.which("mariadb-install-db"):
+            raise RuntimeError("MariaDB server not found; run scripts/deps.sh --test")
+        self.dir = tempfile.mkdtemp(prefix="sluice-my-")
+        self.data = os.path.join(self.dir, "data")
+        self.sock = os.path.join(self.dir, "sock")
+        self.log = os.path.join(self.dir, "err.log")
+        self.proc = None
+        self.runas = []
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
+            self.runas = ["runuser", "-u", "nobody", "--"]
+        r = subprocess.run(self.runas + ["mariadb-install-db", "--no-defaults",
+                                         f"--datadir={self.data}", "--skip-test-db",
+                                         "--auth-root-authentication-method=normal"],
+                           capture_output=True, text=True, cwd=self.dir)
+        if r.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {r.stderr or r.stdout}")
+        atexit.register(self.stop)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        for attempt in range(5):
+            self.port = free_port()
+            seen = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+            try:
+                self.start()
+                break
+            except RuntimeError:
+                with open(self.log, errors="replace") as f:
+                    f.seek(seen)
+                    taken = "Address already in use" in f.read()
+                if not taken or attempt == 4:
+                    raise
+        c = self._root()
+        cur = c.cursor()
+        cur.execute(f"CREATE USER '{self.USER}'@'%' IDENTIFIED BY '{self.PASSWORD}'")
+        cur.execute(f"GRANT ALL ON *.* TO '{self.USER}'@'%'")
+        c.close()
+
+    def start(self):
+        """Starts mariadbd and returns once it accepts connections."""
+        self.proc = subprocess.Popen(
+            self.runas + [self.mariadbd, "--no-defaults", f"--datadir={self.data}",
+                          f"--socket={self.sock}", f"--port={self.port}",
+                          "--bind-address=127.0.0.1", "--skip-networking=0",
+                          "--skip-name-resolve", "--skip-log-bin",
+                          f"--pid-file={os.path.join(self.dir, 'pid')}",
+                          f"--log-error={self.log}", "--innodb-buffer-pool-size=16M",
+                          "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=0",
+                          "--innodb-doublewrite=0", "--character-set-server=utf8mb4",
+                          "--collation-server=utf8mb4_general_ci"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
+        import time
+        for _ in range(600):
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise RuntimeError(f"mariadbd exited: see {self.log}")
+            try:
+                self._root().close()
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("mariadbd did not accept connections within 60 s")
+
+    def _root(self):
+        import pymysql
+        return pymysql.connect(unix_socket=self.sock, user="root", autocommit=True,
+                               charset="utf8mb4")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def dsn(self, db, password=None):
+        pw = self.PASSWORD if password is None else password
+        return f"mysql://{self.USER}:{pw}@127.0.0.1:{self.port}/{db}"
+
+    def connect(self, db=None):
+        import pymysql
+        return pymysql.connect(host="127.0.0.1", port=self.port, user=self.USER,
+                               password=self.PASSWORD, database=db, autocommit=True,
+                               charset="utf8mb4")
+
+    def createdb(self, name):
+        c = self.connect()
+        c.cursor().execute(f"CREATE DATABASE `{name}`")
         c.close()
         return name
 
