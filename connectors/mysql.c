@@ -38,6 +38,7 @@ typedef struct my_conn {
     MYSQL *my;
     char *password; /* as used, scrubbed from every message */
     int broken;     /* the session itself failed (server gone, lost) */
+    int mariadb;    /* MariaDB, not MySQL */
     int read_timeout_ms;
     /* The server stayed silent past the read deadline: the session is
      * abandoned (nothing more is sent on it) but not broken, so that the
@@ -234,7 +235,17 @@ static int my_grow(my_conn *m, size_t n, sl_err *err)
 }
 
 /* What sluice reads a result column as, from its protocol type: */
-enum my_read { RD_INT, RD_FLOAT, RD_DOUBLE, RD_TEXT, RD_BYTES, RD_DATE, RD_DATETIME, RD_NULL };
+enum my_read {
+    RD_INT,
+    RD_FLOAT,
+    RD_DOUBLE,
+    RD_TEXT,
+    RD_BYTES,
+    RD_DATE,
+    RD_DATETIME,
+    RD_TIME,
+    RD_NULL
+};
 
 /* The way to read field f, or -1 with err naming the column and its type
  * when sluice does not compare that type on MySQL yet: refused, never
@@ -264,13 +275,15 @@ static int read_kind(my_conn *m, const MYSQL_FIELD *f, sl_err *err)
     case MYSQL_TYPE_BLOB:
     case MYSQL_TYPE_MEDIUM_BLOB:
     case MYSQL_TYPE_LONG_BLOB:
-        if (f->flags & ENUM_FLAG)
-            what = "an ENUM";
-        else if (f->flags & SET_FLAG)
-            what = "a SET";
-        else
-            return f->charsetnr == 63 ? RD_BYTES : RD_TEXT; /* 63: the binary charset */
-        break;
+        /* an ENUM is its value's text, a SET its members' as MySQL spells
+         * it (comma-joined in definition order) */
+        if (f->flags & (ENUM_FLAG | SET_FLAG))
+            return RD_TEXT;
+        return f->charsetnr == 63 ? RD_BYTES : RD_TEXT; /* 63: the binary charset */
+    case MYSQL_TYPE_ENUM:
+    case MYSQL_TYPE_SET:
+    case MYSQL_TYPE_JSON: /* MySQL 8's JSON as text: the encoder canonicalises it */
+        return RD_TEXT;
     case MYSQL_TYPE_DATE:
     case MYSQL_TYPE_NEWDATE:
         return RD_DATE;
@@ -280,13 +293,9 @@ static int read_kind(my_conn *m, const MYSQL_FIELD *f, sl_err *err)
     case MYSQL_TYPE_NULL:
         return RD_NULL;
     case MYSQL_TYPE_TIME:
-        what = "a TIME";
-        break;
+        return RD_TIME;
     case MYSQL_TYPE_BIT:
         what = "a BIT";
-        break;
-    case MYSQL_TYPE_JSON:
-        what = "a JSON";
         break;
     case MYSQL_TYPE_GEOMETRY:
         what = "a spatial";
@@ -383,6 +392,10 @@ static int bind_results(my_conn *m, MYSQL_STMT *st, MYSQL_RES *meta, size_t n, i
             b->buffer_type = MYSQL_TYPE_DATETIME;
             b->buffer = &m->times[k];
             break;
+        case RD_TIME:
+            b->buffer_type = MYSQL_TYPE_TIME;
+            b->buffer = &m->times[k];
+            break;
         case RD_NULL:
             b->buffer_type = MYSQL_TYPE_NULL;
             break;
@@ -431,11 +444,15 @@ static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k
     }
     switch (kind) {
     case RD_INT:
-        if (m->bind[k].is_unsigned && (uint64_t)m->ints[k] > INT64_MAX)
-            return sl_err_setc(err, SL_INVALID,
-                               "%s: column \"%s\" holds %llu, above 2^63-1: unsigned BIGINT "
-                               "values that large are not compared yet",
-                               m->base.name, f->name, (unsigned long long)(uint64_t)m->ints[k]);
+        if (m->bind[k].is_unsigned && (uint64_t)m->ints[k] > INT64_MAX) {
+            /* an unsigned BIGINT above 2^63-1: the canonical decimal, as
+             * PostgreSQL's numeric(20,0) gives it */
+            char t[48];
+            *soff = m->scratch.len;
+            *v =
+                (enc_val){.kind = ENC_V_DEC, .len = enc_decimal_u64(t, 0, (uint64_t)m->ints[k], 0)};
+            return sl_buf_append(&m->scratch, t, v->len) ? sl_err_set(err, "out of memory") : 0;
+        }
         *v = (enc_val){.kind = ENC_V_INT, .i = m->ints[k]};
         return 0;
     case RD_DOUBLE:
@@ -471,6 +488,29 @@ static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k
                                m->times[k].day);
         *soff = m->scratch.len;
         *v = (enc_val){.kind = ENC_V_TEXT, .len = strlen(t)};
+        return sl_buf_append(&m->scratch, t, v->len) ? sl_err_set(err, "out of memory") : 0;
+    }
+    case RD_TIME: {
+        /* as PostgreSQL prints a time: HH:MM:SS, then the fraction without
+         * its trailing zeros; a TIME outside a day has no counterpart */
+        const MYSQL_TIME *tm = &m->times[k];
+        char t[48];
+        if (tm->neg || tm->hour > 23 || tm->day)
+            return sl_err_setc(
+                err, SL_INVALID,
+                "%s: column \"%s\" holds the TIME %s%02u:%02u:%02u, outside 00:00:00 "
+                "to 23:59:59.999999: only a time of day compares (--where can "
+                "leave those rows out)",
+                m->base.name, f->name, tm->neg ? "-" : "", tm->day * 24 + tm->hour, tm->minute,
+                tm->second);
+        int n = snprintf(t, sizeof t, "%02u:%02u:%02u", tm->hour, tm->minute, tm->second);
+        if (tm->second_part) {
+            n += snprintf(t + n, sizeof t - (size_t)n, ".%06lu", (unsigned long)tm->second_part);
+            while (t[n - 1] == '0')
+                n--;
+        }
+        *soff = m->scratch.len;
+        *v = (enc_val){.kind = ENC_V_TEXT, .len = (size_t)n};
         return sl_buf_append(&m->scratch, t, v->len) ? sl_err_set(err, "out of memory") : 0;
     }
     default: {
@@ -605,6 +645,8 @@ static int classify(const char *t)
         {"binary", ENC_BYTEA},    {"varbinary", ENC_BYTEA},    {"tinyblob", ENC_BYTEA},
         {"blob", ENC_BYTEA},      {"mediumblob", ENC_BYTEA},   {"longblob", ENC_BYTEA},
         {"date", ENC_DATE},       {"datetime", ENC_TIMESTAMP}, {"timestamp", ENC_TIMESTAMPTZ},
+        {"enum", ENC_TEXT},       {"set", ENC_TEXT},           {"json", ENC_JSON},
+        {"time", ENC_OTHER}, /* PostgreSQL's time is "other" too: its text, as it prints it */
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (strcasecmp(map[i].name, t) == 0)
@@ -666,9 +708,38 @@ static int take_col(void *ctx, const enc_val *v, size_t n, sl_err *err)
      * values meet */
     if (c->type && strncasecmp(c->type, "tinyint(1)", 10) == 0)
         c->cls = ENC_BOOL;
+    /* an unsigned BIGINT reaches 2^64-1, which only a numeric holds (what
+     * it migrates to faithfully: numeric(20,0)); a key column stays int
+     * (my_describe), numeric keys being refused */
+    if (c->type && strncasecmp(c->type, "bigint", 6) == 0 && strstr(c->type, "unsigned"))
+        c->cls = ENC_NUMERIC;
     t->ncols++;
     if (!c->name || !c->type)
         return sl_err_set(err, "out of memory");
+    return 0;
+}
+
+/* One CHECK of the table (TABLE_NAME, CHECK_CLAUSE): MariaDB's JSON is a
+ * longtext with CHECK (json_valid(`col`)), and such a column is read as
+ * json, as PostgreSQL's json and jsonb are (the encoder canonicalises). */
+static int take_check(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    desc_ctx *d = ctx;
+    (void)n;
+    (void)err;
+    if (v[0].kind == ENC_V_NULL || v[1].kind == ENC_V_NULL || v[0].len != strlen(d->name) ||
+        memcmp(v[0].p, d->name, v[0].len) != 0)
+        return 0;
+    for (size_t i = 0; i < d->t->ncols; i++) {
+        conn_col *c = &d->t->cols[i];
+        size_t nl = strlen(c->name);
+        /* the name quoted as the session's sql_mode prints it (ANSI_QUOTES) */
+        const char *q = v[1].p;
+        if (c->cls == ENC_TEXT && v[1].len == nl + 14 && memcmp(q, "json_valid(", 11) == 0 &&
+            (q[11] == '"' || q[11] == '`') && memcmp(q + 12, c->name, nl) == 0 &&
+            q[12 + nl] == q[11] && q[13 + nl] == ')')
+            c->cls = ENC_JSON;
+    }
     return 0;
 }
 
@@ -705,6 +776,15 @@ static int my_describe(conn *c, const char *table, conn_table **out, sl_err *err
                     c->name, table);
         goto done;
     }
+    if (((my_conn *)c)->mariadb) {
+        /* MariaDB before 10.3.10 has no CHECK_CONSTRAINTS: its JSON then
+         * stays text */
+        sl_err ignored = {0};
+        my_query(c,
+                 "SELECT TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                 "WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                 p, 2, 2, cls, take_check, &d, &ignored);
+    }
     d.keys = 1;
     if (my_query(c,
                  "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
@@ -712,6 +792,10 @@ static int my_describe(conn *c, const char *table, conn_table **out, sl_err *err
                  "AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
                  p, 2, 2, cls, take_col, &d, err))
         goto done;
+    for (size_t k = 0; k < t->nkey; k++)
+        for (size_t i = 0; i < t->ncols; i++)
+            if (t->cols[i].cls == ENC_NUMERIC && strcmp(t->cols[i].name, t->key[k]) == 0)
+                t->cols[i].cls = ENC_INT; /* an unsigned BIGINT key */
     *out = t;
     t = NULL;
     rc = 0;
@@ -874,7 +958,8 @@ conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
         return NULL;
     }
     const char *ver = mysql_get_server_info(m->my);
-    if (!strstr(ver, "MariaDB")) {
+    m->mariadb = strstr(ver, "MariaDB") != NULL;
+    if (!m->mariadb) {
         if (mysql_get_server_version(m->my) < 80000) {
             sl_err_setc(err, SL_INVALID,
                         "%s: MySQL %s is older than 8.0, which has no NO PAD binary collation "
