@@ -922,6 +922,23 @@ static int parse_dsn(const char *dsn, my_dsn *d, sl_err *err)
     return 0;
 }
 
+/* The password an option file gave, once connected with it, kept to be
+ * scrubbed from every later message as one from the DSN is. Connector/C
+ * does not give it back before (mysql_get_optionv has no password), and
+ * no connect error quotes it (the server says "using password: YES"). */
+static int keep_file_password(my_conn *m)
+{
+    const char *pw = m->my->passwd;
+    if (!pw || !pw[0])
+        return 0;
+    char *copy = strdup(pw);
+    if (!copy)
+        return -1;
+    free(m->password);
+    m->password = copy;
+    return 0;
+}
+
 conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
 {
     my_dsn d;
@@ -939,7 +956,9 @@ conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
              d.port, d.db);
     dsn_scrub_secret(m->base.name, sizeof m->base.name, m->password);
     unsigned ct = CONN_CONNECT_TIMEOUT_S, rts = (unsigned)(m->read_timeout_ms + 999) / 1000;
-    /* option files stay unread: a DSN says everything (no ~/.my.cnf yet) */
+    /* the option files' [client] group (~/.my.cnf, /etc/mysql/my.cnf), as
+     * the mysql client reads it: a password, or a user, the DSN leaves out */
+    mysql_optionsv(m->my, MYSQL_READ_DEFAULT_GROUP, "client");
     mysql_options(m->my, MYSQL_OPT_CONNECT_TIMEOUT, &ct);
     /* statements run through the non-blocking API (my_wait: heartbeats
      * and our own deadline); the read timeout guards the blocking set-up */
@@ -947,8 +966,13 @@ conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
     mysql_options(m->my, MYSQL_OPT_READ_TIMEOUT, &rts);
     mysql_options(m->my, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_optionsv(m->my, MYSQL_OPT_CONNECT_ATTR_ADD, "program_name", "sluice");
-    if (!mysql_real_connect(m->my, d.host, d.user[0] ? d.user : NULL,
-                            d.has_password ? d.password : NULL, d.db, d.port, NULL, 0)) {
+    int ok = mysql_real_connect(m->my, d.host, d.user[0] ? d.user : NULL,
+                                d.has_password ? d.password : NULL, d.db, d.port, NULL, 0) != NULL;
+    if (ok && !d.has_password && keep_file_password(m)) {
+        my_free(&m->base);
+        return sl_err_set(err, "out of memory"), NULL;
+    }
+    if (!ok) {
         char line[400];
         unsigned e = mysql_errno(m->my);
         dsn_error_line(line, sizeof line, mysql_error(m->my), m->password);

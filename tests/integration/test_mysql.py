@@ -10,7 +10,7 @@ server and the writer in other zones, char, binary; tinyint(1) against
 boolean; a wrong password (exit 2, one line, no
 password), a missing table, an unsupported type and a zero date refused
 with exit 2; an unsigned BIGINT above 2^63-1 compared; a locked table given up
-after --read-timeout; MYSQL_PWD; a cluster worker reading --db NAME=mysql://...."""
+after --read-timeout; MYSQL_PWD; ~/.my.cnf [client] (password, user); a cluster worker reading --db NAME=mysql://...."""
 import os
 import random
 import sqlite3
@@ -311,6 +311,46 @@ t.ok(code == 2 and "nodb" in err and my.PASSWORD not in err,
 code, out, err = sluice("diff", f"mysql://{my.USER}@127.0.0.1:{my.port}/shop", my.dsn("shop2"),
                         "--table", "items", "--no-progress", env={"MYSQL_PWD": my.PASSWORD})
 t.ok(code == 1 and "changed" in out.lower(), "a DSN without password takes MYSQL_PWD",
+     f"exit {code}\n{out}\n{err}")
+
+# option files: the [client] group of ~/.my.cnf, as the mysql client reads it
+home = tempfile.mkdtemp(prefix="sluice-my-home-")
+
+
+def my_cnf(text):
+    path = os.path.join(home, ".my.cnf")
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+my_cnf(f"[client]\npassword={my.PASSWORD}\n")
+code, out, err = sluice("diff", f"mysql://{my.USER}@127.0.0.1:{my.port}/shop", my.dsn("shop2"),
+                        "--table", "items", "--no-progress", env={"HOME": home})
+t.ok(code == 1 and "changed" in out.lower(),
+     "a DSN without password takes it from ~/.my.cnf [client]", f"exit {code}\n{out}\n{err}")
+my_cnf(f"[client]\nuser={my.USER}\npassword=\"{my.PASSWORD}\"\n")
+code, out, err = sluice("diff", f"mysql://127.0.0.1:{my.port}/shop", my.dsn("shop2"),
+                        "--table", "items", "--no-progress", env={"HOME": home})
+t.ok(code == 1 and "changed" in out.lower(),
+     "a DSN without user and password takes both from ~/.my.cnf", f"exit {code}\n{out}\n{err}")
+code, out, err = sluice("diff", f"mysql://127.0.0.1:{my.port}/shop", my.dsn("shop2"), "--table",
+                        "items", "--where", f"id = ) '{my.PASSWORD}'", "--no-progress",
+                        env={"HOME": home})
+t.ok(code == 2 and "syntax" in err and my.PASSWORD not in out + err,
+     "a server error quoting ~/.my.cnf's password (in a bad --where) shows no password",
+     f"exit {code}\n{err}")
+CNF_WRONG = "Cnf-wr0ng-pw-77"
+my_cnf(f"[mysqld]\npassword={my.PASSWORD}\n[client]\npassword={CNF_WRONG}\n")
+code, out, err = sluice("diff", f"mysql://{my.USER}@127.0.0.1:{my.port}/shop", my.dsn("shop2"),
+                        "--table", "items", "--no-progress", env={"HOME": home})
+t.ok(code == 2 and "Access denied" in err and CNF_WRONG not in out + err and
+     my.PASSWORD not in out + err and len(err.strip().splitlines()) == 1,
+     "a wrong password in ~/.my.cnf (another group's ignored): exit 2, one line, no password",
+     f"exit {code}\n{err}")
+code, out, err = sluice("diff", f"mysql://{my.USER}:{my.PASSWORD}@127.0.0.1:{my.port}/shop",
+                        my.dsn("shop2"), "--table", "items", "--no-progress", env={"HOME": home})
+t.ok(code == 1 and "changed" in out.lower(), "the DSN's password wins over ~/.my.cnf's",
      f"exit {code}\n{out}\n{err}")
 code, out, err = sluice("diff", f"mysql://{my.USER}:{my.PASSWORD}@127.0.0.1:{my.port}/shop?x=1",
                         my.dsn("shop2"), "--table", "items", "--no-progress")
