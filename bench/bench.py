@@ -15,8 +15,19 @@ divergences on the target, and measures, alternating, BENCH_REPS times each
             with its peak RSS
   throttle  sluice diff --max-rows-per-second R: the rate it held
 
+and then the MariaDB row: one MariaDB server of its own, the same table in
+two databases (src, tgt; loaded by INSERT ... SELECT from the sequence
+engine's seq_1_to_N), plus the diverged copy in tgt:
+
+  floor     both tables streamed at once by the mariadb client, --quick
+            (mysql_use_result, the SELECT ... ORDER BY id row by row) into
+            /dev/null
+  sluice    sluice diff --workers 2, MariaDB against MariaDB, identical and
+            diverged (answer checked)
+
 BENCH_ROWS (default 1000000; several sizes: "1000000 10000000"),
-BENCH_REPS (default 3), BENCH_OUT (default bench/RESULTS.md; "-" for none).
+BENCH_REPS (default 3), BENCH_OUT (default bench/RESULTS.md; "-" for none),
+BENCH_MYSQL (default 1; 0 leaves the MariaDB row out).
 """
 import json
 import os
@@ -28,12 +39,13 @@ import time
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
-from harness import PgServer  # noqa: E402
+from harness import MariaDbServer, PgServer  # noqa: E402
 
 SLUICE = os.environ.get("SLUICE") or os.path.join(here, "..", "build", "sluice")
 SIZES = [int(x) for x in os.environ.get("BENCH_ROWS", "1000000").split()]
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(here, "RESULTS.md"))
+MYSQL = os.environ.get("BENCH_MYSQL", "1") != "0"
 COLS = "id, customer_id, amount, status, note, created_at, updated_at"
 
 
@@ -59,24 +71,32 @@ def load(pg, rows):
     c.close()
 
 
+def div_ids(rows):
+    """100 scattered divergences: 40 changed, 30 missing, 30 extra."""
+    step = rows // 101
+    ids = [step * (k + 1) for k in range(70)]
+    return ids[:40], ids[40:70], [rows + 1 + k for k in range(30)]
+
+
+def injected_set(changed, missing, extra):
+    return ({("changed", (str(i),)) for i in changed} | {("missing-in-target", (str(i),))
+            for i in missing} | {("extra-in-target", (str(i),)) for i in extra})
+
+
 def diverge(pg, rows):
     """100 scattered divergences on a copy: 40 changed, 30 missing, 30 extra."""
     c = pg.connect()
     cur = c.cursor()
     cur.execute("CREATE TABLE orders_div AS SELECT * FROM orders")
     cur.execute("ALTER TABLE orders_div ADD PRIMARY KEY (id)")
-    step = rows // 101
-    ids = [step * (k + 1) for k in range(70)]
-    changed, missing = ids[:40], ids[40:70]
-    extra = [rows + 1 + k for k in range(30)]
+    changed, missing, extra = div_ids(rows)
     cur.execute("UPDATE orders_div SET amount = amount + 1 WHERE id = ANY(%s)", (changed,))
     cur.execute("DELETE FROM orders_div WHERE id = ANY(%s)", (missing,))
     cur.execute("INSERT INTO orders_div SELECT id + %s, customer_id, amount, status, note, "
                 "created_at, updated_at FROM orders WHERE id <= 30", (rows,))
     cur.execute("VACUUM (FREEZE, ANALYZE) orders_div")
     c.close()
-    return ({("changed", (str(i),)) for i in changed} | {("missing-in-target", (str(i),))
-            for i in missing} | {("extra-in-target", (str(i),)) for i in extra})
+    return injected_set(changed, missing, extra)
 
 
 def timed(cmds):
@@ -96,7 +116,11 @@ def psql(pg, sql):
 
 
 def sluice(src, tgt, table, *extra):
-    cmd = ["/usr/bin/time", "-f", "%M", SLUICE, "diff", src.dsn(), tgt.dsn(), "--table", "orders",
+    return sluice_dsn(src.dsn(), tgt.dsn(), table, *extra)
+
+
+def sluice_dsn(src, tgt, table, *extra):
+    cmd = ["/usr/bin/time", "-f", "%M", SLUICE, "diff", src, tgt, "--table", "orders",
            "--target-table", table, "--workers", "2", "--no-progress", "--format", "json"] + \
         list(extra)
     t0 = time.time()
@@ -196,6 +220,77 @@ def bench(rows):
             "cluster": (cl_wall, co_mb, wk_mb)}
 
 
+def my_load(my, rows):
+    """The orders table in src and tgt, and tgt.orders_div with the 100
+    divergences, as load() and diverge() make them on PostgreSQL."""
+    my.createdb("src")
+    my.createdb("tgt")
+    c = my.connect("src")
+    cur = c.cursor()
+    cur.execute("SET time_zone = '+00:00'")
+    cur.execute("""CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL,
+        amount decimal(12,2) NOT NULL, status varchar(16) NOT NULL, note text,
+        created_at timestamp(6) NOT NULL, updated_at timestamp(6) NULL)""")
+    cur.execute(f"""INSERT INTO orders SELECT seq, (seq * 7919) % 100000,
+        ((seq * 104729) % 1000000) / 100,
+        ELT(1 + seq % 5, 'pending', 'paid', 'shipped', 'delivered', 'cancelled'),
+        CONCAT('note ', md5(seq), ' ', seq % 997),
+        TIMESTAMP '2023-01-01 00:00:00' + INTERVAL seq SECOND,
+        IF(seq % 3 = 0, NULL, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND)
+        FROM seq_1_to_{rows}""")
+    for t in ("orders", "orders_div"):
+        cur.execute(f"CREATE TABLE tgt.{t} LIKE src.orders")
+        cur.execute(f"INSERT INTO tgt.{t} SELECT * FROM src.orders")
+    changed, missing, extra = div_ids(rows)
+    cur.execute("UPDATE tgt.orders_div SET amount = amount + 1 WHERE id IN %s", (changed,))
+    cur.execute("DELETE FROM tgt.orders_div WHERE id IN %s", (missing,))
+    cur.execute("INSERT INTO tgt.orders_div SELECT id + %s, customer_id, amount, status, note, "
+                "created_at, updated_at FROM src.orders WHERE id <= 30", (rows,))
+    for t in ("src.orders", "tgt.orders", "tgt.orders_div"):
+        cur.execute(f"ANALYZE TABLE {t}")
+    c.close()
+    return injected_set(changed, missing, extra)
+
+
+def bench_mysql(rows):
+    """sluice MariaDB against MariaDB vs the MariaDB read floor."""
+    log(f"{rows} rows: starting a MariaDB server and loading")
+    pool = min(4 << 30, max(256 << 20, rows * 400))  # both tables cached, as PostgreSQL's are
+    my = MariaDbServer(args=[f"--innodb-buffer-pool-size={pool}",
+                             "--innodb-log-file-size=256M"])
+    t0 = time.time()
+    injected = my_load(my, rows)
+    log(f"loaded in {time.time() - t0:.0f} s")
+    floor_cmd = (f"MYSQL_PWD='{my.PASSWORD}' mariadb --no-defaults -h 127.0.0.1 -P {my.port} "
+                 f"-u {my.USER} --quick --batch --skip-column-names "
+                 f"-e 'SELECT {COLS} FROM orders ORDER BY id' ")
+    res = {k: [] for k in ("floor", "identical", "diverged")}
+    wrong = 0
+    src, tgt = my.dsn("src"), my.dsn("tgt")
+    for rep in range(REPS):
+        res["floor"].append(timed([floor_cmd + db for db in ("src", "tgt")]))
+        code, doc, wall, kb, err = sluice_dsn(src, tgt, "orders")
+        if code != 0:
+            raise RuntimeError(f"sluice on identical MariaDB tables: exit {code}: {err[-500:]}")
+        res["identical"].append(wall)
+        code, doc, wall, kb, err = sluice_dsn(src, tgt, "orders_div")
+        got = {(d["kind"], tuple(d["key"].values())) for d in (doc or {}).get("divergences", [])}
+        if code != 1 or got != injected:
+            wrong += 1
+            log(f"MariaDB diverged run {rep}: exit {code}, {len(got ^ injected)} wrong "
+                f"{err[-300:]}")
+        res["diverged"].append(wall)
+        log(f"MariaDB rep {rep + 1}/{REPS}: floor {res['floor'][-1]:.2f} s, sluice "
+            f"{res['identical'][-1]:.2f} / {res['diverged'][-1]:.2f} s")
+    my.stop()
+    med = {k: statistics.median(v) for k, v in res.items()}
+    ratio = {k: statistics.median(s / f for s, f in zip(res[k], res["floor"]))
+             for k in ("identical", "diverged")}
+    log(f"{rows} rows, MariaDB: sluice / floor: identical {ratio['identical']:.2f}x, "
+        f"diverged {ratio['diverged']:.2f}x")
+    return {"rows": rows, "med": med, "ratio": ratio, "wrong": wrong}
+
+
 def scaling(results):
     """How time and memory grow, by arithmetic from the measured sizes."""
     a, b = results[0], results[-1]
@@ -237,6 +332,7 @@ def machine():
 
 def main():
     results = [bench(n) for n in SIZES]
+    my_results = [bench_mysql(n) for n in SIZES] if MYSQL else []
     lines = ["| rows per table | floor: binary COPY (s) | text COPY (s) | push-down md5 (s) | "
              "sluice identical (s) | sluice 100 diverged (s) | sluice / floor (median of "
              "per-rep ratios) | "
@@ -254,6 +350,17 @@ def main():
             f"{'exact' if not r['wrong'] else str(r['wrong']) + ' runs wrong'} | "
             f"{rate:,} → {held:,.0f} ({(held - rate) / rate * 100:+.0f}%) | "
             f"{r['cluster'][0]:.2f} s, {r['cluster'][1]:.0f} / {r['cluster'][2]:.0f} |")
+    if my_results:
+        lines += ["", "| rows per table (MariaDB) | floor: mariadb --quick (s) | "
+                  "sluice identical (s) | sluice 100 diverged (s) | sluice / floor (median of "
+                  "per-rep ratios) | answer |", "|---|---|---|---|---|---|"]
+    for r in my_results:
+        m = r["med"]
+        lines.append(
+            f"| {r['rows']:,} (MariaDB) | {m['floor']:.2f} | {m['identical']:.2f} | "
+            f"{m['diverged']:.2f} | {r['ratio']['identical']:.2f}x (diverged "
+            f"{r['ratio']['diverged']:.2f}x) | "
+            f"{'exact' if not r['wrong'] else str(r['wrong']) + ' runs wrong'} |")
     table = "\n".join(lines)
     print(table)
     if OUT != "-":
@@ -269,7 +376,7 @@ def main():
             if len(results) > 1:
                 f.write(scaling(results))
         log(f"wrote {OUT}")
-    return 1 if any(r["wrong"] for r in results) else 0
+    return 1 if any(r["wrong"] for r in results + my_results) else 0
 
 
 if __name__ == "__main__":

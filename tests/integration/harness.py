@@ -230,7 +230,8 @@ class MariaDbServer:
     PASSWORD = "my-s3cret-pw-for-tests"
     USER = "sluice"
 
-    def __init__(self):
+    def __init__(self, args=()):
+        self.args = list(args)  # more mariadbd options (the bench's bigger buffer pool)
         self.mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         if not os.path.exists(self.mariadbd) or not shutil.which("mariadb-install-db"):
             raise RuntimeError("MariaDB server not found; run scripts/deps.sh --test")
@@ -282,7 +283,7 @@ class MariaDbServer:
                           f"--log-error={self.log}", "--innodb-buffer-pool-size=16M",
                           "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=0",
                           "--innodb-doublewrite=0", "--character-set-server=utf8mb4",
-                          "--collation-server=utf8mb4_general_ci"],
+                          "--collation-server=utf8mb4_general_ci"] + self.args,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
         import time
         for _ in range(600):
