@@ -433,7 +433,7 @@ static int time_text(const MYSQL_TIME *t, int with_time, char *out, size_t cap)
  * returned as *soff (else -1) and pointed to once the row is complete, as
  * scratch may move while it grows. *grew: a buffer was grown, to be bound
  * again before the next fetch. */
-static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k, int kind,
+static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k, int kind, int cls,
                       size_t *soff, int *grew, sl_err *err)
 {
     enc_val *v = &m->row[k];
@@ -446,8 +446,13 @@ static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k
     case RD_INT:
         if (m->bind[k].is_unsigned && (uint64_t)m->ints[k] > INT64_MAX) {
             /* an unsigned BIGINT above 2^63-1: the canonical decimal, as
-             * PostgreSQL's numeric(20,0) gives it */
+             * PostgreSQL's numeric(20,0) gives it; an int key cannot hold it */
             char t[48];
+            if (cls == ENC_INT)
+                return sl_err_setc(err, SL_INVALID,
+                                   "%s: key column \"%s\" holds %llu, above 2^63-1: unsigned "
+                                   "BIGINT keys that large are not compared yet",
+                                   m->base.name, f->name, (unsigned long long)(uint64_t)m->ints[k]);
             *soff = m->scratch.len;
             *v =
                 (enc_val){.kind = ENC_V_DEC, .len = enc_decimal_u64(t, 0, (uint64_t)m->ints[k], 0)};
@@ -537,7 +542,6 @@ static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k
 static int my_query(conn *c, const char *sql, const enc_val *params, size_t nparams, size_t ncols,
                     const int *cls, conn_row_fn fn, void *ctx, sl_err *err)
 {
-    (void)cls;
     my_conn *m = (my_conn *)c;
     MYSQL_RES *meta = NULL;
     int *kinds = NULL;
@@ -601,7 +605,7 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
         sl_buf_reset(&m->scratch);
         int rebind = 0, bad = 0;
         for (size_t k = 0; k < ncols && !bad; k++) {
-            if (take_value(m, st, &f[k], k, kinds[k], &soff[k], &rebind, err))
+            if (take_value(m, st, &f[k], k, kinds[k], cls ? cls[k] : 0, &soff[k], &rebind, err))
                 bad = 1;
         }
         if (bad)

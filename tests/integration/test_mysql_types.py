@@ -5,7 +5,8 @@ on both sides and rows whose values differ by one unit (a microsecond, a
 ULP, a day, a cent, one character of case, one trailing space, one byte).
 sluice diff must report exactly the second kind, and no schema drift where
 the pair maps faithfully. Values MySQL has and PostgreSQL has not (a TIME
-outside a day) are refused in one line naming the column."""
+outside a day, an unsigned BIGINT key above 2^63-1) are refused in one line
+naming the column."""
 import os
 import struct
 import sys
@@ -168,6 +169,13 @@ m2.cursor().executemany("INSERT INTO t_ubigint VALUES (%s, %s)",
 code, out, err = sluice("diff", my.dsn("m"), my.dsn("m2"), "--table", "t_ubigint", "--no-progress")
 t.ok(code == 0 and "identical" in out,
      "MariaDB vs MariaDB: bigint unsigned up to 2^64-1 (and an unsigned key) identical",
+     f"exit {code}\n{out}\n{err}")
+m2.cursor().execute("CREATE TABLE t_ukey (id bigint unsigned PRIMARY KEY)")
+m2.cursor().execute("INSERT INTO t_ukey VALUES (1), (9223372036854775808)")
+code, out, err = sluice("diff", my.dsn("m2"), my.dsn("m2"), "--table", "t_ukey", "--no-progress")
+t.ok(code == 2 and 'key column "' in err and "`id`" in err and "9223372036854775808" in err and
+     len(err.strip().splitlines()) == 1,
+     "an unsigned BIGINT key above 2^63-1 is refused in one line naming the column",
      f"exit {code}\n{out}\n{err}")
 pc.cursor().execute("CREATE TABLE t_ub8 (id int PRIMARY KEY, v int8)")
 pc.cursor().executemany("INSERT INTO t_ub8 VALUES (%s, %s)",
