@@ -93,15 +93,20 @@ static int my_code(unsigned e)
 
 static int is_session_lost(unsigned e)
 {
-    return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST || e == 2055 /* lost, extended */;
+    return e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST || e == 2055 /* lost, extended */ ||
+           e == 1927 /* ER_CONNECTION_KILLED: KILL CONNECTION, a server shutting down */;
 }
 
 /* An error of the session or of a statement (st may be NULL): its first
  * line, the password scrubbed, with the connection's name. */
 static int my_error(my_conn *m, MYSQL_STMT *st, sl_err *err)
 {
-    unsigned e = st ? mysql_stmt_errno(st) : mysql_errno(m->my);
-    const char *msg = st ? mysql_stmt_error(st) : mysql_error(m->my);
+    unsigned e = st ? mysql_stmt_errno(st) : 0;
+    const char *msg = st ? mysql_stmt_error(st) : NULL;
+    if (!e) { /* an unbuffered fetch leaves its error on the session, not the statement */
+        e = mysql_errno(m->my);
+        msg = mysql_error(m->my);
+    }
     char line[400];
     if (m->timed_out)
         return sl_err_setc(err, SL_DATABASE,
