@@ -21,6 +21,7 @@
 #include <ctype.h>
 #include <errmsg.h>
 #include <errno.h>
+#include <iconv.h>
 #include <math.h>
 #include <mysql.h>
 #include <poll.h>
@@ -249,7 +250,11 @@ enum my_read {
     RD_DATE,
     RD_DATETIME,
     RD_TIME,
-    RD_NULL
+    RD_NULL,
+    /* text in the column's own bytes (character_set_results is NULL, so
+     * the server never turns a byte it cannot map into '?'): */
+    RD_TEXT_ASCII, /* ascii: every byte checked below 0x80 */
+    RD_TEXT_ICONV  /* another single- or multi-byte set: to UTF-8 by iconv, strictly */
 };
 
 /* The way to read field f, or -1 with err naming the column and its type
@@ -313,6 +318,77 @@ static int read_kind(my_conn *m, const MYSQL_FIELD *f, sl_err *err)
                        "%s: column \"%s\" is %s column (protocol type %d), which sluice does not "
                        "compare on MySQL yet; leave it out with --exclude-columns",
                        m->base.name, f->name, what, (int)f->type);
+}
+
+/* How a text column's bytes become UTF-8, from its character set (the
+ * session reads every value in its column's own set: a server converting
+ * to utf8mb4 turns each byte it cannot map into '?', and two different
+ * values would then compare equal). UTF-8 sets and DECIMAL's digits pass as
+ * they are; ascii is checked; any other set is converted by iconv, which
+ * refuses a byte the set does not define rather than guess. *cv is opened
+ * for RD_TEXT_ICONV. */
+static int text_mode(my_conn *m, const MYSQL_FIELD *f, int kind, iconv_t *cv, sl_err *err)
+{
+    if (kind != RD_TEXT || f->type == MYSQL_TYPE_DECIMAL || f->type == MYSQL_TYPE_NEWDECIMAL ||
+        f->charsetnr == 63)
+        return kind;
+    const MARIADB_CHARSET_INFO *cs = mariadb_get_charset_by_nr(f->charsetnr);
+    if (!cs)
+        return sl_err_setc(err, SL_INVALID,
+                           "%s: column \"%s\" is in character set number %u, which this client "
+                           "library does not know; leave it out with --exclude-columns",
+                           m->base.name, f->name, f->charsetnr);
+    if (!strcmp(cs->csname, "utf8mb4") || !strcmp(cs->csname, "utf8mb3") ||
+        !strcmp(cs->csname, "utf8"))
+        return RD_TEXT;
+    if (!strcmp(cs->csname, "ascii"))
+        return RD_TEXT_ASCII;
+    if (!cs->encoding || (*cv = iconv_open("UTF-8", cs->encoding)) == (iconv_t)-1) {
+        *cv = (iconv_t)-1;
+        return sl_err_setc(err, SL_INVALID,
+                           "%s: column \"%s\" is in character set %s, which sluice cannot turn "
+                           "into UTF-8 here; convert the column or leave it out with "
+                           "--exclude-columns",
+                           m->base.name, f->name, cs->csname);
+    }
+    return RD_TEXT_ICONV;
+}
+
+/* The text of column k (n bytes at p, in its set) as UTF-8 in m->scratch
+ * at *soff, or an error naming the first byte the set does not define. */
+static int text_to_utf8(my_conn *m, const MYSQL_FIELD *f, int kind, iconv_t cv, const char *p,
+                        size_t n, enc_val *v, size_t *soff, sl_err *err)
+{
+    size_t bad = n;
+    if (kind == RD_TEXT_ASCII) {
+        for (size_t i = 0; i < n && bad == n; i++)
+            if ((unsigned char)p[i] >= 0x80)
+                bad = i;
+        if (bad == n) {
+            *v = (enc_val){.kind = ENC_V_TEXT, .p = p, .len = n};
+            return 0;
+        }
+    } else {
+        size_t off = m->scratch.len;
+        if (sl_buf_reserve(&m->scratch, off + 4 * n + 4))
+            return sl_err_set(err, "out of memory");
+        char *in = (char *)p, *out = (char *)m->scratch.p + off;
+        size_t inleft = n, outleft = 4 * n + 4;
+        iconv(cv, NULL, NULL, NULL, NULL);
+        if (iconv(cv, &in, &inleft, &out, &outleft) != (size_t)-1 &&
+            iconv(cv, NULL, NULL, &out, &outleft) != (size_t)-1) {
+            m->scratch.len = (size_t)(out - (char *)m->scratch.p);
+            *soff = off;
+            *v = (enc_val){.kind = ENC_V_TEXT, .len = m->scratch.len - off};
+            return 0;
+        }
+        bad = n - inleft;
+    }
+    return sl_err_setc(err, SL_INVALID,
+                       "%s: column \"%s\" holds byte 0x%02x (at %zu) that its character set "
+                       "does not define: it has no character to compare; fix the value, or "
+                       "leave the column out with --exclude-columns",
+                       m->base.name, f->name, bad < n ? (unsigned char)p[bad] : 0, bad);
 }
 
 /* Binds params to st: integers as BIGINT, doubles as DOUBLE, text as
@@ -439,7 +515,7 @@ static int time_text(const MYSQL_TIME *t, int with_time, char *out, size_t cap)
  * scratch may move while it grows. *grew: a buffer was grown, to be bound
  * again before the next fetch. */
 static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k, int kind, int cls,
-                      size_t *soff, int *grew, sl_err *err)
+                      iconv_t cv, size_t *soff, int *grew, sl_err *err)
 {
     enc_val *v = &m->row[k];
     *soff = (size_t)-1;
@@ -536,9 +612,11 @@ static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k
                 return my_error(m, st, err);
             *grew = 1; /* bind the bigger buffer before the next fetch */
         }
-        *v = (enc_val){.kind = kind == RD_BYTES ? ENC_V_BLOB : ENC_V_TEXT,
-                       .p = b->p ? (const char *)b->p : "",
-                       .len = m->lens[k]};
+        const char *p = b->p ? (const char *)b->p : "";
+        if (kind == RD_TEXT_ASCII || kind == RD_TEXT_ICONV)
+            return text_to_utf8(m, f, kind, cv, p, m->lens[k], v, soff, err);
+        *v = (enc_val){
+            .kind = kind == RD_BYTES ? ENC_V_BLOB : ENC_V_TEXT, .p = p, .len = m->lens[k]};
         return 0;
     }
     }
@@ -550,6 +628,7 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
     my_conn *m = (my_conn *)c;
     MYSQL_RES *meta = NULL;
     int *kinds = NULL;
+    iconv_t *cvs = NULL;
     int rc = -1;
     if (ncols > CONN_MAX_COLS)
         return sl_err_setc(err, SL_INVALID, "too many columns (limit %d)", CONN_MAX_COLS);
@@ -583,13 +662,22 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
     }
     if (bind_results(m, st, meta, ncols, kinds, err))
         goto done;
+    MYSQL_FIELD *f = mysql_fetch_fields(meta);
+    if (!(cvs = malloc((ncols + 1) * sizeof *cvs))) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k <= ncols; k++)
+        cvs[k] = (iconv_t)-1;
+    for (size_t k = 0; k < ncols; k++)
+        if ((kinds[k] = text_mode(m, &f[k], kinds[k], &cvs[k], err)) < 0)
+            goto done;
     /* no mysql_stmt_store_result: rows are read from the socket as fetched */
     MY_ASYNC(m, r, mysql_stmt_execute_start(&r, st), mysql_stmt_execute_cont, st);
     if (r) {
         my_error(m, st, err);
         goto done;
     }
-    MYSQL_FIELD *f = mysql_fetch_fields(meta);
     size_t *soff = malloc((ncols + 1) * sizeof *soff);
     if (!soff) {
         sl_err_set(err, "out of memory");
@@ -610,7 +698,8 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
         sl_buf_reset(&m->scratch);
         int rebind = 0, bad = 0;
         for (size_t k = 0; k < ncols && !bad; k++) {
-            if (take_value(m, st, &f[k], k, kinds[k], cls ? cls[k] : 0, &soff[k], &rebind, err))
+            if (take_value(m, st, &f[k], k, kinds[k], cls ? cls[k] : 0, cvs[k], &soff[k], &rebind,
+                           err))
                 bad = 1;
         }
         if (bad)
@@ -634,6 +723,10 @@ done:
     my_bool closed;
     MY_ASYNC(m, closed, mysql_stmt_close_start(&closed, st), mysql_stmt_close_cont, st);
     free(kinds);
+    for (size_t k = 0; cvs && k < ncols; k++)
+        if (cvs[k] != (iconv_t)-1)
+            iconv_close(cvs[k]);
+    free(cvs);
     return rc;
 }
 
@@ -1009,7 +1102,7 @@ conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err)
      * a slow consumer is bounded by our read deadline instead */
     char set[256];
     snprintf(set, sizeof set,
-             "SET time_zone = '+00:00', "
+             "SET time_zone = '+00:00', character_set_results = NULL, "
              "sql_mode = 'ANSI_QUOTES,PIPES_AS_CONCAT,NO_BACKSLASH_ESCAPES', "
              "net_write_timeout = %u",
              rts < 60 ? 60 : rts);
