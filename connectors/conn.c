@@ -120,9 +120,9 @@ static int put_key_cmp(conn *c, sl_buf *sql, const conn_query *q, const char *op
                : 0;
 }
 
-/* SELECT cols FROM table [sample] WHERE (where) */
+/* SELECT cols FROM table [sample] WHERE (where) [AND cond] */
 static int put_select_sample(conn *c, sl_buf *sql, const conn_query *q, size_t first, size_t ncols,
-                             const char *sample)
+                             const char *sample, const char *cond)
 {
     if (sl_buf_printf(sql, "SELECT "))
         return -1;
@@ -132,12 +132,14 @@ static int put_select_sample(conn *c, sl_buf *sql, const conn_query *q, size_t f
     if (sl_buf_printf(sql, " FROM ") || put_table(c, sql, q->table) ||
         sl_buf_printf(sql, "%s", sample))
         return -1;
-    return sl_buf_printf(sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1");
+    if (sl_buf_printf(sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1"))
+        return -1;
+    return cond ? sl_buf_printf(sql, " AND %s", cond) : 0;
 }
 
 static int put_select(conn *c, sl_buf *sql, const conn_query *q, size_t first, size_t ncols)
 {
-    return put_select_sample(c, sql, q, first, ncols, "");
+    return put_select_sample(c, sql, q, first, ncols, "", NULL);
 }
 
 typedef struct every_ctx {
@@ -451,7 +453,9 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
     /* other keys on a big table: quantiles of a sample of its pages, sorted
      * (about 200 sampled keys a range); an OFFSET per quantile would walk the
      * key index from its start each time, ranges times over */
-    if (c->ops->tablesample && cc.n >= CONN_SAMPLE_MIN) {
+    if ((c->ops->tablesample || c->ops->sample_where) && cc.n >= CONN_SAMPLE_MIN) {
+        const char *ts = c->ops->tablesample ? c->ops->tablesample : "";
+        const char *cond = c->ops->tablesample ? NULL : c->ops->sample_where;
         double pct = 100.0 * 200.0 * (double)nranges / (double)cc.n;
         enc_val p = {.kind = ENC_V_TEXT};
         char pcts[32];
@@ -463,9 +467,8 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
          * repeatable) and space the split keys by what it holds */
         sl_buf_reset(&sql);
         if (sl_buf_printf(&sql, "SELECT count(*) FROM ") || put_table(c, &sql, q->table) ||
-            sl_buf_printf(&sql, "%s WHERE (%s)", c->ops->tablesample,
-                          q->where && *q->where ? q->where : "1=1") ||
-            sl_buf_putc(&sql, 0))
+            sl_buf_printf(&sql, "%s WHERE (%s)", ts, q->where && *q->where ? q->where : "1=1") ||
+            (cond && sl_buf_printf(&sql, " AND %s", cond)) || sl_buf_putc(&sql, 0))
             goto oom;
         cc.n = 0;
         if (c->ops->query(c, (const char *)sql.p, &p, 1, 1, &intcls, take_count, &cc, err))
@@ -473,8 +476,8 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
         if (cc.n >= nranges) {
             every_ctx e = {fn, ctx, 0, cc.n / nranges, 0, nranges - 1};
             sl_buf_reset(&sql);
-            if (put_select_sample(c, &sql, q, 0, q->nkey, c->ops->tablesample) ||
-                put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+            if (put_select_sample(c, &sql, q, 0, q->nkey, ts, cond) || put_order(c, &sql, q) ||
+                sl_buf_putc(&sql, 0))
                 goto oom;
             rc = c->ops->query(c, (const char *)sql.p, &p, 1, q->nkey, q->cls, take_every, &e, err);
             goto done;

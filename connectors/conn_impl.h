@@ -32,6 +32,9 @@ typedef struct conn_ops {
     /* appended to the table to read a sample of its pages, percentage as
      * parameter $1 (optional) */
     const char *tablesample;
+    /* else a condition keeping about that percentage of the rows, the
+     * same ones each time it is run (ANDed to the WHERE; optional) */
+    const char *sample_where;
     int numbered_dollar; /* $1 (PostgreSQL) rather than ?1 (SQLite) */
     int bare_question;   /* ? (MySQL), parameter n being the n-th to appear */
     /* Values come out in their storage class, which the database orders by

@@ -916,12 +916,16 @@ static int my_is_broken(const conn *c)
  * code point order). The ops differ only in that. A text key of another
  * charset (latin1, utf8mb3) is converted first, which the collation needs
  * and which changes nothing for utf8mb4: its values come out in utf8mb4
- * anyway (NAMES utf8mb4), so the order is that of the bytes read. */
+ * anyway (NAMES utf8mb4), so the order is that of the bytes read. No
+ * TABLESAMPLE: a big table's split keys come from a row sample, RAND with a
+ * fixed seed keeping the same rows for the count and the read (one pass
+ * over the table, not one OFFSET walk per split key). */
 #define MY_OPS(collation)                                                                          \
     {                                                                                              \
         .free = my_free, .is_broken = my_is_broken, .describe = my_describe, .query = my_query,    \
         .quote = my_quote, .text_key_prefix = "CONVERT(",                                          \
         .text_key_collate = " USING utf8mb4) COLLATE " collation, .bare_question = 1,              \
+        .sample_where = "RAND(0) * 100 < ?",                                                       \
     }
 static const conn_ops mariadb_ops = MY_OPS("utf8mb4_nopad_bin");
 static const conn_ops mysql8_ops = MY_OPS("utf8mb4_0900_bin");

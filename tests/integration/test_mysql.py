@@ -11,6 +11,7 @@ boolean; a wrong password (exit 2, one line, no
 password), a missing table, an unsupported type and a zero date refused
 with exit 2; an unsigned BIGINT above 2^63-1 compared; a locked table given up
 after --read-timeout; MYSQL_PWD; ~/.my.cnf [client] (password, user); a cluster worker reading --db NAME=mysql://...."""
+import hashlib
 import os
 import random
 import sqlite3
@@ -445,4 +446,33 @@ t.ok(code == 1 and got == WANT and took >= 4.5 and " lost " not in wout,
      f"a 5 s lock on the source: the job waits it out ({took:.1f} s), its worker never lost",
      f"exit {code}\ngot {got}\n{err}\n{wout}")
 cl.stop()
+
+# a text key on a table big enough (150,000 rows) that split keys come from a
+# row sample (RAND with a fixed seed) rather than an OFFSET walk per split key
+mc = my.connect("shop")
+mc.autocommit(True)
+mcur = mc.cursor()
+mcur.execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
+mcur.execute("CREATE TABLE bigk (k varchar(40) PRIMARY KEY, i int) CHARACTER SET utf8mb4")
+mcur.execute("INSERT INTO bigk SELECT md5(seq), seq FROM seq_1_to_150000")
+pcur.execute("CREATE TABLE bigk (k varchar(40) PRIMARY KEY, i int)")
+pcur.execute("INSERT INTO bigk SELECT md5(g::text), g FROM generate_series(1, 150000) g")
+pcur.execute("UPDATE bigk SET i = -1 WHERE i = 77777")
+k77 = hashlib.md5(b"77777").hexdigest()
+mcur.execute("SET GLOBAL log_output = 'TABLE'")
+mcur.execute("SET GLOBAL general_log = 1")
+code, doc, err = sluice_json("diff", SRC, pg.dsn("shop"), "--table", "bigk", "--ranges", "6")
+mcur.execute("SET GLOBAL general_log = 0")
+got = keys_as_text(divergence_set(doc)) if doc else None
+t.ok(code == 1 and got == {("changed", (k77,), ("i",))} and doc["summary"]["ranges"] == 6 and
+     doc["source"]["rows"] == 150000,
+     "150,000 text keys on MariaDB split from a row sample: the one change, in the 6 ranges asked",
+     f"exit {code}\ngot {got}\n{doc and doc['summary']}\n{err[-500:]}")
+mcur.execute("SELECT CAST(argument AS CHAR) FROM mysql.general_log WHERE "
+             "CAST(argument AS CHAR) LIKE '%bigk%'")
+logged = [r[0] for r in mcur.fetchall()]
+t.ok(any("RAND(0) * 100 <" in x for x in logged) and
+     not any("LIMIT 1 OFFSET" in x for x in logged),
+     "the split keys came from the sample, not from an OFFSET per split key",
+     [x[:160] for x in logged][:6])
 t.done()
