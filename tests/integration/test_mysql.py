@@ -475,4 +475,31 @@ t.ok(any("RAND(0) * 100 <" in x for x in logged) and
      not any("LIMIT 1 OFFSET" in x for x in logged),
      "the split keys came from the sample, not from an OFFSET per split key",
      [x[:160] for x in logged][:6])
+
+# live re-checks against MariaDB: a row fixed on the target while the diff
+# waits its settle time is transient; one that stays different is confirmed
+mcur.execute("CREATE TABLE live (id int PRIMARY KEY, v int)")
+mcur.execute("INSERT INTO live SELECT seq, seq FROM seq_1_to_2000")
+pcur.execute("CREATE TABLE live (id int PRIMARY KEY, v int)")
+pcur.execute("INSERT INTO live SELECT g, g FROM generate_series(1, 2000) g")
+pcur.execute("UPDATE live SET v = -v WHERE id IN (5, 1500)")
+
+
+def fix_later():
+    time.sleep(1.5)
+    c3 = pg.connect("shop")
+    c3.autocommit = True
+    c3.cursor().execute("UPDATE live SET v = 5 WHERE id = 5")
+    c3.close()
+
+
+fx = threading.Thread(target=fix_later)
+fx.start()
+code, doc, err = sluice_json("diff", SRC, pg.dsn("shop"), "--table", "live", "--rechecks", "2",
+                             "--settle", "2")
+fx.join()
+st = {(tuple(d["key"].values()), d.get("status")) for d in (doc or {}).get("divergences", [])}
+t.ok(code == 1 and st == {(("1500",), "confirmed"), (("5",), "transient")},
+     "re-checks against MariaDB: the row fixed meanwhile is transient, the other confirmed",
+     f"exit {code} {st} {err[-300:]}")
 t.done()
