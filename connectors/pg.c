@@ -43,6 +43,20 @@ static void first_line(const char *msg, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* A value of column k of r read as text. A char(n) (bpchar) loses the
+ * blanks that pad it, as PostgreSQL's own cast to text drops them: they are
+ * not part of the value (char(5) 'ab' = 'ab   '), and other engines
+ * (MySQL's CHAR) hand it over without them (pg_bin.c does the same). */
+static enc_val text_value(const PGresult *r, int i, int k)
+{
+    const char *v = PQgetvalue(r, i, k);
+    size_t len = (size_t)PQgetlength(r, i, k);
+    if (PQftype(r, k) == 1042)
+        while (len && v[len - 1] == ' ')
+            len--;
+    return (enc_val){.kind = ENC_V_TEXT, .p = v, .len = len};
+}
+
 static void pg_free(conn *c)
 {
     pg_conn *p = (pg_conn *)c;
@@ -258,9 +272,7 @@ static int pg_run(pg_conn *p, const char *sql, const char *stmt, const unsigned 
                                            (size_t)PQgetlength(res, 0, (int)k), &p->colbuf[k],
                                            &row[k], err);
                     } else {
-                        row[k] = (enc_val){.kind = ENC_V_TEXT,
-                                           .p = PQgetvalue(res, 0, (int)k),
-                                           .len = (size_t)PQgetlength(res, 0, (int)k)};
+                        row[k] = text_value(res, 0, (int)k);
                     }
                 }
                 if (rc == 0)
@@ -293,6 +305,7 @@ static int pg_exec_ok(pg_conn *p, const char *sql, sl_err *err)
     PQclear(r);
     return rc;
 }
+
 
 /* Once a connection, as wide as its widest range or fetch. */
 static int pg_grow_colbuf(pg_conn *p, size_t ncols, sl_err *err)
@@ -427,7 +440,7 @@ static int pg_cursor(pg_conn *p, const char *sql, const enc_val *params, size_t 
                 else if (oids)
                     rc = pg_bin_decode(oids[k], v, len, &p->colbuf[k], &row[k], err);
                 else
-                    row[k] = (enc_val){.kind = ENC_V_TEXT, .p = v, .len = len};
+                    row[k] = text_value(r, i, (int)k);
             }
             if (rc == 0)
                 rc = fn(ctx, row, ncols, err);

@@ -309,9 +309,13 @@ int pg_bin_decode_any(unsigned oid, const char *p, size_t len, sl_buf *scratch, 
             break;
         *v = (enc_val){.kind = ENC_V_TEXT, .p = p + 1, .len = len - 1};
         return 0;
+    case OID_BPCHAR: /* without the blanks that pad it: pg.c's text_value */
+        while (len && p[len - 1] == ' ')
+            len--;
+        *v = (enc_val){.kind = ENC_V_TEXT, .p = p, .len = len};
+        return 0;
     case OID_TEXT:
     case OID_VARCHAR:
-    case OID_BPCHAR:
     case OID_NAME:
     case OID_JSON:
         *v = (enc_val){.kind = ENC_V_TEXT, .p = p, .len = len};
