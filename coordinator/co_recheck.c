@@ -87,6 +87,8 @@ static void confirmed_forget(job *j, const uint8_t *key, size_t klen)
             continue;
         j->cset[i] = 0;
         j->cused--;
+        if (j->cb->resolved)
+            j->cb->resolved(j->cb->ctx, key, klen);
         for (size_t k = (i + 1) & mask; j->cset[k]; k = (k + 1) & mask) {
             size_t home = (size_t)j->cset[k] & mask;
             /* moves back unless its home lies cyclically in (i, k] */

@@ -60,8 +60,8 @@ changed = sum(r["changed"] for r in rows)
 t.ok(proc.returncode is not None and changed == 2,
      f"diverged, repaired, diverged again: 2 changed in the windows (got {changed})",
      f"{rows}\n{out}\n{err}")
-# (the events table keeps one row per (job, kind, key): the second is not a
-# new event row, by design; the windows are where it counts)
+t.ok(out.count("changed id=5") == 2,
+     "and both published as events (the control plane counts those)", out + err)
 reports = cl.sanitizer_reports()
 cl.stop()
 t.ok(not reports, "no sanitizer report from the coordinator or workers", "\n".join(reports))
