@@ -253,9 +253,20 @@ enum my_read {
     RD_NULL,
     /* text in the column's own bytes (character_set_results is NULL, so
      * the server never turns a byte it cannot map into '?'): */
-    RD_TEXT_ASCII, /* ascii: every byte checked below 0x80 */
-    RD_TEXT_ICONV  /* another single- or multi-byte set: to UTF-8 by iconv, strictly */
+    RD_TEXT_ASCII,  /* ascii: every byte checked below 0x80 */
+    RD_TEXT_ICONV,  /* another single- or multi-byte set: to UTF-8 by iconv, strictly */
+    RD_TEXT_LATIN1, /* MySQL's latin1: cp1252 with its five holes as C1 controls */
+    RD_TEXT_SJIS    /* sjis: ASCII bytes as they are (glibc's SJIS makes 0x5C a yen sign) */
 };
+
+/* MySQL's latin1 for 0x80..0x9F (ctype-latin1.c): cp1252, and 0x81, 0x8D,
+ * 0x8F, 0x90, 0x9D as the C1 controls; every other byte is ISO-8859-1.
+ * The server converts keys with this table to order them, so the values
+ * must come out the same here (iconv's LATIN1 makes 0x80 U+0080, not €). */
+static const unsigned short latin1_c1[32] = {
+    0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+    0x2039, 0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
+    0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178};
 
 /* The way to read field f, or -1 with err naming the column and its type
  * when sluice does not compare that type on MySQL yet: refused, never
@@ -343,7 +354,32 @@ static int text_mode(my_conn *m, const MYSQL_FIELD *f, int kind, iconv_t *cv, sl
         return RD_TEXT;
     if (!strcmp(cs->csname, "ascii"))
         return RD_TEXT_ASCII;
-    if (!cs->encoding || (*cv = iconv_open("UTF-8", cs->encoding)) == (iconv_t)-1) {
+    if (!strcmp(cs->csname, "latin1"))
+        return RD_TEXT_LATIN1;
+    /* sets whose every character glibc's iconv converts as the server
+     * does (compared byte by byte, and every double byte, against the
+     * server's CONVERT ... USING utf8mb4, which also orders the keys); in
+     * another (big5, ujis, euckr, greek, cp866, ...) some characters come
+     * out differently, which would be a false difference and a key order
+     * the server does not have */
+    static const char *const exact[] = {"cp1250", "cp1251", "cp1257", "cp850", "cp852",   "cp932",
+                                        "gb2312", "gbk",    "hp8",    "koi8r", "latin2",  "latin5",
+                                        "latin7", "sjis",   "ucs2",   "utf16", "utf16le", "utf32"};
+    size_t e = 0;
+    while (e < sizeof exact / sizeof *exact && strcmp(cs->csname, exact[e]))
+        e++;
+    if (e == sizeof exact / sizeof *exact)
+        return sl_err_setc(err, SL_INVALID,
+                           "%s: column \"%s\" is in character set %s, which sluice cannot turn "
+                           "into UTF-8 exactly as the server does; convert the column or leave "
+                           "it out with --exclude-columns",
+                           m->base.name, f->name, cs->csname);
+    /* the library names UTF16/UTF32, which iconv reads with a byte order
+     * mark: a value starting with U+FEFF would lose it; MySQL's are BE */
+    const char *enc = !strcmp(cs->csname, "utf16")   ? "UTF-16BE"
+                      : !strcmp(cs->csname, "utf32") ? "UTF-32BE"
+                                                     : cs->encoding;
+    if (!enc || (*cv = iconv_open("UTF-8", enc)) == (iconv_t)-1) {
         *cv = (iconv_t)-1;
         return sl_err_setc(err, SL_INVALID,
                            "%s: column \"%s\" is in character set %s, which sluice cannot turn "
@@ -351,7 +387,27 @@ static int text_mode(my_conn *m, const MYSQL_FIELD *f, int kind, iconv_t *cv, sl
                            "--exclude-columns",
                            m->base.name, f->name, cs->csname);
     }
-    return RD_TEXT_ICONV;
+    return strcmp(cs->csname, "sjis") ? RD_TEXT_ICONV : RD_TEXT_SJIS;
+}
+
+/* n bytes at p through cv, appended to m->scratch; 0, or -1 with *bad the
+ * offset in p of the first byte cv refused (or n when out of memory). */
+static int iconv_append(my_conn *m, iconv_t cv, const char *p, size_t n, size_t *bad)
+{
+    size_t off = m->scratch.len;
+    *bad = n;
+    if (sl_buf_reserve(&m->scratch, 4 * n + 4))
+        return -1;
+    char *in = (char *)p, *out = (char *)m->scratch.p + off;
+    size_t inleft = n, outleft = 4 * n + 4;
+    iconv(cv, NULL, NULL, NULL, NULL);
+    if (iconv(cv, &in, &inleft, &out, &outleft) == (size_t)-1 ||
+        iconv(cv, NULL, NULL, &out, &outleft) == (size_t)-1) {
+        *bad = n - inleft;
+        return -1;
+    }
+    m->scratch.len = (size_t)(out - (char *)m->scratch.p);
+    return 0;
 }
 
 /* The text of column k (n bytes at p, in its set) as UTF-8 in m->scratch
@@ -370,19 +426,61 @@ static int text_to_utf8(my_conn *m, const MYSQL_FIELD *f, int kind, iconv_t cv, 
         }
     } else {
         size_t off = m->scratch.len;
-        if (sl_buf_reserve(&m->scratch, off + 4 * n + 4))
-            return sl_err_set(err, "out of memory");
-        char *in = (char *)p, *out = (char *)m->scratch.p + off;
-        size_t inleft = n, outleft = 4 * n + 4;
-        iconv(cv, NULL, NULL, NULL, NULL);
-        if (iconv(cv, &in, &inleft, &out, &outleft) != (size_t)-1 &&
-            iconv(cv, NULL, NULL, &out, &outleft) != (size_t)-1) {
-            m->scratch.len = (size_t)(out - (char *)m->scratch.p);
+        int rc = 0;
+        if (kind == RD_TEXT_LATIN1) {
+            if (sl_buf_reserve(&m->scratch, 3 * n))
+                return sl_err_set(err, "out of memory");
+            unsigned char *o = (unsigned char *)m->scratch.p + off;
+            for (size_t i = 0; i < n; i++) {
+                unsigned c = (unsigned char)p[i];
+                if (c >= 0x80 && c < 0xA0)
+                    c = latin1_c1[c - 0x80];
+                if (c < 0x80)
+                    *o++ = (unsigned char)c;
+                else if (c < 0x800) {
+                    *o++ = (unsigned char)(0xC0 | c >> 6);
+                    *o++ = (unsigned char)(0x80 | (c & 0x3F));
+                } else {
+                    *o++ = (unsigned char)(0xE0 | c >> 12);
+                    *o++ = (unsigned char)(0x80 | (c >> 6 & 0x3F));
+                    *o++ = (unsigned char)(0x80 | (c & 0x3F));
+                }
+            }
+            m->scratch.len = (size_t)(o - (unsigned char *)m->scratch.p);
+        } else if (kind == RD_TEXT_SJIS) {
+            /* runs of non-ASCII characters through iconv (a lead byte takes
+             * the next byte with it, which may be 0x5C); ASCII copied, and
+             * 0x815F the server's reverse solidus (glibc's is fullwidth) */
+#define SJIS_815F(q) ((unsigned char)(q)[0] == 0x81 && (unsigned char)(q)[1] == 0x5F)
+            for (size_t i = 0; i < n && !rc;) {
+                unsigned c = (unsigned char)p[i];
+                if (c < 0x80 || (i + 1 < n && SJIS_815F(p + i))) {
+                    rc = sl_buf_putc(&m->scratch, c < 0x80 ? (uint8_t)c : '\\');
+                    i += c < 0x80 ? 1 : 2;
+                    continue;
+                }
+                size_t j = i;
+                while (j < n && (unsigned char)p[j] >= 0x80 && !(j + 1 < n && SJIS_815F(p + j))) {
+                    c = (unsigned char)p[j];
+                    j +=
+                        ((c >= 0x81 && c <= 0x9F) || (c >= 0xE0 && c <= 0xFC)) && j + 1 < n ? 2 : 1;
+                }
+                if (iconv_append(m, cv, p + i, j - i, &bad)) {
+                    bad = bad < j - i ? i + bad : n;
+                    rc = -1;
+                }
+                i = j;
+            }
+#undef SJIS_815F
+        } else if (iconv_append(m, cv, p, n, &bad))
+            rc = -1;
+        if (!rc) {
             *soff = off;
             *v = (enc_val){.kind = ENC_V_TEXT, .len = m->scratch.len - off};
             return 0;
         }
-        bad = n - inleft;
+        if (bad == n)
+            return sl_err_set(err, "out of memory");
     }
     return sl_err_setc(err, SL_INVALID,
                        "%s: column \"%s\" holds byte 0x%02x (at %zu) that its character set "
@@ -613,7 +711,7 @@ static int take_value(my_conn *m, MYSQL_STMT *st, const MYSQL_FIELD *f, size_t k
             *grew = 1; /* bind the bigger buffer before the next fetch */
         }
         const char *p = b->p ? (const char *)b->p : "";
-        if (kind == RD_TEXT_ASCII || kind == RD_TEXT_ICONV)
+        if (kind >= RD_TEXT_ASCII)
             return text_to_utf8(m, f, kind, cv, p, m->lens[k], v, soff, err);
         *v = (enc_val){
             .kind = kind == RD_BYTES ? ENC_V_BLOB : ENC_V_TEXT, .p = p, .len = m->lens[k]};

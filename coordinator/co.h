@@ -96,6 +96,10 @@ typedef struct co_callbacks {
      * how many, SIZE_MAX when it cannot tell), whose slots a follow must not
      * drop as orphans. Without it a follow drops none. */
     size_t (*live_follows)(void *ctx, int64_t *ids, size_t cap);
+    /* Optional, for a changes job: a key confirmed divergent before is
+     * equal again (repaired), so its next divergence is a new one, to be
+     * stored and told again rather than taken for a repeat. */
+    void (*resolved)(void *ctx, const uint8_t *key, size_t klen);
     /* Optional, for a job that must survive a coordinator restart: the split
      * keys once chosen, and each range once compared (non-zero aborts). */
     int (*planned)(void *ctx, size_t n, const uint8_t *const *keys, const size_t *lens);

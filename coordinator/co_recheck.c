@@ -72,6 +72,35 @@ static int confirmed_once(job *j, int kind, const uint8_t *key, size_t klen)
     return 1;
 }
 
+/* Forgets a key found equal again (every kind): repaired, its next
+ * divergence is a new one and counts. Linear probing: the entries after the
+ * hole that belong before it move back. */
+static void confirmed_forget(job *j, const uint8_t *key, size_t klen)
+{
+    for (int kind = CO_MISSING; j->cused && kind <= CO_CHANGED; kind++) {
+        uint64_t h = XXH3_64bits_withSeed(key, klen, (uint64_t)kind + 1);
+        h = h < 1 ? 1 : h;
+        size_t mask = j->ccap - 1, i = (size_t)h & mask;
+        while (j->cset[i] && j->cset[i] != h)
+            i = (i + 1) & mask;
+        if (!j->cset[i])
+            continue;
+        j->cset[i] = 0;
+        j->cused--;
+        if (j->cb->resolved)
+            j->cb->resolved(j->cb->ctx, key, klen);
+        for (size_t k = (i + 1) & mask; j->cset[k]; k = (k + 1) & mask) {
+            size_t home = (size_t)j->cset[k] & mask;
+            /* moves back unless its home lies cyclically in (i, k] */
+            if (i <= k ? (home <= i || home > k) : (home <= i && home > k)) {
+                j->cset[i] = j->cset[k];
+                j->cset[k] = 0;
+                i = k;
+            }
+        }
+    }
+}
+
 static int window_confirmed(job *j, const recheck *q, int kind)
 {
     int fresh = confirmed_once(j, kind, q->key, q->klen);
@@ -251,6 +280,7 @@ int co_recheck_resolve(job *j, size_t n, double now, sl_err *err)
         if (!q->hit && q->first) { /* a changed key, equal on both sides */
             j->checked++;
             q->seen = -1;
+            confirmed_forget(j, q->key, q->klen);
         } else if (q->hit && q->first) { /* different: now the re-checks */
             q->first = 0;
             q->due = now + j->o->settle_ms / 1000.0;
@@ -259,6 +289,7 @@ int co_recheck_resolve(job *j, size_t n, double now, sl_err *err)
             rc = co_emit_row(j, &j->r[q->range], q->kind, CO_TRANSIENT, q->key, q->klen, NULL, 0,
                              err);
             q->seen = -1;
+            confirmed_forget(j, q->key, q->klen);
         } else if (q->seen >= 0) {
             q->due = now + j->o->settle_ms / 1000.0;
         }

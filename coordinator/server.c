@@ -361,6 +361,18 @@ static size_t on_live_follows(void *ctx, int64_t *ids, size_t cap)
     return n;
 }
 
+/* A changes job's key equal again: its stored divergence is forgotten, so
+ * the next one is stored and published (the control plane counts it). */
+static void on_resolved(void *ctx, const uint8_t *key, size_t klen)
+{
+    run_ctx *r = ctx;
+    sl_err e = {0};
+    if (co_store_forget_key(r->s->store, r->job, key, klen, &e))
+        fprintf(stderr,
+                "sluice coordinator: job %lld: cannot forget a repaired key's divergence: %s\n",
+                (long long)r->job, e.msg);
+}
+
 static int on_window(void *ctx, const co_window *w)
 {
     run_ctx *r = ctx;
@@ -937,6 +949,7 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
                            .range_done = on_range_done,
                            .window = on_window,
                            .live_follows = on_live_follows,
+                           .resolved = on_resolved,
                            .ctx = &a->r};
     if (!ok || co_store_set_state(s->store, job, "running", NULL, NULL, &e) ||
         !(a->j = co_job_start(s->c, &a->sp.o, &a->cb, &e))) {

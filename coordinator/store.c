@@ -1028,6 +1028,15 @@ int co_store_add_event(co_store *s, int64_t id, const char *kind, const void *k,
     return 0;
 }
 
+int co_store_forget_key(co_store *s, int64_t id, const void *k, size_t klen, sl_err *err)
+{
+    sval p[] = {I(id), B(k, klen)};
+    return q(s,
+             "DELETE FROM events WHERE job = $1 AND k = $2 AND "
+             "kind IN ('missing', 'extra', 'changed')",
+             p, 2, NULL, NULL, err);
+}
+
 /* Row callback: an event count by kind into the summary. */
 static int take_kind_count(void *ctx, const sval *c, int n)
 {

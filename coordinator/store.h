@@ -69,6 +69,10 @@ int co_store_ranges_done(co_store *s, int64_t id, size_t *done, size_t *total, s
 int co_store_add_event(co_store *s, int64_t id, const char *kind, const void *k, size_t klen,
                        const void *frame, size_t len, int *added, sl_err *err);
 
+/* Forgets job id's divergence events of key k (a changes job found the row
+ * equal again): a later divergence of it is added anew. */
+int co_store_forget_key(co_store *s, int64_t id, const void *k, size_t klen, sl_err *err);
+
 /* Sets sum's divergence counts from the stored events. */
 int co_store_count_events(co_store *s, int64_t id, co_summary *sum, sl_err *err);
 
