@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo demo-migration test unit integration clean format bench test-random fuzz soak chaos
+.PHONY: all deps demo demo-migration test unit integration clean format bench test-random test-mysql-random fuzz soak chaos
 
 all: build/sluice
 
@@ -109,7 +109,7 @@ TEST_PAR     = $(filter $(TEST_FILES),$(TEST_LONG)) \
 test:
 	@bash scripts/deps.sh --test
 	@$(MAKE) --no-print-directory -j2 build/asan/sluice $(addprefix build/asan/,$(UNIT))
-	SLUICE=$(CURDIR)/build/asan/sluice prove -j$(TEST_JOBS) --exec '' \
+	SLUICE=$(CURDIR)/build/asan/sluice prove -j$(TEST_JOBS) --timer --exec '' \
 	    $(foreach t,$(TEST_PAR),--rules='par=$(t)') $(TEST_FILES)
 
 unit: $(addprefix build/asan/,$(UNIT))
@@ -123,6 +123,14 @@ test-random:
 	@$(MAKE) --no-print-directory build/asan/sluice
 	SLUICE=$(CURDIR)/build/asan/sluice SCENARIOS=$(SCENARIOS) prove -v --exec '' \
 	    tests/integration/test_random.py
+
+# The randomized differential test between MariaDB and PostgreSQL:
+# make test-mysql-random SCENARIOS=200 [SEED=n]
+test-mysql-random:
+	@bash scripts/deps.sh --test
+	@$(MAKE) --no-print-directory build/asan/sluice
+	SLUICE=$(CURDIR)/build/asan/sluice SCENARIOS=$(SCENARIOS) prove -v --exec '' \
+	    tests/integration/test_mysql_random.py
 
 # The soak test at full length: 1,000 jobs and 100 cancelled ones against
 # one coordinator, alone (make test runs it too).
