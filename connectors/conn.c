@@ -56,6 +56,39 @@ void conn_table_free(conn_table *t)
     free(t);
 }
 
+int conn_table_add_key(conn_table *t, const char *name, size_t len, sl_err *err)
+{
+    char **k = realloc(t->key, (t->nkey + 1) * sizeof *k);
+    if (!k)
+        return sl_err_set(err, "out of memory");
+    t->key = k;
+    if (!(k[t->nkey] = strndup(name ? name : "", len)))
+        return sl_err_set(err, "out of memory");
+    t->nkey++;
+    return 0;
+}
+
+conn_col *conn_table_add_col(conn_table *t, size_t *cap, const char *name, size_t nlen,
+                             const char *type, size_t tlen, int cls, sl_err *err)
+{
+    if (t->ncols == *cap) {
+        size_t n = *cap ? *cap * 2 : 16;
+        conn_col *c = realloc(t->cols, n * sizeof *c);
+        if (!c)
+            return sl_err_set(err, "out of memory"), NULL;
+        t->cols = c;
+        *cap = n;
+    }
+    conn_col *c = &t->cols[t->ncols];
+    c->name = strndup(name ? name : "", nlen);
+    c->type = strndup(type ? type : "", tlen);
+    c->cls = cls;
+    t->ncols++; /* counted either way: conn_table_free frees what there is */
+    if (!c->name || !c->type)
+        return sl_err_set(err, "out of memory"), NULL;
+    return c;
+}
+
 /* ---- SQL building ----------------------------------------------------- */
 
 /* "schema.table" -> "schema"."table"; a name without a dot is one part. */

@@ -53,6 +53,13 @@ struct conn {
     void *tick_ctx;
 };
 
+/* Describing: appends a key column's name (len bytes) to t; appends a
+ * column (name and type as the database spells them, of class cls) to t,
+ * whose cols hold *cap slots (grown by doubling). 0, or -1 with err. */
+int conn_table_add_key(conn_table *t, const char *name, size_t len, sl_err *err);
+conn_col *conn_table_add_col(conn_table *t, size_t *cap, const char *name, size_t nlen,
+                             const char *type, size_t tlen, int cls, sl_err *err);
+
 /* The SELECT of a key range (bounds of kind MK_*), its parameters written
  * as ptext[n - 1] when ptext is given, else as the driver's placeholders.
  * NUL-terminated. -1 when memory runs out. */

@@ -861,11 +861,6 @@ typedef struct desc_ctx {
     int keys;
 } desc_ctx;
 
-static char *val_dup(const enc_val *v)
-{
-    return v->kind == ENC_V_NULL ? strdup("") : strndup(v->p, v->len);
-}
-
 /* One row of the column (or key) query: TABLE_NAME first. information_schema
  * compares names as its collation does (case-insensitively on some
  * servers), so a row of another table ("Orders" for "orders") is skipped. */
@@ -877,45 +872,28 @@ static int take_col(void *ctx, const enc_val *v, size_t n, sl_err *err)
     if (v[0].kind == ENC_V_NULL || v[0].len != strlen(d->name) ||
         memcmp(v[0].p, d->name, v[0].len) != 0)
         return 0;
-    if (d->keys) {
-        char **k = realloc(t->key, (t->nkey + 1) * sizeof *k);
-        if (!k)
-            return sl_err_set(err, "out of memory");
-        t->key = k;
-        if (!(k[t->nkey] = val_dup(&v[1])))
-            return sl_err_set(err, "out of memory");
-        t->nkey++;
-        return 0;
-    }
-    if (t->ncols == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 16;
-        conn_col *c = realloc(t->cols, cap * sizeof *c);
-        if (!c)
-            return sl_err_set(err, "out of memory");
-        t->cols = c;
-        d->cap = cap;
-    }
-    conn_col *c = &t->cols[t->ncols];
+        /* NULL names and types read as "" */
+#define TXT(x) (x).kind == ENC_V_NULL ? "" : (x).p, (x).kind == ENC_V_NULL ? 0 : (x).len
+    if (d->keys)
+        return conn_table_add_key(t, TXT(v[1]), err);
     char dt[64];
     snprintf(dt, sizeof dt, "%.*s", (int)(v[3].len < 63 ? v[3].len : 63),
              v[3].kind == ENC_V_NULL ? "" : v[3].p);
-    c->name = val_dup(&v[1]);
-    c->type = val_dup(&v[2]);
-    c->cls = classify(dt);
+    conn_col *c = conn_table_add_col(t, &d->cap, TXT(v[1]), TXT(v[2]), classify(dt), err);
+#undef TXT
+    if (!c)
+        return -1;
     /* tinyint(1) is MySQL's BOOLEAN (and what migrations turn into a
      * PostgreSQL boolean): read as bool, its 0 and 1 are false and true,
      * and any other value stays itself (the encoder's fallback), so no two
      * values meet */
-    if (c->type && strncasecmp(c->type, "tinyint(1)", 10) == 0)
+    if (strncasecmp(c->type, "tinyint(1)", 10) == 0)
         c->cls = ENC_BOOL;
     /* an unsigned BIGINT reaches 2^64-1, which only a numeric holds (what
      * it migrates to faithfully: numeric(20,0)); a key column stays int
      * (my_describe), numeric keys being refused */
-    if (c->type && strncasecmp(c->type, "bigint", 6) == 0 && strstr(c->type, "unsigned"))
+    if (strncasecmp(c->type, "bigint", 6) == 0 && strstr(c->type, "unsigned"))
         c->cls = ENC_NUMERIC;
-    t->ncols++;
-    if (!c->name || !c->type)
-        return sl_err_set(err, "out of memory");
     return 0;
 }
 

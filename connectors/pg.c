@@ -763,34 +763,14 @@ static int take_col(void *ctx, const enc_val *v, size_t n, sl_err *err)
     desc_ctx *d = ctx;
     conn_table *t = d->t;
     (void)n;
-    if (d->keys) {
-        char **k = realloc(t->key, (t->nkey + 1) * sizeof *k);
-        if (!k)
-            return sl_err_set(err, "out of memory");
-        t->key = k;
-        if (!(k[t->nkey] = strndup(v[0].p, v[0].len)))
-            return sl_err_set(err, "out of memory");
-        t->nkey++;
-        return 0;
-    }
-    if (t->ncols == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 16;
-        conn_col *c = realloc(t->cols, cap * sizeof *c);
-        if (!c)
-            return sl_err_set(err, "out of memory");
-        t->cols = c;
-        d->cap = cap;
-    }
-    conn_col *c = &t->cols[t->ncols];
+    if (d->keys)
+        return conn_table_add_key(t, v[0].p, v[0].len, err);
     char typname[64];
     snprintf(typname, sizeof typname, "%.*s", (int)v[2].len, v[2].p);
-    c->name = strndup(v[0].p, v[0].len);
-    c->type = strndup(v[1].p, v[1].len);
-    c->cls = classify(typname);
-    t->ncols++;
-    if (!c->name || !c->type)
-        return sl_err_set(err, "out of memory");
-    return 0;
+    return conn_table_add_col(t, &d->cap, v[0].p, v[0].len, v[1].p, v[1].len, classify(typname),
+                              err)
+               ? 0
+               : -1;
 }
 
 static int found_rel(void *ctx, const enc_val *v, size_t n, sl_err *err)
