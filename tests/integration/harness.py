@@ -362,9 +362,12 @@ class Tap:
         print(f"{'' if cond else 'not '}ok {self.n} - {name}", flush=True)
         if not cond:
             self.failed += 1
+            # on stderr too: prove shows it in a quiet run's log (CI)
+            print(f"# failed {self.n} - {name}", file=sys.stderr, flush=True)
             if diag:
                 for line in str(diag).splitlines()[:40]:
                     print(f"#   {line}", flush=True)
+                    print(f"#   {line}", file=sys.stderr, flush=True)
         return cond
 
     def diag(self, msg):
