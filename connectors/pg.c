@@ -306,7 +306,6 @@ static int pg_exec_ok(pg_conn *p, const char *sql, sl_err *err)
     return rc;
 }
 
-
 /* Once a connection, as wide as its widest range or fetch. */
 static int pg_grow_colbuf(pg_conn *p, size_t ncols, sl_err *err)
 {

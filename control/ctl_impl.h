@@ -83,10 +83,10 @@ typedef struct mig {
     int64_t submit_after_ms;   /* after a failed submit, none before this */
     int64_t resumed_ms;        /* when this process loaded it (stale-validation baseline) */
     int64_t gates_ms;
-    int64_t divergent;         /* confirmed divergent rows, latest validation per table */
-    int64_t *table_div;        /* per table: that figure; -1 not validated yet */
-    int64_t *table_div_at;     /* ... and when the job that told it was submitted: an older
-                                  job's end never overwrites a newer job's finding */
+    int64_t divergent;     /* confirmed divergent rows, latest validation per table */
+    int64_t *table_div;    /* per table: that figure; -1 not validated yet */
+    int64_t *table_div_at; /* ... and when the job that told it was submitted: an older
+                              job's end never overwrites a newer job's finding */
     /* per table: divergences the changes job confirmed, and when the last
      * one reached us (our clock): an audit submitted after it tells the
      * table's figure anew, an older one leaves them counted */

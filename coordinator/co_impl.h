@@ -120,8 +120,8 @@ typedef struct recheck {
     uint8_t *key;
     size_t klen;
     int kind, seen, hit;
-    int first; /* a changed key's first look (co_recheck_add_change): equal is checked, not
-                  transient */
+    int first;     /* a changed key's first look (co_recheck_add_change): equal is checked, not
+                      transient */
     int64_t at_ms; /* a changed key: the commit time it came with (ms since 1970; 0: none) */
     uint64_t seq;  /* the order it joined the queue in (acks of a changes job) */
     size_t range;
@@ -207,8 +207,8 @@ struct co_job {
      * again counts once in the windows, as its event is stored once */
     uint64_t *cset;
     size_t ccap, cused;
-    uint64_t checked;   /* changed keys found equal at their first look */
-    uint64_t deduped;   /* changed keys already waiting when named again */
+    uint64_t checked; /* changed keys found equal at their first look */
+    uint64_t deduped; /* changed keys already waiting when named again */
     /* a changes job's current window (co_window): since when (sl_now()),
      * j->checked then, what was confirmed and transient since, and the
      * detection latencies (seconds) of the confirmed */
@@ -230,9 +230,9 @@ struct co_job {
      * so a coordinator that dies loses none (the slot replays from the ack) */
     struct fbatch {
         uint64_t lsn, seq;
-    } *fbat[2];
+    } * fbat[2];
     size_t nfbat[2], capfbat[2];
-    uint64_t rq_seq; /* the last seq given to a queue entry */
+    uint64_t rq_seq;  /* the last seq given to a queue entry */
     int following[2]; /* a follow was started on that side: unfollow at the end */
     int closing;      /* cleanup: waits ignore the cancel (bounded) */
     int freeing;      /* co_job_free drives the fiber without the loop: no waits */

@@ -248,10 +248,10 @@ static int manifest_eq(const ct_manifest *a, const ct_manifest *b)
         a->ntables != b->ntables || a->strategy != b->strategy || a->nphases != b->nphases ||
         a->nsteps != b->nsteps || a->soak_s != b->soak_s || a->audit_every_s != b->audit_every_s ||
         a->sample_every_s != b->sample_every_s || a->verify_changes != b->verify_changes ||
-        a->max_divergent_rows != b->max_divergent_rows ||
-        a->max_lag_s != b->max_lag_s || a->detection_latency_s != b->detection_latency_s ||
-        a->unreachable_s != b->unreachable_s || a->max_shadow_ratio != b->max_shadow_ratio ||
-        a->nwindows != b->nwindows || a->approvals != b->approvals || a->dry_run != b->dry_run ||
+        a->max_divergent_rows != b->max_divergent_rows || a->max_lag_s != b->max_lag_s ||
+        a->detection_latency_s != b->detection_latency_s || a->unreachable_s != b->unreachable_s ||
+        a->max_shadow_ratio != b->max_shadow_ratio || a->nwindows != b->nwindows ||
+        a->approvals != b->approvals || a->dry_run != b->dry_run ||
         a->router.haproxy != b->router.haproxy ||
         !str_eq(a->router.read_backend, b->router.read_backend) ||
         !str_eq(a->router.write_backend, b->router.write_backend) ||
