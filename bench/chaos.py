@@ -35,10 +35,9 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import psycopg2  # noqa: E402
 
 from control_env import APPROVER, OPERATOR, Control, Haproxy, cluster_for  # noqa: E402
-from harness import SAN_ENV, SLUICE, PgServer, Tap  # noqa: E402
+from harness import LOGICAL, PgServer, SAN_ENV, SLUICE, Tap  # noqa: E402
 
 LOADGEN = os.path.join(HERE, "loadgen.py")
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 TABLES = ["customers", "orders", "loadgen_orders", "events"]
 CASES = {  # name: (fault, expected outcome, words the abort reason must hold)
     "a1": ("subscription disabled (lag)", "aborted", "replication lag"),

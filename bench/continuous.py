@@ -30,14 +30,13 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 os.environ.setdefault("SLUICE", os.path.join(REPO, "build", "sluice"))
 
 from cluster import Cluster  # noqa: E402
-from harness import SLUICE, PgServer  # noqa: E402
+from harness import LOGICAL, PgServer, SLUICE  # noqa: E402
 
 ROWS = int(os.environ.get("CONT_ROWS", "200000"))
 RATES = [int(x) for x in os.environ.get("CONT_RATES", "500 2000").split()]
 WINDOW = float(os.environ.get("CONT_SECONDS", "25"))
 SCRUB_RATE = int(os.environ.get("CONT_SCRUB_RATE", "200000"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(HERE, "RESULTS.md"))
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 
 
 def log(msg):

@@ -12,11 +12,43 @@ import urllib.error
 import urllib.request
 
 from cluster import Cluster
-from harness import SAN_ENV, SLUICE, free_port
+from harness import LOGICAL, SAN_ENV, SLUICE, PgServer, free_port
 
 OPERATOR = "op-token-0123456789abcdef"
 APPROVER = "ap-token-0123456789abcdef"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ORDERS = "CREATE TABLE orders(id bigint PRIMARY KEY, total numeric(12,2), note text)"
+CUSTOMERS = "CREATE TABLE customers(id int PRIMARY KEY, name text NOT NULL)"
+ITEMS = "CREATE TABLE items(id bigserial PRIMARY KEY, name text)"
+SEED_CUSTOMERS = "INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 50) g"
+SEED_ITEMS = "INSERT INTO items(name) SELECT 'i' || g FROM generate_series(1, 300) g"
+
+
+def seed_orders(n):
+    return f"INSERT INTO orders SELECT g, g / 4.0, 'n' || g FROM generate_series(1, {n}) g"
+
+
+def shop_servers(cases, ddl, seed, per_case=None):
+    """Two PostgreSQL servers with logical decoding (source, target) and, on
+    each, a database per case holding the tables of ddl; the source's rows
+    come from the seed statements (and per_case(case, cursor), if given).
+    Returns (src, dst, dbs), dbs naming them old_<case> and new_<case>."""
+    src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
+    dbs = {}
+    for case in cases:
+        for s in (src, dst):
+            s.createdb(case)
+            cur = s.connect(case).cursor()
+            for q in ddl:
+                cur.execute(q)
+        cur = src.connect(case).cursor()
+        for q in seed:
+            cur.execute(q)
+        if per_case:
+            per_case(case, cur)
+        dbs[f"old_{case}"], dbs[f"new_{case}"] = src.dsn(case), dst.dsn(case)
+    return src, dst, dbs
 
 
 class Haproxy:

@@ -125,6 +125,12 @@ def free_port():
     raise RuntimeError(f"no free port in {lo}-{hi} after 1000 tries")
 
 
+# Server options for tests that use logical decoding or replication (slots,
+# walsenders and apply workers for a few migrations at once).
+LOGICAL = ("-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
+           "-c max_logical_replication_workers=16 -c max_worker_processes=32")
+
+
 class PgServer:
     PASSWORD = "s3cret-pw-for-tests"
     USER = "sluice"
@@ -219,6 +225,20 @@ class PgServer:
         c.cursor().execute(f'CREATE DATABASE "{name}"')
         c.close()
         return name
+
+
+def logical_pair(statements, db="shop"):
+    """Two PostgreSQL servers with logical decoding (source, target), each
+    with database db holding what the statements make (run on both)."""
+    pair = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
+    for s in pair:
+        s.createdb(db)
+        c = s.connect(db)
+        c.autocommit = True
+        for q in statements:
+            c.cursor().execute(q)
+        c.close()
+    return pair
 
 
 class MariaDbServer:

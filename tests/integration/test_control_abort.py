@@ -13,26 +13,14 @@ import time
 
 import psycopg2
 
-from control_env import APPROVER, Control, Haproxy, cluster_for
-from harness import PgServer, Tap
+from control_env import (APPROVER, CUSTOMERS, ORDERS, SEED_CUSTOMERS, Control, Haproxy,
+                         cluster_for, seed_orders, shop_servers)
+from harness import Tap
 
-LOGICAL = ("-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
-           "-c max_logical_replication_workers=16 -c max_worker_processes=32")
 CASES = os.environ.get("ABORT_CASES", "corrupt schema lag router rollback down").split()
 
 t = Tap()
-src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
-dbs = {}
-for case in CASES:
-    for s in (src, dst):
-        s.createdb(case)
-        cur = s.connect(case).cursor()
-        cur.execute("CREATE TABLE customers(id int PRIMARY KEY, name text NOT NULL)")
-        cur.execute("CREATE TABLE orders(id bigint PRIMARY KEY, total numeric(12,2), note text)")
-    cur = src.connect(case).cursor()
-    cur.execute("INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 50) g")
-    cur.execute("INSERT INTO orders SELECT g, g / 4.0, 'n' || g FROM generate_series(1, 2000) g")
-    dbs[f"old_{case}"], dbs[f"new_{case}"] = src.dsn(case), dst.dsn(case)
+src, dst, dbs = shop_servers(CASES, [CUSTOMERS, ORDERS], [SEED_CUSTOMERS, seed_orders(2000)])
 
 cl = cluster_for(dbs, workers=2)
 hp = Haproxy(src.port, dst.port)

@@ -9,10 +9,8 @@ import sys
 import time
 
 from control_env import Control, Haproxy, cluster_for
-from harness import PgServer, Tap
+from harness import LOGICAL, PgServer, Tap
 
-LOGICAL = ("-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
-           "-c max_logical_replication_workers=16 -c max_worker_processes=32")
 
 t = Tap()
 src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)

@@ -26,31 +26,24 @@ import time
 
 import psycopg2
 
-from control_env import APPROVER, Control, Haproxy, cluster_for
-from harness import PgServer, Tap
+from control_env import (APPROVER, ITEMS, ORDERS, SEED_ITEMS, Control, Haproxy, cluster_for,
+                         seed_orders, shop_servers)
+from harness import Tap
 
-LOGICAL = ("-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 "
-           "-c max_logical_replication_workers=16 -c max_worker_processes=32")
 CASES = os.environ.get("REVIEW_CASES",
                        "seq_extra rollback_seq late_commit restart_no_haproxy").split()
 
 t = Tap()
-src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
-dbs = {}
-for case in CASES:
-    for s in (src, dst):
-        s.createdb(case)
-        cur = s.connect(case).cursor()
-        cur.execute("CREATE TABLE orders(id bigint PRIMARY KEY, total numeric(12,2), note text)")
-        cur.execute("CREATE TABLE items(id bigserial PRIMARY KEY, name text)")
-    cur = src.connect(case).cursor()
-    cur.execute("INSERT INTO orders SELECT g, g / 4.0, 'n' || g FROM generate_series(1, 500) g")
-    cur.execute("INSERT INTO items(name) SELECT 'i' || g FROM generate_series(1, 300) g")
+
+
+def audit_log(case, cur):
     if case == "seq_extra":
         # a table of the source database that is not migrated
         cur.execute("CREATE TABLE audit_log(id bigserial PRIMARY KEY, what text)")
         cur.execute("INSERT INTO audit_log(what) VALUES ('x')")
-    dbs[f"old_{case}"], dbs[f"new_{case}"] = src.dsn(case), dst.dsn(case)
+
+
+src, dst, dbs = shop_servers(CASES, [ORDERS, ITEMS], [seed_orders(500), SEED_ITEMS], audit_log)
 cl = cluster_for(dbs, workers=2)
 hp = None
 ctl = None

@@ -11,10 +11,9 @@ import time
 import psycopg2
 
 from control_env import APPROVER, Control, Haproxy, cluster_for
-from harness import PgServer, Tap
+from harness import LOGICAL, PgServer, Tap
 from loadgen import LoadGen
 
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 
 t = Tap()
 src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)

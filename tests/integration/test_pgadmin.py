@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import PgServer, SAN_ENV, Tap, check_sanitizer, SLUICE  # noqa: E402
+from harness import LOGICAL, PgServer, SAN_ENV, SLUICE, Tap, check_sanitizer  # noqa: E402
 
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 
 SCHEMA = """
 CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(12,2), note text, qty integer);

@@ -22,9 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
-from harness import SLUICE, PgServer, Tap  # noqa: E402
+from harness import LOGICAL, PgServer, SLUICE, Tap  # noqa: E402
 
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 ROWS = 20000
 
 t = Tap()

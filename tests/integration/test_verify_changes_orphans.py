@@ -15,19 +15,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
-from harness import SLUICE, PgServer, Tap  # noqa: E402
+from harness import SLUICE, Tap, logical_pair  # noqa: E402
 
-LOGICAL = "-c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20"
 t = Tap()
-src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
-for s in (src, dst):
-    s.createdb("shop")
-    c = s.connect("shop")
-    c.autocommit = True
-    for tb in ("a", "b"):
-        c.cursor().execute(f"CREATE TABLE {tb}(id int PRIMARY KEY, note text)")
-        c.cursor().execute(f"INSERT INTO {tb} SELECT g, 'n' FROM generate_series(1, 100) g")
-    c.close()
+src, dst = logical_pair([q for tb in ("a", "b") for q in (
+    f"CREATE TABLE {tb}(id int PRIMARY KEY, note text)",
+    f"INSERT INTO {tb} SELECT g, 'n' FROM generate_series(1, 100) g")])
 cl = Cluster({"src": src.dsn("shop"), "dst": dst.dsn("shop")})
 only2 = os.path.join(cl.dir, "dbs2.conf")
 with open(only2, "w") as f:

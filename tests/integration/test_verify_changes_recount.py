@@ -13,19 +13,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
-from harness import SLUICE, PgServer, Tap  # noqa: E402
+from harness import SLUICE, Tap, logical_pair  # noqa: E402
 
-LOGICAL = "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 
 t = Tap()
-src, dst = PgServer(extra_opts=LOGICAL), PgServer(extra_opts=LOGICAL)
-for s in (src, dst):
-    s.createdb("shop")
-    c = s.connect("shop")
-    c.autocommit = True
-    c.cursor().execute("CREATE TABLE t(id bigint PRIMARY KEY, v int)")
-    c.cursor().execute("INSERT INTO t SELECT g, g FROM generate_series(1, 100) g")
-    c.close()
+src, dst = logical_pair(["CREATE TABLE t(id bigint PRIMARY KEY, v int)",
+                         "INSERT INTO t SELECT g, g FROM generate_series(1, 100) g"])
 dc = dst.connect("shop")
 dc.autocommit = True
 dcur = dc.cursor()
