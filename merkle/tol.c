@@ -86,7 +86,7 @@ static int read_eps(const char *s, size_t n, uint64_t *m, int32_t *e, const char
     int digits = 0;
     uint64_t v = 0;
     if (i < n && s[i] == '-') {
-        *why = "must be 0 or more";
+        *why = "must be greater than 0";
         return -1;
     }
     if (i < n && s[i] == '+')
