@@ -421,7 +421,7 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
         "changed", (json_int_t)s->changed, "missing_in_target", (json_int_t)s->missing,
         "extra_in_target", (json_int_t)s->extra, "schema", (json_int_t)s->schema, "ranges",
         (json_int_t)s->ranges, "workers", (json_int_t)s->workers, "elapsed_seconds", s->elapsed);
-    if (a->ntol)
+    if (a->ntol && !a->wait) /* sluice diff: a cluster's status does not carry it */
         json_object_set_new(sum, "within_tolerance", json_integer((json_int_t)s->within_tolerance));
     put_member("summary", sum, 1);
     printf("}\n");
