@@ -53,7 +53,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer \
                 -fno-sanitize-recover=undefined
 FUZZ_SRC_msg      := base/sl.c proto/msg.c
-FUZZ_SRC_enc      := base/sl.c merkle/enc.c
+FUZZ_SRC_enc      := base/sl.c merkle/enc.c merkle/tol.c
 FUZZ_SRC_co_reply := base/sl.c $(wildcard merkle/*.c proto/*.c) $(wildcard coordinator/co*.c) coordinator/fiber.c
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(HDRS)

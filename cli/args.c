@@ -6,6 +6,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "../merkle/tol.h"
 #include "../proto/curve.h"
 #include "cli.h"
 
@@ -63,6 +64,15 @@ static const char *usage_diff =
     "  --ranges N           key ranges (default: 4 per worker, more for big tables)\n"
     "  --format text|json   report format (default text)\n"
     "  --strict             integer 10 and numeric 10.0 differ (keep type classes)\n"
+    "  --tolerance COL=EPS  numbers of COL within EPS are equal (|a-b| <= EPS, exact\n"
+    "                       decimal arithmetic); COL=EPSr: relative, |a-b| <= EPS *\n"
+    "                       max(|a|,|b|); COL may be a class: integer, numeric, float\n"
+    "                       (every column compared as that class); repeatable\n"
+    "  --timestamp-precision [COL=]s|ms|us  timestamps rounded to that precision\n"
+    "                       (to nearest, as PostgreSQL's timestamp(p)) before comparing\n"
+    "  --trim-trailing-spaces[=COL,...]  text compared without trailing spaces (U+0020)\n"
+    "  --case-fold[=COL,...]  text compared with ASCII letters case-folded (A-Z = a-z;\n"
+    "                       other characters exactly); without =COL: every text column\n"
     "  --rechecks N         live data: fetch a differing row again N times before\n"
     "                       confirming it; one that comes back equal is transient\n"
     "  --settle SECONDS     wait between re-checks (default 5 with --rechecks)\n"
@@ -142,6 +152,38 @@ static char **split_list(const char *s, size_t *n, char **store)
     return v;
 }
 
+/* getopt codes of the tolerance options, in add_tolerance's order */
+enum { OPT_TOL = 0x1000, OPT_TSP, OPT_TRIM, OPT_FOLD };
+
+/* Adds the rules of one tolerance option (prefix "tolerance:", ...; value
+ * a comma-separated list, NULL for an option given bare) to a->tol, each
+ * checked: -1 to go on, else 2 after a printed error. */
+static int add_tolerance(diff_args *a, const char *prefix, const char *value)
+{
+    const char *p = value ? value : "";
+    do {
+        size_t n = strcspn(p, ",");
+        char **v = realloc(a->tol, (a->ntol + 1) * sizeof *v), *r;
+        if (!v)
+            return cli_fail("out of memory");
+        a->tol = v;
+        if (!(r = malloc(strlen(prefix) + n + 1)))
+            return cli_fail("out of memory");
+        sprintf(r, "%s%.*s", prefix, (int)n, p);
+        a->tol[a->ntol++] = r;
+        enc_tol_rule rule;
+        sl_err err = {0};
+        if (enc_tol_rule_parse(r, &rule, &err))
+            return cli_fail("%s", err.msg);
+        if (value && n == 0)
+            return cli_fail("--%.*s: an empty column name", (int)strlen(prefix) - 1, prefix);
+        p += n;
+    } while (*p++ == ',');
+    a->o.tolerances = (const char *const *)a->tol;
+    a->o.ntolerances = a->ntol;
+    return -1;
+}
+
 int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
 {
     static const struct option opts[] = {{"table", required_argument, 0, 't'},
@@ -175,6 +217,10 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"events", required_argument, 0, 'e' + 256},
                                          {"share", required_argument, 0, 's' + 256},
                                          {"window", required_argument, 0, 'w' + 256},
+                                         {"tolerance", required_argument, 0, OPT_TOL},
+                                         {"timestamp-precision", required_argument, 0, OPT_TSP},
+                                         {"trim-trailing-spaces", optional_argument, 0, OPT_TRIM},
+                                         {"case-fold", optional_argument, 0, OPT_FOLD},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = mode == DIFF_ARGS_SCHEDULE  ? "schedule add"
@@ -383,6 +429,17 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
             if ((a->every_s = cli_parse_every(optarg)) <= 0)
                 return cli_fail("--every must be like 90, 90s, 15m, 2h or 1d, not \"%s\"", optarg);
             break;
+        case OPT_TOL:
+        case OPT_TSP:
+        case OPT_TRIM:
+        case OPT_FOLD: {
+            static const char *const prefix[] = {
+                "tolerance:", "timestamp-precision:", "trim-trailing-spaces:", "case-fold:"};
+            int st = add_tolerance(a, prefix[ch - OPT_TOL], optarg);
+            if (st >= 0)
+                return st;
+            break;
+        }
         case 'h':
             fputs(mode == DIFF_ARGS_SCHEDULE  ? usage_schedule_add
                   : mode == DIFF_ARGS_SCRUB   ? usage_scrub
@@ -464,6 +521,9 @@ void diff_args_free(diff_args *a)
     }
     free(a->dsn_store[0]);
     free(a->dsn_store[1]);
+    for (size_t i = 0; i < a->ntol; i++)
+        free(a->tol[i]);
+    free(a->tol);
 }
 
 void diff_args_spec(const diff_args *a, sl_job_spec *spec)
@@ -490,7 +550,9 @@ void diff_args_spec(const diff_args *a, sl_job_spec *spec)
                           .sample_bp = a->o.sample_bp,
                           .shuffle_seed = a->o.shuffle_seed,
                           .duration_ms = a->duration_ms,
-                          .window_ms = a->window_ms};
+                          .window_ms = a->window_ms,
+                          .tolerances = (const char *const *)a->tol,
+                          .ntolerances = a->ntol};
 }
 
 long cli_parse_every(const char *s)

@@ -49,6 +49,8 @@ typedef struct diff_args {
     char *dsn_store[2];                   /* diff: SOURCE and TARGET, copied off argv */
     char *store[3];
     char **lists[3];
+    char **tol; /* tolerance rules "OPTION:VALUE" (merkle/tol.h), each malloc'd */
+    size_t ntol;
 } diff_args;
 
 /* Parses argv of `diff` (mode DIFF_ARGS_DIFF), `submit` (DIFF_ARGS_SUBMIT)

@@ -296,6 +296,9 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
     if (s->matched_on_fetch)
         printf("%llu rows hashed differently but matched when read again (changes in flight)\n",
                (unsigned long long)s->matched_on_fetch);
+    if (s->within_tolerance)
+        printf("%llu rows differed only within the tolerances (equal)\n",
+               (unsigned long long)s->within_tolerance);
     sample_fig f;
     int sampled = sample_of(s, a, &f);
     if (sampled)
@@ -392,6 +395,12 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                          (json_int_t)s->target_rows),
                0);
     put_member("schema", schema, 0);
+    if (a->ntol) { /* hashes of a tolerant job match only those of the same rules */
+        json_t *tol = json_array();
+        for (size_t i = 0; i < a->ntol; i++)
+            json_array_append_new(tol, json_string(a->tol[i]));
+        put_member("tolerances", tol, 0);
+    }
     sample_fig f;
     if (sample_of(s, a, &f))
         put_member("sample",
@@ -406,15 +415,15 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
     if (rows_each(r, print_row_json, &n, err))
         return -1;
     printf("%s],\n", n ? "\n  " : "");
-    put_member("summary",
-               json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal",
-                         !report_differs(r), "transient", (json_int_t)s->transient,
-                         "matched_on_fetch", (json_int_t)s->matched_on_fetch, "changed",
-                         (json_int_t)s->changed, "missing_in_target", (json_int_t)s->missing,
-                         "extra_in_target", (json_int_t)s->extra, "schema", (json_int_t)s->schema,
-                         "ranges", (json_int_t)s->ranges, "workers", (json_int_t)s->workers,
-                         "elapsed_seconds", s->elapsed),
-               1);
+    json_t *sum = json_pack(
+        "{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal", !report_differs(r),
+        "transient", (json_int_t)s->transient, "matched_on_fetch", (json_int_t)s->matched_on_fetch,
+        "changed", (json_int_t)s->changed, "missing_in_target", (json_int_t)s->missing,
+        "extra_in_target", (json_int_t)s->extra, "schema", (json_int_t)s->schema, "ranges",
+        (json_int_t)s->ranges, "workers", (json_int_t)s->workers, "elapsed_seconds", s->elapsed);
+    if (a->ntol && !a->wait) /* sluice diff: a cluster's status does not carry it */
+        json_object_set_new(sum, "within_tolerance", json_integer((json_int_t)s->within_tolerance));
+    put_member("summary", sum, 1);
     printf("}\n");
     return 0;
 }

@@ -656,7 +656,8 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         return sl_err_setc(err, SL_INVALID, "max_tasks must be 0 (no cap) or more");
     if (s->share < 0 || s->share > 100)
         return sl_err_setc(err, SL_INVALID, "share must be a percent from 1 to 100 (0: no share)");
-    if ((s->nkey && !s->key) || (s->ncolumns && !s->columns) || (s->nexclude && !s->exclude))
+    if ((s->nkey && !s->key) || (s->ncolumns && !s->columns) || (s->nexclude && !s->exclude) ||
+        (s->ntolerances && !s->tolerances))
         return sl_err_setc(err, SL_INVALID, "a list of names is missing its names");
     msg_writer *w = msg_writer_new(MSG_SUBMIT, id);
     if (!w)
@@ -682,6 +683,8 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         msg_put_int(w, "max_tasks", s->max_tasks);
     if (s->share > 0)
         msg_put_int(w, "share", s->share);
+    if (s->ntolerances > 0)
+        pack_list(w, "tolerances", s->tolerances, s->ntolerances);
     if (s->sample_bp > 0) {
         int64_t seed = (int64_t)(s->shuffle_seed & (uint64_t)INT64_MAX);
         msg_put_int(w, "sample_bp", s->sample_bp);

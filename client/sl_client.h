@@ -80,6 +80,10 @@ typedef struct sl_job_spec {
     int64_t duration_ms;         /* with changes: how long; 0: until cancelled */
     int64_t window_ms;           /* with changes: a drift row every window_ms; 0: the
                                     coordinator's default (60 s) */
+    /* tolerance rules, "OPTION:VALUE" (merkle/tol.h; sluice diff --help):
+     * "tolerance:amount=0.005", "timestamp-precision:ms", "case-fold:" ... */
+    const char *const *tolerances;
+    size_t ntolerances; /* 0: every column exact (not sent) */
 } sl_job_spec;
 
 /* Builds the submit frame of spec into out (reset first): the one format

@@ -117,7 +117,12 @@ typedef struct co_diff_opts {
     const char *const *exclude;
     size_t nexclude;
     const char *where;
-    int strict;                  /* keep type classes in the hash */
+    int strict; /* keep type classes in the hash */
+    /* Tolerances: rules "OPTION:VALUE" (merkle/tol.h, enc_tol_rule_parse:
+     * "tolerance:amount=0.005", "case-fold:", ...), resolved against the
+     * compared columns when the job starts; none: every column exact. */
+    const char *const *tolerances;
+    size_t ntolerances;
     int rechecks;                /* re-fetch a differing key this many times before confirming */
     int settle_ms;               /* ... each time after this long */
     int64_t max_rows_per_second; /* 0: unthrottled; else the job's total read rate */
@@ -161,6 +166,9 @@ typedef struct co_summary {
     /* rows whose hashes differed but whose values, read again by key,
      * matched: a change in flight; on a quiet database, an alarm */
     uint64_t matched_on_fetch;
+    /* rows whose hashes differed and whose values differ only within the
+     * job's tolerances (neighbouring grid cells): equal, not divergent */
+    uint64_t within_tolerance;
     uint64_t keys_checked; /* a changes job: changed keys found equal at their first look */
     double elapsed;
     char source_name[256], target_name[256];

@@ -17,6 +17,7 @@
 
 #include "../merkle/enc.h"
 #include "../merkle/mk_diff.h"
+#include "../merkle/tol.h"
 #include "../proto/msg.h"
 #include "co.h"
 #include "fiber.h"
@@ -176,6 +177,7 @@ struct co_job {
     const char *cols[CO_MAX_COLS];
     int cls[CO_MAX_COLS];
     size_t ncols, nkey;
+    enc_tol *tol; /* each column's tolerance (ncols); NULL: every column exact */
     range *r;
     size_t nr;
     size_t ranges_done;

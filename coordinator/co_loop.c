@@ -239,6 +239,8 @@ static void job_cleanup(job *j)
     free(j->kset);
     free(j->cset);
     j->kset = NULL;
+    free(j->tol);
+    j->tol = NULL;
     free(j->ready);
     j->ready = NULL;
     co_side_free(&j->sd[0]);

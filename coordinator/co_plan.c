@@ -149,6 +149,25 @@ static int emit_schema(job *j, const char *column, const char *detail, const cha
     return 0;
 }
 
+/* Each compared column's tolerance from the job's rules (j->tol stays NULL
+ * when every column is exact). */
+static int resolve_tolerances(job *j, sl_err *err)
+{
+    free(j->tol);
+    j->tol = NULL;
+    if (!j->o->ntolerances)
+        return 0;
+    if (!(j->tol = malloc(j->ncols * sizeof *j->tol)))
+        return sl_err_set(err, "out of memory");
+    int r = enc_tol_resolve(j->o->tolerances, j->o->ntolerances, j->cols, j->cls, j->nkey, j->ncols,
+                            j->tol, err);
+    if (r != 0) {
+        free(j->tol);
+        j->tol = NULL;
+    }
+    return r < 0 ? -1 : 0;
+}
+
 /* Decides the key and the compared columns, and reports schema drift. */
 int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
 {
@@ -272,7 +291,7 @@ int co_reconcile(job *j, side_desc *s, side_desc *t, sl_err *err)
         if (emit_schema(j, name, "extra in target", NULL, t->type[i], err))
             return -1;
     }
-    return 0;
+    return resolve_tolerances(j, err);
 }
 
 void co_pack_spec(job *j, msg_writer *mw, int side)
@@ -290,6 +309,25 @@ void co_pack_spec(job *j, msg_writer *mw, int side)
     msg_put_uint(mw, "nkey", j->nkey);
     msg_put_cstr(mw, "where", j->o->where);
     msg_put_int(mw, "flags", j->o->strict ? ENC_STRICT : 0);
+    if (j->tol) { /* the columns that are not exact */
+        uint32_t n = 0;
+        for (size_t i = 0; i < j->ncols; i++)
+            n += !enc_tol_is_exact(&j->tol[i]);
+        msg_key(mw, "tol");
+        msg_pack_array(mw, n);
+        for (size_t i = 0; i < j->ncols; i++) {
+            const enc_tol *t = &j->tol[i];
+            if (enc_tol_is_exact(t))
+                continue;
+            msg_pack_array(mw, 6);
+            msg_pack_uint(mw, i);
+            msg_pack_uint(mw, t->num);
+            msg_pack_uint(mw, t->eps_m);
+            msg_pack_int(mw, t->eps_e);
+            msg_pack_uint(mw, t->text);
+            msg_pack_uint(mw, t->ts_digits);
+        }
+    }
     /* the job's rate, shared by the streams that run at once (one per
      * worker slot) */
     size_t streams = co_alive_workers(j->c);

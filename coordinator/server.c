@@ -6,6 +6,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "../merkle/tol.h"
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 #include "co.h"
@@ -53,6 +54,7 @@ typedef struct spec {
     char follow[64];
     char *strs[8];
     char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
+    char *tols[SPEC_MAX_LIST]; /* tolerance rules (merkle/tol.h) */
 } spec;
 
 /* Frees the strings a spec read holds (not s itself). */
@@ -66,6 +68,8 @@ static void spec_free(spec *s)
         free(s->cols[i]);
     for (size_t i = 0; i < s->o.nexclude; i++)
         free(s->excl[i]);
+    for (size_t i = 0; i < s->o.ntolerances; i++)
+        free(s->tols[i]);
     memset(s, 0, sizeof *s);
 }
 
@@ -210,6 +214,16 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     s->o.exclude = (const char *const *)s->excl;
     s->o.strict = strict != 0;
     s->o.ranges = (size_t)ranges;
+    /* tolerance rules: checked here, resolved against the columns when the
+     * job starts */
+    if (opt_list(m, "tolerances", s->tols, &s->o.ntolerances, err))
+        return -1;
+    for (size_t i = 0; i < s->o.ntolerances; i++) {
+        enc_tol_rule r;
+        if (enc_tol_rule_parse(s->tols[i], &r, err))
+            return sl_err_wrap(err, "submit: \"tolerances\"");
+    }
+    s->o.tolerances = (const char *const *)s->tols;
     return 0;
 }
 

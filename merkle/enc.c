@@ -1,4 +1,5 @@
 #include "enc.h"
+#include "tol.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -21,6 +22,7 @@ enum {
     T_UUID = 0x09,
     T_JSON = 0x0a,
     T_FALLBACK = 0x0b, /* a value that did not parse as its class: its text */
+    T_CELL = 0x0c,     /* a number's grid cell under an epsilon (hashing only: merkle/tol.h) */
 };
 
 /* Key tags: one per key class, so a composite key's columns stay aligned. */
@@ -1020,6 +1022,85 @@ static inline __attribute__((always_inline)) int value(sl_buf *out, int cls, con
     return r;
 }
 
+/* ---- tolerances ------------------------------------------------------ */
+
+/* Microseconds rounded to keep digits fractional digits, halves away from
+ * 2000-01-01 as PostgreSQL's timestamp(p) rounds. */
+static int64_t round_micros(int64_t us, int digits)
+{
+    static const int64_t scale[] = {1000000, 100000, 10000, 1000, 100, 10, 1};
+    const int64_t pg_epoch = 946684800000000LL, q = scale[digits];
+    int64_t t = us - pg_epoch;
+    t = t >= 0 ? (t + q / 2) / q * q : -((-t + q / 2) / q * q);
+    return t + pg_epoch;
+}
+
+static void put_len(uint8_t *o, size_t n)
+{
+    o[0] = (uint8_t)(n >> 24);
+    o[1] = (uint8_t)(n >> 16);
+    o[2] = (uint8_t)(n >> 8);
+    o[3] = (uint8_t)n;
+}
+
+/* Applies t to the one value encoded at out->p + start: a timestamp is
+ * rounded, text folded and trimmed, all in place; with ENC_GRID a number
+ * becomes its grid cell (T_CELL), or stays exact when too large for one. */
+static int tol_transform(sl_buf *out, size_t start, int flags, const enc_tol *t)
+{
+    size_t h = (flags & ENC_STRICT) ? 2 : 1;
+    int tag = out->p[start];
+    if (tag == T_NULL || out->len < start + h + 4)
+        return 0;
+    uint8_t *pl = out->p + start + h + 4;
+    size_t n = out->len - start - h - 4;
+    if (tag == T_TIME && t->ts_digits < 6 && n == 8) {
+        put_be64(pl, (uint64_t)round_micros((int64_t)get_be64(pl), t->ts_digits));
+    } else if (tag == T_TEXT && t->text) {
+        if (t->text & ENC_TOL_FOLD)
+            for (size_t i = 0; i < n; i++)
+                if (pl[i] >= 'A' && pl[i] <= 'Z')
+                    pl[i] = (uint8_t)(pl[i] + 32);
+        if (t->text & ENC_TOL_TRIM) {
+            while (n > 0 && pl[n - 1] == ' ')
+                n--;
+            put_len(pl - 4, n);
+            out->len = start + h + 4 + n;
+        }
+    } else if (tag == T_NUMBER && t->num != ENC_TOL_EXACT && (flags & ENC_GRID)) {
+        char small[128], *dec = n <= sizeof small ? small : malloc(n);
+        if (!dec)
+            return -1;
+        memcpy(dec, pl, n);
+        out->len = start + h + 4;
+        int r = enc_tol_cell(out, dec, n, t);
+        if (r == 0) {
+            out->p[start] = T_CELL;
+            put_len(out->p + start + h, out->len - start - h - 4);
+        } else if (r == 1) { /* too far from the grid's scale: the exact value */
+            out->len = start + h + 4;
+            r = sl_buf_append(out, dec, n);
+        }
+        if (dec != small)
+            free(dec);
+        return r < 0 ? -1 : 0;
+    }
+    return 0;
+}
+
+static int value_tol(sl_buf *out, int cls, const enc_val *v, int flags, const enc_tol *t)
+{
+    size_t start = out->len;
+    if (value(out, cls, v, flags))
+        return -1;
+    return t && v->kind != ENC_V_NULL ? tol_transform(out, start, flags, t) : 0;
+}
+
+int enc_value_tol(sl_buf *out, int cls, const enc_val *v, int flags, const struct enc_tol *t)
+{
+    return value_tol(out, cls, v, flags, t);
+}
+
 /* ---- keys ------------------------------------------------------------ */
 
 int enc_value(sl_buf *out, int cls, const enc_val *v, int flags)
@@ -1370,15 +1451,21 @@ typedef struct payload {
     const char *p;
     size_t n; /* payload bytes (decoded length when hex) */
     int hex;
+    int fold; /* ASCII letters hashed in lower case (--case-fold) */
 } payload;
 
-static int payload_of(int cls, const enc_val *v, payload *pl)
+static int payload_of(int cls, const enc_val *v, const enc_tol *t, payload *pl)
 {
     if (v->kind != ENC_V_TEXT && v->kind != ENC_V_BLOB)
         return 0;
-    *pl = (payload){T_TEXT, v->p, v->len, 0};
-    if (cls == ENC_TEXT || cls == ENC_OTHER)
+    *pl = (payload){T_TEXT, v->p, v->len, 0, 0};
+    if (cls == ENC_TEXT || cls == ENC_OTHER) {
+        if (t && (t->text & ENC_TOL_TRIM)) /* as tol_transform trims */
+            while (pl->n > 0 && pl->p[pl->n - 1] == ' ')
+                pl->n--;
+        pl->fold = t && (t->text & ENC_TOL_FOLD);
         return 1;
+    }
     if (cls != ENC_BYTEA)
         return 0;
     pl->tag = T_BYTES;
@@ -1413,16 +1500,23 @@ static size_t put_head(uint8_t *h, int tag, int cls, int flags, size_t n)
 /* Feeds a payload to st, hex-decoding it a chunk at a time. */
 static void hash_payload(XXH3_state_t *st, const payload *pl)
 {
-    if (!pl->hex) {
+    if (!pl->hex && !pl->fold) {
         XXH3_128bits_update(st, pl->p, pl->n);
         return;
     }
     uint8_t chunk[8192];
     for (size_t i = 0; i < pl->n;) {
         size_t m = pl->n - i < sizeof chunk ? pl->n - i : sizeof chunk;
-        for (size_t k = 0; k < m; k++, i++)
-            chunk[k] = (uint8_t)(hexval((unsigned char)pl->p[2 * i]) << 4 |
-                                 hexval((unsigned char)pl->p[2 * i + 1]));
+        if (pl->fold) {
+            for (size_t k = 0; k < m; k++, i++) {
+                uint8_t c = (uint8_t)pl->p[i];
+                chunk[k] = c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c;
+            }
+        } else {
+            for (size_t k = 0; k < m; k++, i++)
+                chunk[k] = (uint8_t)(hexval((unsigned char)pl->p[2 * i]) << 4 |
+                                     hexval((unsigned char)pl->p[2 * i + 1]));
+        }
         XXH3_128bits_update(st, chunk, m);
     }
 }
@@ -1437,13 +1531,24 @@ static void digest_out(XXH3_state_t *st, uint8_t out[16])
 int enc_hash_values(sl_buf *scratch, const int *cls, const enc_val *v, size_t n, int flags,
                     uint8_t out[16])
 {
+    return enc_hash_values_tol(scratch, cls, NULL, v, n, flags, out);
+}
+
+int enc_hash_values_tol(sl_buf *scratch, const int *cls, const struct enc_tol *tol,
+                        const enc_val *v, size_t n, int flags, uint8_t out[16])
+{
     int big = 0;
+    if (tol)
+        flags |= ENC_GRID;
     for (size_t k = 0; k < n && !big; k++)
         big = v[k].kind != ENC_V_NULL && v[k].len > ENC_VALUE_INLINE_MAX;
     sl_buf_reset(scratch);
     if (!big) { /* the common row: one buffer, one call */
-        if (enc_values(scratch, cls, v, n, flags))
+        if (!tol && enc_values(scratch, cls, v, n, flags))
             return -1;
+        for (size_t k = 0; tol && k < n; k++)
+            if (value_tol(scratch, cls[k], &v[k], flags, &tol[k]))
+                return -1;
         enc_hash(scratch->p, scratch->len, out);
         return 0;
     }
@@ -1453,8 +1558,9 @@ int enc_hash_values(sl_buf *scratch, const int *cls, const enc_val *v, size_t n,
     XXH3_128bits_reset(st);
     for (size_t k = 0; k < n; k++) {
         payload pl;
+        const enc_tol *t = tol ? &tol[k] : NULL;
         if (v[k].kind != ENC_V_NULL && v[k].len > ENC_VALUE_INLINE_MAX &&
-            payload_of(cls[k], &v[k], &pl)) {
+            payload_of(cls[k], &v[k], t, &pl)) {
             uint8_t h[6];
             XXH3_128bits_update(st, scratch->p, scratch->len);
             sl_buf_reset(scratch);
@@ -1462,7 +1568,7 @@ int enc_hash_values(sl_buf *scratch, const int *cls, const enc_val *v, size_t n,
             hash_payload(st, &pl);
             continue;
         }
-        if (value(scratch, cls[k], &v[k], flags)) {
+        if (value_tol(scratch, cls[k], &v[k], flags, t)) {
             XXH3_freeState(st);
             return -1;
         }
@@ -1503,10 +1609,16 @@ int enc_digest_encoded(const uint8_t *e, size_t n, int flags, enc_digest *d)
 
 int enc_value_digest(sl_buf *scratch, int cls, const enc_val *v, int flags, enc_digest *d)
 {
+    return enc_value_digest_tol(scratch, cls, v, flags, NULL, d);
+}
+
+int enc_value_digest_tol(sl_buf *scratch, int cls, const enc_val *v, int flags,
+                         const struct enc_tol *t, enc_digest *d)
+{
     payload pl;
-    if (v->kind == ENC_V_NULL || !payload_of(cls, v, &pl)) {
+    if (v->kind == ENC_V_NULL || !payload_of(cls, v, t, &pl)) {
         sl_buf_reset(scratch);
-        if (value(scratch, cls, v, flags))
+        if (value_tol(scratch, cls, v, flags, t))
             return -1;
         return enc_digest_encoded(scratch->p, scratch->len, flags, d);
     }

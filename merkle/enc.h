@@ -64,8 +64,12 @@ typedef struct enc_val {
 } enc_val;
 
 /* Flags for enc_value. ENC_STRICT keeps the class in the encoding, so an
- * integer 10 and a numeric 10.0 differ. */
-enum { ENC_STRICT = 1 };
+ * integer 10 and a numeric 10.0 differ. ENC_GRID (the *_tol functions,
+ * hashing): a number under an epsilon is encoded as its grid cell
+ * (merkle/tol.h); without it, exactly, as a fetch must ship it. */
+enum { ENC_STRICT = 1, ENC_GRID = 2 };
+
+struct enc_tol;
 
 /* "int", "numeric", ... ; "?" for an unknown class. */
 const char *enc_class_name(int cls);
@@ -83,6 +87,11 @@ int enc_value(sl_buf *out, int cls, const enc_val *v, int flags);
 /* enc_value over a row's n values, read as classes cls[0..n) (one call a
  * row: it runs for every row). */
 int enc_values(sl_buf *out, const int *cls, const enc_val *v, size_t n, int flags);
+
+/* enc_value under a column's tolerance t (merkle/tol.h; NULL: exact):
+ * a timestamp rounded to its precision, text trimmed or case-folded, and
+ * with ENC_GRID a number replaced by its grid cell. */
+int enc_value_tol(sl_buf *out, int cls, const enc_val *v, int flags, const struct enc_tol *t);
 
 /* Whether a column of this class can be part of a key (ordered, splittable). */
 int enc_key_is_supported(int cls);
@@ -137,6 +146,11 @@ void enc_hash(const void *p, size_t len, uint8_t out[16]);
 int enc_hash_values(sl_buf *scratch, const int *cls, const enc_val *v, size_t n, int flags,
                     uint8_t out[16]);
 
+/* The same under per-column tolerances tol[0..n) (NULL: all exact), each
+ * value encoded as enc_value_tol encodes it. */
+int enc_hash_values_tol(sl_buf *scratch, const int *cls, const struct enc_tol *tol,
+                        const enc_val *v, size_t n, int flags, uint8_t out[16]);
+
 /* A value's encoding in short: the head (tag, and class in strict mode),
  * the payload's length and the XXH3-128 of the payload (canonical
  * big-endian, as xxh128sum prints it; for text its UTF-8 bytes, for bytea
@@ -151,6 +165,9 @@ typedef struct enc_digest {
 
 /* The digest of v read as cls, hashing text and bytea in place. */
 int enc_value_digest(sl_buf *scratch, int cls, const enc_val *v, int flags, enc_digest *d);
+/* The same for enc_value_tol's encoding (t NULL: exact). */
+int enc_value_digest_tol(sl_buf *scratch, int cls, const enc_val *v, int flags,
+                         const struct enc_tol *t, enc_digest *d);
 
 /* The digest of one value's encoding (as enc_value wrote it). -1 when e is
  * not one encoded value. */

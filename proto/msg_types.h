@@ -64,7 +64,9 @@
       "`max_rows_per_second`, `priority` (`high`, `normal` (absent), `low`), " \
       "`max_tasks` (most range tasks at once; 0 or absent: no cap), `share` " \
       "(1 to 100: the percent of wall-clock time the job's range tasks may " \
-      "keep busy, each task counted; 0 or absent: no share) → reply `job`", \
+      "keep busy, each task counted; 0 or absent: no share), `tolerances` " \
+      "(list of rules `OPTION:VALUE`, merkle/README.md, \"Tolerances\"; absent: " \
+      "exact) → reply `job`", \
       "source:s target:s table:s") \
     X(STATUS, 14, "status", "client → coordinator", \
       "`job`, `events` (0/1) → reply `state` (queued, running, done, failed, " \

@@ -8,6 +8,7 @@
 #include "../connectors/conn.h"
 #include "../merkle/enc.h"
 #include "../merkle/mk_tree.h"
+#include "../merkle/tol.h"
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 #include "wk_follow.h"
@@ -73,14 +74,59 @@ typedef struct spec {
     int cls[CONN_MAX_COLS];
     int flags;
     int64_t max_rps; /* 0: read as fast as the database serves */
+    enc_tol *tol;    /* per column (merkle/tol.h); NULL: every column exact */
 } spec;
 
 static void spec_free(spec *s)
 {
+    free(s->tol);
     free(s->table);
     free(s->where);
     for (size_t i = 0; i < s->q.ncols; i++)
         free(s->cols[i]);
+}
+
+/* A spec's tolerances, `tol`: [[column, num, eps_m, eps_e, text, ts_digits]]
+ * for the columns that are not exact (proto/README.md); each checked against
+ * its column's class, never on a key column. */
+static int tol_read(const msg *m, spec *s, size_t nkey, sl_err *err)
+{
+    const msg_obj *o = msg_get(m, "tol"), *items;
+    uint32_t n;
+    if (!o || msg_obj_is_nil(o))
+        return 0;
+    if (msg_obj_array(o, &items, &n) || n > s->q.ncols)
+        return sl_err_setc(err, SL_INVALID, "malformed request: tol is not a list of tolerances");
+    if (n == 0)
+        return 0;
+    if (!(s->tol = malloc(s->q.ncols * sizeof *s->tol)))
+        return sl_err_set(err, "out of memory");
+    for (size_t i = 0; i < s->q.ncols; i++)
+        s->tol[i] = enc_tol_exact();
+    for (uint32_t i = 0; i < n; i++) {
+        const msg_obj *f;
+        uint32_t nf;
+        int64_t v[6];
+        int ok = msg_obj_array(msg_obj_at(items, i), &f, &nf) == 0 && nf == 6;
+        for (uint32_t k = 0; ok && k < 6; k++)
+            ok = msg_obj_int(msg_obj_at(f, k), &v[k]) == 0;
+        if (!ok || v[0] < (int64_t)nkey || v[0] >= (int64_t)s->q.ncols || v[1] < 0 || v[1] > 255 ||
+            v[2] < 0 || v[3] < INT32_MIN || v[3] > INT32_MAX || v[4] < 0 || v[4] > 255 ||
+            v[5] < 0 || v[5] > 255)
+            return sl_err_setc(err, SL_INVALID,
+                               "malformed request: tolerance %u is not [column, num, eps_m, "
+                               "eps_e, text, ts_digits] of a compared column",
+                               i);
+        enc_tol t = {.num = (uint8_t)v[1],
+                     .eps_m = (uint64_t)v[2],
+                     .eps_e = (int32_t)v[3],
+                     .text = (uint8_t)v[4],
+                     .ts_digits = (uint8_t)v[5]};
+        if (enc_tol_check(&t, s->cls[v[0]], err))
+            return sl_err_wrap(err, "malformed request: column \"%s\"", s->cols[v[0]]);
+        s->tol[v[0]] = t;
+    }
+    return 0;
 }
 
 static int spec_read(const msg *m, spec *s, sl_err *err)
@@ -123,6 +169,8 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
         s->cls[i] = (int)c;
         s->q.ncols = i + 1;
     }
+    if (tol_read(m, s, (size_t)nkey, err))
+        return -1;
     s->q.table = s->table;
     s->q.cols = (const char *const *)s->cols;
     s->q.cls = s->cls;
@@ -291,7 +339,8 @@ static int encode_row(rowenc *r, const enc_val *v, int hash, sl_err *err)
             return sl_err_wrap(err, "key column \"%s\"", r->s->cols[k]);
     if (check_key_order(r, err))
         return -1;
-    if (hash && enc_hash_values(&r->row, r->s->cls, v, r->s->q.ncols, r->s->flags, r->hash))
+    if (hash &&
+        enc_hash_values_tol(&r->row, r->s->cls, r->s->tol, v, r->s->q.ncols, r->s->flags, r->hash))
         return sl_err_set(err, "out of memory");
     return 0;
 }
@@ -665,13 +714,14 @@ typedef struct rows_ctx {
 static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_bytes, sl_err *err)
 {
     int cls = rc->re.s->cls[k], flags = rc->re.s->flags;
+    const enc_tol *t = rc->re.s->tol ? &rc->re.s->tol[k] : NULL; /* exact transforms only */
     size_t raw = v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB ? v->len : 0;
     int whole = !rc->sizes || (raw <= MSG_VALUE_MAX &&
                                (raw <= MSG_PREFIX_MAX || row_bytes + raw <= MSG_ROW_WHOLE_MAX));
     enc_digest d;
     sl_buf_reset(&rc->col);
     if (whole) {
-        if (enc_value(&rc->col, cls, v, flags))
+        if (enc_value_tol(&rc->col, cls, v, flags, t))
             return sl_err_set(err, "out of memory");
         if (rc->col.len <= MSG_VALUE_MAX || !rc->sizes) {
             rc->cut[k] = 0;
@@ -680,7 +730,7 @@ static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_byte
         }
         if (enc_digest_encoded(rc->col.p, rc->col.len, flags, &d))
             return sl_err_set(err, "column \"%s\": bad encoding", rc->re.s->cols[k]);
-    } else if (enc_value_digest(&rc->col, cls, v, flags, &d)) {
+    } else if (enc_value_digest_tol(&rc->col, cls, v, flags, t, &d)) {
         return sl_err_set(err, "out of memory");
     }
     rc->cut[k] = 1;

@@ -4,12 +4,16 @@
  *  - a key enc_key accepts passes enc_key_check, decodes, and re-encodes
  *    to the same bytes;
  *  - any bytes enc_key_check accepts decode and re-encode to themselves
- *    (the check admits exactly the canonical encodings).
+ *    (the check admits exactly the canonical encodings);
+ *  - under a tolerance drawn from the payload, enc_value_tol succeeds and is
+ *    deterministic (grid or not), a value is within tolerance of itself, and
+ *    the payload as a rule text parses or is refused (never crashes).
  * Input: [class][kind|flags][payload...]. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../merkle/enc.h"
+#include "../../merkle/tol.h"
 
 static const int key_classes[] = {ENC_INT, ENC_TEXT, ENC_UUID, ENC_BYTEA, ENC_OTHER};
 
@@ -110,6 +114,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kc[c] = key_classes[(data[1] >> (2 * c)) % 5];
     if (enc_key_check(p, n, kc, ncols, NULL) == 0)
         roundtrip(p, n, kc, ncols);
+    enc_tol t = enc_tol_exact();
+    if (n >= 3) {
+        t.num = (uint8_t)(p[0] % 3);
+        t.eps_m = 1 + p[1] % 99;
+        t.eps_e = (int8_t)p[2];
+        t.text = (uint8_t)((p[0] >> 2) % 4);
+        t.ts_digits = (uint8_t)((p[0] >> 4) % 7);
+    }
+    for (int grid = 1; grid >= 0; grid--) { /* the exact one last */
+        sl_buf_reset(&a);
+        sl_buf_reset(&b);
+        int f = flags | (grid ? ENC_GRID : 0);
+        if (enc_value_tol(&a, cls, &v, f, &t) != 0 || enc_value_tol(&b, cls, &v, f, &t) != 0)
+            abort();
+        if (a.len != b.len || memcmp(a.p, b.p, a.len) != 0)
+            abort();
+    }
+    if (enc_tol_within(a.p, a.len, b.p, b.len, flags, &t) != 1)
+        abort();
+    char *rule = malloc(n + 1);
+    if (rule) {
+        enc_tol_rule r;
+        memcpy(rule, p, n);
+        rule[n] = 0;
+        enc_tol_rule_parse(rule, &r, NULL);
+        free(rule);
+    }
     sl_buf_free(&a);
     sl_buf_free(&b);
     return 0;
