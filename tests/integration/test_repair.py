@@ -309,6 +309,33 @@ t.ok(code == 2 and "cannot create" in err and not os.path.exists(os.path.dirname
      "--fix-sql into a missing directory: exit 2, nothing left behind", err)
 leftovers = [f for f in os.listdir(tmp) if ".tmp." in f]
 t.ok(not leftovers, "no temporary fix files left behind", leftovers)
+# ---- the throttle, and an empty source ------------------------------------------------------
+import time  # noqa: E402
+ta, tb = os.path.join(tmp, "ta.db"), os.path.join(tmp, "tb.db")
+for path, n in ((ta, 40), (tb, 0)):
+    s = sqlite3.connect(path)
+    s.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    s.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(n)])
+    s.commit()
+    s.close()
+start = time.monotonic()
+code, out, err = sluice("repair", "sqlite:" + ta, "sqlite:" + tb, "--table", "t", "--no-progress",
+                        "--apply", "--rows-per-second", "20", "--batch", "10")
+took = time.monotonic() - start
+t.ok(code == 0 and "40 inserted" in out and "4 transactions" in out and took >= 1.8,
+     f"--rows-per-second 20: 40 rows in 4 transactions took {took:.1f} s (at least 1.8 s)",
+     f"exit {code}\n{out}\n{err}")
+s = sqlite3.connect(tb)
+s.execute("DELETE FROM t")
+s.commit()
+s.close()
+code, out, err = sluice("repair", "sqlite:" + tb, "sqlite:" + ta, "--table", "t", "--no-progress")
+t.ok(code == 2 and "--allow-empty" in err and sq_sum(ta, "t")[0] == 40,
+     "an empty source is refused (it would delete every target row), exit 2", err)
+code, out, err = sluice("repair", "sqlite:" + tb, "sqlite:" + ta, "--table", "t", "--no-progress",
+                        "--allow-empty", "--apply", "--max-rows", "40")
+t.ok(code == 0 and "40 deleted" in out and sq_sum(ta, "t")[0] == 0,
+     "--allow-empty: an empty source empties the target", f"exit {code}\n{out}\n{err}")
 code, out, err = sluice("repair", "--help")
 t.ok(code == 0 and out.startswith("usage: sluice repair") and "--apply" in out,
      "sluice repair --help: usage, exit 0", out + err)
