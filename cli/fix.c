@@ -1000,6 +1000,13 @@ static const char *begin_sql(const fix *f)
     return f->td == D_MYSQL ? "START TRANSACTION" : "BEGIN";
 }
 
+/* name for a comment line: a line break in it would end the comment */
+static void put_comment_name(FILE *out, const char *name)
+{
+    for (const char *p = name; *p; p++)
+        fputc(*p == '\n' || *p == '\r' ? ' ' : *p, out);
+}
+
 int fix_write(fix *f, FILE *out, sl_err *err)
 {
     char when[32];
@@ -1009,11 +1016,15 @@ int fix_write(fix *f, FILE *out, sl_err *err)
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     fprintf(out,
             "-- sluice fix: the statements that make the target table equal to the source\n"
-            "-- source: %s table %s\n"
-            "-- target: %s table %s (%s)\n"
+            "-- source: %s table ",
+            f->src_shown);
+    put_comment_name(out, f->table);
+    fprintf(out, "\n-- target: %s table ", f->tgt_shown);
+    put_comment_name(out, f->ttable);
+    fprintf(out,
+            " (%s)\n"
             "-- rows: %llu to insert, %llu to update, %llu to delete, in %llu transaction%s\n",
-            f->src_shown, f->table, f->tgt_shown, f->ttable, dialect_name(f->td),
-            (unsigned long long)f->r.inserts, (unsigned long long)f->r.updates,
+            dialect_name(f->td), (unsigned long long)f->r.inserts, (unsigned long long)f->r.updates,
             (unsigned long long)f->r.deletes, (unsigned long long)f->r.batches,
             f->r.batches == 1 ? "" : "s");
     if (f->r.vanished)
