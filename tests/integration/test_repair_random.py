@@ -7,7 +7,8 @@ them to the target and changes the target at random (updates of random columns, 
 inserts). Then: `sluice diff --fix-sql FILE`, the file applied with psql or sqlite3 (or
 `sluice repair --apply`, picked at random), and a diff again must exit 0, the source's
 checksum (computed in SQL) unchanged. SEED=n replays a run; SCENARIOS=n changes the count
-(make test-repair-random SCENARIOS=200)."""
+(make test-repair-random SCENARIOS=200); MYSQL=1 adds MariaDB pairs (PostgreSQL -> MariaDB,
+MariaDB -> MariaDB, MariaDB -> PostgreSQL) on the types MariaDB shares."""
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from decimal import Decimal
 import psycopg2
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import PgServer, Tap, sluice  # noqa: E402
+from harness import MariaDbServer, PgServer, Tap, sluice  # noqa: E402
 
 t = Tap()
 seed = int(os.environ.get("SEED", random.randrange(1 << 30)))
@@ -36,6 +37,11 @@ conn = pg.connect(db)
 cur = conn.cursor()
 D = pg.dsn(db)
 tmp = tempfile.mkdtemp()
+my = MariaDbServer() if os.environ.get("MYSQL") == "1" else None
+if my:
+    my.createdb("rr")
+    myc = my.connect("rr").cursor()
+    myc.execute("SET SESSION group_concat_max_len = 1073741824")
 
 ALPHA = ["a", "Z", " ", "'", "''", "\\", "\"", "\t", "\n", "\x01", "é", "ß", "日", "🎉", "0",
          "%", ";", "--", "/*", "$$", "`"]
@@ -86,6 +92,19 @@ def gen_ts():
                                           else ""))
 
 
+def gen_float_finite():
+    while True:
+        f = gen_float()
+        if abs(f) != float("inf"):
+            return f
+
+
+def gen_ts_1970():
+    return (f"{rnd.randrange(1971, 2037)}-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 29):02d} "
+            f"{rnd.randrange(24):02d}:{rnd.randrange(60):02d}:{rnd.randrange(60):02d}"
+            f".{rnd.randrange(10**6):06d}")
+
+
 def gen_tstz():
     off = rnd.choice(["+00:00", "+05:30", "-04:00", "+14:00", "Z"])
     return gen_ts().replace(" ", rnd.choice([" ", "T"])) + off
@@ -115,6 +134,7 @@ def gen_json():
 
 
 # name: (PostgreSQL type, SQLite declared type, generator, fit for mixed pairs)
+# MY_TYPES: the MariaDB type and generator of the types MariaDB pairs use
 TYPES = {
     "int": ("int8", "INTEGER", gen_int, True),
     "numeric": ("numeric", "NUMERIC", gen_numeric, True),
@@ -130,6 +150,21 @@ TYPES = {
     "uuid": ("uuid", "UUID", lambda: str(uuid.UUID(int=rnd.getrandbits(128))), True),
     "json": ("jsonb", "JSON", gen_json, True),
     "json_text": ("json", "JSON", gen_json, True),
+}
+
+
+MY_TYPES = {
+    "int": ("bigint", gen_int),
+    "numeric": ("decimal(32,16)", gen_numeric),
+    "float": ("double", gen_float_finite),
+    "bool": ("tinyint(1)", lambda: rnd.random() < .5),
+    "text": ("longtext", gen_text),
+    "varchar": ("mediumtext", gen_text),
+    "bytea": ("longblob", gen_bytes),
+    "date": ("date", gen_date),
+    "timestamp": ("datetime(6)", gen_ts),
+    "timestamptz": ("timestamp(6) NULL DEFAULT NULL", gen_ts_1970),
+    "json": ("JSON", gen_json),
 }
 
 
@@ -256,24 +291,74 @@ class SqSide:
         return r.returncode, r.stderr
 
 
-PAIRS = ["pg>pg", "sqlite>sqlite", "sqlite>pg", "pg>sqlite"]
+def mq(name):
+    return "`" + name.replace("`", "``") + "`"
+
+
+class MySide:
+    def __init__(self, table):
+        self.table = table
+        self.dsn = my.dsn("rr")
+
+    def create(self, keys, cols):
+        myc.execute(f"DROP TABLE IF EXISTS {mq(self.table)}")
+        defs = [f"{mq(n)} " + ("varchar(40) COLLATE utf8mb4_nopad_bin" if (n, ty) in keys and
+                               ty == "text" else MY_TYPES[ty][0]) for n, ty in keys + cols]
+        myc.execute(f"CREATE TABLE {mq(self.table)} ({', '.join(defs)}, PRIMARY KEY "
+                    f"({', '.join(mq(n) for n, _ in keys)})) CHARACTER SET utf8mb4")
+        self.names = [n for n, _ in keys + cols]
+        self.types = [ty for _, ty in keys + cols]
+
+    def insert(self, rows):
+        myc.executemany(f"INSERT INTO {mq(self.table)} VALUES "
+                        f"({', '.join(['%s'] * len(self.names))})",
+                        [[str(v) if isinstance(v, Decimal) else v for v in r] for r in rows])
+
+    def update(self, key, col, val):
+        myc.execute(f"UPDATE {mq(self.table)} SET {mq(col)} = %s WHERE " +
+                    " AND ".join(f"{mq(n)} = %s" for n, _ in key),
+                    [str(val) if isinstance(val, Decimal) else val] + [v for _, v in key])
+
+    def delete(self, key):
+        myc.execute(f"DELETE FROM {mq(self.table)} WHERE " +
+                    " AND ".join(f"{mq(n)} = %s" for n, _ in key), [v for _, v in key])
+
+    def checksum(self):
+        expr = ", ".join(f"CAST(QUOTE({mq(x)}) AS BINARY)" for x in self.names)
+        myc.execute(f"SELECT COUNT(*), MD5(GROUP_CONCAT(MD5(CONCAT_WS('|', {expr})) ORDER BY "
+                    f"{', '.join(mq(x) for x in self.names[:2])} SEPARATOR ',')) "
+                    f"FROM {mq(self.table)}")
+        return myc.fetchone()
+
+    def apply(self, path):
+        with open(path, "rb") as f:
+            r = subprocess.run(["mariadb", "--no-defaults", "--binary-mode", "-h", "127.0.0.1",
+                                "-P", str(my.port), "-u", my.USER, f"-p{my.PASSWORD}", "rr"],
+                               stdin=f, capture_output=True)
+        return r.returncode, r.stderr.decode(errors="replace")
+
+
+PAIRS = ["pg>pg", "sqlite>sqlite", "sqlite>pg", "pg>sqlite"] + \
+    (["pg>mysql", "mysql>mysql", "mysql>pg"] if my else [])
 KEYTEXT = ["a", "B", "é", "日", " ", "'", "\\", "\t", "🎉", "0", "~"]
 failures = 0
 for n in range(scenarios):
-    pair = PAIRS[n % 4] if n < 4 else rnd.choice(PAIRS)
+    pair = PAIRS[n] if n < len(PAIRS) else rnd.choice(PAIRS)
     sides = []
     for role, kind in zip(("s", "t"), pair.split(">")):
         sides.append(PgSide(f"r{n}_{role}") if kind == "pg"
+                     else MySide(f"r{n}_{role}") if kind == "mysql"
                      else SqSide(os.path.join(tmp, f"r{n}_{role}.db")))
     src, tgt = sides
-    mixed = pair in ("sqlite>pg", "pg>sqlite")
+    mixed = pair in ("sqlite>pg", "pg>sqlite") or "mysql" in pair
     keyshape = rnd.choice(["int", "text", "int,text"])
     keys = [("k_int", "int")] if keyshape == "int" else \
         [("k_text", "text")] if keyshape == "text" else [("k_a", "int"), ("k_b", "text")]
-    pool = [ty for ty, d in TYPES.items() if d[3] or not mixed]
+    pool = [ty for ty, d in TYPES.items() if (d[3] or not mixed) and
+            ("mysql" not in pair or ty in MY_TYPES)]
     cols = [(f"c{i}_{ty}", ty) for i, ty in enumerate(rnd.choices(pool, k=rnd.randrange(1, 8)))]
     if rnd.random() < .2:
-        cols.append(("Mixed \"Case\" col", rnd.choice(pool)))
+        cols.append(("Mixed \"Case\" `col`", rnd.choice(pool)))
 
     def gen_key():
         ks = []
@@ -283,7 +368,9 @@ for n in range(scenarios):
         return tuple(ks)
 
     def gen_val(ty):
-        return None if rnd.random() < .15 else TYPES[ty][2]()
+        if rnd.random() < .15:
+            return None
+        return MY_TYPES[ty][1]() if "mysql" in pair else TYPES[ty][2]()
 
     rows, seen = [], set()
     for _ in range(rnd.randrange(1, 60)):
