@@ -442,11 +442,18 @@ static int put_bytes(fix *f, sl_buf *o, const uint8_t *p, size_t n)
     return sl_buf_printf(o, "X'") || put_hex(o, p, n) || sl_buf_putc(o, '\'');
 }
 
-/* A canonical decimal ("0" or "[-]DIGITSE[-]EXP") as a plain decimal
- * literal; as itself (scientific notation, read exactly by all three) when
- * the plain form would pass 200 characters, unless the target is MySQL and
- * the class exact (MySQL reads a literal with an exponent as a double). */
-static int put_number(sl_buf *o, const char *s, size_t n, int exact_mysql)
+/* How long a plain decimal may get before the canonical (scientific) form is
+ * written instead: "[-]DIGITSE[-]EXP" is read exactly by all three engines,
+ * but MySQL reads it as a double. */
+enum {
+    NUM_EXACT,       /* PostgreSQL, SQLite: plain up to 200 characters */
+    NUM_MYSQL_EXACT, /* MySQL decimal: plain within DECIMAL's 65 digits, 30 after the point */
+    NUM_FLOAT        /* a double: plain only when short (a float's digits are 17 at most) */
+};
+
+/* A canonical decimal ("0" or "[-]DIGITSE[-]EXP") as a plain decimal literal,
+ * or as itself where the policy (NUM_*) says the plain form is too long. */
+static int put_number(sl_buf *o, const char *s, size_t n, int policy)
 {
     size_t i = 0;
     int neg = n && s[0] == '-';
@@ -469,7 +476,11 @@ static int put_number(sl_buf *o, const char *s, size_t n, int exact_mysql)
             exp = -exp;
     }
     size_t plain = exp >= 0 ? nd + (size_t)exp : (nd > (size_t)-exp ? nd : (size_t)-exp) + 2;
-    if (nd == 0 || (plain > 200 && !exact_mysql))
+    size_t frac = exp < 0 ? (size_t)-exp : 0;
+    int sci = policy == NUM_EXACT         ? plain > 200
+              : policy == NUM_MYSQL_EXACT ? plain > 66 || frac > 30
+                                          : plain > 24;
+    if (nd == 0 || sci)
         return sl_buf_append(o, s, n);
     if (neg && sl_buf_putc(o, '-'))
         return -1;
@@ -482,7 +493,6 @@ static int put_number(sl_buf *o, const char *s, size_t n, int exact_mysql)
                 return -1;
         return 0;
     }
-    size_t frac = (size_t)-exp;
     if (nd > frac)
         return sl_buf_append(o, d, nd - frac) || sl_buf_putc(o, '.') ||
                sl_buf_append(o, d + nd - frac, frac);
@@ -552,7 +562,10 @@ static int put_canonical(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err
     case T_NUMBER: {
         int quote = !is_number_class(tcls) && tcls != ENC_BOOL;
         r = (quote && sl_buf_putc(o, '\'')) ||
-            put_number(o, (const char *)p, n, f->td == D_MYSQL && cls != ENC_FLOAT) ||
+            put_number(o, (const char *)p, n,
+                       cls == ENC_FLOAT || tcls == ENC_FLOAT ? NUM_FLOAT
+                       : f->td == D_MYSQL                    ? NUM_MYSQL_EXACT
+                                                             : NUM_EXACT) ||
             (quote && sl_buf_putc(o, '\''));
         break;
     }
