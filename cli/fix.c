@@ -788,8 +788,11 @@ static int take_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         if (sl_buf_printf(s, "UPDATE ") || put_table(s, f->td, f->ttable) ||
             sl_buf_printf(s, " SET "))
             return sl_err_set(err, "out of memory");
-        for (size_t i = 0; i < r->nnames; i++) {
-            size_t c = col_index(f, r->names[i]);
+        /* a divergence that named no column (a keys-only diff): every
+         * compared column is written */
+        size_t nset = r->nnames ? r->nnames : f->ncmp;
+        for (size_t i = 0; i < nset; i++) {
+            size_t c = r->nnames ? col_index(f, r->names[i]) : f->cmp[i];
             if (c == (size_t)-1 || c < f->nkey)
                 continue;
             if ((set++ && sl_buf_printf(s, ", ")) || put_ident(s, f->td, f->cols[c]) ||
