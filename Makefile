@@ -17,7 +17,7 @@ UNIT    := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 OPT_FLAGS  := -O2 -g
 SAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-.PHONY: all deps demo demo-migration test unit integration clean format bench test-random test-mysql-random fuzz soak chaos
+.PHONY: all deps demo demo-migration test unit integration clean format bench test-random test-mysql-random test-repair-random fuzz soak chaos
 
 all: build/sluice
 
@@ -131,6 +131,14 @@ test-mysql-random:
 	@$(MAKE) --no-print-directory build/asan/sluice
 	SLUICE=$(CURDIR)/build/asan/sluice SCENARIOS=$(SCENARIOS) prove -v --exec '' \
 	    tests/integration/test_mysql_random.py
+
+# The randomized repair round trip (diff --fix-sql, apply, diff again):
+# make test-repair-random SCENARIOS=200 [SEED=n]
+test-repair-random:
+	@bash scripts/deps.sh --test
+	@$(MAKE) --no-print-directory build/asan/sluice
+	SLUICE=$(CURDIR)/build/asan/sluice SCENARIOS=$(SCENARIOS) prove -v --exec '' \
+	    tests/integration/test_repair_random.py
 
 # The soak test at full length: 1,000 jobs and 100 cancelled ones against
 # one coordinator, alone (make test runs it too).

@@ -82,6 +82,8 @@ static const char *usage_diff =
     "                       production database\n"
     "  --allow-empty        two empty tables are equal instead of an error\n"
     "  --no-progress        no progress line on stderr\n"
+    "  --fix-sql FILE       diff: also write the SQL that makes the target equal to\n"
+    "                       the source to FILE (see sluice repair --help)\n"
     "  --read-timeout SECONDS  diff: give up on a database silent this long in a\n"
     "                       query (a lock, a stalled server; default 300); connecting\n"
     "                       gives up after 10 s (DSN connect_timeout, PGCONNECT_TIMEOUT)\n"

@@ -152,5 +152,6 @@ int cmd_schedule(int argc, char **argv);
 int cmd_drift(int argc, char **argv);
 int cmd_scrub(int argc, char **argv);
 int cmd_verify_changes(int argc, char **argv);
+int cmd_repair(int argc, char **argv);
 
 #endif

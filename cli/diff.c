@@ -6,12 +6,19 @@
 #include <zmq.h>
 
 #include "cli.h"
+#include "fix.h"
 #include "report.h"
 
 int cmd_diff(int argc, char **argv)
 {
     diff_args a;
-    int st = diff_args_parse(argc, argv, 0, &a);
+    fix_args fa;
+    fix *fx = NULL;
+    int st = fix_take_args(&argc, argv, 0, &fa);
+    if (st < 0)
+        st = diff_args_parse(argc, argv, 0, &a);
+    else
+        memset(&a, 0, sizeof a);
     if (st >= 0) {
         diff_args_free(&a);
         return st;
@@ -40,13 +47,35 @@ int cmd_diff(int argc, char **argv)
         co_wait_workers(c, (size_t)a.workers, 10000, &err))
         goto out;
     co_callbacks cb = {.event = report_add, .progress = report_progress, .ctx = &rep};
+    /* --fix-sql: the divergences pass through the fix on their way */
+    fix_tap tap = {NULL, report_add, report_progress, &rep};
+    if (fa.sql_file) {
+        if (!(fx = tap.f = fix_new(&err)))
+            goto out;
+        cb = (co_callbacks){.event = fix_tap_event, .progress = fix_tap_progress, .ctx = &tap};
+    }
     int r = co_diff(c, &a.o, &cb, &sum, &err);
+    if (fx && fix_error(fx, &err))
+        r = -1;
     if (rep.progress)
         fprintf(stderr, "\r\033[K");
     if (r != 0)
         goto out;
     if ((status = report_finish(&rep, &sum, &a, &err)) < 0)
         status = 2;
+    if (fx && status != 2) {
+        fix_result fr;
+        if (fix_build(fx, &a, 0, 0, &err) || fix_write_file(fx, fa.sql_file, &err)) {
+            status = 2;
+            goto out;
+        }
+        fix_result_get(fx, &fr);
+        fprintf(stderr,
+                "sluice: fix SQL written to %s: %llu to insert, %llu to update, %llu to "
+                "delete\n",
+                fa.sql_file, (unsigned long long)fr.inserts, (unsigned long long)fr.updates,
+                (unsigned long long)fr.deletes);
+    }
 out:
     if (c)
         co_shutdown_workers(c);
@@ -55,6 +84,7 @@ out:
     if (zctx)
         zmq_ctx_term(zctx);
     report_free(&rep);
+    fix_free(fx);
     diff_args_free(&a);
     if (status == 2)
         cli_fail("%s", err.msg[0] ? err.msg : "failed");

@@ -17,6 +17,8 @@ int main(int argc, char **argv)
             "sluice %s — validate data migrations\n\n"
             "commands:\n"
             "  diff SOURCE TARGET --table T     compare a table row by row (all in one)\n"
+            "  repair SOURCE TARGET --table T   make the target equal to the source (dry run\n"
+            "         [--apply] [--max-rows N]  by default; --apply writes the target)\n"
             "  coordinator [options]            run the coordinator of a cluster\n"
             "  worker --db NAME=DSN [options]   run workers for a coordinator\n"
             "  submit SRC TGT --table T [--wait]  submit a diff job to a coordinator\n"
@@ -46,6 +48,7 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"diff", cmd_diff},
+                {"repair", cmd_repair},
                 {"coordinator", cmd_coordinator},
                 {"worker", cmd_worker},
                 {"submit", cmd_submit},

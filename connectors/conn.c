@@ -8,10 +8,31 @@
 conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err)
 {
     if (strncmp(dsn, "sqlite:", 7) == 0)
-        return conn_sqlite_open(dsn + 7, read_timeout_ms, err);
+        return conn_sqlite_open(dsn + 7, read_timeout_ms, 0, err);
     if (strncmp(dsn, "mysql://", 8) == 0 || strncmp(dsn, "mariadb://", 10) == 0)
         return conn_mysql_open(dsn, read_timeout_ms, err);
     return conn_pg_open(dsn, read_timeout_ms, err);
+}
+
+conn *conn_open_rw(const char *dsn, int read_timeout_ms, sl_err *err)
+{
+    if (strncmp(dsn, "sqlite:", 7) == 0)
+        return conn_sqlite_open(dsn + 7, read_timeout_ms, 1, err);
+    return conn_open(dsn, read_timeout_ms, err);
+}
+
+static int no_rows(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    (void)ctx;
+    (void)v;
+    (void)n;
+    return sl_err_set(err, "a statement meant to write returned rows");
+}
+
+int conn_exec(conn *c, const char *sql, sl_err *err)
+{
+    /* every driver's query runs a statement with no result columns */
+    return c->ops->query(c, sql, NULL, 0, 0, NULL, no_rows, NULL, err);
 }
 
 void conn_free(conn *c)

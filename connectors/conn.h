@@ -73,6 +73,20 @@ typedef int (*conn_row_fn)(void *ctx, const enc_val *vals, size_t n, sl_err *err
 conn *conn_open(const char *dsn, int read_timeout_ms, sl_err *err);
 void conn_free(conn *c);
 
+/* ---- the write path (sluice repair) -------------------------------------
+ * The only way sluice writes to a database: a repair applying its fix to a
+ * target. Everything else reads. */
+
+/* As conn_open, but a SQLite file opens read-write (still never created: a
+ * wrong path is an error). PostgreSQL and MySQL sessions are the same as
+ * conn_open's. */
+conn *conn_open_rw(const char *dsn, int read_timeout_ms, sl_err *err);
+
+/* Runs one SQL statement that returns no rows (a SET, BEGIN, COMMIT,
+ * ROLLBACK, INSERT, UPDATE or DELETE), with no parameters: the caller
+ * has built its literals. 0, or -1 with err set. */
+int conn_exec(conn *c, const char *sql, sl_err *err);
+
 /* Has fn(ctx) called about every 100 ms while a read waits on the
  * database (PostgreSQL, MySQL): one row of hundreds of megabytes can take seconds
  * to arrive, and a worker must keep sending heartbeats meanwhile. fn must

@@ -67,7 +67,7 @@ int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const
                    sl_buf *sql);
 
 conn *conn_pg_open(const char *dsn, int read_timeout_ms, sl_err *err);
-conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err);
+conn *conn_sqlite_open(const char *path, int read_timeout_ms, int writable, sl_err *err);
 conn *conn_mysql_open(const char *dsn, int read_timeout_ms, sl_err *err);
 
 #endif

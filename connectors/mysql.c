@@ -749,6 +749,14 @@ static int my_query(conn *c, const char *sql, const enc_val *params, size_t npar
                    mysql_stmt_field_count(st), ncols);
         goto done;
     }
+    if (ncols == 0) { /* a statement without a result (conn_exec) */
+        MY_ASYNC(m, r, mysql_stmt_execute_start(&r, st), mysql_stmt_execute_cont, st);
+        if (r)
+            my_error(m, st, err);
+        else
+            rc = 0;
+        goto done;
+    }
     if (my_grow(m, ncols ? ncols : 1, err) || !(kinds = calloc(ncols + 1, sizeof *kinds))) {
         if (!kinds)
             sl_err_set(err, "out of memory");

@@ -1,5 +1,6 @@
-/* SQLite through its C API. Files open read-only, so a wrong path is an
- * error instead of a new empty database. Values come out typed (integer,
+/* SQLite through its C API. Files open read-only (read-write for a repair's
+ * target, conn_open_rw), never created, so a wrong path is an error instead
+ * of a new empty database. Values come out typed (integer,
  * real, text, blob); the declared column type picks the comparison class,
  * following SQLite's own affinity rules where they apply. */
 #include <errno.h>
@@ -283,7 +284,7 @@ static const conn_ops sq_ops = {
     .has_storage_classes = 1,
 };
 
-conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err)
+conn *conn_sqlite_open(const char *path, int read_timeout_ms, int writable, sl_err *err)
 {
     struct stat st;
     /* SQLite opens "" as a new empty temporary database, which then has no
@@ -303,7 +304,8 @@ conn *conn_sqlite_open(const char *path, int read_timeout_ms, sl_err *err)
     s->base.ops = &sq_ops;
     s->busy_ms = read_timeout_ms > 0 ? read_timeout_ms : CONN_READ_TIMEOUT_MS;
     snprintf(s->base.name, sizeof s->base.name, "sqlite:%s", path);
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &s->db, writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY,
+                        NULL) != SQLITE_OK) {
         sl_err_setc(err, SL_DATABASE, "cannot open SQLite database \"%s\": %s", path,
                     s->db ? sqlite3_errmsg(s->db) : "out of memory");
         sq_free(&s->base);
