@@ -21,6 +21,7 @@
 #include "../base/dsn.h"
 #include "../connectors/conn.h"
 #include "../merkle/enc.h"
+#include "../merkle/tol.h"
 
 enum { FIX_DEL, FIX_UPD, FIX_INS }; /* spool order = the order statements run */
 enum { D_PG, D_SQLITE, D_MYSQL };
@@ -63,6 +64,7 @@ struct fix {
     int *cmp_cls;
     size_t ncmp;
     int flags;
+    enc_tol *tol; /* the diff's tolerances per compared column; NULL: all exact */
     const char *where;
     conn_table *sdesc, *tdesc;
     FILE *stmts;
@@ -195,6 +197,7 @@ void fix_free(fix *f)
     free(f->tcls);
     free(f->cmp);
     free(f->cmp_cls);
+    free(f->tol);
     sl_buf_free(&f->scratch);
     sl_buf_free(&f->lit);
     sl_buf_free(&f->stmt);
@@ -948,6 +951,27 @@ static void shown(char *out, size_t cap, const char *dsn)
             *p = ' ';
 }
 
+/* The diff's tolerances, resolved as the coordinator resolves them, so
+ * that the re-check after a repair calls equal what the diff called equal
+ * (a column within its tolerance is not rewritten by an UPDATE of another). */
+static int resolve_tol(fix *f, const diff_args *a, sl_err *err)
+{
+    if (!a->ntol)
+        return 0;
+    const char *names[CONN_MAX_COLS];
+    for (size_t i = 0; i < f->ncmp; i++)
+        names[i] = f->cols[f->cmp[i]];
+    if (!(f->tol = calloc(f->ncmp, sizeof *f->tol)))
+        return sl_err_set(err, "out of memory");
+    int r = enc_tol_resolve((const char *const *)a->tol, a->ntol, names, f->cmp_cls, f->nkey,
+                            f->ncmp, f->tol, err);
+    if (r == 1) {
+        free(f->tol);
+        f->tol = NULL;
+    }
+    return r < 0 ? -1 : 0;
+}
+
 int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
 {
     f->batch = batch > 0 ? batch : FIX_BATCH_DEFAULT;
@@ -973,7 +997,7 @@ int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
         return sl_err_wrap(err, "source");
     if (conn_describe(f->tgt, f->ttable, &f->tdesc, err))
         return sl_err_wrap(err, "target");
-    if (pick_columns(f, a, err))
+    if (pick_columns(f, a, err) || resolve_tol(f, a, err))
         return -1;
     for (int k = FIX_DEL; k <= FIX_INS; k++)
         if (build_kind(f, k, err))
@@ -1186,9 +1210,18 @@ static int take_side(void *ctx, const enc_val *v, size_t n, sl_err *err)
     for (size_t k = 0; k < f->nkey; k++)
         if (enc_key(&f->kb, f->cmp_cls[k], &v[k], err))
             return -1;
+    /* each column's encoding behind its length, under its tolerance's
+     * exact transforms (rounding, trimming, folding), as the diff compares */
     sl_buf_reset(&f->scratch);
-    if (enc_values(&f->scratch, f->cmp_cls, v, n, f->flags))
-        return sl_err_set(err, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        size_t at = f->scratch.len;
+        uint32_t l = 0;
+        if (sl_buf_append(&f->scratch, &l, 4) ||
+            enc_value_tol(&f->scratch, f->cmp_cls[i], &v[i], f->flags, f->tol ? &f->tol[i] : NULL))
+            return sl_err_set(err, "out of memory");
+        l = (uint32_t)(f->scratch.len - at - 4);
+        memcpy(f->scratch.p + at, &l, 4);
+    }
     uint32_t kl = (uint32_t)f->kb.len, rl = (uint32_t)f->scratch.len;
     if (sl_buf_append(&s->rows, &kl, 4) || sl_buf_append(&s->rows, f->kb.p, kl) ||
         sl_buf_append(&s->rows, &rl, 4) || sl_buf_append(&s->rows, f->scratch.p, rl))
@@ -1208,6 +1241,37 @@ static int next_row(const sl_buf *b, size_t *off, const uint8_t **k, uint32_t *k
     *r = b->p + *off + 8 + *kl;
     *off += 8 + (size_t)*kl + *rl;
     return 1;
+}
+
+/* Whether two rows as take_side wrote them are equal: each column's
+ * encodings equal, or within the column's tolerance. 1 equal, 0 not, -1
+ * out of memory. */
+static int rows_equal(const fix *f, const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    if (al == bl && memcmp(a, b, al) == 0)
+        return 1;
+    if (!f->tol)
+        return 0;
+    size_t ao = 0, bo = 0;
+    for (size_t i = 0; i < f->ncmp; i++) {
+        uint32_t la, lb;
+        if (ao + 4 > al || bo + 4 > bl)
+            return 0;
+        memcpy(&la, a + ao, 4);
+        memcpy(&lb, b + bo, 4);
+        ao += 4;
+        bo += 4;
+        if (la > al - ao || lb > bl - bo)
+            return 0;
+        if (la != lb || memcmp(a + ao, b + bo, la)) {
+            int w = enc_tol_within(a + ao, la, b + bo, lb, f->flags, &f->tol[i]);
+            if (w != 1)
+                return w;
+        }
+        ao += la;
+        bo += lb;
+    }
+    return ao == al && bo == bl;
 }
 
 static void say_unequal(fix *f, const uint8_t *key, size_t klen, const char *why)
@@ -1272,13 +1336,15 @@ int fix_recheck(fix *f, sl_err *err)
             uint32_t skl = 0, tkl = 0, srl = 0, trl = 0;
             int hs = rc == 0 && next_row(&s.rows, &so, &sk, &skl, &sr, &srl);
             int ht = rc == 0 && next_row(&t.rows, &to, &tk, &tkl, &tr, &trl);
-            while (hs || ht) {
-                int c = !hs ? 1 : !ht ? -1 : key_cmp(sk, skl, tk, tkl);
+            while (rc == 0 && (hs || ht)) {
+                int eq, c = !hs ? 1 : !ht ? -1 : key_cmp(sk, skl, tk, tkl);
                 if (c < 0)
                     say_unequal(f, sk, skl, "missing in the target");
                 else if (c > 0)
                     say_unequal(f, tk, tkl, "still in the target, not in the source");
-                else if (srl != trl || memcmp(sr, tr, srl))
+                else if ((eq = rows_equal(f, sr, srl, tr, trl)) < 0)
+                    rc = sl_err_set(err, "out of memory");
+                else if (!eq)
                     say_unequal(f, sk, skl, "values differ");
                 if (c <= 0)
                     hs = next_row(&s.rows, &so, &sk, &skl, &sr, &srl);

@@ -339,4 +339,30 @@ t.ok(code == 0 and "40 deleted" in out and sq_sum(ta, "t")[0] == 0,
 code, out, err = sluice("repair", "--help")
 t.ok(code == 0 and out.startswith("usage: sluice repair") and "--apply" in out,
      "sluice repair --help: usage, exit 0", out + err)
+# Tolerances: a row changed in an exact column and, within tolerance, in a
+# tolerant one gets its exact column updated; the re-check after the apply
+# calls it equal as the diff did (within tolerance), exit 0.
+tsa, tsb = os.path.join(tmp, "tol_a.db"), os.path.join(tmp, "tol_b.db")
+for path, rows in ((tsa, [(1, 1.000, "a"), (2, 2.0, "b")]),
+                   (tsb, [(1, 1.004, "x"), (2, 2.0, "b")])):
+    s = sqlite3.connect(path)
+    s.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, amount REAL, note TEXT)")
+    s.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    s.commit()
+    s.close()
+code, out, err = sluice("repair", "sqlite:" + tsa, "sqlite:" + tsb, "--table", "t",
+                        "--no-progress", "--tolerance", "amount=0.005", "--apply")
+s = sqlite3.connect(tsb)
+got = s.execute("SELECT amount, note FROM t WHERE id = 1").fetchone()
+s.close()
+t.ok(code == 0 and "1 updated" in out and got == (1.004, "a") and "still differs" not in err,
+     "--tolerance: only the exact column is updated, and the re-check calls the row equal",
+     f"exit {code} row {got}\n{out}\n{err}")
+code, out, err = sluice("repair", "sqlite:" + tsa, "sqlite:" + tsb, "--table", "t",
+                        "--no-progress", "--apply")
+s = sqlite3.connect(tsb)
+got = s.execute("SELECT amount, note FROM t WHERE id = 1").fetchone()
+s.close()
+t.ok(code == 0 and got == (1.0, "a"), "without the tolerance the amount is repaired too",
+     f"exit {code} row {got}\n{out}\n{err}")
 t.done()
