@@ -22,7 +22,9 @@
       "class]], `key`: [names], `loose`: 0/1", \
       "db:s table:s") \
     X(SPLIT, 3, "split", "c → w", \
-      "spec, `ranges` → reply `rows`, `bounds`: [encoded key]", \
+      "spec, `ranges`, and optionally `lo`, `hi` (split that key range only: " \
+      "--chunk-time; its split keys lie strictly inside) → reply `rows`, " \
+      "`bounds`: [encoded key]", \
       "db:s table:s cols:a cls:a nkey:i ranges:i") \
     X(TREE, 4, "tree", "c → w", \
       "spec, `lo`, `hi`, `tree` (id to keep it under; never reused, a re-issued " \
@@ -118,7 +120,12 @@
       "`db`, `slot`, `keep` (optional, 1: the coordinator is shutting down and " \
       "resumes the job later: close the stream, keep the slot) → empty reply " \
       "once the stream is closed and its slot and publication are dropped", \
-      "db:s slot:s")
+      "db:s slot:s") \
+    X(LAG, 24, "lag", "c → w", \
+      "`db` → reply `lag_ms`: the replication lag of that PostgreSQL hot " \
+      "standby (0 when it replayed all it received; -1: unknown, nothing " \
+      "replayed yet); an error (invalid) when it is not a replica", \
+      "db:s")
 
 /* clang-format on */
 
