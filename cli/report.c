@@ -148,13 +148,12 @@ int report_add(void *ctx, const co_event *ev)
 void report_progress(void *ctx, const co_progress *p)
 {
     report *r = ctx;
-    /* a pause for replica lag, and its end: a line each, tty or not */
+    /* a pause for replica lag starts, and ends: a line each, tty or not */
     const char *why = p->paused ? p->paused : "";
-    if (strcmp(why, r->paused) != 0) {
+    if (!*why != !r->paused[0])
         fprintf(stderr, "%ssluice: %s%s (%zu/%zu ranges done)\n", r->progress ? "\r\033[K" : "",
                 *why ? "paused: " : "resumed", why, p->ranges_done, p->ranges);
-        snprintf(r->paused, sizeof r->paused, "%s", why);
-    }
+    snprintf(r->paused, sizeof r->paused, "%s", why);
     if (!r->progress)
         return;
     fprintf(stderr, "\rsluice: %zu/%zu ranges, %llu/%llu rows", p->ranges_done, p->ranges,
@@ -459,7 +458,7 @@ int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *er
     if (r->oom)
         return sl_err_set(err, "could not keep the report (out of memory, or no space left in "
                                "TMPDIR for its temporary file)");
-    if (s->source_rows == 0 && s->target_rows == 0 && !a->allow_empty)
+    if (s->source_rows == 0 && s->target_rows == 0 && !a->allow_empty && !s->limit_reached)
         return sl_err_setc(err, SL_INVALID,
                            "both tables are empty (0 rows compared), so nothing was verified; "
                            "check --table and --where, or pass --allow-empty");

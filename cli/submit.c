@@ -102,16 +102,17 @@ static int wait_job(sl_client *c, const diff_args *a, int64_t job, int wait)
             fprintf(stderr, "\rsluice: job %lld %s, %llu/%llu ranges%s%s\033[K", (long long)job,
                     st.state_name, (unsigned long long)st.ranges_done,
                     (unsigned long long)st.ranges, st.paused[0] ? ", paused: " : "", st.paused);
-        if (strcmp(st.paused, rep.paused) != 0) { /* a replica-lag pause: a line, tty or not */
+        if (!st.paused[0] != !rep.paused[0]) /* a replica-lag pause starts or ends: a line */
             fprintf(stderr, "%ssluice: job %lld %s%s\n", a->progress ? "\r\033[K" : "",
                     (long long)job, st.paused[0] ? "paused: " : "resumed", st.paused);
-            snprintf(rep.paused, sizeof rep.paused, "%s", st.paused);
-        }
+        snprintf(rep.paused, sizeof rep.paused, "%s", st.paused);
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
     }
     if (a->progress)
         fprintf(stderr, "\r\033[K");
+    if (rep.paused[0]) /* it ended between two looks: it had resumed */
+        fprintf(stderr, "sluice: job %lld resumed\n", (long long)job);
     if (st.state != SL_JOB_DONE) {
         sl_err_set(&err, "job %lld %s%s%s", (long long)job, st.state_name, st.error[0] ? ": " : "",
                    st.error);

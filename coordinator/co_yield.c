@@ -43,7 +43,7 @@ static void tell_pause(job *j)
 /* One replica's lag in seconds (-1: unknown) through a worker reaching it:
  * 0, -1 with err (the worker's error: not a replica, no such database), or
  * CO_LOST (ask again later). */
-static int probe(job *j, const char *db, double *lag, sl_err *err)
+static int probe(job *j, const char *db, double *lag, char *name, size_t cap, sl_err *err)
 {
     int wi = co_pick_worker(j->c, db, err);
     if (wi < 0)
@@ -63,6 +63,10 @@ static int probe(job *j, const char *db, double *lag, sl_err *err)
         msg_free(m);
         return co_reject_worker(j->c, wi, err, "its lag reply has no lag_ms");
     }
+    const char *p;
+    size_t n;
+    if (msg_get_str(m, "name", &p, &n, NULL) == 0) /* the server, for people: no secret */
+        snprintf(name, cap, "%s (%.*s)", db, (int)n, p);
     msg_free(m);
     *lag = ms < 0 ? -1 : (double)ms / 1000.0;
     return 0;
@@ -78,21 +82,21 @@ int co_lag_check(job *j, int force, sl_err *err)
     char why[sizeof j->pause_msg] = "";
     for (size_t i = 0; i < o->nreplicas; i++) {
         double lag = 0;
-        int rc = probe(j, o->replicas[i], &lag, err);
+        char name[200];
+        snprintf(name, sizeof name, "%s", o->replicas[i]);
+        int rc = probe(j, o->replicas[i], &lag, name, sizeof name, err);
         if (rc == CO_LOST) /* keep the last state; ask again soon */
             continue;
-        if (rc) {
-            sl_err_wrap(err, "replica %s", o->replicas[i]);
+        if (rc) /* the worker's error names the server */
             return -1;
-        }
         if (lag >= 0 && lag <= o->max_replica_lag_s)
             continue;
         if (!over++) {
             if (lag < 0)
                 snprintf(why, sizeof why, "replica %s lag unknown (nothing replayed yet) > %gs",
-                         o->replicas[i], o->max_replica_lag_s);
+                         name, o->max_replica_lag_s);
             else
-                snprintf(why, sizeof why, "replica %s lag %.1fs > %gs", o->replicas[i], lag,
+                snprintf(why, sizeof why, "replica %s lag %.1fs > %gs", name, lag,
                          o->max_replica_lag_s);
         }
     }

@@ -363,13 +363,10 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_put_uint(w, "ranges", p->ranges);
     msg_put_uint(w, "rows_done", p->rows_done);
     /* a pause for replica lag starts or ends: said in the log and the status */
-    if ((p->paused != NULL) != (r->paused[0] != '\0') ||
-        (p->paused && strcmp(p->paused, r->paused) != 0)) {
-        if (p->paused || r->paused[0])
-            fprintf(stderr, "sluice coordinator: job %lld: %s%s\n", (long long)r->job,
-                    p->paused ? "paused: " : "resumed", p->paused ? p->paused : "");
-        snprintf(r->paused, sizeof r->paused, "%s", p->paused ? p->paused : "");
-    }
+    if ((p->paused != NULL) != (r->paused[0] != '\0'))
+        fprintf(stderr, "sluice coordinator: job %lld: %s%s\n", (long long)r->job,
+                p->paused ? "paused: " : "resumed", p->paused ? p->paused : "");
+    snprintf(r->paused, sizeof r->paused, "%s", p->paused ? p->paused : "");
     msg_put_cstr(w, "paused", p->paused);
     if (p->changes) {
         msg_put_uint(w, "keys", p->keys);

@@ -122,7 +122,8 @@
       "once the stream is closed and its slot and publication are dropped", \
       "db:s slot:s") \
     X(LAG, 24, "lag", "c → w", \
-      "`db` → reply `lag_ms`: the replication lag of that PostgreSQL hot " \
+      "`db` → reply `name` (the server, no secret), `lag_ms`: the replication " \
+      "lag of that PostgreSQL hot " \
       "standby (0 when it replayed all it received; -1: unknown, nothing " \
       "replayed yet); an error (invalid) when it is not a replica", \
       "db:s")

@@ -1218,6 +1218,7 @@ static int do_lag(wk *w, const msg *m, sl_err *err)
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "lag_ms", lag < 0 ? -1 : (int64_t)(lag * 1000));
+    msg_put_cstr(mw, "name", conn_name(c));
     int rc = msg_writer_finish(mw, &w->out, err);
     msg_writer_free(mw);
     return rc;
