@@ -431,6 +431,9 @@ int co_lag_check(job *j, int force, sl_err *err);
 /* --chunk-time: splits one pending range expected to read for longer than
  * the target, if any (a bounded split request). 0, -1 with err, or CO_LOST. */
 int co_split_pending(job *j, sl_err *err);
+/* Splits range ri if it is pending and expected to read for longer than
+ * 1.5 times the target: 0 (split or not), -1 with err, or CO_LOST. */
+int co_split_if_long(job *j, size_t ri, sl_err *err);
 /* Seconds a range task is expected to take per row: measured on the ended
  * ones, else from the throttle; 0 when not known yet. */
 double co_row_seconds(const job *j);

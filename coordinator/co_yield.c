@@ -242,23 +242,33 @@ static int split_range(job *j, size_t ri, size_t pieces, sl_err *err)
     return rc;
 }
 
-int co_split_pending(job *j, sl_err *err)
+int co_split_if_long(job *j, size_t ri, sl_err *err)
 {
     double target = j->o->chunk_time_s, spr = co_row_seconds(j);
-    if (target <= 0 || spr <= 0 || j->order || !j->nr)
+    if (target <= 0 || spr <= 0 || j->order || ri >= j->nr)
+        return 0;
+    range *r = &j->r[ri];
+    double est = (double)r->est_rows * spr;
+    if (!splittable(r) || est <= 1.5 * target)
+        return 0;
+    double want = ceil(est / target);
+    size_t pieces = want > SPLIT_MAX_PIECES ? SPLIT_MAX_PIECES : (size_t)want;
+    if (pieces > r->est_rows / 2)
+        pieces = (size_t)(r->est_rows / 2);
+    return pieces < 2 ? 0 : split_range(j, ri, pieces, err);
+}
+
+int co_split_pending(job *j, sl_err *err)
+{
+    if (j->o->chunk_time_s <= 0 || co_row_seconds(j) <= 0 || j->order || !j->nr)
         return 0;
     for (size_t k = 0; k < SPLIT_SCAN && k < j->nr; k++) {
-        size_t ri = (j->split_at + k) % j->nr;
-        range *r = &j->r[ri];
-        double est = (double)r->est_rows * spr;
-        if (!splittable(r) || est <= 1.5 * target)
-            continue;
-        j->split_at = ri;
-        double want = ceil(est / target);
-        size_t pieces = want > SPLIT_MAX_PIECES ? SPLIT_MAX_PIECES : (size_t)want;
-        if (pieces > r->est_rows / 2)
-            pieces = (size_t)(r->est_rows / 2);
-        return pieces < 2 ? 0 : split_range(j, ri, pieces, err);
+        size_t ri = (j->split_at + k) % j->nr, before = j->nr;
+        int rc = co_split_if_long(j, ri, err);
+        if (rc || j->nr != before) { /* one split request a turn: the loop goes on meanwhile */
+            j->split_at = ri;
+            return rc;
+        }
     }
     j->split_at = (j->split_at + SPLIT_SCAN) % j->nr;
     return 0;
