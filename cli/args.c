@@ -531,6 +531,8 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
     if (a->lag_given && !a->nreplicas)
         return cli_fail("--max-replica-lag needs --replica (%s)",
                         cluster ? "a database name the workers announced" : "the replica's DSN");
+    if (a->summary_only && mode == DIFF_ARGS_SUBMIT && !a->wait)
+        return cli_fail("--summary-only shapes the report submit --wait prints: add --wait");
     a->o.replicas = a->replicas;
     a->o.nreplicas = a->nreplicas;
     a->o.key = (const char *const *)a->lists[0];

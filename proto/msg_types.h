@@ -66,14 +66,21 @@
       "`max_rows_per_second`, `priority` (`high`, `normal` (absent), `low`), " \
       "`max_tasks` (most range tasks at once; 0 or absent: no cap), `share` " \
       "(1 to 100: the percent of wall-clock time the job's range tasks may " \
-      "keep busy, each task counted; 0 or absent: no share) → reply `job`", \
+      "keep busy, each task counted; 0 or absent: no share), `keys_only` (1: " \
+      "changed rows by key, no column read), `max_divergences` (stop once " \
+      "this many are confirmed), `chunk_time_ms` (split pending ranges " \
+      "longer to read than this), `replicas` (database names) and " \
+      "`max_replica_lag_ms` (no range task starts while one lags more) → " \
+      "reply `job`", \
       "source:s target:s table:s") \
     X(STATUS, 14, "status", "client → coordinator", \
       "`job`, `events` (0/1) → reply `state` (queued, running, done, failed, " \
       "cancelled), `error`, `table`, `target_table` (nil when the same), " \
       "`source`, `target`, `source_rows`, `target_rows`, `ranges`, " \
       "`ranges_done`, `workers`, `changed`, `missing`, `extra`, `schema`, " \
-      "`transient`, `elapsed_ms`, `submitted_ms`, `finished_ms`, and with " \
+      "`transient`, `elapsed_ms`, `submitted_ms`, `finished_ms`, `keys_only`, " \
+      "`max_divergences` (as submitted, when set), `paused` (why its range " \
+      "reads wait for a replica; absent otherwise), and with " \
       "`events`: `events` (the stored event frames, as bin)", \
       "job:i") \
     X(CANCEL, 15, "cancel", "client → coordinator", \
