@@ -192,7 +192,28 @@ t.ok(code == 1 and f"{len(CHANGED)} changed" in out and not any(
     x.startswith("changed") for x in out.splitlines()), "submit --summary-only: counts only",
      out)
 
+# a schedule carries the options (its spec is the submit spec)
+code, out, err = cl.client("schedule", "add", "quick", "--every", "1h", "src", "dst", "--table",
+                           "t", "--keys-only", "--max-divergences", "4")
+t.ok(code == 0, "schedule add with --keys-only --max-divergences 4", err)
+last = None
+end = time.time() + 30
+while last is None and time.time() < end:
+    code, out, err = cl.client("schedule", "ls", "--format", "json")
+    last = {x["name"]: x for x in json.loads(out)}.get("quick", {}).get("last_job") \
+        if code == 0 else None
+    time.sleep(0.3)
+st = cl.wait_state(last, timeout=60) if last else None
+code, out, err = cl.client("report", str(last)) if last else (None, "", "")
+rows = [x for x in out.splitlines() if x.startswith(("changed", "missing", "extra"))]
+t.ok(st and st["state"] == "done" and code == 1 and len(rows) == 4
+     and all(len(x.split()) == 2 for x in rows) and "stopped after 4 divergences" in out,
+     "the scheduled job ran keys-only and stopped after 4 (sluice report says so)",
+     f"{st}\n{out}\n{err}")
+cl.client("schedule", "rm", "quick")
+
 # --chunk-time on a cluster, the coordinator killed mid-job and restarted: exact
+mark = log_mark()
 job = cl.submit("src", "dst", "--table", "t", "--ranges", "2", "--max-rows-per-second", "8000",
                 "--chunk-time", "0.2")
 time.sleep(2.0)
@@ -206,6 +227,12 @@ t.ok(s and s["state"] == "done" and doc and keys_of(doc, "changed") == CHANGED
      and keys_of(doc, "missing-in-target") == MISSING and keys_of(doc, "extra-in-target") == EXTRA,
      "--chunk-time on a cluster, coordinator restarted mid-job: the exact answer",
      f"{s}\n{err}")
+time.sleep(0.5)
+with open(LOG, errors="replace") as f:
+    f.seek(mark)
+    bounded = [x for x in f if "count(*)" in x and ('"id" >=' in x or '"id" <' in x)]
+t.ok(len(bounded) >= 2, f"the workers were asked to split ranges ({len(bounded)} bounded "
+     "counts in the server's statement log)")
 t.ok(s and s["ranges_done"] == s["ranges"] == 2,
      "the store records the 2 planned ranges done (split pieces count toward theirs)", str(s))
 cl.stop()
