@@ -796,7 +796,8 @@ int co_finish_range(job *j, size_t ri, sl_err *err)
         co_progress p = {.ranges_done = j->ranges_done,
                          .ranges = j->nr,
                          .rows_done = j->rows_done,
-                         .rows_expected = j->rows_expected};
+                         .rows_expected = j->rows_expected,
+                         .paused = j->lag_paused ? j->pause_msg : NULL};
         j->cb->progress(j->cb->ctx, &p);
     }
     return 0;
