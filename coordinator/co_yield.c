@@ -16,7 +16,6 @@
  * planned range whole, exactly as an unsplit one. Pieces cover the range
  * exactly once: split keys lie strictly inside it and rise.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,7 +250,7 @@ int co_split_if_long(job *j, size_t ri, sl_err *err)
     double est = (double)r->est_rows * spr;
     if (!splittable(r) || est <= 1.5 * target)
         return 0;
-    double want = ceil(est / target);
+    double want = est / target + 0.999; /* rounded up */
     size_t pieces = want > SPLIT_MAX_PIECES ? SPLIT_MAX_PIECES : (size_t)want;
     if (pieces > r->est_rows / 2)
         pieces = (size_t)(r->est_rows / 2);
