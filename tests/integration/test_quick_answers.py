@@ -162,6 +162,20 @@ t.ok(code == 1 and {int(d["key"]["id"]) for d in doc["divergences"]}
      == set(range(1, 10001, 50)) and doc["summary"]["ranges"] > 2
      and not any("columns" in d for d in doc["divergences"]),
      "SQLite: --keys-only with --chunk-time, exact, split", err)
+# unthrottled: the first reads measure the rate, the ranges still pending are split
+big = [os.path.join(tmp, n) for n in ("big1.db", "big2.db")]
+for path in big:
+    with sqlite3.connect(path) as s:
+        s.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        s.executemany("INSERT INTO t VALUES (?, ?)",
+                      [(i, "x" if path == big[1] and i % 1000 == 0 else f"v{i}")
+                       for i in range(1, 200001)])
+code2, doc, err2 = sluice_json("diff", "sqlite:" + big[0], "sqlite:" + big[1], "--table", "t",
+                               "--workers", "1", "--ranges", "2", "--chunk-time", "0.01")
+t.ok(code2 == 1 and doc["summary"]["ranges"] > 2
+     and {int(d["key"]["id"]) for d in doc["divergences"]} == set(range(1000, 200001, 1000)),
+     f"--chunk-time unthrottled: split from the measured rate ({doc and doc['summary']['ranges']} "
+     "ranges of 2 planned), exact", err2)
 code, out, err = sluice("diff", "sqlite:" + a, "sqlite:" + b, "--table", "t", "--summary-only",
                         "--max-divergences", "3", "--no-progress")
 t.ok(code == 1 and "stopped after 3 divergences" in out and "changed  " not in out,
