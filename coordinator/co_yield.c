@@ -134,8 +134,9 @@ static int splittable(const range *r)
 }
 
 /* Splits range ri at n keys (strictly inside it, rising; checked): ri keeps
- * [lo, key 0), pieces [key i-1, key i) and [key n-1, hi) are appended. 0,
- * or -1 with err. */
+ * [lo, key 0), pieces [key i-1, key i) and [key n-1, hi) are appended. The
+ * pieces are built first and the range changed last, so running out of
+ * memory leaves the job as it was. 0, or -1 with err. */
 static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, sl_err *err)
 {
     range *nv = realloc(j->r, (j->nr + n) * sizeof *nv);
@@ -144,39 +145,39 @@ static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, s
     j->r = nv;
     range *r = &j->r[ri];
     uint64_t each = rows / (n + 1) + (rows > 0);
-    sl_buf old_hi = r->hi;
-    int had_hi = r->has_hi;
-    for (uint32_t i = 0; i < n; i++) {
+    sl_buf first = {0};
+    const uint8_t *k;
+    size_t kl;
+    msg_obj_bin(msg_obj_at(b, 0), &k, &kl);
+    int bad = sl_buf_append(&first, k, kl);
+    for (uint32_t i = 0; i < n && !bad; i++) {
         range *p = &j->r[j->nr + i];
-        const uint8_t *k, *k2 = NULL;
-        size_t kl, kl2 = 0;
-        msg_obj_bin(msg_obj_at(b, i), &k, &kl);
-        if (i + 1 < n)
-            msg_obj_bin(msg_obj_at(b, i + 1), &k2, &kl2);
         memset(p, 0, sizeof *p);
         p->worker[0] = p->worker[1] = -1;
         p->planned = r->planned;
         p->est_rows = each;
-        p->has_lo = 1;
-        if (sl_buf_append(&p->lo, k, kl))
-            return sl_err_set(err, "out of memory");
-        if (i + 1 < n) {
-            p->has_hi = 1;
-            if (sl_buf_append(&p->hi, k2, kl2))
-                return sl_err_set(err, "out of memory");
-        } else {
-            p->has_hi = had_hi;
-            p->hi = old_hi; /* moved: the last piece ends where the range did */
+        p->has_lo = p->has_hi = 1;
+        msg_obj_bin(msg_obj_at(b, i), &k, &kl);
+        bad = sl_buf_append(&p->lo, k, kl);
+        if (!bad && i + 1 < n) {
+            msg_obj_bin(msg_obj_at(b, i + 1), &k, &kl);
+            bad = sl_buf_append(&p->hi, k, kl);
         }
     }
-    const uint8_t *k0;
-    size_t kl0;
-    msg_obj_bin(msg_obj_at(b, 0), &k0, &kl0);
-    r->hi = (sl_buf){0};
+    if (bad) {
+        for (uint32_t i = 0; i < n; i++) {
+            sl_buf_free(&j->r[j->nr + i].lo);
+            sl_buf_free(&j->r[j->nr + i].hi);
+        }
+        sl_buf_free(&first);
+        return sl_err_set(err, "out of memory");
+    }
+    range *last = &j->r[j->nr + n - 1]; /* ends where the range did */
+    last->hi = r->hi;
+    last->has_hi = r->has_hi;
+    r->hi = first;
     r->has_hi = 1;
     r->est_rows = each;
-    if (sl_buf_append(&r->hi, k0, kl0))
-        return sl_err_set(err, "out of memory");
     j->r[r->planned].unfinished += n;
     j->nr += n;
     j->sum->ranges = j->nr;
@@ -184,7 +185,10 @@ static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, s
 }
 
 /* Asks a worker reaching the source to split range ri into about pieces;
- * cuts it by the reply. 0, -1 with err, or CO_LOST. */
+ * cuts it by the reply. Splitting only shortens reads: a worker that
+ * cannot split (its error, or an older worker ignoring the bounds and
+ * answering keys outside them) leaves the range whole, not asked again.
+ * 0, -1 with err (cancelled, out of memory), or CO_LOST. */
 static int split_range(job *j, size_t ri, size_t pieces, sl_err *err)
 {
     int wi = co_pick_worker(j->c, j->db[0], err);
@@ -205,38 +209,29 @@ static int split_range(job *j, size_t ri, size_t pieces, sl_err *err)
     int rc = co_rpc(j->c, wi, mw, id, &m, err);
     r = &j->r[ri];
     r->splitting = 0;
+    if (rc == -1 && !j->cancel && !j->freeing) { /* the worker's error: left whole */
+        r->est_rows = 3;
+        return 0;
+    }
     if (rc)
         return rc;
-    uint64_t rows;
+    uint64_t rows = 0;
     sl_err why;
-    const msg_obj *b;
+    const msg_obj *b = NULL;
     uint32_t nb = 0;
-    if (co_check_split(j, m, pieces, &rows, &why) == 0 &&
-        msg_get_array(m, "bounds", &b, &nb, &why) == 0) {
-        lo = range_lo(r), hi = range_hi(r);
-        for (uint32_t i = 0; i < nb; i++) { /* strictly inside, or an empty piece */
-            const uint8_t *k;
-            size_t kl;
-            msg_obj_bin(msg_obj_at(b, i), &k, &kl);
-            if (!mk_bound_contains(&lo, &hi, k, kl) ||
-                (lo.kind != MK_UNBOUNDED && mk_key_cmp(k, kl, lo.key, lo.len) == 0)) {
-                sl_err_set(&why, "has bound %u outside the range to split", i);
-                nb = UINT32_MAX;
-                break;
-            }
-        }
-    } else {
-        nb = UINT32_MAX;
+    int ok = co_check_split(j, m, pieces, &rows, &why) == 0 &&
+             msg_get_array(m, "bounds", &b, &nb, &why) == 0;
+    lo = range_lo(r), hi = range_hi(r);
+    for (uint32_t i = 0; ok && i < nb; i++) { /* strictly inside, or a piece is empty */
+        const uint8_t *k;
+        size_t kl;
+        msg_obj_bin(msg_obj_at(b, i), &k, &kl);
+        ok = mk_bound_contains(&lo, &hi, k, kl) &&
+             (lo.kind == MK_UNBOUNDED || mk_key_cmp(k, kl, lo.key, lo.len) != 0);
     }
-    if (nb == UINT32_MAX) {
-        msg_free(m);
-        return co_reject_worker(j->c, wi, err, "its split reply %s", why.msg);
-    }
-    rc = 0;
-    if (nb)
-        rc = cut(j, ri, b, nb, rows, err);
-    else /* it would not split (a few rows, or keys all alike): not asked again */
-        r->est_rows = rows < 4 ? rows : 3;
+    rc = ok && nb ? cut(j, ri, b, nb, rows, err) : 0;
+    if (!ok || !nb) /* would not split (a few rows, keys alike, or a reply unfit) */
+        r->est_rows = ok && rows < 4 ? rows : 3;
     msg_free(m);
     return rc;
 }
