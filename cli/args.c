@@ -84,6 +84,20 @@ static const char *usage_diff =
     "  --no-progress        no progress line on stderr\n"
     "  --fix-sql FILE       diff: also write the SQL that makes the target equal to\n"
     "                       the source to FILE (see sluice repair --help)\n"
+    "  --keys-only          report changed rows by key only: their columns are never\n"
+    "                       read (a re-check compares row hashes again, by key)\n"
+    "  --summary-only       print the counts only (text: the summary lines; JSON:\n"
+    "                       the document without \"divergences\"); exit status as usual\n"
+    "  --max-divergences N  stop the job once N row divergences are confirmed\n"
+    "                       (\"stopped after N divergences\"); exit 1\n"
+    "  --chunk-time SECONDS split a pending key range expected to read longer than\n"
+    "                       this (measured seconds per row, or the throttle) into\n"
+    "                       pieces of about this long (default: off)\n"
+    "  --max-replica-lag SECONDS --replica R  no range read starts while replica R\n"
+    "                       lags by more than SECONDS; resumes below it (R: diff, the\n"
+    "                       replica's DSN, repeatable; submit, database names the\n"
+    "                       workers announced, repeatable or A,B). PostgreSQL hot\n"
+    "                       standbys only: a server that is not one is an error\n"
     "  --read-timeout SECONDS  diff: give up on a database silent this long in a\n"
     "                       query (a lock, a stalled server; default 300); connecting\n"
     "                       gives up after 10 s (DSN connect_timeout, PGCONNECT_TIMEOUT)\n"
@@ -223,6 +237,13 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                                          {"timestamp-precision", required_argument, 0, OPT_TSP},
                                          {"trim-trailing-spaces", optional_argument, 0, OPT_TRIM},
                                          {"case-fold", optional_argument, 0, OPT_FOLD},
+                                         /* issue 15: quick answers, audits that yield */
+                                         {"keys-only", no_argument, 0, 'K' + 256},
+                                         {"summary-only", no_argument, 0, 'S' + 256},
+                                         {"max-divergences", required_argument, 0, 'm' + 256},
+                                         {"chunk-time", required_argument, 0, 'c' + 256},
+                                         {"max-replica-lag", required_argument, 0, 'l' + 256},
+                                         {"replica", required_argument, 0, 'r' + 256},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *cmd = mode == DIFF_ARGS_SCHEDULE  ? "schedule add"
@@ -442,6 +463,73 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
                 return st;
             break;
         }
+        /* issue 15: quick answers, audits that yield */
+        case 'K' + 256:
+            if (mode == DIFF_ARGS_CHANGES)
+                return cli_fail("--keys-only belongs to sluice diff, submit and schedule add");
+            a->o.keys_only = 1;
+            break;
+        case 'S' + 256:
+            if (mode != DIFF_ARGS_DIFF && mode != DIFF_ARGS_SUBMIT)
+                return cli_fail("--summary-only shapes a printed report: it belongs to sluice "
+                                "diff and sluice submit --wait");
+            a->summary_only = 1;
+            break;
+        case 'm' + 256: {
+            long long n = strtoll(optarg, &end, 10);
+            if (mode == DIFF_ARGS_CHANGES || mode == DIFF_ARGS_SCRUB)
+                return cli_fail(
+                    "--max-divergences belongs to sluice diff, submit and schedule add");
+            if (end == optarg || *end || n < 1)
+                return cli_fail("--max-divergences must be a positive number, not \"%s\"", optarg);
+            a->o.max_divergences = (uint64_t)n;
+            break;
+        }
+        case 'c' + 256: {
+            double t = strtod(optarg, &end);
+            if (mode == DIFF_ARGS_CHANGES)
+                return cli_fail("--chunk-time sizes key ranges: verify-changes reads none");
+            if (end == optarg || *end || !(t >= 0.01 && t <= 3600))
+                return cli_fail("--chunk-time must be seconds from 0.01 to 3600, not \"%s\"",
+                                optarg);
+            a->o.chunk_time_s = t;
+            break;
+        }
+        case 'l' + 256: {
+            double t = strtod(optarg, &end);
+            if (mode == DIFF_ARGS_CHANGES)
+                return cli_fail("--max-replica-lag paces range reads: verify-changes reads none");
+            if (end == optarg || *end || !(t >= 0 && t <= 86400))
+                return cli_fail("--max-replica-lag must be seconds from 0 to 86400, not \"%s\"",
+                                optarg);
+            a->o.max_replica_lag_s = t;
+            a->lag_given = 1;
+            break;
+        }
+        case 'r' + 256: {
+            /* diff: one DSN each time (a URI may hold commas); else a list of names */
+            static const char *const names[CLI_MAX_REPLICAS] = {"replica1", "replica2", "replica3",
+                                                                "replica4", "replica5", "replica6",
+                                                                "replica7", "replica8"};
+            char *copy = a->nstore_r < CLI_MAX_REPLICAS ? strdup(optarg) : NULL;
+            if (!copy)
+                return cli_fail("at most %d --replica", CLI_MAX_REPLICAS);
+            a->replica_store[a->nstore_r++] = copy;
+            if (!cluster) {
+                a->replica_dsns[a->nreplicas] = copy;
+                a->replicas[a->nreplicas] = names[a->nreplicas];
+                a->nreplicas++;
+                if (strncmp(optarg, "sqlite:", 7) != 0) /* a password stays off ps */
+                    memset(optarg, '*', strlen(optarg));
+                break;
+            }
+            for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+                if (a->nreplicas >= CLI_MAX_REPLICAS)
+                    return cli_fail("at most %d --replica", CLI_MAX_REPLICAS);
+                a->replicas[a->nreplicas++] = tok;
+            }
+            break;
+        }
         case 'h':
             fputs(mode == DIFF_ARGS_SCHEDULE  ? usage_schedule_add
                   : mode == DIFF_ARGS_SCRUB   ? usage_scrub
@@ -497,6 +585,15 @@ int diff_args_parse(int argc, char **argv, int mode, diff_args *a)
     if (mode == DIFF_ARGS_CHANGES && a->o.rechecks < 1)
         return cli_fail("verify-changes needs --rechecks 1 or more (a difference is looked at "
                         "again before it is reported)");
+    if (a->nreplicas && !a->lag_given)
+        return cli_fail("--replica needs --max-replica-lag SECONDS (the lag to pause at)");
+    if (a->lag_given && !a->nreplicas)
+        return cli_fail("--max-replica-lag needs --replica (%s)",
+                        cluster ? "a database name the workers announced" : "the replica's DSN");
+    if (a->summary_only && mode == DIFF_ARGS_SUBMIT && !a->wait)
+        return cli_fail("--summary-only shapes the report submit --wait prints: add --wait");
+    a->o.replicas = a->replicas;
+    a->o.nreplicas = a->nreplicas;
     a->o.key = (const char *const *)a->lists[0];
     a->o.columns = (const char *const *)a->lists[1];
     a->o.exclude = (const char *const *)a->lists[2];
@@ -526,6 +623,8 @@ void diff_args_free(diff_args *a)
     for (size_t i = 0; i < a->ntol; i++)
         free(a->tol[i]);
     free(a->tol);
+    for (size_t i = 0; i < a->nstore_r; i++)
+        free(a->replica_store[i]);
 }
 
 void diff_args_spec(const diff_args *a, sl_job_spec *spec)
@@ -554,7 +653,14 @@ void diff_args_spec(const diff_args *a, sl_job_spec *spec)
                           .duration_ms = a->duration_ms,
                           .window_ms = a->window_ms,
                           .tolerances = (const char *const *)a->tol,
-                          .ntolerances = a->ntol};
+                          .ntolerances = a->ntol,
+                          /* issue 15 */
+                          .keys_only = a->o.keys_only,
+                          .max_divergences = a->o.max_divergences,
+                          .chunk_time_ms = (int64_t)(a->o.chunk_time_s * 1000 + 0.5),
+                          .replicas = a->replicas,
+                          .nreplicas = a->nreplicas,
+                          .max_replica_lag_ms = (int64_t)(a->o.max_replica_lag_s * 1000 + 0.5)};
 }
 
 long cli_parse_every(const char *s)

@@ -25,6 +25,8 @@ typedef struct cli_curve {
  * client's secret key file); either may be NULL. -1 to go on, else 2. */
 int cli_curve_load(cli_curve *c, const char *server_arg, const char *key_arg);
 
+#define CLI_MAX_REPLICAS 8 /* --replica names one job watches */
+
 /* The options of a diff job, as parsed from argv (strings point into argv
  * or into the owned lists). */
 typedef struct diff_args {
@@ -51,6 +53,14 @@ typedef struct diff_args {
     char **lists[3];
     char **tol; /* tolerance rules "OPTION:VALUE" (merkle/tol.h), each malloc'd */
     size_t ntol;
+    /* issue 15: --summary-only (the counts, no divergence kept); --replica
+     * (diff: DSNs copied off argv, read by workers as "replica1"...; submit:
+     * database names, a list split at commas) */
+    int summary_only, lag_given;
+    size_t nreplicas, nstore_r;
+    const char *replicas[CLI_MAX_REPLICAS];     /* the names the job watches */
+    const char *replica_dsns[CLI_MAX_REPLICAS]; /* diff: what each name reads */
+    char *replica_store[CLI_MAX_REPLICAS];
 } diff_args;
 
 /* Parses argv of `diff` (mode DIFF_ARGS_DIFF), `submit` (DIFF_ARGS_SUBMIT)

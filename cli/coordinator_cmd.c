@@ -62,7 +62,8 @@ static void schedule_free(schedule *s)
 /* Reads a schedule file: {"audits": [{"name", "every", "source", "target",
  * "table", and any of "target_table", "key", "columns", "exclude",
  * "where", "strict", "rechecks", "settle", "ranges", "max_rows_per_second",
- * "priority", "max_tasks", "share"}]}. */
+ * "priority", "max_tasks", "share", "keys_only", "max_divergences",
+ * "chunk_time", "replicas", "max_replica_lag"}]}. */
 static int schedule_load(const char *path, schedule *s)
 {
     json_error_t je;
@@ -83,7 +84,7 @@ static int schedule_load(const char *path, schedule *s)
         json_t *a = json_array_get(audits, i);
         const char *name = json_string_value(json_object_get(a, "name"));
         long every = json_every(json_object_get(a, "every"));
-        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS];
+        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS], *repl[CO_MAX_COLS];
         sl_job_spec o = {0};
         if (!name)
             return cli_fail("schedule %s: audit %zu has no \"name\"", path, i + 1);
@@ -127,6 +128,19 @@ static int schedule_load(const char *path, schedule *s)
         o.max_rows_per_second = json_integer_value(json_object_get(a, "max_rows_per_second"));
         json_t *settle = json_object_get(a, "settle");
         o.settle_ms = settle ? (int)(json_number_value(settle) * 1000) : o.rechecks ? 5000 : 0;
+        /* issue 15: as sluice schedule add's options (seconds as numbers) */
+        o.keys_only = json_is_true(json_object_get(a, "keys_only"));
+        json_int_t maxdiv = json_integer_value(json_object_get(a, "max_divergences"));
+        o.max_divergences = maxdiv > 0 ? (uint64_t)maxdiv : 0;
+        o.chunk_time_ms = (int64_t)(json_number_value(json_object_get(a, "chunk_time")) * 1000);
+        if (json_names(json_object_get(a, "replicas"), repl, &o.nreplicas))
+            return cli_fail("schedule %s: audit \"%s\": replicas is a list of names", path, name);
+        if (o.nreplicas && !json_is_number(json_object_get(a, "max_replica_lag")))
+            return cli_fail("schedule %s: audit \"%s\": replicas needs max_replica_lag (seconds)",
+                            path, name);
+        o.replicas = repl;
+        o.max_replica_lag_ms =
+            (int64_t)(json_number_value(json_object_get(a, "max_replica_lag")) * 1000);
         sl_err err;
         s->n = i + 1; /* frames[i] is schedule_free's to release from here */
         if (sl_client_spec_frame(&o, &s->frames[i], &err))

@@ -27,7 +27,7 @@ int cmd_diff(int argc, char **argv)
     a.o.target_db = "target";
     int status = 2;
     sl_err err = {0};
-    report rep = {.progress = a.progress};
+    report rep = {.progress = a.progress, .summary_only = a.summary_only};
     co_summary sum;
     wk_threads wt = {0};
     void *zctx = zmq_ctx_new();
@@ -35,11 +35,13 @@ int cmd_diff(int argc, char **argv)
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "inproc://sluice-diff-%ld", (long)getpid());
     /* the user holds both DSNs: their --where runs, and its errors show whole */
-    wk_db dbs[2] = {{"source", a.source, 1}, {"target", a.target, 1}};
+    wk_db dbs[2 + CLI_MAX_REPLICAS] = {{"source", a.source, 1}, {"target", a.target, 1}};
+    for (size_t i = 0; i < a.nreplicas; i++) /* --replica: "replica1"... the job watches */
+        dbs[2 + i] = (wk_db){a.replicas[i], a.replica_dsns[i], 1};
     wk_config cfg = {.zctx = zctx,
                      .endpoint = endpoint,
                      .dbs = dbs,
-                     .ndbs = 2,
+                     .ndbs = 2 + a.nreplicas,
                      .read_timeout_ms = a.read_timeout_ms,
                      .relay_where_errors = 1};
     if (!zctx || !(c = co_new(zctx, endpoint, NULL, &err)) ||

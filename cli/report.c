@@ -106,6 +106,11 @@ int report_add(void *ctx, const co_event *ev)
             r->key_cols[k] = strdup(ev->key_cols[k]);
         r->nkey = ev->nkey;
     }
+    if (r->summary_only) { /* counted, never kept: memory stays flat */
+        r->nrows++;
+        r->ndiffer += ev->status != CO_TRANSIENT;
+        return 0;
+    }
     if (!r->db && rows_open(r))
         return r->oom = 1;
     /* body: [[key values], [[column, source, target, source cut, target cut], ...]],
@@ -143,10 +148,18 @@ int report_add(void *ctx, const co_event *ev)
 void report_progress(void *ctx, const co_progress *p)
 {
     report *r = ctx;
+    /* a pause for replica lag starts, and ends: a line each, tty or not */
+    const char *why = p->paused ? p->paused : "";
+    if (!*why != !r->paused[0])
+        fprintf(stderr, "%ssluice: %s%s (%zu/%zu ranges done)\n", r->progress ? "\r\033[K" : "",
+                *why ? "paused: " : "resumed", why, p->ranges_done, p->ranges);
+    snprintf(r->paused, sizeof r->paused, "%s", why);
     if (!r->progress)
         return;
     fprintf(stderr, "\rsluice: %zu/%zu ranges, %llu/%llu rows", p->ranges_done, p->ranges,
             (unsigned long long)p->rows_done, (unsigned long long)p->rows_expected);
+    if (*why)
+        fprintf(stderr, ", paused: %s", why);
     if (p->ranges_done == p->ranges)
         fprintf(stderr, "\r\033[K");
     fflush(stderr);
@@ -270,7 +283,7 @@ static int sample_of(const co_summary *s, const diff_args *a, sample_fig *f)
 static int print_text(const report *r, const co_summary *s, const char *table, const char *ttable,
                       const diff_args *a, sl_err *err)
 {
-    for (size_t i = 0; i < r->n; i++) {
+    for (size_t i = 0; i < r->n && !r->summary_only; i++) {
         const div_rec *d = &r->v[i];
         printf("schema             column \"%s\" %s", d->column, d->detail);
         if (d->stype && d->ttype)
@@ -281,7 +294,7 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
     }
     if (rows_each(r, print_row_text, NULL, err))
         return -1;
-    if (r->n || r->nrows)
+    if ((r->n || r->nrows) && !r->summary_only)
         printf("--\n");
     printf("source %s table %s: %llu rows\n", s->source_name, table,
            (unsigned long long)s->source_rows);
@@ -290,6 +303,12 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
     double rate = s->elapsed > 0 ? (double)(s->source_rows + s->target_rows) / s->elapsed : 0;
     printf("compared in %zu ranges with %zu workers in %.2f s (%.0f rows/s)\n", s->ranges,
            s->workers, s->elapsed, rate);
+    if (s->planned_ranges && s->ranges > s->planned_ranges)
+        printf("%zu ranges planned, split by --chunk-time into %zu; the longest read took %.2f "
+               "s\n",
+               s->planned_ranges, s->ranges, s->longest_read_s);
+    if (s->paused_s > 0)
+        printf("range reads paused %.1f s for replica lag (--max-replica-lag)\n", s->paused_s);
     if (s->transient)
         printf("%llu transient: differed, then matched on a re-check (changes in flight)\n",
                (unsigned long long)s->transient);
@@ -306,6 +325,9 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
                "compared, %llu divergent: at 95%% confidence under %.4g%% of all rows differ\n",
                f.kept, f.of, f.percent, (unsigned long long)f.rows, (unsigned long long)f.divergent,
                f.upper * 100);
+    if (s->limit_reached)
+        printf("stopped after %llu divergences (--max-divergences): not a full comparison\n",
+               (unsigned long long)(s->changed + s->missing + s->extra));
     if (!report_differs(r))
         printf(sampled ? "no divergence in the sample (not a full comparison)\n"
                        : "tables are identical\n");
@@ -349,7 +371,7 @@ static void print_row_json(const report *r, int kind, int status, const json_t *
     if (status)
         json_object_set_new(o, "status",
                             json_string(status == CO_TRANSIENT ? "transient" : "confirmed"));
-    if (kind == CO_CHANGED) {
+    if (kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
         json_t *list = json_array();
         for (size_t k = 0; k < json_array_size(cols); k++) {
             const json_t *c = json_array_get(cols, k);
@@ -410,20 +432,35 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                              "upper_bound_95", f.upper, "method",
                              "one-sided Clopper-Pearson over the rows of ranges picked at random"),
                    0);
-    printf("  \"divergences\": [");
-    size_t n = 0;
-    if (rows_each(r, print_row_json, &n, err))
-        return -1;
-    printf("%s],\n", n ? "\n  " : "");
-    json_t *sum = json_pack(
+    if (!r->summary_only) { /* --summary-only: no "divergences" member at all */
+        printf("  \"divergences\": [");
+        size_t n = 0;
+        if (rows_each(r, print_row_json, &n, err))
+            return -1;
+        printf("%s],\n", n ? "\n  " : "");
+    }
+    json_t *summary = json_pack(
         "{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "equal", !report_differs(r),
         "transient", (json_int_t)s->transient, "matched_on_fetch", (json_int_t)s->matched_on_fetch,
         "changed", (json_int_t)s->changed, "missing_in_target", (json_int_t)s->missing,
         "extra_in_target", (json_int_t)s->extra, "schema", (json_int_t)s->schema, "ranges",
         (json_int_t)s->ranges, "workers", (json_int_t)s->workers, "elapsed_seconds", s->elapsed);
     if (a->ntol && !a->wait) /* sluice diff: a cluster's status does not carry it */
-        json_object_set_new(sum, "within_tolerance", json_integer((json_int_t)s->within_tolerance));
-    put_member("summary", sum, 1);
+        json_object_set_new(summary, "within_tolerance",
+                            json_integer((json_int_t)s->within_tolerance));
+    /* issue 15: stopped at --max-divergences (the counts are then a lower
+     * bound), ranges split by --chunk-time, time paused for replica lag */
+    json_object_set_new(summary, "stopped_early", json_boolean(s->limit_reached));
+    if (s->limit_reached)
+        json_object_set_new(summary, "limit_reached",
+                            json_integer((json_int_t)a->o.max_divergences));
+    if (s->planned_ranges && s->ranges > s->planned_ranges) {
+        json_object_set_new(summary, "planned_ranges", json_integer((json_int_t)s->planned_ranges));
+        json_object_set_new(summary, "longest_read_seconds", json_real(s->longest_read_s));
+    }
+    if (a->o.nreplicas)
+        json_object_set_new(summary, "paused_seconds", json_real(s->paused_s));
+    put_member("summary", summary, 1);
     printf("}\n");
     return 0;
 }
@@ -433,11 +470,12 @@ int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *er
     if (r->oom)
         return sl_err_set(err, "could not keep the report (out of memory, or no space left in "
                                "TMPDIR for its temporary file)");
-    if (s->source_rows == 0 && s->target_rows == 0 && !a->allow_empty)
+    if (s->source_rows == 0 && s->target_rows == 0 && !a->allow_empty && !s->limit_reached)
         return sl_err_setc(err, SL_INVALID,
                            "both tables are empty (0 rows compared), so nothing was verified; "
                            "check --table and --where, or pass --allow-empty");
     const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
+    r->keys_only = a->o.keys_only;
     int rc = strcmp(a->format, "json") == 0 ? print_json(r, s, a->o.table, tt, a, err)
                                             : print_text(r, s, a->o.table, tt, a, err);
     return rc ? -1 : report_differs(r);

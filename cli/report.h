@@ -30,6 +30,11 @@ typedef struct report {
     uint64_t nrows, ndiffer;
     int progress;
     int oom;
+    /* issue 15: --summary-only (row divergences counted, never kept),
+     * --keys-only (changed rows carry no columns), and the replica-lag pause
+     * last told (a line on stderr when it starts and ends) */
+    int summary_only, keys_only;
+    char paused[320];
 } report;
 
 /* A co_callbacks.event: copies ev into the report (ctx is the report). */

@@ -69,6 +69,9 @@ static void summary_of(const sl_job_status *st, co_summary *s)
     s->schema = st->schema;
     s->transient = st->transient;
     s->elapsed = (double)st->elapsed_ms / 1000;
+    /* the job stops as its max_divergences-th is confirmed: reaching it is stopping */
+    s->limit_reached =
+        st->max_divergences && st->changed + st->missing + st->extra >= st->max_divergences;
 }
 
 /* Prints a finished job's report like sluice diff and returns the same
@@ -96,21 +99,31 @@ static int wait_job(sl_client *c, const diff_args *a, int64_t job, int wait)
             goto out;
         }
         if (a->progress)
-            fprintf(stderr, "\rsluice: job %lld %s, %llu/%llu ranges", (long long)job,
+            fprintf(stderr, "\rsluice: job %lld %s, %llu/%llu ranges%s%s\033[K", (long long)job,
                     st.state_name, (unsigned long long)st.ranges_done,
-                    (unsigned long long)st.ranges);
+                    (unsigned long long)st.ranges, st.paused[0] ? ", paused: " : "", st.paused);
+        if (!st.paused[0] != !rep.paused[0]) /* a replica-lag pause starts or ends: a line */
+            fprintf(stderr, "%ssluice: job %lld %s%s\n", a->progress ? "\r\033[K" : "",
+                    (long long)job, st.paused[0] ? "paused: " : "resumed", st.paused);
+        snprintf(rep.paused, sizeof rep.paused, "%s", st.paused);
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
     }
     if (a->progress)
         fprintf(stderr, "\r\033[K");
+    if (rep.paused[0]) /* it ended between two looks: it had resumed */
+        fprintf(stderr, "sluice: job %lld resumed\n", (long long)job);
     if (st.state != SL_JOB_DONE) {
         sl_err_set(&err, "job %lld %s%s%s", (long long)job, st.state_name, st.error[0] ? ": " : "",
                    st.error);
         goto out;
     }
-    if (sl_client_status(c, job, 1, &st, &err))
+    /* --summary-only: the counts of the status, no event fetched or kept */
+    rep.summary_only = a->summary_only;
+    if (sl_client_status(c, job, !a->summary_only, &st, &err))
         goto out;
+    if (a->summary_only)
+        rep.ndiffer = st.changed + st.missing + st.extra + st.schema;
     for (size_t i = 0; i < st.nevents; i++)
         if (st.events[i].type == SL_EV_DIVERGENCE && event_into_report(&rep, &st.events[i])) {
             sl_err_set(&err, "out of memory while collecting the report of job %lld",
@@ -120,6 +133,9 @@ static int wait_job(sl_client *c, const diff_args *a, int64_t job, int wait)
     co_summary sum;
     summary_of(&st, &sum);
     diff_args named = *a;
+    named.o.keys_only |= st.keys_only;
+    if (!named.o.max_divergences)
+        named.o.max_divergences = st.max_divergences;
     if (!named.o.table) {
         named.o.table = st.table;
         named.o.target_table = st.target_table[0] ? st.target_table : NULL;

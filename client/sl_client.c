@@ -701,6 +701,17 @@ static int spec_writer(const sl_job_spec *s, uint64_t id, msg_writer **out, sl_e
         msg_put_cstr(w, "kind", "scrub");
         msg_put_int(w, "shuffle_seed", seed ? seed : 1);
     }
+    /* issue 15 */
+    if (s->keys_only)
+        msg_put_int(w, "keys_only", 1);
+    if (s->max_divergences > 0)
+        msg_put_uint(w, "max_divergences", s->max_divergences);
+    if (s->chunk_time_ms > 0)
+        msg_put_int(w, "chunk_time_ms", s->chunk_time_ms);
+    if (s->nreplicas) {
+        pack_list(w, "replicas", s->replicas, s->nreplicas);
+        msg_put_int(w, "max_replica_lag_ms", s->max_replica_lag_ms);
+    }
     *out = w;
     return 0;
 }
@@ -770,6 +781,7 @@ void sl_job_status_free(sl_job_status *s)
 static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
 {
     char prio[16], code[32];
+    int64_t keys_only = 0;
     if (opt_text(m, ST, "state", s->state_name, sizeof s->state_name, err))
         return -1;
     if (!s->state_name[0])
@@ -795,8 +807,12 @@ static int read_status(const msg *m, int64_t job, sl_job_status *s, sl_err *err)
         opt_int(m, ST, "elapsed_ms", &s->elapsed_ms, err) ||
         opt_int(m, ST, "submitted_ms", &s->submitted_ms, err) ||
         opt_int(m, ST, "finished_ms", &s->finished_ms, err) ||
-        opt_text(m, ST, "priority", prio, sizeof prio, err))
+        opt_text(m, ST, "priority", prio, sizeof prio, err) ||
+        opt_int(m, ST, "keys_only", &keys_only, err) ||
+        opt_uint(m, ST, "max_divergences", &s->max_divergences, err) ||
+        opt_text(m, ST, "paused", s->paused, sizeof s->paused, err))
         return -1;
+    s->keys_only = keys_only != 0;
     if (prio[0] && sl_priority_parse(prio, &s->priority))
         return sl_err_setc(err, SL_INTERNAL, "malformed status reply: unknown priority \"%s\"",
                            prio);

@@ -84,6 +84,13 @@ typedef struct sl_job_spec {
      * "tolerance:amount=0.005", "timestamp-precision:ms", "case-fold:" ... */
     const char *const *tolerances;
     size_t ntolerances; /* 0: every column exact (not sent) */
+    /* issue 15 (co_diff_opts); each sent only when set */
+    int keys_only;               /* changed rows by key: columns never read */
+    uint64_t max_divergences;    /* stop once this many are confirmed; 0: no limit */
+    int64_t chunk_time_ms;       /* split pending ranges longer to read than this; 0: off */
+    const char *const *replicas; /* database names whose replication lag pauses range reads */
+    size_t nreplicas;
+    int64_t max_replica_lag_ms; /* ... above this */
 } sl_job_spec;
 
 /* Builds the submit frame of spec into out (reset first): the one format
@@ -125,6 +132,11 @@ typedef struct sl_job_status {
     uint64_t changed, missing, extra, schema, transient;
     int64_t elapsed_ms, submitted_ms, finished_ms;
     sl_priority priority; /* normal when the coordinator does not say */
+    /* the job's --keys-only and --max-divergences (0: none), and while its
+     * range reads are paused for a replica's lag, why ("" otherwise) */
+    int keys_only;
+    uint64_t max_divergences;
+    char paused[320];
     /* with_events: every divergence stored for the job, in order. */
     sl_event *events;
     size_t nevents;

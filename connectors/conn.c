@@ -564,3 +564,157 @@ done:
     sl_buf_free(&sql);
     return rc;
 }
+
+/* " AND key >= lo AND key < hi" for the bounds given, their decoded keys
+ * into params[*np..] (lo's first, as the placeholders number them). */
+static int put_bounds(conn *c, sl_buf *sql, const conn_query *q, const mk_bound *lo,
+                      const mk_bound *hi, sl_buf scratch[2], enc_val *params, size_t *np,
+                      sl_err *err)
+{
+    size_t param = 1;
+    const mk_bound *b[2] = {lo, hi};
+    for (int i = 0; i < 2; i++) {
+        if (b[i]->kind == MK_UNBOUNDED)
+            continue;
+        const char *op =
+            i ? (b[i]->kind == MK_INCL ? "<=" : "<") : (b[i]->kind == MK_INCL ? ">=" : ">");
+        if (sl_buf_printf(sql, " AND ") || put_key_cmp(c, sql, q, op, &param, NULL))
+            return sl_err_set(err, "out of memory");
+        if (bound_params(b[i], q, &scratch[i], params, np, err))
+            return -1;
+    }
+    return 0;
+}
+
+int conn_split_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,
+                     size_t nranges, uint64_t *rows, conn_row_fn fn, void *ctx, sl_err *err)
+{
+    sl_buf sql = {0}, scratch[2] = {{0}, {0}};
+    enc_val *params = calloc(2 * q->nkey + 1, sizeof *params);
+    size_t np = 0;
+    count_ctx cc = {0};
+    int rc = -1, intcls = ENC_INT, cls2[2] = {ENC_INT, ENC_INT};
+    int intkey = q->nkey == 1 && q->cls[0] == ENC_INT;
+    *rows = 0;
+    if (!params)
+        return sl_err_set(err, "out of memory");
+    if (sl_buf_printf(&sql, "SELECT count(*) FROM ") || put_table(c, &sql, q->table) ||
+        sl_buf_printf(&sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1"))
+        goto oom;
+    if (put_bounds(c, &sql, q, lo, hi, scratch, params, &np, err))
+        goto done;
+    if (sl_buf_putc(&sql, 0))
+        goto oom;
+    if (c->ops->query(c, (const char *)sql.p, params, np, 1, &intcls, take_count, &cc, err))
+        goto done;
+    *rows = cc.n;
+    if (nranges < 2 || cc.n < 4) {
+        rc = 0;
+        goto done;
+    }
+    if (intkey) {
+        sl_buf_reset(&sql);
+        if (sl_buf_printf(&sql, "SELECT min(") || c->ops->quote(c, &sql, q->cols[0]) ||
+            sl_buf_printf(&sql, "), max(") || c->ops->quote(c, &sql, q->cols[0]) ||
+            sl_buf_printf(&sql, ") FROM ") || put_table(c, &sql, q->table) ||
+            sl_buf_printf(&sql, " WHERE (%s)", q->where && *q->where ? q->where : "1=1"))
+            goto oom;
+        np = 0;
+        if (put_bounds(c, &sql, q, lo, hi, scratch, params, &np, err))
+            goto done;
+        if (sl_buf_putc(&sql, 0))
+            goto oom;
+        if (c->ops->query(c, (const char *)sql.p, params, np, 2, cls2, take_minmax, &cc, err))
+            goto done;
+        if (!cc.have) {
+            rc = 0;
+            goto done;
+        }
+        /* evenly between min and max: each split key above min (so above
+         * lo) and at most max (so below hi) */
+        uint64_t a = (uint64_t)cc.lo.i ^ (1ULL << 63), b = (uint64_t)cc.hi.i ^ (1ULL << 63);
+        if (b < a) {
+            rc = sl_err_setc(err, SL_DATABASE, "min() of the key is above its max()");
+            goto done;
+        }
+        unsigned __int128 span = (unsigned __int128)(b - a) + 1;
+        uint64_t prev = a;
+        for (size_t i = 1; i < nranges; i++) {
+            uint64_t at = a + (uint64_t)(span * i / nranges);
+            if (at <= prev)
+                continue;
+            prev = at;
+            enc_val v = {.kind = ENC_V_INT, .i = (int64_t)(at ^ (1ULL << 63))};
+            if (fn(ctx, &v, 1, err))
+                goto done;
+        }
+        rc = 0;
+        goto done;
+    }
+    /* other keys: walked in key order, keys only; every step-th kept, the
+     * step at least 2 so no split key is the range's first row (an empty
+     * piece) */
+    uint64_t step = cc.n / nranges < 2 ? 2 : cc.n / nranges;
+    every_ctx e = {fn, ctx, 0, step, 0, nranges - 1};
+    sl_buf_reset(&sql);
+    np = 0;
+    if (put_select(c, &sql, q, 0, q->nkey))
+        goto oom;
+    if (put_bounds(c, &sql, q, lo, hi, scratch, params, &np, err))
+        goto done;
+    if (put_order(c, &sql, q) || sl_buf_putc(&sql, 0))
+        goto oom;
+    storage_ctx sc;
+    void *rctx;
+    conn_row_fn rfn = key_reader(c, q, take_every, &e, &sc, &rctx);
+    rc = c->ops->query(c, (const char *)sql.p, params, np, q->nkey, q->cls, rfn, rctx, err);
+    goto done;
+oom:
+    sl_err_set(err, "out of memory");
+done:
+    free(params);
+    sl_buf_free(&sql);
+    sl_buf_free(&scratch[0]);
+    sl_buf_free(&scratch[1]);
+    return rc;
+}
+
+typedef struct lag_ctx {
+    int known, replica;
+    double lag;
+} lag_ctx;
+
+static int take_lag(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    lag_ctx *l = ctx;
+    (void)err;
+    if (n < 2)
+        return 0;
+    l->replica = v[0].kind == ENC_V_TEXT && v[0].len == 4 && !memcmp(v[0].p, "true", 4);
+    if (v[1].kind == ENC_V_TEXT) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.*s", (int)v[1].len, v[1].p);
+        l->lag = strtod(buf, NULL);
+        l->known = 1;
+    }
+    return 0;
+}
+
+int conn_replica_lag(conn *c, double *lag_s, sl_err *err)
+{
+    int cls[2] = {ENC_TEXT, ENC_TEXT};
+    lag_ctx l = {0};
+    if (!c->ops->replica_lag_sql)
+        return sl_err_setc(err, SL_INVALID,
+                           "%s: replication lag is measured on PostgreSQL hot standbys only",
+                           conn_name(c));
+    if (c->ops->query(c, c->ops->replica_lag_sql, NULL, 0, 2, cls, take_lag, &l, err))
+        return -1;
+    if (!l.replica)
+        return sl_err_setc(err, SL_INVALID,
+                           "%s is not a replica (pg_is_in_recovery() is false): "
+                           "--max-replica-lag watches hot standbys",
+                           conn_name(c));
+    *lag_s = l.known ? (l.lag < 0 ? 0 : l.lag) : -1;
+    return 0;
+}

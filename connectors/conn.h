@@ -112,6 +112,21 @@ void conn_table_free(conn_table *t);
 int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows, conn_row_fn fn,
                     void *ctx, sl_err *err);
 
+/* Like conn_split_keys, for the rows of q whose key lies within lo..hi
+ * only (--chunk-time splitting a pending range): *rows is their count, and
+ * the split keys lie strictly inside the bounds. An integer key is split
+ * evenly between its min and max there; another is walked in key order
+ * (the keys only), every rows/nranges-th kept. */
+int conn_split_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,
+                     size_t nranges, uint64_t *rows, conn_row_fn fn, void *ctx, sl_err *err);
+
+/* A PostgreSQL hot standby's replication lag in seconds into *lag_s: 0
+ * when it replayed all it received (an idle primary sends nothing), else
+ * the age of the last transaction it replayed; -1 when unknown (nothing
+ * replayed yet). A server that is not a replica, or another database, is
+ * an SL_INVALID error. */
+int conn_replica_lag(conn *c, double *lag_s, sl_err *err);
+
 /* Streams the rows of q whose encoded key lies within lo..hi, in key order. */
 int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,
                       conn_row_fn fn, void *ctx, sl_err *err);

@@ -41,6 +41,10 @@ typedef struct conn_ops {
      * before the value (SQLite: integers < text < blobs) and which a bound
      * parameter must share to match: key values are checked against it. */
     int has_storage_classes;
+    /* One row: whether the server replays another's WAL ('true'/'false' as
+     * text) and its replication lag in seconds as text (NULL: unknown);
+     * optional (PostgreSQL). */
+    const char *replica_lag_sql;
 } conn_ops;
 
 #define CONN_ESTIMATE_MIN 1000000

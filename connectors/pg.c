@@ -884,6 +884,13 @@ static const conn_ops pg_ops = {
     .text_key_collate = " COLLATE \"C\"",
     .tablesample = " TABLESAMPLE SYSTEM ($1::float4) REPEATABLE (0)",
     .numbered_dollar = 1,
+    /* replay caught up with what was received: no lag, however long ago the
+     * last transaction was (an idle primary sends none, and now() minus the
+     * last replayed commit would grow without end) */
+    .replica_lag_sql =
+        "SELECT pg_is_in_recovery()::text, CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+        "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 "
+        "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END::text",
 };
 
 static void drop_notice(void *arg, const char *message)

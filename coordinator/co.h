@@ -67,6 +67,9 @@ typedef struct co_progress {
      * each side's slot lag in bytes of WAL */
     int changes;
     uint64_t keys, checked, backlog, lag[2];
+    /* non-NULL while the job's range reads are paused for a replica's lag
+     * (co_diff_opts.max_replica_lag_s): "replica NAME lag Xs > Ys" */
+    const char *paused;
 } co_progress;
 
 /* A changes job's window (co_diff_opts.window_ms): what it looked at and
@@ -155,6 +158,17 @@ typedef struct co_diff_opts {
     const size_t *resume_lens;
     const unsigned char *resume_done;
     uint64_t resume_rows[2];
+    /* Quick answers and audits that yield to production (issue 15). */
+    int keys_only;              /* a changed row is reported by key: its columns are never
+                                   fetched (the drill-down stops at row hashes) */
+    uint64_t max_divergences;   /* stop the job once this many row divergences are confirmed
+                                   (co_summary.limit_reached); 0: no limit */
+    double chunk_time_s;        /* > 0: a pending range expected to read for longer than
+                                   this is split (a split request bounded to it) first */
+    const char *const *replicas; /* databases (names the workers announced) whose
+                                    replication lag is watched ... */
+    size_t nreplicas;
+    double max_replica_lag_s; /* ... no range task starts while one is above this */
 } co_diff_opts;
 
 typedef struct co_summary {
@@ -172,6 +186,10 @@ typedef struct co_summary {
     uint64_t keys_checked; /* a changes job: changed keys found equal at their first look */
     double elapsed;
     char source_name[256], target_name[256];
+    int limit_reached;     /* stopped at co_diff_opts.max_divergences */
+    size_t planned_ranges; /* ranges planned, before --chunk-time split some */
+    double longest_read_s; /* the longest range task (one side's read) */
+    double paused_s;       /* time the range reads were paused for replica lag */
 } co_summary;
 
 enum { CO_PRIO_LOW = 0, CO_PRIO_NORMAL = 1, CO_PRIO_HIGH = 2 };

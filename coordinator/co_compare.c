@@ -185,6 +185,13 @@ int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size
             j->sum->changed++;
         if (j->cb->event && j->cb->event(j->cb->ctx, &ev))
             rc = sl_err_set(err, "stopped by the caller");
+        /* --max-divergences: the job unwinds from here and ends done */
+        if (rc == 0 && status != CO_TRANSIENT && j->o->max_divergences &&
+            ++j->ndiv >= j->o->max_divergences) {
+            j->limit_hit = j->sum->limit_reached = 1;
+            rc = sl_err_set(err, "stopped after %llu divergences (--max-divergences)",
+                            (unsigned long long)j->ndiv);
+        }
     }
     sl_buf_free(&strs);
     return rc;
@@ -519,6 +526,41 @@ int co_compare_changed(drill *d, const int workers[2], sl_err *err)
     return rc;
 }
 
+int co_rehash_changed(drill *d, const int workers[2], sl_err *err)
+{
+    job *j = d->j;
+    int rc = 0;
+    for (size_t off = 0, i = 0; off < j->changed.len && i < j->nchanged && rc == 0; i++) {
+        uint32_t len;
+        memcpy(&len, j->changed.p + off, 4);
+        const uint8_t *key = j->changed.p + off + 4;
+        off += 4 + len;
+        mk_bound at = {MK_INCL, key, len};
+        msg_writer *mw[2] = {NULL, NULL};
+        uint64_t ids[2];
+        msg *rep[2] = {NULL, NULL};
+        const msg_obj *rows[2];
+        uint32_t n[2];
+        if (both_requests(j, MSG_ROWS, mw, ids, err))
+            return -1;
+        for (int s = 0; s < 2; s++) {
+            co_pack_bound(mw[s], "lo", MK_INCL, key, len);
+            co_pack_bound(mw[s], "hi", MK_INCL, key, len);
+        }
+        rc = ask_both(j, workers, mw, ids, rep, rows, n, err);
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            sl_err why;
+            if (co_check_rows(j, rows[s], n[s], &at, &at, &why))
+                rc = co_reject_worker(j->c, workers[s], err, "its rows reply %s", why.msg);
+        }
+        if (rc == 0)
+            rc = co_merge_rows(d, rows[0], n[0], rows[1], n[1], 2, co_span_row, err);
+        msg_free(rep[0]);
+        msg_free(rep[1]);
+    }
+    return rc;
+}
+
 /* One key of a span: [key, row hash]. Equal keys with different hashes are
  * gathered for one fetch. */
 int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
@@ -533,6 +575,8 @@ int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
         return sl_err_set(err, "malformed rows reply from a worker");
     if (hla == hlb && memcmp(ha, hb, hla) == 0)
         return 0;
+    if (j->o->keys_only) /* by row hash: its columns are never fetched */
+        return found(d, CO_CHANGED, key, klen, NULL, 0, err);
     uint32_t len = (uint32_t)klen;
     if (sl_buf_append(&j->changed, &len, 4) || sl_buf_append(&j->changed, key, klen))
         return sl_err_set(err, "out of memory");
@@ -755,13 +799,20 @@ int co_finish_range(job *j, size_t ri, sl_err *err)
     j->sum->target_rows += r->rows[1];
     j->rows_done += r->rows[0] + r->rows[1];
     j->ranges_done++;
-    if (j->cb->range_done && j->cb->range_done(j->cb->ctx, ri, r->rows[0], r->rows[1]))
+    /* a piece split off by --chunk-time: its planned range is recorded once
+     * every piece of it is */
+    range *root = &j->r[r->planned];
+    root->root_rows[0] += r->rows[0];
+    root->root_rows[1] += r->rows[1];
+    if (root->unfinished > 0 && --root->unfinished == 0 && j->cb->range_done &&
+        j->cb->range_done(j->cb->ctx, r->planned, root->root_rows[0], root->root_rows[1]))
         return sl_err_set(err, "could not record a finished range");
     if (j->cb->progress) {
         co_progress p = {.ranges_done = j->ranges_done,
                          .ranges = j->nr,
                          .rows_done = j->rows_done,
-                         .rows_expected = j->rows_expected};
+                         .rows_expected = j->rows_expected,
+                         .paused = j->lag_paused ? j->pause_msg : NULL};
         j->cb->progress(j->cb->ctx, &p);
     }
     return 0;

@@ -115,6 +115,14 @@ typedef struct range {
     size_t pending;     /* its keys waiting in the re-check queue */
     int64_t read_at_ms; /* wall clock when both sides' trees were in */
     sl_buf emitted;     /* after such a cut: [kind][u32 len][key] already reported */
+    /* --chunk-time: a range split while pending becomes pieces (it keeps
+     * the first, the others are appended to j->r). The planned range is
+     * the one recorded (co_callbacks.range_done) once its last piece is. */
+    size_t planned;        /* the planned range it is a piece of (itself if planned) */
+    size_t unfinished;     /* a planned range: its pieces not finished yet (1 unsplit) */
+    uint64_t root_rows[2]; /* ... and the rows its finished pieces counted */
+    uint64_t est_rows;     /* rows expected in it (source side) */
+    int splitting;         /* a split request for it is out: it is not dispatched */
 } range;
 
 typedef struct recheck {
@@ -238,6 +246,19 @@ struct co_job {
     int following[2]; /* a follow was started on that side: unfollow at the end */
     int closing;      /* cleanup: waits ignore the cancel (bounded) */
     int freeing;      /* co_job_free drives the fiber without the loop: no waits */
+    /* issue 15: row divergences counted for --max-divergences (limit_hit:
+     * reached, the job is unwinding to its end); --chunk-time: the seconds
+     * and rows of the range tasks ended, where the next split looks;
+     * --max-replica-lag: paused (no range task dispatched), the next probe,
+     * since when paused, and what the progress says */
+    uint64_t ndiv;
+    int limit_hit;
+    double task_s;
+    uint64_t task_rows;
+    size_t split_at;
+    int lag_paused;
+    double lag_next, paused_since;
+    char pause_msg[320];
 };
 
 /* What a drill-down works on: its job, and the range being compared. NULL r
@@ -354,6 +375,9 @@ int co_check_fetch(const job *j, const msg_obj *rows, uint32_t n, const keyref *
 /* Fetches the rows whose keys are in j->changed from workers[0] and
  * workers[1] and compares their columns: 0, -1 or CO_LOST. */
 int co_compare_changed(drill *d, const int workers[2], sl_err *err);
+/* --keys-only re-checks: reads the row hash of each key in j->changed
+ * from both sides (a rows request [key, key]; no column value): 0, -1 or CO_LOST. */
+int co_rehash_changed(drill *d, const int workers[2], sl_err *err);
 /* Tells the worker holding (or building) range ri's side s tree to drop it. */
 int co_release_side(job *j, size_t ri, int s);
 /* Records range ri done (counts, callbacks): 0, or -1 with err. */
@@ -399,6 +423,22 @@ int co_run_rechecks(job *j, double now, sl_err *err);
 int co_follow_run(job *j, sl_err *err);
 /* Tells the workers to stop following and drop the slots (from cleanup). */
 void co_follow_end(job *j);
+
+/* ---- co_yield.c: audits that yield (issue 15) ---------------------------- */
+
+/* --max-replica-lag: probes each watched replica (a lag request to a
+ * worker reaching it) when due, or at once with force, and pauses or
+ * resumes the job's range tasks. 0, or -1 with err (not a replica). */
+int co_lag_check(job *j, int force, sl_err *err);
+/* --chunk-time: splits one pending range expected to read for longer than
+ * the target, if any (a bounded split request). 0, -1 with err, or CO_LOST. */
+int co_split_pending(job *j, sl_err *err);
+/* Splits range ri if it is pending and expected to read for longer than
+ * 1.5 times the target: 0 (split or not), -1 with err, or CO_LOST. */
+int co_split_if_long(job *j, size_t ri, sl_err *err);
+/* Seconds a range task is expected to take per row: measured on the ended
+ * ones, else from the throttle; 0 when not known yet. */
+double co_row_seconds(const job *j);
 
 /* ---- co_loop.c: the event loop ------------------------------------------ */
 

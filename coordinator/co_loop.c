@@ -154,12 +154,24 @@ static int job_run(job *j, sl_err *err)
     j->phase = JOB_PLAN;
     if (co_reconcile(j, &j->sd[0], &j->sd[1], err) || (!j->o->changes && co_plan(j, err)))
         return -1;
-    sum->ranges = j->nr;
+    sum->ranges = sum->planned_ranges = j->nr;
     sum->sampled_ranges = j->sampled;
     sum->workers = co_alive_workers(c);
     j->lost_seen = c->lost;
     if (j->o->changes)
         return co_follow_run(j, err);
+    for (size_t i = 0; i < j->nr; i++) /* --chunk-time: a planned range's share of the rows */
+        j->r[i].est_rows = j->rows_expected / 2 / j->nr + 1;
+    /* a throttled job knows its rate already: its long ranges are split
+     * before the first is read (pieces appended are looked at too) */
+    for (size_t i = 0; j->o->chunk_time_s > 0 && i < j->nr; i++) {
+        int sr = co_split_if_long(j, i, err);
+        if (sr && sr != CO_LOST)
+            return -1;
+    }
+    /* --max-replica-lag: not a range read before the replicas are known to be close */
+    if (co_lag_check(j, 1, err))
+        return -1;
     j->phase = JOB_RANGES;
     while (j->ranges_done < j->nr) {
         if (j->cancel)
@@ -187,6 +199,11 @@ static int job_run(job *j, sl_err *err)
             if (rr && rr != CO_LOST)
                 return -1;
         }
+        if (co_lag_check(j, 0, err))
+            return -1;
+        int sr = co_split_pending(j, err);
+        if (sr && sr != CO_LOST)
+            return -1;
         if (j->ready_head < j->nready) {
             size_t ri = j->ready[j->ready_head++];
             if (j->ready_head == j->nready)
@@ -258,6 +275,10 @@ static void job_main(void *arg)
     job *j = arg;
     sl_err e = {0};
     int rc = job_run(j, &e);
+    if (rc && j->limit_hit && !j->cancel) /* --max-divergences: done, stopped early */
+        rc = 0;
+    if (j->lag_paused)
+        j->sum->paused_s += sl_now() - j->paused_since;
     job_cleanup(j);
     j->sum->elapsed = sl_now() - j->t0;
     if (rc) {
@@ -278,6 +299,7 @@ void co_tree_reply(co *c, int wi, msg *m)
     job *j = w->busy_job;
     size_t ri = (size_t)w->busy_task / 2;
     int side = (int)(w->busy_task % 2);
+    double took = sl_now() - w->busy_since;
     co_worker_idle(w);
     j->wake = 1;
     if (msg_type(m) == MSG_ERROR) {
@@ -308,6 +330,10 @@ void co_tree_reply(co *c, int wi, msg *m)
     }
     rg->rows[side] = (uint64_t)rows;
     rg->state[side] = RS_BUILT;
+    j->task_s += took; /* --chunk-time's measure */
+    j->task_rows += (uint64_t)rows;
+    if (took > j->sum->longest_read_s)
+        j->sum->longest_read_s = took;
     if (rg->state[0] != RS_BUILT || rg->state[1] != RS_BUILT)
         return;
     rg->read_at_ms = sl_wall_ms();
@@ -367,7 +393,7 @@ size_t co_next_task(job *j, const co_worker *w)
         return SIZE_MAX;
     for (size_t t = j->next; t < 2 * j->nr; t++) {
         size_t k = task_at(j, t);
-        if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2])
+        if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2] && !j->r[k / 2].splitting)
             return k;
     }
     return SIZE_MAX;
@@ -412,7 +438,7 @@ void co_dispatch(co *c)
             if (best &&
                 (j->prio < best->prio || (j->prio == best->prio && j->tasks >= best->tasks)))
                 continue;
-            if (co_share_paused(j, sl_now()))
+            if (j->lag_paused || co_share_paused(j, sl_now()))
                 continue;
             size_t t = co_next_task(j, w);
             if (t == SIZE_MAX)

@@ -450,6 +450,8 @@ static int make_ranges(job *j, size_t n, const uint8_t *const *keys, const size_
         r->has_lo = i > 0;
         r->has_hi = i < n;
         r->worker[0] = r->worker[1] = -1;
+        r->planned = i;
+        r->unfinished = 1;
     }
     if (!j->o->shuffle_seed) /* a scrub: the whole key space, in an order of its own */
         return 0;

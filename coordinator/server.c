@@ -55,6 +55,7 @@ typedef struct spec {
     char *strs[8];
     char *key[SPEC_MAX_LIST], *cols[SPEC_MAX_LIST], *excl[SPEC_MAX_LIST];
     char *tols[SPEC_MAX_LIST]; /* tolerance rules (merkle/tol.h) */
+    char *repl[SPEC_MAX_LIST]; /* issue 15: "replicas" */
 } spec;
 
 /* Frees the strings a spec read holds (not s itself). */
@@ -70,6 +71,8 @@ static void spec_free(spec *s)
         free(s->excl[i]);
     for (size_t i = 0; i < s->o.ntolerances; i++)
         free(s->tols[i]);
+    for (size_t i = 0; i < s->o.nreplicas; i++)
+        free(s->repl[i]);
     memset(s, 0, sizeof *s);
 }
 
@@ -224,6 +227,28 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
             return sl_err_wrap(err, "submit: \"tolerances\"");
     }
     s->o.tolerances = (const char *const *)s->tols;
+    /* issue 15: quick answers, audits that yield */
+    int64_t keys_only = 0, maxdiv = 0, chunk = 0, maxlag = 0;
+    if ((o = msg_get(m, "keys_only")) && msg_obj_int(o, &keys_only))
+        return sl_err_setc(err, SL_INVALID, "submit: \"keys_only\" must be 0 or 1");
+    if ((o = msg_get(m, "max_divergences")) && (msg_obj_int(o, &maxdiv) || maxdiv < 0))
+        return sl_err_setc(err, SL_INVALID, "submit: \"max_divergences\" must be 0 or more");
+    if ((o = msg_get(m, "chunk_time_ms")) &&
+        (msg_obj_int(o, &chunk) || chunk < 0 || chunk > 3600000))
+        return sl_err_setc(err, SL_INVALID, "submit: \"chunk_time_ms\" must be from 0 to 3600000");
+    if (opt_list(m, "replicas", s->repl, &s->o.nreplicas, err))
+        return -1;
+    if ((o = msg_get(m, "max_replica_lag_ms")) &&
+        (msg_obj_int(o, &maxlag) || maxlag < 0 || maxlag > 86400000))
+        return sl_err_setc(err, SL_INVALID,
+                           "submit: \"max_replica_lag_ms\" must be from 0 to 86400000");
+    if (s->o.nreplicas && !msg_get(m, "max_replica_lag_ms"))
+        return sl_err_setc(err, SL_INVALID, "submit: \"replicas\" needs \"max_replica_lag_ms\"");
+    s->o.keys_only = keys_only != 0;
+    s->o.max_divergences = (uint64_t)maxdiv;
+    s->o.chunk_time_s = (double)chunk / 1000.0;
+    s->o.replicas = (const char *const *)s->repl;
+    s->o.max_replica_lag_s = (double)maxlag / 1000.0;
     return 0;
 }
 
@@ -232,6 +257,7 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
 typedef struct run_ctx {
     co_server *s;
     int64_t job;
+    char paused[320];  /* why its range reads are paused (replica lag), "" if not */
     const char *table; /* the job's (source) table: its drift rows' */
     int failed;        /* the control database refused a write */
     sl_err err;
@@ -350,6 +376,12 @@ static void on_progress(void *ctx, const co_progress *p)
     msg_put_uint(w, "ranges_done", p->ranges_done);
     msg_put_uint(w, "ranges", p->ranges);
     msg_put_uint(w, "rows_done", p->rows_done);
+    /* a pause for replica lag starts or ends: said in the log and the status */
+    if ((p->paused != NULL) != (r->paused[0] != '\0'))
+        fprintf(stderr, "sluice coordinator: job %lld: %s%s\n", (long long)r->job,
+                p->paused ? "paused: " : "resumed", p->paused ? p->paused : "");
+    snprintf(r->paused, sizeof r->paused, "%s", p->paused ? p->paused : "");
+    msg_put_cstr(w, "paused", p->paused);
     if (p->changes) {
         msg_put_uint(w, "keys", p->keys);
         msg_put_uint(w, "checked", p->checked);
@@ -475,6 +507,8 @@ static int pack_event(void *ctx, const void *frame, size_t len)
     return 0;
 }
 
+static const char *active_paused(const co_server *s, int64_t job);
+
 /* Answers a status request: the job's row, ranges done and, if asked, its events. */
 static void serve_status(co_server *s, const void *ident, size_t ilen, const msg *m)
 {
@@ -501,6 +535,7 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     /* the target's table name, for a report printed from the status
      * (sluice report): only the submit frame keeps it */
     char ttable[256] = "";
+    int64_t keys_only = 0, maxdiv = 0;
     sl_buf spec = {0};
     if (co_store_get_spec(s->store, job, &spec, &e) == 1) {
         msg *sm = msg_decode(spec.p, spec.len, &e);
@@ -508,6 +543,9 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
         size_t tn;
         if (sm && msg_get_str(sm, "target_table", &tp, &tn, NULL) == 0)
             snprintf(ttable, sizeof ttable, "%.*s", (int)tn, tp);
+        if (sm) /* what the report of the job shows */
+            msg_get_int(sm, "keys_only", &keys_only, NULL),
+                msg_get_int(sm, "max_divergences", &maxdiv, NULL);
         msg_free(sm);
     }
     sl_buf_free(&spec);
@@ -535,6 +573,11 @@ static void serve_status(co_server *s, const void *ident, size_t ilen, const msg
     msg_put_int(w, "elapsed_ms", (int64_t)(row.sum.elapsed * 1000));
     msg_put_int(w, "submitted_ms", (int64_t)(row.submitted * 1000));
     msg_put_int(w, "finished_ms", (int64_t)(row.finished * 1000));
+    if (keys_only)
+        msg_put_int(w, "keys_only", 1);
+    if (maxdiv > 0)
+        msg_put_int(w, "max_divergences", maxdiv);
+    msg_put_cstr(w, "paused", active_paused(s, job));
     if (with_events) {
         ev_collect ec = {w};
         msg_key(w, "events");
@@ -888,6 +931,15 @@ struct active {
     size_t *lens;
     int resuming;
 };
+
+/* Why running job's range reads are paused (replica lag); NULL if they are not. */
+static const char *active_paused(const co_server *s, int64_t job)
+{
+    for (const active *a = s->act; a; a = a->next)
+        if (a->id == job && a->r.paused[0])
+            return a->r.paused;
+    return NULL;
+}
 
 /* Frees a running job's record and the job (cancelled first if it still runs). */
 static void active_free(active *a)

@@ -22,7 +22,9 @@
       "class]], `key`: [names], `loose`: 0/1", \
       "db:s table:s") \
     X(SPLIT, 3, "split", "c → w", \
-      "spec, `ranges` → reply `rows`, `bounds`: [encoded key]", \
+      "spec, `ranges`, and optionally `lo`, `hi` (split that key range only: " \
+      "--chunk-time; its split keys lie strictly inside) → reply `rows`, " \
+      "`bounds`: [encoded key]", \
       "db:s table:s cols:a cls:a nkey:i ranges:i") \
     X(TREE, 4, "tree", "c → w", \
       "spec, `lo`, `hi`, `tree` (id to keep it under; never reused, a re-issued " \
@@ -66,14 +68,21 @@
       "(1 to 100: the percent of wall-clock time the job's range tasks may " \
       "keep busy, each task counted; 0 or absent: no share), `tolerances` " \
       "(list of rules `OPTION:VALUE`, merkle/README.md, \"Tolerances\"; absent: " \
-      "exact) → reply `job`", \
+      "exact), `keys_only` (1: " \
+      "changed rows by key, no column read), `max_divergences` (stop once " \
+      "this many are confirmed), `chunk_time_ms` (split pending ranges " \
+      "longer to read than this), `replicas` (database names) and " \
+      "`max_replica_lag_ms` (no range task starts while one lags more) → " \
+      "reply `job`", \
       "source:s target:s table:s") \
     X(STATUS, 14, "status", "client → coordinator", \
       "`job`, `events` (0/1) → reply `state` (queued, running, done, failed, " \
       "cancelled), `error`, `table`, `target_table` (nil when the same), " \
       "`source`, `target`, `source_rows`, `target_rows`, `ranges`, " \
       "`ranges_done`, `workers`, `changed`, `missing`, `extra`, `schema`, " \
-      "`transient`, `elapsed_ms`, `submitted_ms`, `finished_ms`, and with " \
+      "`transient`, `elapsed_ms`, `submitted_ms`, `finished_ms`, `keys_only`, " \
+      "`max_divergences` (as submitted, when set), `paused` (why its range " \
+      "reads wait for a replica; absent otherwise), and with " \
       "`events`: `events` (the stored event frames, as bin)", \
       "job:i") \
     X(CANCEL, 15, "cancel", "client → coordinator", \
@@ -120,7 +129,13 @@
       "`db`, `slot`, `keep` (optional, 1: the coordinator is shutting down and " \
       "resumes the job later: close the stream, keep the slot) → empty reply " \
       "once the stream is closed and its slot and publication are dropped", \
-      "db:s slot:s")
+      "db:s slot:s") \
+    X(LAG, 24, "lag", "c → w", \
+      "`db` → reply `name` (the server, no secret), `lag_ms`: the replication " \
+      "lag of that PostgreSQL hot " \
+      "standby (0 when it replayed all it received; -1: unknown, nothing " \
+      "replayed yet); an error (invalid) when it is not a replica", \
+      "db:s")
 
 /* clang-format on */
 

@@ -3,7 +3,8 @@
  * each divergence reported once with the right kind; (b) range bookkeeping:
  * co_next_task's order and cursor, co_requeue_lost after a worker's gen
  * changes, co_dispatch's choice by priority, task count, cap, shunning and share;
- * (c) replies filed by co_route_reply and co_tree_reply. Jobs and workers
+ * (c) replies filed by co_route_reply and co_tree_reply; (d) --keys-only,
+ * --max-divergences, --chunk-time's pieces and the replica-lag pause. Jobs and workers
  * are built through co_impl.h; frames "sent" are kept by a fake transport. */
 #include <stdlib.h>
 #include <string.h>
@@ -809,6 +810,91 @@ static void test_share(void)
     co_free(c);
 }
 
+/* ---- (d) quick answers and audits that yield (issue 15) ----------------------- */
+
+static size_t done_calls, done_range;
+static uint64_t done_rows[2];
+
+static int note_done(void *ctx, size_t range, uint64_t src, uint64_t tgt)
+{
+    (void)ctx;
+    done_calls++;
+    done_range = range;
+    done_rows[0] = src;
+    done_rows[1] = tgt;
+    return 0;
+}
+
+static void test_quick(void)
+{
+    /* --keys-only: a differing row hash is a changed key, no fetch gathered */
+    fixture f;
+    job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
+    f.o.keys_only = 1;
+    drill d = {j, &j->r[0]};
+    int64_t a[] = {1, 2, 3}, b[] = {1, 2, 3};
+    msg *ma = rows_reply(a, "aaa", 3), *mb = rows_reply(b, "aba", 3);
+    ok(merge(&d, ma, mb, 2, co_span_row) == 0 && f.ev.n == 1 && count(&f.ev, CO_CHANGED, 2) == 1 &&
+           f.ev.ncols[0] == 0 && j->nchanged == 0,
+       "--keys-only: the key whose hash differs is reported changed, with no columns, no fetch");
+    msg_free(ma);
+    msg_free(mb);
+    free_job(j);
+
+    /* --max-divergences: the N-th reported divergence stops the job */
+    j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
+    f.o.max_divergences = 2;
+    sl_buf k = {0};
+    sl_err err = {0};
+    key_of(&k, 5);
+    int r1 = co_emit_row(j, &j->r[0], CO_MISSING, 0, k.p, k.len, NULL, 0, &err);
+    key_of(&k, 6);
+    int rt = co_emit_row(j, &j->r[0], CO_CHANGED, CO_TRANSIENT, k.p, k.len, NULL, 0, &err);
+    ok(r1 == 0 && rt == 0 && !j->limit_hit, "--max-divergences 2: one, and a transient, go on");
+    key_of(&k, 7);
+    int r2 = co_emit_row(j, &j->r[0], CO_EXTRA, 0, k.p, k.len, NULL, 0, &err);
+    ok(r2 != 0 && j->limit_hit && j->sum->limit_reached && f.ev.n == 3 &&
+           strstr(err.msg, "stopped after 2 divergences"),
+       "--max-divergences 2: the second confirmed one is reported, then the job stops (%s)",
+       err.msg);
+    sl_buf_free(&k);
+    free_job(j);
+
+    /* --chunk-time: pieces of a planned range; it is recorded once, when its last is */
+    j = new_job(NULL, &f, 3, CO_PRIO_NORMAL);
+    f.cb.range_done = note_done;
+    done_calls = 0;
+    j->r[0].planned = 0, j->r[0].unfinished = 2; /* range 0 split: pieces 0 and 2 */
+    j->r[1].planned = 1, j->r[1].unfinished = 1;
+    j->r[2].planned = 0;
+    j->r[2].rows[0] = 10, j->r[2].rows[1] = 9;
+    j->r[0].rows[0] = 5, j->r[0].rows[1] = 5;
+    ok(co_finish_range(j, 2, &err) == 0 && done_calls == 0 && j->ranges_done == 1,
+       "a piece finished: counted, its planned range not recorded yet");
+    ok(co_finish_range(j, 0, &err) == 0 && done_calls == 1 && done_range == 0 &&
+           done_rows[0] == 15 && done_rows[1] == 14,
+       "its last piece finished: planned range 0 recorded once, with the pieces' rows");
+    free_job(j);
+
+    /* no range task while paused for replica lag, nor for a range being split */
+    co *c = fake_co();
+    fixture fp;
+    job *p = new_job(c, &fp, 2, CO_PRIO_NORMAL);
+    int w0 = add_worker(c, "s", "t");
+    p->lag_paused = 1;
+    co_dispatch(c);
+    ok(c->w[w0].busy_req == 0 && p->tasks == 0, "a job paused for replica lag gets no task");
+    p->lag_paused = 0;
+    p->r[0].splitting = 1;
+    co_dispatch(c);
+    ok(c->w[w0].busy_job == p && c->w[w0].busy_task == 2,
+       "a range being split is skipped: range 1's source goes out first (task %ld)",
+       c->w[w0].busy_task);
+    c->jobs = NULL;
+    free_job(p);
+    co_free(c);
+}
+
 int main(void)
 {
     test_span_merge();
@@ -823,5 +909,6 @@ int main(void)
     test_share();
     test_route_reply();
     test_tree_reply();
+    test_quick();
     return done_testing();
 }

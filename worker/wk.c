@@ -477,7 +477,13 @@ static int do_split(wk *w, const msg *m, sl_err *err)
     }
     sc.re.s = &s;
     uint64_t rows = 0;
-    if (conn_split_keys(c, &s.q, (size_t)nranges, &rows, take_split, &sc, err)) {
+    /* with "lo" and "hi": one pending range split further (--chunk-time) */
+    mk_bound lo, hi;
+    int bounded = msg_get(m, "lo") != NULL;
+    if (bounded && (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err)))
+        goto done;
+    if (bounded ? conn_split_range(c, &s.q, &lo, &hi, (size_t)nranges, &rows, take_split, &sc, err)
+                : conn_split_keys(c, &s.q, (size_t)nranges, &rows, take_split, &sc, err)) {
         db_drop(w, c);
         goto done;
     }
@@ -1245,6 +1251,29 @@ static int do_unfollow(wk *w, const msg *m, sl_err *err)
     return reply_empty(w, msg_id(m), err);
 }
 
+/* lag: a hot standby's replication lag, for a job that pauses while it is
+ * too far behind (--max-replica-lag). */
+static int do_lag(wk *w, const msg *m, sl_err *err)
+{
+    double lag;
+    conn *c = db_get(w, m, err);
+    if (!c)
+        return -1;
+    if (conn_replica_lag(c, &lag, err)) {
+        if (conn_is_broken(c))
+            db_drop(w, c);
+        return -1;
+    }
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_put_int(mw, "lag_ms", lag < 0 ? -1 : (int64_t)(lag * 1000));
+    msg_put_cstr(mw, "name", conn_name(c));
+    int rc = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    return rc;
+}
+
 /* Serves one decoded request. Returns 0, 1 after shutdown, -1 when the
  * socket failed. *m is consumed. */
 static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
@@ -1289,6 +1318,9 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
             break;
         case MSG_UNFOLLOW:
             r = do_unfollow(w, m, &e);
+            break;
+        case MSG_LAG:
+            r = do_lag(w, m, &e);
             break;
         case MSG_SHUTDOWN:
             msg_free(m);
@@ -1340,7 +1372,7 @@ static void busy_tick(wk *w)
                     msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH ||
                     msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT ||
                     msg_type(m) == MSG_FOLLOW || msg_type(m) == MSG_KEYS ||
-                    msg_type(m) == MSG_UNFOLLOW;
+                    msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));

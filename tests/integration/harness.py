@@ -240,6 +240,35 @@ def logical_pair(statements, db="shop"):
         c.close()
     return pair
 
+class PgStandby(PgServer):
+    """A physical streaming replica (hot standby) of a running PgServer:
+    pg_basebackup -R of the primary into a data directory of its own,
+    started on another free port; stopped and removed at exit like a
+    PgServer. Replay can be paused (pause_replay) to build lag."""
+
+    def __init__(self, primary, extra_opts=""):
+        self.bindir = primary.bindir
+        self.dir = tempfile.mkdtemp(prefix="sluice-pgstandby-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.runas = primary.runas
+        if self.runas:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
+        self._run(["env", f"PGPASSWORD={self.PASSWORD}",
+                   os.path.join(self.bindir, "pg_basebackup"), "-D", self.data, "-R",
+                   "-X", "stream", "-c", "fast", "-h", "127.0.0.1", "-p", str(primary.port),
+                   "-U", self.USER])
+        atexit.register(self.stop)
+        self.extra_opts = extra_opts
+        self.start()
+
+    def pause_replay(self):
+        self.connect().cursor().execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self):
+        self.connect().cursor().execute("SELECT pg_wal_replay_resume()")
+
 
 class MariaDbServer:
     """A MariaDB server of our own, like PgServer: mariadb-install-db in a
