@@ -161,6 +161,20 @@ static int resolve_tolerances(job *j, sl_err *err)
         return sl_err_set(err, "out of memory");
     int r = enc_tol_resolve(j->o->tolerances, j->o->ntolerances, j->cols, j->cls, j->nkey, j->ncols,
                             j->tol, err);
+    if (r < 0 || !j->o->keys_only)
+        goto out;
+    /* keys only: a changed row is a row hash that differs, but two numbers
+     * within an epsilon may lie in neighbouring cells of its grid and hash
+     * apart: only their values could tell, and those are never read */
+    for (size_t i = 0; r == 0 && i < j->ncols; i++)
+        if (j->tol[i].num != ENC_TOL_EXACT) {
+            sl_err_setc(err, SL_INVALID,
+                        "--keys-only cannot apply --tolerance to column \"%s\": values within "
+                        "an epsilon may hash apart and only their values tell; drop one of the two",
+                        j->cols[i]);
+            r = -1;
+        }
+out:
     if (r != 0) {
         free(j->tol);
         j->tol = NULL;

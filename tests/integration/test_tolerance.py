@@ -226,6 +226,7 @@ BAD = [
     (["--tolerance", "id=1"], "key column"),
     (["--timestamp-precision", "ns"], "s, ms or us"),
     (["--case-fold=nosuch"], "nosuch"),
+    (["--keys-only", "--tolerance", "v=0.005"], "--keys-only cannot apply --tolerance"),
 ]
 for opts, want in BAD:
     code, out, err = sluice("diff", pg.dsn(db), targets["sqlite"], "--table", "amounts_s",
@@ -236,6 +237,11 @@ code, out, err = sluice("diff", pg.dsn(db), targets["sqlite"], "--table", "trims
                         "--target-table", "trims_t", "--no-progress", "--tolerance", "v=0.1")
 t.ok(code == 2 and "compared as text" in err and len(err.strip().splitlines()) == 1,
      "a tolerance on a text column: exit 2, one line", f"exit {code}: {err}")
+code, out, err = sluice("diff", pg.dsn(db), targets["sqlite"], "--table", "trims_s",
+                        "--target-table", "trims_t", "--no-progress", "--keys-only",
+                        "--trim-trailing-spaces")
+t.ok(code in (0, 1) and not err.strip(),
+     "--keys-only with an exact transform (trimming): allowed", f"exit {code}: {err}")
 
 # ---- a cluster: coordinator and worker processes ---------------------------
 cl = Cluster({"source": pg.dsn(db), "target": "sqlite:" + lite_path, "pgt": pg.dsn(db)})
