@@ -86,6 +86,13 @@ int cmd_repair(int argc, char **argv)
         diff_args_free(&a);
         return st;
     }
+    if (a.o.max_divergences) {
+        /* a diff stopped part-way counts rows of the ranges it finished
+         * only: the repair's checks would rest on a partial answer */
+        diff_args_free(&a);
+        return cli_fail("sluice repair compares whole tables: --max-divergences would stop the "
+                        "diff part-way; --max-rows caps a repair");
+    }
     a.o.source_db = "source";
     a.o.target_db = "target";
     int status = 2;

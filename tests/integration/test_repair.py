@@ -365,4 +365,8 @@ got = s.execute("SELECT amount, note FROM t WHERE id = 1").fetchone()
 s.close()
 t.ok(code == 0 and got == (1.0, "a"), "without the tolerance the amount is repaired too",
      f"exit {code} row {got}\n{out}\n{err}")
+code, out, err = sluice("repair", "sqlite:" + tsa, "sqlite:" + tsb, "--table", "t",
+                        "--no-progress", "--max-divergences", "1")
+t.ok(code == 2 and "--max-divergences" in err and len(err.strip().splitlines()) == 1,
+     "repair refuses --max-divergences (a partial diff), exit 2, one line", err)
 t.done()
