@@ -81,7 +81,7 @@ static const char *opt_name(int opt)
  * why (a static string). */
 static int read_eps(const char *s, size_t n, uint64_t *m, int32_t *e, const char **why)
 {
-    size_t i = 0, sig = 0;
+    size_t i = 0, sig = 0, zeros = 0, zfrac = 0; /* zeros: after the last other digit */
     long long exp = 0;
     int digits = 0;
     uint64_t v = 0;
@@ -103,13 +103,22 @@ static int read_eps(const char *s, size_t n, uint64_t *m, int32_t *e, const char
             exp -= frac;
             continue;
         }
-        if (++sig > ENC_TOL_EPS_DIGITS) {
+        if (s[i] == '0') { /* significant only if another digit follows: 1e20 is 1 digit */
+            zeros++;
+            zfrac += (size_t)frac;
+            continue;
+        }
+        if ((sig += zeros + 1) > ENC_TOL_EPS_DIGITS) {
             *why = "has more than 17 significant digits";
             return -1;
         }
+        for (; zeros; zeros--)
+            v *= 10;
+        exp -= (long long)zfrac + frac;
+        zfrac = 0;
         v = v * 10 + (uint64_t)(s[i] - '0');
-        exp -= frac;
     }
+    exp += (long long)(zeros - zfrac); /* trailing zeros of the integer part */
     if (!digits) {
         *why = "is not a number";
         return -1;

@@ -196,6 +196,17 @@ int main(int argc, char **argv)
     ok(enc_tol_rule_parse("tolerance:amount=-1", &r, &e) && strstr(e.msg, "greater than 0"),
        "negative: %s", e.msg);
     ok(enc_tol_rule_parse("tolerance:a=1.23456789012345678", &r, &e), "18 digits: %s", e.msg);
+    {
+        enc_tol big = rule("tolerance:a=100000000000000000000"),
+                one = rule("tolerance:a=1.000000000000000000000"), mid = rule("tolerance:a=10.50"),
+                lead = rule("tolerance:a=00.00500");
+        ok(big.eps_m == 1 && big.eps_e == 20 && one.eps_m == 1 && one.eps_e == 0 &&
+               mid.eps_m == 105 && mid.eps_e == -1 && lead.eps_m == 5 && lead.eps_e == -3,
+           "trailing zeros are not significant digits: 1e20, 1.000..., 10.50, 00.00500");
+        ok(enc_tol_rule_parse("tolerance:a=10000000000000000.1", &r, &e) &&
+               strstr(e.msg, "17 significant"),
+           "18 digits with inner zeros: %s", e.msg);
+    }
     ok(enc_tol_rule_parse("timestamp-precision:ns", &r, &e), "ns: %s", e.msg);
     ok(enc_tol_rule_parse("bogus:x", &r, &e), "unknown option: %s", e.msg);
     const char *cols[] = {"id", "amount", "name", "f", "float"};
