@@ -158,6 +158,24 @@ int main(int argc, char **argv)
        "s: a half rounds away from 2000-01-01, as PostgreSQL's timestamp(0)");
     ok(exact_equal(ENC_TIMESTAMP, "1999-12-31 23:59:59.4", "1999-12-31 23:59:59", &s0),
        "s: 59.4 rounds to 59");
+    /* timestamps PostgreSQL's connector sends as text (years it has and
+     * T_TIME has not): rounded alike, as PostgreSQL rounds them */
+    ok(exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.4", "12000-01-01 00:00:00", &s0) &&
+           exact_equal(ENC_TIMESTAMP, "12000-12-31 23:59:59.5", "12001-01-01 00:00:00", &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.5", "12000-01-01 00:00:00", &s0),
+       "s: a year past 9999 (text) rounds, halves away from 2000");
+    ok(exact_equal(ENC_TIMESTAMP, "0044-03-15 12:00:00.4 BC", "0044-03-15 12:00:00 BC", &s0) &&
+           exact_equal(ENC_TIMESTAMP, "0044-03-15 23:59:59.5 BC", "0044-03-15 23:59:59 BC", &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "0044-03-15 12:00:00.6 BC", "0044-03-15 12:00:00 BC", &s0),
+       "s: a BC timestamp (text) rounds, halves away from 2000");
+    ok(exact_equal(ENC_TIMESTAMPTZ, "0001-12-31 23:59:59.9995+00 BC",
+                   "0001-12-31 23:59:59.999+00 BC", &ms) &&
+           exact_equal(ENC_TIMESTAMPTZ, "294276-12-31 23:59:59.4+00", "294276-12-31 23:59:59+00",
+                       &s0),
+       "ms, s: timestamptz text, BC and at PostgreSQL's last year");
+    ok(!exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.40", "12000-01-01 00:00:00", &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.4 bc", "12000-01-01 00:00:00 bc", &s0),
+       "text not in the connector's form stays exact");
     enc_tol tf = rule("trim-trailing-spaces:");
     tf.text |= ENC_TOL_FOLD;
     ok(exact_equal(ENC_TEXT, "Abc  ", "aBC", &tf), "trim and fold: 'Abc  ' = 'aBC'");

@@ -217,6 +217,25 @@ t.ok(code == 1 and changed_ids(doc) == {"2"},
      "--timestamp-precision a=s: 12:00:00.4 = 12:00:00, 12:00:00.5 rounds to 12:00:01",
      f"{code} {doc and doc['divergences']} {err}")
 
+# years PostgreSQL has and the timestamp encoding has not (BC, past 9999)
+# travel as text; a timestamp(0) copy is still equal under --timestamp-precision s
+cur.execute("CREATE TABLE far_s (id int PRIMARY KEY, a timestamp, b timestamptz)")
+cur.execute("CREATE TABLE far_t (id int PRIMARY KEY, a timestamp(0), b timestamptz(0))")
+cur.execute("SET TIME ZONE 'UTC'")
+cur.execute("INSERT INTO far_s VALUES (1, '12000-01-01 00:00:00.4', '12000-01-01 00:00:00.4+00'),"
+            " (2, '0044-03-15 12:00:00.4 BC', '0044-03-15 12:00:00.4+00 BC'),"
+            " (3, '12000-12-31 23:59:59.5', '0044-03-15 23:59:59.5+00 BC'),"
+            " (4, '0001-01-01 00:00:00.5', '9999-12-31 23:59:59.4+00')")
+cur.execute("INSERT INTO far_t SELECT * FROM far_s")
+cur.execute("INSERT INTO far_s VALUES (5, '12000-01-01 00:00:00.6', '0044-03-15 12:00:00.6+00 BC')")
+cur.execute("INSERT INTO far_t VALUES (5, '12000-01-01 00:00:00', '0044-03-15 12:00:00+00 BC')")
+code, doc, err = sluice_json("diff", pg.dsn(db), pg.dsn(db), "--table", "far_s",
+                             "--target-table", "far_t", "--timestamp-precision", "s")
+t.ok(code == 1 and changed_ids(doc) == {"5"} and
+     {c["column"] for d in doc["divergences"] for c in d["columns"]} == {"a", "b"},
+     "--timestamp-precision s: BC and years past 9999 round as PostgreSQL's timestamp(0)",
+     f"{code} {doc and doc['divergences']} {err}")
+
 # bad input: exit 2, one line on stderr
 BAD = [
     (["--tolerance", "v"], "no epsilon"),
