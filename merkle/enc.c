@@ -1024,15 +1024,13 @@ static inline __attribute__((always_inline)) int value(sl_buf *out, int cls, con
 
 /* ---- tolerances ------------------------------------------------------ */
 
-/* Microseconds rounded to keep digits fractional digits, halves away from
- * 2000-01-01 as PostgreSQL's timestamp(p) rounds. */
-static int64_t round_micros(int64_t us, int digits)
+/* Microseconds since 2000-01-01 rounded to keep digits fractional digits,
+ * halves away from 2000-01-01 as PostgreSQL's timestamp(p) rounds. */
+static int64_t round_micros(int64_t t, int digits)
 {
     static const int64_t scale[] = {1000000, 100000, 10000, 1000, 100, 10, 1};
-    const int64_t pg_epoch = 946684800000000LL, q = scale[digits];
-    int64_t t = us - pg_epoch;
-    t = t >= 0 ? (t + q / 2) / q * q : -((-t + q / 2) / q * q);
-    return t + pg_epoch;
+    const int64_t q = scale[digits];
+    return t >= 0 ? (t + q / 2) / q * q : -((-t + q / 2) / q * q);
 }
 
 static void put_len(uint8_t *o, size_t n)
@@ -1045,6 +1043,11 @@ static void put_len(uint8_t *o, size_t n)
 
 #define US_DAY 86400000000LL
 #define DAYS_1970_2000 10957LL
+#define US_1970_2000 (DAYS_1970_2000 * US_DAY)
+/* The days PostgreSQL's connector sends as T_TIME, 0001-01-01 to 9999-12-31
+ * (connectors/pg_bin.c, DAY_MIN and DAY_END), since 2000-01-01 */
+#define PG_DAY_MIN (-719162LL - DAYS_1970_2000)
+#define PG_DAY_END (2932897LL - DAYS_1970_2000)
 
 /* A timestamp as PostgreSQL's connector writes one outside years 1..9999
  * (connectors/pg_bin.c, time_text): "Y-MM-DD HH:MM:SS[.f][+00][ BC]",
@@ -1072,8 +1075,11 @@ static int put_pg_time(sl_buf *out, int64_t t2000, int tz)
  * past 9999) rounded as tol_transform rounds a T_TIME: parsed, rounded and
  * written back when the text is exactly what put_pg_time writes (any other
  * text stays as it is). 0, or -1 when memory runs out. */
-static int round_pg_time(sl_buf *out, size_t at, size_t n, int digits)
+static int put_rounded_time(sl_buf *out, size_t start, int cls, int flags, int64_t t);
+
+static int round_pg_time(sl_buf *out, size_t start, int cls, int flags, int digits)
 {
+    size_t at = start + ((flags & ENC_STRICT) ? 2 : 1) + 4, n = out->len - at;
     const char *s = (const char *)out->p + at;
     size_t i = 0, yd = 0;
     int64_t y = 0;
@@ -1111,12 +1117,31 @@ static int round_pg_time(sl_buf *out, size_t at, size_t n, int digits)
     out->len = end;
     if (!canon)
         return 0;
-    const int64_t q = (int64_t[]){1000000, 100000, 10000, 1000, 100, 10, 1}[digits];
-    t = t >= 0 ? (t + q / 2) / q * q : -((-t + q / 2) / q * q);
-    out->len = at;
-    if (put_pg_time(out, t, tz))
+    return put_rounded_time(out, start, cls, flags, round_micros(t, digits));
+}
+
+/* Writes at start (dropping what is there) the rounded timestamp t (since
+ * 2000) as PostgreSQL's connector would send a value stored rounded: T_TIME
+ * within years 1..9999, else its text. A rounding may cross that edge
+ * (9999-12-31 23:59:59.5 is 10000-01-01 in timestamp(0)). */
+static int put_rounded_time(sl_buf *out, size_t start, int cls, int flags, int64_t t)
+{
+    out->len = start;
+    if (t >= PG_DAY_MIN * US_DAY && t < PG_DAY_END * US_DAY) {
+        uint8_t b[8];
+        put_be64(b, (uint64_t)(t + US_1970_2000));
+        return put_frame(out, T_TIME, cls, flags, b, 8);
+    }
+    size_t hdr = (flags & ENC_STRICT) ? 6 : 5;
+    if (sl_buf_reserve(out, hdr))
         return -1;
-    put_len(out->p + at - 4, out->len - at);
+    out->p[start] = T_FALLBACK;
+    if (flags & ENC_STRICT)
+        out->p[start + 1] = (uint8_t)cls;
+    out->len = start + hdr;
+    if (put_pg_time(out, t, cls == ENC_TIMESTAMPTZ))
+        return -1;
+    put_len(out->p + start + hdr - 4, out->len - start - hdr);
     return 0;
 }
 
@@ -1133,10 +1158,14 @@ static int tol_transform(sl_buf *out, size_t start, int cls, int flags, const en
     uint8_t *pl = out->p + start + h + 4;
     size_t n = out->len - start - h - 4;
     if (tag == T_TIME && t->ts_digits < 6 && n == 8) {
-        put_be64(pl, (uint64_t)round_micros((int64_t)get_be64(pl), t->ts_digits));
+        int64_t us = (int64_t)get_be64(pl);
+        if (us < INT64_MIN + US_1970_2000) /* not a time PostgreSQL or a text could give */
+            return 0;
+        return put_rounded_time(out, start, cls, flags,
+                                round_micros(us - US_1970_2000, t->ts_digits));
     } else if (tag == T_FALLBACK && t->ts_digits < 6 &&
                (cls == ENC_TIMESTAMP || cls == ENC_TIMESTAMPTZ)) {
-        return round_pg_time(out, start + h + 4, n, t->ts_digits);
+        return round_pg_time(out, start, cls, flags, t->ts_digits);
     } else if (tag == T_TEXT && t->text) {
         if (t->text & ENC_TOL_FOLD)
             for (size_t i = 0; i < n; i++)

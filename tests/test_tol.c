@@ -173,6 +173,11 @@ int main(int argc, char **argv)
            exact_equal(ENC_TIMESTAMPTZ, "294276-12-31 23:59:59.4+00", "294276-12-31 23:59:59+00",
                        &s0),
        "ms, s: timestamptz text, BC and at PostgreSQL's last year");
+    ok(exact_equal(ENC_TIMESTAMP, "9999-12-31 23:59:59.5", "10000-01-01 00:00:00", &s0) &&
+           exact_equal(ENC_TIMESTAMPTZ, "0001-12-31 23:59:59.6+00 BC", "0001-01-01 00:00:00+00",
+                       &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "9999-12-31 23:59:59.4", "10000-01-01 00:00:00", &s0),
+       "s: a rounding across year 10000 or out of BC meets the form the rounded value has");
     ok(!exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.40", "12000-01-01 00:00:00", &s0) &&
            !exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.4 bc", "12000-01-01 00:00:00 bc", &s0),
        "text not in the connector's form stays exact");
