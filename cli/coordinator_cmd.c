@@ -62,7 +62,8 @@ static void schedule_free(schedule *s)
 /* Reads a schedule file: {"audits": [{"name", "every", "source", "target",
  * "table", and any of "target_table", "key", "columns", "exclude",
  * "where", "strict", "rechecks", "settle", "ranges", "max_rows_per_second",
- * "priority", "max_tasks", "share"}]}. */
+ * "priority", "max_tasks", "share", "tolerances"}]}; "tolerances" as the
+ * submit's, rules "OPTION:VALUE" (merkle/tol.h: "tolerance:amount=0.005"). */
 static int schedule_load(const char *path, schedule *s)
 {
     json_error_t je;
@@ -83,7 +84,7 @@ static int schedule_load(const char *path, schedule *s)
         json_t *a = json_array_get(audits, i);
         const char *name = json_string_value(json_object_get(a, "name"));
         long every = json_every(json_object_get(a, "every"));
-        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS];
+        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS], *tols[CO_MAX_COLS];
         sl_job_spec o = {0};
         if (!name)
             return cli_fail("schedule %s: audit %zu has no \"name\"", path, i + 1);
@@ -92,9 +93,10 @@ static int schedule_load(const char *path, schedule *s)
                             path, name);
         if (json_names(json_object_get(a, "key"), key, &o.nkey) ||
             json_names(json_object_get(a, "columns"), cols, &o.ncolumns) ||
-            json_names(json_object_get(a, "exclude"), excl, &o.nexclude))
-            return cli_fail("schedule %s: audit \"%s\": key, columns and exclude are lists "
-                            "of names",
+            json_names(json_object_get(a, "exclude"), excl, &o.nexclude) ||
+            json_names(json_object_get(a, "tolerances"), tols, &o.ntolerances))
+            return cli_fail("schedule %s: audit \"%s\": key, columns, exclude and tolerances "
+                            "are lists of strings",
                             path, name);
         json_t *prio = json_object_get(a, "priority");
         if (prio &&
@@ -116,6 +118,7 @@ static int schedule_load(const char *path, schedule *s)
         o.key = key;
         o.columns = cols;
         o.exclude = excl;
+        o.tolerances = tols;
         o.source = json_string_value(json_object_get(a, "source"));
         o.target = json_string_value(json_object_get(a, "target"));
         o.table = json_string_value(json_object_get(a, "table"));

@@ -384,4 +384,45 @@ ctx.term()
 cl.stop()
 t.ok(not cl.sanitizer_reports(), "no sanitizer report in the cluster",
      "\n".join(cl.sanitizer_reports()))
+
+# a schedule file takes "tolerances" as a submit does (it was ignored: every
+# row within tolerance came back changed), and refuses a bad rule
+cl2 = Cluster({"source": pg.dsn(db), "target": "sqlite:" + lite_path})
+sched = os.path.join(cl2.dir, "audits.json")
+audit = {"name": "tolfile", "every": "1h", "source": "source", "target": "target",
+         "table": "amounts_s", "target_table": "amounts_t"}
+with open(sched, "w") as f:
+    json.dump({"audits": [dict(audit, tolerances=["tolerance:v=-1"])]}, f)
+try:  # refused at start; a coordinator that starts is stopped, and fails the check
+    r = subprocess.run([SLUICE, "coordinator", "--schedule", sched, "--state",
+                        "sqlite:" + os.path.join(cl2.dir, "x.db"), "--workers-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}", "--clients-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}", "--events-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, env=cl2.env, timeout=20)
+    code, err = r.returncode, r.stderr
+except subprocess.TimeoutExpired:
+    code, err = None, "still running after 20 s"
+t.ok(code == 2 and "greater than 0" in err, "a schedule file with a bad tolerance: exit 2",
+     f"{code} {err}")
+with open(sched, "w") as f:
+    json.dump({"audits": [dict(audit, tolerances=["tolerance:v=0.005"])]}, f)
+cl2.start_coordinator(extra=["--schedule", sched])
+cl2.start_worker(slots=2)
+drift = []
+end = time.time() + 60
+while time.time() < end and not drift:
+    time.sleep(0.5)
+    try:
+        con = sqlite3.connect(cl2.state)
+        drift = con.execute("SELECT changed, missing FROM drift WHERE tbl = 'amounts_s'").fetchall()
+        con.close()
+    except sqlite3.Error:
+        pass
+t.ok(drift and drift[0][0] == len(expected("amounts", "sqlite")),
+     f"a schedule file's tolerances apply: {len(expected('amounts', 'sqlite'))} changed",
+     str(drift))
+cl2.stop()
+t.ok(not cl2.sanitizer_reports(), "no sanitizer report (schedule file)",
+     "\n".join(cl2.sanitizer_reports()))
 t.done()
