@@ -119,6 +119,19 @@ int main(int argc, char **argv)
            within(ENC_NUMERIC, "1e400", "1.0000000000000000000000001e400", &a5) == 0,
        "huge values, absolute: exact unless within 0.005");
     {
+        /* digits millions of places apart (text a loosely typed column may
+         * hold): decided exactly, not reported different */
+        enc_tol one = rule("tolerance:x=1"), r1 = rule("tolerance:x=1r");
+        ok(within(ENC_NUMERIC, "1", "1e-5000000", &one) == 1 &&
+               within(ENC_NUMERIC, "1", "-1e-5000000", &one) == 0 &&
+               within(ENC_NUMERIC, "1e-900000000", "-1e-900000000", &one) == 1 &&
+               within(ENC_NUMERIC, "1e900000000", "-1e-900000000", &one) == 0,
+           "absolute: 1 and 1e-5000000 are within 1, 1 and -1e-5000000 are not");
+        ok(within(ENC_NUMERIC, "5", "1e-5000000", &r1) == 1 &&
+               within(ENC_NUMERIC, "5", "-1e-5000000", &r1) == 0,
+           "relative: 5 and 1e-5000000 within 1r, 5 and -1e-5000000 not");
+    }
+    {
         sl_buf x = {0};
         grid(&x, ENC_NUMERIC, "1e5000", &a5);
         ok(x.len > 0 && x.p[0] == 0x01, "a value too large for a cell is hashed exactly");
