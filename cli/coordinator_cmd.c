@@ -63,7 +63,8 @@ static void schedule_free(schedule *s)
  * "table", and any of "target_table", "key", "columns", "exclude",
  * "where", "strict", "rechecks", "settle", "ranges", "max_rows_per_second",
  * "priority", "max_tasks", "share", "keys_only", "max_divergences",
- * "chunk_time", "replicas", "max_replica_lag"}]}. */
+ * "chunk_time", "replicas", "max_replica_lag", "tolerances"}]}; "tolerances"
+ * as the submit's, rules "OPTION:VALUE" (merkle/tol.h: "tolerance:amount=0.005"). */
 static int schedule_load(const char *path, schedule *s)
 {
     json_error_t je;
@@ -84,7 +85,8 @@ static int schedule_load(const char *path, schedule *s)
         json_t *a = json_array_get(audits, i);
         const char *name = json_string_value(json_object_get(a, "name"));
         long every = json_every(json_object_get(a, "every"));
-        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS], *repl[CO_MAX_COLS];
+        const char *key[CO_MAX_COLS], *cols[CO_MAX_COLS], *excl[CO_MAX_COLS], *repl[CO_MAX_COLS],
+            *tols[CO_MAX_COLS];
         sl_job_spec o = {0};
         if (!name)
             return cli_fail("schedule %s: audit %zu has no \"name\"", path, i + 1);
@@ -93,9 +95,10 @@ static int schedule_load(const char *path, schedule *s)
                             path, name);
         if (json_names(json_object_get(a, "key"), key, &o.nkey) ||
             json_names(json_object_get(a, "columns"), cols, &o.ncolumns) ||
-            json_names(json_object_get(a, "exclude"), excl, &o.nexclude))
-            return cli_fail("schedule %s: audit \"%s\": key, columns and exclude are lists "
-                            "of names",
+            json_names(json_object_get(a, "exclude"), excl, &o.nexclude) ||
+            json_names(json_object_get(a, "tolerances"), tols, &o.ntolerances))
+            return cli_fail("schedule %s: audit \"%s\": key, columns, exclude and tolerances "
+                            "are lists of strings",
                             path, name);
         json_t *prio = json_object_get(a, "priority");
         if (prio &&
@@ -117,6 +120,7 @@ static int schedule_load(const char *path, schedule *s)
         o.key = key;
         o.columns = cols;
         o.exclude = excl;
+        o.tolerances = tols;
         o.source = json_string_value(json_object_get(a, "source"));
         o.target = json_string_value(json_object_get(a, "target"));
         o.table = json_string_value(json_object_get(a, "table"));

@@ -1024,15 +1024,13 @@ static inline __attribute__((always_inline)) int value(sl_buf *out, int cls, con
 
 /* ---- tolerances ------------------------------------------------------ */
 
-/* Microseconds rounded to keep digits fractional digits, halves away from
- * 2000-01-01 as PostgreSQL's timestamp(p) rounds. */
-static int64_t round_micros(int64_t us, int digits)
+/* Microseconds since 2000-01-01 rounded to keep digits fractional digits,
+ * halves away from 2000-01-01 as PostgreSQL's timestamp(p) rounds. */
+static int64_t round_micros(int64_t t, int digits)
 {
     static const int64_t scale[] = {1000000, 100000, 10000, 1000, 100, 10, 1};
-    const int64_t pg_epoch = 946684800000000LL, q = scale[digits];
-    int64_t t = us - pg_epoch;
-    t = t >= 0 ? (t + q / 2) / q * q : -((-t + q / 2) / q * q);
-    return t + pg_epoch;
+    const int64_t q = scale[digits];
+    return t >= 0 ? (t + q / 2) / q * q : -((-t + q / 2) / q * q);
 }
 
 static void put_len(uint8_t *o, size_t n)
@@ -1043,10 +1041,115 @@ static void put_len(uint8_t *o, size_t n)
     o[3] = (uint8_t)n;
 }
 
+#define US_DAY 86400000000LL
+#define DAYS_1970_2000 10957LL
+#define US_1970_2000 (DAYS_1970_2000 * US_DAY)
+/* The days PostgreSQL's connector sends as T_TIME, 0001-01-01 to 9999-12-31
+ * (connectors/pg_bin.c, DAY_MIN and DAY_END), since 2000-01-01 */
+#define PG_DAY_MIN (-719162LL - DAYS_1970_2000)
+#define PG_DAY_END (2932897LL - DAYS_1970_2000)
+
+/* A timestamp as PostgreSQL's connector writes one outside years 1..9999
+ * (connectors/pg_bin.c, time_text): "Y-MM-DD HH:MM:SS[.f][+00][ BC]",
+ * the fraction without trailing zeros. */
+static int put_pg_time(sl_buf *out, int64_t t2000, int tz)
+{
+    int64_t days = t2000 / US_DAY - (t2000 % US_DAY < 0), y;
+    int64_t us = t2000 - days * US_DAY, s = us / 1000000, f = us % 1000000;
+    unsigned m, d;
+    enc_civil(days + DAYS_1970_2000, &y, &m, &d);
+    int bc = y <= 0, n = 6;
+    if (sl_buf_printf(out, "%04lld-%02u-%02u %02lld:%02lld:%02lld", (long long)(bc ? 1 - y : y), m,
+                      d, (long long)(s / 3600), (long long)(s / 60 % 60), (long long)(s % 60)))
+        return -1;
+    char frac[8];
+    snprintf(frac, sizeof frac, "%06lld", (long long)f);
+    while (n > 0 && frac[n - 1] == '0')
+        n--;
+    if ((n && sl_buf_printf(out, ".%.*s", n, frac)) || (tz && sl_buf_append(out, "+00", 3)))
+        return -1;
+    return bc ? sl_buf_append(out, " BC", 3) : 0;
+}
+
+/* A fallback timestamp (a year PostgreSQL has and T_TIME does not: BC, or
+ * past 9999) rounded as tol_transform rounds a T_TIME: parsed, rounded and
+ * written back when the text is exactly what put_pg_time writes (any other
+ * text stays as it is). 0, or -1 when memory runs out. */
+static int put_rounded_time(sl_buf *out, size_t start, int cls, int flags, int64_t t);
+
+static int round_pg_time(sl_buf *out, size_t start, int cls, int flags, int digits)
+{
+    size_t at = start + ((flags & ENC_STRICT) ? 2 : 1) + 4, n = out->len - at;
+    const char *s = (const char *)out->p + at;
+    size_t i = 0, yd = 0;
+    int64_t y = 0;
+    int mo, d, h, mi, sec;
+    long frac = 0;
+    for (; i < n && yd < 7 && isdigit((unsigned char)s[i]); i++, yd++)
+        y = y * 10 + (s[i] - '0');
+    if (yd < 4 || i >= n || s[i++] != '-' || read_digits(s, n, &i, 2, &mo) || i >= n ||
+        s[i++] != '-' || read_digits(s, n, &i, 2, &d) || i >= n || s[i++] != ' ' ||
+        read_digits(s, n, &i, 2, &h) || i >= n || s[i++] != ':' || read_digits(s, n, &i, 2, &mi) ||
+        i >= n || s[i++] != ':' || read_digits(s, n, &i, 2, &sec) || mo < 1 || mo > 12 || d < 1 ||
+        d > 31 || h > 23 || mi > 59 || sec > 59)
+        return 0;
+    if (i < n && s[i] == '.') { /* 1 to 6 digits; more, and the text is not canonical */
+        size_t st = ++i;
+        for (; i < n && i - st < 6 && isdigit((unsigned char)s[i]); i++)
+            frac = frac * 10 + (s[i] - '0');
+        for (size_t k = i - st; k < 6; k++)
+            frac *= 10;
+    }
+    int tz = n - i >= 3 && !memcmp(s + i, "+00", 3);
+    i += tz ? 3 : 0;
+    int bc = n - i == 3 && !memcmp(s + i, " BC", 3);
+    if (i + (bc ? 3 : 0) != n)
+        return 0;
+    int64_t days = days_from_civil(bc ? 1 - y : y, (unsigned)mo, (unsigned)d) - DAYS_1970_2000;
+    if (days < -106751990 || days > 106751990) /* t2000 stays inside int64 */
+        return 0;
+    int64_t t = days * US_DAY + ((int64_t)h * 3600 + mi * 60 + sec) * 1000000 + frac;
+    /* written back only when the text is this one's canonical form */
+    size_t end = out->len;
+    if (put_pg_time(out, t, tz))
+        return -1;
+    int canon = out->len - end == n && !memcmp(out->p + end, out->p + at, n);
+    out->len = end;
+    if (!canon)
+        return 0;
+    return put_rounded_time(out, start, cls, flags, round_micros(t, digits));
+}
+
+/* Writes at start (dropping what is there) the rounded timestamp t (since
+ * 2000) as PostgreSQL's connector would send a value stored rounded: T_TIME
+ * within years 1..9999, else its text. A rounding may cross that edge
+ * (9999-12-31 23:59:59.5 is 10000-01-01 in timestamp(0)). */
+static int put_rounded_time(sl_buf *out, size_t start, int cls, int flags, int64_t t)
+{
+    out->len = start;
+    if (t >= PG_DAY_MIN * US_DAY && t < PG_DAY_END * US_DAY) {
+        uint8_t b[8];
+        put_be64(b, (uint64_t)(t + US_1970_2000));
+        return put_frame(out, T_TIME, cls, flags, b, 8);
+    }
+    size_t hdr = (flags & ENC_STRICT) ? 6 : 5;
+    if (sl_buf_reserve(out, hdr))
+        return -1;
+    out->p[start] = T_FALLBACK;
+    if (flags & ENC_STRICT)
+        out->p[start + 1] = (uint8_t)cls;
+    out->len = start + hdr;
+    if (put_pg_time(out, t, cls == ENC_TIMESTAMPTZ))
+        return -1;
+    put_len(out->p + start + hdr - 4, out->len - start - hdr);
+    return 0;
+}
+
 /* Applies t to the one value encoded at out->p + start: a timestamp is
- * rounded, text folded and trimmed, all in place; with ENC_GRID a number
+ * rounded (also one PostgreSQL's connector sent as text: BC, or a year
+ * past 9999), text folded and trimmed, all in place; with ENC_GRID a number
  * becomes its grid cell (T_CELL), or stays exact when too large for one. */
-static int tol_transform(sl_buf *out, size_t start, int flags, const enc_tol *t)
+static int tol_transform(sl_buf *out, size_t start, int cls, int flags, const enc_tol *t)
 {
     size_t h = (flags & ENC_STRICT) ? 2 : 1;
     int tag = out->p[start];
@@ -1055,7 +1158,14 @@ static int tol_transform(sl_buf *out, size_t start, int flags, const enc_tol *t)
     uint8_t *pl = out->p + start + h + 4;
     size_t n = out->len - start - h - 4;
     if (tag == T_TIME && t->ts_digits < 6 && n == 8) {
-        put_be64(pl, (uint64_t)round_micros((int64_t)get_be64(pl), t->ts_digits));
+        int64_t us = (int64_t)get_be64(pl);
+        if (us < INT64_MIN + US_1970_2000) /* not a time PostgreSQL or a text could give */
+            return 0;
+        return put_rounded_time(out, start, cls, flags,
+                                round_micros(us - US_1970_2000, t->ts_digits));
+    } else if (tag == T_FALLBACK && t->ts_digits < 6 &&
+               (cls == ENC_TIMESTAMP || cls == ENC_TIMESTAMPTZ)) {
+        return round_pg_time(out, start, cls, flags, t->ts_digits);
     } else if (tag == T_TEXT && t->text) {
         if (t->text & ENC_TOL_FOLD)
             for (size_t i = 0; i < n; i++)
@@ -1093,7 +1203,7 @@ static int value_tol(sl_buf *out, int cls, const enc_val *v, int flags, const en
     size_t start = out->len;
     if (value(out, cls, v, flags))
         return -1;
-    return t && v->kind != ENC_V_NULL ? tol_transform(out, start, flags, t) : 0;
+    return t && v->kind != ENC_V_NULL ? tol_transform(out, start, cls, flags, t) : 0;
 }
 
 int enc_value_tol(sl_buf *out, int cls, const enc_val *v, int flags, const struct enc_tol *t)

@@ -9,9 +9,10 @@
  * values share an exact encoding). */
 #define CELL_MAX_DIGITS 4096
 
-/* enc_tol_within aligns two numbers digit by digit; two whose digits span
- * more than this (far beyond PostgreSQL's numeric range) are reported
- * unequal rather than computed. */
+/* enc_tol_within aligns two numbers digit by digit, gaps without digits
+ * narrowed (narrow_gaps); two whose digits still span more than this (a
+ * number of millions of digits itself) are reported unequal rather than
+ * computed. */
 #define WITHIN_MAX_DIGITS (1u << 22)
 
 enc_tol enc_tol_exact(void)
@@ -81,7 +82,7 @@ static const char *opt_name(int opt)
  * why (a static string). */
 static int read_eps(const char *s, size_t n, uint64_t *m, int32_t *e, const char **why)
 {
-    size_t i = 0, sig = 0;
+    size_t i = 0, sig = 0, zeros = 0, zfrac = 0; /* zeros: after the last other digit */
     long long exp = 0;
     int digits = 0;
     uint64_t v = 0;
@@ -103,13 +104,22 @@ static int read_eps(const char *s, size_t n, uint64_t *m, int32_t *e, const char
             exp -= frac;
             continue;
         }
-        if (++sig > ENC_TOL_EPS_DIGITS) {
+        if (s[i] == '0') { /* significant only if another digit follows: 1e20 is 1 digit */
+            zeros++;
+            zfrac += (size_t)frac;
+            continue;
+        }
+        if ((sig += zeros + 1) > ENC_TOL_EPS_DIGITS) {
             *why = "has more than 17 significant digits";
             return -1;
         }
+        for (; zeros; zeros--)
+            v *= 10;
+        exp -= (long long)zfrac + frac;
+        zfrac = 0;
         v = v * 10 + (uint64_t)(s[i] - '0');
-        exp -= frac;
     }
+    exp += (long long)(zeros - zfrac); /* trailing zeros of the integer part */
     if (!digits) {
         *why = "is not a number";
         return -1;
@@ -512,6 +522,34 @@ static int mag_mul(const mag *a, uint64_t k, mag *out)
     return 0;
 }
 
+/* Narrows each run of over 2 digit positions that holds no digit of any
+ * of m[0..k) (nonzero magnitudes, trimmed) to 2, moving the digits above
+ * it down. |a -+ b| <= bound keeps its answer: a carry or borrow crosses
+ * such a gap alike (its digits all 0, a 1 at its foot, or all 9), and so
+ * does the comparison with the bound, which has no digit there; a number
+ * and its order are the same on either side of it. So 1 against 1e-5000000
+ * needs a few digits, not five million. */
+static void narrow_gaps(mag **m, size_t k)
+{
+    for (size_t i = 1; i < k; i++) /* by foot: insertion sort of at most 3 */
+        for (size_t j = i; j > 0 && m[j]->e < m[j - 1]->e; j--) {
+            mag *x = m[j];
+            m[j] = m[j - 1];
+            m[j - 1] = x;
+        }
+    long long shift = 0, reach = k ? m[0]->e : 0; /* the top of the digits below */
+    for (size_t i = 0; i < k; i++) {
+        long long e = m[i]->e - shift;
+        if (e > reach + 2) {
+            shift += e - (reach + 2);
+            e = reach + 2;
+        }
+        m[i]->e = e;
+        if (e + (long long)m[i]->n > reach)
+            reach = e + (long long)m[i]->n;
+    }
+}
+
 /* The canonical decimal of one encoded number (T_NUMBER) into x. */
 static int encoded_number(const uint8_t *e, size_t n, size_t h, dec *x)
 {
@@ -538,30 +576,40 @@ int enc_tol_within(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, int
     uint8_t ev[ENC_TOL_EPS_DIGITS + 1];
     if ((x.n && !mag_from_dec(&x, &ma)) || (y.n && !mag_from_dec(&y, &mb)))
         goto out;
+    int c = mag_cmp(&ma, &mb); /* a zero (n = 0) is below any other */
+    int same = x.neg == y.neg || x.n == 0 || y.n == 0;
+    /* the bound: eps, or eps * max(|a|, |b|) */
+    mag *lim = &eps;
+    eps.v = ev;
+    eps.e = t->eps_e;
+    for (uint64_t m = t->eps_m; m; m /= 10)
+        ev[eps.n++] = (uint8_t)(m % 10);
+    if (t->num == ENC_TOL_REL) {
+        if (mag_mul(c >= 0 ? &ma : &mb, t->eps_m, &bound))
+            goto out;
+        bound.e += t->eps_e;
+        mag_trim(&bound);
+        lim = &bound;
+    }
+    mag *nz[3];
+    size_t k = 0;
+    if (ma.n)
+        nz[k++] = &ma;
+    if (mb.n)
+        nz[k++] = &mb;
+    if (lim->n)
+        nz[k++] = lim;
+    narrow_gaps(nz, k);
     if (x.n == 0)
         ma.e = mb.e;
     if (y.n == 0)
         mb.e = ma.e;
-    int c = mag_cmp(&ma, &mb);
-    int same = x.neg == y.neg || x.n == 0 || y.n == 0;
     int r = same && c < 0 ? mag_addsub(&mb, &ma, 1, &d) : mag_addsub(&ma, &mb, same, &d);
     if (r != 0) {
         rc = r < 0 ? -1 : 0;
         goto out;
     }
-    /* the bound: eps, or eps * max(|a|, |b|) */
-    eps.v = ev;
-    eps.e = t->eps_e;
-    for (uint64_t m = t->eps_m; m; m /= 10)
-        ev[eps.n++] = (uint8_t)(m % 10);
-    if (t->num == ENC_TOL_ABS) {
-        rc = mag_cmp(&d, &eps) <= 0;
-    } else {
-        if (mag_mul(c >= 0 ? &ma : &mb, t->eps_m, &bound))
-            goto out;
-        bound.e += t->eps_e;
-        rc = mag_cmp(&d, &bound) <= 0;
-    }
+    rc = mag_cmp(&d, lim) <= 0;
 out:
     free(ma.v);
     free(mb.v);

@@ -119,6 +119,19 @@ int main(int argc, char **argv)
            within(ENC_NUMERIC, "1e400", "1.0000000000000000000000001e400", &a5) == 0,
        "huge values, absolute: exact unless within 0.005");
     {
+        /* digits millions of places apart (text a loosely typed column may
+         * hold): decided exactly, not reported different */
+        enc_tol one = rule("tolerance:x=1"), r1 = rule("tolerance:x=1r");
+        ok(within(ENC_NUMERIC, "1", "1e-5000000", &one) == 1 &&
+               within(ENC_NUMERIC, "1", "-1e-5000000", &one) == 0 &&
+               within(ENC_NUMERIC, "1e-900000000", "-1e-900000000", &one) == 1 &&
+               within(ENC_NUMERIC, "1e900000000", "-1e-900000000", &one) == 0,
+           "absolute: 1 and 1e-5000000 are within 1, 1 and -1e-5000000 are not");
+        ok(within(ENC_NUMERIC, "5", "1e-5000000", &r1) == 1 &&
+               within(ENC_NUMERIC, "5", "-1e-5000000", &r1) == 0,
+           "relative: 5 and 1e-5000000 within 1r, 5 and -1e-5000000 not");
+    }
+    {
         sl_buf x = {0};
         grid(&x, ENC_NUMERIC, "1e5000", &a5);
         ok(x.len > 0 && x.p[0] == 0x01, "a value too large for a cell is hashed exactly");
@@ -158,6 +171,29 @@ int main(int argc, char **argv)
        "s: a half rounds away from 2000-01-01, as PostgreSQL's timestamp(0)");
     ok(exact_equal(ENC_TIMESTAMP, "1999-12-31 23:59:59.4", "1999-12-31 23:59:59", &s0),
        "s: 59.4 rounds to 59");
+    /* timestamps PostgreSQL's connector sends as text (years it has and
+     * T_TIME has not): rounded alike, as PostgreSQL rounds them */
+    ok(exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.4", "12000-01-01 00:00:00", &s0) &&
+           exact_equal(ENC_TIMESTAMP, "12000-12-31 23:59:59.5", "12001-01-01 00:00:00", &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.5", "12000-01-01 00:00:00", &s0),
+       "s: a year past 9999 (text) rounds, halves away from 2000");
+    ok(exact_equal(ENC_TIMESTAMP, "0044-03-15 12:00:00.4 BC", "0044-03-15 12:00:00 BC", &s0) &&
+           exact_equal(ENC_TIMESTAMP, "0044-03-15 23:59:59.5 BC", "0044-03-15 23:59:59 BC", &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "0044-03-15 12:00:00.6 BC", "0044-03-15 12:00:00 BC", &s0),
+       "s: a BC timestamp (text) rounds, halves away from 2000");
+    ok(exact_equal(ENC_TIMESTAMPTZ, "0001-12-31 23:59:59.9995+00 BC",
+                   "0001-12-31 23:59:59.999+00 BC", &ms) &&
+           exact_equal(ENC_TIMESTAMPTZ, "294276-12-31 23:59:59.4+00", "294276-12-31 23:59:59+00",
+                       &s0),
+       "ms, s: timestamptz text, BC and at PostgreSQL's last year");
+    ok(exact_equal(ENC_TIMESTAMP, "9999-12-31 23:59:59.5", "10000-01-01 00:00:00", &s0) &&
+           exact_equal(ENC_TIMESTAMPTZ, "0001-12-31 23:59:59.6+00 BC", "0001-01-01 00:00:00+00",
+                       &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "9999-12-31 23:59:59.4", "10000-01-01 00:00:00", &s0),
+       "s: a rounding across year 10000 or out of BC meets the form the rounded value has");
+    ok(!exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.40", "12000-01-01 00:00:00", &s0) &&
+           !exact_equal(ENC_TIMESTAMP, "12000-01-01 00:00:00.4 bc", "12000-01-01 00:00:00 bc", &s0),
+       "text not in the connector's form stays exact");
     enc_tol tf = rule("trim-trailing-spaces:");
     tf.text |= ENC_TOL_FOLD;
     ok(exact_equal(ENC_TEXT, "Abc  ", "aBC", &tf), "trim and fold: 'Abc  ' = 'aBC'");
@@ -196,6 +232,17 @@ int main(int argc, char **argv)
     ok(enc_tol_rule_parse("tolerance:amount=-1", &r, &e) && strstr(e.msg, "greater than 0"),
        "negative: %s", e.msg);
     ok(enc_tol_rule_parse("tolerance:a=1.23456789012345678", &r, &e), "18 digits: %s", e.msg);
+    {
+        enc_tol big = rule("tolerance:a=100000000000000000000"),
+                one = rule("tolerance:a=1.000000000000000000000"), mid = rule("tolerance:a=10.50"),
+                lead = rule("tolerance:a=00.00500");
+        ok(big.eps_m == 1 && big.eps_e == 20 && one.eps_m == 1 && one.eps_e == 0 &&
+               mid.eps_m == 105 && mid.eps_e == -1 && lead.eps_m == 5 && lead.eps_e == -3,
+           "trailing zeros are not significant digits: 1e20, 1.000..., 10.50, 00.00500");
+        ok(enc_tol_rule_parse("tolerance:a=10000000000000000.1", &r, &e) &&
+               strstr(e.msg, "17 significant"),
+           "18 digits with inner zeros: %s", e.msg);
+    }
     ok(enc_tol_rule_parse("timestamp-precision:ns", &r, &e), "ns: %s", e.msg);
     ok(enc_tol_rule_parse("bogus:x", &r, &e), "unknown option: %s", e.msg);
     const char *cols[] = {"id", "amount", "name", "f", "float"};

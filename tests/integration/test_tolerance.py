@@ -217,6 +217,26 @@ t.ok(code == 1 and changed_ids(doc) == {"2"},
      "--timestamp-precision a=s: 12:00:00.4 = 12:00:00, 12:00:00.5 rounds to 12:00:01",
      f"{code} {doc and doc['divergences']} {err}")
 
+# years PostgreSQL has and the timestamp encoding has not (BC, past 9999)
+# travel as text; a timestamp(0) copy is still equal under --timestamp-precision s
+cur.execute("CREATE TABLE far_s (id int PRIMARY KEY, a timestamp, b timestamptz)")
+cur.execute("CREATE TABLE far_t (id int PRIMARY KEY, a timestamp(0), b timestamptz(0))")
+cur.execute("SET TIME ZONE 'UTC'")
+cur.execute("INSERT INTO far_s VALUES (1, '12000-01-01 00:00:00.4', '12000-01-01 00:00:00.4+00'),"
+            " (2, '0044-03-15 12:00:00.4 BC', '0044-03-15 12:00:00.4+00 BC'),"
+            " (3, '12000-12-31 23:59:59.5', '0044-03-15 23:59:59.5+00 BC'),"
+            " (4, '0001-01-01 00:00:00.5', '9999-12-31 23:59:59.4+00'),"
+            " (6, '9999-12-31 23:59:59.5', '0001-12-31 23:59:59.6+00 BC')")
+cur.execute("INSERT INTO far_t SELECT * FROM far_s")
+cur.execute("INSERT INTO far_s VALUES (5, '12000-01-01 00:00:00.6', '0044-03-15 12:00:00.6+00 BC')")
+cur.execute("INSERT INTO far_t VALUES (5, '12000-01-01 00:00:00', '0044-03-15 12:00:00+00 BC')")
+code, doc, err = sluice_json("diff", pg.dsn(db), pg.dsn(db), "--table", "far_s",
+                             "--target-table", "far_t", "--timestamp-precision", "s")
+t.ok(code == 1 and changed_ids(doc) == {"5"} and
+     {c["column"] for d in doc["divergences"] for c in d["columns"]} == {"a", "b"},
+     "--timestamp-precision s: BC and years past 9999 round as PostgreSQL's timestamp(0)",
+     f"{code} {doc and doc['divergences']} {err}")
+
 # bad input: exit 2, one line on stderr
 BAD = [
     (["--tolerance", "v"], "no epsilon"),
@@ -370,4 +390,45 @@ ctx.term()
 cl.stop()
 t.ok(not cl.sanitizer_reports(), "no sanitizer report in the cluster",
      "\n".join(cl.sanitizer_reports()))
+
+# a schedule file takes "tolerances" as a submit does (it was ignored: every
+# row within tolerance came back changed), and refuses a bad rule
+cl2 = Cluster({"source": pg.dsn(db), "target": "sqlite:" + lite_path})
+sched = os.path.join(cl2.dir, "audits.json")
+audit = {"name": "tolfile", "every": "1h", "source": "source", "target": "target",
+         "table": "amounts_s", "target_table": "amounts_t"}
+with open(sched, "w") as f:
+    json.dump({"audits": [dict(audit, tolerances=["tolerance:v=-1"])]}, f)
+try:  # refused at start; a coordinator that starts is stopped, and fails the check
+    r = subprocess.run([SLUICE, "coordinator", "--schedule", sched, "--state",
+                        "sqlite:" + os.path.join(cl2.dir, "x.db"), "--workers-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}", "--clients-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}", "--events-endpoint",
+                        f"tcp://127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, env=cl2.env, timeout=20)
+    code, err = r.returncode, r.stderr
+except subprocess.TimeoutExpired:
+    code, err = None, "still running after 20 s"
+t.ok(code == 2 and "greater than 0" in err, "a schedule file with a bad tolerance: exit 2",
+     f"{code} {err}")
+with open(sched, "w") as f:
+    json.dump({"audits": [dict(audit, tolerances=["tolerance:v=0.005"])]}, f)
+cl2.start_coordinator(extra=["--schedule", sched])
+cl2.start_worker(slots=2)
+drift = []
+end = time.time() + 60
+while time.time() < end and not drift:
+    time.sleep(0.5)
+    try:
+        con = sqlite3.connect(cl2.state)
+        drift = con.execute("SELECT changed, missing FROM drift WHERE tbl = 'amounts_s'").fetchall()
+        con.close()
+    except sqlite3.Error:
+        pass
+t.ok(drift and drift[0][0] == len(expected("amounts", "sqlite")),
+     f"a schedule file's tolerances apply: {len(expected('amounts', 'sqlite'))} changed",
+     str(drift))
+cl2.stop()
+t.ok(not cl2.sanitizer_reports(), "no sanitizer report (schedule file)",
+     "\n".join(cl2.sanitizer_reports()))
 t.done()
