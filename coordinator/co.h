@@ -162,6 +162,9 @@ typedef struct co_summary {
      * matched: a change in flight; on a quiet database, an alarm */
     uint64_t matched_on_fetch;
     uint64_t keys_checked; /* a changes job: changed keys found equal at their first look */
+    /* dense divergence: ranges whose drill-down stopped and whose rest was
+     * streamed from both sides, and the rows streamed (both sides) */
+    uint64_t streamed_ranges, streamed_rows;
     double elapsed;
     char source_name[256], target_name[256];
 } co_summary;

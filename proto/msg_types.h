@@ -118,7 +118,15 @@
       "`db`, `slot`, `keep` (optional, 1: the coordinator is shutting down and " \
       "resumes the job later: close the stream, keep the slot) → empty reply " \
       "once the stream is closed and its slot and publication are dropped", \
-      "db:s slot:s")
+      "db:s slot:s") \
+    X(STREAM, 24, "stream", "c → w", \
+      "spec, `lo`, `hi`, `limit` (most rows; absent or 0: no limit but the " \
+      "size) → reply `rows`: [[key, [column encodings], [display text or " \
+      "nil]]] (as fetch's), every row of the span in key order, and `more: 1` " \
+      "when it stopped at `limit` rows or at the size (see Sizes): its last row " \
+      "is where, and the coordinator asks again from after it. Dense divergence: " \
+      "both sides' rows merged without a drill-down", \
+      "db:s table:s cols:a cls:a nkey:i lo:* hi:*")
 
 /* clang-format on */
 
