@@ -717,7 +717,7 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
         int rc = span_flush(d, err);
         if (rc)
             return rc;
-        if (co_is_dense(j)) { /* everything below lo is compared: stream from it */
+        if (co_is_dense(d)) { /* everything below lo is compared: stream from it */
             sl_buf_reset(&j->dense_from);
             if (sl_buf_append(&j->dense_from, lo->key, lo->len))
                 return sl_err_set(err, "out of memory");

@@ -55,6 +55,7 @@ typedef struct co_worker {
      * hello), so anything that outlives one message names a worker by
      * (slot, gen): gen is new at every registration. */
     uint32_t gen;
+    int can_stream; /* its hello says it serves stream requests (older ones do not) */
 } co_worker;
 
 /* Sends frame to worker w: 0, or the errno of the failure. co_new sets the
@@ -383,9 +384,10 @@ int co_compare_range(job *j, size_t ri, sl_err *err);
 
 /* ---- co_stream.c: dense divergence ------------------------------------- */
 
-/* Whether the drill-down so far found most of what it looked at differing
- * (j->dense_listed, j->dense_span): then streaming the rest beats drilling. */
-int co_is_dense(const job *j);
+/* Whether the drill-down of d->r so far found much of what it looked at
+ * differing (j->dense_listed, j->dense_span), so that streaming the rest
+ * beats drilling, and the readers co_pick_readers chooses serve streams. */
+int co_is_dense(drill *d);
 /* Checks a stream reply's rows: full rows (co_check_full_row) whose keys
  * are keys of the job rising strictly inside [lo, hi]. 0, or -1 with why. */
 int co_check_stream(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,

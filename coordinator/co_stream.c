@@ -22,10 +22,18 @@
  * spread over thousands of rows. */
 #define CO_STREAM_ROWS 4096
 
-int co_is_dense(const job *j)
+int co_is_dense(drill *d)
 {
-    return j->dense_listed >= CO_DENSE_MIN_ROWS &&
-           j->dense_span * 100 >= j->dense_listed * CO_DENSE_PERCENT;
+    const job *j = d->j;
+    int readers[2];
+    if (j->dense_listed < CO_DENSE_MIN_ROWS ||
+        j->dense_span * 100 < j->dense_listed * CO_DENSE_PERCENT)
+        return 0;
+    co_pick_readers(d, readers); /* as co_stream_span will: nothing runs between */
+    for (int s = 0; s < 2; s++)
+        if (readers[s] < 0 || !j->c->w[readers[s]].can_stream)
+            return 0; /* an older worker: it would not know the request */
+    return 1;
 }
 
 int co_check_stream(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,

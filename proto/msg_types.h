@@ -15,7 +15,9 @@
     X(HELLO, 1, "hello", "worker → coordinator", \
       "`dbs`: [names of databases this worker reaches], `enc`: its canonical " \
       "encoding version (absent: 1); a coordinator registers only workers of " \
-      "its own version; `trees`: how many trees it holds", \
+      "its own version; `trees`: how many trees it holds; `stream`: 1 when it " \
+      "serves stream requests (a coordinator streams dense ranges only " \
+      "through such workers; an older one does not say so)", \
       "") \
     X(DESCRIBE, 2, "describe", "coordinator → worker", \
       "`db`, `table` → reply `source` (display name), `columns`: [[name, type, " \
@@ -54,7 +56,7 @@
       "`error`: one-line message, `code`: what kind of failure (below)", \
       "") \
     X(HEARTBEAT, 12, "heartbeat", "worker → coordinator", \
-      "like hello (`dbs`, `enc`, `trees`), at least every `--heartbeat`; a " \
+      "like hello (`dbs`, `enc`, `trees`, `stream`), at least every `--heartbeat`; a " \
       "coordinator that restarted learns its workers from these", \
       "") \
     X(SUBMIT, 13, "submit", "client → coordinator", \

@@ -900,6 +900,7 @@ static int send_hello(wk *w, int type, sl_err *err)
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);
+    msg_put_int(mw, "stream", 1);         /* serves stream requests (dense ranges) */
     msg_put_uint(mw, "trees", w->ntrees); /* shown by sluice workers: 0 once jobs end */
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);
