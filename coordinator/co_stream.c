@@ -94,7 +94,7 @@ static int ask(job *j, side *sd, int s, const mk_bound *lo, const mk_bound *hi, 
     msg_put_int(mw, "sizes", 1);
     /* a reply's items stay within half the per-frame limit, as a fetch's */
     uint64_t limit = MSG_MAX_ITEMS / 2 / (5 * j->ncols + 8);
-    msg_put_uint(mw, "limit", limit < CO_STREAM_ROWS ? limit : CO_STREAM_ROWS);
+    msg_put_uint(mw, "limit", limit < 1 ? 1 : limit < CO_STREAM_ROWS ? limit : CO_STREAM_ROWS);
     if (sd->last.len)
         co_pack_bound(mw, "lo", MK_EXCL, sd->last.p, sd->last.len);
     else

@@ -219,6 +219,38 @@ for label, share, dense in cases:
             compare(name, doc, oracle(src, tgt), src, tgt, status="confirmed")
             t.ok(doc["summary"]["streamed_ranges"] >= 1, f"{name}: streamed")
 
+# wide rows: a stream reply fills its 8 MiB before its row limit, so the
+# worker stops (and cancels) the read and the coordinator asks again
+W = 6000
+wide_src = {k: {"a": k, "t": "w" * 3000 + str(k)} for k in range(1, W + 1)}
+wide_tgt = {k: {"a": k, "t": "w" * 3000 + str(k) + "!"} for k in range(1, W + 1) if k % 97}
+cur.execute("DROP TABLE IF EXISTS wsrc, wtgt")
+lite = sqlite3.connect(sqlite_path)
+for name, rows in (("wsrc", wide_src), ("wtgt", wide_tgt)):
+    cur.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, a int, t text)")
+    cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s)",
+                    [(k, r["a"], r["t"]) for k, r in rows.items()])
+    lite.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, a INTEGER, t TEXT)")
+    lite.executemany(f"INSERT INTO {name} VALUES (?, ?, ?)",
+                     [(k, r["a"], r["t"]) for k, r in rows.items()])
+lite.commit()
+lite.close()
+wexp = {str(k): ("missing-in-target", {}) if k % 97 == 0 else
+        ("changed", {"t": (wide_src[k]["t"], None, wide_tgt[k]["t"], None)})
+        for k in wide_src}
+for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_path)):
+    code, doc, err = sluice_json("diff", dsn, dsn, "--table", "wsrc", "--target-table", "wtgt",
+                                 "--ranges", "1")
+    name = f"{engine}, 3 KB rows, all differing"
+    if t.ok(code == 1 and doc is not None, f"{name}: exit 1 with a report", err[-800:]):
+        got, _ = got_of(doc)
+        t.ok(got == wexp, f"{name}: {len(wexp)} divergences exactly as the oracle has them",
+             f"{len(got)} got, {len(set(got) ^ set(wexp))} keys differ")
+        s = doc["summary"]
+        # 4,096 such rows would be 12 MB: each reply is cut at 8 MiB
+        t.ok(s["streamed_ranges"] == 1 and s["streamed_rows"] > 4096,
+             f"{name}: streamed ({s['streamed_rows']} rows, more than one reply holds)")
+
 # identical tables: nothing streamed, nothing reported
 for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_path)):
     code, doc, err = sluice_json("diff", dsn, dsn, "--table", "src", "--target-table", "src",
