@@ -68,7 +68,7 @@ typedef struct side {
     size_t nq;
     uint32_t at;
     int more, asked, wi;
-    uint64_t id;
+    uint64_t id, limit; /* the request out, and the most rows it may answer */
     sl_buf last;
 } side;
 
@@ -94,7 +94,8 @@ static int ask(job *j, side *sd, int s, const mk_bound *lo, const mk_bound *hi, 
     msg_put_int(mw, "sizes", 1);
     /* a reply's items stay within half the per-frame limit, as a fetch's */
     uint64_t limit = MSG_MAX_ITEMS / 2 / (5 * j->ncols + 8);
-    msg_put_uint(mw, "limit", limit < 1 ? 1 : limit < CO_STREAM_ROWS ? limit : CO_STREAM_ROWS);
+    sd->limit = limit < 1 ? 1 : limit < CO_STREAM_ROWS ? limit : CO_STREAM_ROWS;
+    msg_put_uint(mw, "limit", sd->limit);
     if (sd->last.len)
         co_pack_bound(mw, "lo", MK_EXCL, sd->last.p, sd->last.len);
     else
@@ -116,8 +117,11 @@ static int take(job *j, side *sd, msg *m, const mk_bound *lo, const mk_bound *hi
     const msg_obj *more = msg_get(m, "more");
     int64_t mv = 0;
     sd->asked = 0;
-    int bad =
-        msg_get_array(m, "rows", &rows, &n, &why) || co_check_stream(j, rows, n, &from, hi, &why);
+    int bad = msg_get_array(m, "rows", &rows, &n, &why);
+    if (!bad && n > sd->limit) /* the replies a side holds stay bounded */
+        bad = 1, sl_err_set(&why, "has %u rows, more than the %llu asked for", n,
+                            (unsigned long long)sd->limit);
+    bad = bad || co_check_stream(j, rows, n, &from, hi, &why);
     if (!bad && more && (msg_obj_int(more, &mv) || mv != 1))
         bad = 1, sl_err_set(&why, "has a malformed \"more\"");
     else if (!bad && more && n == 0) /* it would be asked the same again, forever */
