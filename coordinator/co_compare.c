@@ -378,10 +378,6 @@ static int keyref_cmp(const void *a, const void *b)
     return mk_key_cmp(x->p, x->len, y->p, y->len);
 }
 
-/* A fetch reply's rows: [key, [encoding or digest per column], [text or
- * nil per column]], with keys rising strictly, each one of the nk keys asked for
- * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
- * saying what is wrong. */
 int co_check_full_row(const job *j, const msg_obj *row, uint32_t i, const uint8_t **key,
                       size_t *klen, sl_err *why)
 {
@@ -409,6 +405,10 @@ int co_check_full_row(const job *j, const msg_obj *row, uint32_t i, const uint8_
     return 0;
 }
 
+/* A fetch reply's rows: [key, [encoding or digest per column], [text or
+ * nil per column]], with keys rising strictly, each one of the nk keys asked for
+ * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
+ * saying what is wrong. */
 int co_check_fetch(const job *j, const msg_obj *rows, uint32_t n, const keyref *refs, size_t nk,
                    sl_err *why)
 {
