@@ -710,6 +710,7 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
 {
     drill *d = ctx;
     job *j = d->j;
+    j->dense_nspan++;
     int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
                 j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
                 memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
@@ -790,7 +791,7 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     int rc;
     for (;;) {
         j->pend_n = 0;
-        j->dense_listed = j->dense_span = 0;
+        j->dense_listed = j->dense_span = j->dense_nspan = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, &d, err);
         if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
             sl_err why = *err;

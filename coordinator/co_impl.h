@@ -238,11 +238,11 @@ struct co_job {
     uint64_t rq_seq;  /* the last seq given to a queue entry */
     int following[2]; /* a follow was started on that side: unfollow at the end */
     /* dense divergence (co_stream.c): the rows (both sides) of the leaves
-     * this compare's drill-down listed, and of the differing spans it read;
-     * once the second is a large share of the first, the drill stops and
-     * the rest of the range, from dense_from (a span's lower bound), is
-     * streamed from both sides */
-    uint64_t dense_listed, dense_span;
+     * this compare's drill-down listed, and of the differing spans it read,
+     * and how many spans; once the second is a large share of the first,
+     * the drill stops and the rest of the range, from dense_from (a span's
+     * lower bound), is streamed from both sides */
+    uint64_t dense_listed, dense_span, dense_nspan;
     sl_buf dense_from;
     int dense_from_kind;
     int closing; /* cleanup: waits ignore the cancel (bounded) */
