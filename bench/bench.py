@@ -14,6 +14,10 @@ divergences on the target, and measures, alternating, BENCH_REPS times each
             diverged ones (its answer checked against the injected set),
             with its peak RSS
   throttle  sluice diff --max-rows-per-second R: the rate it held
+  dense     sluice diff where every row differs (amount + 1 in all rows) and
+            where 1% do (id % 100 = 7): the drill-down hands dense ranges to
+            the stream (coordinator/README.md, "Dense divergence"); the
+            answer checked from the JSON summary's counts, peak RSS
 
 and then the MariaDB row: one MariaDB server of its own, the same table in
 two databases (src, tgt; loaded by INSERT ... SELECT from the sequence
@@ -27,7 +31,8 @@ engine's seq_1_to_N), plus the diverged copy in tgt:
 
 BENCH_ROWS (default 1000000; several sizes: "1000000 10000000"),
 BENCH_REPS (default 3), BENCH_OUT (default bench/RESULTS.md; "-" for none),
-BENCH_MYSQL (default 1; 0 leaves the MariaDB row out).
+BENCH_MYSQL (default 1; 0 leaves the MariaDB row out), BENCH_DENSE (default
+1; 0 leaves the dense rows out).
 """
 import json
 import os
@@ -46,6 +51,7 @@ SIZES = [int(x) for x in os.environ.get("BENCH_ROWS", "1000000").split()]
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(here, "RESULTS.md"))
 MYSQL = os.environ.get("BENCH_MYSQL", "1") != "0"
+DENSE = os.environ.get("BENCH_DENSE", "1") != "0"
 COLS = "id, customer_id, amount, status, note, created_at, updated_at"
 
 
@@ -97,6 +103,44 @@ def diverge(pg, rows):
     cur.execute("VACUUM (FREEZE, ANALYZE) orders_div")
     c.close()
     return injected_set(changed, missing, extra)
+
+
+def diverge_dense(pg):
+    """orders_all: every row's amount + 1; orders_1p: the same in the rows
+    whose id % 100 = 7 (1%). Both made by CREATE TABLE AS (no dead rows)."""
+    c = pg.connect()
+    cur = c.cursor()
+    for name, cond in (("orders_all", "true"), ("orders_1p", "id % 100 = 7")):
+        cur.execute(f"""CREATE TABLE {name} AS SELECT id, customer_id,
+            CASE WHEN {cond} THEN amount + 1 ELSE amount END AS amount, status, note,
+            created_at, updated_at FROM orders""")
+        cur.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (id)")
+        cur.execute(f"VACUUM (FREEZE, ANALYZE) {name}")
+    c.close()
+
+
+def sluice_dense(src, tgt, table, expect_changed):
+    """sluice diff against a dense target, its report to a file (a million
+    divergences are 200 MB of JSON): wall time, peak RSS (KiB), its JSON
+    summary, and whether the counts are the expected ones."""
+    import tempfile
+    with tempfile.TemporaryFile() as out:
+        cmd = ["/usr/bin/time", "-f", "%M", SLUICE, "diff", src.dsn(), tgt.dsn(), "--table",
+               "orders", "--target-table", table, "--workers", "2", "--no-progress", "--format",
+               "json"]
+        t0 = time.time()
+        r = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
+        wall = time.time() - t0
+        out.seek(max(0, out.seek(0, 2) - 4096))
+        tail = out.read().decode(errors="replace")
+    rss_kb = int(r.stderr.strip().splitlines()[-1]) if r.stderr.strip() else 0
+    at = tail.rfind('"summary": ')
+    summ = json.JSONDecoder().raw_decode(tail[at + len('"summary": '):])[0] if at >= 0 else {}
+    ok = (r.returncode == 1 and summ.get("changed") == expect_changed and
+          summ.get("missing_in_target") == 0 and summ.get("extra_in_target") == 0)
+    if not ok:
+        log(f"dense {table}: exit {r.returncode}, summary {summ}, {r.stderr[-300:]}")
+    return wall, rss_kb, summ, ok
 
 
 def timed(cmds):
@@ -169,8 +213,13 @@ def bench(rows):
     load(src, rows)
     load(tgt, rows)
     injected = diverge(tgt, rows)
+    if DENSE:
+        diverge_dense(tgt)
     log(f"loaded in {time.time() - t0:.0f} s")
-    res = {k: [] for k in ("floor", "floor_text", "pushdown", "identical", "diverged")}
+    res = {k: [] for k in ("floor", "floor_text", "pushdown", "identical", "diverged",
+                           "dense_all", "dense_1p")}
+    dense_rss, dense_wrong, dense_summ = [], 0, {}
+    n1p = sum(1 for i in range(7, rows + 1, 100))
     rss = []
     wrong = 0
     floor_sql = f"COPY (SELECT {COLS} FROM orders ORDER BY id) TO STDOUT"
@@ -195,11 +244,22 @@ def bench(rows):
         log(f"rep {rep + 1}/{REPS}: floor {res['floor'][-1]:.2f} s, pushdown "
             f"{res['pushdown'][-1]:.2f} s, sluice {res['identical'][-1]:.2f} / "
             f"{res['diverged'][-1]:.2f} s")
-    med = {k: statistics.median(v) for k, v in res.items()}
+        for key, table, want in (("dense_all", "orders_all", rows), ("dense_1p", "orders_1p", n1p)):
+            if not DENSE:
+                continue
+            wall, kb, summ, ok = sluice_dense(src, tgt, table, want)
+            res[key].append(wall)
+            dense_rss.append(kb)
+            dense_wrong += not ok
+            dense_summ[key] = summ
+            log(f"rep {rep + 1}/{REPS}: {table}: {wall:.2f} s ({wall / res['floor'][-1]:.2f}x the "
+                f"floor; the job {summ.get('elapsed_seconds', 0):.2f} s), {kb // 1024} MiB, "
+                f"{summ.get('streamed_ranges')} of {summ.get('ranges')} ranges streamed")
+    med = {k: statistics.median(v) if v else 0 for k, v in res.items()}
     # each rep's own ratio, then their median: the floor and sluice of one rep
     # ran back to back, so a machine that drifts between reps skews them alike
-    ratio = {k: statistics.median(s / f for s, f in zip(res[k], res["floor"]))
-             for k in ("identical", "diverged")}
+    ratio = {k: statistics.median(s / f for s, f in zip(res[k], res["floor"])) if res[k] else 0
+             for k in ("identical", "diverged", "dense_all", "dense_1p")}
     # throttle: a quarter of the unthrottled rate
     rate = int(2 * rows / med["identical"] / 4)
     code, doc, wall, kb, err = sluice(src, tgt, "orders", "--max-rows-per-second", str(rate))
@@ -214,10 +274,14 @@ def bench(rows):
     src.stop()
     tgt.stop()
     log(f"{rows} rows: sluice / floor, median of per-rep ratios: identical "
-        f"{ratio['identical']:.2f}x, diverged {ratio['diverged']:.2f}x")
+        f"{ratio['identical']:.2f}x, diverged {ratio['diverged']:.2f}x"
+        + (f", every row differing {ratio['dense_all']:.2f}x, 1% differing "
+           f"{ratio['dense_1p']:.2f}x" if DENSE else ""))
     return {"rows": rows, "med": med, "ratio": ratio, "rss_mb": max(rss) / 1024, "wrong": wrong,
             "throttle": (rate, held), "row_bytes": row_bytes,
-            "cluster": (cl_wall, co_mb, wk_mb)}
+            "cluster": (cl_wall, co_mb, wk_mb),
+            "dense": {"rss_mb": max(dense_rss, default=0) / 1024, "wrong": dense_wrong,
+                      "summary": dense_summ}}
 
 
 def my_load(my, rows):
@@ -350,6 +414,19 @@ def main():
             f"{'exact' if not r['wrong'] else str(r['wrong']) + ' runs wrong'} | "
             f"{rate:,} → {held:,.0f} ({(held - rate) / rate * 100:+.0f}%) | "
             f"{r['cluster'][0]:.2f} s, {r['cluster'][1]:.0f} / {r['cluster'][2]:.0f} |")
+    if DENSE:
+        lines += ["", "| rows per table (dense) | floor (s) | sluice, every row differing (s) | "
+                  "/ floor | sluice, 1% differing (s) | / floor | ranges streamed (all / 1%) | "
+                  "peak RSS (MiB) | answer |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results if DENSE else []:
+        m, d = r["med"], r["dense"]
+        sa, s1 = d["summary"].get("dense_all", {}), d["summary"].get("dense_1p", {})
+        lines.append(
+            f"| {r['rows']:,} | {m['floor']:.2f} | {m['dense_all']:.2f} | "
+            f"{r['ratio']['dense_all']:.2f}x | {m['dense_1p']:.2f} | {r['ratio']['dense_1p']:.2f}x | "
+            f"{sa.get('streamed_ranges')} of {sa.get('ranges')} / {s1.get('streamed_ranges')} of "
+            f"{s1.get('ranges')} | {d['rss_mb']:.0f} | "
+            f"{'exact counts' if not d['wrong'] else str(d['wrong']) + ' runs wrong'} |")
     if my_results:
         lines += ["", "| rows per table (MariaDB) | floor: mariadb --quick (s) | "
                   "sluice identical (s) | sluice 100 diverged (s) | sluice / floor (median of "
@@ -376,7 +453,8 @@ def main():
             if len(results) > 1:
                 f.write(scaling(results))
         log(f"wrote {OUT}")
-    return 1 if any(r["wrong"] for r in results + my_results) else 0
+    return 1 if any(r["wrong"] or r.get("dense", {}).get("wrong") for r in results + my_results) \
+        else 0
 
 
 if __name__ == "__main__":

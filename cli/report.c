@@ -35,7 +35,10 @@ static int rows_open(report *r)
         sqlite3_exec(r->db,
                      "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
                      "CREATE TABLE d (transient INTEGER, key BLOB, kind INTEGER, "
-                     "status INTEGER, body TEXT)",
+                     "status INTEGER, body TEXT); "
+                     /* one transaction for every insert, never committed (a
+                      * private file): not a write to the file per row */
+                     "BEGIN",
                      NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(r->db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &r->ins, NULL) !=
             SQLITE_OK)
@@ -343,11 +346,17 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
  * can be written piece by piece: the divergences are never all in memory. */
 static void put_json(const json_t *v, int indent)
 {
+    static const char pad[] = "                ";
     char *txt = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    for (const char *p = txt; p && *p; p++) {
-        putchar(*p);
-        if (*p == '\n')
-            printf("%*s", indent, "");
+    /* a line at a time, not a character (a million divergences print) */
+    for (const char *p = txt; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        fwrite(p, 1, n, stdout);
+        p += n;
+        if (nl)
+            fwrite(pad, 1, (size_t)indent < sizeof pad - 1 ? (size_t)indent : sizeof pad - 1,
+                   stdout);
     }
     free(txt);
 }
@@ -460,6 +469,9 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
     }
     if (a->o.nreplicas)
         json_object_set_new(summary, "paused_seconds", json_real(s->paused_s));
+    /* dense divergence: ranges whose rest was streamed, not drilled */
+    json_object_set_new(summary, "streamed_ranges", json_integer((json_int_t)s->streamed_ranges));
+    json_object_set_new(summary, "streamed_rows", json_integer((json_int_t)s->streamed_rows));
     put_member("summary", summary, 1);
     printf("}\n");
     return 0;

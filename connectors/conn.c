@@ -306,7 +306,10 @@ int conn_range_sql(conn *c, const conn_query *q, int lo_kind, int hi_kind, const
         (sl_buf_printf(sql, " AND ") ||
          put_key_cmp(c, sql, q, hi_kind == MK_INCL ? "<=" : "<", &param, ptext)))
         return -1;
-    return put_order(c, sql, q) || sl_buf_putc(sql, 0) ? -1 : 0;
+    if (put_order(c, sql, q) ||
+        (q->limit && sl_buf_printf(sql, " LIMIT %llu", (unsigned long long)q->limit)))
+        return -1;
+    return sl_buf_putc(sql, 0) ? -1 : 0;
 }
 
 int conn_stream_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_bound *hi,

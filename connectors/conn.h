@@ -54,6 +54,7 @@ typedef struct conn_query {
     const int *cls;
     size_t ncols, nkey;
     const char *where;
+    uint64_t limit; /* a range read: at most this many rows (0: all) */
 } conn_query;
 
 /* Receives one row; a non-zero return stops the read with that error. */

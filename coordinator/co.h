@@ -184,6 +184,9 @@ typedef struct co_summary {
      * job's tolerances (neighbouring grid cells): equal, not divergent */
     uint64_t within_tolerance;
     uint64_t keys_checked; /* a changes job: changed keys found equal at their first look */
+    /* dense divergence: ranges whose drill-down stopped and whose rest was
+     * streamed from both sides, and the rows streamed (both sides) */
+    uint64_t streamed_ranges, streamed_rows;
     double elapsed;
     char source_name[256], target_name[256];
     int limit_reached;     /* stopped at co_diff_opts.max_divergences */

@@ -112,6 +112,8 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     sl_err why;
     rc = co_read_nodes(j, r, m, parent, parent->rows, out, &why);
     msg_free(m);
+    if (rc == 0 && parent->level == 1) /* leaves: what the drill looks at */
+        j->dense_listed += parent->rows;
     if (rc > 0) /* its tree is rebuilt elsewhere, as for a lost worker */
         return co_reject_worker(j->c, r->worker[side], err, "its nodes reply %s", why.msg);
     return rc ? sl_err_set(err, "out of memory") : 0;
@@ -283,11 +285,13 @@ static int fetched_value(const msg_obj *o, const uint8_t **p, size_t *n, int *wh
     return 0;
 }
 
-/* One key of a fetch: [key, [column encodings], [display text]]. A row gone
- * from one side since the row scan is reported as missing or extra. A long
- * value comes as a digest and its display text cut short; two values are
- * compared bytewise when both came whole, else by digest. */
-int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
+/* One key of a fetch or a stream: [key, [column encodings], [display
+ * text]]. A row on one side only is missing or extra. A long value comes as
+ * a digest and its display text cut short; two values are compared
+ * bytewise when both came whole, else by digest. fetched: the rows were
+ * read again because their hashes differed, so rows found equal count as
+ * matched on fetch (a stream's equal rows are just equal). */
+static int compare_row(drill *d, const msg_obj *a, const msg_obj *b, int fetched, sl_err *err)
 {
     job *j = d->j;
     const uint8_t *key;
@@ -359,11 +363,21 @@ int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
         rc = found(d, CO_CHANGED, key, klen, diffs, nd, err);
     else if (rc == 0 && !j->recheck_mode && tolerated)
         j->sum->within_tolerance++;
-    else if (rc == 0 && !j->recheck_mode)
+    else if (rc == 0 && !j->recheck_mode && fetched)
         j->sum->matched_on_fetch++;
     for (size_t t = 0; t < nt; t++)
         free(texts[t]);
     return rc;
+}
+
+int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
+{
+    return compare_row(d, a, b, 1, err);
+}
+
+int co_streamed_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
+{
+    return compare_row(d, a, b, 0, err);
 }
 
 /* Starts the same request for both sides: a writer each, with the side's
@@ -386,6 +400,33 @@ static int keyref_cmp(const void *a, const void *b)
     return mk_key_cmp(x->p, x->len, y->p, y->len);
 }
 
+int co_check_full_row(const job *j, const msg_obj *row, uint32_t i, const uint8_t **key,
+                      size_t *klen, sl_err *why)
+{
+    const msg_obj *f, *enc, *txt;
+    uint32_t nf, ne, nt;
+    const uint8_t *p;
+    size_t l;
+    if (msg_obj_array(row, &f, &nf) || nf != 3 || msg_obj_bin(msg_obj_at(f, 0), key, klen) ||
+        msg_obj_array(msg_obj_at(f, 1), &enc, &ne) || msg_obj_array(msg_obj_at(f, 2), &txt, &nt))
+        return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
+    if (ne != j->ncols || nt != j->ncols)
+        return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i, ne, nt,
+                          j->ncols);
+    for (size_t c = 0; c < j->ncols; c++) {
+        const char *sp;
+        int whole;
+        enc_digest d;
+        if (fetched_value(msg_obj_at(enc, c), &p, &l, &whole, &d) ||
+            (!msg_obj_is_nil(msg_obj_at(txt, c)) && msg_obj_str(msg_obj_at(txt, c), &sp, &l)))
+            return sl_err_set(why,
+                              "has row %u whose column %zu is not an encoding (or digest) "
+                              "and text",
+                              i, c);
+    }
+    return 0;
+}
+
 /* A fetch reply's rows: [key, [encoding or digest per column], [text or
  * nil per column]], with keys rising strictly, each one of the nk keys asked for
  * (refs, sorted); a key may be absent (the row is gone). 0, or -1 with why
@@ -395,29 +436,10 @@ int co_check_fetch(const job *j, const msg_obj *rows, uint32_t n, const keyref *
 {
     size_t at = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msg_obj *f, *enc, *txt;
-        uint32_t nf, ne, nt;
-        const uint8_t *key, *p;
-        size_t klen, l;
-        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf != 3 ||
-            msg_obj_bin(msg_obj_at(f, 0), &key, &klen) ||
-            msg_obj_array(msg_obj_at(f, 1), &enc, &ne) ||
-            msg_obj_array(msg_obj_at(f, 2), &txt, &nt))
-            return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
-        if (ne != j->ncols || nt != j->ncols)
-            return sl_err_set(why, "has row %u of %u encodings and %u texts for %zu columns", i, ne,
-                              nt, j->ncols);
-        for (size_t c = 0; c < j->ncols; c++) {
-            const char *sp;
-            int whole;
-            enc_digest d;
-            if (fetched_value(msg_obj_at(enc, c), &p, &l, &whole, &d) ||
-                (!msg_obj_is_nil(msg_obj_at(txt, c)) && msg_obj_str(msg_obj_at(txt, c), &sp, &l)))
-                return sl_err_set(why,
-                                  "has row %u whose column %zu is not an encoding (or digest) "
-                                  "and text",
-                                  i, c);
-        }
+        const uint8_t *key;
+        size_t klen;
+        if (co_check_full_row(j, msg_obj_at(rows, i), i, &key, &klen, why))
+            return -1;
         while (at < nk && mk_key_cmp(refs[at].p, refs[at].len, key, klen) < 0)
             at++;
         if (at == nk || mk_key_cmp(refs[at].p, refs[at].len, key, klen) != 0)
@@ -587,7 +609,7 @@ int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
 /* Who reads a span's rows for side s: they come from the database, not
  * from the tree, so any worker reaching it will do. The tree's holder may
  * be busy streaming its next range; an idle worker answers sooner. */
-static void pick_readers(drill *d, int readers[2])
+void co_pick_readers(drill *d, int readers[2])
 {
     job *j = d->j;
     for (int s = 0; s < 2; s++) /* a holder gone since: -1, lost at send if no one else */
@@ -682,7 +704,7 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
         sl_buf_reset(&j->changed);
         j->nchanged = 0;
         int readers[2];
-        pick_readers(d, readers);
+        co_pick_readers(d, readers);
         rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
         for (int s = 0; s < 2 && rc == 0; s++) {
             sl_err why;
@@ -715,6 +737,7 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
                 rc = sl_err_set(err, "out of memory");
             from = (mk_bound){MK_EXCL, stop.p, stop.len};
         }
+        j->dense_span += (uint64_t)n[0] + n[1];
         if (rc == 0 &&
             (rc = co_merge_rows(d, rows[0], n[0], rows[1], n[1], 2, co_span_row, err)) == 0)
             rc = j->nchanged ? co_compare_changed(d, readers, err) : 0;
@@ -746,6 +769,7 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
 {
     drill *d = ctx;
     job *j = d->j;
+    j->dense_nspan++;
     int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
                 j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
                 memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
@@ -753,6 +777,13 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
         int rc = span_flush(d, err);
         if (rc)
             return rc;
+        if (co_is_dense(d)) { /* everything below lo is compared: stream from it */
+            sl_buf_reset(&j->dense_from);
+            if (sl_buf_append(&j->dense_from, lo->key, lo->len))
+                return sl_err_set(err, "out of memory");
+            j->dense_from_kind = lo->kind;
+            return CO_DENSE;
+        }
         sl_buf_reset(&j->pend_lo);
         if (sl_buf_append(&j->pend_lo, lo->key, lo->len))
             return sl_err_set(err, "out of memory");
@@ -826,14 +857,20 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     int rc;
     for (;;) {
         j->pend_n = 0;
+        j->dense_listed = j->dense_span = j->dense_nspan = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, &d, err);
         if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
             sl_err why = *err;
             rc = co_reject_worker(j->c, r->worker[rc - MK_BAD_CHILDREN], err, "its nodes reply: %s",
                                   why.msg);
         }
-        if (rc == 0)
+        if (rc == CO_DENSE) {
+            mk_bound from = {j->dense_from_kind, j->dense_from.p, j->dense_from.len};
+            if ((rc = co_stream_span(&d, &from, &hi, err)) == 0)
+                j->sum->streamed_ranges++;
+        } else if (rc == 0) {
             rc = span_flush(&d, err);
+        }
         if (rc != CO_LOST)
             break;
         r->attempts++;

@@ -70,14 +70,18 @@ int co_fuzz_reply(int type, const uint8_t *frame, size_t len)
     }
     case MSG_ROWS:
     case MSG_FETCH:
+    case MSG_STREAM:
         if (msg_get_array(m, "rows", &rows, &n, &why))
             break;
-        if (type == MSG_ROWS ? co_check_rows(&j, rows, n, &lo, &hi, &why)
-                             : co_check_fetch(&j, rows, n, refs, 8, &why))
+        if (type == MSG_ROWS     ? co_check_rows(&j, rows, n, &lo, &hi, &why)
+            : type == MSG_STREAM ? co_check_stream(&j, rows, n, &lo, &hi, &why)
+                                 : co_check_fetch(&j, rows, n, refs, 8, &why))
             break;
         /* accepted: merged against itself (all equal) and against nothing
          * (every row reported) */
-        merge_fn fn = type == MSG_ROWS ? co_span_row : co_fetched_row;
+        merge_fn fn = type == MSG_ROWS     ? co_span_row
+                      : type == MSG_STREAM ? co_streamed_row
+                                           : co_fetched_row;
         uint32_t width = type == MSG_ROWS ? 2 : 3;
         rc = co_merge_rows(&d, rows, n, rows, n, width, fn, &err) ||
                      co_merge_rows(&d, rows, n, NULL, 0, width, fn, &err)

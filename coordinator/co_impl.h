@@ -7,6 +7,7 @@
  *   co_compare.c  compare a range's trees and drill down to spans, rows and columns
  *   co_recheck.c  the re-check queue (--rechecks, --settle)
  *   co_loop.c     the event loop: jobs' fibers, replies filed, range tasks dispatched
+ *   co_stream.c   dense divergence: a range's rows streamed from both sides and merged
  *   co_fuzz.c     one reply through a job's checks without sockets, for the fuzzer
  */
 #ifndef CO_IMPL_H
@@ -29,7 +30,8 @@
 #define CO_MAX_TABLE_COLS 32767
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
-#define CO_LOST (-2) /* a worker went away: redo its work elsewhere */
+#define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
+#define CO_DENSE (-3) /* a drill-down stops: the rest of the range is streamed */
 
 typedef struct co_job job;
 
@@ -54,6 +56,7 @@ typedef struct co_worker {
      * hello), so anything that outlives one message names a worker by
      * (slot, gen): gen is new at every registration. */
     uint32_t gen;
+    int can_stream; /* its hello says it serves stream requests (older ones do not) */
 } co_worker;
 
 /* Sends frame to worker w: 0, or the errno of the failure. co_new sets the
@@ -259,6 +262,14 @@ struct co_job {
     int lag_paused;
     double lag_next, paused_since;
     char pause_msg[320];
+    /* dense divergence (co_stream.c): the rows (both sides) of the leaves
+     * this compare's drill-down listed, and of the differing spans it read,
+     * and how many spans; once the second is a large share of the first,
+     * the drill stops and the rest of the range, from dense_from (a span's
+     * lower bound), is streamed from both sides */
+    uint64_t dense_listed, dense_span, dense_nspan;
+    sl_buf dense_from;
+    int dense_from_kind;
 };
 
 /* What a drill-down works on: its job, and the range being compared. NULL r
@@ -366,9 +377,20 @@ int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
 /* merge_fn for a fetch reply's [key, [encodings], [texts]]: one side only,
  * or differing columns, is a divergence. */
 int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
+/* Who reads range d->r's rows for each side: the tree's holder when idle,
+ * else an idle worker reaching that database (rows come from it, not the tree). */
+void co_pick_readers(drill *d, int readers[2]);
 /* Checks a rows reply (keys of the job rising strictly inside [lo, hi], 16-byte hashes). */
 int co_check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,
                   const mk_bound *hi, sl_err *why);
+/* merge_fn for a stream's rows (as fetch's): one side only, or differing
+ * columns, is a divergence; equal rows count nothing. */
+int co_streamed_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
+/* Checks one [key, [encodings or digests], [texts or nil]] row of a fetch
+ * or stream reply (the i-th: for why), a value and text per column; *key
+ * points at its key. 0, or -1 with why. */
+int co_check_full_row(const job *j, const msg_obj *row, uint32_t i, const uint8_t **key,
+                      size_t *klen, sl_err *why);
 /* Checks a fetch reply (only keys asked for, in order, a value and text per column). */
 int co_check_fetch(const job *j, const msg_obj *rows, uint32_t n, const keyref *refs, size_t nk,
                    sl_err *why);
@@ -385,6 +407,22 @@ int co_finish_range(job *j, size_t ri, sl_err *err);
 /* Compares range ri's two built trees down to rows: 0 (compared, or to be
  * rebuilt after a lost holder), or -1 with err. */
 int co_compare_range(job *j, size_t ri, sl_err *err);
+
+/* ---- co_stream.c: dense divergence ------------------------------------- */
+
+/* Whether the drill-down of d->r so far found much of what it looked at
+ * differing (j->dense_listed, j->dense_span), so that streaming the rest
+ * beats drilling, and the readers co_pick_readers chooses serve streams. */
+int co_is_dense(drill *d);
+/* Checks a stream reply's rows: full rows (co_check_full_row) whose keys
+ * are keys of the job rising strictly inside [lo, hi]. 0, or -1 with why. */
+int co_check_stream(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,
+                    const mk_bound *hi, sl_err *why);
+/* Streams the rows of [lo, hi) of range d->r from both sides (stream
+ * requests, a few thousand rows each, the next asked for while the last is
+ * merged) and reports every divergence as a fetch would: 0, -1 with err,
+ * or CO_LOST. */
+int co_stream_span(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err);
 
 /* ---- co_recheck.c: the re-check queue ----------------------------------- */
 

@@ -267,6 +267,7 @@ static void job_cleanup(job *j)
     sl_buf_free(&j->changed);
     sl_buf_free(&j->pend_lo);
     sl_buf_free(&j->pend_hi);
+    sl_buf_free(&j->dense_from);
 }
 
 /* The fiber's body: runs the job, frees what it built, and records how it ended. */

@@ -144,6 +144,7 @@ size_t msg_items_size(const msg_items *it)
 struct msg_writer {
     msg_items it;
     uint32_t nkeys; /* msg_key calls: the map's size, written at finish */
+    int raw;        /* msg_writer_no_compress: never lz4 */
 };
 
 /* The map header is a map32 whose count is filled in by msg_writer_finish:
@@ -236,6 +237,11 @@ void msg_pack_items(msg_writer *w, const msg_items *it)
     w->it.failed |= it->failed;
 }
 
+void msg_writer_no_compress(msg_writer *w)
+{
+    w->raw = 1;
+}
+
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
 {
     sl_buf_reset(out);
@@ -258,7 +264,7 @@ int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err)
         return sl_err_setc(err, SL_INVALID,
                            "message of over %u msgpack items exceeds the per-frame limit",
                            MSG_MAX_ITEMS);
-    if (n >= MSG_COMPRESS_MIN) {
+    if (n >= MSG_COMPRESS_MIN && !w->raw) {
         int bound = LZ4_compressBound((int)n);
         if (sl_buf_reserve(out, (size_t)bound + 5) != 0)
             return sl_err_set(err, "out of memory");

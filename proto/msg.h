@@ -87,6 +87,9 @@ void msg_pack_raw(msg_writer *w, const void *p, size_t n);
 /* Writes the finished frame into out (reset first). Returns 0 or -1 (also
  * when memory ran out while packing, here or in msg_items it carries). */
 int msg_writer_finish(msg_writer *w, sl_buf *out, sl_err *err);
+/* Sends big bodies uncompressed (flag 0x00) from now on: where sender and
+ * reader share a process (inproc://), lz4 is pure cost. */
+void msg_writer_no_compress(msg_writer *w);
 
 /* Items packed before the message that carries them is begun: a worker
  * packs reply rows as the database streams them and only then knows the

@@ -15,7 +15,9 @@
     X(HELLO, 1, "hello", "worker → coordinator", \
       "`dbs`: [names of databases this worker reaches], `enc`: its canonical " \
       "encoding version (absent: 1); a coordinator registers only workers of " \
-      "its own version; `trees`: how many trees it holds", \
+      "its own version; `trees`: how many trees it holds; `stream`: 1 when it " \
+      "serves stream requests (a coordinator streams dense ranges only " \
+      "through such workers; an older one does not say so)", \
       "") \
     X(DESCRIBE, 2, "describe", "coordinator → worker", \
       "`db`, `table` → reply `source` (display name), `columns`: [[name, type, " \
@@ -56,7 +58,7 @@
       "`error`: one-line message, `code`: what kind of failure (below)", \
       "") \
     X(HEARTBEAT, 12, "heartbeat", "worker → coordinator", \
-      "like hello (`dbs`, `enc`, `trees`), at least every `--heartbeat`; a " \
+      "like hello (`dbs`, `enc`, `trees`, `stream`), at least every `--heartbeat`; a " \
       "coordinator that restarted learns its workers from these", \
       "") \
     X(SUBMIT, 13, "submit", "client → coordinator", \
@@ -135,7 +137,15 @@
       "lag of that PostgreSQL hot " \
       "standby (0 when it replayed all it received; -1: unknown, nothing " \
       "replayed yet); an error (invalid) when it is not a replica", \
-      "db:s")
+      "db:s") \
+    X(STREAM, 25, "stream", "c → w", \
+      "spec, `lo`, `hi`, `limit` (most rows; absent or 0: no limit but the " \
+      "size) → reply `rows`: [[key, [column encodings], [display text or " \
+      "nil]]] (as fetch's), every row of the span in key order, and `more: 1` " \
+      "when it stopped at `limit` rows or at the size (see Sizes): its last row " \
+      "is where, and the coordinator asks again from after it. Dense divergence: " \
+      "both sides' rows merged without a drill-down", \
+      "db:s table:s cols:a cls:a nkey:i lo:* hi:*")
 
 /* clang-format on */
 

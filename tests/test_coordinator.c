@@ -334,6 +334,55 @@ static void test_fetch_merge(void)
     free_job(j);
 }
 
+/* A stream reply (dense divergence) has fetch's rows: checked for keys
+ * rising inside the span, merged as fetched rows but for matched_on_fetch. */
+static void test_stream_rows(void)
+{
+    fixture f;
+    job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
+    drill d = {j, &j->r[0]};
+    sl_buf klo = {0}, khi = {0};
+    key_of(&klo, 1);
+    key_of(&khi, 9);
+    mk_bound lo = {MK_EXCL, klo.p, klo.len}, hi = {MK_EXCL, khi.p, khi.len};
+    int64_t good[] = {2, 3, 5}, back[] = {3, 2}, out[] = {4, 9}, low[] = {1, 4};
+    const char *v[] = {"p", "q", "r"};
+    struct {
+        const int64_t *ids;
+        size_t n;
+        int ok;
+        const char *name;
+    } cases[] = {{good, 3, 1, "keys rising inside the span: accepted"},
+                 {back, 2, 0, "keys out of order: refused"},
+                 {out, 2, 0, "a key at the span's excluded upper end: refused"},
+                 {low, 2, 0, "a key at the span's excluded lower end: refused"}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        msg *m = fetch_reply(cases[c].ids, v, cases[c].n);
+        const msg_obj *rows;
+        uint32_t n;
+        sl_err why = {0};
+        int bad = msg_get_array(m, "rows", &rows, &n, NULL) ||
+                  co_check_stream(j, rows, n, &lo, &hi, &why);
+        ok((bad == 0) == cases[c].ok, "stream reply: %s%s%s", cases[c].name, bad ? ": " : "",
+           bad ? why.msg : "");
+        msg_free(m);
+    }
+    int64_t a[] = {2, 3, 5}, b[] = {2, 4, 5};
+    const char *va[] = {"x", "y", "same"}, *vb[] = {"X", "w", "same"};
+    msg *ma = fetch_reply(a, va, 3), *mb = fetch_reply(b, vb, 3);
+    ok(merge(&d, ma, mb, 3, co_streamed_row) == 0 && f.ev.n == 3 &&
+           count(&f.ev, CO_CHANGED, 2) == 1 && count(&f.ev, CO_MISSING, 3) == 1 &&
+           count(&f.ev, CO_EXTRA, 4) == 1,
+       "stream merge: 2 changed, 3 missing, 4 extra (%zu events)", f.ev.n);
+    ok(j->sum->matched_on_fetch == 0, "stream merge: an equal row is not matched on fetch (%llu)",
+       (unsigned long long)j->sum->matched_on_fetch);
+    msg_free(ma);
+    msg_free(mb);
+    sl_buf_free(&klo);
+    sl_buf_free(&khi);
+    free_job(j);
+}
+
 /* With re-checks a divergence is queued under its own range, and reported
  * (confirmed) only once a re-check batch sees it again. */
 static void test_recheck_range(void)
@@ -899,6 +948,7 @@ int main(void)
 {
     test_span_merge();
     test_fetch_merge();
+    test_stream_rows();
     test_recheck_range();
     test_first_look();
     test_commit_times();

@@ -64,6 +64,7 @@ struct wk {
     size_t nfollows;
     sl_buf keys, keys_at; /* a keys reply's keys, and their commit times (int64 each) */
     sl_buf out;
+    int inproc; /* the coordinator shares the process: replies go uncompressed */
 };
 
 /* A request's query spec, pointing into the message. */
@@ -708,6 +709,7 @@ typedef struct rows_ctx {
     int sizes; /* the coordinator understands digests and partial replies */
     int full;  /* past MSG_REPLY_SOFT_MAX: later rows are left out (re.key
                 * keeps the last key sent) */
+    int stop;  /* STREAM: a full reply stops the read itself (read_stream) */
     sl_buf col, disp;
     uint8_t cut[CONN_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
@@ -781,8 +783,11 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
     }
     rc->n++;
     size_t size = msg_items_size(rc->rows);
-    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX)
+    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX) {
         rc->full = 1;
+        if (rc->stop) /* the rest of the span is asked for again */
+            return sl_err_set(err, "reply full");
+    }
     if (size > MSG_MAX_RAW / 2)
         return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
                            MSG_MAX_RAW / 2 >> 20);
@@ -822,6 +827,23 @@ static int read_fetch(conn *c, void *arg, sl_err *err)
     return 0;
 }
 
+/* A stream's span: a reply that filled up stops the read (the database
+ * is told to cancel it), which is no failure. */
+static int read_stream(conn *c, void *arg, sl_err *err)
+{
+    range_read *r = arg;
+    rows_ctx *rc = r->ctx;
+    int st = conn_stream_range(c, r->q, r->lo, r->hi, r->fn, r->ctx, err);
+    if (st && rc->full && !conn_is_broken(c)) {
+        if (err)
+            err->code = SL_OK;
+        return 0;
+    }
+    return st;
+}
+
+/* ROWS (fetch 0): a span's [key, row hash]; FETCH (1): the keys asked for,
+ * whole; STREAM (2): a span's rows whole, at most "limit" of them. */
 static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
 {
     spec s = {0};
@@ -832,7 +854,9 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         sl_err_set(err, "out of memory");
         goto done;
     }
-    rc.fetch = fetch;
+    int stream = fetch == 2;
+    rc.fetch = fetch != 0;
+    rc.stop = stream;
     /* a coordinator that sends "sizes" takes digests and partial replies
      * (proto/README.md, "Sizes"); an older one gets whole values, as before */
     const msg_obj *sizes = msg_get(m, "sizes");
@@ -843,7 +867,22 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     rc.re.s = &s;
     rc.re.w = w;
     mk_bound lo, hi;
-    if (!fetch) {
+    if (stream) {
+        const msg_obj *lim = msg_get(m, "limit");
+        int64_t limit = 0;
+        if (lim && (msg_obj_int(lim, &limit) || limit < 0)) {
+            sl_err_setc(err, SL_INVALID, "malformed request: limit is not a count");
+            goto done;
+        }
+        s.q.limit = (uint64_t)limit;
+        rc.re.lo = &lo;
+        rc.re.hi = &hi;
+        range_read rr = {&s.q, &lo, &hi, take_rows_row, &rc};
+        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
+            read_retry(w, m, read_stream, &rr, rows_reset, &rc, err))
+            goto done;
+        more = rc.full || (limit > 0 && rc.n >= (uint64_t)limit);
+    } else if (!fetch) {
         rc.re.lo = &lo;
         rc.re.hi = &hi;
         if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
@@ -882,7 +921,9 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         sl_err_set(err, "out of memory");
         goto done;
     }
-    if (more && fetch)
+    if (w->inproc)
+        msg_writer_no_compress(mw);
+    if (more && fetch == 1)
         msg_put_uint(mw, "done", done_keys);
     else if (more)
         msg_put_uint(mw, "more", 1);
@@ -918,6 +959,7 @@ static int send_hello(wk *w, int type, sl_err *err)
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);
+    msg_put_int(mw, "stream", 1);         /* serves stream requests (dense ranges) */
     msg_put_uint(mw, "trees", w->ntrees); /* shown by sluice workers: 0 once jobs end */
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);
@@ -970,6 +1012,7 @@ wk *wk_new(const wk_config *cfg, sl_err *err)
     if (cfg->curve_server_key &&
         curve_client(w->sock, cfg->curve_server_key, cfg->curve_secret, err))
         goto fail;
+    w->inproc = strncmp(cfg->endpoint, "inproc://", 9) == 0;
     if (zmq_connect(w->sock, cfg->endpoint) != 0) {
         sl_err_set(err, "cannot connect to coordinator at %s: %s", cfg->endpoint,
                    zmq_strerror(zmq_errno()));
@@ -1303,6 +1346,9 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
         case MSG_FETCH:
             r = do_rows(w, m, 1, &e);
             break;
+        case MSG_STREAM:
+            r = do_rows(w, m, 2, &e);
+            break;
         case MSG_RELEASE: {
             int64_t t;
             if (msg_get_int(m, "tree", &t, &e) == 0)
@@ -1368,11 +1414,11 @@ static void busy_tick(wk *w)
          * session, so no divergence waits for a whole range to stream;
          * describe and split too, so a new (high priority) job does not
          * wait for another job's range */
-        int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
-                    msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH ||
-                    msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT ||
-                    msg_type(m) == MSG_FOLLOW || msg_type(m) == MSG_KEYS ||
-                    msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
+        int quick =
+            !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
+            msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH || msg_type(m) == MSG_STREAM ||
+            msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT || msg_type(m) == MSG_FOLLOW ||
+            msg_type(m) == MSG_KEYS || msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));

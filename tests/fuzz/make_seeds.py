@@ -55,6 +55,9 @@ write("co_reply", "rows", bytes([3]) + frame(REPLY, {"rows": [[key(i, "m"), H] f
 write("co_reply", "fetch", bytes([4]) + frame(REPLY, {"rows": [
     [key(i, "b"), [b"\x10" + bytes(8), b"\x20v\x00\x00", b"\x20w"], ["x", None, "w"]]
     for i in (2, 3, 7)]}))
+write("co_reply", "stream", bytes([5]) + frame(REPLY, {"more": 1, "rows": [
+    [key(i, "s"), [b"\x10" + bytes(8), b"\x20v\x00\x00", [b"\x04", 70000, H]], ["x", None, "w"]]
+    for i in (1, 4, 6)]}))
 
 ENC = {"int_text": (1, 1, b"-9223372036854775808"), "numeric": (2, 1, b"10.50"),
        "float": (3, 4, bytes.fromhex("400921fb54442d18")), "bool": (4, 1, b"t"),

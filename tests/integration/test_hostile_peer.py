@@ -24,7 +24,7 @@ from harness import SLUICE, PgServer, Tap, free_port  # noqa: E402
 
 t = Tap()
 _lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
-T_DESCRIBE, T_SPLIT, T_TREE, T_NODES, T_ROWS, T_FETCH = 2, 3, 4, 5, 6, 7
+T_DESCRIBE, T_SPLIT, T_TREE, T_NODES, T_ROWS, T_FETCH, T_STREAM = 2, 3, 4, 5, 6, 7, 25
 T_HELLO, T_REPLY, T_HEARTBEAT, T_WORKERS = 1, 10, 12, 16
 
 
@@ -136,8 +136,34 @@ def lie_fetch_count(m):
     return True
 
 
+def lie_stream_order(m):
+    m["rows"].reverse()
+    return len(m["rows"]) > 1
+
+
+def lie_stream_outside(m):
+    if not m["rows"]:
+        return False
+    m["rows"][0][0] = int_key(-7)  # below the span asked for
+    return True
+
+
+def lie_stream_stall(m):
+    m["rows"] = []  # "more" after no rows: it would be asked the same forever
+    m["more"] = 1
+    return True
+
+
+def lie_stream_count(m):
+    if not m["rows"]:
+        return False
+    m["rows"][-1][2].pop()
+    return True
+
+
 SCENARIOS = {
-    # name: (request type lied about, lie, --ranges, honest worker present)
+    # name: (request type lied about, lie, --ranges, honest worker present);
+    # the stream's lies on dsrc/dtgt, where every row differs (a dense range)
     "bomb": (T_DESCRIBE, "bomb", 1, True),
     "split-order": (T_SPLIT, lie_split_order, 3, True),
     "tree-rows": (T_TREE, lie_tree_rows, 1, True),
@@ -150,6 +176,10 @@ SCENARIOS = {
     "fetch-unasked": (T_FETCH, lie_fetch_unasked, 1, True),
     "fetch-count": (T_FETCH, lie_fetch_count, 1, True),
     "alone-tree-rows": (T_TREE, lie_tree_rows, 1, False),
+    "stream-order": (T_STREAM, lie_stream_order, 1, True),
+    "stream-outside": (T_STREAM, lie_stream_outside, 1, True),
+    "stream-stall": (T_STREAM, lie_stream_stall, 1, True),
+    "stream-count": (T_STREAM, lie_stream_count, 1, True),
 }
 
 
@@ -296,6 +326,12 @@ for k in EXTRA:
 EXPECTED = ({("changed", (str(k),), ("v",)) for k in CHANGED} |
             {("missing-in-target", (str(k),), ()) for k in MISSING} |
             {("extra-in-target", (str(k),), ()) for k in EXTRA})
+# every row differs: the drill-down hands the range over to the stream
+cur.execute("CREATE TABLE dsrc AS SELECT * FROM src")
+cur.execute("ALTER TABLE dsrc ADD PRIMARY KEY (id)")
+cur.execute("CREATE TABLE dtgt AS SELECT id, v || '!' AS v FROM src")
+cur.execute("ALTER TABLE dtgt ADD PRIMARY KEY (id)")
+DENSE_EXPECTED = {("changed", (str(k),), ("v",)) for k in range(1, 4001)}
 
 
 def report_set(doc):
@@ -303,10 +339,11 @@ def report_set(doc):
              tuple(sorted(c["column"] for c in d.get("columns", [])))) for d in doc["divergences"]}
 
 
-def submit_wait(cl, ranges, timeout):
+def submit_wait(cl, ranges, timeout, dense=False):
     try:
         r = subprocess.run(
-            [SLUICE, "submit", "source", "target", "--table", "src", "--target-table", "tgt",
+            [SLUICE, "submit", "source", "target", "--table", "dsrc" if dense else "src",
+             "--target-table", "dtgt" if dense else "tgt",
              "--ranges", str(ranges), "--wait", "--format", "json", "--no-progress",
              "--coordinator", cl.clients_ep], capture_output=True, text=True, env=cl.env,
             timeout=timeout)
@@ -335,7 +372,9 @@ for name, (ttype, lie, ranges, honest) in SCENARIOS.items():
     pinger = Pinger(cl.clients_ep)
     pinger.start()
     hwm0 = vm_hwm_kb(coord.pid)
-    code, doc, err = submit_wait(cl, ranges, 90)
+    dense = ttype == T_STREAM
+    expected = DENSE_EXPECTED if dense else EXPECTED
+    code, doc, err = submit_wait(cl, ranges, 90, dense)
     pinger.stop.set()
     pinger.join(30)
     alive = coord.poll() is None
@@ -349,11 +388,11 @@ for name, (ttype, lie, ranges, honest) in SCENARIOS.items():
     t.ok(dropped, f"{name}: the coordinator logged why it dropped the fake: "
          f"{dropped[0] if dropped else log[-300:]}", log[-2000:])
     if honest:
-        t.ok(code == 1 and doc and report_set(doc) == EXPECTED and
+        t.ok(code == 1 and doc and report_set(doc) == expected and
              doc["source"]["rows"] == 4000 and doc["target"]["rows"] == 4000,
              f"{name}: the job gave the exact answer through the honest worker",
              f"exit {code}, {err[-500:]}, "
-             f"{sorted(report_set(doc) ^ EXPECTED) if doc else None}, "
+             f"{sorted(report_set(doc) ^ expected)[:10] if doc else None}, "
              f"{(doc or {}).get('source')}, {(doc or {}).get('target')}")
     else:
         t.ok(code == 2 and "dropped" in err,

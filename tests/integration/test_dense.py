@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""Dense divergence (coordinator/co_stream.c): tables whose rows differ
+100%, about 50% and 1% (changed, missing and extra mixed, NULLs, values
+longer than a fetch ships whole), on PostgreSQL and SQLite. sluice diff's
+answer is checked exactly (kinds, keys, columns, both values, a cut value's
+length) against an oracle computed here from the rows written, and the JSON
+summary's streamed_ranges shows the stream was taken where most rows differ
+(and not on identical tables). Once more with --rechecks: keys the stream
+finds go through the re-check path and come out confirmed.
+SEED=n replays a run."""
+import os
+import random
+import shutil
+import subprocess
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import PgServer, Tap, sluice_json  # noqa: E402
+
+XXH128SUM = shutil.which("xxh128sum")  # else a cut value's hash is checked for its form only
+
+seed = int(os.environ.get("SEED", int(time.time())))
+rnd = random.Random(seed)
+t = Tap()
+t.diag(f"seed {seed} (SEED={seed} replays)")
+
+N = 12000  # source rows; ids 2, 4, ... so extra rows can fall between them
+BIG = 70000  # over MSG_VALUE_MAX (64 KiB): travels as a digest, shown cut
+T0 = datetime(2023, 1, 1, tzinfo=timezone.utc)
+
+
+def source_rows():
+    rows = {}
+    for i in range(1, N + 1):
+        big = ("x" * BIG + str(i)) if i % 400 == 0 else None
+        rows[2 * i] = {"a": i * 7 % 1000, "t": None if i % 11 == 0 else f"t{i}", "big": big,
+                       "ts": T0 + timedelta(seconds=i)}
+    return rows
+
+
+def mutate(src, share):
+    """The target: src with about share of its rows changed, missing or
+    extra (70/15/15), each change touching one to three columns."""
+    tgt = {k: dict(v) for k, v in src.items()}
+    for k in sorted(src):
+        if rnd.random() >= share:
+            continue
+        what = rnd.random()
+        if what < 0.15:
+            del tgt[k]
+            continue
+        if what < 0.30:
+            tgt[k + 1] = {"a": rnd.randint(0, 99), "t": rnd.choice([None, "extra"]),
+                          "big": rnd.choice([None, "e" * BIG]), "ts": T0}
+        row = tgt[k]
+        cols = rnd.sample(["a", "t", "big", "ts"], rnd.randint(1, 3))
+        for c in cols:
+            if c == "a":
+                row["a"] += 1
+            elif c == "t":
+                row["t"] = "changed" if row["t"] is None else rnd.choice([None, row["t"] + "!"])
+            elif c == "big":
+                row["big"] = ("y" * BIG) if row["big"] is None else rnd.choice(
+                    [None, row["big"] + "y", "short"])
+            else:
+                row["ts"] += timedelta(microseconds=rnd.randint(1, 10**6))
+    return tgt
+
+
+def shown(v):
+    """A value as sluice shows it, and its full length when it is cut."""
+    if v is None:
+        return None, None
+    if isinstance(v, datetime):  # timestamptz on PostgreSQL, its text on SQLite
+        return v.strftime("%Y-%m-%d %H:%M:%S.%f"), None
+    s = str(v)
+    if len(s.encode()) > 65536:  # a digest and the first 1 KiB (ASCII here)
+        return s[:1024], len(s.encode())
+    return s, None
+
+
+def oracle(src, tgt):
+    exp = {}
+    for k in sorted(set(src) | set(tgt)):
+        if k not in tgt:
+            exp[str(k)] = ("missing-in-target", {})
+        elif k not in src:
+            exp[str(k)] = ("extra-in-target", {})
+        else:
+            cols = {}
+            for c in ("a", "t", "big", "ts"):
+                if src[k][c] != tgt[k][c]:
+                    cols[c] = shown(src[k][c]) + shown(tgt[k][c])
+            if cols:
+                exp[str(k)] = ("changed", cols)
+    return exp
+
+
+def got_of(doc):
+    got, bad_hash = {}, []
+    for d in doc["divergences"]:
+        (key,) = d["key"].values()
+        cols = {}
+        for c in d.get("columns", []):
+            cols[c["column"]] = (c["source"], c.get("source_length"), c["target"],
+                                 c.get("target_length"))
+            for s in ("source", "target"):
+                h = c.get(s + "_hash")
+                if h is not None and not (len(h) == 32 and all(x in "0123456789abcdef"
+                                                              for x in h)):
+                    bad_hash.append((key, c["column"], h))
+        got[key] = (d["kind"], cols)
+    return got, bad_hash
+
+
+def check_hashes(doc, src, tgt):
+    """Each cut value's hash is the XXH3-128 of its payload (when the
+    xxh128sum command is here)."""
+    if XXH128SUM is None:
+        return []
+    wrong = []
+    for d in doc["divergences"]:
+        (key,) = d["key"].values()
+        for c in d.get("columns", []):
+            for s, rows in (("source", src), ("target", tgt)):
+                h = c.get(s + "_hash")
+                if h is not None:
+                    full = rows[int(key)][c["column"]].encode()
+                    r = subprocess.run([XXH128SUM, "-"], input=full, capture_output=True)
+                    if r.stdout.split()[0].decode() != h:
+                        wrong.append((key, c["column"], s))
+    return wrong
+
+
+def load_pg(cur, name, rows):
+    cur.execute(f'DROP TABLE IF EXISTS "{name}"')
+    cur.execute(f'CREATE TABLE "{name}" (id bigint PRIMARY KEY, a int, t text, big text, '
+                f'ts timestamptz)')
+    cur.executemany(f'INSERT INTO "{name}" VALUES (%s, %s, %s, %s, %s)',
+                    [(k, r["a"], r["t"], r["big"], r["ts"]) for k, r in sorted(rows.items())])
+
+
+def load_sqlite(path, name, rows):
+    c = sqlite3.connect(path)
+    c.execute(f'DROP TABLE IF EXISTS "{name}"')
+    c.execute(f'CREATE TABLE "{name}" (id INTEGER PRIMARY KEY, a INTEGER, t TEXT, big TEXT, '
+              f'ts TEXT)')
+    c.executemany(f'INSERT INTO "{name}" VALUES (?, ?, ?, ?, ?)',
+                  [(k, r["a"], r["t"], r["big"],
+                    r["ts"].strftime("%Y-%m-%d %H:%M:%S.%f")) for k, r in sorted(rows.items())])
+    c.commit()
+    c.close()
+
+
+def compare(label, doc, exp, src, tgt, status=None):
+    got, bad_hash = got_of(doc)
+    # the oracle's cols are (src shown, src length, tgt shown, tgt length)
+    missing = [k for k in exp if k not in got]
+    extra = [k for k in got if k not in exp]
+    wrong = [(k, exp[k], got[k]) for k in exp if k in got and exp[k] != got[k]]
+    t.ok(not missing and not extra and not wrong,
+         f"{label}: {len(exp)} divergences exactly as the oracle has them",
+         f"missed {missing[:5]}, false {extra[:5]}, wrong {wrong[:3]}")
+    t.ok(not bad_hash and not check_hashes(doc, src, tgt),
+         f"{label}: cut values carry their XXH3-128 ({'checked' if XXH128SUM else 'form only'})",
+         f"{bad_hash[:3]} {check_hashes(doc, src, tgt)[:3]}")
+    if status is not None:
+        st = {d.get("status") for d in doc["divergences"]}
+        t.ok(st == {status}, f"{label}: every divergence is {status}", st)
+
+
+pg = PgServer()
+db = pg.createdb("dense")
+conn = pg.connect(db)
+conn.autocommit = True
+cur = conn.cursor()
+sqlite_path = os.path.join(tempfile.mkdtemp(prefix="sluice-dense-"), "d.db")
+
+src = source_rows()
+load_pg(cur, "src", src)
+load_sqlite(sqlite_path, "src", src)
+# dense: True, the drill-down must hand over to the stream; False, a sparse
+# table must stay with the drill-down; None, either (the answer is checked)
+cases = [("all rows", 1.0, True), ("about half the rows", 0.5, True),
+         ("1% of the rows", 0.01, None), ("0.1% of the rows", 0.001, False)]
+for label, share, dense in cases:
+    tgt = mutate(src, share)
+    load_pg(cur, "tgt", tgt)
+    load_sqlite(sqlite_path, "tgt", tgt)
+    for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_path)):
+        exp = oracle(src, tgt)
+        code, doc, err = sluice_json("diff", dsn, dsn, "--table", "src", "--target-table", "tgt",
+                                     "--ranges", "2")
+        name = f"{engine}, {label} differing"
+        if not t.ok(code == 1 and doc is not None, f"{name}: exit 1 with a report", err[-800:]):
+            continue
+        compare(name, doc, exp, src, tgt)
+        s = doc["summary"]
+        if dense:
+            t.ok(s["streamed_ranges"] >= 1 and s["streamed_rows"] > 0,
+                 f"{name}: the drill-down stopped and ranges were streamed "
+                 f"({s['streamed_ranges']} ranges, {s['streamed_rows']} rows)")
+        elif dense is False:
+            t.ok(s["streamed_ranges"] == 0 and s["streamed_rows"] == 0,
+                 f"{name}: drilled down, nothing streamed", s)
+        else:
+            t.diag(f"{name}: {s['streamed_ranges']} ranges streamed, {s['streamed_rows']} rows")
+        t.ok(s["matched_on_fetch"] == 0, f"{name}: no row counted as matched on fetch")
+    if share == 0.5:
+        code, doc, err = sluice_json("diff", pg.dsn(db), pg.dsn(db), "--table", "src",
+                                     "--target-table", "tgt", "--ranges", "2", "--rechecks", "1",
+                                     "--settle", "0")
+        name = f"PostgreSQL, {label} differing, --rechecks 1"
+        if t.ok(code == 1 and doc is not None, f"{name}: exit 1 with a report", err[-800:]):
+            compare(name, doc, oracle(src, tgt), src, tgt, status="confirmed")
+            t.ok(doc["summary"]["streamed_ranges"] >= 1, f"{name}: streamed")
+
+# wide rows: a stream reply fills its 8 MiB before its row limit, so the
+# worker stops (and cancels) the read and the coordinator asks again
+W = 6000
+wide_src = {k: {"a": k, "t": "w" * 3000 + str(k)} for k in range(1, W + 1)}
+wide_tgt = {k: {"a": k, "t": "w" * 3000 + str(k) + "!"} for k in range(1, W + 1) if k % 97}
+cur.execute("DROP TABLE IF EXISTS wsrc, wtgt")
+lite = sqlite3.connect(sqlite_path)
+for name, rows in (("wsrc", wide_src), ("wtgt", wide_tgt)):
+    cur.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, a int, t text)")
+    cur.executemany(f"INSERT INTO {name} VALUES (%s, %s, %s)",
+                    [(k, r["a"], r["t"]) for k, r in rows.items()])
+    lite.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, a INTEGER, t TEXT)")
+    lite.executemany(f"INSERT INTO {name} VALUES (?, ?, ?)",
+                     [(k, r["a"], r["t"]) for k, r in rows.items()])
+lite.commit()
+lite.close()
+wexp = {str(k): ("missing-in-target", {}) if k % 97 == 0 else
+        ("changed", {"t": (wide_src[k]["t"], None, wide_tgt[k]["t"], None)})
+        for k in wide_src}
+for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_path)):
+    code, doc, err = sluice_json("diff", dsn, dsn, "--table", "wsrc", "--target-table", "wtgt",
+                                 "--ranges", "1")
+    name = f"{engine}, 3 KB rows, all differing"
+    if t.ok(code == 1 and doc is not None, f"{name}: exit 1 with a report", err[-800:]):
+        got, _ = got_of(doc)
+        t.ok(got == wexp, f"{name}: {len(wexp)} divergences exactly as the oracle has them",
+             f"{len(got)} got, {len(set(got) ^ set(wexp))} keys differ")
+        s = doc["summary"]
+        # 4,096 such rows would be 12 MB: each reply is cut at 8 MiB
+        t.ok(s["streamed_ranges"] == 1 and s["streamed_rows"] > 4096,
+             f"{name}: streamed ({s['streamed_rows']} rows, more than one reply holds)")
+
+# identical tables: nothing streamed, nothing reported
+for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_path)):
+    code, doc, err = sluice_json("diff", dsn, dsn, "--table", "src", "--target-table", "src",
+                                 "--ranges", "2")
+    t.ok(code == 0 and doc and doc["summary"]["streamed_ranges"] == 0 and not doc["divergences"],
+         f"{engine}: identical tables: equal, nothing streamed", err[-500:])
+
+conn.close()
+pg.stop()
+t.done()
