@@ -279,6 +279,7 @@ typedef struct rec {
     char **names;
     size_t nnames;
     int found;
+    int intarget; /* --where: the key is in the target outside the where */
 } rec;
 
 static void recs_free(rec *v, size_t n)
@@ -480,8 +481,10 @@ static int put_number(sl_buf *o, const char *s, size_t n, int policy)
     }
     size_t plain = exp >= 0 ? nd + (size_t)exp : (nd > (size_t)-exp ? nd : (size_t)-exp) + 2;
     size_t frac = exp < 0 ? (size_t)-exp : 0;
+    /* MySQL: digits before and after the point, the point itself not counted */
+    size_t digits = exp >= 0 ? nd + (size_t)exp : (nd > frac ? nd : frac);
     int sci = policy == NUM_EXACT         ? plain > 200
-              : policy == NUM_MYSQL_EXACT ? plain > 66 || frac > 30
+              : policy == NUM_MYSQL_EXACT ? digits > 65 || frac > 30
                                           : plain > 24;
     if (nd == 0 || sci)
         return sl_buf_append(o, s, n);
@@ -741,6 +744,7 @@ typedef struct build_ctx {
     rec *v;
     size_t n;
     int kind;
+    int mark; /* only note which keys came back (r->found or r->intarget) */
 } build_ctx;
 
 static size_t col_index(const fix *f, const char *name)
@@ -763,12 +767,19 @@ static int take_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         if (enc_key(&f->kb, f->cls[k], &v[k], err))
             return -1;
     rec *r = rec_find(b->v, b->n, f->kb.p, f->kb.len);
+    if (b->mark == 2) { /* the target's keys, read without the where */
+        if (r)
+            r->intarget = 1;
+        return 0;
+    }
     if (!r || r->found)
         return 0;
     r->found = 1;
+    if (b->mark)
+        return 0;
     sl_buf *s = &f->stmt;
     sl_buf_reset(s);
-    if (b->kind == FIX_INS) {
+    if (b->kind == FIX_INS && !r->intarget) {
         if (sl_buf_printf(s, "INSERT INTO ") || put_table(s, f->td, f->ttable) ||
             sl_buf_printf(s, " ("))
             return sl_err_set(err, "out of memory");
@@ -792,10 +803,12 @@ static int take_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
             sl_buf_printf(s, " SET "))
             return sl_err_set(err, "out of memory");
         /* a divergence that named no column (a keys-only diff): every
-         * compared column is written */
-        size_t nset = r->nnames ? r->nnames : f->ncmp;
+         * compared column is written; a row the --where hid on one side
+         * (missing or extra only within the where): every column */
+        int all = b->kind != FIX_UPD;
+        size_t nset = all ? f->ncols : r->nnames ? r->nnames : f->ncmp;
         for (size_t i = 0; i < nset; i++) {
-            size_t c = r->nnames ? col_index(f, r->names[i]) : f->cmp[i];
+            size_t c = all ? i : r->nnames ? col_index(f, r->names[i]) : f->cmp[i];
             if (c == (size_t)-1 || c < f->nkey)
                 continue;
             if ((set++ && sl_buf_printf(s, ", ")) || put_ident(s, f->td, f->cols[c]) ||
@@ -835,6 +848,24 @@ static int keys_of(const rec *v, size_t n, const uint8_t ***kp, size_t **kl, sl_
     return 0;
 }
 
+/* Fetches the keys of b->v (only those whose found is only_found, when it
+ * is not -1) from c by q, each row handed to take_row as b says. */
+static int fetch_chunk(conn *c, const conn_query *q, build_ctx *b, int only_found, sl_err *err)
+{
+    const uint8_t **kp;
+    size_t *kl, m = 0;
+    if (keys_of(b->v, b->n, &kp, &kl, err))
+        return -1;
+    for (size_t i = 0; i < b->n; i++)
+        if (only_found < 0 || b->v[i].found == only_found) {
+            kp[m] = b->v[i].key;
+            kl[m++] = b->v[i].klen;
+        }
+    int rc = m ? conn_fetch_keys(c, q, kp, kl, m, take_row, b, err) : 0;
+    free_keys(kp, kl);
+    return rc;
+}
+
 static int build_kind(fix *f, int kind, sl_err *err)
 {
     rec v[CHUNK];
@@ -845,24 +876,46 @@ static int build_kind(fix *f, int kind, sl_err *err)
                     .ncols = f->ncols,
                     .nkey = f->nkey,
                     .where = f->where};
+    /* With a --where, a key seen on one side only may still be on the other
+     * side, outside the where (a row whose filtered column differs): such
+     * a row is updated whole, never deleted from the target (the source
+     * has it) nor inserted again (the target has it). */
+    int where = f->where && *f->where;
+    conn_query qs = q, qt = q;
+    qs.where = NULL;
+    qt.table = f->ttable;
+    qt.ncols = f->nkey;
+    qt.where = NULL;
     rewind(f->spool[kind]);
     for (;;) {
         int rc = recs_read(f->spool[kind], v, &n, err);
         if (rc == 0 && n == 0)
             return 0;
-        if (rc == 0 && kind == FIX_DEL) {
-            for (size_t i = 0; i < n && rc == 0; i++)
-                rc = build_delete(f, &v[i], err);
-        } else if (rc == 0) {
+        if (rc == 0)
             qsort(v, n, sizeof *v, rec_cmp);
-            const uint8_t **kp;
-            size_t *kl;
-            build_ctx b = {f, v, n, kind};
-            rc = keys_of(v, n, &kp, &kl, err);
-            if (rc == 0) {
-                rc = conn_fetch_keys(f->src, &q, kp, kl, n, take_row, &b, err);
-                free_keys(kp, kl);
+        build_ctx b = {f, v, n, kind, 0};
+        if (rc == 0 && kind == FIX_DEL) {
+            if (where) {
+                b.mark = 1;
+                rc = fetch_chunk(f->src, &qs, &b, -1, err);
+                b.mark = 0;
             }
+            for (size_t i = 0; i < n && rc == 0; i++)
+                if (!v[i].found)
+                    rc = build_delete(f, &v[i], err);
+            if (rc == 0 && where) {
+                for (size_t i = 0; i < n; i++)
+                    v[i].found = !v[i].found; /* fetch the ones found, build them */
+                rc = fetch_chunk(f->src, &qs, &b, 0, err);
+            }
+        } else if (rc == 0) {
+            if (where && kind == FIX_INS) {
+                b.mark = 2;
+                rc = fetch_chunk(f->tgt, &qt, &b, -1, err);
+                b.mark = 0;
+            }
+            if (rc == 0)
+                rc = fetch_chunk(f->src, &q, &b, -1, err);
             for (size_t i = 0; i < n && rc == 0; i++)
                 f->r.vanished += !v[i].found;
         }

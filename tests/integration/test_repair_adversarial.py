@@ -1,0 +1,135 @@
+#!/usr/bin/python3
+"""sluice repair against inputs meant to break it: each case once wrote a wrong value, deleted
+a row the source still has, or misreported what was written.
+
+- --where: a row whose filtered column differs is on one side of the where only; the diff
+  calls it extra (or missing), but the repair must update it, never delete a row the source
+  has (nor insert a key the target has): SQLite -> SQLite, PostgreSQL -> SQLite and
+  PostgreSQL -> PostgreSQL, source unchanged.
+- MySQL DECIMAL(65,30) holding 65 digits with 30 after the point: written as a plain
+  decimal (an exponent would make MySQL read a double and round it).
+- a MyISAM target (no rollback): a failed batch must not claim that it was rolled back
+  when its first statements stay written."""
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import MariaDbServer, PgServer, Tap, sluice  # noqa: E402
+
+t = Tap()
+tmp = tempfile.mkdtemp()
+pg = PgServer()
+pg.createdb("adv")
+P = pg.dsn("adv")
+pc = pg.connect("adv")
+pc.autocommit = True
+cur = pc.cursor()
+
+
+def sq(path, sql):
+    s = sqlite3.connect(path)
+    s.executescript(sql)
+    s.commit()
+    s.close()
+
+
+def sq_rows(path, table):
+    s = sqlite3.connect(path)
+    r = s.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
+    s.close()
+    return r
+
+
+def pg_rows(table):
+    cur.execute(f"SELECT * FROM {table} ORDER BY 1")
+    return cur.fetchall()
+
+
+# ---- --where: rows on one side of the filter only ---------------------------------------------
+# id 2: 'old' in the source, 'active' in the target: within the where only in the target, so
+# the diff says extra; the source has it (a DELETE would lose it). id 3: the other way round,
+# the diff says missing; the target has it (an INSERT would collide). id 4 is really extra,
+# id 5 really missing.
+SRC_ROWS = [(1, "active", "a"), (2, "old", "b2"), (3, "active", "c"), (5, "active", "e")]
+TGT_ROWS = [(1, "active", "a"), (2, "active", "b"), (3, "old", "c3"), (4, "active", "d")]
+WANT = [(1, "active", "a"), (2, "old", "b2"), (3, "active", "c"), (5, "active", "e")]
+WHERE = "status = 'active'"
+DDL = "CREATE TABLE w (id INTEGER PRIMARY KEY, status TEXT, v TEXT);"
+
+
+def sq_fill(path, rows):
+    if os.path.exists(path):
+        os.remove(path)
+    sq(path, DDL + "".join(f"INSERT INTO w VALUES ({i}, '{s}', '{v}');" for i, s, v in rows))
+
+
+def pg_fill(table, rows):
+    cur.execute(f"DROP TABLE IF EXISTS {table}")
+    cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, status text, v text)")
+    cur.executemany(f"INSERT INTO {table} VALUES (%s, %s, %s)", rows)
+
+
+def where_case(name, src, tgt, args, tgt_rows, src_rows):
+    before = src_rows()
+    code, out, err = sluice("repair", src, tgt, *args, "--where", WHERE, "--no-progress")
+    t.ok(code == 1 and "DELETE" in out and out.count("DELETE") == 1 and "= 4" in out,
+         f"{name}: dry run deletes only the row the source lacks", out + err)
+    code, out, err = sluice("repair", src, tgt, *args, "--where", WHERE, "--no-progress",
+                            "--apply")
+    got = tgt_rows()
+    t.ok(code == 0 and got == WANT,
+         f"{name}: --apply with --where updates the rows the filter hid, deletes only id 4",
+         f"exit {code}\n{out}{err}\ntarget {got}")
+    t.ok(src_rows() == before, f"{name}: the source is unchanged")
+    code, out, err = sluice("diff", src, tgt, *args, "--no-progress")
+    t.ok(code == 0, f"{name}: the whole tables are equal afterwards", out + err)
+
+
+sa, sb = os.path.join(tmp, "ws.db"), os.path.join(tmp, "wt.db")
+sq_fill(sa, SRC_ROWS)
+sq_fill(sb, TGT_ROWS)
+where_case("sqlite>sqlite", f"sqlite:{sa}", f"sqlite:{sb}", ["--table", "w"],
+           lambda: sq_rows(sb, "w"), lambda: sq_rows(sa, "w"))
+pg_fill("w", SRC_ROWS)
+sq_fill(sb, TGT_ROWS)
+where_case("pg>sqlite", P, f"sqlite:{sb}", ["--table", "w"], lambda: sq_rows(sb, "w"),
+           lambda: pg_rows("w"))
+pg_fill("wt", TGT_ROWS)
+where_case("pg>pg", P, P, ["--table", "w", "--target-table", "wt"], lambda: pg_rows("wt"),
+           lambda: pg_rows("w"))
+# the fix file of diff --fix-sql makes the same choice
+pg_fill("wt", TGT_ROWS)
+fx = os.path.join(tmp, "w.sql")
+code, out, err = sluice("diff", P, P, "--table", "w", "--target-table", "wt", "--where", WHERE,
+                        "--no-progress", "--fix-sql", fx)
+r = subprocess.run(["psql", P, "-q", "-v", "ON_ERROR_STOP=1", "-f", fx], capture_output=True,
+                   text=True)
+t.ok(code == 1 and r.returncode == 0 and pg_rows("wt") == WANT,
+     "pg>pg: diff --where --fix-sql, applied with psql, updates instead of delete/insert",
+     open(fx).read() + r.stderr + str(pg_rows("wt")))
+
+# ---- MariaDB -------------------------------------------------------------------------------------
+my = MariaDbServer()
+my.createdb("adv")
+M = my.dsn("adv")
+mconn = my.connect("adv")
+mc = mconn.cursor()
+mconn.autocommit(True)
+
+# 65 digits, 30 after the point: DECIMAL(65,30) holds it exactly
+BIG = "12345678901234567890123456789012345.123456789012345678901234567891"
+cur.execute("DROP TABLE IF EXISTS dec65")
+cur.execute("CREATE TABLE dec65 (id int PRIMARY KEY, n numeric(65,30))")
+cur.execute(f"INSERT INTO dec65 VALUES (1, {BIG}), (2, -{BIG}), (3, 0.000000000000000000000000000001)")
+mc.execute("CREATE TABLE dec65 (id int PRIMARY KEY, n decimal(65,30))")
+mc.execute("INSERT INTO dec65 VALUES (1, 0), (2, 0)")
+code, out, err = sluice("repair", P, M, "--table", "dec65", "--no-progress", "--apply")
+mc.execute("SELECT CAST(n AS CHAR) FROM dec65 ORDER BY id")
+got = [r[0] for r in mc.fetchall()]
+t.ok(code == 0 and got == [BIG, "-" + BIG, "0.000000000000000000000000000001"],
+     "pg>mariadb: a 65-digit DECIMAL(65,30) is written exactly", f"exit {code}\n{out}{err}\n{got}")
+
+t.done()
