@@ -72,6 +72,7 @@ struct fix {
     uint64_t inbatch;
     fix_result r;
     char src_shown[512], tgt_shown[512];
+    char nontx[64]; /* a MySQL target table's engine when it cannot roll back (MyISAM) */
     sl_buf scratch, lit, stmt, kb;
 };
 
@@ -1025,6 +1026,44 @@ static int resolve_tol(fix *f, const diff_args *a, sl_err *err)
     return r < 0 ? -1 : 0;
 }
 
+static int take_engine(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    fix *f = ctx;
+    (void)n;
+    (void)err;
+    if (v[0].kind == ENC_V_TEXT && v[0].len == 2 && !memcmp(v[0].p, "NO", 2))
+        snprintf(f->nontx, sizeof f->nontx, "%.*s", v[1].kind == ENC_V_TEXT ? (int)v[1].len : 0,
+                 v[1].kind == ENC_V_TEXT ? v[1].p : "");
+    return 0;
+}
+
+/* Whether the MySQL target table's engine can roll back a transaction
+ * (MyISAM, MEMORY cannot): a failed batch then leaves its first statements
+ * written, and fix_apply has to say so. */
+static int mysql_engine(fix *f, sl_err *err)
+{
+    sl_buf q = {0};
+    const char *dot = strchr(f->ttable, '.');
+    int r = sl_buf_printf(&q, "SELECT e.TRANSACTIONS, t.ENGINE FROM information_schema.TABLES t "
+                              "JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+                              "WHERE t.TABLE_SCHEMA = ");
+    /* the session reads literals with NO_BACKSLASH_ESCAPES: quotes doubled suffice */
+    if (!r && dot)
+        r = put_quoted(&q, f->ttable, (size_t)(dot - f->ttable));
+    else if (!r)
+        r = sl_buf_printf(&q, "DATABASE()");
+    const char *name = dot ? dot + 1 : f->ttable;
+    r = r || sl_buf_printf(&q, " AND t.TABLE_NAME = ") || put_quoted(&q, name, strlen(name)) ||
+        sl_buf_putc(&q, 0);
+    if (r) {
+        sl_buf_free(&q);
+        return sl_err_set(err, "out of memory");
+    }
+    r = conn_query_text(f->tgt, (const char *)q.p, 2, take_engine, f, err);
+    sl_buf_free(&q);
+    return r;
+}
+
 int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
 {
     f->batch = batch > 0 ? batch : FIX_BATCH_DEFAULT;
@@ -1052,6 +1091,8 @@ int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
         return sl_err_wrap(err, "target");
     if (pick_columns(f, a, err) || resolve_tol(f, a, err))
         return -1;
+    if (writable && f->td == D_MYSQL && mysql_engine(f, err))
+        return sl_err_wrap(err, "target");
     for (int k = FIX_DEL; k <= FIX_INS; k++)
         if (build_kind(f, k, err))
             return -1;
@@ -1240,6 +1281,19 @@ failed:;
     if (open)
         conn_exec(f->tgt, "ROLLBACK", &ignored);
     *err = keep;
+    if (f->nontx[0]) {
+        /* nothing was rolled back: what ran of the batch stays */
+        f->r.applied += inbatch;
+        return sl_err_wrap(err,
+                           "statement %llu of transaction %llu of %llu failed; the target "
+                           "table's engine (%s) cannot roll back, so the %llu statement%s of "
+                           "it before the failing one remain%s written (%llu statements "
+                           "written in all)",
+                           (unsigned long long)inbatch + 1, (unsigned long long)batch + 1,
+                           (unsigned long long)f->r.batches, f->nontx, (unsigned long long)inbatch,
+                           inbatch == 1 ? "" : "s", inbatch == 1 ? "s" : "",
+                           (unsigned long long)f->r.applied);
+    }
     return sl_err_wrap(err,
                        "transaction %llu of %llu failed and was rolled back (%llu statements "
                        "committed before it)",

@@ -132,4 +132,28 @@ got = [r[0] for r in mc.fetchall()]
 t.ok(code == 0 and got == [BIG, "-" + BIG, "0.000000000000000000000000000001"],
      "pg>mariadb: a 65-digit DECIMAL(65,30) is written exactly", f"exit {code}\n{out}{err}\n{got}")
 
+# MyISAM cannot roll back: in a batch whose second statement fails (a value too long for the
+# target's column), the first stays written, and the error must say so, not "rolled back"
+for eng in ("InnoDB", "MyISAM"):
+    mc.execute(f"DROP TABLE IF EXISTS s_{eng}")
+    mc.execute(f"DROP TABLE IF EXISTS t_{eng}")
+    mc.execute(f"CREATE TABLE s_{eng} (id int PRIMARY KEY, v varchar(40)) ENGINE=InnoDB")
+    mc.execute(f"CREATE TABLE t_{eng} (id int PRIMARY KEY, v varchar(5)) ENGINE={eng}")
+    mc.execute(f"INSERT INTO s_{eng} VALUES (1, 'abc'), (2, 'abcdefgh'), (3, 'c')")
+    mc.execute(f"INSERT INTO t_{eng} VALUES (1, 'x'), (2, 'y'), (3, 'z')")
+    code, out, err = sluice("repair", M, M, "--table", f"s_{eng}", "--target-table", f"t_{eng}",
+                            "--no-progress", "--apply")
+    mc.execute(f"SELECT v FROM t_{eng} ORDER BY id")
+    got = [r[0] for r in mc.fetchall()]
+    if eng == "InnoDB":
+        t.ok(code == 2 and "rolled back (0 statements committed before it)" in err
+             and got == ["x", "y", "z"], "mariadb InnoDB target: a failed batch is rolled back",
+             f"exit {code}\n{out}{err}\n{got}")
+    else:
+        t.ok(code == 2 and "rolled back" not in err and "cannot roll back" in err
+             and "1 statement of it before the failing one remains written" in err
+             and got == ["abc", "y", "z"],
+             "mariadb MyISAM target: a failed batch says which statements remain written",
+             f"exit {code}\n{out}{err}\n{got}")
+
 t.done()
