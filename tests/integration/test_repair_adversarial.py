@@ -111,6 +111,28 @@ t.ok(code == 1 and r.returncode == 0 and pg_rows("wt") == WANT,
      "pg>pg: diff --where --fix-sql, applied with psql, updates instead of delete/insert",
      open(fx).read() + r.stderr + str(pg_rows("wt")))
 
+# the re-check after an apply fails (here a --where that raises once a trigger on the target
+# has fired): exit 2, and the error says that the repair was applied
+cur.execute("DROP TABLE IF EXISTS rc_s, rc_t, rc_flag")
+cur.execute("CREATE TABLE rc_flag (x int)")
+cur.execute("CREATE TABLE rc_s (id int PRIMARY KEY, v text)")
+cur.execute("CREATE TABLE rc_t (id int PRIMARY KEY, v text)")
+cur.execute("INSERT INTO rc_s VALUES (1, 'new'), (2, 'b')")
+cur.execute("INSERT INTO rc_t VALUES (1, 'old'), (2, 'b')")
+cur.execute("CREATE OR REPLACE FUNCTION rc_chk() RETURNS bool LANGUAGE plpgsql STABLE AS $$ "
+            "BEGIN IF EXISTS (SELECT 1 FROM rc_flag) THEN RAISE EXCEPTION 'flagged'; END IF; "
+            "RETURN true; END $$")
+cur.execute("CREATE OR REPLACE FUNCTION rc_trg() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN INSERT INTO rc_flag VALUES (1); RETURN NEW; END $$")
+cur.execute("CREATE TRIGGER rc_t_upd AFTER UPDATE ON rc_t FOR EACH ROW EXECUTE FUNCTION rc_trg()")
+code, out, err = sluice("repair", P, P, "--table", "rc_s", "--target-table", "rc_t", "--where",
+                        "rc_chk()", "--no-progress", "--apply")
+cur.execute("SELECT v FROM rc_t WHERE id = 1")
+got = cur.fetchone()[0]
+t.ok(code == 2 and got == "new" and "the repair was applied (0 inserted, 1 updated" in err,
+     "a re-check that fails after the apply says that the repair was applied",
+     f"exit {code}\n{out}{err}\n{got}")
+
 # ---- MariaDB -------------------------------------------------------------------------------------
 my = MariaDbServer()
 my.createdb("adv")
