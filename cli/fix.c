@@ -13,8 +13,11 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,7 +75,10 @@ struct fix {
     uint64_t inbatch;
     fix_result r;
     char src_shown[512], tgt_shown[512];
-    char nontx[64]; /* a MySQL target table's engine when it cannot roll back (MyISAM) */
+    const char *db[2];  /* the source's and target's DSNs (SQLite files: not to be overwritten) */
+    sqlite3 *mem;       /* put_sqlite_real: SQLite's own reading of a literal */
+    sqlite3_stmt *cast; /* SELECT CAST(?1 AS REAL) on mem */
+    char nontx[64];     /* a MySQL target table's engine when it cannot roll back (MyISAM) */
     sl_buf scratch, lit, stmt, kb;
 };
 
@@ -203,6 +209,8 @@ void fix_free(fix *f)
     sl_buf_free(&f->lit);
     sl_buf_free(&f->stmt);
     sl_buf_free(&f->kb);
+    sqlite3_finalize(f->cast);
+    sqlite3_close(f->mem);
     free(f);
 }
 
@@ -543,6 +551,61 @@ static int put_datetime(fix *f, sl_buf *o, int64_t days, int64_t us, int with_ti
     return sl_buf_printf(o, "%s'", bc ? " BC" : "");
 }
 
+/* Whether SQLite reads the literal lit as exactly d (CAST of text to REAL
+ * runs the conversion SQL text goes through). -1 when SQLite fails. */
+static int sqlite_reads(fix *f, const char *lit, double d)
+{
+    if (!f->cast && (sqlite3_open_v2(":memory:", &f->mem, SQLITE_OPEN_READWRITE, NULL) ||
+                     sqlite3_prepare_v2(f->mem, "SELECT CAST(?1 AS REAL)", -1, &f->cast, NULL)))
+        return -1;
+    double got = 0;
+    int ok = sqlite3_bind_text(f->cast, 1, lit, -1, SQLITE_TRANSIENT) == SQLITE_OK &&
+             sqlite3_step(f->cast) == SQLITE_ROW;
+    if (ok)
+        got = sqlite3_column_double(f->cast, 0);
+    sqlite3_reset(f->cast);
+    return ok ? memcmp(&got, &d, sizeof d) == 0 : -1;
+}
+
+/* A finite double as a SQLite REAL literal. SQLite's text-to-real
+ * conversion is not correctly rounded (3.40 reads 8.507476961959075e-301
+ * one ulp low), so the shortest decimal is taken only when SQLite reads it
+ * back exactly; else the value is written as an exact product: a 53-bit
+ * integer times powers of two, each step exact in double arithmetic. */
+static int put_sqlite_real(fix *f, sl_buf *o, double d)
+{
+    char num[40];
+    if (d == 0)
+        return sl_buf_printf(o, "%s", signbit(d) ? "-0.0" : "0.0");
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, d);
+        double back = strtod(num, NULL);
+        if (memcmp(&back, &d, sizeof d) == 0) {
+            int r = sqlite_reads(f, num, d);
+            if (r < 0)
+                break;
+            if (r == 0)
+                continue;
+            /* a REAL stays a REAL: "10" would be read as an integer */
+            return sl_buf_printf(o, "%s%s", num, strpbrk(num, ".e") ? "" : ".0");
+        }
+    }
+    int e;
+    long long m = (long long)ldexp(frexp(d, &e), 53); /* d = m * 2^(e - 53) */
+    e -= 53;
+    if (sl_buf_printf(o, "(CAST(%lld AS REAL)", m))
+        return -1;
+    for (; e >= 53; e -= 53)
+        if (sl_buf_printf(o, " * 9007199254740992"))
+            return -1;
+    for (; e <= -53; e += 53)
+        if (sl_buf_printf(o, " / 9007199254740992"))
+            return -1;
+    if (e && sl_buf_printf(o, " %c %lld", e > 0 ? '*' : '/', 1LL << (e > 0 ? e : -e)))
+        return -1;
+    return sl_buf_putc(o, ')');
+}
+
 static int is_number_class(int c)
 {
     return c == ENC_INT || c == ENC_NUMERIC || c == ENC_FLOAT;
@@ -568,6 +631,19 @@ static int put_canonical(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err
     switch (e[0]) {
     case T_NUMBER: {
         int quote = !is_number_class(tcls) && tcls != ENC_BOOL;
+        if (f->td == D_SQLITE && !quote && cls != ENC_INT &&
+            (cls == ENC_FLOAT || tcls == ENC_FLOAT)) {
+            /* a double for a SQLite REAL: exactly as SQLite reads it */
+            char *num = strndup((const char *)p, n);
+            double d = num ? strtod(num, NULL) : 0;
+            free(num);
+            if (!num)
+                return sl_err_set(err, "out of memory");
+            if (isfinite(d)) {
+                r = put_sqlite_real(f, o, d);
+                break;
+            }
+        }
         r = (quote && sl_buf_putc(o, '\'')) ||
             put_number(o, (const char *)p, n,
                        cls == ENC_FLOAT || tcls == ENC_FLOAT ? NUM_FLOAT
@@ -646,7 +722,6 @@ static int put_canonical(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err
  * value has no such form (the caller goes the canonical way). */
 static int put_raw(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err *err)
 {
-    char num[40];
     int r;
     if (v->kind == ENC_V_NULL)
         r = sl_buf_printf(o, "NULL");
@@ -661,19 +736,8 @@ static int put_raw(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err *err)
             r = sl_buf_printf(o, "NULL");
         else if (v->d > 1.7976931348623157e308 || v->d < -1.7976931348623157e308)
             r = sl_buf_printf(o, "%s9e999", v->d < 0 ? "-" : "");
-        else {
-            snprintf(num, sizeof num, "%.17g", v->d);
-            for (int prec = 1; prec < 17; prec++) { /* the shortest that reads back */
-                char t[40];
-                snprintf(t, sizeof t, "%.*g", prec, v->d);
-                if (strtod(t, NULL) == v->d) {
-                    memcpy(num, t, sizeof t);
-                    break;
-                }
-            }
-            /* a REAL stays a REAL: "10" would be read as an integer */
-            r = sl_buf_printf(o, "%s%s", num, strpbrk(num, ".e") ? "" : ".0");
-        }
+        else
+            r = put_sqlite_real(f, o, v->d);
     } else if (v->kind == ENC_V_TEXT)
         return put_text(f, o, v->p, v->len, f->cols[col], err);
     else if (v->kind == ENC_V_BLOB)
@@ -877,11 +941,11 @@ static int build_kind(fix *f, int kind, sl_err *err)
                     .ncols = f->ncols,
                     .nkey = f->nkey,
                     .where = f->where};
-    /* With a --where, a key seen on one side only may still be on the other
-     * side, outside the where (a row whose filtered column differs): such
-     * a row is updated whole, never deleted from the target (the source
-     * has it) nor inserted again (the target has it). */
-    int where = f->where && *f->where;
+    /* A key the diff saw on one side only may be on the other side after
+     * all: outside the --where (a row whose filtered column differs), or
+     * written there since the diff. Such a row is updated whole: never
+     * deleted from the target (the source has it), nor inserted again (the
+     * target has it). */
     conn_query qs = q, qt = q;
     qs.where = NULL;
     qt.table = f->ttable;
@@ -896,21 +960,19 @@ static int build_kind(fix *f, int kind, sl_err *err)
             qsort(v, n, sizeof *v, rec_cmp);
         build_ctx b = {f, v, n, kind, 0};
         if (rc == 0 && kind == FIX_DEL) {
-            if (where) {
-                b.mark = 1;
-                rc = fetch_chunk(f->src, &qs, &b, -1, err);
-                b.mark = 0;
-            }
+            b.mark = 1;
+            rc = fetch_chunk(f->src, &qs, &b, -1, err);
+            b.mark = 0;
             for (size_t i = 0; i < n && rc == 0; i++)
                 if (!v[i].found)
                     rc = build_delete(f, &v[i], err);
-            if (rc == 0 && where) {
+            if (rc == 0) {
                 for (size_t i = 0; i < n; i++)
                     v[i].found = !v[i].found; /* fetch the ones found, build them */
                 rc = fetch_chunk(f->src, &qs, &b, 0, err);
             }
         } else if (rc == 0) {
-            if (where && kind == FIX_INS) {
+            if (kind == FIX_INS) {
                 b.mark = 2;
                 rc = fetch_chunk(f->tgt, &qt, &b, -1, err);
                 b.mark = 0;
@@ -1073,6 +1135,8 @@ int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
     f->ttable = a->o.target_table ? a->o.target_table : a->o.table;
     f->flags = a->o.strict ? ENC_STRICT : 0;
     f->where = a->o.where;
+    f->db[0] = a->source;
+    f->db[1] = a->target;
     shown(f->src_shown, sizeof f->src_shown, a->source);
     shown(f->tgt_shown, sizeof f->tgt_shown, a->target);
     if (!(f->stmts = tmpfile()))
@@ -1193,8 +1257,31 @@ int fix_write(fix *f, FILE *out, sl_err *err)
     return 0;
 }
 
+/* Whether path names the file of SQLite DSN dsn (sqlite:PATH or
+ * sqlite:file:PATH?...). */
+static int same_file(const char *path, const char *dsn)
+{
+    struct stat a, b;
+    if (!dsn || strncmp(dsn, "sqlite:", 7) || stat(path, &a))
+        return 0;
+    const char *p = dsn + 7;
+    if (!strncmp(p, "file:", 5))
+        p += 5;
+    char *db = strndup(p, strcspn(p, "?"));
+    int same = db && !stat(db, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    free(db);
+    return same;
+}
+
 int fix_write_file(fix *f, const char *path, sl_err *err)
 {
+    /* the rename would replace a database with the script */
+    for (int k = 0; k < 2; k++)
+        if (same_file(path, f->db[k]))
+            return sl_err_setc(err, SL_INVALID,
+                               "--fix-sql \"%s\" is the %s database's own file; nothing was "
+                               "written",
+                               path, k ? "target" : "source");
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
     if (!tmp)

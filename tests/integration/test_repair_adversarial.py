@@ -6,12 +6,16 @@ a row the source still has, or misreported what was written.
   calls it extra (or missing), but the repair must update it, never delete a row the source
   has (nor insert a key the target has): SQLite -> SQLite, PostgreSQL -> SQLite and
   PostgreSQL -> PostgreSQL, source unchanged.
+- --fix-sql naming the source's own SQLite file: refused (it would be replaced).
+- doubles whose shortest decimal SQLite (not correctly rounded) reads one ulp off: written
+  as a literal SQLite reads exactly, SQLite -> SQLite (the fix file) and PostgreSQL -> SQLite.
 - MySQL DECIMAL(65,30) holding 65 digits with 30 after the point: written as a plain
   decimal (an exponent would make MySQL read a double and round it).
 - a MyISAM target (no rollback): a failed batch must not claim that it was rolled back
   when its first statements stay written."""
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -132,6 +136,73 @@ got = cur.fetchone()[0]
 t.ok(code == 2 and got == "new" and "the repair was applied (0 inserted, 1 updated" in err,
      "a re-check that fails after the apply says that the repair was applied",
      f"exit {code}\n{out}{err}\n{got}")
+
+# --fix-sql naming the source's (or the target's) own SQLite file: the rename of the finished
+# script would replace the database with it
+for which in ("source", "target"):
+    sq_fill(sa, SRC_ROWS)
+    sq_fill(sb, TGT_ROWS)
+    victim = sa if which == "source" else sb
+    with open(victim, "rb") as fh:
+        before = fh.read()
+    code, out, err = sluice("diff", f"sqlite:{sa}", f"sqlite:{sb}", "--table", "w",
+                            "--no-progress", "--fix-sql", victim)
+    with open(victim, "rb") as fh:
+        after = fh.read()
+    t.ok(code == 2 and "own file" in err and after == before,
+         f"diff --fix-sql naming the {which} database file refuses and leaves it alone",
+         f"exit {code}\n{err}")
+
+# ---- doubles SQLite itself reads one ulp off -----------------------------------------------------
+# SQLite's text-to-real conversion is not correctly rounded: the shortest decimals of these
+# doubles (which strtod reads back exactly) come out one ulp off when SQLite parses them, so a
+# REAL literal for a SQLite target must be one SQLite reads exactly
+ODD = [-3.131546820234317e-307, -2.505178385779365e-301, 7.036870839547745e+177,
+       -2.603035253442309e-303, 8.507476961959075e-301, -4.729536807628197e-301,
+       -4.5818408903237864e-299, 4.647788798124515e-301, 3.008285471666108e-299,
+       -7.264656207181672e-305, 5e-324, 0.1, 1.7976931348623157e308]
+
+
+def bits(x):
+    return struct.pack("<d", x).hex() if isinstance(x, float) else repr(x)
+
+
+def sq_floats(path):
+    s = sqlite3.connect(path)
+    r = [bits(v) for (v,) in s.execute("SELECT d FROM f ORDER BY id")]
+    s.close()
+    return r
+
+
+want = [bits(x) for x in ODD]
+fs, ft = os.path.join(tmp, "fs.db"), os.path.join(tmp, "ft.db")
+for p in (fs, ft):
+    s = sqlite3.connect(p)
+    s.execute("CREATE TABLE f (id INTEGER PRIMARY KEY, d REAL)")
+    s.execute("INSERT INTO f VALUES (1000, 1.0)")
+    if p == fs:
+        s.executemany("INSERT INTO f VALUES (?, ?)", list(enumerate(ODD)))
+    s.commit()
+    s.close()
+fx = os.path.join(tmp, "f.sql")
+code, out, err = sluice("diff", f"sqlite:{fs}", f"sqlite:{ft}", "--table", "f", "--no-progress",
+                        "--fix-sql", fx)
+r = subprocess.run(["sqlite3", "-bail", ft, f".read {fx}"], capture_output=True, text=True)
+got = sq_floats(ft)
+t.ok(r.returncode == 0 and got[:-1] == want,
+     "sqlite>sqlite: the fix file (read by sqlite3) writes every double exactly",
+     f"{r.stderr}\n{list(zip(want, got))}")
+cur.execute("DROP TABLE IF EXISTS f")
+cur.execute("CREATE TABLE f (id int PRIMARY KEY, d float8)")
+cur.executemany("INSERT INTO f VALUES (%s, %s)", list(enumerate(ODD)) + [(1000, 1.0)])
+s = sqlite3.connect(ft)
+s.execute("UPDATE f SET d = 1.0")
+s.commit()
+s.close()
+code, out, err = sluice("repair", P, f"sqlite:{ft}", "--table", "f", "--no-progress", "--apply")
+got = sq_floats(ft)
+t.ok(code == 0 and got[:-1] == want, "pg>sqlite: --apply writes every double exactly",
+     f"exit {code}\n{out}{err}\n{list(zip(want, got))}")
 
 # ---- MariaDB -------------------------------------------------------------------------------------
 my = MariaDbServer()
