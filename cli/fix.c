@@ -1230,7 +1230,12 @@ int fix_write(fix *f, FILE *out, sl_err *err)
                 (unsigned long long)f->r.vanished, f->r.vanished == 1 ? " is" : "s are");
     fprintf(out, "-- generated %s; apply to the target only\n", when);
     if (f->td == D_PG)
-        fputs("SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n", out);
+        /* as sluice's own sessions: a literal without an offset (a
+         * timestamp copied into a timestamptz) reads as UTC */
+        fputs("SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n"
+              "SET TimeZone = 'UTC';\nSET DateStyle = 'ISO, YMD';\nSET IntervalStyle = "
+              "'postgres';\n",
+              out);
     else if (f->td == D_MYSQL)
         fputs("SET NAMES utf8mb4;\nSET time_zone = '+00:00';\n", out);
     rewind(f->stmts);

@@ -7,6 +7,8 @@ a row the source still has, or misreported what was written.
   has (nor insert a key the target has): SQLite -> SQLite, PostgreSQL -> SQLite and
   PostgreSQL -> PostgreSQL, source unchanged.
 - --fix-sql naming the source's own SQLite file: refused (it would be replaced).
+- the PostgreSQL fix file sets TimeZone UTC (and DateStyle, IntervalStyle) as --apply's
+  session has them: a timestamp copied into a timestamptz column read as UTC.
 - doubles whose shortest decimal SQLite (not correctly rounded) reads one ulp off: written
   as a literal SQLite reads exactly, SQLite -> SQLite (the fix file) and PostgreSQL -> SQLite.
 - MySQL DECIMAL(65,30) holding 65 digits with 30 after the point: written as a plain
@@ -152,6 +154,29 @@ for which in ("source", "target"):
     t.ok(code == 2 and "own file" in err and after == before,
          f"diff --fix-sql naming the {which} database file refuses and leaves it alone",
          f"exit {code}\n{err}")
+
+# the fix file applied with psql in a database whose TimeZone is not UTC: a timestamp copied
+# into a timestamptz column must read as UTC, as in --apply's session
+pg.createdb("advtz")
+TZ = pg.dsn("advtz")
+tc = pg.connect("advtz")
+tc.autocommit = True
+tcur = tc.cursor()
+tcur.execute("CREATE TABLE tzs (id int PRIMARY KEY, ts timestamp)")
+tcur.execute("CREATE TABLE tzt (id int PRIMARY KEY, ts timestamptz)")
+tcur.execute("INSERT INTO tzs VALUES (1, '2024-06-01 10:00:00')")
+tcur.execute("INSERT INTO tzt VALUES (1, NULL)")
+tcur.execute("ALTER DATABASE advtz SET TimeZone = 'Asia/Kolkata'")
+fx = os.path.join(tmp, "tz.sql")
+code, out, err = sluice("diff", TZ, TZ, "--table", "tzs", "--target-table", "tzt", "--no-progress",
+                        "--fix-sql", fx)
+r = subprocess.run(["psql", TZ, "-q", "-v", "ON_ERROR_STOP=1", "-f", fx], capture_output=True,
+                   text=True)
+tcur.execute("SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM tzt")
+got = tcur.fetchone()[0]
+t.ok(r.returncode == 0 and got == "2024-06-01 10:00:00",
+     "pg>pg fix file in a non-UTC database: a timestamp into timestamptz reads as UTC",
+     f"{r.stderr}\n{got}\n{open(fx).read()}")
 
 # ---- doubles SQLite itself reads one ulp off -----------------------------------------------------
 # SQLite's text-to-real conversion is not correctly rounded: the shortest decimals of these
