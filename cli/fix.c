@@ -1237,7 +1237,11 @@ int fix_write(fix *f, FILE *out, sl_err *err)
               "'postgres';\n",
               out);
     else if (f->td == D_MYSQL)
-        fputs("SET NAMES utf8mb4;\nSET time_zone = '+00:00';\n", out);
+        /* strict as --apply's session: a value the column cannot hold is
+         * an error, not silently cut or zeroed */
+        fputs("SET NAMES utf8mb4;\nSET time_zone = '+00:00';\nSET SESSION sql_mode = "
+              "'NO_BACKSLASH_ESCAPES,STRICT_ALL_TABLES';\n",
+              out);
     rewind(f->stmts);
     int open = 0, t;
     while ((t = next_item(f, err)) > 0) {

@@ -13,6 +13,8 @@ a row the source still has, or misreported what was written.
   as a literal SQLite reads exactly, SQLite -> SQLite (the fix file) and PostgreSQL -> SQLite.
 - MySQL DECIMAL(65,30) holding 65 digits with 30 after the point: written as a plain
   decimal (an exponent would make MySQL read a double and round it).
+- the MySQL fix file sets a strict sql_mode, as --apply does: a value too long for the
+  column is an error under a server whose sql_mode is not strict, not silently cut.
 - a MyISAM target (no rollback): a failed batch must not claim that it was rolled back
   when its first statements stay written."""
 import os
@@ -273,5 +275,27 @@ for eng in ("InnoDB", "MyISAM"):
              and got == ["abc", "y", "z"],
              "mariadb MyISAM target: a failed batch says which statements remain written",
              f"exit {code}\n{out}{err}\n{got}")
+
+# the fix file applied with the mariadb client on a server whose sql_mode is not strict: a
+# value too long for the target's column must be an error (as under --apply), not cut short
+mc.execute("DROP TABLE IF EXISTS s_len, t_len")
+mc.execute("CREATE TABLE s_len (id int PRIMARY KEY, v varchar(40))")
+mc.execute("CREATE TABLE t_len (id int PRIMARY KEY, v varchar(5))")
+mc.execute("INSERT INTO s_len VALUES (1, 'abcdefgh')")
+mc.execute("INSERT INTO t_len VALUES (1, 'x')")
+mc.execute("SET GLOBAL sql_mode = ''")
+fx = os.path.join(tmp, "len.sql")
+code, out, err = sluice("diff", M, M, "--table", "s_len", "--target-table", "t_len",
+                        "--no-progress", "--fix-sql", fx)
+with open(fx, "rb") as fh:
+    r = subprocess.run(["mariadb", "--no-defaults", "--binary-mode", "-h", "127.0.0.1", "-P",
+                        str(my.port), "-u", my.USER, f"-p{my.PASSWORD}", "adv"], stdin=fh,
+                       capture_output=True)
+mc.execute("SET GLOBAL sql_mode = DEFAULT")
+mc.execute("SELECT v FROM t_len")
+got = mc.fetchone()[0]
+t.ok(r.returncode != 0 and got == "x",
+     "mariadb fix file on a non-strict server: a value too long is refused, not cut",
+     f"exit {r.returncode} {r.stderr!r} {got}")
 
 t.done()
