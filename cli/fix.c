@@ -96,6 +96,23 @@ static int parse_count(const char *s, int64_t max, int64_t *out)
     return 0;
 }
 
+/* Whether s ("--name" or "--name=value") is a shortening of one of
+ * repair's own options: "--max-row 5" would reach the diff's getopt_long,
+ * which completes it to --max-rows-per-second, and the limit the user meant
+ * would silently not be there. */
+static int abbreviates(const char *s)
+{
+    static const char *const own[] = {"--max-rows", "--apply", "--batch", "--rows-per-second",
+                                      "--fix-sql"};
+    size_t n = strcspn(s, "=");
+    if (n < 3 || strncmp(s, "--", 2))
+        return 0;
+    for (size_t k = 0; k < sizeof own / sizeof *own; k++)
+        if (n < strlen(own[k]) && !strncmp(s, own[k], n))
+            return 1;
+    return 0;
+}
+
 int fix_take_args(int *argc, char **argv, int repair, fix_args *fa)
 {
     memset(fa, 0, sizeof *fa);
@@ -130,6 +147,10 @@ int fix_take_args(int *argc, char **argv, int repair, fix_args *fa)
             fa->help = 1;
             continue;
         }
+        if (which < 0 && repair && abbreviates(s)) /* getopt would take it for another option */
+            return cli_fail("%s: write the option out in full (--max-rows, --apply, --batch, "
+                            "--rows-per-second, --fix-sql)",
+                            s);
         if (which < 0) {
             argv[o++] = argv[i];
             continue;

@@ -6,6 +6,8 @@ a row the source still has, or misreported what was written.
   calls it extra (or missing), but the repair must update it, never delete a row the source
   has (nor insert a key the target has): SQLite -> SQLite, PostgreSQL -> SQLite and
   PostgreSQL -> PostgreSQL, source unchanged.
+- a shortened repair option ("--max-row 1", which getopt_long completed to the diff's
+  --max-rows-per-second, so the limit was not there): refused.
 - --fix-sql naming the source's own SQLite file: refused (it would be replaced).
 - the PostgreSQL fix file sets TimeZone UTC (and DateStyle, IntervalStyle) as --apply's
   session has them: a timestamp copied into a timestamptz column read as UTC.
@@ -230,6 +232,18 @@ code, out, err = sluice("repair", P, f"sqlite:{ft}", "--table", "f", "--no-progr
 got = sq_floats(ft)
 t.ok(code == 0 and got[:-1] == want, "pg>sqlite: --apply writes every double exactly",
      f"exit {code}\n{out}{err}\n{list(zip(want, got))}")
+
+# "--max-row 1" (one letter short): getopt_long would complete it to the diff's
+# --max-rows-per-second, and the repair would go ahead past the limit the user meant
+sq_fill(sa, SRC_ROWS)
+sq_fill(sb, TGT_ROWS)
+before = sq_rows(sb, "w")
+for short in (["--max-row", "1"], ["--max-r=1"], ["--appl"], ["--rows-per", "5"]):
+    code, out, err = sluice("repair", f"sqlite:{sa}", f"sqlite:{sb}", "--table", "w",
+                            "--no-progress", "--apply", *short)
+    t.ok(code == 2 and "in full" in err and sq_rows(sb, "w") == before,
+         f"repair {' '.join(short)}: a shortened repair option is refused, nothing written",
+         f"exit {code}\n{out}{err}")
 
 # ---- MariaDB -------------------------------------------------------------------------------------
 my = MariaDbServer()
