@@ -12,6 +12,7 @@
 #include "fix.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <sqlite3.h>
@@ -1317,8 +1318,14 @@ int fix_write_file(fix *f, const char *path, sl_err *err)
     if (!tmp)
         return sl_err_set(err, "out of memory");
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *out = fopen(tmp, "w");
+    /* a new file only: never through a link or over a file already there */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out) {
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         sl_err_setc(err, SL_INVALID, "cannot create \"%s\": %s", tmp, strerror(errno));
         free(tmp);
         return -1;
