@@ -999,8 +999,9 @@ static int build_kind(fix *f, int kind, sl_err *err)
                 rc = fetch_chunk(f->tgt, &qt, &b, -1, err);
                 b.mark = 0;
             }
-            if (rc == 0)
-                rc = fetch_chunk(f->src, &q, &b, -1, err);
+            if (rc == 0 && (rc = fetch_chunk(f->src, &q, &b, -1, err)))
+                sl_err_wrap(err, "reading the source rows the fix writes (every column both "
+                                 "tables have, --exclude-columns too)");
             for (size_t i = 0; i < n && rc == 0; i++)
                 f->r.vanished += !v[i].found;
         }
