@@ -17,6 +17,8 @@ a row the source still has, or misreported what was written.
   decimal (an exponent would make MySQL read a double and round it).
 - the MySQL fix file sets a strict sql_mode, as --apply does: a value too long for the
   column is an error under a server whose sql_mode is not strict, not silently cut.
+- MariaDB JSON columns whose names hold a quote or a backtick (doubled in the CHECK that marks
+  them JSON) were read as text: drift against jsonb, never repaired.
 - a MyISAM target (no rollback): a failed batch must not claim that it was rolled back
   when its first statements stay written."""
 import os
@@ -325,5 +327,20 @@ code, out, err = sluice("repair", M, f"sqlite:{btp}", "--table", "bt", "--exclud
                         "--no-progress")
 t.ok(code == 2 and "--exclude-columns too" in err,
      "an excluded column the fix cannot read: the error says the fix reads it", err)
+
+# MariaDB's JSON is a longtext with CHECK (json_valid(`name`)); a name holding a quote or a
+# backtick is printed with it doubled, and such a column was read as text: "type changed"
+# drift against PostgreSQL's jsonb, which a repair never writes
+mc.execute("DROP TABLE IF EXISTS jq")
+mc.execute('CREATE TABLE jq (id int PRIMARY KEY, `Mixed "Case" ``col``` JSON, `a"b` JSON)')
+mc.execute("""INSERT INTO jq VALUES (1, '{"a": 1}', '[1]'), (2, '{"b": 2}', 'null')""")
+cur.execute("DROP TABLE IF EXISTS jq")
+cur.execute('CREATE TABLE jq (id int PRIMARY KEY, "Mixed ""Case"" `col`" jsonb, "a""b" jsonb)')
+cur.execute("""INSERT INTO jq VALUES (1, '{"a": 1}', '[1]'), (2, '{"b": 3}', 'null')""")
+code, out, err = sluice("repair", P, M, "--table", "jq", "--no-progress", "--apply")
+code2, out2, err2 = sluice("diff", P, M, "--table", "jq", "--no-progress")
+t.ok(code == 0 and "1 updated" in out and code2 == 0,
+     "mariadb JSON columns whose names hold quotes and backticks: repaired, then identical",
+     f"exit {code}\n{out}{err}\ndiff exit {code2}\n{out2}{err2}")
 
 t.done()
