@@ -12,9 +12,13 @@
 #include "fix.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <math.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +76,10 @@ struct fix {
     uint64_t inbatch;
     fix_result r;
     char src_shown[512], tgt_shown[512];
+    const char *db[2];  /* the source's and target's DSNs (SQLite files: not to be overwritten) */
+    sqlite3 *mem;       /* put_sqlite_real: SQLite's own reading of a literal */
+    sqlite3_stmt *cast; /* SELECT CAST(?1 AS REAL) on mem */
+    char nontx[64];     /* a MySQL target table's engine when it cannot roll back (MyISAM) */
     sl_buf scratch, lit, stmt, kb;
 };
 
@@ -86,6 +94,23 @@ static int parse_count(const char *s, int64_t max, int64_t *out)
     if (end == s || *end || errno || v < 1 || v > max)
         return -1;
     *out = v;
+    return 0;
+}
+
+/* Whether s ("--name" or "--name=value") is a shortening of one of
+ * repair's own options: "--max-row 5" would reach the diff's getopt_long,
+ * which completes it to --max-rows-per-second, and the limit the user meant
+ * would silently not be there. */
+static int abbreviates(const char *s)
+{
+    static const char *const own[] = {"--max-rows", "--apply", "--batch", "--rows-per-second",
+                                      "--fix-sql"};
+    size_t n = strcspn(s, "=");
+    if (n < 3 || strncmp(s, "--", 2))
+        return 0;
+    for (size_t k = 0; k < sizeof own / sizeof *own; k++)
+        if (n < strlen(own[k]) && !strncmp(s, own[k], n))
+            return 1;
     return 0;
 }
 
@@ -123,6 +148,10 @@ int fix_take_args(int *argc, char **argv, int repair, fix_args *fa)
             fa->help = 1;
             continue;
         }
+        if (which < 0 && repair && abbreviates(s)) /* getopt would take it for another option */
+            return cli_fail("%s: write the option out in full (--max-rows, --apply, --batch, "
+                            "--rows-per-second, --fix-sql)",
+                            s);
         if (which < 0) {
             argv[o++] = argv[i];
             continue;
@@ -202,6 +231,8 @@ void fix_free(fix *f)
     sl_buf_free(&f->lit);
     sl_buf_free(&f->stmt);
     sl_buf_free(&f->kb);
+    sqlite3_finalize(f->cast);
+    sqlite3_close(f->mem);
     free(f);
 }
 
@@ -279,6 +310,7 @@ typedef struct rec {
     char **names;
     size_t nnames;
     int found;
+    int intarget; /* --where: the key is in the target outside the where */
 } rec;
 
 static void recs_free(rec *v, size_t n)
@@ -480,8 +512,10 @@ static int put_number(sl_buf *o, const char *s, size_t n, int policy)
     }
     size_t plain = exp >= 0 ? nd + (size_t)exp : (nd > (size_t)-exp ? nd : (size_t)-exp) + 2;
     size_t frac = exp < 0 ? (size_t)-exp : 0;
+    /* MySQL: digits before and after the point, the point itself not counted */
+    size_t digits = exp >= 0 ? nd + (size_t)exp : (nd > frac ? nd : frac);
     int sci = policy == NUM_EXACT         ? plain > 200
-              : policy == NUM_MYSQL_EXACT ? plain > 66 || frac > 30
+              : policy == NUM_MYSQL_EXACT ? digits > 65 || frac > 30
                                           : plain > 24;
     if (nd == 0 || sci)
         return sl_buf_append(o, s, n);
@@ -539,6 +573,61 @@ static int put_datetime(fix *f, sl_buf *o, int64_t days, int64_t us, int with_ti
     return sl_buf_printf(o, "%s'", bc ? " BC" : "");
 }
 
+/* Whether SQLite reads the literal lit as exactly d (CAST of text to REAL
+ * runs the conversion SQL text goes through). -1 when SQLite fails. */
+static int sqlite_reads(fix *f, const char *lit, double d)
+{
+    if (!f->cast && (sqlite3_open_v2(":memory:", &f->mem, SQLITE_OPEN_READWRITE, NULL) ||
+                     sqlite3_prepare_v2(f->mem, "SELECT CAST(?1 AS REAL)", -1, &f->cast, NULL)))
+        return -1;
+    double got = 0;
+    int ok = sqlite3_bind_text(f->cast, 1, lit, -1, SQLITE_TRANSIENT) == SQLITE_OK &&
+             sqlite3_step(f->cast) == SQLITE_ROW;
+    if (ok)
+        got = sqlite3_column_double(f->cast, 0);
+    sqlite3_reset(f->cast);
+    return ok ? memcmp(&got, &d, sizeof d) == 0 : -1;
+}
+
+/* A finite double as a SQLite REAL literal. SQLite's text-to-real
+ * conversion is not correctly rounded (3.40 reads 8.507476961959075e-301
+ * one ulp low), so the shortest decimal is taken only when SQLite reads it
+ * back exactly; else the value is written as an exact product: a 53-bit
+ * integer times powers of two, each step exact in double arithmetic. */
+static int put_sqlite_real(fix *f, sl_buf *o, double d)
+{
+    char num[40];
+    if (d == 0)
+        return sl_buf_printf(o, "%s", signbit(d) ? "-0.0" : "0.0");
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, d);
+        double back = strtod(num, NULL);
+        if (memcmp(&back, &d, sizeof d) == 0) {
+            int r = sqlite_reads(f, num, d);
+            if (r < 0)
+                break;
+            if (r == 0)
+                continue;
+            /* a REAL stays a REAL: "10" would be read as an integer */
+            return sl_buf_printf(o, "%s%s", num, strpbrk(num, ".e") ? "" : ".0");
+        }
+    }
+    int e;
+    long long m = (long long)ldexp(frexp(d, &e), 53); /* d = m * 2^(e - 53) */
+    e -= 53;
+    if (sl_buf_printf(o, "(CAST(%lld AS REAL)", m))
+        return -1;
+    for (; e >= 53; e -= 53)
+        if (sl_buf_printf(o, " * 9007199254740992"))
+            return -1;
+    for (; e <= -53; e += 53)
+        if (sl_buf_printf(o, " / 9007199254740992"))
+            return -1;
+    if (e && sl_buf_printf(o, " %c %lld", e > 0 ? '*' : '/', 1LL << (e > 0 ? e : -e)))
+        return -1;
+    return sl_buf_putc(o, ')');
+}
+
 static int is_number_class(int c)
 {
     return c == ENC_INT || c == ENC_NUMERIC || c == ENC_FLOAT;
@@ -564,6 +653,19 @@ static int put_canonical(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err
     switch (e[0]) {
     case T_NUMBER: {
         int quote = !is_number_class(tcls) && tcls != ENC_BOOL;
+        if (f->td == D_SQLITE && !quote && cls != ENC_INT &&
+            (cls == ENC_FLOAT || tcls == ENC_FLOAT)) {
+            /* a double for a SQLite REAL: exactly as SQLite reads it */
+            char *num = strndup((const char *)p, n);
+            double d = num ? strtod(num, NULL) : 0;
+            free(num);
+            if (!num)
+                return sl_err_set(err, "out of memory");
+            if (isfinite(d)) {
+                r = put_sqlite_real(f, o, d);
+                break;
+            }
+        }
         r = (quote && sl_buf_putc(o, '\'')) ||
             put_number(o, (const char *)p, n,
                        cls == ENC_FLOAT || tcls == ENC_FLOAT ? NUM_FLOAT
@@ -642,7 +744,6 @@ static int put_canonical(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err
  * value has no such form (the caller goes the canonical way). */
 static int put_raw(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err *err)
 {
-    char num[40];
     int r;
     if (v->kind == ENC_V_NULL)
         r = sl_buf_printf(o, "NULL");
@@ -657,19 +758,8 @@ static int put_raw(fix *f, sl_buf *o, size_t col, const enc_val *v, sl_err *err)
             r = sl_buf_printf(o, "NULL");
         else if (v->d > 1.7976931348623157e308 || v->d < -1.7976931348623157e308)
             r = sl_buf_printf(o, "%s9e999", v->d < 0 ? "-" : "");
-        else {
-            snprintf(num, sizeof num, "%.17g", v->d);
-            for (int prec = 1; prec < 17; prec++) { /* the shortest that reads back */
-                char t[40];
-                snprintf(t, sizeof t, "%.*g", prec, v->d);
-                if (strtod(t, NULL) == v->d) {
-                    memcpy(num, t, sizeof t);
-                    break;
-                }
-            }
-            /* a REAL stays a REAL: "10" would be read as an integer */
-            r = sl_buf_printf(o, "%s%s", num, strpbrk(num, ".e") ? "" : ".0");
-        }
+        else
+            r = put_sqlite_real(f, o, v->d);
     } else if (v->kind == ENC_V_TEXT)
         return put_text(f, o, v->p, v->len, f->cols[col], err);
     else if (v->kind == ENC_V_BLOB)
@@ -741,6 +831,7 @@ typedef struct build_ctx {
     rec *v;
     size_t n;
     int kind;
+    int mark; /* only note which keys came back (r->found or r->intarget) */
 } build_ctx;
 
 static size_t col_index(const fix *f, const char *name)
@@ -763,12 +854,19 @@ static int take_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         if (enc_key(&f->kb, f->cls[k], &v[k], err))
             return -1;
     rec *r = rec_find(b->v, b->n, f->kb.p, f->kb.len);
+    if (b->mark == 2) { /* the target's keys, read without the where */
+        if (r)
+            r->intarget = 1;
+        return 0;
+    }
     if (!r || r->found)
         return 0;
     r->found = 1;
+    if (b->mark)
+        return 0;
     sl_buf *s = &f->stmt;
     sl_buf_reset(s);
-    if (b->kind == FIX_INS) {
+    if (b->kind == FIX_INS && !r->intarget) {
         if (sl_buf_printf(s, "INSERT INTO ") || put_table(s, f->td, f->ttable) ||
             sl_buf_printf(s, " ("))
             return sl_err_set(err, "out of memory");
@@ -792,10 +890,12 @@ static int take_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
             sl_buf_printf(s, " SET "))
             return sl_err_set(err, "out of memory");
         /* a divergence that named no column (a keys-only diff): every
-         * compared column is written */
-        size_t nset = r->nnames ? r->nnames : f->ncmp;
+         * compared column is written; a row the --where hid on one side
+         * (missing or extra only within the where): every column */
+        int all = b->kind != FIX_UPD;
+        size_t nset = all ? f->ncols : r->nnames ? r->nnames : f->ncmp;
         for (size_t i = 0; i < nset; i++) {
-            size_t c = r->nnames ? col_index(f, r->names[i]) : f->cmp[i];
+            size_t c = all ? i : r->nnames ? col_index(f, r->names[i]) : f->cmp[i];
             if (c == (size_t)-1 || c < f->nkey)
                 continue;
             if ((set++ && sl_buf_printf(s, ", ")) || put_ident(s, f->td, f->cols[c]) ||
@@ -835,6 +935,24 @@ static int keys_of(const rec *v, size_t n, const uint8_t ***kp, size_t **kl, sl_
     return 0;
 }
 
+/* Fetches the keys of b->v (only those whose found is only_found, when it
+ * is not -1) from c by q, each row handed to take_row as b says. */
+static int fetch_chunk(conn *c, const conn_query *q, build_ctx *b, int only_found, sl_err *err)
+{
+    const uint8_t **kp;
+    size_t *kl, m = 0;
+    if (keys_of(b->v, b->n, &kp, &kl, err))
+        return -1;
+    for (size_t i = 0; i < b->n; i++)
+        if (only_found < 0 || b->v[i].found == only_found) {
+            kp[m] = b->v[i].key;
+            kl[m++] = b->v[i].klen;
+        }
+    int rc = m ? conn_fetch_keys(c, q, kp, kl, m, take_row, b, err) : 0;
+    free_keys(kp, kl);
+    return rc;
+}
+
 static int build_kind(fix *f, int kind, sl_err *err)
 {
     rec v[CHUNK];
@@ -845,24 +963,45 @@ static int build_kind(fix *f, int kind, sl_err *err)
                     .ncols = f->ncols,
                     .nkey = f->nkey,
                     .where = f->where};
+    /* A key the diff saw on one side only may be on the other side after
+     * all: outside the --where (a row whose filtered column differs), or
+     * written there since the diff. Such a row is updated whole: never
+     * deleted from the target (the source has it), nor inserted again (the
+     * target has it). */
+    conn_query qs = q, qt = q;
+    qs.where = NULL;
+    qt.table = f->ttable;
+    qt.ncols = f->nkey;
+    qt.where = NULL;
     rewind(f->spool[kind]);
     for (;;) {
         int rc = recs_read(f->spool[kind], v, &n, err);
         if (rc == 0 && n == 0)
             return 0;
-        if (rc == 0 && kind == FIX_DEL) {
-            for (size_t i = 0; i < n && rc == 0; i++)
-                rc = build_delete(f, &v[i], err);
-        } else if (rc == 0) {
+        if (rc == 0)
             qsort(v, n, sizeof *v, rec_cmp);
-            const uint8_t **kp;
-            size_t *kl;
-            build_ctx b = {f, v, n, kind};
-            rc = keys_of(v, n, &kp, &kl, err);
+        build_ctx b = {f, v, n, kind, 0};
+        if (rc == 0 && kind == FIX_DEL) {
+            b.mark = 1;
+            rc = fetch_chunk(f->src, &qs, &b, -1, err);
+            b.mark = 0;
+            for (size_t i = 0; i < n && rc == 0; i++)
+                if (!v[i].found)
+                    rc = build_delete(f, &v[i], err);
             if (rc == 0) {
-                rc = conn_fetch_keys(f->src, &q, kp, kl, n, take_row, &b, err);
-                free_keys(kp, kl);
+                for (size_t i = 0; i < n; i++)
+                    v[i].found = !v[i].found; /* fetch the ones found, build them */
+                rc = fetch_chunk(f->src, &qs, &b, 0, err);
             }
+        } else if (rc == 0) {
+            if (kind == FIX_INS) {
+                b.mark = 2;
+                rc = fetch_chunk(f->tgt, &qt, &b, -1, err);
+                b.mark = 0;
+            }
+            if (rc == 0 && (rc = fetch_chunk(f->src, &q, &b, -1, err)))
+                sl_err_wrap(err, "reading the source rows the fix writes (every column both "
+                                 "tables have, --exclude-columns too)");
             for (size_t i = 0; i < n && rc == 0; i++)
                 f->r.vanished += !v[i].found;
         }
@@ -972,6 +1111,44 @@ static int resolve_tol(fix *f, const diff_args *a, sl_err *err)
     return r < 0 ? -1 : 0;
 }
 
+static int take_engine(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    fix *f = ctx;
+    (void)n;
+    (void)err;
+    if (v[0].kind == ENC_V_TEXT && v[0].len == 2 && !memcmp(v[0].p, "NO", 2))
+        snprintf(f->nontx, sizeof f->nontx, "%.*s", v[1].kind == ENC_V_TEXT ? (int)v[1].len : 0,
+                 v[1].kind == ENC_V_TEXT ? v[1].p : "");
+    return 0;
+}
+
+/* Whether the MySQL target table's engine can roll back a transaction
+ * (MyISAM, MEMORY cannot): a failed batch then leaves its first statements
+ * written, and fix_apply has to say so. */
+static int mysql_engine(fix *f, sl_err *err)
+{
+    sl_buf q = {0};
+    const char *dot = strchr(f->ttable, '.');
+    int r = sl_buf_printf(&q, "SELECT e.TRANSACTIONS, t.ENGINE FROM information_schema.TABLES t "
+                              "JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+                              "WHERE t.TABLE_SCHEMA = ");
+    /* the session reads literals with NO_BACKSLASH_ESCAPES: quotes doubled suffice */
+    if (!r && dot)
+        r = put_quoted(&q, f->ttable, (size_t)(dot - f->ttable));
+    else if (!r)
+        r = sl_buf_printf(&q, "DATABASE()");
+    const char *name = dot ? dot + 1 : f->ttable;
+    r = r || sl_buf_printf(&q, " AND t.TABLE_NAME = ") || put_quoted(&q, name, strlen(name)) ||
+        sl_buf_putc(&q, 0);
+    if (r) {
+        sl_buf_free(&q);
+        return sl_err_set(err, "out of memory");
+    }
+    r = conn_query_text(f->tgt, (const char *)q.p, 2, take_engine, f, err);
+    sl_buf_free(&q);
+    return r;
+}
+
 int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
 {
     f->batch = batch > 0 ? batch : FIX_BATCH_DEFAULT;
@@ -981,6 +1158,8 @@ int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
     f->ttable = a->o.target_table ? a->o.target_table : a->o.table;
     f->flags = a->o.strict ? ENC_STRICT : 0;
     f->where = a->o.where;
+    f->db[0] = a->source;
+    f->db[1] = a->target;
     shown(f->src_shown, sizeof f->src_shown, a->source);
     shown(f->tgt_shown, sizeof f->tgt_shown, a->target);
     if (!(f->stmts = tmpfile()))
@@ -999,6 +1178,8 @@ int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err)
         return sl_err_wrap(err, "target");
     if (pick_columns(f, a, err) || resolve_tol(f, a, err))
         return -1;
+    if (writable && f->td == D_MYSQL && mysql_engine(f, err))
+        return sl_err_wrap(err, "target");
     for (int k = FIX_DEL; k <= FIX_INS; k++)
         if (build_kind(f, k, err))
             return -1;
@@ -1072,9 +1253,18 @@ int fix_write(fix *f, FILE *out, sl_err *err)
                 (unsigned long long)f->r.vanished, f->r.vanished == 1 ? " is" : "s are");
     fprintf(out, "-- generated %s; apply to the target only\n", when);
     if (f->td == D_PG)
-        fputs("SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n", out);
+        /* as sluice's own sessions: a literal without an offset (a
+         * timestamp copied into a timestamptz) reads as UTC */
+        fputs("SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n"
+              "SET TimeZone = 'UTC';\nSET DateStyle = 'ISO, YMD';\nSET IntervalStyle = "
+              "'postgres';\n",
+              out);
     else if (f->td == D_MYSQL)
-        fputs("SET NAMES utf8mb4;\nSET time_zone = '+00:00';\n", out);
+        /* strict as --apply's session: a value the column cannot hold is
+         * an error, not silently cut or zeroed */
+        fputs("SET NAMES utf8mb4;\nSET time_zone = '+00:00';\nSET SESSION sql_mode = "
+              "'NO_BACKSLASH_ESCAPES,STRICT_ALL_TABLES';\n",
+              out);
     rewind(f->stmts);
     int open = 0, t;
     while ((t = next_item(f, err)) > 0) {
@@ -1099,15 +1289,44 @@ int fix_write(fix *f, FILE *out, sl_err *err)
     return 0;
 }
 
+/* Whether path names the file of SQLite DSN dsn (sqlite:PATH or
+ * sqlite:file:PATH?...). */
+static int same_file(const char *path, const char *dsn)
+{
+    struct stat a, b;
+    if (!dsn || strncmp(dsn, "sqlite:", 7) || stat(path, &a))
+        return 0;
+    const char *p = dsn + 7;
+    if (!strncmp(p, "file:", 5))
+        p += 5;
+    char *db = strndup(p, strcspn(p, "?"));
+    int same = db && !stat(db, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    free(db);
+    return same;
+}
+
 int fix_write_file(fix *f, const char *path, sl_err *err)
 {
+    /* the rename would replace a database with the script */
+    for (int k = 0; k < 2; k++)
+        if (same_file(path, f->db[k]))
+            return sl_err_setc(err, SL_INVALID,
+                               "--fix-sql \"%s\" is the %s database's own file; nothing was "
+                               "written",
+                               path, k ? "target" : "source");
     size_t n = strlen(path) + 32;
     char *tmp = malloc(n);
     if (!tmp)
         return sl_err_set(err, "out of memory");
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *out = fopen(tmp, "w");
+    /* a new file only: never through a link or over a file already there */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!out) {
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         sl_err_setc(err, SL_INVALID, "cannot create \"%s\": %s", tmp, strerror(errno));
         free(tmp);
         return -1;
@@ -1187,6 +1406,19 @@ failed:;
     if (open)
         conn_exec(f->tgt, "ROLLBACK", &ignored);
     *err = keep;
+    if (f->nontx[0]) {
+        /* nothing was rolled back: what ran of the batch stays */
+        f->r.applied += inbatch;
+        return sl_err_wrap(err,
+                           "statement %llu of transaction %llu of %llu failed; the target "
+                           "table's engine (%s) cannot roll back, so the %llu statement%s of "
+                           "it before the failing one remain%s written (%llu statements "
+                           "written in all)",
+                           (unsigned long long)inbatch + 1, (unsigned long long)batch + 1,
+                           (unsigned long long)f->r.batches, f->nontx, (unsigned long long)inbatch,
+                           inbatch == 1 ? "" : "s", inbatch == 1 ? "s" : "",
+                           (unsigned long long)f->r.applied);
+    }
     return sl_err_wrap(err,
                        "transaction %llu of %llu failed and was rolled back (%llu statements "
                        "committed before it)",

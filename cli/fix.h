@@ -70,7 +70,10 @@ void fix_counts(const fix *f, uint64_t *ins, uint64_t *upd, uint64_t *del);
 /* Opens SOURCE (read-only) and TARGET of a (read-write when writable),
  * describes both tables, fetches the source rows and builds the
  * statements in batches of batch (0: FIX_BATCH_DEFAULT). Rows gone from
- * the source since the diff are left out (counted). 0, or -1 with err. */
+ * the source since the diff are left out (counted). A key the diff saw on
+ * one side only but which the other side has after all (outside a --where,
+ * or written since) is updated whole: never deleted while the source has
+ * it, never inserted while the target has it. 0, or -1 with err. */
 int fix_build(fix *f, const diff_args *a, int writable, long batch, sl_err *err);
 
 /* After fix_build: the statements as a SQL script (a header comment: source

@@ -155,8 +155,17 @@ int cmd_repair(int argc, char **argv)
     cli_catch_signals(); /* Ctrl-C stops between transactions, never inside one */
     if (fix_apply(fx, fa.rows_per_second, &err))
         goto out;
-    if (fix_recheck(fx, &err))
+    if (fix_recheck(fx, &err)) {
+        /* the writes are done: exit 2 must not read as "nothing happened" */
+        fix_result_get(fx, &fr);
+        sl_err_wrap(&err,
+                    "the repair was applied (%llu inserted, %llu updated, %llu deleted in %llu "
+                    "transaction%s) but re-checking it failed",
+                    (unsigned long long)fr.inserts, (unsigned long long)fr.updates,
+                    (unsigned long long)fr.deletes, (unsigned long long)fr.batches,
+                    fr.batches == 1 ? "" : "s");
         goto out;
+    }
     fix_result_get(fx, &fr);
     printf("repaired target table %s: %llu inserted, %llu updated, %llu deleted in %llu "
            "transaction%s; re-check: %llu of %llu keys equal the source\n",

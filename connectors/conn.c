@@ -35,6 +35,16 @@ int conn_exec(conn *c, const char *sql, sl_err *err)
     return c->ops->query(c, sql, NULL, 0, 0, NULL, no_rows, NULL, err);
 }
 
+int conn_query_text(conn *c, const char *sql, size_t ncols, conn_row_fn fn, void *ctx, sl_err *err)
+{
+    int cls[8];
+    if (ncols > 8)
+        return sl_err_set(err, "conn_query_text: too many columns");
+    for (size_t i = 0; i < ncols; i++)
+        cls[i] = ENC_TEXT;
+    return c->ops->query(c, sql, NULL, 0, ncols, cls, fn, ctx, err);
+}
+
 void conn_free(conn *c)
 {
     if (c)

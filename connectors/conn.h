@@ -88,6 +88,10 @@ conn *conn_open_rw(const char *dsn, int read_timeout_ms, sl_err *err);
  * has built its literals. 0, or -1 with err set. */
 int conn_exec(conn *c, const char *sql, sl_err *err);
 
+/* Runs a query without parameters whose ncols (at most 8) columns are read
+ * as text, calling fn per row. 0, or -1 with err set. */
+int conn_query_text(conn *c, const char *sql, size_t ncols, conn_row_fn fn, void *ctx, sl_err *err);
+
 /* Has fn(ctx) called about every 100 ms while a read waits on the
  * database (PostgreSQL, MySQL): one row of hundreds of megabytes can take seconds
  * to arrive, and a worker must keep sending heartbeats meanwhile. fn must

@@ -916,14 +916,20 @@ static int take_check(void *ctx, const enc_val *v, size_t n, sl_err *err)
     if (v[0].kind == ENC_V_NULL || v[1].kind == ENC_V_NULL || v[0].len != strlen(d->name) ||
         memcmp(v[0].p, d->name, v[0].len) != 0)
         return 0;
+    /* the name quoted as the session's sql_mode prints it (ANSI_QUOTES or
+     * backticks), the quote character doubled within it */
+    const char *q = v[1].p, *end = v[1].p + v[1].len;
+    if (v[1].len < 14 || memcmp(q, "json_valid(", 11) != 0 || (q[11] != '"' && q[11] != '`'))
+        return 0;
     for (size_t i = 0; i < d->t->ncols; i++) {
         conn_col *c = &d->t->cols[i];
-        size_t nl = strlen(c->name);
-        /* the name quoted as the session's sql_mode prints it (ANSI_QUOTES) */
-        const char *q = v[1].p;
-        if (c->cls == ENC_TEXT && v[1].len == nl + 14 && memcmp(q, "json_valid(", 11) == 0 &&
-            (q[11] == '"' || q[11] == '`') && memcmp(q + 12, c->name, nl) == 0 &&
-            q[12 + nl] == q[11] && q[13 + nl] == ')')
+        const char *p = q + 12;
+        for (const char *s = c->name; *s && p < end; s++, p++)
+            if (*p != *s || (*s == q[11] && (++p >= end || *p != q[11]))) {
+                p = end;
+                break;
+            }
+        if (c->cls == ENC_TEXT && p + 2 == end && p[0] == q[11] && p[1] == ')')
             c->cls = ENC_JSON;
     }
     return 0;
