@@ -160,6 +160,11 @@ static int job_run(job *j, sl_err *err)
     j->lost_seen = c->lost;
     if (j->o->changes)
         return co_follow_run(j, err);
+    if (j->o->max_divergences && j->ndiv >= j->o->max_divergences) { /* reached before a restart */
+        j->limit_hit = j->sum->limit_reached = 1;
+        return sl_err_set(err, "stopped after %llu divergences (--max-divergences)",
+                          (unsigned long long)j->ndiv);
+    }
     for (size_t i = 0; i < j->nr; i++) /* --chunk-time: a planned range's share of the rows */
         j->r[i].est_rows = j->rows_expected / 2 / j->nr + 1;
     /* a throttled job knows its rate already: its long ranges are split
@@ -538,6 +543,7 @@ co_job *co_job_start(co *c, const co_diff_opts *o, const co_callbacks *cb, sl_er
     j->table[1] = o->target_table ? o->target_table : o->table;
     j->prio = o->priority;
     j->cap = o->max_tasks;
+    j->ndiv = o->resume_divergences;
     j->t0 = sl_now();
     j->wake = 1;
     j->fw[0] = j->fw[1] = -1;

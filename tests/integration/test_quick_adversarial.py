@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""Adversarial checks of --chunk-time, --max-divergences, --keys-only and
+--summary-only (issue 15): every answer is compared with an oracle, the
+same diff without the option. Key types whose order is easy to get wrong
+(text under a non-C collation, composite, bytea, uuid, bigint at its ends,
+negative and sparse keys), a --where clause, SQLite and MariaDB."""
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cluster import Cluster  # noqa: E402
+from harness import MariaDbServer, PgServer, Tap, sluice, sluice_json  # noqa: E402
+
+t = Tap()
+pg = PgServer()
+pg.createdb("src")
+pg.createdb("dst")
+src, dst = pg.dsn("src"), pg.dsn("dst")
+THROTTLE = ["--ranges", "2", "--max-rows-per-second", "20000", "--workers", "2"]
+
+
+def answer(doc):
+    divs = sorted(json.dumps([d["kind"], d["key"], sorted(c["column"] for c in d.get("columns", []))])
+                  for d in doc["divergences"])
+    sm = doc["summary"]
+    return divs, {k: sm.get(k) for k in ("source_rows", "target_rows", "changed",
+                                           "missing_in_target", "extra_in_target")}
+
+
+def same_as_oracle(name, table, *extra, a=src, b=dst, oracle_extra=()):
+    code, ref, err = sluice_json("diff", a, b, "--table", table, *extra, *oracle_extra)
+    code2, doc, err2 = sluice_json("diff", a, b, "--table", table, *extra, *THROTTLE,
+                                   "--chunk-time", "0.02")
+    ok = ref is not None and doc is not None and code == code2 and answer(ref) == answer(doc)
+    t.ok(ok and doc["summary"]["ranges"] > 2,
+         f"--chunk-time, {name}: the oracle's answer ({ref and len(ref['divergences'])} "
+         f"divergences), split into {doc and doc['summary']['ranges']} ranges",
+         f"exit {code}/{code2}\n{err}\n{err2}\n"
+         f"{ref and answer(ref)[1]}\n{doc and answer(doc)[1]}")
+    return ref, doc
+
+
+def both(sql_all, sql_dst=(), params=None):
+    for db in ("src", "dst"):
+        c = pg.connect(db)
+        cur = c.cursor()
+        for s in sql_all:
+            cur.execute(s)
+        if db == "dst":
+            for s in sql_dst:
+                cur.execute(s)
+        c.commit()
+        c.close()
+
+
+# text keys under a non-C collation: ICU orders 'a' < 'B' < 'b', C orders by bytes
+both(["CREATE TABLE tx (k text COLLATE \"und-x-icu\" PRIMARY KEY, v int)",
+      "INSERT INTO tx SELECT w || g, g FROM generate_series(1, 400) g, "
+      "unnest(ARRAY['a','B','b','É','e','é','z','Z',' ','-','_','ä','ß','€','😀',"
+      "'a b','ab','A','', '\\']) w"],
+     ["UPDATE tx SET v = -v WHERE v % 37 = 0", "DELETE FROM tx WHERE v % 101 = 0",
+      "INSERT INTO tx VALUES ('zzz-extra', 1), ('É-extra', 2)"])
+same_as_oracle("text keys under an ICU collation", "tx")
+same_as_oracle("text keys, --where", "tx", "--where", "v % 3 <> 0")
+
+# composite key (int, text)
+both(["CREATE TABLE tc (a int, b text, v int, PRIMARY KEY (a, b))",
+      "INSERT INTO tc SELECT g % 7 - 3, 'x' || g, g FROM generate_series(1, 6000) g"],
+     ["UPDATE tc SET v = 0 WHERE v % 53 = 0", "DELETE FROM tc WHERE v % 211 = 0"])
+same_as_oracle("composite (int, text) key", "tc")
+
+# bytea and uuid keys
+both(["CREATE TABLE tb (k bytea PRIMARY KEY, v int)",
+      "INSERT INTO tb SELECT decode(lpad(to_hex(g * 2654435761 % 4294967296), 8, '0'), 'hex') "
+      "|| CASE WHEN g % 3 = 0 THEN '\\x00'::bytea WHEN g % 3 = 1 THEN '\\xff'::bytea "
+      "ELSE ''::bytea END, g FROM generate_series(1, 6000) g",
+      "CREATE TABLE tu (k uuid PRIMARY KEY, v int)",
+      "INSERT INTO tu SELECT md5(g::text)::uuid, g FROM generate_series(1, 6000) g"],
+     ["UPDATE tb SET v = 0 WHERE v % 53 = 0", "DELETE FROM tb WHERE v % 211 = 0",
+      "UPDATE tu SET v = 0 WHERE v % 53 = 0", "DELETE FROM tu WHERE v % 211 = 0"])
+same_as_oracle("bytea key", "tb")
+same_as_oracle("uuid key", "tu")
+
+# bigint keys at both ends of the type, negative, and sparse
+both(["CREATE TABLE ti (k bigint PRIMARY KEY, v int)",
+      "INSERT INTO ti SELECT (-9223372036854775807)::bigint - 1 + g, g FROM generate_series(0, 1999) g",
+      "INSERT INTO ti SELECT 9223372036854775807::bigint - g, g FROM generate_series(0, 1999) g",
+      "INSERT INTO ti SELECT g - 1000, g FROM generate_series(0, 1999) g",
+      "CREATE TABLE tsp (k bigint PRIMARY KEY, v int)",
+      "INSERT INTO tsp SELECT g, g FROM generate_series(1, 3000) g",
+      "INSERT INTO tsp SELECT 1000000000000000::bigint + g * 1000000000::bigint, g FROM generate_series(1, 3000) g"],
+     ["UPDATE ti SET v = -1 WHERE v % 41 = 0", "DELETE FROM ti WHERE v % 199 = 0",
+      "DELETE FROM ti WHERE k IN ((-9223372036854775807)::bigint - 1, 9223372036854775807)",
+      "UPDATE tsp SET v = -1 WHERE v % 41 = 0", "DELETE FROM tsp WHERE v % 199 = 0"])
+same_as_oracle("bigint keys at INT64 min/max and negative", "ti")
+same_as_oracle("sparse bigint keys", "tsp")
+same_as_oracle("bigint keys, --where", "ti", "--where", "k > -5 OR v % 2 = 0")
+same_as_oracle("bigint keys, --keys-only", "ti", "--keys-only")
+same_as_oracle("bigint keys, --rechecks", "ti", "--rechecks", "1", "--settle", "0.05")
+
+# tiny tables: no rows, one row, a few rows (a split has nothing to cut)
+for n in (0, 1, 3, 5, 9, 20):
+    both([f"CREATE TABLE tiny{n} (k int PRIMARY KEY, v int)",
+          f"INSERT INTO tiny{n} SELECT g, g FROM generate_series(1, {n}) g"],
+         [f"UPDATE tiny{n} SET v = 0 WHERE k = 1"])
+    code, ref, err = sluice_json("diff", src, dst, "--table", f"tiny{n}", "--allow-empty")
+    code2, doc, err2 = sluice_json("diff", src, dst, "--table", f"tiny{n}", "--allow-empty",
+                                   "--ranges", "1",
+                                   "--max-rows-per-second", "50", "--chunk-time", "0.01")
+    t.ok(ref and doc and code == code2 and answer(ref) == answer(doc),
+         f"--chunk-time, a table of {n} rows: the oracle's answer "
+         f"({doc and doc['summary']['ranges']} ranges)", err2)
+
+# SQLite: text keys (a NOCASE column), bigint ends, composite
+tmp = tempfile.mkdtemp()
+a, b = os.path.join(tmp, "a.db"), os.path.join(tmp, "b.db")
+WORDS = ["a", "B", "b", "É", "e", "é", "z", "Z", " ", "-", "_", "ä", "ß", "€", "😀", "ab", "\\"]
+for path in (a, b):
+    with sqlite3.connect(path) as s:
+        s.execute("CREATE TABLE tx (k TEXT PRIMARY KEY, v INTEGER)")
+        s.executemany("INSERT INTO tx VALUES (?, ?)",
+                      [(f"{w}{g}", g) for g in range(1, 301) for w in WORDS
+                       if not (path == b and g % 101 == 0)])
+        if path == b:
+            s.execute("UPDATE tx SET v = -v WHERE v % 37 = 0")
+        s.execute("CREATE TABLE ti (k INTEGER PRIMARY KEY, v INTEGER)")
+        keys = ([-2**63 + g for g in range(2000)] + [2**63 - 1 - g for g in range(2000)]
+                + [g * 10**12 for g in range(-1000, 1000)])
+        s.executemany("INSERT INTO ti VALUES (?, ?)", [(k, k % 1000) for k in keys
+                      if not (path == b and k % 199 == 0)])
+        if path == b:
+            s.execute("UPDATE ti SET v = -1 WHERE k % 41 = 0")
+        s.execute("CREATE TABLE tc (a INTEGER, b TEXT, v INTEGER, PRIMARY KEY (a, b))")
+        s.executemany("INSERT INTO tc VALUES (?, ?, ?)",
+                      [(g % 7 - 3, f"x{g}", g) for g in range(1, 6001)
+                       if not (path == b and g % 211 == 0)])
+for table in ("tx", "ti", "tc"):
+    same_as_oracle(f"SQLite, table {table}", table, a="sqlite:" + a, b="sqlite:" + b)
+
+# MariaDB: a case-insensitive text key, bigint ends, unsigned keys
+try:
+    my = MariaDbServer()
+except RuntimeError as e:
+    my = None
+    t.diag(f"no MariaDB: {e}")
+if my:
+    for db in ("src", "dst"):
+        my.createdb(db)
+        c = my.connect(db)
+        cur = c.cursor()
+        cur.execute("CREATE TABLE tx (k varchar(40) CHARACTER SET utf8mb4 COLLATE "
+                    "utf8mb4_general_ci PRIMARY KEY, v int)")
+        rows = [(f"{w}{g}", g) for g in range(1, 301)
+                for w in ["a", "B", "É", "z", " ", "-", "_", "ß", "€", "ab", "ö"]
+                if not (db == "dst" and g % 101 == 0)]
+        cur.executemany("INSERT INTO tx VALUES (%s, %s)", rows)
+        cur.execute("CREATE TABLE ti (k bigint PRIMARY KEY, v int)")
+        cur.executemany("INSERT INTO ti VALUES (%s, %s)",
+                        [(k, k % 1000) for k in keys if not (db == "dst" and k % 199 == 0)])
+        cur.execute("CREATE TABLE tl (k varchar(40) CHARACTER SET latin1 PRIMARY KEY, v int)")
+        cur.executemany("INSERT INTO tl VALUES (%s, %s)",
+                        [(f"{w}{g}", g) for g in range(1, 601) for w in ["a", "B", "é", "Z", "ÿ"]
+                         if not (db == "dst" and g % 101 == 0)])
+        if db == "dst":
+            cur.execute("UPDATE tx SET v = -v WHERE v % 37 = 0")
+            cur.execute("UPDATE ti SET v = -1 WHERE k % 41 = 0")
+            cur.execute("UPDATE tl SET v = -v WHERE v % 37 = 0")
+        c.close()
+    for table in ("tx", "ti", "tl"):
+        same_as_oracle(f"MariaDB, table {table}", table, a=my.dsn("src"), b=my.dsn("dst"))
+    same_as_oracle("MariaDB source, PostgreSQL target, bigint ends", "ti", a=my.dsn("src"))
+
+# ---- a cluster: --max-divergences N across a coordinator restart -----------------------------
+both(["CREATE TABLE md (id int PRIMARY KEY, v text)",
+      "INSERT INTO md SELECT g, 'v' || g FROM generate_series(1, 20000) g"],
+     ["UPDATE md SET v = 'changed' WHERE id % 97 = 7"])
+cl = Cluster({"src": src, "dst": dst})
+cl.start_coordinator()
+cl.start_worker(slots=2)
+t.ok(cl.wait_workers(2), "a coordinator and a worker with 2 slots")
+job = cl.submit("src", "dst", "--table", "md", "--ranges", "20", "--max-rows-per-second", "3000",
+                "--max-divergences", "60", "--keys-only")
+before = None
+for _ in range(100):
+    time.sleep(0.2)
+    before = cl.status(job)
+    if before and before.get("ranges_done", 0) >= 2:
+        break
+cl.coordinator.kill()
+cl.coordinator.wait()
+cl.start_coordinator()
+st = cl.wait_state(job, timeout=120)
+code, out, err = cl.client("report", str(job), "--format", "json")
+doc = json.loads(out) if out.strip() else None
+n = doc and len(doc["divergences"])
+t.ok(before and before["state"] == "running" and 2 <= before["ranges_done"] < 20
+     and st and st["state"] == "done" and n == 60 and doc["summary"]["changed"] == 60
+     and doc["summary"]["limit_reached"] == 60 and st["changed"] == 60,
+     f"--max-divergences 60, coordinator restarted after {before and before['ranges_done']} "
+     f"ranges: {n} reported (those before the restart count toward the limit)",
+     f"{before}\n{st}\n{doc and doc['summary']}")
+cl.stop()
+t.done()
