@@ -5,6 +5,8 @@ same diff without the option. Key types whose order is easy to get wrong
 (text under a non-C collation, composite, bytea, uuid, bigint at its ends,
 negative and sparse keys), a --where clause, SQLite and MariaDB."""
 import json
+import subprocess
+import threading
 import os
 import sqlite3
 import sys
@@ -13,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
-from harness import MariaDbServer, PgServer, Tap, sluice, sluice_json  # noqa: E402
+from harness import SLUICE, MariaDbServer, PgServer, Tap, free_port, sluice, sluice_json  # noqa: E402
 
 t = Tap()
 pg = PgServer()
@@ -27,8 +29,9 @@ def answer(doc):
     divs = sorted(json.dumps([d["kind"], d["key"], sorted(c["column"] for c in d.get("columns", []))])
                   for d in doc["divergences"])
     sm = doc["summary"]
-    return divs, {k: sm.get(k) for k in ("source_rows", "target_rows", "changed",
-                                           "missing_in_target", "extra_in_target")}
+    counts = {k: sm.get(k) for k in ("changed", "missing_in_target", "extra_in_target")}
+    counts["rows"] = (doc["source"]["rows"], doc["target"]["rows"])
+    return divs, counts
 
 
 def same_as_oracle(name, table, *extra, a=src, b=dst, oracle_extra=()):
@@ -204,4 +207,153 @@ t.ok(before and before["state"] == "running" and 2 <= before["ranges_done"] < 20
      f"ranges: {n} reported (those before the restart count toward the limit)",
      f"{before}\n{st}\n{doc and doc['summary']}")
 cl.stop()
+
+# ---- a worker lying in its answer to a bounded split: the range stays whole ------------------
+T_SPLIT, T_REPLY = 3, 10
+
+
+def decode(frame):
+    import msgpack
+    assert frame[0] == 0, "an lz4 frame: not expected for these small messages"
+    return msgpack.unpackb(frame[1:], raw=False, strict_map_key=False)
+
+
+def encode(m):
+    import msgpack
+    return b"\x00" + msgpack.packb(m, use_bin_type=True)
+
+
+def int_key(i):
+    return b"\x10" + ((i ^ (1 << 63)) & ((1 << 64) - 1)).to_bytes(8, "big")
+
+
+def lie_eq_bound(m, lo, hi):
+    if lo[0] != 0:
+        m["bounds"].insert(0, lo[1])  # the range's own lower bound: an empty first piece
+    elif hi[0] != 0:
+        m["bounds"].append(hi[1])  # its upper bound: a piece past its end
+    return lo[0] != 0 or hi[0] != 0
+
+
+def lie_outside(m, lo, hi):
+    if hi[0] != 0:
+        m["bounds"].append(int_key(10 ** 9))
+    elif lo[0] != 0:
+        m["bounds"].insert(0, int_key(-10 ** 9))
+    return lo[0] != 0 or hi[0] != 0
+
+
+def lie_not_rising(m, lo, hi):
+    b = m["bounds"]
+    if len(b) < 2:
+        return False
+    b[0], b[1] = b[1], b[0]
+    return True
+
+
+def lie_repeat(m, lo, hi):
+    b = m["bounds"]
+    if len(b) < 2:
+        return False
+    b[1] = b[0]
+    return True
+
+
+class SplitLiar(threading.Thread):
+    """Registers as a worker and relays a real one, lying in every reply to a
+    bounded split request (one with "lo"/"hi": --chunk-time)."""
+
+    def __init__(self, cl, lie):
+        import zmq
+        super().__init__(daemon=True)
+        self.lie, self.lies = lie, 0
+        self.ctx = zmq.Context()
+        self.up = self.ctx.socket(zmq.DEALER)
+        self.up.setsockopt(zmq.LINGER, 0)
+        self.up.connect(cl.workers_ep)
+        self.down = self.ctx.socket(zmq.ROUTER)
+        self.down.setsockopt(zmq.LINGER, 0)
+        ep = f"tcp://127.0.0.1:{free_port()}"
+        self.down.bind(ep)
+        self.real = subprocess.Popen(
+            [SLUICE, "worker", "--coordinator", ep, "--db-file", cl.dbfile, "--slots", "1",
+             "--heartbeat", "0.3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=cl.env)
+        self.asked = {}  # bounded split request id -> (lo, hi)
+        self.stop = threading.Event()
+
+    def run(self):
+        import zmq
+        ident, waiting = None, []
+        poller = zmq.Poller()
+        poller.register(self.up, zmq.POLLIN)
+        poller.register(self.down, zmq.POLLIN)
+        while not self.stop.is_set():
+            for sock, _ in poller.poll(100):
+                if sock is self.down:
+                    ident, frame = self.down.recv_multipart()
+                    for f in waiting:
+                        self.down.send_multipart([ident, f])
+                    waiting = []
+                    self.up.send(self.tamper(frame))
+                else:
+                    frame = self.up.recv()
+                    try:
+                        m = decode(frame)
+                        if m.get("t") == T_SPLIT and "lo" in m:
+                            self.asked[m["id"]] = (m["lo"], m["hi"])
+                    except Exception:
+                        pass
+                    if ident is None:
+                        waiting.append(frame)
+                    else:
+                        self.down.send_multipart([ident, frame])
+        self.up.close()
+        self.down.close()
+        self.ctx.term()
+
+    def tamper(self, frame):
+        if frame[0] != 0:
+            return frame
+        m = decode(frame)
+        if m.get("t") != T_REPLY or m.get("id") not in self.asked:
+            return frame
+        lo, hi = self.asked.pop(m["id"])
+        if not self.lie(m, lo, hi):
+            return frame
+        self.lies += 1
+        return encode(m)
+
+    def close(self):
+        self.stop.set()
+        self.join(5)
+        self.real.kill()
+        self.real.wait()
+
+
+both(["CREATE TABLE lz (id int PRIMARY KEY, v text)",
+      "INSERT INTO lz SELECT g, md5(g::text) FROM generate_series(1, 6000) g"],
+     ["UPDATE lz SET v = 'changed' WHERE id % 301 = 7", "DELETE FROM lz WHERE id % 997 = 5",
+      "INSERT INTO lz VALUES (7001, 'x'), (-3, 'y')"])
+code, ref, err = sluice_json("diff", src, dst, "--table", "lz")
+for name, lie in (("a bound equal to the range's own bound", lie_eq_bound),
+                  ("a bound outside the range", lie_outside),
+                  ("bounds not rising", lie_not_rising), ("a bound repeated", lie_repeat)):
+    cl = Cluster({"src": src, "dst": dst})
+    cl.start_coordinator()
+    liar = SplitLiar(cl, lie)
+    liar.start()
+    up = cl.wait_workers(1)
+    code2, out, err2 = cl.client("submit", "src", "dst", "--table", "lz", "--wait", "--no-progress",
+                                 "--format", "json", "--ranges", "2", "--max-rows-per-second",
+                                 "6000", "--chunk-time", "0.1")
+    liar.close()
+    cl.stop()
+    doc = json.loads(out) if out.strip() else None
+    t.ok(up and liar.lies > 0 and code2 == code == 1 and doc and answer(doc) == answer(ref),
+         f"a split reply with {name} ({liar.lies} lies): the oracle's answer "
+         f"({doc and doc['summary']['ranges']} ranges)", f"exit {code2}\n{err2[-800:]}\n"
+         f"{doc and answer(doc)[1]} vs {answer(ref)[1]}\n"
+         f"{doc and sorted(set(answer(doc)[0]) ^ set(answer(ref)[0]))[:6]}\n"
+         f"{doc and json.dumps(doc['summary'])}")
 t.done()
