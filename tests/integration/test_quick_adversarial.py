@@ -208,6 +208,38 @@ t.ok(before and before["state"] == "running" and 2 <= before["ranges_done"] < 20
      f"{before}\n{st}\n{doc and doc['summary']}")
 cl.stop()
 
+# ---- a cluster: --chunk-time with --rechecks, the coordinator killed twice mid-job ----------
+both(["CREATE TABLE cr (id bigint PRIMARY KEY, v text)",
+      "INSERT INTO cr SELECT g * 7919 - 50000000, 'v' || g FROM generate_series(1, 30000) g"],
+     ["UPDATE cr SET v = 'changed' WHERE id % 89 = 3", "DELETE FROM cr WHERE id % 1009 = 5",
+      "INSERT INTO cr VALUES (-60000000, 'x'), (900000000, 'y')"])
+code, ref, err = sluice_json("diff", src, dst, "--table", "cr", "--rechecks", "1", "--settle", "0.1")
+cl = Cluster({"src": src, "dst": dst})
+cl.start_coordinator()
+cl.start_worker(slots=2)
+cl.wait_workers(2)
+job = cl.submit("src", "dst", "--table", "cr", "--ranges", "3", "--max-rows-per-second", "8000",
+                "--chunk-time", "0.2", "--rechecks", "1", "--settle", "0.1")
+seen = []
+for delay in (2.5, 2.5):
+    time.sleep(delay)
+    seen.append(cl.status(job))
+    cl.coordinator.kill()
+    cl.coordinator.wait()
+    cl.start_coordinator()
+st = cl.wait_state(job, timeout=180)
+code2, out, err2 = cl.client("report", str(job), "--format", "json")
+doc = json.loads(out) if out.strip() else None
+want = answer(ref)[1]
+t.ok(st and st["state"] == "done" and doc and answer(doc)[0] == answer(ref)[0]
+     and (st["source_rows"], st["target_rows"]) == want["rows"]
+     and (st["changed"], st["missing_in_target"], st["extra_in_target"])
+     == (want["changed"], want["missing_in_target"], want["extra_in_target"]),
+     "--chunk-time --rechecks on a cluster, the coordinator killed twice: the oracle's "
+     "divergences and row counts, none counted twice",
+     f"{seen}\n{st}\nwant {want}\n{err2[-500:]}")
+cl.stop()
+
 # ---- a worker lying in its answer to a bounded split: the range stays whole ------------------
 T_SPLIT, T_REPLY = 3, 10
 
