@@ -126,11 +126,14 @@ double co_row_seconds(const job *j)
     return 0;
 }
 
-/* Whether range r may be split now: pending on both sides, not being split. */
+/* Whether range r may be split now: pending on both sides, not being split,
+ * and never compared: a compare cut short by a lost worker left the range
+ * the divergences it reported (range.emitted), which pieces would not know,
+ * and so would report again. */
 static int splittable(const range *r)
 {
     return r->state[0] == RS_PENDING && r->state[1] == RS_PENDING && !r->splitting &&
-           r->est_rows >= 4;
+           !r->attempts && !r->emitted.len && r->est_rows >= 4;
 }
 
 /* Splits range ri at n keys (strictly inside it, rising; checked): ri keeps
@@ -143,6 +146,7 @@ static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, s
     if (!nv)
         return sl_err_set(err, "out of memory");
     j->r = nv;
+    memset(&j->r[j->nr], 0, n * sizeof *nv); /* so a failure below frees only what it made */
     range *r = &j->r[ri];
     uint64_t each = rows / (n + 1) + (rows > 0);
     sl_buf first = {0};
@@ -152,7 +156,6 @@ static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, s
     int bad = sl_buf_append(&first, k, kl);
     for (uint32_t i = 0; i < n && !bad; i++) {
         range *p = &j->r[j->nr + i];
-        memset(p, 0, sizeof *p);
         p->worker[0] = p->worker[1] = -1;
         p->planned = r->planned;
         p->est_rows = each;
