@@ -92,7 +92,8 @@ int co_lag_check(job *j, int force, sl_err *err)
             continue;
         if (!over++) {
             if (lag < 0)
-                snprintf(why, sizeof why, "replica %s lag unknown (nothing replayed yet) > %gs",
+                snprintf(why, sizeof why,
+                         "replica %s lag unknown (not streaming, or nothing replayed yet) > %gs",
                          name, o->max_replica_lag_s);
             else
                 snprintf(why, sizeof why, "replica %s lag %.1fs > %gs", name, lag,

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
-from harness import SLUICE, MariaDbServer, PgServer, Tap, free_port, sluice, sluice_json  # noqa: E402
+from harness import SAN_ENV, SLUICE, MariaDbServer, PgServer, PgStandby, Tap, free_port, sluice, sluice_json  # noqa: E402
 
 t = Tap()
 pg = PgServer()
@@ -388,4 +388,41 @@ for name, lie in (("a bound equal to the range's own bound", lie_eq_bound),
          f"{doc and answer(doc)[1]} vs {answer(ref)[1]}\n"
          f"{doc and sorted(set(answer(doc)[0]) ^ set(answer(ref)[0]))[:6]}\n"
          f"{doc and json.dumps(doc['summary'])}")
+
+# ---- --max-replica-lag: a standby cut off from its primary is not "caught up" -----------------
+primary = PgServer()
+primary.createdb("app")
+pc = primary.connect("app")
+pc.autocommit = True
+pcur = pc.cursor()
+pcur.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+pcur.execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 2000) g")
+standby = PgStandby(primary)
+sc = standby.connect("app")
+sc.autocommit = True
+scur = sc.cursor()
+scur.execute("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=nobody'")
+scur.execute("SELECT pg_reload_conf()")
+for _ in range(100):
+    scur.execute("SELECT count(*) FROM pg_stat_wal_receiver")
+    if scur.fetchone()[0] == 0:
+        break
+    time.sleep(0.1)
+pcur.execute("INSERT INTO t SELECT g, 'w' FROM generate_series(2001, 50000) g")
+scur.execute("SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), "
+             "(SELECT count(*) FROM t), (SELECT count(*) FROM pg_stat_wal_receiver)")
+state = scur.fetchone()
+proc = subprocess.Popen([SLUICE, "diff", primary.dsn("app"), primary.dsn("app"), "--table", "t",
+                         "--no-progress", "--max-replica-lag", "1", "--replica",
+                         standby.dsn("app")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, env=dict(os.environ, **SAN_ENV))
+try:
+    out, err = proc.communicate(timeout=6)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    out, err = proc.communicate()
+t.ok(state == (True, 2000, 0) and proc.returncode != 0 and "paused: replica" in err
+     and "lag unknown" in err and "tables are identical" not in out,
+     "--max-replica-lag: a standby cut off from its primary (48000 rows behind, replayed all "
+     "it received) pauses the job, its lag unknown", f"{state} exit {proc.returncode}\n{out}\n{err}")
 t.done()
