@@ -425,4 +425,37 @@ t.ok(state == (True, 2000, 0) and proc.returncode != 0 and "paused: replica" in 
      and "lag unknown" in err and "tables are identical" not in out,
      "--max-replica-lag: a standby cut off from its primary (48000 rows behind, replayed all "
      "it received) pauses the job, its lag unknown", f"{state} exit {proc.returncode}\n{out}\n{err}")
+
+# ---- --max-replica-lag: a restarted standby of an idle primary is not behind ------------------
+# its receiver starts at the segment's start, below what it replayed from its own pg_wal
+standby.stop()
+standby2 = PgStandby(primary)
+pcur.execute("INSERT INTO t SELECT g, 'z' FROM generate_series(50001, 80000) g")
+s2 = standby2.connect("app")
+s2.autocommit = True
+s2cur = s2.cursor()
+pcur.execute("SELECT pg_current_wal_lsn()")
+want = pcur.fetchone()[0]
+for _ in range(100):
+    s2cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (want,))
+    if s2cur.fetchone()[0]:
+        break
+    time.sleep(0.1)
+s2.close()
+standby2.restart()
+s2cur = standby2.connect("app").cursor()
+behind = None
+for _ in range(50):
+    s2cur.execute("SELECT pg_last_wal_receive_lsn() < pg_last_wal_replay_lsn(), "
+                  "(SELECT count(*) FROM pg_stat_wal_receiver)")
+    behind = s2cur.fetchone()
+    if behind == (True, 1):
+        break
+    time.sleep(0.1)
+time.sleep(2.5)  # the last commit is older than the limit
+code, out, err = sluice("diff", primary.dsn("app"), primary.dsn("app"), "--table", "t",
+                        "--no-progress", "--max-replica-lag", "2", "--replica", standby2.dsn("app"))
+t.ok(behind == (True, 1) and code == 0 and "paused" not in err,
+     "--max-replica-lag: a standby restarted while its primary is idle (its receiver below what "
+     "it replayed) is not behind: no pause", f"{behind} exit {code}\n{out}\n{err}")
 t.done()
