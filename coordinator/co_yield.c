@@ -258,7 +258,8 @@ int co_split_if_long(job *j, size_t ri, sl_err *err)
 
 int co_split_pending(job *j, sl_err *err)
 {
-    if (j->o->chunk_time_s <= 0 || co_row_seconds(j) <= 0 || j->order || !j->nr)
+    /* a split reads the source (a count, a key walk): not while paused */
+    if (j->o->chunk_time_s <= 0 || co_row_seconds(j) <= 0 || j->order || !j->nr || j->lag_paused)
         return 0;
     for (size_t k = 0; k < SPLIT_SCAN && k < j->nr; k++) {
         size_t ri = (j->split_at + k) % j->nr, before = j->nr;

@@ -390,7 +390,7 @@ for name, lie in (("a bound equal to the range's own bound", lie_eq_bound),
          f"{doc and json.dumps(doc['summary'])}")
 
 # ---- --max-replica-lag: a standby cut off from its primary is not "caught up" -----------------
-primary = PgServer()
+primary = PgServer(extra_opts="-c log_statement=all")
 primary.createdb("app")
 pc = primary.connect("app")
 pc.autocommit = True
@@ -412,9 +412,13 @@ pcur.execute("INSERT INTO t SELECT g, 'w' FROM generate_series(2001, 50000) g")
 scur.execute("SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), "
              "(SELECT count(*) FROM t), (SELECT count(*) FROM pg_stat_wal_receiver)")
 state = scur.fetchone()
+LOG = os.path.join(primary.dir, "log")
+mark = os.path.getsize(LOG)
+# throttled, with --chunk-time: its ranges would be split before the first read
 proc = subprocess.Popen([SLUICE, "diff", primary.dsn("app"), primary.dsn("app"), "--table", "t",
                          "--no-progress", "--max-replica-lag", "1", "--replica",
-                         standby.dsn("app")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         standby.dsn("app"), "--ranges", "2", "--max-rows-per-second", "2000",
+                         "--chunk-time", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True, env=dict(os.environ, **SAN_ENV))
 try:
     out, err = proc.communicate(timeout=6)
@@ -425,6 +429,12 @@ t.ok(state == (True, 2000, 0) and proc.returncode != 0 and "paused: replica" in 
      and "lag unknown" in err and "tables are identical" not in out,
      "--max-replica-lag: a standby cut off from its primary (48000 rows behind, replayed all "
      "it received) pauses the job, its lag unknown", f"{state} exit {proc.returncode}\n{out}\n{err}")
+time.sleep(0.5)  # the server's log is written asynchronously
+with open(LOG, errors="replace") as f:
+    f.seek(mark)
+    bounded = [x.strip() for x in f if "count(*)" in x and ('"id" >=' in x or '"id" <' in x)]
+t.ok(bounded == [], "--max-replica-lag with --chunk-time: no split read (a bounded count) "
+     "while paused", "\n".join(bounded[:5]))
 
 # ---- --max-replica-lag: a restarted standby of an idle primary is not behind ------------------
 # its receiver starts at the segment's start, below what it replayed from its own pg_wal
