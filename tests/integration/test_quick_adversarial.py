@@ -1,21 +1,29 @@
 #!/usr/bin/python3
-"""Adversarial checks of --chunk-time, --max-divergences, --keys-only and
---summary-only (issue 15): every answer is compared with an oracle, the
-same diff without the option. Key types whose order is easy to get wrong
-(text under a non-C collation, composite, bytea, uuid, bigint at its ends,
-negative and sparse keys), a --where clause, SQLite and MariaDB."""
+"""Adversarial checks of the quick-answer options (issue 15), each answer
+compared with an oracle (the same diff without the option):
+
+--chunk-time on keys whose order is easy to get wrong (text under a non-C
+collation, composite, bytea, uuid, bigint at its ends, negative and sparse
+keys), with --where, --keys-only, --rechecks, tiny tables, SQLite and
+MariaDB; on a cluster whose coordinator is killed twice mid-job; against a
+worker lying in its bounded split replies (the range stays whole).
+--max-divergences N across a coordinator restart: N reported, not more.
+--max-replica-lag: a standby cut off from its primary pauses the job (and
+no split reads the source meanwhile); a standby restarted while its
+primary is idle does not."""
 import json
-import subprocess
-import threading
 import os
 import sqlite3
+import subprocess
 import sys
+import threading
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
-from harness import SAN_ENV, SLUICE, MariaDbServer, PgServer, PgStandby, Tap, free_port, sluice, sluice_json  # noqa: E402
+from harness import (SAN_ENV, SLUICE, MariaDbServer, PgServer, PgStandby, Tap,  # noqa: E402
+                     free_port, sluice, sluice_json)
 
 t = Tap()
 pg = PgServer()
@@ -26,7 +34,8 @@ THROTTLE = ["--ranges", "2", "--max-rows-per-second", "20000", "--workers", "2"]
 
 
 def answer(doc):
-    divs = sorted(json.dumps([d["kind"], d["key"], sorted(c["column"] for c in d.get("columns", []))])
+    divs = sorted(json.dumps([d["kind"], d["key"],
+                              sorted(c["column"] for c in d.get("columns", []))])
                   for d in doc["divergences"])
     sm = doc["summary"]
     counts = {k: sm.get(k) for k in ("changed", "missing_in_target", "extra_in_target")}
@@ -90,12 +99,14 @@ same_as_oracle("uuid key", "tu")
 
 # bigint keys at both ends of the type, negative, and sparse
 both(["CREATE TABLE ti (k bigint PRIMARY KEY, v int)",
-      "INSERT INTO ti SELECT (-9223372036854775807)::bigint - 1 + g, g FROM generate_series(0, 1999) g",
+      "INSERT INTO ti SELECT (-9223372036854775807)::bigint - 1 + g, g "
+      "FROM generate_series(0, 1999) g",
       "INSERT INTO ti SELECT 9223372036854775807::bigint - g, g FROM generate_series(0, 1999) g",
       "INSERT INTO ti SELECT g - 1000, g FROM generate_series(0, 1999) g",
       "CREATE TABLE tsp (k bigint PRIMARY KEY, v int)",
       "INSERT INTO tsp SELECT g, g FROM generate_series(1, 3000) g",
-      "INSERT INTO tsp SELECT 1000000000000000::bigint + g * 1000000000::bigint, g FROM generate_series(1, 3000) g"],
+      "INSERT INTO tsp SELECT 1000000000000000::bigint + g * 1000000000::bigint, g "
+      "FROM generate_series(1, 3000) g"],
      ["UPDATE ti SET v = -1 WHERE v % 41 = 0", "DELETE FROM ti WHERE v % 199 = 0",
       "DELETE FROM ti WHERE k IN ((-9223372036854775807)::bigint - 1, 9223372036854775807)",
       "UPDATE tsp SET v = -1 WHERE v % 41 = 0", "DELETE FROM tsp WHERE v % 199 = 0"])
@@ -213,7 +224,8 @@ both(["CREATE TABLE cr (id bigint PRIMARY KEY, v text)",
       "INSERT INTO cr SELECT g * 7919 - 50000000, 'v' || g FROM generate_series(1, 30000) g"],
      ["UPDATE cr SET v = 'changed' WHERE id % 89 = 3", "DELETE FROM cr WHERE id % 1009 = 5",
       "INSERT INTO cr VALUES (-60000000, 'x'), (900000000, 'y')"])
-code, ref, err = sluice_json("diff", src, dst, "--table", "cr", "--rechecks", "1", "--settle", "0.1")
+code, ref, err = sluice_json("diff", src, dst, "--table", "cr", "--rechecks", "1", "--settle",
+                             "0.1")
 cl = Cluster({"src": src, "dst": dst})
 cl.start_coordinator()
 cl.start_worker(slots=2)
@@ -428,7 +440,8 @@ except subprocess.TimeoutExpired:
 t.ok(state == (True, 2000, 0) and proc.returncode != 0 and "paused: replica" in err
      and "lag unknown" in err and "tables are identical" not in out,
      "--max-replica-lag: a standby cut off from its primary (48000 rows behind, replayed all "
-     "it received) pauses the job, its lag unknown", f"{state} exit {proc.returncode}\n{out}\n{err}")
+     "it received) pauses the job, its lag unknown",
+     f"{state} exit {proc.returncode}\n{out}\n{err}")
 time.sleep(0.5)  # the server's log is written asynchronously
 with open(LOG, errors="replace") as f:
     f.seek(mark)
