@@ -889,7 +889,13 @@ static const conn_ops pg_ops = {
      * last replayed commit would grow without end) */
     .replica_lag_sql =
         "SELECT pg_is_in_recovery()::text, CASE WHEN NOT pg_is_in_recovery() THEN NULL "
-        "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 "
+        /* caught up with what it received, and receiving: a standby cut off
+         * from its primary (no WAL receiver) has replayed all it got too.
+         * At most, not equal: a restarted standby's receiver starts at the
+         * segment's start, below what it replayed from its own pg_wal, and
+         * stays there until the primary writes again */
+        "WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() "
+        "AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver) THEN 0::float8 "
         "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END::text",
 };
 

@@ -52,6 +52,9 @@ typedef struct co_event {
     const char *column, *detail, *source_type, *target_type;
     int64_t read_at_ms; /* wall clock when the range's rows had been read */
     int status;         /* with re-checks: CO_CONFIRMED or CO_TRANSIENT; else 0 */
+    /* the callback may set *repeat when it holds this divergence already (a
+     * resumed job redoing a range): --max-divergences does not count it twice */
+    int *repeat;
 } co_event;
 
 enum { CO_CONFIRMED = 1, CO_TRANSIENT = 2 };
@@ -159,12 +162,14 @@ typedef struct co_diff_opts {
     const unsigned char *resume_done;
     uint64_t resume_rows[2];
     /* Quick answers and audits that yield to production (issue 15). */
-    int keys_only;              /* a changed row is reported by key: its columns are never
-                                   fetched (the drill-down stops at row hashes) */
-    uint64_t max_divergences;   /* stop the job once this many row divergences are confirmed
-                                   (co_summary.limit_reached); 0: no limit */
-    double chunk_time_s;        /* > 0: a pending range expected to read for longer than
-                                   this is split (a split request bounded to it) first */
+    int keys_only;               /* a changed row is reported by key: its columns are never
+                                    fetched (the drill-down stops at row hashes) */
+    uint64_t max_divergences;    /* stop the job once this many row divergences are confirmed
+                                    (co_summary.limit_reached); 0: no limit */
+    uint64_t resume_divergences; /* resuming: row divergences recorded before the restart,
+                                    counted toward max_divergences */
+    double chunk_time_s;         /* > 0: a pending range expected to read for longer than
+                                    this is split (a split request bounded to it) first */
     const char *const *replicas; /* databases (names the workers announced) whose
                                     replication lag is watched ... */
     size_t nreplicas;

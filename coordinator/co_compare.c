@@ -166,8 +166,10 @@ int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size
     sl_buf strs = {0};
     const char *vals[ENC_MAX_KEY_COLS];
     int rc = key_display(j, key, klen, &strs, vals, err);
+    int repeat = 0;
     if (rc == 0) {
-        co_event ev = {.kind = kind,
+        co_event ev = {.repeat = &repeat,
+                       .kind = kind,
                        .key = key,
                        .klen = klen,
                        .key_cols = j->cols,
@@ -188,7 +190,7 @@ int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size
         if (j->cb->event && j->cb->event(j->cb->ctx, &ev))
             rc = sl_err_set(err, "stopped by the caller");
         /* --max-divergences: the job unwinds from here and ends done */
-        if (rc == 0 && status != CO_TRANSIENT && j->o->max_divergences &&
+        if (rc == 0 && !repeat && status != CO_TRANSIENT && j->o->max_divergences &&
             ++j->ndiv >= j->o->max_divergences) {
             j->limit_hit = j->sum->limit_reached = 1;
             rc = sl_err_set(err, "stopped after %llu divergences (--max-divergences)",

@@ -160,18 +160,25 @@ static int job_run(job *j, sl_err *err)
     j->lost_seen = c->lost;
     if (j->o->changes)
         return co_follow_run(j, err);
+    if (j->o->max_divergences && j->ndiv >= j->o->max_divergences) { /* reached before a restart */
+        j->limit_hit = j->sum->limit_reached = 1;
+        return sl_err_set(err, "stopped after %llu divergences (--max-divergences)",
+                          (unsigned long long)j->ndiv);
+    }
     for (size_t i = 0; i < j->nr; i++) /* --chunk-time: a planned range's share of the rows */
         j->r[i].est_rows = j->rows_expected / 2 / j->nr + 1;
+    /* --max-replica-lag: not a range read before the replicas are known to
+     * be close, nor a split's (a count and a key walk on the source) */
+    if (co_lag_check(j, 1, err))
+        return -1;
     /* a throttled job knows its rate already: its long ranges are split
-     * before the first is read (pieces appended are looked at too) */
-    for (size_t i = 0; j->o->chunk_time_s > 0 && i < j->nr; i++) {
+     * before the first is read (pieces appended are looked at too); a
+     * paused one splits them from its loop once it goes on */
+    for (size_t i = 0; j->o->chunk_time_s > 0 && !j->lag_paused && i < j->nr; i++) {
         int sr = co_split_if_long(j, i, err);
         if (sr && sr != CO_LOST)
             return -1;
     }
-    /* --max-replica-lag: not a range read before the replicas are known to be close */
-    if (co_lag_check(j, 1, err))
-        return -1;
     j->phase = JOB_RANGES;
     while (j->ranges_done < j->nr) {
         if (j->cancel)
@@ -539,6 +546,7 @@ co_job *co_job_start(co *c, const co_diff_opts *o, const co_callbacks *cb, sl_er
     j->table[1] = o->target_table ? o->target_table : o->table;
     j->prio = o->priority;
     j->cap = o->max_tasks;
+    j->ndiv = o->resume_divergences;
     j->t0 = sl_now();
     j->wake = 1;
     j->fw[0] = j->fw[1] = -1;

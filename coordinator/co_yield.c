@@ -92,7 +92,8 @@ int co_lag_check(job *j, int force, sl_err *err)
             continue;
         if (!over++) {
             if (lag < 0)
-                snprintf(why, sizeof why, "replica %s lag unknown (nothing replayed yet) > %gs",
+                snprintf(why, sizeof why,
+                         "replica %s lag unknown (not streaming, or nothing replayed yet) > %gs",
                          name, o->max_replica_lag_s);
             else
                 snprintf(why, sizeof why, "replica %s lag %.1fs > %gs", name, lag,
@@ -126,11 +127,14 @@ double co_row_seconds(const job *j)
     return 0;
 }
 
-/* Whether range r may be split now: pending on both sides, not being split. */
+/* Whether range r may be split now: pending on both sides, not being split,
+ * and never compared: a compare cut short by a lost worker left the range
+ * the divergences it reported (range.emitted), which pieces would not know,
+ * and so would report again. */
 static int splittable(const range *r)
 {
     return r->state[0] == RS_PENDING && r->state[1] == RS_PENDING && !r->splitting &&
-           r->est_rows >= 4;
+           !r->attempts && !r->emitted.len && r->est_rows >= 4;
 }
 
 /* Splits range ri at n keys (strictly inside it, rising; checked): ri keeps
@@ -143,6 +147,7 @@ static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, s
     if (!nv)
         return sl_err_set(err, "out of memory");
     j->r = nv;
+    memset(&j->r[j->nr], 0, n * sizeof *nv); /* so a failure below frees only what it made */
     range *r = &j->r[ri];
     uint64_t each = rows / (n + 1) + (rows > 0);
     sl_buf first = {0};
@@ -152,7 +157,6 @@ static int cut(job *j, size_t ri, const msg_obj *b, uint32_t n, uint64_t rows, s
     int bad = sl_buf_append(&first, k, kl);
     for (uint32_t i = 0; i < n && !bad; i++) {
         range *p = &j->r[j->nr + i];
-        memset(p, 0, sizeof *p);
         p->worker[0] = p->worker[1] = -1;
         p->planned = r->planned;
         p->est_rows = each;
@@ -254,7 +258,8 @@ int co_split_if_long(job *j, size_t ri, sl_err *err)
 
 int co_split_pending(job *j, sl_err *err)
 {
-    if (j->o->chunk_time_s <= 0 || co_row_seconds(j) <= 0 || j->order || !j->nr)
+    /* a split reads the source (a count, a key walk): not while paused */
+    if (j->o->chunk_time_s <= 0 || co_row_seconds(j) <= 0 || j->order || !j->nr || j->lag_paused)
         return 0;
     for (size_t k = 0; k < SPLIT_SCAN && k < j->nr; k++) {
         size_t ri = (j->split_at + k) % j->nr, before = j->nr;

@@ -342,6 +342,8 @@ static int on_event(void *ctx, const co_event *ev)
         r->failed = 1;
         return -1;
     }
+    if (!added && ev->repeat)
+        *ev->repeat = 1;
     if (added) /* a redone range's repeats are neither stored nor published */
         publish(s, r->job, &s->frame);
     return 0;
@@ -1002,6 +1004,11 @@ static void start_job(co_server *s, int64_t job, const sl_buf *specframe, int re
             a->sp.o.resume_rows[0] = rows[0];
             a->sp.o.resume_rows[1] = rows[1];
         }
+    }
+    if (ok && resuming && a->sp.o.max_divergences) { /* those reported before count */
+        co_summary had = {0};
+        ok = co_store_count_events(s->store, job, &had, &e) == 0;
+        a->sp.o.resume_divergences = had.missing + had.extra + had.changed;
     }
     if (ok && a->sp.changes) { /* the slots' names: sluicecv_<job>_<side> */
         snprintf(a->sp.follow, sizeof a->sp.follow, "sluicecv_%lld", (long long)job);

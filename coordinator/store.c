@@ -1032,8 +1032,9 @@ int co_store_forget_key(co_store *s, int64_t id, const void *k, size_t klen, sl_
 {
     sval p[] = {I(id), B(k, klen)};
     return q(s,
+             /* the kinds as events are stored (co_kind_name) */
              "DELETE FROM events WHERE job = $1 AND k = $2 AND "
-             "kind IN ('missing', 'extra', 'changed')",
+             "kind IN ('missing-in-target', 'extra-in-target', 'changed')",
              p, 2, NULL, NULL, err);
 }
 

@@ -242,6 +242,23 @@ int main(void)
     ok(s && co_store_drift_latest(s, take_drift_row, &d, &e) == 0 && d.n == 3 && d.at[0] == 300 &&
            d.at[1] == 400 && d.at[2] == 200,
        "the newest row of each table and kind");
+
+    /* a changes job's repaired key: its divergences of every kind are
+     * forgotten, so the next one is stored (added) and counted again */
+    static const char *const kinds[] = {"missing-in-target", "extra-in-target", "changed"};
+    int added = 0, all = 1;
+    for (int i = 0; i < 3; i++)
+        all &= s && co_store_add_event(s, 42, kinds[i], "k1", 2, "f", 1, &added, &e) == 0 && added;
+    ok(all && co_store_forget_key(s, 42, "k1", 2, &e) == 0, "three kinds stored, then forgotten");
+    co_summary had;
+    memset(&had, 0, sizeof had);
+    ok(co_store_count_events(s, 42, &had, &e) == 0 && had.missing == 0 && had.extra == 0 &&
+           had.changed == 0,
+       "a forgotten key counts as none of its kinds (%llu missing, %llu extra, %llu changed)",
+       (unsigned long long)had.missing, (unsigned long long)had.extra,
+       (unsigned long long)had.changed);
+    ok(co_store_add_event(s, 42, "missing-in-target", "k1", 2, "f", 1, &added, &e) == 0 && added,
+       "its next missing-in-target divergence is stored again");
     co_store_close(s);
 
     char cmd[300];
