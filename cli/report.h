@@ -27,6 +27,9 @@ typedef struct report {
     size_t nkey;
     struct sqlite3 *db; /* row divergences, opened at the first */
     struct sqlite3_stmt *ins;
+    sl_buf body, last; /* a row's body, encoded; the last key not transient */
+    int unsorted;      /* a key came below the one before: read back sorted */
+    uint64_t ntransient;
     uint64_t nrows, ndiffer;
     int progress;
     int oom;
