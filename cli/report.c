@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../merkle/enc.h"
 
@@ -200,22 +201,54 @@ static int body_decode(rrow *w, const void *blob, size_t n)
     return r.bad ? -1 : 0;
 }
 
-/* The spill file: "" makes SQLite a private temporary file, gone at close. */
+/* The spill: a private temporary file of records [u32 length][u8
+ * transient][u8 kind][u8 status][u32 key length][key][body], in arrival
+ * order. Read back as it is when it is already in report order (rows_each);
+ * otherwise sorted by SQLite, in a private temporary database ("": gone at
+ * close), so neither way holds the divergences in memory. */
 static int rows_open(report *r)
 {
-    if (sqlite3_open("", &r->db) != SQLITE_OK ||
-        sqlite3_exec(r->db,
-                     "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
-                     "CREATE TABLE d (transient INTEGER, key BLOB, kind INTEGER, "
-                     "status INTEGER, body BLOB); "
-                     /* one transaction for every insert, never committed (a
-                      * private file): not a write to the file per row */
-                     "BEGIN",
-                     NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(r->db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &r->ins, NULL) !=
-            SQLITE_OK)
+    const char *dir = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/sluice-report-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
         return -1;
+    unlink(path); /* private: gone when closed, whatever happens */
+    if (!(r->spill = fdopen(fd, "w+"))) {
+        close(fd);
+        return -1;
+    }
+    setvbuf(r->spill, NULL, _IOFBF, 1 << 16);
     return 0;
+}
+
+static int spill_put(report *r, const co_event *ev, int transient)
+{
+    uint8_t h[7] = {(uint8_t)transient, (uint8_t)ev->kind, (uint8_t)ev->status};
+    uint32_t klen = (uint32_t)ev->klen, len = 7 + klen + (uint32_t)r->body.len;
+    memcpy(h + 3, &klen, 4);
+    return fwrite_unlocked(&len, 4, 1, r->spill) != 1 || fwrite_unlocked(h, 7, 1, r->spill) != 1 ||
+                   fwrite_unlocked(ev->key, 1, klen, r->spill) != klen ||
+                   fwrite_unlocked(r->body.p, 1, r->body.len, r->spill) != r->body.len
+               ? -1
+               : 0;
+}
+
+/* The next record into rec: 1, 0 at the end, -1 on a short read. */
+static int spill_next(FILE *f, sl_buf *rec)
+{
+    uint32_t len;
+    size_t got = fread_unlocked(&len, 1, 4, f);
+    if (got == 0)
+        return 0;
+    if (got != 4 || len < 7)
+        return -1;
+    sl_buf_reset(rec);
+    if (sl_buf_reserve(rec, len) || fread_unlocked(rec->p, 1, len, f) != len)
+        return -1;
+    rec->len = len;
+    return 1;
 }
 
 /* SQLite's order of two BLOBs: bytewise, then the shorter first. */
@@ -225,51 +258,103 @@ static int blob_cmp(const void *a, size_t na, const void *b, size_t nb)
     return c ? c : na < nb ? -1 : na > nb;
 }
 
+/* The spill into a SQLite table, sorted there: *st steps through it in
+ * report order (transient ones last, else by key, equal keys in arrival
+ * order). */
+static int rows_sorted(const report *r, sqlite3 **db, sqlite3_stmt **st)
+{
+    sqlite3_stmt *ins = NULL;
+    sl_buf rec = {0};
+    int rc = -1, n;
+    if (sqlite3_open("", db) != SQLITE_OK ||
+        sqlite3_exec(*db,
+                     "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
+                     "CREATE TABLE d (transient INTEGER, key BLOB, kind INTEGER, "
+                     "status INTEGER, body BLOB); "
+                     /* one transaction for every insert, never committed (a
+                      * private file): not a write to the file per row */
+                     "BEGIN",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(*db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &ins, NULL) !=
+            SQLITE_OK)
+        goto done;
+    while ((n = spill_next(r->spill, &rec)) == 1) {
+        uint32_t klen;
+        memcpy(&klen, rec.p + 3, 4);
+        if (klen > rec.len - 7)
+            goto done;
+        sqlite3_reset(ins);
+        sqlite3_bind_int(ins, 1, rec.p[0]);
+        sqlite3_bind_blob(ins, 2, rec.p + 7, (int)klen, SQLITE_STATIC);
+        sqlite3_bind_int(ins, 3, rec.p[1]);
+        sqlite3_bind_int(ins, 4, rec.p[2]);
+        sqlite3_bind_blob(ins, 5, rec.p + 7 + klen, (int)(rec.len - 7 - klen), SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            goto done;
+    }
+    if (n == 0 && sqlite3_prepare_v2(*db,
+                                     "SELECT kind, status, body FROM d ORDER BY transient, key, "
+                                     "rowid",
+                                     -1, st, NULL) == SQLITE_OK)
+        rc = 0;
+done:
+    sqlite3_finalize(ins);
+    sl_buf_free(&rec);
+    return rc;
+}
+
 /* Calls fn with each row divergence: transient ones last, else in key order
  * (equal keys in arrival order). Divergences mostly arrive in key order (a
- * range's in order, ranges mostly in order): when every one not transient
- * did, they are read back in arrival order, with no sort of the spill file.
- * -1 with err set when the spill file cannot be read back. */
+ * range's in order, ranges mostly in order): when every one did and none is
+ * transient, the spill is read back as it is, with no sort.
+ * -1 with err set when the spill cannot be read back. */
 static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w, void *ctx),
                      void *ctx, sl_err *err)
 {
-    if (!r->db)
+    if (!r->spill)
         return 0;
-    static const char *const q[2][2] = {
-        {"SELECT kind, status, body FROM d WHERE transient = 0 ORDER BY key, rowid",
-         "SELECT kind, status, body FROM d WHERE transient = 0 ORDER BY rowid"},
-        {"SELECT kind, status, body FROM d WHERE transient = 1 ORDER BY key, rowid",
-         "SELECT kind, status, body FROM d WHERE transient = 1 ORDER BY key, rowid"}};
     rrow w = {0};
-    int rc = SQLITE_DONE;
-    for (int t = 0; t < 2 && rc == SQLITE_DONE; t++) {
-        sqlite3_stmt *st;
-        if (t && !r->ntransient)
-            break;
-        if (sqlite3_prepare_v2(r->db, q[t][!r->unsorted], -1, &st, NULL) != SQLITE_OK) {
-            free(w.c);
-            goto fail;
-        }
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            w.kind = sqlite3_column_int(st, 0);
-            w.status = sqlite3_column_int(st, 1);
-            if (body_decode(&w, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2))) {
-                sqlite3_finalize(st);
-                free(w.c);
-                return sl_err_set(err, "the report's temporary file holds an unreadable row");
-            }
+    sl_buf rec = {0};
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = -1, n;
+    if (fflush(r->spill) || fseek(r->spill, 0, SEEK_SET))
+        goto done;
+    if (!r->unsorted && !r->ntransient) {
+        while ((n = spill_next(r->spill, &rec)) == 1) {
+            uint32_t klen;
+            memcpy(&klen, rec.p + 3, 4);
+            if (klen > rec.len - 7)
+                break;
+            w.kind = rec.p[1];
+            w.status = rec.p[2];
+            if (body_decode(&w, rec.p + 7 + klen, rec.len - 7 - klen))
+                break;
             fn(r, &w, ctx);
         }
-        sqlite3_finalize(st);
+        rc = n == 0 ? 0 : -1;
+        goto done;
     }
+    if (rows_sorted(r, &db, &st))
+        goto done;
+    while ((n = sqlite3_step(st)) == SQLITE_ROW) {
+        w.kind = sqlite3_column_int(st, 0);
+        w.status = sqlite3_column_int(st, 1);
+        if (body_decode(&w, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2)))
+            break;
+        fn(r, &w, ctx);
+    }
+    rc = n == SQLITE_DONE ? 0 : -1;
+done:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    sl_buf_free(&rec);
     free(w.c);
-    if (rc == SQLITE_DONE)
-        return 0;
-fail:
-    return sl_err_set(err,
-                      "could not read the report back from its temporary file: %s (check the "
-                      "space in TMPDIR)",
-                      sqlite3_errmsg(r->db));
+    if (rc)
+        sl_err_set(err,
+                   "could not read the report back from its temporary file (check the space in "
+                   "TMPDIR)");
+    return rc;
 }
 
 int report_add(void *ctx, const co_event *ev)
@@ -307,7 +392,7 @@ int report_add(void *ctx, const co_event *ev)
         r->ndiffer += ev->status != CO_TRANSIENT;
         return 0;
     }
-    if (!r->db && rows_open(r))
+    if (!r->spill && rows_open(r))
         return r->oom = 1;
     if (body_encode(&r->body, ev))
         return r->oom = 1;
@@ -320,13 +405,7 @@ int report_add(void *ctx, const co_event *ev)
             return r->oom = 1;
     }
     r->ntransient += transient;
-    sqlite3_reset(r->ins);
-    sqlite3_bind_int(r->ins, 1, transient);
-    sqlite3_bind_blob(r->ins, 2, ev->key, (int)ev->klen, SQLITE_STATIC);
-    sqlite3_bind_int(r->ins, 3, ev->kind);
-    sqlite3_bind_int(r->ins, 4, ev->status);
-    sqlite3_bind_blob(r->ins, 5, r->body.p, (int)r->body.len, SQLITE_STATIC);
-    if (sqlite3_step(r->ins) != SQLITE_DONE)
+    if (spill_put(r, ev, transient))
         return r->oom = 1;
     r->nrows++;
     r->ndiffer += ev->status != CO_TRANSIENT;
@@ -368,24 +447,24 @@ void report_free(report *r)
     free(r->key_cols);
     sl_buf_free(&r->body);
     sl_buf_free(&r->last);
-    sqlite3_finalize(r->ins);
-    sqlite3_close(r->db);
+    if (r->spill)
+        fclose(r->spill);
 }
 
 /* 'text' with '' doubled, the closing quote after end. */
 static void print_quoted(FILE *f, const char *v, size_t n, const char *end)
 {
-    fputc('\'', f);
+    fputc_unlocked('\'', f);
     for (const char *p = v, *e = v + n; p < e;) {
         const char *q = memchr(p, '\'', (size_t)(e - p));
         size_t k = q ? (size_t)(q - p) + 1 : (size_t)(e - p);
-        fwrite(p, 1, k, f);
+        fwrite_unlocked(p, 1, k, f);
         if (q)
-            fputc('\'', f);
+            fputc_unlocked('\'', f);
         p += k;
     }
-    fputs(end, f);
-    fputc('\'', f);
+    fputs_unlocked(end, f);
+    fputc_unlocked('\'', f);
 }
 
 /* SQL-literal style: 'text' with '' doubled, NULL bare. */
@@ -394,7 +473,7 @@ static void print_value(FILE *f, const rstr *v)
     if (!v->null)
         print_quoted(f, v->p, v->len, "");
     else
-        fputs("NULL", f);
+        fputs_unlocked("NULL", f);
 }
 
 /* A value as print_value shows it; one cut short (side s of c) ends in an
@@ -419,9 +498,12 @@ static void print_key(FILE *f, const report *r, const rrow *w)
         for (uint32_t i = 0; numeric && i < v->len; i++)
             if (!((v->p[i] >= '0' && v->p[i] <= '9') || (i == 0 && v->p[i] == '-')))
                 numeric = 0;
-        fprintf(f, "%s%s=", k ? " " : "", r->key_cols[k]);
+        if (k)
+            fputc_unlocked(' ', f);
+        fputs_unlocked(r->key_cols[k], f);
+        fputc_unlocked('=', f);
         if (numeric)
-            fwrite(v->p, 1, v->len, f);
+            fwrite_unlocked(v->p, 1, v->len, f);
         else
             print_value(f, v);
     }
@@ -437,19 +519,22 @@ static void print_row_text(const report *r, const rrow *w, void *ctx)
 {
     (void)ctx;
     if (w->status == CO_TRANSIENT)
-        fputs("transient ", stdout);
-    printf("%-18s ", co_kind_name(w->kind));
+        fputs_unlocked("transient ", stdout);
+    const char *kind = co_kind_name(w->kind);
+    fputs_unlocked(kind, stdout);
+    for (size_t k = strlen(kind); k < 19; k++) /* "%-18s " */
+        fputc_unlocked(' ', stdout);
     print_key(stdout, r, w);
     for (size_t k = 0; k < w->nc; k++) {
         const rcol *c = &w->c[k];
-        fputs(k ? "; " : "  ", stdout);
-        fwrite(c->col.p, 1, c->col.len, stdout);
-        fputs(": ", stdout);
+        fputs_unlocked(k ? "; " : "  ", stdout);
+        fwrite_unlocked(c->col.p, 1, c->col.len, stdout);
+        fputs_unlocked(": ", stdout);
         print_cut_value(stdout, c, 0);
-        fputs(" -> ", stdout);
+        fputs_unlocked(" -> ", stdout);
         print_cut_value(stdout, c, 1);
     }
-    fputc('\n', stdout);
+    fputc_unlocked('\n', stdout);
 }
 
 /* A sample's figures: the ranges compared, the rows and divergences in
@@ -565,42 +650,42 @@ static void put_member(const char *name, json_t *v, int last)
  * or JSON_ESCAPE_SLASH): the report's bytes stay those it always printed. */
 static void put_jstr(FILE *f, const char *p, size_t n)
 {
-    fputc('"', f);
+    fputc_unlocked('"', f);
     const char *run = p, *e = p + n;
     for (; p < e; p++) {
         unsigned char c = (unsigned char)*p;
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        fwrite(run, 1, (size_t)(p - run), f);
+        fwrite_unlocked(run, 1, (size_t)(p - run), f);
         run = p + 1;
         switch (c) {
         case '"':
-            fputs("\\\"", f);
+            fputs_unlocked("\\\"", f);
             break;
         case '\\':
-            fputs("\\\\", f);
+            fputs_unlocked("\\\\", f);
             break;
         case '\b':
-            fputs("\\b", f);
+            fputs_unlocked("\\b", f);
             break;
         case '\f':
-            fputs("\\f", f);
+            fputs_unlocked("\\f", f);
             break;
         case '\n':
-            fputs("\\n", f);
+            fputs_unlocked("\\n", f);
             break;
         case '\r':
-            fputs("\\r", f);
+            fputs_unlocked("\\r", f);
             break;
         case '\t':
-            fputs("\\t", f);
+            fputs_unlocked("\\t", f);
             break;
         default:
             fprintf(f, "\\u%04X", c);
         }
     }
-    fwrite(run, 1, (size_t)(p - run), f);
-    fputc('"', f);
+    fwrite_unlocked(run, 1, (size_t)(p - run), f);
+    fputc_unlocked('"', f);
 }
 
 static void put_jcstr(FILE *f, const char *s)
@@ -611,7 +696,7 @@ static void put_jcstr(FILE *f, const char *s)
 static void put_jval(FILE *f, const rstr *v)
 {
     if (v->null)
-        fputs("null", f);
+        fputs_unlocked("null", f);
     else
         put_jstr(f, v->p, v->len);
 }
@@ -625,31 +710,31 @@ static void print_row_json(const report *r, const rrow *w, void *ctx)
                                            {"target_length", "target_hash"}};
     size_t *n = ctx;
     FILE *f = stdout;
-    fputs((*n)++ ? ",\n    {\n      \"kind\": " : "\n    {\n      \"kind\": ", f);
+    fputs_unlocked((*n)++ ? ",\n    {\n      \"kind\": " : "\n    {\n      \"kind\": ", f);
     put_jcstr(f, co_kind_name(w->kind));
-    fputs(",\n      \"key\": {", f);
+    fputs_unlocked(",\n      \"key\": {", f);
     for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
-        fputs(k ? ",\n        " : "\n        ", f);
+        fputs_unlocked(k ? ",\n        " : "\n        ", f);
         put_jcstr(f, r->key_cols[k]);
-        fputs(": ", f);
+        fputs_unlocked(": ", f);
         put_jval(f, &w->kv[k]);
     }
-    fputs(r->nkey && w->nkv ? "\n      }" : "}", f);
+    fputs_unlocked(r->nkey && w->nkv ? "\n      }" : "}", f);
     if (w->status) {
-        fputs(",\n      \"status\": ", f);
+        fputs_unlocked(",\n      \"status\": ", f);
         put_jcstr(f, w->status == CO_TRANSIENT ? "transient" : "confirmed");
     }
     if (w->kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
-        fputs(",\n      \"columns\": [", f);
+        fputs_unlocked(",\n      \"columns\": [", f);
         for (size_t k = 0; k < w->nc; k++) {
             const rcol *c = &w->c[k];
-            fputs(k ? ",\n        {\n          \"column\": "
-                    : "\n        {\n          \"column\": ",
-                  f);
+            fputs_unlocked(k ? ",\n        {\n          \"column\": "
+                             : "\n        {\n          \"column\": ",
+                           f);
             put_jval(f, &c->col);
-            fputs(",\n          \"source\": ", f);
+            fputs_unlocked(",\n          \"source\": ", f);
             put_jval(f, &c->val[0]);
-            fputs(",\n          \"target\": ", f);
+            fputs_unlocked(",\n          \"target\": ", f);
             put_jval(f, &c->val[1]);
             /* a value cut short: its length and hash beside the first bytes */
             for (int s = 0; s < 2; s++) {
@@ -659,11 +744,11 @@ static void print_row_json(const report *r, const rrow *w, void *ctx)
                         (long long)c->clen[s], side[s][1]);
                 put_jval(f, &c->hash[s]);
             }
-            fputs("\n        }", f);
+            fputs_unlocked("\n        }", f);
         }
-        fputs(w->nc ? "\n      ]" : "]", f);
+        fputs_unlocked(w->nc ? "\n      ]" : "]", f);
     }
-    fputs("\n    }", f);
+    fputs_unlocked("\n    }", f);
 }
 
 static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
