@@ -341,8 +341,15 @@ int co_stream_pending(job *j, sl_err *err)
     for (;;) {
         if (j->cancel)
             return sl_err_set(err, "job cancelled");
-        if (pick_streamers(j, r))
-            return 0; /* no worker for a side now: the loop waits (or gives up) */
+        if (pick_streamers(j, r)) {
+            if (!j->st_pos && !j->st_tries) { /* nothing read yet: trees, as before */
+                r->state[0] = r->state[1] = RS_PENDING;
+                r->worker[0] = r->worker[1] = -1;
+                j->st_ri1 = 0;
+                j->direct = 0;
+            }
+            return 0; /* else the loop waits (or gives up) */
+        }
         /* a stream cut short resumes after the last key merged: what lies
          * below was compared on both sides and reported once */
         mk_bound from = j->st_at.len ? (mk_bound){MK_EXCL, j->st_at.p, j->st_at.len} : lo;
