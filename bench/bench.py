@@ -32,7 +32,8 @@ engine's seq_1_to_N), plus the diverged copy in tgt:
 BENCH_ROWS (default 1000000; several sizes: "1000000 10000000"),
 BENCH_REPS (default 3), BENCH_OUT (default bench/RESULTS.md; "-" for none),
 BENCH_MYSQL (default 1; 0 leaves the MariaDB row out), BENCH_DENSE (default
-1; 0 leaves the dense rows out).
+1; 0 leaves the dense rows out), BENCH_ONLY (unset; "dense": the floor and
+the dense rows alone, nothing written, the MariaDB row left out).
 """
 import json
 import os
@@ -52,6 +53,7 @@ REPS = int(os.environ.get("BENCH_REPS", "3"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(here, "RESULTS.md"))
 MYSQL = os.environ.get("BENCH_MYSQL", "1") != "0"
 DENSE = os.environ.get("BENCH_DENSE", "1") != "0"
+ONLY_DENSE = os.environ.get("BENCH_ONLY", "") == "dense"
 COLS = "id, customer_id, amount, status, note, created_at, updated_at"
 
 
@@ -227,6 +229,17 @@ def bench(rows):
                 "FROM orders t")
     for rep in range(REPS):
         res["floor"].append(timed([psql(p, floor_sql + " (FORMAT binary)") for p in (src, tgt)]))
+        log(f"rep {rep + 1}/{REPS}: floor {res['floor'][-1]:.2f} s")
+        for key, table, want in (("dense_all", "orders_all", rows), ("dense_1p", "orders_1p", n1p)):
+            if not ONLY_DENSE:
+                break
+            wall, kb, summ, ok = sluice_dense(src, tgt, table, want)
+            log(f"rep {rep + 1}/{REPS}: {table}: {wall:.2f} s ({wall / res['floor'][-1]:.2f}x the "
+                f"floor; the job {summ.get('elapsed_seconds', 0):.2f} s), {kb // 1024} MiB, "
+                f"{summ.get('streamed_ranges')} of {summ.get('ranges')} ranges streamed, "
+                f"{summ.get('trees_skipped')} trees skipped, answer {'exact' if ok else 'WRONG'}")
+        if ONLY_DENSE:
+            continue
         res["floor_text"].append(timed([psql(p, floor_sql) for p in (src, tgt)]))
         res["pushdown"].append(timed([psql(p, push_sql) for p in (src, tgt)]))
         code, doc, wall, kb, err = sluice(src, tgt, "orders")
@@ -255,6 +268,10 @@ def bench(rows):
             log(f"rep {rep + 1}/{REPS}: {table}: {wall:.2f} s ({wall / res['floor'][-1]:.2f}x the "
                 f"floor; the job {summ.get('elapsed_seconds', 0):.2f} s), {kb // 1024} MiB, "
                 f"{summ.get('streamed_ranges')} of {summ.get('ranges')} ranges streamed")
+    if ONLY_DENSE:
+        src.stop()
+        tgt.stop()
+        return None
     med = {k: statistics.median(v) if v else 0 for k, v in res.items()}
     # each rep's own ratio, then their median: the floor and sluice of one rep
     # ran back to back, so a machine that drifts between reps skews them alike
@@ -396,6 +413,8 @@ def machine():
 
 def main():
     results = [bench(n) for n in SIZES]
+    if ONLY_DENSE:
+        return 0
     my_results = [bench_mysql(n) for n in SIZES] if MYSQL else []
     lines = ["| rows per table | floor: binary COPY (s) | text COPY (s) | push-down md5 (s) | "
              "sluice identical (s) | sluice 100 diverged (s) | sluice / floor (median of "

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../merkle/enc.h"
 
@@ -22,61 +23,338 @@ static json_t *jstr(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-/* A value that came cut short: [length, hash]; null for a whole one. */
-static json_t *cut_json(const char *hash, uint64_t len)
+/* ---- a row divergence's body, spilled --------------------------------- *
+ * Binary, not JSON: a table differing everywhere spills a million of them.
+ * [u32 n][n key values][u32 m][m columns], a column being its name, source,
+ * target (strings), then per side [u8 cut] and, if cut, [u64 length][hash].
+ * A string is [u32 length][bytes], NULL as length UINT32_MAX. What jansson
+ * would have refused (a NULL or a string not UTF-8: a key value, a column)
+ * is left out as the report always left it out. */
+
+#define RS_NULL UINT32_MAX
+
+/* Whether s is valid UTF-8 as jansson checks it (json_string refuses other). */
+static int utf8_ok(const char *s)
 {
-    return hash ? json_pack("[I, s]", (json_int_t)len, hash) : json_null();
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p, n, v;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        if (c < 0xC2 || c > 0xF4)
+            return 0;
+        n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        v = c & (n == 2 ? 0x1F : n == 3 ? 0x0F : 0x07);
+        for (unsigned i = 1; i < n; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
+            v = (v << 6) | (p[i] & 0x3F);
+        }
+        if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10FFFF ||
+            (v >= 0xD800 && v <= 0xDFFF))
+            return 0;
+        p += n;
+    }
+    return 1;
 }
 
-/* The spill file: "" makes SQLite a private temporary file, gone at close. */
+static int put_u32(sl_buf *b, uint32_t v)
+{
+    return sl_buf_append(b, &v, 4);
+}
+
+static int put_str(sl_buf *b, const char *s)
+{
+    if (!s)
+        return put_u32(b, RS_NULL);
+    size_t n = strlen(s);
+    return put_u32(b, (uint32_t)n) || sl_buf_append(b, s, n);
+}
+
+static int put_cut(sl_buf *b, const char *hash, uint64_t len)
+{
+    if (!hash)
+        return sl_buf_putc(b, 0);
+    return sl_buf_putc(b, 1) || sl_buf_append(b, &len, 8) || put_str(b, hash);
+}
+
+static int body_encode(sl_buf *b, const co_event *ev)
+{
+    uint32_t nk = 0, nc = 0;
+    for (size_t k = 0; k < ev->nkey; k++)
+        nk += ev->key_vals[k] && utf8_ok(ev->key_vals[k]);
+    sl_buf_reset(b);
+    int bad = put_u32(b, nk);
+    for (size_t k = 0; k < ev->nkey; k++)
+        if (ev->key_vals[k] && utf8_ok(ev->key_vals[k]))
+            bad |= put_str(b, ev->key_vals[k]);
+    size_t at = b->len;
+    bad |= put_u32(b, 0);
+    for (size_t k = 0; k < ev->ncols; k++) {
+        const co_coldiff *c = &ev->cols[k];
+        if (!c->column || !utf8_ok(c->column) || (c->source && !utf8_ok(c->source)) ||
+            (c->target && !utf8_ok(c->target)) || (c->source_hash && !utf8_ok(c->source_hash)) ||
+            (c->target_hash && !utf8_ok(c->target_hash)))
+            continue;
+        bad |= put_str(b, c->column) || put_str(b, c->source) || put_str(b, c->target) ||
+               put_cut(b, c->source_hash, c->source_len) ||
+               put_cut(b, c->target_hash, c->target_len);
+        nc++;
+    }
+    if (!bad)
+        memcpy(b->p + at, &nc, 4);
+    return bad ? -1 : 0;
+}
+
+/* A body decoded: pointers into it. */
+typedef struct rstr {
+    const char *p;
+    uint32_t len;
+    int null;
+} rstr;
+
+typedef struct rcol {
+    rstr col, val[2], hash[2];
+    int cut[2];
+    uint64_t clen[2];
+} rcol;
+
+typedef struct rrow {
+    int kind, status;
+    uint32_t nkv, nc;
+    rstr kv[ENC_MAX_KEY_COLS];
+    rcol *c; /* grown as needed, kept across rows */
+    size_t capc;
+} rrow;
+
+typedef struct rd {
+    const uint8_t *p, *end;
+    int bad;
+} rd;
+
+static uint32_t get_u32(rd *r)
+{
+    uint32_t v = 0;
+    if (r->end - r->p < 4)
+        return r->bad = 1, 0;
+    memcpy(&v, r->p, 4);
+    r->p += 4;
+    return v;
+}
+
+static rstr get_str(rd *r)
+{
+    rstr s = {"", 0, 0};
+    uint32_t n = get_u32(r);
+    if (n == RS_NULL)
+        return (rstr){NULL, 0, 1};
+    if ((size_t)(r->end - r->p) < n)
+        return r->bad = 1, s;
+    s.p = (const char *)r->p;
+    s.len = n;
+    r->p += n;
+    return s;
+}
+
+static int body_decode(rrow *w, const void *blob, size_t n)
+{
+    rd r = {blob, (const uint8_t *)blob + n, 0};
+    w->nkv = get_u32(&r);
+    if (w->nkv > ENC_MAX_KEY_COLS)
+        return -1;
+    for (uint32_t k = 0; k < w->nkv; k++)
+        w->kv[k] = get_str(&r);
+    w->nc = get_u32(&r);
+    if (r.bad || w->nc > (size_t)(r.end - r.p))
+        return -1;
+    if (w->nc > w->capc) {
+        rcol *c = realloc(w->c, w->nc * sizeof *c);
+        if (!c)
+            return -1;
+        w->c = c;
+        w->capc = w->nc;
+    }
+    for (uint32_t k = 0; k < w->nc && !r.bad; k++) {
+        rcol *c = &w->c[k];
+        c->col = get_str(&r);
+        c->val[0] = get_str(&r);
+        c->val[1] = get_str(&r);
+        for (int s = 0; s < 2; s++) {
+            if (r.p >= r.end) {
+                r.bad = 1;
+                break;
+            }
+            c->cut[s] = *r.p++;
+            if (c->cut[s]) {
+                if (r.end - r.p < 8) {
+                    r.bad = 1;
+                    break;
+                }
+                memcpy(&c->clen[s], r.p, 8);
+                r.p += 8;
+                c->hash[s] = get_str(&r);
+            }
+        }
+    }
+    return r.bad ? -1 : 0;
+}
+
+/* The spill: a private temporary file of records [u32 length][u8
+ * transient][u8 kind][u8 status][u32 key length][key][body], in arrival
+ * order. Read back as it is when it is already in report order (rows_each);
+ * otherwise sorted by SQLite, in a private temporary database ("": gone at
+ * close), so neither way holds the divergences in memory. */
 static int rows_open(report *r)
 {
-    if (sqlite3_open("", &r->db) != SQLITE_OK ||
-        sqlite3_exec(r->db,
+    const char *dir = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/sluice-report-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    unlink(path); /* private: gone when closed, whatever happens */
+    if (!(r->spill = fdopen(fd, "w+"))) {
+        close(fd);
+        return -1;
+    }
+    setvbuf(r->spill, NULL, _IOFBF, 1 << 16);
+    return 0;
+}
+
+static int spill_put(report *r, const co_event *ev, int transient)
+{
+    uint8_t h[7] = {(uint8_t)transient, (uint8_t)ev->kind, (uint8_t)ev->status};
+    uint32_t klen = (uint32_t)ev->klen, len = 7 + klen + (uint32_t)r->body.len;
+    memcpy(h + 3, &klen, 4);
+    return fwrite_unlocked(&len, 4, 1, r->spill) != 1 || fwrite_unlocked(h, 7, 1, r->spill) != 1 ||
+                   fwrite_unlocked(ev->key, 1, klen, r->spill) != klen ||
+                   fwrite_unlocked(r->body.p, 1, r->body.len, r->spill) != r->body.len
+               ? -1
+               : 0;
+}
+
+/* The next record into rec: 1, 0 at the end, -1 on a short read. */
+static int spill_next(FILE *f, sl_buf *rec)
+{
+    uint32_t len;
+    size_t got = fread_unlocked(&len, 1, 4, f);
+    if (got == 0)
+        return 0;
+    if (got != 4 || len < 7)
+        return -1;
+    sl_buf_reset(rec);
+    if (sl_buf_reserve(rec, len) || fread_unlocked(rec->p, 1, len, f) != len)
+        return -1;
+    rec->len = len;
+    return 1;
+}
+
+/* SQLite's order of two BLOBs: bytewise, then the shorter first. */
+static int blob_cmp(const void *a, size_t na, const void *b, size_t nb)
+{
+    int c = memcmp(a, b, na < nb ? na : nb);
+    return c ? c : na < nb ? -1 : na > nb;
+}
+
+/* The spill into a SQLite table, sorted there: *st steps through it in
+ * report order (transient ones last, else by key, equal keys in arrival
+ * order). */
+static int rows_sorted(const report *r, sqlite3 **db, sqlite3_stmt **st)
+{
+    sqlite3_stmt *ins = NULL;
+    sl_buf rec = {0};
+    int rc = -1, n;
+    if (sqlite3_open("", db) != SQLITE_OK ||
+        sqlite3_exec(*db,
                      "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
                      "CREATE TABLE d (transient INTEGER, key BLOB, kind INTEGER, "
-                     "status INTEGER, body TEXT); "
+                     "status INTEGER, body BLOB); "
                      /* one transaction for every insert, never committed (a
                       * private file): not a write to the file per row */
                      "BEGIN",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(r->db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &r->ins, NULL) !=
+        sqlite3_prepare_v2(*db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &ins, NULL) !=
             SQLITE_OK)
-        return -1;
-    return 0;
+        goto done;
+    while ((n = spill_next(r->spill, &rec)) == 1) {
+        uint32_t klen;
+        memcpy(&klen, rec.p + 3, 4);
+        if (klen > rec.len - 7)
+            goto done;
+        sqlite3_reset(ins);
+        sqlite3_bind_int(ins, 1, rec.p[0]);
+        sqlite3_bind_blob(ins, 2, rec.p + 7, (int)klen, SQLITE_STATIC);
+        sqlite3_bind_int(ins, 3, rec.p[1]);
+        sqlite3_bind_int(ins, 4, rec.p[2]);
+        sqlite3_bind_blob(ins, 5, rec.p + 7 + klen, (int)(rec.len - 7 - klen), SQLITE_STATIC);
+        if (sqlite3_step(ins) != SQLITE_DONE)
+            goto done;
+    }
+    if (n == 0 && sqlite3_prepare_v2(*db,
+                                     "SELECT kind, status, body FROM d ORDER BY transient, key, "
+                                     "rowid",
+                                     -1, st, NULL) == SQLITE_OK)
+        rc = 0;
+done:
+    sqlite3_finalize(ins);
+    sl_buf_free(&rec);
+    return rc;
 }
 
-/* Calls fn with each row divergence: transient ones last, else in key order.
- * -1 with err set when the spill file cannot be read back. */
-static int rows_each(const report *r,
-                     void (*fn)(const report *r, int kind, int status, const json_t *body,
-                                void *ctx),
+/* Calls fn with each row divergence: transient ones last, else in key order
+ * (equal keys in arrival order). Divergences mostly arrive in key order (a
+ * range's in order, ranges mostly in order): when every one did and none is
+ * transient, the spill is read back as it is, with no sort.
+ * -1 with err set when the spill cannot be read back. */
+static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w, void *ctx),
                      void *ctx, sl_err *err)
 {
-    sqlite3_stmt *st;
-    if (!r->db)
+    if (!r->spill)
         return 0;
-    if (sqlite3_prepare_v2(r->db, "SELECT kind, status, body FROM d ORDER BY transient, key, rowid",
-                           -1, &st, NULL) != SQLITE_OK)
-        goto fail;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *body = json_loads((const char *)sqlite3_column_text(st, 2), 0, NULL);
-        if (!body) {
-            sqlite3_finalize(st);
-            return sl_err_set(err, "the report's temporary file holds an unreadable row");
+    rrow w = {0};
+    sl_buf rec = {0};
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = -1, n;
+    if (fflush(r->spill) || fseek(r->spill, 0, SEEK_SET))
+        goto done;
+    if (!r->unsorted && !r->ntransient) {
+        while ((n = spill_next(r->spill, &rec)) == 1) {
+            uint32_t klen;
+            memcpy(&klen, rec.p + 3, 4);
+            if (klen > rec.len - 7)
+                break;
+            w.kind = rec.p[1];
+            w.status = rec.p[2];
+            if (body_decode(&w, rec.p + 7 + klen, rec.len - 7 - klen))
+                break;
+            fn(r, &w, ctx);
         }
-        fn(r, sqlite3_column_int(st, 0), sqlite3_column_int(st, 1), body, ctx);
-        json_decref(body);
+        rc = n == 0 ? 0 : -1;
+        goto done;
     }
+    if (rows_sorted(r, &db, &st))
+        goto done;
+    while ((n = sqlite3_step(st)) == SQLITE_ROW) {
+        w.kind = sqlite3_column_int(st, 0);
+        w.status = sqlite3_column_int(st, 1);
+        if (body_decode(&w, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2)))
+            break;
+        fn(r, &w, ctx);
+    }
+    rc = n == SQLITE_DONE ? 0 : -1;
+done:
     sqlite3_finalize(st);
-    if (rc == SQLITE_DONE)
-        return 0;
-fail:
-    return sl_err_set(err,
-                      "could not read the report back from its temporary file: %s (check the "
-                      "space in TMPDIR)",
-                      sqlite3_errmsg(r->db));
+    sqlite3_close(db);
+    sl_buf_free(&rec);
+    free(w.c);
+    if (rc)
+        sl_err_set(err,
+                   "could not read the report back from its temporary file (check the space in "
+                   "TMPDIR)");
+    return rc;
 }
 
 int report_add(void *ctx, const co_event *ev)
@@ -114,34 +392,20 @@ int report_add(void *ctx, const co_event *ev)
         r->ndiffer += ev->status != CO_TRANSIENT;
         return 0;
     }
-    if (!r->db && rows_open(r))
+    if (!r->spill && rows_open(r))
         return r->oom = 1;
-    /* body: [[key values], [[column, source, target, source cut, target cut], ...]],
-     * a cut being null for a whole value, else [length, hash] */
-    json_t *key = json_array(), *cols = json_array();
-    for (size_t k = 0; k < ev->nkey; k++)
-        json_array_append_new(key, json_string(ev->key_vals[k]));
-    for (size_t k = 0; k < ev->ncols; k++) {
-        const co_coldiff *c = &ev->cols[k];
-        json_array_append_new(cols,
-                              json_pack("[s, o, o, o, o]", c->column, jstr(c->source),
-                                        jstr(c->target), cut_json(c->source_hash, c->source_len),
-                                        cut_json(c->target_hash, c->target_len)));
+    if (body_encode(&r->body, ev))
+        return r->oom = 1;
+    int transient = ev->status == CO_TRANSIENT;
+    if (!transient) { /* still in key order? (rows_each) */
+        if (r->last.len && blob_cmp(r->last.p, r->last.len, ev->key, ev->klen) > 0)
+            r->unsorted = 1;
+        sl_buf_reset(&r->last);
+        if (sl_buf_append(&r->last, ev->key, ev->klen))
+            return r->oom = 1;
     }
-    json_t *body = json_pack("[o, o]", key, cols);
-    char *txt = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (!txt)
-        return r->oom = 1;
-    sqlite3_reset(r->ins);
-    sqlite3_bind_int(r->ins, 1, ev->status == CO_TRANSIENT);
-    sqlite3_bind_blob(r->ins, 2, ev->key, (int)ev->klen, SQLITE_TRANSIENT);
-    sqlite3_bind_int(r->ins, 3, ev->kind);
-    sqlite3_bind_int(r->ins, 4, ev->status);
-    sqlite3_bind_text(r->ins, 5, txt, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(r->ins);
-    free(txt);
-    if (rc != SQLITE_DONE)
+    r->ntransient += transient;
+    if (spill_put(r, ev, transient))
         return r->oom = 1;
     r->nrows++;
     r->ndiffer += ev->status != CO_TRANSIENT;
@@ -181,56 +445,65 @@ void report_free(report *r)
     for (size_t k = 0; k < r->nkey; k++)
         free(r->key_cols[k]);
     free(r->key_cols);
-    sqlite3_finalize(r->ins);
-    sqlite3_close(r->db);
+    sl_buf_free(&r->body);
+    sl_buf_free(&r->last);
+    if (r->spill)
+        fclose(r->spill);
 }
 
 /* 'text' with '' doubled, the closing quote after end. */
-static void print_quoted(FILE *f, const char *v, const char *end)
+static void print_quoted(FILE *f, const char *v, size_t n, const char *end)
 {
-    fputc('\'', f);
-    for (const char *p = v; *p; p++) {
-        if (*p == '\'')
-            fputc('\'', f);
-        fputc(*p, f);
+    fputc_unlocked('\'', f);
+    for (const char *p = v, *e = v + n; p < e;) {
+        const char *q = memchr(p, '\'', (size_t)(e - p));
+        size_t k = q ? (size_t)(q - p) + 1 : (size_t)(e - p);
+        fwrite_unlocked(p, 1, k, f);
+        if (q)
+            fputc_unlocked('\'', f);
+        p += k;
     }
-    fputs(end, f);
-    fputc('\'', f);
+    fputs_unlocked(end, f);
+    fputc_unlocked('\'', f);
 }
 
 /* SQL-literal style: 'text' with '' doubled, NULL bare. */
-static void print_value(FILE *f, const char *v)
+static void print_value(FILE *f, const rstr *v)
 {
-    if (v)
-        print_quoted(f, v, "");
+    if (!v->null)
+        print_quoted(f, v->p, v->len, "");
     else
-        fputs("NULL", f);
+        fputs_unlocked("NULL", f);
 }
 
-/* A value as print_value shows it; one cut short (cut is [length, hash])
- * ends in an ellipsis and gives its full length and hash. */
-static void print_cut_value(FILE *f, const char *v, const json_t *cut)
+/* A value as print_value shows it; one cut short (side s of c) ends in an
+ * ellipsis and gives its full length and hash. */
+static void print_cut_value(FILE *f, const rcol *c, int s)
 {
-    if (!v || !json_is_array(cut)) {
+    const rstr *v = &c->val[s];
+    if (v->null || !c->cut[s]) {
         print_value(f, v);
         return;
     }
-    print_quoted(f, v, "\u2026");
-    fprintf(f, " (%" JSON_INTEGER_FORMAT " bytes, xxh3 %s)",
-            json_integer_value(json_array_get(cut, 0)), json_string_value(json_array_get(cut, 1)));
+    print_quoted(f, v->p, v->len, "\u2026");
+    fprintf(f, " (%lld bytes, xxh3 %.*s)", (long long)c->clen[s], (int)c->hash[s].len,
+            c->hash[s].p ? c->hash[s].p : "");
 }
 
-static void print_key(FILE *f, const report *r, const json_t *vals)
+static void print_key(FILE *f, const report *r, const rrow *w)
 {
-    for (size_t k = 0; k < r->nkey && k < json_array_size(vals); k++) {
-        const char *v = json_string_value(json_array_get(vals, k));
-        int numeric = v && *v != '\0';
-        for (const char *p = v; numeric && *p; p++)
-            if (!((*p >= '0' && *p <= '9') || (p == v && *p == '-')))
+    for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
+        const rstr *v = &w->kv[k];
+        int numeric = v->len > 0;
+        for (uint32_t i = 0; numeric && i < v->len; i++)
+            if (!((v->p[i] >= '0' && v->p[i] <= '9') || (i == 0 && v->p[i] == '-')))
                 numeric = 0;
-        fprintf(f, "%s%s=", k ? " " : "", r->key_cols[k]);
+        if (k)
+            fputc_unlocked(' ', f);
+        fputs_unlocked(r->key_cols[k], f);
+        fputc_unlocked('=', f);
         if (numeric)
-            fputs(v, f);
+            fwrite_unlocked(v->p, 1, v->len, f);
         else
             print_value(f, v);
     }
@@ -242,22 +515,26 @@ static int report_differs(const report *r)
     return r->n > 0 || r->ndiffer > 0; /* schema drift, or a row not transient */
 }
 
-static void print_row_text(const report *r, int kind, int status, const json_t *body, void *ctx)
+static void print_row_text(const report *r, const rrow *w, void *ctx)
 {
     (void)ctx;
-    const json_t *cols = json_array_get(body, 1);
-    if (status == CO_TRANSIENT)
-        printf("transient ");
-    printf("%-18s ", co_kind_name(kind));
-    print_key(stdout, r, json_array_get(body, 0));
-    for (size_t k = 0; k < json_array_size(cols); k++) {
-        const json_t *c = json_array_get(cols, k);
-        printf("%s%s: ", k ? "; " : "  ", json_string_value(json_array_get(c, 0)));
-        print_cut_value(stdout, json_string_value(json_array_get(c, 1)), json_array_get(c, 3));
-        printf(" -> ");
-        print_cut_value(stdout, json_string_value(json_array_get(c, 2)), json_array_get(c, 4));
+    if (w->status == CO_TRANSIENT)
+        fputs_unlocked("transient ", stdout);
+    const char *kind = co_kind_name(w->kind);
+    fputs_unlocked(kind, stdout);
+    for (size_t k = strlen(kind); k < 19; k++) /* "%-18s " */
+        fputc_unlocked(' ', stdout);
+    print_key(stdout, r, w);
+    for (size_t k = 0; k < w->nc; k++) {
+        const rcol *c = &w->c[k];
+        fputs_unlocked(k ? "; " : "  ", stdout);
+        fwrite_unlocked(c->col.p, 1, c->col.len, stdout);
+        fputs_unlocked(": ", stdout);
+        print_cut_value(stdout, c, 0);
+        fputs_unlocked(" -> ", stdout);
+        print_cut_value(stdout, c, 1);
     }
-    printf("\n");
+    fputc_unlocked('\n', stdout);
 }
 
 /* A sample's figures: the ranges compared, the rows and divergences in
@@ -369,38 +646,109 @@ static void put_member(const char *name, json_t *v, int last)
     json_decref(v);
 }
 
-static void print_row_json(const report *r, int kind, int status, const json_t *body, void *ctx)
+/* A JSON string as jansson writes it (json_dumps without JSON_ENSURE_ASCII
+ * or JSON_ESCAPE_SLASH): the report's bytes stay those it always printed. */
+static void put_jstr(FILE *f, const char *p, size_t n)
 {
+    fputc_unlocked('"', f);
+    const char *run = p, *e = p + n;
+    for (; p < e; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        fwrite_unlocked(run, 1, (size_t)(p - run), f);
+        run = p + 1;
+        switch (c) {
+        case '"':
+            fputs_unlocked("\\\"", f);
+            break;
+        case '\\':
+            fputs_unlocked("\\\\", f);
+            break;
+        case '\b':
+            fputs_unlocked("\\b", f);
+            break;
+        case '\f':
+            fputs_unlocked("\\f", f);
+            break;
+        case '\n':
+            fputs_unlocked("\\n", f);
+            break;
+        case '\r':
+            fputs_unlocked("\\r", f);
+            break;
+        case '\t':
+            fputs_unlocked("\\t", f);
+            break;
+        default:
+            fprintf(f, "\\u%04X", c);
+        }
+    }
+    fwrite_unlocked(run, 1, (size_t)(p - run), f);
+    fputc_unlocked('"', f);
+}
+
+static void put_jcstr(FILE *f, const char *s)
+{
+    put_jstr(f, s, strlen(s));
+}
+
+static void put_jval(FILE *f, const rstr *v)
+{
+    if (v->null)
+        fputs_unlocked("null", f);
+    else
+        put_jstr(f, v->p, v->len);
+}
+
+/* One divergence, laid out as json_dumps(JSON_INDENT(2)) lays it out,
+ * nested 4 spaces deep (put_json's layout): written directly, since a
+ * million of them would build and free a million jansson objects. */
+static void print_row_json(const report *r, const rrow *w, void *ctx)
+{
+    static const char *const side[2][2] = {{"source_length", "source_hash"},
+                                           {"target_length", "target_hash"}};
     size_t *n = ctx;
-    const json_t *vals = json_array_get(body, 0), *cols = json_array_get(body, 1);
-    json_t *key = json_object();
-    for (size_t k = 0; k < r->nkey; k++)
-        json_object_set_new(key, r->key_cols[k], json_incref(json_array_get(vals, k)));
-    json_t *o = json_pack("{s:s, s:o}", "kind", co_kind_name(kind), "key", key);
-    if (status)
-        json_object_set_new(o, "status",
-                            json_string(status == CO_TRANSIENT ? "transient" : "confirmed"));
-    if (kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
-        json_t *list = json_array();
-        for (size_t k = 0; k < json_array_size(cols); k++) {
-            const json_t *c = json_array_get(cols, k);
-            json_t *e = json_pack("{s:O, s:O, s:O}", "column", json_array_get(c, 0), "source",
-                                  json_array_get(c, 1), "target", json_array_get(c, 2));
+    FILE *f = stdout;
+    fputs_unlocked((*n)++ ? ",\n    {\n      \"kind\": " : "\n    {\n      \"kind\": ", f);
+    put_jcstr(f, co_kind_name(w->kind));
+    fputs_unlocked(",\n      \"key\": {", f);
+    for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
+        fputs_unlocked(k ? ",\n        " : "\n        ", f);
+        put_jcstr(f, r->key_cols[k]);
+        fputs_unlocked(": ", f);
+        put_jval(f, &w->kv[k]);
+    }
+    fputs_unlocked(r->nkey && w->nkv ? "\n      }" : "}", f);
+    if (w->status) {
+        fputs_unlocked(",\n      \"status\": ", f);
+        put_jcstr(f, w->status == CO_TRANSIENT ? "transient" : "confirmed");
+    }
+    if (w->kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
+        fputs_unlocked(",\n      \"columns\": [", f);
+        for (size_t k = 0; k < w->nc; k++) {
+            const rcol *c = &w->c[k];
+            fputs_unlocked(k ? ",\n        {\n          \"column\": "
+                             : "\n        {\n          \"column\": ",
+                           f);
+            put_jval(f, &c->col);
+            fputs_unlocked(",\n          \"source\": ", f);
+            put_jval(f, &c->val[0]);
+            fputs_unlocked(",\n          \"target\": ", f);
+            put_jval(f, &c->val[1]);
             /* a value cut short: its length and hash beside the first bytes */
             for (int s = 0; s < 2; s++) {
-                const json_t *cut = json_array_get(c, 3 + (size_t)s);
-                if (!json_is_array(cut))
+                if (!c->cut[s])
                     continue;
-                json_object_set(e, s ? "target_length" : "source_length", json_array_get(cut, 0));
-                json_object_set(e, s ? "target_hash" : "source_hash", json_array_get(cut, 1));
+                fprintf(f, ",\n          \"%s\": %lld,\n          \"%s\": ", side[s][0],
+                        (long long)c->clen[s], side[s][1]);
+                put_jval(f, &c->hash[s]);
             }
-            json_array_append_new(list, e);
+            fputs_unlocked("\n        }", f);
         }
-        json_object_set_new(o, "columns", list);
+        fputs_unlocked(w->nc ? "\n      ]" : "]", f);
     }
-    printf("%s\n    ", (*n)++ ? "," : "");
-    put_json(o, 4);
-    json_decref(o);
+    fputs_unlocked("\n    }", f);
 }
 
 static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
@@ -472,6 +820,8 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
     /* dense divergence: ranges whose rest was streamed, not drilled */
     json_object_set_new(summary, "streamed_ranges", json_integer((json_int_t)s->streamed_ranges));
     json_object_set_new(summary, "streamed_rows", json_integer((json_int_t)s->streamed_rows));
+    /* ranges streamed whole once most were dense: two tree reads not made a range */
+    json_object_set_new(summary, "trees_skipped", json_integer((json_int_t)s->trees_skipped));
     put_member("summary", summary, 1);
     printf("}\n");
     return 0;

@@ -4,6 +4,7 @@
 #define REPORT_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "../coordinator/co.h"
@@ -17,16 +18,19 @@ typedef struct div_rec {
 } div_rec;
 
 /* Schema divergences stay in memory (a few per table); row divergences go to
- * a private temporary SQLite file and come back sorted by key, so a table
- * that differs everywhere costs disk, not memory. Zero-initialise, then
+ * a private temporary file (in TMPDIR) and come back sorted by key (as they
+ * came when they came in key order, else through a temporary SQLite
+ * database), so a table that differs everywhere costs disk, not memory. Zero-initialise, then
  * report_free. */
 typedef struct report {
     div_rec *v; /* schema divergences */
     size_t n, cap;
     char **key_cols;
     size_t nkey;
-    struct sqlite3 *db; /* row divergences, opened at the first */
-    struct sqlite3_stmt *ins;
+    FILE *spill; /* row divergences, opened at the first */
+    sl_buf body, last; /* a row's body, encoded; the last key not transient */
+    int unsorted;      /* a key came below the one before: read back sorted */
+    uint64_t ntransient;
     uint64_t nrows, ndiffer;
     int progress;
     int oom;

@@ -192,6 +192,9 @@ typedef struct co_summary {
     /* dense divergence: ranges whose drill-down stopped and whose rest was
      * streamed from both sides, and the rows streamed (both sides) */
     uint64_t streamed_ranges, streamed_rows;
+    /* ... of which streamed whole without trees, once the job found most
+     * of its ranges dense (trees_skipped: the range tasks not sent, two a range) */
+    uint64_t direct_ranges, trees_skipped;
     double elapsed;
     char source_name[256], target_name[256];
     int limit_reached;     /* stopped at co_diff_opts.max_divergences */

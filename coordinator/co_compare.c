@@ -299,6 +299,8 @@ static int compare_row(drill *d, const msg_obj *a, const msg_obj *b, int fetched
     const uint8_t *key;
     size_t klen;
     msg_obj_bin(msg_obj_at(a ? a : b, 0), &key, &klen);
+    if (!fetched && (!a || !b))
+        j->st_ndiff++; /* the stream's density (co_stream.c) */
     if (!a || !b)
         return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
     const msg_obj *ea, *eb, *da, *db;
@@ -361,6 +363,8 @@ static int compare_row(drill *d, const msg_obj *a, const msg_obj *b, int fetched
             *(s ? &dc->target_len : &dc->source_len) = d->len;
         }
     }
+    if (nd && !fetched)
+        j->st_ndiff++;
     if (rc == 0 && nd)
         rc = found(d, CO_CHANGED, key, klen, diffs, nd, err);
     else if (rc == 0 && !j->recheck_mode && tolerated)
@@ -856,7 +860,7 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     range *r = &j->r[ri];
     drill d = {j, r};
     mk_bound lo = range_lo(r), hi = range_hi(r);
-    int rc;
+    int rc, dense = 0;
     for (;;) {
         j->pend_n = 0;
         j->dense_listed = j->dense_span = j->dense_nspan = 0;
@@ -867,6 +871,11 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
                                   why.msg);
         }
         if (rc == CO_DENSE) {
+            /* judged now, not after the stream: the loop stops sending
+             * tree tasks for the pending ranges at once */
+            if (!dense)
+                co_judge_range(j, 1);
+            dense = 1;
             mk_bound from = {j->dense_from_kind, j->dense_from.p, j->dense_from.len};
             if ((rc = co_stream_span(&d, &from, &hi, err)) == 0)
                 j->sum->streamed_ranges++;
@@ -892,5 +901,7 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
         return rc;
     r->state[0] = r->state[1] = RS_COMPARED;
     r->compared = 1;
+    if (!dense)
+        co_judge_range(j, 0);
     return r->pending ? 0 : co_finish_range(j, ri, err);
 }

@@ -102,7 +102,9 @@ typedef struct side_desc {
     char source[256];
 } side_desc;
 
-enum range_state { RS_PENDING, RS_RUNNING, RS_BUILT, RS_COMPARED };
+/* RS_STREAMING: both sides streamed by the job's fiber, no tree built
+ * (co_stream_pending) */
+enum range_state { RS_PENDING, RS_RUNNING, RS_BUILT, RS_COMPARED, RS_STREAMING };
 
 typedef struct range {
     sl_buf lo, hi; /* encoded bounds; empty with the flag off when unbounded */
@@ -270,6 +272,18 @@ struct co_job {
     uint64_t dense_listed, dense_span, dense_nspan;
     sl_buf dense_from;
     int dense_from_kind;
+    /* job-level: ranges compared or streamed so far, and how many of them
+     * were dense; once most were, direct is set and the pending ranges are
+     * streamed whole by the fiber (co_stream_pending), no tree task sent.
+     * A stream's progress: rows taken from each side, the last key merged
+     * (a stream cut by a lost worker resumes after it), and the merged rows
+     * and differing 32-row blocks, for judging a directly streamed range */
+    int direct;
+    size_t judged, judged_dense;
+    uint64_t st_rows[2], st_pos, st_blocks, st_lastblk, st_ndiff;
+    sl_buf st_at;
+    size_t st_ri1;  /* the range streamed directly, + 1 (0: none), until it ends */
+    int st_tries;   /* its streams cut short by a lost worker */
 };
 
 /* What a drill-down works on: its job, and the range being compared. NULL r
@@ -423,6 +437,18 @@ int co_check_stream(const job *j, const msg_obj *rows, uint32_t n, const mk_boun
  * merged) and reports every divergence as a fetch would: 0, -1 with err,
  * or CO_LOST. */
 int co_stream_span(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err);
+/* After a range was compared (dense: its rest was streamed) or streamed
+ * directly: counts it, and sets j->direct when most ranges judged were
+ * dense (and clears it when they no longer are). */
+void co_judge_range(job *j, int dense);
+/* Whether job j's fiber should stream a pending range now: direct, and
+ * nothing holds it back (a share, a pause for replica lag, a job of higher
+ * priority with ranges to read). */
+int co_direct_ready(job *j);
+/* Streams job j's next pending range whole from both sides, no tree
+ * built: 1 when one was streamed (and finished, or waiting for re-checks),
+ * 0 when none is pending, -1 with err. */
+int co_stream_pending(job *j, sl_err *err);
 
 /* ---- co_recheck.c: the re-check queue ----------------------------------- */
 

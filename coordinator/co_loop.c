@@ -222,6 +222,13 @@ static int job_run(job *j, sl_err *err)
                 return -1;
             continue;
         }
+        if (co_direct_ready(j)) {
+            int sp = co_stream_pending(j, err);
+            if (sp < 0)
+                return -1;
+            if (sp > 0)
+                continue;
+        }
         j->wake_at = sl_now() + (j->nrq ? 0.05 : 0.2);
         fiber_yield(j->fb);
     }
@@ -275,6 +282,7 @@ static void job_cleanup(job *j)
     sl_buf_free(&j->pend_lo);
     sl_buf_free(&j->pend_hi);
     sl_buf_free(&j->dense_from);
+    sl_buf_free(&j->st_at);
 }
 
 /* The fiber's body: runs the job, frees what it built, and records how it ended. */
@@ -401,7 +409,10 @@ size_t co_next_task(job *j, const co_worker *w)
         return SIZE_MAX;
     for (size_t t = j->next; t < 2 * j->nr; t++) {
         size_t k = task_at(j, t);
-        if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2] && !j->r[k / 2].splitting)
+        if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2] && !j->r[k / 2].splitting &&
+            /* direct: ranges not started are streamed by the fiber; one
+             * whose other side has its tree gets this one too */
+            (!j->direct || j->r[k / 2].state[1 - k % 2] != RS_PENDING))
             return k;
     }
     return SIZE_MAX;

@@ -171,6 +171,25 @@ static const msg_obj *head(const side *s, const uint8_t **k, size_t *kl)
     return f;
 }
 
+/* A row merged (c: which sides it came from, as in the merge; differs: it
+ * was a divergence) of the range streamed directly: counted, and its key kept as where a stream cut
+ * short resumes (everything up to it is compared on both sides). */
+static int merged(drill *d, const uint8_t *k, size_t kl, int c, int differs, sl_err *err)
+{
+    job *j = d->j;
+    if (!j->st_ri1 || d->r != &j->r[j->st_ri1 - 1]) /* a drill's stream: no count kept */
+        return 0;
+    if (differs && j->st_pos / 32 + 1 != j->st_lastblk) { /* a differing "leaf" */
+        j->st_blocks++;
+        j->st_lastblk = j->st_pos / 32 + 1;
+    }
+    j->st_pos++;
+    j->st_rows[0] += c <= 0;
+    j->st_rows[1] += c >= 0;
+    sl_buf_reset(&j->st_at);
+    return sl_buf_append(&j->st_at, k, kl) ? sl_err_set(err, "out of memory") : 0;
+}
+
 int co_stream_span(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err)
 {
     job *j = d->j;
@@ -220,7 +239,10 @@ int co_stream_span(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err
             size_t kla = 0, klb = 0;
             const msg_obj *a = head(&sd[0], &ka, &kla), *b = head(&sd[1], &kb, &klb);
             int c = !a ? 1 : !b ? -1 : mk_key_cmp(ka, kla, kb, klb);
+            uint64_t nd = j->st_ndiff;
             rc = co_streamed_row(d, c <= 0 ? a : NULL, c >= 0 ? b : NULL, err);
+            if (rc == 0)
+                rc = merged(d, c <= 0 ? ka : kb, c <= 0 ? kla : klb, c, j->st_ndiff != nd, err);
             for (int s = 0; s < 2; s++)
                 if ((s ? c >= 0 : c <= 0) && ++sd[s].at == sd[s].n[0])
                     side_pop(&sd[s]);
@@ -234,4 +256,125 @@ int co_stream_span(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err
         sl_buf_free(&sd[s].last);
     }
     return rc;
+}
+
+/* ---- job-level: ranges streamed whole, no tree built -------------------- */
+
+/* A directly streamed range is judged dense, as the drill judges leaves,
+ * when at least CO_DENSE_PERCENT of its 32-row blocks (merged rows, in key
+ * order) held a divergence; one smaller than CO_DENSE_MIN_ROWS is not
+ * judged at all. */
+void co_judge_range(job *j, int dense)
+{
+    j->judged++;
+    j->judged_dense += dense != 0;
+    /* most ranges dense: each pending one would cost a tree (a read) and a
+     * drill before its stream (a second read). --share and --keys-only
+     * keep the trees: a share is measured in range tasks, and --keys-only
+     * never reads values. */
+    j->direct = !j->o->keys_only && j->o->share <= 0 && j->judged_dense * 2 > j->judged;
+}
+
+int co_direct_ready(job *j)
+{
+    if (j->st_ri1) /* one cut short: finished first */
+        return 1;
+    if (!j->direct || j->lag_paused)
+        return 0;
+    for (const job *o = j->c->jobs; o; o = o->link)
+        if (o != j && o->phase == JOB_RANGES && !o->cancel && !o->fatal && o->prio > j->prio)
+            return 0; /* a job of higher priority reads first, as with range tasks */
+    return 1;
+}
+
+/* Who streams each side of range r: an idle worker that serves streams
+ * (one per side if it can), else a busy one (it answers on its second
+ * session while it builds a tree). -1 when a side has none. */
+static int pick_streamers(job *j, range *r)
+{
+    co *c = j->c;
+    int got[2] = {-1, -1};
+    for (int s = 0; s < 2; s++) {
+        int best = -1, bscore = -1;
+        for (size_t i = 0; i < c->nw; i++) {
+            co_worker *w = &c->w[i];
+            if (!w->alive || !w->can_stream || sl_now() < w->shunned_until ||
+                !co_worker_has_db(w, j->db[s]))
+                continue;
+            int score = (w->busy_req ? 0 : 2) + ((int)i != got[0]);
+            if (score > bscore)
+                best = (int)i, bscore = score;
+        }
+        if (best < 0)
+            return -1;
+        got[s] = best;
+        r->worker[s] = best;
+        r->gen[s] = c->w[best].gen;
+    }
+    return 0;
+}
+
+int co_stream_pending(job *j, sl_err *err)
+{
+    size_t ri;
+    if (j->st_ri1) {
+        ri = j->st_ri1 - 1;
+    } else {
+        for (ri = 0; ri < j->nr; ri++)
+            if (j->r[ri].state[0] == RS_PENDING && j->r[ri].state[1] == RS_PENDING &&
+                !j->r[ri].splitting)
+                break;
+        if (ri == j->nr)
+            return 0;
+        j->st_ri1 = ri + 1;
+        j->st_tries = 0;
+        j->st_rows[0] = j->st_rows[1] = 0;
+        j->st_pos = j->st_blocks = j->st_lastblk = j->st_ndiff = 0;
+        sl_buf_reset(&j->st_at);
+        j->r[ri].state[0] = j->r[ri].state[1] = RS_STREAMING;
+        j->r[ri].read_at_ms = sl_wall_ms();
+    }
+    range *r = &j->r[ri];
+    drill d = {j, r};
+    mk_bound lo = range_lo(r), hi = range_hi(r);
+    int rc;
+    for (;;) {
+        if (j->cancel)
+            return sl_err_set(err, "job cancelled");
+        if (pick_streamers(j, r)) {
+            if (!j->st_pos && !j->st_tries) { /* nothing read yet: trees, as before */
+                r->state[0] = r->state[1] = RS_PENDING;
+                r->worker[0] = r->worker[1] = -1;
+                j->st_ri1 = 0;
+                j->direct = 0;
+            }
+            return 0; /* else the loop waits (or gives up) */
+        }
+        /* a stream cut short resumes after the last key merged: what lies
+         * below was compared on both sides and reported once */
+        mk_bound from = j->st_at.len ? (mk_bound){MK_EXCL, j->st_at.p, j->st_at.len} : lo;
+        rc = co_stream_span(&d, &from, &hi, err);
+        if (rc != CO_LOST)
+            break;
+        if (++j->st_tries > 100)
+            return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers",
+                               ri);
+    }
+    if (rc)
+        return -1;
+    j->st_ri1 = 0;
+    r->rows[0] = j->st_rows[0];
+    r->rows[1] = j->st_rows[1];
+    r->state[0] = r->state[1] = RS_COMPARED;
+    r->worker[0] = r->worker[1] = -1;
+    r->compared = 1;
+    j->sum->streamed_ranges++;
+    j->sum->direct_ranges++;
+    j->sum->trees_skipped += 2;
+    uint64_t blocks = (j->st_pos + 31) / 32;
+    if (j->st_rows[0] + j->st_rows[1] >= CO_DENSE_MIN_ROWS)
+        co_judge_range(j, j->st_blocks * 100 >= blocks * CO_DENSE_PERCENT);
+    if (!r->pending && co_finish_range(j, ri, err))
+        return -1;
+    return 1;
 }

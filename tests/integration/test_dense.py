@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import PgServer, Tap, sluice_json  # noqa: E402
+from harness import SLUICE as SLUICE_BIN, PgServer, Tap, sluice_json  # noqa: E402
 
 XXH128SUM = shutil.which("xxh128sum")  # else a cut value's hash is checked for its form only
 
@@ -257,6 +257,83 @@ for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_pa
                                  "--ranges", "2")
     t.ok(code == 0 and doc and doc["summary"]["streamed_ranges"] == 0 and not doc["divergences"],
          f"{engine}: identical tables: equal, nothing streamed", err[-500:])
+
+# job-level: once most ranges were dense, the pending ones are streamed
+# whole, no tree built (coordinator/README.md, "Dense divergence")
+cur.execute("DROP TABLE IF EXISTS dsrc, dtgt")
+cur.execute("CREATE TABLE dsrc AS SELECT g AS id, g % 1000 AS a, 'v' || g AS t "
+            "FROM generate_series(1, 200000) g")
+cur.execute("CREATE TABLE dtgt AS SELECT id, a + 1 AS a, t FROM dsrc WHERE id % 50 <> 0")
+cur.execute("INSERT INTO dtgt SELECT g, 1, 'x' FROM generate_series(200001, 200100) g")
+for tb in ("dsrc", "dtgt"):
+    cur.execute(f"ALTER TABLE {tb} ADD PRIMARY KEY (id)")
+dexp = {("changed" if i % 50 else "missing-in-target", str(i)) for i in range(1, 200001)} | \
+    {("extra-in-target", str(i)) for i in range(200001, 200101)}
+
+
+def dense_set(doc):
+    out = set()
+    for d in doc["divergences"]:
+        cols = [c["column"] for c in d.get("columns", [])]
+        if d["kind"] == "changed" and cols != ["a"]:
+            out.add(("wrong columns", str(cols)))
+        out.add((d["kind"], d["key"]["id"]))
+    return out
+
+
+code, doc, err = sluice_json("diff", pg.dsn(db), pg.dsn(db), "--table", "dsrc", "--target-table",
+                             "dtgt", "--ranges", "16", "--workers", "2")
+if t.ok(code == 1 and doc is not None, "16 dense ranges: exit 1 with a report", err[-800:]):
+    s = doc["summary"]
+    got = dense_set(doc)
+    t.ok(got == dexp, f"16 dense ranges: {len(dexp)} divergences exactly",
+         f"missed {sorted(dexp - got)[:5]}, false {sorted(got - dexp)[:5]}")
+    t.ok(s["changed"] + s["missing_in_target"] + s["extra_in_target"] == len(dexp),
+         "16 dense ranges: each counted once", s)
+    # the first range (and what was sent meanwhile) has its trees; the rest none
+    t.ok(s["streamed_ranges"] == s["ranges"] == 16 and 2 * 10 <= s["trees_skipped"] <= 2 * 15,
+         f"16 dense ranges: every range streamed, {s['trees_skipped']} trees skipped", s)
+
+# the direct stream through a cluster, a worker SIGKILLed mid-job
+from cluster import Cluster  # noqa: E402
+
+cl = Cluster({"src": pg.dsn(db), "tgt": pg.dsn(db)})
+cl.start_coordinator()
+for _ in range(2):
+    cl.start_worker(slots=1)
+if t.ok(cl.wait_workers(2), "cluster: two workers registered"):
+    args = [SLUICE_BIN, "submit", "src", "tgt", "--table", "dsrc", "--target-table", "dtgt",
+            "--ranges", "16", "--wait", "--no-progress", "--format", "json", "--coordinator",
+            cl.clients_ep]
+    t0 = time.time()
+    r = subprocess.run(args, capture_output=True, text=True, env=cl.env, timeout=300)
+    took = time.time() - t0
+    import json
+    doc = json.loads(r.stdout) if r.returncode == 1 else None
+    t.ok(doc is not None and dense_set(doc) == dexp,
+         f"cluster: exact answer ({took:.2f} s)", r.stderr[-500:])
+    for frac in (0.3, 0.6):
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=cl.env)
+        time.sleep(took * frac)
+        victim = cl.workers[0]
+        victim.kill()
+        victim.wait()
+        out, err = p.communicate(timeout=300)
+        doc = json.loads(out) if p.returncode == 1 else None
+        got = dense_set(doc) if doc else set()
+        t.ok(doc is not None and got == dexp,
+             f"cluster: a worker SIGKILLed {frac:.0%} into the job: the exact answer",
+             f"exit {p.returncode} {err[-500:]}; missed {sorted(dexp - got)[:5]}, "
+             f"false {sorted(got - dexp)[:5]}")
+        if doc:
+            s = doc["summary"]
+            t.ok(s["changed"] + s["missing_in_target"] + s["extra_in_target"] == len(dexp),
+                 f"cluster, worker killed at {frac:.0%}: each divergence counted once", s)
+        cl.workers.pop(0)
+        cl.start_worker(slots=1)
+        cl.wait_workers(2)
+cl.stop()
 
 conn.close()
 pg.stop()
