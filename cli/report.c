@@ -472,6 +472,7 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
     /* dense divergence: ranges whose rest was streamed, not drilled */
     json_object_set_new(summary, "streamed_ranges", json_integer((json_int_t)s->streamed_ranges));
     json_object_set_new(summary, "streamed_rows", json_integer((json_int_t)s->streamed_rows));
+    json_object_set_new(summary, "rows_from_memory", json_integer((json_int_t)s->rows_from_memory));
     put_member("summary", summary, 1);
     printf("}\n");
     return 0;

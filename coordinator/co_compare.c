@@ -591,12 +591,15 @@ int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
     const uint8_t *key, *ha, *hb;
     size_t klen, hla, hlb;
     msg_obj_bin(msg_obj_at(a ? a : b, 0), &key, &klen);
-    if (!a || !b)
+    if (!a || !b) {
+        j->dense_diff++;
         return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    }
     if (msg_obj_bin(msg_obj_at(a, 1), &ha, &hla) || msg_obj_bin(msg_obj_at(b, 1), &hb, &hlb))
         return sl_err_set(err, "malformed rows reply from a worker");
     if (hla == hlb && memcmp(ha, hb, hla) == 0)
         return 0;
+    j->dense_diff += 2;  /* a row each side, as dense_listed counts them */
     if (j->o->keys_only) /* by row hash: its columns are never fetched */
         return found(d, CO_CHANGED, key, klen, NULL, 0, err);
     uint32_t len = (uint32_t)klen;
@@ -636,6 +639,42 @@ void co_pick_readers(drill *d, int readers[2])
             readers[s] = same;
     }
 }
+
+/* Who lists a span's rows for side s: the tree's holder when it is still
+ * the worker that built it, asked with the tree's id and root hash, so it
+ * answers from the rows it kept (no database read; busy, it answers between
+ * row batches); a worker that no longer keeps them reads the database.
+ * Without a holder, co_pick_readers' choice. tree[s]: asked by tree. */
+static void pick_span_readers(drill *d, int readers[2], int tree[2])
+{
+    co_pick_readers(d, readers);
+    for (int s = 0; s < 2; s++) {
+        tree[s] = co_worker_is(d->j->c, d->r->worker[s], d->r->gen[s]) && d->r->root[s].n == 1;
+        if (tree[s])
+            readers[s] = d->r->worker[s];
+    }
+}
+
+/* Fetches the gathered differing keys (j->changed) from the databases and
+ * compares their columns. */
+static int fetch_gathered(drill *d, sl_err *err)
+{
+    job *j = d->j;
+    int readers[2], rc = 0;
+    if (j->nchanged == 0)
+        return 0;
+    co_pick_readers(d, readers);
+    rc = co_compare_changed(d, readers, err);
+    sl_buf_reset(&j->changed);
+    j->nchanged = 0;
+    return rc;
+}
+
+/* Differing keys gathered from spans before one fetch: a fetch is a query
+ * a side, so a range whose differing rows are spread (1% of rows makes a
+ * quarter of the leaves differ) pays one per couple of hundred keys, not
+ * one per span. */
+#define CO_FETCH_GATHER 512
 
 /* A rows reply: [key, row hash] for keys of the job rising strictly inside
  * the span [lo, hi] asked for. 0, or -1 with why saying what is wrong. */
@@ -696,15 +735,18 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
             rc = -1;
             break;
         }
+        int readers[2], tree[2];
+        pick_span_readers(d, readers, tree);
         for (int s = 0; s < 2; s++) {
             msg_put_int(mw[s], "sizes", 1);
             co_pack_bound(mw[s], "lo", from.kind, from.key, from.len);
             co_pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
+            if (tree[s]) {
+                msg_put_uint(mw[s], "tree", tree_id(j, (size_t)(d->r - j->r), s));
+                msg_key(mw[s], "root");
+                msg_pack_bin(mw[s], d->r->root[s].v[0].hash, 16);
+            }
         }
-        sl_buf_reset(&j->changed);
-        j->nchanged = 0;
-        int readers[2];
-        co_pick_readers(d, readers);
         rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
         for (int s = 0; s < 2 && rc == 0; s++) {
             sl_err why;
@@ -738,9 +780,15 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
             from = (mk_bound){MK_EXCL, stop.p, stop.len};
         }
         j->dense_span += (uint64_t)n[0] + n[1];
+        for (int s = 0; rc == 0 && s < 2; s++) {
+            if (msg_get(rep[s], "mem"))
+                j->sum->rows_from_memory += n[s];
+            else
+                j->dense_db = 1;
+        }
         if (rc == 0 &&
             (rc = co_merge_rows(d, rows[0], n[0], rows[1], n[1], 2, co_span_row, err)) == 0)
-            rc = j->nchanged ? co_compare_changed(d, readers, err) : 0;
+            rc = j->nchanged >= CO_FETCH_GATHER ? fetch_gathered(d, err) : 0;
         msg_free(rep[0]);
         msg_free(rep[1]);
         rep[0] = rep[1] = NULL;
@@ -857,7 +905,10 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     int rc;
     for (;;) {
         j->pend_n = 0;
-        j->dense_listed = j->dense_span = j->dense_nspan = 0;
+        j->dense_listed = j->dense_span = j->dense_nspan = j->dense_diff = 0;
+        j->dense_db = 0;
+        sl_buf_reset(&j->changed); /* an attempt that was cut short finds them again */
+        j->nchanged = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, &d, err);
         if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
             sl_err why = *err;
@@ -866,10 +917,11 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
         }
         if (rc == CO_DENSE) {
             mk_bound from = {j->dense_from_kind, j->dense_from.p, j->dense_from.len};
-            if ((rc = co_stream_span(&d, &from, &hi, err)) == 0)
+            if ((rc = fetch_gathered(&d, err)) == 0 &&
+                (rc = co_stream_span(&d, &from, &hi, err)) == 0)
                 j->sum->streamed_ranges++;
-        } else if (rc == 0) {
-            rc = span_flush(&d, err);
+        } else if (rc == 0 && (rc = span_flush(&d, err)) == 0) {
+            rc = fetch_gathered(&d, err);
         }
         if (rc != CO_LOST)
             break;

@@ -268,6 +268,11 @@ struct co_job {
      * the drill stops and the rest of the range, from dense_from (a span's
      * lower bound), is streamed from both sides */
     uint64_t dense_listed, dense_span, dense_nspan;
+    /* ... and the rows (both sides) those spans showed differing, and
+     * whether any span's rows were read from a database rather than from a
+     * tree's kept rows (then a differing span costs a query a side) */
+    uint64_t dense_diff;
+    int dense_db;
     sl_buf dense_from;
     int dense_from_kind;
 };

@@ -14,6 +14,12 @@
 #include "wk_follow.h"
 
 #define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
+/* A tree keeps its rows' keys and hashes (a span's rows are then listed
+ * from memory, not read again) up to this many bytes, and all trees held
+ * together up to WK_ROWS_BUDGET: a range holds at most 200,000 rows, about
+ * 6 MiB for short keys, so memory stays flat whatever the table's size. */
+#define WK_TREE_ROWS_MAX (16u << 20)
+#define WK_ROWS_BUDGET (64u << 20)
 
 typedef struct wk_dbconn {
     char *name, *dsn;
@@ -513,6 +519,7 @@ done:
 typedef struct tree_ctx {
     rowenc re;
     mk_tree *t;
+    size_t keep; /* bytes its kept rows may take (0: none) */
 } tree_ctx;
 
 static int take_tree_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
@@ -617,7 +624,8 @@ static void tree_reset(void *ctx)
 {
     tree_ctx *tc = ctx;
     mk_tree_free(tc->t);
-    tc->t = mk_tree_new(0);
+    if ((tc->t = mk_tree_new(0)))
+        mk_tree_keep_rows(tc->t, tc->keep);
     tc->re.n = 0;
     tc->re.t0 = 0;
 }
@@ -648,6 +656,13 @@ static int do_tree(wk *w, const msg *m, sl_err *err)
         sl_err_set(err, "out of memory");
         goto done;
     }
+    size_t used = 0; /* the rows other trees keep */
+    for (size_t i = 0; i < w->ntrees; i++)
+        used += mk_tree_rows_memory(w->trees[i].t);
+    tc.keep = used < WK_ROWS_BUDGET ? WK_ROWS_BUDGET - used : 0;
+    if (tc.keep > WK_TREE_ROWS_MAX)
+        tc.keep = WK_TREE_ROWS_MAX;
+    mk_tree_keep_rows(tc.t, tc.keep);
     if (stream_retry(w, m, &s.q, &lo, &hi, take_tree_row, tree_reset, &tc, err))
         goto done;
     if (!tc.t) {
@@ -749,6 +764,47 @@ static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_byte
     return 0;
 }
 
+/* A reply row is packed: past MSG_REPLY_SOFT_MAX the reply is full
+ * (the coordinator asks again from its last row). */
+static int row_packed(rows_ctx *rc, sl_err *err)
+{
+    rc->n++;
+    size_t size = msg_items_size(rc->rows);
+    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX) {
+        rc->full = 1;
+        if (rc->stop) /* the rest of the span is asked for again */
+            return sl_err_set(err, "reply full");
+    }
+    if (size > MSG_MAX_RAW / 2)
+        return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
+                           MSG_MAX_RAW / 2 >> 20);
+    return 0;
+}
+
+/* A span's rows from a held tree's kept rows: the same [key, row hash]
+ * rows, in the same order, with the same bounds and the same "more" as a
+ * read of the database that made the tree gives. */
+static int rows_from_tree(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, const mk_bound *hi,
+                          sl_err *err)
+{
+    uint64_t i = 0, n = mk_tree_rows(t);
+    if (lo->kind != MK_UNBOUNDED)
+        i = mk_tree_row_seek(t, lo->key, lo->len, lo->kind == MK_EXCL);
+    for (; i < n && !rc->full; i++) {
+        const uint8_t *key, *hash;
+        size_t klen;
+        mk_tree_row(t, i, &key, &klen, &hash);
+        if (!mk_bound_contains(lo, hi, key, klen))
+            break;
+        msg_items_array(rc->rows, 2);
+        msg_items_bin(rc->rows, key, klen);
+        msg_items_bin(rc->rows, hash, 16);
+        if (row_packed(rc, err))
+            return -1;
+    }
+    return 0;
+}
+
 static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 {
     rows_ctx *rc = ctx;
@@ -781,17 +837,7 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
             msg_items_str(rc->rows, (const char *)rc->disp.p, rc->disp.len);
         }
     }
-    rc->n++;
-    size_t size = msg_items_size(rc->rows);
-    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX) {
-        rc->full = 1;
-        if (rc->stop) /* the rest of the span is asked for again */
-            return sl_err_set(err, "reply full");
-    }
-    if (size > MSG_MAX_RAW / 2)
-        return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
-                           MSG_MAX_RAW / 2 >> 20);
-    return 0;
+    return row_packed(rc, err);
 }
 
 static void rows_reset(void *ctx)
@@ -842,13 +888,34 @@ static int read_stream(conn *c, void *arg, sl_err *err)
     return st;
 }
 
+/* The tree a rows request may be answered from: one named by "tree" that
+ * this worker holds with its rows kept, and whose root hash is the "root"
+ * the coordinator has (the id alone could be another coordinator's). A
+ * request without them (a re-check must see the database's current rows)
+ * or for a tree gone (released, or a restarted worker) reads the database. */
+static const mk_tree *rows_tree(wk *w, const msg *m)
+{
+    const msg_obj *o = msg_get(m, "tree");
+    int64_t id;
+    const uint8_t *root;
+    size_t rl;
+    if (!o || msg_obj_int(o, &id) || msg_get_bin(m, "root", &root, &rl, NULL) || rl != 16)
+        return NULL;
+    mk_tree *t = tree_find(w, (uint64_t)id);
+    mk_nodelist l = {0};
+    int same = t && mk_tree_has_rows(t) && mk_tree_root(t, &l, NULL) == 0 && l.n == 1 &&
+               memcmp(l.v[0].hash, root, 16) == 0;
+    mk_nodelist_free(&l);
+    return same ? t : NULL;
+}
+
 /* ROWS (fetch 0): a span's [key, row hash]; FETCH (1): the keys asked for,
  * whole; STREAM (2): a span's rows whole, at most "limit" of them. */
 static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
 {
     spec s = {0};
     rows_ctx rc = {0};
-    int r = -1, more = 0;
+    int r = -1, more = 0, from_memory = 0;
     uint32_t done_keys = 0;
     if (!(rc.rows = msg_items_new())) {
         sl_err_set(err, "out of memory");
@@ -885,10 +952,14 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     } else if (!fetch) {
         rc.re.lo = &lo;
         rc.re.hi = &hi;
-        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
-            stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
+        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err))
+            goto done;
+        const mk_tree *t = rows_tree(w, m);
+        if (t ? rows_from_tree(&rc, t, &lo, &hi, err)
+              : stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
             goto done;
         more = rc.full;
+        from_memory = t != NULL;
     } else {
         const msg_obj *keys;
         uint32_t nk;
@@ -923,6 +994,8 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     }
     if (w->inproc)
         msg_writer_no_compress(mw);
+    if (from_memory) /* the coordinator counts these (rows_from_memory) */
+        msg_put_uint(mw, "mem", 1);
     if (more && fetch == 1)
         msg_put_uint(mw, "done", done_keys);
     else if (more)
