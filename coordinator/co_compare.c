@@ -719,8 +719,34 @@ static int last_key(const msg_obj *rows, uint32_t n, const uint8_t **k, size_t *
  * that grew past MSG_REPLY_SOFT_MAX stops early ("more"): rows up to the
  * smaller of the stopping keys are compared, and the span is read again
  * from there. */
-static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+/* Whether every row of a rows reply lies in one of the spans asked for
+ * (ns [lo, hi] pairs, rising): 0, or -1. */
+static int rows_in_spans(const msg_obj *rows, uint32_t n, const mk_bound *spans, size_t ns)
 {
+    static const mk_bound unb = {MK_UNBOUNDED, NULL, 0};
+    size_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msg_obj *f;
+        uint32_t nf;
+        const uint8_t *key;
+        size_t kl;
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf < 1 ||
+            msg_obj_bin(msg_obj_at(f, 0), &key, &kl))
+            return -1;
+        while (k < ns && !mk_bound_contains(&unb, &spans[2 * k + 1], key, kl))
+            k++;
+        if (k == ns || !mk_bound_contains(&spans[2 * k], &spans[2 * k + 1], key, kl))
+            return -1;
+    }
+    return 0;
+}
+
+/* The rows of [lo, hi], or with spans (ns > 0: [lo, hi] pairs, rising,
+ * inside it) of those spans only. */
+static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, mk_bound *spans, size_t ns,
+                     sl_err *err)
+{
+    static const mk_bound unb = {MK_UNBOUNDED, NULL, 0};
     job *j = d->j;
     msg_writer *mw[2] = {NULL, NULL};
     uint64_t ids[2];
@@ -729,6 +755,7 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
     uint32_t n[2];
     int rc = 0, more = 1;
     mk_bound from = *lo;
+    size_t k0 = 0; /* the first span not read yet (its lo moved up to from) */
     sl_buf stop = {0};
     while (rc == 0 && more) {
         if (both_requests(j, MSG_ROWS, mw, ids, err)) {
@@ -741,6 +768,22 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
             msg_put_int(mw[s], "sizes", 1);
             co_pack_bound(mw[s], "lo", from.kind, from.key, from.len);
             co_pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
+            if (ns) {
+                msg_key(mw[s], "spans");
+                msg_pack_array(mw[s], (uint32_t)(ns - k0));
+                for (size_t k = k0; k < ns; k++) {
+                    msg_pack_array(mw[s], 2);
+                    for (int e = 0; e < 2; e++) {
+                        const mk_bound *b = &spans[2 * k + e];
+                        msg_pack_array(mw[s], 2);
+                        msg_pack_int(mw[s], b->kind);
+                        if (b->kind == MK_UNBOUNDED)
+                            msg_pack_nil(mw[s]);
+                        else
+                            msg_pack_bin(mw[s], b->key, b->len);
+                    }
+                }
+            }
             if (tree[s]) {
                 msg_put_uint(mw[s], "tree", tree_id(j, (size_t)(d->r - j->r), s));
                 msg_key(mw[s], "root");
@@ -752,6 +795,9 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
             sl_err why;
             if (co_check_rows(j, rows[s], n[s], &from, hi, &why))
                 rc = co_reject_worker(j->c, readers[s], err, "its rows reply %s", why.msg);
+            else if (ns && rows_in_spans(rows[s], n[s], spans + 2 * k0, ns - k0))
+                rc = co_reject_worker(j->c, readers[s], err,
+                                      "its rows reply has a row outside the spans asked for");
         }
         const uint8_t *lim = NULL;
         size_t liml = 0;
@@ -778,6 +824,16 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
             if (rc == 0 && sl_buf_append(&stop, lim, liml))
                 rc = sl_err_set(err, "out of memory");
             from = (mk_bound){MK_EXCL, stop.p, stop.len};
+            /* spans read to their end are done; the next starts after from */
+            while (ns && k0 < ns &&
+                   !mk_bound_contains(&unb, &spans[2 * k0 + 1], from.key, from.len))
+                k0++;
+            if (ns && k0 < ns && mk_bound_contains(&spans[2 * k0], &unb, from.key, from.len))
+                spans[2 * k0] = from;
+            if (ns && k0 < ns)
+                from = spans[2 * k0];
+            else if (ns)
+                more = 0; /* nothing of the spans lies past it */
         }
         j->dense_span += (uint64_t)n[0] + n[1];
         for (int s = 0; rc == 0 && s < 2; s++) {
@@ -797,19 +853,71 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
     return rc;
 }
 
-/* Reads the gathered spans' rows, if any. */
+/* A bound into the runs buffer: [kind u8][len u32][key]. */
+static int run_put(sl_buf *b, int kind, const sl_buf *key)
+{
+    uint8_t k = (uint8_t)kind;
+    uint32_t len = (uint32_t)key->len;
+    return sl_buf_append(b, &k, 1) || sl_buf_append(b, &len, 4) || sl_buf_append(b, key->p, len);
+}
+
+static size_t run_get(const sl_buf *b, size_t off, mk_bound *out)
+{
+    uint32_t len;
+    memcpy(&len, b->p + off + 1, 4);
+    *out = (mk_bound){b->p[off], b->p + off + 5, len};
+    return off + 5 + len;
+}
+
+/* Whether both sides' span rows come from their trees' holders, which
+ * take rows requests listing spans: then runs of differing spans that do
+ * not touch are gathered into one request (listing a span's rows from
+ * memory costs little; a round trip, above all to a worker busy building
+ * its next tree, costs much more). */
+static int can_gather(drill *d)
+{
+    int readers[2], tree[2];
+    pick_span_readers(d, readers, tree);
+    for (int s = 0; s < 2; s++)
+        if (!tree[s] || !d->j->c->w[readers[s]].can_spans)
+            return 0;
+    return 1;
+}
+
+/* Reads the gathered spans' rows, if any: the runs gathered before and
+ * the current one (j->pend_*), in one request when the readers take a list
+ * of spans, else a request a run. */
 static int span_flush(drill *d, sl_err *err)
 {
     job *j = d->j;
     if (j->pend_n == 0)
         return 0;
-    mk_bound lo = {j->pend_lo_kind, j->pend_lo.p, j->pend_lo.len};
-    mk_bound hi = {j->pend_hi_kind, j->pend_hi.p, j->pend_hi.len};
     j->pend_n = 0;
-    return span_rows(d, &lo, &hi, err);
+    if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
+        run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
+        return sl_err_set(err, "out of memory");
+    size_t ns = ++d->nruns;
+    mk_bound *spans = calloc(2 * ns, sizeof *spans);
+    if (!spans)
+        return sl_err_set(err, "out of memory");
+    for (size_t k = 0, off = 0; k < 2 * ns; k++)
+        off = run_get(&d->runs, off, &spans[k]);
+    int rc = 0;
+    if (ns == 1)
+        rc = span_rows(d, &spans[0], &spans[1], NULL, 0, err);
+    else if (can_gather(d))
+        rc = span_rows(d, &spans[0], &spans[2 * ns - 1], spans, ns, err);
+    else
+        for (size_t k = 0; k < ns && rc == 0; k++)
+            rc = span_rows(d, &spans[2 * k], &spans[2 * k + 1], NULL, 0, err);
+    free(spans);
+    sl_buf_reset(&d->runs);
+    d->nruns = d->run_spans = 0;
+    return rc;
 }
 
-#define CO_SPANS_GATHERED 64 /* about 2,000 rows a request at most */
+#define CO_SPANS_GATHERED 64 /* a run: about 2,000 rows a request at most */
+#define CO_RUNS_SPANS 256    /* spans gathered in runs: about 8,000 rows a side */
 
 /* mk_diff's spans come in key order: one that starts where the gathered
  * ones end joins them; any other first sends them. */
@@ -821,7 +929,19 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
                 j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
                 memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
-    if (!joins) {
+    if (!joins && j->pend_n > 0 && d->run_spans + (uint32_t)j->pend_n < CO_RUNS_SPANS &&
+        can_gather(d)) { /* the current run joins the gathered ones */
+        if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
+            run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
+            return sl_err_set(err, "out of memory");
+        d->nruns++;
+        d->run_spans += (uint32_t)j->pend_n;
+        j->pend_n = 0;
+        sl_buf_reset(&j->pend_lo);
+        if (sl_buf_append(&j->pend_lo, lo->key, lo->len))
+            return sl_err_set(err, "out of memory");
+        j->pend_lo_kind = lo->kind;
+    } else if (!joins) {
         int rc = span_flush(d, err);
         if (rc)
             return rc;
@@ -841,7 +961,11 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     if (sl_buf_append(&j->pend_hi, hi->key, hi->len))
         return sl_err_set(err, "out of memory");
     j->pend_hi_kind = hi->kind;
-    return ++j->pend_n >= CO_SPANS_GATHERED ? span_flush(d, err) : 0;
+    ++j->pend_n;
+    return (d->nruns == 0 && j->pend_n >= CO_SPANS_GATHERED) ||
+                   d->run_spans + (uint32_t)j->pend_n >= CO_RUNS_SPANS
+               ? span_flush(d, err)
+               : 0;
 }
 
 /* Tells the worker holding (or building) a side's tree to drop it. */
@@ -900,11 +1024,13 @@ int co_finish_range(job *j, size_t ri, sl_err *err)
 int co_compare_range(job *j, size_t ri, sl_err *err)
 {
     range *r = &j->r[ri];
-    drill d = {j, r};
+    drill d = {.j = j, .r = r};
     mk_bound lo = range_lo(r), hi = range_hi(r);
     int rc;
     for (;;) {
         j->pend_n = 0;
+        sl_buf_reset(&d.runs);
+        d.nruns = d.run_spans = 0;
         j->dense_listed = j->dense_span = j->dense_nspan = j->dense_diff = 0;
         j->dense_db = 0;
         sl_buf_reset(&j->changed); /* an attempt that was cut short finds them again */
@@ -929,12 +1055,17 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
         /* a lost tree holder: its side is rebuilt elsewhere, then compared
          * again; a lost reader only: compare again now */
         if (!co_worker_is(j->c, r->worker[0], r->gen[0]) ||
-            !co_worker_is(j->c, r->worker[1], r->gen[1]))
+            !co_worker_is(j->c, r->worker[1], r->gen[1])) {
+            sl_buf_free(&d.runs);
             return 0;
-        if (r->attempts > 100)
+        }
+        if (r->attempts > 100) {
+            sl_buf_free(&d.runs);
             return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers",
                                ri);
+        }
     }
+    sl_buf_free(&d.runs);
     release(j, ri);
     mk_nodelist_free(&r->root[0]);
     mk_nodelist_free(&r->root[1]);

@@ -57,6 +57,7 @@ typedef struct co_worker {
      * (slot, gen): gen is new at every registration. */
     uint32_t gen;
     int can_stream; /* its hello says it serves stream requests (older ones do not) */
+    int can_spans;  /* ... and rows requests listing spans */
 } co_worker;
 
 /* Sends frame to worker w: 0, or the errno of the failure. co_new sets the
@@ -282,6 +283,11 @@ struct co_job {
 typedef struct drill {
     job *j;
     range *r;
+    /* runs of differing spans gathered before the current one (j->pend_*)
+     * for one rows request listing them all (both readers answering from
+     * their trees' kept rows): [kind u8][len u32][key] for lo, then hi */
+    sl_buf runs;
+    uint32_t nruns, run_spans;
 } drill;
 
 /* A key asked for in a fetch, pointing into the caller's buffer. */

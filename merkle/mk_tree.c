@@ -328,11 +328,30 @@ int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t r
     return 0;
 }
 
+/* The kept rows' buffers cut to their size: they grew by doubling, and
+ * a finished tree is held until the coordinator has compared it. */
+static void rows_shrink(mk_tree *t)
+{
+    if (!t->keep || t->rows == 0)
+        return;
+    uint8_t *p = realloc(t->kept.p, t->kept.len);
+    uint32_t *v = realloc(t->roff, t->rows * sizeof *v);
+    if (p) {
+        t->kept.p = p;
+        t->kept.cap = t->kept.len;
+    }
+    if (v) {
+        t->roff = v;
+        t->roff_cap = t->rows;
+    }
+}
+
 int mk_tree_finish(mk_tree *t, sl_err *err)
 {
     if (t->finished)
         return 0;
     t->finished = 1;
+    rows_shrink(t);
     if (t->rows == 0)
         return 0;
     for (int l = 0; l < MK_MAX_LEVELS - 1; l++) {

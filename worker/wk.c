@@ -19,7 +19,8 @@
  * together up to WK_ROWS_BUDGET: a range holds at most 200,000 rows, about
  * 6 MiB for short keys, so memory stays flat whatever the table's size. */
 #define WK_TREE_ROWS_MAX (16u << 20)
-#define WK_ROWS_BUDGET (64u << 20)
+#define WK_ROWS_BUDGET (32u << 20)
+#define WK_MAX_SPANS 4096 /* spans one rows request may list */
 
 typedef struct wk_dbconn {
     char *name, *dsn;
@@ -185,6 +186,21 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     s->q.where = s->where;
     s->flags = (int)flags & ENC_STRICT;
     return 0;
+}
+
+/* [kind, key] into b (key pointing into the message): 0, or -1. */
+static int bound_obj(const msg_obj *o, mk_bound *b)
+{
+    const msg_obj *items;
+    uint32_t n;
+    int64_t kind;
+    if (msg_obj_array(o, &items, &n) || n != 2 || msg_obj_int(msg_obj_at(items, 0), &kind) ||
+        kind < MK_UNBOUNDED || kind > MK_EXCL)
+        return -1;
+    b->kind = (int)kind;
+    b->key = NULL;
+    b->len = 0;
+    return kind != MK_UNBOUNDED && msg_obj_bin(msg_obj_at(items, 1), &b->key, &b->len) ? -1 : 0;
 }
 
 static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
@@ -725,6 +741,10 @@ typedef struct rows_ctx {
     int full;  /* past MSG_REPLY_SOFT_MAX: later rows are left out (re.key
                 * keeps the last key sent) */
     int stop;  /* STREAM: a full reply stops the read itself (read_stream) */
+    /* ROWS with "spans": only rows inside these [lo, hi] pairs (rising)
+     * are sent; sk is the span the read has reached */
+    const mk_bound *spans;
+    uint32_t nspans, sk;
     sl_buf col, disp;
     uint8_t cut[CONN_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
@@ -784,8 +804,8 @@ static int row_packed(rows_ctx *rc, sl_err *err)
 /* A span's rows from a held tree's kept rows: the same [key, row hash]
  * rows, in the same order, with the same bounds and the same "more" as a
  * read of the database that made the tree gives. */
-static int rows_from_tree(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, const mk_bound *hi,
-                          sl_err *err)
+static int tree_span(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, const mk_bound *hi,
+                     sl_err *err)
 {
     uint64_t i = 0, n = mk_tree_rows(t);
     if (lo->kind != MK_UNBOUNDED)
@@ -805,6 +825,30 @@ static int rows_from_tree(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, co
     return 0;
 }
 
+static int rows_from_tree(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, const mk_bound *hi,
+                          sl_err *err)
+{
+    if (!rc->nspans)
+        return tree_span(rc, t, lo, hi, err);
+    for (uint32_t k = 0; k < rc->nspans && !rc->full; k++)
+        if (tree_span(rc, t, &rc->spans[2 * k], &rc->spans[2 * k + 1], err))
+            return -1;
+    return 0;
+}
+
+/* Whether a key read from the database lies in one of the request's spans
+ * (all of them when it has none). Keys rise, so the spans are walked once. */
+static int in_spans(rows_ctx *rc, const uint8_t *key, size_t klen)
+{
+    static const mk_bound unb = {MK_UNBOUNDED, NULL, 0};
+    if (!rc->nspans)
+        return 1;
+    while (rc->sk < rc->nspans && !mk_bound_contains(&unb, &rc->spans[2 * rc->sk + 1], key, klen))
+        rc->sk++; /* past this span's end */
+    return rc->sk < rc->nspans &&
+           mk_bound_contains(&rc->spans[2 * rc->sk], &rc->spans[2 * rc->sk + 1], key, klen);
+}
+
 static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 {
     rows_ctx *rc = ctx;
@@ -812,6 +856,8 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         return 0;
     if (encode_row(&rc->re, v, !rc->fetch, err))
         return -1;
+    if (!in_spans(rc, rc->re.key.p, rc->re.key.len))
+        return 0;
     size_t start = msg_items_size(rc->rows);
     msg_items_array(rc->rows, rc->fetch ? 3 : 2);
     msg_items_bin(rc->rows, rc->re.key.p, rc->re.key.len);
@@ -846,6 +892,7 @@ static void rows_reset(void *ctx)
     msg_items_reset(rc->rows);
     rc->n = 0;
     rc->full = 0;
+    rc->sk = 0;
     rc->re.n = 0;
     rc->re.t0 = 0;
 }
@@ -916,6 +963,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     spec s = {0};
     rows_ctx rc = {0};
     int r = -1, more = 0, from_memory = 0;
+    mk_bound *spans = NULL;
     uint32_t done_keys = 0;
     if (!(rc.rows = msg_items_new())) {
         sl_err_set(err, "out of memory");
@@ -954,6 +1002,30 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         rc.re.hi = &hi;
         if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err))
             goto done;
+        /* "spans": only the rows of these spans, inside [lo, hi], are asked
+         * for (the drill-down's differing spans, gathered) */
+        const msg_obj *so = msg_get(m, "spans"), *items;
+        uint32_t ns = 0;
+        if (so && (msg_obj_array(so, &items, &ns) || ns > WK_MAX_SPANS)) {
+            sl_err_setc(err, SL_INVALID, "malformed request: spans is not a list of spans");
+            goto done;
+        }
+        if (ns && !(spans = calloc(2 * (size_t)ns, sizeof *spans))) {
+            sl_err_set(err, "out of memory");
+            goto done;
+        }
+        for (uint32_t k = 0; k < ns; k++) {
+            const msg_obj *f;
+            uint32_t nf;
+            if (msg_obj_array(msg_obj_at(items, k), &f, &nf) || nf != 2 ||
+                bound_obj(msg_obj_at(f, 0), &spans[2 * k]) ||
+                bound_obj(msg_obj_at(f, 1), &spans[2 * k + 1])) {
+                sl_err_setc(err, SL_INVALID, "malformed request: span %u is not [lo, hi]", k);
+                goto done;
+            }
+        }
+        rc.spans = spans;
+        rc.nspans = ns;
         const mk_tree *t = rows_tree(w, m);
         if (t ? rows_from_tree(&rc, t, &lo, &hi, err)
               : stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
@@ -1006,6 +1078,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     r = msg_writer_finish(mw, &w->out, err);
     msg_writer_free(mw);
 done:
+    free(spans);
     db_close_if_big(w, m, rc.re.big);
     spec_free(&s);
     rowenc_free(&rc.re);
@@ -1033,6 +1106,7 @@ static int send_hello(wk *w, int type, sl_err *err)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);
     msg_put_int(mw, "stream", 1);         /* serves stream requests (dense ranges) */
+    msg_put_int(mw, "spans", 1);          /* rows requests may list spans */
     msg_put_uint(mw, "trees", w->ntrees); /* shown by sluice workers: 0 once jobs end */
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);
