@@ -30,6 +30,9 @@ const char *co_kind_name(int kind)
  * one, each a level below the parent and numbered consecutively, whose rows
  * (each at least 1) add up to the parent's. Returns 0; 1 with why saying
  * what is wrong (the worker is to be rejected); -1 when memory runs out. */
+static int read_node_list(job *j, const range *r, const msg_obj *nodes, uint32_t n,
+                          const mk_node *parent, uint64_t rows, mk_nodelist *out, sl_err *why);
+
 int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,
                   mk_nodelist *out, sl_err *why)
 {
@@ -37,6 +40,12 @@ int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, u
     uint32_t n;
     if (msg_get_array(m, "nodes", &nodes, &n, why))
         return 1;
+    return read_node_list(j, r, nodes, n, parent, rows, out, why);
+}
+
+static int read_node_list(job *j, const range *r, const msg_obj *nodes, uint32_t n,
+                          const mk_node *parent, uint64_t rows, mk_nodelist *out, sl_err *why)
+{
     if (parent ? n == 0 : n > 1)
         return sl_err_set(why, "has %u nodes", n), 1;
     mk_bound lo = range_lo(r), hi = range_hi(r);
@@ -91,6 +100,46 @@ static uint64_t tree_id(job *j, size_t ri, int side)
 /* mk_diff's children: asks the worker holding d->r's side tree for a
  * node's children and checks them. 0, -1, or CO_LOST (the holder is gone or
  * was dropped for a bad reply: the side is rebuilt elsewhere). */
+/* Forgets a side's grandchildren (drill.grand). */
+static void grand_drop(drill *d, int side)
+{
+    for (uint32_t k = 0; k < d->ngrand[side]; k++)
+        mk_nodelist_free(&d->grand[side][k]);
+    free(d->grand[side]);
+    d->grand[side] = NULL;
+    d->ngrand[side] = 0;
+}
+
+/* A level-2 node's reply also lists each child's children ("grand", one
+ * list a child, each checked as a nodes reply is): kept, so the drill into
+ * those children needs no round trip. 0, 1 with why (a bad list), -1. */
+static int grand_take(drill *d, int side, const msg *m, const mk_nodelist *kids, size_t first,
+                      sl_err *why)
+{
+    const msg_obj *g;
+    uint32_t n = (uint32_t)(kids->n - first), ng;
+    grand_drop(d, side);
+    if (!msg_get(m, "grand"))
+        return 0; /* an older worker */
+    if (msg_get_array(m, "grand", &g, &ng, why) || ng != n)
+        return sl_err_set(why, "has grandchildren for %u of %u children", ng, n), 1;
+    if (!(d->grand[side] = calloc(n, sizeof *d->grand[side])))
+        return -1;
+    d->ngrand[side] = n;
+    d->grand_first[side] = kids->v[first].index;
+    for (uint32_t k = 0; k < n; k++) {
+        const msg_obj *items;
+        uint32_t ni;
+        mk_node c = kids->v[first + k];
+        if (msg_obj_array(msg_obj_at(g, k), &items, &ni))
+            return sl_err_set(why, "has grandchildren %u that are not a list", k), 1;
+        int rc = read_node_list(d->j, d->r, items, ni, &c, c.rows, &d->grand[side][k], why);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *out, sl_err *err)
 {
     drill *d = ctx;
@@ -99,21 +148,35 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     uint64_t id;
     if (!co_worker_is(j->c, r->worker[side], r->gen[side]))
         return sl_err_set(err, "worker %d was lost", r->worker[side]), CO_LOST;
+    if (parent->level == 1) /* leaves: what the drill looks at */
+        j->dense_listed += parent->rows;
+    uint32_t gi = parent->index - d->grand_first[side];
+    if (parent->level == 1 && parent->index >= d->grand_first[side] && gi < d->ngrand[side]) {
+        const mk_nodelist *l = &d->grand[side][gi]; /* listed with its parent's siblings */
+        for (size_t k = 0; k < l->n; k++)
+            if (mk_nodelist_add(out, l->v[k].level, l->v[k].index, l->v[k].hash, l->v[k].rows,
+                                mk_nodelist_key(l, k), l->v[k].klen))
+                return sl_err_set(err, "out of memory");
+        return 0;
+    }
     msg_writer *mw = co_request(j->c, MSG_NODES, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_uint(mw, "tree", tree_id(j, (size_t)(r - j->r), side));
     msg_put_uint(mw, "level", parent->level);
     msg_put_uint(mw, "index", parent->index);
+    if (parent->level == 2) /* the leaves under its children too: one round trip, not 33 */
+        msg_put_uint(mw, "grand", 1);
     msg *m;
     int rc = co_rpc(j->c, r->worker[side], mw, id, &m, err);
     if (rc)
         return rc; /* CO_LOST passes through mk_diff to co_compare_range */
     sl_err why;
+    size_t first = out->n;
     rc = co_read_nodes(j, r, m, parent, parent->rows, out, &why);
+    if (rc == 0 && parent->level == 2)
+        rc = grand_take(d, side, m, out, first, &why);
     msg_free(m);
-    if (rc == 0 && parent->level == 1) /* leaves: what the drill looks at */
-        j->dense_listed += parent->rows;
     if (rc > 0) /* its tree is rebuilt elsewhere, as for a lost worker */
         return co_reject_worker(j->c, r->worker[side], err, "its nodes reply %s", why.msg);
     return rc ? sl_err_set(err, "out of memory") : 0;
@@ -1029,6 +1092,8 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     int rc;
     for (;;) {
         j->pend_n = 0;
+        grand_drop(&d, 0);
+        grand_drop(&d, 1);
         sl_buf_reset(&d.runs);
         d.nruns = d.run_spans = 0;
         j->dense_listed = j->dense_span = j->dense_nspan = j->dense_diff = 0;
@@ -1057,15 +1122,21 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
         if (!co_worker_is(j->c, r->worker[0], r->gen[0]) ||
             !co_worker_is(j->c, r->worker[1], r->gen[1])) {
             sl_buf_free(&d.runs);
+            grand_drop(&d, 0);
+            grand_drop(&d, 1);
             return 0;
         }
         if (r->attempts > 100) {
             sl_buf_free(&d.runs);
+            grand_drop(&d, 0);
+            grand_drop(&d, 1);
             return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers",
                                ri);
         }
     }
     sl_buf_free(&d.runs);
+    grand_drop(&d, 0);
+    grand_drop(&d, 1);
     release(j, ri);
     mk_nodelist_free(&r->root[0]);
     mk_nodelist_free(&r->root[1]);

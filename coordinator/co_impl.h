@@ -288,6 +288,10 @@ typedef struct drill {
      * their trees' kept rows): [kind u8][len u32][key] for lo, then hi */
     sl_buf runs;
     uint32_t nruns, run_spans;
+    /* per side, the children of the level-1 nodes numbered grand_first on,
+     * listed with the level-2 node above them (a nodes request's "grand") */
+    mk_nodelist *grand[2];
+    uint32_t ngrand[2], grand_first[2];
 } drill;
 
 /* A key asked for in a fetch, pointing into the caller's buffer. */

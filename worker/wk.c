@@ -405,6 +405,38 @@ static int reply_nodes(wk *w, uint64_t id, uint64_t tree, uint64_t rows, const m
     return r;
 }
 
+/* A nodes reply with "grand": each child's own children too, so the
+ * coordinator's drill into them needs no round trip each. */
+static int reply_grand(wk *w, uint64_t id, const mk_tree *t, uint64_t tree, const mk_nodelist *l,
+                       sl_err *err)
+{
+    mk_nodelist g = {0};
+    msg_writer *mw = msg_writer_new(MSG_REPLY, id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_put_uint(mw, "tree", tree);
+    msg_put_uint(mw, "rows", 0);
+    msg_key(mw, "nodes");
+    msg_pack_array(mw, (uint32_t)l->n);
+    for (size_t i = 0; i < l->n; i++)
+        pack_node(mw, l, i);
+    msg_key(mw, "grand");
+    msg_pack_array(mw, (uint32_t)l->n);
+    int r = 0;
+    for (size_t i = 0; i < l->n && r == 0; i++) {
+        mk_nodelist_reset(&g);
+        r = mk_tree_children(t, l->v[i].level, l->v[i].index, &g, err);
+        msg_pack_array(mw, (uint32_t)g.n);
+        for (size_t k = 0; k < g.n; k++)
+            pack_node(mw, &g, k);
+    }
+    if (r == 0)
+        r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    mk_nodelist_free(&g);
+    return r;
+}
+
 static int do_describe(wk *w, const msg *m, sl_err *err)
 {
     const char *p;
@@ -726,7 +758,11 @@ static int do_nodes(wk *w, const msg *m, sl_err *err)
         return sl_err_setc(err, SL_INVALID, "malformed request: node (%lld, %lld)",
                            (long long)level, (long long)index);
     int rc = mk_tree_children(t, (uint32_t)level, (uint32_t)index, &l, err);
-    if (rc == 0)
+    const msg_obj *g = msg_get(m, "grand");
+    int64_t grand = 0;
+    if (rc == 0 && g && msg_obj_int(g, &grand) == 0 && grand == 1 && level >= 2)
+        rc = reply_grand(w, msg_id(m), t, (uint64_t)id, &l, err);
+    else if (rc == 0)
         rc = reply_nodes(w, msg_id(m), (uint64_t)id, 0, &l, err);
     mk_nodelist_free(&l);
     return rc;
