@@ -980,7 +980,7 @@ static int span_flush(drill *d, sl_err *err)
 }
 
 #define CO_SPANS_GATHERED 64 /* a run: about 2,000 rows a request at most */
-#define CO_RUNS_SPANS 256    /* spans gathered in runs: about 8,000 rows a side */
+#define CO_RUNS_SPANS 64     /* spans gathered in runs: about 2,000 rows a side */
 
 /* mk_diff's spans come in key order: one that starts where the gathered
  * ones end joins them; any other first sends them. */

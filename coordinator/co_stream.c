@@ -23,7 +23,7 @@
  * differing span costs little and only differing rows are fetched (by
  * key, a few hundred a query): the range is dense when the rows found
  * differing are this share of the rows listed. */
-#define CO_DENSE_DIFF_PERCENT 25
+#define CO_DENSE_DIFF_PERCENT 20
 /* Rows a stream reply holds at most: small enough that four decoded
  * replies stay a few tens of MiB, large enough that a round trip is
  * spread over thousands of rows. */
