@@ -23,6 +23,9 @@ const char *co_kind_name(int kind)
     }
 }
 
+static int read_node_list(job *j, const range *r, const msg_obj *nodes, uint32_t n,
+                          const mk_node *parent, uint64_t rows, mk_nodelist *out, sl_err *why);
+
 /* Reads a tree or nodes reply's "nodes", appending them to out, and checks
  * what every honest tree gives: nodes whose last keys are keys of the job,
  * rising strictly and inside range r; for a tree reply (parent NULL) at most
@@ -30,9 +33,6 @@ const char *co_kind_name(int kind)
  * one, each a level below the parent and numbered consecutively, whose rows
  * (each at least 1) add up to the parent's. Returns 0; 1 with why saying
  * what is wrong (the worker is to be rejected); -1 when memory runs out. */
-static int read_node_list(job *j, const range *r, const msg_obj *nodes, uint32_t n,
-                          const mk_node *parent, uint64_t rows, mk_nodelist *out, sl_err *why);
-
 int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,
                   mk_nodelist *out, sl_err *why)
 {
@@ -97,9 +97,6 @@ static uint64_t tree_id(job *j, size_t ri, int side)
     return j->r[ri].tree[side];
 }
 
-/* mk_diff's children: asks the worker holding d->r's side tree for a
- * node's children and checks them. 0, -1, or CO_LOST (the holder is gone or
- * was dropped for a bad reply: the side is rebuilt elsewhere). */
 /* Forgets a side's grandchildren (drill.grand). */
 static void grand_drop(drill *d, int side)
 {
@@ -140,6 +137,10 @@ static int grand_take(drill *d, int side, const msg *m, const mk_nodelist *kids,
     return 0;
 }
 
+/* mk_diff's children: asks the worker holding d->r's side tree for a
+ * node's children and checks them (a level-1 node's may be at hand, from
+ * its parent's reply). 0, -1, or CO_LOST (the holder is gone or was
+ * dropped for a bad reply: the side is rebuilt elsewhere). */
 static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *out, sl_err *err)
 {
     drill *d = ctx;
