@@ -173,7 +173,9 @@ static void keep_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t 
         return;
     }
     t->roff[t->rows] = (uint32_t)(t->kept.len - klen - 16);
-    if (mk_tree_rows_memory(t) > t->keep_max)
+    /* the bytes the rows take once cut to size (mk_tree_finish): while the
+     * tree grows, its buffers may be up to twice that */
+    if (t->kept.len + (t->rows + 1) * sizeof *t->roff > t->keep_max)
         drop_rows(t);
 }
 

@@ -81,8 +81,11 @@ uint64_t mk_tree_rows(const mk_tree *t);
 /* Leaf rows kept in memory: with mk_tree_keep_rows (before the first row)
  * the tree also keeps every row's key and hash, so a span's rows can be
  * listed without reading the database again. Bounded: once they would take
- * more than max_bytes they are all dropped (and mk_tree_has_rows says 0),
- * so memory stays within the bound whatever the range holds. */
+ * more than max_bytes (key, hash and a 4-byte offset a row, as held once
+ * mk_tree_finish has cut the buffers to size; while the tree is built they
+ * grow by doubling, so up to twice that) they are all dropped (and
+ * mk_tree_has_rows says 0), so memory stays within the bound whatever the
+ * range holds. */
 void mk_tree_keep_rows(mk_tree *t, size_t max_bytes);
 int mk_tree_has_rows(const mk_tree *t);
 /* Bytes the kept rows take (0 when none are kept). */

@@ -243,7 +243,7 @@ int main(void)
         sl_err e = {0};
         mk_tree *t = mk_tree_new(0), *plain = mk_tree_new(0), *small = mk_tree_new(0);
         mk_tree_keep_rows(t, 16u << 20);
-        mk_tree_keep_rows(small, 100000);
+        mk_tree_keep_rows(small, 20000 * 29 - 1);
         uint8_t k[9], h[16];
         for (int i = 0; i < 20000; i++) {
             mkkey(k, 3 * i); /* keys 0, 3, 6, ...: seeks between keys too */
