@@ -22,7 +22,9 @@
 /* When every span's rows came from the trees' kept rows (no query), a
  * differing span costs little and only differing rows are fetched (by
  * key, a few hundred a query): the range is dense when the rows found
- * differing are this share of the rows listed. */
+ * differing are this share of the rows listed. Measured (1M rows, 2
+ * cores), drilled against streamed: 5% 2.0 s / 3.1 s, 10% 2.5 / 4.5, 20%
+ * 4.2 / 4.4, 30% 4.7 / 3.6, 50% 6.0 / 3.9. */
 #define CO_DENSE_DIFF_PERCENT 20
 /* Rows a stream reply holds at most: small enough that four decoded
  * replies stay a few tens of MiB, large enough that a round trip is
