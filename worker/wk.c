@@ -1062,6 +1062,15 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
         }
         rc.spans = spans;
         rc.nspans = ns;
+        /* bounds that are no keys of the spec are refused here, whether the
+         * tree or the database would answer */
+        for (uint32_t k = 0; k < 2 * ns + 2; k++) {
+            const mk_bound *b = k == 0 ? &lo : k == 1 ? &hi : &spans[k - 2];
+            if (b->kind != MK_UNBOUNDED && enc_key_check(b->key, b->len, s.cls, s.q.nkey, err)) {
+                sl_err_wrap(err, "malformed request: a bound");
+                goto done;
+            }
+        }
         const mk_tree *t = rows_tree(w, m);
         if (t ? rows_from_tree(&rc, t, &lo, &hi, err)
               : stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
