@@ -957,6 +957,7 @@ static int span_flush(drill *d, sl_err *err)
     if (j->pend_n == 0)
         return 0;
     j->pend_n = 0;
+    d->nflush++;
     if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
         run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
         return sl_err_set(err, "out of memory");
@@ -981,7 +982,10 @@ static int span_flush(drill *d, sl_err *err)
 }
 
 #define CO_SPANS_GATHERED 64 /* a run: about 2,000 rows a request at most */
-#define CO_RUNS_SPANS 64     /* spans gathered in runs: about 2,000 rows a side */
+/* Spans gathered in runs: about 2,000 rows a side in the compare's first
+ * request, so the dense judgement comes early; then about 8,000. */
+#define CO_RUNS_SPANS_FIRST 64
+#define CO_RUNS_SPANS 256
 
 /* mk_diff's spans come in key order: one that starts where the gathered
  * ones end joins them; any other first sends them. */
@@ -993,8 +997,8 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
                 j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
                 memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
-    if (!joins && j->pend_n > 0 && d->run_spans + (uint32_t)j->pend_n < CO_RUNS_SPANS &&
-        can_gather(d)) { /* the current run joins the gathered ones */
+    uint32_t most = d->nflush ? CO_RUNS_SPANS : CO_RUNS_SPANS_FIRST;
+    if (!joins && j->pend_n > 0 && d->run_spans + (uint32_t)j->pend_n < most && can_gather(d)) { /* the current run joins the gathered ones */
         if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
             run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
             return sl_err_set(err, "out of memory");
@@ -1027,7 +1031,7 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     j->pend_hi_kind = hi->kind;
     ++j->pend_n;
     return (d->nruns == 0 && j->pend_n >= CO_SPANS_GATHERED) ||
-                   d->run_spans + (uint32_t)j->pend_n >= CO_RUNS_SPANS
+                   d->run_spans + (uint32_t)j->pend_n >= most
                ? span_flush(d, err)
                : 0;
 }
@@ -1096,7 +1100,7 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
         grand_drop(&d, 0);
         grand_drop(&d, 1);
         sl_buf_reset(&d.runs);
-        d.nruns = d.run_spans = 0;
+        d.nruns = d.run_spans = d.nflush = 0;
         j->dense_listed = j->dense_span = j->dense_nspan = j->dense_diff = 0;
         j->dense_db = 0;
         sl_buf_reset(&j->changed); /* an attempt that was cut short finds them again */

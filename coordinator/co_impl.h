@@ -287,7 +287,7 @@ typedef struct drill {
      * for one rows request listing them all (both readers answering from
      * their trees' kept rows): [kind u8][len u32][key] for lo, then hi */
     sl_buf runs;
-    uint32_t nruns, run_spans;
+    uint32_t nruns, run_spans, nflush; /* nflush: rows requests sent so far */
     /* per side, the children of the level-1 nodes numbered grand_first on,
      * listed with the level-2 node above them (a nodes request's "grand") */
     mk_nodelist *grand[2];
