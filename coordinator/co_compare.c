@@ -998,7 +998,8 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
                 j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
                 memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
     uint32_t most = d->nflush ? CO_RUNS_SPANS : CO_RUNS_SPANS_FIRST;
-    if (!joins && j->pend_n > 0 && d->run_spans + (uint32_t)j->pend_n < most && can_gather(d)) { /* the current run joins the gathered ones */
+    /* a run that does not touch the next span joins the gathered ones */
+    if (!joins && j->pend_n > 0 && d->run_spans + (uint32_t)j->pend_n < most && can_gather(d)) {
         if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
             run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
             return sl_err_set(err, "out of memory");
