@@ -32,8 +32,9 @@ engine's seq_1_to_N), plus the diverged copy in tgt:
 BENCH_ROWS (default 1000000; several sizes: "1000000 10000000"),
 BENCH_REPS (default 3), BENCH_OUT (default bench/RESULTS.md; "-" for none),
 BENCH_MYSQL (default 1; 0 leaves the MariaDB row out), BENCH_DENSE (default
-1; 0 leaves the dense rows out), BENCH_ONLY (unset; "dense": the floor and
-the dense rows alone, nothing written, the MariaDB row left out).
+1; 0 leaves the dense rows out), BENCH_ONLY=dense (the floor and the dense
+rows only: no identical, diverged, throttle, cluster or MariaDB run, and no
+RESULTS.md written).
 """
 import json
 import os
@@ -53,7 +54,11 @@ REPS = int(os.environ.get("BENCH_REPS", "3"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(here, "RESULTS.md"))
 MYSQL = os.environ.get("BENCH_MYSQL", "1") != "0"
 DENSE = os.environ.get("BENCH_DENSE", "1") != "0"
-ONLY_DENSE = os.environ.get("BENCH_ONLY", "") == "dense"
+ONLY = os.environ.get("BENCH_ONLY", "")
+if ONLY not in ("", "dense"):
+    sys.exit(f"bench: BENCH_ONLY={ONLY}: only \"dense\" is known")
+if ONLY == "dense":
+    DENSE, MYSQL = True, False
 COLS = "id, customer_id, amount, status, note, created_at, updated_at"
 
 
@@ -208,13 +213,30 @@ def cluster_run(src, tgt):
         cl.stop()
 
 
+def dense_rep(src, tgt, rep, res, n1p, rows, dense_rss, dense_summ):
+    """BENCH_ONLY=dense: one rep's dense runs, as bench() runs them."""
+    oks = []
+    for key, table, want in (("dense_all", "orders_all", rows), ("dense_1p", "orders_1p", n1p)):
+        wall, kb, summ, ok = sluice_dense(src, tgt, table, want)
+        res[key].append(wall)
+        dense_rss.append(kb)
+        oks.append(ok)
+        dense_summ[key] = summ
+        log(f"rep {rep + 1}/{REPS}: {table}: {wall:.2f} s ({wall / res['floor'][-1]:.2f}x the "
+            f"floor {res['floor'][-1]:.2f} s; the job {summ.get('elapsed_seconds', 0):.2f} s), "
+            f"{kb // 1024} MiB, {summ.get('streamed_ranges')} of {summ.get('ranges')} ranges "
+            f"streamed, {summ.get('trees_skipped')} trees skipped, "
+            f"{summ.get('rows_from_memory')} span rows from memory")
+    dense_summ["_ok"] = oks
+
+
 def bench(rows):
     log(f"{rows} rows: starting two PostgreSQL servers and loading")
     src, tgt = PgServer(), PgServer()
     t0 = time.time()
     load(src, rows)
     load(tgt, rows)
-    injected = diverge(tgt, rows)
+    injected = diverge(tgt, rows) if ONLY != "dense" else set()
     if DENSE:
         diverge_dense(tgt)
     log(f"loaded in {time.time() - t0:.0f} s")
@@ -229,16 +251,9 @@ def bench(rows):
                 "FROM orders t")
     for rep in range(REPS):
         res["floor"].append(timed([psql(p, floor_sql + " (FORMAT binary)") for p in (src, tgt)]))
-        log(f"rep {rep + 1}/{REPS}: floor {res['floor'][-1]:.2f} s")
-        for key, table, want in (("dense_all", "orders_all", rows), ("dense_1p", "orders_1p", n1p)):
-            if not ONLY_DENSE:
-                break
-            wall, kb, summ, ok = sluice_dense(src, tgt, table, want)
-            log(f"rep {rep + 1}/{REPS}: {table}: {wall:.2f} s ({wall / res['floor'][-1]:.2f}x the "
-                f"floor; the job {summ.get('elapsed_seconds', 0):.2f} s), {kb // 1024} MiB, "
-                f"{summ.get('streamed_ranges')} of {summ.get('ranges')} ranges streamed, "
-                f"{summ.get('trees_skipped')} trees skipped, answer {'exact' if ok else 'WRONG'}")
-        if ONLY_DENSE:
+        if ONLY == "dense":
+            dense_rep(src, tgt, rep, res, n1p, rows, dense_rss, dense_summ)
+            dense_wrong += sum(not ok for ok in dense_summ.pop("_ok"))
             continue
         res["floor_text"].append(timed([psql(p, floor_sql) for p in (src, tgt)]))
         res["pushdown"].append(timed([psql(p, push_sql) for p in (src, tgt)]))
@@ -268,11 +283,17 @@ def bench(rows):
             log(f"rep {rep + 1}/{REPS}: {table}: {wall:.2f} s ({wall / res['floor'][-1]:.2f}x the "
                 f"floor; the job {summ.get('elapsed_seconds', 0):.2f} s), {kb // 1024} MiB, "
                 f"{summ.get('streamed_ranges')} of {summ.get('ranges')} ranges streamed")
-    if ONLY_DENSE:
+    med = {k: statistics.median(v) if v else 0 for k, v in res.items()}
+    if ONLY == "dense":
+        ratio = {k: statistics.median(s / f for s, f in zip(res[k], res["floor"])) if res[k]
+                 else 0 for k in ("dense_all", "dense_1p")}
         src.stop()
         tgt.stop()
-        return None
-    med = {k: statistics.median(v) if v else 0 for k, v in res.items()}
+        log(f"{rows} rows: sluice / floor, median of per-rep ratios: every row differing "
+            f"{ratio['dense_all']:.2f}x, 1% differing {ratio['dense_1p']:.2f}x")
+        return {"rows": rows, "med": med, "ratio": ratio, "wrong": 0,
+                "dense": {"rss_mb": max(dense_rss, default=0) / 1024, "wrong": dense_wrong,
+                          "summary": dense_summ}}
     # each rep's own ratio, then their median: the floor and sluice of one rep
     # ran back to back, so a machine that drifts between reps skews them alike
     ratio = {k: statistics.median(s / f for s, f in zip(res[k], res["floor"])) if res[k] else 0
@@ -413,8 +434,17 @@ def machine():
 
 def main():
     results = [bench(n) for n in SIZES]
-    if ONLY_DENSE:
-        return 0
+    if ONLY == "dense":
+        print("| rows per table (dense) | floor (s) | sluice, every row differing (s) | / floor | "
+              "sluice, 1% differing (s) | / floor | peak RSS (MiB) | answer |\n"
+              "|---|---|---|---|---|---|---|---|")
+        for r in results:
+            m, d = r["med"], r["dense"]
+            print(f"| {r['rows']:,} | {m['floor']:.2f} | {m['dense_all']:.2f} | "
+                  f"{r['ratio']['dense_all']:.2f}x | {m['dense_1p']:.2f} | "
+                  f"{r['ratio']['dense_1p']:.2f}x | {d['rss_mb']:.0f} | "
+                  f"{'exact counts' if not d['wrong'] else str(d['wrong']) + ' runs wrong'} |")
+        return 1 if any(r["dense"]["wrong"] for r in results) else 0
     my_results = [bench_mysql(n) for n in SIZES] if MYSQL else []
     lines = ["| rows per table | floor: binary COPY (s) | text COPY (s) | push-down md5 (s) | "
              "sluice identical (s) | sluice 100 diverged (s) | sluice / floor (median of "

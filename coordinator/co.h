@@ -195,6 +195,9 @@ typedef struct co_summary {
     /* ... of which streamed whole without trees, once the job found most
      * of its ranges dense (trees_skipped: the range tasks not sent, two a range) */
     uint64_t direct_ranges, trees_skipped;
+    /* the drill-down's span rows (both sides) answered from the trees'
+     * kept rows instead of a database read */
+    uint64_t rows_from_memory;
     double elapsed;
     char source_name[256], target_name[256];
     int limit_reached;     /* stopped at co_diff_opts.max_divergences */

@@ -23,6 +23,9 @@ const char *co_kind_name(int kind)
     }
 }
 
+static int read_node_list(job *j, const range *r, const msg_obj *nodes, uint32_t n,
+                          const mk_node *parent, uint64_t rows, mk_nodelist *out, sl_err *why);
+
 /* Reads a tree or nodes reply's "nodes", appending them to out, and checks
  * what every honest tree gives: nodes whose last keys are keys of the job,
  * rising strictly and inside range r; for a tree reply (parent NULL) at most
@@ -37,6 +40,12 @@ int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, u
     uint32_t n;
     if (msg_get_array(m, "nodes", &nodes, &n, why))
         return 1;
+    return read_node_list(j, r, nodes, n, parent, rows, out, why);
+}
+
+static int read_node_list(job *j, const range *r, const msg_obj *nodes, uint32_t n,
+                          const mk_node *parent, uint64_t rows, mk_nodelist *out, sl_err *why)
+{
     if (parent ? n == 0 : n > 1)
         return sl_err_set(why, "has %u nodes", n), 1;
     mk_bound lo = range_lo(r), hi = range_hi(r);
@@ -88,9 +97,50 @@ static uint64_t tree_id(job *j, size_t ri, int side)
     return j->r[ri].tree[side];
 }
 
+/* Forgets a side's grandchildren (drill.grand). */
+static void grand_drop(drill *d, int side)
+{
+    for (uint32_t k = 0; k < d->ngrand[side]; k++)
+        mk_nodelist_free(&d->grand[side][k]);
+    free(d->grand[side]);
+    d->grand[side] = NULL;
+    d->ngrand[side] = 0;
+}
+
+/* A level-2 node's reply also lists each child's children ("grand", one
+ * list a child, each checked as a nodes reply is): kept, so the drill into
+ * those children needs no round trip. 0, 1 with why (a bad list), -1. */
+static int grand_take(drill *d, int side, const msg *m, const mk_nodelist *kids, size_t first,
+                      sl_err *why)
+{
+    const msg_obj *g;
+    uint32_t n = (uint32_t)(kids->n - first), ng;
+    grand_drop(d, side);
+    if (!msg_get(m, "grand"))
+        return 0; /* an older worker */
+    if (msg_get_array(m, "grand", &g, &ng, why) || ng != n)
+        return sl_err_set(why, "has grandchildren for %u of %u children", ng, n), 1;
+    if (!(d->grand[side] = calloc(n, sizeof *d->grand[side])))
+        return -1;
+    d->ngrand[side] = n;
+    d->grand_first[side] = kids->v[first].index;
+    for (uint32_t k = 0; k < n; k++) {
+        const msg_obj *items;
+        uint32_t ni;
+        mk_node c = kids->v[first + k];
+        if (msg_obj_array(msg_obj_at(g, k), &items, &ni))
+            return sl_err_set(why, "has grandchildren %u that are not a list", k), 1;
+        int rc = read_node_list(d->j, d->r, items, ni, &c, c.rows, &d->grand[side][k], why);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* mk_diff's children: asks the worker holding d->r's side tree for a
- * node's children and checks them. 0, -1, or CO_LOST (the holder is gone or
- * was dropped for a bad reply: the side is rebuilt elsewhere). */
+ * node's children and checks them (a level-1 node's may be at hand, from
+ * its parent's reply). 0, -1, or CO_LOST (the holder is gone or was
+ * dropped for a bad reply: the side is rebuilt elsewhere). */
 static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *out, sl_err *err)
 {
     drill *d = ctx;
@@ -99,21 +149,35 @@ static int children_cb(void *ctx, int side, const mk_node *parent, mk_nodelist *
     uint64_t id;
     if (!co_worker_is(j->c, r->worker[side], r->gen[side]))
         return sl_err_set(err, "worker %d was lost", r->worker[side]), CO_LOST;
+    if (parent->level == 1) /* leaves: what the drill looks at */
+        j->dense_listed += parent->rows;
+    uint32_t gi = parent->index - d->grand_first[side];
+    if (parent->level == 1 && parent->index >= d->grand_first[side] && gi < d->ngrand[side]) {
+        const mk_nodelist *l = &d->grand[side][gi]; /* listed with its parent's siblings */
+        for (size_t k = 0; k < l->n; k++)
+            if (mk_nodelist_add(out, l->v[k].level, l->v[k].index, l->v[k].hash, l->v[k].rows,
+                                mk_nodelist_key(l, k), l->v[k].klen))
+                return sl_err_set(err, "out of memory");
+        return 0;
+    }
     msg_writer *mw = co_request(j->c, MSG_NODES, &id);
     if (!mw)
         return sl_err_set(err, "out of memory");
     msg_put_uint(mw, "tree", tree_id(j, (size_t)(r - j->r), side));
     msg_put_uint(mw, "level", parent->level);
     msg_put_uint(mw, "index", parent->index);
+    if (parent->level == 2) /* the leaves under its children too: one round trip, not 33 */
+        msg_put_uint(mw, "grand", 1);
     msg *m;
     int rc = co_rpc(j->c, r->worker[side], mw, id, &m, err);
     if (rc)
         return rc; /* CO_LOST passes through mk_diff to co_compare_range */
     sl_err why;
+    size_t first = out->n;
     rc = co_read_nodes(j, r, m, parent, parent->rows, out, &why);
+    if (rc == 0 && parent->level == 2)
+        rc = grand_take(d, side, m, out, first, &why);
     msg_free(m);
-    if (rc == 0 && parent->level == 1) /* leaves: what the drill looks at */
-        j->dense_listed += parent->rows;
     if (rc > 0) /* its tree is rebuilt elsewhere, as for a lost worker */
         return co_reject_worker(j->c, r->worker[side], err, "its nodes reply %s", why.msg);
     return rc ? sl_err_set(err, "out of memory") : 0;
@@ -597,12 +661,15 @@ int co_span_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
     const uint8_t *key, *ha, *hb;
     size_t klen, hla, hlb;
     msg_obj_bin(msg_obj_at(a ? a : b, 0), &key, &klen);
-    if (!a || !b)
+    if (!a || !b) {
+        j->dense_diff++;
         return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    }
     if (msg_obj_bin(msg_obj_at(a, 1), &ha, &hla) || msg_obj_bin(msg_obj_at(b, 1), &hb, &hlb))
         return sl_err_set(err, "malformed rows reply from a worker");
     if (hla == hlb && memcmp(ha, hb, hla) == 0)
         return 0;
+    j->dense_diff += 2;  /* a row each side, as dense_listed counts them */
     if (j->o->keys_only) /* by row hash: its columns are never fetched */
         return found(d, CO_CHANGED, key, klen, NULL, 0, err);
     uint32_t len = (uint32_t)klen;
@@ -642,6 +709,42 @@ void co_pick_readers(drill *d, int readers[2])
             readers[s] = same;
     }
 }
+
+/* Who lists a span's rows for side s: the tree's holder when it is still
+ * the worker that built it, asked with the tree's id and root hash, so it
+ * answers from the rows it kept (no database read; busy, it answers between
+ * row batches); a worker that no longer keeps them reads the database.
+ * Without a holder, co_pick_readers' choice. tree[s]: asked by tree. */
+static void pick_span_readers(drill *d, int readers[2], int tree[2])
+{
+    co_pick_readers(d, readers);
+    for (int s = 0; s < 2; s++) {
+        tree[s] = co_worker_is(d->j->c, d->r->worker[s], d->r->gen[s]) && d->r->root[s].n == 1;
+        if (tree[s])
+            readers[s] = d->r->worker[s];
+    }
+}
+
+/* Fetches the gathered differing keys (j->changed) from the databases and
+ * compares their columns. */
+static int fetch_gathered(drill *d, sl_err *err)
+{
+    job *j = d->j;
+    int readers[2], rc = 0;
+    if (j->nchanged == 0)
+        return 0;
+    co_pick_readers(d, readers);
+    rc = co_compare_changed(d, readers, err);
+    sl_buf_reset(&j->changed);
+    j->nchanged = 0;
+    return rc;
+}
+
+/* Differing keys gathered from spans before one fetch: a fetch is a query
+ * a side, so a range whose differing rows are spread (1% of rows makes a
+ * quarter of the leaves differ) pays one per couple of hundred keys, not
+ * one per span. */
+#define CO_FETCH_GATHER 512
 
 /* A rows reply: [key, row hash] for keys of the job rising strictly inside
  * the span [lo, hi] asked for. 0, or -1 with why saying what is wrong. */
@@ -686,8 +789,34 @@ static int last_key(const msg_obj *rows, uint32_t n, const uint8_t **k, size_t *
  * that grew past MSG_REPLY_SOFT_MAX stops early ("more"): rows up to the
  * smaller of the stopping keys are compared, and the span is read again
  * from there. */
-static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err)
+/* Whether every row of a rows reply lies in one of the spans asked for
+ * (ns [lo, hi] pairs, rising): 0, or -1. */
+static int rows_in_spans(const msg_obj *rows, uint32_t n, const mk_bound *spans, size_t ns)
 {
+    static const mk_bound unb = {MK_UNBOUNDED, NULL, 0};
+    size_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msg_obj *f;
+        uint32_t nf;
+        const uint8_t *key;
+        size_t kl;
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf < 1 ||
+            msg_obj_bin(msg_obj_at(f, 0), &key, &kl))
+            return -1;
+        while (k < ns && !mk_bound_contains(&unb, &spans[2 * k + 1], key, kl))
+            k++;
+        if (k == ns || !mk_bound_contains(&spans[2 * k], &spans[2 * k + 1], key, kl))
+            return -1;
+    }
+    return 0;
+}
+
+/* The rows of [lo, hi], or with spans (ns > 0: [lo, hi] pairs, rising,
+ * inside it) of those spans only. */
+static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, mk_bound *spans, size_t ns,
+                     sl_err *err)
+{
+    static const mk_bound unb = {MK_UNBOUNDED, NULL, 0};
     job *j = d->j;
     msg_writer *mw[2] = {NULL, NULL};
     uint64_t ids[2];
@@ -696,26 +825,49 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
     uint32_t n[2];
     int rc = 0, more = 1;
     mk_bound from = *lo;
+    size_t k0 = 0; /* the first span not read yet (its lo moved up to from) */
     sl_buf stop = {0};
     while (rc == 0 && more) {
         if (both_requests(j, MSG_ROWS, mw, ids, err)) {
             rc = -1;
             break;
         }
+        int readers[2], tree[2];
+        pick_span_readers(d, readers, tree);
         for (int s = 0; s < 2; s++) {
             msg_put_int(mw[s], "sizes", 1);
             co_pack_bound(mw[s], "lo", from.kind, from.key, from.len);
             co_pack_bound(mw[s], "hi", hi->kind, hi->key, hi->len);
+            if (ns) {
+                msg_key(mw[s], "spans");
+                msg_pack_array(mw[s], (uint32_t)(ns - k0));
+                for (size_t k = k0; k < ns; k++) {
+                    msg_pack_array(mw[s], 2);
+                    for (int e = 0; e < 2; e++) {
+                        const mk_bound *b = &spans[2 * k + e];
+                        msg_pack_array(mw[s], 2);
+                        msg_pack_int(mw[s], b->kind);
+                        if (b->kind == MK_UNBOUNDED)
+                            msg_pack_nil(mw[s]);
+                        else
+                            msg_pack_bin(mw[s], b->key, b->len);
+                    }
+                }
+            }
+            if (tree[s]) {
+                msg_put_uint(mw[s], "tree", tree_id(j, (size_t)(d->r - j->r), s));
+                msg_key(mw[s], "root");
+                msg_pack_bin(mw[s], d->r->root[s].v[0].hash, 16);
+            }
         }
-        sl_buf_reset(&j->changed);
-        j->nchanged = 0;
-        int readers[2];
-        co_pick_readers(d, readers);
         rc = ask_both(j, readers, mw, ids, rep, rows, n, err);
         for (int s = 0; s < 2 && rc == 0; s++) {
             sl_err why;
             if (co_check_rows(j, rows[s], n[s], &from, hi, &why))
                 rc = co_reject_worker(j->c, readers[s], err, "its rows reply %s", why.msg);
+            else if (ns && rows_in_spans(rows[s], n[s], spans + 2 * k0, ns - k0))
+                rc = co_reject_worker(j->c, readers[s], err,
+                                      "its rows reply has a row outside the spans asked for");
         }
         const uint8_t *lim = NULL;
         size_t liml = 0;
@@ -742,11 +894,27 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
             if (rc == 0 && sl_buf_append(&stop, lim, liml))
                 rc = sl_err_set(err, "out of memory");
             from = (mk_bound){MK_EXCL, stop.p, stop.len};
+            /* spans read to their end are done; the next starts after from */
+            while (ns && k0 < ns &&
+                   !mk_bound_contains(&unb, &spans[2 * k0 + 1], from.key, from.len))
+                k0++;
+            if (ns && k0 < ns && mk_bound_contains(&spans[2 * k0], &unb, from.key, from.len))
+                spans[2 * k0] = from;
+            if (ns && k0 < ns)
+                from = spans[2 * k0];
+            else if (ns)
+                more = 0; /* nothing of the spans lies past it */
         }
         j->dense_span += (uint64_t)n[0] + n[1];
+        for (int s = 0; rc == 0 && s < 2; s++) {
+            if (msg_get(rep[s], "mem"))
+                j->sum->rows_from_memory += n[s];
+            else
+                j->dense_db = 1;
+        }
         if (rc == 0 &&
             (rc = co_merge_rows(d, rows[0], n[0], rows[1], n[1], 2, co_span_row, err)) == 0)
-            rc = j->nchanged ? co_compare_changed(d, readers, err) : 0;
+            rc = j->nchanged >= CO_FETCH_GATHER ? fetch_gathered(d, err) : 0;
         msg_free(rep[0]);
         msg_free(rep[1]);
         rep[0] = rep[1] = NULL;
@@ -755,19 +923,75 @@ static int span_rows(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *e
     return rc;
 }
 
-/* Reads the gathered spans' rows, if any. */
+/* A bound into the runs buffer: [kind u8][len u32][key]. */
+static int run_put(sl_buf *b, int kind, const sl_buf *key)
+{
+    uint8_t k = (uint8_t)kind;
+    uint32_t len = (uint32_t)key->len;
+    return sl_buf_append(b, &k, 1) || sl_buf_append(b, &len, 4) || sl_buf_append(b, key->p, len);
+}
+
+static size_t run_get(const sl_buf *b, size_t off, mk_bound *out)
+{
+    uint32_t len;
+    memcpy(&len, b->p + off + 1, 4);
+    *out = (mk_bound){b->p[off], b->p + off + 5, len};
+    return off + 5 + len;
+}
+
+/* Whether both sides' span rows come from their trees' holders, which
+ * take rows requests listing spans: then runs of differing spans that do
+ * not touch are gathered into one request (listing a span's rows from
+ * memory costs little; a round trip, above all to a worker busy building
+ * its next tree, costs much more). */
+static int can_gather(drill *d)
+{
+    int readers[2], tree[2];
+    pick_span_readers(d, readers, tree);
+    for (int s = 0; s < 2; s++)
+        if (!tree[s] || !d->j->c->w[readers[s]].can_spans)
+            return 0;
+    return 1;
+}
+
+/* Reads the gathered spans' rows, if any: the runs gathered before and
+ * the current one (j->pend_*), in one request when the readers take a list
+ * of spans, else a request a run. */
 static int span_flush(drill *d, sl_err *err)
 {
     job *j = d->j;
     if (j->pend_n == 0)
         return 0;
-    mk_bound lo = {j->pend_lo_kind, j->pend_lo.p, j->pend_lo.len};
-    mk_bound hi = {j->pend_hi_kind, j->pend_hi.p, j->pend_hi.len};
     j->pend_n = 0;
-    return span_rows(d, &lo, &hi, err);
+    d->nflush++;
+    if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
+        run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
+        return sl_err_set(err, "out of memory");
+    size_t ns = ++d->nruns;
+    mk_bound *spans = calloc(2 * ns, sizeof *spans);
+    if (!spans)
+        return sl_err_set(err, "out of memory");
+    for (size_t k = 0, off = 0; k < 2 * ns; k++)
+        off = run_get(&d->runs, off, &spans[k]);
+    int rc = 0;
+    if (ns == 1)
+        rc = span_rows(d, &spans[0], &spans[1], NULL, 0, err);
+    else if (can_gather(d))
+        rc = span_rows(d, &spans[0], &spans[2 * ns - 1], spans, ns, err);
+    else
+        for (size_t k = 0; k < ns && rc == 0; k++)
+            rc = span_rows(d, &spans[2 * k], &spans[2 * k + 1], NULL, 0, err);
+    free(spans);
+    sl_buf_reset(&d->runs);
+    d->nruns = d->run_spans = 0;
+    return rc;
 }
 
-#define CO_SPANS_GATHERED 64 /* about 2,000 rows a request at most */
+#define CO_SPANS_GATHERED 64 /* a run: about 2,000 rows a request at most */
+/* Spans gathered in runs: about 2,000 rows a side in the compare's first
+ * request, so the dense judgement comes early; then about 8,000. */
+#define CO_RUNS_SPANS_FIRST 64
+#define CO_RUNS_SPANS 256
 
 /* mk_diff's spans come in key order: one that starts where the gathered
  * ones end joins them; any other first sends them. */
@@ -779,7 +1003,20 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     int joins = j->pend_n > 0 && j->pend_hi_kind != MK_UNBOUNDED && lo->kind != MK_UNBOUNDED &&
                 j->pend_hi_kind != lo->kind && j->pend_hi.len == lo->len &&
                 memcmp(j->pend_hi.p, lo->key, lo->len) == 0;
-    if (!joins) {
+    uint32_t most = d->nflush ? CO_RUNS_SPANS : CO_RUNS_SPANS_FIRST;
+    /* a run that does not touch the next span joins the gathered ones */
+    if (!joins && j->pend_n > 0 && d->run_spans + (uint32_t)j->pend_n < most && can_gather(d)) {
+        if (run_put(&d->runs, j->pend_lo_kind, &j->pend_lo) ||
+            run_put(&d->runs, j->pend_hi_kind, &j->pend_hi))
+            return sl_err_set(err, "out of memory");
+        d->nruns++;
+        d->run_spans += (uint32_t)j->pend_n;
+        j->pend_n = 0;
+        sl_buf_reset(&j->pend_lo);
+        if (sl_buf_append(&j->pend_lo, lo->key, lo->len))
+            return sl_err_set(err, "out of memory");
+        j->pend_lo_kind = lo->kind;
+    } else if (!joins) {
         int rc = span_flush(d, err);
         if (rc)
             return rc;
@@ -799,7 +1036,11 @@ static int span_cb(void *ctx, const mk_bound *lo, const mk_bound *hi, sl_err *er
     if (sl_buf_append(&j->pend_hi, hi->key, hi->len))
         return sl_err_set(err, "out of memory");
     j->pend_hi_kind = hi->kind;
-    return ++j->pend_n >= CO_SPANS_GATHERED ? span_flush(d, err) : 0;
+    ++j->pend_n;
+    return (d->nruns == 0 && j->pend_n >= CO_SPANS_GATHERED) ||
+                   d->run_spans + (uint32_t)j->pend_n >= most
+               ? span_flush(d, err)
+               : 0;
 }
 
 /* Tells the worker holding (or building) a side's tree to drop it. */
@@ -858,12 +1099,19 @@ int co_finish_range(job *j, size_t ri, sl_err *err)
 int co_compare_range(job *j, size_t ri, sl_err *err)
 {
     range *r = &j->r[ri];
-    drill d = {j, r};
+    drill d = {.j = j, .r = r};
     mk_bound lo = range_lo(r), hi = range_hi(r);
     int rc, dense = 0;
     for (;;) {
         j->pend_n = 0;
-        j->dense_listed = j->dense_span = j->dense_nspan = 0;
+        grand_drop(&d, 0);
+        grand_drop(&d, 1);
+        sl_buf_reset(&d.runs);
+        d.nruns = d.run_spans = d.nflush = 0;
+        j->dense_listed = j->dense_span = j->dense_nspan = j->dense_diff = 0;
+        j->dense_db = 0;
+        sl_buf_reset(&j->changed); /* an attempt that was cut short finds them again */
+        j->nchanged = 0;
         rc = mk_diff(&r->root[0], &r->root[1], &lo, &hi, children_cb, span_cb, &d, err);
         if (rc == MK_BAD_CHILDREN || rc == MK_BAD_CHILDREN + 1) {
             sl_err why = *err;
@@ -877,10 +1125,11 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
                 co_judge_range(j, 1);
             dense = 1;
             mk_bound from = {j->dense_from_kind, j->dense_from.p, j->dense_from.len};
-            if ((rc = co_stream_span(&d, &from, &hi, err)) == 0)
+            if ((rc = fetch_gathered(&d, err)) == 0 &&
+                (rc = co_stream_span(&d, &from, &hi, err)) == 0)
                 j->sum->streamed_ranges++;
-        } else if (rc == 0) {
-            rc = span_flush(&d, err);
+        } else if (rc == 0 && (rc = span_flush(&d, err)) == 0) {
+            rc = fetch_gathered(&d, err);
         }
         if (rc != CO_LOST)
             break;
@@ -888,12 +1137,23 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
         /* a lost tree holder: its side is rebuilt elsewhere, then compared
          * again; a lost reader only: compare again now */
         if (!co_worker_is(j->c, r->worker[0], r->gen[0]) ||
-            !co_worker_is(j->c, r->worker[1], r->gen[1]))
+            !co_worker_is(j->c, r->worker[1], r->gen[1])) {
+            sl_buf_free(&d.runs);
+            grand_drop(&d, 0);
+            grand_drop(&d, 1);
             return 0;
-        if (r->attempts > 100)
+        }
+        if (r->attempts > 100) {
+            sl_buf_free(&d.runs);
+            grand_drop(&d, 0);
+            grand_drop(&d, 1);
             return sl_err_setc(err, SL_LOST_WORKER, "range %zu: gave up after 100 lost workers",
                                ri);
+        }
     }
+    sl_buf_free(&d.runs);
+    grand_drop(&d, 0);
+    grand_drop(&d, 1);
     release(j, ri);
     mk_nodelist_free(&r->root[0]);
     mk_nodelist_free(&r->root[1]);

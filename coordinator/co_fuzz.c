@@ -31,7 +31,7 @@ int co_fuzz_reply(int type, const uint8_t *frame, size_t len)
     co_summary sum = {0};
     range r = {.has_lo = 1, .has_hi = 1, .worker = {-1, -1}};
     job j = {.o = &o, .cb = &cb, .sum = &sum, .r = &r, .nr = 1, .ncols = 3, .nkey = 2};
-    drill d = {&j, &r};
+    drill d = {.j = &j, .r = &r};
     for (size_t i = 0; i < 3; i++)
         j.cols[i] = cols[i];
     j.cls[0] = ENC_INT;

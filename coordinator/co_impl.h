@@ -57,6 +57,7 @@ typedef struct co_worker {
      * (slot, gen): gen is new at every registration. */
     uint32_t gen;
     int can_stream; /* its hello says it serves stream requests (older ones do not) */
+    int can_spans;  /* ... and rows requests listing spans */
 } co_worker;
 
 /* Sends frame to worker w: 0, or the errno of the failure. co_new sets the
@@ -270,6 +271,11 @@ struct co_job {
      * the drill stops and the rest of the range, from dense_from (a span's
      * lower bound), is streamed from both sides */
     uint64_t dense_listed, dense_span, dense_nspan;
+    /* ... and the rows (both sides) those spans showed differing, and
+     * whether any span's rows were read from a database rather than from a
+     * tree's kept rows (then a differing span costs a query a side) */
+    uint64_t dense_diff;
+    int dense_db;
     sl_buf dense_from;
     int dense_from_kind;
     /* job-level: ranges compared or streamed so far, and how many of them
@@ -291,6 +297,15 @@ struct co_job {
 typedef struct drill {
     job *j;
     range *r;
+    /* runs of differing spans gathered before the current one (j->pend_*)
+     * for one rows request listing them all (both readers answering from
+     * their trees' kept rows): [kind u8][len u32][key] for lo, then hi */
+    sl_buf runs;
+    uint32_t nruns, run_spans, nflush; /* nflush: rows requests sent so far */
+    /* per side, the children of the level-1 nodes numbered grand_first on,
+     * listed with the level-2 node above them (a nodes request's "grand") */
+    mk_nodelist *grand[2];
+    uint32_t ngrand[2], grand_first[2];
 } drill;
 
 /* A key asked for in a fetch, pointing into the caller's buffer. */

@@ -264,7 +264,7 @@ int co_run_rechecks(job *j, double now, sl_err *err)
     j->recheck_mode = 1;
     j->batch_lo = 0;
     j->batch_n = n;
-    drill d = {j, NULL}; /* a batch spans ranges: each key names its own */
+    drill d = {.j = j}; /* a batch spans ranges: each key names its own */
     int rc = j->o->keys_only ? co_rehash_changed(&d, workers, err)
                              : co_compare_changed(&d, workers, err);
     j->recheck_mode = 0;

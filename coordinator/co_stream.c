@@ -19,6 +19,13 @@
 #define CO_DENSE_MIN_ROWS 4096
 #define CO_DENSE_MIN_SPANS 16
 #define CO_DENSE_PERCENT 10
+/* When every span's rows came from the trees' kept rows (no query), a
+ * differing span costs little and only differing rows are fetched (by
+ * key, a few hundred a query): the range is dense when the rows found
+ * differing are this share of the rows listed. Measured (1M rows, 2
+ * cores), drilled against streamed: 5% 2.0 s / 3.1 s, 10% 2.5 / 4.5, 20%
+ * 4.2 / 4.4, 30% 4.7 / 3.6, 50% 6.0 / 3.9. */
+#define CO_DENSE_DIFF_PERCENT 20
 /* Rows a stream reply holds at most: small enough that four decoded
  * replies stay a few tens of MiB, large enough that a round trip is
  * spread over thousands of rows. */
@@ -30,8 +37,10 @@ int co_is_dense(drill *d)
     int readers[2];
     if (j->o->keys_only) /* a stream reads values, which --keys-only never does */
         return 0;
-    if (j->dense_listed < CO_DENSE_MIN_ROWS || j->dense_nspan < CO_DENSE_MIN_SPANS ||
-        j->dense_span * 100 < j->dense_listed * CO_DENSE_PERCENT)
+    if (j->dense_listed < CO_DENSE_MIN_ROWS || j->dense_nspan < CO_DENSE_MIN_SPANS)
+        return 0;
+    if (j->dense_db ? j->dense_span * 100 < j->dense_listed * CO_DENSE_PERCENT
+                    : j->dense_diff * 100 < j->dense_listed * CO_DENSE_DIFF_PERCENT)
         return 0;
     co_pick_readers(d, readers); /* as co_stream_span will: nothing runs between */
     for (int s = 0; s < 2; s++)

@@ -325,9 +325,12 @@ int co_read_worker(co *c, int *wi, msg **out, sl_err *err)
         if ((t == MSG_HELLO || t == MSG_HEARTBEAT) && msg_get(m, "trees") &&
             msg_get_int(m, "trees", &trees, NULL) == 0 && trees >= 0)
             c->w[w].trees = (uint64_t)trees;
-        if (t == MSG_HELLO || t == MSG_HEARTBEAT)
+        if (t == MSG_HELLO || t == MSG_HEARTBEAT) {
             c->w[w].can_stream =
                 msg_get(m, "stream") && msg_get_int(m, "stream", &stream, NULL) == 0 && stream == 1;
+            c->w[w].can_spans =
+                msg_get(m, "spans") && msg_get_int(m, "spans", &stream, NULL) == 0 && stream == 1;
+        }
     }
     if (w < 0 || !c->w[w].alive || (t != MSG_REPLY && t != MSG_ERROR)) {
         msg_free(m);

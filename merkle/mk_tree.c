@@ -37,6 +37,12 @@ struct mk_tree {
     sl_buf arena;   /* node keys */
     sl_buf lastkey; /* key of the previous row */
     uint64_t rows;
+    /* kept rows (mk_tree_keep_rows): [key][hash] each, row i at roff[i] */
+    int keep;
+    size_t keep_max;
+    sl_buf kept;
+    uint32_t *roff;
+    size_t roff_cap;
 };
 
 int mk_nodelist_add(mk_nodelist *l, uint32_t level, uint32_t index, const uint8_t hash[16],
@@ -117,7 +123,86 @@ void mk_tree_free(mk_tree *t)
     sl_buf_free(&t->arena);
     sl_buf_free(&t->lastkey);
     sl_buf_free(&t->leaf);
+    sl_buf_free(&t->kept);
+    free(t->roff);
     free(t);
+}
+
+void mk_tree_keep_rows(mk_tree *t, size_t max_bytes)
+{
+    t->keep = max_bytes > 0 && t->rows == 0;
+    t->keep_max = max_bytes;
+}
+
+int mk_tree_has_rows(const mk_tree *t)
+{
+    return t->keep;
+}
+
+size_t mk_tree_rows_memory(const mk_tree *t)
+{
+    return t->kept.cap + t->roff_cap * sizeof *t->roff;
+}
+
+static void drop_rows(mk_tree *t)
+{
+    t->keep = 0;
+    sl_buf_free(&t->kept);
+    free(t->roff);
+    t->roff = NULL;
+    t->roff_cap = 0;
+}
+
+/* Keeps one row, or drops them all once they outgrow their bound (or
+ * memory runs out: they are a shortcut, never needed). */
+static void keep_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t hash[16])
+{
+    if (t->rows == t->roff_cap) {
+        size_t cap = t->roff_cap ? t->roff_cap * 2 : 1024;
+        uint32_t *v = realloc(t->roff, cap * sizeof *v);
+        if (!v) {
+            drop_rows(t);
+            return;
+        }
+        t->roff = v;
+        t->roff_cap = cap;
+    }
+    if (t->kept.len + klen + 16 > UINT32_MAX || sl_buf_append(&t->kept, key, klen) ||
+        sl_buf_append(&t->kept, hash, 16)) {
+        drop_rows(t);
+        return;
+    }
+    t->roff[t->rows] = (uint32_t)(t->kept.len - klen - 16);
+    /* the bytes the rows take once cut to size (mk_tree_finish): while the
+     * tree grows, its buffers may be up to twice that */
+    if (t->kept.len + (t->rows + 1) * sizeof *t->roff > t->keep_max)
+        drop_rows(t);
+}
+
+void mk_tree_row(const mk_tree *t, uint64_t i, const uint8_t **key, size_t *klen,
+                 const uint8_t **hash)
+{
+    size_t off = t->roff[i], end = i + 1 < t->rows ? t->roff[i + 1] : t->kept.len;
+    *key = t->kept.p + off;
+    *klen = end - off - 16;
+    *hash = t->kept.p + end - 16;
+}
+
+uint64_t mk_tree_row_seek(const mk_tree *t, const uint8_t *key, size_t klen, int after)
+{
+    uint64_t lo = 0, hi = t->rows;
+    while (lo < hi) { /* the first row not below key (after: above it) */
+        uint64_t mid = lo + (hi - lo) / 2;
+        const uint8_t *k, *h;
+        size_t kl;
+        mk_tree_row(t, mid, &k, &kl, &h);
+        int c = mk_key_cmp(k, kl, key, klen);
+        if (c < 0 || (after && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 /* A child as its parent's hash covers it: key length (4 bytes, big-endian),
@@ -235,6 +320,8 @@ int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t r
     if (sl_buf_reserve(&t->leaf, 28 + klen) != 0)
         return sl_err_set(err, "out of memory");
     put_child(&t->leaf, key, klen, rowhash, 1);
+    if (t->keep)
+        keep_row(t, key, klen, rowhash);
     t->rows++;
     int h = boundary_height(t, key, klen);
     for (int l = 0; l < h; l++)
@@ -243,11 +330,30 @@ int mk_tree_add_row(mk_tree *t, const uint8_t *key, size_t klen, const uint8_t r
     return 0;
 }
 
+/* The kept rows' buffers cut to their size: they grew by doubling, and
+ * a finished tree is held until the coordinator has compared it. */
+static void rows_shrink(mk_tree *t)
+{
+    if (!t->keep || t->rows == 0)
+        return;
+    uint8_t *p = realloc(t->kept.p, t->kept.len);
+    uint32_t *v = realloc(t->roff, t->rows * sizeof *v);
+    if (p) {
+        t->kept.p = p;
+        t->kept.cap = t->kept.len;
+    }
+    if (v) {
+        t->roff = v;
+        t->roff_cap = t->rows;
+    }
+}
+
 int mk_tree_finish(mk_tree *t, sl_err *err)
 {
     if (t->finished)
         return 0;
     t->finished = 1;
+    rows_shrink(t);
     if (t->rows == 0)
         return 0;
     for (int l = 0; l < MK_MAX_LEVELS - 1; l++) {
@@ -296,7 +402,7 @@ uint64_t mk_tree_rows(const mk_tree *t)
 
 size_t mk_tree_memory(const mk_tree *t)
 {
-    size_t m = sizeof *t + t->arena.cap + t->lastkey.cap + t->leaf.cap;
+    size_t m = sizeof *t + t->arena.cap + t->lastkey.cap + t->leaf.cap + mk_tree_rows_memory(t);
     for (int l = 0; l < MK_MAX_LEVELS; l++)
         m += t->lv[l].cap * sizeof(stored);
     return m;

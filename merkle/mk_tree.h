@@ -78,6 +78,26 @@ int mk_tree_children(const mk_tree *t, uint32_t level, uint32_t index, mk_nodeli
 
 uint64_t mk_tree_rows(const mk_tree *t);
 
+/* Leaf rows kept in memory: with mk_tree_keep_rows (before the first row)
+ * the tree also keeps every row's key and hash, so a span's rows can be
+ * listed without reading the database again. Bounded: once they would take
+ * more than max_bytes (key, hash and a 4-byte offset a row, as held once
+ * mk_tree_finish has cut the buffers to size; while the tree is built they
+ * grow by doubling, so up to twice that) they are all dropped (and
+ * mk_tree_has_rows says 0), so memory stays within the bound whatever the
+ * range holds. */
+void mk_tree_keep_rows(mk_tree *t, size_t max_bytes);
+int mk_tree_has_rows(const mk_tree *t);
+/* Bytes the kept rows take (0 when none are kept). */
+size_t mk_tree_rows_memory(const mk_tree *t);
+/* The index of the first kept row whose key is at least (after: above)
+ * key; mk_tree_rows(t) when there is none. */
+uint64_t mk_tree_row_seek(const mk_tree *t, const uint8_t *key, size_t klen, int after);
+/* Kept row i (i < mk_tree_rows): its key and 16-byte hash, pointing into
+ * the tree. */
+void mk_tree_row(const mk_tree *t, uint64_t i, const uint8_t **key, size_t *klen,
+                 const uint8_t **hash);
+
 /* Bytes held by the tree, for tests and benchmarks of the memory bound. */
 size_t mk_tree_memory(const mk_tree *t);
 

@@ -252,7 +252,7 @@ static void test_span_merge(void)
 {
     fixture f;
     job *j = new_job(NULL, &f, 2, CO_PRIO_NORMAL);
-    drill d = {j, &j->r[1]};
+    drill d = {.j = j, .r = &j->r[1]};
     /* source 1 2 3 5 7, target 2 3 4 5 8; 3's hash differs */
     int64_t a[] = {1, 2, 3, 5, 7}, b[] = {2, 3, 4, 5, 8};
     msg *ma = rows_reply(a, "aaaaa", 5), *mb = rows_reply(b, "abaaa", 5);
@@ -308,7 +308,7 @@ static void test_fetch_merge(void)
 {
     fixture f;
     job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
-    drill d = {j, &j->r[0]};
+    drill d = {.j = j, .r = &j->r[0]};
     j->r[0].read_at_ms = 12345;
     int64_t a[] = {1, 2, 3, 6}, b[] = {1, 2, 4, 6};
     const char *va[] = {"x", "y", "z", "same"}, *vb[] = {"x", "Y", "w", "same"};
@@ -340,7 +340,7 @@ static void test_stream_rows(void)
 {
     fixture f;
     job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
-    drill d = {j, &j->r[0]};
+    drill d = {.j = j, .r = &j->r[0]};
     sl_buf klo = {0}, khi = {0};
     key_of(&klo, 1);
     key_of(&khi, 9);
@@ -390,13 +390,13 @@ static void test_recheck_range(void)
     fixture f;
     job *j = new_job(NULL, &f, 3, CO_PRIO_NORMAL);
     f.o.rechecks = 1;
-    drill d = {j, &j->r[2]};
+    drill d = {.j = j, .r = &j->r[2]};
     int64_t a[] = {5};
     msg *ma = rows_reply(a, "a", 1), *none = rows_reply(NULL, "", 0);
     merge(&d, ma, none, 2, co_span_row);
     ok(f.ev.n == 0 && j->nrq == 1 && j->rq[0].range == 2 && j->r[2].pending == 1,
        "with re-checks: a missing row is queued under its range (2), not reported");
-    drill batch = {j, NULL};
+    drill batch = {.j = j, .r = NULL};
     j->recheck_mode = 1;
     j->batch_lo = 0;
     j->batch_n = 1;
@@ -418,7 +418,7 @@ static void look(job *j, size_t n, const int64_t *a, const char *const *va, size
                  const int64_t *b, const char *const *vb, size_t nb)
 {
     msg *ma = fetch_reply(a, va, na), *mb = fetch_reply(b, vb, nb);
-    drill d = {j, NULL};
+    drill d = {.j = j, .r = NULL};
     for (size_t i = 0; i < n; i++)
         j->rq[i].hit = 0;
     j->recheck_mode = 1;
@@ -880,7 +880,7 @@ static void test_quick(void)
     fixture f;
     job *j = new_job(NULL, &f, 1, CO_PRIO_NORMAL);
     f.o.keys_only = 1;
-    drill d = {j, &j->r[0]};
+    drill d = {.j = j, .r = &j->r[0]};
     int64_t a[] = {1, 2, 3}, b[] = {1, 2, 3};
     msg *ma = rows_reply(a, "aaa", 3), *mb = rows_reply(b, "aba", 3);
     ok(merge(&d, ma, mb, 2, co_span_row) == 0 && f.ev.n == 1 && count(&f.ev, CO_CHANGED, 2) == 1 &&

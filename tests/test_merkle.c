@@ -237,6 +237,65 @@ int main(void)
         mk_tree_free(t);
     }
     {
+        /* kept rows: every row (key and hash) in order, found by seek with
+         * each end's inclusiveness, and the same root as a tree without
+         * them; past their bound they are all dropped (memory back down) */
+        sl_err e = {0};
+        mk_tree *t = mk_tree_new(0), *plain = mk_tree_new(0), *small = mk_tree_new(0);
+        mk_tree_keep_rows(t, 16u << 20);
+        mk_tree_keep_rows(small, 20000 * 29 - 1);
+        uint8_t k[9], h[16];
+        for (int i = 0; i < 20000; i++) {
+            mkkey(k, 3 * i); /* keys 0, 3, 6, ...: seeks between keys too */
+            mkhash(h, i, 1);
+            mk_tree_add_row(t, k, 9, h, &e);
+            mk_tree_add_row(plain, k, 9, h, &e);
+            mk_tree_add_row(small, k, 9, h, &e);
+        }
+        mk_tree_finish(t, &e);
+        mk_tree_finish(plain, &e);
+        mk_tree_finish(small, &e);
+        int all = mk_tree_has_rows(t) && mk_tree_rows(t) == 20000;
+        for (int i = 0; all && i < 20000; i++) {
+            const uint8_t *key, *hash;
+            size_t kl;
+            mk_tree_row(t, (uint64_t)i, &key, &kl, &hash);
+            mkkey(k, 3 * i);
+            mkhash(h, i, 1);
+            all = kl == 9 && !memcmp(key, k, 9) && !memcmp(hash, h, 16);
+        }
+        ok(all, "a tree keeps its 20,000 rows' keys and hashes in order");
+        int seeks = 1;
+        for (int q = -1; q < 60003 && seeks; q += 7) {
+            mkkey(k, q < 0 ? 0 : q);
+            uint64_t at = mk_tree_row_seek(t, k, 9, 0), after = mk_tree_row_seek(t, k, 9, 1);
+            int64_t qq = q < 0 ? 0 : q;
+            uint64_t want = (uint64_t)((qq + 2) / 3), want_after = (uint64_t)(qq / 3 + 1);
+            if (want > 20000)
+                want = 20000;
+            if (want_after > 20000)
+                want_after = 20000;
+            seeks = at == want && after == want_after;
+        }
+        ok(seeks, "seek finds the first row at or above (after: above) a key, between keys too");
+        mk_nodelist r1 = {0}, r2 = {0};
+        mk_tree_root(t, &r1, &e);
+        mk_tree_root(plain, &r2, &e);
+        ok(r1.n == 1 && r2.n == 1 && !memcmp(r1.v[0].hash, r2.v[0].hash, 16),
+           "keeping rows leaves the tree's hashes as they are");
+        size_t rm = mk_tree_rows_memory(t);
+        ok(rm >= 20000 * 29 && rm <= 20000 * 29 + 64, "kept rows cut to size: %zu bytes", rm);
+        ok(!mk_tree_has_rows(small) && mk_tree_rows_memory(small) == 0 &&
+               mk_tree_memory(small) < mk_tree_memory(t),
+           "rows past their bound are dropped, all of them");
+        ok(!mk_tree_has_rows(plain), "a tree keeps no rows unless asked");
+        mk_nodelist_free(&r1);
+        mk_nodelist_free(&r2);
+        mk_tree_free(t);
+        mk_tree_free(plain);
+        mk_tree_free(small);
+    }
+    {
         /* the tree hash is a format: a worker of another build must agree.
          * 5000 rows (every 7th key 70 bytes long), root pinned as of v1. */
         sl_err e = {0};

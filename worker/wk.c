@@ -14,6 +14,13 @@
 #include "wk_follow.h"
 
 #define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
+/* A tree keeps its rows' keys and hashes (a span's rows are then listed
+ * from memory, not read again) up to this many bytes, and all trees held
+ * together up to WK_ROWS_BUDGET: a range holds at most 200,000 rows, about
+ * 6 MiB for short keys, so memory stays flat whatever the table's size. */
+#define WK_TREE_ROWS_MAX (16u << 20)
+#define WK_ROWS_BUDGET (32u << 20)
+#define WK_MAX_SPANS 4096 /* spans one rows request may list */
 
 typedef struct wk_dbconn {
     char *name, *dsn;
@@ -179,6 +186,21 @@ static int spec_read(const msg *m, spec *s, sl_err *err)
     s->q.where = s->where;
     s->flags = (int)flags & ENC_STRICT;
     return 0;
+}
+
+/* [kind, key] into b (key pointing into the message): 0, or -1. */
+static int bound_obj(const msg_obj *o, mk_bound *b)
+{
+    const msg_obj *items;
+    uint32_t n;
+    int64_t kind;
+    if (msg_obj_array(o, &items, &n) || n != 2 || msg_obj_int(msg_obj_at(items, 0), &kind) ||
+        kind < MK_UNBOUNDED || kind > MK_EXCL)
+        return -1;
+    b->kind = (int)kind;
+    b->key = NULL;
+    b->len = 0;
+    return kind != MK_UNBOUNDED && msg_obj_bin(msg_obj_at(items, 1), &b->key, &b->len) ? -1 : 0;
 }
 
 static int bound_read(const msg *m, const char *key, mk_bound *b, sl_err *err)
@@ -383,6 +405,38 @@ static int reply_nodes(wk *w, uint64_t id, uint64_t tree, uint64_t rows, const m
     return r;
 }
 
+/* A nodes reply with "grand": each child's own children too, so the
+ * coordinator's drill into them needs no round trip each. */
+static int reply_grand(wk *w, uint64_t id, const mk_tree *t, uint64_t tree, const mk_nodelist *l,
+                       sl_err *err)
+{
+    mk_nodelist g = {0};
+    msg_writer *mw = msg_writer_new(MSG_REPLY, id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    msg_put_uint(mw, "tree", tree);
+    msg_put_uint(mw, "rows", 0);
+    msg_key(mw, "nodes");
+    msg_pack_array(mw, (uint32_t)l->n);
+    for (size_t i = 0; i < l->n; i++)
+        pack_node(mw, l, i);
+    msg_key(mw, "grand");
+    msg_pack_array(mw, (uint32_t)l->n);
+    int r = 0;
+    for (size_t i = 0; i < l->n && r == 0; i++) {
+        mk_nodelist_reset(&g);
+        r = mk_tree_children(t, l->v[i].level, l->v[i].index, &g, err);
+        msg_pack_array(mw, (uint32_t)g.n);
+        for (size_t k = 0; k < g.n; k++)
+            pack_node(mw, &g, k);
+    }
+    if (r == 0)
+        r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    mk_nodelist_free(&g);
+    return r;
+}
+
 static int do_describe(wk *w, const msg *m, sl_err *err)
 {
     const char *p;
@@ -513,6 +567,7 @@ done:
 typedef struct tree_ctx {
     rowenc re;
     mk_tree *t;
+    size_t keep; /* bytes its kept rows may take (0: none) */
 } tree_ctx;
 
 static int take_tree_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
@@ -617,7 +672,8 @@ static void tree_reset(void *ctx)
 {
     tree_ctx *tc = ctx;
     mk_tree_free(tc->t);
-    tc->t = mk_tree_new(0);
+    if ((tc->t = mk_tree_new(0)))
+        mk_tree_keep_rows(tc->t, tc->keep);
     tc->re.n = 0;
     tc->re.t0 = 0;
 }
@@ -648,6 +704,13 @@ static int do_tree(wk *w, const msg *m, sl_err *err)
         sl_err_set(err, "out of memory");
         goto done;
     }
+    size_t used = 0; /* the rows other trees keep */
+    for (size_t i = 0; i < w->ntrees; i++)
+        used += mk_tree_rows_memory(w->trees[i].t);
+    tc.keep = used < WK_ROWS_BUDGET ? WK_ROWS_BUDGET - used : 0;
+    if (tc.keep > WK_TREE_ROWS_MAX)
+        tc.keep = WK_TREE_ROWS_MAX;
+    mk_tree_keep_rows(tc.t, tc.keep);
     if (stream_retry(w, m, &s.q, &lo, &hi, take_tree_row, tree_reset, &tc, err))
         goto done;
     if (!tc.t) {
@@ -695,7 +758,11 @@ static int do_nodes(wk *w, const msg *m, sl_err *err)
         return sl_err_setc(err, SL_INVALID, "malformed request: node (%lld, %lld)",
                            (long long)level, (long long)index);
     int rc = mk_tree_children(t, (uint32_t)level, (uint32_t)index, &l, err);
-    if (rc == 0)
+    const msg_obj *g = msg_get(m, "grand");
+    int64_t grand = 0;
+    if (rc == 0 && g && msg_obj_int(g, &grand) == 0 && grand == 1 && level >= 2)
+        rc = reply_grand(w, msg_id(m), t, (uint64_t)id, &l, err);
+    else if (rc == 0)
         rc = reply_nodes(w, msg_id(m), (uint64_t)id, 0, &l, err);
     mk_nodelist_free(&l);
     return rc;
@@ -710,6 +777,10 @@ typedef struct rows_ctx {
     int full;  /* past MSG_REPLY_SOFT_MAX: later rows are left out (re.key
                 * keeps the last key sent) */
     int stop;  /* STREAM: a full reply stops the read itself (read_stream) */
+    /* ROWS with "spans": only rows inside these [lo, hi] pairs (rising)
+     * are sent; sk is the span the read has reached */
+    const mk_bound *spans;
+    uint32_t nspans, sk;
     sl_buf col, disp;
     uint8_t cut[CONN_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
@@ -749,6 +820,71 @@ static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_byte
     return 0;
 }
 
+/* A reply row is packed: past MSG_REPLY_SOFT_MAX the reply is full
+ * (the coordinator asks again from its last row). */
+static int row_packed(rows_ctx *rc, sl_err *err)
+{
+    rc->n++;
+    size_t size = msg_items_size(rc->rows);
+    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX) {
+        rc->full = 1;
+        if (rc->stop) /* the rest of the span is asked for again */
+            return sl_err_set(err, "reply full");
+    }
+    if (size > MSG_MAX_RAW / 2)
+        return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
+                           MSG_MAX_RAW / 2 >> 20);
+    return 0;
+}
+
+/* A span's rows from a held tree's kept rows: the same [key, row hash]
+ * rows, in the same order, with the same bounds and the same "more" as a
+ * read of the database that made the tree gives. */
+static int tree_span(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, const mk_bound *hi,
+                     sl_err *err)
+{
+    uint64_t i = 0, n = mk_tree_rows(t);
+    if (lo->kind != MK_UNBOUNDED)
+        i = mk_tree_row_seek(t, lo->key, lo->len, lo->kind == MK_EXCL);
+    for (; i < n && !rc->full; i++) {
+        const uint8_t *key, *hash;
+        size_t klen;
+        mk_tree_row(t, i, &key, &klen, &hash);
+        if (!mk_bound_contains(lo, hi, key, klen))
+            break;
+        msg_items_array(rc->rows, 2);
+        msg_items_bin(rc->rows, key, klen);
+        msg_items_bin(rc->rows, hash, 16);
+        if (row_packed(rc, err))
+            return -1;
+    }
+    return 0;
+}
+
+static int rows_from_tree(rows_ctx *rc, const mk_tree *t, const mk_bound *lo, const mk_bound *hi,
+                          sl_err *err)
+{
+    if (!rc->nspans)
+        return tree_span(rc, t, lo, hi, err);
+    for (uint32_t k = 0; k < rc->nspans && !rc->full; k++)
+        if (tree_span(rc, t, &rc->spans[2 * k], &rc->spans[2 * k + 1], err))
+            return -1;
+    return 0;
+}
+
+/* Whether a key read from the database lies in one of the request's spans
+ * (all of them when it has none). Keys rise, so the spans are walked once. */
+static int in_spans(rows_ctx *rc, const uint8_t *key, size_t klen)
+{
+    static const mk_bound unb = {MK_UNBOUNDED, NULL, 0};
+    if (!rc->nspans)
+        return 1;
+    while (rc->sk < rc->nspans && !mk_bound_contains(&unb, &rc->spans[2 * rc->sk + 1], key, klen))
+        rc->sk++; /* past this span's end */
+    return rc->sk < rc->nspans &&
+           mk_bound_contains(&rc->spans[2 * rc->sk], &rc->spans[2 * rc->sk + 1], key, klen);
+}
+
 static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
 {
     rows_ctx *rc = ctx;
@@ -756,6 +892,8 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
         return 0;
     if (encode_row(&rc->re, v, !rc->fetch, err))
         return -1;
+    if (!in_spans(rc, rc->re.key.p, rc->re.key.len))
+        return 0;
     size_t start = msg_items_size(rc->rows);
     msg_items_array(rc->rows, rc->fetch ? 3 : 2);
     msg_items_bin(rc->rows, rc->re.key.p, rc->re.key.len);
@@ -781,17 +919,7 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
             msg_items_str(rc->rows, (const char *)rc->disp.p, rc->disp.len);
         }
     }
-    rc->n++;
-    size_t size = msg_items_size(rc->rows);
-    if (rc->sizes && size >= MSG_REPLY_SOFT_MAX) {
-        rc->full = 1;
-        if (rc->stop) /* the rest of the span is asked for again */
-            return sl_err_set(err, "reply full");
-    }
-    if (size > MSG_MAX_RAW / 2)
-        return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
-                           MSG_MAX_RAW / 2 >> 20);
-    return 0;
+    return row_packed(rc, err);
 }
 
 static void rows_reset(void *ctx)
@@ -800,6 +928,7 @@ static void rows_reset(void *ctx)
     msg_items_reset(rc->rows);
     rc->n = 0;
     rc->full = 0;
+    rc->sk = 0;
     rc->re.n = 0;
     rc->re.t0 = 0;
 }
@@ -842,13 +971,35 @@ static int read_stream(conn *c, void *arg, sl_err *err)
     return st;
 }
 
+/* The tree a rows request may be answered from: one named by "tree" that
+ * this worker holds with its rows kept, and whose root hash is the "root"
+ * the coordinator has (the id alone could be another coordinator's). A
+ * request without them (a re-check must see the database's current rows)
+ * or for a tree gone (released, or a restarted worker) reads the database. */
+static const mk_tree *rows_tree(wk *w, const msg *m)
+{
+    const msg_obj *o = msg_get(m, "tree");
+    int64_t id;
+    const uint8_t *root;
+    size_t rl;
+    if (!o || msg_obj_int(o, &id) || msg_get_bin(m, "root", &root, &rl, NULL) || rl != 16)
+        return NULL;
+    mk_tree *t = tree_find(w, (uint64_t)id);
+    mk_nodelist l = {0};
+    int same = t && mk_tree_has_rows(t) && mk_tree_root(t, &l, NULL) == 0 && l.n == 1 &&
+               memcmp(l.v[0].hash, root, 16) == 0;
+    mk_nodelist_free(&l);
+    return same ? t : NULL;
+}
+
 /* ROWS (fetch 0): a span's [key, row hash]; FETCH (1): the keys asked for,
  * whole; STREAM (2): a span's rows whole, at most "limit" of them. */
 static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
 {
     spec s = {0};
     rows_ctx rc = {0};
-    int r = -1, more = 0;
+    int r = -1, more = 0, from_memory = 0;
+    mk_bound *spans = NULL;
     uint32_t done_keys = 0;
     if (!(rc.rows = msg_items_new())) {
         sl_err_set(err, "out of memory");
@@ -885,10 +1036,47 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     } else if (!fetch) {
         rc.re.lo = &lo;
         rc.re.hi = &hi;
-        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
-            stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
+        if (bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err))
+            goto done;
+        /* "spans": only the rows of these spans, inside [lo, hi], are asked
+         * for (the drill-down's differing spans, gathered) */
+        const msg_obj *so = msg_get(m, "spans"), *items;
+        uint32_t ns = 0;
+        if (so && (msg_obj_array(so, &items, &ns) || ns > WK_MAX_SPANS)) {
+            sl_err_setc(err, SL_INVALID, "malformed request: spans is not a list of spans");
+            goto done;
+        }
+        if (ns && !(spans = calloc(2 * (size_t)ns, sizeof *spans))) {
+            sl_err_set(err, "out of memory");
+            goto done;
+        }
+        for (uint32_t k = 0; k < ns; k++) {
+            const msg_obj *f;
+            uint32_t nf;
+            if (msg_obj_array(msg_obj_at(items, k), &f, &nf) || nf != 2 ||
+                bound_obj(msg_obj_at(f, 0), &spans[2 * k]) ||
+                bound_obj(msg_obj_at(f, 1), &spans[2 * k + 1])) {
+                sl_err_setc(err, SL_INVALID, "malformed request: span %u is not [lo, hi]", k);
+                goto done;
+            }
+        }
+        rc.spans = spans;
+        rc.nspans = ns;
+        /* bounds that are no keys of the spec are refused here, whether the
+         * tree or the database would answer */
+        for (uint32_t k = 0; k < 2 * ns + 2; k++) {
+            const mk_bound *b = k == 0 ? &lo : k == 1 ? &hi : &spans[k - 2];
+            if (b->kind != MK_UNBOUNDED && enc_key_check(b->key, b->len, s.cls, s.q.nkey, err)) {
+                sl_err_wrap(err, "malformed request: a bound");
+                goto done;
+            }
+        }
+        const mk_tree *t = rows_tree(w, m);
+        if (t ? rows_from_tree(&rc, t, &lo, &hi, err)
+              : stream_retry(w, m, &s.q, &lo, &hi, take_rows_row, rows_reset, &rc, err))
             goto done;
         more = rc.full;
+        from_memory = t != NULL;
     } else {
         const msg_obj *keys;
         uint32_t nk;
@@ -923,6 +1111,8 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     }
     if (w->inproc)
         msg_writer_no_compress(mw);
+    if (from_memory) /* the coordinator counts these (rows_from_memory) */
+        msg_put_uint(mw, "mem", 1);
     if (more && fetch == 1)
         msg_put_uint(mw, "done", done_keys);
     else if (more)
@@ -933,6 +1123,7 @@ static int do_rows(wk *w, const msg *m, int fetch, sl_err *err)
     r = msg_writer_finish(mw, &w->out, err);
     msg_writer_free(mw);
 done:
+    free(spans);
     db_close_if_big(w, m, rc.re.big);
     spec_free(&s);
     rowenc_free(&rc.re);
@@ -960,6 +1151,7 @@ static int send_hello(wk *w, int type, sl_err *err)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);
     msg_put_int(mw, "stream", 1);         /* serves stream requests (dense ranges) */
+    msg_put_int(mw, "spans", 1);          /* rows requests may list spans */
     msg_put_uint(mw, "trees", w->ntrees); /* shown by sluice workers: 0 once jobs end */
     msg_key(mw, "dbs");
     msg_pack_array(mw, (uint32_t)w->ndbs);

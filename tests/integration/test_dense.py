@@ -209,6 +209,10 @@ for label, share, dense in cases:
                  f"{name}: drilled down, nothing streamed", s)
         else:
             t.diag(f"{name}: {s['streamed_ranges']} ranges streamed, {s['streamed_rows']} rows")
+        if not dense:  # drilled: the spans' rows came from the trees' kept rows
+            t.ok(s.get("rows_from_memory", 0) > 0,
+                 f"{name}: the drill's span rows came from the trees in memory "
+                 f"({s.get('rows_from_memory')} rows)")
         t.ok(s["matched_on_fetch"] == 0, f"{name}: no row counted as matched on fetch")
     if share == 0.5:
         code, doc, err = sluice_json("diff", pg.dsn(db), pg.dsn(db), "--table", "src",
@@ -250,6 +254,72 @@ for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_pa
         # 4,096 such rows would be 12 MB: each reply is cut at 8 MiB
         t.ok(s["streamed_ranges"] == 1 and s["streamed_rows"] > 4096,
              f"{name}: streamed ({s['streamed_rows']} rows, more than one reply holds)")
+
+# re-checks read the database, never the trees' kept rows: 1% of the rows
+# changed, and one of them fixed on the target after the trees were built
+# and before its re-check; it must come out transient (the re-check saw the
+# fix), every other one confirmed. Once by fetch, once with --keys-only
+# (whose re-checks are bounded rows requests).
+rsrc = {k: dict(v) for k, v in src.items()}
+rtgt = {k: dict(v) for k, v in src.items()}
+changed = sorted(rnd.sample(sorted(src), len(src) // 100))
+for k in changed:
+    rtgt[k]["a"] += 1
+fixed = changed[len(changed) // 2]
+load_pg(cur, "rsrc", rsrc)
+for keys_only in (False, True):
+    load_pg(cur, "rtgt", rtgt)
+    extra = ["--keys-only"] if keys_only else []
+    name = f"PostgreSQL, 1% changed, a row fixed before its re-check{', --keys-only' * keys_only}"
+    p = subprocess.Popen([os.environ["SLUICE"], "diff", pg.dsn(db), pg.dsn(db), "--table", "rsrc",
+                          "--target-table", "rtgt", "--ranges", "2", "--rechecks", "1",
+                          "--settle", "8", "--no-progress", "--format", "json"] + extra,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # the trees are built (a few hundred ms): the row waits for its re-check
+    cur.execute("UPDATE rtgt SET a = a - 1 WHERE id = %s", (fixed,))
+    out, err = p.communicate(timeout=120)
+    doc = None
+    try:
+        import json
+        doc = json.loads(out)
+    except ValueError:
+        pass
+    if t.ok(p.returncode == 1 and doc is not None, f"{name}: exit 1 with a report", err[-800:]):
+        st = {int(next(iter(d["key"].values()))): (d["kind"], d.get("status"))
+              for d in doc["divergences"]}
+        want = {k: ("changed", "transient" if k == fixed else "confirmed") for k in changed}
+        t.ok(st == want, f"{name}: {len(changed) - 1} confirmed, the fixed row transient",
+             f"{len(set(st.items()) ^ set(want.items()))} differ; fixed: {st.get(fixed)}")
+        t.ok(doc["summary"].get("rows_from_memory", 0) > 0,
+             f"{name}: the drill's span rows came from memory")
+        if not keys_only:
+            cols = {int(next(iter(d["key"].values()))): d.get("columns")
+                    for d in doc["divergences"] if d.get("status") == "confirmed"}
+            t.ok(all(c and c[0]["column"] == "a" for c in cols.values()),
+                 f"{name}: confirmed rows show their changed column")
+
+# long keys: span rows from memory cut at 8 MiB ("more") and asked for again
+# from the last key, exactly as a database read is: 6 KB text keys (they
+# compress in the index), every row changed, --keys-only (a drill to the
+# row hashes, never a stream)
+K = 2500  # 15 MB of keys a side: kept (16 MiB a tree); 64 spans hold about 12 MB
+lk = {("k" * 6000) + f"{i:06d}": i for i in range(K)}
+cur.execute("DROP TABLE IF EXISTS ksrc, ktgt")
+for name, bump in (("ksrc", 0), ("ktgt", 1)):
+    cur.execute(f'CREATE TABLE {name} (id text COLLATE "C" PRIMARY KEY, a int)')
+    cur.executemany(f"INSERT INTO {name} VALUES (%s, %s)", [(k, v + bump) for k, v in lk.items()])
+code, doc, err = sluice_json("diff", pg.dsn(db), pg.dsn(db), "--table", "ksrc", "--target-table",
+                             "ktgt", "--ranges", "1", "--keys-only")
+name = "PostgreSQL, 6 KB keys, all changed, --keys-only"
+if t.ok(code == 1 and doc is not None, f"{name}: exit 1 with a report", err[-800:]):
+    got = sorted(next(iter(d["key"].values())) for d in doc["divergences"]
+                 if d["kind"] == "changed")
+    t.ok(got == sorted(lk) and len(doc["divergences"]) == K,
+         f"{name}: {K} changed, each once", f"{len(got)} changed of {len(doc['divergences'])}")
+    s = doc["summary"]
+    t.ok(s.get("rows_from_memory", 0) == 2 * K,
+         f"{name}: every span row listed once from memory, over replies cut at 8 MiB "
+         f"({s.get('rows_from_memory')})")
 
 # identical tables: nothing streamed, nothing reported
 for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_path)):
