@@ -344,7 +344,7 @@ int co_stream_pending(job *j, sl_err *err)
         j->r[ri].read_at_ms = sl_wall_ms();
     }
     range *r = &j->r[ri];
-    drill d = {j, r};
+    drill d = {.j = j, .r = r}; /* a stream gathers no spans: runs stays empty */
     mk_bound lo = range_lo(r), hi = range_hi(r);
     int rc;
     for (;;) {
