@@ -447,6 +447,30 @@ static int take_minmax(void *ctx, const enc_val *v, size_t n, sl_err *err)
     return 0;
 }
 
+/* Hands fn the split keys that cut the integers min..max into nranges
+ * even parts, each above min. In unsigned 128-bit arithmetic: the span of
+ * -2^63..2^63-1 is 2^64, and span * i overflows 64 bits; offsets stay
+ * below span. More ranges than keys: repeats skipped. 0, or -1 with err. */
+static int even_splits(int64_t min, int64_t max, size_t nranges, conn_row_fn fn, void *ctx,
+                       sl_err *err)
+{
+    uint64_t lo = (uint64_t)min ^ (1ULL << 63), hi = (uint64_t)max ^ (1ULL << 63);
+    if (hi < lo)
+        return sl_err_setc(err, SL_DATABASE, "min() of the key is above its max()");
+    unsigned __int128 span = (unsigned __int128)(hi - lo) + 1;
+    uint64_t prev = lo;
+    for (size_t i = 1; i < nranges; i++) {
+        uint64_t at = lo + (uint64_t)(span * i / nranges);
+        if (at <= prev)
+            continue;
+        prev = at;
+        enc_val v = {.kind = ENC_V_INT, .i = (int64_t)(at ^ (1ULL << 63))};
+        if (fn(ctx, &v, 1, err))
+            return -1;
+    }
+    return 0;
+}
+
 int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows, conn_row_fn fn,
                     void *ctx, sl_err *err)
 {
@@ -496,25 +520,7 @@ int conn_split_keys(conn *c, const conn_query *q, size_t nranges, uint64_t *rows
             rc = 0;
             goto done;
         }
-        /* in unsigned 128-bit arithmetic: the span of -2^63..2^63-1 is
-         * 2^64, and span * i overflows 64 bits; offsets stay below span */
-        uint64_t lo = (uint64_t)cc.lo.i ^ (1ULL << 63), hi = (uint64_t)cc.hi.i ^ (1ULL << 63);
-        if (hi < lo) {
-            rc = sl_err_setc(err, SL_DATABASE, "min() of the key is above its max()");
-            goto done;
-        }
-        unsigned __int128 span = (unsigned __int128)(hi - lo) + 1;
-        uint64_t prev = lo;
-        for (size_t i = 1; i < nranges; i++) {
-            uint64_t at = lo + (uint64_t)(span * i / nranges);
-            if (at <= prev) /* more ranges than keys: skip repeats */
-                continue;
-            prev = at;
-            enc_val v = {.kind = ENC_V_INT, .i = (int64_t)(at ^ (1ULL << 63))};
-            if (fn(ctx, &v, 1, err))
-                goto done;
-        }
-        rc = 0;
+        rc = even_splits(cc.lo.i, cc.hi.i, nranges, fn, ctx, err);
         goto done;
     }
     /* other keys on a big table: quantiles of a sample of its pages, sorted
@@ -645,23 +651,7 @@ int conn_split_range(conn *c, const conn_query *q, const mk_bound *lo, const mk_
         }
         /* evenly between min and max: each split key above min (so above
          * lo) and at most max (so below hi) */
-        uint64_t a = (uint64_t)cc.lo.i ^ (1ULL << 63), b = (uint64_t)cc.hi.i ^ (1ULL << 63);
-        if (b < a) {
-            rc = sl_err_setc(err, SL_DATABASE, "min() of the key is above its max()");
-            goto done;
-        }
-        unsigned __int128 span = (unsigned __int128)(b - a) + 1;
-        uint64_t prev = a;
-        for (size_t i = 1; i < nranges; i++) {
-            uint64_t at = a + (uint64_t)(span * i / nranges);
-            if (at <= prev)
-                continue;
-            prev = at;
-            enc_val v = {.kind = ENC_V_INT, .i = (int64_t)(at ^ (1ULL << 63))};
-            if (fn(ctx, &v, 1, err))
-                goto done;
-        }
-        rc = 0;
+        rc = even_splits(cc.lo.i, cc.hi.i, nranges, fn, ctx, err);
         goto done;
     }
     /* other keys: walked in key order, keys only; every step-th kept, the

@@ -331,14 +331,17 @@ for engine, dsn in (("PostgreSQL", pg.dsn(db)), ("SQLite", "sqlite:" + sqlite_pa
 # job-level: once most ranges were dense, the pending ones are streamed
 # whole, no tree built (coordinator/README.md, "Dense divergence")
 cur.execute("DROP TABLE IF EXISTS dsrc, dtgt")
+# DENSE_JOB_ROWS: the job's rows (default 200,000: at 100,000 the workers build
+# more trees ahead of the first compare, and fewer are skipped)
+JR = int(os.environ.get("DENSE_JOB_ROWS", "200000"))
 cur.execute("CREATE TABLE dsrc AS SELECT g AS id, g % 1000 AS a, 'v' || g AS t "
-            "FROM generate_series(1, 200000) g")
+            f"FROM generate_series(1, {JR}) g")
 cur.execute("CREATE TABLE dtgt AS SELECT id, a + 1 AS a, t FROM dsrc WHERE id % 50 <> 0")
-cur.execute("INSERT INTO dtgt SELECT g, 1, 'x' FROM generate_series(200001, 200100) g")
+cur.execute(f"INSERT INTO dtgt SELECT g, 1, 'x' FROM generate_series({JR + 1}, {JR + 100}) g")
 for tb in ("dsrc", "dtgt"):
     cur.execute(f"ALTER TABLE {tb} ADD PRIMARY KEY (id)")
-dexp = {("changed" if i % 50 else "missing-in-target", str(i)) for i in range(1, 200001)} | \
-    {("extra-in-target", str(i)) for i in range(200001, 200101)}
+dexp = {("changed" if i % 50 else "missing-in-target", str(i)) for i in range(1, JR + 1)} | \
+    {("extra-in-target", str(i)) for i in range(JR + 1, JR + 101)}
 
 
 def dense_set(doc):
