@@ -147,6 +147,10 @@ typedef struct wk_threads {
 int wk_threads_start(wk_threads *wt, long n, const wk_config *cfg, sl_err *err);
 void wk_threads_join(wk_threads *wt);
 
+/* sluice diff's engine: the coordinator and a->workers worker threads in
+ * this process over inproc:// (the cluster's code path, run small), the
+ * job's events to cb. co_diff's return; err says why. Also sluice repair's. */
+int cli_local_diff(const diff_args *a, const co_callbacks *cb, co_summary *sum, sl_err *err);
 int cmd_diff(int argc, char **argv);
 int cmd_coordinator(int argc, char **argv);
 int cmd_control(int argc, char **argv);

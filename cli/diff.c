@@ -9,6 +9,37 @@
 #include "fix.h"
 #include "report.h"
 
+int cli_local_diff(const diff_args *a, const co_callbacks *cb, co_summary *sum, sl_err *err)
+{
+    int rc = -1;
+    wk_threads wt = {0};
+    void *zctx = zmq_ctx_new();
+    co *c = NULL;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://sluice-diff-%ld", (long)getpid());
+    /* the user holds both DSNs: their --where runs, and its errors show whole */
+    wk_db dbs[2 + CLI_MAX_REPLICAS] = {{"source", a->source, 1}, {"target", a->target, 1}};
+    for (size_t i = 0; i < a->nreplicas; i++) /* --replica: "replica1"... the job watches */
+        dbs[2 + i] = (wk_db){a->replicas[i], a->replica_dsns[i], 1};
+    wk_config cfg = {.zctx = zctx,
+                     .endpoint = endpoint,
+                     .dbs = dbs,
+                     .ndbs = 2 + a->nreplicas,
+                     .read_timeout_ms = a->read_timeout_ms,
+                     .relay_where_errors = 1};
+    if (zctx && (c = co_new(zctx, endpoint, NULL, err)) &&
+        !wk_threads_start(&wt, a->workers, &cfg, err) &&
+        !co_wait_workers(c, (size_t)a->workers, 10000, err))
+        rc = co_diff(c, &a->o, cb, sum, err);
+    if (c)
+        co_shutdown_workers(c);
+    wk_threads_join(&wt);
+    co_free(c);
+    if (zctx)
+        zmq_ctx_term(zctx);
+    return rc;
+}
+
 int cmd_diff(int argc, char **argv)
 {
     diff_args a;
@@ -29,25 +60,6 @@ int cmd_diff(int argc, char **argv)
     sl_err err = {0};
     report rep = {.progress = a.progress, .summary_only = a.summary_only};
     co_summary sum;
-    wk_threads wt = {0};
-    void *zctx = zmq_ctx_new();
-    co *c = NULL;
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://sluice-diff-%ld", (long)getpid());
-    /* the user holds both DSNs: their --where runs, and its errors show whole */
-    wk_db dbs[2 + CLI_MAX_REPLICAS] = {{"source", a.source, 1}, {"target", a.target, 1}};
-    for (size_t i = 0; i < a.nreplicas; i++) /* --replica: "replica1"... the job watches */
-        dbs[2 + i] = (wk_db){a.replicas[i], a.replica_dsns[i], 1};
-    wk_config cfg = {.zctx = zctx,
-                     .endpoint = endpoint,
-                     .dbs = dbs,
-                     .ndbs = 2 + a.nreplicas,
-                     .read_timeout_ms = a.read_timeout_ms,
-                     .relay_where_errors = 1};
-    if (!zctx || !(c = co_new(zctx, endpoint, NULL, &err)) ||
-        wk_threads_start(&wt, a.workers, &cfg, &err) ||
-        co_wait_workers(c, (size_t)a.workers, 10000, &err))
-        goto out;
     co_callbacks cb = {.event = report_add, .progress = report_progress, .ctx = &rep};
     /* --fix-sql: the divergences pass through the fix on their way */
     fix_tap tap = {NULL, report_add, report_progress, &rep};
@@ -56,7 +68,7 @@ int cmd_diff(int argc, char **argv)
             goto out;
         cb = (co_callbacks){.event = fix_tap_event, .progress = fix_tap_progress, .ctx = &tap};
     }
-    int r = co_diff(c, &a.o, &cb, &sum, &err);
+    int r = cli_local_diff(&a, &cb, &sum, &err);
     if (fx && fix_error(fx, &err))
         r = -1;
     if (rep.progress)
@@ -79,12 +91,6 @@ int cmd_diff(int argc, char **argv)
                 (unsigned long long)fr.deletes);
     }
 out:
-    if (c)
-        co_shutdown_workers(c);
-    wk_threads_join(&wt);
-    co_free(c);
-    if (zctx)
-        zmq_ctx_term(zctx);
     report_free(&rep);
     fix_free(fx);
     diff_args_free(&a);

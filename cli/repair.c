@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <zmq.h>
 
 #include "cli.h"
 #include "fix.h"
@@ -36,40 +35,6 @@ static const char *usage_repair =
     "exit status: dry run 0 nothing to change, 1 changes to make; --apply 0 the\n"
     "  target now equals the source for every repaired key, 1 some still differ;\n"
     "  2 trouble or refused\n";
-
-/* The diff of cmd_diff, its divergences going to tap. */
-static int run_diff(const diff_args *a, fix_tap *tap, co_summary *sum, sl_err *err)
-{
-    int rc = -1;
-    wk_threads wt = {0};
-    void *zctx = zmq_ctx_new();
-    co *c = NULL;
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://sluice-repair-%ld", (long)getpid());
-    wk_db dbs[2] = {{"source", a->source, 1}, {"target", a->target, 1}};
-    wk_config cfg = {.zctx = zctx,
-                     .endpoint = endpoint,
-                     .dbs = dbs,
-                     .ndbs = 2,
-                     .read_timeout_ms = a->read_timeout_ms,
-                     .relay_where_errors = 1};
-    if (!zctx || !(c = co_new(zctx, endpoint, NULL, err)) ||
-        wk_threads_start(&wt, a->workers, &cfg, err) ||
-        co_wait_workers(c, (size_t)a->workers, 10000, err))
-        goto out;
-    co_callbacks cb = {.event = fix_tap_event, .progress = fix_tap_progress, .ctx = tap};
-    rc = co_diff(c, &a->o, &cb, sum, err);
-    if (fix_error(tap->f, err))
-        rc = -1;
-out:
-    if (c)
-        co_shutdown_workers(c);
-    wk_threads_join(&wt);
-    co_free(c);
-    if (zctx)
-        zmq_ctx_term(zctx);
-    return rc;
-}
 
 int cmd_repair(int argc, char **argv)
 {
@@ -101,7 +66,8 @@ int cmd_repair(int argc, char **argv)
     co_summary sum;
     fix *fx = fix_new(&err);
     fix_tap tap = {fx, NULL, report_progress, &rep};
-    if (!fx || run_diff(&a, &tap, &sum, &err))
+    co_callbacks cb = {.event = fix_tap_event, .progress = fix_tap_progress, .ctx = &tap};
+    if (!fx || cli_local_diff(&a, &cb, &sum, &err) || fix_error(fx, &err))
         goto out;
     if (rep.progress)
         fprintf(stderr, "\r\033[K");

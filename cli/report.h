@@ -4,8 +4,8 @@
 #define REPORT_H
 
 #include <stddef.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../coordinator/co.h"
 #include "cli.h"
@@ -27,7 +27,7 @@ typedef struct report {
     size_t n, cap;
     char **key_cols;
     size_t nkey;
-    FILE *spill; /* row divergences, opened at the first */
+    FILE *spill;       /* row divergences, opened at the first */
     sl_buf body, last; /* a row's body, encoded; the last key not transient */
     int unsorted;      /* a key came below the one before: read back sorted */
     uint64_t ntransient;

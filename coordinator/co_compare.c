@@ -746,6 +746,20 @@ static int fetch_gathered(drill *d, sl_err *err)
  * one per span. */
 #define CO_FETCH_GATHER 512
 
+int co_check_row_key(const job *j, const mk_bound *lo, const mk_bound *hi, const uint8_t **prev,
+                     size_t *plen, const uint8_t *key, size_t klen, uint32_t i, sl_err *why)
+{
+    if (!co_is_job_key(j, key, klen, why))
+        return sl_err_wrap(why, "row %u", i);
+    if (!mk_bound_contains(lo, hi, key, klen))
+        return sl_err_set(why, "has row %u whose key lies outside the span asked for", i);
+    if (*prev && mk_key_cmp(*prev, *plen, key, klen) >= 0)
+        return sl_err_set(why, "has row %u whose key is not above the one before", i);
+    *prev = key;
+    *plen = klen;
+    return 0;
+}
+
 /* A rows reply: [key, row hash] for keys of the job rising strictly inside
  * the span [lo, hi] asked for. 0, or -1 with why saying what is wrong. */
 int co_check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *lo,
@@ -762,14 +776,8 @@ int co_check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound 
             msg_obj_bin(msg_obj_at(f, 0), &key, &klen) || msg_obj_bin(msg_obj_at(f, 1), &h, &hl) ||
             hl != 16)
             return sl_err_set(why, "has row %u that is not [key, hash]", i);
-        if (!co_is_job_key(j, key, klen, why))
-            return sl_err_wrap(why, "row %u", i);
-        if (!mk_bound_contains(lo, hi, key, klen))
-            return sl_err_set(why, "has row %u whose key lies outside the span asked for", i);
-        if (prev && mk_key_cmp(prev, plen, key, klen) >= 0)
-            return sl_err_set(why, "has row %u whose key is not above the one before", i);
-        prev = key;
-        plen = klen;
+        if (co_check_row_key(j, lo, hi, &prev, &plen, key, klen, i, why))
+            return -1;
     }
     return 0;
 }

@@ -288,8 +288,8 @@ struct co_job {
     size_t judged, judged_dense;
     uint64_t st_rows[2], st_pos, st_blocks, st_lastblk, st_ndiff;
     sl_buf st_at;
-    size_t st_ri1;  /* the range streamed directly, + 1 (0: none), until it ends */
-    int st_tries;   /* its streams cut short by a lost worker */
+    size_t st_ri1; /* the range streamed directly, + 1 (0: none), until it ends */
+    int st_tries;  /* its streams cut short by a lost worker */
 };
 
 /* What a drill-down works on: its job, and the range being compared. NULL r
@@ -385,6 +385,10 @@ int co_check_split(const job *j, const msg *m, size_t nranges, uint64_t *rows, s
 
 /* ---- co_compare.c: trees, spans, rows, columns -------------------------- */
 
+/* A reply's row i: key a key of the job's, inside [lo, hi) and above
+ * *prev (then made *prev). 0, or -1 with why saying what is wrong. */
+int co_check_row_key(const job *j, const mk_bound *lo, const mk_bound *hi, const uint8_t **prev,
+                     size_t *plen, const uint8_t *key, size_t klen, uint32_t i, sl_err *why);
 /* Reads and checks a tree or nodes reply's "nodes" into out: 0; 1 with why
  * (the worker is to be rejected); -1 when memory runs out. */
 int co_read_nodes(job *j, const range *r, const msg *m, const mk_node *parent, uint64_t rows,

@@ -59,14 +59,8 @@ int co_check_stream(const job *j, const msg_obj *rows, uint32_t n, const mk_boun
         size_t klen;
         if (co_check_full_row(j, msg_obj_at(rows, i), i, &key, &klen, why))
             return -1;
-        if (!co_is_job_key(j, key, klen, why))
-            return sl_err_wrap(why, "row %u", i);
-        if (!mk_bound_contains(lo, hi, key, klen))
-            return sl_err_set(why, "has row %u whose key lies outside the span asked for", i);
-        if (prev && mk_key_cmp(prev, plen, key, klen) >= 0)
-            return sl_err_set(why, "has row %u whose key is not above the one before", i);
-        prev = key;
-        plen = klen;
+        if (co_check_row_key(j, lo, hi, &prev, &plen, key, klen, i, why))
+            return -1;
     }
     return 0;
 }
