@@ -17,7 +17,8 @@
       "encoding version (absent: 1); a coordinator registers only workers of " \
       "its own version; `trees`: how many trees it holds; `stream`: 1 when it " \
       "serves stream requests (a coordinator streams dense ranges only " \
-      "through such workers; an older one does not say so)", \
+      "through such workers; an older one does not say so); `merge`: 1 when it " \
+      "serves merge requests", \
       "") \
     X(DESCRIBE, 2, "describe", "coordinator → worker", \
       "`db`, `table` → reply `source` (display name), `columns`: [[name, type, " \
@@ -145,7 +146,19 @@
       "when it stopped at `limit` rows or at the size (see Sizes): its last row " \
       "is where, and the coordinator asks again from after it. Dense divergence: " \
       "both sides' rows merged without a drill-down", \
-      "db:s table:s cols:a cls:a nkey:i lo:* hi:*")
+      "db:s table:s cols:a cls:a nkey:i lo:* hi:*") \
+    X(MERGE, 26, "merge", "c → w", \
+      "spec (side A: the source), `db2`, `table2` (side B: the target; another " \
+      "database than `db`), `lo`, `hi`, `limit` (most rows read a side) → reply " \
+      "`a`, `b`: the divergent rows of each side [[key, [column encodings], " \
+      "[display text or nil]]] in key order (a row on both sides: its equal " \
+      "columns nil in both lists; a row on one side only: [key, [], []]), " \
+      "`rows`: [rows of A merged, rows of B merged], `blocks` (32-row blocks " \
+      "of merged rows holding a divergence), `through` (last key merged; absent " \
+      "when none) and `more: 1` when rows may follow it. One worker reads both " \
+      "sides and sends only what differs: dense divergence without shipping " \
+      "equal rows", \
+      "db:s table:s cols:a cls:a nkey:i db2:s table2:s lo:* hi:* limit:i")
 
 /* clang-format on */
 
