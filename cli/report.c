@@ -822,6 +822,8 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
     json_object_set_new(summary, "streamed_rows", json_integer((json_int_t)s->streamed_rows));
     /* ranges streamed whole once most were dense: two tree reads not made a range */
     json_object_set_new(summary, "trees_skipped", json_integer((json_int_t)s->trees_skipped));
+    /* ... of which one worker merged both sides, sending only what differs */
+    json_object_set_new(summary, "merged_ranges", json_integer((json_int_t)s->merged_ranges));
     json_object_set_new(summary, "rows_from_memory", json_integer((json_int_t)s->rows_from_memory));
     put_member("summary", summary, 1);
     printf("}\n");

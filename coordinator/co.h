@@ -195,6 +195,8 @@ typedef struct co_summary {
     /* ... of which streamed whole without trees, once the job found most
      * of its ranges dense (trees_skipped: the range tasks not sent, two a range) */
     uint64_t direct_ranges, trees_skipped;
+    /* ... of which merged by one worker reading both sides (co_merge.c) */
+    uint64_t merged_ranges;
     /* the drill-down's span rows (both sides) answered from the trees'
      * kept rows instead of a database read */
     uint64_t rows_from_memory;

@@ -351,6 +351,15 @@ static int fetched_value(const msg_obj *o, const uint8_t **p, size_t *n, int *wh
     return 0;
 }
 
+int co_check_value(const msg_obj *o)
+{
+    const uint8_t *p;
+    size_t n;
+    int whole;
+    enc_digest d;
+    return fetched_value(o, &p, &n, &whole, &d);
+}
+
 /* One key of a fetch or a stream: [key, [column encodings], [display
  * text]]. A row on one side only is missing or extra. A long value comes as
  * a digest and its display text cut short; two values are compared
@@ -382,6 +391,10 @@ static int compare_row(drill *d, const msg_obj *a, const msg_obj *b, int fetched
         size_t la = 0, lb = 0;
         int wa, wb;
         enc_digest dga, dgb;
+        /* a merge reply's column the worker found equal: nil on both
+         * sides (co_merge.c checked that nil comes only in pairs) */
+        if (msg_obj_is_nil(msg_obj_at(ea, col)) && msg_obj_is_nil(msg_obj_at(eb, col)))
+            continue;
         if (fetched_value(msg_obj_at(ea, col), &pa, &la, &wa, &dga) ||
             fetched_value(msg_obj_at(eb, col), &pb, &lb, &wb, &dgb) ||
             (wa && !wb && enc_digest_encoded(pa, la, flags, &dga)) ||

@@ -31,6 +31,8 @@
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
 #define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
+/* co_dispatch's task number of a merge task (range | CO_MERGE_TASK) */
+#define CO_MERGE_TASK ((size_t)1 << (sizeof(size_t) * 8 - 2))
 #define CO_DENSE (-3) /* a drill-down stops: the rest of the range is streamed */
 
 typedef struct co_job job;
@@ -58,6 +60,8 @@ typedef struct co_worker {
     uint32_t gen;
     int can_stream; /* its hello says it serves stream requests (older ones do not) */
     int can_spans;  /* ... and rows requests listing spans */
+    int can_merge;  /* ... and merge requests (both sides read by one worker) */
+    int busy_merge; /* its range task is a merge (busy_task: range * 2) */
 } co_worker;
 
 /* Sends frame to worker w: 0, or the errno of the failure. co_new sets the
@@ -105,7 +109,8 @@ typedef struct side_desc {
 
 /* RS_STREAMING: both sides streamed by the job's fiber, no tree built
  * (co_stream_pending) */
-enum range_state { RS_PENDING, RS_RUNNING, RS_BUILT, RS_COMPARED, RS_STREAMING };
+/* RS_MERGED: a merge task's reply is in (range.mrep), for the fiber. */
+enum range_state { RS_PENDING, RS_RUNNING, RS_BUILT, RS_COMPARED, RS_STREAMING, RS_MERGED };
 
 typedef struct range {
     sl_buf lo, hi; /* encoded bounds; empty with the flag off when unbounded */
@@ -129,6 +134,14 @@ typedef struct range {
     uint64_t root_rows[2]; /* ... and the rows its finished pieces counted */
     uint64_t est_rows;     /* rows expected in it (source side) */
     int splitting;         /* a split request for it is out: it is not dispatched */
+    /* co_merge.c: a range merged by one worker reading both sides, in
+     * merge tasks. Once begun, only merge tasks go on with it, from after
+     * mat (everything up to that key is compared and reported). */
+    int merging;         /* its merge has begun */
+    sl_buf mat;          /* the last key merged (empty: none yet) */
+    uint64_t mrows[2];   /* rows of each side merged so far */
+    uint64_t mpos, mblocks; /* merged rows and differing 32-row blocks (density) */
+    msg *mrep;           /* RS_MERGED: the reply the fiber takes next */
 } range;
 
 typedef struct recheck {
@@ -285,6 +298,7 @@ struct co_job {
      * (a stream cut by a lost worker resumes after it), and the merged rows
      * and differing 32-row blocks, for judging a directly streamed range */
     int direct;
+    int merge_ok; /* its dense ranges may go to merge tasks (co_merge.c) */
     size_t judged, judged_dense;
     uint64_t st_rows[2], st_pos, st_blocks, st_lastblk, st_ndiff;
     sl_buf st_at;
@@ -440,6 +454,29 @@ int co_finish_range(job *j, size_t ri, sl_err *err);
 /* Compares range ri's two built trees down to rows: 0 (compared, or to be
  * rebuilt after a lost holder), or -1 with err. */
 int co_compare_range(job *j, size_t ri, sl_err *err);
+
+/* ---- co_merge.c: dense ranges merged by one worker ---------------------- */
+
+/* Whether job j may hand ranges to merge tasks at all: two databases, and
+ * nothing a merge task does not do (--keys-only, a rate, a share). */
+int co_merge_allowed(const job *j);
+/* Whether o is a fetched column: an encoding (bin) or a digest [head,
+ * length, hash]; 0 when it is, -1 when not (co_compare.c). */
+int co_check_value(const msg_obj *o);
+/* The range worker w should merge next for job j (a begun one first, else
+ * a pending one once the job streams directly), or SIZE_MAX. */
+size_t co_next_merge(job *j, const co_worker *w);
+/* Whether some live worker could take job j's merge tasks now. */
+int co_merge_possible(const job *j);
+/* Sends worker wi the merge task of range ri (from after its last key
+ * merged): 0, -1 with err, or CO_LOST. */
+int co_send_merge(job *j, size_t ri, int wi, sl_err *err);
+/* A merge task's reply (owned), in the loop: kept on the range for the
+ * fiber, or the worker rejected (an error reply fails the job). */
+void co_merge_reply(co *c, int wi, msg *m);
+/* On the fiber: reports the divergences of range ri's merge reply, and
+ * either finishes the range or leaves it pending for its next task. */
+int co_merge_take(job *j, size_t ri, sl_err *err);
 
 /* ---- co_stream.c: dense divergence ------------------------------------- */
 

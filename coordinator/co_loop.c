@@ -154,6 +154,7 @@ static int job_run(job *j, sl_err *err)
     j->phase = JOB_PLAN;
     if (co_reconcile(j, &j->sd[0], &j->sd[1], err) || (!j->o->changes && co_plan(j, err)))
         return -1;
+    j->merge_ok = co_merge_allowed(j);
     sum->ranges = sum->planned_ranges = j->nr;
     sum->sampled_ranges = j->sampled;
     sum->workers = co_alive_workers(c);
@@ -216,6 +217,8 @@ static int job_run(job *j, sl_err *err)
             if (j->ready_head == j->nready)
                 j->ready_head = j->nready = 0;
             range *rg = &j->r[ri];
+            if (rg->state[0] == RS_MERGED && co_merge_take(j, ri, err))
+                return -1;
             /* queued twice when rebuilt after a loss: compared once */
             if (rg->state[0] == RS_BUILT && rg->state[1] == RS_BUILT &&
                 co_compare_range(j, ri, err))
@@ -247,13 +250,16 @@ static void job_cleanup(job *j)
             co_worker_idle(&c->w[wi]);
     for (size_t i = 0; i < j->nr; i++) {
         for (int s = 0; s < 2; s++)
-            if (j->r[i].state[s] == RS_RUNNING || j->r[i].state[s] == RS_BUILT)
+            if ((j->r[i].state[s] == RS_RUNNING || j->r[i].state[s] == RS_BUILT) &&
+                !j->r[i].merging)
                 co_release_side(j, i, s); /* a worker still building it stops */
         sl_buf_free(&j->r[i].lo);
         sl_buf_free(&j->r[i].hi);
         mk_nodelist_free(&j->r[i].root[0]);
         mk_nodelist_free(&j->r[i].root[1]);
         sl_buf_free(&j->r[i].emitted);
+        sl_buf_free(&j->r[i].mat);
+        msg_free(j->r[i].mrep);
     }
     free(j->r);
     j->r = NULL;
@@ -375,7 +381,7 @@ void co_route_reply(co *c, int wi, msg *m)
     co_worker *w = &c->w[wi];
     uint64_t id = msg_id(m);
     if (w->busy_req && id == w->busy_req)
-        return co_tree_reply(c, wi, m);
+        return w->busy_merge ? co_merge_reply(c, wi, m) : co_tree_reply(c, wi, m);
     for (job *j = c->jobs; j; j = j->link)
         for (size_t k = 0; k < j->wait.n; k++)
             if (j->wait.ids[k] == id && j->wait.from[k] == wi && j->wait.gen[k] == w->gen &&
@@ -410,6 +416,7 @@ size_t co_next_task(job *j, const co_worker *w)
     for (size_t t = j->next; t < 2 * j->nr; t++) {
         size_t k = task_at(j, t);
         if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2] && !j->r[k / 2].splitting &&
+            !j->r[k / 2].merging && /* begun: merge tasks only (co_next_merge) */
             /* direct: ranges not started are streamed by the fiber; one
              * whose other side has its tree gets this one too */
             (!j->direct || j->r[k / 2].state[1 - k % 2] != RS_PENDING))
@@ -459,7 +466,8 @@ void co_dispatch(co *c)
                 continue;
             if (j->lag_paused || co_share_paused(j, sl_now()))
                 continue;
-            size_t t = co_next_task(j, w);
+            size_t t = co_next_merge(j, w);
+            t = t == SIZE_MAX ? co_next_task(j, w) : t | CO_MERGE_TASK;
             if (t == SIZE_MAX)
                 continue;
             best = j;
@@ -468,7 +476,9 @@ void co_dispatch(co *c)
         if (!best)
             continue;
         sl_err e = {0};
-        int r = send_tree(best, best_t / 2, (int)(best_t % 2), (int)wi, &e);
+        int r = best_t & CO_MERGE_TASK
+                    ? co_send_merge(best, best_t & ~CO_MERGE_TASK, (int)wi, &e)
+                    : send_tree(best, best_t / 2, (int)(best_t % 2), (int)wi, &e);
         if (r && r != CO_LOST) { /* a lost worker's task stays pending */
             best->err = e;
             best->fatal = 1;

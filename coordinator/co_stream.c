@@ -282,8 +282,8 @@ int co_direct_ready(job *j)
 {
     if (j->st_ri1) /* one cut short: finished first */
         return 1;
-    if (!j->direct || j->lag_paused)
-        return 0;
+    if (!j->direct || j->lag_paused || co_merge_possible(j))
+        return 0; /* merge tasks take the pending ranges (co_merge.c) */
     for (const job *o = j->c->jobs; o; o = o->link)
         if (o != j && o->phase == JOB_RANGES && !o->cancel && !o->fatal && o->prio > j->prio)
             return 0; /* a job of higher priority reads first, as with range tasks */
@@ -325,7 +325,7 @@ int co_stream_pending(job *j, sl_err *err)
     } else {
         for (ri = 0; ri < j->nr; ri++)
             if (j->r[ri].state[0] == RS_PENDING && j->r[ri].state[1] == RS_PENDING &&
-                !j->r[ri].splitting)
+                !j->r[ri].splitting && !j->r[ri].merging)
                 break;
         if (ri == j->nr)
             return 0;

@@ -74,6 +74,7 @@ void co_worker_idle(co_worker *w)
     }
     w->busy_req = 0;
     w->busy_job = NULL;
+    w->busy_merge = 0;
 }
 
 /* Resumes every job at the next turn of the loop. */
@@ -330,6 +331,8 @@ int co_read_worker(co *c, int *wi, msg **out, sl_err *err)
                 msg_get(m, "stream") && msg_get_int(m, "stream", &stream, NULL) == 0 && stream == 1;
             c->w[w].can_spans =
                 msg_get(m, "spans") && msg_get_int(m, "spans", &stream, NULL) == 0 && stream == 1;
+            c->w[w].can_merge =
+                msg_get(m, "merge") && msg_get_int(m, "merge", &stream, NULL) == 0 && stream == 1;
         }
     }
     if (w < 0 || !c->w[w].alive || (t != MSG_REPLY && t != MSG_ERROR)) {

@@ -134,7 +134,7 @@ double co_row_seconds(const job *j)
 static int splittable(const range *r)
 {
     return r->state[0] == RS_PENDING && r->state[1] == RS_PENDING && !r->splitting &&
-           !r->attempts && !r->emitted.len && r->est_rows >= 4;
+           !r->merging && !r->attempts && !r->emitted.len && r->est_rows >= 4;
 }
 
 /* Splits range ri at n keys (strictly inside it, rising; checked): ri keeps

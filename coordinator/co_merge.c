@@ -1,0 +1,317 @@
+/* co_merge: dense ranges merged by one worker. A stream (co_stream.c)
+ * ships every row of both sides, all columns and their display text, to
+ * the coordinator, which merges them on its one thread: at 10M rows that
+ * shipping is most of the time. A merge task gives one worker that reaches
+ * both databases a span of a range: it reads both sides, merges them by key
+ * and sends back only the rows that differ (a changed row's equal columns
+ * as nil). The coordinator checks what it gets, compares it again column by
+ * column exactly as a fetched row (tolerances included) and reports it.
+ * Merge tasks are range tasks: each idle worker takes one, so ranges are
+ * merged in parallel, and a task's reply is kept on its range until the
+ * job's fiber takes it. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "co_impl.h"
+
+/* Rows a merge task reads a side at most: a reply holds only what
+ * differs, so it can cover many rows; a task is one query a side, and
+ * what a lost worker had merged is read again. */
+#define CO_MERGE_ROWS 65536
+
+int co_merge_allowed(const job *j)
+{
+    return strcmp(j->db[0], j->db[1]) != 0 && !j->o->keys_only && j->o->max_rows_per_second <= 0 &&
+           j->o->share <= 0 && !j->o->changes;
+}
+
+int co_merge_possible(const job *j)
+{
+    if (!j->merge_ok)
+        return 0;
+    for (size_t i = 0; i < j->c->nw; i++) {
+        const co_worker *w = &j->c->w[i];
+        if (w->alive && w->can_merge && sl_now() >= w->shunned_until &&
+            co_worker_has_db(w, j->db[0]) && co_worker_has_db(w, j->db[1]))
+            return 1;
+    }
+    return 0;
+}
+
+size_t co_next_merge(job *j, const co_worker *w)
+{
+    if (!j->merge_ok || !w->can_merge || !co_worker_has_db(w, j->db[0]) ||
+        !co_worker_has_db(w, j->db[1]))
+        return SIZE_MAX;
+    size_t fresh = SIZE_MAX;
+    for (size_t i = 0; i < j->nr; i++) {
+        const range *r = &j->r[i];
+        if (r->state[0] != RS_PENDING || r->state[1] != RS_PENDING || r->splitting)
+            continue;
+        if (r->merging)
+            return i; /* a begun one first: its rows are reported in order */
+        if (fresh == SIZE_MAX && j->direct)
+            fresh = i;
+    }
+    return fresh;
+}
+
+static mk_bound merge_from(const range *r)
+{
+    return r->mat.len ? (mk_bound){MK_EXCL, r->mat.p, r->mat.len} : range_lo(r);
+}
+
+int co_send_merge(job *j, size_t ri, int wi, sl_err *err)
+{
+    range *r = &j->r[ri];
+    uint64_t id;
+    msg_writer *mw = co_request(j->c, MSG_MERGE, &id);
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    co_pack_spec(j, mw, 0);
+    msg_put_cstr(mw, "db2", j->db[1]);
+    msg_put_cstr(mw, "table2", j->table[1]);
+    msg_put_int(mw, "sizes", 1);
+    msg_put_uint(mw, "limit", CO_MERGE_ROWS);
+    mk_bound lo = merge_from(r), hi = range_hi(r);
+    co_pack_bound(mw, "lo", lo.kind, lo.key, lo.len);
+    co_pack_bound(mw, "hi", hi.kind, hi.key, hi.len);
+    int rc = co_call(j->c, wi, mw, err);
+    if (rc)
+        return rc;
+    co_worker *w = &j->c->w[wi];
+    w->busy_req = id;
+    w->busy_task = (long)(ri * 2);
+    w->busy_job = j;
+    w->busy_merge = 1;
+    w->busy_since = sl_now();
+    w->busy_deadline = w->busy_since + j->c->req_timeout_ms / 1000.0;
+    if (!j->first_sent)
+        j->first_sent = w->busy_since;
+    j->tasks++;
+    if (!r->merging) {
+        r->merging = 1;
+        r->read_at_ms = sl_wall_ms();
+        r->mrows[0] = r->mrows[1] = r->mpos = r->mblocks = 0;
+    }
+    for (int s = 0; s < 2; s++) {
+        r->state[s] = RS_RUNNING;
+        r->worker[s] = wi;
+        r->gen[s] = w->gen;
+        r->tree[s] = 0; /* no tree: nothing to release */
+    }
+    return 0;
+}
+
+void co_merge_reply(co *c, int wi, msg *m)
+{
+    co_worker *w = &c->w[wi];
+    job *j = w->busy_job;
+    size_t ri = (size_t)w->busy_task / 2;
+    double took = sl_now() - w->busy_since;
+    co_worker_idle(w);
+    j->wake = 1;
+    if (msg_type(m) == MSG_ERROR) {
+        sl_err why = {0};
+        msg_error_read(m, &why);
+        sl_err_setc(&j->err, why.code, "%s", why.msg);
+        j->fatal = 1;
+        msg_free(m);
+        return;
+    }
+    range *r = &j->r[ri];
+    if (took > j->sum->longest_read_s)
+        j->sum->longest_read_s = took;
+    r->state[0] = r->state[1] = RS_MERGED;
+    r->mrep = m;
+    if (j->nready == j->capready) {
+        size_t cap = j->capready ? 2 * j->capready : 16;
+        size_t *p = realloc(j->ready, cap * sizeof *p);
+        if (!p) {
+            sl_err_set(&j->err, "out of memory");
+            j->fatal = 1;
+            return;
+        }
+        j->ready = p;
+        j->capready = cap;
+    }
+    j->ready[j->nready++] = ri;
+}
+
+/* A merge reply's row list: [key, [], []] (a row on this side only) or
+ * [key, [encodings], [texts]] of the job's width, where a column the
+ * worker found equal is nil in both; keys of the job rising strictly
+ * inside [from, through]. */
+static int check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *from,
+                      const mk_bound *through, sl_err *why)
+{
+    const uint8_t *prev = NULL;
+    size_t plen = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msg_obj *f, *enc, *txt;
+        uint32_t nf, ne, nt;
+        const uint8_t *key;
+        size_t klen;
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf != 3 ||
+            msg_obj_bin(msg_obj_at(f, 0), &key, &klen) ||
+            msg_obj_array(msg_obj_at(f, 1), &enc, &ne) ||
+            msg_obj_array(msg_obj_at(f, 2), &txt, &nt) || ne != nt || (ne != 0 && ne != j->ncols))
+            return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
+        for (uint32_t c = 0; c < ne; c++) {
+            const msg_obj *e = msg_obj_at(enc, c), *t = msg_obj_at(txt, c);
+            const char *sp;
+            size_t sl;
+            if (msg_obj_is_nil(e)
+                    ? !msg_obj_is_nil(t)
+                    : co_check_value(e) || (!msg_obj_is_nil(t) && msg_obj_str(t, &sp, &sl)))
+                return sl_err_set(why, "has row %u whose column %u is malformed", i, c);
+        }
+        if (co_check_row_key(j, from, through, &prev, &plen, key, klen, i, why))
+            return -1;
+    }
+    return 0;
+}
+
+/* Both sides' lists merged by key: a key in both is a changed row (both
+ * of the job's width), in one only a missing or extra row. With d NULL it
+ * only checks that (before anything is reported: a reply is used whole or
+ * not at all): 0, or -1 with why; with d, reports each: 0, or -1 with err. */
+static int take_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb, uint32_t nb,
+                     sl_err *why, sl_err *err)
+{
+    uint32_t i = 0, k = 0;
+    while (i < na || k < nb) {
+        const msg_obj *fa = NULL, *fb = NULL;
+        uint32_t wa = 0, wb = 0;
+        const uint8_t *ka = NULL, *kb = NULL;
+        size_t kla = 0, klb = 0;
+        if (i < na) {
+            msg_obj_array(msg_obj_at(ra, i), &fa, &wa); /* checked */
+            msg_obj_bin(msg_obj_at(fa, 0), &ka, &kla);
+        }
+        if (k < nb) {
+            msg_obj_array(msg_obj_at(rb, k), &fb, &wb);
+            msg_obj_bin(msg_obj_at(fb, 0), &kb, &klb);
+        }
+        int c = !fa ? 1 : !fb ? -1 : mk_key_cmp(ka, kla, kb, klb);
+        const msg_obj *a = c <= 0 ? fa : NULL, *b = c >= 0 ? fb : NULL;
+        uint32_t na_cols = 0, nb_cols = 0;
+        const msg_obj *x;
+        if (a)
+            msg_obj_array(msg_obj_at(a, 1), &x, &na_cols);
+        if (b)
+            msg_obj_array(msg_obj_at(b, 1), &x, &nb_cols);
+        /* on both sides with its columns, or on one side without */
+        if (!d && (a && b ? !na_cols || !nb_cols : na_cols || nb_cols))
+            return sl_err_set(why, "has row %u/%u whose columns do not match its sides", i, k);
+        if (d && co_streamed_row(d, a, b, err))
+            return -1;
+        i += c <= 0;
+        k += c >= 0;
+    }
+    return 0;
+}
+
+/* The reply's counts: rows [na, nb], blocks, through, more. */
+static int read_counts(const job *j, const msg *m, const mk_bound *from, const mk_bound *hi,
+                       uint64_t rows[2], uint64_t *blocks, mk_bound *through, int *more,
+                       sl_err *why)
+{
+    const msg_obj *o, *v;
+    uint32_t n;
+    int64_t x;
+    if (msg_get_array(m, "rows", &o, &n, why) || n != 2)
+        return sl_err_set(why, "has no rows [source, target]");
+    for (uint32_t s = 0; s < 2; s++) {
+        if (msg_obj_int(msg_obj_at(o, s), &x) || x < 0)
+            return sl_err_set(why, "has a malformed row count");
+        rows[s] = (uint64_t)x;
+    }
+    if (msg_get_int(m, "blocks", &x, why) || x < 0)
+        return sl_err_set(why, "has a malformed blocks count");
+    *blocks = (uint64_t)x;
+    *more = 0;
+    if ((v = msg_get(m, "more")) && (msg_obj_int(v, &x) || x != 1))
+        return sl_err_set(why, "has a malformed \"more\"");
+    *more = v != NULL;
+    *through = (mk_bound){MK_UNBOUNDED, NULL, 0};
+    if ((v = msg_get(m, "through"))) {
+        if (msg_obj_bin(v, &through->key, &through->len) ||
+            enc_key_check(through->key, through->len, j->cls, j->nkey, why) ||
+            !mk_bound_contains(from, hi, through->key, through->len))
+            return sl_err_set(why, "has a \"through\" that is no key of the span");
+        through->kind = MK_INCL;
+    } else if (*more || rows[0] || rows[1]) {
+        return sl_err_set(why, "has rows or more, but no \"through\"");
+    }
+    return 0;
+}
+
+int co_merge_take(job *j, size_t ri, sl_err *err)
+{
+    range *r = &j->r[ri];
+    msg *m = r->mrep;
+    int wi = r->worker[0];
+    r->mrep = NULL;
+    mk_bound from = merge_from(r), hi = range_hi(r), through;
+    uint64_t rows[2] = {0, 0}, blocks = 0;
+    const msg_obj *ra, *rb;
+    uint32_t na, nb;
+    int more = 0;
+    sl_err why = {0};
+    int bad = read_counts(j, m, &from, &hi, rows, &blocks, &through, &more, &why) ||
+              msg_get_array(m, "a", &ra, &na, &why) || msg_get_array(m, "b", &rb, &nb, &why) ||
+              na > rows[0] || nb > rows[1];
+    if (!bad && through.kind == MK_UNBOUNDED && (na || nb))
+        bad = sl_err_set(&why, "has rows but no \"through\"");
+    bad = bad || check_rows(j, ra, na, &from, &through, &why) ||
+          check_rows(j, rb, nb, &from, &through, &why) ||
+          take_rows(NULL, ra, na, rb, nb, &why, err);
+    if (bad) { /* nothing of it counts: the span goes to another worker */
+        msg_free(m);
+        r->state[0] = r->state[1] = RS_PENDING;
+        r->worker[0] = r->worker[1] = -1;
+        if (co_worker_is(j->c, wi, r->gen[0]))
+            co_reject_worker(j->c, wi, NULL, "its merge reply for range %zu %s", ri, why.msg);
+        return 0;
+    }
+    drill d = {.j = j, .r = r};
+    if (take_rows(&d, ra, na, rb, nb, &why, err)) {
+        msg_free(m);
+        return -1;
+    }
+    r->mrows[0] += rows[0];
+    r->mrows[1] += rows[1];
+    r->mpos += rows[0] > rows[1] ? rows[0] : rows[1];
+    r->mblocks += blocks;
+    j->sum->streamed_rows += rows[0] + rows[1];
+    j->task_rows += rows[0];
+    if (through.kind != MK_UNBOUNDED) {
+        sl_buf_reset(&r->mat);
+        if (sl_buf_append(&r->mat, through.key, through.len)) {
+            msg_free(m);
+            return sl_err_set(err, "out of memory");
+        }
+    }
+    msg_free(m);
+    r->worker[0] = r->worker[1] = -1;
+    if (more) { /* its next task goes on after through */
+        r->state[0] = r->state[1] = RS_PENDING;
+        return 0;
+    }
+    r->rows[0] = r->mrows[0];
+    r->rows[1] = r->mrows[1];
+    r->state[0] = r->state[1] = RS_COMPARED;
+    r->compared = 1;
+    j->sum->streamed_ranges++;
+    j->sum->direct_ranges++;
+    j->sum->merged_ranges++;
+    j->sum->trees_skipped += 2;
+    uint64_t nblk = (r->mpos + 31) / 32;
+    if (r->mrows[0] + r->mrows[1] >= 4096)
+        co_judge_range(j, r->mblocks * 100 >= nblk * 10);
+    if (!r->pending && co_finish_range(j, ri, err))
+        return -1;
+    return 0;
+}
