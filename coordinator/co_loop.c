@@ -413,8 +413,20 @@ size_t co_next_task(job *j, const co_worker *w)
     int has[2] = {co_worker_has_db(w, j->db[0]), co_worker_has_db(w, j->db[1])};
     if (!has[0] && !has[1])
         return SIZE_MAX;
+    /* Trees are built at most a few ranges ahead of the compares: a
+     * worker keeps a tree's rows for the drill-down within a budget
+     * (worker/wk.c), and trees piling up while a slow drill runs would
+     * leave the later ones without, their spans read from the database
+     * again. A range whose other side is under way is always taken. */
+    size_t open = 0, most = co_alive_workers(j->c) + 1;
+    for (size_t i = 0; i < j->nr; i++)
+        open +=
+            !j->r[i].merging && (j->r[i].state[0] == RS_RUNNING || j->r[i].state[0] == RS_BUILT ||
+                                 j->r[i].state[1] == RS_RUNNING || j->r[i].state[1] == RS_BUILT);
     for (size_t t = j->next; t < 2 * j->nr; t++) {
         size_t k = task_at(j, t);
+        if (open >= most && j->r[k / 2].state[1 - k % 2] == RS_PENDING)
+            continue;
         if (j->r[k / 2].state[k % 2] == RS_PENDING && has[k % 2] && !j->r[k / 2].splitting &&
             !j->r[k / 2].merging && /* begun: merge tasks only (co_next_merge) */
             /* direct: ranges not started are streamed by the fiber; one
