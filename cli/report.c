@@ -258,6 +258,150 @@ static int blob_cmp(const void *a, size_t na, const void *b, size_t nb)
     return c ? c : na < nb ? -1 : na > nb;
 }
 
+/* ---- ordered runs ------------------------------------------------------ *
+ * Divergences of one job come from several ranges at once, interleaved:
+ * each range's in key order (co_event.run), the ranges disjoint. Noting
+ * each run's first and last key and the stretches of the spill it wrote
+ * (chunks: a new one at each switch between runs) lets rows_each read the
+ * runs back one after the other, in the order of their first keys, with no
+ * sort. Memory: a slot per run (ranges: thousands at most) and a chunk per
+ * switch, bounded by RUNS_MAX_CHUNKS; past that, or at a row with no run,
+ * the runs are dropped and the SQLite sort does it. */
+
+#define RUNS_MAX_ID 1000000L
+#define RUNS_MAX_CHUNKS 1000000
+
+typedef struct report_run {
+    sl_buf first, last;
+    int seen, unordered; /* unordered: a key came below the one before */
+} report_run;
+
+typedef struct report_chunk {
+    long run;
+    uint64_t off, len; /* where in the spill, bytes */
+} report_chunk;
+
+static void runs_drop(report *r)
+{
+    for (size_t i = 0; i < r->nruns; i++) {
+        sl_buf_free(&r->runs[i].first);
+        sl_buf_free(&r->runs[i].last);
+    }
+    free(r->runs);
+    free(r->chunks);
+    r->runs = NULL;
+    r->chunks = NULL;
+    r->nruns = r->nchunks = r->capchunks = 0;
+    r->no_runs = 1;
+}
+
+/* Notes a record of len bytes about to be spilled at r->spilled for ev. */
+static void runs_note(report *r, const co_event *ev, uint64_t len)
+{
+    if (r->no_runs)
+        return;
+    if (ev->run < 0 || ev->run >= RUNS_MAX_ID || ev->status == CO_TRANSIENT) {
+        runs_drop(r);
+        return;
+    }
+    size_t id = (size_t)ev->run;
+    if (id >= r->nruns) {
+        size_t n = id + 1 > 2 * r->nruns ? id + 1 : 2 * r->nruns;
+        report_run *v = realloc(r->runs, n * sizeof *v);
+        if (!v) {
+            runs_drop(r);
+            return;
+        }
+        memset(v + r->nruns, 0, (n - r->nruns) * sizeof *v);
+        r->runs = v;
+        r->nruns = n;
+    }
+    report_run *u = &r->runs[id];
+    if (!u->seen) {
+        u->seen = 1;
+        if (sl_buf_append(&u->first, ev->key, ev->klen)) {
+            runs_drop(r);
+            return;
+        }
+    } else if (blob_cmp(u->last.p, u->last.len, ev->key, ev->klen) > 0)
+        u->unordered = 1;
+    sl_buf_reset(&u->last);
+    if (sl_buf_append(&u->last, ev->key, ev->klen)) {
+        runs_drop(r);
+        return;
+    }
+    if (r->nchunks && r->chunks[r->nchunks - 1].run == ev->run) {
+        r->chunks[r->nchunks - 1].len += len;
+        return;
+    }
+    if (r->nchunks == r->capchunks) {
+        size_t cap = r->capchunks ? 2 * r->capchunks : 64;
+        report_chunk *c =
+            r->nchunks >= RUNS_MAX_CHUNKS ? NULL : realloc(r->chunks, cap * sizeof *c);
+        if (!c) {
+            runs_drop(r);
+            return;
+        }
+        r->chunks = c;
+        r->capchunks = cap;
+    }
+    r->chunks[r->nchunks++] = (report_chunk){ev->run, r->spilled, len};
+}
+
+static int run_first_cmp(const void *a, const void *b)
+{
+    const report_run *x = *(report_run *const *)a, *y = *(report_run *const *)b;
+    return blob_cmp(x->first.p, x->first.len, y->first.p, y->first.len);
+}
+
+/* The chunks in report order into *order (malloc'd, nchunks indices) when
+ * the runs allow it: each in key order, and disjoint once sorted by first
+ * key (the last key of one below the first of the next, so no key is in
+ * two runs and equal keys keep their arrival order). 1 then, else 0. */
+static int runs_order(const report *r, size_t **order)
+{
+    *order = NULL;
+    if (r->no_runs || r->ntransient || !r->nchunks)
+        return 0;
+    size_t n = 0, *rank = NULL, *at = NULL;
+    report_run **by = malloc(r->nruns * sizeof *by);
+    int ok = 0;
+    if (!by)
+        return 0;
+    for (size_t i = 0; i < r->nruns; i++)
+        if (r->runs[i].seen)
+            by[n++] = &r->runs[i];
+    qsort(by, n, sizeof *by, run_first_cmp);
+    for (size_t i = 0; i < n; i++)
+        if (by[i]->unordered ||
+            (i + 1 < n && blob_cmp(by[i]->last.p, by[i]->last.len, by[i + 1]->first.p,
+                                   by[i + 1]->first.len) >= 0))
+            goto done;
+    /* a counting sort of the chunks by their run's rank: stable, so each
+     * run's chunks stay in file order */
+    if (!(rank = calloc(r->nruns, sizeof *rank)) || !(at = calloc(n + 1, sizeof *at)) ||
+        !(*order = malloc(r->nchunks * sizeof **order)))
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        rank[by[i] - r->runs] = i;
+    for (size_t c = 0; c < r->nchunks; c++)
+        at[rank[r->chunks[c].run] + 1]++;
+    for (size_t i = 0; i < n; i++)
+        at[i + 1] += at[i];
+    for (size_t c = 0; c < r->nchunks; c++)
+        (*order)[at[rank[r->chunks[c].run]]++] = c;
+    ok = 1;
+done:
+    if (!ok) {
+        free(*order);
+        *order = NULL;
+    }
+    free(by);
+    free(rank);
+    free(at);
+    return ok;
+}
+
 /* The spill into a SQLite table, sorted there: *st steps through it in
  * report order (transient ones last, else by key, equal keys in arrival
  * order). */
@@ -303,10 +447,34 @@ done:
     return rc;
 }
 
+/* Decodes the spill's records from where it stands, up to len bytes
+ * (UINT64_MAX: to its end), and calls fn with each: 0, or -1 on a bad or
+ * short record. */
+static int rows_read(const report *r, uint64_t len, rrow *w, sl_buf *rec,
+                     void (*fn)(const report *r, const rrow *w, void *ctx), void *ctx)
+{
+    int n = 0;
+    while (len && (n = spill_next(r->spill, rec)) == 1) {
+        uint32_t klen;
+        memcpy(&klen, rec->p + 3, 4);
+        if (klen > rec->len - 7 || (len != UINT64_MAX && len < 4 + (uint64_t)rec->len))
+            return -1;
+        if (len != UINT64_MAX)
+            len -= 4 + (uint64_t)rec->len;
+        w->kind = rec->p[1];
+        w->status = rec->p[2];
+        if (body_decode(w, rec->p + 7 + klen, rec->len - 7 - klen))
+            return -1;
+        fn(r, w, ctx);
+    }
+    return len == 0 || (len == UINT64_MAX && n == 0) ? 0 : -1;
+}
+
 /* Calls fn with each row divergence: transient ones last, else in key order
  * (equal keys in arrival order). Divergences mostly arrive in key order (a
  * range's in order, ranges mostly in order): when every one did and none is
- * transient, the spill is read back as it is, with no sort.
+ * transient, the spill is read back as it is, with no sort; when they came
+ * in disjoint ordered runs, run after run (runs_order); else through SQLite.
  * -1 with err set when the spill cannot be read back. */
 static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w, void *ctx),
                      void *ctx, sl_err *err)
@@ -317,22 +485,22 @@ static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w,
     sl_buf rec = {0};
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
+    size_t *order = NULL;
     int rc = -1, n;
     if (fflush(r->spill) || fseek(r->spill, 0, SEEK_SET))
         goto done;
     if (!r->unsorted && !r->ntransient) {
-        while ((n = spill_next(r->spill, &rec)) == 1) {
-            uint32_t klen;
-            memcpy(&klen, rec.p + 3, 4);
-            if (klen > rec.len - 7)
-                break;
-            w.kind = rec.p[1];
-            w.status = rec.p[2];
-            if (body_decode(&w, rec.p + 7 + klen, rec.len - 7 - klen))
-                break;
-            fn(r, &w, ctx);
+        rc = rows_read(r, UINT64_MAX, &w, &rec, fn, ctx);
+        goto done;
+    }
+    if (runs_order(r, &order)) {
+        rc = 0;
+        for (size_t i = 0; i < r->nchunks && rc == 0; i++) {
+            const report_chunk *c = &r->chunks[order[i]];
+            rc = fseeko(r->spill, (off_t)c->off, SEEK_SET)
+                     ? -1
+                     : rows_read(r, c->len, &w, &rec, fn, ctx);
         }
-        rc = n == 0 ? 0 : -1;
         goto done;
     }
     if (rows_sorted(r, &db, &st))
@@ -346,6 +514,7 @@ static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w,
     }
     rc = n == SQLITE_DONE ? 0 : -1;
 done:
+    free(order);
     sqlite3_finalize(st);
     sqlite3_close(db);
     sl_buf_free(&rec);
@@ -405,8 +574,11 @@ int report_add(void *ctx, const co_event *ev)
             return r->oom = 1;
     }
     r->ntransient += transient;
+    uint64_t len = 4 + 7 + (uint64_t)ev->klen + r->body.len;
+    runs_note(r, ev, len);
     if (spill_put(r, ev, transient))
         return r->oom = 1;
+    r->spilled += len;
     r->nrows++;
     r->ndiffer += ev->status != CO_TRANSIENT;
     return 0;
@@ -447,6 +619,7 @@ void report_free(report *r)
     free(r->key_cols);
     sl_buf_free(&r->body);
     sl_buf_free(&r->last);
+    runs_drop(r);
     if (r->spill)
         fclose(r->spill);
 }
