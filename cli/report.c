@@ -624,46 +624,95 @@ void report_free(report *r)
         fclose(r->spill);
 }
 
-/* 'text' with '' doubled, the closing quote after end. */
-static void print_quoted(FILE *f, const char *v, size_t n, const char *end)
+/* ---- the rows' output ---------------------------------------------------- *
+ * A million divergences are tens of millions of pieces a few bytes long:
+ * gathered here and handed to stdio 64 KiB at a time, not a stdio call each. */
+typedef struct out {
+    FILE *f;
+    size_t n;    /* bytes in buf */
+    size_t rows; /* rows written (JSON: a comma before all but the first) */
+    char buf[1 << 16];
+} out;
+
+static void out_flush(out *o)
 {
-    fputc_unlocked('\'', f);
+    if (o->n)
+        fwrite_unlocked(o->buf, 1, o->n, o->f);
+    o->n = 0;
+}
+
+static inline void out_put(out *o, const void *p, size_t n)
+{
+    if (n > sizeof o->buf - o->n) {
+        out_flush(o);
+        if (n > sizeof o->buf) {
+            fwrite_unlocked(p, 1, n, o->f);
+            return;
+        }
+    }
+    memcpy(o->buf + o->n, p, n);
+    o->n += n;
+}
+
+static inline void out_c(out *o, char c)
+{
+    if (o->n == sizeof o->buf)
+        out_flush(o);
+    o->buf[o->n++] = c;
+}
+
+static void out_str(out *o, const char *s)
+{
+    out_put(o, s, strlen(s));
+}
+
+/* a string literal, its length known at compile time */
+#define OUT_LIT(o, lit) out_put((o), "" lit, sizeof(lit) - 1)
+
+/* 'text' with '' doubled, the closing quote after end. */
+static void print_quoted(out *o, const char *v, size_t n, const char *end)
+{
+    out_c(o, '\'');
     for (const char *p = v, *e = v + n; p < e;) {
         const char *q = memchr(p, '\'', (size_t)(e - p));
         size_t k = q ? (size_t)(q - p) + 1 : (size_t)(e - p);
-        fwrite_unlocked(p, 1, k, f);
+        out_put(o, p, k);
         if (q)
-            fputc_unlocked('\'', f);
+            out_c(o, '\'');
         p += k;
     }
-    fputs_unlocked(end, f);
-    fputc_unlocked('\'', f);
+    out_str(o, end);
+    out_c(o, '\'');
 }
 
 /* SQL-literal style: 'text' with '' doubled, NULL bare. */
-static void print_value(FILE *f, const rstr *v)
+static void print_value(out *o, const rstr *v)
 {
     if (!v->null)
-        print_quoted(f, v->p, v->len, "");
+        print_quoted(o, v->p, v->len, "");
     else
-        fputs_unlocked("NULL", f);
+        OUT_LIT(o, "NULL");
 }
 
 /* A value as print_value shows it; one cut short (side s of c) ends in an
  * ellipsis and gives its full length and hash. */
-static void print_cut_value(FILE *f, const rcol *c, int s)
+static void print_cut_value(out *o, const rcol *c, int s)
 {
     const rstr *v = &c->val[s];
     if (v->null || !c->cut[s]) {
-        print_value(f, v);
+        print_value(o, v);
         return;
     }
-    print_quoted(f, v->p, v->len, "\u2026");
-    fprintf(f, " (%lld bytes, xxh3 %.*s)", (long long)c->clen[s], (int)c->hash[s].len,
-            c->hash[s].p ? c->hash[s].p : "");
+    print_quoted(o, v->p, v->len, "\u2026");
+    char t[64];
+    int n = snprintf(t, sizeof t, " (%lld bytes, xxh3 ", (long long)c->clen[s]);
+    out_put(o, t, (size_t)n);
+    if (c->hash[s].p)
+        out_put(o, c->hash[s].p, c->hash[s].len);
+    out_c(o, ')');
 }
 
-static void print_key(FILE *f, const report *r, const rrow *w)
+static void print_key(out *o, const report *r, const rrow *w)
 {
     for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
         const rstr *v = &w->kv[k];
@@ -672,13 +721,13 @@ static void print_key(FILE *f, const report *r, const rrow *w)
             if (!((v->p[i] >= '0' && v->p[i] <= '9') || (i == 0 && v->p[i] == '-')))
                 numeric = 0;
         if (k)
-            fputc_unlocked(' ', f);
-        fputs_unlocked(r->key_cols[k], f);
-        fputc_unlocked('=', f);
+            out_c(o, ' ');
+        out_str(o, r->key_cols[k]);
+        out_c(o, '=');
         if (numeric)
-            fwrite_unlocked(v->p, 1, v->len, f);
+            out_put(o, v->p, v->len);
         else
-            print_value(f, v);
+            print_value(o, v);
     }
 }
 
@@ -690,24 +739,29 @@ static int report_differs(const report *r)
 
 static void print_row_text(const report *r, const rrow *w, void *ctx)
 {
-    (void)ctx;
+    static const char pad[] = "                   ";
+    out *o = ctx;
     if (w->status == CO_TRANSIENT)
-        fputs_unlocked("transient ", stdout);
+        OUT_LIT(o, "transient ");
     const char *kind = co_kind_name(w->kind);
-    fputs_unlocked(kind, stdout);
-    for (size_t k = strlen(kind); k < 19; k++) /* "%-18s " */
-        fputc_unlocked(' ', stdout);
-    print_key(stdout, r, w);
+    size_t kl = strlen(kind);
+    out_put(o, kind, kl);
+    if (kl < 19) /* "%-18s " */
+        out_put(o, pad, 19 - kl);
+    print_key(o, r, w);
     for (size_t k = 0; k < w->nc; k++) {
         const rcol *c = &w->c[k];
-        fputs_unlocked(k ? "; " : "  ", stdout);
-        fwrite_unlocked(c->col.p, 1, c->col.len, stdout);
-        fputs_unlocked(": ", stdout);
-        print_cut_value(stdout, c, 0);
-        fputs_unlocked(" -> ", stdout);
-        print_cut_value(stdout, c, 1);
+        if (k)
+            OUT_LIT(o, "; ");
+        else
+            OUT_LIT(o, "  ");
+        out_put(o, c->col.p, c->col.len);
+        OUT_LIT(o, ": ");
+        print_cut_value(o, c, 0);
+        OUT_LIT(o, " -> ");
+        print_cut_value(o, c, 1);
     }
-    fputc_unlocked('\n', stdout);
+    out_c(o, '\n');
 }
 
 /* A sample's figures: the ranges compared, the rows and divergences in
@@ -745,7 +799,15 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
             printf(" (%s)", d->stype ? d->stype : d->ttype);
         printf("\n");
     }
-    if (rows_each(r, print_row_text, NULL, err))
+    out *o = malloc(sizeof *o);
+    if (!o)
+        return sl_err_set(err, "out of memory");
+    o->f = stdout;
+    o->n = o->rows = 0;
+    int rc = rows_each(r, print_row_text, o, err);
+    out_flush(o);
+    free(o);
+    if (rc)
         return -1;
     if ((r->n || r->nrows) && !r->summary_only)
         printf("--\n");
@@ -819,59 +881,70 @@ static void put_member(const char *name, json_t *v, int last)
     json_decref(v);
 }
 
+/* The bytes put_jstr must escape: controls, '"' and '\\'. */
+// clang-format off
+static const uint8_t json_esc[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1};
+// clang-format on
+
 /* A JSON string as jansson writes it (json_dumps without JSON_ENSURE_ASCII
  * or JSON_ESCAPE_SLASH): the report's bytes stay those it always printed. */
-static void put_jstr(FILE *f, const char *p, size_t n)
+static void put_jstr(out *o, const char *p, size_t n)
 {
-    fputc_unlocked('"', f);
-    const char *run = p, *e = p + n;
-    for (; p < e; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        fwrite_unlocked(run, 1, (size_t)(p - run), f);
-        run = p + 1;
-        switch (c) {
+    out_c(o, '"');
+    const unsigned char *u = (const unsigned char *)p, *e = u + n;
+    while (u < e) {
+        const unsigned char *run = u;
+        while (u < e && !json_esc[*u])
+            u++;
+        out_put(o, run, (size_t)(u - run));
+        if (u == e)
+            break;
+        char t[8];
+        switch (*u) {
         case '"':
-            fputs_unlocked("\\\"", f);
+            OUT_LIT(o, "\\\"");
             break;
         case '\\':
-            fputs_unlocked("\\\\", f);
+            OUT_LIT(o, "\\\\");
             break;
         case '\b':
-            fputs_unlocked("\\b", f);
+            OUT_LIT(o, "\\b");
             break;
         case '\f':
-            fputs_unlocked("\\f", f);
+            OUT_LIT(o, "\\f");
             break;
         case '\n':
-            fputs_unlocked("\\n", f);
+            OUT_LIT(o, "\\n");
             break;
         case '\r':
-            fputs_unlocked("\\r", f);
+            OUT_LIT(o, "\\r");
             break;
         case '\t':
-            fputs_unlocked("\\t", f);
+            OUT_LIT(o, "\\t");
             break;
         default:
-            fprintf(f, "\\u%04X", c);
+            snprintf(t, sizeof t, "\\u%04X", *u);
+            out_put(o, t, 6);
         }
+        u++;
     }
-    fwrite_unlocked(run, 1, (size_t)(p - run), f);
-    fputc_unlocked('"', f);
+    out_c(o, '"');
 }
 
-static void put_jcstr(FILE *f, const char *s)
+static void put_jcstr(out *o, const char *s)
 {
-    put_jstr(f, s, strlen(s));
+    put_jstr(o, s, strlen(s));
 }
 
-static void put_jval(FILE *f, const rstr *v)
+static void put_jval(out *o, const rstr *v)
 {
     if (v->null)
-        fputs_unlocked("null", f);
+        OUT_LIT(o, "null");
     else
-        put_jstr(f, v->p, v->len);
+        put_jstr(o, v->p, v->len);
 }
 
 /* One divergence, laid out as json_dumps(JSON_INDENT(2)) lays it out,
@@ -881,47 +954,62 @@ static void print_row_json(const report *r, const rrow *w, void *ctx)
 {
     static const char *const side[2][2] = {{"source_length", "source_hash"},
                                            {"target_length", "target_hash"}};
-    size_t *n = ctx;
-    FILE *f = stdout;
-    fputs_unlocked((*n)++ ? ",\n    {\n      \"kind\": " : "\n    {\n      \"kind\": ", f);
-    put_jcstr(f, co_kind_name(w->kind));
-    fputs_unlocked(",\n      \"key\": {", f);
+    out *o = ctx;
+    if (o->rows++)
+        OUT_LIT(o, ",\n    {\n      \"kind\": ");
+    else
+        OUT_LIT(o, "\n    {\n      \"kind\": ");
+    put_jcstr(o, co_kind_name(w->kind));
+    OUT_LIT(o, ",\n      \"key\": {");
     for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
-        fputs_unlocked(k ? ",\n        " : "\n        ", f);
-        put_jcstr(f, r->key_cols[k]);
-        fputs_unlocked(": ", f);
-        put_jval(f, &w->kv[k]);
+        if (k)
+            OUT_LIT(o, ",\n        ");
+        else
+            OUT_LIT(o, "\n        ");
+        put_jcstr(o, r->key_cols[k]);
+        OUT_LIT(o, ": ");
+        put_jval(o, &w->kv[k]);
     }
-    fputs_unlocked(r->nkey && w->nkv ? "\n      }" : "}", f);
+    if (r->nkey && w->nkv)
+        OUT_LIT(o, "\n      }");
+    else
+        out_c(o, '}');
     if (w->status) {
-        fputs_unlocked(",\n      \"status\": ", f);
-        put_jcstr(f, w->status == CO_TRANSIENT ? "transient" : "confirmed");
+        OUT_LIT(o, ",\n      \"status\": ");
+        put_jcstr(o, w->status == CO_TRANSIENT ? "transient" : "confirmed");
     }
     if (w->kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
-        fputs_unlocked(",\n      \"columns\": [", f);
+        OUT_LIT(o, ",\n      \"columns\": [");
         for (size_t k = 0; k < w->nc; k++) {
             const rcol *c = &w->c[k];
-            fputs_unlocked(k ? ",\n        {\n          \"column\": "
-                             : "\n        {\n          \"column\": ",
-                           f);
-            put_jval(f, &c->col);
-            fputs_unlocked(",\n          \"source\": ", f);
-            put_jval(f, &c->val[0]);
-            fputs_unlocked(",\n          \"target\": ", f);
-            put_jval(f, &c->val[1]);
+            if (k)
+                OUT_LIT(o, ",\n        {\n          \"column\": ");
+            else
+                OUT_LIT(o, "\n        {\n          \"column\": ");
+            put_jval(o, &c->col);
+            OUT_LIT(o, ",\n          \"source\": ");
+            put_jval(o, &c->val[0]);
+            OUT_LIT(o, ",\n          \"target\": ");
+            put_jval(o, &c->val[1]);
             /* a value cut short: its length and hash beside the first bytes */
             for (int s = 0; s < 2; s++) {
                 if (!c->cut[s])
                     continue;
-                fprintf(f, ",\n          \"%s\": %lld,\n          \"%s\": ", side[s][0],
-                        (long long)c->clen[s], side[s][1]);
-                put_jval(f, &c->hash[s]);
+                char t[96];
+                int n = snprintf(t, sizeof t,
+                                 ",\n          \"%s\": %lld,\n          \"%s\": ", side[s][0],
+                                 (long long)c->clen[s], side[s][1]);
+                out_put(o, t, (size_t)n);
+                put_jval(o, &c->hash[s]);
             }
-            fputs_unlocked("\n        }", f);
+            OUT_LIT(o, "\n        }");
         }
-        fputs_unlocked(w->nc ? "\n      ]" : "]", f);
+        if (w->nc)
+            OUT_LIT(o, "\n      ]");
+        else
+            out_c(o, ']');
     }
-    fputs_unlocked("\n    }", f);
+    OUT_LIT(o, "\n    }");
 }
 
 static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
@@ -964,8 +1052,16 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                    0);
     if (!r->summary_only) { /* --summary-only: no "divergences" member at all */
         printf("  \"divergences\": [");
-        size_t n = 0;
-        if (rows_each(r, print_row_json, &n, err))
+        out *o = malloc(sizeof *o);
+        if (!o)
+            return sl_err_set(err, "out of memory");
+        o->f = stdout;
+        o->n = o->rows = 0;
+        int rc = rows_each(r, print_row_json, o, err);
+        out_flush(o);
+        size_t n = o->rows;
+        free(o);
+        if (rc)
             return -1;
         printf("%s],\n", n ? "\n  " : "");
     }
