@@ -43,6 +43,9 @@ build/asan/sluice: $(call SAN_OBJ,$(LIB_SRC) $(CLI_SRC) $(SAN_SRC))
 
 .SECONDARY: $(call SAN_OBJ,$(wildcard tests/test_*.c))
 
+# cli/ is not in the library: the report test links cli/report.c itself
+build/asan/test_report_runs: $(call SAN_OBJ,cli/report.c)
+
 build/asan/test_%: $(call SAN_OBJ,tests/test_%.c $(LIB_SRC) $(SAN_SRC)) tests/tap.h
 	@mkdir -p build/asan
 	$(CC) $(SAN_FLAGS) -o $@ $(filter %.o,$^) $(LIBS)

@@ -258,6 +258,150 @@ static int blob_cmp(const void *a, size_t na, const void *b, size_t nb)
     return c ? c : na < nb ? -1 : na > nb;
 }
 
+/* ---- ordered runs ------------------------------------------------------ *
+ * Divergences of one job come from several ranges at once, interleaved:
+ * each range's in key order (co_event.run), the ranges disjoint. Noting
+ * each run's first and last key and the stretches of the spill it wrote
+ * (chunks: a new one at each switch between runs) lets rows_each read the
+ * runs back one after the other, in the order of their first keys, with no
+ * sort. Memory: a slot per run (ranges: thousands at most) and a chunk per
+ * switch, bounded by RUNS_MAX_CHUNKS; past that, or at a row with no run,
+ * the runs are dropped and the SQLite sort does it. */
+
+#define RUNS_MAX_ID 1000000L
+#define RUNS_MAX_CHUNKS 1000000
+
+typedef struct report_run {
+    sl_buf first, last;
+    int seen, unordered; /* unordered: a key came below the one before */
+} report_run;
+
+typedef struct report_chunk {
+    long run;
+    uint64_t off, len; /* where in the spill, bytes */
+} report_chunk;
+
+static void runs_drop(report *r)
+{
+    for (size_t i = 0; i < r->nruns; i++) {
+        sl_buf_free(&r->runs[i].first);
+        sl_buf_free(&r->runs[i].last);
+    }
+    free(r->runs);
+    free(r->chunks);
+    r->runs = NULL;
+    r->chunks = NULL;
+    r->nruns = r->nchunks = r->capchunks = 0;
+    r->no_runs = 1;
+}
+
+/* Notes a record of len bytes about to be spilled at r->spilled for ev. */
+static void runs_note(report *r, const co_event *ev, uint64_t len)
+{
+    if (r->no_runs)
+        return;
+    if (ev->run < 0 || ev->run >= RUNS_MAX_ID || ev->status == CO_TRANSIENT) {
+        runs_drop(r);
+        return;
+    }
+    size_t id = (size_t)ev->run;
+    if (id >= r->nruns) {
+        size_t n = id + 1 > 2 * r->nruns ? id + 1 : 2 * r->nruns;
+        report_run *v = realloc(r->runs, n * sizeof *v);
+        if (!v) {
+            runs_drop(r);
+            return;
+        }
+        memset(v + r->nruns, 0, (n - r->nruns) * sizeof *v);
+        r->runs = v;
+        r->nruns = n;
+    }
+    report_run *u = &r->runs[id];
+    if (!u->seen) {
+        u->seen = 1;
+        if (sl_buf_append(&u->first, ev->key, ev->klen)) {
+            runs_drop(r);
+            return;
+        }
+    } else if (blob_cmp(u->last.p, u->last.len, ev->key, ev->klen) > 0)
+        u->unordered = 1;
+    sl_buf_reset(&u->last);
+    if (sl_buf_append(&u->last, ev->key, ev->klen)) {
+        runs_drop(r);
+        return;
+    }
+    if (r->nchunks && r->chunks[r->nchunks - 1].run == ev->run) {
+        r->chunks[r->nchunks - 1].len += len;
+        return;
+    }
+    if (r->nchunks == r->capchunks) {
+        size_t cap = r->capchunks ? 2 * r->capchunks : 64;
+        report_chunk *c =
+            r->nchunks >= RUNS_MAX_CHUNKS ? NULL : realloc(r->chunks, cap * sizeof *c);
+        if (!c) {
+            runs_drop(r);
+            return;
+        }
+        r->chunks = c;
+        r->capchunks = cap;
+    }
+    r->chunks[r->nchunks++] = (report_chunk){ev->run, r->spilled, len};
+}
+
+static int run_first_cmp(const void *a, const void *b)
+{
+    const report_run *x = *(report_run *const *)a, *y = *(report_run *const *)b;
+    return blob_cmp(x->first.p, x->first.len, y->first.p, y->first.len);
+}
+
+/* The chunks in report order into *order (malloc'd, nchunks indices) when
+ * the runs allow it: each in key order, and disjoint once sorted by first
+ * key (the last key of one below the first of the next, so no key is in
+ * two runs and equal keys keep their arrival order). 1 then, else 0. */
+static int runs_order(const report *r, size_t **order)
+{
+    *order = NULL;
+    if (r->no_runs || r->ntransient || !r->nchunks)
+        return 0;
+    size_t n = 0, *rank = NULL, *at = NULL;
+    report_run **by = malloc(r->nruns * sizeof *by);
+    int ok = 0;
+    if (!by)
+        return 0;
+    for (size_t i = 0; i < r->nruns; i++)
+        if (r->runs[i].seen)
+            by[n++] = &r->runs[i];
+    qsort(by, n, sizeof *by, run_first_cmp);
+    for (size_t i = 0; i < n; i++)
+        if (by[i]->unordered ||
+            (i + 1 < n && blob_cmp(by[i]->last.p, by[i]->last.len, by[i + 1]->first.p,
+                                   by[i + 1]->first.len) >= 0))
+            goto done;
+    /* a counting sort of the chunks by their run's rank: stable, so each
+     * run's chunks stay in file order */
+    if (!(rank = calloc(r->nruns, sizeof *rank)) || !(at = calloc(n + 1, sizeof *at)) ||
+        !(*order = malloc(r->nchunks * sizeof **order)))
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        rank[by[i] - r->runs] = i;
+    for (size_t c = 0; c < r->nchunks; c++)
+        at[rank[r->chunks[c].run] + 1]++;
+    for (size_t i = 0; i < n; i++)
+        at[i + 1] += at[i];
+    for (size_t c = 0; c < r->nchunks; c++)
+        (*order)[at[rank[r->chunks[c].run]]++] = c;
+    ok = 1;
+done:
+    if (!ok) {
+        free(*order);
+        *order = NULL;
+    }
+    free(by);
+    free(rank);
+    free(at);
+    return ok;
+}
+
 /* The spill into a SQLite table, sorted there: *st steps through it in
  * report order (transient ones last, else by key, equal keys in arrival
  * order). */
@@ -303,10 +447,34 @@ done:
     return rc;
 }
 
+/* Decodes the spill's records from where it stands, up to len bytes
+ * (UINT64_MAX: to its end), and calls fn with each: 0, or -1 on a bad or
+ * short record. */
+static int rows_read(const report *r, uint64_t len, rrow *w, sl_buf *rec,
+                     void (*fn)(const report *r, const rrow *w, void *ctx), void *ctx)
+{
+    int n = 0;
+    while (len && (n = spill_next(r->spill, rec)) == 1) {
+        uint32_t klen;
+        memcpy(&klen, rec->p + 3, 4);
+        if (klen > rec->len - 7 || (len != UINT64_MAX && len < 4 + (uint64_t)rec->len))
+            return -1;
+        if (len != UINT64_MAX)
+            len -= 4 + (uint64_t)rec->len;
+        w->kind = rec->p[1];
+        w->status = rec->p[2];
+        if (body_decode(w, rec->p + 7 + klen, rec->len - 7 - klen))
+            return -1;
+        fn(r, w, ctx);
+    }
+    return len == 0 || (len == UINT64_MAX && n == 0) ? 0 : -1;
+}
+
 /* Calls fn with each row divergence: transient ones last, else in key order
  * (equal keys in arrival order). Divergences mostly arrive in key order (a
  * range's in order, ranges mostly in order): when every one did and none is
- * transient, the spill is read back as it is, with no sort.
+ * transient, the spill is read back as it is, with no sort; when they came
+ * in disjoint ordered runs, run after run (runs_order); else through SQLite.
  * -1 with err set when the spill cannot be read back. */
 static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w, void *ctx),
                      void *ctx, sl_err *err)
@@ -317,22 +485,22 @@ static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w,
     sl_buf rec = {0};
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
+    size_t *order = NULL;
     int rc = -1, n;
     if (fflush(r->spill) || fseek(r->spill, 0, SEEK_SET))
         goto done;
     if (!r->unsorted && !r->ntransient) {
-        while ((n = spill_next(r->spill, &rec)) == 1) {
-            uint32_t klen;
-            memcpy(&klen, rec.p + 3, 4);
-            if (klen > rec.len - 7)
-                break;
-            w.kind = rec.p[1];
-            w.status = rec.p[2];
-            if (body_decode(&w, rec.p + 7 + klen, rec.len - 7 - klen))
-                break;
-            fn(r, &w, ctx);
+        rc = rows_read(r, UINT64_MAX, &w, &rec, fn, ctx);
+        goto done;
+    }
+    if (runs_order(r, &order)) {
+        rc = 0;
+        for (size_t i = 0; i < r->nchunks && rc == 0; i++) {
+            const report_chunk *c = &r->chunks[order[i]];
+            rc = fseeko(r->spill, (off_t)c->off, SEEK_SET)
+                     ? -1
+                     : rows_read(r, c->len, &w, &rec, fn, ctx);
         }
-        rc = n == 0 ? 0 : -1;
         goto done;
     }
     if (rows_sorted(r, &db, &st))
@@ -346,6 +514,7 @@ static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w,
     }
     rc = n == SQLITE_DONE ? 0 : -1;
 done:
+    free(order);
     sqlite3_finalize(st);
     sqlite3_close(db);
     sl_buf_free(&rec);
@@ -405,8 +574,11 @@ int report_add(void *ctx, const co_event *ev)
             return r->oom = 1;
     }
     r->ntransient += transient;
+    uint64_t len = 4 + 7 + (uint64_t)ev->klen + r->body.len;
+    runs_note(r, ev, len);
     if (spill_put(r, ev, transient))
         return r->oom = 1;
+    r->spilled += len;
     r->nrows++;
     r->ndiffer += ev->status != CO_TRANSIENT;
     return 0;
@@ -447,50 +619,100 @@ void report_free(report *r)
     free(r->key_cols);
     sl_buf_free(&r->body);
     sl_buf_free(&r->last);
+    runs_drop(r);
     if (r->spill)
         fclose(r->spill);
 }
 
-/* 'text' with '' doubled, the closing quote after end. */
-static void print_quoted(FILE *f, const char *v, size_t n, const char *end)
+/* ---- the rows' output ---------------------------------------------------- *
+ * A million divergences are tens of millions of pieces a few bytes long:
+ * gathered here and handed to stdio 64 KiB at a time, not a stdio call each. */
+typedef struct out {
+    FILE *f;
+    size_t n;    /* bytes in buf */
+    size_t rows; /* rows written (JSON: a comma before all but the first) */
+    char buf[1 << 16];
+} out;
+
+static void out_flush(out *o)
 {
-    fputc_unlocked('\'', f);
+    if (o->n)
+        fwrite_unlocked(o->buf, 1, o->n, o->f);
+    o->n = 0;
+}
+
+static inline void out_put(out *o, const void *p, size_t n)
+{
+    if (n > sizeof o->buf - o->n) {
+        out_flush(o);
+        if (n > sizeof o->buf) {
+            fwrite_unlocked(p, 1, n, o->f);
+            return;
+        }
+    }
+    memcpy(o->buf + o->n, p, n);
+    o->n += n;
+}
+
+static inline void out_c(out *o, char c)
+{
+    if (o->n == sizeof o->buf)
+        out_flush(o);
+    o->buf[o->n++] = c;
+}
+
+static void out_str(out *o, const char *s)
+{
+    out_put(o, s, strlen(s));
+}
+
+/* a string literal, its length known at compile time */
+#define OUT_LIT(o, lit) out_put((o), "" lit, sizeof(lit) - 1)
+
+/* 'text' with '' doubled, the closing quote after end. */
+static void print_quoted(out *o, const char *v, size_t n, const char *end)
+{
+    out_c(o, '\'');
     for (const char *p = v, *e = v + n; p < e;) {
         const char *q = memchr(p, '\'', (size_t)(e - p));
         size_t k = q ? (size_t)(q - p) + 1 : (size_t)(e - p);
-        fwrite_unlocked(p, 1, k, f);
+        out_put(o, p, k);
         if (q)
-            fputc_unlocked('\'', f);
+            out_c(o, '\'');
         p += k;
     }
-    fputs_unlocked(end, f);
-    fputc_unlocked('\'', f);
+    out_str(o, end);
+    out_c(o, '\'');
 }
 
 /* SQL-literal style: 'text' with '' doubled, NULL bare. */
-static void print_value(FILE *f, const rstr *v)
+static void print_value(out *o, const rstr *v)
 {
     if (!v->null)
-        print_quoted(f, v->p, v->len, "");
+        print_quoted(o, v->p, v->len, "");
     else
-        fputs_unlocked("NULL", f);
+        OUT_LIT(o, "NULL");
 }
 
 /* A value as print_value shows it; one cut short (side s of c) ends in an
  * ellipsis and gives its full length and hash. */
-static void print_cut_value(FILE *f, const rcol *c, int s)
+static void print_cut_value(out *o, const rcol *c, int s)
 {
     const rstr *v = &c->val[s];
     if (v->null || !c->cut[s]) {
-        print_value(f, v);
+        print_value(o, v);
         return;
     }
-    print_quoted(f, v->p, v->len, "\u2026");
-    fprintf(f, " (%lld bytes, xxh3 %.*s)", (long long)c->clen[s], (int)c->hash[s].len,
-            c->hash[s].p ? c->hash[s].p : "");
+    print_quoted(o, v->p, v->len, "\u2026");
+    char t[64];
+    int n = snprintf(t, sizeof t, " (%lld bytes, xxh3 ", (long long)c->clen[s]);
+    out_put(o, t, (size_t)n);
+    if (c->hash[s].p)
+        out_put(o, c->hash[s].p, c->hash[s].len);
+    out_c(o, ')');
 }
 
-static void print_key(FILE *f, const report *r, const rrow *w)
+static void print_key(out *o, const report *r, const rrow *w)
 {
     for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
         const rstr *v = &w->kv[k];
@@ -499,13 +721,13 @@ static void print_key(FILE *f, const report *r, const rrow *w)
             if (!((v->p[i] >= '0' && v->p[i] <= '9') || (i == 0 && v->p[i] == '-')))
                 numeric = 0;
         if (k)
-            fputc_unlocked(' ', f);
-        fputs_unlocked(r->key_cols[k], f);
-        fputc_unlocked('=', f);
+            out_c(o, ' ');
+        out_str(o, r->key_cols[k]);
+        out_c(o, '=');
         if (numeric)
-            fwrite_unlocked(v->p, 1, v->len, f);
+            out_put(o, v->p, v->len);
         else
-            print_value(f, v);
+            print_value(o, v);
     }
 }
 
@@ -517,24 +739,29 @@ static int report_differs(const report *r)
 
 static void print_row_text(const report *r, const rrow *w, void *ctx)
 {
-    (void)ctx;
+    static const char pad[] = "                   ";
+    out *o = ctx;
     if (w->status == CO_TRANSIENT)
-        fputs_unlocked("transient ", stdout);
+        OUT_LIT(o, "transient ");
     const char *kind = co_kind_name(w->kind);
-    fputs_unlocked(kind, stdout);
-    for (size_t k = strlen(kind); k < 19; k++) /* "%-18s " */
-        fputc_unlocked(' ', stdout);
-    print_key(stdout, r, w);
+    size_t kl = strlen(kind);
+    out_put(o, kind, kl);
+    if (kl < 19) /* "%-18s " */
+        out_put(o, pad, 19 - kl);
+    print_key(o, r, w);
     for (size_t k = 0; k < w->nc; k++) {
         const rcol *c = &w->c[k];
-        fputs_unlocked(k ? "; " : "  ", stdout);
-        fwrite_unlocked(c->col.p, 1, c->col.len, stdout);
-        fputs_unlocked(": ", stdout);
-        print_cut_value(stdout, c, 0);
-        fputs_unlocked(" -> ", stdout);
-        print_cut_value(stdout, c, 1);
+        if (k)
+            OUT_LIT(o, "; ");
+        else
+            OUT_LIT(o, "  ");
+        out_put(o, c->col.p, c->col.len);
+        OUT_LIT(o, ": ");
+        print_cut_value(o, c, 0);
+        OUT_LIT(o, " -> ");
+        print_cut_value(o, c, 1);
     }
-    fputc_unlocked('\n', stdout);
+    out_c(o, '\n');
 }
 
 /* A sample's figures: the ranges compared, the rows and divergences in
@@ -572,7 +799,15 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
             printf(" (%s)", d->stype ? d->stype : d->ttype);
         printf("\n");
     }
-    if (rows_each(r, print_row_text, NULL, err))
+    out *o = malloc(sizeof *o);
+    if (!o)
+        return sl_err_set(err, "out of memory");
+    o->f = stdout;
+    o->n = o->rows = 0;
+    int rc = rows_each(r, print_row_text, o, err);
+    out_flush(o);
+    free(o);
+    if (rc)
         return -1;
     if ((r->n || r->nrows) && !r->summary_only)
         printf("--\n");
@@ -646,59 +881,70 @@ static void put_member(const char *name, json_t *v, int last)
     json_decref(v);
 }
 
+/* The bytes put_jstr must escape: controls, '"' and '\\'. */
+// clang-format off
+static const uint8_t json_esc[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1};
+// clang-format on
+
 /* A JSON string as jansson writes it (json_dumps without JSON_ENSURE_ASCII
  * or JSON_ESCAPE_SLASH): the report's bytes stay those it always printed. */
-static void put_jstr(FILE *f, const char *p, size_t n)
+static void put_jstr(out *o, const char *p, size_t n)
 {
-    fputc_unlocked('"', f);
-    const char *run = p, *e = p + n;
-    for (; p < e; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        fwrite_unlocked(run, 1, (size_t)(p - run), f);
-        run = p + 1;
-        switch (c) {
+    out_c(o, '"');
+    const unsigned char *u = (const unsigned char *)p, *e = u + n;
+    while (u < e) {
+        const unsigned char *run = u;
+        while (u < e && !json_esc[*u])
+            u++;
+        out_put(o, run, (size_t)(u - run));
+        if (u == e)
+            break;
+        char t[8];
+        switch (*u) {
         case '"':
-            fputs_unlocked("\\\"", f);
+            OUT_LIT(o, "\\\"");
             break;
         case '\\':
-            fputs_unlocked("\\\\", f);
+            OUT_LIT(o, "\\\\");
             break;
         case '\b':
-            fputs_unlocked("\\b", f);
+            OUT_LIT(o, "\\b");
             break;
         case '\f':
-            fputs_unlocked("\\f", f);
+            OUT_LIT(o, "\\f");
             break;
         case '\n':
-            fputs_unlocked("\\n", f);
+            OUT_LIT(o, "\\n");
             break;
         case '\r':
-            fputs_unlocked("\\r", f);
+            OUT_LIT(o, "\\r");
             break;
         case '\t':
-            fputs_unlocked("\\t", f);
+            OUT_LIT(o, "\\t");
             break;
         default:
-            fprintf(f, "\\u%04X", c);
+            snprintf(t, sizeof t, "\\u%04X", *u);
+            out_put(o, t, 6);
         }
+        u++;
     }
-    fwrite_unlocked(run, 1, (size_t)(p - run), f);
-    fputc_unlocked('"', f);
+    out_c(o, '"');
 }
 
-static void put_jcstr(FILE *f, const char *s)
+static void put_jcstr(out *o, const char *s)
 {
-    put_jstr(f, s, strlen(s));
+    put_jstr(o, s, strlen(s));
 }
 
-static void put_jval(FILE *f, const rstr *v)
+static void put_jval(out *o, const rstr *v)
 {
     if (v->null)
-        fputs_unlocked("null", f);
+        OUT_LIT(o, "null");
     else
-        put_jstr(f, v->p, v->len);
+        put_jstr(o, v->p, v->len);
 }
 
 /* One divergence, laid out as json_dumps(JSON_INDENT(2)) lays it out,
@@ -708,47 +954,62 @@ static void print_row_json(const report *r, const rrow *w, void *ctx)
 {
     static const char *const side[2][2] = {{"source_length", "source_hash"},
                                            {"target_length", "target_hash"}};
-    size_t *n = ctx;
-    FILE *f = stdout;
-    fputs_unlocked((*n)++ ? ",\n    {\n      \"kind\": " : "\n    {\n      \"kind\": ", f);
-    put_jcstr(f, co_kind_name(w->kind));
-    fputs_unlocked(",\n      \"key\": {", f);
+    out *o = ctx;
+    if (o->rows++)
+        OUT_LIT(o, ",\n    {\n      \"kind\": ");
+    else
+        OUT_LIT(o, "\n    {\n      \"kind\": ");
+    put_jcstr(o, co_kind_name(w->kind));
+    OUT_LIT(o, ",\n      \"key\": {");
     for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
-        fputs_unlocked(k ? ",\n        " : "\n        ", f);
-        put_jcstr(f, r->key_cols[k]);
-        fputs_unlocked(": ", f);
-        put_jval(f, &w->kv[k]);
+        if (k)
+            OUT_LIT(o, ",\n        ");
+        else
+            OUT_LIT(o, "\n        ");
+        put_jcstr(o, r->key_cols[k]);
+        OUT_LIT(o, ": ");
+        put_jval(o, &w->kv[k]);
     }
-    fputs_unlocked(r->nkey && w->nkv ? "\n      }" : "}", f);
+    if (r->nkey && w->nkv)
+        OUT_LIT(o, "\n      }");
+    else
+        out_c(o, '}');
     if (w->status) {
-        fputs_unlocked(",\n      \"status\": ", f);
-        put_jcstr(f, w->status == CO_TRANSIENT ? "transient" : "confirmed");
+        OUT_LIT(o, ",\n      \"status\": ");
+        put_jcstr(o, w->status == CO_TRANSIENT ? "transient" : "confirmed");
     }
     if (w->kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
-        fputs_unlocked(",\n      \"columns\": [", f);
+        OUT_LIT(o, ",\n      \"columns\": [");
         for (size_t k = 0; k < w->nc; k++) {
             const rcol *c = &w->c[k];
-            fputs_unlocked(k ? ",\n        {\n          \"column\": "
-                             : "\n        {\n          \"column\": ",
-                           f);
-            put_jval(f, &c->col);
-            fputs_unlocked(",\n          \"source\": ", f);
-            put_jval(f, &c->val[0]);
-            fputs_unlocked(",\n          \"target\": ", f);
-            put_jval(f, &c->val[1]);
+            if (k)
+                OUT_LIT(o, ",\n        {\n          \"column\": ");
+            else
+                OUT_LIT(o, "\n        {\n          \"column\": ");
+            put_jval(o, &c->col);
+            OUT_LIT(o, ",\n          \"source\": ");
+            put_jval(o, &c->val[0]);
+            OUT_LIT(o, ",\n          \"target\": ");
+            put_jval(o, &c->val[1]);
             /* a value cut short: its length and hash beside the first bytes */
             for (int s = 0; s < 2; s++) {
                 if (!c->cut[s])
                     continue;
-                fprintf(f, ",\n          \"%s\": %lld,\n          \"%s\": ", side[s][0],
-                        (long long)c->clen[s], side[s][1]);
-                put_jval(f, &c->hash[s]);
+                char t[96];
+                int n = snprintf(t, sizeof t,
+                                 ",\n          \"%s\": %lld,\n          \"%s\": ", side[s][0],
+                                 (long long)c->clen[s], side[s][1]);
+                out_put(o, t, (size_t)n);
+                put_jval(o, &c->hash[s]);
             }
-            fputs_unlocked("\n        }", f);
+            OUT_LIT(o, "\n        }");
         }
-        fputs_unlocked(w->nc ? "\n      ]" : "]", f);
+        if (w->nc)
+            OUT_LIT(o, "\n      ]");
+        else
+            out_c(o, ']');
     }
-    fputs_unlocked("\n    }", f);
+    OUT_LIT(o, "\n    }");
 }
 
 static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
@@ -791,8 +1052,16 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                    0);
     if (!r->summary_only) { /* --summary-only: no "divergences" member at all */
         printf("  \"divergences\": [");
-        size_t n = 0;
-        if (rows_each(r, print_row_json, &n, err))
+        out *o = malloc(sizeof *o);
+        if (!o)
+            return sl_err_set(err, "out of memory");
+        o->f = stdout;
+        o->n = o->rows = 0;
+        int rc = rows_each(r, print_row_json, o, err);
+        out_flush(o);
+        size_t n = o->rows;
+        free(o);
+        if (rc)
             return -1;
         printf("%s],\n", n ? "\n  " : "");
     }

@@ -19,7 +19,8 @@ typedef struct div_rec {
 
 /* Schema divergences stay in memory (a few per table); row divergences go to
  * a private temporary file (in TMPDIR) and come back sorted by key (as they
- * came when they came in key order, else through a temporary SQLite
+ * came when they came in key order, run after run when they came in
+ * disjoint ordered runs (co_event.run), else through a temporary SQLite
  * database), so a table that differs everywhere costs disk, not memory. Zero-initialise, then
  * report_free. */
 typedef struct report {
@@ -39,6 +40,16 @@ typedef struct report {
      * last told (a line on stderr when it starts and ends) */
     int summary_only, keys_only;
     char paused[320];
+    /* Ordered runs (co_event.run): each run's first and last key and the
+     * stretches of the spill it wrote, so rows_each can read disjoint runs
+     * back one after the other instead of sorting. Slots indexed by run id;
+     * no_runs once a row had no run or the bookkeeping grew too large. */
+    struct report_run *runs;
+    size_t nruns;
+    struct report_chunk *chunks;
+    size_t nchunks, capchunks;
+    uint64_t spilled; /* bytes written to the spill */
+    int no_runs;
 } report;
 
 /* A co_callbacks.event: copies ev into the report (ctx is the report). */

@@ -11,7 +11,7 @@
 /* Adds a stored divergence to the report, as co_diff would have. */
 static int event_into_report(report *r, const sl_event *e)
 {
-    co_event ev = {0};
+    co_event ev = {.run = -1}; /* stored divergences come back in no known order */
     int rc = -1;
     const char **names = calloc(e->nkey + 1, sizeof *names);
     const char **vals = calloc(e->nkey + 1, sizeof *vals);

@@ -52,6 +52,11 @@ typedef struct co_event {
     const char *column, *detail, *source_type, *target_type;
     int64_t read_at_ms; /* wall clock when the range's rows had been read */
     int status;         /* with re-checks: CO_CONFIRMED or CO_TRANSIENT; else 0 */
+    /* a row divergence's ordered run: events of one run >= 0 come in key
+     * order (the index of the range that found them); -1 when they may come
+     * in any order (re-check confirmations). Runs are disjoint key
+     * intervals but arrive interleaved. Ignored for CO_SCHEMA. */
+    long run;
     /* the callback may set *repeat when it holds this divergence already (a
      * resumed job redoing a range): --max-divergences does not count it twice */
     int *repeat;

@@ -242,7 +242,8 @@ int co_emit_row(job *j, range *r, int kind, int status, const uint8_t *key, size
                        .cols = cols,
                        .ncols = ncols,
                        .read_at_ms = r->read_at_ms,
-                       .status = status};
+                       .status = status,
+                       .run = status == 0 ? (long)(r - j->r) : -1};
         if (status == CO_TRANSIENT)
             j->sum->transient++;
         else if (kind == CO_MISSING)
