@@ -785,38 +785,73 @@ typedef struct rows_ctx {
     uint8_t cut[CONN_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
 
-/* One column of a fetched row: its encoding whole when short enough (and
- * the row has not shipped MSG_ROW_WHOLE_MAX already), else its digest
- * [head, length, hash], computed without copying a big text or bytea
- * value. The coordinator compares the two forms with each other, so the
- * choice never changes an answer. */
-static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_bytes, sl_err *err)
+/* One column as a reply ships it (proto/README.md, "Sizes"): its encoding
+ * whole in col (*cut 0) when short enough and the row has not shipped
+ * MSG_ROW_WHOLE_MAX (row_bytes so far) already, else its digest in *d
+ * (*cut 1), computed without copying a big text or bytea value. The
+ * coordinator compares the two forms with each other, so the choice never
+ * changes an answer. */
+static int column_form(const spec *s, size_t k, const enc_val *v, int sizes, size_t row_bytes,
+                       sl_buf *col, int *cut, enc_digest *d, sl_err *err)
 {
-    int cls = rc->re.s->cls[k], flags = rc->re.s->flags;
-    const enc_tol *t = rc->re.s->tol ? &rc->re.s->tol[k] : NULL; /* exact transforms only */
+    int cls = s->cls[k], flags = s->flags;
+    const enc_tol *t = s->tol ? &s->tol[k] : NULL; /* exact transforms only */
     size_t raw = v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB ? v->len : 0;
-    int whole = !rc->sizes || (raw <= MSG_VALUE_MAX &&
-                               (raw <= MSG_PREFIX_MAX || row_bytes + raw <= MSG_ROW_WHOLE_MAX));
-    enc_digest d;
-    sl_buf_reset(&rc->col);
+    int whole = !sizes || (raw <= MSG_VALUE_MAX &&
+                           (raw <= MSG_PREFIX_MAX || row_bytes + raw <= MSG_ROW_WHOLE_MAX));
+    sl_buf_reset(col);
+    *cut = 0;
     if (whole) {
-        if (enc_value_tol(&rc->col, cls, v, flags, t))
+        if (enc_value_tol(col, cls, v, flags, t))
             return sl_err_set(err, "out of memory");
-        if (rc->col.len <= MSG_VALUE_MAX || !rc->sizes) {
-            rc->cut[k] = 0;
-            msg_items_bin(rc->rows, rc->col.p, rc->col.len);
+        if (col->len <= MSG_VALUE_MAX || !sizes)
             return 0;
-        }
-        if (enc_digest_encoded(rc->col.p, rc->col.len, flags, &d))
-            return sl_err_set(err, "column \"%s\": bad encoding", rc->re.s->cols[k]);
-    } else if (enc_value_digest_tol(&rc->col, cls, v, flags, t, &d)) {
+        if (enc_digest_encoded(col->p, col->len, flags, d))
+            return sl_err_set(err, "column \"%s\": bad encoding", s->cols[k]);
+    } else if (enc_value_digest_tol(col, cls, v, flags, t, d)) {
         return sl_err_set(err, "out of memory");
     }
-    rc->cut[k] = 1;
-    msg_items_array(rc->rows, 3);
-    msg_items_bin(rc->rows, d.head, d.nhead);
-    msg_items_uint(rc->rows, d.len);
-    msg_items_bin(rc->rows, d.hash, 16);
+    *cut = 1;
+    return 0;
+}
+
+/* A column_form: the encoding (bin), or the digest [head, length, hash]. */
+static void pack_form(msg_items *it, const sl_buf *col, int cut, const enc_digest *d)
+{
+    if (!cut) {
+        msg_items_bin(it, col->p, col->len);
+        return;
+    }
+    msg_items_array(it, 3);
+    msg_items_bin(it, d->head, d->nhead);
+    msg_items_uint(it, d->len);
+    msg_items_bin(it, d->hash, 16);
+}
+
+/* A column's display text: nil for SQL NULL, a cut value's first
+ * MSG_PREFIX_MAX bytes. */
+static int pack_text(msg_items *it, sl_buf *disp, const enc_val *v, int cut, sl_err *err)
+{
+    if (v->kind == ENC_V_NULL) {
+        msg_items_nil(it);
+        return 0;
+    }
+    sl_buf_reset(disp);
+    if (cut ? enc_display_prefix(disp, v, MSG_PREFIX_MAX) : enc_display(disp, v))
+        return sl_err_set(err, "out of memory");
+    msg_items_str(it, (const char *)disp->p, disp->len);
+    return 0;
+}
+
+/* One column of a fetched row, as column_form ships it. */
+static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_bytes, sl_err *err)
+{
+    int cut;
+    enc_digest d;
+    if (column_form(rc->re.s, k, v, rc->sizes, row_bytes, &rc->col, &cut, &d, err))
+        return -1;
+    rc->cut[k] = (uint8_t)cut;
+    pack_form(rc->rows, &rc->col, cut, &d);
     return 0;
 }
 
@@ -907,17 +942,9 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
             if (pack_column(rc, k, &v[k], msg_items_size(rc->rows) - start, err))
                 return -1;
         msg_items_array(rc->rows, (uint32_t)n);
-        for (size_t k = 0; k < n; k++) {
-            if (v[k].kind == ENC_V_NULL) {
-                msg_items_nil(rc->rows);
-                continue;
-            }
-            sl_buf_reset(&rc->disp);
-            if (rc->cut[k] ? enc_display_prefix(&rc->disp, &v[k], MSG_PREFIX_MAX)
-                           : enc_display(&rc->disp, &v[k]))
-                return sl_err_set(err, "out of memory");
-            msg_items_str(rc->rows, (const char *)rc->disp.p, rc->disp.len);
-        }
+        for (size_t k = 0; k < n; k++)
+            if (pack_text(rc->rows, &rc->disp, &v[k], rc->cut[k], err))
+                return -1;
     }
     return row_packed(rc, err);
 }
