@@ -1472,8 +1472,11 @@ static int merge_retry(merge_ctx *mc, const msg *m, const mk_bound *lo, const mk
             }
         }
         conn *ca = db_get_name(mc->w, da, la, err), *cb = ca ? db_get_name(mc->w, db, lb, err) : 0;
-        if (!ca || !cb)
-            continue;
+        if (!ca || !cb) {
+            if (err && err->code == SL_NOT_FOUND) /* no such database here: no retry helps */
+                return -1;
+            continue; /* the database may be coming back */
+        }
         int r = merge_once(mc, ca, cb, lo, hi, err);
         wk_side_free(mc->side); /* joined: cb is this thread's again */
         mc->side = NULL;

@@ -260,6 +260,9 @@ r = ask("same", db2="source")
 errors.append(r.get("error"))
 t.ok(r["t"] == T_ERROR and r.get("code") == "invalid" and "malformed request" in r["error"],
      "db2 equal to db: refused", diag=str(r))
+r = ask("same", db2="nowhere")
+t.ok(r["t"] == T_ERROR and r.get("code") == "not_found", "an unknown db2: not found",
+     diag=str(r))
 r = ask("same", limit=0)
 t.ok(r["t"] == T_ERROR and r.get("code") == "invalid", "limit 0: refused", diag=str(r))
 r = ask("same")
