@@ -361,11 +361,89 @@ int co_check_value(const msg_obj *o)
     return fetched_value(o, &p, &n, &whole, &d);
 }
 
+/* A row's differing columns, gathered for found(): diffs point into
+ * texts, which the row frees once reported. */
+typedef struct row_diffs {
+    co_coldiff diffs[CO_MAX_COLS];
+    char *texts[4 * CO_MAX_COLS];
+    size_t nd, nt;
+    int tolerated;
+} row_diffs;
+
+/* Column col of a row on both sides: its values ea, eb (an encoding whole,
+ * or a long value's digest) and display texts da, db (or nil). Two values
+ * are compared bytewise when both came whole, else by digest; a number
+ * under an epsilon (its hash was its grid cell) is compared exactly
+ * against it. A differing one is added to rd. 0, or -1 with err. */
+static int compare_col(job *j, size_t col, const msg_obj *ea, const msg_obj *eb, const msg_obj *da,
+                       const msg_obj *db, row_diffs *rd, sl_err *err)
+{
+    int flags = j->o->strict ? ENC_STRICT : 0;
+    const uint8_t *pa = NULL, *pb = NULL;
+    size_t la = 0, lb = 0;
+    int wa, wb;
+    enc_digest dga, dgb;
+    if (fetched_value(ea, &pa, &la, &wa, &dga) || fetched_value(eb, &pb, &lb, &wb, &dgb) ||
+        (wa && !wb && enc_digest_encoded(pa, la, flags, &dga)) ||
+        (wb && !wa && enc_digest_encoded(pb, lb, flags, &dgb)))
+        return sl_err_set(err, "malformed fetch reply from a worker");
+    if (wa && wb ? la == lb && memcmp(pa, pb, la) == 0 : enc_digest_equal(&dga, &dgb))
+        return 0;
+    if (wa && wb && j->tol && j->tol[col].num != ENC_TOL_EXACT) {
+        int w = enc_tol_within(pa, la, pb, lb, flags, &j->tol[col]);
+        if (w < 0)
+            return sl_err_set(err, "out of memory");
+        if (w) {
+            rd->tolerated = 1;
+            return 0;
+        }
+    }
+    const char *sp;
+    size_t sl;
+    co_coldiff *dc = &rd->diffs[rd->nd++];
+    *dc = (co_coldiff){.column = j->cols[col]};
+    if (msg_obj_str(da, &sp, &sl) == 0)
+        dc->source = rd->texts[rd->nt++] = strndup(sp, sl);
+    if (msg_obj_str(db, &sp, &sl) == 0)
+        dc->target = rd->texts[rd->nt++] = strndup(sp, sl);
+    for (int s = 0; s < 2; s++) {
+        const enc_digest *d = s ? &dgb : &dga;
+        char *hex;
+        if (s ? wb : wa)
+            continue;
+        if (!(hex = rd->texts[rd->nt++] = malloc(33)))
+            return sl_err_set(err, "out of memory");
+        for (int i = 0; i < 16; i++)
+            snprintf(hex + 2 * i, 3, "%02x", d->hash[i]);
+        *(s ? &dc->target_hash : &dc->source_hash) = hex;
+        *(s ? &dc->target_len : &dc->source_len) = d->len;
+    }
+    return 0;
+}
+
+/* After a row's columns were compared (rc: how that went): reported when
+ * one differed, else counted; rd's texts freed. */
+static int row_done(drill *d, const uint8_t *key, size_t klen, row_diffs *rd, int fetched, int rc,
+                    sl_err *err)
+{
+    job *j = d->j;
+    if (rd->nd && !fetched)
+        j->st_ndiff++;
+    if (rc == 0 && rd->nd)
+        rc = found(d, CO_CHANGED, key, klen, rd->diffs, rd->nd, err);
+    else if (rc == 0 && !j->recheck_mode && rd->tolerated)
+        j->sum->within_tolerance++;
+    else if (rc == 0 && !j->recheck_mode && fetched)
+        j->sum->matched_on_fetch++;
+    for (size_t t = 0; t < rd->nt; t++)
+        free(rd->texts[t]);
+    return rc;
+}
+
 /* One key of a fetch or a stream: [key, [column encodings], [display
  * text]]. A row on one side only is missing or extra. A long value comes as
- * a digest and its display text cut short; two values are compared
- * bytewise when both came whole, else by digest. fetched: the rows were
- * read again because their hashes differed, so rows found equal count as
+ * a digest and its display text cut short. fetched: the rows were read
+ * again because their hashes differed, so rows found equal count as
  * matched on fetch (a stream's equal rows are just equal). */
 static int compare_row(drill *d, const msg_obj *a, const msg_obj *b, int fetched, sl_err *err)
 {
@@ -383,75 +461,46 @@ static int compare_row(drill *d, const msg_obj *a, const msg_obj *b, int fetched
         msg_obj_array(msg_obj_at(a, 2), &da, &nda) || msg_obj_array(msg_obj_at(b, 2), &db, &ndb) ||
         nea != j->ncols || neb != j->ncols || nda != j->ncols || ndb != j->ncols)
         return sl_err_set(err, "malformed fetch reply from a worker");
-    co_coldiff diffs[CO_MAX_COLS];
-    char *texts[4 * CO_MAX_COLS];
-    size_t nd = 0, nt = 0;
-    int rc = 0, flags = j->o->strict ? ENC_STRICT : 0, tolerated = 0;
-    for (size_t col = j->nkey; col < j->ncols && rc == 0; col++) {
-        const uint8_t *pa = NULL, *pb = NULL;
-        size_t la = 0, lb = 0;
-        int wa, wb;
-        enc_digest dga, dgb;
-        /* a merge reply's column the worker found equal: nil on both
-         * sides (co_merge.c checked that nil comes only in pairs) */
-        if (msg_obj_is_nil(msg_obj_at(ea, col)) && msg_obj_is_nil(msg_obj_at(eb, col)))
-            continue;
-        if (fetched_value(msg_obj_at(ea, col), &pa, &la, &wa, &dga) ||
-            fetched_value(msg_obj_at(eb, col), &pb, &lb, &wb, &dgb) ||
-            (wa && !wb && enc_digest_encoded(pa, la, flags, &dga)) ||
-            (wb && !wa && enc_digest_encoded(pb, lb, flags, &dgb))) {
-            rc = sl_err_set(err, "malformed fetch reply from a worker");
-            break;
-        }
-        if (wa && wb ? la == lb && memcmp(pa, pb, la) == 0 : enc_digest_equal(&dga, &dgb))
-            continue;
-        /* a number under an epsilon: its hash was its grid cell, so values
-         * in neighbouring cells come here to be compared exactly */
-        if (wa && wb && j->tol && j->tol[col].num != ENC_TOL_EXACT) {
-            int w = enc_tol_within(pa, la, pb, lb, flags, &j->tol[col]);
-            if (w < 0) {
-                rc = sl_err_set(err, "out of memory");
-                break;
-            }
-            if (w) {
-                tolerated = 1;
-                continue;
-            }
-        }
-        const char *sp;
-        size_t sl;
-        co_coldiff *dc = &diffs[nd++];
-        *dc = (co_coldiff){.column = j->cols[col]};
-        if (msg_obj_str(msg_obj_at(da, col), &sp, &sl) == 0)
-            dc->source = texts[nt++] = strndup(sp, sl);
-        if (msg_obj_str(msg_obj_at(db, col), &sp, &sl) == 0)
-            dc->target = texts[nt++] = strndup(sp, sl);
-        for (int s = 0; s < 2; s++) {
-            const enc_digest *d = s ? &dgb : &dga;
-            char *hex;
-            if (s ? wb : wa)
-                continue;
-            if (!(hex = texts[nt++] = malloc(33))) {
-                rc = sl_err_set(err, "out of memory");
-                break;
-            }
-            for (int i = 0; i < 16; i++)
-                snprintf(hex + 2 * i, 3, "%02x", d->hash[i]);
-            *(s ? &dc->target_hash : &dc->source_hash) = hex;
-            *(s ? &dc->target_len : &dc->source_len) = d->len;
-        }
-    }
-    if (nd && !fetched)
+    row_diffs rd;
+    rd.nd = rd.nt = 0;
+    rd.tolerated = 0;
+    int rc = 0;
+    for (size_t col = j->nkey; col < j->ncols && rc == 0; col++)
+        rc = compare_col(j, col, msg_obj_at(ea, col), msg_obj_at(eb, col), msg_obj_at(da, col),
+                         msg_obj_at(db, col), &rd, err);
+    return row_done(d, key, klen, &rd, fetched, rc, err);
+}
+
+int co_merged_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)
+{
+    job *j = d->j;
+    const uint8_t *key;
+    size_t klen;
+    msg_obj_bin(msg_obj_at(a ? a : b, 0), &key, &klen);
+    if (!a || !b) {
         j->st_ndiff++;
-    if (rc == 0 && nd)
-        rc = found(d, CO_CHANGED, key, klen, diffs, nd, err);
-    else if (rc == 0 && !j->recheck_mode && tolerated)
-        j->sum->within_tolerance++;
-    else if (rc == 0 && !j->recheck_mode && fetched)
-        j->sum->matched_on_fetch++;
-    for (size_t t = 0; t < nt; t++)
-        free(texts[t]);
-    return rc;
+        return found(d, a ? CO_MISSING : CO_EXTRA, key, klen, NULL, 0, err);
+    }
+    /* [key, [column indexes], [values], [texts]], both sides listing the
+     * same columns (co_merge.c checked it) */
+    const msg_obj *ca, *va, *vb, *ta, *tb;
+    uint32_t n, nx;
+    msg_obj_array(msg_obj_at(a, 1), &ca, &n);
+    msg_obj_array(msg_obj_at(a, 2), &va, &nx);
+    msg_obj_array(msg_obj_at(b, 2), &vb, &nx);
+    msg_obj_array(msg_obj_at(a, 3), &ta, &nx);
+    msg_obj_array(msg_obj_at(b, 3), &tb, &nx);
+    row_diffs rd;
+    rd.nd = rd.nt = 0;
+    rd.tolerated = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        int64_t col;
+        msg_obj_int(msg_obj_at(ca, i), &col); /* checked: a column of the job's, not a key */
+        rc = compare_col(j, (size_t)col, msg_obj_at(va, i), msg_obj_at(vb, i), msg_obj_at(ta, i),
+                         msg_obj_at(tb, i), &rd, err);
+    }
+    return row_done(d, key, klen, &rd, 0, rc, err);
 }
 
 int co_fetched_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err)

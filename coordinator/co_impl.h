@@ -463,6 +463,10 @@ int co_merge_allowed(const job *j);
 /* Whether o is a fetched column: an encoding (bin) or a digest [head,
  * length, hash]; 0 when it is, -1 when not (co_compare.c). */
 int co_check_value(const msg_obj *o);
+/* One key of a merge reply (co_merge.c checked its form): a or b NULL, a
+ * missing or extra row; both, a changed row's listed columns compared as
+ * a fetched row's. 0, or -1 with err (co_compare.c). */
+int co_merged_row(drill *d, const msg_obj *a, const msg_obj *b, sl_err *err);
 /* The range worker w should merge next for job j (a begun one first, else
  * a pending one once the job streams directly), or SIZE_MAX. */
 size_t co_next_merge(job *j, const co_worker *w);

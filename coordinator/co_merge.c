@@ -18,7 +18,7 @@
 /* Rows a merge task reads a side at most: a reply holds only what
  * differs, so it can cover many rows; a task is one query a side, and
  * what a lost worker had merged is read again. */
-#define CO_MERGE_ROWS 65536
+#define CO_MERGE_ROWS 4096
 
 int co_merge_allowed(const job *j)
 {
@@ -44,9 +44,12 @@ size_t co_next_merge(job *j, const co_worker *w)
     if (!j->merge_ok || !w->can_merge || !co_worker_has_db(w, j->db[0]) ||
         !co_worker_has_db(w, j->db[1]))
         return SIZE_MAX;
-    size_t fresh = SIZE_MAX;
+    /* a begun range holds a reply while the fiber has not taken it: at
+     * most (live workers + 1) begun at once keeps that memory flat */
+    size_t fresh = SIZE_MAX, begun = 0;
     for (size_t i = 0; i < j->nr; i++) {
         const range *r = &j->r[i];
+        begun += r->merging && r->state[0] != RS_COMPARED;
         if (r->state[0] != RS_PENDING || r->state[1] != RS_PENDING || r->splitting)
             continue;
         if (r->merging)
@@ -54,7 +57,7 @@ size_t co_next_merge(job *j, const co_worker *w)
         if (fresh == SIZE_MAX && j->direct)
             fresh = i;
     }
-    return fresh;
+    return begun < co_alive_workers(j->c) + 1 ? fresh : SIZE_MAX;
 }
 
 static mk_bound merge_from(const range *r)
@@ -139,33 +142,42 @@ void co_merge_reply(co *c, int wi, msg *m)
     j->ready[j->nready++] = ri;
 }
 
-/* A merge reply's row list: [key, [], []] (a row on this side only) or
- * [key, [encodings], [texts]] of the job's width, where a column the
- * worker found equal is nil in both; keys of the job rising strictly
- * inside [from, through]. */
+/* A merge reply's row list: [key] (a row on this side only) or [key,
+ * [column indexes], [values], [texts]] (a row on both sides: the columns
+ * the worker found differing, rising, none a key column; a value an
+ * encoding or a digest, a text a string or nil), with keys of the job
+ * rising strictly inside [from, through]. */
 static int check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bound *from,
                       const mk_bound *through, sl_err *why)
 {
     const uint8_t *prev = NULL;
     size_t plen = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const msg_obj *f, *enc, *txt;
-        uint32_t nf, ne, nt;
+        const msg_obj *f, *cols, *vals, *txt;
+        uint32_t nf, nc, nv, nt;
         const uint8_t *key;
         size_t klen;
-        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || nf != 3 ||
+        if (msg_obj_array(msg_obj_at(rows, i), &f, &nf) || (nf != 1 && nf != 4) ||
             msg_obj_bin(msg_obj_at(f, 0), &key, &klen) ||
-            msg_obj_array(msg_obj_at(f, 1), &enc, &ne) ||
-            msg_obj_array(msg_obj_at(f, 2), &txt, &nt) || ne != nt || (ne != 0 && ne != j->ncols))
-            return sl_err_set(why, "has row %u that is not [key, [encodings], [texts]]", i);
-        for (uint32_t c = 0; c < ne; c++) {
-            const msg_obj *e = msg_obj_at(enc, c), *t = msg_obj_at(txt, c);
+            (nf == 4 && (msg_obj_array(msg_obj_at(f, 1), &cols, &nc) ||
+                         msg_obj_array(msg_obj_at(f, 2), &vals, &nv) ||
+                         msg_obj_array(msg_obj_at(f, 3), &txt, &nt) || nc != nv || nc != nt ||
+                         nc == 0 || nc > j->ncols)))
+            return sl_err_set(why,
+                              "has row %u that is not [key] or [key, [columns], [values], "
+                              "[texts]]",
+                              i);
+        int64_t last = -1;
+        for (uint32_t c = 0; nf == 4 && c < nc; c++) {
+            const msg_obj *t = msg_obj_at(txt, c);
             const char *sp;
             size_t sl;
-            if (msg_obj_is_nil(e)
-                    ? !msg_obj_is_nil(t)
-                    : co_check_value(e) || (!msg_obj_is_nil(t) && msg_obj_str(t, &sp, &sl)))
+            int64_t col;
+            if (msg_obj_int(msg_obj_at(cols, c), &col) || col <= last || col < (int64_t)j->nkey ||
+                col >= (int64_t)j->ncols || co_check_value(msg_obj_at(vals, c)) ||
+                (!msg_obj_is_nil(t) && msg_obj_str(t, &sp, &sl)))
                 return sl_err_set(why, "has row %u whose column %u is malformed", i, c);
+            last = col;
         }
         if (co_check_row_key(j, from, through, &prev, &plen, key, klen, i, why))
             return -1;
@@ -173,10 +185,28 @@ static int check_rows(const job *j, const msg_obj *rows, uint32_t n, const mk_bo
     return 0;
 }
 
+/* Whether two rows [key, [columns], ...] list the same columns. */
+static int same_columns(const msg_obj *fa, const msg_obj *fb)
+{
+    const msg_obj *ca, *cb;
+    uint32_t na, nb;
+    msg_obj_array(msg_obj_at(fa, 1), &ca, &na);
+    msg_obj_array(msg_obj_at(fb, 1), &cb, &nb);
+    for (uint32_t i = 0; na == nb && i < na; i++) {
+        int64_t x, y;
+        msg_obj_int(msg_obj_at(ca, i), &x);
+        msg_obj_int(msg_obj_at(cb, i), &y);
+        if (x != y)
+            return 0;
+    }
+    return na == nb;
+}
+
 /* Both sides' lists merged by key: a key in both is a changed row (both
- * of the job's width), in one only a missing or extra row. With d NULL it
- * only checks that (before anything is reported: a reply is used whole or
- * not at all): 0, or -1 with why; with d, reports each: 0, or -1 with err. */
+ * listing the same columns), in one only a missing or extra row. With d
+ * NULL it only checks that (before anything is reported: a reply is used
+ * whole or not at all): 0, or -1 with why; with d, reports each: 0, or -1
+ * with err. */
 static int take_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb, uint32_t nb,
                      sl_err *why, sl_err *err)
 {
@@ -196,16 +226,9 @@ static int take_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb
         }
         int c = !fa ? 1 : !fb ? -1 : mk_key_cmp(ka, kla, kb, klb);
         const msg_obj *a = c <= 0 ? fa : NULL, *b = c >= 0 ? fb : NULL;
-        uint32_t na_cols = 0, nb_cols = 0;
-        const msg_obj *x;
-        if (a)
-            msg_obj_array(msg_obj_at(a, 1), &x, &na_cols);
-        if (b)
-            msg_obj_array(msg_obj_at(b, 1), &x, &nb_cols);
-        /* on both sides with its columns, or on one side without */
-        if (!d && (a && b ? !na_cols || !nb_cols : na_cols || nb_cols))
+        if (!d && (a && b ? wa != 4 || wb != 4 || !same_columns(fa, fb) : (a ? wa : wb) != 1))
             return sl_err_set(why, "has row %u/%u whose columns do not match its sides", i, k);
-        if (d && co_streamed_row(d, a, b, err))
+        if (d && co_merged_row(d, a, b, err))
             return -1;
         i += c <= 0;
         k += c >= 0;

@@ -133,8 +133,8 @@ double co_row_seconds(const job *j)
  * and so would report again. */
 static int splittable(const range *r)
 {
-    return r->state[0] == RS_PENDING && r->state[1] == RS_PENDING && !r->splitting &&
-           !r->merging && !r->attempts && !r->emitted.len && r->est_rows >= 4;
+    return r->state[0] == RS_PENDING && r->state[1] == RS_PENDING && !r->splitting && !r->merging &&
+           !r->attempts && !r->emitted.len && r->est_rows >= 4;
 }
 
 /* Splits range ri at n keys (strictly inside it, rising; checked): ri keeps

@@ -150,9 +150,10 @@
     X(MERGE, 26, "merge", "c → w", \
       "spec (side A: the source), `db2`, `table2` (side B: the target; another " \
       "database than `db`), `lo`, `hi`, `limit` (most rows read a side) → reply " \
-      "`a`, `b`: the divergent rows of each side [[key, [column encodings], " \
-      "[display text or nil]]] in key order (a row on both sides: its equal " \
-      "columns nil in both lists; a row on one side only: [key, [], []]), " \
+      "`a`, `b`: the divergent rows of each side in key order: a row on both " \
+      "sides [key, [indexes of the differing columns, rising], [their " \
+      "encodings (or digests)], [their display texts or nil]] (the same " \
+      "columns in both lists), a row on one side only [key]; " \
       "`rows`: [rows of A merged, rows of B merged], `blocks` (32-row blocks " \
       "of merged rows holding a divergence), `through` (last key merged; absent " \
       "when none) and `more: 1` when rows may follow it. One worker reads both " \

@@ -1273,10 +1273,8 @@ static int merge_one(merge_ctx *mc, int side, sl_err *err)
 {
     msg_items *it = side ? mc->b : mc->a;
     const sl_buf *key = side ? &mc->rb.key : &mc->ra.key;
-    msg_items_array(it, 3);
+    msg_items_array(it, 1); /* [key]: its side only */
     msg_items_bin(it, key->p, key->len);
-    msg_items_array(it, 0);
-    msg_items_array(it, 0);
     *(side ? &mc->nb : &mc->na) += 1;
     *(side ? &mc->mb : &mc->ma) += 1;
     return merged(mc, key, 1, err);
@@ -1295,30 +1293,31 @@ static int forms_equal(merge_col *x, merge_col *y, int flags)
     return enc_digest_equal(&x->d, &y->d);
 }
 
-/* One side's row of a key on both: nil for its key columns and its equal
- * columns, the others as a stream ships them. */
-static int pack_divergent(merge_ctx *mc, int side, const enc_val *v, sl_err *err)
+/* One side's row of a key on both: [key, [differing column indexes],
+ * [their values], [their texts]], each value and text as a stream ships
+ * it. Only the differing columns travel: a row of 7 columns of which one
+ * differs is 8 msgpack objects, not 18 (decoding them is most of the
+ * coordinator's work when every row differs). */
+static int pack_divergent(merge_ctx *mc, int side, const enc_val *v, uint32_t ndiff, sl_err *err)
 {
     msg_items *it = side ? mc->b : mc->a;
     const sl_buf *key = side ? &mc->rb.key : &mc->ra.key;
     const merge_col *c = mc->cols[side];
     size_t n = mc->sa->q.ncols, nkey = mc->sa->q.nkey;
-    msg_items_array(it, 3);
+    msg_items_array(it, 4);
     msg_items_bin(it, key->p, key->len);
-    msg_items_array(it, (uint32_t)n);
-    for (size_t k = 0; k < n; k++) {
-        if (k < nkey || mc->eq[k])
-            msg_items_nil(it);
-        else
+    msg_items_array(it, ndiff);
+    for (size_t k = nkey; k < n; k++)
+        if (!mc->eq[k])
+            msg_items_uint(it, k);
+    msg_items_array(it, ndiff);
+    for (size_t k = nkey; k < n; k++)
+        if (!mc->eq[k])
             pack_form(it, &c[k].col, c[k].cut, &c[k].d);
-    }
-    msg_items_array(it, (uint32_t)n);
-    for (size_t k = 0; k < n; k++) {
-        if (k < nkey || mc->eq[k])
-            msg_items_nil(it);
-        else if (pack_text(it, &mc->disp, &v[k], c[k].cut, err))
+    msg_items_array(it, ndiff);
+    for (size_t k = nkey; k < n; k++)
+        if (!mc->eq[k] && pack_text(it, &mc->disp, &v[k], c[k].cut, err))
             return -1;
-    }
     *(side ? &mc->nb : &mc->na) += 1;
     return 0;
 }
@@ -1328,7 +1327,7 @@ static int merge_both(merge_ctx *mc, const enc_val *va, const enc_val *vb, sl_er
 {
     const spec *s = mc->sa;
     size_t bytes[2] = {mc->ra.key.len, mc->rb.key.len}; /* what each row ships so far */
-    int divergent = 0;
+    uint32_t divergent = 0;
     for (size_t k = s->q.nkey; k < s->q.ncols; k++) {
         for (int sd = 0; sd < 2; sd++) {
             merge_col *c = &mc->cols[sd][k];
@@ -1341,13 +1340,14 @@ static int merge_both(merge_ctx *mc, const enc_val *va, const enc_val *vb, sl_er
         if (e < 0)
             return sl_err_set(err, "column \"%s\": bad encoding", s->cols[k]);
         mc->eq[k] = (uint8_t)e;
-        divergent |= !e;
+        divergent += !e;
     }
     mc->ma++;
     mc->mb++;
-    if (divergent && (pack_divergent(mc, 0, va, err) || pack_divergent(mc, 1, vb, err)))
+    if (divergent &&
+        (pack_divergent(mc, 0, va, divergent, err) || pack_divergent(mc, 1, vb, divergent, err)))
         return -1;
-    return merged(mc, &mc->ra.key, divergent, err);
+    return merged(mc, &mc->ra.key, divergent != 0, err);
 }
 
 /* Ends A's read on purpose (B stopped at its limit before this key, or

@@ -366,6 +366,10 @@ if t.ok(code == 1 and doc is not None, "16 dense ranges: exit 1 with a report", 
     # the first range (and what was sent meanwhile) has its trees; the rest none
     t.ok(s["streamed_ranges"] == s["ranges"] == 16 and 2 * 10 <= s["trees_skipped"] <= 2 * 15,
          f"16 dense ranges: every range streamed, {s['trees_skipped']} trees skipped", s)
+    # the ranges streamed whole went to merge tasks: one worker read both
+    # sides and sent only what differed (coordinator/README.md, "Merge tasks")
+    t.ok(s["merged_ranges"] >= 8 and s["merged_ranges"] <= s["streamed_ranges"],
+         f"16 dense ranges: {s['merged_ranges']} merged by one worker reading both sides", s)
 
 # the direct stream through a cluster, a worker SIGKILLed mid-job
 from cluster import Cluster  # noqa: E402

@@ -137,23 +137,23 @@ r = ask("diff")
 ok = r["t"] == T_REPLY and keys(r["a"]) == list(range(1, 101)) and \
     keys(r["b"]) == list(range(1, 101))
 t.ok(ok, "every row differing: each key listed on both sides, in order", diag=str(r)[:300])
-ok = ok and all(x[1][0] is None and x[1][1] is None and isinstance(x[1][2], bytes) and
-                x[2] == [None, None, f"w{key_int(x[0])}"] for x in r["a"]) and \
-    all(x[1][:2] == [None, None] and x[2] == [None, None, f"W{key_int(x[0])}"] for x in r["b"])
-t.ok(ok, "every row differing: only the differing column has a value and a text",
+ok = ok and all(len(x) == 4 and x[1] == [2] and isinstance(x[2][0], bytes) and
+                x[3] == [f"w{key_int(x[0])}"] for x in r["a"]) and \
+    all(len(x) == 4 and x[1] == [2] and x[3] == [f"W{key_int(x[0])}"] for x in r["b"])
+t.ok(ok, "every row differing: [key, [2], [value], [text]]: only the differing column travels",
      diag=str(r["a"][:1]) + str(r["b"][:1]))
 t.ok(r["rows"] == [100, 100] and r["blocks"] == 4 and "more" not in r,
      "every row differing: rows [100, 100], 4 blocks of 32", diag=str(r.get("blocks")))
-t.ok(all(a[1][2] != b[1][2] for a, b in zip(r["a"], r["b"])),
+t.ok(all(a[2][0] != b[2][0] for a, b in zip(r["a"], r["b"])),
      "every row differing: the two encodings differ")
 
 # ---- rows on one side only ---------------------------------------------------
 table("one", [(i, "x", "y") for i in range(1, 11)], [(i, "x", "y") for i in range(5, 16)])
 r = ask("one")
-t.ok(keys(r["a"]) == [1, 2, 3, 4] and all(x[1:] == [[], []] for x in r["a"]),
-     "source-only rows: [key, [], []] in a", diag=str(r["a"])[:300])
-t.ok(keys(r["b"]) == [11, 12, 13, 14, 15] and all(x[1:] == [[], []] for x in r["b"]),
-     "target-only rows: [key, [], []] in b", diag=str(r["b"])[:300])
+t.ok(keys(r["a"]) == [1, 2, 3, 4] and all(len(x) == 1 for x in r["a"]),
+     "source-only rows: [key] in a", diag=str(r["a"])[:300])
+t.ok(keys(r["b"]) == [11, 12, 13, 14, 15] and all(len(x) == 1 for x in r["b"]),
+     "target-only rows: [key] in b", diag=str(r["b"])[:300])
 t.ok(r["rows"] == [10, 11] and r["blocks"] == 1 and r["through"] == int_key(15) and
      "more" not in r, "one side only: rows [10, 11], one block, through 15", diag=str(r)[:300])
 
@@ -165,12 +165,12 @@ t.ok(keys(r["a"]) == [1, 2] and keys(r["b"]) == [1, 2], "NULL against a value: r
      diag=str(r)[:400])
 if len(r["a"]) == 2 and len(r["b"]) == 2:
     a1, b1, a2, b2 = r["a"][0], r["b"][0], r["a"][1], r["b"][1]
-    t.ok(isinstance(a1[1][1], bytes) and a1[2][1] is None and b1[2][1] == "x" and
-         a1[1][2] is None and b1[1][2] is None,
-         "NULL against a value: NULL's encoding, nil text; the value's text; w nil (equal)",
+    t.ok(a1[1] == b1[1] == [1] and isinstance(a1[2][0], bytes) and a1[3] == [None] and
+         b1[3] == ["x"],
+         "NULL against a value: column v only (w equal), NULL's encoding, nil text; the value's text",
          diag=f"{a1} {b1}")
-    t.ok(a2[2][2] is None and b2[2][2] == "c" and a2[1][1] is None,
-         "value against NULL on column w (v equal: nil)", diag=f"{a2} {b2}")
+    t.ok(a2[1] == b2[1] == [2] and a2[3] == [None] and b2[3] == ["c"],
+         "value against NULL on column w only (v equal)", diag=f"{a2} {b2}")
 else:
     t.ok(False, "NULL against a value: two rows a side")
     t.ok(False, "value against NULL")
@@ -184,12 +184,12 @@ t.ok(keys(r["a"]) == [1] and keys(r["b"]) == [1],
      "long texts: the one differing at its end is listed, equal ones are not",
      diag=str([(key_int(x[0]), str(x[1])[:80]) for x in r["a"]]))
 if r["a"] and r["b"]:
-    va, vb = r["a"][0][1][1], r["b"][0][1][1]
+    va, vb = r["a"][0][2][0], r["b"][0][2][0]
     t.ok(isinstance(va, list) and len(va) == 3 and va[1] == vb[1] == len(long) + 1 and
          va[2] != vb[2] and len(va[2]) == 16,
          "long texts: a digest [head, length, hash] a side, hashes differing",
          diag=str(va)[:200])
-    ta = r["a"][0][2][1]
+    ta = r["a"][0][3][0]
     t.ok(isinstance(ta, str) and 0 < len(ta) <= 1024 and ta == long[:len(ta)],
          "long texts: the text is the value's first KiB", diag=str(len(ta or "")))
 else:
