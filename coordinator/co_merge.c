@@ -284,8 +284,9 @@ int co_merge_take(job *j, size_t ri, sl_err *err)
     int more = 0;
     sl_err why = {0};
     int bad = read_counts(j, m, &from, &hi, rows, &blocks, &through, &more, &why) ||
-              msg_get_array(m, "a", &ra, &na, &why) || msg_get_array(m, "b", &rb, &nb, &why) ||
-              na > rows[0] || nb > rows[1];
+              msg_get_array(m, "a", &ra, &na, &why) || msg_get_array(m, "b", &rb, &nb, &why);
+    if (!bad && (na > rows[0] || nb > rows[1]))
+        bad = sl_err_set(&why, "lists more rows than it says it merged");
     if (!bad && through.kind == MK_UNBOUNDED && (na || nb))
         bad = sl_err_set(&why, "has rows but no \"through\"");
     bad = bad || check_rows(j, ra, na, &from, &through, &why) ||
