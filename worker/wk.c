@@ -12,6 +12,7 @@
 #include "../proto/curve.h"
 #include "../proto/msg.h"
 #include "wk_follow.h"
+#include "wk_side.h"
 
 #define WK_FETCH_KEYS 64 /* keys a fetch reads between checks of the reply's size */
 /* A tree keeps its rows' keys and hashes (a span's rows are then listed
@@ -228,15 +229,13 @@ static void tick_cb(void *ctx)
     tick(ctx);
 }
 
-static conn *db_get(wk *w, const msg *m, sl_err *err)
+/* The session to the database named name (len bytes), opened on first
+ * use: the second one while a range streams (busy_tick). */
+static conn *db_get_name(wk *w, const char *name, size_t len, sl_err *err)
 {
-    const char *p;
-    size_t n;
-    if (msg_get_str(m, "db", &p, &n, err))
-        return NULL;
     for (size_t i = 0; i < w->ndbs; i++) {
         wk_dbconn *d = &w->dbs[i];
-        if (strlen(d->name) != n || memcmp(d->name, p, n) != 0)
+        if (strlen(d->name) != len || memcmp(d->name, name, len) != 0)
             continue;
         conn **c = w->in_busy_tick ? &d->side : &d->c;
         if (!*c && !(*c = conn_open(d->dsn, w->read_timeout_ms, err)))
@@ -244,8 +243,18 @@ static conn *db_get(wk *w, const msg *m, sl_err *err)
         conn_set_tick(*c, tick_cb, w); /* heartbeats while one huge row arrives */
         return *c;
     }
-    return sl_err_setc(err, SL_NOT_FOUND, "this worker has no database named \"%.*s\"", (int)n, p),
+    return sl_err_setc(err, SL_NOT_FOUND, "this worker has no database named \"%.*s\"", (int)len,
+                       name),
            NULL;
+}
+
+static conn *db_get(wk *w, const msg *m, sl_err *err)
+{
+    const char *p;
+    size_t n;
+    if (msg_get_str(m, "db", &p, &n, err))
+        return NULL;
+    return db_get_name(w, p, n, err);
 }
 
 /* Forgets a connection after an error, so the next task reconnects
@@ -270,20 +279,24 @@ static void db_drop(wk *w, conn *c)
  * on the next), so a worker's memory goes back down after a huge row. */
 #define WK_BIG_ROW (16u << 20)
 
-static void db_close_if_big(wk *w, const msg *m, int big)
+static void db_close_big_name(wk *w, const char *name, size_t len, int big)
 {
-    const char *p;
-    size_t n;
-    if (!big || msg_get_str(m, "db", &p, &n, NULL))
-        return;
-    for (size_t i = 0; i < w->ndbs; i++) {
+    for (size_t i = 0; big && i < w->ndbs; i++) {
         wk_dbconn *d = &w->dbs[i];
-        if (strlen(d->name) != n || memcmp(d->name, p, n) != 0)
+        if (strlen(d->name) != len || memcmp(d->name, name, len) != 0)
             continue;
         conn **c = w->in_busy_tick ? &d->side : &d->c;
         conn_free(*c);
         *c = NULL;
     }
+}
+
+static void db_close_if_big(wk *w, const msg *m, int big)
+{
+    const char *p;
+    size_t n;
+    if (big && msg_get_str(m, "db", &p, &n, NULL) == 0)
+        db_close_big_name(w, p, n, big);
 }
 
 /* ---- row encoding --------------------------------------------------- */
@@ -785,38 +798,73 @@ typedef struct rows_ctx {
     uint8_t cut[CONN_MAX_COLS]; /* FETCH: this column travels as a digest */
 } rows_ctx;
 
-/* One column of a fetched row: its encoding whole when short enough (and
- * the row has not shipped MSG_ROW_WHOLE_MAX already), else its digest
- * [head, length, hash], computed without copying a big text or bytea
- * value. The coordinator compares the two forms with each other, so the
- * choice never changes an answer. */
-static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_bytes, sl_err *err)
+/* One column as a reply ships it (proto/README.md, "Sizes"): its encoding
+ * whole in col (*cut 0) when short enough and the row has not shipped
+ * MSG_ROW_WHOLE_MAX (row_bytes so far) already, else its digest in *d
+ * (*cut 1), computed without copying a big text or bytea value. The
+ * coordinator compares the two forms with each other, so the choice never
+ * changes an answer. */
+static int column_form(const spec *s, size_t k, const enc_val *v, int sizes, size_t row_bytes,
+                       sl_buf *col, int *cut, enc_digest *d, sl_err *err)
 {
-    int cls = rc->re.s->cls[k], flags = rc->re.s->flags;
-    const enc_tol *t = rc->re.s->tol ? &rc->re.s->tol[k] : NULL; /* exact transforms only */
+    int cls = s->cls[k], flags = s->flags;
+    const enc_tol *t = s->tol ? &s->tol[k] : NULL; /* exact transforms only */
     size_t raw = v->kind == ENC_V_TEXT || v->kind == ENC_V_BLOB ? v->len : 0;
-    int whole = !rc->sizes || (raw <= MSG_VALUE_MAX &&
-                               (raw <= MSG_PREFIX_MAX || row_bytes + raw <= MSG_ROW_WHOLE_MAX));
-    enc_digest d;
-    sl_buf_reset(&rc->col);
+    int whole = !sizes || (raw <= MSG_VALUE_MAX &&
+                           (raw <= MSG_PREFIX_MAX || row_bytes + raw <= MSG_ROW_WHOLE_MAX));
+    sl_buf_reset(col);
+    *cut = 0;
     if (whole) {
-        if (enc_value_tol(&rc->col, cls, v, flags, t))
+        if (enc_value_tol(col, cls, v, flags, t))
             return sl_err_set(err, "out of memory");
-        if (rc->col.len <= MSG_VALUE_MAX || !rc->sizes) {
-            rc->cut[k] = 0;
-            msg_items_bin(rc->rows, rc->col.p, rc->col.len);
+        if (col->len <= MSG_VALUE_MAX || !sizes)
             return 0;
-        }
-        if (enc_digest_encoded(rc->col.p, rc->col.len, flags, &d))
-            return sl_err_set(err, "column \"%s\": bad encoding", rc->re.s->cols[k]);
-    } else if (enc_value_digest_tol(&rc->col, cls, v, flags, t, &d)) {
+        if (enc_digest_encoded(col->p, col->len, flags, d))
+            return sl_err_set(err, "column \"%s\": bad encoding", s->cols[k]);
+    } else if (enc_value_digest_tol(col, cls, v, flags, t, d)) {
         return sl_err_set(err, "out of memory");
     }
-    rc->cut[k] = 1;
-    msg_items_array(rc->rows, 3);
-    msg_items_bin(rc->rows, d.head, d.nhead);
-    msg_items_uint(rc->rows, d.len);
-    msg_items_bin(rc->rows, d.hash, 16);
+    *cut = 1;
+    return 0;
+}
+
+/* A column_form: the encoding (bin), or the digest [head, length, hash]. */
+static void pack_form(msg_items *it, const sl_buf *col, int cut, const enc_digest *d)
+{
+    if (!cut) {
+        msg_items_bin(it, col->p, col->len);
+        return;
+    }
+    msg_items_array(it, 3);
+    msg_items_bin(it, d->head, d->nhead);
+    msg_items_uint(it, d->len);
+    msg_items_bin(it, d->hash, 16);
+}
+
+/* A column's display text: nil for SQL NULL, a cut value's first
+ * MSG_PREFIX_MAX bytes. */
+static int pack_text(msg_items *it, sl_buf *disp, const enc_val *v, int cut, sl_err *err)
+{
+    if (v->kind == ENC_V_NULL) {
+        msg_items_nil(it);
+        return 0;
+    }
+    sl_buf_reset(disp);
+    if (cut ? enc_display_prefix(disp, v, MSG_PREFIX_MAX) : enc_display(disp, v))
+        return sl_err_set(err, "out of memory");
+    msg_items_str(it, (const char *)disp->p, disp->len);
+    return 0;
+}
+
+/* One column of a fetched row, as column_form ships it. */
+static int pack_column(rows_ctx *rc, size_t k, const enc_val *v, size_t row_bytes, sl_err *err)
+{
+    int cut;
+    enc_digest d;
+    if (column_form(rc->re.s, k, v, rc->sizes, row_bytes, &rc->col, &cut, &d, err))
+        return -1;
+    rc->cut[k] = (uint8_t)cut;
+    pack_form(rc->rows, &rc->col, cut, &d);
     return 0;
 }
 
@@ -907,17 +955,9 @@ static int take_rows_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
             if (pack_column(rc, k, &v[k], msg_items_size(rc->rows) - start, err))
                 return -1;
         msg_items_array(rc->rows, (uint32_t)n);
-        for (size_t k = 0; k < n; k++) {
-            if (v[k].kind == ENC_V_NULL) {
-                msg_items_nil(rc->rows);
-                continue;
-            }
-            sl_buf_reset(&rc->disp);
-            if (rc->cut[k] ? enc_display_prefix(&rc->disp, &v[k], MSG_PREFIX_MAX)
-                           : enc_display(&rc->disp, &v[k]))
-                return sl_err_set(err, "out of memory");
-            msg_items_str(rc->rows, (const char *)rc->disp.p, rc->disp.len);
-        }
+        for (size_t k = 0; k < n; k++)
+            if (pack_text(rc->rows, &rc->disp, &v[k], rc->cut[k], err))
+                return -1;
     }
     return row_packed(rc, err);
 }
@@ -1133,6 +1173,435 @@ done:
     return r;
 }
 
+/* ---- merge: one worker reads both sides ------------------------------- */
+
+/* A column of a row read on both sides, as each side would ship it. */
+typedef struct merge_col {
+    sl_buf col;
+    int cut;
+    enc_digest d;
+} merge_col;
+
+/* MERGE: side A (the spec's db and table) is streamed on this thread,
+ * side B (db2, table2) on a wk_side thread; rows are merged by key as A's
+ * arrive. Every merged key lies at or before "through", and rows past it
+ * are never counted: a side that stopped at its limit, or a full reply,
+ * ends the merge there (proto/README.md, merge). */
+typedef struct merge_ctx {
+    wk *w;
+    const spec *sa, *sb;
+    int sizes;
+    uint64_t limit;
+    rowenc ra, rb;       /* each side's keys and their order checks */
+    wk_side *side;       /* B's read */
+    const enc_val *bv;   /* B's head row (key in rb.key); NULL: take the next */
+    int b_end, b_failed; /* B's read ended; it failed (b_err) */
+    sl_err b_err;
+    msg_items *a, *b;     /* the divergent rows of each side */
+    uint32_t na, nb;      /* rows listed */
+    uint64_t ma, mb;      /* rows merged */
+    uint64_t pos, blocks; /* merged keys; 32-key blocks with a divergence */
+    uint64_t last_block;  /* the last such block + 1 (0: none) */
+    sl_buf through;       /* the last key merged */
+    int full;             /* the reply passed MSG_REPLY_SOFT_MAX */
+    int stopped;          /* A's read was stopped on purpose */
+    int own_failed;       /* the merge failed, not a side's read */
+    int more;             /* rows may follow "through" */
+    merge_col *cols[2];   /* per column, side A and B */
+    uint8_t eq[CONN_MAX_COLS];
+    sl_buf disp;
+} merge_ctx;
+
+static int b_limited(const merge_ctx *mc)
+{
+    return mc->b_end && mc->rb.n >= mc->limit;
+}
+
+/* Takes B's next row as its head, waiting in slices of 20 ms so
+ * heartbeats (and the drill-down's quick requests) go on meanwhile: 0
+ * (mc->bv NULL once B ended), or -1 with B's error kept in b_err. */
+static int b_advance(merge_ctx *mc, sl_err *err)
+{
+    mc->bv = NULL;
+    while (!mc->b_end) {
+        const enc_val *v;
+        int r = wk_side_next(mc->side, 20, &v, &mc->b_err);
+        if (r == 2) {
+            busy_tick(mc->w);
+            continue;
+        }
+        if (r == 0) {
+            mc->b_end = 1;
+            break;
+        }
+        if (r < 0 || encode_row(&mc->rb, v, 0, &mc->b_err)) {
+            mc->b_failed = 1;
+            return sl_err_set(err, "target failed");
+        }
+        mc->bv = v;
+        break;
+    }
+    return 0;
+}
+
+/* A key was merged (divergent or not): its block, "through", and the
+ * reply's size (full past MSG_REPLY_SOFT_MAX, refused past half the
+ * message limit, as row_packed). */
+static int merged(merge_ctx *mc, const sl_buf *key, int divergent, sl_err *err)
+{
+    uint64_t block = mc->pos++ / 32;
+    sl_buf_reset(&mc->through);
+    if (sl_buf_append(&mc->through, key->p, key->len))
+        return sl_err_set(err, "out of memory");
+    if (!divergent)
+        return 0;
+    if (mc->last_block != block + 1) {
+        mc->blocks++;
+        mc->last_block = block + 1;
+    }
+    size_t size = msg_items_size(mc->a) + msg_items_size(mc->b);
+    if (mc->sizes && size >= MSG_REPLY_SOFT_MAX)
+        mc->full = 1;
+    if (size > MSG_MAX_RAW / 2)
+        return sl_err_setc(err, SL_INVALID, "a reply would exceed %u MiB (keys or rows too wide)",
+                           MSG_MAX_RAW / 2 >> 20);
+    return 0;
+}
+
+/* A key on one side only: [key, [], []] in that side's list. */
+static int merge_one(merge_ctx *mc, int side, sl_err *err)
+{
+    msg_items *it = side ? mc->b : mc->a;
+    const sl_buf *key = side ? &mc->rb.key : &mc->ra.key;
+    msg_items_array(it, 3);
+    msg_items_bin(it, key->p, key->len);
+    msg_items_array(it, 0);
+    msg_items_array(it, 0);
+    *(side ? &mc->nb : &mc->na) += 1;
+    *(side ? &mc->mb : &mc->ma) += 1;
+    return merged(mc, key, 1, err);
+}
+
+/* Whether two column forms are equal as the coordinator's compare_row
+ * sees them before any tolerance: two whole encodings bytewise, any other
+ * pair by digest. -1 on a bad encoding. */
+static int forms_equal(merge_col *x, merge_col *y, int flags)
+{
+    if (!x->cut && !y->cut)
+        return x->col.len == y->col.len && memcmp(x->col.p, y->col.p, x->col.len) == 0;
+    if ((!x->cut && enc_digest_encoded(x->col.p, x->col.len, flags, &x->d)) ||
+        (!y->cut && enc_digest_encoded(y->col.p, y->col.len, flags, &y->d)))
+        return -1;
+    return enc_digest_equal(&x->d, &y->d);
+}
+
+/* One side's row of a key on both: nil for its key columns and its equal
+ * columns, the others as a stream ships them. */
+static int pack_divergent(merge_ctx *mc, int side, const enc_val *v, sl_err *err)
+{
+    msg_items *it = side ? mc->b : mc->a;
+    const sl_buf *key = side ? &mc->rb.key : &mc->ra.key;
+    const merge_col *c = mc->cols[side];
+    size_t n = mc->sa->q.ncols, nkey = mc->sa->q.nkey;
+    msg_items_array(it, 3);
+    msg_items_bin(it, key->p, key->len);
+    msg_items_array(it, (uint32_t)n);
+    for (size_t k = 0; k < n; k++) {
+        if (k < nkey || mc->eq[k])
+            msg_items_nil(it);
+        else
+            pack_form(it, &c[k].col, c[k].cut, &c[k].d);
+    }
+    msg_items_array(it, (uint32_t)n);
+    for (size_t k = 0; k < n; k++) {
+        if (k < nkey || mc->eq[k])
+            msg_items_nil(it);
+        else if (pack_text(it, &mc->disp, &v[k], c[k].cut, err))
+            return -1;
+    }
+    *(side ? &mc->nb : &mc->na) += 1;
+    return 0;
+}
+
+/* A key on both sides: listed only when a column differs. */
+static int merge_both(merge_ctx *mc, const enc_val *va, const enc_val *vb, sl_err *err)
+{
+    const spec *s = mc->sa;
+    size_t bytes[2] = {mc->ra.key.len, mc->rb.key.len}; /* what each row ships so far */
+    int divergent = 0;
+    for (size_t k = s->q.nkey; k < s->q.ncols; k++) {
+        for (int sd = 0; sd < 2; sd++) {
+            merge_col *c = &mc->cols[sd][k];
+            if (column_form(s, k, sd ? &vb[k] : &va[k], mc->sizes, bytes[sd], &c->col, &c->cut,
+                            &c->d, err))
+                return -1;
+            bytes[sd] += c->cut ? 0 : c->col.len;
+        }
+        int e = forms_equal(&mc->cols[0][k], &mc->cols[1][k], s->flags);
+        if (e < 0)
+            return sl_err_set(err, "column \"%s\": bad encoding", s->cols[k]);
+        mc->eq[k] = (uint8_t)e;
+        divergent |= !e;
+    }
+    mc->ma++;
+    mc->mb++;
+    if (divergent && (pack_divergent(mc, 0, va, err) || pack_divergent(mc, 1, vb, err)))
+        return -1;
+    return merged(mc, &mc->ra.key, divergent, err);
+}
+
+/* Ends A's read on purpose (B stopped at its limit before this key, or
+ * the reply is full): the database cancels the query, no failure. */
+static int stop_a(merge_ctx *mc, sl_err *err)
+{
+    mc->stopped = 1;
+    return sl_err_set(err, "merge stopped");
+}
+
+/* A's row: B's rows before its key go out as B's alone, then the key is
+ * merged with B's equal one or goes out as A's alone. */
+static int take_merge_row(void *ctx, const enc_val *v, size_t n, sl_err *err)
+{
+    merge_ctx *mc = ctx;
+    (void)n;
+    if (encode_row(&mc->ra, v, 0, err))
+        return -1;
+    for (;;) {
+        if (!mc->bv && b_advance(mc, err))
+            return -1;
+        if (!mc->bv && b_limited(mc)) /* B may have more before this key */
+            return stop_a(mc, err);
+        int c = mc->bv ? mk_key_cmp(mc->rb.key.p, mc->rb.key.len, mc->ra.key.p, mc->ra.key.len) : 1;
+        int r = c < 0    ? merge_one(mc, 1, err)
+                : c == 0 ? merge_both(mc, v, mc->bv, err)
+                         : merge_one(mc, 0, err);
+        if (r)
+            return mc->own_failed = 1, -1;
+        if (c <= 0)
+            mc->bv = NULL; /* taken */
+        if (mc->full)
+            return stop_a(mc, err);
+        if (c >= 0)
+            return 0;
+    }
+}
+
+/* A's read ended by itself: B's rows left go out as B's alone, up to A's
+ * last key when A stopped at its limit (A may have more after it). */
+static int merge_rest(merge_ctx *mc, sl_err *err)
+{
+    int a_limited = mc->ra.n >= mc->limit;
+    while (!mc->full) {
+        if (!mc->bv && b_advance(mc, err))
+            return -1;
+        if (!mc->bv || (a_limited &&
+                        mk_key_cmp(mc->rb.key.p, mc->rb.key.len, mc->ra.key.p, mc->ra.key.len) > 0))
+            break;
+        if (merge_one(mc, 1, err))
+            return mc->own_failed = 1, -1;
+        mc->bv = NULL;
+    }
+    return 0;
+}
+
+/* Whether rows may follow "through": a side stopped at its limit, or the
+ * merge stopped early. */
+static int merge_more(const merge_ctx *mc)
+{
+    return mc->stopped || mc->full || mc->ra.n >= mc->limit || b_limited(mc) || mc->bv;
+}
+
+static void merge_reset(merge_ctx *mc)
+{
+    wk_side_free(mc->side);
+    mc->side = NULL;
+    mc->bv = NULL;
+    mc->b_end = mc->b_failed = mc->full = mc->stopped = mc->own_failed = mc->more = 0;
+    msg_items_reset(mc->a);
+    msg_items_reset(mc->b);
+    mc->na = mc->nb = 0;
+    mc->ma = mc->mb = mc->pos = mc->blocks = mc->last_block = 0;
+    sl_buf_reset(&mc->through);
+    mc->ra.n = mc->rb.n = 0;
+}
+
+/* One attempt at the merge on sessions ca and cb: 0, or -1 with err
+ * naming the side that failed. */
+static int merge_once(merge_ctx *mc, conn *ca, conn *cb, const mk_bound *lo, const mk_bound *hi,
+                      sl_err *err)
+{
+    conn_set_tick(cb, NULL, NULL); /* its thread must not touch the socket */
+    if (!(mc->side = wk_side_start(cb, &mc->sb->q, lo, hi, err)))
+        return -1;
+    int st = conn_stream_range(ca, &mc->sa->q, lo, hi, take_merge_row, mc, err);
+    if (st && mc->stopped && !conn_is_broken(ca))
+        st = 0;
+    if (st == 0 && !mc->stopped)
+        st = merge_rest(mc, err);
+    if (st == 0) {
+        mc->more = merge_more(mc);
+        return 0;
+    }
+    if (mc->b_failed) {
+        if (err)
+            *err = mc->b_err;
+        return sl_err_wrap(err, "target");
+    }
+    return mc->own_failed ? -1 : sl_err_wrap(err, "source");
+}
+
+/* The merge, started again from lo when a session broke (a restarted
+ * server), as read_retry does; a query's error is not retried. */
+static int merge_retry(merge_ctx *mc, const msg *m, const mk_bound *lo, const mk_bound *hi,
+                       sl_err *err)
+{
+    const int attempts = 5;
+    const char *da, *db;
+    size_t la, lb;
+    if (msg_get_str(m, "db", &da, &la, err) || msg_get_str(m, "db2", &db, &lb, err))
+        return -1;
+    for (int a = 0; a < attempts; a++) {
+        if (err)
+            err->code = SL_OK;
+        if (a > 0) {
+            merge_reset(mc);
+            for (int k = 0; k < (1 << a); k++) { /* 0.2 s, 0.4 s, 0.8 s, 1.6 s */
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+                tick(mc->w);
+            }
+        }
+        conn *ca = db_get_name(mc->w, da, la, err), *cb = ca ? db_get_name(mc->w, db, lb, err) : 0;
+        if (!ca || !cb)
+            continue;
+        int r = merge_once(mc, ca, cb, lo, hi, err);
+        wk_side_free(mc->side); /* joined: cb is this thread's again */
+        mc->side = NULL;
+        if (r == 0)
+            return 0;
+        int broken = conn_is_broken(ca) || conn_is_broken(cb);
+        db_drop(mc->w, ca);
+        db_drop(mc->w, cb);
+        if (!broken)
+            return -1;
+    }
+    return sl_err_wrap(err, "gave up after %d attempts", attempts);
+}
+
+static void merge_free(merge_ctx *mc, size_t ncols)
+{
+    wk_side_free(mc->side);
+    for (int sd = 0; sd < 2; sd++) {
+        for (size_t k = 0; mc->cols[sd] && k < ncols; k++)
+            sl_buf_free(&mc->cols[sd][k].col);
+        free(mc->cols[sd]);
+    }
+    msg_items_free(mc->a);
+    msg_items_free(mc->b);
+    rowenc_free(&mc->ra);
+    rowenc_free(&mc->rb);
+    sl_buf_free(&mc->through);
+    sl_buf_free(&mc->disp);
+}
+
+static int reply_merge(wk *w, const msg *m, const merge_ctx *mc, sl_err *err)
+{
+    msg_writer *mw = msg_writer_new(MSG_REPLY, msg_id(m));
+    if (!mw)
+        return sl_err_set(err, "out of memory");
+    if (w->inproc)
+        msg_writer_no_compress(mw);
+    msg_key(mw, "a");
+    msg_pack_array(mw, mc->na);
+    msg_pack_items(mw, mc->a);
+    msg_key(mw, "b");
+    msg_pack_array(mw, mc->nb);
+    msg_pack_items(mw, mc->b);
+    msg_key(mw, "rows");
+    msg_pack_array(mw, 2);
+    msg_pack_uint(mw, mc->ma);
+    msg_pack_uint(mw, mc->mb);
+    msg_put_uint(mw, "blocks", mc->blocks);
+    if (mc->pos) {
+        msg_key(mw, "through");
+        msg_pack_bin(mw, mc->through.p, mc->through.len);
+    }
+    if (mc->more)
+        msg_put_uint(mw, "more", 1);
+    int r = msg_writer_finish(mw, &w->out, err);
+    msg_writer_free(mw);
+    return r;
+}
+
+/* The request's fields beyond the spec: "limit", and "db2" another
+ * database than "db". */
+static int merge_args(const msg *m, int64_t *limit, char **table2, sl_err *err)
+{
+    const char *da, *db, *t2;
+    size_t la, lb, l2;
+    if (msg_get_int(m, "limit", limit, err) || msg_get_str(m, "db", &da, &la, err) ||
+        msg_get_str(m, "db2", &db, &lb, err) || msg_get_str(m, "table2", &t2, &l2, err))
+        return -1;
+    if (*limit < 1)
+        return sl_err_setc(err, SL_INVALID, "malformed request: limit is not a count");
+    if (la == lb && memcmp(da, db, la) == 0)
+        return sl_err_setc(err, SL_INVALID,
+                           "malformed request: db2 names the same database as db (one session "
+                           "a side: two databases needed)");
+    if (!(*table2 = strndup(t2, l2)))
+        return sl_err_set(err, "out of memory");
+    return 0;
+}
+
+/* MERGE: both sides of a span read here, only their divergent rows sent.
+ * Rate limits (max_rps) are ignored: the coordinator sends none. */
+static int do_merge(wk *w, const msg *m, sl_err *err)
+{
+    spec s = {0}, sb;
+    merge_ctx mc = {0};
+    mk_bound lo, hi;
+    int64_t limit = 0;
+    char *table2 = NULL;
+    int r = -1;
+    if (spec_read(m, &s, err) || bound_read(m, "lo", &lo, err) || bound_read(m, "hi", &hi, err) ||
+        merge_args(m, &limit, &table2, err))
+        goto done;
+    s.max_rps = 0;
+    s.q.limit = (uint64_t)limit;
+    sb = s; /* B's: the same spec on another table (shares s's strings) */
+    sb.table = table2;
+    sb.q.table = table2;
+    const msg_obj *sizes = msg_get(m, "sizes");
+    int64_t sz = 0;
+    mc.sizes = sizes && msg_obj_int(sizes, &sz) == 0 && sz == 1;
+    mc.w = w;
+    mc.sa = &s;
+    mc.sb = &sb;
+    mc.limit = (uint64_t)limit;
+    mc.ra = (rowenc){.w = w, .s = &s, .lo = &lo, .hi = &hi};
+    mc.rb = (rowenc){.w = w, .s = &sb, .lo = &lo, .hi = &hi};
+    if (!(mc.a = msg_items_new()) || !(mc.b = msg_items_new()) ||
+        !(mc.cols[0] = calloc(s.q.ncols, sizeof(merge_col))) ||
+        !(mc.cols[1] = calloc(s.q.ncols, sizeof(merge_col)))) {
+        sl_err_set(err, "out of memory");
+        goto done;
+    }
+    if (merge_retry(&mc, m, &lo, &hi, err) == 0)
+        r = reply_merge(w, m, &mc, err);
+done:
+    if (table2) {
+        const char *p;
+        size_t n;
+        db_close_if_big(w, m, mc.ra.big);
+        if (msg_get_str(m, "db2", &p, &n, NULL) == 0)
+            db_close_big_name(w, p, n, mc.rb.big);
+    }
+    merge_free(&mc, s.q.ncols);
+    free(table2);
+    spec_free(&s);
+    return r;
+}
+
 /* ---- the loop --------------------------------------------------------- */
 
 static int send_frame(wk *w, const sl_buf *b)
@@ -1151,6 +1620,7 @@ static int send_hello(wk *w, int type, sl_err *err)
         return sl_err_set(err, "out of memory");
     msg_put_int(mw, "enc", ENC_VERSION);
     msg_put_int(mw, "stream", 1);         /* serves stream requests (dense ranges) */
+    msg_put_int(mw, "merge", 1);          /* serves merge requests (both sides read here) */
     msg_put_int(mw, "spans", 1);          /* rows requests may list spans */
     msg_put_uint(mw, "trees", w->ntrees); /* shown by sluice workers: 0 once jobs end */
     msg_key(mw, "dbs");
@@ -1250,16 +1720,21 @@ void wk_free(wk *w)
 }
 
 /* The database a request names, if this worker has it. */
-static wk_dbconn *db_named(wk *w, const msg *m)
+static wk_dbconn *db_named_by(wk *w, const msg *m, const char *field)
 {
     const char *p;
     size_t n;
-    if (msg_get_str(m, "db", &p, &n, NULL))
+    if (msg_get_str(m, field, &p, &n, NULL))
         return NULL;
     for (size_t i = 0; i < w->ndbs; i++)
         if (strlen(w->dbs[i].name) == n && memcmp(w->dbs[i].name, p, n) == 0)
             return &w->dbs[i];
     return NULL;
+}
+
+static wk_dbconn *db_named(wk *w, const msg *m)
+{
+    return db_named_by(w, m, "db");
 }
 
 /* Whether m carries a where clause (any non-nil value: the handlers refuse
@@ -1274,7 +1749,9 @@ static int has_where(const msg *m)
  * one: 0 to go on, -1 with err. */
 static int check_where(wk *w, const msg *m, sl_err *err)
 {
-    wk_dbconn *d = db_named(w, m);
+    wk_dbconn *d = db_named(w, m), *d2 = db_named_by(w, m, "db2"); /* merge: both sides */
+    if (d2 && !d2->allow_where && (!d || d->allow_where))
+        d = d2;
     if (!has_where(m) || !d || d->allow_where)
         return 0;
     return sl_err_setc(err, SL_AUTH,
@@ -1541,6 +2018,9 @@ static int handle(wk *w, msg *m, const sl_err *decode_err, sl_err *err)
         case MSG_STREAM:
             r = do_rows(w, m, 2, &e);
             break;
+        case MSG_MERGE:
+            r = do_merge(w, m, &e);
+            break;
         case MSG_RELEASE: {
             int64_t t;
             if (msg_get_int(m, "tree", &t, &e) == 0)
@@ -1606,11 +2086,12 @@ static void busy_tick(wk *w)
          * session, so no divergence waits for a whole range to stream;
          * describe and split too, so a new (high priority) job does not
          * wait for another job's range */
-        int quick =
-            !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
-            msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH || msg_type(m) == MSG_STREAM ||
-            msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT || msg_type(m) == MSG_FOLLOW ||
-            msg_type(m) == MSG_KEYS || msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
+        int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
+                    msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH ||
+                    msg_type(m) == MSG_STREAM || msg_type(m) == MSG_MERGE ||
+                    msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT ||
+                    msg_type(m) == MSG_FOLLOW || msg_type(m) == MSG_KEYS ||
+                    msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));
