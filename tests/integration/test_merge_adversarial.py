@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -29,11 +30,15 @@ from harness import SLUICE, PgServer, Tap, free_port, sluice_json  # noqa: E402
 import msgpack  # noqa: E402
 import zmq  # noqa: E402
 
-T_HELLO, T_REPLY, T_ERROR, T_HEARTBEAT, T_MERGE = 1, 10, 11, 12, 26
+T_HELLO, T_TREE, T_REPLY, T_ERROR, T_HEARTBEAT, T_MERGE = 1, 4, 10, 11, 12, 26
 MK_UNBOUNDED, MK_INCL, MK_EXCL = 0, 1, 2
-N = 27000  # source rows (ids 2, 4, ...): 6 ranges of 4,500, each long enough to be judged dense
-RANGES = "6"
+N = 18000  # source rows (ids 2, 4, ...): 4 ranges of 4,500, each long enough to be judged dense
+RANGES = "4"
 RUN_TIMEOUT = 120  # a job that takes longer hangs
+# the relay holds its replies to tree requests of ranges past the first this long, so that
+# the first range is compared (judged dense) before every range has its trees: the ranges
+# left pending go to merge tasks
+TREE_DELAY = 0.4
 
 t = Tap()
 _lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
@@ -122,8 +127,12 @@ def answer(doc):
 
 
 def oracle(table):
-    code, doc, err = sluice_json("diff", src, dst, "--table", table)
-    assert code == 1 and doc, f"the oracle's diff of {table}: exit {code}\n{err}"
+    """sluice diff without merge tasks (a rate limit keeps them off,
+    co_merge_allowed): trees and streams only."""
+    code, doc, err = sluice_json("diff", src, dst, "--table", table, "--max-rows-per-second",
+                                 "1000000000")
+    assert code == 1 and doc and doc["summary"]["merged_ranges"] == 0, \
+        f"the oracle's diff of {table}: exit {code}\n{err}"
     return answer(doc)
 
 
@@ -133,7 +142,8 @@ def oracle(table):
 class MergeLiar(threading.Thread):
     """Registers as a worker and relays a real one, passing every reply to a
     merge request through lie(m, req, st), which may change it in place
-    (True: it lied)."""
+    (True: it lied). Its replies to tree requests past the first range
+    wait TREE_DELAY."""
 
     def __init__(self, cl, lie):
         super().__init__(daemon=True)
@@ -153,6 +163,8 @@ class MergeLiar(threading.Thread):
              "--heartbeat", "0.3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env=cl.env)
         self.asked = {}  # merge request id -> the request
+        self.trees = set()  # ids of tree requests of a range with a lower bound
+        self.held = []  # [(when to send, frame)]
         self.errors = []
         self.stop = threading.Event()
 
@@ -162,13 +174,17 @@ class MergeLiar(threading.Thread):
         poller.register(self.up, zmq.POLLIN)
         poller.register(self.down, zmq.POLLIN)
         while not self.stop.is_set():
-            for sock, _ in poller.poll(100):
+            while self.held and self.held[0][0] <= time.time():
+                self.up.send(self.held.pop(0)[1])
+            for sock, _ in poller.poll(20):
                 if sock is self.down:
                     ident, frame = self.down.recv_multipart()
                     for f in waiting:
                         self.down.send_multipart([ident, f])
                     waiting = []
-                    self.up.send(self.tamper(frame))
+                    frame = self.tamper(frame)
+                    if frame is not None:
+                        self.up.send(frame)
                 else:
                     frame = self.up.recv()
                     try:
@@ -176,6 +192,8 @@ class MergeLiar(threading.Thread):
                         if m.get("t") == T_MERGE:
                             self.asked[m["id"]] = m
                             self.merge_asked.set()
+                        if m.get("t") == T_TREE and m["lo"][0] != MK_UNBOUNDED:
+                            self.trees.add(m["id"])
                     except Exception as e:  # noqa: BLE001 (a relay passes what it cannot read)
                         self.errors.append(repr(e))
                     if ident is None:
@@ -194,6 +212,10 @@ class MergeLiar(threading.Thread):
             return frame
         if m.get("t") == T_HELLO and self.hello_merge is None:
             self.hello_merge = m.get("merge")
+        if m.get("t") in (T_REPLY, T_ERROR) and m.get("id") in self.trees:
+            self.trees.discard(m["id"])
+            self.held.append((time.time() + TREE_DELAY, frame))
+            return None
         if m.get("t") != T_REPLY or m.get("id") not in self.asked:
             return frame
         req = self.asked.pop(m["id"])
@@ -289,7 +311,7 @@ def lie_nil_fabricates(m, req, st):
     for ra, rb in both_sides(m):
         vals = [e for e in rb[1] if e is not None]
         for c, (ea, eb) in enumerate(zip(ra[1], rb[1])):
-            if ea is None and eb is None and vals:
+            if c >= 1 and ea is None and eb is None and vals:  # a column, not the key (id)
                 rb[1][c], rb[2][c] = vals[0], "fabricated"  # an equal column given a value on b
                 return True
     return False
@@ -347,6 +369,11 @@ def lie_rows_fewer(m, req, st):
     return True
 
 
+def pass_through(m, req, st):
+    st["merges"] = st.get("merges", 0) + 1
+    return False
+
+
 def lie_error(m, req, st):
     v = m.get("v", 1)
     m.clear()
@@ -371,10 +398,13 @@ def run_job(table, lie=None, workers=0):
         cl.start_worker(slots=1)
     up = cl.wait_workers(1 if lie else workers)
     t0 = time.time()
+    # files, not pipes: the report (tens of thousands of divergences) would fill a pipe
+    # nobody reads while the job runs
+    fout = open(os.path.join(cl.dir, "submit.out"), "w+")
+    ferr = open(os.path.join(cl.dir, "submit.err"), "w+")
     p = subprocess.Popen([SLUICE, "submit", "src", "dst", "--table", table, "--ranges", RANGES,
                           "--wait", "--no-progress", "--format", "json", "--coordinator",
-                          cl.clients_ep], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=cl.env)
+                          cl.clients_ep], stdout=fout, stderr=ferr, env=cl.env)
     honest = False
     while p.poll() is None and time.time() - t0 < RUN_TIMEOUT:
         if liar and not honest and liar.merge_asked.is_set():
@@ -384,7 +414,12 @@ def run_job(table, lie=None, workers=0):
     hung = p.poll() is None
     if hung:
         p.kill()
-    out, err = p.communicate()
+    p.wait()
+    fout.seek(0)
+    ferr.seek(0)
+    out, err = fout.read(), ferr.read()
+    fout.close()
+    ferr.close()
     took = time.time() - t0
     if liar:
         liar.close()
@@ -425,13 +460,24 @@ want_m = oracle("m")
 want_e = oracle("e")
 t.diag(f"oracle m: {want_m[1]}; e: {want_e[1]}")
 
-# the honest run: two real workers, every row differing
-r = run_job("e", workers=2)
+# the honest runs, every row differing. On a cluster: two real workers, the first behind a
+# relay that lies in nothing and counts the merge replies (the second joins once a merge is
+# asked, as in the runs below; submit --wait's summary has no merged_ranges: it comes from
+# the job's status). Then sluice diff, whose summary says merged_ranges.
+r = run_job("e", pass_through)
 doc = r["doc"]
+merges = r["liar"].st.get("merges", 0)
 t.ok(r["up"] and not r["hung"] and r["code"] == 1 and doc and answer(doc) == want_e
-     and doc["summary"].get("merged_ranges", 0) > 0 and not r["san"],
-     f"two honest workers, every row differing: the oracle's answer through merge tasks "
-     f"({summary(r)})", why(r, want_e))
+     and merges > 0 and not dropped(r) and not r["san"],
+     f"two honest workers, every row differing: the oracle's answer, {merges} merge replies "
+     f"relayed ({summary(r)})", why(r, want_e))
+for table, want in (("e", want_e), ("m", want_m)):
+    code, doc, err = sluice_json("diff", src, dst, "--table", table, "--ranges", RANGES,
+                                 "--workers", "1")
+    t.ok(code == 1 and doc and answer(doc) == want and doc["summary"]["merged_ranges"] > 0,
+         f"sluice diff, table {table}: the oracle's answer, "
+         f"{doc and doc['summary']['merged_ranges']} of {doc and doc['summary']['ranges']} "
+         f"ranges merged", f"exit {code}\n{err[-500:]}\n{doc and doc['summary']}")
 
 DETECTED = [
     ("1a. a key in a below the span's lo", lie_below_lo),
@@ -467,6 +513,10 @@ for name, lie in DETECTED:
         todo(ok, label, KNOWN[tag], why(r, want_m))
     else:
         t.ok(ok, label, why(r, want_m))
+    if tag == "8b":  # the drop says why, as every other drop does
+        todo(dropped(r) and all(re.search(r"for range \d+ \S", x) for x in dropped(r)),
+             f"8b. the drop says why ({dropped(r)[:1]})",
+             "co_merge.c:265 sets bad for na > rows[0] without a why: an empty reason")
 
 # 6: a fabricated changed row with equal values: compared again, not reported
 r = run_job("m", lie_equal_row)
@@ -490,7 +540,7 @@ skip("9. a divergence dropped from a and b", "undetectable by the coordinator: a
 
 # 10: an error reply mid-job: the job fails at once with the worker's one-line error
 r = run_job("m", lie_error)
-lines = [x for x in r["err"].splitlines() if x.strip()]
+lines = [x for x in r["err"].splitlines() if x.strip() and not x.endswith(" submitted")]
 t.ok(r["up"] and not r["hung"] and r["liar"].lies > 0 and r["code"] in (2, 3)
      and len(lines) == 1 and "caught fire" in lines[0] and not r["san"],
      f"10. an error reply to a merge: the job fails with exit {r['code']} and one line "
