@@ -38,7 +38,7 @@ RUN_TIMEOUT = 120  # a job that takes longer hangs
 # the relay holds its replies to tree requests of ranges past the first this long, so that
 # the first range is compared (judged dense) before every range has its trees: the ranges
 # left pending go to merge tasks
-TREE_DELAY = 0.4
+TREE_DELAY = 0.25
 
 t = Tap()
 _lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
