@@ -104,7 +104,8 @@ TEST_LONG   := $(addprefix tests/integration/,test_chaos.py test_control_cutover
                  test_random.py test_huge_values.py test_secrets.py test_demo_migration.sh \
                  test_values_hardening.py test_control_changes.py \
                  test_verify_changes_restart.py test_verify_changes_orphans.py \
-                 test_quick_answers.py test_dense.py test_repair.py test_replica_lag.py)
+                 test_quick_answers.py test_dense.py test_repair.py test_replica_lag.py \
+                 test_merge_adversarial.py)
 TEST_FILES   = $(addprefix build/asan/,$(UNIT)) \
                $(wildcard tests/integration/test_*.py tests/integration/test_*.sh)
 TEST_PAR     = $(filter $(TEST_FILES),$(TEST_LONG)) \
