@@ -15,10 +15,13 @@
 
 #include "co_impl.h"
 
-/* Rows a merge task reads a side at most: a reply holds only what
- * differs, so it can cover many rows; a task is one query a side, and
- * what a lost worker had merged is read again. */
-#define CO_MERGE_ROWS 4096
+/* Rows a merge task reads a side at most: a task is one query a side
+ * (fewer, larger tasks cost the databases less: at 10M rows every row
+ * differing, 16,384 ran 8-10% faster than 4,096), while a reply decoded on
+ * the coordinator holds up to this many rows a side (at most workers + 1
+ * of them at once, co_next_merge), and what a lost worker merged is read
+ * again. 65,536 was slower and took 445 MiB at 1M rows. */
+#define CO_MERGE_ROWS 16384
 
 int co_merge_allowed(const job *j)
 {
