@@ -1172,7 +1172,7 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     range *r = &j->r[ri];
     drill d = {.j = j, .r = r};
     mk_bound lo = range_lo(r), hi = range_hi(r);
-    int rc, dense = 0;
+    int rc, dense = 0, handed = 0;
     for (;;) {
         j->pend_n = 0;
         grand_drop(&d, 0);
@@ -1196,8 +1196,15 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
                 co_judge_range(j, 1);
             dense = 1;
             mk_bound from = {j->dense_from_kind, j->dense_from.p, j->dense_from.len};
-            if ((rc = fetch_gathered(&d, err)) == 0 &&
-                (rc = co_stream_span(&d, &from, &hi, err)) == 0)
+            /* the rest to merge tasks when a worker reads both sides (far
+             * cheaper than shipping both sides' rows here), unless a cut
+             * compare cut short reported some of it already: its keys
+             * are in r->emitted, which only a drill checks) */
+            handed = co_merge_possible(j) && !r->attempts;
+            if ((rc = fetch_gathered(&d, err)) == 0)
+                rc =
+                    handed ? co_merge_rest(j, ri, &from, err) : co_stream_span(&d, &from, &hi, err);
+            if (rc == 0 && !handed)
                 j->sum->streamed_ranges++;
         } else if (rc == 0 && (rc = span_flush(&d, err)) == 0) {
             rc = fetch_gathered(&d, err);
@@ -1230,6 +1237,11 @@ int co_compare_range(job *j, size_t ri, sl_err *err)
     mk_nodelist_free(&r->root[1]);
     if (rc)
         return rc;
+    if (handed) { /* its trees released: merge tasks take it, co_merge_take finishes it */
+        r->state[0] = r->state[1] = RS_PENDING;
+        r->worker[0] = r->worker[1] = -1;
+        return 0;
+    }
     r->state[0] = r->state[1] = RS_COMPARED;
     r->compared = 1;
     if (!dense)

@@ -139,6 +139,8 @@ typedef struct range {
      * mat (everything up to that key is compared and reported). */
     int merging;         /* its merge has begun */
     sl_buf mat;          /* the last key merged (empty: none yet) */
+    int mat_kind;        /* MK_EXCL, or MK_INCL: a drill's rest starts at mat */
+    int mtree;           /* the rest of a drilled range: its rows counted by its trees */
     uint64_t mrows[2];   /* rows of each side merged so far */
     uint64_t mpos, mblocks; /* merged rows and differing 32-row blocks (density) */
     msg *mrep;           /* RS_MERGED: the reply the fiber takes next */
@@ -481,6 +483,10 @@ void co_merge_reply(co *c, int wi, msg *m);
 /* On the fiber: reports the divergences of range ri's merge reply, and
  * either finishes the range or leaves it pending for its next task. */
 int co_merge_take(job *j, size_t ri, sl_err *err);
+/* Range ri's drill-down found it dense from `from` on (everything below
+ * is compared and reported): its rest goes to merge tasks. Its trees must
+ * be released by the caller; its rows stay those its trees counted. */
+int co_merge_rest(job *j, size_t ri, const mk_bound *from, sl_err *err);
 
 /* ---- co_stream.c: dense divergence ------------------------------------- */
 

@@ -65,7 +65,24 @@ size_t co_next_merge(job *j, const co_worker *w)
 
 static mk_bound merge_from(const range *r)
 {
-    return r->mat.len ? (mk_bound){MK_EXCL, r->mat.p, r->mat.len} : range_lo(r);
+    return r->mat.len ? (mk_bound){r->mat_kind, r->mat.p, r->mat.len} : range_lo(r);
+}
+
+int co_merge_rest(job *j, size_t ri, const mk_bound *from, sl_err *err)
+{
+    range *r = &j->r[ri];
+    sl_buf_reset(&r->mat);
+    r->mat_kind = MK_EXCL;
+    if (from->kind != MK_UNBOUNDED) {
+        if (sl_buf_append(&r->mat, from->key, from->len))
+            return sl_err_set(err, "out of memory");
+        r->mat_kind = from->kind;
+    }
+    r->merging = 1;
+    r->mtree = 1;
+    r->read_at_ms = sl_wall_ms();
+    r->mpos = r->mblocks = 0;
+    return 0;
 }
 
 int co_send_merge(job *j, size_t ri, int wi, sl_err *err)
@@ -205,6 +222,18 @@ static int same_columns(const msg_obj *fa, const msg_obj *fb)
     return na == nb;
 }
 
+/* Lets the loop run between a reply's rows: each reported row may be a
+ * write to the coordinator's store (a commit each), and a reply of 16,384
+ * changed rows would otherwise keep clients and heartbeats waiting for
+ * seconds. The reply is the fiber's alone meanwhile (its range is
+ * RS_MERGED: nothing dispatches it). 0, or -1 when the job was cancelled. */
+static int pause_for_loop(job *j, sl_err *err)
+{
+    j->wake = 1;
+    fiber_yield(j->fb);
+    return (j->cancel && !j->closing) || j->freeing ? sl_err_set(err, "job cancelled") : 0;
+}
+
 /* Both sides' lists merged by key: a key in both is a changed row (both
  * listing the same columns), in one only a missing or extra row. With d
  * NULL it only checks that (before anything is reported: a reply is used
@@ -213,7 +242,7 @@ static int same_columns(const msg_obj *fa, const msg_obj *fb)
 static int take_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb, uint32_t nb,
                      sl_err *why, sl_err *err)
 {
-    uint32_t i = 0, k = 0;
+    uint32_t i = 0, k = 0, taken = 0;
     while (i < na || k < nb) {
         const msg_obj *fa = NULL, *fb = NULL;
         uint32_t wa = 0, wb = 0;
@@ -232,6 +261,8 @@ static int take_rows(drill *d, const msg_obj *ra, uint32_t na, const msg_obj *rb
         if (!d && (a && b ? wa != 4 || wb != 4 || !same_columns(fa, fb) : (a ? wa : wb) != 1))
             return sl_err_set(why, "has row %u/%u whose columns do not match its sides", i, k);
         if (d && co_merged_row(d, a, b, err))
+            return -1;
+        if (d && ++taken % 512 == 0 && pause_for_loop(d->j, err))
             return -1;
         i += c <= 0;
         k += c >= 0;
@@ -308,14 +339,17 @@ int co_merge_take(job *j, size_t ri, sl_err *err)
         msg_free(m);
         return -1;
     }
-    r->mrows[0] += rows[0];
-    r->mrows[1] += rows[1];
+    if (!r->mtree) { /* a drill's rest: its trees counted every row */
+        r->mrows[0] += rows[0];
+        r->mrows[1] += rows[1];
+    }
     r->mpos += rows[0] > rows[1] ? rows[0] : rows[1];
     r->mblocks += blocks;
     j->sum->streamed_rows += rows[0] + rows[1];
     j->task_rows += rows[0];
     if (through.kind != MK_UNBOUNDED) {
         sl_buf_reset(&r->mat);
+        r->mat_kind = MK_EXCL;
         if (sl_buf_append(&r->mat, through.key, through.len)) {
             msg_free(m);
             return sl_err_set(err, "out of memory");
@@ -327,17 +361,19 @@ int co_merge_take(job *j, size_t ri, sl_err *err)
         r->state[0] = r->state[1] = RS_PENDING;
         return 0;
     }
-    r->rows[0] = r->mrows[0];
-    r->rows[1] = r->mrows[1];
     r->state[0] = r->state[1] = RS_COMPARED;
     r->compared = 1;
     j->sum->streamed_ranges++;
-    j->sum->direct_ranges++;
     j->sum->merged_ranges++;
-    j->sum->trees_skipped += 2;
-    uint64_t nblk = (r->mpos + 31) / 32;
-    if (r->mrows[0] + r->mrows[1] >= 4096)
-        co_judge_range(j, r->mblocks * 100 >= nblk * 10);
+    if (!r->mtree) { /* streamed whole: no tree built, judged here */
+        r->rows[0] = r->mrows[0];
+        r->rows[1] = r->mrows[1];
+        j->sum->direct_ranges++;
+        j->sum->trees_skipped += 2;
+        uint64_t nblk = (r->mpos + 31) / 32;
+        if (r->mrows[0] + r->mrows[1] >= 4096)
+            co_judge_range(j, r->mblocks * 100 >= nblk * 10);
+    }
     if (!r->pending && co_finish_range(j, ri, err))
         return -1;
     return 0;
