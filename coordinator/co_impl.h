@@ -583,6 +583,9 @@ int co_share_paused(job *j, double now);
 void co_requeue_lost(job *j);
 void co_dispatch(co *c);
 void co_tree_reply(co *c, int wi, msg *m);
+/* Queues range ri for the job's fiber (both trees in, or a merge reply);
+ * out of memory fails the job. */
+void co_ready_push(job *j, size_t ri);
 void co_route_reply(co *c, int wi, msg *m);
 
 #endif

@@ -359,6 +359,11 @@ void co_tree_reply(co *c, int wi, msg *m)
     if (rg->state[0] != RS_BUILT || rg->state[1] != RS_BUILT)
         return;
     rg->read_at_ms = sl_wall_ms();
+    co_ready_push(j, ri);
+}
+
+void co_ready_push(job *j, size_t ri)
+{
     if (j->nready == j->capready) {
         size_t cap = j->capready ? 2 * j->capready : 16;
         size_t *p = realloc(j->ready, cap * sizeof *p);

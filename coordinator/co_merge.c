@@ -148,18 +148,7 @@ void co_merge_reply(co *c, int wi, msg *m)
         j->sum->longest_read_s = took;
     r->state[0] = r->state[1] = RS_MERGED;
     r->mrep = m;
-    if (j->nready == j->capready) {
-        size_t cap = j->capready ? 2 * j->capready : 16;
-        size_t *p = realloc(j->ready, cap * sizeof *p);
-        if (!p) {
-            sl_err_set(&j->err, "out of memory");
-            j->fatal = 1;
-            return;
-        }
-        j->ready = p;
-        j->capready = cap;
-    }
-    j->ready[j->nready++] = ri;
+    co_ready_push(j, ri);
 }
 
 /* A merge reply's row list: [key] (a row on this side only) or [key,
