@@ -304,6 +304,7 @@ struct co_job {
     size_t judged, judged_dense;
     uint64_t st_rows[2], st_pos, st_blocks, st_lastblk, st_ndiff;
     sl_buf st_at;
+    int st_at_kind; /* MK_EXCL; MK_INCL: a begun merge's rest from a drill (co_merge.c) */
     size_t st_ri1; /* the range streamed directly, + 1 (0: none), until it ends */
     int st_tries;  /* its streams cut short by a lost worker */
 };

@@ -190,6 +190,7 @@ static int merged(drill *d, const uint8_t *k, size_t kl, int c, int differs, sl_
     j->st_rows[0] += c <= 0;
     j->st_rows[1] += c >= 0;
     sl_buf_reset(&j->st_at);
+    j->st_at_kind = MK_EXCL;
     return sl_buf_append(&j->st_at, k, kl) ? sl_err_set(err, "out of memory") : 0;
 }
 
@@ -278,12 +279,28 @@ void co_judge_range(job *j, int dense)
     j->direct = !j->o->keys_only && j->o->share <= 0 && j->judged_dense * 2 > j->judged;
 }
 
+/* A range whose merge has begun, pending, with no live worker left that
+ * could merge it (lost, or only workers reaching one side): streamed from
+ * where its merge got to, or the job would wait for ever. */
+static size_t stranded_merge(const job *j)
+{
+    if (co_merge_possible(j))
+        return SIZE_MAX;
+    for (size_t i = 0; i < j->nr; i++)
+        if (j->r[i].merging && j->r[i].state[0] == RS_PENDING && j->r[i].state[1] == RS_PENDING &&
+            !j->r[i].splitting)
+            return i;
+    return SIZE_MAX;
+}
+
 int co_direct_ready(job *j)
 {
     if (j->st_ri1) /* one cut short: finished first */
         return 1;
-    if (!j->direct || j->lag_paused || co_merge_possible(j))
+    if (j->lag_paused || co_merge_possible(j))
         return 0; /* merge tasks take the pending ranges (co_merge.c) */
+    if (!j->direct && stranded_merge(j) == SIZE_MAX)
+        return 0;
     for (const job *o = j->c->jobs; o; o = o->link)
         if (o != j && o->phase == JOB_RANGES && !o->cancel && !o->fatal && o->prio > j->prio)
             return 0; /* a job of higher priority reads first, as with range tasks */
@@ -323,17 +340,24 @@ int co_stream_pending(job *j, sl_err *err)
     if (j->st_ri1) {
         ri = j->st_ri1 - 1;
     } else {
-        for (ri = 0; ri < j->nr; ri++)
-            if (j->r[ri].state[0] == RS_PENDING && j->r[ri].state[1] == RS_PENDING &&
-                !j->r[ri].splitting && !j->r[ri].merging)
-                break;
-        if (ri == j->nr)
+        ri = stranded_merge(j);
+        for (size_t i = 0; ri == SIZE_MAX && j->direct && i < j->nr; i++)
+            if (j->r[i].state[0] == RS_PENDING && j->r[i].state[1] == RS_PENDING &&
+                !j->r[i].splitting && !j->r[i].merging)
+                ri = i;
+        if (ri == SIZE_MAX)
             return 0;
         j->st_ri1 = ri + 1;
         j->st_tries = 0;
         j->st_rows[0] = j->st_rows[1] = 0;
         j->st_pos = j->st_blocks = j->st_lastblk = j->st_ndiff = 0;
         sl_buf_reset(&j->st_at);
+        j->st_at_kind = MK_EXCL;
+        if (j->r[ri].merging && j->r[ri].mat.len) { /* after what its merge reported */
+            if (sl_buf_append(&j->st_at, j->r[ri].mat.p, j->r[ri].mat.len))
+                return sl_err_set(err, "out of memory");
+            j->st_at_kind = j->r[ri].mat_kind;
+        }
         j->r[ri].state[0] = j->r[ri].state[1] = RS_STREAMING;
         j->r[ri].read_at_ms = sl_wall_ms();
     }
@@ -349,13 +373,13 @@ int co_stream_pending(job *j, sl_err *err)
                 r->state[0] = r->state[1] = RS_PENDING;
                 r->worker[0] = r->worker[1] = -1;
                 j->st_ri1 = 0;
-                j->direct = 0;
+                j->direct = j->direct && r->merging; /* a begun merge: no trees for it */
             }
             return 0; /* else the loop waits (or gives up) */
         }
         /* a stream cut short resumes after the last key merged: what lies
          * below was compared on both sides and reported once */
-        mk_bound from = j->st_at.len ? (mk_bound){MK_EXCL, j->st_at.p, j->st_at.len} : lo;
+        mk_bound from = j->st_at.len ? (mk_bound){j->st_at_kind, j->st_at.p, j->st_at.len} : lo;
         rc = co_stream_span(&d, &from, &hi, err);
         if (rc != CO_LOST)
             break;
@@ -366,14 +390,16 @@ int co_stream_pending(job *j, sl_err *err)
     if (rc)
         return -1;
     j->st_ri1 = 0;
-    r->rows[0] = j->st_rows[0];
-    r->rows[1] = j->st_rows[1];
+    if (!r->mtree) { /* a drill's rest keeps the rows its trees counted */
+        r->rows[0] = r->mrows[0] + j->st_rows[0];
+        r->rows[1] = r->mrows[1] + j->st_rows[1];
+        j->sum->direct_ranges++;
+        j->sum->trees_skipped += 2;
+    }
     r->state[0] = r->state[1] = RS_COMPARED;
     r->worker[0] = r->worker[1] = -1;
     r->compared = 1;
     j->sum->streamed_ranges++;
-    j->sum->direct_ranges++;
-    j->sum->trees_skipped += 2;
     uint64_t blocks = (j->st_pos + 31) / 32;
     if (j->st_rows[0] + j->st_rows[1] >= CO_DENSE_MIN_ROWS)
         co_judge_range(j, j->st_blocks * 100 >= blocks * CO_DENSE_PERCENT);

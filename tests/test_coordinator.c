@@ -588,6 +588,26 @@ static void test_next_task(void)
     co_free(c);
 }
 
+/* Trees are built at most (live workers + 1) ranges ahead of the
+ * compares: past that only the other side of an open range is given. */
+static void test_next_task_ahead(void)
+{
+    co *c = fake_co();
+    fixture f;
+    job *j = new_job(c, &f, 6, CO_PRIO_NORMAL);
+    int both = add_worker(c, "s", "t"); /* one live worker: two ranges open at most */
+    j->r[0].state[0] = j->r[0].state[1] = RS_BUILT; /* waits for its compare */
+    j->r[1].state[0] = RS_RUNNING;
+    ok(co_next_task(j, &c->w[both]) == 3, "two ranges open: the other side of one (range 1)");
+    j->r[1].state[1] = RS_RUNNING;
+    ok(co_next_task(j, &c->w[both]) == SIZE_MAX, "two ranges open, both sides out: no third");
+    j->r[0].state[0] = j->r[0].state[1] = RS_COMPARED;
+    ok(co_next_task(j, &c->w[both]) == 4, "one compared: range 2 is given");
+    c->jobs = NULL;
+    free_job(j);
+    co_free(c);
+}
+
 /* A scrub's ranges are visited in its order, each side once. */
 static void test_next_task_shuffled(void)
 {
@@ -602,6 +622,8 @@ static void test_next_task_shuffled(void)
     while (n < 8 && (t = co_next_task(j, &c->w[both])) != SIZE_MAX) {
         seen[n++] = t;
         j->r[t / 2].state[t % 2] = RS_RUNNING;
+        if (j->r[t / 2].state[1 - t % 2] == RS_RUNNING) /* compared at once: not open */
+            j->r[t / 2].state[0] = j->r[t / 2].state[1] = RS_COMPARED;
     }
     int in_order = n == 8;
     for (size_t i = 0; in_order && i < 8; i++)
@@ -953,6 +975,7 @@ int main(void)
     test_first_look();
     test_commit_times();
     test_next_task();
+    test_next_task_ahead();
     test_next_task_shuffled();
     test_requeue_lost();
     test_dispatch();

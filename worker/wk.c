@@ -1296,7 +1296,7 @@ static int forms_equal(merge_col *x, merge_col *y, int flags)
 /* One side's row of a key on both: [key, [differing column indexes],
  * [their values], [their texts]], each value and text as a stream ships
  * it. Only the differing columns travel: a row of 7 columns of which one
- * differs is 8 msgpack objects, not 18 (decoding them is most of the
+ * differs is 8 wire objects, not 18 (decoding them is most of the
  * coordinator's work when every row differs). */
 static int pack_divergent(merge_ctx *mc, int side, const enc_val *v, uint32_t ndiff, sl_err *err)
 {
@@ -1411,9 +1411,15 @@ static int merge_more(const merge_ctx *mc)
     return mc->stopped || mc->full || mc->ra.n >= mc->limit || b_limited(mc) || mc->bv;
 }
 
+/* The worker's heartbeats while a merge waits for its side thread. */
+static void side_tick(void *w)
+{
+    busy_tick(w);
+}
+
 static void merge_reset(merge_ctx *mc)
 {
-    wk_side_free(mc->side);
+    wk_side_free(mc->side, side_tick, mc->w);
     mc->side = NULL;
     mc->bv = NULL;
     mc->b_end = mc->b_failed = mc->full = mc->stopped = mc->own_failed = mc->more = 0;
@@ -1478,7 +1484,7 @@ static int merge_retry(merge_ctx *mc, const msg *m, const mk_bound *lo, const mk
             continue; /* the database may be coming back */
         }
         int r = merge_once(mc, ca, cb, lo, hi, err);
-        wk_side_free(mc->side); /* joined: cb is this thread's again */
+        wk_side_free(mc->side, side_tick, mc->w); /* joined: cb is this thread's again */
         mc->side = NULL;
         if (r == 0)
             return 0;
@@ -1493,7 +1499,7 @@ static int merge_retry(merge_ctx *mc, const msg *m, const mk_bound *lo, const mk
 
 static void merge_free(merge_ctx *mc, size_t ncols)
 {
-    wk_side_free(mc->side);
+    wk_side_free(mc->side, side_tick, mc->w);
     for (int sd = 0; sd < 2; sd++) {
         for (size_t k = 0; mc->cols[sd] && k < ncols; k++)
             sl_buf_free(&mc->cols[sd][k].col);
@@ -2088,13 +2094,13 @@ static void busy_tick(wk *w)
          * trees held, span rows and fetches on the database's second
          * session, so no divergence waits for a whole range to stream;
          * describe and split too, so a new (high priority) job does not
-         * wait for another job's range */
-        int quick = !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
-                    msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH ||
-                    msg_type(m) == MSG_STREAM || msg_type(m) == MSG_MERGE ||
-                    msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT ||
-                    msg_type(m) == MSG_FOLLOW || msg_type(m) == MSG_KEYS ||
-                    msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
+         * wait for another job's range. A tree or a merge is a range task
+         * of its own: it waits its turn */
+        int quick =
+            !m || msg_type(m) == MSG_NODES || msg_type(m) == MSG_RELEASE ||
+            msg_type(m) == MSG_ROWS || msg_type(m) == MSG_FETCH || msg_type(m) == MSG_STREAM ||
+            msg_type(m) == MSG_DESCRIBE || msg_type(m) == MSG_SPLIT || msg_type(m) == MSG_FOLLOW ||
+            msg_type(m) == MSG_KEYS || msg_type(m) == MSG_UNFOLLOW || msg_type(m) == MSG_LAG;
         if (!quick) {
             msg_free(m);
             deferred *d = malloc(sizeof *d + zmq_msg_size(&in));

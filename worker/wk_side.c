@@ -161,7 +161,7 @@ wk_side *wk_side_start(conn *c, const conn_query *q, const mk_bound *lo, const m
         return sl_err_set(err, "cannot create a lock"), NULL;
     }
     if (pthread_create(&s->th, NULL, run, s)) {
-        wk_side_free(s);
+        wk_side_free(s, NULL, NULL);
         return sl_err_set(err, "cannot start a thread"), NULL;
     }
     s->started = 1;
@@ -231,7 +231,7 @@ static void batch_list_free(batch *b)
     }
 }
 
-void wk_side_free(wk_side *s)
+void wk_side_free(wk_side *s, void (*tick)(void *ctx), void *ctx)
 {
     if (!s)
         return;
@@ -239,6 +239,23 @@ void wk_side_free(wk_side *s)
         pthread_mutex_lock(&s->mu);
         atomic_store(&s->stop, 1);
         pthread_cond_broadcast(&s->cv);
+        /* the thread may sit in a query the server has not answered yet:
+         * the caller's heartbeats go on until it returns */
+        while (!s->done) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += 20 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &until);
+            if (!s->done && tick) {
+                pthread_mutex_unlock(&s->mu);
+                tick(ctx);
+                pthread_mutex_lock(&s->mu);
+            }
+        }
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->th, NULL);
     }

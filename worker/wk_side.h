@@ -32,8 +32,11 @@ int wk_side_next(wk_side *s, int wait_ms, const enc_val **v, sl_err *err);
 /* Rows handed out by wk_side_next so far. */
 uint64_t wk_side_rows(const wk_side *s);
 
-/* Stops the read if it still runs (the database is told to cancel it),
- * joins the thread and frees s; c is left open. Accepts NULL. */
-void wk_side_free(wk_side *s);
+/* Stops the read if it still runs (the database is told to cancel it at
+ * its next row; a query still waiting on the server, e.g. for a lock, ends
+ * at the read timeout), joins the thread and frees s; c is left open.
+ * While it waits for the thread, tick(ctx) is called every 20 ms (the
+ * caller's heartbeats; NULL: none). Accepts NULL. */
+void wk_side_free(wk_side *s, void (*tick)(void *ctx), void *ctx);
 
 #endif
