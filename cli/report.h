@@ -29,7 +29,7 @@ typedef struct report {
     char **key_cols;
     size_t nkey;
     FILE *spill;       /* row divergences, opened at the first */
-    sl_buf body, last; /* a row's body, encoded; the last key not transient */
+    sl_buf body, last; /* a row's text; the last key not transient */
     int unsorted;      /* a key came below the one before: read back sorted */
     uint64_t ntransient;
     uint64_t nrows, ndiffer;
@@ -40,6 +40,10 @@ typedef struct report {
      * last told (a line on stderr when it starts and ends) */
     int summary_only, keys_only;
     char paused[320];
+    /* The format asked (--format json, else text), set with keys_only
+     * before the first report_add: each row divergence is formatted as it
+     * comes, and report_finish must be asked for the same format. */
+    int json;
     /* Ordered runs (co_event.run): each run's first and last key and the
      * stretches of the spill it wrote, so rows_each can read disjoint runs
      * back one after the other instead of sorting. Slots indexed by run id;
