@@ -2,6 +2,7 @@
 
 #include "../base/stats.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -350,19 +351,68 @@ static int spill_put(report *r, const co_event *ev, int transient)
                : 0;
 }
 
-/* The next record into rec: 1, 0 at the end, -1 on a short read. */
-static int spill_next(FILE *f, sl_buf *rec)
+/* The spill read back through its descriptor in blocks of a MiB, not
+ * stdio's 4 KiB: the records are handed out where they lie in the block. */
+typedef struct spill_rd {
+    int fd;
+    uint8_t *buf;
+    size_t at, n, cap; /* the next record at buf + at, n bytes read */
+} spill_rd;
+
+#define SPILL_RD_BLOCK (1 << 20)
+
+/* At least need bytes at rd->buf + rd->at, reading more: 0, or -1 at the
+ * end of the file or on an error (*none: not a byte left). */
+static int rd_fill(spill_rd *rd, size_t need, int *none)
 {
-    uint32_t len;
-    size_t got = fread_unlocked(&len, 1, 4, f);
-    if (got == 0)
+    *none = 0;
+    if (rd->n - rd->at >= need)
         return 0;
-    if (got != 4 || len < 7)
+    if (rd->at) {
+        memmove(rd->buf, rd->buf + rd->at, rd->n - rd->at);
+        rd->n -= rd->at;
+        rd->at = 0;
+    }
+    if (need > rd->cap) {
+        size_t cap = need > SPILL_RD_BLOCK ? need : SPILL_RD_BLOCK;
+        uint8_t *p = realloc(rd->buf, cap);
+        if (!p)
+            return -1;
+        rd->buf = p;
+        rd->cap = cap;
+    }
+    while (rd->n < need) {
+        ssize_t got = read(rd->fd, rd->buf + rd->n, rd->cap - rd->n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            *none = got == 0 && rd->n == 0;
+            return -1;
+        }
+        rd->n += (size_t)got;
+    }
+    return 0;
+}
+
+/* Reads from off on. */
+static int rd_seek(spill_rd *rd, uint64_t off)
+{
+    rd->at = rd->n = 0;
+    return lseek(rd->fd, (off_t)off, SEEK_SET) == (off_t)off ? 0 : -1;
+}
+
+/* The next record (its length, 7 header bytes, key and text) at *rec, *len
+ * bytes: 1, 0 at the end, -1 on a short read. */
+static int spill_next(spill_rd *rd, const uint8_t **rec, uint32_t *len)
+{
+    int none;
+    if (rd_fill(rd, 4, &none))
+        return none ? 0 : -1;
+    memcpy(len, rd->buf + rd->at, 4);
+    if (*len < 7 || rd_fill(rd, 4 + (size_t)*len, &none))
         return -1;
-    sl_buf_reset(rec);
-    if (sl_buf_reserve(rec, len) || fread_unlocked(rec->p, 1, len, f) != len)
-        return -1;
-    rec->len = len;
+    *rec = rd->buf + rd->at + 4;
+    rd->at += 4 + (size_t)*len;
     return 1;
 }
 
@@ -520,10 +570,11 @@ done:
 /* The spill into a SQLite table, sorted there: *st steps through it in
  * report order (transient ones last, else by key, equal keys in arrival
  * order). */
-static int rows_sorted(const report *r, sqlite3 **db, sqlite3_stmt **st)
+static int rows_sorted(spill_rd *rd, sqlite3 **db, sqlite3_stmt **st)
 {
     sqlite3_stmt *ins = NULL;
-    sl_buf rec = {0};
+    const uint8_t *rec;
+    uint32_t len;
     int rc = -1, n;
     if (sqlite3_open("", db) != SQLITE_OK ||
         sqlite3_exec(*db,
@@ -535,15 +586,15 @@ static int rows_sorted(const report *r, sqlite3 **db, sqlite3_stmt **st)
                      NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(*db, "INSERT INTO d VALUES (?1, ?2, ?3)", -1, &ins, NULL) != SQLITE_OK)
         goto done;
-    while ((n = spill_next(r->spill, &rec)) == 1) {
+    while ((n = spill_next(rd, &rec, &len)) == 1) {
         uint32_t klen;
-        memcpy(&klen, rec.p + 3, 4);
-        if (klen > rec.len - 7)
+        memcpy(&klen, rec + 3, 4);
+        if (klen > len - 7)
             goto done;
         sqlite3_reset(ins);
-        sqlite3_bind_int(ins, 1, rec.p[0]);
-        sqlite3_bind_blob(ins, 2, rec.p + 7, (int)klen, SQLITE_STATIC);
-        sqlite3_bind_blob(ins, 3, rec.p + 7 + klen, (int)(rec.len - 7 - klen), SQLITE_STATIC);
+        sqlite3_bind_int(ins, 1, rec[0]);
+        sqlite3_bind_blob(ins, 2, rec + 7, (int)klen, SQLITE_STATIC);
+        sqlite3_bind_blob(ins, 3, rec + 7 + klen, (int)(len - 7 - klen), SQLITE_STATIC);
         if (sqlite3_step(ins) != SQLITE_DONE)
             goto done;
     }
@@ -554,7 +605,6 @@ static int rows_sorted(const report *r, sqlite3 **db, sqlite3_stmt **st)
         rc = 0;
 done:
     sqlite3_finalize(ins);
-    sl_buf_free(&rec);
     return rc;
 }
 
@@ -564,17 +614,19 @@ typedef void row_fn(const uint8_t *text, size_t n, void *ctx);
 /* Reads the spill's records from where it stands, up to len bytes
  * (UINT64_MAX: to its end), and calls fn with each one's text: 0, or -1 on
  * a bad or short record. */
-static int rows_read(const report *r, uint64_t len, sl_buf *rec, row_fn *fn, void *ctx)
+static int rows_read(spill_rd *rd, uint64_t len, row_fn *fn, void *ctx)
 {
+    const uint8_t *rec;
+    uint32_t n_rec;
     int n = 0;
-    while (len && (n = spill_next(r->spill, rec)) == 1) {
+    while (len && (n = spill_next(rd, &rec, &n_rec)) == 1) {
         uint32_t klen;
-        memcpy(&klen, rec->p + 3, 4);
-        if (klen > rec->len - 7 || (len != UINT64_MAX && len < 4 + (uint64_t)rec->len))
+        memcpy(&klen, rec + 3, 4);
+        if (klen > n_rec - 7 || (len != UINT64_MAX && len < 4 + (uint64_t)n_rec))
             return -1;
         if (len != UINT64_MAX)
-            len -= 4 + (uint64_t)rec->len;
-        fn(rec->p + 7 + klen, rec->len - 7 - klen, ctx);
+            len -= 4 + (uint64_t)n_rec;
+        fn(rec + 7 + klen, n_rec - 7 - klen, ctx);
     }
     return len == 0 || (len == UINT64_MAX && n == 0) ? 0 : -1;
 }
@@ -589,27 +641,26 @@ static int rows_each(const report *r, row_fn *fn, void *ctx, sl_err *err)
 {
     if (!r->spill)
         return 0;
-    sl_buf rec = {0};
+    spill_rd rd = {fileno(r->spill), NULL, 0, 0, 0};
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     size_t *order = NULL;
     int rc = -1, n;
-    if (fflush(r->spill) || fseek(r->spill, 0, SEEK_SET))
+    if (fflush(r->spill) || rd_seek(&rd, 0))
         goto done;
     if (!r->unsorted && !r->ntransient) {
-        rc = rows_read(r, UINT64_MAX, &rec, fn, ctx);
+        rc = rows_read(&rd, UINT64_MAX, fn, ctx);
         goto done;
     }
     if (runs_order(r, &order)) {
         rc = 0;
         for (size_t i = 0; i < r->nchunks && rc == 0; i++) {
             const report_chunk *c = &r->chunks[order[i]];
-            rc = fseeko(r->spill, (off_t)c->off, SEEK_SET) ? -1
-                                                           : rows_read(r, c->len, &rec, fn, ctx);
+            rc = rd_seek(&rd, c->off) ? -1 : rows_read(&rd, c->len, fn, ctx);
         }
         goto done;
     }
-    if (rows_sorted(r, &db, &st))
+    if (rows_sorted(&rd, &db, &st))
         goto done;
     while ((n = sqlite3_step(st)) == SQLITE_ROW)
         fn(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), ctx);
@@ -618,7 +669,7 @@ done:
     free(order);
     sqlite3_finalize(st);
     sqlite3_close(db);
-    sl_buf_free(&rec);
+    free(rd.buf);
     if (rc)
         sl_err_set(err,
                    "could not read the report back from its temporary file (check the space in "
@@ -728,16 +779,30 @@ void report_free(report *r)
  * Ten million rows' texts, formatted already (report_add): gathered here
  * and handed to stdio 64 KiB at a time, not a stdio call each. */
 typedef struct out {
-    FILE *f;
+    int fd;      /* stdout's, written past stdio (flushed first): its 4 KiB
+                  * writes cost more than the copy */
+    int bad;     /* a write failed: the rest is dropped, as stdio would */
     size_t n;    /* bytes in buf */
     size_t rows; /* rows written (JSON: a comma before all but the first) */
-    char buf[1 << 16];
+    char buf[1 << 20];
 } out;
+
+static void out_write(out *o, const void *p, size_t n)
+{
+    for (size_t at = 0; at < n && !o->bad;) {
+        ssize_t w = write(o->fd, (const char *)p + at, n - at);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            o->bad = 1;
+        else
+            at += (size_t)w;
+    }
+}
 
 static void out_flush(out *o)
 {
-    if (o->n)
-        fwrite_unlocked(o->buf, 1, o->n, o->f);
+    out_write(o, o->buf, o->n);
     o->n = 0;
 }
 
@@ -746,12 +811,25 @@ static inline void out_put(out *o, const void *p, size_t n)
     if (n > sizeof o->buf - o->n) {
         out_flush(o);
         if (n > sizeof o->buf) {
-            fwrite_unlocked(p, 1, n, o->f);
+            out_write(o, p, n);
             return;
         }
     }
     memcpy(o->buf + o->n, p, n);
     o->n += n;
+}
+
+/* An out on stdout, NULL when memory runs out. */
+static out *out_new(void)
+{
+    out *o = malloc(sizeof *o);
+    if (!o)
+        return NULL;
+    fflush(stdout); /* what printf wrote goes first */
+    o->fd = fileno(stdout);
+    o->bad = 0;
+    o->n = o->rows = 0;
+    return o;
 }
 
 /* Whether any divergence is not transient (what exit status 1 means). */
@@ -812,11 +890,9 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
             printf(" (%s)", d->stype ? d->stype : d->ttype);
         printf("\n");
     }
-    out *o = malloc(sizeof *o);
+    out *o = out_new();
     if (!o)
         return sl_err_set(err, "out of memory");
-    o->f = stdout;
-    o->n = o->rows = 0;
     int rc = rows_each(r, copy_row_text, o, err);
     out_flush(o);
     free(o);
@@ -934,11 +1010,9 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                    0);
     if (!r->summary_only) { /* --summary-only: no "divergences" member at all */
         printf("  \"divergences\": [");
-        out *o = malloc(sizeof *o);
+        out *o = out_new();
         if (!o)
             return sl_err_set(err, "out of memory");
-        o->f = stdout;
-        o->n = o->rows = 0;
         int rc = rows_each(r, copy_row_json, o, err);
         out_flush(o);
         size_t n = o->rows;
