@@ -18,7 +18,8 @@ typedef struct div_rec {
 } div_rec;
 
 /* Schema divergences stay in memory (a few per table); row divergences go to
- * a private temporary file (in TMPDIR) and come back sorted by key (as they
+ * a private temporary file (in TMPDIR), already formatted as they print
+ * (report.json, keys_only), and come back sorted by key (as they
  * came when they came in key order, run after run when they came in
  * disjoint ordered runs (co_event.run), else through a temporary SQLite
  * database), so a table that differs everywhere costs disk, not memory. Zero-initialise, then
