@@ -58,7 +58,10 @@ int cmd_diff(int argc, char **argv)
     a.o.target_db = "target";
     int status = 2;
     sl_err err = {0};
-    report rep = {.progress = a.progress, .summary_only = a.summary_only};
+    report rep = {.progress = a.progress,
+                  .summary_only = a.summary_only,
+                  .keys_only = a.o.keys_only,
+                  .json = strcmp(a.format, "json") == 0};
     co_summary sum;
     co_callbacks cb = {.event = report_add, .progress = report_progress, .ctx = &rep};
     /* --fix-sql: the divergences pass through the fix on their way */

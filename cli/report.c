@@ -2,6 +2,7 @@
 
 #include "../base/stats.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -23,15 +24,14 @@ static json_t *jstr(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-/* ---- a row divergence's body, spilled --------------------------------- *
- * Binary, not JSON: a table differing everywhere spills a million of them.
- * [u32 n][n key values][u32 m][m columns], a column being its name, source,
- * target (strings), then per side [u8 cut] and, if cut, [u64 length][hash].
- * A string is [u32 length][bytes], NULL as length UINT32_MAX. What jansson
- * would have refused (a NULL or a string not UTF-8: a key value, a column)
- * is left out as the report always left it out. */
-
-#define RS_NULL UINT32_MAX
+/* ---- a row divergence, formatted as it comes ---------------------------- *
+ * report_add writes each row divergence into the spill as the very text it
+ * prints (a text line; a JSON object on one line), so the formatting runs
+ * on the main thread during the job, beside the workers, and the end only
+ * copies. What jansson would have refused (a NULL or a string not UTF-8: a
+ * key value, a column) is left out as the report always left it out. The
+ * text goes into r->body, reserved first for the worst case (every byte
+ * escaped), then written with no check per piece. */
 
 /* Whether s is valid UTF-8 as jansson checks it (json_string refuses other). */
 static int utf8_ok(const char *s)
@@ -60,152 +60,268 @@ static int utf8_ok(const char *s)
     return 1;
 }
 
-static int put_u32(sl_buf *b, uint32_t v)
+static int col_ok(const co_coldiff *c)
 {
-    return sl_buf_append(b, &v, 4);
+    return c->column && utf8_ok(c->column) && (!c->source || utf8_ok(c->source)) &&
+           (!c->target || utf8_ok(c->target)) && (!c->source_hash || utf8_ok(c->source_hash)) &&
+           (!c->target_hash || utf8_ok(c->target_hash));
 }
 
-static int put_str(sl_buf *b, const char *s)
+static inline void fb_put(sl_buf *b, const void *p, size_t n)
 {
-    if (!s)
-        return put_u32(b, RS_NULL);
-    size_t n = strlen(s);
-    return put_u32(b, (uint32_t)n) || sl_buf_append(b, s, n);
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
 }
 
-static int put_cut(sl_buf *b, const char *hash, uint64_t len)
+static inline void fb_c(sl_buf *b, char c)
 {
-    if (!hash)
-        return sl_buf_putc(b, 0);
-    return sl_buf_putc(b, 1) || sl_buf_append(b, &len, 8) || put_str(b, hash);
+    b->p[b->len++] = (uint8_t)c;
 }
 
-static int body_encode(sl_buf *b, const co_event *ev)
+static void fb_str(sl_buf *b, const char *s)
 {
-    uint32_t nk = 0, nc = 0;
+    fb_put(b, s, strlen(s));
+}
+
+/* a string literal, its length known at compile time */
+#define FB_LIT(b, lit) fb_put((b), "" lit, sizeof(lit) - 1)
+
+static size_t len0(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+
+/* The most bytes ev can format to: a string's bytes 6 times over (JSON's
+ * \u00XX), room for the fixed text around each piece. */
+static size_t row_bound(const report *r, const co_event *ev)
+{
+    size_t n = 256;
     for (size_t k = 0; k < ev->nkey; k++)
-        nk += ev->key_vals[k] && utf8_ok(ev->key_vals[k]);
-    sl_buf_reset(b);
-    int bad = put_u32(b, nk);
-    for (size_t k = 0; k < ev->nkey; k++)
-        if (ev->key_vals[k] && utf8_ok(ev->key_vals[k]))
-            bad |= put_str(b, ev->key_vals[k]);
-    size_t at = b->len;
-    bad |= put_u32(b, 0);
+        n += 16 + 6 * (len0(ev->key_vals[k]) + (k < r->nkey ? len0(r->key_cols[k]) : 0));
     for (size_t k = 0; k < ev->ncols; k++) {
         const co_coldiff *c = &ev->cols[k];
-        if (!c->column || !utf8_ok(c->column) || (c->source && !utf8_ok(c->source)) ||
-            (c->target && !utf8_ok(c->target)) || (c->source_hash && !utf8_ok(c->source_hash)) ||
-            (c->target_hash && !utf8_ok(c->target_hash)))
+        n += 256 + 6 * (len0(c->column) + len0(c->source) + len0(c->target) + len0(c->source_hash) +
+                        len0(c->target_hash));
+    }
+    return n;
+}
+
+/* 'text' with '' doubled, the closing quote after end. */
+static void fb_quoted(sl_buf *b, const char *v, size_t n, const char *end)
+{
+    fb_c(b, '\'');
+    for (const char *p = v, *e = v + n; p < e;) {
+        const char *q = memchr(p, '\'', (size_t)(e - p));
+        size_t k = q ? (size_t)(q - p) + 1 : (size_t)(e - p);
+        fb_put(b, p, k);
+        if (q)
+            fb_c(b, '\'');
+        p += k;
+    }
+    fb_str(b, end);
+    fb_c(b, '\'');
+}
+
+/* SQL-literal style: 'text' with '' doubled, NULL bare; a value cut short
+ * (hash set) ends in an ellipsis and gives its full length and hash. */
+static void fb_value(sl_buf *b, const char *v, const char *hash, uint64_t len)
+{
+    if (!v) {
+        FB_LIT(b, "NULL");
+        return;
+    }
+    if (!hash) {
+        fb_quoted(b, v, strlen(v), "");
+        return;
+    }
+    fb_quoted(b, v, strlen(v), "\u2026");
+    char t[64];
+    int n = snprintf(t, sizeof t, " (%lld bytes, xxh3 ", (long long)len);
+    fb_put(b, t, (size_t)n);
+    fb_str(b, hash);
+    fb_c(b, ')');
+}
+
+static void fmt_row_text(const report *r, const co_event *ev, sl_buf *b)
+{
+    static const char pad[] = "                   ";
+    if (ev->status == CO_TRANSIENT)
+        FB_LIT(b, "transient ");
+    const char *kind = co_kind_name(ev->kind);
+    size_t kl = strlen(kind);
+    fb_put(b, kind, kl);
+    if (kl < 19) /* "%-18s " */
+        fb_put(b, pad, 19 - kl);
+    /* the values kept, paired with the key's columns in order */
+    for (size_t k = 0, j = 0; k < ev->nkey && j < r->nkey; k++) {
+        const char *v = ev->key_vals[k];
+        if (!v || !utf8_ok(v))
             continue;
-        bad |= put_str(b, c->column) || put_str(b, c->source) || put_str(b, c->target) ||
-               put_cut(b, c->source_hash, c->source_len) ||
-               put_cut(b, c->target_hash, c->target_len);
-        nc++;
+        size_t n = strlen(v);
+        int numeric = n > 0;
+        for (size_t i = 0; numeric && i < n; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (i == 0 && v[i] == '-')))
+                numeric = 0;
+        if (j)
+            fb_c(b, ' ');
+        fb_str(b, r->key_cols[j++]);
+        fb_c(b, '=');
+        if (numeric)
+            fb_put(b, v, n);
+        else
+            fb_quoted(b, v, n, "");
     }
-    if (!bad)
-        memcpy(b->p + at, &nc, 4);
-    return bad ? -1 : 0;
-}
-
-/* A body decoded: pointers into it. */
-typedef struct rstr {
-    const char *p;
-    uint32_t len;
-    int null;
-} rstr;
-
-typedef struct rcol {
-    rstr col, val[2], hash[2];
-    int cut[2];
-    uint64_t clen[2];
-} rcol;
-
-typedef struct rrow {
-    int kind, status;
-    uint32_t nkv, nc;
-    rstr kv[ENC_MAX_KEY_COLS];
-    rcol *c; /* grown as needed, kept across rows */
-    size_t capc;
-} rrow;
-
-typedef struct rd {
-    const uint8_t *p, *end;
-    int bad;
-} rd;
-
-static uint32_t get_u32(rd *r)
-{
-    uint32_t v = 0;
-    if (r->end - r->p < 4)
-        return r->bad = 1, 0;
-    memcpy(&v, r->p, 4);
-    r->p += 4;
-    return v;
-}
-
-static rstr get_str(rd *r)
-{
-    rstr s = {"", 0, 0};
-    uint32_t n = get_u32(r);
-    if (n == RS_NULL)
-        return (rstr){NULL, 0, 1};
-    if ((size_t)(r->end - r->p) < n)
-        return r->bad = 1, s;
-    s.p = (const char *)r->p;
-    s.len = n;
-    r->p += n;
-    return s;
-}
-
-static int body_decode(rrow *w, const void *blob, size_t n)
-{
-    rd r = {blob, (const uint8_t *)blob + n, 0};
-    w->nkv = get_u32(&r);
-    if (w->nkv > ENC_MAX_KEY_COLS)
-        return -1;
-    for (uint32_t k = 0; k < w->nkv; k++)
-        w->kv[k] = get_str(&r);
-    w->nc = get_u32(&r);
-    if (r.bad || w->nc > (size_t)(r.end - r.p))
-        return -1;
-    if (w->nc > w->capc) {
-        rcol *c = realloc(w->c, w->nc * sizeof *c);
-        if (!c)
-            return -1;
-        w->c = c;
-        w->capc = w->nc;
+    for (size_t k = 0, j = 0; k < ev->ncols; k++) {
+        const co_coldiff *c = &ev->cols[k];
+        if (!col_ok(c))
+            continue;
+        if (j++)
+            FB_LIT(b, "; ");
+        else
+            FB_LIT(b, "  ");
+        fb_str(b, c->column);
+        FB_LIT(b, ": ");
+        fb_value(b, c->source, c->source_hash, c->source_len);
+        FB_LIT(b, " -> ");
+        fb_value(b, c->target, c->target_hash, c->target_len);
     }
-    for (uint32_t k = 0; k < w->nc && !r.bad; k++) {
-        rcol *c = &w->c[k];
-        c->col = get_str(&r);
-        c->val[0] = get_str(&r);
-        c->val[1] = get_str(&r);
-        for (int s = 0; s < 2; s++) {
-            if (r.p >= r.end) {
-                r.bad = 1;
-                break;
-            }
-            c->cut[s] = *r.p++;
-            if (c->cut[s]) {
-                if (r.end - r.p < 8) {
-                    r.bad = 1;
-                    break;
-                }
-                memcpy(&c->clen[s], r.p, 8);
-                r.p += 8;
-                c->hash[s] = get_str(&r);
-            }
+    fb_c(b, '\n');
+}
+
+/* The bytes fb_jstr must escape: controls, '"' and '\\'. */
+// clang-format off
+static const uint8_t json_esc[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['"'] = 1, ['\\'] = 1};
+// clang-format on
+
+/* A JSON string as jansson writes it (json_dumps without JSON_ENSURE_ASCII
+ * or JSON_ESCAPE_SLASH): the report's bytes stay those it always printed;
+ * NULL as null. */
+static void fb_jstr(sl_buf *b, const char *s)
+{
+    if (!s) {
+        FB_LIT(b, "null");
+        return;
+    }
+    fb_c(b, '"');
+    const unsigned char *u = (const unsigned char *)s;
+    for (;;) {
+        const unsigned char *run = u;
+        while (*u && !json_esc[*u])
+            u++;
+        fb_put(b, run, (size_t)(u - run));
+        if (!*u)
+            break;
+        char t[8];
+        switch (*u) {
+        case '"':
+            FB_LIT(b, "\\\"");
+            break;
+        case '\\':
+            FB_LIT(b, "\\\\");
+            break;
+        case '\b':
+            FB_LIT(b, "\\b");
+            break;
+        case '\f':
+            FB_LIT(b, "\\f");
+            break;
+        case '\n':
+            FB_LIT(b, "\\n");
+            break;
+        case '\r':
+            FB_LIT(b, "\\r");
+            break;
+        case '\t':
+            FB_LIT(b, "\\t");
+            break;
+        default:
+            snprintf(t, sizeof t, "\\u%04X", *u);
+            fb_put(b, t, 6);
         }
+        u++;
     }
-    return r.bad ? -1 : 0;
+    fb_c(b, '"');
+}
+
+/* One divergence as one line of the "divergences" array, 4 spaces deep,
+ * spaced as Python's json.dumps spaces it: written directly, since ten
+ * million of them would build and free ten million jansson objects. */
+static void fmt_row_json(const report *r, const co_event *ev, sl_buf *b)
+{
+    static const char *const side[2][2] = {{"source_length", "source_hash"},
+                                           {"target_length", "target_hash"}};
+    FB_LIT(b, "    {\"kind\": ");
+    fb_jstr(b, co_kind_name(ev->kind));
+    FB_LIT(b, ", \"key\": {");
+    for (size_t k = 0, j = 0; k < ev->nkey && j < r->nkey; k++) {
+        const char *v = ev->key_vals[k];
+        if (!v || !utf8_ok(v))
+            continue;
+        if (j)
+            FB_LIT(b, ", ");
+        fb_jstr(b, r->key_cols[j++]);
+        FB_LIT(b, ": ");
+        fb_jstr(b, v);
+    }
+    fb_c(b, '}');
+    if ((uint8_t)ev->status) {
+        FB_LIT(b, ", \"status\": ");
+        fb_jstr(b, ev->status == CO_TRANSIENT ? "transient" : "confirmed");
+    }
+    if (ev->kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
+        FB_LIT(b, ", \"columns\": [");
+        for (size_t k = 0, j = 0; k < ev->ncols; k++) {
+            const co_coldiff *c = &ev->cols[k];
+            if (!col_ok(c))
+                continue;
+            if (j++)
+                FB_LIT(b, ", ");
+            FB_LIT(b, "{\"column\": ");
+            fb_jstr(b, c->column);
+            FB_LIT(b, ", \"source\": ");
+            fb_jstr(b, c->source);
+            FB_LIT(b, ", \"target\": ");
+            fb_jstr(b, c->target);
+            /* a value cut short: its length and hash beside the first bytes */
+            const char *hash[2] = {c->source_hash, c->target_hash};
+            uint64_t len[2] = {c->source_len, c->target_len};
+            for (int s = 0; s < 2; s++) {
+                if (!hash[s])
+                    continue;
+                char t[96];
+                int n = snprintf(t, sizeof t, ", \"%s\": %lld, \"%s\": ", side[s][0],
+                                 (long long)len[s], side[s][1]);
+                fb_put(b, t, (size_t)n);
+                fb_jstr(b, hash[s]);
+            }
+            fb_c(b, '}');
+        }
+        fb_c(b, ']');
+    }
+    fb_c(b, '}');
+}
+
+/* ev as r prints it, into r->body. */
+static int row_format(report *r, const co_event *ev)
+{
+    sl_buf_reset(&r->body);
+    if (sl_buf_reserve(&r->body, row_bound(r, ev)))
+        return -1;
+    if (r->json)
+        fmt_row_json(r, ev, &r->body);
+    else
+        fmt_row_text(r, ev, &r->body);
+    return 0;
 }
 
 /* The spill: a private temporary file of records [u32 length][u8
- * transient][u8 kind][u8 status][u32 key length][key][body], in arrival
- * order. Read back as it is when it is already in report order (rows_each);
- * otherwise sorted by SQLite, in a private temporary database ("": gone at
- * close), so neither way holds the divergences in memory. */
+ * transient][u8 kind][u8 status][u32 key length][key][text], in arrival
+ * order, text being the row as it prints. Read back as it is when it is already in report order
+ * (rows_each); otherwise sorted by SQLite, in a private temporary database ("": gone at close), so
+ * neither way holds the divergences in memory. */
 static int rows_open(report *r)
 {
     const char *dir = getenv("TMPDIR");
@@ -235,19 +351,68 @@ static int spill_put(report *r, const co_event *ev, int transient)
                : 0;
 }
 
-/* The next record into rec: 1, 0 at the end, -1 on a short read. */
-static int spill_next(FILE *f, sl_buf *rec)
+/* The spill read back through its descriptor in blocks of a MiB, not
+ * stdio's 4 KiB: the records are handed out where they lie in the block. */
+typedef struct spill_rd {
+    int fd;
+    uint8_t *buf;
+    size_t at, n, cap; /* the next record at buf + at, n bytes read */
+} spill_rd;
+
+#define SPILL_RD_BLOCK (1 << 20)
+
+/* At least need bytes at rd->buf + rd->at, reading more: 0, or -1 at the
+ * end of the file or on an error (*none: not a byte left). */
+static int rd_fill(spill_rd *rd, size_t need, int *none)
 {
-    uint32_t len;
-    size_t got = fread_unlocked(&len, 1, 4, f);
-    if (got == 0)
+    *none = 0;
+    if (rd->n - rd->at >= need)
         return 0;
-    if (got != 4 || len < 7)
+    if (rd->at) {
+        memmove(rd->buf, rd->buf + rd->at, rd->n - rd->at);
+        rd->n -= rd->at;
+        rd->at = 0;
+    }
+    if (need > rd->cap) {
+        size_t cap = need > SPILL_RD_BLOCK ? need : SPILL_RD_BLOCK;
+        uint8_t *p = realloc(rd->buf, cap);
+        if (!p)
+            return -1;
+        rd->buf = p;
+        rd->cap = cap;
+    }
+    while (rd->n < need) {
+        ssize_t got = read(rd->fd, rd->buf + rd->n, rd->cap - rd->n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            *none = got == 0 && rd->n == 0;
+            return -1;
+        }
+        rd->n += (size_t)got;
+    }
+    return 0;
+}
+
+/* Reads from off on. */
+static int rd_seek(spill_rd *rd, uint64_t off)
+{
+    rd->at = rd->n = 0;
+    return lseek(rd->fd, (off_t)off, SEEK_SET) == (off_t)off ? 0 : -1;
+}
+
+/* The next record (its length, 7 header bytes, key and text) at *rec, *len
+ * bytes: 1, 0 at the end, -1 on a short read. */
+static int spill_next(spill_rd *rd, const uint8_t **rec, uint32_t *len)
+{
+    int none;
+    if (rd_fill(rd, 4, &none))
+        return none ? 0 : -1;
+    memcpy(len, rd->buf + rd->at, 4);
+    if (*len < 7 || rd_fill(rd, 4 + (size_t)*len, &none))
         return -1;
-    sl_buf_reset(rec);
-    if (sl_buf_reserve(rec, len) || fread_unlocked(rec->p, 1, len, f) != len)
-        return -1;
-    rec->len = len;
+    *rec = rd->buf + rd->at + 4;
+    rd->at += 4 + (size_t)*len;
     return 1;
 }
 
@@ -405,120 +570,106 @@ done:
 /* The spill into a SQLite table, sorted there: *st steps through it in
  * report order (transient ones last, else by key, equal keys in arrival
  * order). */
-static int rows_sorted(const report *r, sqlite3 **db, sqlite3_stmt **st)
+static int rows_sorted(spill_rd *rd, sqlite3 **db, sqlite3_stmt **st)
 {
     sqlite3_stmt *ins = NULL;
-    sl_buf rec = {0};
+    const uint8_t *rec;
+    uint32_t len;
     int rc = -1, n;
     if (sqlite3_open("", db) != SQLITE_OK ||
         sqlite3_exec(*db,
                      "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
-                     "CREATE TABLE d (transient INTEGER, key BLOB, kind INTEGER, "
-                     "status INTEGER, body BLOB); "
+                     "CREATE TABLE d (transient INTEGER, key BLOB, body BLOB); "
                      /* one transaction for every insert, never committed (a
                       * private file): not a write to the file per row */
                      "BEGIN",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(*db, "INSERT INTO d VALUES (?1, ?2, ?3, ?4, ?5)", -1, &ins, NULL) !=
-            SQLITE_OK)
+        sqlite3_prepare_v2(*db, "INSERT INTO d VALUES (?1, ?2, ?3)", -1, &ins, NULL) != SQLITE_OK)
         goto done;
-    while ((n = spill_next(r->spill, &rec)) == 1) {
+    while ((n = spill_next(rd, &rec, &len)) == 1) {
         uint32_t klen;
-        memcpy(&klen, rec.p + 3, 4);
-        if (klen > rec.len - 7)
+        memcpy(&klen, rec + 3, 4);
+        if (klen > len - 7)
             goto done;
         sqlite3_reset(ins);
-        sqlite3_bind_int(ins, 1, rec.p[0]);
-        sqlite3_bind_blob(ins, 2, rec.p + 7, (int)klen, SQLITE_STATIC);
-        sqlite3_bind_int(ins, 3, rec.p[1]);
-        sqlite3_bind_int(ins, 4, rec.p[2]);
-        sqlite3_bind_blob(ins, 5, rec.p + 7 + klen, (int)(rec.len - 7 - klen), SQLITE_STATIC);
+        sqlite3_bind_int(ins, 1, rec[0]);
+        sqlite3_bind_blob(ins, 2, rec + 7, (int)klen, SQLITE_STATIC);
+        sqlite3_bind_blob(ins, 3, rec + 7 + klen, (int)(len - 7 - klen), SQLITE_STATIC);
         if (sqlite3_step(ins) != SQLITE_DONE)
             goto done;
     }
     if (n == 0 && sqlite3_prepare_v2(*db,
-                                     "SELECT kind, status, body FROM d ORDER BY transient, key, "
+                                     "SELECT body FROM d ORDER BY transient, key, "
                                      "rowid",
                                      -1, st, NULL) == SQLITE_OK)
         rc = 0;
 done:
     sqlite3_finalize(ins);
-    sl_buf_free(&rec);
     return rc;
 }
 
-/* Decodes the spill's records from where it stands, up to len bytes
- * (UINT64_MAX: to its end), and calls fn with each: 0, or -1 on a bad or
- * short record. */
-static int rows_read(const report *r, uint64_t len, rrow *w, sl_buf *rec,
-                     void (*fn)(const report *r, const rrow *w, void *ctx), void *ctx)
+/* Takes a row's text, as it prints. */
+typedef void row_fn(const uint8_t *text, size_t n, void *ctx);
+
+/* Reads the spill's records from where it stands, up to len bytes
+ * (UINT64_MAX: to its end), and calls fn with each one's text: 0, or -1 on
+ * a bad or short record. */
+static int rows_read(spill_rd *rd, uint64_t len, row_fn *fn, void *ctx)
 {
+    const uint8_t *rec;
+    uint32_t n_rec;
     int n = 0;
-    while (len && (n = spill_next(r->spill, rec)) == 1) {
+    while (len && (n = spill_next(rd, &rec, &n_rec)) == 1) {
         uint32_t klen;
-        memcpy(&klen, rec->p + 3, 4);
-        if (klen > rec->len - 7 || (len != UINT64_MAX && len < 4 + (uint64_t)rec->len))
+        memcpy(&klen, rec + 3, 4);
+        if (klen > n_rec - 7 || (len != UINT64_MAX && len < 4 + (uint64_t)n_rec))
             return -1;
         if (len != UINT64_MAX)
-            len -= 4 + (uint64_t)rec->len;
-        w->kind = rec->p[1];
-        w->status = rec->p[2];
-        if (body_decode(w, rec->p + 7 + klen, rec->len - 7 - klen))
-            return -1;
-        fn(r, w, ctx);
+            len -= 4 + (uint64_t)n_rec;
+        fn(rec + 7 + klen, n_rec - 7 - klen, ctx);
     }
     return len == 0 || (len == UINT64_MAX && n == 0) ? 0 : -1;
 }
 
-/* Calls fn with each row divergence: transient ones last, else in key order
+/* Calls fn with each row divergence's text: transient ones last, else in key order
  * (equal keys in arrival order). Divergences mostly arrive in key order (a
  * range's in order, ranges mostly in order): when every one did and none is
  * transient, the spill is read back as it is, with no sort; when they came
  * in disjoint ordered runs, run after run (runs_order); else through SQLite.
  * -1 with err set when the spill cannot be read back. */
-static int rows_each(const report *r, void (*fn)(const report *r, const rrow *w, void *ctx),
-                     void *ctx, sl_err *err)
+static int rows_each(const report *r, row_fn *fn, void *ctx, sl_err *err)
 {
     if (!r->spill)
         return 0;
-    rrow w = {0};
-    sl_buf rec = {0};
+    spill_rd rd = {fileno(r->spill), NULL, 0, 0, 0};
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     size_t *order = NULL;
     int rc = -1, n;
-    if (fflush(r->spill) || fseek(r->spill, 0, SEEK_SET))
+    if (fflush(r->spill) || rd_seek(&rd, 0))
         goto done;
     if (!r->unsorted && !r->ntransient) {
-        rc = rows_read(r, UINT64_MAX, &w, &rec, fn, ctx);
+        rc = rows_read(&rd, UINT64_MAX, fn, ctx);
         goto done;
     }
     if (runs_order(r, &order)) {
         rc = 0;
         for (size_t i = 0; i < r->nchunks && rc == 0; i++) {
             const report_chunk *c = &r->chunks[order[i]];
-            rc = fseeko(r->spill, (off_t)c->off, SEEK_SET)
-                     ? -1
-                     : rows_read(r, c->len, &w, &rec, fn, ctx);
+            rc = rd_seek(&rd, c->off) ? -1 : rows_read(&rd, c->len, fn, ctx);
         }
         goto done;
     }
-    if (rows_sorted(r, &db, &st))
+    if (rows_sorted(&rd, &db, &st))
         goto done;
-    while ((n = sqlite3_step(st)) == SQLITE_ROW) {
-        w.kind = sqlite3_column_int(st, 0);
-        w.status = sqlite3_column_int(st, 1);
-        if (body_decode(&w, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2)))
-            break;
-        fn(r, &w, ctx);
-    }
+    while ((n = sqlite3_step(st)) == SQLITE_ROW)
+        fn(sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0), ctx);
     rc = n == SQLITE_DONE ? 0 : -1;
 done:
     free(order);
     sqlite3_finalize(st);
     sqlite3_close(db);
-    sl_buf_free(&rec);
-    free(w.c);
+    free(rd.buf);
     if (rc)
         sl_err_set(err,
                    "could not read the report back from its temporary file (check the space in "
@@ -563,7 +714,7 @@ int report_add(void *ctx, const co_event *ev)
     }
     if (!r->spill && rows_open(r))
         return r->oom = 1;
-    if (body_encode(&r->body, ev))
+    if (row_format(r, ev))
         return r->oom = 1;
     int transient = ev->status == CO_TRANSIENT;
     if (!transient) { /* still in key order? (rows_each) */
@@ -625,19 +776,33 @@ void report_free(report *r)
 }
 
 /* ---- the rows' output ---------------------------------------------------- *
- * A million divergences are tens of millions of pieces a few bytes long:
- * gathered here and handed to stdio 64 KiB at a time, not a stdio call each. */
+ * Ten million rows' texts, formatted already (report_add): gathered here
+ * and handed to stdio 64 KiB at a time, not a stdio call each. */
 typedef struct out {
-    FILE *f;
+    int fd;      /* stdout's, written past stdio (flushed first): its 4 KiB
+                  * writes cost more than the copy */
+    int bad;     /* a write failed: the rest is dropped, as stdio would */
     size_t n;    /* bytes in buf */
     size_t rows; /* rows written (JSON: a comma before all but the first) */
-    char buf[1 << 16];
+    char buf[1 << 20];
 } out;
+
+static void out_write(out *o, const void *p, size_t n)
+{
+    for (size_t at = 0; at < n && !o->bad;) {
+        ssize_t w = write(o->fd, (const char *)p + at, n - at);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            o->bad = 1;
+        else
+            at += (size_t)w;
+    }
+}
 
 static void out_flush(out *o)
 {
-    if (o->n)
-        fwrite_unlocked(o->buf, 1, o->n, o->f);
+    out_write(o, o->buf, o->n);
     o->n = 0;
 }
 
@@ -646,7 +811,7 @@ static inline void out_put(out *o, const void *p, size_t n)
     if (n > sizeof o->buf - o->n) {
         out_flush(o);
         if (n > sizeof o->buf) {
-            fwrite_unlocked(p, 1, n, o->f);
+            out_write(o, p, n);
             return;
         }
     }
@@ -654,81 +819,17 @@ static inline void out_put(out *o, const void *p, size_t n)
     o->n += n;
 }
 
-static inline void out_c(out *o, char c)
+/* An out on stdout, NULL when memory runs out. */
+static out *out_new(void)
 {
-    if (o->n == sizeof o->buf)
-        out_flush(o);
-    o->buf[o->n++] = c;
-}
-
-static void out_str(out *o, const char *s)
-{
-    out_put(o, s, strlen(s));
-}
-
-/* a string literal, its length known at compile time */
-#define OUT_LIT(o, lit) out_put((o), "" lit, sizeof(lit) - 1)
-
-/* 'text' with '' doubled, the closing quote after end. */
-static void print_quoted(out *o, const char *v, size_t n, const char *end)
-{
-    out_c(o, '\'');
-    for (const char *p = v, *e = v + n; p < e;) {
-        const char *q = memchr(p, '\'', (size_t)(e - p));
-        size_t k = q ? (size_t)(q - p) + 1 : (size_t)(e - p);
-        out_put(o, p, k);
-        if (q)
-            out_c(o, '\'');
-        p += k;
-    }
-    out_str(o, end);
-    out_c(o, '\'');
-}
-
-/* SQL-literal style: 'text' with '' doubled, NULL bare. */
-static void print_value(out *o, const rstr *v)
-{
-    if (!v->null)
-        print_quoted(o, v->p, v->len, "");
-    else
-        OUT_LIT(o, "NULL");
-}
-
-/* A value as print_value shows it; one cut short (side s of c) ends in an
- * ellipsis and gives its full length and hash. */
-static void print_cut_value(out *o, const rcol *c, int s)
-{
-    const rstr *v = &c->val[s];
-    if (v->null || !c->cut[s]) {
-        print_value(o, v);
-        return;
-    }
-    print_quoted(o, v->p, v->len, "\u2026");
-    char t[64];
-    int n = snprintf(t, sizeof t, " (%lld bytes, xxh3 ", (long long)c->clen[s]);
-    out_put(o, t, (size_t)n);
-    if (c->hash[s].p)
-        out_put(o, c->hash[s].p, c->hash[s].len);
-    out_c(o, ')');
-}
-
-static void print_key(out *o, const report *r, const rrow *w)
-{
-    for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
-        const rstr *v = &w->kv[k];
-        int numeric = v->len > 0;
-        for (uint32_t i = 0; numeric && i < v->len; i++)
-            if (!((v->p[i] >= '0' && v->p[i] <= '9') || (i == 0 && v->p[i] == '-')))
-                numeric = 0;
-        if (k)
-            out_c(o, ' ');
-        out_str(o, r->key_cols[k]);
-        out_c(o, '=');
-        if (numeric)
-            out_put(o, v->p, v->len);
-        else
-            print_value(o, v);
-    }
+    out *o = malloc(sizeof *o);
+    if (!o)
+        return NULL;
+    fflush(stdout); /* what printf wrote goes first */
+    o->fd = fileno(stdout);
+    o->bad = 0;
+    o->n = o->rows = 0;
+    return o;
 }
 
 /* Whether any divergence is not transient (what exit status 1 means). */
@@ -737,31 +838,21 @@ static int report_differs(const report *r)
     return r->n > 0 || r->ndiffer > 0; /* schema drift, or a row not transient */
 }
 
-static void print_row_text(const report *r, const rrow *w, void *ctx)
+/* A text row: its line as it is. */
+static void copy_row_text(const uint8_t *text, size_t n, void *ctx)
 {
-    static const char pad[] = "                   ";
+    out_put(ctx, text, n);
+}
+
+/* A JSON row: a comma before all but the first, each on its own line. */
+static void copy_row_json(const uint8_t *text, size_t n, void *ctx)
+{
     out *o = ctx;
-    if (w->status == CO_TRANSIENT)
-        OUT_LIT(o, "transient ");
-    const char *kind = co_kind_name(w->kind);
-    size_t kl = strlen(kind);
-    out_put(o, kind, kl);
-    if (kl < 19) /* "%-18s " */
-        out_put(o, pad, 19 - kl);
-    print_key(o, r, w);
-    for (size_t k = 0; k < w->nc; k++) {
-        const rcol *c = &w->c[k];
-        if (k)
-            OUT_LIT(o, "; ");
-        else
-            OUT_LIT(o, "  ");
-        out_put(o, c->col.p, c->col.len);
-        OUT_LIT(o, ": ");
-        print_cut_value(o, c, 0);
-        OUT_LIT(o, " -> ");
-        print_cut_value(o, c, 1);
-    }
-    out_c(o, '\n');
+    if (o->rows++)
+        out_put(o, ",\n", 2);
+    else
+        out_put(o, "\n", 1);
+    out_put(o, text, n);
 }
 
 /* A sample's figures: the ranges compared, the rows and divergences in
@@ -799,12 +890,10 @@ static int print_text(const report *r, const co_summary *s, const char *table, c
             printf(" (%s)", d->stype ? d->stype : d->ttype);
         printf("\n");
     }
-    out *o = malloc(sizeof *o);
+    out *o = out_new();
     if (!o)
         return sl_err_set(err, "out of memory");
-    o->f = stdout;
-    o->n = o->rows = 0;
-    int rc = rows_each(r, print_row_text, o, err);
+    int rc = rows_each(r, copy_row_text, o, err);
     out_flush(o);
     free(o);
     if (rc)
@@ -881,137 +970,6 @@ static void put_member(const char *name, json_t *v, int last)
     json_decref(v);
 }
 
-/* The bytes put_jstr must escape: controls, '"' and '\\'. */
-// clang-format off
-static const uint8_t json_esc[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    ['"'] = 1, ['\\'] = 1};
-// clang-format on
-
-/* A JSON string as jansson writes it (json_dumps without JSON_ENSURE_ASCII
- * or JSON_ESCAPE_SLASH): the report's bytes stay those it always printed. */
-static void put_jstr(out *o, const char *p, size_t n)
-{
-    out_c(o, '"');
-    const unsigned char *u = (const unsigned char *)p, *e = u + n;
-    while (u < e) {
-        const unsigned char *run = u;
-        while (u < e && !json_esc[*u])
-            u++;
-        out_put(o, run, (size_t)(u - run));
-        if (u == e)
-            break;
-        char t[8];
-        switch (*u) {
-        case '"':
-            OUT_LIT(o, "\\\"");
-            break;
-        case '\\':
-            OUT_LIT(o, "\\\\");
-            break;
-        case '\b':
-            OUT_LIT(o, "\\b");
-            break;
-        case '\f':
-            OUT_LIT(o, "\\f");
-            break;
-        case '\n':
-            OUT_LIT(o, "\\n");
-            break;
-        case '\r':
-            OUT_LIT(o, "\\r");
-            break;
-        case '\t':
-            OUT_LIT(o, "\\t");
-            break;
-        default:
-            snprintf(t, sizeof t, "\\u%04X", *u);
-            out_put(o, t, 6);
-        }
-        u++;
-    }
-    out_c(o, '"');
-}
-
-static void put_jcstr(out *o, const char *s)
-{
-    put_jstr(o, s, strlen(s));
-}
-
-static void put_jval(out *o, const rstr *v)
-{
-    if (v->null)
-        OUT_LIT(o, "null");
-    else
-        put_jstr(o, v->p, v->len);
-}
-
-/* One divergence, laid out as json_dumps(JSON_INDENT(2)) lays it out,
- * nested 4 spaces deep (put_json's layout): written directly, since a
- * million of them would build and free a million jansson objects. */
-static void print_row_json(const report *r, const rrow *w, void *ctx)
-{
-    static const char *const side[2][2] = {{"source_length", "source_hash"},
-                                           {"target_length", "target_hash"}};
-    out *o = ctx;
-    if (o->rows++)
-        OUT_LIT(o, ",\n    {\n      \"kind\": ");
-    else
-        OUT_LIT(o, "\n    {\n      \"kind\": ");
-    put_jcstr(o, co_kind_name(w->kind));
-    OUT_LIT(o, ",\n      \"key\": {");
-    for (size_t k = 0; k < r->nkey && k < w->nkv; k++) {
-        if (k)
-            OUT_LIT(o, ",\n        ");
-        else
-            OUT_LIT(o, "\n        ");
-        put_jcstr(o, r->key_cols[k]);
-        OUT_LIT(o, ": ");
-        put_jval(o, &w->kv[k]);
-    }
-    if (r->nkey && w->nkv)
-        OUT_LIT(o, "\n      }");
-    else
-        out_c(o, '}');
-    if (w->status) {
-        OUT_LIT(o, ",\n      \"status\": ");
-        put_jcstr(o, w->status == CO_TRANSIENT ? "transient" : "confirmed");
-    }
-    if (w->kind == CO_CHANGED && !r->keys_only) { /* --keys-only: no "columns" */
-        OUT_LIT(o, ",\n      \"columns\": [");
-        for (size_t k = 0; k < w->nc; k++) {
-            const rcol *c = &w->c[k];
-            if (k)
-                OUT_LIT(o, ",\n        {\n          \"column\": ");
-            else
-                OUT_LIT(o, "\n        {\n          \"column\": ");
-            put_jval(o, &c->col);
-            OUT_LIT(o, ",\n          \"source\": ");
-            put_jval(o, &c->val[0]);
-            OUT_LIT(o, ",\n          \"target\": ");
-            put_jval(o, &c->val[1]);
-            /* a value cut short: its length and hash beside the first bytes */
-            for (int s = 0; s < 2; s++) {
-                if (!c->cut[s])
-                    continue;
-                char t[96];
-                int n = snprintf(t, sizeof t,
-                                 ",\n          \"%s\": %lld,\n          \"%s\": ", side[s][0],
-                                 (long long)c->clen[s], side[s][1]);
-                out_put(o, t, (size_t)n);
-                put_jval(o, &c->hash[s]);
-            }
-            OUT_LIT(o, "\n        }");
-        }
-        if (w->nc)
-            OUT_LIT(o, "\n      ]");
-        else
-            out_c(o, ']');
-    }
-    OUT_LIT(o, "\n    }");
-}
-
 static int print_json(const report *r, const co_summary *s, const char *table, const char *ttable,
                       const diff_args *a, sl_err *err)
 {
@@ -1052,12 +1010,10 @@ static int print_json(const report *r, const co_summary *s, const char *table, c
                    0);
     if (!r->summary_only) { /* --summary-only: no "divergences" member at all */
         printf("  \"divergences\": [");
-        out *o = malloc(sizeof *o);
+        out *o = out_new();
         if (!o)
             return sl_err_set(err, "out of memory");
-        o->f = stdout;
-        o->n = o->rows = 0;
-        int rc = rows_each(r, print_row_json, o, err);
+        int rc = rows_each(r, copy_row_json, o, err);
         out_flush(o);
         size_t n = o->rows;
         free(o);
@@ -1109,8 +1065,11 @@ int report_finish(report *r, const co_summary *s, const diff_args *a, sl_err *er
                            "both tables are empty (0 rows compared), so nothing was verified; "
                            "check --table and --where, or pass --allow-empty");
     const char *tt = a->o.target_table ? a->o.target_table : a->o.table;
-    r->keys_only = a->o.keys_only;
-    int rc = strcmp(a->format, "json") == 0 ? print_json(r, s, a->o.table, tt, a, err)
-                                            : print_text(r, s, a->o.table, tt, a, err);
+    int json = strcmp(a->format, "json") == 0;
+    if (r->nrows && !r->summary_only && json != r->json) /* formatted as they came */
+        return sl_err_setc(err, SL_INTERNAL, "the report's rows were formatted as %s, not %s",
+                           r->json ? "json" : "text", a->format);
+    int rc =
+        json ? print_json(r, s, a->o.table, tt, a, err) : print_text(r, s, a->o.table, tt, a, err);
     return rc ? -1 : report_differs(r);
 }

@@ -18,7 +18,8 @@ typedef struct div_rec {
 } div_rec;
 
 /* Schema divergences stay in memory (a few per table); row divergences go to
- * a private temporary file (in TMPDIR) and come back sorted by key (as they
+ * a private temporary file (in TMPDIR), already formatted as they print
+ * (report.json, keys_only), and come back sorted by key (as they
  * came when they came in key order, run after run when they came in
  * disjoint ordered runs (co_event.run), else through a temporary SQLite
  * database), so a table that differs everywhere costs disk, not memory. Zero-initialise, then
@@ -29,7 +30,7 @@ typedef struct report {
     char **key_cols;
     size_t nkey;
     FILE *spill;       /* row divergences, opened at the first */
-    sl_buf body, last; /* a row's body, encoded; the last key not transient */
+    sl_buf body, last; /* a row's text; the last key not transient */
     int unsorted;      /* a key came below the one before: read back sorted */
     uint64_t ntransient;
     uint64_t nrows, ndiffer;
@@ -40,6 +41,10 @@ typedef struct report {
      * last told (a line on stderr when it starts and ends) */
     int summary_only, keys_only;
     char paused[320];
+    /* The format asked (--format json, else text), set with keys_only
+     * before the first report_add: each row divergence is formatted as it
+     * comes, and report_finish must be asked for the same format. */
+    int json;
     /* Ordered runs (co_event.run): each run's first and last key and the
      * stretches of the spill it wrote, so rows_each can read disjoint runs
      * back one after the other instead of sorting. Slots indexed by run id;

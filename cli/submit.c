@@ -124,6 +124,8 @@ static int wait_job(sl_client *c, const diff_args *a, int64_t job, int wait)
         goto out;
     if (a->summary_only)
         rep.ndiffer = st.changed + st.missing + st.extra + st.schema;
+    rep.keys_only = a->o.keys_only || st.keys_only; /* the rows are formatted as they come */
+    rep.json = strcmp(a->format, "json") == 0;
     for (size_t i = 0; i < st.nevents; i++)
         if (st.events[i].type == SL_EV_DIVERGENCE && event_into_report(&rep, &st.events[i])) {
             sl_err_set(&err, "out of memory while collecting the report of job %lld",

@@ -2,7 +2,9 @@
  * compared at once), interleaved, print exactly as the same divergences
  * given in key order, text and JSON; runs that overlap, a run out of order,
  * a divergence with no run and a transient one take the SQLite sort and
- * print the same too. */
+ * print the same too. The JSON document parses as the divergences given,
+ * each on a line of its own. */
+#include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,9 +104,11 @@ static char *printed(report *r, const char *format)
     return out;
 }
 
-static char *printed_of(const tev *v, size_t n, const char *format, int *ran)
+static char *printed_of(const tev *v, size_t n, const char *format, int *ran, int keys_only)
 {
     report r = {0};
+    r.json = strcmp(format, "json") == 0; /* the rows are formatted as they come */
+    r.keys_only = keys_only;
     feed(&r, v, n);
     if (ran) /* the runs were kept: rows_each may read them back run by run */
         *ran = !r.no_runs && r.unsorted && r.nchunks > 1;
@@ -121,6 +125,68 @@ static int by_key(const void *a, const void *b)
     if (!c)
         c = x->klen < y->klen ? -1 : x->klen > y->klen;
     return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* What feed gives for t, as a "divergences" element. */
+static json_t *expected(const tev *t, int keys_only)
+{
+    json_t *d = json_pack("{s:s, s:{s:s, s:s}}", "kind", co_kind_name(t->kind), "key", "id",
+                          t->kv[0], "part", t->kv[1]);
+    if (t->status)
+        json_object_set_new(d, "status",
+                            json_string(t->status == CO_TRANSIENT ? "transient" : "confirmed"));
+    if (t->kind == CO_CHANGED && !keys_only) {
+        char big[200], src[64];
+        memset(big, 'x', sizeof big - 1);
+        big[sizeof big - 1] = 0;
+        snprintf(src, sizeof src, "it's \"%d\"\t\\", t->seq);
+        json_object_set_new(
+            d, "columns",
+            json_pack("[{s:s, s:s, s:s}, {s:s, s:n, s:s}, {s:s, s:s, s:s, s:I, s:s}]", "column",
+                      "amount", "source", src, "target", "12.5", "column", "note", "source",
+                      "target", "line\nbreak\x01", "column", "blob", "source", big, "target",
+                      "short", "source_length", (json_int_t)123456, "source_hash",
+                      "0123456789abcdef0123456789abcdef"));
+    }
+    return d;
+}
+
+/* Whether the JSON document doc has the divergences of s[0..n) (in that
+ * order), each on a line of its own, 4 spaces deep, and the rest laid out
+ * as before. */
+static int json_as_given(const char *doc, const tev *s, size_t n, int keys_only)
+{
+    json_error_t e;
+    json_t *got = json_loads(doc, 0, &e), *want = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(want, expected(&s[i], keys_only));
+    int good = got && json_equal(json_object_get(got, "divergences"), want);
+    if (!good)
+        printf("#   the document does not parse as the divergences given%s%s\n", got ? "" : ": ",
+               got ? "" : e.text);
+    /* the lines between "divergences": [ and ], one object each */
+    const char *p = strstr(doc, "\n  \"divergences\": [\n");
+    size_t lines = 0;
+    if (!p || !strstr(doc, "\n  \"schema\": [],\n  \"divergences\"") ||
+        !strstr(doc, "{\n  \"format\": \"sluice.diff\",\n"))
+        good = 0;
+    for (p = p ? strchr(p + 1, '\n') + 1 : NULL; p && strncmp(p, "  ],\n", 5); lines++) {
+        const char *nl = strchr(p, '\n');
+        if (!nl || strncmp(p, "    {\"kind\": \"", 14) ||
+            !(nl[-1] == '}' || (nl[-1] == ',' && nl[-2] == '}'))) {
+            printf("#   not a divergence on a line: \"%.60s\"\n", p);
+            good = 0;
+            break;
+        }
+        p = nl + 1;
+    }
+    if (lines != n) {
+        printf("#   %zu lines of divergences, %zu given\n", lines, n);
+        good = 0;
+    }
+    json_decref(got);
+    json_decref(want);
+    return good;
 }
 
 /* Whether v (in arrival order) prints as its divergences in key order (equal
@@ -140,8 +206,8 @@ static int same_as_sorted(const tev *v, size_t n, const char *what, int want_run
     for (int f = 0; f < 2; f++) {
         const char *format = f ? "json" : "text";
         int ran = 0;
-        char *got = printed_of(v, n, format, &ran);
-        char *want = printed_of(s, n, format, NULL);
+        char *got = printed_of(v, n, format, &ran, 0);
+        char *want = printed_of(s, n, format, NULL, 0);
         int same = got && want && strcmp(got, want) == 0;
         ok(same && (!want_runs || ran), "%s: %s output as in key order (%zu bytes)", what, format,
            want ? strlen(want) : 0);
@@ -153,6 +219,8 @@ static int same_as_sorted(const tev *v, size_t n, const char *what, int want_run
                     break;
                 }
         good &= same;
+        if (f)
+            ok(got && json_as_given(got, s, n, 0), "%s: json parses as given, a line each", what);
         free(got);
         free(want);
     }
@@ -260,6 +328,26 @@ int main(void)
     n = make_runs(v, 4, ids, base, 100);
     v[n / 2].status = CO_TRANSIENT;
     same_as_sorted(v, n, "a transient divergence (SQLite, last)", 0);
+
+    /* --keys-only: no "columns" */
+    n = make_runs(v, 4, ids, base, 50);
+    {
+        tev *s = malloc(n * sizeof *s);
+        memcpy(s, v, n * sizeof *s);
+        qsort(s, n, sizeof *s, by_key);
+        char *got = printed_of(v, n, "json", NULL, 1);
+        ok(got && json_as_given(got, s, n, 1), "--keys-only json: no columns, a line each");
+        free(got);
+        free(s);
+    }
+
+    /* no divergence: "divergences": [] as before */
+    {
+        char *got = printed_of(v, 0, "json", NULL, 0);
+        ok(got && strstr(got, "\n  \"divergences\": [],\n  \"summary\": {\n"),
+           "no divergence: an empty array");
+        free(got);
+    }
 
     return done_testing();
 }
