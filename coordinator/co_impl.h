@@ -33,6 +33,9 @@
 #define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
 /* co_dispatch's task number of a merge task (range | CO_MERGE_TASK) */
 #define CO_MERGE_TASK ((size_t)1 << (sizeof(size_t) * 8 - 2))
+/* 1 in this many rows of a drilled range differing (0.5%) makes it dense
+ * for the job when merge tasks can be had (co_compare_range) */
+#define CO_MERGE_SHARE 200
 #define CO_DENSE (-3) /* a drill-down stops: the rest of the range is streamed */
 
 typedef struct co_job job;
@@ -301,6 +304,7 @@ struct co_job {
      * and differing 32-row blocks, for judging a directly streamed range */
     int direct;
     int merge_ok; /* its dense ranges may go to merge tasks (co_merge.c) */
+    uint64_t found_n; /* divergences found by its compares (before re-checks) */
     size_t judged, judged_dense;
     uint64_t st_rows[2], st_pos, st_blocks, st_lastblk, st_ndiff;
     sl_buf st_at;
