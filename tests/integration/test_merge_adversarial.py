@@ -14,8 +14,6 @@ rows) is compared with an oracle: `sluice diff` of the same tables without
 any liar. A lie the coordinator cannot see (a divergence left out of both
 lists) is skipped. One honest run: two real workers, every row differing,
 the oracle's answer through merge tasks (merged_ranges > 0)."""
-import ctypes
-import ctypes.util
 import json
 import os
 import re
@@ -27,8 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
 from harness import SLUICE, PgServer, Tap, free_port, sluice_json  # noqa: E402
-
-import msgpack  # noqa: E402
+from wire import decode, encode, int_key, key_int  # noqa: E402
 import zmq  # noqa: E402
 
 T_HELLO, T_TREE, T_REPLY, T_ERROR, T_HEARTBEAT, T_MERGE = 1, 4, 10, 11, 12, 26
@@ -42,7 +39,6 @@ RUN_TIMEOUT = 120  # a job that takes longer hangs
 TREE_DELAY = 0.25
 
 t = Tap()
-_lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
 
 
 def todo(cond, name, reason, diag=None):
@@ -57,29 +53,6 @@ def todo(cond, name, reason, diag=None):
 def skip(name, reason):
     t.n += 1
     print(f"ok {t.n} - {name} # SKIP {reason}", flush=True)
-
-
-def decode(frame):
-    if frame[0] == 1:
-        raw = int.from_bytes(frame[1:5], "big")
-        out = ctypes.create_string_buffer(raw)
-        n = _lz4.LZ4_decompress_safe(frame[5:], out, len(frame) - 5, raw)
-        assert n == raw, "an lz4 frame that does not decompress"
-        return msgpack.unpackb(out.raw[:n], raw=False, strict_map_key=False)
-    return msgpack.unpackb(frame[1:], raw=False, strict_map_key=False)
-
-
-def encode(m):
-    return b"\x00" + msgpack.packb(m, use_bin_type=True)
-
-
-def int_key(i):
-    return b"\x10" + ((i ^ (1 << 63)) & ((1 << 64) - 1)).to_bytes(8, "big")
-
-
-def key_int(k):
-    u = int.from_bytes(k[1:9], "big") ^ (1 << 63)
-    return u - (1 << 64) if u >= 1 << 63 else u
 
 
 # ---- the tables: ids 2, 4, ... on the source; about 90% of rows differ --------------------------

@@ -6,50 +6,23 @@ Checks identical tables, every row differing in one column, rows on one
 side only, NULL against a value, long texts (digest form; equal ones not
 sent), the limit and "through" (asking again from after it covers every
 key exactly once), a failing side named in the error, and refusals."""
-import ctypes
-import ctypes.util
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-import msgpack
 import zmq
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import SAN_ENV, SLUICE, PgServer, Tap, check_sanitizer, free_port  # noqa: E402
+from wire import decode, encode, int_key, key_int  # noqa: E402
 
 T_HELLO, T_REPLY, T_ERROR, T_HEARTBEAT, T_MERGE = 1, 10, 11, 12, 26
 ENC_INT, ENC_TEXT = 1, 5
 UNB, INCL, EXCL = 0, 1, 2
 
 t = Tap()
-_lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
-
-
-def decode(frame):
-    """A frame: flag byte (1: lz4, with the raw size next) and msgpack."""
-    if frame[0] == 1:
-        raw = int.from_bytes(frame[1:5], "big")
-        out = ctypes.create_string_buffer(raw)
-        n = _lz4.LZ4_decompress_safe(frame[5:], out, len(frame) - 5, raw)
-        return msgpack.unpackb(out.raw[:n], raw=False, strict_map_key=False)
-    return msgpack.unpackb(frame[1:], raw=False, strict_map_key=False)
-
-
-def encode(m):
-    return b"\x00" + msgpack.packb(m, use_bin_type=True)
-
-
-def int_key(i):
-    return b"\x10" + ((i ^ (1 << 63)) & ((1 << 64) - 1)).to_bytes(8, "big")
-
-
-def key_int(k):
-    i = int.from_bytes(k[1:9], "big") ^ (1 << 63)
-    return i - (1 << 64) if i >= 1 << 63 else i
-
 
 src, dst = PgServer(), PgServer()
 ca, cb = src.connect(), dst.connect()
