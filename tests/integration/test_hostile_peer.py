@@ -6,8 +6,6 @@ gives its work to the honest worker, and the job ends with the exact
 answer; with no honest worker it fails saying so. A decompression bomb
 (1 MB of lz4 claiming 256 MiB of nils; 32 MiB of nils within the size cap)
 neither stalls the client socket nor grows the coordinator's memory."""
-import ctypes
-import ctypes.util
 import json
 import os
 import subprocess
@@ -21,39 +19,11 @@ import zmq
 sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
 from harness import SLUICE, PgServer, Tap, free_port  # noqa: E402
+from wire import decode, encode, int_key, lz4  # noqa: E402
 
 t = Tap()
-_lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
 T_DESCRIBE, T_SPLIT, T_TREE, T_NODES, T_ROWS, T_FETCH, T_STREAM = 2, 3, 4, 5, 6, 7, 25
 T_HELLO, T_REPLY, T_HEARTBEAT, T_WORKERS = 1, 10, 12, 16
-
-
-def lz4(b):
-    bound = _lz4.LZ4_compressBound(len(b))
-    out = ctypes.create_string_buffer(bound)
-    n = _lz4.LZ4_compress_default(b, out, len(b), bound)
-    return out.raw[:n]
-
-
-def unlz4(b, raw):
-    out = ctypes.create_string_buffer(raw)
-    n = _lz4.LZ4_decompress_safe(b, out, len(b), raw)
-    return out.raw[:n]
-
-
-def decode(frame):
-    if frame[0] == 1:
-        raw = int.from_bytes(frame[1:5], "big")
-        return msgpack.unpackb(unlz4(frame[5:], raw), raw=False, strict_map_key=False)
-    return msgpack.unpackb(frame[1:], raw=False, strict_map_key=False)
-
-
-def encode(m):
-    return b"\x00" + msgpack.packb(m, use_bin_type=True)
-
-
-def int_key(i):
-    return b"\x10" + ((i ^ (1 << 63)) & ((1 << 64) - 1)).to_bytes(8, "big")
 
 
 def nil_bomb(size):

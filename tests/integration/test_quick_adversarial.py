@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cluster import Cluster  # noqa: E402
 from harness import (SAN_ENV, SLUICE, MariaDbServer, PgServer, PgStandby, Tap,  # noqa: E402
                      free_port, sluice, sluice_json)
+from wire import decode, encode, int_key  # noqa: E402
 
 t = Tap()
 pg = PgServer()
@@ -254,21 +255,6 @@ cl.stop()
 
 # ---- a worker lying in its answer to a bounded split: the range stays whole ------------------
 T_SPLIT, T_REPLY = 3, 10
-
-
-def decode(frame):
-    import msgpack
-    assert frame[0] == 0, "an lz4 frame: not expected for these small messages"
-    return msgpack.unpackb(frame[1:], raw=False, strict_map_key=False)
-
-
-def encode(m):
-    import msgpack
-    return b"\x00" + msgpack.packb(m, use_bin_type=True)
-
-
-def int_key(i):
-    return b"\x10" + ((i ^ (1 << 63)) & ((1 << 64) - 1)).to_bytes(8, "big")
 
 
 def lie_eq_bound(m, lo, hi):

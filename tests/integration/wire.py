@@ -10,14 +10,28 @@ import msgpack
 _lz4 = ctypes.CDLL(ctypes.util.find_library("lz4"))
 
 
+def lz4(b):
+    """b compressed as an lz4 block."""
+    bound = _lz4.LZ4_compressBound(len(b))
+    out = ctypes.create_string_buffer(bound)
+    n = _lz4.LZ4_compress_default(b, out, len(b), bound)
+    return out.raw[:n]
+
+
+def unlz4(b, raw):
+    """An lz4 block of raw bytes, decompressed (fewer when it is broken)."""
+    out = ctypes.create_string_buffer(raw)
+    n = _lz4.LZ4_decompress_safe(b, out, len(b), raw)
+    return out.raw[:max(n, 0)]
+
+
 def decode(frame):
     """A frame's message (an lz4 frame that does not decompress fails)."""
     if frame[0] == 1:
         raw = int.from_bytes(frame[1:5], "big")
-        out = ctypes.create_string_buffer(raw)
-        n = _lz4.LZ4_decompress_safe(frame[5:], out, len(frame) - 5, raw)
-        assert n == raw, "an lz4 frame that does not decompress"
-        return msgpack.unpackb(out.raw[:n], raw=False, strict_map_key=False)
+        body = unlz4(frame[5:], raw)
+        assert len(body) == raw, "an lz4 frame that does not decompress"
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
     return msgpack.unpackb(frame[1:], raw=False, strict_map_key=False)
 
 
