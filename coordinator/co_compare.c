@@ -208,6 +208,11 @@ static int key_display(job *j, const uint8_t *key, size_t klen, sl_buf *strs, co
 static int already_emitted(range *r, int kind, const uint8_t *key, size_t klen)
 {
     uint32_t len = (uint32_t)klen;
+    /* a range merged (co_merge.c) is never compared again: a merge reply
+     * is reported whole or not at all, and a lost task resumes after its
+     * last key; recording its keys would only hold every one of them */
+    if (r->merging)
+        return 0;
     if (r->attempts > 0)
         for (size_t off = 0; off < r->emitted.len;) {
             uint32_t l;

@@ -30,7 +30,7 @@
 #define CO_MAX_TABLE_COLS 32767
 #define CO_ROWS_PER_RANGE 200000 /* caps a tree's memory on the worker */
 #define CO_MAX_RETRIES 20
-#define CO_LOST (-2)  /* a worker went away: redo its work elsewhere */
+#define CO_LOST (-2) /* a worker went away: redo its work elsewhere */
 /* co_dispatch's task number of a merge task (range | CO_MERGE_TASK) */
 #define CO_MERGE_TASK ((size_t)1 << (sizeof(size_t) * 8 - 2))
 /* 1 in this many rows of a drilled range differing (0.5%) makes it dense
@@ -140,13 +140,13 @@ typedef struct range {
     /* co_merge.c: a range merged by one worker reading both sides, in
      * merge tasks. Once begun, only merge tasks go on with it, from after
      * mat (everything up to that key is compared and reported). */
-    int merging;         /* its merge has begun */
-    sl_buf mat;          /* the last key merged (empty: none yet) */
-    int mat_kind;        /* MK_EXCL, or MK_INCL: a drill's rest starts at mat */
-    int mtree;           /* the rest of a drilled range: its rows counted by its trees */
-    uint64_t mrows[2];   /* rows of each side merged so far */
+    int merging;            /* its merge has begun */
+    sl_buf mat;             /* the last key merged (empty: none yet) */
+    int mat_kind;           /* MK_EXCL, or MK_INCL: a drill's rest starts at mat */
+    int mtree;              /* the rest of a drilled range: its rows counted by its trees */
+    uint64_t mrows[2];      /* rows of each side merged so far */
     uint64_t mpos, mblocks; /* merged rows and differing 32-row blocks (density) */
-    msg *mrep;           /* RS_MERGED: the reply the fiber takes next */
+    msg *mrep;              /* RS_MERGED: the reply the fiber takes next */
 } range;
 
 typedef struct recheck {
@@ -303,14 +303,14 @@ struct co_job {
      * (a stream cut by a lost worker resumes after it), and the merged rows
      * and differing 32-row blocks, for judging a directly streamed range */
     int direct;
-    int merge_ok; /* its dense ranges may go to merge tasks (co_merge.c) */
+    int merge_ok;     /* its dense ranges may go to merge tasks (co_merge.c) */
     uint64_t found_n; /* divergences found by its compares (before re-checks) */
     size_t judged, judged_dense;
     uint64_t st_rows[2], st_pos, st_blocks, st_lastblk, st_ndiff;
     sl_buf st_at;
     int st_at_kind; /* MK_EXCL; MK_INCL: a begun merge's rest from a drill (co_merge.c) */
-    size_t st_ri1; /* the range streamed directly, + 1 (0: none), until it ends */
-    int st_tries;  /* its streams cut short by a lost worker */
+    size_t st_ri1;  /* the range streamed directly, + 1 (0: none), until it ends */
+    int st_tries;   /* its streams cut short by a lost worker */
 };
 
 /* What a drill-down works on: its job, and the range being compared. NULL r
@@ -512,6 +512,10 @@ int co_stream_span(drill *d, const mk_bound *lo, const mk_bound *hi, sl_err *err
  * directly: counts it, and sets j->direct when most ranges judged were
  * dense (and clears it when they no longer are). */
 void co_judge_range(job *j, int dense);
+/* ... a range streamed or merged whole: judged dense when CO_DENSE_PERCENT
+ * of its 32-row blocks (of `merged` rows in key order) held a divergence;
+ * not judged under CO_DENSE_MIN_ROWS rows (both sides). */
+void co_judge_streamed(job *j, uint64_t rows, uint64_t merged, uint64_t blocks);
 /* Whether job j's fiber should stream a pending range now: direct, and
  * nothing holds it back (a share, a pause for replica lag, a job of higher
  * priority with ranges to read). */
@@ -588,6 +592,9 @@ int co_share_paused(job *j, double now);
 void co_requeue_lost(job *j);
 void co_dispatch(co *c);
 void co_tree_reply(co *c, int wi, msg *m);
+/* A range task's reply came from wi: the worker made idle, its job woken;
+ * the job, its task number (range * 2 + side) and how long it took. */
+job *co_task_answered(co *c, int wi, long *task, double *took);
 /* Queues range ri for the job's fiber (both trees in, or a merge reply);
  * out of memory fails the job. */
 void co_ready_push(job *j, size_t ri);

@@ -315,15 +315,24 @@ static void job_main(void *arg)
 /* A range task's reply (a tree's root), taken in the loop: the range's side
  * is built, or the worker is dropped for a bad reply (its task goes to
  * another), or the job fails with the worker's error. */
-void co_tree_reply(co *c, int wi, msg *m)
+job *co_task_answered(co *c, int wi, long *task, double *took)
 {
     co_worker *w = &c->w[wi];
     job *j = w->busy_job;
-    size_t ri = (size_t)w->busy_task / 2;
-    int side = (int)(w->busy_task % 2);
-    double took = sl_now() - w->busy_since;
+    *task = w->busy_task;
+    *took = sl_now() - w->busy_since;
     co_worker_idle(w);
     j->wake = 1;
+    return j;
+}
+
+void co_tree_reply(co *c, int wi, msg *m)
+{
+    long task;
+    double took;
+    job *j = co_task_answered(c, wi, &task, &took);
+    size_t ri = (size_t)task / 2;
+    int side = (int)(task % 2);
     if (msg_type(m) == MSG_ERROR) {
         sl_err why = {0};
         msg_error_read(m, &why);

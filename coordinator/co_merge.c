@@ -129,12 +129,10 @@ int co_send_merge(job *j, size_t ri, int wi, sl_err *err)
 
 void co_merge_reply(co *c, int wi, msg *m)
 {
-    co_worker *w = &c->w[wi];
-    job *j = w->busy_job;
-    size_t ri = (size_t)w->busy_task / 2;
-    double took = sl_now() - w->busy_since;
-    co_worker_idle(w);
-    j->wake = 1;
+    long task;
+    double took;
+    job *j = co_task_answered(c, wi, &task, &took);
+    size_t ri = (size_t)task / 2;
     if (msg_type(m) == MSG_ERROR) {
         sl_err why = {0};
         msg_error_read(m, &why);
@@ -359,9 +357,7 @@ int co_merge_take(job *j, size_t ri, sl_err *err)
         r->rows[1] = r->mrows[1];
         j->sum->direct_ranges++;
         j->sum->trees_skipped += 2;
-        uint64_t nblk = (r->mpos + 31) / 32;
-        if (r->mrows[0] + r->mrows[1] >= 4096)
-            co_judge_range(j, r->mblocks * 100 >= nblk * 10);
+        co_judge_streamed(j, r->mrows[0] + r->mrows[1], r->mpos, r->mblocks);
     }
     if (!r->pending && co_finish_range(j, ri, err))
         return -1;

@@ -293,6 +293,12 @@ static size_t stranded_merge(const job *j)
     return SIZE_MAX;
 }
 
+void co_judge_streamed(job *j, uint64_t rows, uint64_t merged, uint64_t blocks)
+{
+    if (rows >= CO_DENSE_MIN_ROWS)
+        co_judge_range(j, blocks * 100 >= (merged + 31) / 32 * CO_DENSE_PERCENT);
+}
+
 int co_direct_ready(job *j)
 {
     if (j->st_ri1) /* one cut short: finished first */
@@ -400,9 +406,7 @@ int co_stream_pending(job *j, sl_err *err)
     r->worker[0] = r->worker[1] = -1;
     r->compared = 1;
     j->sum->streamed_ranges++;
-    uint64_t blocks = (j->st_pos + 31) / 32;
-    if (j->st_rows[0] + j->st_rows[1] >= CO_DENSE_MIN_ROWS)
-        co_judge_range(j, j->st_blocks * 100 >= blocks * CO_DENSE_PERCENT);
+    co_judge_streamed(j, j->st_rows[0] + j->st_rows[1], j->st_pos, j->st_blocks);
     if (!r->pending && co_finish_range(j, ri, err))
         return -1;
     return 1;

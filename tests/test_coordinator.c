@@ -595,7 +595,7 @@ static void test_next_task_ahead(void)
     co *c = fake_co();
     fixture f;
     job *j = new_job(c, &f, 6, CO_PRIO_NORMAL);
-    int both = add_worker(c, "s", "t"); /* one live worker: two ranges open at most */
+    int both = add_worker(c, "s", "t");             /* one live worker: two ranges open at most */
     j->r[0].state[0] = j->r[0].state[1] = RS_BUILT; /* waits for its compare */
     j->r[1].state[0] = RS_RUNNING;
     ok(co_next_task(j, &c->w[both]) == 3, "two ranges open: the other side of one (range 1)");
